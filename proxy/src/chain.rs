@@ -1,0 +1,213 @@
+//! Runs one phase of a route's filter chain: request phases in chain order, response
+//! phases in reverse (as Envoy does). Folds each filter's answer (continue, pause,
+//! local response, reset) and applies its failure policy when it traps. Knows no
+//! guest memory and no Pingora.
+//!
+//! Bodies follow Envoy's buffering model: a filter that pauses on a chunk keeps the
+//! data it has seen; when it continues (or the stream ends) everything it buffered
+//! flows on to the next filter.
+
+use std::sync::Arc;
+
+use crate::host::{Action, BodyKind, HostError, LocalResponse, StreamState};
+use crate::policy::OnFailure;
+use crate::snapshot::Filter;
+
+/// How a phase ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Go on with the request.
+    Continue,
+    /// A filter answered locally: `StreamState::local_response` holds the answer.
+    Respond,
+    /// A filter reset the stream.
+    Reset,
+}
+
+#[derive(Default)]
+struct Slot {
+    /// Stream context id and the VM incarnation that owns it.
+    ctx: Option<(u32, u64)>,
+    /// Body bytes this filter holds while it pauses.
+    held: Vec<u8>,
+    /// The filter failed with `fail_open`: skipped for the rest of the request.
+    skipped: bool,
+}
+
+/// The chain's state for one request.
+pub struct Chain {
+    filters: Vec<Arc<Filter>>,
+    slots: Vec<Slot>,
+}
+
+enum Step {
+    Go(Action),
+    Stop(Outcome),
+}
+
+impl Chain {
+    /// A chain over `filters` (in request order).
+    pub fn new(filters: Vec<Arc<Filter>>) -> Chain {
+        let slots = filters.iter().map(|_| Slot::default()).collect();
+        Chain { filters, slots }
+    }
+
+    /// True when the route has no filter.
+    pub fn is_empty(&self) -> bool {
+        self.filters.is_empty()
+    }
+
+    fn order(&self, kind: BodyKind) -> Vec<usize> {
+        let n = self.filters.len();
+        match kind {
+            BodyKind::Request => (0..n).collect(),
+            BodyKind::Response => (0..n).rev().collect(),
+        }
+    }
+
+    /// Runs one callback of filter `i`, creating its stream context first if needed,
+    /// and turns failures into the filter's failure policy.
+    fn run(
+        &mut self,
+        i: usize,
+        stream: &mut StreamState,
+        cb: impl FnOnce(&mut crate::host::Vm, u32, &mut StreamState) -> Result<Action, HostError>,
+    ) -> Step {
+        if self.slots[i].skipped {
+            return Step::Go(Action::Continue);
+        }
+        let filter = self.filters[i].clone();
+        let slot = &mut self.slots[i];
+        let result = filter.plugin.with_vm(|vm, incarnation| {
+            let ctx = match slot.ctx {
+                Some((id, inc)) if inc == incarnation => id,
+                Some(_) => return Err(HostError::VmFailed),
+                None => {
+                    let id = vm.create_stream_context(stream)?;
+                    slot.ctx = Some((id, incarnation));
+                    id
+                }
+            };
+            cb(vm, ctx, stream)
+        });
+        match result.and_then(|r| r) {
+            Ok(action) => {
+                if stream.closed {
+                    Step::Stop(Outcome::Reset)
+                } else if stream.local_response.is_some() {
+                    Step::Stop(Outcome::Respond)
+                } else {
+                    Step::Go(action)
+                }
+            }
+            Err(e) => {
+                tracing::error!(filter = %filter.plugin.info.name, request_id = %stream.info.id, error = %e, "filter failed");
+                match filter.on_failure {
+                    OnFailure::Open => {
+                        slot.skipped = true;
+                        Step::Go(Action::Continue)
+                    }
+                    OnFailure::Closed(status) => {
+                        stream.local_response = Some(LocalResponse {
+                            status,
+                            details: format!("filter {} failed", filter.plugin.info.name),
+                            body: format!("filter {} failed\n", filter.plugin.info.name)
+                                .into_bytes(),
+                            headers: vec![("content-type".into(), b"text/plain".to_vec())],
+                        });
+                        Step::Stop(Outcome::Respond)
+                    }
+                }
+            }
+        }
+    }
+
+    /// The request-headers phase, in chain order. A filter that pauses here is asked
+    /// again with the body; with no body to wait for, the pause ends at once.
+    pub fn request_headers(&mut self, stream: &mut StreamState, end_of_stream: bool) -> Outcome {
+        self.headers(stream, BodyKind::Request, end_of_stream)
+    }
+
+    /// The response-headers phase, in reverse chain order.
+    pub fn response_headers(&mut self, stream: &mut StreamState, end_of_stream: bool) -> Outcome {
+        self.headers(stream, BodyKind::Response, end_of_stream)
+    }
+
+    fn headers(&mut self, stream: &mut StreamState, kind: BodyKind, eos: bool) -> Outcome {
+        for i in self.order(kind) {
+            let step = self.run(i, stream, |vm, ctx, s| match kind {
+                BodyKind::Request => vm.on_request_headers(s, ctx, eos),
+                BodyKind::Response => vm.on_response_headers(s, ctx, eos),
+            });
+            if let Step::Stop(o) = step {
+                return o;
+            }
+        }
+        Outcome::Continue
+    }
+
+    /// Passes one body chunk through the chain. Returns what flows on now (possibly
+    /// nothing while a filter pauses), or how the phase stopped. Holding more than
+    /// `stream.max_buffer_bytes` in one filter answers 413 (request) or 502 (response).
+    pub fn body(
+        &mut self,
+        stream: &mut StreamState,
+        kind: BodyKind,
+        mut data: Vec<u8>,
+        eos: bool,
+    ) -> Result<Vec<u8>, Outcome> {
+        for i in self.order(kind) {
+            if self.slots[i].skipped {
+                continue;
+            }
+            let mut held = std::mem::take(&mut self.slots[i].held);
+            if held.is_empty() {
+                held = data;
+            } else {
+                held.extend_from_slice(&data);
+            }
+            stream.body = held;
+            let step = self.run(i, stream, |vm, ctx, s| vm.on_body(s, ctx, kind, eos));
+            let out = std::mem::take(&mut stream.body);
+            match step {
+                Step::Stop(o) => return Err(o),
+                Step::Go(Action::Pause) if !eos => {
+                    if out.len() > stream.max_buffer_bytes {
+                        let status = if kind == BodyKind::Request { 413 } else { 502 };
+                        stream.local_response = Some(LocalResponse {
+                            status,
+                            details: "body larger than the filters may buffer".into(),
+                            body: b"body too large for the filter chain\n".to_vec(),
+                            headers: vec![("content-type".into(), b"text/plain".to_vec())],
+                        });
+                        return Err(Outcome::Respond);
+                    }
+                    self.slots[i].held = out;
+                    return Ok(Vec::new());
+                }
+                Step::Go(_) => data = out,
+            }
+        }
+        Ok(data)
+    }
+
+    /// Ends every stream context the request created (`proxy_on_done`,
+    /// `proxy_on_log`, `proxy_on_delete`).
+    pub fn finish(&mut self, stream: &mut StreamState) {
+        for (filter, slot) in self.filters.iter().zip(self.slots.iter_mut()) {
+            let Some((ctx, inc)) = slot.ctx.take() else {
+                continue;
+            };
+            let r = filter.plugin.with_vm(|vm, incarnation| {
+                if incarnation == inc {
+                    vm.finish_stream(stream, ctx)
+                } else {
+                    Ok(())
+                }
+            });
+            if let Err(e) = r.and_then(|r| r) {
+                tracing::warn!(filter = %filter.plugin.info.name, request_id = %stream.info.id, error = %e, "filter failed in its log phase");
+            }
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! HTTP fields: `proxy_get_header_map_*`, `proxy_set_header_map_pairs`,
+//! `proxy_add/replace/remove_header_map_value`.
+//!
+//! Outside a stream, or for a map the running phase does not have, reads answer an
+//! empty map / `NOT_FOUND` and writes are ignored, as the SDK expects `OK` from them.
+
+use wasmtime::Caller;
+use wasmtime::Result;
+
+use super::{status, Registry, Status, Support};
+use crate::host::memory;
+use crate::host::state::HostState;
+use crate::host::stream::HeaderMap;
+
+/// Most bytes one header map may hold; writes past it answer `BAD_ARGUMENT`.
+pub const MAX_MAP_BYTES: usize = 256 << 10;
+
+/// Which map a `proxy_map_type_t` names, or `None` when the stream has no such map.
+fn map_mut(
+    state: &mut HostState,
+    map_type: i32,
+) -> Result<Option<(&mut HeaderMap, &mut bool)>, Status> {
+    if !(0..=7).contains(&map_type) {
+        return Err(Status::BadArgument);
+    }
+    if !state.has_stream {
+        return Ok(None);
+    }
+    let s = &mut state.stream;
+    Ok(match map_type {
+        0 => Some((&mut s.request_headers, &mut s.request_headers_changed)),
+        1 => Some((&mut s.request_trailers, &mut s.request_headers_changed)),
+        2 => Some((&mut s.response_headers, &mut s.response_headers_changed)),
+        3 => Some((&mut s.response_trailers, &mut s.response_headers_changed)),
+        // gRPC metadata and HTTP-call response maps are not part of an HTTP stream.
+        _ => None,
+    })
+}
+
+fn edit(
+    c: &mut Caller<'_, HostState>,
+    map_type: i32,
+    key: (i32, i32),
+    value: Option<(i32, i32)>,
+    op: fn(&mut HeaderMap, &str, Vec<u8>),
+) -> Result<(), Status> {
+    let k = memory::read_str(c, key.0, key.1)?;
+    let v = match value {
+        Some((p, l)) => memory::read(c, p, l)?,
+        None => Vec::new(),
+    };
+    if let Some((map, changed)) = map_mut(c.data_mut(), map_type)? {
+        if map.byte_size() + k.len() + v.len() > MAX_MAP_BYTES {
+            return Err(Status::BadArgument);
+        }
+        op(map, &k, v);
+        *changed = true;
+    }
+    Ok(())
+}
+
+pub(super) fn register(reg: &mut Registry) -> Result<()> {
+    reg.func(
+        "env",
+        "proxy_get_header_map_pairs",
+        Support::Full,
+        "request/response headers and trailers, pseudo-headers included",
+        |mut c: Caller<'_, HostState>, map_type: i32, ret_ptr: i32, ret_len: i32| -> i32 {
+            status((|| {
+                let bytes = match map_mut(c.data_mut(), map_type)? {
+                    Some((m, _)) => memory::encode_pairs(m.iter().map(|(k, v)| (k.as_bytes(), v))),
+                    None => memory::encode_pairs(std::iter::empty::<(&[u8], &[u8])>()),
+                };
+                memory::copy_out(&mut c, &bytes, ret_ptr, ret_len)
+            })())
+        },
+    )?;
+    reg.func(
+        "env",
+        "proxy_get_header_map_size",
+        Support::Full,
+        "size of the serialized map",
+        |mut c: Caller<'_, HostState>, map_type: i32, ret: i32| -> i32 {
+            status((|| {
+                let n = match map_mut(c.data_mut(), map_type)? {
+                    Some((m, _)) => 4 + m.len() * 10 + m.byte_size(),
+                    None => 4,
+                };
+                memory::write_u32(&mut c, ret, n as u32)
+            })())
+        },
+    )?;
+    reg.func(
+        "env",
+        "proxy_set_header_map_pairs",
+        Support::Full,
+        "replaces the whole map",
+        |mut c: Caller<'_, HostState>, map_type: i32, ptr: i32, len: i32| -> i32 {
+            status((|| {
+                let raw = memory::read(&mut c, ptr, len)?;
+                if raw.len() > MAX_MAP_BYTES * 2 {
+                    return Err(Status::BadArgument);
+                }
+                let pairs = memory::decode_pairs(&raw)?;
+                let mut new = Vec::with_capacity(pairs.len());
+                for (k, v) in pairs {
+                    new.push((String::from_utf8(k).map_err(|_| Status::BadArgument)?, v));
+                }
+                if let Some((map, changed)) = map_mut(c.data_mut(), map_type)? {
+                    *map = HeaderMap::from_pairs(new);
+                    *changed = true;
+                }
+                Ok(())
+            })())
+        },
+    )?;
+    reg.func(
+        "env",
+        "proxy_get_header_map_value",
+        Support::Full,
+        "all values of a name joined with `, `; `NOT_FOUND` when absent",
+        |mut c: Caller<'_, HostState>,
+         map_type: i32,
+         kp: i32,
+         kl: i32,
+         ret_ptr: i32,
+         ret_len: i32|
+         -> i32 {
+            status((|| {
+                let k = memory::read_str(&mut c, kp, kl)?;
+                let v = match map_mut(c.data_mut(), map_type)? {
+                    Some((m, _)) => m.get_joined(&k).ok_or(Status::NotFound)?,
+                    None => return Err(Status::NotFound),
+                };
+                memory::copy_out(&mut c, &v, ret_ptr, ret_len)
+            })())
+        },
+    )?;
+    reg.func(
+        "env",
+        "proxy_add_header_map_value",
+        Support::Full,
+        "appends a value",
+        |mut c: Caller<'_, HostState>, map_type: i32, kp: i32, kl: i32, vp: i32, vl: i32| -> i32 {
+            status(edit(
+                &mut c,
+                map_type,
+                (kp, kl),
+                Some((vp, vl)),
+                |m, k, v| m.add(k, v),
+            ))
+        },
+    )?;
+    reg.func(
+        "env",
+        "proxy_replace_header_map_value",
+        Support::Full,
+        "sets a name to one value",
+        |mut c: Caller<'_, HostState>, map_type: i32, kp: i32, kl: i32, vp: i32, vl: i32| -> i32 {
+            status(edit(
+                &mut c,
+                map_type,
+                (kp, kl),
+                Some((vp, vl)),
+                |m, k, v| m.set(k, v),
+            ))
+        },
+    )?;
+    reg.func(
+        "env",
+        "proxy_remove_header_map_value",
+        Support::Full,
+        "removes every value of a name",
+        |mut c: Caller<'_, HostState>, map_type: i32, kp: i32, kl: i32| -> i32 {
+            status(edit(&mut c, map_type, (kp, kl), None, |m, k, _| {
+                m.remove(k)
+            }))
+        },
+    )?;
+    Ok(())
+}

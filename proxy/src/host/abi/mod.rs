@@ -1,0 +1,145 @@
+//! THE Proxy-Wasm hostcall table: every function a guest can import, one file per
+//! area of the v0.2.1 spec. Each row is registered through [`Registry`], which both
+//! links it into wasmtime and records it for the compatibility table
+//! (`sluice abi` prints it; `docs/ABI.md` is generated from it).
+//!
+//! Status discipline: the `proxy-wasm` SDK panics on statuses it does not expect, so
+//! each hostcall answers only with the statuses the SDK (and Envoy) use for that call.
+
+use wasmtime::Result;
+use wasmtime::{IntoFunc, Linker};
+
+use super::state::HostState;
+
+mod buffers;
+mod foreign;
+mod grpc;
+mod headers;
+mod http_call;
+mod log;
+mod metrics;
+mod properties;
+mod shared;
+mod stream;
+mod wasi;
+
+pub use metrics::{metric_snapshot, MetricKind, MetricValue};
+
+/// `proxy_status_t`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(i32)]
+pub enum Status {
+    /// `OK`.
+    Ok = 0,
+    /// `NOT_FOUND`.
+    NotFound = 1,
+    /// `BAD_ARGUMENT`.
+    BadArgument = 2,
+    /// `SERIALIZATION_FAILURE`.
+    SerializationFailure = 3,
+    /// `PARSE_FAILURE`.
+    ParseFailure = 4,
+    /// `INVALID_MEMORY_ACCESS`.
+    InvalidMemoryAccess = 6,
+    /// `EMPTY`.
+    Empty = 7,
+    /// `CAS_MISMATCH`.
+    CasMismatch = 8,
+    /// `INTERNAL_FAILURE`.
+    InternalFailure = 10,
+    /// `UNIMPLEMENTED`.
+    Unimplemented = 12,
+}
+
+/// Folds a hostcall body's result into the status the guest receives.
+pub(crate) fn status(r: Result<(), Status>) -> i32 {
+    match r {
+        Ok(()) => Status::Ok as i32,
+        Err(s) => s as i32,
+    }
+}
+
+/// How far Sluice implements a hostcall.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Support {
+    /// Implemented as the spec says.
+    Full,
+    /// Links and answers a defined error status; see the note.
+    Unimplemented,
+}
+
+/// One row of the hostcall table.
+#[derive(Debug, Clone)]
+pub struct Row {
+    /// Import module (`env` or `wasi_snapshot_preview1`).
+    pub module: &'static str,
+    /// Function name, exactly as in the spec.
+    pub name: &'static str,
+    /// Support level.
+    pub support: Support,
+    /// What Sluice does, in one line.
+    pub note: &'static str,
+}
+
+/// Links hostcalls into a wasmtime linker and records them as table rows.
+pub struct Registry<'a> {
+    linker: &'a mut Linker<HostState>,
+    rows: Vec<Row>,
+}
+
+impl Registry<'_> {
+    /// Links `func` as `module.name` and records its row.
+    pub fn func<Params, Args>(
+        &mut self,
+        module: &'static str,
+        name: &'static str,
+        support: Support,
+        note: &'static str,
+        func: impl IntoFunc<HostState, Params, Args>,
+    ) -> Result<()> {
+        self.linker.func_wrap(module, name, func)?;
+        self.rows.push(Row {
+            module,
+            name,
+            support,
+            note,
+        });
+        Ok(())
+    }
+}
+
+/// Links every hostcall into `linker` and returns the table of what was linked.
+pub fn register(linker: &mut Linker<HostState>) -> Result<Vec<Row>> {
+    let mut reg = Registry {
+        linker,
+        rows: Vec::new(),
+    };
+    log::register(&mut reg)?;
+    buffers::register(&mut reg)?;
+    headers::register(&mut reg)?;
+    stream::register(&mut reg)?;
+    properties::register(&mut reg)?;
+    http_call::register(&mut reg)?;
+    grpc::register(&mut reg)?;
+    shared::register(&mut reg)?;
+    metrics::register(&mut reg)?;
+    foreign::register(&mut reg)?;
+    wasi::register(&mut reg)?;
+    Ok(reg.rows)
+}
+
+/// The hostcall table as Markdown (`Name | Supported | Comment`).
+pub fn markdown_table(rows: &[Row]) -> String {
+    let mut out = String::from("| Module | Name | Supported | Comment |\n|---|---|---|---|\n");
+    for r in rows {
+        let s = match r.support {
+            Support::Full => "yes",
+            Support::Unimplemented => "no (defined status)",
+        };
+        out.push_str(&format!(
+            "| {} | `{}` | {} | {} |\n",
+            r.module, r.name, s, r.note
+        ));
+    }
+    out
+}

@@ -1,0 +1,167 @@
+//! The wasmtime engine every policy shares: configuration, the linker with the
+//! hostcall table, the epoch ticker behind callback deadlines, and module compilation.
+
+use std::collections::HashSet;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use wasmtime::{Config, ExternType, InstancePre, Linker, Module, OptLevel, Val, ValType};
+
+use super::abi::{self, Row, Status};
+use super::state::HostState;
+use super::HostError;
+
+/// One epoch tick: the resolution of callback deadlines.
+pub const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// The Proxy-Wasm ABI version a module declares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AbiVersion {
+    /// `proxy_abi_version_0_2_0`.
+    V0_2_0,
+    /// `proxy_abi_version_0_2_1`.
+    V0_2_1,
+}
+
+/// The shared wasmtime engine and linker.
+#[derive(Clone)]
+pub struct Engine {
+    pub(crate) engine: wasmtime::Engine,
+    linker: Arc<Linker<HostState>>,
+    rows: Arc<Vec<Row>>,
+}
+
+/// A module compiled once per policy and instantiated into one VM per thread.
+pub struct CompiledModule {
+    /// SHA-256 of the module bytes, hex.
+    pub hash: String,
+    /// ABI version the module exports.
+    pub abi: AbiVersion,
+    /// Imports the host stubs (not provided by Sluice): `module.name`.
+    pub stubbed_imports: Vec<String>,
+    pub(crate) pre: InstancePre<HostState>,
+}
+
+impl Engine {
+    /// The process-wide engine (created on first use, with its epoch ticker thread).
+    pub fn global() -> Result<Engine, HostError> {
+        static ENGINE: OnceLock<Result<Engine, String>> = OnceLock::new();
+        ENGINE
+            .get_or_init(|| Engine::new().map_err(|e| format!("{e:#}")))
+            .clone()
+            .map_err(HostError::Engine)
+    }
+
+    fn new() -> wasmtime::Result<Engine> {
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        config.cranelift_opt_level(OptLevel::Speed);
+        let engine = wasmtime::Engine::new(&config)?;
+        let mut linker = Linker::new(&engine);
+        let rows = abi::register(&mut linker)?;
+        let ticker = engine.clone();
+        std::thread::Builder::new()
+            .name("sluice-epoch".into())
+            .spawn(move || loop {
+                std::thread::sleep(EPOCH_TICK);
+                ticker.increment_epoch();
+            })
+            .map_err(|e| wasmtime::format_err!("cannot start the epoch thread: {e}"))?;
+        Ok(Engine {
+            engine,
+            linker: Arc::new(linker),
+            rows: Arc::new(rows),
+        })
+    }
+
+    /// The hostcall table this engine links.
+    pub fn hostcalls(&self) -> &[Row] {
+        &self.rows
+    }
+
+    /// Compiles a Proxy-Wasm module: checks its exports, links every import (stubbing
+    /// the ones Sluice does not provide so that they answer an error status, not a
+    /// trap), and prepares it for fast instantiation.
+    pub fn compile(&self, bytes: &[u8]) -> Result<CompiledModule, HostError> {
+        let hash = hex::encode(Sha256::digest(bytes));
+        let module =
+            Module::new(&self.engine, bytes).map_err(|e| HostError::Compile(format!("{e:#}")))?;
+        let exports: HashSet<&str> = module.exports().map(|e| e.name()).collect();
+        let abi = if exports.contains("proxy_abi_version_0_2_1") {
+            AbiVersion::V0_2_1
+        } else if exports.contains("proxy_abi_version_0_2_0") {
+            AbiVersion::V0_2_0
+        } else {
+            return Err(HostError::NotProxyWasm(
+                "exports neither proxy_abi_version_0_2_1 nor proxy_abi_version_0_2_0".into(),
+            ));
+        };
+        if !exports.contains("memory") {
+            return Err(HostError::NotProxyWasm("exports no memory".into()));
+        }
+        if !exports.contains("proxy_on_memory_allocate") && !exports.contains("malloc") {
+            return Err(HostError::NotProxyWasm(
+                "exports neither proxy_on_memory_allocate nor malloc".into(),
+            ));
+        }
+        if !exports.contains("proxy_on_context_create") {
+            return Err(HostError::NotProxyWasm(
+                "exports no proxy_on_context_create".into(),
+            ));
+        }
+        let known: HashSet<(&str, &str)> = self.rows.iter().map(|r| (r.module, r.name)).collect();
+        let mut linker: Option<Linker<HostState>> = None;
+        let mut stubbed_imports = Vec::new();
+        for imp in module.imports() {
+            if known.contains(&(imp.module(), imp.name())) {
+                continue;
+            }
+            let ExternType::Func(ty) = imp.ty() else {
+                return Err(HostError::NotProxyWasm(format!(
+                    "imports {}.{}, which is not a function; Sluice provides only functions",
+                    imp.module(),
+                    imp.name()
+                )));
+            };
+            // WASI calls answer ENOSYS; anything else answers UNIMPLEMENTED.
+            let code = if imp.module() == "wasi_snapshot_preview1" {
+                52
+            } else {
+                Status::Unimplemented as i32
+            };
+            let result_types: Vec<ValType> = ty.results().collect();
+            let l = linker.get_or_insert_with(|| (*self.linker).clone());
+            l.func_new(
+                imp.module(),
+                imp.name(),
+                ty.clone(),
+                move |_c, _params, results| {
+                    for (i, (r, t)) in results.iter_mut().zip(&result_types).enumerate() {
+                        *r = match t {
+                            ValType::I32 if i == 0 => Val::I32(code),
+                            ValType::I32 => Val::I32(0),
+                            ValType::I64 => Val::I64(0),
+                            ValType::F32 => Val::F32(0),
+                            ValType::F64 => Val::F64(0),
+                            _ => wasmtime::bail!("stubbed import returns an unsupported type"),
+                        };
+                    }
+                    Ok(())
+                },
+            )
+            .map_err(|e| HostError::Compile(format!("{e:#}")))?;
+            stubbed_imports.push(format!("{}.{}", imp.module(), imp.name()));
+        }
+        let linker = linker.as_ref().unwrap_or(&self.linker);
+        let pre = linker
+            .instantiate_pre(&module)
+            .map_err(|e| HostError::Compile(format!("{e:#}")))?;
+        Ok(CompiledModule {
+            hash,
+            abi,
+            stubbed_imports,
+            pre,
+        })
+    }
+}

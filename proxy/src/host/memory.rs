@@ -1,0 +1,179 @@
+//! Bounds-checked access to guest linear memory, the guest allocator, and the
+//! Proxy-Wasm map ("pairs") codec.
+//!
+//! Every pointer and length a guest passes goes through this module: nothing here
+//! can panic or read outside the guest's memory, whatever the guest sends.
+
+use wasmtime::{AsContextMut, Caller};
+
+use super::abi::Status;
+use super::state::HostState;
+
+/// Largest single value the host copies in from a guest (header, property, body chunk...).
+pub const MAX_GUEST_READ: usize = 64 << 20;
+
+fn range(ptr: i32, len: i32, mem_len: usize) -> Result<std::ops::Range<usize>, Status> {
+    let (ptr, len) = (ptr as u32 as usize, len as u32 as usize);
+    if len > MAX_GUEST_READ {
+        return Err(Status::InvalidMemoryAccess);
+    }
+    let end = ptr.checked_add(len).ok_or(Status::InvalidMemoryAccess)?;
+    if end > mem_len {
+        return Err(Status::InvalidMemoryAccess);
+    }
+    Ok(ptr..end)
+}
+
+/// Copies `len` bytes at `ptr` out of guest memory.
+pub fn read(caller: &mut Caller<'_, HostState>, ptr: i32, len: i32) -> Result<Vec<u8>, Status> {
+    let mem = caller.data().memory.ok_or(Status::InternalFailure)?;
+    let data = mem.data(&caller);
+    let r = range(ptr, len, data.len())?;
+    Ok(data[r].to_vec())
+}
+
+/// Reads guest bytes as a UTF-8 string.
+pub fn read_str(caller: &mut Caller<'_, HostState>, ptr: i32, len: i32) -> Result<String, Status> {
+    String::from_utf8(read(caller, ptr, len)?).map_err(|_| Status::BadArgument)
+}
+
+/// Writes `bytes` at `ptr` in guest memory.
+pub fn write(caller: &mut Caller<'_, HostState>, ptr: i32, bytes: &[u8]) -> Result<(), Status> {
+    let mem = caller.data().memory.ok_or(Status::InternalFailure)?;
+    let data = mem.data_mut(caller.as_context_mut());
+    let r = range(ptr, bytes.len() as i32, data.len())?;
+    data[r].copy_from_slice(bytes);
+    Ok(())
+}
+
+/// Writes a little-endian u32 at `ptr`.
+pub fn write_u32(caller: &mut Caller<'_, HostState>, ptr: i32, v: u32) -> Result<(), Status> {
+    write(caller, ptr, &v.to_le_bytes())
+}
+
+/// Writes a little-endian u64 at `ptr`.
+pub fn write_u64(caller: &mut Caller<'_, HostState>, ptr: i32, v: u64) -> Result<(), Status> {
+    write(caller, ptr, &v.to_le_bytes())
+}
+
+/// Allocates `bytes.len()` in the guest with its allocator, copies `bytes` there, and
+/// stores the address and size at `ret_ptr` / `ret_len` (the ABI's return-value idiom).
+pub fn copy_out(
+    caller: &mut Caller<'_, HostState>,
+    bytes: &[u8],
+    ret_ptr: i32,
+    ret_len: i32,
+) -> Result<(), Status> {
+    // Check the return slots first so a bad pointer costs no guest allocation.
+    {
+        let mem = caller.data().memory.ok_or(Status::InternalFailure)?;
+        let n = mem.data(&caller).len();
+        range(ret_ptr, 4, n)?;
+        range(ret_len, 4, n)?;
+    }
+    let len = i32::try_from(bytes.len()).map_err(|_| Status::BadArgument)?;
+    let alloc = caller.data().alloc.clone().ok_or(Status::InternalFailure)?;
+    let addr = alloc
+        .call(caller.as_context_mut(), len)
+        .map_err(|_| Status::InternalFailure)?;
+    if addr == 0 && len != 0 {
+        return Err(Status::InternalFailure);
+    }
+    write(caller, addr, bytes)?;
+    write_u32(caller, ret_ptr, addr as u32)?;
+    write_u32(caller, ret_len, len as u32)
+}
+
+/// Serializes header-like pairs in the Proxy-Wasm map format:
+/// count, then (key length, value length) pairs, then NUL-terminated keys and values.
+pub fn encode_pairs<'a, I>(pairs: I) -> Vec<u8>
+where
+    I: IntoIterator<Item = (&'a [u8], &'a [u8])> + Clone,
+{
+    let items: Vec<(&[u8], &[u8])> = pairs.into_iter().collect();
+    let body: usize = items.iter().map(|(k, v)| k.len() + v.len() + 2).sum();
+    let mut out = Vec::with_capacity(4 + items.len() * 8 + body);
+    out.extend_from_slice(&(items.len() as u32).to_le_bytes());
+    for (k, v) in &items {
+        out.extend_from_slice(&(k.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+    }
+    for (k, v) in &items {
+        out.extend_from_slice(k);
+        out.push(0);
+        out.extend_from_slice(v);
+        out.push(0);
+    }
+    out
+}
+
+/// Parses the Proxy-Wasm map format; an empty input (or a lone 0 byte) is an empty map.
+pub fn decode_pairs(bytes: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Status> {
+    if bytes.len() <= 1 {
+        return Ok(Vec::new());
+    }
+    let u32_at = |at: usize| -> Result<usize, Status> {
+        let b = bytes.get(at..at + 4).ok_or(Status::SerializationFailure)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+    };
+    let count = u32_at(0)?;
+    let header = count
+        .checked_mul(8)
+        .and_then(|n| n.checked_add(4))
+        .filter(|n| *n <= bytes.len())
+        .ok_or(Status::SerializationFailure)?;
+    let mut out = Vec::with_capacity(count);
+    let mut at = header;
+    for i in 0..count {
+        let (klen, vlen) = (u32_at(4 + i * 8)?, u32_at(8 + i * 8)?);
+        let mut take = |len: usize| -> Result<Vec<u8>, Status> {
+            let end = at.checked_add(len).ok_or(Status::SerializationFailure)?;
+            let v = bytes
+                .get(at..end)
+                .ok_or(Status::SerializationFailure)?
+                .to_vec();
+            // Each key and value is followed by a NUL byte.
+            at = end.checked_add(1).ok_or(Status::SerializationFailure)?;
+            Ok(v)
+        };
+        let k = take(klen)?;
+        let v = take(vlen)?;
+        out.push((k, v));
+    }
+    if at > bytes.len() {
+        return Err(Status::SerializationFailure);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pairs_roundtrip_matches_spec_example() {
+        let enc = encode_pairs([(&b"a"[..], &b"1"[..]), (&b"b"[..], &b"22"[..])]);
+        let mut want = vec![2, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0];
+        want.extend_from_slice(b"a\x001\x00b\x0022\x00");
+        assert_eq!(enc, want);
+        let dec = decode_pairs(&enc).unwrap();
+        assert_eq!(
+            dec,
+            vec![
+                (b"a".to_vec(), b"1".to_vec()),
+                (b"b".to_vec(), b"22".to_vec())
+            ]
+        );
+    }
+
+    #[test]
+    fn pairs_reject_truncated_and_huge_counts() {
+        let enc = encode_pairs([(&b"key"[..], &b"value"[..])]);
+        for cut in 2..enc.len() - 1 {
+            assert!(decode_pairs(&enc[..cut]).is_err(), "cut at {cut}");
+        }
+        assert!(decode_pairs(&[0xff, 0xff, 0xff, 0xff, 0]).is_err());
+        assert_eq!(decode_pairs(&[]).unwrap(), vec![]);
+        assert_eq!(decode_pairs(&[0]).unwrap(), vec![]);
+    }
+}

@@ -1,0 +1,76 @@
+//! The data a wasmtime `Store` carries for one plugin VM: what hostcalls read and write.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use wasmtime::{Memory, StoreLimits, TypedFunc};
+
+use super::stream::StreamState;
+
+/// What a plugin is, fixed by the policy: handed to the VM at start.
+#[derive(Debug, Clone)]
+pub struct PluginInfo {
+    /// Name of the filter in the policy (`plugin_name`).
+    pub name: String,
+    /// Root id (`plugin_root_id`), empty by default.
+    pub root_id: String,
+    /// VM id (`plugin_vm_id`).
+    pub vm_id: String,
+    /// Bytes given to `proxy_on_vm_start`.
+    pub vm_config: Vec<u8>,
+    /// Bytes given to `proxy_on_configure`.
+    pub plugin_config: Vec<u8>,
+    /// Policy generation that defined the plugin.
+    pub generation: u64,
+}
+
+/// Store data of one VM.
+pub struct HostState {
+    /// The plugin this VM runs.
+    pub plugin: Arc<PluginInfo>,
+    /// The guest's exported memory.
+    pub memory: Option<Memory>,
+    /// The guest's allocator (`proxy_on_memory_allocate` or `malloc`).
+    pub alloc: Option<TypedFunc<i32, i32>>,
+    /// Memory, table and instance caps.
+    pub limits: StoreLimits,
+    /// The stream being served by the callback that runs now (moved in for the call).
+    pub stream: StreamState,
+    /// True while `stream` holds a real stream.
+    pub has_stream: bool,
+    /// Id of the context the running callback belongs to.
+    pub context_id: u32,
+    /// Id of the stream context the running callback serves (0 outside streams).
+    pub stream_context_id: u32,
+    /// Id of the plugin's root context.
+    pub root_context_id: u32,
+    /// Tick period asked for with `proxy_set_tick_period_milliseconds`.
+    pub tick_period_ms: u32,
+    /// Properties set on the root context (outside any stream).
+    pub root_properties: HashMap<String, Vec<u8>>,
+    /// Set when the guest called `proxy_done`.
+    pub done_called: bool,
+    /// Status and message of the last callout, for `proxy_get_status`.
+    pub status: (u32, Vec<u8>),
+}
+
+impl HostState {
+    /// A fresh state for a VM of `plugin`.
+    pub fn new(plugin: Arc<PluginInfo>, limits: StoreLimits) -> Self {
+        HostState {
+            plugin,
+            memory: None,
+            alloc: None,
+            limits,
+            stream: StreamState::default(),
+            has_stream: false,
+            context_id: 0,
+            stream_context_id: 0,
+            root_context_id: 0,
+            tick_period_ms: 0,
+            root_properties: HashMap::new(),
+            done_called: false,
+            status: (0, Vec::new()),
+        }
+    }
+}

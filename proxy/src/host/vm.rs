@@ -1,0 +1,325 @@
+//! One plugin instance: a wasmtime store with the guest's root context, the stream
+//! contexts it hosts, deadlines and memory caps. A VM that traps is marked failed;
+//! its owner replaces it with a fresh one.
+
+use std::sync::Arc;
+
+use wasmtime::{Store, StoreLimitsBuilder, TypedFunc};
+
+use super::engine::{CompiledModule, Engine, EPOCH_TICK};
+use super::state::{HostState, PluginInfo};
+use super::stream::{BodyKind, StreamState};
+use super::HostError;
+
+/// Resource limits of one plugin's VMs.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Linear-memory cap, bytes.
+    pub memory_bytes: usize,
+    /// CPU deadline of one callback.
+    pub callback_deadline: std::time::Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory_bytes: 64 << 20,
+            callback_deadline: std::time::Duration::from_millis(100),
+        }
+    }
+}
+
+/// What a stream callback asks the host to do next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Go on to the next filter.
+    Continue,
+    /// Hold the stream (buffer the body) until the filter resumes it.
+    Pause,
+}
+
+type F2 = TypedFunc<(i32, i32), i32>;
+type F3 = TypedFunc<(i32, i32, i32), i32>;
+
+struct Exports {
+    context_create: TypedFunc<(i32, i32), ()>,
+    vm_start: Option<F2>,
+    configure: Option<F2>,
+    request_headers: Option<F3>,
+    request_body: Option<F3>,
+    request_trailers: Option<F2>,
+    response_headers: Option<F3>,
+    response_body: Option<F3>,
+    response_trailers: Option<F2>,
+    log: Option<TypedFunc<i32, ()>>,
+    done: Option<TypedFunc<i32, i32>>,
+    delete: Option<TypedFunc<i32, ()>>,
+}
+
+/// A running plugin instance.
+pub struct Vm {
+    store: Store<HostState>,
+    f: Exports,
+    next_context_id: u32,
+    failed: bool,
+    deadline_ticks: u64,
+}
+
+/// The root context id every VM uses.
+const ROOT_CONTEXT_ID: u32 = 1;
+
+impl Vm {
+    /// Instantiates `module`, runs `_initialize`, creates the root context and runs
+    /// `proxy_on_vm_start` and `proxy_on_configure`; either answering false fails.
+    pub fn start(
+        engine: &Engine,
+        module: &CompiledModule,
+        plugin: Arc<PluginInfo>,
+        limits: Limits,
+    ) -> Result<Vm, HostError> {
+        let store_limits = StoreLimitsBuilder::new()
+            .memory_size(limits.memory_bytes)
+            .instances(1)
+            .tables(8)
+            .memories(1)
+            .table_elements(1 << 20)
+            .build();
+        let mut store = Store::new(&engine.engine, HostState::new(plugin.clone(), store_limits));
+        store.limiter(|s| &mut s.limits);
+        let deadline_ticks =
+            (limits.callback_deadline.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64;
+        // Instantiation and start-up run on a generous deadline (a WAF compiling rules).
+        store.set_epoch_deadline(deadline_ticks.saturating_mul(50));
+        let instance = module
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| HostError::Instantiate(format!("{e:#}")))?;
+        let memory = instance.get_memory(&mut store, "memory");
+        let alloc = instance
+            .get_typed_func::<i32, i32>(&mut store, "proxy_on_memory_allocate")
+            .or_else(|_| instance.get_typed_func::<i32, i32>(&mut store, "malloc"))
+            .map_err(|e| HostError::NotProxyWasm(format!("allocator: {e:#}")))?;
+        store.data_mut().memory = memory;
+        store.data_mut().alloc = Some(alloc);
+        macro_rules! opt {
+            ($name:literal) => {
+                instance.get_typed_func(&mut store, $name).ok()
+            };
+        }
+        let f = Exports {
+            context_create: instance
+                .get_typed_func(&mut store, "proxy_on_context_create")
+                .map_err(|e| HostError::NotProxyWasm(format!("proxy_on_context_create: {e:#}")))?,
+            vm_start: opt!("proxy_on_vm_start"),
+            configure: opt!("proxy_on_configure"),
+            request_headers: opt!("proxy_on_request_headers"),
+            request_body: opt!("proxy_on_request_body"),
+            request_trailers: opt!("proxy_on_request_trailers"),
+            response_headers: opt!("proxy_on_response_headers"),
+            response_body: opt!("proxy_on_response_body"),
+            response_trailers: opt!("proxy_on_response_trailers"),
+            log: opt!("proxy_on_log"),
+            done: opt!("proxy_on_done"),
+            delete: opt!("proxy_on_delete"),
+        };
+        let init = instance
+            .get_typed_func::<(), ()>(&mut store, "_initialize")
+            .ok();
+        let mut vm = Vm {
+            store,
+            f,
+            next_context_id: ROOT_CONTEXT_ID + 1,
+            failed: false,
+            deadline_ticks,
+        };
+        let startup = vm.deadline_ticks.saturating_mul(50);
+        if let Some(init) = init {
+            vm.call(startup, |s| init.call(s, ()))?;
+        }
+        vm.store.data_mut().root_context_id = ROOT_CONTEXT_ID;
+        vm.store.data_mut().context_id = ROOT_CONTEXT_ID;
+        let cc = vm.f.context_create.clone();
+        vm.call(startup, |s| cc.call(s, (ROOT_CONTEXT_ID as i32, 0)))?;
+        if let Some(start) = vm.f.vm_start.clone() {
+            let n = plugin.vm_config.len() as i32;
+            if vm.call(startup, |s| start.call(s, (ROOT_CONTEXT_ID as i32, n)))? == 0 {
+                return Err(HostError::VmStartFailed);
+            }
+        }
+        if let Some(configure) = vm.f.configure.clone() {
+            let n = plugin.plugin_config.len() as i32;
+            if vm.call(startup, |s| configure.call(s, (ROOT_CONTEXT_ID as i32, n)))? == 0 {
+                return Err(HostError::ConfigureFailed);
+            }
+        }
+        Ok(vm)
+    }
+
+    /// True once a callback trapped or hit a limit; the VM must not be used again.
+    pub fn failed(&self) -> bool {
+        self.failed
+    }
+
+    /// Bytes of linear memory the guest uses now.
+    pub fn memory_bytes(&self) -> usize {
+        self.store
+            .data()
+            .memory
+            .map(|m| m.data_size(&self.store))
+            .unwrap_or(0)
+    }
+
+    fn call<R>(
+        &mut self,
+        ticks: u64,
+        f: impl FnOnce(&mut Store<HostState>) -> wasmtime::Result<R>,
+    ) -> Result<R, HostError> {
+        if self.failed {
+            return Err(HostError::VmFailed);
+        }
+        self.store.set_epoch_deadline(ticks);
+        f(&mut self.store).map_err(|e| {
+            self.failed = true;
+            HostError::from_trap(e, &self.store.data().plugin.name)
+        })
+    }
+
+    /// Runs one callback of stream context `ctx` with `stream` attached to the VM.
+    fn on_stream<R>(
+        &mut self,
+        stream: &mut StreamState,
+        ctx: u32,
+        f: impl FnOnce(&mut Store<HostState>) -> wasmtime::Result<R>,
+    ) -> Result<R, HostError> {
+        let st = self.store.data_mut();
+        std::mem::swap(&mut st.stream, stream);
+        st.has_stream = true;
+        st.context_id = ctx;
+        st.stream_context_id = ctx;
+        let r = self.call(self.deadline_ticks, f);
+        let st = self.store.data_mut();
+        std::mem::swap(&mut st.stream, stream);
+        st.has_stream = false;
+        st.context_id = ROOT_CONTEXT_ID;
+        st.stream_context_id = 0;
+        r
+    }
+
+    /// Creates a stream context (`proxy_on_context_create`) and returns its id.
+    pub fn create_stream_context(&mut self, stream: &mut StreamState) -> Result<u32, HostError> {
+        let id = self.next_context_id;
+        self.next_context_id = self
+            .next_context_id
+            .checked_add(1)
+            .unwrap_or(ROOT_CONTEXT_ID + 1);
+        let cc = self.f.context_create.clone();
+        self.on_stream(stream, id, |s| {
+            cc.call(s, (id as i32, ROOT_CONTEXT_ID as i32))
+        })?;
+        Ok(id)
+    }
+
+    fn action(
+        &mut self,
+        stream: &mut StreamState,
+        ctx: u32,
+        f: Option<F3>,
+        a: usize,
+        eos: bool,
+    ) -> Result<Action, HostError> {
+        let Some(f) = f else {
+            return Ok(Action::Continue);
+        };
+        let r = self.on_stream(stream, ctx, |s| {
+            f.call(s, (ctx as i32, a as i32, eos as i32))
+        })?;
+        Ok(if r == 1 {
+            Action::Pause
+        } else {
+            Action::Continue
+        })
+    }
+
+    /// `proxy_on_request_headers`.
+    pub fn on_request_headers(
+        &mut self,
+        stream: &mut StreamState,
+        ctx: u32,
+        eos: bool,
+    ) -> Result<Action, HostError> {
+        let n = stream.request_headers.len();
+        self.action(stream, ctx, self.f.request_headers.clone(), n, eos)
+    }
+
+    /// `proxy_on_response_headers`.
+    pub fn on_response_headers(
+        &mut self,
+        stream: &mut StreamState,
+        ctx: u32,
+        eos: bool,
+    ) -> Result<Action, HostError> {
+        let n = stream.response_headers.len();
+        self.action(stream, ctx, self.f.response_headers.clone(), n, eos)
+    }
+
+    /// `proxy_on_request_body` / `proxy_on_response_body` over `stream.body`.
+    pub fn on_body(
+        &mut self,
+        stream: &mut StreamState,
+        ctx: u32,
+        kind: BodyKind,
+        eos: bool,
+    ) -> Result<Action, HostError> {
+        let f = match kind {
+            BodyKind::Request => self.f.request_body.clone(),
+            BodyKind::Response => self.f.response_body.clone(),
+        };
+        stream.body_kind = Some(kind);
+        let n = stream.body.len();
+        let r = self.action(stream, ctx, f, n, eos);
+        stream.body_kind = None;
+        r
+    }
+
+    /// `proxy_on_request_trailers` / `proxy_on_response_trailers`.
+    pub fn on_trailers(
+        &mut self,
+        stream: &mut StreamState,
+        ctx: u32,
+        kind: BodyKind,
+    ) -> Result<Action, HostError> {
+        let (f, n) = match kind {
+            BodyKind::Request => (
+                self.f.request_trailers.clone(),
+                stream.request_trailers.len(),
+            ),
+            BodyKind::Response => (
+                self.f.response_trailers.clone(),
+                stream.response_trailers.len(),
+            ),
+        };
+        let Some(f) = f else {
+            return Ok(Action::Continue);
+        };
+        let r = self.on_stream(stream, ctx, |s| f.call(s, (ctx as i32, n as i32)))?;
+        Ok(if r == 1 {
+            Action::Pause
+        } else {
+            Action::Continue
+        })
+    }
+
+    /// Ends a stream context: `proxy_on_done`, `proxy_on_log`, `proxy_on_delete`.
+    pub fn finish_stream(&mut self, stream: &mut StreamState, ctx: u32) -> Result<(), HostError> {
+        if let Some(done) = self.f.done.clone() {
+            self.on_stream(stream, ctx, |s| done.call(s, ctx as i32))?;
+        }
+        if let Some(log) = self.f.log.clone() {
+            self.on_stream(stream, ctx, |s| log.call(s, ctx as i32))?;
+        }
+        if let Some(delete) = self.f.delete.clone() {
+            self.on_stream(stream, ctx, |s| delete.call(s, ctx as i32))?;
+        }
+        Ok(())
+    }
+}

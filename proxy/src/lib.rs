@@ -1,0 +1,17 @@
+//! Sluice: a Pingora reverse proxy that runs Proxy-Wasm filter chains.
+//!
+//! A request's path through the code, top to bottom:
+//! - [`policy`]: TOML policy -> validated [`policy::Policy`] (errors with file:line).
+//! - [`snapshot`]: policy -> compiled, immutable [`snapshot::Snapshot`], published by
+//!   [`snapshot::Live`] with `arc-swap`.
+//! - [`proxy`]: Pingora's `ProxyHttp`; each hook runs one phase of the chain.
+//! - [`chain`]: runs a phase over a route's filters.
+//! - [`host`]: the Proxy-Wasm host on wasmtime (knows no Pingora).
+//! - [`admin`]: the admin listener.
+
+pub mod admin;
+pub mod chain;
+pub mod host;
+pub mod policy;
+pub mod proxy;
+pub mod snapshot;

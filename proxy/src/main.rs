@@ -1,0 +1,127 @@
+//! `sluice run | check | abi`: builds the Pingora server from a policy, nothing else.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use pingora::server::configuration::ServerConf;
+use pingora::server::{configuration::Opt, Server};
+use pingora::services::listening::Service;
+
+use sluice::admin::Admin;
+use sluice::policy::Policy;
+use sluice::proxy::Sluice;
+use sluice::snapshot::{Live, Snapshot};
+
+#[derive(Parser)]
+#[command(
+    name = "sluice",
+    version,
+    about = "A CDN edge proxy that runs Proxy-Wasm filter chains"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Serve traffic with a policy.
+    Run {
+        /// The policy file.
+        #[arg(long, short)]
+        policy: PathBuf,
+    },
+    /// Validate a policy (parse, compile modules, start and configure every filter) without serving.
+    Check {
+        /// The policy file.
+        #[arg(long, short)]
+        policy: PathBuf,
+    },
+    /// Print the Proxy-Wasm hostcall table as Markdown.
+    Abi,
+}
+
+fn build(path: &PathBuf) -> Result<Snapshot, sluice::policy::PolicyErrors> {
+    let policy = Policy::load(path)?;
+    Snapshot::build(policy, 1)
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Abi => match sluice::host::Engine::global() {
+            Ok(engine) => {
+                print!("{}", sluice::host::abi::markdown_table(engine.hostcalls()));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        },
+        Cmd::Check { policy } => match build(&policy) {
+            Ok(snap) => {
+                println!(
+                    "{}: ok ({} routes, {} filters, {} pools)",
+                    policy.display(),
+                    snap.routes.len(),
+                    snap.filters.len(),
+                    snap.pools.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(errors) => {
+                eprintln!("{errors}");
+                ExitCode::FAILURE
+            }
+        },
+        Cmd::Run { policy } => match build(&policy) {
+            Ok(snap) => run(snap),
+            Err(errors) => {
+                eprintln!("{errors}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn run(snap: Snapshot) -> ExitCode {
+    let conf = ServerConf {
+        threads: snap.policy.threads,
+        // Keep each request on one thread from start to end: VMs are per thread.
+        work_stealing: false,
+        grace_period_seconds: Some(0),
+        graceful_shutdown_timeout_seconds: Some(1),
+        ..ServerConf::default()
+    };
+    let listen = snap.policy.listen.clone();
+    let admin_addr = snap.policy.admin;
+    let live = Arc::new(Live::new(snap));
+    let mut server = Server::new_with_opt_and_conf(Option::<Opt>::None, conf);
+    server.bootstrap();
+    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+        &server.configuration,
+        Sluice { live: live.clone() },
+        "sluice",
+    );
+    for addr in &listen {
+        proxy.add_tcp(&addr.to_string());
+    }
+    server.add_service(proxy);
+    if let Some(addr) = admin_addr {
+        let mut admin = Service::new("sluice-admin".to_string(), Admin { live: live.clone() });
+        admin.add_tcp(&addr.to_string());
+        server.add_service(admin);
+    }
+    tracing::info!(listen = ?listen, admin = ?admin_addr, generation = 1, "sluice serving");
+    server.run_forever()
+}

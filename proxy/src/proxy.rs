@@ -1,0 +1,512 @@
+//! Pingora's `ProxyHttp` for Sluice: each hook runs one phase of the route's chain.
+//!
+//! | Pingora hook            | Proxy-Wasm phase                         | order   |
+//! |-------------------------|------------------------------------------|---------|
+//! | `request_filter`        | route match, `proxy_on_request_headers`; request body when small (read before the upstream is contacted) | chain |
+//! | `upstream_peer`         | the route's pool picks a peer            |         |
+//! | `upstream_request_filter` | Content-Length / chunked fixed for the filtered body | |
+//! | `request_body_filter`   | `proxy_on_request_body` (large or chunked bodies, streamed) | chain |
+//! | `response_filter`       | `proxy_on_response_headers`              | reverse |
+//! | `response_body_filter`  | `proxy_on_response_body`                 | reverse |
+//! | `logging`               | `proxy_on_done`, `proxy_on_log`, `proxy_on_delete` | chain |
+//!
+//! A route with no filter skips all of it: no per-request state is built.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::*;
+use pingora::proxy::FailToProxy;
+use pingora::{ErrorSource, ErrorType};
+
+use crate::chain::{Chain, Outcome};
+use crate::host::{BodyKind, HeaderMap, LocalResponse, RequestInfo, StreamState};
+use crate::snapshot::{Live, Snapshot};
+
+/// Bodies up to this size are read before the upstream is contacted (Pingora's
+/// retry buffer replays them); larger ones stream through `request_body_filter`.
+const EARLY_BODY_LIMIT: usize = 64 * 1024;
+
+/// The proxy service: the live snapshot and nothing else.
+pub struct Sluice {
+    /// The snapshot being served.
+    pub live: Arc<Live>,
+}
+
+/// The request body as the filters left it.
+#[derive(Default)]
+enum RequestBody {
+    /// No body, or a route without filters.
+    #[default]
+    Untouched,
+    /// Read and filtered before the upstream was contacted; sent once.
+    Ready(Option<Bytes>, usize),
+    /// Streamed through the chain chunk by chunk.
+    Streaming,
+}
+
+/// Per-request state.
+pub struct Ctx {
+    snapshot: Arc<Snapshot>,
+    route: Option<usize>,
+    chain: Option<Chain>,
+    stream: StreamState,
+    request_body: RequestBody,
+    /// Body that replaces the upstream's, when a filter answered in a response phase.
+    replace_body: Option<Bytes>,
+}
+
+static REQUEST_SEQ: AtomicU64 = AtomicU64::new(0);
+
+fn request_id() -> String {
+    use std::sync::OnceLock;
+    static PREFIX: OnceLock<u32> = OnceLock::new();
+    let p = PREFIX.get_or_init(|| {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos() ^ (d.as_secs() as u32))
+            .unwrap_or(0);
+        t ^ std::process::id().rotate_left(16)
+    });
+    format!(
+        "{p:08x}{:012x}",
+        REQUEST_SEQ.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn host_of(req: &RequestHeader) -> String {
+    let raw = req
+        .headers
+        .get(http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| req.uri.host())
+        .unwrap_or("");
+    let host = if let Some(v6) = raw.strip_prefix('[') {
+        v6.split(']').next().unwrap_or(v6)
+    } else {
+        match raw.rsplit_once(':') {
+            Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+            _ => raw,
+        }
+    };
+    host.to_ascii_lowercase()
+}
+
+/// The request headers as filters see them, pseudo-headers first.
+fn request_map(req: &RequestHeader, host: &str) -> HeaderMap {
+    let path = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let mut pairs = vec![
+        (":authority".to_string(), host.as_bytes().to_vec()),
+        (":path".to_string(), path.as_bytes().to_vec()),
+        (
+            ":method".to_string(),
+            req.method.as_str().as_bytes().to_vec(),
+        ),
+        (":scheme".to_string(), b"http".to_vec()),
+    ];
+    if let Some(h) = req.headers.get(http::header::HOST) {
+        pairs[0].1 = h.as_bytes().to_vec();
+    }
+    // As in Envoy, `Host` is `:authority` only.
+    for (k, v) in req.headers.iter().filter(|(k, _)| *k != http::header::HOST) {
+        pairs.push((k.as_str().to_string(), v.as_bytes().to_vec()));
+    }
+    HeaderMap::from_pairs(pairs)
+}
+
+fn response_map(resp: &ResponseHeader) -> HeaderMap {
+    let mut pairs = vec![(
+        ":status".to_string(),
+        resp.status.as_str().as_bytes().to_vec(),
+    )];
+    for (k, v) in resp.headers.iter() {
+        pairs.push((k.as_str().to_string(), v.as_bytes().to_vec()));
+    }
+    HeaderMap::from_pairs(pairs)
+}
+
+fn bad(msg: &'static str) -> Box<Error> {
+    Error::explain(ErrorType::InternalError, msg)
+}
+
+/// Writes the filters' request headers back into Pingora's request.
+fn apply_request(map: &HeaderMap, req: &mut RequestHeader) -> Result<()> {
+    let names: Vec<_> = req.headers.keys().cloned().collect();
+    for n in names {
+        req.remove_header(&n);
+    }
+    for (k, v) in map.iter() {
+        match k {
+            ":method" => req.set_method(
+                http::Method::from_bytes(v).map_err(|_| bad("filter set a bad :method"))?,
+            ),
+            ":path" => {
+                req.set_uri(http::Uri::try_from(v).map_err(|_| bad("filter set a bad :path"))?)
+            }
+            ":authority" => req.insert_header(http::header::HOST, v)?,
+            k if k.starts_with(':') => {}
+            k => {
+                req.append_header(k.to_string(), v)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes the filters' response headers back into Pingora's response.
+fn apply_response(map: &HeaderMap, resp: &mut ResponseHeader) -> Result<()> {
+    let names: Vec<_> = resp.headers.keys().cloned().collect();
+    for n in names {
+        resp.remove_header(&n);
+    }
+    for (k, v) in map.iter() {
+        match k {
+            ":status" => {
+                let code = std::str::from_utf8(v)
+                    .ok()
+                    .and_then(|s| s.parse::<u16>().ok());
+                resp.set_status(code.ok_or_else(|| bad("filter set a bad :status"))?)?;
+            }
+            k if k.starts_with(':') => {}
+            k => {
+                resp.append_header(k.to_string(), v)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn local_header(local: &LocalResponse) -> Result<ResponseHeader> {
+    let mut resp = ResponseHeader::build(local.status, Some(local.headers.len() + 2))?;
+    for (k, v) in &local.headers {
+        if !k.starts_with(':') && !k.eq_ignore_ascii_case("content-length") {
+            resp.append_header(k.clone(), v.as_slice())?;
+        }
+    }
+    resp.insert_header(http::header::CONTENT_LENGTH, local.body.len().to_string())?;
+    Ok(resp)
+}
+
+async fn send_local(session: &mut Session, local: &LocalResponse) -> Result<()> {
+    let resp = local_header(local)?;
+    let empty = local.body.is_empty();
+    session.write_response_header(Box::new(resp), empty).await?;
+    if !empty {
+        session
+            .write_response_body(Some(Bytes::copy_from_slice(&local.body)), true)
+            .await?;
+    }
+    Ok(())
+}
+
+fn reset() -> Box<Error> {
+    Error::explain(ErrorType::ConnectionClosed, "a filter reset the stream")
+}
+
+impl Sluice {
+    /// Runs the request-headers phase and, for small bodies, the body phase, before
+    /// the upstream is contacted. `Ok(true)`: answered locally.
+    async fn request_phases(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        chain: &mut Chain,
+    ) -> Result<bool> {
+        let has_body = !session.as_mut().is_body_empty();
+        match chain.request_headers(&mut ctx.stream, !has_body) {
+            Outcome::Continue => {}
+            Outcome::Respond => return self.respond(session, ctx).await,
+            Outcome::Reset => return Err(reset()),
+        }
+        if ctx.stream.request_headers_changed {
+            apply_request(&ctx.stream.request_headers, session.req_header_mut())?;
+        }
+        if !has_body {
+            return Ok(false);
+        }
+        let declared = session
+            .req_header()
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        match declared {
+            Some(n) if n <= EARLY_BODY_LIMIT.min(ctx.stream.max_buffer_bytes) => {
+                session.as_mut().enable_retry_buffering();
+                let mut body = Vec::with_capacity(n);
+                while let Some(chunk) = session.read_request_body().await? {
+                    body.extend_from_slice(&chunk);
+                    if body.len() > EARLY_BODY_LIMIT {
+                        return Err(Error::explain(
+                            ErrorType::HTTPStatus(400),
+                            "body longer than its Content-Length",
+                        ));
+                    }
+                }
+                match chain.body(&mut ctx.stream, BodyKind::Request, body, true) {
+                    Ok(out) => {
+                        let len = out.len();
+                        ctx.request_body = RequestBody::Ready(Some(Bytes::from(out)), len);
+                    }
+                    Err(Outcome::Respond) => return self.respond(session, ctx).await,
+                    Err(_) => return Err(reset()),
+                }
+            }
+            _ => ctx.request_body = RequestBody::Streaming,
+        }
+        Ok(false)
+    }
+
+    async fn respond(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        let local = ctx
+            .stream
+            .local_response
+            .clone()
+            .ok_or_else(|| bad("no local response"))?;
+        ctx.stream.info.response_code = Some(local.status);
+        send_local(session, &local).await?;
+        Ok(true)
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Sluice {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx {
+            snapshot: self.live.load(),
+            route: None,
+            chain: None,
+            stream: StreamState::default(),
+            request_body: RequestBody::Untouched,
+            replace_body: None,
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        let host = host_of(session.req_header());
+        let snap = ctx.snapshot.clone();
+        let Some(route_idx) = snap.route(&host, session.req_header().uri.path()) else {
+            send_local(
+                session,
+                &LocalResponse {
+                    status: 404,
+                    details: "no route".into(),
+                    body: b"no route matches this request\n".to_vec(),
+                    headers: vec![("content-type".into(), b"text/plain".to_vec())],
+                },
+            )
+            .await?;
+            return Ok(true);
+        };
+        ctx.route = Some(route_idx);
+        let route = &snap.routes[route_idx];
+        if route.filters.is_empty() {
+            return Ok(false);
+        }
+        let req = session.req_header();
+        ctx.stream = StreamState {
+            request_headers: request_map(req, &host),
+            info: RequestInfo {
+                id: request_id(),
+                source: session.client_addr().and_then(|a| a.as_inet()).copied(),
+                destination: session.server_addr().and_then(|a| a.as_inet()).copied(),
+                protocol: match req.version {
+                    http::Version::HTTP_10 => "HTTP/1.0",
+                    http::Version::HTTP_2 => "HTTP/2",
+                    _ => "HTTP/1.1",
+                },
+                route: route.def.name.clone(),
+                pool: snap.pools[route.pool].name.clone(),
+                generation: snap.generation,
+                ..RequestInfo::default()
+            },
+            max_buffer_bytes: snap.policy.max_body_bytes,
+            ..StreamState::default()
+        };
+        let mut chain = Chain::new(route.filters.clone());
+        let r = self.request_phases(session, ctx, &mut chain).await;
+        ctx.chain = Some(chain);
+        r
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let route = ctx.route.ok_or_else(|| bad("no route"))?;
+        let pool = &ctx.snapshot.pools[ctx.snapshot.routes[route].pool];
+        let addr = pool
+            .pick()
+            .ok_or_else(|| Error::explain(ErrorType::ConnectNoRoute, "pool has no peer"))?;
+        ctx.stream.info.upstream = Some(addr);
+        let mut peer = HttpPeer::new(addr, false, String::new());
+        peer.options.connection_timeout = Some(Duration::from_secs(5));
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        match &ctx.request_body {
+            RequestBody::Untouched => {}
+            RequestBody::Ready(_, len) => {
+                upstream_request.remove_header(&http::header::TRANSFER_ENCODING);
+                upstream_request.insert_header(http::header::CONTENT_LENGTH, len.to_string())?;
+            }
+            RequestBody::Streaming => {
+                // Filters may change the length: send the body chunked.
+                upstream_request.remove_header(&http::header::CONTENT_LENGTH);
+                upstream_request.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        match &mut ctx.request_body {
+            RequestBody::Untouched => Ok(()),
+            RequestBody::Ready(ready, _) => {
+                *body = ready.take();
+                Ok(())
+            }
+            RequestBody::Streaming => {
+                let Some(chain) = ctx.chain.as_mut() else {
+                    return Ok(());
+                };
+                let chunk = body.take().map(|b| b.to_vec()).unwrap_or_default();
+                match chain.body(&mut ctx.stream, BodyKind::Request, chunk, end_of_stream) {
+                    Ok(out) => {
+                        *body = Some(Bytes::from(out));
+                        Ok(())
+                    }
+                    Err(Outcome::Respond) => {
+                        let status = ctx
+                            .stream
+                            .local_response
+                            .as_ref()
+                            .map(|l| l.status)
+                            .unwrap_or(403);
+                        Err(Error::explain(
+                            ErrorType::HTTPStatus(status),
+                            "a filter answered during the request body",
+                        ))
+                    }
+                    Err(_) => Err(reset()),
+                }
+            }
+        }
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        let Some(chain) = ctx.chain.as_mut() else {
+            return Ok(());
+        };
+        ctx.stream.info.response_code = Some(upstream_response.status.as_u16());
+        ctx.stream.response_headers = response_map(upstream_response);
+        let no_body = matches!(upstream_response.status.as_u16(), 204 | 304)
+            || upstream_response
+                .headers
+                .get(http::header::CONTENT_LENGTH)
+                .is_some_and(|v| v.as_bytes() == b"0");
+        match chain.response_headers(&mut ctx.stream, no_body) {
+            Outcome::Continue => {
+                if ctx.stream.response_headers_changed {
+                    apply_response(&ctx.stream.response_headers, upstream_response)?;
+                }
+                Ok(())
+            }
+            Outcome::Respond => {
+                let local = ctx
+                    .stream
+                    .local_response
+                    .clone()
+                    .ok_or_else(|| bad("no local response"))?;
+                *upstream_response = local_header(&local)?;
+                ctx.stream.info.response_code = Some(local.status);
+                ctx.replace_body = Some(Bytes::from(local.body));
+                Ok(())
+            }
+            Outcome::Reset => Err(reset()),
+        }
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<Option<Duration>> {
+        if let Some(replacement) = &ctx.replace_body {
+            *body = end_of_stream.then(|| replacement.clone());
+            return Ok(None);
+        }
+        let Some(chain) = ctx.chain.as_mut() else {
+            return Ok(None);
+        };
+        let chunk = body.take().map(|b| b.to_vec()).unwrap_or_default();
+        match chain.body(&mut ctx.stream, BodyKind::Response, chunk, end_of_stream) {
+            Ok(out) if out.is_empty() && !end_of_stream => *body = None,
+            Ok(out) => *body = Some(Bytes::from(out)),
+            // The response has started: a late local answer can only reset the stream.
+            Err(_) => return Err(reset()),
+        }
+        Ok(None)
+    }
+
+    async fn logging(&self, _session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+        if let Some(chain) = ctx.chain.as_mut() {
+            chain.finish(&mut ctx.stream);
+        }
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        if let Some(local) = ctx.stream.local_response.clone() {
+            let code = local.status;
+            if let Err(err) = send_local(session, &local).await {
+                tracing::debug!(error = %err, "could not send the local response");
+            }
+            return FailToProxy {
+                error_code: code,
+                can_reuse_downstream: false,
+            };
+        }
+        let code = match e.etype() {
+            ErrorType::HTTPStatus(code) => *code,
+            _ => match e.esource() {
+                ErrorSource::Upstream => 502,
+                ErrorSource::Downstream => match e.etype() {
+                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                    _ => 400,
+                },
+                _ => 500,
+            },
+        };
+        if code > 0 {
+            if let Err(err) = session.respond_error(code).await {
+                tracing::debug!(error = %err, "could not send the error response");
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+}

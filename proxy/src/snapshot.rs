@@ -1,0 +1,195 @@
+//! A policy made ready to serve: modules compiled, one canary VM per filter started
+//! and configured, routes and pools built. Immutable once built; [`Live`] publishes
+//! the current one with `arc-swap`, and a request keeps the snapshot it started with.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+
+use crate::host::{CompiledModule, Engine, Limits, Plugin, PluginInfo};
+use crate::policy::{Diagnostic, OnFailure, Policy, PolicyErrors};
+
+/// A filter as a route runs it.
+pub struct Filter {
+    /// The plugin (module, configuration, per-thread VMs).
+    pub plugin: Arc<Plugin>,
+    /// What a failure of this filter does to the request.
+    pub on_failure: OnFailure,
+}
+
+/// An upstream pool with its round-robin cursor.
+pub struct Pool {
+    /// Name.
+    pub name: String,
+    /// Peers.
+    pub peers: Vec<std::net::SocketAddr>,
+    next: AtomicUsize,
+}
+
+impl Pool {
+    /// The next peer, round robin.
+    pub fn pick(&self) -> Option<std::net::SocketAddr> {
+        if self.peers.is_empty() {
+            return None;
+        }
+        let i = self.next.fetch_add(1, Ordering::Relaxed);
+        Some(self.peers[i % self.peers.len()])
+    }
+}
+
+/// A route ready to serve.
+pub struct Route {
+    /// The policy's route (match, names).
+    pub def: crate::policy::Route,
+    /// Filters in chain order.
+    pub filters: Vec<Arc<Filter>>,
+    /// Index into [`Snapshot::pools`].
+    pub pool: usize,
+}
+
+/// An immutable, validated, compiled policy.
+pub struct Snapshot {
+    /// Generation, 1 for the first policy served.
+    pub generation: u64,
+    /// The policy.
+    pub policy: Policy,
+    /// Routes in match order.
+    pub routes: Vec<Route>,
+    /// Pools by policy order.
+    pub pools: Vec<Pool>,
+    /// Filters by policy order.
+    pub filters: Vec<Arc<Filter>>,
+}
+
+impl Snapshot {
+    /// Compiles and starts every filter of `policy`. Any failure is reported as a
+    /// diagnostic naming the filter's `module` line; nothing is published.
+    pub fn build(policy: Policy, generation: u64) -> Result<Snapshot, PolicyErrors> {
+        let file = policy.path.clone();
+        let diag = |line: Option<usize>, message: String| Diagnostic {
+            file: file.clone(),
+            line,
+            message,
+        };
+        let engine = Engine::global().map_err(|e| PolicyErrors(vec![diag(None, e.to_string())]))?;
+        let mut errors = Vec::new();
+        let mut modules: HashMap<std::path::PathBuf, Arc<CompiledModule>> = HashMap::new();
+        let mut filters = Vec::new();
+        for f in &policy.filters {
+            let module = match modules.get(&f.module) {
+                Some(m) => m.clone(),
+                None => {
+                    let compiled = std::fs::read(&f.module)
+                        .map_err(|e| match e.kind() {
+                            std::io::ErrorKind::NotFound => {
+                                format!("module {} not found", f.module.display())
+                            }
+                            _ => format!("cannot read module {}: {e}", f.module.display()),
+                        })
+                        .and_then(|bytes| engine.compile(&bytes).map_err(|e| e.to_string()));
+                    match compiled {
+                        Ok(m) => {
+                            for imp in &m.stubbed_imports {
+                                tracing::warn!(filter = %f.name, import = %imp, "module imports a function Sluice does not provide; it answers an error status");
+                            }
+                            let m = Arc::new(m);
+                            modules.insert(f.module.clone(), m.clone());
+                            m
+                        }
+                        Err(e) => {
+                            errors.push(diag(Some(f.line), format!("filter {:?}: {e}", f.name)));
+                            continue;
+                        }
+                    }
+                }
+            };
+            let info = PluginInfo {
+                name: f.name.clone(),
+                root_id: f.root_id.clone(),
+                vm_id: f.name.clone(),
+                vm_config: f.vm_config.clone(),
+                plugin_config: f.config.clone(),
+                generation,
+            };
+            let limits = Limits {
+                memory_bytes: f.limits.memory_bytes,
+                callback_deadline: Duration::from_millis(f.limits.callback_ms),
+            };
+            match Plugin::new(&engine, module, info, limits) {
+                Ok(p) => filters.push(Arc::new(Filter {
+                    plugin: Arc::new(p),
+                    on_failure: f.on_failure,
+                })),
+                Err(e) => errors.push(diag(Some(f.line), format!("filter {:?}: {e}", f.name))),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(PolicyErrors(errors));
+        }
+        let routes = policy
+            .routes
+            .iter()
+            .map(|r| Route {
+                def: r.clone(),
+                filters: r.filters.iter().map(|i| filters[*i].clone()).collect(),
+                pool: r.pool,
+            })
+            .collect();
+        let pools = policy
+            .pools
+            .iter()
+            .map(|p| Pool {
+                name: p.name.clone(),
+                peers: p.peers.clone(),
+                next: AtomicUsize::new(0),
+            })
+            .collect();
+        Ok(Snapshot {
+            generation,
+            policy,
+            routes,
+            pools,
+            filters,
+        })
+    }
+
+    /// The first route that serves `host` and `path`.
+    pub fn route(&self, host: &str, path: &str) -> Option<usize> {
+        self.routes.iter().position(|r| r.def.matches(host, path))
+    }
+}
+
+/// The snapshot being served, swapped atomically.
+pub struct Live {
+    current: ArcSwap<Snapshot>,
+    generations: AtomicU64,
+}
+
+impl Live {
+    /// Publishes the first snapshot.
+    pub fn new(first: Snapshot) -> Live {
+        let g = first.generation;
+        Live {
+            current: ArcSwap::from_pointee(first),
+            generations: AtomicU64::new(g),
+        }
+    }
+
+    /// The snapshot serving now; a request holds it to its end.
+    pub fn load(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// The next generation number.
+    pub fn next_generation(&self) -> u64 {
+        self.generations.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Publishes `next`; requests already running finish on the snapshot they hold.
+    pub fn publish(&self, next: Snapshot) {
+        self.current.store(Arc::new(next));
+    }
+}

@@ -1,0 +1,268 @@
+//! The filter chain end to end: a real origin, a real Sluice, a real client.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+
+fn echo_header<'a>(echo: &'a Value, name: &str) -> Option<&'a str> {
+    echo["headers"]
+        .as_array()?
+        .iter()
+        .find(|p| p[0].as_str() == Some(name))
+        .and_then(|p| p[1].as_str())
+}
+
+fn pool(origin: &Proc) -> String {
+    format!("[pools.origin]\npeers = [\"{}\"]\n", origin.addr)
+}
+
+#[test]
+fn header_edits_both_ways_and_chain_order() {
+    let o = origin("o1");
+    let s = sluice(&format!(
+        r#"{}
+[filters.a]
+module = {}
+config = {{ chain_tag = "a", request = {{ set = {{ "x-set" = "1" }}, remove = ["x-drop"] }}, response = {{ set = {{ "x-resp" = "yes" }}, remove = ["x-origin-id"] }} }}
+
+[filters.b]
+module = {}
+config = {{ chain_tag = "b", request = {{ add = {{ "x-added" = "2" }} }} }}
+
+[[routes]]
+filters = ["a", "b"]
+pool = "origin"
+"#,
+        pool(&o),
+        module("headers.wasm"),
+        module("headers.wasm")
+    ));
+    let r = client()
+        .get(s.url("/echo/hi?q=1"))
+        .header("x-drop", "secret")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // Response phases run in reverse order: b, then a.
+    assert_eq!(r.headers()["x-sluice-chain"], "b,a");
+    assert_eq!(r.headers()["x-resp"], "yes");
+    assert!(
+        r.headers().get("x-origin-id").is_none(),
+        "response header removal"
+    );
+    let echo: Value = r.json().unwrap();
+    assert_eq!(echo["path"], "/echo/hi");
+    assert_eq!(echo_header(&echo, "x-set"), Some("1"));
+    assert_eq!(echo_header(&echo, "x-added"), Some("2"));
+    assert_eq!(echo_header(&echo, "x-drop"), None, "request header removal");
+    // Request phases run in chain order: a, then b.
+    assert_eq!(echo_header(&echo, "x-sluice-chain"), Some("a,b"));
+}
+
+#[test]
+fn local_response_never_contacts_the_upstream() {
+    // The pool points at a port nobody listens on: any upstream contact would be a 502.
+    let dead = free_port();
+    let s = sluice(&format!(
+        r#"[pools.dead]
+peers = ["127.0.0.1:{dead}"]
+
+[filters.teapot]
+module = {}
+config = {{ status = 418, body = "short and stout\n", headers = {{ "x-why" = "local" }}, path_prefix = "/tea" }}
+
+[[routes]]
+filters = ["teapot"]
+pool = "dead"
+"#,
+        module("respond.wasm")
+    ));
+    let c = client();
+    let r = c.get(s.url("/tea/pot")).send().unwrap();
+    assert_eq!(r.status(), 418);
+    assert_eq!(r.headers()["x-why"], "local");
+    assert_eq!(r.headers()["content-length"], "16");
+    assert_eq!(r.text().unwrap(), "short and stout\n");
+    // A local response also stops a request that has a body.
+    let r = c.post(s.url("/tea")).body("x".repeat(1000)).send().unwrap();
+    assert_eq!(r.status(), 418);
+    // Other paths go upstream, which is down.
+    assert_eq!(c.get(s.url("/coffee")).send().unwrap().status(), 502);
+}
+
+#[test]
+fn body_rewrite_keeps_content_length_right() {
+    let o = origin("o1");
+    let s = sluice(&format!(
+        r#"{}
+[filters.rw]
+module = {}
+config = {{ request = {{ from = "cat", to = "doggo" }}, response = {{ from = "Sluice", to = "SLUICE-REWRITTEN" }} }}
+
+[[routes]]
+filters = ["rw"]
+pool = "origin"
+"#,
+        pool(&o),
+        module("body_rewrite.wasm")
+    ));
+    let c = client();
+    // Small body: filtered before the upstream is contacted, sent with a right Content-Length.
+    let r = c
+        .post(s.url("/echo"))
+        .body("a cat and a cat")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let echo: Value = r.json().unwrap();
+    assert_eq!(echo["body"], "a doggo and a doggo");
+    assert_eq!(echo["body_len"], 19);
+    assert_eq!(echo_header(&echo, "content-length"), Some("19"));
+    // Large body (over 64 KiB): streamed, buffered by the filter, sent chunked.
+    let big = "cat,".repeat(50_000);
+    let r = c.post(s.url("/echo")).body(big.clone()).send().unwrap();
+    assert_eq!(r.status(), 200);
+    let echo: Value = r.json().unwrap();
+    assert_eq!(echo["body"].as_str().unwrap(), big.replace("cat", "doggo"));
+    assert_eq!(echo["body_len"], 50_000 * 6);
+    // Response body rewrite on a static file; the filter removed Content-Length.
+    let r = c.get(s.url("/index.html")).send().unwrap();
+    assert_eq!(r.status(), 200);
+    let text = r.text().unwrap();
+    assert!(text.contains("SLUICE-REWRITTEN"), "{text}");
+    assert!(!text.contains("Sluice"), "{text}");
+}
+
+#[test]
+fn body_over_the_buffer_limit_is_refused() {
+    let o = origin("o1");
+    let s = sluice(&format!(
+        r#"[limits]
+max_body_bytes = 100000
+
+{}
+[filters.rw]
+module = {}
+config = {{ request = {{ from = "a", to = "b" }} }}
+
+[[routes]]
+filters = ["rw"]
+pool = "origin"
+"#,
+        pool(&o),
+        module("body_rewrite.wasm")
+    ));
+    let r = client()
+        .post(s.url("/echo"))
+        .body(vec![b'a'; 300_000])
+        .send();
+    // Sluice answers 413 (the client may also see the connection closed mid-upload).
+    if let Ok(r) = r {
+        assert_eq!(r.status(), 413);
+    }
+    // And keeps serving.
+    let r = client().post(s.url("/echo")).body("aaa").send().unwrap();
+    assert_eq!(r.json::<Value>().unwrap()["body"], "bbb");
+}
+
+#[test]
+fn routes_match_host_and_path_prefix() {
+    let o1 = origin("one");
+    let o2 = origin("two");
+    let s = sluice(&format!(
+        r#"[pools.one]
+peers = ["{}"]
+[pools.two]
+peers = ["{}"]
+
+[filters.api_tag]
+module = {}
+config = {{ request = {{ set = {{ "x-route" = "api" }} }} }}
+
+[[routes]]
+name = "api"
+host = "api.example.com"
+path_prefix = "/echo"
+filters = ["api_tag"]
+pool = "two"
+
+[[routes]]
+name = "wild"
+host = "*.example.org"
+pool = "two"
+
+[[routes]]
+name = "fallback"
+path_prefix = "/"
+pool = "one"
+"#,
+        o1.addr,
+        o2.addr,
+        module("headers.wasm")
+    ));
+    let c = client();
+    let get = |host: &str, path: &str| {
+        let r = c.get(s.url(path)).header("host", host).send().unwrap();
+        let id = r.headers()["x-origin-id"].to_str().unwrap().to_string();
+        (id, r.json::<Value>().unwrap_or(Value::Null))
+    };
+    let (id, echo) = get("api.example.com", "/echo/x");
+    assert_eq!(id, "two");
+    assert_eq!(echo_header(&echo, "x-route"), Some("api"));
+    let (id, echo) = get("API.example.com:8080", "/echo");
+    assert_eq!(id, "two", "host match ignores case and port");
+    assert_eq!(echo_header(&echo, "x-route"), Some("api"));
+    let (id, echo) = get("www.example.org", "/echo");
+    assert_eq!(id, "two");
+    assert_eq!(echo_header(&echo, "x-route"), None);
+    let (id, _) = get("api.example.com", "/other/echo");
+    assert_eq!(id, "one", "path prefix decides");
+    let (id, _) = get("example.com", "/echo");
+    assert_eq!(id, "one");
+}
+
+#[test]
+fn no_route_is_404() {
+    let o = origin("o1");
+    let s = sluice(&format!(
+        "{}\n[[routes]]\nhost = \"only.example\"\npool = \"origin\"\n",
+        pool(&o)
+    ));
+    let r = client()
+        .get(s.url("/echo"))
+        .header("host", "other.example")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}
+
+#[test]
+fn properties_and_time_reach_filters() {
+    let o = origin("o1");
+    let s = sluice(&format!(
+        "{}\n[filters.props]\nmodule = {}\n\n[[routes]]\nname = \"r1\"\nfilters = [\"props\"]\npool = \"origin\"\n",
+        pool(&o),
+        module("props.wasm")
+    ));
+    let r = client().put(s.url("/echo/p?x=1")).body("b").send().unwrap();
+    let echo: Value = r.json().unwrap();
+    assert_eq!(echo_header(&echo, "x-prop-path"), Some("/echo/p?x=1"));
+    assert_eq!(echo_header(&echo, "x-prop-method"), Some("PUT"));
+    assert_eq!(echo_header(&echo, "x-prop-plugin"), Some("props"));
+    assert_eq!(echo_header(&echo, "x-prop-time-ok"), Some("1"));
+    let src = echo_header(&echo, "x-prop-source").unwrap();
+    assert!(src.starts_with("127.0.0.1:"), "{src}");
+}
+
+#[test]
+fn wasip1_module_loads_and_runs() {
+    let o = origin("o1");
+    let s = sluice(&format!(
+        "{}\n[filters.w]\nmodule = {}\nconfig = {{ request = {{ set = {{ \"x-wasi\" = \"yes\" }} }} }}\n\n[[routes]]\nfilters = [\"w\"]\npool = \"origin\"\n",
+        pool(&o),
+        module("wasip1/headers.wasm")
+    ));
+    let echo: Value = client().get(s.url("/echo")).send().unwrap().json().unwrap();
+    assert_eq!(echo_header(&echo, "x-wasi"), Some("yes"));
+}
