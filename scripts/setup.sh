@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs what Sluice needs on a fresh Debian machine (idempotent), then builds the
+# guest filters and the workspace in release mode.
+#
+#   scripts/setup.sh            # install + build
+#   SLUICE_SKIP_APT=1 scripts/setup.sh   # build only
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+need=(cmake gcc g++ make pkg-config curl)
+# Wasm: where rustup has no wasm32 std (offline machines), the filters build with
+# Debian's rustc and -Zbuild-std (see filters/build.sh).
+if ! (command -v rustup >/dev/null && rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown); then
+    need+=(rustc-web cargo-web rust-web-src lld-16)
+fi
+if ! (command -v rustup >/dev/null && rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1); then
+    need+=(rustc-web cargo-web rust-web-src lld-16 wasi-libc)
+fi
+need+=("$@")
+
+if [[ -z "${SLUICE_SKIP_APT:-}" ]]; then
+    missing=()
+    for p in "${need[@]}"; do
+        dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+    done
+    if ((${#missing[@]})); then
+        echo "setup: installing ${missing[*]}"
+        SUDO=""
+        [[ $(id -u) -eq 0 ]] || SUDO=sudo
+        $SUDO apt-get update -q
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+    fi
+fi
+
+echo "setup: building filters"
+filters/build.sh
+echo "setup: building sluice, the demo origin and the bench peers (release)"
+cargo build --release --workspace --locked

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Sets everything up and runs the whole test suite: formatting, clippy, the default
+# policy's check, and every unit and integration test (real processes on loopback).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+scripts/setup.sh
+cargo fmt --all --check
+cargo clippy --release --workspace --all-targets --locked -- -D warnings
+target/release/sluice check --policy policies/default.toml
+cargo test --release --workspace --locked
