@@ -43,7 +43,7 @@ enum Cmd {
     Abi,
 }
 
-fn build(path: &PathBuf) -> Result<Snapshot, sluice::policy::PolicyErrors> {
+fn build(path: &std::path::Path) -> Result<Snapshot, sluice::policy::PolicyErrors> {
     let policy = Policy::load(path)?;
     Snapshot::build(policy, 1)
 }

@@ -107,8 +107,11 @@ where
     out
 }
 
+/// Decoded map entries: raw names and values.
+pub type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// Parses the Proxy-Wasm map format; an empty input (or a lone 0 byte) is an empty map.
-pub fn decode_pairs(bytes: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Status> {
+pub fn decode_pairs(bytes: &[u8]) -> Result<Pairs, Status> {
     if bytes.len() <= 1 {
         return Ok(Vec::new());
     }

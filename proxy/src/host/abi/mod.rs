@@ -130,19 +130,55 @@ pub fn register(linker: &mut Linker<HostState>) -> Result<Vec<Row>> {
 
 /// Callbacks Sluice calls in guests, and when.
 pub const CALLBACKS: &[(&str, &str)] = &[
-    ("_initialize", "once per VM, before anything else (wasip1 reactors and SDK modules)"),
-    ("proxy_on_memory_allocate / malloc", "whenever the host returns data to the guest"),
-    ("proxy_on_context_create", "root context at VM start; a stream context at a request's first callback"),
-    ("proxy_on_vm_start", "once per VM; false rejects the policy (or fails the VM)"),
-    ("proxy_on_configure", "once per VM; false rejects the policy (or fails the VM)"),
+    (
+        "_initialize",
+        "once per VM, before anything else (wasip1 reactors and SDK modules)",
+    ),
+    (
+        "proxy_on_memory_allocate / malloc",
+        "whenever the host returns data to the guest",
+    ),
+    (
+        "proxy_on_context_create",
+        "root context at VM start; a stream context at a request's first callback",
+    ),
+    (
+        "proxy_on_vm_start",
+        "once per VM; false rejects the policy (or fails the VM)",
+    ),
+    (
+        "proxy_on_configure",
+        "once per VM; false rejects the policy (or fails the VM)",
+    ),
     ("proxy_on_request_headers", "`request_filter`, chain order"),
-    ("proxy_on_request_body", "before the upstream for bodies up to 64 KiB, else streamed; chain order"),
-    ("proxy_on_response_headers", "`response_filter`, reverse chain order"),
-    ("proxy_on_response_body", "`response_body_filter`, reverse chain order"),
-    ("proxy_on_done / proxy_on_log / proxy_on_delete", "when the request ends (`logging`), chain order"),
-    ("proxy_on_request_trailers / proxy_on_response_trailers", "not called yet (trailers pass through)"),
-    ("proxy_on_tick / proxy_on_queue_ready / proxy_on_http_call_response", "not called yet"),
-    ("proxy_on_new_connection and other TCP callbacks", "never: Sluice is an HTTP proxy"),
+    (
+        "proxy_on_request_body",
+        "before the upstream for bodies up to 64 KiB, else streamed; chain order",
+    ),
+    (
+        "proxy_on_response_headers",
+        "`response_filter`, reverse chain order",
+    ),
+    (
+        "proxy_on_response_body",
+        "`response_body_filter`, reverse chain order",
+    ),
+    (
+        "proxy_on_done / proxy_on_log / proxy_on_delete",
+        "when the request ends (`logging`), chain order",
+    ),
+    (
+        "proxy_on_request_trailers / proxy_on_response_trailers",
+        "not called yet (trailers pass through)",
+    ),
+    (
+        "proxy_on_tick / proxy_on_queue_ready / proxy_on_http_call_response",
+        "not called yet",
+    ),
+    (
+        "proxy_on_new_connection and other TCP callbacks",
+        "never: Sluice is an HTTP proxy",
+    ),
 ];
 
 /// The hostcall table as Markdown (`Name | Supported | Comment`).
