@@ -1,0 +1,186 @@
+//! `queue.wasm`: test filter for shared queues, one module with two roles
+//! (`proxy_register/resolve/enqueue/dequeue_shared_queue`, `proxy_on_queue_ready`).
+//!
+//! Config (`role` is required, so empty/missing config is invalid):
+//! ```json
+//! {"role": "producer" | "consumer", "queue": "q1", "vm_id": "<vm id of the consumer>"}
+//! ```
+//! `queue` defaults to `q1`, `vm_id` to `""` (only the producer uses it).
+//!
+//! * consumer: `on_configure` registers `queue`. `on_queue_ready` dequeues
+//!   until the queue is empty; per item it increments shared data
+//!   `queue.received` (decimal u64, CAS retry loop) and stores the item as
+//!   shared data `queue.last`. Requests get `x-queue-received: <n or 0>` and
+//!   `x-queue-last: <last item or none>`.
+//! * producer: a request with `x-enqueue: V` resolves (`vm_id`, `queue`) and
+//!   enqueues `V`, setting `x-enqueued: 1`; if the queue is not registered,
+//!   `x-enqueued: no-queue`; if the enqueue fails, `x-enqueued: err:<Status>`.
+//!   Requests without `x-enqueue` pass untouched.
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, ContextType, LogLevel, Status};
+use serde::Deserialize;
+use std::rc::Rc;
+
+const RECEIVED_KEY: &str = "queue.received";
+const LAST_KEY: &str = "queue.last";
+/// Attempts of the CAS increment loop before giving up.
+const CAS_TRIES: usize = 16;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Role {
+    Producer,
+    Consumer,
+}
+
+fn default_queue() -> String {
+    "q1".to_string()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    role: Role,
+    #[serde(default = "default_queue")]
+    queue: String,
+    #[serde(default)]
+    vm_id: String,
+}
+
+fn parse_config(raw: Option<Vec<u8>>) -> Result<Config, String> {
+    let cfg: Config = match raw {
+        Some(b) if !b.iter().all(u8::is_ascii_whitespace) => {
+            serde_json::from_slice(&b).map_err(|e| e.to_string())?
+        }
+        _ => return Err("missing config: `role` is required".to_string()),
+    };
+    if cfg.queue.is_empty() {
+        return Err("`queue` must not be empty".to_string());
+    }
+    Ok(cfg)
+}
+
+/// Decimal u64 from a shared-data value; absent or unparsable = 0.
+fn parse_count(v: Option<Vec<u8>>) -> u64 {
+    v.and_then(|b| std::str::from_utf8(&b).ok()?.trim().parse().ok()).unwrap_or(0)
+}
+
+/// Shared-data `key` += 1 with a CAS retry loop.
+fn increment(key: &str) -> Result<u64, Status> {
+    for _ in 0..CAS_TRIES {
+        let (value, cas) = hostcalls::get_shared_data(key)?;
+        let next = parse_count(value).wrapping_add(1);
+        match hostcalls::set_shared_data(key, Some(next.to_string().as_bytes()), cas) {
+            Ok(()) => return Ok(next),
+            Err(Status::CasMismatch) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(Status::CasMismatch)
+}
+
+fn log(level: LogLevel, msg: &str) {
+    let _ = hostcalls::log(level, msg);
+}
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Trace);
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
+        Box::new(QueueRoot { config: None, queue_id: None })
+    });
+}}
+
+struct QueueRoot {
+    config: Option<Rc<Config>>,
+    /// Consumer only: the id `register_shared_queue` returned.
+    queue_id: Option<u32>,
+}
+
+impl Context for QueueRoot {}
+
+impl RootContext for QueueRoot {
+    fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
+        let cfg = match parse_config(self.get_plugin_configuration()) {
+            Ok(c) => c,
+            Err(e) => {
+                log(LogLevel::Error, &format!("queue: invalid config: {e}"));
+                return false;
+            }
+        };
+        self.queue_id = match cfg.role {
+            Role::Consumer => Some(self.register_shared_queue(&cfg.queue)),
+            Role::Producer => None,
+        };
+        self.config = Some(Rc::new(cfg));
+        true
+    }
+
+    fn on_queue_ready(&mut self, queue_id: u32) {
+        loop {
+            let item = match self.dequeue_shared_queue(queue_id) {
+                Ok(Some(item)) => item,
+                // Empty queue (the SDK maps `Empty` to `Ok(None)`).
+                Ok(None) => break,
+                Err(e) => {
+                    log(LogLevel::Warn, &format!("queue: dequeue {queue_id}: {e:?}"));
+                    break;
+                }
+            };
+            if let Err(e) = increment(RECEIVED_KEY) {
+                log(LogLevel::Warn, &format!("queue: increment {RECEIVED_KEY}: {e:?}"));
+            }
+            if let Err(e) = self.set_shared_data(LAST_KEY, Some(&item), None) {
+                log(LogLevel::Warn, &format!("queue: set {LAST_KEY}: {e:?}"));
+            }
+        }
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(QueueHttp { config: self.config.clone() }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+struct QueueHttp {
+    /// `None` only if the host creates streams without a successful configure.
+    config: Option<Rc<Config>>,
+}
+
+impl Context for QueueHttp {}
+
+impl HttpContext for QueueHttp {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        let Some(cfg) = self.config.clone() else { return Action::Continue };
+        match cfg.role {
+            Role::Consumer => {
+                let received = parse_count(self.get_shared_data(RECEIVED_KEY).0);
+                let last = self.get_shared_data(LAST_KEY).0;
+                let last = last.map_or_else(
+                    || "none".to_string(),
+                    |b| String::from_utf8_lossy(&b).into_owned(),
+                );
+                self.set_http_request_header("x-queue-received", Some(&received.to_string()));
+                self.set_http_request_header("x-queue-last", Some(&last));
+            }
+            Role::Producer => {
+                let Some(value) = self.get_http_request_header_bytes("x-enqueue") else {
+                    return Action::Continue;
+                };
+                let result = match self.resolve_shared_queue(&cfg.vm_id, &cfg.queue) {
+                    None => "no-queue".to_string(),
+                    Some(id) => match self.enqueue_shared_queue(id, Some(&value)) {
+                        Ok(()) => "1".to_string(),
+                        Err(e) => format!("err:{e:?}"),
+                    },
+                };
+                self.set_http_request_header("x-enqueued", Some(&result));
+            }
+        }
+        Action::Continue
+    }
+}
