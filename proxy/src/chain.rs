@@ -9,7 +9,9 @@
 
 use std::sync::Arc;
 
-use crate::host::{Action, BodyKind, HostError, LocalResponse, StreamState};
+use crate::host::{
+    Action, BodyKind, CallResult, HostError, HttpCallRequest, LocalResponse, StreamState,
+};
 use crate::policy::OnFailure;
 use crate::snapshot::Filter;
 
@@ -22,6 +24,9 @@ pub enum Outcome {
     Respond,
     /// A filter reset the stream.
     Reset,
+    /// Filter `n` paused and dispatched HTTP calls: send them ([`Chain::take_calls`]),
+    /// deliver the results ([`Chain::deliver`]), then resume after it.
+    Wait(usize),
 }
 
 #[derive(Default)]
@@ -38,6 +43,8 @@ struct Slot {
 pub struct Chain {
     filters: Vec<Arc<Filter>>,
     slots: Vec<Slot>,
+    /// HTTP calls dispatched by callbacks, with the filter that dispatched them.
+    calls: Vec<(usize, HttpCallRequest)>,
 }
 
 enum Step {
@@ -49,7 +56,11 @@ impl Chain {
     /// A chain over `filters` (in request order).
     pub fn new(filters: Vec<Arc<Filter>>) -> Chain {
         let slots = filters.iter().map(|_| Slot::default()).collect();
-        Chain { filters, slots }
+        Chain {
+            filters,
+            slots,
+            calls: Vec::new(),
+        }
     }
 
     /// True when the route has no filter.
@@ -88,9 +99,15 @@ impl Chain {
                     id
                 }
             };
-            cb(vm, ctx, stream)
+            let r = cb(vm, ctx, stream);
+            let calls = vm.take_pending_calls();
+            Ok((r, calls))
         });
-        match result.and_then(|r| r) {
+        let result = result.and_then(|r| r).and_then(|(r, calls)| {
+            self.calls.extend(calls.into_iter().map(|c| (i, c)));
+            r
+        });
+        match result {
             Ok(action) => {
                 if stream.closed {
                     Step::Stop(Outcome::Reset)
@@ -134,16 +151,73 @@ impl Chain {
     }
 
     fn headers(&mut self, stream: &mut StreamState, kind: BodyKind, eos: bool) -> Outcome {
-        for i in self.order(kind) {
+        self.headers_after(stream, kind, eos, None)
+    }
+
+    /// Resumes a headers phase after filter `after` answered its HTTP calls.
+    pub fn resume_headers(
+        &mut self,
+        stream: &mut StreamState,
+        kind: BodyKind,
+        eos: bool,
+        after: usize,
+    ) -> Outcome {
+        if !self.calls.is_empty() {
+            return Outcome::Wait(after);
+        }
+        self.headers_after(stream, kind, eos, Some(after))
+    }
+
+    fn headers_after(
+        &mut self,
+        stream: &mut StreamState,
+        kind: BodyKind,
+        eos: bool,
+        after: Option<usize>,
+    ) -> Outcome {
+        let order = self.order(kind);
+        let start = after
+            .and_then(|a| order.iter().position(|i| *i == a))
+            .map_or(0, |p| p + 1);
+        for &i in &order[start..] {
+            stream.resumed = false;
             let step = self.run(i, stream, |vm, ctx, s| match kind {
                 BodyKind::Request => vm.on_request_headers(s, ctx, eos),
                 BodyKind::Response => vm.on_response_headers(s, ctx, eos),
             });
-            if let Step::Stop(o) = step {
-                return o;
+            match step {
+                Step::Stop(o) => return o,
+                Step::Go(Action::Pause) if self.calls.iter().any(|(f, _)| *f == i) => {
+                    return Outcome::Wait(i)
+                }
+                Step::Go(_) => {}
             }
         }
         Outcome::Continue
+    }
+
+    /// The HTTP calls dispatched so far, to be sent.
+    pub fn take_calls(&mut self) -> Vec<(usize, HttpCallRequest)> {
+        std::mem::take(&mut self.calls)
+    }
+
+    /// Delivers one call's result to filter `i` (`proxy_on_http_call_response`).
+    /// `Continue` when the chain may go on; otherwise how it stopped.
+    pub fn deliver(
+        &mut self,
+        i: usize,
+        stream: &mut StreamState,
+        call: &HttpCallRequest,
+        result: CallResult,
+    ) -> Outcome {
+        let (ctx, token) = (call.context_id, call.token);
+        match self.run(i, stream, |vm, _, s| {
+            vm.on_http_call_response(Some(s), ctx, token, result)
+                .map(|_| Action::Continue)
+        }) {
+            Step::Stop(o) => o,
+            Step::Go(_) => Outcome::Continue,
+        }
     }
 
     /// Passes one body chunk through the chain. Returns what flows on now (possibly

@@ -7,9 +7,11 @@
 //! - [`proxy`]: Pingora's `ProxyHttp`; each hook runs one phase of the chain.
 //! - [`chain`]: runs a phase over a route's filters.
 //! - [`host`]: the Proxy-Wasm host on wasmtime (knows no Pingora).
+//! - [`callouts`]: HTTP calls filters dispatch, sent with Pingora.
 //! - [`admin`]: the admin listener.
 
 pub mod admin;
+pub mod callouts;
 pub mod chain;
 pub mod host;
 pub mod policy;

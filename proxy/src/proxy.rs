@@ -203,6 +203,49 @@ async fn send_local(session: &mut Session, local: &LocalResponse) -> Result<()> 
     Ok(())
 }
 
+/// Drives a headers phase to its end: while a filter waits for its HTTP calls, sends
+/// them, delivers the responses and resumes the chain after that filter.
+async fn settle(
+    snapshot: &Snapshot,
+    chain: &mut Chain,
+    stream: &mut StreamState,
+    kind: BodyKind,
+    eos: bool,
+    mut outcome: Outcome,
+) -> Outcome {
+    while let Outcome::Wait(waiting) = outcome {
+        let calls = chain.take_calls();
+        let results =
+            futures::future::join_all(calls.iter().map(|(_, c)| snapshot.callouts.call(c.clone())))
+                .await;
+        outcome = Outcome::Continue;
+        for ((filter, call), result) in calls.iter().zip(results) {
+            let o = chain.deliver(*filter, stream, call, result);
+            if o != Outcome::Continue {
+                outcome = o;
+                break;
+            }
+        }
+        if outcome == Outcome::Continue {
+            outcome = chain.resume_headers(stream, kind, eos, waiting);
+        }
+    }
+    outcome
+}
+
+/// Sends calls no filter waits for (dispatched from body or log phases); their
+/// responses are not delivered.
+fn send_detached(snapshot: &Snapshot, chain: &mut Chain) {
+    for (_, call) in chain.take_calls() {
+        let fut = snapshot.callouts.call(call);
+        tokio::spawn(async move {
+            if let Err(e) = fut.await {
+                tracing::debug!(error = %e, "detached filter call failed");
+            }
+        });
+    }
+}
+
 fn reset() -> Box<Error> {
     Error::explain(ErrorType::ConnectionClosed, "a filter reset the stream")
 }
@@ -217,10 +260,20 @@ impl Sluice {
         chain: &mut Chain,
     ) -> Result<bool> {
         let has_body = !session.as_mut().is_body_empty();
-        match chain.request_headers(&mut ctx.stream, !has_body) {
+        let first = chain.request_headers(&mut ctx.stream, !has_body);
+        match settle(
+            &ctx.snapshot,
+            chain,
+            &mut ctx.stream,
+            BodyKind::Request,
+            !has_body,
+            first,
+        )
+        .await
+        {
             Outcome::Continue => {}
             Outcome::Respond => return self.respond(session, ctx).await,
-            Outcome::Reset => return Err(reset()),
+            _ => return Err(reset()),
         }
         if ctx.stream.request_headers_changed {
             apply_request(&ctx.stream.request_headers, session.req_header_mut())?;
@@ -255,6 +308,7 @@ impl Sluice {
                     Err(Outcome::Respond) => return self.respond(session, ctx).await,
                     Err(_) => return Err(reset()),
                 }
+                send_detached(&ctx.snapshot, chain);
             }
             _ => ctx.request_body = RequestBody::Streaming,
         }
@@ -425,7 +479,17 @@ impl ProxyHttp for Sluice {
                 .headers
                 .get(http::header::CONTENT_LENGTH)
                 .is_some_and(|v| v.as_bytes() == b"0");
-        match chain.response_headers(&mut ctx.stream, no_body) {
+        let first = chain.response_headers(&mut ctx.stream, no_body);
+        match settle(
+            &ctx.snapshot,
+            chain,
+            &mut ctx.stream,
+            BodyKind::Response,
+            no_body,
+            first,
+        )
+        .await
+        {
             Outcome::Continue => {
                 if ctx.stream.response_headers_changed {
                     apply_response(&ctx.stream.response_headers, upstream_response)?;
@@ -443,7 +507,7 @@ impl ProxyHttp for Sluice {
                 ctx.replace_body = Some(Bytes::from(local.body));
                 Ok(())
             }
-            Outcome::Reset => Err(reset()),
+            _ => Err(reset()),
         }
     }
 
@@ -474,6 +538,7 @@ impl ProxyHttp for Sluice {
     async fn logging(&self, _session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
         if let Some(chain) = ctx.chain.as_mut() {
             chain.finish(&mut ctx.stream);
+            send_detached(&ctx.snapshot, chain);
         }
     }
 

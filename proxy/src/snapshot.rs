@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
+use crate::callouts::PoolCallouts;
+use crate::host::callout::Callouts;
 use crate::host::{CompiledModule, Engine, Limits, Plugin, PluginInfo};
 use crate::policy::{Diagnostic, OnFailure, Policy, PolicyErrors};
 
@@ -59,9 +61,11 @@ pub struct Snapshot {
     /// Routes in match order.
     pub routes: Vec<Route>,
     /// Pools by policy order.
-    pub pools: Vec<Pool>,
+    pub pools: Vec<Arc<Pool>>,
     /// Filters by policy order.
     pub filters: Vec<Arc<Filter>>,
+    /// The client that sends filters' HTTP calls to this snapshot's pools.
+    pub callouts: Arc<dyn Callouts>,
 }
 
 impl Snapshot {
@@ -75,6 +79,20 @@ impl Snapshot {
             message,
         };
         let engine = Engine::global().map_err(|e| PolicyErrors(vec![diag(None, e.to_string())]))?;
+        let pools: Vec<Arc<Pool>> = policy
+            .pools
+            .iter()
+            .map(|p| {
+                Arc::new(Pool {
+                    name: p.name.clone(),
+                    peers: p.peers.clone(),
+                    next: AtomicUsize::new(0),
+                })
+            })
+            .collect();
+        let callouts: Arc<dyn Callouts> = Arc::new(PoolCallouts {
+            pools: pools.iter().map(|p| (p.name.clone(), p.clone())).collect(),
+        });
         let mut errors = Vec::new();
         let mut modules: HashMap<std::path::PathBuf, Arc<CompiledModule>> = HashMap::new();
         let mut filters = Vec::new();
@@ -118,9 +136,9 @@ impl Snapshot {
                 memory_bytes: f.limits.memory_bytes,
                 callback_deadline: Duration::from_millis(f.limits.callback_ms),
             };
-            match Plugin::new(&engine, module, info, limits) {
-                Ok(p) => filters.push(Arc::new(Filter {
-                    plugin: Arc::new(p),
+            match Plugin::new(&engine, module, info, limits, Some(callouts.clone())) {
+                Ok(plugin) => filters.push(Arc::new(Filter {
+                    plugin,
                     on_failure: f.on_failure,
                 })),
                 Err(e) => errors.push(diag(Some(f.line), format!("filter {:?}: {e}", f.name))),
@@ -138,21 +156,13 @@ impl Snapshot {
                 pool: r.pool,
             })
             .collect();
-        let pools = policy
-            .pools
-            .iter()
-            .map(|p| Pool {
-                name: p.name.clone(),
-                peers: p.peers.clone(),
-                next: AtomicUsize::new(0),
-            })
-            .collect();
         Ok(Snapshot {
             generation,
             policy,
             routes,
             pools,
             filters,
+            callouts,
         })
     }
 

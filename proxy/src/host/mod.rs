@@ -11,6 +11,7 @@
 //! `proxy_on_configure` runs once per thread per policy, not per request.
 
 pub mod abi;
+pub mod callout;
 pub mod engine;
 pub mod memory;
 pub mod state;
@@ -19,10 +20,15 @@ pub mod vm;
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use thread_local::ThreadLocal;
 
+use callout::Callouts;
+use state::QueueNotifier;
+
+pub use callout::{CallResult, HttpCallRequest, HttpCallResponse};
 pub use engine::{CompiledModule, Engine};
 pub use state::PluginInfo;
 pub use stream::{BodyKind, HeaderMap, LocalResponse, RequestInfo, StreamState};
@@ -82,8 +88,12 @@ impl HostError {
     }
 }
 
+/// A callback run on a plugin's root context.
+pub type RootCallback = Box<dyn FnOnce(&mut Vm) -> Result<(), HostError>>;
+
 /// A filter of a policy: a compiled module with its configuration, and its VMs, one
-/// per thread that used it. Dropping the plugin (with its snapshot) drops its VMs.
+/// per thread that used it. Dropping the plugin (with its snapshot) drops its VMs and
+/// ends their tick loops.
 pub struct Plugin {
     /// Name, ids and configuration.
     pub info: Arc<PluginInfo>,
@@ -92,6 +102,7 @@ pub struct Plugin {
     /// Resource limits.
     pub limits: Limits,
     engine: Engine,
+    callouts: Option<Arc<dyn Callouts>>,
     vms: ThreadLocal<RefCell<Option<(Vm, u64)>>>,
     incarnations: AtomicU64,
     /// VMs replaced after a failure, since the plugin started.
@@ -99,49 +110,151 @@ pub struct Plugin {
 }
 
 impl Plugin {
-    /// Starts one VM on the calling thread (the canary that validates the plugin:
-    /// instantiation, `proxy_on_vm_start`, `proxy_on_configure`).
+    /// Validates the plugin with a canary VM (instantiation, `proxy_on_vm_start`,
+    /// `proxy_on_configure`), then drops it: serving VMs start on each worker thread
+    /// at its first request.
     pub fn new(
         engine: &Engine,
         module: Arc<CompiledModule>,
         info: PluginInfo,
         limits: Limits,
-    ) -> Result<Plugin, HostError> {
-        let plugin = Plugin {
-            info: Arc::new(info),
+        callouts: Option<Arc<dyn Callouts>>,
+    ) -> Result<Arc<Plugin>, HostError> {
+        let info = Arc::new(info);
+        Vm::start(
+            engine,
+            &module,
+            info.clone(),
+            limits,
+            callouts.clone(),
+            None,
+        )?;
+        Ok(Arc::new(Plugin {
+            info,
             module,
             limits,
             engine: engine.clone(),
+            callouts,
             vms: ThreadLocal::new(),
             incarnations: AtomicU64::new(0),
             replaced: AtomicU64::new(0),
-        };
-        // Validate now, and keep the VM for this thread.
-        plugin.with_vm(|_, _| ())?;
-        Ok(plugin)
+        }))
     }
 
     /// Runs `f` with this thread's VM (started on first use, replaced when it failed).
     /// `f` also gets the VM's incarnation: a stream context created in one incarnation
     /// does not exist in the next.
-    pub fn with_vm<R>(&self, f: impl FnOnce(&mut Vm, u64) -> R) -> Result<R, HostError> {
+    pub fn with_vm<R>(self: &Arc<Self>, f: impl FnOnce(&mut Vm, u64) -> R) -> Result<R, HostError> {
         let cell = self.vms.get_or(|| RefCell::new(None));
-        let mut slot = cell.try_borrow_mut().map_err(|_| HostError::VmFailed)?;
-        let needs_new = match slot.as_ref() {
-            None => true,
-            Some((vm, _)) if vm.failed() => {
-                self.replaced.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(plugin = %self.info.name, "replacing failed VM");
-                true
+        let (r, started) = {
+            let mut slot = cell.try_borrow_mut().map_err(|_| HostError::VmFailed)?;
+            let needs_new = match slot.as_ref() {
+                None => true,
+                Some((vm, _)) if vm.failed() => {
+                    self.replaced.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(plugin = %self.info.name, "replacing failed VM");
+                    true
+                }
+                Some(_) => false,
+            };
+            let mut started = None;
+            if needs_new {
+                *slot = None;
+                let vm = Vm::start(
+                    &self.engine,
+                    &self.module,
+                    self.info.clone(),
+                    self.limits,
+                    self.callouts.clone(),
+                    self.queue_notifier(),
+                )?;
+                let inc = self.incarnations.fetch_add(1, Ordering::Relaxed);
+                *slot = Some((vm, inc));
+                started = Some(inc);
             }
-            Some(_) => false,
+            let (vm, inc) = slot.as_mut().expect("VM present");
+            (f(vm, *inc), started)
         };
-        if needs_new {
-            *slot = None;
-            let vm = Vm::start(&self.engine, &self.module, self.info.clone(), self.limits)?;
-            *slot = Some((vm, self.incarnations.fetch_add(1, Ordering::Relaxed)));
+        if let Some(inc) = started {
+            self.after_start(inc);
         }
-        let (vm, inc) = slot.as_mut().expect("VM present");
-        Ok(f(vm, *inc))
+        Ok(r)
+    }
+
+    /// Wakes this thread's VM when a queue it registered gets an item.
+    fn queue_notifier(self: &Arc<Self>) -> Option<QueueNotifier> {
+        let handle = tokio::runtime::Handle::try_current().ok()?;
+        let weak = Arc::downgrade(self);
+        Some(Arc::new(move |queue_id| {
+            let weak = weak.clone();
+            handle.spawn(async move {
+                if let Some(p) = weak.upgrade() {
+                    p.root_callback(Box::new(move |vm| vm.on_queue_ready(queue_id)));
+                }
+            });
+        }))
+    }
+
+    /// After a VM starts on a worker thread: send the calls its start-up dispatched
+    /// and run its tick loop on this thread.
+    fn after_start(self: &Arc<Self>, incarnation: u64) {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
+        self.root_callback(Box::new(|_| Ok(())));
+        tokio::spawn(tick_loop(Arc::downgrade(self), incarnation));
+    }
+
+    /// Runs a root-context callback on this thread's VM, then sends the HTTP calls it
+    /// dispatched; their responses come back to the root context the same way.
+    pub fn root_callback(self: &Arc<Self>, f: RootCallback) {
+        let r = self.with_vm(|vm, _| {
+            let r = f(vm);
+            (r, vm.take_pending_calls())
+        });
+        let calls = match r {
+            Ok((Ok(()), calls)) => calls,
+            Ok((Err(e), _)) | Err(e) => {
+                tracing::error!(plugin = %self.info.name, error = %e, "root context callback failed");
+                return;
+            }
+        };
+        let Some(callouts) = self.callouts.clone() else {
+            return;
+        };
+        for call in calls {
+            let weak = Arc::downgrade(self);
+            let (ctx, token) = (call.context_id, call.token);
+            let fut = callouts.call(call);
+            tokio::spawn(async move {
+                let result = fut.await;
+                if let Some(p) = weak.upgrade() {
+                    p.root_callback(Box::new(move |vm| {
+                        vm.on_http_call_response(None, ctx, token, result)
+                    }));
+                }
+            });
+        }
+    }
+}
+
+/// Fires `proxy_on_tick` at the period the root context asks for, on the thread of
+/// the VM, until the VM is replaced or the plugin is dropped.
+async fn tick_loop(plugin: Weak<Plugin>, incarnation: u64) {
+    loop {
+        let period = {
+            let Some(p) = plugin.upgrade() else { return };
+            match p.with_vm(|vm, inc| (inc, vm.tick_period_ms())) {
+                Ok((inc, period)) if inc == incarnation => period,
+                _ => return,
+            }
+        };
+        if period == 0 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
+        tokio::time::sleep(Duration::from_millis(period as u64)).await;
+        let Some(p) = plugin.upgrade() else { return };
+        p.root_callback(Box::new(|vm| vm.on_tick()));
     }
 }

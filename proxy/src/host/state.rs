@@ -5,7 +5,11 @@ use std::sync::Arc;
 
 use wasmtime::{Memory, StoreLimits, TypedFunc};
 
+use super::callout::{Callouts, HttpCallRequest, HttpCallResponse};
 use super::stream::StreamState;
+
+/// Wakes the VM that owns a shared queue (`proxy_on_queue_ready`), on its own thread.
+pub type QueueNotifier = std::sync::Arc<dyn Fn(u32) + Send + Sync>;
 
 /// What a plugin is, fixed by the policy: handed to the VM at start.
 #[derive(Debug, Clone)]
@@ -52,6 +56,18 @@ pub struct HostState {
     pub done_called: bool,
     /// Status and message of the last callout, for `proxy_get_status`.
     pub status: (u32, Vec<u8>),
+    /// The HTTP-call client, when the VM serves traffic.
+    pub callouts: Option<Arc<dyn Callouts>>,
+    /// Calls dispatched by the running callback, waiting to be sent.
+    pub pending_calls: Vec<HttpCallRequest>,
+    /// Calls this VM dispatched in all (token source).
+    pub calls_made: u32,
+    /// The call response being delivered (`proxy_on_http_call_response`).
+    pub call_response: Option<HttpCallResponse>,
+    /// Set when the guest edits a call response's maps (they are its own copy).
+    pub call_response_touched: bool,
+    /// How to wake this VM when a queue it registered gets an item.
+    pub queue_notifier: Option<QueueNotifier>,
 }
 
 impl HostState {
@@ -71,6 +87,12 @@ impl HostState {
             root_properties: HashMap::new(),
             done_called: false,
             status: (0, Vec::new()),
+            callouts: None,
+            pending_calls: Vec::new(),
+            calls_made: 0,
+            call_response: None,
+            call_response_touched: false,
+            queue_notifier: None,
         }
     }
 }

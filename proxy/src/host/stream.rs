@@ -185,6 +185,8 @@ pub struct StreamState {
     pub closed: bool,
     /// Set when a filter called `proxy_continue_stream`.
     pub resumed: bool,
+    /// HTTP calls this stream dispatched so far.
+    pub calls: u32,
     /// Cap on what filters may make the host hold for this stream (headers, bodies).
     pub max_buffer_bytes: usize,
 }

@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use wasmtime::{Store, StoreLimitsBuilder, TypedFunc};
 
+use super::callout::{CallResult, Callouts, HttpCallRequest};
 use super::engine::{CompiledModule, Engine, EPOCH_TICK};
-use super::state::{HostState, PluginInfo};
+use super::state::{HostState, PluginInfo, QueueNotifier};
 use super::stream::{BodyKind, StreamState};
 use super::HostError;
 
@@ -52,6 +53,9 @@ struct Exports {
     response_body: Option<F3>,
     response_trailers: Option<F2>,
     log: Option<TypedFunc<i32, ()>>,
+    tick: Option<TypedFunc<i32, ()>>,
+    queue_ready: Option<TypedFunc<(i32, i32), ()>>,
+    http_call_response: Option<TypedFunc<(i32, i32, i32, i32, i32), ()>>,
     done: Option<TypedFunc<i32, i32>>,
     delete: Option<TypedFunc<i32, ()>>,
 }
@@ -76,6 +80,8 @@ impl Vm {
         module: &CompiledModule,
         plugin: Arc<PluginInfo>,
         limits: Limits,
+        callouts: Option<Arc<dyn Callouts>>,
+        queue_notifier: Option<QueueNotifier>,
     ) -> Result<Vm, HostError> {
         let store_limits = StoreLimitsBuilder::new()
             .memory_size(limits.memory_bytes)
@@ -84,7 +90,10 @@ impl Vm {
             .memories(1)
             .table_elements(1 << 20)
             .build();
-        let mut store = Store::new(&engine.engine, HostState::new(plugin.clone(), store_limits));
+        let mut state = HostState::new(plugin.clone(), store_limits);
+        state.callouts = callouts;
+        state.queue_notifier = queue_notifier;
+        let mut store = Store::new(&engine.engine, state);
         store.limiter(|s| &mut s.limits);
         let deadline_ticks =
             (limits.callback_deadline.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64;
@@ -119,6 +128,9 @@ impl Vm {
             response_body: opt!("proxy_on_response_body"),
             response_trailers: opt!("proxy_on_response_trailers"),
             log: opt!("proxy_on_log"),
+            tick: opt!("proxy_on_tick"),
+            queue_ready: opt!("proxy_on_queue_ready"),
+            http_call_response: opt!("proxy_on_http_call_response"),
             done: opt!("proxy_on_done"),
             delete: opt!("proxy_on_delete"),
         };
@@ -307,6 +319,68 @@ impl Vm {
         } else {
             Action::Continue
         })
+    }
+
+    /// Calls the last callback dispatched, to be sent by the caller.
+    pub fn take_pending_calls(&mut self) -> Vec<HttpCallRequest> {
+        std::mem::take(&mut self.store.data_mut().pending_calls)
+    }
+
+    /// The tick period the root context asked for (0: no ticks).
+    pub fn tick_period_ms(&self) -> u32 {
+        self.store.data().tick_period_ms
+    }
+
+    /// `proxy_on_tick` on the root context.
+    pub fn on_tick(&mut self) -> Result<(), HostError> {
+        let Some(f) = self.f.tick.clone() else {
+            return Ok(());
+        };
+        self.call(self.deadline_ticks, |s| f.call(s, ROOT_CONTEXT_ID as i32))
+    }
+
+    /// `proxy_on_queue_ready` on the root context.
+    pub fn on_queue_ready(&mut self, queue_id: u32) -> Result<(), HostError> {
+        let Some(f) = self.f.queue_ready.clone() else {
+            return Ok(());
+        };
+        self.call(self.deadline_ticks, |s| {
+            f.call(s, (ROOT_CONTEXT_ID as i32, queue_id as i32))
+        })
+    }
+
+    /// Delivers a call's outcome with `proxy_on_http_call_response` to the context that
+    /// dispatched it (with its stream attached when it is a stream context). A failed
+    /// call is delivered with no headers, no body and no trailers, as Envoy does.
+    pub fn on_http_call_response(
+        &mut self,
+        stream: Option<&mut StreamState>,
+        ctx: u32,
+        token: u32,
+        result: CallResult,
+    ) -> Result<(), HostError> {
+        let Some(f) = self.f.http_call_response.clone() else {
+            return Ok(());
+        };
+        let (response, status) = match result {
+            Ok(r) => (r, (0, Vec::new())),
+            Err(e) => (Default::default(), (14, e.into_bytes())),
+        };
+        let (h, b, t) = (
+            response.headers.len(),
+            response.body.len(),
+            response.trailers.len(),
+        );
+        let st = self.store.data_mut();
+        st.call_response = Some(response);
+        st.status = status;
+        let args = (ctx as i32, token as i32, h as i32, b as i32, t as i32);
+        let r = match stream {
+            Some(stream) => self.on_stream(stream, ctx, |s| f.call(s, args)),
+            None => self.call(self.deadline_ticks, |s| f.call(s, args)),
+        };
+        self.store.data_mut().call_response = None;
+        r
     }
 
     /// Ends a stream context: `proxy_on_done`, `proxy_on_log`, `proxy_on_delete`.

@@ -20,9 +20,14 @@ fn buffer(state: &HostState, kind: i32) -> Result<&[u8], Status> {
     match kind {
         0 => body(BodyKind::Request),
         1 => body(BodyKind::Response),
+        4 => state
+            .call_response
+            .as_ref()
+            .map(|r| r.body.as_slice())
+            .ok_or(Status::NotFound),
         6 => Ok(&state.plugin.vm_config),
         7 => Ok(&state.plugin.plugin_config),
-        2..=5 | 8 => Err(Status::NotFound),
+        2 | 3 | 5 | 8 => Err(Status::NotFound),
         _ => Err(Status::BadArgument),
     }
 }

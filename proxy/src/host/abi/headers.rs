@@ -23,6 +23,17 @@ fn map_mut(
     if !(0..=7).contains(&map_type) {
         return Err(Status::BadArgument);
     }
+    if map_type == 6 || map_type == 7 {
+        return Ok(state.call_response.as_mut().map(|r| {
+            let m = if map_type == 6 {
+                &mut r.headers
+            } else {
+                &mut r.trailers
+            };
+            // Call responses are read-only for the guest: edits go to a scratch flag.
+            (m, &mut state.call_response_touched)
+        }));
+    }
     if !state.has_stream {
         return Ok(None);
     }

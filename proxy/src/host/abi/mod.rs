@@ -172,8 +172,16 @@ pub const CALLBACKS: &[(&str, &str)] = &[
         "not called yet (trailers pass through)",
     ),
     (
-        "proxy_on_tick / proxy_on_queue_ready / proxy_on_http_call_response",
-        "not called yet",
+        "proxy_on_tick",
+        "on each worker VM at the root context's period, from the VM's first request on",
+    ),
+    (
+        "proxy_on_queue_ready",
+        "on the VM that registered the queue last, on its own thread",
+    ),
+    (
+        "proxy_on_http_call_response",
+        "in the dispatching context; a headers phase waits for it; a failed call arrives with no headers",
     ),
     (
         "proxy_on_new_connection and other TCP callbacks",

@@ -12,7 +12,7 @@ use wasmtime::Result;
 
 use super::{status, Registry, Status, Support};
 use crate::host::memory;
-use crate::host::state::HostState;
+use crate::host::state::{HostState, QueueNotifier};
 
 /// Largest shared value or queue item.
 pub const MAX_VALUE_BYTES: usize = 1 << 20;
@@ -28,6 +28,8 @@ struct Shared {
     data: HashMap<Vec<u8>, (Vec<u8>, u32)>,
     queue_ids: HashMap<(String, String), u32>,
     queues: Vec<VecDeque<Vec<u8>>>,
+    /// Who to wake when a queue gets an item: the VM that registered it last.
+    notifiers: HashMap<u32, QueueNotifier>,
 }
 
 fn shared() -> std::sync::MutexGuard<'static, Shared> {
@@ -96,9 +98,10 @@ pub(super) fn register(reg: &mut Registry) -> Result<()> {
             status((|| {
                 let name = memory::read_str(&mut c, np, nl)?;
                 let vm = c.data().plugin.vm_id.clone();
+                let notifier = c.data().queue_notifier.clone();
                 let id = {
                     let mut s = shared();
-                    match s.queue_ids.get(&(vm.clone(), name.clone())) {
+                    let id = match s.queue_ids.get(&(vm.clone(), name.clone())) {
                         Some(id) => *id,
                         None if s.queues.len() >= MAX_QUEUES => return Err(Status::BadArgument),
                         None => {
@@ -107,7 +110,11 @@ pub(super) fn register(reg: &mut Registry) -> Result<()> {
                             s.queue_ids.insert((vm, name), id);
                             id
                         }
+                    };
+                    if let Some(n) = notifier {
+                        s.notifiers.insert(id, n);
                     }
+                    id
                 };
                 memory::write_u32(&mut c, ret, id)
             })())
@@ -150,6 +157,11 @@ pub(super) fn register(reg: &mut Registry) -> Result<()> {
                     return Err(Status::BadArgument);
                 }
                 q.push_back(value);
+                let notify = s.notifiers.get(&(id as u32)).cloned();
+                drop(s);
+                if let Some(n) = notify {
+                    n(id as u32);
+                }
                 Ok(())
             })())
         },

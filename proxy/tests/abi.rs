@@ -1,0 +1,261 @@
+//! The rest of the Proxy-Wasm ABI through the real proxy: HTTP calls, ticks, shared
+//! data, shared queues, metrics, properties across filters, foreign functions.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+fn echo_header(echo: &Value, name: &str) -> Option<String> {
+    echo["headers"]
+        .as_array()?
+        .iter()
+        .find(|p| p[0].as_str() == Some(name))
+        .and_then(|p| p[1].as_str())
+        .map(str::to_string)
+}
+
+#[test]
+fn http_call_to_a_pool_resumes_or_answers_the_stream() {
+    let main = origin("main");
+    let side = origin("side");
+    let dead = free_port();
+    let s = sluice(&format!(
+        r#"[pools.main]
+peers = ["{}"]
+[pools.side]
+peers = ["{}"]
+[pools.dead]
+peers = ["127.0.0.1:{dead}"]
+
+[filters.call_side]
+module = {m}
+config = {{ upstream = "side", path = "/echo/callout", timeout_ms = 2000, deny_status = 451 }}
+[filters.call_dead]
+module = {m}
+config = {{ upstream = "dead", timeout_ms = 300 }}
+[filters.call_unknown]
+module = {m}
+config = {{ upstream = "no-such-pool" }}
+
+[[routes]]
+path_prefix = "/echo/dead"
+filters = ["call_dead"]
+pool = "main"
+[[routes]]
+path_prefix = "/echo/unknown"
+filters = ["call_unknown"]
+pool = "main"
+[[routes]]
+filters = ["call_side"]
+pool = "main"
+"#,
+        main.addr,
+        side.addr,
+        m = module("callout.wasm")
+    ));
+    let c = client();
+    // The filter pauses, its call reaches the side pool, the response resumes the request.
+    let r = c
+        .get(s.url("/echo/x"))
+        .header("x-callout", "1")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-origin-id"], "main");
+    let echo: Value = r.json().unwrap();
+    assert_eq!(
+        echo_header(&echo, "x-callout-status").as_deref(),
+        Some("200")
+    );
+    assert_eq!(
+        echo_header(&echo, "x-callout-origin").as_deref(),
+        Some("side")
+    );
+    let len: usize = echo_header(&echo, "x-callout-body-len")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        len > 50,
+        "the side origin's echo body came back ({len} bytes)"
+    );
+    // The call response can also answer the request locally.
+    let r = c
+        .get(s.url("/echo/x"))
+        .header("x-callout", "deny")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 451);
+    assert_eq!(r.headers()["x-callout-status"], "200");
+    assert_eq!(r.text().unwrap(), "denied by callout\n");
+    // Without the trigger header, no call.
+    let echo: Value = c.get(s.url("/echo/x")).send().unwrap().json().unwrap();
+    assert_eq!(echo_header(&echo, "x-callout-status"), None);
+    // A call to a dead peer fails within its timeout and the filter sees the failure.
+    let t = std::time::Instant::now();
+    let echo: Value = c
+        .get(s.url("/echo/dead"))
+        .header("x-callout", "1")
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(
+        echo_header(&echo, "x-callout-status").as_deref(),
+        Some("failed")
+    );
+    assert!(t.elapsed() < Duration::from_secs(5));
+    // Calls go only to pools of the policy.
+    let echo: Value = c
+        .get(s.url("/echo/unknown"))
+        .header("x-callout", "1")
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(
+        echo_header(&echo, "x-callout-error").as_deref(),
+        Some("BadArgument")
+    );
+}
+
+#[test]
+fn ticks_update_shared_data() {
+    let o = origin("o");
+    let s = sluice(&format!(
+        "[pools.o]\npeers = [\"{}\"]\n[filters.t]\nmodule = {}\nconfig = {{ period_ms = 20, key = \"ticks-test\" }}\n[[routes]]\nfilters = [\"t\"]\npool = \"o\"\n",
+        o.addr,
+        module("ticker.wasm")
+    ));
+    let c = client();
+    let ticks = || -> u64 {
+        let echo: Value = c.get(s.url("/echo")).send().unwrap().json().unwrap();
+        echo_header(&echo, "x-ticks").unwrap().parse().unwrap()
+    };
+    let first = ticks(); // starts the worker's VM and its ticks
+    std::thread::sleep(Duration::from_millis(600));
+    let later = ticks();
+    assert!(later >= first + 10, "ticks: {first} then {later}");
+}
+
+#[test]
+fn shared_queue_between_two_plugins() {
+    let o = origin("o");
+    let s = sluice(&format!(
+        r#"[pools.o]
+peers = ["{}"]
+[filters.consumer]
+module = {m}
+config = {{ role = "consumer", queue = "jobs" }}
+[filters.producer]
+module = {m}
+config = {{ role = "producer", queue = "jobs", vm_id = "consumer" }}
+[[routes]]
+path_prefix = "/echo/consume"
+filters = ["consumer"]
+pool = "o"
+[[routes]]
+filters = ["producer"]
+pool = "o"
+"#,
+        o.addr,
+        m = module("queue.wasm")
+    ));
+    let c = client();
+    let echo: Value = c
+        .get(s.url("/echo/consume"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(echo_header(&echo, "x-queue-received").as_deref(), Some("0"));
+    for item in ["one", "two", "three"] {
+        let echo: Value = c
+            .get(s.url("/echo/produce"))
+            .header("x-enqueue", item)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        assert_eq!(echo_header(&echo, "x-enqueued").as_deref(), Some("1"));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let echo: Value = c
+        .get(s.url("/echo/consume"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(echo_header(&echo, "x-queue-received").as_deref(), Some("3"));
+    assert_eq!(echo_header(&echo, "x-queue-last").as_deref(), Some("three"));
+}
+
+#[test]
+fn metrics_defined_by_a_filter_count() {
+    let o = origin("o");
+    let s = sluice(&format!(
+        "[pools.o]\npeers = [\"{}\"]\n[filters.m]\nmodule = {}\nconfig = {{ prefix = \"t\" }}\n[[routes]]\nfilters = [\"m\"]\npool = \"o\"\n",
+        o.addr,
+        module("metrics.wasm")
+    ));
+    let c = client();
+    let count = || -> u64 {
+        let echo: Value = c
+            .post(s.url("/echo"))
+            .body("12345")
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        echo_header(&echo, "x-metric-requests")
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let a = count();
+    let b = count();
+    assert_eq!(b, a + 1);
+}
+
+#[test]
+fn properties_flow_between_filters_and_phases_and_foreign_functions_answer() {
+    let o = origin("o");
+    let s = sluice(&format!(
+        r#"[pools.o]
+peers = ["{}"]
+[filters.writer]
+module = {m}
+config = {{ role = "writer" }}
+[filters.reader]
+module = {m}
+config = {{ role = "reader" }}
+[[routes]]
+name = "stateful"
+filters = ["writer", "reader"]
+pool = "o"
+"#,
+        o.addr,
+        m = module("state.wasm")
+    ));
+    let r = client().get(s.url("/echo/state")).send().unwrap();
+    // Response phases: the reader runs first, then the writer; both see the value.
+    assert_eq!(r.headers()["x-reader-saw"], "allow-/echo/state");
+    assert_eq!(r.headers()["x-writer-saw"], "allow-/echo/state");
+    let echo: Value = r.json().unwrap();
+    assert_eq!(
+        echo_header(&echo, "x-state").as_deref(),
+        Some("allow-/echo/state")
+    );
+    assert_eq!(
+        echo_header(&echo, "x-route-prop").as_deref(),
+        Some("stateful")
+    );
+    assert_eq!(echo_header(&echo, "x-foreign").as_deref(), Some("ping"));
+    assert_eq!(
+        echo_header(&echo, "x-foreign-missing").as_deref(),
+        Some("notfound")
+    );
+}
