@@ -41,6 +41,7 @@ pub enum Action {
 
 type F2 = TypedFunc<(i32, i32), i32>;
 type F3 = TypedFunc<(i32, i32, i32), i32>;
+type F5 = TypedFunc<(i32, i32, i32, i32, i32), ()>;
 
 struct Exports {
     context_create: TypedFunc<(i32, i32), ()>,
@@ -55,7 +56,7 @@ struct Exports {
     log: Option<TypedFunc<i32, ()>>,
     tick: Option<TypedFunc<i32, ()>>,
     queue_ready: Option<TypedFunc<(i32, i32), ()>>,
-    http_call_response: Option<TypedFunc<(i32, i32, i32, i32, i32), ()>>,
+    http_call_response: Option<F5>,
     done: Option<TypedFunc<i32, i32>>,
     delete: Option<TypedFunc<i32, ()>>,
 }
