@@ -1,5 +1,6 @@
-//! The admin listener (loopback by default): `/healthz`, `/readyz` and
-//! `/admin/status` (JSON: generation, policy hash, routes, filters).
+//! The admin listener (loopback by default): `/healthz`, `/readyz`,
+//! `/admin/status` (JSON: generation, hash, routes, filters, swaps), and
+//! `POST /admin/reload` / `POST /admin/rollback`.
 
 use std::sync::Arc;
 
@@ -8,12 +9,29 @@ use http::{Response, StatusCode};
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 
-use crate::snapshot::Live;
+use std::sync::atomic::Ordering::Relaxed;
+
+use crate::host::engine::{MODULES_COMPILED, MODULES_FROM_DISK};
+use crate::snapshot::LIVE_SNAPSHOTS;
+use crate::swap::Control;
 
 /// The admin HTTP application.
 pub struct Admin {
-    /// The snapshot being served.
-    pub live: Arc<Live>,
+    /// The swap control (live snapshot, history, stats).
+    pub control: Arc<Control>,
+}
+
+fn json(status: StatusCode, v: serde_json::Value) -> Response<Vec<u8>> {
+    reply(
+        status,
+        "application/json",
+        serde_json::to_vec_pretty(&v).unwrap_or_default(),
+    )
+}
+
+fn unix(t: Option<std::time::SystemTime>) -> Option<f64> {
+    t.and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_secs_f64())
 }
 
 fn reply(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
@@ -27,11 +45,26 @@ fn reply(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<
 
 impl Admin {
     fn status_json(&self) -> serde_json::Value {
-        let snap = self.live.load();
+        let snap = self.control.live.load();
+        let stats = self.control.stats();
         serde_json::json!({
             "generation": snap.generation,
             "policy": snap.policy.path.display().to_string(),
-            "hash": snap.policy.hash,
+            "hash": snap.hash,
+            "policy_sha256": snap.policy.hash,
+            "swaps": {
+                "successes": stats.successes,
+                "failures": stats.failures,
+                "last_swap_unix": unix(stats.last_swap),
+                "last_reload_ms": stats.last_duration.map(|d| d.as_secs_f64() * 1e3),
+                "last_error": stats.last_error,
+                "rollback_generations": self.control.history(),
+            },
+            "live_snapshots": LIVE_SNAPSHOTS.load(Relaxed),
+            "modules": {
+                "compiled": MODULES_COMPILED.load(Relaxed),
+                "from_disk_cache": MODULES_FROM_DISK.load(Relaxed),
+            },
             "routes": snap.routes.iter().map(|r| serde_json::json!({
                 "name": r.def.name,
                 "host": r.def.host,
@@ -44,7 +77,7 @@ impl Admin {
                 "module_sha256": f.plugin.module.hash,
                 "memory_limit_bytes": f.plugin.limits.memory_bytes,
                 "callback_deadline_ms": f.plugin.limits.callback_deadline.as_millis() as u64,
-                "vms_replaced": f.plugin.replaced.load(std::sync::atomic::Ordering::Relaxed),
+                "vms_replaced": f.plugin.replaced.load(Relaxed),
             })).collect::<Vec<_>>(),
         })
     }
@@ -54,12 +87,39 @@ impl Admin {
 impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let path = session.req_header().uri.path().to_string();
-        match path.as_str() {
-            "/healthz" | "/readyz" => reply(StatusCode::OK, "text/plain", b"ok\n".to_vec()),
-            "/admin/status" => {
-                let body = serde_json::to_vec_pretty(&self.status_json()).unwrap_or_default();
-                reply(StatusCode::OK, "application/json", body)
+        let post = session.req_header().method == http::Method::POST;
+        match (path.as_str(), post) {
+            ("/healthz" | "/readyz", _) => reply(StatusCode::OK, "text/plain", b"ok\n".to_vec()),
+            ("/admin/status", _) => json(StatusCode::OK, self.status_json()),
+            ("/admin/reload", true) => {
+                let control = self.control.clone();
+                match tokio::task::spawn_blocking(move || control.reload()).await {
+                    Ok(Ok(s)) => json(
+                        StatusCode::OK,
+                        serde_json::json!({ "generation": s.generation, "hash": s.hash }),
+                    ),
+                    Ok(Err(e)) => json(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        serde_json::json!({ "errors": e.0.iter().map(|d| d.to_string()).collect::<Vec<_>>() }),
+                    ),
+                    Err(e) => json(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        serde_json::json!({ "errors": [e.to_string()] }),
+                    ),
+                }
             }
+            ("/admin/rollback", true) => match self.control.rollback() {
+                Ok(s) => json(
+                    StatusCode::OK,
+                    serde_json::json!({ "generation": s.generation, "hash": s.hash }),
+                ),
+                Err(e) => json(StatusCode::CONFLICT, serde_json::json!({ "errors": [e] })),
+            },
+            ("/admin/reload" | "/admin/rollback", false) => reply(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "text/plain",
+                b"use POST\n".to_vec(),
+            ),
             _ => reply(StatusCode::NOT_FOUND, "text/plain", b"not found\n".to_vec()),
         }
     }

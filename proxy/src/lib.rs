@@ -4,6 +4,7 @@
 //! - [`policy`]: TOML policy -> validated [`policy::Policy`] (errors with file:line).
 //! - [`snapshot`]: policy -> compiled, immutable [`snapshot::Snapshot`], published by
 //!   [`snapshot::Live`] with `arc-swap`.
+//! - [`swap`]: reload, rollback, SIGHUP and file watch; validate first, then publish.
 //! - [`proxy`]: Pingora's `ProxyHttp`; each hook runs one phase of the chain.
 //! - [`chain`]: runs a phase over a route's filters.
 //! - [`host`]: the Proxy-Wasm host on wasmtime (knows no Pingora).
@@ -17,3 +18,4 @@ pub mod host;
 pub mod policy;
 pub mod proxy;
 pub mod snapshot;
+pub mod swap;

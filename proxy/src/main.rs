@@ -12,7 +12,8 @@ use pingora::services::listening::Service;
 use sluice::admin::Admin;
 use sluice::policy::Policy;
 use sluice::proxy::Sluice;
-use sluice::snapshot::{Live, Snapshot};
+use sluice::snapshot::Snapshot;
+use sluice::swap::Control;
 
 #[derive(Parser)]
 #[command(
@@ -49,7 +50,9 @@ fn build(path: &std::path::Path) -> Result<Snapshot, sluice::policy::PolicyError
 }
 
 fn main() -> ExitCode {
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
@@ -85,7 +88,7 @@ fn main() -> ExitCode {
             }
         },
         Cmd::Run { policy } => match build(&policy) {
-            Ok(snap) => run(snap),
+            Ok(snap) => run(&policy, snap),
             Err(errors) => {
                 eprintln!("{errors}");
                 ExitCode::FAILURE
@@ -94,7 +97,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(snap: Snapshot) -> ExitCode {
+fn run(path: &std::path::Path, snap: Snapshot) -> ExitCode {
     let conf = ServerConf {
         threads: snap.policy.threads,
         // Keep each request on one thread from start to end: VMs are per thread.
@@ -105,7 +108,20 @@ fn run(snap: Snapshot) -> ExitCode {
     };
     let listen = snap.policy.listen.clone();
     let admin_addr = snap.policy.admin;
-    let live = Arc::new(Live::new(snap));
+    let watch = snap.policy.watch;
+    let control = Arc::new(Control::new(path, snap));
+    if let Err(e) = control.reload_on_sighup() {
+        tracing::warn!(error = %e, "SIGHUP reloads are off");
+    }
+    if watch {
+        if let Err(e) = control.watch(
+            std::time::Duration::from_millis(250),
+            std::time::Duration::from_millis(300),
+        ) {
+            tracing::warn!(error = %e, "policy watch is off");
+        }
+    }
+    let live = control.live.clone();
     let mut server = Server::new_with_opt_and_conf(Option::<Opt>::None, conf);
     server.bootstrap();
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
@@ -118,7 +134,12 @@ fn run(snap: Snapshot) -> ExitCode {
     }
     server.add_service(proxy);
     if let Some(addr) = admin_addr {
-        let mut admin = Service::new("sluice-admin".to_string(), Admin { live: live.clone() });
+        let mut admin = Service::new(
+            "sluice-admin".to_string(),
+            Admin {
+                control: control.clone(),
+            },
+        );
         admin.add_tcp(&addr.to_string());
         server.add_service(admin);
     }

@@ -122,6 +122,8 @@ pub struct Policy {
     pub admin: Option<SocketAddr>,
     /// Worker threads.
     pub threads: usize,
+    /// Reload when the policy file or one of its modules changes.
+    pub watch: bool,
     /// Most request or response body bytes buffered for filters.
     pub max_body_bytes: usize,
     /// Filters by definition order.
@@ -154,6 +156,8 @@ struct RawServer {
     listen: Vec<Spanned<String>>,
     admin: Option<Spanned<String>>,
     threads: Option<usize>,
+    #[serde(default)]
+    watch: bool,
 }
 
 #[derive(Deserialize, Default, Clone, Copy)]
@@ -422,6 +426,7 @@ impl Policy {
             listen,
             admin,
             threads,
+            watch: raw.server.watch,
             max_body_bytes: raw.limits.max_body_bytes.unwrap_or(1 << 20),
             filters,
             pools,

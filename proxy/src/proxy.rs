@@ -465,10 +465,15 @@ impl ProxyHttp for Sluice {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        if session.req_header().headers.contains_key("x-sluice-debug") {
+            upstream_response
+                .insert_header("x-sluice-generation", ctx.snapshot.generation.to_string())?;
+            upstream_response.insert_header("x-sluice-policy-hash", &ctx.snapshot.hash[..16])?;
+        }
         let Some(chain) = ctx.chain.as_mut() else {
             return Ok(());
         };
@@ -543,6 +548,13 @@ impl ProxyHttp for Sluice {
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        if ctx.stream.closed {
+            // A filter reset the stream: close the connection without a response.
+            return FailToProxy {
+                error_code: 0,
+                can_reuse_downstream: false,
+            };
+        }
         if let Some(local) = ctx.stream.local_response.clone() {
             let code = local.status;
             if let Err(err) = send_local(session, &local).await {

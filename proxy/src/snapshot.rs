@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use sha2::{Digest, Sha256};
 
 use crate::callouts::PoolCallouts;
 use crate::host::callout::Callouts;
@@ -52,10 +53,16 @@ pub struct Route {
     pub pool: usize,
 }
 
+/// Snapshots alive in the process (served, kept for rollback, or still finishing
+/// requests): shows that old ones are freed.
+pub static LIVE_SNAPSHOTS: AtomicUsize = AtomicUsize::new(0);
+
 /// An immutable, validated, compiled policy.
 pub struct Snapshot {
     /// Generation, 1 for the first policy served.
     pub generation: u64,
+    /// Content hash: the policy text and every module, SHA-256 hex.
+    pub hash: String,
     /// The policy.
     pub policy: Policy,
     /// Routes in match order.
@@ -95,6 +102,8 @@ impl Snapshot {
         });
         let mut errors = Vec::new();
         let mut modules: HashMap<std::path::PathBuf, Arc<CompiledModule>> = HashMap::new();
+        let mut content = Sha256::new();
+        content.update(policy.hash.as_bytes());
         let mut filters = Vec::new();
         for f in &policy.filters {
             let module = match modules.get(&f.module) {
@@ -110,10 +119,10 @@ impl Snapshot {
                         .and_then(|bytes| engine.compile(&bytes).map_err(|e| e.to_string()));
                     match compiled {
                         Ok(m) => {
+                            content.update(m.hash.as_bytes());
                             for imp in &m.stubbed_imports {
                                 tracing::warn!(filter = %f.name, import = %imp, "module imports a function Sluice does not provide; it answers an error status");
                             }
-                            let m = Arc::new(m);
                             modules.insert(f.module.clone(), m.clone());
                             m
                         }
@@ -156,8 +165,10 @@ impl Snapshot {
                 pool: r.pool,
             })
             .collect();
+        LIVE_SNAPSHOTS.fetch_add(1, Ordering::Relaxed);
         Ok(Snapshot {
             generation,
+            hash: hex::encode(content.finalize()),
             policy,
             routes,
             pools,
@@ -169,6 +180,12 @@ impl Snapshot {
     /// The first route that serves `host` and `path`.
     pub fn route(&self, host: &str, path: &str) -> Option<usize> {
         self.routes.iter().position(|r| r.def.matches(host, path))
+    }
+}
+
+impl Drop for Snapshot {
+    fn drop(&mut self) {
+        LIVE_SNAPSHOTS.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -198,8 +215,9 @@ impl Live {
         self.generations.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    /// Publishes `next`; requests already running finish on the snapshot they hold.
-    pub fn publish(&self, next: Snapshot) {
-        self.current.store(Arc::new(next));
+    /// Publishes `next` and returns the snapshot it replaces; requests already running
+    /// finish on the snapshot they hold.
+    pub fn publish(&self, next: Arc<Snapshot>) -> Arc<Snapshot> {
+        self.current.swap(next)
     }
 }

@@ -259,3 +259,67 @@ pool = "o"
         Some("notfound")
     );
 }
+
+#[test]
+fn probe_covers_the_remaining_hostcalls() {
+    let o = origin("o");
+    let s = sluice(&format!(
+        "[pools.o]\npeers = [\"{}\"]\n[filters.probe]\nmodule = {}\nconfig = {{ anything = \"x\" }}\n[[routes]]\nfilters = [\"probe\"]\npool = \"o\"\n",
+        o.addr,
+        module("probe.wasm")
+    ));
+    let c = client();
+    let r = c
+        .get(s.url("/echo/p?a=1"))
+        .header("x-probe-set-pairs", "1")
+        .header("x-probe-drop-me", "gone")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-probe-resp-code"], "200");
+    let resp_pairs: usize = r.headers()["x-probe-resp-pairs"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(resp_pairs >= 4, "{resp_pairs}");
+    let echo: Value = r.json().unwrap();
+    let h = |n: &str| echo_header(&echo, n);
+    assert_eq!(
+        h("x-probe-log-level").as_deref(),
+        Some("2"),
+        "info is the default level"
+    );
+    assert_eq!(h("x-probe-has-path").as_deref(), Some("1"));
+    let pairs: usize = h("x-probe-pairs").unwrap().parse().unwrap();
+    assert!(pairs >= 6, "{pairs}");
+    // proxy_set_header_map_pairs replaced the whole map.
+    assert_eq!(h("x-probe-replaced").as_deref(), Some("1"));
+    assert_eq!(h("x-probe-drop-me"), None);
+    assert_eq!(h("x-probe-effective").as_deref(), Some("ok"));
+    assert_eq!(
+        h("x-probe-effective-bad").as_deref(),
+        Some("err:BadArgument")
+    );
+    assert_eq!(h("x-probe-config-len").as_deref(), Some("16"));
+    assert_eq!(h("x-probe-done").as_deref(), Some("ok"));
+    assert_eq!(h("x-probe-grpc").as_deref(), Some("err:InternalFailure"));
+    assert_eq!(h("x-probe-status").as_deref(), Some("0"));
+    // proxy_log went to the log with the plugin name.
+    std::thread::sleep(Duration::from_millis(100));
+    let log = s.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("probe: warn line /echo/p?a=1") && l.contains("plugin=\"probe\"")),
+        "{log}"
+    );
+    // proxy_close_stream resets the stream: the connection closes with no response.
+    let r = c.get(s.url("/echo/p")).header("x-probe-close", "1").send();
+    assert!(
+        r.is_err(),
+        "a reset stream gets no response: {:?}",
+        r.map(|r| r.status())
+    );
+    // And Sluice keeps serving.
+    assert_eq!(c.get(s.url("/echo/p")).send().unwrap().status(), 200);
+}

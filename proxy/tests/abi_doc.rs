@@ -62,3 +62,32 @@ fn abi_doc_matches_the_hostcall_table() {
         );
     }
 }
+
+#[test]
+fn every_test_the_table_names_exists() {
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/ABI.md")).unwrap();
+    let mut named = 0;
+    // The hostcall table's last column: `file::function` or a dash.
+    for row in doc
+        .lines()
+        .filter(|l| l.starts_with("| env ") || l.starts_with("| wasi_"))
+    {
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        let test = cells[cells.len() - 2].trim_matches('`');
+        let Some((file, func)) = test.split(' ').next().unwrap().split_once("::") else {
+            continue;
+        };
+        let src =
+            std::fs::read_to_string(format!("{}/tests/{file}.rs", env!("CARGO_MANIFEST_DIR")))
+                .unwrap_or_else(|_| {
+                    panic!("docs/ABI.md names {test}, but tests/{file}.rs does not exist")
+                });
+        assert!(
+            src.contains(&format!("fn {func}()")),
+            "docs/ABI.md names {test}, which does not exist"
+        );
+        named += 1;
+    }
+    assert!(named > 30, "only {named} tests named");
+}

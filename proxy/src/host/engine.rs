@@ -1,8 +1,11 @@
 //! The wasmtime engine every policy shares: configuration, the linker with the
 //! hostcall table, the epoch ticker behind callback deadlines, and module compilation.
 
-use std::collections::HashSet;
-use std::sync::{Arc, OnceLock};
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -11,6 +14,11 @@ use wasmtime::{Config, ExternType, InstancePre, Linker, Module, OptLevel, Val, V
 use super::abi::{self, Row, Status};
 use super::state::HostState;
 use super::HostError;
+
+/// Modules compiled by cranelift since start (cache misses).
+pub static MODULES_COMPILED: AtomicU64 = AtomicU64::new(0);
+/// Modules loaded from the on-disk cache since start.
+pub static MODULES_FROM_DISK: AtomicU64 = AtomicU64::new(0);
 
 /// One epoch tick: the resolution of callback deadlines.
 pub const EPOCH_TICK: Duration = Duration::from_millis(1);
@@ -80,13 +88,82 @@ impl Engine {
         &self.rows
     }
 
-    /// Compiles a Proxy-Wasm module: checks its exports, links every import (stubbing
-    /// the ones Sluice does not provide so that they answer an error status, not a
-    /// trap), and prepares it for fast instantiation.
-    pub fn compile(&self, bytes: &[u8]) -> Result<CompiledModule, HostError> {
+    /// Compiles a Proxy-Wasm module, or reuses it: modules are cached in memory by
+    /// content hash (a swap that changes only configs or routes compiles nothing) and on
+    /// disk by content hash and engine settings (a restart with unchanged modules
+    /// compiles nothing). Checks the exports, links every import (stubbing the ones
+    /// Sluice does not provide so that they answer an error status, not a trap), and
+    /// prepares the module for fast instantiation.
+    pub fn compile(&self, bytes: &[u8]) -> Result<Arc<CompiledModule>, HostError> {
         let hash = hex::encode(Sha256::digest(bytes));
-        let module =
-            Module::new(&self.engine, bytes).map_err(|e| HostError::Compile(format!("{e:#}")))?;
+        static MEMORY: OnceLock<Mutex<HashMap<String, Weak<CompiledModule>>>> = OnceLock::new();
+        let memory = MEMORY.get_or_init(Default::default);
+        let cached = memory
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&hash)
+            .and_then(Weak::upgrade);
+        if let Some(m) = cached {
+            return Ok(m);
+        }
+        let module = self.load_or_compile(bytes, &hash)?;
+        let compiled = Arc::new(self.prepare(module, hash.clone())?);
+        let mut map = memory.lock().unwrap_or_else(|e| e.into_inner());
+        map.retain(|_, w| w.strong_count() > 0);
+        map.insert(hash, Arc::downgrade(&compiled));
+        Ok(compiled)
+    }
+
+    /// The on-disk cache directory: `SLUICE_CACHE_DIR`, else `$HOME/.cache/sluice`;
+    /// `SLUICE_CACHE_DIR=off` disables it.
+    fn cache_dir() -> Option<PathBuf> {
+        match std::env::var_os("SLUICE_CACHE_DIR") {
+            Some(d) if d == "off" => None,
+            Some(d) => Some(PathBuf::from(d)),
+            None => std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/sluice")),
+        }
+    }
+
+    fn load_or_compile(&self, bytes: &[u8], hash: &str) -> Result<Module, HostError> {
+        let compile = || {
+            MODULES_COMPILED.fetch_add(1, Ordering::Relaxed);
+            Module::new(&self.engine, bytes).map_err(|e| HostError::Compile(format!("{e:#}")))
+        };
+        let Some(dir) = Self::cache_dir() else {
+            return compile();
+        };
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.engine.precompile_compatibility_hash().hash(&mut h);
+        let file = dir.join(format!("{hash}-{:016x}.cwasm", h.finish()));
+        if file.is_file() {
+            // SAFETY: the file was written by `Module::serialize` of this same engine
+            // configuration (its name carries the compatibility hash) into a directory
+            // of Sluice's own; wasmtime also checks its header before loading it.
+            match unsafe { Module::deserialize_file(&self.engine, &file) } {
+                Ok(m) => {
+                    MODULES_FROM_DISK.fetch_add(1, Ordering::Relaxed);
+                    return Ok(m);
+                }
+                Err(e) => {
+                    tracing::warn!(file = %file.display(), error = %e, "ignoring a bad module cache entry")
+                }
+            }
+        }
+        let module = compile()?;
+        if let Ok(bytes) = module.serialize() {
+            let tmp = file.with_extension(format!("tmp{}", std::process::id()));
+            let written = std::fs::create_dir_all(&dir)
+                .and_then(|_| std::fs::write(&tmp, bytes))
+                .and_then(|_| std::fs::rename(&tmp, &file));
+            if let Err(e) = written {
+                tracing::debug!(dir = %dir.display(), error = %e, "module cache not written");
+                let _ = std::fs::remove_file(&tmp);
+            }
+        }
+        Ok(module)
+    }
+
+    fn prepare(&self, module: Module, hash: String) -> Result<CompiledModule, HostError> {
         let exports: HashSet<&str> = module.exports().map(|e| e.name()).collect();
         let abi = if exports.contains("proxy_abi_version_0_2_1") {
             AbiVersion::V0_2_1

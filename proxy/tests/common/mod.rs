@@ -88,6 +88,10 @@ pub struct Sluice {
     pub proc: Proc,
     pub admin: SocketAddr,
     pub dir: tempfile::TempDir,
+    /// The policy file.
+    pub policy: PathBuf,
+    /// The `[server]` section the harness wrote.
+    pub server: String,
 }
 
 impl Sluice {
@@ -95,35 +99,67 @@ impl Sluice {
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.proc.addr, path)
     }
+
+    /// A URL of the admin listener.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.admin, path)
+    }
+
+    /// Rewrites the policy file with the same `[server]` section and a new body.
+    pub fn rewrite(&self, body: &str) {
+        let tmp = self.policy.with_extension("tmp");
+        std::fs::write(&tmp, format!("{}{body}", self.server)).unwrap();
+        std::fs::rename(&tmp, &self.policy).unwrap();
+    }
+
+    /// `GET /admin/status` as JSON.
+    pub fn status(&self) -> serde_json::Value {
+        client()
+            .get(self.admin_url("/admin/status"))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap()
+    }
+
+    /// The log Sluice wrote so far (stderr).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("sluice.log")).unwrap_or_default()
+    }
 }
 
 /// Writes `body` as a policy (after a `[server]` section with free ports) and returns
 /// its path, the traffic address and the admin address.
-pub fn write_policy(dir: &Path, body: &str) -> (PathBuf, SocketAddr, SocketAddr) {
+pub fn write_policy(dir: &Path, body: &str) -> (PathBuf, SocketAddr, SocketAddr, String) {
     let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let path = dir.join("policy.toml");
+    let server = format!("[server]\nlisten = [\"{listen}\"]\nadmin = \"{admin}\"\nthreads = 1\n\n");
     let mut f = std::fs::File::create(&path).unwrap();
-    writeln!(
-        f,
-        "[server]\nlisten = [\"{listen}\"]\nadmin = \"{admin}\"\nthreads = 1\n\n{body}"
-    )
-    .unwrap();
-    (path, listen, admin)
+    write!(f, "{server}{body}").unwrap();
+    (path, listen, admin, server)
 }
 
 /// Starts Sluice on a policy (without its `[server]` section, which the harness adds).
 pub fn sluice(policy: &str) -> Sluice {
+    sluice_with_env(policy, &[])
+}
+
+/// Starts Sluice with extra environment variables; its log goes to `dir/sluice.log`.
+pub fn sluice_with_env(policy: &str, env: &[(&str, &str)]) -> Sluice {
     let dir = tempfile::tempdir().unwrap();
-    let (path, listen, admin) = write_policy(dir.path(), policy);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["run", "--policy"])
+    let (path, listen, admin, server) = write_policy(dir.path(), policy);
+    let log = std::fs::File::create(dir.path().join("sluice.log")).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
+    cmd.args(["run", "--policy"])
         .arg(&path)
-        .env("SLUICE_LOG", "warn")
+        .env("SLUICE_LOG", "warn,sluice::filter=info,sluice::swap=info")
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn sluice");
+        .stderr(log);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn sluice");
     wait_for(listen, &mut child, "sluice");
     wait_for(admin, &mut child, "sluice admin");
     Sluice {
@@ -133,6 +169,8 @@ pub fn sluice(policy: &str) -> Sluice {
         },
         admin,
         dir,
+        policy: path,
+        server,
     }
 }
 

@@ -128,6 +128,138 @@ pub fn register(linker: &mut Linker<HostState>) -> Result<Vec<Row>> {
     Ok(reg.rows)
 }
 
+/// The integration test (file::function in `proxy/tests/`) that drives each hostcall
+/// through the real proxy. Hostcalls not listed have no SDK wrapper to call them.
+pub const COVERAGE: &[(&str, &str)] = &[
+    ("proxy_log", "abi::probe_covers_the_remaining_hostcalls"),
+    (
+        "proxy_get_log_level",
+        "abi::probe_covers_the_remaining_hostcalls",
+    ),
+    (
+        "proxy_get_current_time_nanoseconds",
+        "chain::properties_and_time_reach_filters",
+    ),
+    (
+        "proxy_set_tick_period_milliseconds",
+        "abi::ticks_update_shared_data",
+    ),
+    (
+        "proxy_get_buffer_bytes",
+        "chain::body_rewrite_keeps_content_length_right",
+    ),
+    (
+        "proxy_set_buffer_bytes",
+        "chain::body_rewrite_keeps_content_length_right",
+    ),
+    (
+        "proxy_get_header_map_pairs",
+        "abi::probe_covers_the_remaining_hostcalls",
+    ),
+    (
+        "proxy_set_header_map_pairs",
+        "abi::probe_covers_the_remaining_hostcalls",
+    ),
+    (
+        "proxy_get_header_map_value",
+        "chain::header_edits_both_ways_and_chain_order",
+    ),
+    (
+        "proxy_add_header_map_value",
+        "chain::header_edits_both_ways_and_chain_order",
+    ),
+    (
+        "proxy_replace_header_map_value",
+        "chain::header_edits_both_ways_and_chain_order",
+    ),
+    (
+        "proxy_remove_header_map_value",
+        "chain::header_edits_both_ways_and_chain_order",
+    ),
+    (
+        "proxy_send_local_response",
+        "chain::local_response_never_contacts_the_upstream",
+    ),
+    (
+        "proxy_continue_stream",
+        "abi::http_call_to_a_pool_resumes_or_answers_the_stream",
+    ),
+    (
+        "proxy_close_stream",
+        "abi::probe_covers_the_remaining_hostcalls",
+    ),
+    (
+        "proxy_get_status",
+        "abi::probe_covers_the_remaining_hostcalls",
+    ),
+    ("proxy_done", "abi::probe_covers_the_remaining_hostcalls"),
+    (
+        "proxy_set_effective_context",
+        "abi::probe_covers_the_remaining_hostcalls",
+    ),
+    (
+        "proxy_get_property",
+        "abi::properties_flow_between_filters_and_phases_and_foreign_functions_answer",
+    ),
+    (
+        "proxy_set_property",
+        "abi::properties_flow_between_filters_and_phases_and_foreign_functions_answer",
+    ),
+    (
+        "proxy_http_call",
+        "abi::http_call_to_a_pool_resumes_or_answers_the_stream",
+    ),
+    (
+        "proxy_grpc_call",
+        "abi::probe_covers_the_remaining_hostcalls",
+    ),
+    ("proxy_get_shared_data", "abi::ticks_update_shared_data"),
+    ("proxy_set_shared_data", "abi::ticks_update_shared_data"),
+    (
+        "proxy_register_shared_queue",
+        "abi::shared_queue_between_two_plugins",
+    ),
+    (
+        "proxy_resolve_shared_queue",
+        "abi::shared_queue_between_two_plugins",
+    ),
+    (
+        "proxy_enqueue_shared_queue",
+        "abi::shared_queue_between_two_plugins",
+    ),
+    (
+        "proxy_dequeue_shared_queue",
+        "abi::shared_queue_between_two_plugins",
+    ),
+    (
+        "proxy_define_metric",
+        "abi::metrics_defined_by_a_filter_count",
+    ),
+    (
+        "proxy_increment_metric",
+        "abi::metrics_defined_by_a_filter_count",
+    ),
+    (
+        "proxy_record_metric",
+        "abi::metrics_defined_by_a_filter_count",
+    ),
+    ("proxy_get_metric", "abi::metrics_defined_by_a_filter_count"),
+    (
+        "proxy_call_foreign_function",
+        "abi::properties_flow_between_filters_and_phases_and_foreign_functions_answer",
+    ),
+    ("fd_write", "chain::wasip1_module_loads_and_runs (linked)"),
+    (
+        "environ_get",
+        "chain::wasip1_module_loads_and_runs (linked)",
+    ),
+    (
+        "environ_sizes_get",
+        "chain::wasip1_module_loads_and_runs (linked)",
+    ),
+    ("proc_exit", "chain::wasip1_module_loads_and_runs (linked)"),
+];
+
 /// Callbacks Sluice calls in guests, and when.
 pub const CALLBACKS: &[(&str, &str)] = &[
     (
@@ -191,15 +323,20 @@ pub const CALLBACKS: &[(&str, &str)] = &[
 
 /// The hostcall table as Markdown (`Name | Supported | Comment`).
 pub fn markdown_table(rows: &[Row]) -> String {
-    let mut out = String::from("| Module | Name | Supported | Comment |\n|---|---|---|---|\n");
+    let mut out =
+        String::from("| Module | Name | Supported | Comment | Test |\n|---|---|---|---|---|\n");
     for r in rows {
         let s = match r.support {
             Support::Full => "yes",
             Support::Unimplemented => "no (defined status)",
         };
+        let test = COVERAGE
+            .iter()
+            .find(|(n, _)| *n == r.name)
+            .map_or("—".to_string(), |(_, t)| format!("`{t}`"));
         out.push_str(&format!(
-            "| {} | `{}` | {} | {} |\n",
-            r.module, r.name, s, r.note
+            "| {} | `{}` | {} | {} | {} |\n",
+            r.module, r.name, s, r.note, test
         ));
     }
     out.push_str("\n## Callbacks\n\n| Callback | When Sluice calls it |\n|---|---|\n");
