@@ -77,7 +77,13 @@ impl Admin {
                 "module_sha256": f.plugin.module.hash,
                 "memory_limit_bytes": f.plugin.limits.memory_bytes,
                 "callback_deadline_ms": f.plugin.limits.callback_deadline.as_millis() as u64,
-                "vms_replaced": f.plugin.replaced.load(Relaxed),
+                "failures": {
+                    "traps": f.plugin.failures.traps.load(Relaxed),
+                    "deadlines": f.plugin.failures.deadlines.load(Relaxed),
+                    "memory": f.plugin.failures.memory.load(Relaxed),
+                    "vms_replaced": f.plugin.failures.replaced.load(Relaxed),
+                    "crash_loop_refusals": f.plugin.failures.crash_loop.load(Relaxed),
+                },
             })).collect::<Vec<_>>(),
         })
     }

@@ -81,6 +81,7 @@ impl Chain {
     fn run(
         &mut self,
         i: usize,
+        kind: BodyKind,
         stream: &mut StreamState,
         cb: impl FnOnce(&mut crate::host::Vm, u32, &mut StreamState) -> Result<Action, HostError>,
     ) -> Step {
@@ -92,7 +93,7 @@ impl Chain {
         let result = filter.plugin.with_vm(|vm, incarnation| {
             let ctx = match slot.ctx {
                 Some((id, inc)) if inc == incarnation => id,
-                Some(_) => return Err(HostError::VmFailed),
+                Some(_) => return Err(HostError::ContextLost),
                 None => {
                     let id = vm.create_stream_context(stream)?;
                     slot.ctx = Some((id, incarnation));
@@ -117,7 +118,17 @@ impl Chain {
                     Step::Go(action)
                 }
             }
+            // Another request's failure replaced the VM that held this stream's context.
+            // Response phases go on without the filter; request phases apply its policy.
+            Err(HostError::ContextLost) if kind == BodyKind::Response => {
+                tracing::warn!(filter = %filter.plugin.info.name, request_id = %stream.info.id, "stream context lost with its VM; filter skipped for the response");
+                slot.skipped = true;
+                Step::Go(Action::Continue)
+            }
             Err(e) => {
+                if !matches!(e, HostError::ContextLost) {
+                    filter.plugin.record_failure(&e);
+                }
                 tracing::error!(filter = %filter.plugin.info.name, request_id = %stream.info.id, error = %e, "filter failed");
                 match filter.on_failure {
                     OnFailure::Open => {
@@ -181,7 +192,7 @@ impl Chain {
             .map_or(0, |p| p + 1);
         for &i in &order[start..] {
             stream.resumed = false;
-            let step = self.run(i, stream, |vm, ctx, s| match kind {
+            let step = self.run(i, kind, stream, |vm, ctx, s| match kind {
                 BodyKind::Request => vm.on_request_headers(s, ctx, eos),
                 BodyKind::Response => vm.on_response_headers(s, ctx, eos),
             });
@@ -206,12 +217,13 @@ impl Chain {
     pub fn deliver(
         &mut self,
         i: usize,
+        kind: BodyKind,
         stream: &mut StreamState,
         call: &HttpCallRequest,
         result: CallResult,
     ) -> Outcome {
         let (ctx, token) = (call.context_id, call.token);
-        match self.run(i, stream, |vm, _, s| {
+        match self.run(i, kind, stream, |vm, _, s| {
             vm.on_http_call_response(Some(s), ctx, token, result)
                 .map(|_| Action::Continue)
         }) {
@@ -241,7 +253,7 @@ impl Chain {
                 held.extend_from_slice(&data);
             }
             stream.body = held;
-            let step = self.run(i, stream, |vm, ctx, s| vm.on_body(s, ctx, kind, eos));
+            let step = self.run(i, kind, stream, |vm, ctx, s| vm.on_body(s, ctx, kind, eos));
             let out = std::mem::take(&mut stream.body);
             match step {
                 Step::Stop(o) => return Err(o),

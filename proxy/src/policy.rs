@@ -62,6 +62,8 @@ pub struct FilterLimits {
     pub memory_bytes: usize,
     /// CPU deadline of one callback, milliseconds.
     pub callback_ms: u64,
+    /// CPU deadline of start-up (instantiate, `proxy_on_vm_start`, `proxy_on_configure`), milliseconds.
+    pub startup_ms: u64,
 }
 
 /// A filter: a module and the configuration it is started with.
@@ -165,6 +167,7 @@ struct RawServer {
 struct RawLimits {
     memory_mb: Option<usize>,
     callback_ms: Option<u64>,
+    startup_ms: Option<u64>,
     max_body_bytes: Option<usize>,
 }
 
@@ -183,6 +186,7 @@ struct RawFilter {
     root_id: Option<String>,
     memory_mb: Option<usize>,
     callback_ms: Option<u64>,
+    startup_ms: Option<u64>,
     on_failure: Option<Spanned<String>>,
     failure_status: Option<Spanned<u16>>,
 }
@@ -297,6 +301,7 @@ impl Policy {
         let default_limits = FilterLimits {
             memory_bytes: raw.limits.memory_mb.unwrap_or(64) << 20,
             callback_ms: raw.limits.callback_ms.unwrap_or(100),
+            startup_ms: raw.limits.startup_ms.unwrap_or(5000),
         };
 
         let mut pools = Vec::new();
@@ -366,6 +371,7 @@ impl Policy {
                         .map(|m| m << 20)
                         .unwrap_or(default_limits.memory_bytes),
                     callback_ms: f.callback_ms.unwrap_or(default_limits.callback_ms),
+                    startup_ms: f.startup_ms.unwrap_or(default_limits.startup_ms),
                 },
                 on_failure,
             });

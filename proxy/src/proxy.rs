@@ -220,7 +220,7 @@ async fn settle(
                 .await;
         outcome = Outcome::Continue;
         for ((filter, call), result) in calls.iter().zip(results) {
-            let o = chain.deliver(*filter, stream, call, result);
+            let o = chain.deliver(*filter, kind, stream, call, result);
             if o != Outcome::Continue {
                 outcome = o;
                 break;
@@ -300,10 +300,15 @@ impl Sluice {
                         ));
                     }
                 }
+                ctx.stream.request_headers_changed = false;
                 match chain.body(&mut ctx.stream, BodyKind::Request, body, true) {
                     Ok(out) => {
                         let len = out.len();
                         ctx.request_body = RequestBody::Ready(Some(Bytes::from(out)), len);
+                        // Headers a body callback changed still go upstream: they are sent later.
+                        if ctx.stream.request_headers_changed {
+                            apply_request(&ctx.stream.request_headers, session.req_header_mut())?;
+                        }
                     }
                     Err(Outcome::Respond) => return self.respond(session, ctx).await,
                     Err(_) => return Err(reset()),

@@ -144,6 +144,7 @@ impl Snapshot {
             let limits = Limits {
                 memory_bytes: f.limits.memory_bytes,
                 callback_deadline: Duration::from_millis(f.limits.callback_ms),
+                startup_deadline: Duration::from_millis(f.limits.startup_ms),
             };
             match Plugin::new(&engine, module, info, limits, Some(callouts.clone())) {
                 Ok(plugin) => filters.push(Arc::new(Filter {

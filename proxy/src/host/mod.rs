@@ -19,9 +19,10 @@ pub mod stream;
 pub mod vm;
 
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
 use thread_local::ThreadLocal;
 
@@ -69,6 +70,23 @@ pub enum HostError {
         /// Plugin name.
         plugin: String,
     },
+    /// The VM hit its linear-memory cap.
+    #[error("filter {plugin} hit its memory limit")]
+    MemoryLimit {
+        /// Plugin name.
+        plugin: String,
+    },
+    /// The plugin's VMs keep failing: no new VM is started for a while.
+    #[error("filter {plugin} is crash-looping; its VMs are not restarted for {cooldown_s} s")]
+    CrashLoop {
+        /// Plugin name.
+        plugin: String,
+        /// Seconds before a new VM is tried.
+        cooldown_s: u64,
+    },
+    /// The stream's context lived in a VM that has since been replaced.
+    #[error("the filter's VM was replaced during this request")]
+    ContextLost,
     /// The VM failed earlier and cannot run callbacks.
     #[error("the VM failed earlier")]
     VmFailed,
@@ -105,9 +123,33 @@ pub struct Plugin {
     callouts: Option<Arc<dyn Callouts>>,
     vms: ThreadLocal<RefCell<Option<(Vm, u64)>>>,
     incarnations: AtomicU64,
-    /// VMs replaced after a failure, since the plugin started.
-    pub replaced: AtomicU64,
+    /// Failures of this plugin's VMs, by kind.
+    pub failures: FailureCounts,
+    recent_failures: Mutex<VecDeque<Instant>>,
+    cooldown_until: Mutex<Option<Instant>>,
 }
+
+/// Failures of one plugin's VMs, by kind, since the plugin started.
+#[derive(Debug, Default)]
+pub struct FailureCounts {
+    /// Traps (panics, `unreachable`, out-of-bounds, hostcall misuse).
+    pub traps: AtomicU64,
+    /// Callbacks stopped at their CPU deadline.
+    pub deadlines: AtomicU64,
+    /// Memory-cap hits.
+    pub memory: AtomicU64,
+    /// VMs replaced after a failure.
+    pub replaced: AtomicU64,
+    /// Requests refused a VM while the plugin was crash-looping.
+    pub crash_loop: AtomicU64,
+}
+
+/// More VM failures than this within [`CRASH_WINDOW`] pause restarts for [`CRASH_COOLDOWN`].
+pub const CRASH_LIMIT: usize = 50;
+/// Window of the crash-loop detector.
+pub const CRASH_WINDOW: Duration = Duration::from_secs(10);
+/// How long a crash-looping plugin gets no new VM.
+pub const CRASH_COOLDOWN: Duration = Duration::from_secs(5);
 
 impl Plugin {
     /// Validates the plugin with a canary VM (instantiation, `proxy_on_vm_start`,
@@ -137,7 +179,9 @@ impl Plugin {
             callouts,
             vms: ThreadLocal::new(),
             incarnations: AtomicU64::new(0),
-            replaced: AtomicU64::new(0),
+            failures: FailureCounts::default(),
+            recent_failures: Mutex::new(VecDeque::new()),
+            cooldown_until: Mutex::new(None),
         }))
     }
 
@@ -151,7 +195,8 @@ impl Plugin {
             let needs_new = match slot.as_ref() {
                 None => true,
                 Some((vm, _)) if vm.failed() => {
-                    self.replaced.fetch_add(1, Ordering::Relaxed);
+                    self.crash_guard()?;
+                    self.failures.replaced.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(plugin = %self.info.name, "replacing failed VM");
                     true
                 }
@@ -179,6 +224,52 @@ impl Plugin {
             self.after_start(inc);
         }
         Ok(r)
+    }
+
+    /// Counts a failure of one of this plugin's VMs.
+    pub fn record_failure(&self, e: &HostError) {
+        let c = match e {
+            HostError::Deadline { .. } => &self.failures.deadlines,
+            HostError::MemoryLimit { .. } => &self.failures.memory,
+            HostError::CrashLoop { .. } => &self.failures.crash_loop,
+            _ => &self.failures.traps,
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Refuses a new VM while the plugin crash-loops (spec: "Plugin crashes").
+    fn crash_guard(&self) -> Result<(), HostError> {
+        let now = Instant::now();
+        let mut cooldown = self
+            .cooldown_until
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(until) = *cooldown {
+            if now < until {
+                return Err(HostError::CrashLoop {
+                    plugin: self.info.name.clone(),
+                    cooldown_s: CRASH_COOLDOWN.as_secs(),
+                });
+            }
+            *cooldown = None;
+        }
+        let mut recent = self
+            .recent_failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        recent.push_back(now);
+        while recent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > CRASH_WINDOW)
+        {
+            recent.pop_front();
+        }
+        if recent.len() > CRASH_LIMIT {
+            recent.clear();
+            *cooldown = Some(now + CRASH_COOLDOWN);
+            tracing::error!(plugin = %self.info.name, "filter is crash-looping: no new VM for {} s", CRASH_COOLDOWN.as_secs());
+        }
+        Ok(())
     }
 
     /// Wakes this thread's VM when a queue it registered gets an item.
@@ -215,6 +306,7 @@ impl Plugin {
         let calls = match r {
             Ok((Ok(()), calls)) => calls,
             Ok((Err(e), _)) | Err(e) => {
+                self.record_failure(&e);
                 tracing::error!(plugin = %self.info.name, error = %e, "root context callback failed");
                 return;
             }

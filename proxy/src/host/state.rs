@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use wasmtime::{Memory, StoreLimits, TypedFunc};
+use wasmtime::{Memory, ResourceLimiter, StoreLimits, TypedFunc};
 
 use super::callout::{Callouts, HttpCallRequest, HttpCallResponse};
 use super::stream::StreamState;
@@ -32,12 +32,14 @@ pub struct PluginInfo {
 pub struct HostState {
     /// The plugin this VM runs.
     pub plugin: Arc<PluginInfo>,
+    /// The instance.
+    pub instance: Option<wasmtime::Instance>,
     /// The guest's exported memory.
     pub memory: Option<Memory>,
     /// The guest's allocator (`proxy_on_memory_allocate` or `malloc`).
     pub alloc: Option<TypedFunc<i32, i32>>,
     /// Memory, table and instance caps.
-    pub limits: StoreLimits,
+    pub limits: Limiter,
     /// The stream being served by the callback that runs now (moved in for the call).
     pub stream: StreamState,
     /// True while `stream` holds a real stream.
@@ -73,8 +75,13 @@ pub struct HostState {
 impl HostState {
     /// A fresh state for a VM of `plugin`.
     pub fn new(plugin: Arc<PluginInfo>, limits: StoreLimits) -> Self {
+        let limits = Limiter {
+            inner: limits,
+            memory_hit: false,
+        };
         HostState {
             plugin,
+            instance: None,
             memory: None,
             alloc: None,
             limits,
@@ -94,5 +101,49 @@ impl HostState {
             call_response_touched: false,
             queue_notifier: None,
         }
+    }
+}
+
+/// wasmtime's `StoreLimits`, remembering when the memory cap refused a growth so that
+/// the trap that usually follows is reported as a memory-limit hit.
+pub struct Limiter {
+    inner: StoreLimits,
+    /// Set when a `memory.grow` was refused.
+    pub memory_hit: bool,
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let ok = self.inner.memory_growing(current, desired, maximum)?;
+        if !ok {
+            self.memory_hit = true;
+        }
+        Ok(ok)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.inner.table_growing(current, desired, maximum)
+    }
+
+    fn instances(&self) -> usize {
+        self.inner.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.inner.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.inner.memories()
     }
 }

@@ -19,6 +19,8 @@ pub struct Limits {
     pub memory_bytes: usize,
     /// CPU deadline of one callback.
     pub callback_deadline: std::time::Duration,
+    /// CPU deadline of start-up: `_initialize`, `proxy_on_vm_start`, `proxy_on_configure`.
+    pub startup_deadline: std::time::Duration,
 }
 
 impl Default for Limits {
@@ -26,6 +28,7 @@ impl Default for Limits {
         Limits {
             memory_bytes: 64 << 20,
             callback_deadline: std::time::Duration::from_millis(100),
+            startup_deadline: std::time::Duration::from_secs(5),
         }
     }
 }
@@ -98,8 +101,9 @@ impl Vm {
         store.limiter(|s| &mut s.limits);
         let deadline_ticks =
             (limits.callback_deadline.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64;
-        // Instantiation and start-up run on a generous deadline (a WAF compiling rules).
-        store.set_epoch_deadline(deadline_ticks.saturating_mul(50));
+        // Instantiation and start-up have their own deadline (a WAF compiling rules).
+        let startup = (limits.startup_deadline.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64;
+        store.set_epoch_deadline(startup);
         let instance = module
             .pre
             .instantiate(&mut store)
@@ -110,6 +114,7 @@ impl Vm {
             .or_else(|_| instance.get_typed_func::<i32, i32>(&mut store, "malloc"))
             .map_err(|e| HostError::NotProxyWasm(format!("allocator: {e:#}")))?;
         store.data_mut().memory = memory;
+        store.data_mut().instance = Some(instance);
         store.data_mut().alloc = Some(alloc);
         macro_rules! opt {
             ($name:literal) => {
@@ -145,7 +150,6 @@ impl Vm {
             failed: false,
             deadline_ticks,
         };
-        let startup = vm.deadline_ticks.saturating_mul(50);
         if let Some(init) = init {
             vm.call(startup, |s| init.call(s, ()))?;
         }
@@ -193,7 +197,14 @@ impl Vm {
         self.store.set_epoch_deadline(ticks);
         f(&mut self.store).map_err(|e| {
             self.failed = true;
-            HostError::from_trap(e, &self.store.data().plugin.name)
+            let st = self.store.data();
+            if st.limits.memory_hit {
+                HostError::MemoryLimit {
+                    plugin: st.plugin.name.clone(),
+                }
+            } else {
+                HostError::from_trap(e, &st.plugin.name)
+            }
         })
     }
 
@@ -320,6 +331,27 @@ impl Vm {
         } else {
             Action::Continue
         })
+    }
+
+    /// Calls any exported function with `stream` attached as stream context `ctx`
+    /// (tests and fuzzing of the hostcall boundary).
+    #[doc(hidden)]
+    pub fn call_export(
+        &mut self,
+        stream: &mut StreamState,
+        ctx: u32,
+        name: &str,
+        args: &[wasmtime::Val],
+    ) -> Result<(), HostError> {
+        let func = self
+            .store
+            .data()
+            .instance
+            .and_then(|i| i.get_func(&mut self.store, name))
+            .ok_or_else(|| HostError::NotProxyWasm(format!("no export {name}")))?;
+        let n = func.ty(&self.store).results().len();
+        let mut results = vec![wasmtime::Val::I32(0); n];
+        self.on_stream(stream, ctx, |s| func.call(s, args, &mut results))
     }
 
     /// Calls the last callback dispatched, to be sent by the caller.

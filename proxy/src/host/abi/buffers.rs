@@ -44,7 +44,7 @@ pub(super) fn register(reg: &mut Registry) -> Result<()> {
          max: i32,
          ret_ptr: i32,
          ret_len: i32|
-         -> i32 {
+         -> wasmtime::Result<i32> {
             status((|| {
                 let buf = buffer(c.data(), kind)?;
                 let start = (start as u32 as usize).min(buf.len());
@@ -59,7 +59,11 @@ pub(super) fn register(reg: &mut Registry) -> Result<()> {
         "proxy_get_buffer_status",
         Support::Full,
         "size of a buffer",
-        |mut c: Caller<'_, HostState>, kind: i32, ret_size: i32, ret_flags: i32| -> i32 {
+        |mut c: Caller<'_, HostState>,
+         kind: i32,
+         ret_size: i32,
+         ret_flags: i32|
+         -> wasmtime::Result<i32> {
             status((|| {
                 let n = buffer(c.data(), kind)?.len() as u32;
                 memory::write_u32(&mut c, ret_size, n)?;
@@ -78,7 +82,7 @@ pub(super) fn register(reg: &mut Registry) -> Result<()> {
          size: i32,
          ptr: i32,
          len: i32|
-         -> i32 {
+         -> wasmtime::Result<i32> {
             status((|| {
                 let want = match kind {
                     0 => BodyKind::Request,

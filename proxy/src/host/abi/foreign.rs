@@ -23,7 +23,7 @@ pub(super) fn register(reg: &mut Registry) -> Result<()> {
         "proxy_call_foreign_function",
         Support::Full,
         "named host functions (`sluice.echo` returns its arguments); unknown names answer `NOT_FOUND`",
-        |mut c: Caller<'_, HostState>, np: i32, nl: i32, ap: i32, al: i32, ret_ptr: i32, ret_len: i32| -> i32 {
+        |mut c: Caller<'_, HostState>, np: i32, nl: i32, ap: i32, al: i32, ret_ptr: i32, ret_len: i32| -> wasmtime::Result<i32> {
             status((|| {
                 let name = memory::read_str(&mut c, np, nl).map_err(|_| Status::NotFound)?;
                 let args = memory::read(&mut c, ap, al)?;

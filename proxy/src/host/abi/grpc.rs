@@ -29,7 +29,7 @@ pub(super) fn register(reg: &mut Registry) -> Result<()> {
          _j: i32,
          _timeout: i32,
          _ret: i32|
-         -> i32 { Status::InternalFailure as i32 },
+         -> wasmtime::Result<i32> { Ok(Status::InternalFailure as i32) },
     )?;
     reg.func(
         "env",
@@ -46,16 +46,19 @@ pub(super) fn register(reg: &mut Registry) -> Result<()> {
          _g: i32,
          _h: i32,
          _ret: i32|
-         -> i32 { Status::InternalFailure as i32 },
+         -> wasmtime::Result<i32> { Ok(Status::InternalFailure as i32) },
     )?;
     reg.func(
         "env",
         "proxy_grpc_send",
         Support::Unimplemented,
         "answers `NOT_FOUND`",
-        |_c: Caller<'_, HostState>, _t: i32, _p: i32, _l: i32, _end: i32| -> i32 {
-            Status::NotFound as i32
-        },
+        |_c: Caller<'_, HostState>,
+         _t: i32,
+         _p: i32,
+         _l: i32,
+         _end: i32|
+         -> wasmtime::Result<i32> { Ok(Status::NotFound as i32) },
     )?;
     for name in ["proxy_grpc_cancel", "proxy_grpc_close"] {
         reg.func(
@@ -63,7 +66,9 @@ pub(super) fn register(reg: &mut Registry) -> Result<()> {
             name,
             Support::Unimplemented,
             "answers `NOT_FOUND`",
-            |_c: Caller<'_, HostState>, _t: i32| -> i32 { Status::NotFound as i32 },
+            |_c: Caller<'_, HostState>, _t: i32| -> wasmtime::Result<i32> {
+                Ok(Status::NotFound as i32)
+            },
         )?;
     }
     Ok(())

@@ -76,7 +76,11 @@ pub(super) fn register(reg: &mut Registry) -> Result<()> {
         "proxy_get_header_map_pairs",
         Support::Full,
         "request/response headers and trailers, pseudo-headers included",
-        |mut c: Caller<'_, HostState>, map_type: i32, ret_ptr: i32, ret_len: i32| -> i32 {
+        |mut c: Caller<'_, HostState>,
+         map_type: i32,
+         ret_ptr: i32,
+         ret_len: i32|
+         -> wasmtime::Result<i32> {
             status((|| {
                 let bytes = match map_mut(c.data_mut(), map_type)? {
                     Some((m, _)) => memory::encode_pairs(m.iter().map(|(k, v)| (k.as_bytes(), v))),
@@ -91,7 +95,7 @@ pub(super) fn register(reg: &mut Registry) -> Result<()> {
         "proxy_get_header_map_size",
         Support::Full,
         "size of the serialized map",
-        |mut c: Caller<'_, HostState>, map_type: i32, ret: i32| -> i32 {
+        |mut c: Caller<'_, HostState>, map_type: i32, ret: i32| -> wasmtime::Result<i32> {
             status((|| {
                 let n = match map_mut(c.data_mut(), map_type)? {
                     Some((m, _)) => 4 + m.len() * 10 + m.byte_size(),
@@ -106,7 +110,11 @@ pub(super) fn register(reg: &mut Registry) -> Result<()> {
         "proxy_set_header_map_pairs",
         Support::Full,
         "replaces the whole map",
-        |mut c: Caller<'_, HostState>, map_type: i32, ptr: i32, len: i32| -> i32 {
+        |mut c: Caller<'_, HostState>,
+         map_type: i32,
+         ptr: i32,
+         len: i32|
+         -> wasmtime::Result<i32> {
             status((|| {
                 let raw = memory::read(&mut c, ptr, len)?;
                 if raw.len() > MAX_MAP_BYTES * 2 {
@@ -136,7 +144,7 @@ pub(super) fn register(reg: &mut Registry) -> Result<()> {
          kl: i32,
          ret_ptr: i32,
          ret_len: i32|
-         -> i32 {
+         -> wasmtime::Result<i32> {
             status((|| {
                 let k = memory::read_str(&mut c, kp, kl)?;
                 let v = match map_mut(c.data_mut(), map_type)? {
@@ -152,7 +160,13 @@ pub(super) fn register(reg: &mut Registry) -> Result<()> {
         "proxy_add_header_map_value",
         Support::Full,
         "appends a value",
-        |mut c: Caller<'_, HostState>, map_type: i32, kp: i32, kl: i32, vp: i32, vl: i32| -> i32 {
+        |mut c: Caller<'_, HostState>,
+         map_type: i32,
+         kp: i32,
+         kl: i32,
+         vp: i32,
+         vl: i32|
+         -> wasmtime::Result<i32> {
             status(edit(
                 &mut c,
                 map_type,
@@ -167,7 +181,13 @@ pub(super) fn register(reg: &mut Registry) -> Result<()> {
         "proxy_replace_header_map_value",
         Support::Full,
         "sets a name to one value",
-        |mut c: Caller<'_, HostState>, map_type: i32, kp: i32, kl: i32, vp: i32, vl: i32| -> i32 {
+        |mut c: Caller<'_, HostState>,
+         map_type: i32,
+         kp: i32,
+         kl: i32,
+         vp: i32,
+         vl: i32|
+         -> wasmtime::Result<i32> {
             status(edit(
                 &mut c,
                 map_type,
@@ -182,7 +202,7 @@ pub(super) fn register(reg: &mut Registry) -> Result<()> {
         "proxy_remove_header_map_value",
         Support::Full,
         "removes every value of a name",
-        |mut c: Caller<'_, HostState>, map_type: i32, kp: i32, kl: i32| -> i32 {
+        |mut c: Caller<'_, HostState>, map_type: i32, kp: i32, kl: i32| -> wasmtime::Result<i32> {
             status(edit(&mut c, map_type, (kp, kl), None, |m, k, _| {
                 m.remove(k)
             }))

@@ -43,7 +43,7 @@ pub(super) fn register(reg: &mut Registry) -> Result<()> {
          tl: i32,
          timeout: i32,
          ret: i32|
-         -> i32 {
+         -> wasmtime::Result<i32> {
             status((|| {
                 let upstream = memory::read_str(&mut c, up, ul).map_err(|_| Status::BadArgument)?;
                 let headers = pairs(&mut c, hp, hl).map_err(|_| Status::BadArgument)?;

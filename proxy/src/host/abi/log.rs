@@ -28,7 +28,7 @@ pub(super) fn register(reg: &mut Registry) -> Result<()> {
         "proxy_log",
         Support::Full,
         "into `tracing` (target `sluice::filter`) with the plugin name",
-        |mut c: Caller<'_, HostState>, level: i32, ptr: i32, len: i32| -> i32 {
+        |mut c: Caller<'_, HostState>, level: i32, ptr: i32, len: i32| -> wasmtime::Result<i32> {
             status((|| {
                 if !(0..=5).contains(&level) {
                     return Err(Status::BadArgument);
@@ -48,7 +48,7 @@ pub(super) fn register(reg: &mut Registry) -> Result<()> {
         "proxy_get_log_level",
         Support::Full,
         "the most verbose level `tracing` has enabled for `sluice::filter`",
-        |mut c: Caller<'_, HostState>, ret: i32| -> i32 {
+        |mut c: Caller<'_, HostState>, ret: i32| -> wasmtime::Result<i32> {
             let level = match LevelFilter::current() {
                 LevelFilter::TRACE => 0,
                 LevelFilter::DEBUG => 1,
@@ -65,7 +65,7 @@ pub(super) fn register(reg: &mut Registry) -> Result<()> {
         "proxy_get_current_time_nanoseconds",
         Support::Full,
         "wall clock, nanoseconds since the Unix epoch",
-        |mut c: Caller<'_, HostState>, ret: i32| -> i32 {
+        |mut c: Caller<'_, HostState>, ret: i32| -> wasmtime::Result<i32> {
             status(memory::write_u64(&mut c, ret, now_nanos()))
         },
     )?;
@@ -74,9 +74,9 @@ pub(super) fn register(reg: &mut Registry) -> Result<()> {
         "proxy_set_tick_period_milliseconds",
         Support::Full,
         "records the root context's tick period (0 stops ticks)",
-        |mut c: Caller<'_, HostState>, period: i32| -> i32 {
+        |mut c: Caller<'_, HostState>, period: i32| -> wasmtime::Result<i32> {
             c.data_mut().tick_period_ms = period as u32;
-            Status::Ok as i32
+            Ok(Status::Ok as i32)
         },
     )?;
     Ok(())

@@ -79,7 +79,12 @@ pub(super) fn register(reg: &mut Registry) -> Result<()> {
         "proxy_define_metric",
         Support::Full,
         "counter, gauge or histogram, shared by the plugin's VMs",
-        |mut c: Caller<'_, HostState>, kind: i32, np: i32, nl: i32, ret: i32| -> i32 {
+        |mut c: Caller<'_, HostState>,
+         kind: i32,
+         np: i32,
+         nl: i32,
+         ret: i32|
+         -> wasmtime::Result<i32> {
             status((|| {
                 let kind = match kind {
                     0 => MetricKind::Counter,
@@ -121,7 +126,7 @@ pub(super) fn register(reg: &mut Registry) -> Result<()> {
         "proxy_increment_metric",
         Support::Full,
         "counters only grow (`BAD_ARGUMENT` for a negative offset); histograms answer `BAD_ARGUMENT`",
-        |_c: Caller<'_, HostState>, id: i32, offset: i64| -> i32 {
+        |_c: Caller<'_, HostState>, id: i32, offset: i64| -> wasmtime::Result<i32> {
             status(with_metric(id, |m| match m.kind {
                 MetricKind::Counter if offset < 0 => Err(Status::BadArgument),
                 MetricKind::Histogram => Err(Status::BadArgument),
@@ -137,7 +142,7 @@ pub(super) fn register(reg: &mut Registry) -> Result<()> {
         "proxy_record_metric",
         Support::Full,
         "sets a counter or gauge, records a histogram sample",
-        |_c: Caller<'_, HostState>, id: i32, value: i64| -> i32 {
+        |_c: Caller<'_, HostState>, id: i32, value: i64| -> wasmtime::Result<i32> {
             status(with_metric(id, |m| {
                 m.value = value;
                 if m.kind == MetricKind::Histogram {
@@ -153,7 +158,7 @@ pub(super) fn register(reg: &mut Registry) -> Result<()> {
         "proxy_get_metric",
         Support::Full,
         "current value (histograms: `BAD_ARGUMENT`)",
-        |mut c: Caller<'_, HostState>, id: i32, ret: i32| -> i32 {
+        |mut c: Caller<'_, HostState>, id: i32, ret: i32| -> wasmtime::Result<i32> {
             status((|| {
                 let v = with_metric(id, |m| match m.kind {
                     MetricKind::Histogram => Err(Status::BadArgument),

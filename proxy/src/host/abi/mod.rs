@@ -51,11 +51,16 @@ pub enum Status {
     Unimplemented = 12,
 }
 
-/// Folds a hostcall body's result into the status the guest receives.
-pub(crate) fn status(r: Result<(), Status>) -> i32 {
+/// Folds a hostcall body's result into the status the guest receives. A pointer or
+/// length outside the guest's memory is misuse: it ends the callback with a trap (the
+/// VM is replaced), as the SDK cannot handle `INVALID_MEMORY_ACCESS` anyway.
+pub(crate) fn status(r: Result<(), Status>) -> wasmtime::Result<i32> {
     match r {
-        Ok(()) => Status::Ok as i32,
-        Err(s) => s as i32,
+        Ok(()) => Ok(Status::Ok as i32),
+        Err(Status::InvalidMemoryAccess) => Err(wasmtime::format_err!(
+            "hostcall misuse: a pointer or length outside the guest's memory"
+        )),
+        Err(s) => Ok(s as i32),
     }
 }
 

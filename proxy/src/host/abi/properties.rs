@@ -107,7 +107,7 @@ pub(super) fn register(reg: &mut Registry) -> Result<()> {
         "proxy_get_property",
         Support::Full,
         "Envoy attributes (request, response, source, destination, upstream, plugin_*) and `sluice.*`",
-        |mut c: Caller<'_, HostState>, pp: i32, pl: i32, ret_ptr: i32, ret_len: i32| -> i32 {
+        |mut c: Caller<'_, HostState>, pp: i32, pl: i32, ret_ptr: i32, ret_len: i32| -> wasmtime::Result<i32> {
             status((|| {
                 let raw = memory::read(&mut c, pp, pl)?;
                 let path = path_of(&raw).map_err(|_| Status::NotFound)?;
@@ -126,7 +126,12 @@ pub(super) fn register(reg: &mut Registry) -> Result<()> {
         "proxy_set_property",
         Support::Full,
         "filter state for the rest of the stream (or the VM, outside streams)",
-        |mut c: Caller<'_, HostState>, pp: i32, pl: i32, vp: i32, vl: i32| -> i32 {
+        |mut c: Caller<'_, HostState>,
+         pp: i32,
+         pl: i32,
+         vp: i32,
+         vl: i32|
+         -> wasmtime::Result<i32> {
             status((|| {
                 let raw = memory::read(&mut c, pp, pl)?;
                 let path = path_of(&raw)?;

@@ -50,7 +50,7 @@ pub(super) fn register(reg: &mut Registry) -> Result<()> {
          ret_ptr: i32,
          ret_len: i32,
          ret_cas: i32|
-         -> i32 {
+         -> wasmtime::Result<i32> {
             status((|| {
                 let key = memory::read(&mut c, kp, kl)?;
                 let (v, cas) = shared().data.get(&key).cloned().ok_or(Status::NotFound)?;
@@ -64,7 +64,13 @@ pub(super) fn register(reg: &mut Registry) -> Result<()> {
         "proxy_set_shared_data",
         Support::Full,
         "process-wide; a non-zero CAS must match (`CAS_MISMATCH`)",
-        |mut c: Caller<'_, HostState>, kp: i32, kl: i32, vp: i32, vl: i32, cas: i32| -> i32 {
+        |mut c: Caller<'_, HostState>,
+         kp: i32,
+         kl: i32,
+         vp: i32,
+         vl: i32,
+         cas: i32|
+         -> wasmtime::Result<i32> {
             status((|| {
                 let key = memory::read(&mut c, kp, kl)?;
                 let value = memory::read(&mut c, vp, vl)?;
@@ -94,7 +100,7 @@ pub(super) fn register(reg: &mut Registry) -> Result<()> {
         "proxy_register_shared_queue",
         Support::Full,
         "a queue named in this plugin's VM id",
-        |mut c: Caller<'_, HostState>, np: i32, nl: i32, ret: i32| -> i32 {
+        |mut c: Caller<'_, HostState>, np: i32, nl: i32, ret: i32| -> wasmtime::Result<i32> {
             status((|| {
                 let name = memory::read_str(&mut c, np, nl)?;
                 let vm = c.data().plugin.vm_id.clone();
@@ -125,7 +131,13 @@ pub(super) fn register(reg: &mut Registry) -> Result<()> {
         "proxy_resolve_shared_queue",
         Support::Full,
         "finds a queue by VM id and name",
-        |mut c: Caller<'_, HostState>, vp: i32, vl: i32, np: i32, nl: i32, ret: i32| -> i32 {
+        |mut c: Caller<'_, HostState>,
+         vp: i32,
+         vl: i32,
+         np: i32,
+         nl: i32,
+         ret: i32|
+         -> wasmtime::Result<i32> {
             status((|| {
                 let vm = memory::read_str(&mut c, vp, vl)?;
                 let name = memory::read_str(&mut c, np, nl)?;
@@ -142,7 +154,7 @@ pub(super) fn register(reg: &mut Registry) -> Result<()> {
         "proxy_enqueue_shared_queue",
         Support::Full,
         "bounded queue",
-        |mut c: Caller<'_, HostState>, id: i32, vp: i32, vl: i32| -> i32 {
+        |mut c: Caller<'_, HostState>, id: i32, vp: i32, vl: i32| -> wasmtime::Result<i32> {
             status((|| {
                 let value = memory::read(&mut c, vp, vl)?;
                 if value.len() > MAX_VALUE_BYTES {
@@ -171,7 +183,11 @@ pub(super) fn register(reg: &mut Registry) -> Result<()> {
         "proxy_dequeue_shared_queue",
         Support::Full,
         "`EMPTY` when nothing waits",
-        |mut c: Caller<'_, HostState>, id: i32, ret_ptr: i32, ret_len: i32| -> i32 {
+        |mut c: Caller<'_, HostState>,
+         id: i32,
+         ret_ptr: i32,
+         ret_len: i32|
+         -> wasmtime::Result<i32> {
             status((|| {
                 let item = {
                     let mut s = shared();

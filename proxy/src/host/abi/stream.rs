@@ -27,7 +27,7 @@ pub(super) fn register(reg: &mut Registry) -> Result<()> {
          hp: i32,
          hl: i32,
          _grpc: i32|
-         -> i32 {
+         -> wasmtime::Result<i32> {
             status((|| {
                 let code = u16::try_from(code)
                     .ok()
@@ -61,15 +61,15 @@ pub(super) fn register(reg: &mut Registry) -> Result<()> {
         "proxy_continue_stream",
         Support::Full,
         "resumes a paused request or response",
-        |mut c: Caller<'_, HostState>, stream_type: i32| -> i32 {
+        |mut c: Caller<'_, HostState>, stream_type: i32| -> wasmtime::Result<i32> {
             if !(0..=3).contains(&stream_type) {
-                return Status::BadArgument as i32;
+                return Ok(Status::BadArgument as i32);
             }
             let st = c.data_mut();
             if st.has_stream {
                 st.stream.resumed = true;
             }
-            Status::Ok as i32
+            Ok(Status::Ok as i32)
         },
     )?;
     reg.func(
@@ -77,15 +77,15 @@ pub(super) fn register(reg: &mut Registry) -> Result<()> {
         "proxy_close_stream",
         Support::Full,
         "resets the stream (the client connection is closed without a response)",
-        |mut c: Caller<'_, HostState>, stream_type: i32| -> i32 {
+        |mut c: Caller<'_, HostState>, stream_type: i32| -> wasmtime::Result<i32> {
             if !(0..=3).contains(&stream_type) {
-                return Status::BadArgument as i32;
+                return Ok(Status::BadArgument as i32);
             }
             let st = c.data_mut();
             if st.has_stream {
                 st.stream.closed = true;
             }
-            Status::Ok as i32
+            Ok(Status::Ok as i32)
         },
     )?;
     reg.func(
@@ -93,7 +93,11 @@ pub(super) fn register(reg: &mut Registry) -> Result<()> {
         "proxy_get_status",
         Support::Full,
         "status code and message of the last HTTP call response",
-        |mut c: Caller<'_, HostState>, ret_code: i32, ret_ptr: i32, ret_len: i32| -> i32 {
+        |mut c: Caller<'_, HostState>,
+         ret_code: i32,
+         ret_ptr: i32,
+         ret_len: i32|
+         -> wasmtime::Result<i32> {
             status((|| {
                 let (code, msg) = c.data().status.clone();
                 memory::write_u32(&mut c, ret_code, code)?;
@@ -106,9 +110,9 @@ pub(super) fn register(reg: &mut Registry) -> Result<()> {
         "proxy_done",
         Support::Full,
         "acknowledges that a context finished after answering false to `proxy_on_done`",
-        |mut c: Caller<'_, HostState>| -> i32 {
+        |mut c: Caller<'_, HostState>| -> wasmtime::Result<i32> {
             c.data_mut().done_called = true;
-            Status::Ok as i32
+            Ok(Status::Ok as i32)
         },
     )?;
     reg.func(
@@ -116,14 +120,14 @@ pub(super) fn register(reg: &mut Registry) -> Result<()> {
         "proxy_set_effective_context",
         Support::Full,
         "switches to the root context or the stream being served; others answer `BAD_ARGUMENT`",
-        |mut c: Caller<'_, HostState>, id: i32| -> i32 {
+        |mut c: Caller<'_, HostState>, id: i32| -> wasmtime::Result<i32> {
             let st = c.data_mut();
             let id = id as u32;
             if id == st.root_context_id || (st.has_stream && id == st.stream_context_id) {
                 st.context_id = id;
-                Status::Ok as i32
+                Ok(Status::Ok as i32)
             } else {
-                Status::BadArgument as i32
+                Ok(Status::BadArgument as i32)
             }
         },
     )?;
