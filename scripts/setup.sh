@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-need=(cmake gcc g++ make pkg-config curl)
+need=(cmake gcc g++ make pkg-config curl prometheus)
 # Wasm: where rustup has no wasm32 std (offline machines), the filters build with
 # Debian's rustc and -Zbuild-std (see filters/build.sh).
 if ! (command -v rustup >/dev/null && rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown); then
@@ -35,4 +35,4 @@ fi
 echo "setup: building filters"
 filters/build.sh
 echo "setup: building sluice, the demo origin and the bench peers (release)"
-cargo build --release --workspace --locked
+cargo build --release --workspace --all-targets --locked

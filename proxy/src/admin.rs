@@ -1,6 +1,8 @@
 //! The admin listener (loopback by default): `/healthz`, `/readyz`,
 //! `/admin/status` (JSON: generation, hash, routes, filters, swaps), and
-//! `POST /admin/reload` / `POST /admin/rollback`.
+//! `POST /admin/reload` / `POST /admin/rollback`, and `/metrics` (Prometheus). With a
+//! token configured (required off loopback), every path but the health checks needs
+//! `Authorization: Bearer <token>`.
 
 use std::sync::Arc;
 
@@ -94,8 +96,30 @@ impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let path = session.req_header().uri.path().to_string();
         let post = session.req_header().method == http::Method::POST;
+        let snap = self.control.live.load();
+        if let Some(token) = &snap.policy.admin_token {
+            let given = session
+                .req_header()
+                .headers
+                .get(http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "));
+            let open = matches!(path.as_str(), "/healthz" | "/readyz");
+            if !open && given.map(str::trim) != Some(token.as_str()) {
+                return reply(
+                    StatusCode::UNAUTHORIZED,
+                    "text/plain",
+                    b"bearer token required\n".to_vec(),
+                );
+            }
+        }
         match (path.as_str(), post) {
             ("/healthz" | "/readyz", _) => reply(StatusCode::OK, "text/plain", b"ok\n".to_vec()),
+            ("/metrics", _) => reply(
+                StatusCode::OK,
+                "text/plain; version=0.0.4",
+                crate::metrics::render(&snap).into_bytes(),
+            ),
             ("/admin/status", _) => json(StatusCode::OK, self.status_json()),
             ("/admin/reload", true) => {
                 let control = self.control.clone();

@@ -8,10 +8,12 @@
 //! flows on to the next filter.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::host::{
     Action, BodyKind, CallResult, HostError, HttpCallRequest, LocalResponse, StreamState,
 };
+use crate::metrics::{metrics, PHASES};
 use crate::policy::OnFailure;
 use crate::snapshot::Filter;
 
@@ -45,6 +47,8 @@ pub struct Chain {
     slots: Vec<Slot>,
     /// HTTP calls dispatched by callbacks, with the filter that dispatched them.
     calls: Vec<(usize, HttpCallRequest)>,
+    /// Every callback's duration: filter index, phase index ([`PHASES`]), microseconds.
+    pub timings: Vec<(u16, u8, u32)>,
 }
 
 enum Step {
@@ -60,6 +64,7 @@ impl Chain {
             filters,
             slots,
             calls: Vec::new(),
+            timings: Vec::new(),
         }
     }
 
@@ -82,6 +87,7 @@ impl Chain {
         &mut self,
         i: usize,
         kind: BodyKind,
+        phase: usize,
         stream: &mut StreamState,
         cb: impl FnOnce(&mut crate::host::Vm, u32, &mut StreamState) -> Result<Action, HostError>,
     ) -> Step {
@@ -90,6 +96,7 @@ impl Chain {
         }
         let filter = self.filters[i].clone();
         let slot = &mut self.slots[i];
+        let started = Instant::now();
         let result = filter.plugin.with_vm(|vm, incarnation| {
             let ctx = match slot.ctx {
                 Some((id, inc)) if inc == incarnation => id,
@@ -108,13 +115,32 @@ impl Chain {
             self.calls.extend(calls.into_iter().map(|c| (i, c)));
             r
         });
+        let took = started.elapsed();
+        let pm = &filter.metrics.phases[phase];
+        pm.invocations.inc();
+        pm.duration.observe(took.as_secs_f64());
+        self.timings.push((
+            i as u16,
+            phase as u8,
+            took.as_micros().min(u32::MAX as u128) as u32,
+        ));
         match result {
             Ok(action) => {
                 if stream.closed {
+                    pm.actions[3].inc();
                     Step::Stop(Outcome::Reset)
-                } else if stream.local_response.is_some() {
+                } else if let Some(local) = &stream.local_response {
+                    pm.actions[2].inc();
+                    metrics()
+                        .filter_local_responses
+                        .with_label_values(&[
+                            filter.plugin.info.name.as_str(),
+                            &local.status.to_string(),
+                        ])
+                        .inc();
                     Step::Stop(Outcome::Respond)
                 } else {
+                    pm.actions[usize::from(action == Action::Pause)].inc();
                     Step::Go(action)
                 }
             }
@@ -192,7 +218,8 @@ impl Chain {
             .map_or(0, |p| p + 1);
         for &i in &order[start..] {
             stream.resumed = false;
-            let step = self.run(i, kind, stream, |vm, ctx, s| match kind {
+            let phase = if kind == BodyKind::Request { 0 } else { 2 };
+            let step = self.run(i, kind, phase, stream, |vm, ctx, s| match kind {
                 BodyKind::Request => vm.on_request_headers(s, ctx, eos),
                 BodyKind::Response => vm.on_response_headers(s, ctx, eos),
             });
@@ -223,7 +250,7 @@ impl Chain {
         result: CallResult,
     ) -> Outcome {
         let (ctx, token) = (call.context_id, call.token);
-        match self.run(i, kind, stream, |vm, _, s| {
+        match self.run(i, kind, 4, stream, |vm, _, s| {
             vm.on_http_call_response(Some(s), ctx, token, result)
                 .map(|_| Action::Continue)
         }) {
@@ -253,7 +280,10 @@ impl Chain {
                 held.extend_from_slice(&data);
             }
             stream.body = held;
-            let step = self.run(i, kind, stream, |vm, ctx, s| vm.on_body(s, ctx, kind, eos));
+            let phase = if kind == BodyKind::Request { 1 } else { 3 };
+            let step = self.run(i, kind, phase, stream, |vm, ctx, s| {
+                vm.on_body(s, ctx, kind, eos)
+            });
             let out = std::mem::take(&mut stream.body);
             match step {
                 Step::Stop(o) => return Err(o),
@@ -275,6 +305,21 @@ impl Chain {
             }
         }
         Ok(data)
+    }
+
+    /// The timings as `filter:phase:µs` items, for the access log.
+    pub fn timings_text(&self) -> String {
+        let mut out = String::new();
+        for (i, (f, p, us)) in self.timings.iter().enumerate() {
+            if i > 0 {
+                out.push(' ');
+            }
+            out.push_str(&format!(
+                "{}:{}:{}",
+                self.filters[*f as usize].plugin.info.name, PHASES[*p as usize], us
+            ));
+        }
+        out
     }
 
     /// Ends every stream context the request created (`proxy_on_done`,

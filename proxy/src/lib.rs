@@ -9,12 +9,14 @@
 //! - [`chain`]: runs a phase over a route's filters.
 //! - [`host`]: the Proxy-Wasm host on wasmtime (knows no Pingora).
 //! - [`callouts`]: HTTP calls filters dispatch, sent with Pingora.
+//! - [`metrics`]: Prometheus metrics.
 //! - [`admin`]: the admin listener.
 
 pub mod admin;
 pub mod callouts;
 pub mod chain;
 pub mod host;
+pub mod metrics;
 pub mod policy;
 pub mod proxy;
 pub mod snapshot;

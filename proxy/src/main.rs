@@ -49,17 +49,70 @@ fn build(path: &std::path::Path) -> Result<Snapshot, sluice::policy::PolicyError
     Snapshot::build(policy, 1)
 }
 
-fn main() -> ExitCode {
+/// Logs to stderr (level from `SLUICE_LOG`, default `info`); access-log lines, when
+/// the policy turns them on, go as JSON to stdout or a file.
+fn init_logging(access_log: Option<&str>) -> Option<tracing_appender::non_blocking::WorkerGuard> {
     use std::io::IsTerminal;
-    tracing_subscriber::fmt()
+    use tracing_subscriber::prelude::*;
+    use tracing_subscriber::{filter, fmt, EnvFilter};
+    let env = EnvFilter::try_from_env("SLUICE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = fmt::layer()
         .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
         .with_writer(std::io::stderr)
+        .with_filter(env)
+        .with_filter(filter::filter_fn(|m| m.target() != "sluice::access"));
+    let (access, guard) = match access_log {
+        None => (None, None),
+        Some(dest) => {
+            let (writer, guard) = if dest == "stdout" {
+                tracing_appender::non_blocking(std::io::stdout())
+            } else {
+                match std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(dest)
+                {
+                    Ok(f) => tracing_appender::non_blocking(f),
+                    Err(e) => {
+                        eprintln!("cannot open access log {dest}: {e}; access log off");
+                        return None;
+                    }
+                }
+            };
+            let layer = fmt::layer()
+                .json()
+                .flatten_event(true)
+                .with_current_span(false)
+                .with_span_list(false)
+                .with_target(false)
+                .with_writer(writer)
+                .with_filter(
+                    filter::Targets::new().with_target("sluice::access", tracing::Level::INFO),
+                );
+            (Some(layer), Some(guard))
+        }
+    };
+    tracing_subscriber::registry()
+        .with(logs)
+        .with(access)
         .init();
+    guard
+}
+
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    // `run` reads its policy first: it says where access-log lines go.
+    let policy_for_logs = match &cli.cmd {
+        Cmd::Run { policy } => Policy::load(policy).ok().and_then(|p| p.access_log),
+        _ => None,
+    };
+    let _guard = init_logging(policy_for_logs.as_deref());
+    let _ = sluice::host::FAILURE_HOOK.set(|plugin, kind| {
+        sluice::metrics::metrics()
+            .filter_failures
+            .with_label_values(&[plugin, kind])
+            .inc();
+    });
     match cli.cmd {
         Cmd::Abi => match sluice::host::Engine::global() {
             Ok(engine) => {

@@ -126,6 +126,10 @@ pub struct Policy {
     pub threads: usize,
     /// Reload when the policy file or one of its modules changes.
     pub watch: bool,
+    /// Where access-log lines go: `None` (off), `"stdout"` or a file path.
+    pub access_log: Option<String>,
+    /// The bearer token the admin API asks for (read from an env var or a file).
+    pub admin_token: Option<String>,
     /// Most request or response body bytes buffered for filters.
     pub max_body_bytes: usize,
     /// Filters by definition order.
@@ -160,6 +164,9 @@ struct RawServer {
     threads: Option<usize>,
     #[serde(default)]
     watch: bool,
+    access_log: Option<String>,
+    admin_token_env: Option<Spanned<String>>,
+    admin_token_file: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default, Clone, Copy)]
@@ -298,6 +305,37 @@ impl Policy {
             None => Some(DEFAULT_ADMIN.parse().expect("default address")),
         };
         let threads = raw.server.threads.unwrap_or(2).clamp(1, 256);
+        let mut admin_token = None;
+        if let Some(var) = &raw.server.admin_token_env {
+            match std::env::var(var.get_ref()) {
+                Ok(t) if !t.trim().is_empty() => admin_token = Some(t.trim().to_string()),
+                _ => l.err(
+                    Some(var.span()),
+                    format!("admin token variable {} is not set", var.get_ref()),
+                ),
+            }
+        }
+        if let Some(file) = &raw.server.admin_token_file {
+            match std::fs::read_to_string(base.join(file.get_ref())) {
+                Ok(t) if !t.trim().is_empty() => admin_token = Some(t.trim().to_string()),
+                _ => l.err(
+                    Some(file.span()),
+                    format!("cannot read an admin token from {}", file.get_ref()),
+                ),
+            }
+        }
+        if admin.is_some_and(|a| !a.ip().is_loopback()) && admin_token.is_none() && l.out.is_empty()
+        {
+            l.err(
+                raw.server.admin.as_ref().map(|a| a.span()),
+                "an admin listener off loopback needs admin_token_env or admin_token_file",
+            );
+        }
+        let access_log = match raw.server.access_log.as_deref() {
+            None | Some("off") | Some("") => None,
+            Some("stdout") => Some("stdout".to_string()),
+            Some(path) => Some(base.join(path).display().to_string()),
+        };
         let default_limits = FilterLimits {
             memory_bytes: raw.limits.memory_mb.unwrap_or(64) << 20,
             callback_ms: raw.limits.callback_ms.unwrap_or(100),
@@ -433,6 +471,8 @@ impl Policy {
             admin,
             threads,
             watch: raw.server.watch,
+            access_log,
+            admin_token,
             max_body_bytes: raw.limits.max_body_bytes.unwrap_or(1 << 20),
             filters,
             pools,

@@ -14,17 +14,19 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::FailToProxy;
+use pingora::upstreams::peer::Peer;
 use pingora::{ErrorSource, ErrorType};
 
 use crate::chain::{Chain, Outcome};
 use crate::host::{BodyKind, HeaderMap, LocalResponse, RequestInfo, StreamState};
+use crate::metrics::{method_label, metrics, status_class};
 use crate::snapshot::{Live, Snapshot};
 
 /// Bodies up to this size are read before the upstream is contacted (Pingora's
@@ -58,6 +60,10 @@ pub struct Ctx {
     request_body: RequestBody,
     /// Body that replaces the upstream's, when a filter answered in a response phase.
     replace_body: Option<Bytes>,
+    /// When the request started.
+    started: Instant,
+    /// When the upstream peer was chosen.
+    upstream_started: Option<Instant>,
 }
 
 static REQUEST_SEQ: AtomicU64 = AtomicU64::new(0);
@@ -344,6 +350,8 @@ impl ProxyHttp for Sluice {
             stream: StreamState::default(),
             request_body: RequestBody::Untouched,
             replace_body: None,
+            started: Instant::now(),
+            upstream_started: None,
         }
     }
 
@@ -401,6 +409,7 @@ impl ProxyHttp for Sluice {
             .pick()
             .ok_or_else(|| Error::explain(ErrorType::ConnectNoRoute, "pool has no peer"))?;
         ctx.stream.info.upstream = Some(addr);
+        ctx.upstream_started = Some(Instant::now());
         let mut peer = HttpPeer::new(addr, false, String::new());
         peer.options.connection_timeout = Some(Duration::from_secs(5));
         Ok(Box::new(peer))
@@ -474,6 +483,13 @@ impl ProxyHttp for Sluice {
         upstream_response: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        if let (Some(t), Some(route)) = (ctx.upstream_started, ctx.route) {
+            let pool = &ctx.snapshot.pools[ctx.snapshot.routes[route].pool].name;
+            metrics()
+                .upstream_duration
+                .with_label_values(&[pool.as_str()])
+                .observe(t.elapsed().as_secs_f64());
+        }
         if session.req_header().headers.contains_key("x-sluice-debug") {
             upstream_response
                 .insert_header("x-sluice-generation", ctx.snapshot.generation.to_string())?;
@@ -545,11 +561,63 @@ impl ProxyHttp for Sluice {
         Ok(None)
     }
 
-    async fn logging(&self, _session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
         if let Some(chain) = ctx.chain.as_mut() {
             chain.finish(&mut ctx.stream);
             send_detached(&ctx.snapshot, chain);
         }
+        let status = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .or(ctx.stream.info.response_code)
+            .unwrap_or(0);
+        let route = ctx
+            .route
+            .map(|r| ctx.snapshot.routes[r].def.name.as_str())
+            .unwrap_or("none");
+        let method = session.req_header().method.clone();
+        let took = ctx.started.elapsed();
+        let m = metrics();
+        m.requests
+            .with_label_values(&[route, status_class(status), method_label(&method)])
+            .inc();
+        m.request_duration
+            .with_label_values(&[route])
+            .observe(took.as_secs_f64());
+        if ctx.snapshot.policy.access_log.is_some() {
+            tracing::info!(
+                target: "sluice::access",
+                route,
+                method = %method,
+                path = %session.req_header().uri,
+                status,
+                duration_us = took.as_micros() as u64,
+                upstream = %ctx.stream.info.upstream.map(|a| a.to_string()).unwrap_or_default(),
+                generation = ctx.snapshot.generation,
+                request_id = %ctx.stream.info.id,
+                bytes_sent = session.body_bytes_sent(),
+                bytes_received = session.body_bytes_read(),
+                filters = %ctx.chain.as_ref().map(|c| c.timings_text()).unwrap_or_default(),
+                error = %e.map(|e| e.to_string()).unwrap_or_default(),
+            );
+        }
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        peer: &HttpPeer,
+        ctx: &mut Ctx,
+        e: Box<Error>,
+    ) -> Box<Error> {
+        if let Some(route) = ctx.route {
+            let pool = &ctx.snapshot.pools[ctx.snapshot.routes[route].pool].name;
+            metrics()
+                .upstream_errors
+                .with_label_values(&[pool.as_str(), &peer.address().to_string()])
+                .inc();
+        }
+        e
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {

@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 use crate::callouts::PoolCallouts;
 use crate::host::callout::Callouts;
 use crate::host::{CompiledModule, Engine, Limits, Plugin, PluginInfo};
+use crate::metrics::FilterMetrics;
 use crate::policy::{Diagnostic, OnFailure, Policy, PolicyErrors};
 
 /// A filter as a route runs it.
@@ -21,6 +22,8 @@ pub struct Filter {
     pub plugin: Arc<Plugin>,
     /// What a failure of this filter does to the request.
     pub on_failure: OnFailure,
+    /// Metric handles.
+    pub metrics: FilterMetrics,
 }
 
 /// An upstream pool with its round-robin cursor.
@@ -150,6 +153,7 @@ impl Snapshot {
                 Ok(plugin) => filters.push(Arc::new(Filter {
                     plugin,
                     on_failure: f.on_failure,
+                    metrics: FilterMetrics::new(&f.name),
                 })),
                 Err(e) => errors.push(diag(Some(f.line), format!("filter {:?}: {e}", f.name))),
             }

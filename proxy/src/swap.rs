@@ -39,6 +39,19 @@ pub struct Control {
     reloading: Mutex<()>,
 }
 
+fn record_swap(ok: bool) {
+    let m = crate::metrics::metrics();
+    m.swaps
+        .with_label_values(&[if ok { "success" } else { "failure" }])
+        .inc();
+    if ok {
+        let now = SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        m.last_swap.set(now.as_secs_f64());
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -88,12 +101,14 @@ impl Control {
                 st.successes += 1;
                 st.last_swap = Some(SystemTime::now());
                 st.last_duration = Some(started.elapsed());
+                record_swap(true);
                 tracing::info!(generation = next.generation, hash = %next.hash, took_ms = started.elapsed().as_millis() as u64, "policy swapped");
                 Ok(next)
             }
             Err(e) => {
                 let mut st = lock(&self.stats);
                 st.failures += 1;
+                record_swap(false);
                 st.last_error = Some(e.to_string());
                 tracing::error!(errors = %e, "policy rejected; the running policy keeps serving");
                 Err(e)
@@ -111,6 +126,7 @@ impl Control {
         let mut st = lock(&self.stats);
         st.successes += 1;
         st.last_swap = Some(SystemTime::now());
+        record_swap(true);
         tracing::info!(generation = previous.generation, "rolled back");
         Ok(previous)
     }
@@ -124,12 +140,17 @@ impl Control {
     /// Listeners and threads are bound at start: a policy that changes them needs a restart.
     fn check_fixed(&self, p: &Policy) -> Result<(), PolicyErrors> {
         let cur = &self.live.load().policy;
-        if p.listen != cur.listen || p.admin != cur.admin || p.threads != cur.threads {
+        if p.listen != cur.listen
+            || p.admin != cur.admin
+            || p.threads != cur.threads
+            || p.access_log != cur.access_log
+        {
             return Err(PolicyErrors(vec![Diagnostic {
                 file: p.path.clone(),
                 line: None,
-                message: "[server] listen, admin and threads cannot change without a restart"
-                    .into(),
+                message:
+                    "[server] listen, admin, threads and access_log cannot change without a restart"
+                        .into(),
             }]));
         }
         Ok(())

@@ -20,7 +20,7 @@ pub mod vm;
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -106,6 +106,10 @@ impl HostError {
     }
 }
 
+/// Called on every filter failure with the plugin name and the kind (`trap`,
+/// `deadline`, `memory`, `crash_loop`): how the proxy counts them in its metrics.
+pub static FAILURE_HOOK: std::sync::OnceLock<fn(&str, &str)> = std::sync::OnceLock::new();
+
 /// A callback run on a plugin's root context.
 pub type RootCallback = Box<dyn FnOnce(&mut Vm) -> Result<(), HostError>>;
 
@@ -123,6 +127,8 @@ pub struct Plugin {
     callouts: Option<Arc<dyn Callouts>>,
     vms: ThreadLocal<RefCell<Option<(Vm, u64)>>>,
     incarnations: AtomicU64,
+    vm_alive: AtomicI64,
+    vm_memory: AtomicI64,
     /// Failures of this plugin's VMs, by kind.
     pub failures: FailureCounts,
     recent_failures: Mutex<VecDeque<Instant>>,
@@ -179,6 +185,8 @@ impl Plugin {
             callouts,
             vms: ThreadLocal::new(),
             incarnations: AtomicU64::new(0),
+            vm_alive: AtomicI64::new(0),
+            vm_memory: AtomicI64::new(0),
             failures: FailureCounts::default(),
             recent_failures: Mutex::new(VecDeque::new()),
             cooldown_until: Mutex::new(None),
@@ -204,7 +212,11 @@ impl Plugin {
             };
             let mut started = None;
             if needs_new {
-                *slot = None;
+                if let Some((old, _)) = slot.take() {
+                    self.vm_alive.fetch_sub(1, Ordering::Relaxed);
+                    self.vm_memory
+                        .fetch_sub(old.memory_bytes() as i64, Ordering::Relaxed);
+                }
                 let vm = Vm::start(
                     &self.engine,
                     &self.module,
@@ -214,11 +226,21 @@ impl Plugin {
                     self.queue_notifier(),
                 )?;
                 let inc = self.incarnations.fetch_add(1, Ordering::Relaxed);
+                self.vm_alive.fetch_add(1, Ordering::Relaxed);
+                self.vm_memory
+                    .fetch_add(vm.memory_bytes() as i64, Ordering::Relaxed);
                 *slot = Some((vm, inc));
                 started = Some(inc);
             }
             let (vm, inc) = slot.as_mut().expect("VM present");
-            (f(vm, *inc), started)
+            let before = vm.memory_bytes();
+            let r = f(vm, *inc);
+            let after = vm.memory_bytes();
+            if after != before {
+                self.vm_memory
+                    .fetch_add(after as i64 - before as i64, Ordering::Relaxed);
+            }
+            (r, started)
         };
         if let Some(inc) = started {
             self.after_start(inc);
@@ -226,15 +248,28 @@ impl Plugin {
         Ok(r)
     }
 
-    /// Counts a failure of one of this plugin's VMs.
+    /// VMs of this plugin alive now, on all threads.
+    pub fn vm_count(&self) -> i64 {
+        self.vm_alive.load(Ordering::Relaxed)
+    }
+
+    /// Linear memory of this plugin's VMs, bytes.
+    pub fn vm_memory_bytes(&self) -> i64 {
+        self.vm_memory.load(Ordering::Relaxed)
+    }
+
+    /// Counts a failure of one of this plugin's VMs (and tells the failure hook).
     pub fn record_failure(&self, e: &HostError) {
-        let c = match e {
-            HostError::Deadline { .. } => &self.failures.deadlines,
-            HostError::MemoryLimit { .. } => &self.failures.memory,
-            HostError::CrashLoop { .. } => &self.failures.crash_loop,
-            _ => &self.failures.traps,
+        let (c, kind) = match e {
+            HostError::Deadline { .. } => (&self.failures.deadlines, "deadline"),
+            HostError::MemoryLimit { .. } => (&self.failures.memory, "memory"),
+            HostError::CrashLoop { .. } => (&self.failures.crash_loop, "crash_loop"),
+            _ => (&self.failures.traps, "trap"),
         };
         c.fetch_add(1, Ordering::Relaxed);
+        if let Some(hook) = FAILURE_HOOK.get() {
+            hook(&self.info.name, kind);
+        }
     }
 
     /// Refuses a new VM while the plugin crash-loops (spec: "Plugin crashes").

@@ -1,0 +1,331 @@
+//! Prometheus metrics: one process-wide registry, label values bounded by the policy
+//! (route, pool, peer and filter names, phases, status classes; never raw paths or
+//! client addresses). Hot paths use handles resolved once per snapshot
+//! ([`FilterMetrics`]). Filter-defined metrics (`proxy_define_metric`) are appended at
+//! scrape time as `sluice_wasm_<name>{plugin="..."}`.
+
+use std::fmt::Write as _;
+use std::sync::OnceLock;
+
+use prometheus::{
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::host::abi::{metric_snapshot, MetricKind};
+use crate::snapshot::Snapshot;
+
+/// Histogram buckets for filter callbacks: 1 µs to 100 ms.
+const FILTER_BUCKETS: &[f64] = &[
+    1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2,
+    0.1,
+];
+/// Histogram buckets for requests and upstreams: 100 µs to 10 s.
+const REQUEST_BUCKETS: &[f64] = &[
+    1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
+
+/// Every metric Sluice exports.
+pub struct Metrics {
+    registry: Registry,
+    /// Requests by route, status class and method.
+    pub requests: IntCounterVec,
+    /// Request duration by route.
+    pub request_duration: HistogramVec,
+    /// Time from connecting upstream to its response header, by pool.
+    pub upstream_duration: HistogramVec,
+    /// Upstream connect and proxy errors by pool and peer.
+    pub upstream_errors: IntCounterVec,
+    /// Filter callbacks by filter and phase.
+    pub filter_invocations: IntCounterVec,
+    /// Filter callback duration by filter and phase.
+    pub filter_duration: HistogramVec,
+    /// What filters answered, by filter, phase and action.
+    pub filter_actions: IntCounterVec,
+    /// Local responses by filter and status.
+    pub filter_local_responses: IntCounterVec,
+    /// Filter failures by filter and kind.
+    pub filter_failures: IntCounterVec,
+    /// VMs alive by filter.
+    pub filter_vms: IntGaugeVec,
+    /// Linear memory of VMs by filter.
+    pub filter_vm_memory: IntGaugeVec,
+    /// Generation being served.
+    pub generation: IntGauge,
+    /// Swaps by result.
+    pub swaps: IntCounterVec,
+    /// Time of the last successful swap.
+    pub last_swap: Gauge,
+}
+
+fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    r.register(Box::new(c.clone())).expect("unique metric");
+    c
+}
+
+fn histogram(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    buckets: &[f64],
+) -> HistogramVec {
+    let h = HistogramVec::new(
+        HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+        labels,
+    )
+    .expect("valid metric");
+    r.register(Box::new(h.clone())).expect("unique metric");
+    h
+}
+
+fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    r.register(Box::new(g.clone())).expect("unique metric");
+    g
+}
+
+/// The process-wide metrics.
+pub fn metrics() -> &'static Metrics {
+    static M: OnceLock<Metrics> = OnceLock::new();
+    M.get_or_init(|| {
+        let r = Registry::new();
+        #[cfg(target_os = "linux")]
+        let _ = r.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ));
+        let generation = IntGauge::new(
+            "sluice_policy_generation",
+            "Generation of the policy being served.",
+        )
+        .expect("valid");
+        r.register(Box::new(generation.clone())).expect("unique");
+        let last_swap = Gauge::new(
+            "sluice_policy_last_swap_timestamp_seconds",
+            "Unix time of the last successful policy swap.",
+        )
+        .expect("valid");
+        r.register(Box::new(last_swap.clone())).expect("unique");
+        Metrics {
+            requests: counter(
+                &r,
+                "sluice_requests_total",
+                "Requests by route, status class and method.",
+                &["route", "status_class", "method"],
+            ),
+            request_duration: histogram(
+                &r,
+                "sluice_request_duration_seconds",
+                "Request duration, first byte in to last byte out.",
+                &["route"],
+                REQUEST_BUCKETS,
+            ),
+            upstream_duration: histogram(
+                &r,
+                "sluice_upstream_duration_seconds",
+                "Time from choosing the upstream peer to its response header.",
+                &["pool"],
+                REQUEST_BUCKETS,
+            ),
+            upstream_errors: counter(
+                &r,
+                "sluice_upstream_errors_total",
+                "Upstream connect and proxy errors.",
+                &["pool", "peer"],
+            ),
+            filter_invocations: counter(
+                &r,
+                "sluice_filter_invocations_total",
+                "Filter callbacks.",
+                &["filter", "phase"],
+            ),
+            filter_duration: histogram(
+                &r,
+                "sluice_filter_duration_seconds",
+                "Filter callback duration.",
+                &["filter", "phase"],
+                FILTER_BUCKETS,
+            ),
+            filter_actions: counter(
+                &r,
+                "sluice_filter_actions_total",
+                "What filter callbacks answered.",
+                &["filter", "phase", "action"],
+            ),
+            filter_local_responses: counter(
+                &r,
+                "sluice_filter_local_responses_total",
+                "Local responses sent by filters (blocked requests).",
+                &["filter", "status"],
+            ),
+            filter_failures: counter(
+                &r,
+                "sluice_filter_failures_total",
+                "Filter failures: trap, deadline, memory, crash_loop.",
+                &["filter", "kind"],
+            ),
+            filter_vms: gauge_vec(&r, "sluice_filter_vms", "Filter VMs alive.", &["filter"]),
+            filter_vm_memory: gauge_vec(
+                &r,
+                "sluice_filter_vm_memory_bytes",
+                "Linear memory of a filter's VMs.",
+                &["filter"],
+            ),
+            generation,
+            swaps: counter(
+                &r,
+                "sluice_policy_swaps_total",
+                "Policy swaps by result (success, failure).",
+                &["result"],
+            ),
+            last_swap,
+            registry: r,
+        }
+    })
+}
+
+/// Phases a filter runs in, as metric label values.
+pub const PHASES: [&str; 6] = [
+    "request_headers",
+    "request_body",
+    "response_headers",
+    "response_body",
+    "http_call_response",
+    "log",
+];
+
+/// Actions a callback answers, as metric label values.
+pub const ACTIONS: [&str; 4] = ["continue", "pause", "local_response", "reset"];
+
+/// Metric handles of one phase of one filter.
+pub struct PhaseMetrics {
+    /// Invocations.
+    pub invocations: IntCounter,
+    /// Duration.
+    pub duration: Histogram,
+    /// Per action, in [`ACTIONS`] order.
+    pub actions: [IntCounter; 4],
+}
+
+/// Metric handles of one filter, resolved once per snapshot.
+pub struct FilterMetrics {
+    /// Per phase, in [`PHASES`] order.
+    pub phases: Vec<PhaseMetrics>,
+}
+
+impl FilterMetrics {
+    /// Handles for filter `name`.
+    pub fn new(name: &str) -> FilterMetrics {
+        let m = metrics();
+        FilterMetrics {
+            phases: PHASES
+                .iter()
+                .map(|p| PhaseMetrics {
+                    invocations: m.filter_invocations.with_label_values(&[name, p]),
+                    duration: m.filter_duration.with_label_values(&[name, p]),
+                    actions: ACTIONS.map(|a| m.filter_actions.with_label_values(&[name, p, a])),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// `1xx`..`5xx`.
+pub fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+/// A method label: the standard ones, else `other` (label values stay bounded).
+pub fn method_label(m: &http::Method) -> &'static str {
+    match *m {
+        http::Method::GET => "GET",
+        http::Method::HEAD => "HEAD",
+        http::Method::POST => "POST",
+        http::Method::PUT => "PUT",
+        http::Method::DELETE => "DELETE",
+        http::Method::PATCH => "PATCH",
+        http::Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
+fn sanitize(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// The text exposition of every metric, with gauges taken from `snapshot` now.
+pub fn render(snapshot: &Snapshot) -> String {
+    let m = metrics();
+    m.generation.set(snapshot.generation as i64);
+    m.filter_vms.reset();
+    m.filter_vm_memory.reset();
+    for f in &snapshot.filters {
+        let name = f.plugin.info.name.as_str();
+        m.filter_vms
+            .with_label_values(&[name])
+            .set(f.plugin.vm_count());
+        m.filter_vm_memory
+            .with_label_values(&[name])
+            .set(f.plugin.vm_memory_bytes());
+    }
+    let mut out = Vec::new();
+    let _ = TextEncoder::new().encode(&m.registry.gather(), &mut out);
+    let mut text = String::from_utf8(out).unwrap_or_default();
+    // Filter-defined metrics, one family per name, the plugin as a label.
+    let mut values = metric_snapshot();
+    values.sort_by(|a, b| (sanitize(&a.name), &a.plugin).cmp(&(sanitize(&b.name), &b.plugin)));
+    let mut family: Option<(String, MetricKind)> = None;
+    for v in values {
+        let base = format!("sluice_wasm_{}", sanitize(&v.name));
+        let (name, typ) = match v.kind {
+            MetricKind::Counter if base.ends_with("_total") => (base.clone(), "counter"),
+            MetricKind::Counter => (format!("{base}_total"), "counter"),
+            MetricKind::Gauge => (base.clone(), "gauge"),
+            MetricKind::Histogram => (base.clone(), "summary"),
+        };
+        match &family {
+            Some((n, k)) if *n == name && *k != v.kind => continue, // conflicting kinds: first wins
+            Some((n, _)) if *n == name => {}
+            _ => {
+                let _ = writeln!(
+                    text,
+                    "# HELP {name} Defined by a filter with proxy_define_metric."
+                );
+                let _ = writeln!(text, "# TYPE {name} {typ}");
+                family = Some((name.clone(), v.kind));
+            }
+        }
+        let plugin = escape(&v.plugin);
+        match v.kind {
+            MetricKind::Histogram => {
+                let _ = writeln!(text, "{name}_sum{{plugin=\"{plugin}\"}} {}", v.sum);
+                let _ = writeln!(text, "{name}_count{{plugin=\"{plugin}\"}} {}", v.count);
+            }
+            _ => {
+                let _ = writeln!(text, "{name}{{plugin=\"{plugin}\"}} {}", v.value);
+            }
+        }
+    }
+    text
+}
