@@ -498,6 +498,8 @@ def schema_errors(doc, schema):
             pats = [re.compile(p) for p in e.schema.get("patternProperties", {})]
             extra = sorted(k for k in e.instance if k not in known and not any(p.search(k) for p in pats))
             msg = "unknown key " + ", ".join(repr(k) for k in extra) + " (a typo? not in this script's compose subset)"
+            if extra == ["version"] and not e.absolute_path:
+                msg = "the top-level `version` is obsolete in Compose v2: remove it"
         if e.validator == "oneOf" and e.context:  # the most specific reason
             best = jsonschema.exceptions.best_match(e.context)
             msg = f"{msg.split(' is not valid under')[0]}: {best.message}"
