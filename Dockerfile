@@ -55,7 +55,8 @@ FROM debian:bookworm-slim
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates curl \
  && rm -rf /var/lib/apt/lists/* \
- && useradd --system --uid 10001 --user-group --home-dir /var/lib/sluice --create-home \
+ && groupadd --system --gid 10001 sluice \
+ && useradd --system --uid 10001 --gid 10001 --home-dir /var/lib/sluice --create-home \
         --shell /usr/sbin/nologin sluice
 
 COPY --from=build /out/bin/ /usr/local/bin/
@@ -65,7 +66,8 @@ COPY origin/www/ /srv/www/
 COPY deploy/policy.compose.toml /etc/sluice/policy.toml
 
 ENV SLUICE_CACHE_DIR=/var/lib/sluice/cache
-USER sluice
+# The `sluice` user, by number (runAsNonRoot-friendly).
+USER 10001:10001
 WORKDIR /var/lib/sluice
 
 # Smoke test of the image itself: the binary runs, every filter module loads, starts

@@ -100,6 +100,20 @@ impl Snapshot {
                 })
             })
             .collect();
+        // Every series a dashboard may plot exists from the start, at zero.
+        let m = crate::metrics::metrics();
+        for p in &pools {
+            for peer in &p.peers {
+                m.upstream_errors
+                    .with_label_values(&[p.name.as_str(), &peer.to_string()]);
+            }
+        }
+        for f in &policy.filters {
+            for kind in ["trap", "deadline", "memory", "crash_loop"] {
+                m.filter_failures
+                    .with_label_values(&[f.name.as_str(), kind]);
+            }
+        }
         let callouts: Arc<dyn Callouts> = Arc::new(PoolCallouts {
             pools: pools.iter().map(|p| (p.name.clone(), p.clone())).collect(),
         });

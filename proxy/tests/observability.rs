@@ -186,6 +186,12 @@ fn scrape_passes_promtool_and_counts_every_outcome() {
         .arg(repo().join("scripts/check-deploy.py"))
         .arg("--exported")
         .arg(&names)
+        .args([
+            "--optional",
+            "sluice_wasm_waf_rule_matches_total",
+            "--sluice",
+        ])
+        .arg(env!("CARGO_BIN_EXE_sluice"))
         .output()
         .unwrap();
     assert!(
@@ -251,7 +257,7 @@ fn a_real_prometheus_scrapes_sluice() {
     }
     // The target is up and the filter-failure series made it through.
     let v: Value = c
-        .get(format!("http://127.0.0.1:{port}/api/v1/query?query=sluice_filter_failures_total%7Bfilter%3D%22boom%22%7D"))
+        .get(format!("http://127.0.0.1:{port}/api/v1/query?query=sluice_filter_failures_total%7Bfilter%3D%22boom%22%2Ckind%3D%22trap%22%7D"))
         .send()
         .unwrap()
         .json()
