@@ -56,6 +56,9 @@ fn init_logging(access_log: Option<&str>) -> Option<tracing_appender::non_blocki
     use tracing_subscriber::prelude::*;
     use tracing_subscriber::{filter, fmt, EnvFilter};
     let env = EnvFilter::try_from_env("SLUICE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    if let Some(level) = env.max_level_hint() {
+        sluice::host::abi::set_guest_log_level(level);
+    }
     let logs = fmt::layer()
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)

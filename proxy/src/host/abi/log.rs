@@ -11,6 +11,23 @@ use super::{status, Registry, Status, Support};
 use crate::host::memory;
 use crate::host::state::HostState;
 
+/// The level `proxy_get_log_level` answers (Proxy-Wasm numbering, 2 = info); the
+/// binary sets it from its log filter.
+pub static GUEST_LOG_LEVEL: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(2);
+
+/// Sets [`GUEST_LOG_LEVEL`] from a `tracing` level filter.
+pub fn set_guest_log_level(level: LevelFilter) {
+    let n = match level {
+        LevelFilter::TRACE => 0,
+        LevelFilter::DEBUG => 1,
+        LevelFilter::INFO => 2,
+        LevelFilter::WARN => 3,
+        LevelFilter::ERROR => 4,
+        _ => 5,
+    };
+    GUEST_LOG_LEVEL.store(n, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// Emits one guest log line into `tracing`, tagged with the plugin name.
 pub(crate) fn emit(plugin: &str, level: i32, msg: &str) {
     match level {
@@ -47,16 +64,9 @@ pub(super) fn register(reg: &mut Registry) -> Result<()> {
         "env",
         "proxy_get_log_level",
         Support::Full,
-        "the most verbose level `tracing` has enabled for `sluice::filter`",
+        "the most verbose level the log filter (`SLUICE_LOG`) enables",
         |mut c: Caller<'_, HostState>, ret: i32| -> wasmtime::Result<i32> {
-            let level = match LevelFilter::current() {
-                LevelFilter::TRACE => 0,
-                LevelFilter::DEBUG => 1,
-                LevelFilter::INFO => 2,
-                LevelFilter::WARN => 3,
-                LevelFilter::ERROR => 4,
-                _ => 5,
-            };
+            let level = GUEST_LOG_LEVEL.load(std::sync::atomic::Ordering::Relaxed);
             status(memory::write_u32(&mut c, ret, level))
         },
     )?;

@@ -23,6 +23,7 @@ mod shared;
 mod stream;
 mod wasi;
 
+pub use log::set_guest_log_level;
 pub use metrics::{metric_snapshot, MetricKind, MetricValue};
 
 /// `proxy_status_t`.
