@@ -323,3 +323,57 @@ fn probe_covers_the_remaining_hostcalls() {
     // And Sluice keeps serving.
     assert_eq!(c.get(s.url("/echo/p")).send().unwrap().status(), 200);
 }
+
+/// Sizes the SDK has no wrapper for: `proxy_get_header_map_size` must equal the size of
+/// what `proxy_get_header_map_pairs` returns, and `proxy_get_buffer_status` the length
+/// of the request body. The guest answers 299 when both agree, 599 otherwise.
+const SIZES_WAT: &str = r#"(module
+  (import "env" "proxy_get_header_map_size" (func $map_size (param i32 i32) (result i32)))
+  (import "env" "proxy_get_header_map_pairs" (func $map_pairs (param i32 i32 i32) (result i32)))
+  (import "env" "proxy_get_buffer_status" (func $buf_status (param i32 i32 i32) (result i32)))
+  (import "env" "proxy_get_buffer_bytes" (func $buf_bytes (param i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_send_local_response" (func $respond (param i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 2)
+  (global $bump (mut i32) (i32.const 4096))
+  (func (export "proxy_on_memory_allocate") (param i32) (result i32) (local $p i32)
+    (local.set $p (global.get $bump))
+    (global.set $bump (i32.add (global.get $bump) (local.get 0)))
+    (local.get $p))
+  (func (export "proxy_abi_version_0_2_1"))
+  (func (export "proxy_on_context_create") (param i32 i32))
+  (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+    (drop (call $map_size (i32.const 0) (i32.const 100)))
+    (drop (call $map_pairs (i32.const 0) (i32.const 104) (i32.const 108)))
+    (if (i32.ne (i32.load (i32.const 100)) (i32.load (i32.const 108)))
+      (then (drop (call $respond (i32.const 599) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const -1)))))
+    (i32.const 0))
+  (func (export "proxy_on_request_body") (param i32 i32 i32) (result i32)
+    (if (i32.eqz (local.get 2)) (then (return (i32.const 1))))
+    (drop (call $buf_status (i32.const 0) (i32.const 200) (i32.const 204)))
+    (drop (call $buf_bytes (i32.const 0) (i32.const 0) (i32.const -1) (i32.const 208) (i32.const 212)))
+    (if (i32.and (i32.eq (i32.load (i32.const 200)) (i32.load (i32.const 212)))
+                 (i32.eq (i32.load (i32.const 200)) (local.get 1)))
+      (then (drop (call $respond (i32.const 299) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const -1))))
+      (else (drop (call $respond (i32.const 599) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const -1)))))
+    (i32.const 0)))
+"#;
+
+#[test]
+fn header_map_size_and_buffer_status_agree_with_the_data() {
+    let o = origin("o");
+    let dir = tempfile::tempdir().unwrap();
+    let wat = dir.path().join("sizes.wat");
+    std::fs::write(&wat, SIZES_WAT).unwrap();
+    let s = sluice(&format!(
+        "[pools.o]\npeers = [\"{}\"]\n[filters.sizes]\nmodule = {:?}\n[[routes]]\nfilters = [\"sizes\"]\npool = \"o\"\n",
+        o.addr,
+        wat.display().to_string()
+    ));
+    let r = client()
+        .post(s.url("/echo/sizes"))
+        .header("x-some", "value")
+        .body("twelve bytes")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 299);
+}
