@@ -231,6 +231,61 @@ impl FilterMetrics {
     }
 }
 
+/// Method label values, in the order [`method_index`] uses.
+const METHODS: [&str; 8] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "other",
+];
+/// Status classes, in the order [`class_index`] uses.
+const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// Metric handles of one route (and its pool), resolved once per snapshot so that a
+/// request touches only atomics.
+pub struct RouteMetrics {
+    requests: Vec<IntCounter>,
+    /// Request duration.
+    pub duration: Histogram,
+    /// Upstream duration of the route's pool.
+    pub upstream: Histogram,
+}
+
+impl RouteMetrics {
+    /// Handles for route `route` served by pool `pool`.
+    pub fn new(route: &str, pool: &str) -> RouteMetrics {
+        let m = metrics();
+        let mut requests = Vec::with_capacity(METHODS.len() * CLASSES.len());
+        for method in METHODS {
+            for class in CLASSES {
+                requests.push(m.requests.with_label_values(&[route, class, method]));
+            }
+        }
+        RouteMetrics {
+            requests,
+            duration: m.request_duration.with_label_values(&[route]),
+            upstream: m.upstream_duration.with_label_values(&[pool]),
+        }
+    }
+
+    /// Counts one request.
+    pub fn count(&self, method: &http::Method, status: u16) {
+        self.requests[method_index(method) * CLASSES.len() + class_index(status)].inc();
+    }
+}
+
+fn method_index(m: &http::Method) -> usize {
+    let label = method_label(m);
+    METHODS
+        .iter()
+        .position(|x| *x == label)
+        .unwrap_or(METHODS.len() - 1)
+}
+
+fn class_index(status: u16) -> usize {
+    CLASSES
+        .iter()
+        .position(|c| *c == status_class(status))
+        .unwrap_or(4)
+}
+
 /// `1xx`..`5xx`.
 pub fn status_class(status: u16) -> &'static str {
     match status {

@@ -391,6 +391,7 @@ impl ProxyHttp for Sluice {
                 route: route.def.name.clone(),
                 pool: snap.pools[route.pool].name.clone(),
                 generation: snap.generation,
+                start: std::time::SystemTime::now(),
                 ..RequestInfo::default()
             },
             max_buffer_bytes: snap.policy.max_body_bytes,
@@ -484,10 +485,9 @@ impl ProxyHttp for Sluice {
         ctx: &mut Ctx,
     ) -> Result<()> {
         if let (Some(t), Some(route)) = (ctx.upstream_started, ctx.route) {
-            let pool = &ctx.snapshot.pools[ctx.snapshot.routes[route].pool].name;
-            metrics()
-                .upstream_duration
-                .with_label_values(&[pool.as_str()])
+            ctx.snapshot.routes[route]
+                .metrics
+                .upstream
                 .observe(t.elapsed().as_secs_f64());
         }
         if session.req_header().headers.contains_key("x-sluice-debug") {
@@ -575,15 +575,24 @@ impl ProxyHttp for Sluice {
             .route
             .map(|r| ctx.snapshot.routes[r].def.name.as_str())
             .unwrap_or("none");
-        let method = session.req_header().method.clone();
+        let method = &session.req_header().method;
         let took = ctx.started.elapsed();
-        let m = metrics();
-        m.requests
-            .with_label_values(&[route, status_class(status), method_label(&method)])
-            .inc();
-        m.request_duration
-            .with_label_values(&[route])
-            .observe(took.as_secs_f64());
+        match ctx.route {
+            Some(r) => {
+                let rm = &ctx.snapshot.routes[r].metrics;
+                rm.count(method, status);
+                rm.duration.observe(took.as_secs_f64());
+            }
+            None => {
+                let m = metrics();
+                m.requests
+                    .with_label_values(&[route, status_class(status), method_label(method)])
+                    .inc();
+                m.request_duration
+                    .with_label_values(&[route])
+                    .observe(took.as_secs_f64());
+            }
+        }
         if ctx.snapshot.policy.access_log.is_some() {
             tracing::info!(
                 target: "sluice::access",

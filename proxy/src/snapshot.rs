@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use crate::callouts::PoolCallouts;
 use crate::host::callout::Callouts;
 use crate::host::{CompiledModule, Engine, Limits, Plugin, PluginInfo};
-use crate::metrics::FilterMetrics;
+use crate::metrics::{FilterMetrics, RouteMetrics};
 use crate::policy::{Diagnostic, OnFailure, Policy, PolicyErrors};
 
 /// A filter as a route runs it.
@@ -54,6 +54,8 @@ pub struct Route {
     pub filters: Vec<Arc<Filter>>,
     /// Index into [`Snapshot::pools`].
     pub pool: usize,
+    /// Metric handles.
+    pub metrics: RouteMetrics,
 }
 
 /// Snapshots alive in the process (served, kept for rollback, or still finishing
@@ -182,6 +184,7 @@ impl Snapshot {
                 def: r.clone(),
                 filters: r.filters.iter().map(|i| filters[*i].clone()).collect(),
                 pool: r.pool,
+                metrics: RouteMetrics::new(&r.name, &pools[r.pool].name),
             })
             .collect();
         LIVE_SNAPSHOTS.fetch_add(1, Ordering::Relaxed);

@@ -137,7 +137,7 @@ impl Default for RequestInfo {
             source: None,
             destination: None,
             protocol: "HTTP/1.1",
-            start: SystemTime::now(),
+            start: SystemTime::UNIX_EPOCH,
             route: String::new(),
             pool: String::new(),
             generation: 0,
