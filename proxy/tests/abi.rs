@@ -8,15 +8,6 @@ use std::time::Duration;
 use common::*;
 use serde_json::Value;
 
-fn echo_header(echo: &Value, name: &str) -> Option<String> {
-    echo["headers"]
-        .as_array()?
-        .iter()
-        .find(|p| p[0].as_str() == Some(name))
-        .and_then(|p| p[1].as_str())
-        .map(str::to_string)
-}
-
 #[test]
 fn http_call_to_a_pool_resumes_or_answers_the_stream() {
     let main = origin("main");

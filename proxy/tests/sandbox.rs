@@ -11,15 +11,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::Value;
 
-fn echo_header(echo: &Value, name: &str) -> Option<String> {
-    echo["headers"]
-        .as_array()?
-        .iter()
-        .find(|p| p[0].as_str() == Some(name))
-        .and_then(|p| p[1].as_str())
-        .map(str::to_string)
-}
-
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();

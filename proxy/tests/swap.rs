@@ -33,15 +33,6 @@ fn post(url: &str) -> (u16, Value) {
     (r.status().as_u16(), r.json().unwrap_or(Value::Null))
 }
 
-fn echo_header(echo: &Value, name: &str) -> Option<String> {
-    echo["headers"]
-        .as_array()?
-        .iter()
-        .find(|p| p[0].as_str() == Some(name))
-        .and_then(|p| p[1].as_str())
-        .map(str::to_string)
-}
-
 #[test]
 fn hundred_swaps_under_load_fail_no_request_and_mix_no_snapshots() {
     let o = origin("o");

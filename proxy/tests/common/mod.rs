@@ -201,3 +201,13 @@ pub fn client() -> reqwest::blocking::Client {
 pub fn module(name: &str) -> String {
     format!("{:?}", filter(name).display().to_string())
 }
+
+/// A request header as the demo origin's `/echo` saw it.
+pub fn echo_header(echo: &serde_json::Value, name: &str) -> Option<String> {
+    echo["headers"]
+        .as_array()?
+        .iter()
+        .find(|p| p[0].as_str() == Some(name))
+        .and_then(|p| p[1].as_str())
+        .map(str::to_string)
+}
