@@ -307,7 +307,7 @@ pub const CALLBACKS: &[(&str, &str)] = &[
     ),
     (
         "proxy_on_request_trailers / proxy_on_response_trailers",
-        "not called yet (trailers pass through)",
+        "not called: Pingora 0.9 carries no HTTP/1 trailers (comes with HTTP/2)",
     ),
     (
         "proxy_on_tick",
