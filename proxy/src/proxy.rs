@@ -45,8 +45,8 @@ enum RequestBody {
     /// No body, or a route without filters.
     #[default]
     Untouched,
-    /// Read and filtered before the upstream was contacted; sent once.
-    Ready(Option<Bytes>, usize),
+    /// Read and filtered before the upstream was contacted; replaces the replayed body.
+    Ready(Bytes, usize),
     /// Streamed through the chain chunk by chunk.
     Streaming,
 }
@@ -310,7 +310,7 @@ impl Sluice {
                 match chain.body(&mut ctx.stream, BodyKind::Request, body, true) {
                     Ok(out) => {
                         let len = out.len();
-                        ctx.request_body = RequestBody::Ready(Some(Bytes::from(out)), len);
+                        ctx.request_body = RequestBody::Ready(Bytes::from(out), len);
                         // Headers a body callback changed still go upstream: they are sent later.
                         if ctx.stream.request_headers_changed {
                             apply_request(&ctx.stream.request_headers, session.req_header_mut())?;
@@ -447,7 +447,9 @@ impl ProxyHttp for Sluice {
         match &mut ctx.request_body {
             RequestBody::Untouched => Ok(()),
             RequestBody::Ready(ready, _) => {
-                *body = ready.take();
+                // Pingora replays its retry buffer on every upstream attempt: each
+                // attempt gets the whole filtered body.
+                *body = Some(ready.clone());
                 Ok(())
             }
             RequestBody::Streaming => {
