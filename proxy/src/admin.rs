@@ -79,6 +79,8 @@ impl Admin {
                 "module_sha256": f.plugin.module.hash,
                 "memory_limit_bytes": f.plugin.limits.memory_bytes,
                 "callback_deadline_ms": f.plugin.limits.callback_deadline.as_millis() as u64,
+                "startup_deadline_ms": f.plugin.limits.startup_deadline.as_millis() as u64,
+                "table_elements": f.plugin.limits.table_elements,
                 "failures": {
                     "traps": f.plugin.failures.traps.load(Relaxed),
                     "deadlines": f.plugin.failures.deadlines.load(Relaxed),

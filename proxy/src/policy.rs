@@ -64,6 +64,8 @@ pub struct FilterLimits {
     pub callback_ms: u64,
     /// CPU deadline of start-up (instantiate, `proxy_on_vm_start`, `proxy_on_configure`), milliseconds.
     pub startup_ms: u64,
+    /// Most elements of one wasm table (function pointers), per VM.
+    pub table_elements: usize,
 }
 
 /// A filter: a module and the configuration it is started with.
@@ -175,6 +177,7 @@ struct RawLimits {
     memory_mb: Option<usize>,
     callback_ms: Option<u64>,
     startup_ms: Option<u64>,
+    table_elements: Option<usize>,
     max_body_bytes: Option<usize>,
 }
 
@@ -194,6 +197,7 @@ struct RawFilter {
     memory_mb: Option<usize>,
     callback_ms: Option<u64>,
     startup_ms: Option<u64>,
+    table_elements: Option<usize>,
     on_failure: Option<Spanned<String>>,
     failure_status: Option<Spanned<u16>>,
 }
@@ -340,6 +344,7 @@ impl Policy {
             memory_bytes: raw.limits.memory_mb.unwrap_or(64) << 20,
             callback_ms: raw.limits.callback_ms.unwrap_or(100),
             startup_ms: raw.limits.startup_ms.unwrap_or(5000),
+            table_elements: raw.limits.table_elements.unwrap_or(100_000),
         };
 
         let mut pools = Vec::new();
@@ -410,6 +415,7 @@ impl Policy {
                         .unwrap_or(default_limits.memory_bytes),
                     callback_ms: f.callback_ms.unwrap_or(default_limits.callback_ms),
                     startup_ms: f.startup_ms.unwrap_or(default_limits.startup_ms),
+                    table_elements: f.table_elements.unwrap_or(default_limits.table_elements),
                 },
                 on_failure,
             });

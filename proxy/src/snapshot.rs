@@ -164,6 +164,7 @@ impl Snapshot {
                 memory_bytes: f.limits.memory_bytes,
                 callback_deadline: Duration::from_millis(f.limits.callback_ms),
                 startup_deadline: Duration::from_millis(f.limits.startup_ms),
+                table_elements: f.limits.table_elements,
             };
             match Plugin::new(&engine, module, info, limits, Some(callouts.clone())) {
                 Ok(plugin) => filters.push(Arc::new(Filter {

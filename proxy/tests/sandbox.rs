@@ -265,3 +265,41 @@ fn start_up_failures_reject_the_policy() {
         "{err}"
     );
 }
+
+#[test]
+fn table_cap_is_enforced_per_filter() {
+    let dir = tempfile::tempdir().unwrap();
+    let wat = dir.path().join("table.wat");
+    std::fs::write(
+        &wat,
+        r#"(module
+  (table 1000 funcref)
+  (memory (export "memory") 1)
+  (func (export "proxy_on_memory_allocate") (param i32) (result i32) (i32.const 1024))
+  (func (export "proxy_abi_version_0_2_1"))
+  (func (export "proxy_on_context_create") (param i32 i32)))"#,
+    )
+    .unwrap();
+    let policy = |cap: usize| {
+        format!(
+            "[pools.p]\npeers = [\"127.0.0.1:1\"]\n[filters.t]\nmodule = {:?}\ntable_elements = {cap}\n[[routes]]\nfilters = [\"t\"]\npool = \"p\"\n",
+            wat.display().to_string()
+        )
+    };
+    let (out, path, _d) = check(&policy(10));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains(&format!(
+            "{}:4: filter \"t\": instantiation failed",
+            path.display()
+        )),
+        "{err}"
+    );
+    let (out, _p, _d) = check(&policy(1000));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -21,6 +21,8 @@ pub struct Limits {
     pub callback_deadline: std::time::Duration,
     /// CPU deadline of start-up: `_initialize`, `proxy_on_vm_start`, `proxy_on_configure`.
     pub startup_deadline: std::time::Duration,
+    /// Most elements of one table. A VM has one instance, one memory and 8 tables at most.
+    pub table_elements: usize,
 }
 
 impl Default for Limits {
@@ -29,6 +31,7 @@ impl Default for Limits {
             memory_bytes: 64 << 20,
             callback_deadline: std::time::Duration::from_millis(100),
             startup_deadline: std::time::Duration::from_secs(5),
+            table_elements: 100_000,
         }
     }
 }
@@ -92,7 +95,7 @@ impl Vm {
             .instances(1)
             .tables(8)
             .memories(1)
-            .table_elements(1 << 20)
+            .table_elements(limits.table_elements)
             .build();
         let mut state = HostState::new(plugin.clone(), store_limits);
         state.callouts = callouts;
