@@ -116,10 +116,11 @@ pool = "main"
 #[test]
 fn ticks_update_shared_data() {
     let o = origin("o");
-    let s = sluice(&format!(
-        "[pools.o]\npeers = [\"{}\"]\n[filters.t]\nmodule = {}\nconfig = {{ period_ms = 20, key = \"ticks-test\" }}\n[[routes]]\nfilters = [\"t\"]\npool = \"o\"\n",
-        o.addr,
-        module("ticker.wasm")
+    let s = sluice(&one_filter(
+        &o,
+        "t",
+        &module("ticker.wasm"),
+        r#"{ period_ms = 20, key = "ticks-test" }"#,
     ));
     let c = client();
     let ticks = || -> u64 {
@@ -187,10 +188,11 @@ pool = "o"
 #[test]
 fn metrics_defined_by_a_filter_count() {
     let o = origin("o");
-    let s = sluice(&format!(
-        "[pools.o]\npeers = [\"{}\"]\n[filters.m]\nmodule = {}\nconfig = {{ prefix = \"t\" }}\n[[routes]]\nfilters = [\"m\"]\npool = \"o\"\n",
-        o.addr,
-        module("metrics.wasm")
+    let s = sluice(&one_filter(
+        &o,
+        "m",
+        &module("metrics.wasm"),
+        r#"{ prefix = "t" }"#,
     ));
     let c = client();
     let count = || -> u64 {
@@ -254,10 +256,11 @@ pool = "o"
 #[test]
 fn probe_covers_the_remaining_hostcalls() {
     let o = origin("o");
-    let s = sluice(&format!(
-        "[pools.o]\npeers = [\"{}\"]\n[filters.probe]\nmodule = {}\nconfig = {{ anything = \"x\" }}\n[[routes]]\nfilters = [\"probe\"]\npool = \"o\"\n",
-        o.addr,
-        module("probe.wasm")
+    let s = sluice(&one_filter(
+        &o,
+        "probe",
+        &module("probe.wasm"),
+        r#"{ anything = "x" }"#,
     ));
     let c = client();
     let r = c
@@ -355,10 +358,11 @@ fn header_map_size_and_buffer_status_agree_with_the_data() {
     let dir = tempfile::tempdir().unwrap();
     let wat = dir.path().join("sizes.wat");
     std::fs::write(&wat, SIZES_WAT).unwrap();
-    let s = sluice(&format!(
-        "[pools.o]\npeers = [\"{}\"]\n[filters.sizes]\nmodule = {:?}\n[[routes]]\nfilters = [\"sizes\"]\npool = \"o\"\n",
-        o.addr,
-        wat.display().to_string()
+    let s = sluice(&one_filter(
+        &o,
+        "sizes",
+        &format!("{:?}", wat.display().to_string()),
+        "",
     ));
     let r = client()
         .post(s.url("/echo/sizes"))

@@ -236,11 +236,7 @@ fn no_route_is_404() {
 #[test]
 fn properties_and_time_reach_filters() {
     let o = origin("o1");
-    let s = sluice(&format!(
-        "{}\n[filters.props]\nmodule = {}\n\n[[routes]]\nname = \"r1\"\nfilters = [\"props\"]\npool = \"origin\"\n",
-        pool(&o),
-        module("props.wasm")
-    ));
+    let s = sluice(&one_filter(&o, "props", &module("props.wasm"), ""));
     let r = client().put(s.url("/echo/p?x=1")).body("b").send().unwrap();
     let echo: Value = r.json().unwrap();
     assert_eq!(
@@ -260,10 +256,11 @@ fn properties_and_time_reach_filters() {
 #[test]
 fn wasip1_module_loads_and_runs() {
     let o = origin("o1");
-    let s = sluice(&format!(
-        "{}\n[filters.w]\nmodule = {}\nconfig = {{ request = {{ set = {{ \"x-wasi\" = \"yes\" }} }} }}\n\n[[routes]]\nfilters = [\"w\"]\npool = \"origin\"\n",
-        pool(&o),
-        module("wasip1/headers.wasm")
+    let s = sluice(&one_filter(
+        &o,
+        "w",
+        &module("wasip1/headers.wasm"),
+        r#"{ request = { set = { "x-wasi" = "yes" } } }"#,
     ));
     let echo: Value = client().get(s.url("/echo")).send().unwrap().json().unwrap();
     assert_eq!(echo_header(&echo, "x-wasi").as_deref(), Some("yes"));

@@ -211,3 +211,17 @@ pub fn echo_header(echo: &serde_json::Value, name: &str) -> Option<String> {
         .and_then(|p| p[1].as_str())
         .map(str::to_string)
 }
+
+/// A policy body: pool `o` on `origin`, one filter `name` (module path as TOML, and a
+/// TOML config table or `""` for none), one route through it.
+pub fn one_filter(origin: &Proc, name: &str, module_toml: &str, config: &str) -> String {
+    let config = if config.is_empty() {
+        String::new()
+    } else {
+        format!("config = {config}\n")
+    };
+    format!(
+        "[pools.o]\npeers = [\"{}\"]\n[filters.{name}]\nmodule = {module_toml}\n{config}[[routes]]\nfilters = [\"{name}\"]\npool = \"o\"\n",
+        origin.addr
+    )
+}
