@@ -45,8 +45,7 @@ enum Cmd {
 }
 
 fn build(path: &std::path::Path) -> Result<Snapshot, sluice::policy::PolicyErrors> {
-    let policy = Policy::load(path)?;
-    Snapshot::build(policy, 1)
+    Snapshot::build(Policy::load(path)?, 1)
 }
 
 /// Logs to stderr (level from `SLUICE_LOG`, default `info`); access-log lines, when
@@ -104,12 +103,16 @@ fn init_logging(access_log: Option<&str>) -> Option<tracing_appender::non_blocki
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // `run` reads its policy first: it says where access-log lines go.
-    let policy_for_logs = match &cli.cmd {
-        Cmd::Run { policy } => Policy::load(policy).ok().and_then(|p| p.access_log),
+    // `run` reads its policy before logging starts: it says where access-log lines go.
+    let loaded = match &cli.cmd {
+        Cmd::Run { policy } => Some(Policy::load(policy)),
         _ => None,
     };
-    let _guard = init_logging(policy_for_logs.as_deref());
+    let access_log = loaded
+        .as_ref()
+        .and_then(|p| p.as_ref().ok())
+        .and_then(|p| p.access_log.clone());
+    let _guard = init_logging(access_log.as_deref());
     let _ = sluice::host::FAILURE_HOOK.set(|plugin, kind| {
         sluice::metrics::metrics()
             .filter_failures
@@ -143,7 +146,10 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Cmd::Run { policy } => match build(&policy) {
+        Cmd::Run { policy } => match loaded
+            .expect("loaded for run")
+            .and_then(|p| Snapshot::build(p, 1))
+        {
             Ok(snap) => run(&policy, snap),
             Err(errors) => {
                 eprintln!("{errors}");
