@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-need=(cmake gcc g++ make pkg-config curl prometheus)
+need=(cmake gcc g++ make pkg-config curl openssl prometheus)
 # Wasm: where rustup has no wasm32 std (offline machines), the filters build with
 # Debian's rustc and -Zbuild-std (see filters/build.sh).
 if ! (command -v rustup >/dev/null && rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown); then
@@ -30,6 +30,16 @@ if [[ -z "${SLUICE_SKIP_APT:-}" ]]; then
         $SUDO apt-get update -q
         DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
     fi
+fi
+
+# The default policy's TLS listener serves a self-signed certificate made here once
+# (never committed): policies/demo-tls/{cert,key}.pem for localhost and 127.0.0.1.
+if [[ ! -s policies/demo-tls/cert.pem || ! -s policies/demo-tls/key.pem ]]; then
+    echo "setup: making the demo TLS certificate (policies/demo-tls/)"
+    mkdir -p policies/demo-tls
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 825 \
+        -subj "/CN=localhost" -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+        -keyout policies/demo-tls/key.pem -out policies/demo-tls/cert.pem 2>/dev/null
 fi
 
 echo "setup: building filters"

@@ -72,7 +72,7 @@ impl Admin {
                 "host": r.def.host,
                 "path_prefix": r.def.path_prefix,
                 "filters": r.filters.iter().map(|f| f.plugin.info.name.clone()).collect::<Vec<_>>(),
-                "pool": snap.pools[r.pool].name,
+                "pool": snap.pools[r.pool].def.name,
             })).collect::<Vec<_>>(),
             "filters": snap.filters.iter().map(|f| serde_json::json!({
                 "name": f.plugin.info.name,

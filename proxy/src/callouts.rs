@@ -35,11 +35,14 @@ impl crate::host::callout::Callouts for PoolCallouts {
     }
 
     fn call(&self, req: HttpCallRequest) -> Pin<Box<dyn Future<Output = CallResult> + Send>> {
-        let addr = self.pools.get(&req.upstream).and_then(|p| p.pick());
+        let peer = self
+            .pools
+            .get(&req.upstream)
+            .and_then(|p| p.select(b"", &[]).map(|a| p.peer(a)));
         Box::pin(async move {
-            let addr = addr.ok_or_else(|| format!("pool {} has no peer", req.upstream))?;
+            let peer = peer.ok_or_else(|| format!("pool {} has no peer", req.upstream))?;
             let timeout = req.timeout;
-            match tokio::time::timeout(timeout, send(addr, req)).await {
+            match tokio::time::timeout(timeout, send(peer, req)).await {
                 Ok(r) => r,
                 Err(_) => Err(format!("timed out after {} ms", timeout.as_millis())),
             }
@@ -47,7 +50,7 @@ impl crate::host::callout::Callouts for PoolCallouts {
     }
 }
 
-async fn send(addr: std::net::SocketAddr, req: HttpCallRequest) -> CallResult {
+async fn send(peer: HttpPeer, req: HttpCallRequest) -> CallResult {
     let get = |name: &str| {
         req.headers
             .iter()
@@ -72,7 +75,6 @@ async fn send(addr: std::net::SocketAddr, req: HttpCallRequest) -> CallResult {
     header
         .insert_header(http::header::CONTENT_LENGTH, req.body.len().to_string())
         .map_err(|e| e.to_string())?;
-    let peer = HttpPeer::new(addr, false, String::new());
     let (mut session, _reused) = connector()
         .get_http_session(&peer)
         .await

@@ -8,6 +8,8 @@
 //! - [`proxy`]: Pingora's `ProxyHttp`; each hook runs one phase of the chain.
 //! - [`chain`]: runs a phase over a route's filters.
 //! - [`host`]: the Proxy-Wasm host on wasmtime (knows no Pingora).
+//! - [`upstream`]: pools: load balancing, health checks, ejection, the peer to connect to.
+//! - [`tls`]: TLS termination: certificates by SNI from the live snapshot.
 //! - [`callouts`]: HTTP calls filters dispatch, sent with Pingora.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`admin`]: the admin listener.
@@ -21,3 +23,5 @@ pub mod policy;
 pub mod proxy;
 pub mod snapshot;
 pub mod swap;
+pub mod tls;
+pub mod upstream;

@@ -54,7 +54,8 @@ fn init_logging(access_log: Option<&str>) -> Option<tracing_appender::non_blocki
     use std::io::IsTerminal;
     use tracing_subscriber::prelude::*;
     use tracing_subscriber::{filter, fmt, EnvFilter};
-    let env = EnvFilter::try_from_env("SLUICE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let env = EnvFilter::try_from_env("SLUICE_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,rustls=error,pingora_load_balancing=warn"));
     if let Some(level) = env.max_level_hint() {
         sluice::host::abi::set_guest_log_level(level);
     }
@@ -146,10 +147,10 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Cmd::Run { policy } => match loaded
-            .expect("loaded for run")
-            .and_then(|p| Snapshot::build(p, 1))
-        {
+        Cmd::Run { policy } => match loaded.expect("loaded for run").and_then(|p| {
+            sluice::upstream::enable_health_checks();
+            Snapshot::build(p, 1)
+        }) {
             Ok(snap) => run(&policy, snap),
             Err(errors) => {
                 eprintln!("{errors}");
@@ -169,6 +170,8 @@ fn run(path: &std::path::Path, snap: Snapshot) -> ExitCode {
         ..ServerConf::default()
     };
     let listen = snap.policy.listen.clone();
+    let h2c = snap.policy.h2c;
+    let tls = snap.policy.tls.clone();
     let admin_addr = snap.policy.admin;
     let watch = snap.policy.watch;
     let control = Arc::new(Control::new(path, snap));
@@ -194,6 +197,25 @@ fn run(path: &std::path::Path, snap: Snapshot) -> ExitCode {
     for addr in &listen {
         proxy.add_tcp(&addr.to_string());
     }
+    if h2c {
+        let mut options = pingora::apps::HttpServerOptions::default();
+        options.h2c = true;
+        if let Some(app) = proxy.app_logic_mut() {
+            app.server_options = Some(options);
+        }
+    }
+    if let Some(def) = &tls {
+        pingora::tls::install_default_crypto_provider();
+        for addr in &def.listen {
+            match sluice::tls::settings(def, live.clone()) {
+                Ok(settings) => proxy.add_tls_with_settings(&addr.to_string(), None, settings),
+                Err(e) => {
+                    eprintln!("cannot set up TLS on {addr}: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    }
     server.add_service(proxy);
     if let Some(addr) = admin_addr {
         let mut admin = Service::new(
@@ -205,6 +227,6 @@ fn run(path: &std::path::Path, snap: Snapshot) -> ExitCode {
         admin.add_tcp(&addr.to_string());
         server.add_service(admin);
     }
-    tracing::info!(listen = ?listen, admin = ?admin_addr, generation = 1, "sluice serving");
+    tracing::info!(listen = ?listen, tls = ?tls.as_ref().map(|t| &t.listen), h2c, admin = ?admin_addr, generation = 1, "sluice serving");
     server.run_forever()
 }

@@ -36,6 +36,14 @@ pub struct Metrics {
     pub upstream_duration: HistogramVec,
     /// Upstream connect and proxy errors by pool and peer.
     pub upstream_errors: IntCounterVec,
+    /// Peers taken out by passive ejection, by pool and peer.
+    pub upstream_ejections: IntCounterVec,
+    /// 1 while the active health check finds a peer healthy, by pool and peer.
+    pub upstream_healthy: IntGaugeVec,
+    /// Upstream attempts retried on another peer, by pool.
+    pub upstream_retries: IntCounterVec,
+    /// Requests whose filters named a pool the policy does not have, by route.
+    pub unknown_pool: IntCounterVec,
     /// Filter callbacks by filter and phase.
     pub filter_invocations: IntCounterVec,
     /// Filter callback duration by filter and phase.
@@ -133,6 +141,30 @@ pub fn metrics() -> &'static Metrics {
                 "sluice_upstream_errors_total",
                 "Upstream connect and proxy errors.",
                 &["pool", "peer"],
+            ),
+            upstream_ejections: counter(
+                &r,
+                "sluice_upstream_ejections_total",
+                "Peers ejected after consecutive failures.",
+                &["pool", "peer"],
+            ),
+            upstream_healthy: gauge_vec(
+                &r,
+                "sluice_upstream_healthy",
+                "1 when the active health check finds the peer healthy.",
+                &["pool", "peer"],
+            ),
+            upstream_retries: counter(
+                &r,
+                "sluice_upstream_retries_total",
+                "Upstream attempts retried on another peer.",
+                &["pool"],
+            ),
+            unknown_pool: counter(
+                &r,
+                "sluice_route_unknown_pool_total",
+                "Requests whose filters chose a pool the policy does not have (answered 502).",
+                &["route"],
             ),
             filter_invocations: counter(
                 &r,

@@ -89,13 +89,124 @@ pub struct FilterDef {
     pub on_failure: OnFailure,
 }
 
+/// How a pool picks a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Balance {
+    /// Weighted round robin.
+    RoundRobin,
+    /// Weighted random.
+    Random,
+    /// Consistent hashing (ketama) on a key: the same key stays on the same peer.
+    ConsistentHash,
+}
+
+/// Where a consistent-hash pool takes its key from when no filter set `sluice.upstream.hash_key`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum HashKey {
+    /// The client's IP address.
+    SourceIp,
+    /// The request path (without the query).
+    Path,
+    /// A request header.
+    Header(String),
+    /// A cookie.
+    Cookie(String),
+    /// A query argument.
+    Query(String),
+}
+
+/// Active health checking of a pool's peers.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HealthCheck {
+    /// Path requested with GET.
+    pub path: String,
+    /// Host header of the probe.
+    pub host: String,
+    /// Time between two probes of a peer.
+    pub interval_ms: u64,
+    /// Connect and read timeout of one probe.
+    pub timeout_ms: u64,
+    /// Consecutive successes that bring a peer back.
+    pub healthy: usize,
+    /// Consecutive failures that take a peer out.
+    pub unhealthy: usize,
+}
+
+/// Passive ejection: a peer that fails this many requests in a row is skipped for a while.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Ejection {
+    /// Consecutive connect or proxy failures that eject a peer.
+    pub failures: u32,
+    /// How long an ejected peer is skipped.
+    pub duration_ms: u64,
+}
+
+/// TLS towards a pool's peers.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct UpstreamTls {
+    /// Server name sent in SNI and verified in the certificate.
+    pub sni: String,
+    /// CA bundle (PEM) to verify against; the system roots when `None`.
+    pub ca_file: Option<PathBuf>,
+    /// Verify the peer's certificate and name.
+    pub verify: bool,
+}
+
 /// An upstream pool.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Pool {
     /// Name.
     pub name: String,
+    /// Line of the pool's table, for errors found later.
+    pub line: usize,
     /// Peers, resolved.
     pub peers: Vec<SocketAddr>,
+    /// Weight of each peer (same order as `peers`).
+    pub weights: Vec<usize>,
+    /// Selection algorithm.
+    pub balance: Balance,
+    /// Key source for consistent hashing.
+    pub hash_key: HashKey,
+    /// TLS to the peers.
+    pub tls: Option<UpstreamTls>,
+    /// Speak HTTP/2 to the peers (ALPN over TLS, prior knowledge in cleartext).
+    pub h2: bool,
+    /// TCP (and TLS) connect timeout.
+    pub connect_timeout_ms: u64,
+    /// Timeout of each read from a peer.
+    pub read_timeout_ms: u64,
+    /// Extra attempts, on another peer, when connecting fails (any method) or a reused
+    /// connection fails before the response (idempotent methods).
+    pub retries: usize,
+    /// Active health checks.
+    pub health: Option<HealthCheck>,
+    /// Passive ejection.
+    pub ejection: Option<Ejection>,
+}
+
+/// One certificate of the TLS listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertDef {
+    /// Certificate chain, PEM.
+    pub cert: PathBuf,
+    /// Private key, PEM.
+    pub key: PathBuf,
+    /// Names served; the certificate's DNS names when empty.
+    pub names: Vec<String>,
+    /// Line of the entry.
+    pub line: usize,
+}
+
+/// TLS termination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsDef {
+    /// TLS listeners.
+    pub listen: Vec<SocketAddr>,
+    /// Offer HTTP/2 with ALPN (h2, then http/1.1).
+    pub h2: bool,
+    /// Certificates chosen by SNI; the first one also answers clients without SNI or
+    /// with an unknown name.
+    pub certificates: Vec<CertDef>,
 }
 
 /// A route: a match and what serves it.
@@ -111,6 +222,8 @@ pub struct Route {
     pub filters: Vec<usize>,
     /// Index into [`Policy::pools`].
     pub pool: usize,
+    /// Answer cleartext requests with a redirect to HTTPS.
+    pub redirect_https: bool,
 }
 
 /// A validated policy.
@@ -122,6 +235,10 @@ pub struct Policy {
     pub hash: String,
     /// Traffic listeners.
     pub listen: Vec<SocketAddr>,
+    /// Cleartext listeners also accept HTTP/2 with prior knowledge (h2c).
+    pub h2c: bool,
+    /// TLS termination.
+    pub tls: Option<TlsDef>,
     /// Admin listener.
     pub admin: Option<SocketAddr>,
     /// Worker threads.
@@ -149,8 +266,9 @@ struct RawPolicy {
     server: RawServer,
     #[serde(default)]
     limits: RawLimits,
+    tls: Option<RawTls>,
     #[serde(default)]
-    pools: BTreeMap<String, RawPool>,
+    pools: BTreeMap<String, Spanned<RawPool>>,
     #[serde(default)]
     filters: BTreeMap<String, RawFilter>,
     #[serde(default)]
@@ -166,6 +284,8 @@ struct RawServer {
     threads: Option<usize>,
     #[serde(default)]
     watch: bool,
+    #[serde(default)]
+    h2c: bool,
     access_log: Option<String>,
     admin_token_env: Option<Spanned<String>>,
     admin_token_file: Option<Spanned<String>>,
@@ -183,16 +303,79 @@ struct RawLimits {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawTls {
+    listen: Vec<Spanned<String>>,
+    #[serde(default = "yes")]
+    h2: bool,
+    #[serde(default)]
+    certificates: Vec<Spanned<RawCert>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCert {
+    cert: String,
+    key: String,
+    #[serde(default)]
+    names: Vec<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawPeer {
+    Addr(String),
+    Weighted { addr: String, weight: usize },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawPool {
-    peers: Vec<Spanned<String>>,
+    peers: Vec<RawPeer>,
+    balance: Option<String>,
+    hash_key: Option<String>,
+    #[serde(default)]
+    tls: bool,
+    sni: Option<String>,
+    ca_file: Option<String>,
+    #[serde(default = "yes")]
+    verify: bool,
+    #[serde(default)]
+    h2: bool,
+    connect_timeout_ms: Option<u64>,
+    read_timeout_ms: Option<u64>,
+    retries: Option<usize>,
+    health: Option<RawHealth>,
+    ejection: Option<RawEjection>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHealth {
+    path: Option<String>,
+    host: Option<String>,
+    interval_ms: Option<u64>,
+    timeout_ms: Option<u64>,
+    healthy: Option<usize>,
+    unhealthy: Option<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEjection {
+    failures: Option<u32>,
+    duration_ms: Option<u64>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawFilter {
     module: Spanned<String>,
-    config: Option<Spanned<toml::Value>>,
-    vm_config: Option<Spanned<toml::Value>>,
+    config: Option<toml::Value>,
+    vm_config: Option<toml::Value>,
     root_id: Option<String>,
     memory_mb: Option<usize>,
     callback_ms: Option<u64>,
@@ -211,6 +394,8 @@ struct RawRoute {
     #[serde(default)]
     filters: Vec<Spanned<String>>,
     pool: Spanned<String>,
+    #[serde(default)]
+    redirect_https: bool,
 }
 
 struct Lines<'a> {
@@ -348,22 +533,12 @@ impl Policy {
         };
 
         let mut pools = Vec::new();
-        for (name, p) in &raw.pools {
-            let mut peers = Vec::new();
-            for a in &p.peers {
-                match resolve(a.get_ref()) {
-                    Ok(s) => peers.push(s),
-                    Err(e) => l.err(Some(a.span()), format!("pool {name:?}: {e}")),
-                }
+        for (name, sp) in &raw.pools {
+            if let Some(pool) = parse_pool(&mut l, base, name, sp) {
+                pools.push(pool);
             }
-            if p.peers.is_empty() {
-                l.err(None, format!("pool {name:?} has no peers"));
-            }
-            pools.push(Pool {
-                name: name.clone(),
-                peers,
-            });
         }
+        let tls = raw.tls.as_ref().map(|t| parse_tls(&mut l, base, t));
 
         let mut filters = Vec::new();
         for (name, f) in &raw.filters {
@@ -397,16 +572,8 @@ impl Policy {
                 name: name.clone(),
                 module,
                 line,
-                config: f
-                    .config
-                    .as_ref()
-                    .map(|v| config_bytes(v.get_ref()))
-                    .unwrap_or_default(),
-                vm_config: f
-                    .vm_config
-                    .as_ref()
-                    .map(|v| config_bytes(v.get_ref()))
-                    .unwrap_or_default(),
+                config: f.config.as_ref().map(config_bytes).unwrap_or_default(),
+                vm_config: f.vm_config.as_ref().map(config_bytes).unwrap_or_default(),
                 root_id: f.root_id.clone().unwrap_or_default(),
                 limits: FilterLimits {
                     memory_bytes: f
@@ -455,7 +622,14 @@ impl Policy {
                 Some(p) => p.get_ref().clone(),
                 None => "/".to_string(),
             };
+            if r.redirect_https && tls.is_none() {
+                l.err(
+                    Some(r.pool.span()),
+                    format!("route {name:?} has redirect_https but the policy has no [tls]"),
+                );
+            }
             routes.push(Route {
+                redirect_https: r.redirect_https,
                 name,
                 host: r
                     .host
@@ -474,6 +648,8 @@ impl Policy {
             path: path.to_path_buf(),
             hash: hex::encode(sha2::Sha256::digest(text.as_bytes())),
             listen,
+            h2c: raw.server.h2c,
+            tls,
             admin,
             threads,
             watch: raw.server.watch,
@@ -485,6 +661,163 @@ impl Policy {
             routes,
         })
     }
+}
+
+fn parse_tls(l: &mut Lines<'_>, base: &Path, t: &RawTls) -> TlsDef {
+    let mut listen = Vec::new();
+    for a in &t.listen {
+        match resolve(a.get_ref()) {
+            Ok(s) => listen.push(s),
+            Err(e) => l.err(Some(a.span()), format!("[tls] {e}")),
+        }
+    }
+    if t.listen.is_empty() {
+        l.err(None, "[tls] listen is empty");
+    }
+    if t.certificates.is_empty() {
+        l.err(None, "[tls] needs at least one [[tls.certificates]]");
+    }
+    let certificates = t
+        .certificates
+        .iter()
+        .map(|c| CertDef {
+            cert: base.join(&c.get_ref().cert),
+            key: base.join(&c.get_ref().key),
+            names: c
+                .get_ref()
+                .names
+                .iter()
+                .map(|n| n.to_ascii_lowercase())
+                .collect(),
+            line: l.line_of(c.span().start),
+        })
+        .collect();
+    TlsDef {
+        listen,
+        h2: t.h2,
+        certificates,
+    }
+}
+
+fn parse_pool(l: &mut Lines<'_>, base: &Path, name: &str, sp: &Spanned<RawPool>) -> Option<Pool> {
+    let span = Some(sp.span());
+    let line = l.line_of(sp.span().start);
+    let p = sp.get_ref();
+    let before = l.out.len();
+    let mut peers = Vec::new();
+    let mut weights = Vec::new();
+    for peer in &p.peers {
+        let (addr, weight) = match peer {
+            RawPeer::Addr(a) => (a, 1),
+            RawPeer::Weighted { addr, weight } => (addr, *weight),
+        };
+        if weight == 0 || weight > 1000 {
+            l.err(
+                span.clone(),
+                format!("pool {name:?}: weight of {addr} must be 1..=1000"),
+            );
+        }
+        match resolve(addr) {
+            Ok(s) if peers.contains(&s) => l.err(
+                span.clone(),
+                format!("pool {name:?}: peer {addr} is listed twice"),
+            ),
+            Ok(s) => {
+                peers.push(s);
+                weights.push(weight.max(1));
+            }
+            Err(e) => l.err(span.clone(), format!("pool {name:?}: {e}")),
+        }
+    }
+    if p.peers.is_empty() {
+        l.err(span.clone(), format!("pool {name:?} has no peers"));
+    }
+    let balance = match p.balance.as_deref() {
+        None | Some("round_robin") => Balance::RoundRobin,
+        Some("random") => Balance::Random,
+        Some("consistent_hash") => Balance::ConsistentHash,
+        Some(other) => {
+            l.err(
+                span.clone(),
+                format!("pool {name:?}: balance must be \"round_robin\", \"random\" or \"consistent_hash\", not {other:?}"),
+            );
+            Balance::RoundRobin
+        }
+    };
+    let hash_key = match p
+        .hash_key
+        .as_deref()
+        .map(|k| k.split_once(':').unwrap_or((k, "")))
+    {
+        None | Some(("source_ip", "")) => HashKey::SourceIp,
+        Some(("path", "")) => HashKey::Path,
+        Some(("header", h)) if !h.is_empty() => HashKey::Header(h.to_ascii_lowercase()),
+        Some(("cookie", c)) if !c.is_empty() => HashKey::Cookie(c.to_string()),
+        Some(("query", q)) if !q.is_empty() => HashKey::Query(q.to_string()),
+        Some(_) => {
+            l.err(
+                span.clone(),
+                format!("pool {name:?}: hash_key must be source_ip, path, header:NAME, cookie:NAME or query:NAME"),
+            );
+            HashKey::SourceIp
+        }
+    };
+    let tls = p.tls.then(|| UpstreamTls {
+        sni: p.sni.clone().unwrap_or_default(),
+        ca_file: p.ca_file.as_ref().map(|f| base.join(f)),
+        verify: p.verify,
+    });
+    if let Some(t) = &tls {
+        if t.verify && t.sni.is_empty() {
+            l.err(
+                span.clone(),
+                format!("pool {name:?}: tls with verify needs sni (the name to verify)"),
+            );
+        }
+    } else if p.sni.is_some() || p.ca_file.is_some() {
+        l.err(
+            span.clone(),
+            format!("pool {name:?}: sni and ca_file need tls = true"),
+        );
+    }
+    let health = p.health.as_ref().map(|h| HealthCheck {
+        path: h.path.clone().unwrap_or_else(|| "/".into()),
+        host: h.host.clone().unwrap_or_else(|| "localhost".into()),
+        interval_ms: h.interval_ms.unwrap_or(1000).max(50),
+        timeout_ms: h.timeout_ms.unwrap_or(1000).max(10),
+        healthy: h.healthy.unwrap_or(1).max(1),
+        unhealthy: h.unhealthy.unwrap_or(1).max(1),
+    });
+    if let Some(h) = &health {
+        if !h.path.starts_with('/') {
+            l.err(
+                span.clone(),
+                format!("pool {name:?}: health path must start with '/'"),
+            );
+        }
+    }
+    let ejection = p.ejection.as_ref().map(|e| Ejection {
+        failures: e.failures.unwrap_or(3).max(1),
+        duration_ms: e.duration_ms.unwrap_or(10_000).max(1),
+    });
+    if l.out.len() > before {
+        return None;
+    }
+    Some(Pool {
+        name: name.to_string(),
+        line,
+        peers,
+        weights,
+        balance,
+        hash_key,
+        tls,
+        h2: p.h2,
+        connect_timeout_ms: p.connect_timeout_ms.unwrap_or(5000).max(1),
+        read_timeout_ms: p.read_timeout_ms.unwrap_or(60_000).max(1),
+        retries: p.retries.unwrap_or(2).min(16),
+        health,
+        ejection,
+    })
 }
 
 impl Route {
@@ -538,6 +871,7 @@ mod tests {
             path_prefix: "/api".into(),
             filters: vec![],
             pool: 0,
+            redirect_https: false,
         };
         assert!(r.matches("a.example.com", "/api/x"));
         assert!(!r.matches("example.org", "/api/x"));

@@ -3,7 +3,7 @@
 //! | Pingora hook            | Proxy-Wasm phase                         | order   |
 //! |-------------------------|------------------------------------------|---------|
 //! | `request_filter`        | route match, `proxy_on_request_headers`; request body when small (read before the upstream is contacted) | chain |
-//! | `upstream_peer`         | the route's pool picks a peer            |         |
+//! | `upstream_peer`         | the pool (the route's, or the one a filter set in `sluice.upstream.pool`) picks a peer; again on each retry | |
 //! | `upstream_request_filter` | Content-Length / chunked fixed for the filtered body | |
 //! | `request_body_filter`   | `proxy_on_request_body` (large or chunked bodies, streamed) | chain |
 //! | `response_filter`       | `proxy_on_response_headers`              | reverse |
@@ -27,7 +27,20 @@ use pingora::{ErrorSource, ErrorType};
 use crate::chain::{Chain, Outcome};
 use crate::host::{BodyKind, HeaderMap, LocalResponse, RequestInfo, StreamState};
 use crate::metrics::{method_label, metrics, status_class};
-use crate::snapshot::{Live, Snapshot};
+use crate::policy::HashKey;
+use crate::snapshot::{Live, Pool, Snapshot};
+
+/// Properties filters set to steer the upstream request (documented in docs/POLICY.md).
+pub mod props {
+    /// Name of the pool that serves the request.
+    pub const POOL: &str = "sluice.upstream.pool";
+    /// Key for consistent-hash pools.
+    pub const HASH_KEY: &str = "sluice.upstream.hash_key";
+    /// Path and query sent upstream.
+    pub const PATH: &str = "sluice.upstream.path";
+    /// Host header sent upstream.
+    pub const HOST: &str = "sluice.upstream.host";
+}
 
 /// Bodies up to this size are read before the upstream is contacted (Pingora's
 /// retry buffer replays them); larger ones stream through `request_body_filter`.
@@ -64,6 +77,12 @@ pub struct Ctx {
     started: Instant,
     /// When the upstream peer was chosen.
     upstream_started: Option<Instant>,
+    /// The pool serving the request, once chosen.
+    pool: Option<Arc<Pool>>,
+    /// Peers tried so far (retries go elsewhere).
+    tried: Vec<std::net::SocketAddr>,
+    /// The request came over TLS.
+    tls: bool,
 }
 
 static REQUEST_SEQ: AtomicU64 = AtomicU64::new(0);
@@ -102,8 +121,9 @@ fn host_of(req: &RequestHeader) -> String {
     host.to_ascii_lowercase()
 }
 
-/// The request headers as filters see them, pseudo-headers first.
-fn request_map(req: &RequestHeader, host: &str) -> HeaderMap {
+/// The request headers as filters see them, pseudo-headers first; over HTTP/2 (no
+/// `Host`), `:authority` comes from the request target, so filters see the same map.
+fn request_map(req: &RequestHeader, host: &str, tls: bool) -> HeaderMap {
     let path = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let mut pairs = vec![
         (":authority".to_string(), host.as_bytes().to_vec()),
@@ -112,10 +132,19 @@ fn request_map(req: &RequestHeader, host: &str) -> HeaderMap {
             ":method".to_string(),
             req.method.as_str().as_bytes().to_vec(),
         ),
-        (":scheme".to_string(), b"http".to_vec()),
+        (
+            ":scheme".to_string(),
+            if tls {
+                b"https".to_vec()
+            } else {
+                b"http".to_vec()
+            },
+        ),
     ];
     if let Some(h) = req.headers.get(http::header::HOST) {
         pairs[0].1 = h.as_bytes().to_vec();
+    } else if let Some(a) = req.uri.authority() {
+        pairs[0].1 = a.as_str().as_bytes().to_vec();
     }
     // As in Envoy, `Host` is `:authority` only.
     for (k, v) in req.headers.iter().filter(|(k, _)| *k != http::header::HOST) {
@@ -252,6 +281,91 @@ fn send_detached(snapshot: &Snapshot, chain: &mut Chain) {
     }
 }
 
+/// The consistent-hash key: what a filter set in `sluice.upstream.hash_key`, else the
+/// pool's `hash_key` source.
+fn hash_key(session: &Session, ctx: &Ctx, pool: &Pool) -> Vec<u8> {
+    if let Some(k) = ctx.stream.filter_state.get(props::HASH_KEY) {
+        return k.clone();
+    }
+    if pool.def.balance != crate::policy::Balance::ConsistentHash {
+        return Vec::new();
+    }
+    let req = session.req_header();
+    match &pool.def.hash_key {
+        HashKey::SourceIp => session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip().to_string().into_bytes())
+            .unwrap_or_default(),
+        HashKey::Path => req.uri.path().as_bytes().to_vec(),
+        HashKey::Header(h) => req
+            .headers
+            .get(h.as_str())
+            .map(|v| v.as_bytes().to_vec())
+            .unwrap_or_default(),
+        HashKey::Cookie(name) => req
+            .headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|b| *b == b';'))
+            .filter_map(|kv| {
+                let kv = kv.trim_ascii();
+                let eq = kv.iter().position(|b| *b == b'=')?;
+                (kv[..eq] == *name.as_bytes()).then(|| kv[eq + 1..].to_vec())
+            })
+            .next()
+            .unwrap_or_default(),
+        HashKey::Query(arg) => req
+            .uri
+            .query()
+            .unwrap_or("")
+            .split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .find(|(k, _)| k == arg)
+            .map(|(_, v)| v.as_bytes().to_vec())
+            .unwrap_or_default(),
+    }
+}
+
+/// Answers a cleartext request with a permanent redirect to the same URL over HTTPS
+/// (the policy's first TLS port, omitted when 443).
+async fn redirect_https(session: &mut Session, snap: &Snapshot, host: &str) -> Result<bool> {
+    let port = snap
+        .policy
+        .tls
+        .as_ref()
+        .and_then(|t| t.listen.first())
+        .map(|a| a.port())
+        .unwrap_or(443);
+    let path = session
+        .req_header()
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    };
+    let location = if port == 443 {
+        format!("https://{host}{path}")
+    } else {
+        format!("https://{host}:{port}{path}")
+    };
+    send_local(
+        session,
+        &LocalResponse {
+            status: 308,
+            details: "redirect to https".into(),
+            body: Vec::new(),
+            headers: vec![("location".into(), location.into_bytes())],
+        },
+    )
+    .await?;
+    Ok(true)
+}
+
 fn reset() -> Box<Error> {
     Error::explain(ErrorType::ConnectionClosed, "a filter reset the stream")
 }
@@ -352,6 +466,9 @@ impl ProxyHttp for Sluice {
             replace_body: None,
             started: Instant::now(),
             upstream_started: None,
+            pool: None,
+            tried: Vec::new(),
+            tls: false,
         }
     }
 
@@ -373,12 +490,17 @@ impl ProxyHttp for Sluice {
         };
         ctx.route = Some(route_idx);
         let route = &snap.routes[route_idx];
+        ctx.tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        if route.def.redirect_https && !ctx.tls {
+            return redirect_https(session, &snap, &host).await;
+        }
+        ctx.pool = Some(snap.pools[route.pool].clone());
         if route.filters.is_empty() {
             return Ok(false);
         }
         let req = session.req_header();
         ctx.stream = StreamState {
-            request_headers: request_map(req, &host),
+            request_headers: request_map(req, &host, ctx.tls),
             info: RequestInfo {
                 id: request_id(),
                 source: session.client_addr().and_then(|a| a.as_inet()).copied(),
@@ -389,7 +511,7 @@ impl ProxyHttp for Sluice {
                     _ => "HTTP/1.1",
                 },
                 route: route.def.name.clone(),
-                pool: snap.pools[route.pool].name.clone(),
+                pool: snap.pools[route.pool].def.name.clone(),
                 generation: snap.generation,
                 start: std::time::SystemTime::now(),
                 ..RequestInfo::default()
@@ -400,20 +522,61 @@ impl ProxyHttp for Sluice {
         let mut chain = Chain::new(route.filters.clone());
         let r = self.request_phases(session, ctx, &mut chain).await;
         ctx.chain = Some(chain);
-        r
+        if !matches!(r, Ok(false)) {
+            return r;
+        }
+        if let Some(name) = ctx.stream.filter_state.get(props::POOL) {
+            let name = String::from_utf8_lossy(name);
+            match snap.pool(&name) {
+                Some(p) => {
+                    ctx.stream.info.pool = p.def.name.clone();
+                    ctx.pool = Some(p.clone());
+                }
+                None => {
+                    tracing::warn!(route = %route.def.name, pool = %name, request_id = %ctx.stream.info.id, "a filter chose a pool the policy does not have: 502");
+                    metrics()
+                        .unknown_pool
+                        .with_label_values(&[route.def.name.as_str()])
+                        .inc();
+                    ctx.stream.info.response_code = Some(502);
+                    send_local(
+                        session,
+                        &LocalResponse {
+                            status: 502,
+                            details: "unknown pool".into(),
+                            body: b"bad gateway: no such upstream pool\n".to_vec(),
+                            headers: vec![("content-type".into(), b"text/plain".to_vec())],
+                        },
+                    )
+                    .await?;
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
-        let route = ctx.route.ok_or_else(|| bad("no route"))?;
-        let pool = &ctx.snapshot.pools[ctx.snapshot.routes[route].pool];
-        let addr = pool
-            .pick()
-            .ok_or_else(|| Error::explain(ErrorType::ConnectNoRoute, "pool has no peer"))?;
+    async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let pool = ctx.pool.clone().ok_or_else(|| bad("no pool"))?;
+        let key = hash_key(session, ctx, &pool);
+        let addr = pool.select(&key, &ctx.tried).ok_or_else(|| {
+            Error::create(
+                ErrorType::ConnectNoRoute,
+                ErrorSource::Upstream,
+                Some("no peer of the pool is left to try".into()),
+                None,
+            )
+        })?;
+        if !ctx.tried.is_empty() {
+            metrics()
+                .upstream_retries
+                .with_label_values(&[pool.def.name.as_str()])
+                .inc();
+        }
+        ctx.tried.push(addr);
         ctx.stream.info.upstream = Some(addr);
         ctx.upstream_started = Some(Instant::now());
-        let mut peer = HttpPeer::new(addr, false, String::new());
-        peer.options.connection_timeout = Some(Duration::from_secs(5));
-        Ok(Box::new(peer))
+        Ok(Box::new(pool.peer(addr)))
     }
 
     async fn upstream_request_filter(
@@ -422,6 +585,14 @@ impl ProxyHttp for Sluice {
         upstream_request: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        if let Some(path) = ctx.stream.filter_state.get(props::PATH) {
+            let uri = http::Uri::try_from(path.as_slice())
+                .map_err(|_| bad("a filter set a bad sluice.upstream.path"))?;
+            upstream_request.set_uri(uri);
+        }
+        if let Some(host) = ctx.stream.filter_state.get(props::HOST) {
+            upstream_request.insert_header(http::header::HOST, host.as_slice())?;
+        }
         match &ctx.request_body {
             RequestBody::Untouched => {}
             RequestBody::Ready(_, len) => {
@@ -486,6 +657,13 @@ impl ProxyHttp for Sluice {
         upstream_response: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        if let (Some(pool), Some(addr)) = (&ctx.pool, ctx.stream.info.upstream) {
+            if upstream_response.status.is_server_error() {
+                pool.failed(addr);
+            } else {
+                pool.succeeded(addr);
+            }
+        }
         if let (Some(t), Some(route)) = (ctx.upstream_started, ctx.route) {
             ctx.snapshot.routes[route]
                 .metrics
@@ -619,14 +797,53 @@ impl ProxyHttp for Sluice {
         _session: &mut Session,
         peer: &HttpPeer,
         ctx: &mut Ctx,
-        e: Box<Error>,
+        mut e: Box<Error>,
     ) -> Box<Error> {
-        if let Some(route) = ctx.route {
-            let pool = &ctx.snapshot.pools[ctx.snapshot.routes[route].pool].name;
+        if let Some(pool) = &ctx.pool {
             metrics()
                 .upstream_errors
-                .with_label_values(&[pool.as_str(), &peer.address().to_string()])
+                .with_label_values(&[pool.def.name.as_str(), &peer.address().to_string()])
                 .inc();
+            if let Some(addr) = peer.address().as_inet() {
+                pool.failed(*addr);
+            }
+            // Nothing reached the peer: another peer may take any method.
+            if ctx.tried.len() <= pool.def.retries && ctx.tried.len() < pool.def.peers.len() {
+                e.set_retry(true);
+            }
+        }
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut Ctx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("peer: {}", peer.address()));
+        if let Some(pool) = &ctx.pool {
+            metrics()
+                .upstream_errors
+                .with_label_values(&[pool.def.name.as_str(), &peer.address().to_string()])
+                .inc();
+            if let Some(addr) = peer.address().as_inet() {
+                pool.failed(*addr);
+            }
+            // A reused connection that failed before the response (the peer closed an
+            // idle connection, or went away): retry idempotent requests elsewhere.
+            if !session.req_header().method.is_idempotent()
+                || session.as_ref().retry_buffer_truncated()
+            {
+                e.set_retry(false);
+            } else {
+                e.retry.decide_reuse(client_reused);
+            }
+            if ctx.tried.len() > pool.def.retries || ctx.tried.len() >= pool.def.peers.len() {
+                e.set_retry(false);
+            }
         }
         e
     }

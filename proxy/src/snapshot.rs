@@ -4,6 +4,9 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use crate::tls::CertStore;
+pub use crate::upstream::UpstreamPool as Pool;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,26 +27,6 @@ pub struct Filter {
     pub on_failure: OnFailure,
     /// Metric handles.
     pub metrics: FilterMetrics,
-}
-
-/// An upstream pool with its round-robin cursor.
-pub struct Pool {
-    /// Name.
-    pub name: String,
-    /// Peers.
-    pub peers: Vec<std::net::SocketAddr>,
-    next: AtomicUsize,
-}
-
-impl Pool {
-    /// The next peer, round robin.
-    pub fn pick(&self) -> Option<std::net::SocketAddr> {
-        if self.peers.is_empty() {
-            return None;
-        }
-        let i = self.next.fetch_add(1, Ordering::Relaxed);
-        Some(self.peers[i % self.peers.len()])
-    }
 }
 
 /// A route ready to serve.
@@ -74,6 +57,8 @@ pub struct Snapshot {
     pub routes: Vec<Route>,
     /// Pools by policy order.
     pub pools: Vec<Arc<Pool>>,
+    /// Certificates of the TLS listeners, chosen by SNI.
+    pub certs: Option<CertStore>,
     /// Filters by policy order.
     pub filters: Vec<Arc<Filter>>,
     /// The client that sends filters' HTTP calls to this snapshot's pools.
@@ -91,25 +76,29 @@ impl Snapshot {
             message,
         };
         let engine = Engine::global().map_err(|e| PolicyErrors(vec![diag(None, e.to_string())]))?;
-        let pools: Vec<Arc<Pool>> = policy
-            .pools
-            .iter()
-            .map(|p| {
-                Arc::new(Pool {
-                    name: p.name.clone(),
-                    peers: p.peers.clone(),
-                    next: AtomicUsize::new(0),
-                })
-            })
-            .collect();
-        // Every series a dashboard may plot exists from the start, at zero.
-        let m = crate::metrics::metrics();
-        for p in &pools {
-            for peer in &p.peers {
-                m.upstream_errors
-                    .with_label_values(&[p.name.as_str(), &peer.to_string()]);
+        let mut errors = Vec::new();
+        let mut pools: Vec<Arc<Pool>> = Vec::new();
+        for p in &policy.pools {
+            match Pool::get(&file, p) {
+                Ok(pool) => pools.push(pool),
+                Err(d) => errors.push(d),
             }
         }
+        let certs = match &policy.tls {
+            Some(t) => match CertStore::load(&file, t) {
+                Ok(c) => Some(c),
+                Err(d) => {
+                    errors.extend(d);
+                    None
+                }
+            },
+            None => None,
+        };
+        if !errors.is_empty() {
+            return Err(PolicyErrors(errors));
+        }
+        // Every series a dashboard may plot exists from the start, at zero.
+        let m = crate::metrics::metrics();
         for f in &policy.filters {
             for kind in ["trap", "deadline", "memory", "crash_loop"] {
                 m.filter_failures
@@ -117,9 +106,11 @@ impl Snapshot {
             }
         }
         let callouts: Arc<dyn Callouts> = Arc::new(PoolCallouts {
-            pools: pools.iter().map(|p| (p.name.clone(), p.clone())).collect(),
+            pools: pools
+                .iter()
+                .map(|p| (p.def.name.clone(), p.clone()))
+                .collect(),
         });
-        let mut errors = Vec::new();
         let mut modules: HashMap<std::path::PathBuf, Arc<CompiledModule>> = HashMap::new();
         let mut content = Sha256::new();
         content.update(policy.hash.as_bytes());
@@ -185,7 +176,7 @@ impl Snapshot {
                 def: r.clone(),
                 filters: r.filters.iter().map(|i| filters[*i].clone()).collect(),
                 pool: r.pool,
-                metrics: RouteMetrics::new(&r.name, &pools[r.pool].name),
+                metrics: RouteMetrics::new(&r.name, &pools[r.pool].def.name),
             })
             .collect();
         LIVE_SNAPSHOTS.fetch_add(1, Ordering::Relaxed);
@@ -195,9 +186,15 @@ impl Snapshot {
             policy,
             routes,
             pools,
+            certs,
             filters,
             callouts,
         })
+    }
+
+    /// The pool named `name`.
+    pub fn pool(&self, name: &str) -> Option<&Arc<Pool>> {
+        self.pools.iter().find(|p| p.def.name == name)
     }
 
     /// The first route that serves `host` and `path`.

@@ -144,12 +144,15 @@ impl Control {
             || p.admin != cur.admin
             || p.threads != cur.threads
             || p.access_log != cur.access_log
+            || p.h2c != cur.h2c
+            || p.tls.as_ref().map(|t| (&t.listen, t.h2))
+                != cur.tls.as_ref().map(|t| (&t.listen, t.h2))
         {
             return Err(PolicyErrors(vec![Diagnostic {
                 file: p.path.clone(),
                 line: None,
                 message:
-                    "[server] listen, admin, threads and access_log cannot change without a restart"
+                    "[server] listen, admin, threads, access_log, h2c and [tls] listen/h2 cannot change without a restart (certificates can)"
                         .into(),
             }]));
         }

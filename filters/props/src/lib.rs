@@ -6,6 +6,9 @@
 //!   request.method -> x-prop-method
 //!   source.address -> x-prop-source
 //!   plugin_name    -> x-prop-plugin
+//!   request.host   -> x-prop-host
+//!   request.scheme -> x-prop-scheme
+//!   request.protocol -> x-prop-protocol
 //! It logs one info line via `proxy_log`, and sets `x-prop-time-ok: 1` if
 //! `proxy_get_current_time_nanoseconds` is after 2020-01-01T00:00:00Z.
 //! No configuration (any config is accepted and ignored).
@@ -18,11 +21,14 @@ use std::time::{Duration, UNIX_EPOCH};
 /// 2020-01-01T00:00:00Z in seconds since the Unix epoch.
 const Y2020: u64 = 1_577_836_800;
 
-const PROPS: [(&[&str], &str); 4] = [
+const PROPS: [(&[&str], &str); 7] = [
     (&["request", "path"], "x-prop-path"),
     (&["request", "method"], "x-prop-method"),
     (&["source", "address"], "x-prop-source"),
     (&["plugin_name"], "x-prop-plugin"),
+    (&["request", "host"], "x-prop-host"),
+    (&["request", "scheme"], "x-prop-scheme"),
+    (&["request", "protocol"], "x-prop-protocol"),
 ];
 
 proxy_wasm::main! {{

@@ -131,10 +131,21 @@ impl Sluice {
 /// Writes `body` as a policy (after a `[server]` section with free ports) and returns
 /// its path, the traffic address and the admin address.
 pub fn write_policy(dir: &Path, body: &str) -> (PathBuf, SocketAddr, SocketAddr, String) {
+    write_policy_with(dir, body, "")
+}
+
+/// [`write_policy`] with extra `[server]` keys.
+pub fn write_policy_with(
+    dir: &Path,
+    body: &str,
+    server_extra: &str,
+) -> (PathBuf, SocketAddr, SocketAddr, String) {
     let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let path = dir.join("policy.toml");
-    let server = format!("[server]\nlisten = [\"{listen}\"]\nadmin = \"{admin}\"\nthreads = 1\n\n");
+    let server = format!(
+        "[server]\nlisten = [\"{listen}\"]\nadmin = \"{admin}\"\nthreads = 1\n{server_extra}\n"
+    );
     let mut f = std::fs::File::create(&path).unwrap();
     write!(f, "{server}{body}").unwrap();
     (path, listen, admin, server)
@@ -147,8 +158,30 @@ pub fn sluice(policy: &str) -> Sluice {
 
 /// Starts Sluice with extra environment variables; its log goes to `dir/sluice.log`.
 pub fn sluice_with_env(policy: &str, env: &[(&str, &str)]) -> Sluice {
-    let dir = tempfile::tempdir().unwrap();
-    let (path, listen, admin, server) = write_policy(dir.path(), policy);
+    start(tempfile::tempdir().unwrap(), policy, "", env)
+}
+
+/// Starts Sluice with its policy in `dir` (files the policy names relatively go there).
+pub fn sluice_in(dir: tempfile::TempDir, policy: &str) -> Sluice {
+    start(dir, policy, "", &[])
+}
+
+/// Starts Sluice with extra `[server]` keys (e.g. `h2c = true\n`).
+pub fn sluice_with_server(policy: &str, server_extra: &str) -> Sluice {
+    start(tempfile::tempdir().unwrap(), policy, server_extra, &[])
+}
+
+/// Waits until something listens on `addr`.
+pub fn wait_port(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on {addr}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn start(dir: tempfile::TempDir, policy: &str, server_extra: &str, env: &[(&str, &str)]) -> Sluice {
+    let (path, listen, admin, server) = write_policy_with(dir.path(), policy, server_extra);
     let log = std::fs::File::create(dir.path().join("sluice.log")).unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
     cmd.args(["run", "--policy"])

@@ -1,0 +1,722 @@
+#!/usr/bin/env bash
+# Sluice TLS benchmark (issue #7): one run, on loopback, of TLS termination by
+#   nginx         nginx terminating TLS, reverse proxy to the origin
+#   sluice-empty  Sluice's [tls] listener, a policy with no filters
+#   sluice-two    Sluice's [tls] listener, the two-filter chain of bench/run.sh
+# with the SAME certificate (an ECDSA P-256 leaf signed by a CA, both made here
+# with openssl), all proxying to the demo origin (sluice-origin, HTTP/1.1,
+# upstream keep-alive). The origin hit directly in cleartext is the ceiling.
+#
+# Three loads per target, each after a warm-up:
+#   h1      HTTP/1.1 over TLS, keep-alive:      wrk -t2 -c64 -d10s --latency
+#   h2      HTTP/2 over TLS (ALPN h2):          h2load -t2 -c32 -m10 -D 10s,
+#           p50/p99 computed from h2load's --log-file (per-request latencies)
+#   newconn one request per TLS connection (HTTP/1.1, Connection: close),
+#           every connection but a client's first one resumed with the
+#           session of its previous one: h2load --h1 -H 'Connection: close'
+#           -t2 -c64 -n 10000 (h2load keeps the OpenSSL session across
+#           reconnects; checked, see below). Latencies are per request, from
+#           the request's start: they leave out TCP connect and handshake.
+# Resumption is checked, not assumed: a chain of `openssl s_client -sess_in
+# -sess_out` connections must say "Reused" (TLS 1.3 and TLS 1.2) against each
+# server, and a probe server block of nginx, with an access log of
+# $ssl_session_reused, counts how many of the newconn handshakes resumed.
+#
+# Usage: bash bench/tls.sh            (from anywhere; needs the release binaries)
+# Knobs (environment):
+#   THREADS=2                 proxy threads (nginx worker_processes, Sluice threads)
+#   ORIGIN_THREADS=$THREADS   origin worker threads
+#   WRK_THREADS=2 CONNECTIONS=64          wrk (h1); CONNECTIONS also newconn's clients
+#   NEWCONN_REQUESTS=10000    newconn requests (= TLS connections) per target
+#   H2_THREADS=2 H2_CLIENTS=32 H2_STREAMS=10   h2load, h2 (H2_THREADS also newconn)
+#   DURATION=10s WARMUP=2s    measured run and warm-up of h1 and h2
+#   BENCH_PATH=/hello.txt     path requested
+#   TLS_NAME=bench.test       certificate name, SNI and Host of h2load
+#   WRK_HOST=localhost        SNI and Host of wrk (no --connect-to in wrk)
+#   ORIGIN_PORT=18480 NGINX_PORT=18443 NGINX_PROBE_PORT=18446
+#   SLUICE_EMPTY_PORT=18444 SLUICE_TWO_PORT=18445        TLS listeners
+#   SLUICE_EMPTY_HTTP=18484 SLUICE_TWO_HTTP=18485        Sluice cleartext listeners
+#   SLUICE_EMPTY_ADMIN=19941 SLUICE_TWO_ADMIN=19942
+#   SKIP_NGINX=0 SKIP_SLUICE=0   1: skip those rows
+#   TESTS="h1 h2 newconn"     loads to run
+#   SLUICE_BIN=target/release/sluice
+#
+# It does not build anything: run `cargo build --release -p sluice-origin -p
+# sluice` (and filters/build.sh for the two-filter row) first.
+# Load generators and servers share the machine's cores; nothing is pinned.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+REL="$ROOT/target/release"
+
+THREADS=${THREADS:-2}
+ORIGIN_THREADS=${ORIGIN_THREADS:-$THREADS}
+WRK_THREADS=${WRK_THREADS:-2}
+CONNECTIONS=${CONNECTIONS:-64}
+H2_THREADS=${H2_THREADS:-2}
+H2_CLIENTS=${H2_CLIENTS:-32}
+H2_STREAMS=${H2_STREAMS:-10}
+DURATION=${DURATION:-10s}
+WARMUP=${WARMUP:-2s}
+BENCH_PATH=${BENCH_PATH:-/hello.txt}
+TLS_NAME=${TLS_NAME:-bench.test}
+WRK_HOST=${WRK_HOST:-localhost}
+TESTS=${TESTS:-h1 h2 newconn}
+NEWCONN_REQUESTS=${NEWCONN_REQUESTS:-10000}
+
+ORIGIN_PORT=${ORIGIN_PORT:-18480}
+NGINX_PORT=${NGINX_PORT:-18443}
+NGINX_PROBE_PORT=${NGINX_PROBE_PORT:-18446}
+SLUICE_EMPTY_PORT=${SLUICE_EMPTY_PORT:-18444}
+SLUICE_TWO_PORT=${SLUICE_TWO_PORT:-18445}
+SLUICE_EMPTY_HTTP=${SLUICE_EMPTY_HTTP:-18484}
+SLUICE_TWO_HTTP=${SLUICE_TWO_HTTP:-18485}
+SLUICE_EMPTY_ADMIN=${SLUICE_EMPTY_ADMIN:-19941}
+SLUICE_TWO_ADMIN=${SLUICE_TWO_ADMIN:-19942}
+
+SKIP_NGINX=${SKIP_NGINX:-0}
+SKIP_SLUICE=${SKIP_SLUICE:-0}
+SLUICE_BIN=${SLUICE_BIN:-$REL/sluice}
+FILTERS_OUT="$ROOT/filters/out"
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/sluice-tls-bench.XXXXXX")
+RESULTS="$TMP/results.md"
+CERT="$TMP/pki/cert.pem"
+KEY="$TMP/pki/key.pem"
+CA="$TMP/pki/ca.pem"
+
+log() { printf '[tls-bench] %s\n' "$*" >&2; }
+die() {
+    log "error: $*"
+    exit 1
+}
+
+# ---------------------------------------------------------------- processes
+
+declare -A PID_OF=()
+
+# start_bg NAME CMD...: runs CMD in the background, output in $TMP/NAME.log.
+start_bg() {
+    local name=$1
+    shift
+    "$@" >"$TMP/$name.log" 2>&1 &
+    PID_OF[$name]=$!
+}
+
+alive() { kill -0 "$1" 2>/dev/null; }
+
+# Pingora-based servers are SIGKILLed (see bench/run.sh: pingora 0.9.1's fast
+# shutdown spins with threads > 1, the graceful one waits out a grace period).
+declare -A KILL_HARD=([sluice-empty]=1 [sluice-two]=1)
+
+# stop NAME: SIGTERM (SIGKILL for KILL_HARD), SIGKILL after 3 s.
+stop() {
+    local name=$1 pid i
+    pid=${PID_OF[$name]:-}
+    [[ -n $pid ]] || return 0
+    unset "PID_OF[$name]"
+    if [[ -n ${KILL_HARD[$name]:-} ]]; then
+        kill -s KILL "$pid" 2>/dev/null || true
+    else
+        kill -s TERM "$pid" 2>/dev/null || true
+        for ((i = 0; i < 30; i++)); do
+            alive "$pid" || break
+            sleep 0.1
+        done
+        if alive "$pid"; then
+            kill -s KILL "$pid" 2>/dev/null || true
+        fi
+    fi
+    wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+    local name
+    for name in "${!PID_OF[@]}"; do
+        stop "$name"
+    done
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# url_of TARGET PORT: the URL curl and h2load use (h2load and curl connect to
+# 127.0.0.1 but send SNI and :authority $TLS_NAME).
+url_of() {
+    if [[ $1 == origin ]]; then
+        echo "http://127.0.0.1:$2$BENCH_PATH"
+    else
+        echo "https://$TLS_NAME:$2$BENCH_PATH"
+    fi
+}
+
+# wrk_url_of TARGET PORT: wrk has no --connect-to: it connects to, and sends
+# SNI and Host for, $WRK_HOST (localhost, a name of the certificate, which
+# must resolve to 127.0.0.1 only). Not 127.0.0.1: an IP address as SNI makes
+# rustls log a warning per handshake, which would load Sluice's log.
+wrk_url_of() {
+    if [[ $1 == origin ]]; then
+        echo "http://127.0.0.1:$2$BENCH_PATH"
+    else
+        echo "https://$WRK_HOST:$2$BENCH_PATH"
+    fi
+}
+
+# wait_ready NAME PORT: until https://$TLS_NAME:PORT/healthz answers 200 with
+# the origin's x-origin-id header, the certificate verified against the
+# bench CA. Fails if NAME exits or after 15 s.
+wait_ready() {
+    local name=$1 port=$2 pid i url scheme=https
+    [[ $name == origin ]] && scheme=http
+    url="$scheme://$TLS_NAME:$port/healthz"
+    pid=${PID_OF[$name]}
+    for ((i = 0; i < 150; i++)); do
+        if ! alive "$pid"; then
+            log "$name exited during startup; last lines of $TMP/$name.log:"
+            tail -n 20 "$TMP/$name.log" >&2 || true
+            return 1
+        fi
+        if curl -fsS -o /dev/null -D "$TMP/$name.ready-headers" --max-time 1 --cacert "$CA" \
+            --resolve "$TLS_NAME:$port:127.0.0.1" "$url" 2>/dev/null &&
+            grep -qi '^x-origin-id:' "$TMP/$name.ready-headers"; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    log "$name did not answer $url within 15 s; last lines of $TMP/$name.log:"
+    tail -n 20 "$TMP/$name.log" >&2 || true
+    return 1
+}
+
+# ---------------------------------------------------------------- certificates
+
+# make_pki: a CA and one leaf (ECDSA P-256, SAN $TLS_NAME, localhost,
+# 127.0.0.1), the leaf served by every TLS target.
+make_pki() {
+    local d="$TMP/pki"
+    mkdir -p "$d"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+        -keyout "$d/ca.key" -out "$CA" -days 7 -subj "/CN=Sluice bench CA" >"$d/openssl.log" 2>&1
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+        -keyout "$KEY" -out "$d/leaf.csr" -subj "/CN=$TLS_NAME" >>"$d/openssl.log" 2>&1
+    cat >"$d/leaf.ext" <<EOF
+subjectAltName = DNS:$TLS_NAME, DNS:localhost, IP:127.0.0.1
+basicConstraints = CA:FALSE
+keyUsage = digitalSignature
+extendedKeyUsage = serverAuth
+EOF
+    openssl x509 -req -in "$d/leaf.csr" -CA "$CA" -CAkey "$d/ca.key" -CAcreateserial \
+        -days 7 -extfile "$d/leaf.ext" -out "$CERT" >>"$d/openssl.log" 2>&1
+    openssl verify -CAfile "$CA" "$CERT" >>"$d/openssl.log" 2>&1 ||
+        die "the generated certificate does not verify, see $d/openssl.log"
+}
+
+# ---------------------------------------------------------------- servers
+
+start_origin() {
+    start_bg origin "$REL/sluice-origin" --listen "127.0.0.1:$ORIGIN_PORT" \
+        --root "$ROOT/origin/www" --id bench --threads "$ORIGIN_THREADS"
+}
+
+# nginx: TLS 1.2/1.3, a shared session cache (and its default session
+# tickets), h2 by ALPN, upstream keep-alive as in bench/run.sh. A second
+# server block (the probe port, same certificate and cache) logs
+# $ssl_session_reused to count resumed handshakes; the measured one logs nothing.
+start_nginx() {
+    local conf="$TMP/nginx.conf"
+    mkdir -p "$TMP/nginx"
+    cat >"$conf" <<EOF
+worker_processes $THREADS;
+pid $TMP/nginx/nginx.pid;
+error_log $TMP/nginx/error.log warn;
+events {
+    worker_connections 4096;
+}
+http {
+    access_log off;
+    client_body_temp_path $TMP/nginx/client_body;
+    proxy_temp_path $TMP/nginx/proxy;
+    fastcgi_temp_path $TMP/nginx/fastcgi;
+    uwsgi_temp_path $TMP/nginx/uwsgi;
+    scgi_temp_path $TMP/nginx/scgi;
+    # Pingora has no per-connection request limit; nginx's default (1000)
+    # would close h1 connections and send h2 GOAWAYs during the runs.
+    keepalive_requests 1000000;
+    ssl_certificate $CERT;
+    ssl_certificate_key $KEY;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_session_cache shared:SSL:10m;
+    ssl_session_timeout 10m;
+    log_format resumed '\$ssl_session_reused \$ssl_protocol \$server_protocol \$status';
+    upstream origin {
+        server 127.0.0.1:$ORIGIN_PORT;
+        keepalive 128;
+    }
+    server {
+        listen 127.0.0.1:$NGINX_PORT ssl http2;
+        location / {
+            proxy_pass http://origin;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host \$http_host;
+            proxy_max_temp_file_size 0;
+        }
+    }
+    server {
+        listen 127.0.0.1:$NGINX_PROBE_PORT ssl http2;
+        access_log $TMP/nginx/probe-access.log resumed;
+        location / {
+            proxy_pass http://origin;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host \$http_host;
+            proxy_max_temp_file_size 0;
+        }
+    }
+}
+EOF
+    nginx -t -q -p "$TMP/nginx" -e "$TMP/nginx/error.log" -c "$conf" >"$TMP/nginx-t.log" 2>&1 || {
+        log "nginx -t failed:"
+        cat "$TMP/nginx-t.log" >&2
+        return 1
+    }
+    start_bg nginx nginx -p "$TMP/nginx" -e "$TMP/nginx/error.log" -c "$conf" -g 'daemon off;'
+}
+
+# sluice_tls_section PORT: the [tls] section both Sluice policies share.
+sluice_tls_section() {
+    cat <<EOF
+[tls]
+listen = ["127.0.0.1:$1"]
+h2 = true
+
+[[tls.certificates]]
+cert = "$CERT"
+key = "$KEY"
+EOF
+}
+
+# start_sluice_empty POLICY_PATH: a filter-less policy with a TLS listener.
+start_sluice_empty() {
+    local policy=$1
+    {
+        cat <<EOF
+# Sluice over TLS, no filters: every request goes straight to the demo origin.
+[server]
+listen = ["127.0.0.1:$SLUICE_EMPTY_HTTP"]
+admin = "127.0.0.1:$SLUICE_EMPTY_ADMIN"
+threads = $THREADS
+
+EOF
+        sluice_tls_section "$SLUICE_EMPTY_PORT"
+        cat <<EOF
+
+[pools.origin]
+peers = ["127.0.0.1:$ORIGIN_PORT"]
+
+[[routes]]
+name = "all"
+path_prefix = "/"
+pool = "origin"
+EOF
+    } >"$policy"
+    start_bg sluice-empty "$SLUICE_BIN" run --policy "$policy"
+}
+
+# start_sluice_two_filters POLICY_PATH: the two-filter chain of bench/run.sh
+# behind a TLS listener.
+start_sluice_two_filters() {
+    local policy=$1
+    {
+        cat <<EOF
+# Sluice over TLS, a chain of two header filters on every request.
+[server]
+listen = ["127.0.0.1:$SLUICE_TWO_HTTP"]
+admin = "127.0.0.1:$SLUICE_TWO_ADMIN"
+threads = $THREADS
+
+EOF
+        sluice_tls_section "$SLUICE_TWO_PORT"
+        cat <<EOF
+
+[pools.origin]
+peers = ["127.0.0.1:$ORIGIN_PORT"]
+
+[filters.first]
+module = "$FILTERS_OUT/headers.wasm"
+config = { request = { set = { "x-bench" = "first" } }, chain_tag = "first" }
+
+[filters.second]
+module = "$FILTERS_OUT/headers.wasm"
+config = { response = { set = { "x-bench" = "second" } }, chain_tag = "second" }
+
+[[routes]]
+name = "all"
+path_prefix = "/"
+filters = ["first", "second"]
+pool = "origin"
+EOF
+    } >"$policy"
+    start_bg sluice-two "$SLUICE_BIN" run --policy "$policy"
+}
+
+# ---------------------------------------------------------------- measuring
+
+# to_ms 312.45us|1.20ms|2.00s -> milliseconds, 2 decimals.
+to_ms() {
+    awk -v v="$1" 'BEGIN {
+        n = v; sub(/[a-z]+$/, "", n); u = v; sub(/^[0-9.]+/, "", u);
+        if (u == "us") n /= 1000; else if (u == "s") n *= 1000; else if (u == "m") n *= 60000;
+        printf "%.2f", n }'
+}
+
+# seconds 10s|2m|10 -> whole seconds (for timeouts).
+seconds() {
+    awk -v v="$1" 'BEGIN { n = v; sub(/[a-z]+$/, "", n); u = v; sub(/^[0-9.]+/, "", u);
+        if (u == "m") n *= 60; else if (u == "h") n *= 3600; printf "%d", n + 0.999 }'
+}
+
+declare -a ROWS=()  # "test|target|rps|p50|p99"
+declare -a NOTES=()
+declare -a RESUMPTION=()  # "target|tls1.3|tls1.2"
+declare -A NGINX_RPS=()
+
+note() {
+    NOTES+=("$1")
+    log "$1"
+}
+
+# add_row TEST TARGET RPS P50 P99
+add_row() {
+    ROWS+=("$1|$2|$3|$4|$5")
+    [[ $2 == nginx && $3 != n/a ]] && NGINX_RPS[$1]=$3
+    return 0
+}
+
+skip_row() {
+    add_row "$1" "$2" n/a n/a n/a
+    note "$1 / $2: skipped ($3)"
+}
+
+# wrk_run TEST TARGET PORT [wrk args...]: warm-up, measured run, one row.
+wrk_run() {
+    local test=$1 name=$2 port=$3 url out rps p50 p99 errs
+    shift 3
+    url=$(wrk_url_of "$name" "$port")
+    log "$test / $name: wrk warm-up $WARMUP, then $DURATION, -c$CONNECTIONS ($url $*)"
+    wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"$WARMUP" "$@" "$url" >"$TMP/$test-$name-warmup.txt" 2>&1 || true
+    out="$TMP/$test-$name.txt"
+    if ! wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$@" "$url" >"$out" 2>&1; then
+        skip_row "$test" "$name" "wrk failed, see $out"
+        return 0
+    fi
+    rps=$(awk '/^Requests\/sec:/ { printf "%.0f", $2 }' "$out")
+    p50=$(awk '$1 == "50%" { print $2 }' "$out")
+    p99=$(awk '$1 == "99%" { print $2 }' "$out")
+    if [[ -z $rps || -z $p50 || -z $p99 ]]; then
+        skip_row "$test" "$name" "could not parse $out"
+        return 0
+    fi
+    errs=$(grep -E 'Non-2xx|Socket errors' "$out" | sed 's/^ *//' | paste -sd ';' - || true)
+    [[ -z $errs ]] || note "$test / $name: $errs"
+    add_row "$test" "$name" "$rps" "$(to_ms "$p50") ms" "$(to_ms "$p99") ms"
+}
+
+# percentiles LOGFILE -> "p50 p99" in ms, from h2load's --log-file (column 3:
+# microseconds from a request's start to the end of its response; failed
+# streams, status -1, left out). Nearest-rank percentiles.
+percentiles() {
+    awk -F '\t' '$2 != -1 { print $3 }' "$1" | sort -n | awk '
+        { v[NR] = $1 }
+        END {
+            if (NR == 0) { print "n/a n/a"; exit }
+            i50 = int(NR * 0.50 + 0.999999); i99 = int(NR * 0.99 + 0.999999);
+            printf "%.2f %.2f\n", v[i50] / 1000, v[i99] / 1000 }'
+}
+
+# h2load_run TEST TARGET PORT: h2 over TLS, warm-up then a measured run with
+# per-request logging, one row.
+h2load_run() {
+    local test=$1 name=$2 port=$3 url out reqlog secs rps pcts fails
+    url=$(url_of "$name" "$port")
+    secs=$(($(seconds "$DURATION") + 60))
+    log "$test / $name: h2load warm-up $WARMUP, then $DURATION, -c$H2_CLIENTS -m$H2_STREAMS ($url)"
+    timeout -k 5 "$secs" h2load -t"$H2_THREADS" -c"$H2_CLIENTS" -m"$H2_STREAMS" -D "$WARMUP" \
+        --connect-to="127.0.0.1:$port" "$url" >"$TMP/$test-$name-warmup.txt" 2>&1 || true
+    out="$TMP/$test-$name.txt"
+    reqlog="$TMP/$test-$name.requests.tsv"
+    if ! timeout -k 5 "$secs" h2load -t"$H2_THREADS" -c"$H2_CLIENTS" -m"$H2_STREAMS" -D "$DURATION" \
+        --connect-to="127.0.0.1:$port" --log-file="$reqlog" "$url" >"$out" 2>&1; then
+        skip_row "$test" "$name" "h2load failed or timed out, see $out"
+        return 0
+    fi
+    if ! grep -q '^Application protocol: h2' "$out"; then
+        skip_row "$test" "$name" "h2 was not negotiated, see $out"
+        return 0
+    fi
+    rps=$(awk '/^finished in/ { v = $4; gsub(/,/, "", v); printf "%.0f", v }' "$out")
+    pcts=$(percentiles "$reqlog")
+    if [[ -z $rps || $pcts == "n/a n/a" ]]; then
+        skip_row "$test" "$name" "could not parse $out / $reqlog"
+        return 0
+    fi
+    fails=$(awk '/^requests:/ { if ($10 + $12 + $14 > 0) print $0 }
+                 /^status codes:/ { if ($5 + $7 + $9 > 0) print $0 }' "$out" | paste -sd ';' -)
+    [[ -z $fails ]] || note "$test / $name: $fails"
+    NOTES+=("$test / $name: negotiated $(awk -F': ' '/^(TLS Protocol|Cipher|Server Temp Key|Application protocol):/ {
+        printf "%s%s", sep, $2; sep = ", " }' "$out")")
+    add_row "$test" "$name" "$rps" "${pcts% *} ms" "${pcts#* } ms"
+}
+
+# newconn_run TEST TARGET PORT: one request per connection (HTTP/1.1,
+# Connection: close), $NEWCONN_REQUESTS requests over $CONNECTIONS clients
+# that reconnect after every answer, after a warm-up of a tenth of that. h2load
+# keeps each client's OpenSSL session across reconnects, so every handshake
+# but a client's first is a resumption (counted against nginx's probe block).
+# Count-based: h2load 1.52's timing mode (-D) never ends when the server
+# closes connections.
+newconn_run() {
+    local test=$1 name=$2 port=$3 url out reqlog rps pcts fails
+    url=$(url_of "$name" "$port")
+    log "$test / $name: h2load warm-up $((NEWCONN_REQUESTS / 10)), then $NEWCONN_REQUESTS requests, one per connection, -c$CONNECTIONS ($url)"
+    timeout -k 5 120 h2load --h1 -H 'Connection: close' -t"$H2_THREADS" -c"$CONNECTIONS" \
+        -n "$((NEWCONN_REQUESTS / 10))" --connect-to="127.0.0.1:$port" "$url" \
+        >"$TMP/$test-$name-warmup.txt" 2>&1 || true
+    out="$TMP/$test-$name.txt"
+    reqlog="$TMP/$test-$name.requests.tsv"
+    if ! timeout -k 5 300 h2load --h1 -H 'Connection: close' -t"$H2_THREADS" -c"$CONNECTIONS" \
+        -n "$NEWCONN_REQUESTS" --connect-to="127.0.0.1:$port" --log-file="$reqlog" "$url" >"$out" 2>&1; then
+        skip_row "$test" "$name" "h2load failed or timed out, see $out"
+        return 0
+    fi
+    rps=$(awk '/^finished in/ { v = $4; gsub(/,/, "", v); printf "%.0f", v }' "$out")
+    pcts=$(percentiles "$reqlog")
+    if [[ -z $rps || $pcts == "n/a n/a" ]]; then
+        skip_row "$test" "$name" "could not parse $out / $reqlog"
+        return 0
+    fi
+    fails=$(awk '/^requests:/ { if ($10 + $12 + $14 > 0) print $0 }
+                 /^status codes:/ { if ($5 + $7 + $9 > 0) print $0 }' "$out" | paste -sd ';' -)
+    [[ -z $fails ]] || note "$test / $name: $fails"
+    add_row "$test" "$name" "$rps" "${pcts% *} ms" "${pcts#* } ms"
+}
+
+# resumption_check TARGET PORT TLSFLAG: 5 connections in a chain, each
+# offering the session saved by the previous one (-sess_in/-sess_out) and
+# sending one request (so TLS 1.3 tickets are read); prints "reused/4" (the
+# first connection is a full handshake).
+resumption_check() {
+    local name=$1 port=$2 flag=$3 i reused=0 in=() out
+    for ((i = 0; i < 5; i++)); do
+        out="$TMP/sess-$name$flag-$i.pem"
+        printf 'GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n' "$BENCH_PATH" "$TLS_NAME" |
+            timeout 10 openssl s_client -connect "127.0.0.1:$port" -servername "$TLS_NAME" \
+                -CAfile "$CA" -verify_return_error -alpn http/1.1 "$flag" -ign_eof \
+                -sess_out "$out" "${in[@]}" >"$TMP/s_client-$name$flag-$i.txt" 2>&1 || true
+        if ((i > 0)) && grep -q '^Reused, ' "$TMP/s_client-$name$flag-$i.txt"; then
+            reused=$((reused + 1))
+        fi
+        # A resumed TLS 1.2 session is not saved again: keep offering the old one.
+        [[ -s $out ]] && in=(-sess_in "$out")
+    done
+    echo "$reused/4"
+}
+
+# probe_resumption: the newconn load (h2load, 2000 requests) against nginx's
+# probe server block; prints "resumed/total" handshakes from
+# $ssl_session_reused.
+probe_resumption() {
+    local logf="$TMP/nginx/probe-access.log" total resumed
+    : >"$logf"
+    timeout -k 5 60 h2load --h1 -H 'Connection: close' -t"$H2_THREADS" -c"$CONNECTIONS" -n 2000 \
+        --connect-to="127.0.0.1:$NGINX_PROBE_PORT" "https://$TLS_NAME:$NGINX_PROBE_PORT$BENCH_PATH" \
+        >"$TMP/probe-h2load.txt" 2>&1 || true
+    sleep 0.5
+    total=$(wc -l <"$logf")
+    resumed=$(grep -c '^r ' "$logf" || true)
+    echo "$resumed/$total"
+}
+
+# cpu_busy_pct: percentage of CPU time not idle over one second.
+cpu_busy_pct() {
+    local a b
+    a=$(awk '/^cpu / { print $2 + $3 + $4 + $5 + $6 + $7 + $8, $5 + $6 }' /proc/stat)
+    sleep 1
+    b=$(awk '/^cpu / { print $2 + $3 + $4 + $5 + $6 + $7 + $8, $5 + $6 }' /proc/stat)
+    awk -v a="$a" -v b="$b" 'BEGIN {
+        split(a, x, " "); split(b, y, " "); t = y[1] - x[1]; i = y[2] - x[2];
+        printf "%d", (t > 0 ? 100 * (t - i) / t : 0) }'
+}
+
+still_running() {
+    local name=$1 pid rc=0
+    pid=${PID_OF[$name]:-}
+    [[ -n $pid ]] || return 1
+    alive "$pid" && return 0
+    wait "$pid" 2>/dev/null || rc=$?
+    unset "PID_OF[$name]"
+    note "$name exited during the run (status $rc), see $TMP/$name.log"
+    return 1
+}
+
+has_test() { [[ " $TESTS " == *" $1 "* ]]; }
+
+# bench_target NAME PORT: every load against one running target.
+bench_target() {
+    local name=$1 port=$2
+    if has_test h1; then
+        wrk_run h1 "$name" "$port"
+    fi
+    if has_test h2; then
+        if [[ $name == origin ]]; then
+            add_row h2 origin n/a n/a n/a
+        else
+            h2load_run h2 "$name" "$port"
+        fi
+    fi
+    if has_test newconn; then
+        newconn_run newconn "$name" "$port"
+    fi
+}
+
+# run_target NAME PORT START_FN [ARGS...]: start a TLS proxy, wait until it
+# proxies to the origin, check resumption, bench it, stop it.
+run_target() {
+    local name=$1 port=$2 t
+    shift 2
+    if ! still_running origin; then
+        for t in $TESTS; do skip_row "$t" "$name" "the origin is not running"; done
+        return 0
+    fi
+    if "$@" && wait_ready "$name" "$port"; then
+        RESUMPTION+=("$name|$(resumption_check "$name" "$port" -tls1_3)|$(resumption_check "$name" "$port" -tls1_2)")
+        bench_target "$name" "$port"
+        if [[ $name == nginx ]] && has_test newconn; then
+            NOTES+=("nginx probe: the newconn load (h2load, 2000 requests) resumed $(probe_resumption) TLS handshakes (\$ssl_session_reused)")
+        fi
+        still_running "$name" || true
+    else
+        for t in $TESTS; do skip_row "$t" "$name" "did not start, see $TMP/$name.log"; done
+    fi
+    stop "$name"
+}
+
+print_table() {
+    local row test name rps p50 p99 ratio base
+    {
+        echo "| load | target | rps | p50 | p99 | rps vs nginx |"
+        echo "|---|---|---:|---:|---:|---:|"
+        for row in "${ROWS[@]}"; do
+            IFS='|' read -r test name rps p50 p99 <<<"$row"
+            base=${NGINX_RPS[$test]:-}
+            if [[ $rps != n/a && -n $base && $base != 0 ]]; then
+                ratio=$(awk -v a="$rps" -v b="$base" 'BEGIN { printf "%.2fx", a / b }')
+            else
+                ratio="n/a"
+            fi
+            echo "| $test | $name | $rps | $p50 | $p99 | $ratio |"
+        done
+        if ((${#RESUMPTION[@]} > 0)); then
+            echo
+            echo "| target | openssl s_client -sess_in: reused, TLS 1.3 | reused, TLS 1.2 |"
+            echo "|---|---:|---:|"
+            for row in "${RESUMPTION[@]}"; do
+                IFS='|' read -r name a b <<<"$row"
+                echo "| $name | $a | $b |"
+            done
+        fi
+        if ((${#NOTES[@]} > 0)); then
+            echo
+            for row in "${NOTES[@]}"; do
+                echo "- $row"
+            done
+        fi
+    } | tee "$RESULTS"
+}
+
+# ---------------------------------------------------------------- main
+
+for tool in wrk h2load curl openssl; do
+    command -v "$tool" >/dev/null ||
+        die "$tool not found (Debian: apt-get install wrk nghttp2-client curl openssl)"
+done
+[[ -x $REL/sluice-origin ]] || die "$REL/sluice-origin missing (cargo build --release -p sluice-origin)"
+ulimit -n 65536 2>/dev/null || ulimit -n 8192 2>/dev/null || true
+
+for port in "$ORIGIN_PORT" "$NGINX_PORT" "$NGINX_PROBE_PORT" "$SLUICE_EMPTY_PORT" "$SLUICE_TWO_PORT" \
+    "$SLUICE_EMPTY_HTTP" "$SLUICE_TWO_HTTP" "$SLUICE_EMPTY_ADMIN" "$SLUICE_TWO_ADMIN"; do
+    if port_in_use "$port"; then
+        die "port $port is already in use on 127.0.0.1 (a leftover server?); set the *_PORT variables"
+    fi
+done
+
+make_pki
+if [[ $(getent ahosts "$WRK_HOST" | awk '{ print $1 }' | sort -u) != 127.0.0.1 ]]; then
+    die "$WRK_HOST must resolve to 127.0.0.1 only (wrk connects to it); set WRK_HOST"
+fi
+
+log "results and logs: $TMP"
+{
+    echo "date:     $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+    echo "host:     $(uname -srm), $(nproc) CPUs"
+    echo "nginx:    $(nginx -v 2>&1 || echo none)"
+    echo "openssl:  $(openssl version)"
+    echo "h2load:   $(h2load --version 2>&1 | head -1)"
+    echo "wrk:      -t$WRK_THREADS -c$CONNECTIONS -d$DURATION --latency (warm-up $WARMUP), path $BENCH_PATH"
+    echo "h2load:   -t$H2_THREADS -c$H2_CLIENTS -m$H2_STREAMS -D $DURATION (warm-up $WARMUP)"
+    echo "newconn:  h2load --h1 -H 'Connection: close' -t$H2_THREADS -c$CONNECTIONS -n $NEWCONN_REQUESTS"
+    echo "threads:  proxies $THREADS, origin $ORIGIN_THREADS"
+    echo "cert:     ECDSA P-256 leaf for $TLS_NAME signed by a bench CA ($CERT)"
+    echo "commit:   $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo none)$(git -C "$ROOT" diff --quiet 2>/dev/null || echo ' + uncommitted changes')"
+    echo "load:     $(cut -d' ' -f1-3 /proc/loadavg) (1/5/15 min) at start"
+} | tee "$TMP/env.txt" >&2
+
+busy=$(cpu_busy_pct)
+if ((busy > 15)); then
+    note "the CPUs were ${busy}% busy before the run (load average $(cut -d' ' -f1-3 /proc/loadavg)): numbers are low"
+fi
+
+start_origin
+wait_ready origin "$ORIGIN_PORT" || die "the origin did not start"
+bench_target origin "$ORIGIN_PORT"
+still_running origin || true
+
+if [[ $SKIP_NGINX == 1 ]]; then
+    for t in $TESTS; do skip_row "$t" nginx "SKIP_NGINX=1"; done
+elif ! command -v nginx >/dev/null; then
+    for t in $TESTS; do skip_row "$t" nginx "nginx not installed: apt-get install nginx-light"; done
+else
+    run_target nginx "$NGINX_PORT" start_nginx
+fi
+
+if [[ $SKIP_SLUICE == 1 ]]; then
+    for t in $TESTS; do skip_row "$t" sluice-empty "SKIP_SLUICE=1"; skip_row "$t" sluice-two "SKIP_SLUICE=1"; done
+elif [[ ! -x $SLUICE_BIN ]]; then
+    for t in $TESTS; do skip_row "$t" sluice-empty "$SLUICE_BIN missing"; skip_row "$t" sluice-two "$SLUICE_BIN missing"; done
+else
+    run_target sluice-empty "$SLUICE_EMPTY_PORT" start_sluice_empty "$TMP/policy-empty.toml"
+    if [[ ! -f $FILTERS_OUT/headers.wasm ]]; then
+        for t in $TESTS; do skip_row "$t" sluice-two "$FILTERS_OUT/headers.wasm missing (run filters/build.sh)"; done
+    else
+        run_target sluice-two "$SLUICE_TWO_PORT" start_sluice_two_filters "$TMP/policy-two.toml"
+    fi
+fi
+
+stop origin
+note "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg) (1/5/15 min; at the start: $(awk '/^load:/ { print $2, $3, $4 }' "$TMP/env.txt"))"
+
+# Rows in load order (h1, h2, newconn), targets in run order within a load.
+declare -a SORTED=()
+for t in $TESTS; do
+    for row in "${ROWS[@]}"; do
+        [[ ${row%%|*} == "$t" ]] && SORTED+=("$row")
+    done
+done
+ROWS=("${SORTED[@]}")
+
+echo
+print_table
+echo
+log "raw outputs, logs, policies, certificates and results.md: $TMP"

@@ -1,0 +1,523 @@
+//! Edge serving: TLS with SNI and ALPN (real certificates minted here), HTTP/2 and h2c
+//! to clients, HTTPS redirects, and upstream pools (round robin, weights, consistent
+//! hashing, health checks, retries, ejection) against real origins on loopback.
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// A CA and leaf certificates signed by it, written as PEM files into `dir`.
+struct Pki {
+    ca_pem: String,
+    ca: rcgen::Certificate,
+    ca_key: rcgen::KeyPair,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "Sluice Test CA");
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let ca = params.self_signed(&ca_key).unwrap();
+        Pki {
+            ca_pem: ca.pem(),
+            ca,
+            ca_key,
+        }
+    }
+
+    /// Writes `<stem>.pem` and `<stem>.key` for `names`; returns the leaf's DER.
+    fn leaf(&self, dir: &Path, stem: &str, names: &[&str]) -> Vec<u8> {
+        let mut params =
+            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, names[0]);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.ca, &self.ca_key).unwrap();
+        std::fs::write(dir.join(format!("{stem}.pem")), cert.pem()).unwrap();
+        std::fs::write(dir.join(format!("{stem}.key")), key.serialize_pem()).unwrap();
+        cert.der().to_vec()
+    }
+}
+
+fn tls_client(pki: &Pki, tls_addr: SocketAddr, names: &[&str]) -> reqwest::blocking::Client {
+    let mut b = reqwest::blocking::Client::builder()
+        .no_proxy()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(pki.ca_pem.as_bytes()).unwrap())
+        .tls_info(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10));
+    for n in names {
+        b = b.resolve(n, tls_addr);
+    }
+    b.build().unwrap()
+}
+
+fn peer_cert(resp: &reqwest::blocking::Response) -> Vec<u8> {
+    resp.extensions()
+        .get::<reqwest::tls::TlsInfo>()
+        .and_then(|i| i.peer_certificate())
+        .expect("TLS info with a peer certificate")
+        .to_vec()
+}
+
+fn tls_policy(origin: &Proc, tls_addr: SocketAddr, extra_route: &str) -> String {
+    format!(
+        "[tls]\nlisten = [\"{tls_addr}\"]\n\
+         [[tls.certificates]]\ncert = \"a.pem\"\nkey = \"a.key\"\n\
+         [[tls.certificates]]\ncert = \"b.pem\"\nkey = \"b.key\"\n\
+         [pools.o]\npeers = [\"{}\"]\n\
+         [filters.props]\nmodule = {}\n\
+         {extra_route}\
+         [[routes]]\nfilters = [\"props\"]\npool = \"o\"\n",
+        origin.addr,
+        module("props.wasm")
+    )
+}
+
+/// Starts Sluice on a policy whose certificate files must exist before it starts:
+/// the files are minted into the harness's directory first.
+fn sluice_tls(
+    pki: &Pki,
+    body: impl Fn(SocketAddr) -> String,
+) -> (Sluice, SocketAddr, Vec<u8>, Vec<u8>) {
+    let dir = tempfile::tempdir().unwrap();
+    let a = pki.leaf(dir.path(), "a", &["a.test"]);
+    let b = pki.leaf(dir.path(), "b", &["b.test", "*.b.test"]);
+    let tls_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let s = sluice_in(dir, &body(tls_addr));
+    (s, tls_addr, a, b)
+}
+
+#[test]
+fn tls_picks_the_certificate_by_sni_offers_h2_and_refuses_tls11() {
+    let o = origin("o1");
+    let pki = Pki::new();
+    let (s, tls_addr, cert_a, cert_b) = sluice_tls(&pki, |t| tls_policy(&o, t, ""));
+    wait_port(tls_addr);
+    let c = tls_client(
+        &pki,
+        tls_addr,
+        &["a.test", "b.test", "x.b.test", "other.test"],
+    );
+    for (name, want) in [
+        ("a.test", &cert_a),
+        ("b.test", &cert_b),
+        ("x.b.test", &cert_b),
+    ] {
+        let r = c
+            .get(format!("https://{name}:{}/echo", tls_addr.port()))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200, "{name}");
+        assert_eq!(&peer_cert(&r), want, "{name} got the wrong certificate");
+        assert_eq!(r.version(), reqwest::Version::HTTP_2, "ALPN h2 for {name}");
+        let echo: serde_json::Value = r.json().unwrap();
+        // The filter saw the request as HTTPS over HTTP/2 with the right authority.
+        assert_eq!(
+            echo_header(&echo, "x-prop-scheme").as_deref(),
+            Some("https")
+        );
+        assert_eq!(
+            echo_header(&echo, "x-prop-protocol").as_deref(),
+            Some("HTTP/2")
+        );
+        assert_eq!(
+            echo_header(&echo, "x-prop-host").as_deref(),
+            Some(format!("{name}:{}", tls_addr.port()).as_str())
+        );
+    }
+    // A name no certificate has gets the first certificate (the default); the client
+    // then refuses it for the name mismatch.
+    assert!(c
+        .get(format!("https://other.test:{}/echo", tls_addr.port()))
+        .send()
+        .is_err());
+
+    // curl (OpenSSL + nghttp2) agrees: h2 negotiated, verified against the CA.
+    let ca_file = s.dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &pki.ca_pem).unwrap();
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "--http2",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_version} %{http_code}",
+        ])
+        .arg("--cacert")
+        .arg(&ca_file)
+        .args([
+            "--resolve",
+            &format!("b.test:{}:127.0.0.1", tls_addr.port()),
+        ])
+        .arg(format!("https://b.test:{}/echo", tls_addr.port()))
+        .output()
+        .expect("curl");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "2 200", "{out:?}");
+
+    // openssl s_client: TLS 1.1 is refused, TLS 1.2 and 1.3 work, SNI picks the cert.
+    let s_client = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(["s_client", "-connect", &tls_addr.to_string()])
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("openssl");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+        )
+    };
+    let (ok, _) = s_client(&["-servername", "a.test", "-tls1_1"]);
+    assert!(!ok, "TLS 1.1 must be refused");
+    let (ok, text) = s_client(&["-servername", "a.test", "-tls1_2"]);
+    assert!(ok && text.contains("CN = a.test"), "{text}");
+    let (ok, text) = s_client(&["-servername", "b.test", "-tls1_3", "-alpn", "h2"]);
+    assert!(ok && text.contains("CN = b.test"), "{text}");
+    assert!(text.contains("ALPN protocol: h2"), "{text}");
+}
+
+#[test]
+fn certificates_swap_with_the_policy_and_bad_ones_are_rejected() {
+    let o = origin("o1");
+    let pki = Pki::new();
+    let (s, tls_addr, cert_a, _) = sluice_tls(&pki, |t| tls_policy(&o, t, ""));
+    wait_port(tls_addr);
+    let get = || {
+        // A new client per request: a new handshake.
+        let c = tls_client(&pki, tls_addr, &["a.test"]);
+        let r = c
+            .get(format!("https://a.test:{}/echo", tls_addr.port()))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        peer_cert(&r)
+    };
+    assert_eq!(get(), cert_a);
+    let body = tls_policy(&o, tls_addr, "");
+
+    // A key that belongs to another certificate: rejected with file and line, and the
+    // old certificate keeps serving.
+    std::fs::copy(s.dir.path().join("b.key"), s.dir.path().join("a.key")).unwrap();
+    let r = client().post(s.admin_url("/admin/reload")).send().unwrap();
+    assert_eq!(r.status(), 422);
+    let text = r.text().unwrap();
+    assert!(
+        text.contains("policy.toml:") && text.contains("a.key does not belong to certificate"),
+        "{text}"
+    );
+    assert_eq!(get(), cert_a);
+
+    // A missing certificate file: named in the error.
+    s.rewrite(&body.replace("\"a.pem\"", "\"missing.pem\""));
+    let r = client().post(s.admin_url("/admin/reload")).send().unwrap();
+    assert_eq!(r.status(), 422);
+    let text = r.text().unwrap();
+    assert!(text.contains("missing.pem"), "{text}");
+    assert_eq!(get(), cert_a);
+
+    // A new certificate for a.test: the next handshake gets it, without a restart.
+    let new_a = pki.leaf(s.dir.path(), "a", &["a.test"]);
+    assert_ne!(new_a, cert_a);
+    s.rewrite(&body);
+    let r = client().post(s.admin_url("/admin/reload")).send().unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().unwrap());
+    assert_eq!(get(), new_a);
+}
+
+#[test]
+fn h2c_and_h1_reach_the_origin_with_the_same_headers() {
+    let o = origin("o1");
+    let body = format!(
+        "[pools.o]\npeers = [\"{}\"]\n[filters.props]\nmodule = {}\n[[routes]]\nfilters = [\"props\"]\npool = \"o\"\n",
+        o.addr,
+        module("props.wasm")
+    );
+    let s = sluice_with_server(&body, "h2c = true\n");
+    let h2c = reqwest::blocking::Client::builder()
+        .no_proxy()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let mut seen = Vec::new();
+    for (c, version) in [
+        (client(), reqwest::Version::HTTP_11),
+        (h2c, reqwest::Version::HTTP_2),
+    ] {
+        let r = c
+            .get(s.url("/echo?q=1"))
+            .header("x-custom", "v1")
+            .header("cookie", "a=1")
+            .send()
+            .unwrap();
+        assert_eq!(r.version(), version);
+        assert_eq!(r.status(), 200);
+        let echo: serde_json::Value = r.json().unwrap();
+        let h = |n: &str| echo_header(&echo, n);
+        assert_eq!(h("x-custom").as_deref(), Some("v1"));
+        assert_eq!(h("cookie").as_deref(), Some("a=1"));
+        assert_eq!(
+            h("host"),
+            Some(s.proc.addr.to_string()),
+            "Host reaches the origin"
+        );
+        assert_eq!(echo["path"], "/echo");
+        assert_eq!(echo["query"], "q=1");
+        seen.push((
+            h("x-prop-path"),
+            h("x-prop-method"),
+            h("x-prop-host"),
+            h("x-prop-scheme"),
+        ));
+        assert_eq!(
+            h("x-prop-protocol").as_deref(),
+            Some(if version == reqwest::Version::HTTP_2 {
+                "HTTP/2"
+            } else {
+                "HTTP/1.1"
+            })
+        );
+    }
+    assert_eq!(
+        seen[0], seen[1],
+        "filters see the same request over h1 and h2c"
+    );
+    assert_eq!(seen[0].0.as_deref(), Some("/echo?q=1"));
+}
+
+#[test]
+fn cleartext_requests_on_a_redirect_route_go_to_https() {
+    let o = origin("o1");
+    let pki = Pki::new();
+    let (s, tls_addr, _, _) = sluice_tls(&pki, |t| {
+        tls_policy(
+            &o,
+            t,
+            "[[routes]]\nname = \"secure\"\npath_prefix = \"/secure\"\npool = \"o\"\nredirect_https = true\n",
+        )
+    });
+    let r = client()
+        .get(s.url("/secure/page?x=1"))
+        .header("host", "a.test")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 308);
+    assert_eq!(
+        r.headers()["location"],
+        format!("https://a.test:{}/secure/page?x=1", tls_addr.port()).as_str()
+    );
+    // Over TLS the same route serves.
+    let c = tls_client(&pki, tls_addr, &["a.test"]);
+    let r = c
+        .get(format!("https://a.test:{}/secure/page", tls_addr.port()))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 404, "the origin answers (it has no such page)");
+    assert_eq!(r.headers()["x-origin-id"], "o1");
+    // Other routes are not redirected.
+    assert_eq!(client().get(s.url("/echo")).send().unwrap().status(), 200);
+}
+
+fn origin_id(c: &reqwest::blocking::Client, url: &str, headers: &[(&str, &str)]) -> String {
+    let mut rb = c.get(url);
+    for (k, v) in headers {
+        rb = rb.header(*k, *v);
+    }
+    let r = rb.send().unwrap();
+    assert_eq!(r.status(), 200, "{url}");
+    r.headers()["x-origin-id"].to_str().unwrap().to_string()
+}
+
+fn counts(ids: impl IntoIterator<Item = String>) -> HashMap<String, usize> {
+    let mut m = HashMap::new();
+    for id in ids {
+        *m.entry(id).or_insert(0) += 1;
+    }
+    m
+}
+
+fn metric(s: &Sluice, name: &str, labels: &str) -> f64 {
+    let text = client()
+        .get(s.admin_url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    text.lines()
+        .find(|l| l.starts_with(name) && l.contains(labels))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn round_robin_spreads_evenly_and_a_stopped_origin_leaves_without_client_errors() {
+    let (o1, o2, o3) = (origin("o1"), origin("o2"), origin("o3"));
+    let body = format!(
+        "[pools.o]\npeers = [\"{}\", \"{}\", \"{}\"]\nretries = 2\n\
+         [pools.o.health]\npath = \"/healthz\"\ninterval_ms = 200\ntimeout_ms = 200\nunhealthy = 1\n\
+         [[routes]]\npool = \"o\"\n",
+        o1.addr, o2.addr, o3.addr
+    );
+    let s = sluice(&body);
+    let c = client();
+    let ids: Vec<String> = (0..300)
+        .map(|_| origin_id(&c, &s.url("/echo"), &[]))
+        .collect();
+    let n = counts(ids);
+    for id in ["o1", "o2", "o3"] {
+        assert_eq!(n.get(id), Some(&100), "round robin: {n:?}");
+    }
+
+    // Stop o2 and keep sending: idempotent requests never fail (a failed connect or a
+    // dead pooled connection retries on another peer), and within the health-check
+    // interval o2 is out of rotation.
+    let o2_addr = o2.addr.to_string();
+    drop(o2);
+    let stopped = Instant::now();
+    let mut after = Vec::new();
+    while stopped.elapsed() < Duration::from_millis(1500) {
+        after.push(origin_id(&c, &s.url("/echo"), &[]));
+    }
+    assert!(
+        after.iter().all(|id| id != "o2"),
+        "o2 answered after it stopped"
+    );
+    assert_eq!(
+        metric(
+            &s,
+            "sluice_upstream_healthy",
+            &format!("peer=\"{o2_addr}\"")
+        ),
+        0.0,
+        "the health check marks o2 down"
+    );
+    let retries = metric(&s, "sluice_upstream_retries_total", "pool=\"o\"");
+    let n = counts((0..100).map(|_| origin_id(&c, &s.url("/echo"), &[])));
+    assert_eq!(n.len(), 2, "{n:?}");
+    assert!(n["o1"].abs_diff(n["o3"]) <= 2, "{n:?}");
+    assert_eq!(
+        metric(&s, "sluice_upstream_retries_total", "pool=\"o\""),
+        retries,
+        "once o2 is marked down no attempt goes to it"
+    );
+    drop((o1, o3));
+}
+
+#[test]
+fn weights_consistent_hashing_retries_and_ejection() {
+    let (o1, o2, o3) = (origin("o1"), origin("o2"), origin("o3"));
+    let dead = format!("127.0.0.1:{}", free_port());
+    let body = format!(
+        "[pools.w]\npeers = [{{ addr = \"{a}\", weight = 3 }}, \"{b}\"]\n\
+         [pools.h]\npeers = [\"{a}\", \"{b}\", \"{c}\"]\nbalance = \"consistent_hash\"\nhash_key = \"header:x-user\"\n\
+         [pools.r]\npeers = [\"{dead}\", \"{a}\"]\nretries = 1\n[pools.r.ejection]\nfailures = 2\nduration_ms = 60000\n\
+         [[routes]]\nhost = \"w.test\"\npool = \"w\"\n\
+         [[routes]]\nhost = \"h.test\"\npool = \"h\"\n\
+         [[routes]]\nhost = \"r.test\"\npool = \"r\"\n",
+        a = o1.addr,
+        b = o2.addr,
+        c = o3.addr
+    );
+    let s = sluice(&body);
+    let c = client();
+
+    // Weighted round robin: 3:1.
+    let n = counts((0..400).map(|_| origin_id(&c, &s.url("/echo"), &[("host", "w.test")])));
+    assert_eq!((n["o1"], n["o2"]), (300, 100), "{n:?}");
+
+    // Consistent hashing: a key stays on one peer; keys spread over all three.
+    let mut owners = HashMap::new();
+    for user in 0..60 {
+        let key = format!("user-{user}");
+        let first = origin_id(&c, &s.url("/echo"), &[("host", "h.test"), ("x-user", &key)]);
+        for _ in 0..5 {
+            assert_eq!(
+                origin_id(&c, &s.url("/echo"), &[("host", "h.test"), ("x-user", &key)]),
+                first
+            );
+        }
+        owners.insert(key, first);
+    }
+    let spread = counts(owners.values().cloned());
+    assert_eq!(spread.len(), 3, "{spread:?}");
+    assert!(spread.values().all(|n| *n >= 8), "{spread:?}");
+
+    // A dead peer: every request still succeeds (connect failure -> retry on the
+    // other peer, for any method), and after 2 failures it is ejected.
+    for i in 0..20 {
+        let r = c
+            .post(s.url("/echo"))
+            .header("host", "r.test")
+            .body(format!("payload {i}"))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let echo: serde_json::Value = r.json().unwrap();
+        assert_eq!(echo["body"], format!("payload {i}"));
+    }
+    assert_eq!(
+        metric(
+            &s,
+            "sluice_upstream_ejections_total",
+            &format!("peer=\"{dead}\"")
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(&s, "sluice_upstream_retries_total", "pool=\"r\""),
+        2.0
+    );
+    drop((o1, o2, o3));
+}
+
+#[test]
+fn bad_pool_and_tls_definitions_are_reported_with_lines() {
+    let (out, path, _dir) = check(
+        "[tls]\nlisten = [\"127.0.0.1:1\"]\n[[tls.certificates]]\ncert = \"nope.pem\"\nkey = \"nope.key\"\n\
+         [pools.o]\npeers = [\"127.0.0.1:1\"]\nbalance = \"fastest\"\n\
+         [pools.p]\npeers = [\"127.0.0.1:2\"]\ntls = true\n\
+         [[routes]]\npool = \"o\"\nredirect_https = true\n",
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let p = path.display();
+    assert!(
+        err.contains(&format!("{p}:6: pool \"o\": balance must be")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("{p}:9: pool \"p\": tls with verify needs sni")),
+        "{err}"
+    );
+
+    let (out, path, _dir) = check(
+        "[tls]\nlisten = [\"127.0.0.1:1\"]\n[[tls.certificates]]\ncert = \"nope.pem\"\nkey = \"nope.key\"\n\
+         [pools.o]\npeers = [\"127.0.0.1:1\"]\n[[routes]]\npool = \"o\"\n",
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "{}:3: certificate {}",
+            path.display(),
+            path.with_file_name("nope.pem").display()
+        )),
+        "{err}"
+    );
+}
