@@ -1,0 +1,183 @@
+//! The default policy (policies/default.toml) does what the README's curl lines say:
+//! it runs here on free ports, with two demo origins, exactly as scripts/demo.sh runs it.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+struct Showcase {
+    _procs: Vec<Proc>,
+    policy: std::path::PathBuf,
+    http: String,
+    https_port: u16,
+}
+
+impl Drop for Showcase {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.policy);
+    }
+}
+
+fn origin_on(port: u16, id: &str) -> Proc {
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_sluice")).with_file_name("sluice-origin");
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    let child = Command::new(bin)
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--id",
+            id,
+            "--threads",
+            "1",
+        ])
+        .arg("--root")
+        .arg(repo().join("origin/www"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_port(addr);
+    Proc { child, addr }
+}
+
+/// Starts the default policy with its ports moved to free ones (the file is written
+/// next to the original, so its relative paths still hold).
+fn showcase() -> Showcase {
+    let text = std::fs::read_to_string(repo().join("policies/default.toml")).unwrap();
+    assert!(
+        repo().join("policies/demo-tls/cert.pem").is_file(),
+        "policies/demo-tls/ is missing: scripts/setup.sh makes it"
+    );
+    let ports: Vec<u16> = (0..5).map(|_| free_port()).collect();
+    let mut text = text;
+    for (from, to) in ["8080", "8443", "9901", "8081", "8082"].iter().zip(&ports) {
+        text = text.replace(&format!("127.0.0.1:{from}"), &format!("127.0.0.1:{to}"));
+    }
+    text = text.replace("access_log = \"stdout\"", "access_log = \"off\"");
+    let policy = repo().join(format!("policies/.showcase-{}.toml", std::process::id()));
+    std::fs::write(&policy, text).unwrap();
+    let blue = origin_on(ports[3], "blue");
+    let green = origin_on(ports[4], "green");
+    let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["run", "--policy"])
+        .arg(&policy)
+        .env("SLUICE_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr = format!("127.0.0.1:{}", ports[0]).parse().unwrap();
+    let sluice = Proc { child, addr };
+    wait_port(addr);
+    wait_port(format!("127.0.0.1:{}", ports[1]).parse().unwrap());
+    Showcase {
+        _procs: vec![sluice, blue, green],
+        policy,
+        http: format!("http://127.0.0.1:{}", ports[0]),
+        https_port: ports[1],
+    }
+}
+
+fn curl(args: &[&str]) -> String {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "10"])
+        .args(args)
+        .output()
+        .expect("curl");
+    assert!(out.status.success(), "curl {args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+#[test]
+fn the_default_policy_shows_every_capability() {
+    let s = showcase();
+    let c = client();
+    let url = |p: &str| format!("{}{p}", s.http);
+
+    // A Wasm filter answers /hello; headers are edited both ways.
+    let r = c.get(url("/hello")).send().unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().unwrap().contains("Wasm filter"));
+    let r = c.get(url("/")).send().unwrap();
+    assert_eq!(r.headers()["x-served-by"], "sluice");
+
+    // Round robin over both origins (health-checked).
+    let ids: std::collections::HashSet<String> = (0..6)
+        .map(|_| {
+            let r = c.get(url("/")).send().unwrap();
+            r.headers()["x-origin-id"].to_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(ids.len(), 2, "{ids:?}");
+
+    // HTTP/2: h2c on the cleartext port, h2 by ALPN over TLS with the demo certificate.
+    let v = curl(&[
+        "--http2-prior-knowledge",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_version}",
+        &url("/"),
+    ]);
+    assert_eq!(v, "2");
+    let tls = format!("https://localhost:{}/", s.https_port);
+    let v = curl(&[
+        "--http2",
+        "--cacert",
+        repo().join("policies/demo-tls/cert.pem").to_str().unwrap(),
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_version} %{http_code}",
+        &tls,
+    ]);
+    assert_eq!(v, "2 200");
+
+    // Cleartext /account goes to HTTPS.
+    let r = c.get(url("/account")).send().unwrap();
+    assert_eq!(r.status(), 308);
+    assert!(r.headers()["location"]
+        .to_str()
+        .unwrap()
+        .starts_with(&format!("https://127.0.0.1:{}/account", s.https_port)));
+
+    // The router filter: beta testers get green; others a sticky 80/20 split.
+    for _ in 0..5 {
+        let r = c
+            .get(url("/canary/echo"))
+            .header("cookie", "beta=1")
+            .send()
+            .unwrap();
+        assert_eq!(r.headers()["x-origin-id"], "green");
+        let echo: serde_json::Value = r.json().unwrap();
+        assert_eq!(echo["path"], "/echo", "the /canary prefix is stripped");
+    }
+    let mut arms = std::collections::HashMap::new();
+    for _ in 0..200 {
+        let r = c.get(url("/canary/echo")).send().unwrap();
+        let cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
+        let id = r.headers()["x-origin-id"].to_str().unwrap().to_string();
+        assert!(
+            cookie.starts_with(&format!("arm={id};")),
+            "{cookie} vs {id}"
+        );
+        *arms.entry(id).or_insert(0) += 1;
+    }
+    let green = arms.get("green").copied().unwrap_or(0);
+    assert!((15..=70).contains(&green), "about 20% green: {arms:?}");
+    // The cookie keeps a client on its arm.
+    for arm in ["blue", "green"] {
+        for _ in 0..5 {
+            let r = c
+                .get(url("/canary/echo"))
+                .header("cookie", format!("arm={arm}"))
+                .timeout(Duration::from_secs(5))
+                .send()
+                .unwrap();
+            assert_eq!(r.headers()["x-origin-id"], arm);
+            assert!(r.headers().get("set-cookie").is_none());
+        }
+    }
+}
