@@ -9,6 +9,7 @@
 //! - [`chain`]: runs a phase over a route's filters.
 //! - [`host`]: the Proxy-Wasm host on wasmtime (knows no Pingora).
 //! - [`callouts`]: HTTP calls filters dispatch, sent with Pingora.
+//! - [`image`]: image variants the `image` filter asks for: fetch, transform, cache.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`admin`]: the admin listener.
 
@@ -16,6 +17,7 @@ pub mod admin;
 pub mod callouts;
 pub mod chain;
 pub mod host;
+pub mod image;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;

@@ -284,6 +284,18 @@ impl Sluice {
         if ctx.stream.request_headers_changed {
             apply_request(&ctx.stream.request_headers, session.req_header_mut())?;
         }
+        if let Some(spec) = ctx
+            .stream
+            .filter_state
+            .get(crate::image::TRANSFORM_PROPERTY)
+        {
+            // An image variant (docs/IMAGES.md): Sluice fetches the source from the
+            // route's pool, transforms it and answers by itself.
+            let spec = spec.clone();
+            let peer = self.upstream_peer(session, ctx).await?;
+            crate::image::serve(session, &ctx.snapshot.policy.images, &spec, peer).await?;
+            return Ok(true);
+        }
         if !has_body {
             return Ok(false);
         }
