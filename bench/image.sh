@@ -48,7 +48,8 @@ BIN="$ROOT/target/release"
 WORK="$(mktemp -d /tmp/sluice-image-bench.XXXXXX)"
 PIDS=()
 cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    # SIGKILL: Pingora's graceful shutdown waits out a grace period (bench/README.md, Notes).
+    for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
 }
 trap cleanup EXIT INT TERM

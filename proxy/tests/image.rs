@@ -126,6 +126,18 @@ fn write_images(root: &Path) -> Vec<u8> {
     )
     .unwrap();
     std::fs::write(dir.join("bomb.png"), png_bomb()).unwrap();
+    // Over max_source_bytes (500000): 600x600 of noise.
+    let mut seed = 7u32;
+    let noise = RgbImage::from_fn(600, 600, |_, _| {
+        seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12345);
+        let b = seed.to_be_bytes();
+        Rgb([b[0], b[1], b[2]])
+    });
+    std::fs::write(
+        dir.join("big.png"),
+        encode(&DynamicImage::ImageRgb8(noise), ImageFormat::Png),
+    )
+    .unwrap();
     std::fs::write(dir.join("truncated.jpg"), &jpg[..jpg.len() / 3]).unwrap();
     std::fs::write(dir.join("notanimage.jpg"), b"hello, I am text").unwrap();
     let mut garbage = vec![0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x10];
@@ -150,6 +162,7 @@ fn setup() -> Env {
         r#"
 [images]
 max_source_pixels = 4000000
+max_source_bytes = 500000
 cache_mb = 8
 
 [pools.o]
@@ -484,6 +497,15 @@ fn bombs_and_broken_sources_are_refused_without_harm() {
     assert_eq!(pass.body, png_bomb());
     assert_eq!(pass.header("x-sluice-image"), Some("passthrough"));
 
+    // Over max_source_bytes: refused, or passed through whole.
+    let big = get(&s.url("/cdn-cgi/image/width=100/img/big.png"));
+    assert_eq!(big.status, 422);
+    let whole = std::fs::read(env._root.path().join("img/big.png")).unwrap();
+    assert!(whole.len() > 500_000);
+    let pass = get(&s.url("/pass/width=100/img/big.png"));
+    assert_eq!((pass.status, pass.body.len()), (200, whole.len()));
+    assert!(pass.body == whole);
+
     for file in ["truncated.jpg", "notanimage.jpg", "garbage.jpg"] {
         let got = get(&s.url(&format!("/cdn-cgi/image/width=100/img/{file}")));
         assert!(
@@ -585,4 +607,18 @@ fn signed_urls() {
     let p300 = "/signed/width=300/img/photo.jpg";
     let sig300 = hmac_sha256_hex(b"s3cret", p300.as_bytes());
     assert_eq!(get(&s.url(&format!("{p300}?sig={sig300}"))).status, 400);
+}
+
+#[test]
+fn images_limits_are_checked_with_file_and_line() {
+    let (out, path, _dir) = check("[pools.o]\npeers = [\"127.0.0.1:1\"]\n\n[images]\nmax_source_bytes = 0\n");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("{}:4: [images]: max_source_bytes", path.display())),
+        "{err}"
+    );
+    let (out, _, _dir) = check("[images]\nmax_sorce_bytes = 1\n");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("max_sorce_bytes"));
 }

@@ -121,12 +121,15 @@ impl Config {
         if !(1..=100).contains(&self.quality) {
             return Err("quality must be 1 to 100".into());
         }
-        if self.max_width == 0 || self.max_height == 0 || !(self.max_dpr >= 1.0) {
+        if self.max_width == 0
+            || self.max_height == 0
+            || self.max_dpr.is_nan()
+            || self.max_dpr < 1.0
+        {
             return Err("max_width, max_height must be > 0 and max_dpr >= 1".into());
         }
-        if !self.path_prefix.is_empty()
-            && !(self.path_prefix.starts_with('/') && self.path_prefix.ends_with('/'))
-        {
+        let p = &self.path_prefix;
+        if !(p.is_empty() || p.starts_with('/') && p.ends_with('/')) {
             return Err("path_prefix must start and end with '/'".into());
         }
         if self.signing_key.as_deref() == Some("") {
@@ -216,6 +219,9 @@ struct ImageHttp {
 
 impl Context for ImageHttp {}
 
+/// Decoded options, name and value, in request order.
+type Options = Vec<(String, String)>;
+
 /// A refusal: status and reason (sent as a text body).
 struct Refuse(u32, String);
 
@@ -258,7 +264,7 @@ impl ImageHttp {
             .filter(|p| !p.is_empty())
             .map(|p| p.split_once('=').unwrap_or((p, "")))
             .collect();
-        let (options, source_path, other): (Vec<(String, String)>, String, Vec<(&str, &str)>) =
+        let (options, source_path, other): (Options, String, Vec<(&str, &str)>) =
             if !cfg.path_prefix.is_empty() && path.starts_with(&cfg.path_prefix) {
                 let rest = &path[cfg.path_prefix.len()..];
                 let (opts, src) = rest
@@ -596,7 +602,7 @@ fn color(v: &str) -> Option<[u8; 4]> {
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 || s.len() > 128 {
+    if !s.len().is_multiple_of(2) || s.len() > 128 {
         return None;
     }
     (0..s.len() / 2)
