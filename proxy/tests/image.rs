@@ -611,7 +611,8 @@ fn signed_urls() {
 
 #[test]
 fn images_limits_are_checked_with_file_and_line() {
-    let (out, path, _dir) = check("[pools.o]\npeers = [\"127.0.0.1:1\"]\n\n[images]\nmax_source_bytes = 0\n");
+    let (out, path, _dir) =
+        check("[pools.o]\npeers = [\"127.0.0.1:1\"]\n\n[images]\nmax_source_bytes = 0\n");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
