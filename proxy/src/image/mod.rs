@@ -82,8 +82,9 @@ impl ImagesConfig {
 
     /// Transforms allowed at once.
     pub fn concurrency(&self) -> usize {
+        static CPUS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
         match self.max_concurrent {
-            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            0 => *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
             n => n,
         }
     }
