@@ -8,6 +8,8 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 need=(cmake gcc g++ make pkg-config curl openssl prometheus)
+# Image transforms: nasm for mozjpeg's SIMD; vips (libvips-tools) and wrk for bench/image.sh.
+need+=(nasm libvips-tools wrk)
 # Wasm: where rustup has no wasm32 std (offline machines), the filters build with
 # Debian's rustc and -Zbuild-std (see filters/build.sh).
 if ! (command -v rustup >/dev/null && rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown); then

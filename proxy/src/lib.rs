@@ -11,6 +11,7 @@
 //! - [`upstream`]: pools: load balancing, health checks, ejection, the peer to connect to.
 //! - [`tls`]: TLS termination: certificates by SNI from the live snapshot.
 //! - [`callouts`]: HTTP calls filters dispatch, sent with Pingora.
+//! - [`image`]: image variants the `image` filter asks for: fetch, transform, cache.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`admin`]: the admin listener.
 
@@ -18,6 +19,7 @@ pub mod admin;
 pub mod callouts;
 pub mod chain;
 pub mod host;
+pub mod image;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;

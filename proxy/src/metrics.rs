@@ -64,6 +64,16 @@ pub struct Metrics {
     pub swaps: IntCounterVec,
     /// Time of the last successful swap.
     pub last_swap: Gauge,
+    /// Image variant cache lookups by result (`hit`, `miss`).
+    pub image_cache: IntCounterVec,
+    /// Image transforms by outcome.
+    pub image_transforms: IntCounterVec,
+    /// Image transform duration (slot wait included) by output format.
+    pub image_duration: HistogramVec,
+    /// Image bytes by direction (`source` read from origins, `output` produced).
+    pub image_bytes: IntCounterVec,
+    /// Bytes held by the image variant cache.
+    pub image_cache_bytes: IntGauge,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -115,6 +125,13 @@ pub fn metrics() -> &'static Metrics {
         )
         .expect("valid");
         r.register(Box::new(last_swap.clone())).expect("unique");
+        let image_cache_bytes = IntGauge::new(
+            "sluice_image_cache_bytes",
+            "Bytes held by the image variant cache.",
+        )
+        .expect("valid");
+        r.register(Box::new(image_cache_bytes.clone()))
+            .expect("unique");
         Metrics {
             requests: counter(
                 &r,
@@ -212,6 +229,32 @@ pub fn metrics() -> &'static Metrics {
                 &["result"],
             ),
             last_swap,
+            image_cache: counter(
+                &r,
+                "sluice_image_cache_total",
+                "Image variant cache lookups by result (hit, miss).",
+                &["result"],
+            ),
+            image_transforms: counter(
+                &r,
+                "sluice_image_transforms_total",
+                "Image transforms by outcome.",
+                &["outcome"],
+            ),
+            image_duration: histogram(
+                &r,
+                "sluice_image_transform_duration_seconds",
+                "Image transform duration (waiting for a slot included), by output format.",
+                &["format"],
+                REQUEST_BUCKETS,
+            ),
+            image_bytes: counter(
+                &r,
+                "sluice_image_bytes_total",
+                "Image bytes: source (read from origins), output (produced).",
+                &["direction"],
+            ),
+            image_cache_bytes,
             registry: r,
         }
     })

@@ -257,6 +257,8 @@ pub struct Policy {
     pub pools: Vec<Pool>,
     /// Routes, matched in order.
     pub routes: Vec<Route>,
+    /// Hard limits of image transforms (`[images]`).
+    pub images: crate::image::ImagesConfig,
 }
 
 #[derive(Deserialize)]
@@ -273,6 +275,7 @@ struct RawPolicy {
     filters: BTreeMap<String, RawFilter>,
     #[serde(default)]
     routes: Vec<RawRoute>,
+    images: Option<Spanned<crate::image::ImagesConfig>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -641,6 +644,17 @@ impl Policy {
                 pool,
             });
         }
+        let images = match raw.images {
+            Some(i) => {
+                let span = i.span();
+                let i = i.into_inner();
+                if let Err(e) = i.check() {
+                    l.err(Some(span), format!("[images]: {e}"));
+                }
+                i
+            }
+            None => Default::default(),
+        };
         if !l.out.is_empty() {
             return Err(PolicyErrors(l.out));
         }
@@ -659,6 +673,7 @@ impl Policy {
             filters,
             pools,
             routes,
+            images,
         })
     }
 }

@@ -398,6 +398,21 @@ impl Sluice {
         if ctx.stream.request_headers_changed {
             apply_request(&ctx.stream.request_headers, session.req_header_mut())?;
         }
+        if self.choose_pool(session, ctx).await? {
+            return Ok(true);
+        }
+        if let Some(spec) = ctx
+            .stream
+            .filter_state
+            .get(crate::image::TRANSFORM_PROPERTY)
+        {
+            // An image variant (docs/IMAGES.md): Sluice fetches the source from the
+            // route's pool, transforms it and answers by itself.
+            let spec = spec.clone();
+            let peer = self.upstream_peer(session, ctx).await?;
+            crate::image::serve(session, &ctx.snapshot.policy.images, &spec, peer).await?;
+            return Ok(true);
+        }
         if !has_body {
             return Ok(false);
         }
@@ -436,6 +451,48 @@ impl Sluice {
                 send_detached(&ctx.snapshot, chain);
             }
             _ => ctx.request_body = RequestBody::Streaming,
+        }
+        Ok(false)
+    }
+
+    /// Applies a filter's `sluice.upstream.pool`; `Ok(true)`: the pool is unknown and
+    /// the request was answered 502.
+    async fn choose_pool(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        let route_name = ctx.stream.info.route.clone();
+        let Some(name) = ctx
+            .stream
+            .filter_state
+            .get(props::POOL)
+            .map(|n| String::from_utf8_lossy(n).into_owned())
+        else {
+            return Ok(false);
+        };
+        {
+            match ctx.snapshot.pool(&name).cloned() {
+                Some(p) => {
+                    ctx.stream.info.pool = p.def.name.clone();
+                    ctx.pool = Some(p);
+                }
+                None => {
+                    tracing::warn!(route = %route_name, pool = %name, request_id = %ctx.stream.info.id, "a filter chose a pool the policy does not have: 502");
+                    metrics()
+                        .unknown_pool
+                        .with_label_values(&[route_name.as_str()])
+                        .inc();
+                    ctx.stream.info.response_code = Some(502);
+                    send_local(
+                        session,
+                        &LocalResponse {
+                            status: 502,
+                            details: "unknown pool".into(),
+                            body: b"bad gateway: no such upstream pool\n".to_vec(),
+                            headers: vec![("content-type".into(), b"text/plain".to_vec())],
+                        },
+                    )
+                    .await?;
+                    return Ok(true);
+                }
+            }
         }
         Ok(false)
     }
@@ -522,38 +579,7 @@ impl ProxyHttp for Sluice {
         let mut chain = Chain::new(route.filters.clone());
         let r = self.request_phases(session, ctx, &mut chain).await;
         ctx.chain = Some(chain);
-        if !matches!(r, Ok(false)) {
-            return r;
-        }
-        if let Some(name) = ctx.stream.filter_state.get(props::POOL) {
-            let name = String::from_utf8_lossy(name);
-            match snap.pool(&name) {
-                Some(p) => {
-                    ctx.stream.info.pool = p.def.name.clone();
-                    ctx.pool = Some(p.clone());
-                }
-                None => {
-                    tracing::warn!(route = %route.def.name, pool = %name, request_id = %ctx.stream.info.id, "a filter chose a pool the policy does not have: 502");
-                    metrics()
-                        .unknown_pool
-                        .with_label_values(&[route.def.name.as_str()])
-                        .inc();
-                    ctx.stream.info.response_code = Some(502);
-                    send_local(
-                        session,
-                        &LocalResponse {
-                            status: 502,
-                            details: "unknown pool".into(),
-                            body: b"bad gateway: no such upstream pool\n".to_vec(),
-                            headers: vec![("content-type".into(), b"text/plain".to_vec())],
-                        },
-                    )
-                    .await?;
-                    return Ok(true);
-                }
-            }
-        }
-        Ok(false)
+        r
     }
 
     async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {

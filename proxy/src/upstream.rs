@@ -202,7 +202,14 @@ impl UpstreamPool {
             Some(p) => std::fs::read(p).unwrap_or_default(),
             None => Vec::new(),
         };
-        let key = PoolDefKey(def.clone(), ca_bytes);
+        // Where the pool sits in the file does not make it another pool.
+        let key = PoolDefKey(
+            PoolDef {
+                line: 0,
+                ..def.clone()
+            },
+            ca_bytes,
+        );
         let mut reg = registry().lock().unwrap_or_else(|e| e.into_inner());
         reg.retain(|_, w| w.strong_count() > 0);
         if let Some(p) = reg.get(&key).and_then(Weak::upgrade) {

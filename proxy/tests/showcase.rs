@@ -135,6 +135,20 @@ fn the_default_policy_shows_every_capability() {
     ]);
     assert_eq!(v, "2 200");
 
+    // Image variants: a 400 px WebP of the 1200x800 sample, transformed once.
+    let img = url("/cdn-cgi/image/width=400,format=auto/sample.jpg");
+    for want in ["miss", "hit"] {
+        let r = c.get(&img).header("accept", "image/webp").send().unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["content-type"], "image/webp");
+        assert_eq!(r.headers()["x-sluice-image"], want);
+    }
+    let r = c
+        .get(url("/cdn-cgi/image/width=9999/sample.jpg"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 400);
+
     // Cleartext /account goes to HTTPS.
     let r = c.get(url("/account")).send().unwrap();
     assert_eq!(r.status(), 308);

@@ -258,3 +258,19 @@ pub fn one_filter(origin: &Proc, name: &str, module_toml: &str, config: &str) ->
         origin.addr
     )
 }
+
+/// Starts the demo origin serving static files from `root`.
+pub fn origin_root(id: &str, root: &Path) -> Proc {
+    let bin = Path::new(env!("CARGO_BIN_EXE_sluice")).with_file_name("sluice-origin");
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mut child = Command::new(bin)
+        .args(["--listen", &addr.to_string(), "--id", id, "--threads", "1"])
+        .arg("--root")
+        .arg(root)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn origin");
+    wait_for(addr, &mut child, "origin");
+    Proc { child, addr }
+}

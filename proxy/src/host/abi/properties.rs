@@ -41,6 +41,7 @@ fn well_known(state: &HostState, path: &str) -> Option<Vec<u8>> {
         "plugin_root_id" => return Some(p.root_id.clone().into_bytes()),
         "plugin_vm_id" => return Some(p.vm_id.clone().into_bytes()),
         "sluice.generation" => return Some(int(p.generation as i64)),
+        crate::image::FORMATS_PROPERTY => return Some(crate::image::OUTPUT_FORMATS.into()),
         _ => {}
     }
     if !state.has_stream {

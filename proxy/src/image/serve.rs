@@ -1,0 +1,418 @@
+//! One image request, end to end: fetch the source from the route's pool (revalidating
+//! a cached variant), transform on the blocking pool within the limits, answer.
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use pingora::connectors::http::Connector;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::*;
+use pingora::protocols::http::client::HttpSession;
+use sha2::{Digest, Sha256};
+use tokio::time::timeout_at;
+
+use super::cache::{Engine, Variant};
+use super::transform::{self, Limits, Output, TransformError};
+use super::{ImagesConfig, Spec};
+use crate::metrics::metrics;
+
+fn connector() -> &'static Connector {
+    static C: OnceLock<Connector> = OnceLock::new();
+    C.get_or_init(|| Connector::new(None))
+}
+
+/// Request headers not forwarded to the origin: hop-by-hop ones, and those about
+/// the variant rather than the source (encodings, ranges, conditionals, Accept).
+const NOT_FORWARDED: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "accept",
+    "accept-encoding",
+    "range",
+    "if-range",
+    "if-none-match",
+    "if-modified-since",
+    "if-match",
+    "if-unmodified-since",
+    "content-length",
+    "expect",
+];
+
+/// Response headers of the origin not passed on.
+const HOP_BY_HOP: &[&str] = &["connection", "keep-alive", "proxy-connection", "upgrade"];
+
+fn header<'a>(h: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
+    h.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Why no output was made.
+enum Failure {
+    Transform(TransformError),
+    Timeout,
+    Overloaded,
+}
+
+/// Answers an image request: `raw_spec` is the filter's [`Spec`] JSON, `peer` the
+/// upstream the proxy picked from the route's pool. Writes the whole response; the
+/// caller ends the request (`request_filter` returns `Ok(true)`).
+pub async fn serve(
+    session: &mut Session,
+    cfg: &ImagesConfig,
+    raw_spec: &[u8],
+    peer: Box<HttpPeer>,
+) -> Result<()> {
+    let m = metrics();
+    let spec = match Spec::parse(raw_spec) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "bad image transform spec");
+            return text(session, 500, "bad image transform spec").await;
+        }
+    };
+    let engine = Engine::get(cfg);
+    let req = session.req_header();
+    let head = req.method == http::Method::HEAD;
+    let host = header(&req.headers, "host").unwrap_or("");
+    let key = format!("{host}\n{}", String::from_utf8_lossy(raw_spec));
+    let cached = engine.lookup(&key);
+    let origin_req = origin_request(req, &spec, cached.as_deref())?;
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(cfg.fetch_timeout_ms);
+
+    let mut up = match timeout_at(deadline, open(&peer, origin_req)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, source = %spec.source, "image source fetch failed");
+            m.image_transforms
+                .with_label_values(&["origin_error"])
+                .inc();
+            return text(session, 502, "cannot fetch the image source").await;
+        }
+        Err(_) => {
+            m.image_transforms
+                .with_label_values(&["origin_error"])
+                .inc();
+            return text(session, 504, "image source timed out").await;
+        }
+    };
+    let resp = match up.response_header() {
+        Some(r) => r.clone(),
+        None => return text(session, 502, "no response from the image source").await,
+    };
+    match (resp.status.as_u16(), &cached) {
+        (304, Some(v)) => {
+            m.image_cache.with_label_values(&["hit"]).inc();
+            release(up, &peer).await;
+            return send_variant(session, v, "hit", head).await;
+        }
+        (200, _) => {}
+        _ => return passthrough(session, Some(&mut up), &resp, Vec::new(), head).await,
+    }
+
+    // The source: capped before and while reading.
+    let declared = header(&resp.headers, "content-length").and_then(|v| v.parse::<u64>().ok());
+    let mut body = Vec::new();
+    let mut over = declared.is_some_and(|n| n > cfg.max_source_bytes);
+    if !over {
+        if let Some(n) = declared {
+            body.reserve_exact(n as usize);
+        }
+        loop {
+            match timeout_at(deadline, up.read_response_body()).await {
+                Ok(Ok(Some(chunk))) => {
+                    body.extend_from_slice(&chunk);
+                    if body.len() as u64 > cfg.max_source_bytes {
+                        over = true;
+                        break;
+                    }
+                }
+                Ok(Ok(None)) => break,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "reading the image source failed");
+                    m.image_transforms
+                        .with_label_values(&["origin_error"])
+                        .inc();
+                    return text(session, 502, "cannot read the image source").await;
+                }
+                Err(_) => {
+                    m.image_transforms
+                        .with_label_values(&["origin_error"])
+                        .inc();
+                    return text(session, 504, "image source timed out").await;
+                }
+            }
+        }
+    }
+    if over {
+        m.image_transforms
+            .with_label_values(&["source_too_large"])
+            .inc();
+        return on_error(
+            session,
+            &spec,
+            Some(&mut up),
+            &resp,
+            body,
+            head,
+            "the image source is over max_source_bytes",
+        )
+        .await;
+    }
+    release(up, &peer).await;
+    m.image_bytes
+        .with_label_values(&["source"])
+        .inc_by(body.len() as u64);
+
+    let source_etag = header(&resp.headers, "etag").map(str::to_string);
+    let last_modified = header(&resp.headers, "last-modified").map(str::to_string);
+    let validator = source_etag
+        .clone()
+        .or_else(|| last_modified.clone())
+        .unwrap_or_else(|| format!("sha256:{}", hex::encode(Sha256::digest(&body))));
+    if let Some(v) = cached.as_ref().filter(|v| v.validator == validator) {
+        m.image_cache.with_label_values(&["hit"]).inc();
+        return send_variant(session, v, "hit", head).await;
+    }
+    if engine.caches() {
+        m.image_cache.with_label_values(&["miss"]).inc();
+    }
+
+    let started = Instant::now();
+    let body = Bytes::from(body);
+    let out = match run(&engine, cfg, body.clone(), spec.clone()).await {
+        Ok(out) => out,
+        Err(f) => {
+            let (label, msg, status) = match &f {
+                Failure::Transform(e) => (e.label(), e.to_string(), spec.on_error),
+                Failure::Timeout => ("timeout", "image transform timed out".into(), 503),
+                Failure::Overloaded => ("overloaded", "image transforms are busy".into(), 503),
+            };
+            m.image_transforms.with_label_values(&[label]).inc();
+            tracing::info!(source = %spec.source, outcome = label, reason = %msg, "image not transformed");
+            let mut spec = spec;
+            if spec.on_error != 0 {
+                spec.on_error = status;
+            }
+            return on_error(session, &spec, None, &resp, body.to_vec(), head, &msg).await;
+        }
+    };
+    m.image_transforms.with_label_values(&["ok"]).inc();
+    m.image_duration
+        .with_label_values(&[out.format.name()])
+        .observe(started.elapsed().as_secs_f64());
+    m.image_bytes
+        .with_label_values(&["output"])
+        .inc_by(out.bytes.len() as u64);
+
+    let cache_control = header(&resp.headers, "cache-control").map(str::to_string);
+    let cacheable = !cache_control.as_deref().is_some_and(|c| {
+        let c = c.to_ascii_lowercase();
+        c.contains("no-store") || c.contains("private")
+    });
+    let etag = format!(
+        "\"img-{}\"",
+        &hex::encode(Sha256::digest(
+            [validator.as_bytes(), b"\n", raw_spec].concat()
+        ))[..24]
+    );
+    let variant = Arc::new(Variant {
+        validator,
+        source_etag,
+        last_modified,
+        cache_control,
+        expires: header(&resp.headers, "expires").map(str::to_string),
+        etag,
+        content_type: out.format.content_type(),
+        vary_accept: spec.vary_accept,
+        body: Bytes::from(out.bytes),
+    });
+    if cacheable {
+        engine.store(key, variant.clone());
+    }
+    send_variant(session, &variant, "miss", head).await
+}
+
+/// Runs the transform on the blocking pool, in a slot, within `timeout_ms`.
+async fn run(
+    engine: &Engine,
+    cfg: &ImagesConfig,
+    src: Bytes,
+    spec: Spec,
+) -> std::result::Result<Output, Failure> {
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(cfg.timeout_ms);
+    let permit = match timeout_at(deadline, engine.slots.clone().acquire_owned()).await {
+        Ok(Ok(p)) => p,
+        _ => return Err(Failure::Overloaded),
+    };
+    let limits = Limits {
+        max_source_pixels: cfg.max_source_pixels,
+        max_output_pixels: cfg.max_output_pixels,
+    };
+    // The slot stays taken until the work ends, even when the request gave up on it.
+    let job = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        transform::transform(&src, &spec, &limits)
+    });
+    match timeout_at(deadline, job).await {
+        Err(_) => Err(Failure::Timeout),
+        Ok(Err(_)) => Err(Failure::Transform(TransformError::Panic)),
+        Ok(Ok(r)) => r.map_err(Failure::Transform),
+    }
+}
+
+fn origin_request(
+    req: &RequestHeader,
+    spec: &Spec,
+    cached: Option<&Variant>,
+) -> Result<RequestHeader> {
+    let mut out = RequestHeader::build("GET", spec.source.as_bytes(), None)?;
+    for (k, v) in req.headers.iter() {
+        if !NOT_FORWARDED.contains(&k.as_str()) {
+            out.append_header(k.clone(), v.clone())?;
+        }
+    }
+    out.insert_header("accept", "image/*,*/*;q=0.8")?;
+    if let Some(v) = cached {
+        if let Some(e) = &v.source_etag {
+            out.insert_header("if-none-match", e.as_str())?;
+        } else if let Some(lm) = &v.last_modified {
+            out.insert_header("if-modified-since", lm.as_str())?;
+        }
+    }
+    Ok(out)
+}
+
+async fn open(peer: &HttpPeer, req: RequestHeader) -> Result<HttpSession> {
+    let (mut s, _reused) = connector().get_http_session(peer).await?;
+    s.write_request_header(Box::new(req)).await?;
+    s.finish_request_body().await?;
+    s.read_response_header().await?;
+    Ok(s)
+}
+
+/// Returns a finished upstream connection to the pool.
+async fn release(mut up: HttpSession, peer: &HttpPeer) {
+    if up.response_done() {
+        connector()
+            .release_http_session(up, peer, Some(Duration::from_secs(60)))
+            .await;
+    } else {
+        up.shutdown().await;
+    }
+}
+
+async fn send_variant(
+    session: &mut Session,
+    v: &Variant,
+    result: &'static str,
+    head: bool,
+) -> Result<()> {
+    let not_modified = header(&session.req_header().headers, "if-none-match").is_some_and(|inm| {
+        inm.split(',')
+            .any(|t| t.trim() == "*" || t.trim().trim_start_matches("W/") == v.etag)
+    });
+    let status = if not_modified { 304 } else { 200 };
+    let mut h = ResponseHeader::build(status, Some(10))?;
+    h.insert_header("content-type", v.content_type)?;
+    if !not_modified {
+        h.insert_header("content-length", v.body.len().to_string())?;
+    }
+    h.insert_header("etag", v.etag.as_str())?;
+    if let Some(x) = &v.last_modified {
+        h.insert_header("last-modified", x.as_str())?;
+    }
+    if let Some(x) = &v.cache_control {
+        h.insert_header("cache-control", x.as_str())?;
+    }
+    if let Some(x) = &v.expires {
+        h.insert_header("expires", x.as_str())?;
+    }
+    if v.vary_accept {
+        h.insert_header("vary", "Accept")?;
+    }
+    h.insert_header("x-sluice-image", result)?;
+    let no_body = head || not_modified;
+    session.write_response_header(Box::new(h), no_body).await?;
+    if !no_body {
+        session
+            .write_response_body(Some(v.body.clone()), true)
+            .await?;
+    }
+    Ok(())
+}
+
+/// A source that is not transformed: the original, or the configured status.
+async fn on_error(
+    session: &mut Session,
+    spec: &Spec,
+    up: Option<&mut HttpSession>,
+    resp: &ResponseHeader,
+    body: Vec<u8>,
+    head: bool,
+    msg: &str,
+) -> Result<()> {
+    if spec.on_error == 0 {
+        passthrough(session, up, resp, body, head).await
+    } else {
+        if let Some(up) = up {
+            up.shutdown().await;
+        }
+        text(session, spec.on_error, msg).await
+    }
+}
+
+/// Sends the origin's response as it is: its header, the body read so far, then the
+/// rest of it.
+async fn passthrough(
+    session: &mut Session,
+    up: Option<&mut HttpSession>,
+    resp: &ResponseHeader,
+    body: Vec<u8>,
+    head: bool,
+) -> Result<()> {
+    let mut h = resp.clone();
+    for n in HOP_BY_HOP {
+        h.remove_header(*n);
+    }
+    h.insert_header("x-sluice-image", "passthrough")?;
+    let no_body = head || matches!(resp.status.as_u16(), 204 | 304);
+    session.write_response_header(Box::new(h), no_body).await?;
+    if no_body {
+        if let Some(up) = up {
+            up.shutdown().await;
+        }
+        return Ok(());
+    }
+    if !body.is_empty() {
+        session
+            .write_response_body(Some(Bytes::from(body)), false)
+            .await?;
+    }
+    if let Some(up) = up {
+        while let Some(chunk) = up.read_response_body().await? {
+            session.write_response_body(Some(chunk), false).await?;
+        }
+    }
+    session.write_response_body(None, true).await
+}
+
+async fn text(session: &mut Session, status: u16, msg: &str) -> Result<()> {
+    let body = format!("{msg}\n");
+    let mut h = ResponseHeader::build(status, Some(3))?;
+    h.insert_header("content-type", "text/plain")?;
+    h.insert_header("content-length", body.len().to_string())?;
+    h.insert_header("cache-control", "no-store")?;
+    let head = session.req_header().method == http::Method::HEAD;
+    session.write_response_header(Box::new(h), head).await?;
+    if head {
+        return Ok(());
+    }
+    session
+        .write_response_body(Some(Bytes::from(body)), true)
+        .await
+}
