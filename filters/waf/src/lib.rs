@@ -1,0 +1,16 @@
+//! `waf.wasm`: a SecLang (ModSecurity rule language) engine in a Proxy-Wasm filter that runs
+//! the OWASP Core Rule Set unmodified. See README.md for the configuration and coverage.
+
+pub mod body;
+pub mod config;
+pub mod load;
+pub mod model;
+pub mod ops;
+pub mod parse;
+pub mod pcre;
+pub mod sha1;
+pub mod transform;
+pub mod tx;
+
+#[cfg(target_arch = "wasm32")]
+mod filter;
