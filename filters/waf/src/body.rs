@@ -3,8 +3,11 @@
 use crate::model::s;
 use crate::transform::form_decode;
 
+/// Key/value pairs from a body.
+pub type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// Parses `a=1&b=2` (both sides form-decoded). Empty pieces are skipped.
-pub fn urlencoded(data: &[u8], sep: u8) -> Vec<(Vec<u8>, Vec<u8>)> {
+pub fn urlencoded(data: &[u8], sep: u8) -> Pairs {
     let mut out = Vec::new();
     for piece in data.split(|&b| b == sep) {
         if piece.is_empty() {
@@ -21,14 +24,20 @@ pub fn urlencoded(data: &[u8], sep: u8) -> Vec<(Vec<u8>, Vec<u8>)> {
 
 /// Flattens a JSON document into ARGS: `{"a":{"b":1},"c":[x,y]}` -> `json.a.b=1`,
 /// `json.c.array_0=x`, `json.c.array_1=y` (libmodsecurity 3 naming).
-pub fn json(data: &[u8], depth: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, String> {
+pub fn json(data: &[u8], depth: usize) -> Result<Pairs, String> {
     let v: serde_json::Value = serde_json::from_slice(data).map_err(|e| e.to_string())?;
     let mut out = Vec::new();
     walk(&v, "json".to_string(), 0, depth, &mut out)?;
     Ok(out)
 }
 
-fn walk(v: &serde_json::Value, path: String, d: usize, max: usize, out: &mut Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), String> {
+fn walk(
+    v: &serde_json::Value,
+    path: String,
+    d: usize,
+    max: usize,
+    out: &mut Vec<(Vec<u8>, Vec<u8>)>,
+) -> Result<(), String> {
     use serde_json::Value;
     if d > max {
         return Err(format!("JSON depth exceeds {max}"));
@@ -101,7 +110,10 @@ fn find(h: &[u8], n: &[u8], from: usize) -> Option<usize> {
     if from > h.len() || n.is_empty() {
         return None;
     }
-    h[from..].windows(n.len()).position(|w| w == n).map(|p| p + from)
+    h[from..]
+        .windows(n.len())
+        .position(|w| w == n)
+        .map(|p| p + from)
 }
 
 /// Parses a multipart/form-data body.
@@ -147,24 +159,25 @@ pub fn multipart(content_type: &str, data: &[u8]) -> Multipart {
         }
         let hstart = line_end + 1;
         // headers until an empty line
-        let (hend, body_start) = match (find(data, b"\r\n\r\n", hstart), find(data, b"\n\n", hstart)) {
-            (Some(a), Some(b)) if b < a => {
-                lf_only = true;
-                (b, b + 2)
-            }
-            (Some(a), _) => (a, a + 4),
-            (None, Some(b)) => {
-                lf_only = true;
-                (b, b + 2)
-            }
-            (None, None) => {
-                if hstart >= data.len() {
+        let (hend, body_start) =
+            match (find(data, b"\r\n\r\n", hstart), find(data, b"\n\n", hstart)) {
+                (Some(a), Some(b)) if b < a => {
+                    lf_only = true;
+                    (b, b + 2)
+                }
+                (Some(a), _) => (a, a + 4),
+                (None, Some(b)) => {
+                    lf_only = true;
+                    (b, b + 2)
+                }
+                (None, None) => {
+                    if hstart >= data.len() {
+                        break;
+                    }
+                    m.flags.push(s::MULTIPART_INVALID_PART);
                     break;
                 }
-                m.flags.push(s::MULTIPART_INVALID_PART);
-                break;
-            }
-        };
+            };
         let headers = String::from_utf8_lossy(&data[hstart..hend]).into_owned();
         // part body until the next delimiter
         let next = match find(data, &delim, body_start) {
@@ -188,7 +201,8 @@ pub fn multipart(content_type: &str, data: &[u8]) -> Multipart {
                 continue;
             }
             if line.starts_with([' ', '\t']) {
-                m.flags.push(crate::model::scalar("MULTIPART_HEADER_FOLDING").unwrap_or(36));
+                m.flags
+                    .push(crate::model::scalar("MULTIPART_HEADER_FOLDING").unwrap_or(36));
             }
             hlines.push(line.to_string());
             if let Some((k, v)) = line.split_once(':') {
@@ -207,10 +221,15 @@ pub fn multipart(content_type: &str, data: &[u8]) -> Multipart {
         }
         let pname = name.clone().unwrap_or_default();
         for h in hlines {
-            m.part_headers.push((pname.clone().into_bytes(), h.into_bytes()));
+            m.part_headers
+                .push((pname.clone().into_bytes(), h.into_bytes()));
         }
         match (name, filename) {
-            (Some(n), Some(f)) => m.files.push(FilePart { name: n.into_bytes(), filename: f.into_bytes(), size: body.len() }),
+            (Some(n), Some(f)) => m.files.push(FilePart {
+                name: n.into_bytes(),
+                filename: f.into_bytes(),
+                size: body.len(),
+            }),
             (Some(n), None) => m.args.push((n.into_bytes(), body.to_vec())),
             (None, _) => m.flags.push(s::MULTIPART_INVALID_PART),
         }
@@ -274,8 +293,15 @@ pub fn xml(data: &[u8]) -> Result<(Vec<u8>, Vec<Vec<u8>>), String> {
             continue;
         }
         let self_closing = tag.ends_with(b"/");
-        let tag = if self_closing { &tag[..tag.len() - 1] } else { tag };
-        let name_end = tag.iter().position(|b| b.is_ascii_whitespace()).unwrap_or(tag.len());
+        let tag = if self_closing {
+            &tag[..tag.len() - 1]
+        } else {
+            tag
+        };
+        let name_end = tag
+            .iter()
+            .position(|b| b.is_ascii_whitespace())
+            .unwrap_or(tag.len());
         let name = tag[..name_end].to_vec();
         if name.is_empty() {
             return Err("empty tag name".into());
@@ -292,7 +318,10 @@ pub fn xml(data: &[u8]) -> Result<(Vec<u8>, Vec<Vec<u8>>), String> {
             if q != b'"' && q != b'\'' {
                 return Err("unquoted attribute".into());
             }
-            let close = after[1..].iter().position(|&b| b == q).ok_or("unterminated attribute")?;
+            let close = after[1..]
+                .iter()
+                .position(|&b| b == q)
+                .ok_or("unterminated attribute")?;
             attrs.push(after[1..1 + close].to_vec());
             a = &after[close + 2..];
         }
@@ -321,8 +350,14 @@ mod tests {
     #[test]
     fn json_bodies() {
         let a = json(br#"{"a":{"b":"x"},"c":[1,true],"d":null}"#, 512).unwrap();
-        let names: Vec<String> = a.iter().map(|(k, _)| String::from_utf8(k.clone()).unwrap()).collect();
-        assert_eq!(names, vec!["json.a.b", "json.c.array_0", "json.c.array_1", "json.d"]);
+        let names: Vec<String> = a
+            .iter()
+            .map(|(k, _)| String::from_utf8(k.clone()).unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            vec!["json.a.b", "json.c.array_0", "json.c.array_1", "json.d"]
+        );
         assert!(json(b"{\"a\":", 512).is_err());
         assert!(json(b"[[[1]]]", 2).is_err());
     }
@@ -337,7 +372,10 @@ mod tests {
         assert_eq!(m.files[0].filename, b"x.php");
         assert_eq!(m.files[0].size, 8);
         assert_eq!(m.part_headers.len(), 3);
-        let m = multipart("multipart/form-data; boundary=XX", b"--XX\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nhello");
+        let m = multipart(
+            "multipart/form-data; boundary=XX",
+            b"--XX\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nhello",
+        );
         assert!(m.error.is_some());
         let m = multipart("multipart/form-data; boundary=\"XX\"", body);
         assert!(m.flags.contains(&s::MULTIPART_BOUNDARY_QUOTED));
@@ -345,7 +383,8 @@ mod tests {
 
     #[test]
     fn xml_bodies() {
-        let (t, a) = xml(b"<?xml version=\"1.0\"?><a x=\"1\"><b>hi</b> <c y='2'/>there</a>").unwrap();
+        let (t, a) =
+            xml(b"<?xml version=\"1.0\"?><a x=\"1\"><b>hi</b> <c y='2'/>there</a>").unwrap();
         assert_eq!(t, b"hi there");
         assert_eq!(a, vec![b"1".to_vec(), b"2".to_vec()]);
         assert!(xml(b"<a><b></a>").is_err());

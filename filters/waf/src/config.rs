@@ -92,14 +92,24 @@ impl FileSource for Overlay<'_> {
         }
         match self.base {
             Some(b) => b.read(path),
-            None => Err("the host offers no files (sluice.file.read NOT_FOUND); use inline rules and data".into()),
+            None => Err(
+                "the host offers no files (sluice.file.read NOT_FOUND); use inline rules and data"
+                    .into(),
+            ),
         }
     }
 }
 
 /// Builds the WAF: loads `rules` (globs expanded against the file list), then `inline`.
-pub fn build(cfg: &Config, files: Option<&dyn FileSource>, host: Option<Rc<dyn HostMatch>>) -> Result<Waf, String> {
-    let src = Overlay { base: files, data: &cfg.data };
+pub fn build(
+    cfg: &Config,
+    files: Option<&dyn FileSource>,
+    host: Option<Rc<dyn HostMatch>>,
+) -> Result<Waf, String> {
+    let src = Overlay {
+        base: files,
+        data: &cfg.data,
+    };
     let mut loader = Loader::new(&src, host);
     let mut listing: Option<Vec<String>> = None;
     for entry in &cfg.rules {
@@ -108,7 +118,9 @@ pub fn build(cfg: &Config, files: Option<&dyn FileSource>, host: Option<Rc<dyn H
             let mut m: Vec<&String> = l.iter().filter(|f| glob_match(entry, f)).collect();
             m.sort();
             if m.is_empty() {
-                return Err(format!("rules: {entry:?} matches no file offered by the host"));
+                return Err(format!(
+                    "rules: {entry:?} matches no file offered by the host"
+                ));
             }
             for f in m {
                 loader.load_file(f).map_err(|e| e.to_string())?;
@@ -118,7 +130,9 @@ pub fn build(cfg: &Config, files: Option<&dyn FileSource>, host: Option<Rc<dyn H
         }
     }
     if !cfg.inline.trim().is_empty() {
-        loader.load_text("<inline>", &cfg.inline).map_err(|e| e.to_string())?;
+        loader
+            .load_text("<inline>", &cfg.inline)
+            .map_err(|e| e.to_string())?;
     }
     let st = loader.settings_mut();
     match cfg.mode.as_deref() {
@@ -147,7 +161,10 @@ pub fn build(cfg: &Config, files: Option<&dyn FileSource>, host: Option<Rc<dyn H
     if let Some(t) = cfg.anomaly_threshold {
         init_tx.push(("inbound_anomaly_score_threshold".to_string(), t.to_string()));
     }
-    Ok(Waf { engine: Rc::new(engine), init_tx })
+    Ok(Waf {
+        engine: Rc::new(engine),
+        init_tx,
+    })
 }
 
 /// The audit log line (JSON) for a finished transaction.

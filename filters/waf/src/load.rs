@@ -153,7 +153,10 @@ enum Removal {
 }
 
 fn err(loc: &Loc, msg: impl Into<String>) -> LoadError {
-    LoadError { loc: loc.clone(), msg: msg.into() }
+    LoadError {
+        loc: loc.clone(),
+        msg: msg.into(),
+    }
 }
 
 /// Glob match with `*`, `?` and `[...]`-free patterns (enough for rule file lists).
@@ -196,8 +199,14 @@ fn parse_ranges(s: &str) -> Result<IdRanges, String> {
             Some((a, b)) => (a, b),
             None => (part, part),
         };
-        let a: u32 = a.trim().parse().map_err(|_| format!("bad rule id {part:?}"))?;
-        let b: u32 = b.trim().parse().map_err(|_| format!("bad rule id {part:?}"))?;
+        let a: u32 = a
+            .trim()
+            .parse()
+            .map_err(|_| format!("bad rule id {part:?}"))?;
+        let b: u32 = b
+            .trim()
+            .parse()
+            .map_err(|_| format!("bad rule id {part:?}"))?;
         out.push((a, b));
     }
     Ok(out)
@@ -207,8 +216,20 @@ fn parse_severity(v: &str) -> Option<u8> {
     if let Ok(n) = v.parse::<u8>() {
         return (n <= 7).then_some(n);
     }
-    let names = ["EMERGENCY", "ALERT", "CRITICAL", "ERROR", "WARNING", "NOTICE", "INFO", "DEBUG"];
-    names.iter().position(|n| n.eq_ignore_ascii_case(v)).map(|p| p as u8)
+    let names = [
+        "EMERGENCY",
+        "ALERT",
+        "CRITICAL",
+        "ERROR",
+        "WARNING",
+        "NOTICE",
+        "INFO",
+        "DEBUG",
+    ];
+    names
+        .iter()
+        .position(|n| n.eq_ignore_ascii_case(v))
+        .map(|p| p as u8)
 }
 
 fn parse_phase(v: &str) -> Option<u8> {
@@ -265,7 +286,10 @@ fn macro_part(inner: &str) -> Result<Part, String> {
         return Ok(Part::Rule(f));
     }
     let v = parse_var(name).ok_or_else(|| format!("unknown variable in macro %{{{inner}}}"))?;
-    Ok(Part::Var(v, key.map(|k| k.to_ascii_lowercase().into_bytes())))
+    Ok(Part::Var(
+        v,
+        key.map(|k| k.to_ascii_lowercase().into_bytes()),
+    ))
 }
 
 fn category_of(id: u32, tags: &[Rc<str>]) -> Rc<str> {
@@ -322,8 +346,14 @@ impl<'a> Loader<'a> {
 
     /// Loads one file from the source.
     pub fn load_file(&mut self, path: &str) -> Result<(), LoadError> {
-        let loc = Loc { file: Rc::from(path), line: 0 };
-        let data = self.src.read(path).map_err(|e| err(&loc, format!("cannot read rule file: {e}")))?;
+        let loc = Loc {
+            file: Rc::from(path),
+            line: 0,
+        };
+        let data = self
+            .src
+            .read(path)
+            .map_err(|e| err(&loc, format!("cannot read rule file: {e}")))?;
         let text = String::from_utf8_lossy(&data);
         self.stats.files.push(path.to_string());
         self.load_text(path, &text)
@@ -343,29 +373,47 @@ impl<'a> Loader<'a> {
     fn directive(&mut self, d: Directive) -> Result<(), LoadError> {
         let loc = &d.loc;
         let arg = |n: usize| -> Result<&str, LoadError> {
-            d.args.get(n).map(String::as_str).ok_or_else(|| err(loc, format!("{} needs an argument", d.name)))
+            d.args
+                .get(n)
+                .map(String::as_str)
+                .ok_or_else(|| err(loc, format!("{} needs an argument", d.name)))
         };
         let onoff = |v: &str| -> Result<bool, LoadError> {
             match v.to_ascii_lowercase().as_str() {
                 "on" => Ok(true),
                 "off" => Ok(false),
-                _ => Err(err(loc, format!("{}: expected On or Off, got {v:?}", d.name))),
+                _ => Err(err(
+                    loc,
+                    format!("{}: expected On or Off, got {v:?}", d.name),
+                )),
             }
         };
         let size = |v: &str| -> Result<usize, LoadError> {
-            v.parse::<usize>().map_err(|_| err(loc, format!("{}: expected a number, got {v:?}", d.name)))
+            v.parse::<usize>()
+                .map_err(|_| err(loc, format!("{}: expected a number, got {v:?}", d.name)))
         };
         match d.name.as_str() {
             "SecRule" => {
                 if d.args.len() < 2 || d.args.len() > 3 {
                     return Err(err(loc, "SecRule needs VARIABLES OPERATOR [ACTIONS]"));
                 }
-                let actions = parse::actions(d.args.get(2).map(String::as_str).unwrap_or("")).map_err(|e| err(loc, e))?;
-                self.raw_rule(RawRule { loc: d.loc.clone(), targets: Some(d.args[0].clone()), op: Some(d.args[1].clone()), actions })?;
+                let actions = parse::actions(d.args.get(2).map(String::as_str).unwrap_or(""))
+                    .map_err(|e| err(loc, e))?;
+                self.raw_rule(RawRule {
+                    loc: d.loc.clone(),
+                    targets: Some(d.args[0].clone()),
+                    op: Some(d.args[1].clone()),
+                    actions,
+                })?;
             }
             "SecAction" => {
                 let actions = parse::actions(arg(0)?).map_err(|e| err(loc, e))?;
-                self.raw_rule(RawRule { loc: d.loc.clone(), targets: None, op: None, actions })?;
+                self.raw_rule(RawRule {
+                    loc: d.loc.clone(),
+                    targets: None,
+                    op: None,
+                    actions,
+                })?;
             }
             "SecMarker" => {
                 self.check_no_chain(loc)?;
@@ -378,7 +426,12 @@ impl<'a> Loader<'a> {
                 for a in &actions {
                     let v = a.value.as_deref().unwrap_or("");
                     match a.name.as_str() {
-                        "phase" => phase = Some(parse_phase(v).ok_or_else(|| err(loc, format!("bad phase {v:?}")))?),
+                        "phase" => {
+                            phase = Some(
+                                parse_phase(v)
+                                    .ok_or_else(|| err(loc, format!("bad phase {v:?}")))?,
+                            )
+                        }
                         "pass" => def.disruptive = Some(Disr::Pass),
                         "deny" => def.disruptive = Some(Disr::Deny),
                         "drop" => def.disruptive = Some(Disr::Drop),
@@ -386,7 +439,8 @@ impl<'a> Loader<'a> {
                         "block" => {}
                         "log" => def.log = Some(true),
                         "nolog" => def.log = Some(false),
-                        "auditlog" | "noauditlog" | "status" | "tag" | "ver" | "severity" | "msg" => {}
+                        "auditlog" | "noauditlog" | "status" | "tag" | "ver" | "severity"
+                        | "msg" => {}
                         "t" => {
                             if let Some(t) = T::parse(v).map_err(|e| err(loc, e))? {
                                 def.transforms.push(t);
@@ -394,7 +448,12 @@ impl<'a> Loader<'a> {
                                 def.transforms.clear();
                             }
                         }
-                        other => return Err(err(loc, format!("SecDefaultAction: unsupported action {other:?}"))),
+                        other => {
+                            return Err(err(
+                                loc,
+                                format!("SecDefaultAction: unsupported action {other:?}"),
+                            ))
+                        }
                     }
                 }
                 let p = phase.ok_or_else(|| err(loc, "SecDefaultAction needs a phase"))?;
@@ -419,10 +478,12 @@ impl<'a> Loader<'a> {
             "SecRuleUpdateTargetByTag" => {
                 let tag = arg(0)?.to_string();
                 let targets = arg(1)?.to_string();
-                self.updates.push((d.loc.clone(), vec![], format!("\u{0}{tag}\u{0}{targets}")));
+                self.updates
+                    .push((d.loc.clone(), vec![], format!("\u{0}{tag}\u{0}{targets}")));
             }
             "SecRuleEngine" => {
-                self.settings.mode = Mode::parse(arg(0)?).ok_or_else(|| err(loc, "SecRuleEngine: On, Off or DetectionOnly"))?
+                self.settings.mode = Mode::parse(arg(0)?)
+                    .ok_or_else(|| err(loc, "SecRuleEngine: On, Off or DetectionOnly"))?
             }
             "SecRequestBodyAccess" => self.settings.body_access = onoff(arg(0)?)?,
             "SecRequestBodyLimit" => self.settings.body_limit = size(arg(0)?)?,
@@ -432,7 +493,14 @@ impl<'a> Loader<'a> {
                 self.settings.body_limit_action = match arg(0)?.to_ascii_lowercase().as_str() {
                     "reject" => LimitAction::Reject,
                     "processpartial" => LimitAction::ProcessPartial,
-                    v => return Err(err(loc, format!("SecRequestBodyLimitAction: Reject or ProcessPartial, got {v:?}"))),
+                    v => {
+                        return Err(err(
+                            loc,
+                            format!(
+                                "SecRequestBodyLimitAction: Reject or ProcessPartial, got {v:?}"
+                            ),
+                        ))
+                    }
                 }
             }
             "SecRequestBodyJsonDepthLimit" => self.settings.json_depth = size(arg(0)?)?,
@@ -446,16 +514,31 @@ impl<'a> Loader<'a> {
             }
             "SecCookieFormat" => {
                 if arg(0)? != "0" {
-                    return Err(err(loc, "SecCookieFormat: only 0 (version 0 cookies) is supported"));
+                    return Err(err(
+                        loc,
+                        "SecCookieFormat: only 0 (version 0 cookies) is supported",
+                    ));
                 }
             }
             "Include" => {
                 let pat = arg(0)?;
-                let full = if pat.starts_with('/') { pat.to_string() } else { format!("{}{}", dir_of(&loc.file), pat) };
-                let mut files: Vec<String> = self.src.list().into_iter().filter(|f| glob_match(&full, f)).collect();
+                let full = if pat.starts_with('/') {
+                    pat.to_string()
+                } else {
+                    format!("{}{}", dir_of(&loc.file), pat)
+                };
+                let mut files: Vec<String> = self
+                    .src
+                    .list()
+                    .into_iter()
+                    .filter(|f| glob_match(&full, f))
+                    .collect();
                 files.sort();
                 if files.is_empty() {
-                    return Err(err(loc, format!("Include {full}: no such file offered by the host")));
+                    return Err(err(
+                        loc,
+                        format!("Include {full}: no such file offered by the host"),
+                    ));
                 }
                 if self.depth > 8 {
                     return Err(err(loc, "Include nested too deeply"));
@@ -467,14 +550,41 @@ impl<'a> Loader<'a> {
                 self.depth -= 1;
             }
             // Accepted, no effect in a filter (documented in README.md):
-            "SecPcreMatchLimit" | "SecPcreMatchLimitRecursion" | "SecResponseBodyAccess" | "SecResponseBodyMimeType"
-            | "SecResponseBodyMimeTypesClear" | "SecResponseBodyLimit" | "SecResponseBodyLimitAction" | "SecTmpDir"
-            | "SecDataDir" | "SecUploadDir" | "SecUploadKeepFiles" | "SecUploadFileMode" | "SecUploadFileLimit"
-            | "SecAuditEngine" | "SecAuditLog" | "SecAuditLog2" | "SecAuditLogDirMode" | "SecAuditLogFileMode"
-            | "SecAuditLogFormat" | "SecAuditLogParts" | "SecAuditLogRelevantStatus" | "SecAuditLogStorageDir"
-            | "SecAuditLogType" | "SecDebugLog" | "SecDebugLogLevel" | "SecCollectionTimeout" | "SecComponentSignature"
-            | "SecServerSignature" | "SecUnicodeMapFile" | "SecStatusEngine" | "SecTmpSaveUploadedFiles"
-            | "SecWebAppId" | "SecRequestBodyJsonDepth" | "SecXmlExternalEntity" | "SecConnEngine" => {}
+            "SecPcreMatchLimit"
+            | "SecPcreMatchLimitRecursion"
+            | "SecResponseBodyAccess"
+            | "SecResponseBodyMimeType"
+            | "SecResponseBodyMimeTypesClear"
+            | "SecResponseBodyLimit"
+            | "SecResponseBodyLimitAction"
+            | "SecTmpDir"
+            | "SecDataDir"
+            | "SecUploadDir"
+            | "SecUploadKeepFiles"
+            | "SecUploadFileMode"
+            | "SecUploadFileLimit"
+            | "SecAuditEngine"
+            | "SecAuditLog"
+            | "SecAuditLog2"
+            | "SecAuditLogDirMode"
+            | "SecAuditLogFileMode"
+            | "SecAuditLogFormat"
+            | "SecAuditLogParts"
+            | "SecAuditLogRelevantStatus"
+            | "SecAuditLogStorageDir"
+            | "SecAuditLogType"
+            | "SecDebugLog"
+            | "SecDebugLogLevel"
+            | "SecCollectionTimeout"
+            | "SecComponentSignature"
+            | "SecServerSignature"
+            | "SecUnicodeMapFile"
+            | "SecStatusEngine"
+            | "SecTmpSaveUploadedFiles"
+            | "SecWebAppId"
+            | "SecRequestBodyJsonDepth"
+            | "SecXmlExternalEntity"
+            | "SecConnEngine" => {}
             other => return Err(err(loc, format!("unsupported directive {other}"))),
         }
         Ok(())
@@ -482,7 +592,13 @@ impl<'a> Loader<'a> {
 
     fn check_no_chain(&self, loc: &Loc) -> Result<(), LoadError> {
         if let Some(r) = self.chain_stack.first() {
-            return Err(err(loc, format!("rule at {} has `chain` but no chained SecRule follows", r.loc)));
+            return Err(err(
+                loc,
+                format!(
+                    "rule at {} has `chain` but no chained SecRule follows",
+                    r.loc
+                ),
+            ));
         }
         Ok(())
     }
@@ -504,7 +620,8 @@ impl<'a> Loader<'a> {
         for a in &stack[0].actions {
             if a.name == "phase" {
                 let v = a.value.as_deref().unwrap_or("");
-                phase = parse_phase(v).ok_or_else(|| err(&stack[0].loc, format!("bad phase {v:?}")))?;
+                phase =
+                    parse_phase(v).ok_or_else(|| err(&stack[0].loc, format!("bad phase {v:?}")))?;
             }
         }
         for (i, raw) in stack.into_iter().enumerate().rev() {
@@ -519,7 +636,10 @@ impl<'a> Loader<'a> {
         let rule = *built.expect("non-empty chain");
         if rule.id != 0 {
             if let Some(prev) = self.ids.get(&rule.id) {
-                return Err(err(&rule.loc, format!("duplicate rule id {} (first at {prev})", rule.id)));
+                return Err(err(
+                    &rule.loc,
+                    format!("duplicate rule id {} (first at {prev})", rule.id),
+                ));
             }
             self.ids.insert(rule.id, rule.loc.clone());
         }
@@ -555,22 +675,37 @@ impl<'a> Loader<'a> {
                 var = match k {
                     "/*" => V::XmlText,
                     "//@*" => V::XmlAttrs,
-                    _ => return Err(format!("unsupported XPath {k:?} (only XML:/* and XML://@*)")),
+                    _ => {
+                        return Err(format!(
+                            "unsupported XPath {k:?} (only XML:/* and XML://@*)"
+                        ))
+                    }
                 };
                 Sel::All
             }
             Some(k) if k.len() >= 2 && k.starts_with('/') && k.ends_with('/') => {
                 let pat = format!("(?i){}", &k[1..k.len() - 1]);
                 let tr = crate::pcre::translate(&pat, false);
-                let re = regex::bytes::Regex::new(&tr).map_err(|e| format!("bad key regex {k}: {e}"))?;
+                let re =
+                    regex::bytes::Regex::new(&tr).map_err(|e| format!("bad key regex {k}: {e}"))?;
                 Sel::Re(Rc::new(re))
             }
             Some(k) => Sel::Key(parse::unquote(k).to_ascii_lowercase().into_bytes()),
         };
-        if matches!(var, V::Scalar(_) | V::MatchedVar | V::MatchedVarName) && !matches!(sel, Sel::All) {
+        if matches!(var, V::Scalar(_) | V::MatchedVar | V::MatchedVarName)
+            && !matches!(sel, Sel::All)
+        {
             // ModSecurity tolerates keys on scalars; ignore the key.
         }
-        Ok((excl, Target { var, sel, count, name: Rc::from(name.to_ascii_uppercase()) }))
+        Ok((
+            excl,
+            Target {
+                var,
+                sel,
+                count,
+                name: Rc::from(name.to_ascii_uppercase()),
+            },
+        ))
     }
 
     fn rx_op(&mut self, pat: &str) -> Result<Rc<RxOp>, String> {
@@ -604,7 +739,10 @@ impl<'a> Loader<'a> {
         let ac = ops::compile_pm(&words)?;
         let mut host = None;
         if let Some(h) = &self.host {
-            let ws: Vec<String> = words.iter().map(|w| String::from_utf8_lossy(w).into_owned()).collect();
+            let ws: Vec<String> = words
+                .iter()
+                .map(|w| String::from_utf8_lossy(w).into_owned())
+                .collect();
             let spec = serde_json::json!({"kind": "pm", "words": ws}).to_string();
             host = h.compile(&spec);
             if host.is_some() {
@@ -640,7 +778,10 @@ impl<'a> Loader<'a> {
                 }
             }
             "pm" => {
-                let words: Vec<Vec<u8>> = arg.split_ascii_whitespace().map(|w| w.as_bytes().to_vec()).collect();
+                let words: Vec<Vec<u8>> = arg
+                    .split_ascii_whitespace()
+                    .map(|w| w.as_bytes().to_vec())
+                    .collect();
                 if words.is_empty() {
                     return Err(err(loc, "@pm needs words"));
                 }
@@ -649,8 +790,15 @@ impl<'a> Loader<'a> {
             "pmFromFile" | "pmf" => {
                 let mut words = Vec::new();
                 for f in arg.split_ascii_whitespace() {
-                    let path = if f.starts_with('/') { f.to_string() } else { format!("{}{}", dir_of(&loc.file), f) };
-                    let data = self.src.read(&path).map_err(|e| err(loc, format!("@pmFromFile {path}: {e}")))?;
+                    let path = if f.starts_with('/') {
+                        f.to_string()
+                    } else {
+                        format!("{}{}", dir_of(&loc.file), f)
+                    };
+                    let data = self
+                        .src
+                        .read(&path)
+                        .map_err(|e| err(loc, format!("@pmFromFile {path}: {e}")))?;
                     for line in data.split(|&b| b == b'\n') {
                         let line = line.trim_ascii();
                         if line.is_empty() || line.starts_with(b"#") {
@@ -675,13 +823,18 @@ impl<'a> Loader<'a> {
             "gt" => Op::Gt(m(arg)?),
             "lt" => Op::Lt(m(arg)?),
             "le" => Op::Le(m(arg)?),
-            "validateByteRange" => Op::ValidateByteRange(ops::byte_range(arg).map_err(|e| err(loc, e))?),
+            "validateByteRange" => {
+                Op::ValidateByteRange(ops::byte_range(arg).map_err(|e| err(loc, e))?)
+            }
             "validateUrlEncoding" => Op::ValidateUrlEncoding,
             "validateUtf8Encoding" => Op::ValidateUtf8Encoding,
             "ipMatch" => {
                 let mut list = Vec::new();
                 for a in arg.split([',', ' ']).filter(|a| !a.is_empty()) {
-                    list.push(ops::Cidr::parse(a).ok_or_else(|| err(loc, format!("@ipMatch: bad address {a:?}")))?);
+                    list.push(
+                        ops::Cidr::parse(a)
+                            .ok_or_else(|| err(loc, format!("@ipMatch: bad address {a:?}")))?,
+                    );
                 }
                 Op::IpMatch(list)
             }
@@ -702,13 +855,21 @@ impl<'a> Loader<'a> {
             for v in parse::split_vars(t) {
                 let (is_excl, tg) = self.target(&v).map_err(|e| err(&loc, e))?;
                 if is_excl {
-                    excl.push(Excl { var: tg.var, sel: tg.sel });
+                    excl.push(Excl {
+                        var: tg.var,
+                        sel: tg.sel,
+                    });
                 } else {
                     targets.push(tg);
                 }
             }
         } else {
-            targets.push(Target { var: V::Nothing, sel: Sel::All, count: false, name: Rc::from("") });
+            targets.push(Target {
+                var: V::Nothing,
+                sel: Sel::All,
+                count: false,
+                name: Rc::from(""),
+            });
         }
         let (op, negated) = match &raw.op {
             Some(o) => self.operator(&loc, o)?,
@@ -743,15 +904,21 @@ impl<'a> Loader<'a> {
         };
         let mut transforms = defaults.transforms.clone();
         let mut log_set = false;
+        let mut noaudit = false;
         for a in &raw.actions {
             let v = a.value.as_deref().unwrap_or("");
             let need = || -> Result<&str, LoadError> {
-                a.value.as_deref().ok_or_else(|| err(&loc, format!("action {} needs a value", a.name)))
+                a.value
+                    .as_deref()
+                    .ok_or_else(|| err(&loc, format!("action {} needs a value", a.name)))
             };
             match a.name.as_str() {
                 "id" => {
                     if starter {
-                        rule.id = need()?.trim().parse().map_err(|_| err(&loc, format!("bad id {v:?}")))?;
+                        rule.id = need()?
+                            .trim()
+                            .parse()
+                            .map_err(|_| err(&loc, format!("bad id {v:?}")))?;
                     }
                 }
                 "phase" => {}
@@ -759,7 +926,12 @@ impl<'a> Loader<'a> {
                 "msg" => rule.msg = Some(parse_macro(v).map_err(|e| err(&loc, e))?),
                 "logdata" => rule.logdata = Some(parse_macro(v).map_err(|e| err(&loc, e))?),
                 "tag" => rule.tags.push(Rc::from(v)),
-                "severity" => rule.severity = Some(parse_severity(v).ok_or_else(|| err(&loc, format!("bad severity {v:?}")))?),
+                "severity" => {
+                    rule.severity = Some(
+                        parse_severity(v)
+                            .ok_or_else(|| err(&loc, format!("bad severity {v:?}")))?,
+                    )
+                }
                 "capture" => rule.capture = true,
                 "multiMatch" => rule.multi_match = true,
                 "t" => match T::parse(v).map_err(|e| err(&loc, e))? {
@@ -769,13 +941,22 @@ impl<'a> Loader<'a> {
                 "setvar" => rule.setvars.push(self.setvar(&loc, need()?)?),
                 "ctl" => rule.ctls.push(self.ctl(&loc, need()?)?),
                 "skipAfter" => rule.skip_after = Some(need()?.to_string()),
-                "skip" => rule.skip = v.parse().map_err(|_| err(&loc, format!("bad skip {v:?}")))?,
+                "skip" => {
+                    rule.skip = v
+                        .parse()
+                        .map_err(|_| err(&loc, format!("bad skip {v:?}")))?
+                }
                 "pass" => rule.disruptive = Some(Disr::Pass),
                 "deny" => rule.disruptive = Some(Disr::Deny),
                 "drop" => rule.disruptive = Some(Disr::Drop),
                 "allow" => rule.disruptive = Some(Disr::Allow),
                 "block" => rule.disruptive = Some(Disr::Block),
-                "status" => rule.status = Some(v.parse().map_err(|_| err(&loc, format!("bad status {v:?}")))?),
+                "status" => {
+                    rule.status = Some(
+                        v.parse()
+                            .map_err(|_| err(&loc, format!("bad status {v:?}")))?,
+                    )
+                }
                 "log" => {
                     rule.log = true;
                     log_set = true;
@@ -784,13 +965,31 @@ impl<'a> Loader<'a> {
                     rule.log = false;
                     log_set = true;
                 }
-                "auditlog" | "noauditlog" | "ver" | "rev" | "maturity" | "accuracy" | "initcol" | "expirevar"
-                | "deprecatevar" | "setenv" | "sanitiseArg" | "sanitiseMatched" | "sanitiseMatchedBytes"
-                | "sanitiseRequestHeader" | "sanitiseResponseHeader" | "xmlns" | "setuid" | "setsid" | "setrsc" => {}
+                "noauditlog" => noaudit = true,
+                "auditlog"
+                | "ver"
+                | "rev"
+                | "maturity"
+                | "accuracy"
+                | "initcol"
+                | "expirevar"
+                | "deprecatevar"
+                | "setenv"
+                | "sanitiseArg"
+                | "sanitiseMatched"
+                | "sanitiseMatchedBytes"
+                | "sanitiseRequestHeader"
+                | "sanitiseResponseHeader"
+                | "xmlns"
+                | "setuid"
+                | "setsid"
+                | "setrsc" => {}
                 other => return Err(err(&loc, format!("unsupported action {other}"))),
             }
         }
         let _ = log_set;
+        // The audit line lists what ModSecurity's audit log would: logged, not `noauditlog`.
+        rule.log &= !noaudit;
         if !starter && rule.disruptive.is_some() {
             rule.disruptive = None;
         }
@@ -809,7 +1008,9 @@ impl<'a> Loader<'a> {
             Some((l, r)) => (l, Some(r)),
             None => (v, None),
         };
-        let (coll, name) = lhs.split_once('.').ok_or_else(|| err(loc, format!("setvar: expected COLLECTION.name in {v:?}")))?;
+        let (coll, name) = lhs
+            .split_once('.')
+            .ok_or_else(|| err(loc, format!("setvar: expected COLLECTION.name in {v:?}")))?;
         let coll = if coll.eq_ignore_ascii_case("tx") {
             SetColl::Tx
         } else {
@@ -840,33 +1041,50 @@ impl<'a> Loader<'a> {
     }
 
     fn ctl(&self, loc: &Loc, v: &str) -> Result<Ctl, LoadError> {
-        let (k, val) = v.split_once('=').ok_or_else(|| err(loc, format!("ctl: expected name=value in {v:?}")))?;
+        let (k, val) = v
+            .split_once('=')
+            .ok_or_else(|| err(loc, format!("ctl: expected name=value in {v:?}")))?;
         let target_excl = |t: &str| -> Result<Excl, LoadError> {
             let (_, tg) = self.target(t).map_err(|e| err(loc, e))?;
-            Ok(Excl { var: tg.var, sel: tg.sel })
+            Ok(Excl {
+                var: tg.var,
+                sel: tg.sel,
+            })
         };
         Ok(match k {
             "ruleRemoveById" => Ctl::RemoveById(parse_ranges(val).map_err(|e| err(loc, e))?),
             "ruleRemoveByTag" => Ctl::RemoveByTag(val.to_string()),
             "ruleRemoveTargetById" => {
-                let (ids, t) = val.split_once(';').ok_or_else(|| err(loc, "ctl:ruleRemoveTargetById=ID;TARGET"))?;
+                let (ids, t) = val
+                    .split_once(';')
+                    .ok_or_else(|| err(loc, "ctl:ruleRemoveTargetById=ID;TARGET"))?;
                 Ctl::RemoveTargetById(parse_ranges(ids).map_err(|e| err(loc, e))?, target_excl(t)?)
             }
             "ruleRemoveTargetByTag" => {
-                let (tag, t) = val.split_once(';').ok_or_else(|| err(loc, "ctl:ruleRemoveTargetByTag=TAG;TARGET"))?;
+                let (tag, t) = val
+                    .split_once(';')
+                    .ok_or_else(|| err(loc, "ctl:ruleRemoveTargetByTag=TAG;TARGET"))?;
                 Ctl::RemoveTargetByTag(tag.to_string(), target_excl(t)?)
             }
-            "ruleEngine" => Ctl::Engine(Mode::parse(val).ok_or_else(|| err(loc, format!("ctl:ruleEngine {val:?}")))?),
+            "ruleEngine" => Ctl::Engine(
+                Mode::parse(val).ok_or_else(|| err(loc, format!("ctl:ruleEngine {val:?}")))?,
+            ),
             "requestBodyProcessor" => Ctl::BodyProcessor(match val.to_ascii_uppercase().as_str() {
                 "URLENCODED" => BodyProc::UrlEncoded,
                 "MULTIPART" => BodyProc::Multipart,
                 "JSON" => BodyProc::Json,
                 "XML" => BodyProc::Xml,
-                _ => return Err(err(loc, format!("ctl:requestBodyProcessor {val:?} unsupported"))),
+                _ => {
+                    return Err(err(
+                        loc,
+                        format!("ctl:requestBodyProcessor {val:?} unsupported"),
+                    ))
+                }
             }),
             "forceRequestBodyVariable" => Ctl::ForceBodyVar(val.eq_ignore_ascii_case("on")),
             "requestBodyAccess" => Ctl::BodyAccess(val.eq_ignore_ascii_case("on")),
-            "auditEngine" | "auditLogParts" | "debugLogLevel" | "hashEngine" | "hashEnforcement" => Ctl::Ignored,
+            "auditEngine" | "auditLogParts" | "debugLogLevel" | "hashEngine"
+            | "hashEnforcement" => Ctl::Ignored,
             other => return Err(err(loc, format!("unsupported ctl:{other}"))),
         })
     }
@@ -894,7 +1112,10 @@ impl<'a> Loader<'a> {
                 }
                 for (is_excl, tg) in &parsed {
                     if *is_excl {
-                        r.excl.push(Excl { var: tg.var, sel: tg.sel.clone() });
+                        r.excl.push(Excl {
+                            var: tg.var,
+                            sel: tg.sel.clone(),
+                        });
                     } else {
                         r.targets.push(tg.clone());
                     }
@@ -916,7 +1137,9 @@ impl<'a> Loader<'a> {
                 let hit = match rm {
                     Removal::Id(rg) => r.id != 0 && in_ranges(rg, r.id),
                     Removal::Tag(t) => r.has_tag(t),
-                    Removal::Msg(m) => r.msg.as_ref().and_then(|x| x.literal()) == Some(m.as_bytes()),
+                    Removal::Msg(m) => {
+                        r.msg.as_ref().and_then(|x| x.literal()) == Some(m.as_bytes())
+                    }
                 };
                 if hit {
                     removed[i] = true;
@@ -950,7 +1173,11 @@ impl<'a> Loader<'a> {
                 if let Entry::Rule(r, target) = e {
                     if let Some(name) = &self.rules[*r].skip_after {
                         // the first marker of that name after this rule; else end of phase
-                        let t = markers.get(name.as_str()).copied().filter(|&m| m > i).unwrap_or(len);
+                        let t = markers
+                            .get(name.as_str())
+                            .copied()
+                            .filter(|&m| m > i)
+                            .unwrap_or(len);
                         *target = Some(t);
                     }
                 }

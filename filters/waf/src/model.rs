@@ -501,11 +501,32 @@ pub fn parse_var(name: &str) -> Option<V> {
         "MATCHED_VARS" => V::MatchedVars,
         "MATCHED_VARS_NAMES" => V::MatchedVarsNames,
         "XML" => V::XmlText,
-        "GEO" | "ENV" | "RESPONSE_HEADERS" | "RESPONSE_HEADERS_NAMES" | "FILES_TMPNAMES" | "FILES_TMP_CONTENT"
-        | "MULTIPART_FILENAME" | "MULTIPART_NAME" | "RULE" => V::Values(Coll::Empty),
-        "RESPONSE_BODY" | "RESPONSE_STATUS" | "RESPONSE_PROTOCOL" | "RESPONSE_CONTENT_TYPE"
-        | "RESPONSE_CONTENT_LENGTH" | "TIME" | "TIME_DAY" | "TIME_EPOCH" | "TIME_HOUR" | "TIME_MIN" | "TIME_MON"
-        | "TIME_SEC" | "TIME_WDAY" | "TIME_YEAR" | "REQUEST_URI_RAW_" | "USERAGENT_IP" | "AUTH_TYPE_" => V::Nothing,
+        "GEO"
+        | "ENV"
+        | "RESPONSE_HEADERS"
+        | "RESPONSE_HEADERS_NAMES"
+        | "FILES_TMPNAMES"
+        | "FILES_TMP_CONTENT"
+        | "MULTIPART_FILENAME"
+        | "MULTIPART_NAME"
+        | "RULE" => V::Values(Coll::Empty),
+        "RESPONSE_BODY"
+        | "RESPONSE_STATUS"
+        | "RESPONSE_PROTOCOL"
+        | "RESPONSE_CONTENT_TYPE"
+        | "RESPONSE_CONTENT_LENGTH"
+        | "TIME"
+        | "TIME_DAY"
+        | "TIME_EPOCH"
+        | "TIME_HOUR"
+        | "TIME_MIN"
+        | "TIME_MON"
+        | "TIME_SEC"
+        | "TIME_WDAY"
+        | "TIME_YEAR"
+        | "REQUEST_URI_RAW_"
+        | "USERAGENT_IP"
+        | "AUTH_TYPE_" => V::Nothing,
         _ => {
             if let Some(p) = PERSIST.iter().position(|p| *p == up) {
                 V::Values(Coll::Persist(p as u8))

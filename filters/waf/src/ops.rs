@@ -12,8 +12,18 @@ pub type Caps = Vec<Option<Vec<u8>>>;
 pub trait HostMatch {
     /// Compiles a matcher; `spec` is the JSON argument of `sluice.match.compile`.
     fn compile(&self, spec: &str) -> Option<u32>;
-    /// Runs a matcher: `Err(())` if the host failed (the caller falls back to wasm).
-    fn run(&self, handle: u32, captures: bool, input: &[u8]) -> Result<Option<Caps>, ()>;
+    /// Runs a matcher: `Err` if the host failed (the caller falls back to wasm).
+    fn run(&self, handle: u32, captures: bool, input: &[u8]) -> Result<Option<Caps>, HostError>;
+}
+
+/// The host matcher failed (the engine then matches in wasm).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostError;
+
+impl std::fmt::Display for HostError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("host matcher failed")
+    }
 }
 
 /// A regex, compiled once.
@@ -40,16 +50,26 @@ pub fn compile_rx(pat: &str) -> Result<Rx, String> {
     // Possessive quantifiers change results: keep them (fancy) when present.
     let possessive = has_possessive(pat);
     if !possessive {
-        if let Ok(r) = regex::bytes::RegexBuilder::new(&tr).size_limit(64 << 20).dfa_size_limit(8 << 20).build() {
+        if let Ok(r) = regex::bytes::RegexBuilder::new(&tr)
+            .size_limit(64 << 20)
+            .dfa_size_limit(8 << 20)
+            .build()
+        {
             return Ok(Rx::Bytes(r));
         }
     }
     let fr = crate::pcre::translate(pat, true);
-    match fancy_regex::RegexBuilder::new(&fr).backtrack_limit(100_000).build() {
+    match fancy_regex::RegexBuilder::new(&fr)
+        .backtrack_limit(100_000)
+        .build()
+    {
         Ok(r) => Ok(Rx::Fancy(r)),
         Err(e) => {
             if possessive {
-                if let Ok(r) = regex::bytes::RegexBuilder::new(&tr).size_limit(64 << 20).build() {
+                if let Ok(r) = regex::bytes::RegexBuilder::new(&tr)
+                    .size_limit(64 << 20)
+                    .build()
+                {
                     return Ok(Rx::Bytes(r));
                 }
             }
@@ -78,9 +98,15 @@ fn has_possessive(p: &str) -> bool {
 fn to_fancy_str(input: &[u8]) -> (std::borrow::Cow<'_, str>, bool) {
     if input.is_ascii() {
         // SAFETY-free: ASCII is UTF-8
-        return (std::borrow::Cow::Borrowed(std::str::from_utf8(input).unwrap_or("")), false);
+        return (
+            std::borrow::Cow::Borrowed(std::str::from_utf8(input).unwrap_or("")),
+            false,
+        );
     }
-    let s: String = input.iter().map(|&b| if b < 0x80 { b as char } else { '\u{80}' }).collect();
+    let s: String = input
+        .iter()
+        .map(|&b| if b < 0x80 { b as char } else { '\u{80}' })
+        .collect();
     (std::borrow::Cow::Owned(s), true)
 }
 
@@ -100,11 +126,22 @@ impl Rx {
     pub fn captures(&self, input: &[u8]) -> Option<Caps> {
         match self {
             Rx::Bytes(r) => {
+                // The DFA answers "no" cheaply; captures need the slower engines.
+                if !r.is_match(input) {
+                    return None;
+                }
                 let c = r.captures(input)?;
-                Some((0..c.len().min(10)).map(|i| c.get(i).map(|m| m.as_bytes().to_vec())).collect())
+                Some(
+                    (0..c.len().min(10))
+                        .map(|i| c.get(i).map(|m| m.as_bytes().to_vec()))
+                        .collect(),
+                )
             }
             Rx::Fancy(r) => {
                 let (s, mapped) = to_fancy_str(input);
+                if !r.is_match(&s).unwrap_or(false) {
+                    return None;
+                }
                 let c = r.captures(&s).ok()??;
                 let back = |start: usize, end: usize| -> Vec<u8> {
                     if !mapped {
@@ -115,7 +152,11 @@ impl Rx {
                     let ce = cs + s[start..end].chars().count();
                     input[cs..ce].to_vec()
                 };
-                Some((0..c.len().min(10)).map(|i| c.get(i).map(|m| back(m.start(), m.end()))).collect())
+                Some(
+                    (0..c.len().min(10))
+                        .map(|i| c.get(i).map(|m| back(m.start(), m.end())))
+                        .collect(),
+                )
             }
         }
     }
@@ -165,8 +206,16 @@ impl Cidr {
         };
         let ip: std::net::IpAddr = a.trim().parse().ok()?;
         Some(match ip {
-            std::net::IpAddr::V4(v) => Cidr { addr: u128::from(u32::from(v)), bits: n.unwrap_or(32).min(32), v6: false },
-            std::net::IpAddr::V6(v) => Cidr { addr: u128::from(v), bits: n.unwrap_or(128).min(128), v6: true },
+            std::net::IpAddr::V4(v) => Cidr {
+                addr: u128::from(u32::from(v)),
+                bits: n.unwrap_or(32).min(32),
+                v6: false,
+            },
+            std::net::IpAddr::V6(v) => Cidr {
+                addr: u128::from(v),
+                bits: n.unwrap_or(128).min(128),
+                v6: true,
+            },
         })
     }
 
@@ -333,6 +382,17 @@ pub fn within(input: &[u8], list: &[u8]) -> bool {
     memfind(list, input).is_some()
 }
 
+/// Does the CIDR list contain `ip`?
+pub fn ip_match(list: &[Cidr], ip: &[u8]) -> bool {
+    let Ok(s) = std::str::from_utf8(ip) else {
+        return false;
+    };
+    let Some(c) = Cidr::parse(s) else {
+        return false;
+    };
+    list.iter().any(|n| n.contains(&c))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -376,13 +436,8 @@ mod tests {
         let c = Cidr::parse("10.0.0.0/8").unwrap();
         assert!(c.contains(&Cidr::parse("10.1.2.3").unwrap()));
         assert!(!c.contains(&Cidr::parse("11.1.2.3").unwrap()));
-        assert!(Cidr::parse("::1").unwrap().contains(&Cidr::parse("::1").unwrap()));
+        assert!(Cidr::parse("::1")
+            .unwrap()
+            .contains(&Cidr::parse("::1").unwrap()));
     }
-}
-
-/// Does the CIDR list contain `ip`?
-pub fn ip_match(list: &[Cidr], ip: &[u8]) -> bool {
-    let Ok(s) = std::str::from_utf8(ip) else { return false };
-    let Some(c) = Cidr::parse(s) else { return false };
-    list.iter().any(|n| n.contains(&c))
 }

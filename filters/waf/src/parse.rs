@@ -67,20 +67,40 @@ pub fn directives(file: &str, text: &str) -> Result<Vec<Directive>, LoadError> {
             continue;
         }
         buf.push_str(line);
-        let loc = Loc { file: file.clone(), line: start };
-        let toks = tokens(&buf).map_err(|msg| LoadError { loc: loc.clone(), msg })?;
+        let loc = Loc {
+            file: file.clone(),
+            line: start,
+        };
+        let toks = tokens(&buf).map_err(|msg| LoadError {
+            loc: loc.clone(),
+            msg,
+        })?;
         buf.clear();
         let mut it = toks.into_iter();
         if let Some(name) = it.next() {
-            out.push(Directive { loc, name, args: it.collect() });
+            out.push(Directive {
+                loc,
+                name,
+                args: it.collect(),
+            });
         }
     }
     if !buf.is_empty() {
-        let loc = Loc { file: file.clone(), line: start };
-        let toks = tokens(&buf).map_err(|msg| LoadError { loc: loc.clone(), msg })?;
+        let loc = Loc {
+            file: file.clone(),
+            line: start,
+        };
+        let toks = tokens(&buf).map_err(|msg| LoadError {
+            loc: loc.clone(),
+            msg,
+        })?;
         let mut it = toks.into_iter();
         if let Some(name) = it.next() {
-            out.push(Directive { loc, name, args: it.collect() });
+            out.push(Directive {
+                loc,
+                name,
+                args: it.collect(),
+            });
         }
     }
     Ok(out)
@@ -211,7 +231,10 @@ pub fn split_vars(s: &str) -> Vec<String> {
         }
     }
     out.push(cur);
-    out.into_iter().map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).collect()
+    out.into_iter()
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+        .collect()
 }
 
 #[cfg(test)]

@@ -90,7 +90,11 @@ pub fn translate(pat: &str, fancy: bool) -> String {
             while i < n && p[i] != b']' {
                 if p[i] == b'\\' {
                     i = esc(p, i, &mut out);
-                } else if p[i] == b'-' && p.get(i + 1).is_some_and(|&x| x != b']') && !out.ends_with('[') && !out.ends_with("[^") {
+                } else if p[i] == b'-'
+                    && p.get(i + 1).is_some_and(|&x| x != b']')
+                    && !out.ends_with('[')
+                    && !out.ends_with("[^")
+                {
                     out.push('-');
                     i += 1;
                 } else if p[i] == b'[' && p.get(i + 1) == Some(&b':') {

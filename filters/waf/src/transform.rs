@@ -137,7 +137,9 @@ impl T {
             T::RemoveCommentsChar => remove_comments_char(i, out),
             T::RemoveComments => remove_comments(i, out),
             T::Length => out.extend_from_slice(i.len().to_string().as_bytes()),
-            T::Base64Decode | T::Base64DecodeExt => base64_decode(i, out, self == T::Base64DecodeExt),
+            T::Base64Decode | T::Base64DecodeExt => {
+                base64_decode(i, out, self == T::Base64DecodeExt)
+            }
             T::HexEncode => {
                 const H: &[u8; 16] = b"0123456789abcdef";
                 for &b in i {
@@ -272,7 +274,11 @@ fn html_entity_decode(i: &[u8], out: &mut Vec<u8>) {
             let mut j = start;
             let mut val: u32 = 0;
             while j < rest.len() && j - start < 8 {
-                let d = if hex { hexval(rest[j]) } else { rest[j].is_ascii_digit().then(|| rest[j] - b'0') };
+                let d = if hex {
+                    hexval(rest[j])
+                } else {
+                    rest[j].is_ascii_digit().then(|| rest[j] - b'0')
+                };
                 match d {
                     Some(d) => val = val * if hex { 16 } else { 10 } + u32::from(d),
                     None => break,
@@ -288,7 +294,13 @@ fn html_entity_decode(i: &[u8], out: &mut Vec<u8>) {
                 continue;
             }
         } else {
-            let names: [(&[u8], u8); 5] = [(b"quot", b'"'), (b"amp", b'&'), (b"lt", b'<'), (b"gt", b'>'), (b"nbsp", 0xa0)];
+            let names: [(&[u8], u8); 5] = [
+                (b"quot", b'"'),
+                (b"amp", b'&'),
+                (b"lt", b'<'),
+                (b"gt", b'>'),
+                (b"nbsp", 0xa0),
+            ];
             let mut hit = false;
             for (n, c) in names {
                 if rest.len() >= n.len() && rest[..n.len()].eq_ignore_ascii_case(n) {
@@ -378,7 +390,11 @@ fn css_decode(i: &[u8], out: &mut Vec<u8>) {
         let n = j - (k + 1);
         if n > 0 {
             let h = &i[k + 1..j];
-            let mut b = if n >= 2 { hex2(h[n - 2], h[n - 1]).unwrap_or(0) } else { hexval(h[0]).unwrap_or(0) };
+            let mut b = if n >= 2 {
+                hex2(h[n - 2], h[n - 1]).unwrap_or(0)
+            } else {
+                hexval(h[0]).unwrap_or(0)
+            };
             // full-width ASCII: 0xff01..0xff5e
             if n >= 4 && b > 0 && b < 0x5f {
                 let hi = &h[n - 4..n - 2];
@@ -458,7 +474,13 @@ fn cmd_line(i: &[u8], out: &mut Vec<u8>) {
 }
 
 fn normalize_path(i: &[u8], out: &mut Vec<u8>, win: bool) {
-    let src: Vec<u8> = if win { i.iter().map(|&b| if b == b'\\' { b'/' } else { b }).collect() } else { i.to_vec() };
+    let src: Vec<u8> = if win {
+        i.iter()
+            .map(|&b| if b == b'\\' { b'/' } else { b })
+            .collect()
+    } else {
+        i.to_vec()
+    };
     let absolute = src.first() == Some(&b'/');
     let trailing = src.ends_with(b"/") || src.ends_with(b"/.") || src.ends_with(b"/..");
     let mut segs: Vec<&[u8]> = Vec::new();
@@ -534,9 +556,15 @@ fn remove_comments(i: &[u8], out: &mut Vec<u8>) {
     while k < i.len() {
         let r = &i[k..];
         if r.starts_with(b"/*") {
-            k = r[2..].windows(2).position(|w| w == b"*/").map_or(i.len(), |p| k + 2 + p + 2);
+            k = r[2..]
+                .windows(2)
+                .position(|w| w == b"*/")
+                .map_or(i.len(), |p| k + 2 + p + 2);
         } else if r.starts_with(b"<!--") {
-            k = r[4..].windows(3).position(|w| w == b"-->").map_or(i.len(), |p| k + 4 + p + 3);
+            k = r[4..]
+                .windows(3)
+                .position(|w| w == b"-->")
+                .map_or(i.len(), |p| k + 4 + p + 3);
         } else if r.starts_with(b"--") || r[0] == b'#' {
             k = i.len();
         } else {
@@ -596,7 +624,10 @@ mod tests {
         assert_eq!(t("uppercase", b"aBc"), b"ABC");
         assert_eq!(t("urlDecode", b"a%20b+c%zz%4"), b"a b c%zz%4");
         assert_eq!(t("urlDecodeUni", b"%u0041%uff0e%27"), b"A.'");
-        assert_eq!(t("htmlEntityDecode", b"&lt;a&#x41;&#66&quot;&foo;"), b"<aAB\"&foo;");
+        assert_eq!(
+            t("htmlEntityDecode", b"&lt;a&#x41;&#66&quot;&foo;"),
+            b"<aAB\"&foo;"
+        );
         assert_eq!(t("jsDecode", b"\\x41\\u0042\\n\\'\\101"), b"AB\n'A");
         assert_eq!(t("cssDecode", b"j\\61 vascript\\:"), b"javascript:");
         assert_eq!(t("utf8toUnicode", "é1".as_bytes()), b"%u00e91");
@@ -605,7 +636,10 @@ mod tests {
         assert_eq!(t("cmdLine", b"C^at\"  /Etc;ls ,x"), b"cat/etc ls x");
         assert_eq!(t("compressWhitespace", b"a \t\n b"), b"a b");
         assert_eq!(t("removeWhitespace", b" a b\t"), b"ab");
-        assert_eq!(t("normalizePath", b"/a/./b/../../../etc//passwd"), b"/etc/passwd");
+        assert_eq!(
+            t("normalizePath", b"/a/./b/../../../etc//passwd"),
+            b"/etc/passwd"
+        );
         assert_eq!(t("normalisePath", b"a/../../x/"), b"../x/");
         assert_eq!(t("normalizePathWin", b"c:\\a\\..\\b"), b"c:/b");
         assert_eq!(t("replaceComments", b"a/*x*/b/*c"), b"a b ");
@@ -619,7 +653,10 @@ mod tests {
         assert_eq!(t("trim", b"  a "), b"a");
         assert_eq!(t("trimLeft", b"  a "), b"a ");
         assert_eq!(t("trimRight", b"  a "), b"  a");
-        assert_eq!(t("hexEncode", &t("sha1", b"abc")), b"a9993e364706816aba3e25717850c26c9cd0d89d");
+        assert_eq!(
+            t("hexEncode", &t("sha1", b"abc")),
+            b"a9993e364706816aba3e25717850c26c9cd0d89d"
+        );
         assert!(T::parse("none").unwrap().is_none());
         assert!(T::parse("md5x").is_err());
     }

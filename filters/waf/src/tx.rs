@@ -115,6 +115,8 @@ pub struct Transaction {
     /// What would have been denied in DetectionOnly.
     pub would_block: Option<Intervention>,
     allowed: bool,
+    /// Counters: rules evaluated, operator calls.
+    pub counters: (u32, u32),
     scratch: Vec<Val>,
     buf_a: Vec<u8>,
     buf_b: Vec<u8>,
@@ -160,6 +162,7 @@ impl Transaction {
             intervention: None,
             would_block: None,
             allowed: false,
+            counters: (0, 0),
             scratch: Vec::new(),
             buf_a: Vec::new(),
             buf_b: Vec::new(),
@@ -169,7 +172,11 @@ impl Transaction {
 
     fn kv(&mut self, k: &[u8], v: &[u8]) -> Kv {
         self.next_id += 1;
-        Kv { key: rc(k), val: rc(v), id: self.next_id * 2 }
+        Kv {
+            key: rc(k),
+            val: rc(v),
+            id: self.next_id * 2,
+        }
     }
 
     fn set_scalar(&mut self, i: u8, v: &[u8]) {
@@ -190,14 +197,18 @@ impl Transaction {
     /// The CRS inbound anomaly score (tx.anomaly_score, or tx.inbound_anomaly_score).
     pub fn anomaly_score(&self) -> i64 {
         let a = self.tx_get("anomaly_score").map(ops::atoi).unwrap_or(0);
-        let b = self.tx_get("inbound_anomaly_score").map(ops::atoi).unwrap_or(0);
+        let b = self
+            .tx_get("inbound_anomaly_score")
+            .map(ops::atoi)
+            .unwrap_or(0);
         a.max(b)
     }
 
     /// Sets a TX variable (config knobs such as paranoia level use it before phase 1).
     pub fn tx_set(&mut self, k: &str, v: &[u8]) {
         let kv = self.kv(k.as_bytes(), v);
-        self.tx.insert(k.to_ascii_lowercase().into_bytes().into_boxed_slice(), kv);
+        self.tx
+            .insert(k.to_ascii_lowercase().into_bytes().into_boxed_slice(), kv);
     }
 
     fn add_arg(&mut self, post: bool, k: &[u8], v: &[u8]) {
@@ -213,11 +224,22 @@ impl Transaction {
     }
 
     /// Request line and headers (phase 1 input). `uri` is the raw path and query.
-    pub fn set_request(&mut self, method: &str, uri: &str, protocol: &str, headers: &[(String, String)], remote_addr: &str, unique_id: &str) {
+    pub fn set_request(
+        &mut self,
+        method: &str,
+        uri: &str,
+        protocol: &str,
+        headers: &[(String, String)],
+        remote_addr: &str,
+        unique_id: &str,
+    ) {
         let ub = uri.as_bytes();
         self.set_scalar(s::REQUEST_METHOD, method.as_bytes());
         self.set_scalar(s::REQUEST_PROTOCOL, protocol.as_bytes());
-        self.set_scalar(s::REQUEST_LINE, format!("{method} {uri} {protocol}").as_bytes());
+        self.set_scalar(
+            s::REQUEST_LINE,
+            format!("{method} {uri} {protocol}").as_bytes(),
+        );
         self.set_scalar(s::REQUEST_URI_RAW, ub);
         self.set_scalar(s::REQUEST_URI, &uri_decode(ub));
         let (path, query) = match uri.split_once('?') {
@@ -275,7 +297,12 @@ impl Transaction {
     }
 
     fn update_combined_size(&mut self) {
-        let n: usize = self.args_get.iter().chain(self.args_post.iter()).map(|kv| kv.key.len() + kv.val.len()).sum();
+        let n: usize = self
+            .args_get
+            .iter()
+            .chain(self.args_post.iter())
+            .map(|kv| kv.key.len() + kv.val.len())
+            .sum();
         self.set_scalar(s::ARGS_COMBINED_SIZE, n.to_string().as_bytes());
     }
 
@@ -287,7 +314,11 @@ impl Transaction {
     /// Body size limit for this request and what to do beyond it.
     pub fn body_limit(&self) -> (usize, LimitAction) {
         let st = &self.eng.settings;
-        let lim = if self.body_proc == Some(BodyProc::Multipart) { st.body_limit } else { st.body_nofiles_limit.min(st.body_limit) };
+        let lim = if self.body_proc == Some(BodyProc::Multipart) {
+            st.body_limit
+        } else {
+            st.body_nofiles_limit.min(st.body_limit)
+        };
         (lim, st.body_limit_action)
     }
 
@@ -356,7 +387,10 @@ impl Transaction {
                     strict |= on;
                     self.set_scalar(i, if on { b"1" } else { b"0" });
                 }
-                self.set_scalar(s::MULTIPART_UNMATCHED_BOUNDARY, if m.unmatched_boundary { b"1" } else { b"0" });
+                self.set_scalar(
+                    s::MULTIPART_UNMATCHED_BOUNDARY,
+                    if m.unmatched_boundary { b"1" } else { b"0" },
+                );
                 if let Some(e) = &m.error {
                     error = Some(format!("Multipart parsing error: {e}"));
                     strict = true;
@@ -397,18 +431,28 @@ impl Transaction {
         }
     }
 
-    fn collect(&self, t: &Target, excl: &[&Excl], out: &mut Vec<Val>) {
+    fn collect(&self, t: &Target, excl: &[Excl], dyn_excl: &[Excl], out: &mut Vec<Val>) {
         let start = out.len();
-        let ex = |var: V, key: &[u8]| excl.iter().any(|e| e.hits(var, key));
+        let ex = |var: V, key: &[u8]| excl.iter().chain(dyn_excl.iter()).any(|e| e.hits(var, key));
         match t.var {
             V::Values(c) | V::Names(c) => {
                 let names = matches!(t.var, V::Names(_));
                 let push = |kv: &Kv, out: &mut Vec<Val>| {
                     if t.sel.matches(&kv.key) && !ex(t.var, &kv.key) {
                         if names {
-                            out.push(Val { var: t.var, key: kv.key.clone(), val: kv.key.clone(), id: kv.id | 1 });
+                            out.push(Val {
+                                var: t.var,
+                                key: kv.key.clone(),
+                                val: kv.key.clone(),
+                                id: kv.id | 1,
+                            });
                         } else {
-                            out.push(Val { var: t.var, key: kv.key.clone(), val: kv.val.clone(), id: kv.id });
+                            out.push(Val {
+                                var: t.var,
+                                key: kv.key.clone(),
+                                val: kv.val.clone(),
+                                id: kv.id,
+                            });
                         }
                     }
                 };
@@ -431,44 +475,87 @@ impl Transaction {
             }
             V::Scalar(i) => {
                 if let Some(kv) = &self.scalars[i as usize] {
-                    out.push(Val { var: t.var, key: self.empty.clone(), val: kv.val.clone(), id: kv.id });
+                    out.push(Val {
+                        var: t.var,
+                        key: self.empty.clone(),
+                        val: kv.val.clone(),
+                        id: kv.id,
+                    });
                 }
             }
             V::MatchedVar => {
                 if let Some(kv) = &self.matched_var {
-                    out.push(Val { var: t.var, key: self.empty.clone(), val: kv.val.clone(), id: NOCACHE });
+                    out.push(Val {
+                        var: t.var,
+                        key: self.empty.clone(),
+                        val: kv.val.clone(),
+                        id: NOCACHE,
+                    });
                 }
             }
             V::MatchedVarName => {
                 if let Some(kv) = &self.matched_var {
-                    out.push(Val { var: t.var, key: self.empty.clone(), val: kv.key.clone(), id: NOCACHE });
+                    out.push(Val {
+                        var: t.var,
+                        key: self.empty.clone(),
+                        val: kv.key.clone(),
+                        id: NOCACHE,
+                    });
                 }
             }
             V::MatchedVars | V::MatchedVarsNames => {
                 for kv in &self.matched_vars {
                     if t.sel.matches(&kv.key) && !ex(t.var, &kv.key) {
-                        let val = if t.var == V::MatchedVars { kv.val.clone() } else { kv.key.clone() };
-                        out.push(Val { var: t.var, key: kv.key.clone(), val, id: NOCACHE });
+                        let val = if t.var == V::MatchedVars {
+                            kv.val.clone()
+                        } else {
+                            kv.key.clone()
+                        };
+                        out.push(Val {
+                            var: t.var,
+                            key: kv.key.clone(),
+                            val,
+                            id: NOCACHE,
+                        });
                     }
                 }
             }
             V::XmlText | V::XmlAttrs => {
-                let src = if t.var == V::XmlText { &self.xml_text } else { &self.xml_attrs };
+                let src = if t.var == V::XmlText {
+                    &self.xml_text
+                } else {
+                    &self.xml_attrs
+                };
                 for kv in src {
-                    out.push(Val { var: t.var, key: self.empty.clone(), val: kv.val.clone(), id: kv.id });
+                    out.push(Val {
+                        var: t.var,
+                        key: self.empty.clone(),
+                        val: kv.val.clone(),
+                        id: kv.id,
+                    });
                 }
             }
             V::Nothing => {
                 if t.name.is_empty() {
                     // SecAction pseudo-target
-                    out.push(Val { var: V::Nothing, key: self.empty.clone(), val: self.empty.clone(), id: NOCACHE });
+                    out.push(Val {
+                        var: V::Nothing,
+                        key: self.empty.clone(),
+                        val: self.empty.clone(),
+                        id: NOCACHE,
+                    });
                 }
             }
         }
         if t.count {
             let n = out.len() - start;
             out.truncate(start);
-            out.push(Val { var: t.var, key: self.empty.clone(), val: rc(n.to_string().as_bytes()), id: NOCACHE });
+            out.push(Val {
+                var: t.var,
+                key: self.empty.clone(),
+                val: rc(n.to_string().as_bytes()),
+                id: NOCACHE,
+            });
         }
     }
 
@@ -479,7 +566,10 @@ impl Transaction {
                     return m.get(key?).map(|kv| kv.val.clone());
                 }
                 let (a, b) = self.coll(c);
-                a.iter().chain(b.iter()).find(|kv| key.is_none_or(|k| kv.key.eq_ignore_ascii_case(k))).map(|kv| kv.val.clone())
+                a.iter()
+                    .chain(b.iter())
+                    .find(|kv| key.is_none_or(|k| kv.key.eq_ignore_ascii_case(k)))
+                    .map(|kv| kv.val.clone())
             }
             V::Names(c) => {
                 let (a, b) = self.coll(c);
@@ -524,7 +614,11 @@ impl Transaction {
                             }
                         }
                         RuleField::Msg | RuleField::Logdata if depth == 0 => {
-                            let src = if *f == RuleField::Msg { &r.msg } else { &r.logdata };
+                            let src = if *f == RuleField::Msg {
+                                &r.msg
+                            } else {
+                                &r.logdata
+                            };
                             if let Some(mm) = src {
                                 out.extend_from_slice(&self.expand_d(mm, rule, 1));
                             }
@@ -583,7 +677,11 @@ impl Transaction {
             }
             Op::RxMacro(m, cache) => {
                 let pat = self.expand(m, Some(rule)).into_owned();
-                let found = cache.borrow().iter().find(|(p, _)| *p == pat).map(|(_, r)| r.clone());
+                let found = cache
+                    .borrow()
+                    .iter()
+                    .find(|(p, _)| *p == pat)
+                    .map(|(_, r)| r.clone());
                 let rx = match found {
                     Some(r) => r,
                     None => match ops::compile_rx(&String::from_utf8_lossy(&pat)) {
@@ -612,7 +710,12 @@ impl Transaction {
                     }
                 }
                 match pm.ac.find(input) {
-                    Some(m) => return (true, caps.then(|| vec![Some(input[m.start()..m.end()].to_vec())])),
+                    Some(m) => {
+                        return (
+                            true,
+                            caps.then(|| vec![Some(input[m.start()..m.end()].to_vec())]),
+                        )
+                    }
                     None => false,
                 }
             }
@@ -676,7 +779,10 @@ impl Transaction {
             SetColl::Tx => &self.tx,
             SetColl::Persist(i) => &self.persist[i as usize],
         };
-        let cur = map.get(name.as_slice()).map(|kv| ops::atoi(&kv.val)).unwrap_or(0);
+        let cur = map
+            .get(name.as_slice())
+            .map(|kv| ops::atoi(&kv.val))
+            .unwrap_or(0);
         match &sv.op {
             SetOp::Del => {
                 match sv.coll {
@@ -690,7 +796,11 @@ impl Transaction {
             }
             SetOp::Add(m) | SetOp::Sub(m) => {
                 let d = ops::atoi(&self.expand(m, Some(rule)));
-                let v = if matches!(sv.op, SetOp::Add(_)) { cur.saturating_add(d) } else { cur.saturating_sub(d) };
+                let v = if matches!(sv.op, SetOp::Add(_)) {
+                    cur.saturating_add(d)
+                } else {
+                    cur.saturating_sub(d)
+                };
                 self.set_tx_kv(sv.coll, name, v.to_string().as_bytes());
             }
         }
@@ -723,7 +833,11 @@ impl Transaction {
         if !top.log {
             return;
         }
-        let msg = top.msg.as_ref().map(|m| String::from_utf8_lossy(&self.expand(m, Some(top))).into_owned()).unwrap_or_default();
+        let msg = top
+            .msg
+            .as_ref()
+            .map(|m| String::from_utf8_lossy(&self.expand(m, Some(top))).into_owned())
+            .unwrap_or_default();
         let mut data = top
             .logdata
             .as_ref()
@@ -736,8 +850,18 @@ impl Transaction {
             }
             data.truncate(cut);
         }
-        let var = self.matched_var.as_ref().map(|kv| String::from_utf8_lossy(&kv.key).into_owned()).unwrap_or_default();
-        self.logs.push(MatchLog { id: top.id, rule: ri, msg, var, data });
+        let var = self
+            .matched_var
+            .as_ref()
+            .map(|kv| String::from_utf8_lossy(&kv.key).into_owned())
+            .unwrap_or_default();
+        self.logs.push(MatchLog {
+            id: top.id,
+            rule: ri,
+            msg,
+            var,
+            data,
+        });
     }
 
     fn set_captures(&mut self, caps: Caps) {
@@ -757,25 +881,35 @@ impl Transaction {
 
     /// Evaluates one rule of a chain; `immediate`: run actions and log per match (unchained rules).
     fn eval_one(&mut self, rule: &Rule, top: &Rule, ri: usize, immediate: bool) -> bool {
-        let eng = self.eng.clone();
-        let _ = &eng;
-        let mut excl: Vec<&Excl> = rule.excl.iter().collect();
-        let dyn_excl: Vec<Excl> = self
-            .excl_by_id
-            .iter()
-            .filter(|(r, _)| in_ranges(r, top.id))
-            .map(|(_, e)| e.clone())
-            .chain(self.excl_by_tag.iter().filter(|(t, _)| top.has_tag(t)).map(|(_, e)| e.clone()))
-            .collect();
-        excl.extend(dyn_excl.iter());
         let mut vals = std::mem::take(&mut self.scratch);
         vals.clear();
+        let has_dyn = (!self.excl_by_id.is_empty()
+            && self.excl_by_id.iter().any(|(r, _)| in_ranges(r, top.id)))
+            || (!self.excl_by_tag.is_empty()
+                && self.excl_by_tag.iter().any(|(t, _)| top.has_tag(t)));
+        let dyn_excl: Vec<Excl> = if has_dyn {
+            self.excl_by_id
+                .iter()
+                .filter(|(r, _)| in_ranges(r, top.id))
+                .map(|(_, e)| e.clone())
+                .chain(
+                    self.excl_by_tag
+                        .iter()
+                        .filter(|(t, _)| top.has_tag(t))
+                        .map(|(_, e)| e.clone()),
+                )
+                .collect()
+        } else {
+            Vec::new()
+        };
         for t in &rule.targets {
-            self.collect(t, &excl, &mut vals);
+            self.collect(t, &rule.excl, &dyn_excl, &mut vals);
         }
         let mut any = false;
         for v in vals.iter() {
-            let candidates: Vec<Rc<[u8]>> = if rule.multi_match {
+            let single;
+            let multi: Vec<Rc<[u8]>>;
+            let candidates: &[Rc<[u8]>] = if rule.multi_match {
                 let mut c = vec![v.val.clone()];
                 let mut cur: Vec<u8> = v.val.to_vec();
                 let mut nb = Vec::new();
@@ -786,11 +920,15 @@ impl Transaction {
                         c.push(rc(&cur));
                     }
                 }
-                c
+                multi = c;
+                &multi
             } else {
-                vec![self.transformed(rule, v)]
+                single = [self.transformed(rule, v)];
+                &single
             };
             for tv in candidates {
+                let tv = tv.clone();
+                self.counters.1 += 1;
                 let (m, caps) = self.op_eval(rule, &tv, rule.capture && !rule.negated);
                 let m = m != rule.negated;
                 if !m {
@@ -804,7 +942,8 @@ impl Transaction {
                 }
                 let name: Vec<u8> = if v.var == V::Nothing {
                     Vec::new()
-                } else if v.key.is_empty() || matches!(v.var, V::MatchedVars | V::MatchedVarsNames) {
+                } else if v.key.is_empty() || matches!(v.var, V::MatchedVars | V::MatchedVarsNames)
+                {
                     var_name(v.var).as_bytes().to_vec()
                 } else {
                     let mut n = var_name(v.var).as_bytes().to_vec();
@@ -812,12 +951,18 @@ impl Transaction {
                     n.extend_from_slice(&v.key);
                     n
                 };
-                let kv = Kv { key: rc(&name), val: tv.clone(), id: NOCACHE };
+                let kv = Kv {
+                    key: rc(&name),
+                    val: tv.clone(),
+                    id: NOCACHE,
+                };
                 self.matched_var = Some(kv.clone());
                 self.matched_vars.push(kv);
                 if immediate {
                     self.exec_actions(rule);
-                    self.log_match(top, ri);
+                    if rule.multi_match {
+                        self.log_match(top, ri);
+                    }
                 }
                 if !rule.multi_match {
                     break;
@@ -825,6 +970,9 @@ impl Transaction {
             }
         }
         self.scratch = vals;
+        if any && immediate && !rule.multi_match {
+            self.log_match(top, ri);
+        }
         any
     }
 
@@ -873,6 +1021,7 @@ impl Transaction {
                 continue;
             }
             self.matched_vars.clear();
+            self.counters.0 += 1;
             if self.eval_chain(rule, ri) {
                 let d = match rule.disruptive {
                     Some(Disr::Block) | None => eng.default_disr[phase as usize],
@@ -881,7 +1030,11 @@ impl Transaction {
                 match d {
                     Disr::Deny | Disr::Drop if phase < 5 => {
                         let status = rule.status.unwrap_or(eng.settings.default_status);
-                        let iv = Intervention { status, rule_id: rule.id, phase };
+                        let iv = Intervention {
+                            status,
+                            rule_id: rule.id,
+                            phase,
+                        };
                         if self.mode == Mode::On {
                             self.intervention = Some(iv);
                             return;
@@ -927,7 +1080,12 @@ impl Transaction {
         self.args_get
             .iter()
             .chain(self.args_post.iter())
-            .map(|kv| (String::from_utf8_lossy(&kv.key).into_owned(), String::from_utf8_lossy(&kv.val).into_owned()))
+            .map(|kv| {
+                (
+                    String::from_utf8_lossy(&kv.key).into_owned(),
+                    String::from_utf8_lossy(&kv.val).into_owned(),
+                )
+            })
             .collect()
     }
 
@@ -935,7 +1093,12 @@ impl Transaction {
     pub fn files(&self) -> Vec<(String, String)> {
         self.files
             .iter()
-            .map(|kv| (String::from_utf8_lossy(&kv.key).into_owned(), String::from_utf8_lossy(&kv.val).into_owned()))
+            .map(|kv| {
+                (
+                    String::from_utf8_lossy(&kv.key).into_owned(),
+                    String::from_utf8_lossy(&kv.val).into_owned(),
+                )
+            })
             .collect()
     }
 }

@@ -1,0 +1,402 @@
+//! The Proxy-Wasm glue: configuration, host files and matchers, request phases, decisions,
+//! audit log lines and metrics.
+
+use crate::config::{audit_json, build, Config, Waf};
+use crate::load::{FileSource, LimitAction};
+use crate::ops::{Caps, HostError, HostMatch};
+use crate::tx::Transaction;
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType, Status};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Info);
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(WafRoot::default()) });
+}}
+
+fn log(level: LogLevel, msg: &str) {
+    let _ = hostcalls::log(level, msg);
+}
+
+/// Files offered by the host (`sluice.file.list` / `sluice.file.read`).
+struct HostFiles {
+    list: Vec<String>,
+}
+
+impl HostFiles {
+    fn probe() -> Option<HostFiles> {
+        match hostcalls::call_foreign_function("sluice.file.list", Some(&[])) {
+            Ok(b) => {
+                let text = String::from_utf8_lossy(&b.unwrap_or_default()).into_owned();
+                Some(HostFiles {
+                    list: text
+                        .lines()
+                        .map(str::trim)
+                        .filter(|l| !l.is_empty())
+                        .map(String::from)
+                        .collect(),
+                })
+            }
+            Err(_) => None,
+        }
+    }
+}
+
+impl FileSource for HostFiles {
+    fn list(&self) -> Vec<String> {
+        self.list.clone()
+    }
+    fn read(&self, path: &str) -> Result<Vec<u8>, String> {
+        match hostcalls::call_foreign_function("sluice.file.read", Some(path.as_bytes())) {
+            Ok(b) => Ok(b.unwrap_or_default()),
+            Err(Status::NotFound) => Err("sluice.file.read: NOT_FOUND".into()),
+            Err(s) => Err(format!("sluice.file.read refused ({s:?})")),
+        }
+    }
+}
+
+/// Host matchers (`sluice.match.compile` / `sluice.match.run`).
+struct HostMatcher;
+
+impl HostMatch for HostMatcher {
+    fn compile(&self, spec: &str) -> Option<u32> {
+        let b = hostcalls::call_foreign_function("sluice.match.compile", Some(spec.as_bytes()))
+            .ok()??;
+        (b.len() == 4).then(|| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn run(&self, handle: u32, captures: bool, input: &[u8]) -> Result<Option<Caps>, HostError> {
+        let mut args = Vec::with_capacity(5 + input.len());
+        args.extend_from_slice(&handle.to_le_bytes());
+        args.push(u8::from(captures));
+        args.extend_from_slice(input);
+        let out = hostcalls::call_foreign_function("sluice.match.run", Some(&args))
+            .map_err(|_| HostError)?;
+        let out = out.unwrap_or_default();
+        if out.is_empty() {
+            return Ok(None);
+        }
+        let mut caps = Vec::new();
+        let mut i = 1;
+        while captures && i + 4 <= out.len() {
+            let n = u32::from_le_bytes([out[i], out[i + 1], out[i + 2], out[i + 3]]);
+            i += 4;
+            if n == u32::MAX {
+                caps.push(None);
+                continue;
+            }
+            let n = n as usize;
+            if i + n > out.len() {
+                return Err(HostError);
+            }
+            caps.push(Some(out[i..i + n].to_vec()));
+            i += n;
+        }
+        Ok(Some(caps))
+    }
+}
+
+/// Metric ids, defined lazily (names per /work/notes/waf-contract.md).
+#[derive(Default)]
+struct Metrics {
+    ids: RefCell<HashMap<String, u32>>,
+}
+
+impl Metrics {
+    fn inc(&self, name: &str) {
+        let mut ids = self.ids.borrow_mut();
+        let id = match ids.get(name) {
+            Some(id) => *id,
+            None => match hostcalls::define_metric(MetricType::Counter, name) {
+                Ok(id) => {
+                    ids.insert(name.to_string(), id);
+                    id
+                }
+                Err(_) => return,
+            },
+        };
+        let _ = hostcalls::increment_metric(id, 1);
+    }
+}
+
+#[derive(Default)]
+struct WafRoot {
+    waf: Option<Rc<Waf>>,
+    metrics: Rc<Metrics>,
+}
+
+impl Context for WafRoot {}
+
+impl RootContext for WafRoot {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let raw = self.get_plugin_configuration().unwrap_or_default();
+        let cfg = match Config::parse(&raw) {
+            Ok(c) => c,
+            Err(e) => {
+                log(LogLevel::Error, &format!("waf: {e}"));
+                return false;
+            }
+        };
+        let files = HostFiles::probe();
+        if files.is_none() && !cfg.rules.is_empty() {
+            log(
+                LogLevel::Error,
+                "waf: config names rule files but the host has no sluice.file.list; use \"inline\"",
+            );
+            return false;
+        }
+        let host: Option<Rc<dyn HostMatch>> = match cfg.matchers.as_deref().unwrap_or("auto") {
+            "wasm" => None,
+            m @ ("auto" | "host") => {
+                let probe = HostMatcher.compile(r#"{"kind":"rx","pattern":"(?sm-u)^a$"}"#);
+                match probe {
+                    Some(_) => Some(Rc::new(HostMatcher)),
+                    None if m == "host" => {
+                        log(
+                            LogLevel::Error,
+                            "waf: matchers = \"host\" but the host has no sluice.match.compile",
+                        );
+                        return false;
+                    }
+                    None => None,
+                }
+            }
+            other => {
+                log(
+                    LogLevel::Error,
+                    &format!("waf: matchers: expected auto, wasm or host, got {other:?}"),
+                );
+                return false;
+            }
+        };
+        let with_host = host.is_some();
+        match build(&cfg, files.as_ref().map(|f| f as &dyn FileSource), host) {
+            Ok(w) => {
+                let st = &w.engine.stats;
+                log(
+                    LogLevel::Info,
+                    &format!(
+                        "waf: loaded {} rules (+{} chained) from {} files; @rx: {} regex, {} fancy-regex; matchers: {} ({} on host)",
+                        st.rules,
+                        st.chained,
+                        st.files.len(),
+                        st.rx_bytes,
+                        st.rx_fancy,
+                        if with_host { "host" } else { "wasm" },
+                        st.host_matchers
+                    ),
+                );
+                self.waf = Some(Rc::new(w));
+                true
+            }
+            Err(e) => {
+                log(LogLevel::Error, &format!("waf: {e}"));
+                false
+            }
+        }
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(WafHttp {
+            waf: self.waf.clone(),
+            metrics: self.metrics.clone(),
+            tx: None,
+            ctype: None,
+            request_id: String::new(),
+            done: false,
+        }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+struct WafHttp {
+    waf: Option<Rc<Waf>>,
+    metrics: Rc<Metrics>,
+    tx: Option<Transaction>,
+    ctype: Option<String>,
+    request_id: String,
+    done: bool,
+}
+
+impl Context for WafHttp {}
+
+impl WafHttp {
+    fn prop(&self, path: Vec<&str>) -> Option<String> {
+        self.get_property(path)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+    }
+
+    /// Runs phase 2 (after the body, if any) and 5, reports, and answers.
+    fn finish(&mut self) -> Action {
+        self.done = true;
+        let Some(mut tx) = self.tx.take() else {
+            return Action::Continue;
+        };
+        tx.run_phase(2);
+        self.decide(tx)
+    }
+
+    fn decide(&mut self, mut tx: Transaction) -> Action {
+        tx.run_phase(5);
+        self.done = true;
+        let m = &self.metrics;
+        m.inc("waf_requests_total");
+        if !tx.logs.is_empty() || tx.intervention.is_some() || tx.would_block.is_some() {
+            let eng = tx.engine().clone();
+            for l in &tx.logs {
+                if l.id != 0 {
+                    m.inc(&format!("waf_rule_matches_total_rule_{}", l.id));
+                }
+                m.inc(&format!(
+                    "waf_category_matches_total_category_{}",
+                    eng.rules[l.rule].category
+                ));
+            }
+            if tx.intervention.is_some() {
+                m.inc("waf_blocked_total");
+            } else {
+                m.inc("waf_flagged_total");
+            }
+            log(
+                LogLevel::Info,
+                &format!("waf: {}", audit_json(&tx, &self.request_id)),
+            );
+        }
+        if let Some(iv) = tx.intervention {
+            let body = format!(
+                "Request blocked by the Sluice WAF.\nRequest id: {}\n",
+                self.request_id
+            );
+            self.send_http_response(
+                u32::from(iv.status),
+                vec![
+                    ("content-type", "text/plain; charset=utf-8"),
+                    ("x-request-id", self.request_id.as_str()),
+                ],
+                Some(body.as_bytes()),
+            );
+            return Action::Pause;
+        }
+        Action::Continue
+    }
+}
+
+impl HttpContext for WafHttp {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        let Some(waf) = self.waf.clone() else {
+            return Action::Continue;
+        };
+        let mut method = String::from("GET");
+        let mut path = String::from("/");
+        let mut authority = None;
+        let mut headers = Vec::new();
+        let mut has_host = false;
+        for (k, v) in self.get_http_request_headers() {
+            match k.as_str() {
+                ":method" => method = v,
+                ":path" => path = v,
+                ":authority" => authority = Some(v),
+                k if k.starts_with(':') => {}
+                _ => {
+                    if k.eq_ignore_ascii_case("host") {
+                        has_host = true;
+                    }
+                    if k.eq_ignore_ascii_case("content-type") {
+                        self.ctype = Some(v.clone());
+                    }
+                    headers.push((k, v));
+                }
+            }
+        }
+        if !has_host {
+            if let Some(a) = authority {
+                headers.insert(0, ("host".to_string(), a));
+            }
+        }
+        let protocol = self
+            .prop(vec!["request", "protocol"])
+            .unwrap_or_else(|| "HTTP/1.1".into());
+        let remote = self.prop(vec!["source", "address"]).unwrap_or_default();
+        self.request_id = self
+            .prop(vec!["request", "id"])
+            .or_else(|| self.get_http_request_header("x-request-id"))
+            .unwrap_or_default();
+        let mut tx = waf.transaction();
+        tx.set_request(
+            &method,
+            &path,
+            &protocol,
+            &headers,
+            &remote,
+            &self.request_id,
+        );
+        tx.run_phase(1);
+        if tx.intervention.is_some() {
+            return self.decide(tx);
+        }
+        let wants = tx.wants_body();
+        self.tx = Some(tx);
+        if end_of_stream || !wants {
+            // No body callback will come (GET), or the body is not inspected: phase 2 now.
+            return self.finish();
+        }
+        // Hold the headers until the body is inspected.
+        Action::Pause
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if self.done {
+            return Action::Continue;
+        }
+        let Some(tx) = self.tx.as_mut() else {
+            return Action::Continue;
+        };
+        let (limit, action) = tx.body_limit();
+        if body_size > limit {
+            match action {
+                LimitAction::Reject if tx.mode == crate::model::Mode::On => {
+                    self.done = true;
+                    self.tx = None;
+                    self.metrics.inc("waf_requests_total");
+                    self.metrics.inc("waf_blocked_total");
+                    log(
+                        LogLevel::Info,
+                        &format!(
+                            "waf: {{\"request_id\":{},\"action\":\"block\",\"status\":413,\"reason\":\"request body larger than {limit} bytes\"}}",
+                            serde_json::Value::String(self.request_id.clone())
+                        ),
+                    );
+                    self.send_http_response(
+                        413,
+                        vec![("x-request-id", self.request_id.as_str())],
+                        Some(b"Request body too large.\n"),
+                    );
+                    return Action::Pause;
+                }
+                _ => {
+                    let data = self.get_http_request_body(0, limit).unwrap_or_default();
+                    let ct = self.ctype.clone();
+                    if let Some(tx) = self.tx.as_mut() {
+                        tx.process_body(&data, ct.as_deref());
+                    }
+                    return self.finish();
+                }
+            }
+        }
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        let data = self.get_http_request_body(0, body_size).unwrap_or_default();
+        let ct = self.ctype.clone();
+        if let Some(tx) = self.tx.as_mut() {
+            tx.process_body(&data, ct.as_deref());
+        }
+        self.finish()
+    }
+}
