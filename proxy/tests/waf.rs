@@ -361,11 +361,17 @@ fn waf_module() -> Option<PathBuf> {
 /// The WAF policy body the test runs (pool `o` on `origin`).
 fn waf_policy(origin: &Proc, module: &Path, matchers: &str) -> String {
     let files: Vec<String> = CRS_FILES.iter().map(|f| format!("{f:?}")).collect();
+    let rules: Vec<String> = CRS_FILES
+        .iter()
+        .filter(|f| f.ends_with(".conf"))
+        .map(|f| format!("{f:?}"))
+        .collect();
     format!(
-        "[limits]\nmemory_mb = 256\nstartup_ms = 60000\ncallback_ms = 1000\n\n[pools.o]\npeers = [\"{}\"]\n\n[filters.waf]\nmodule = {:?}\nfiles = [{}]\nconfig = {{ mode = \"block\", status = 403, matchers = \"{matchers}\", report_header = \"{REPORT_HEADER}\" }}\n\n[[routes]]\nfilters = [\"waf\"]\npool = \"o\"\n",
+        "[limits]\nmemory_mb = 256\nstartup_ms = 60000\ncallback_ms = 1000\n\n[pools.o]\npeers = [\"{}\"]\n\n[filters.waf]\nmodule = {:?}\nfiles = [{}]\nconfig = {{ rules = [{}], mode = \"block\", status = 403, matchers = \"{matchers}\", report_header = \"{REPORT_HEADER}\" }}\n\n[[routes]]\nfilters = [\"waf\"]\npool = \"o\"\n",
         origin.addr,
         module.display().to_string(),
-        files.join(", ")
+        files.join(", "),
+        rules.join(", ")
     )
 }
 
