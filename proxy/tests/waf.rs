@@ -354,7 +354,10 @@ fn modsecurity_verdicts(cases: &[Case]) -> BTreeMap<String, Verdict> {
 }
 
 fn waf_module() -> Option<PathBuf> {
-    let p = repo().join("filters/out/waf.wasm");
+    // WAF_WASM: test another build of the filter.
+    let p = std::env::var_os("WAF_WASM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("filters/out/waf.wasm"));
     p.is_file().then_some(p)
 }
 
@@ -547,12 +550,36 @@ fn sluice_waf_agrees_with_modsecurity() {
         );
         return;
     };
-    let matchers = std::env::var("WAF_MATCHERS").unwrap_or_else(|_| "auto".into());
-    let sl = sluice_verdicts(&cases, &module, &matchers);
-    let (dec, ids) = report(&cases, &modsec, Some(&sl), &out);
+    // Host-side matchers (the default where the host has them), then the filter's own:
+    // both must give the same answers, rule for rule.
+    let host = sluice_verdicts(&cases, &module, "host");
+    let wasm = sluice_verdicts(&cases, &module, "wasm");
+    let (dec, ids) = report(&cases, &modsec, Some(&host), &out);
+    let mismatched: Vec<String> = cases
+        .iter()
+        .filter(|c| {
+            let (h, w) = (&host[&c.id], &wasm[&c.id]);
+            h.blocked != w.blocked || h.ids != w.ids
+        })
+        .map(|c| {
+            format!(
+                "{}: host {} [{}] / wasm {} [{}]",
+                c.id,
+                host[&c.id].status,
+                fmt_ids(&host[&c.id].ids),
+                wasm[&c.id].status,
+                fmt_ids(&wasm[&c.id].ids)
+            )
+        })
+        .collect();
     eprintln!(
         "decision agreement {dec:.1}%, rule-id agreement {ids:.1}%; report in {}",
         out.display()
+    );
+    assert!(
+        mismatched.is_empty(),
+        "host and wasm matchers disagree:\n{}",
+        mismatched.join("\n")
     );
     assert!(
         dec >= DECISION_THRESHOLD,
