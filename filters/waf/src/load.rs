@@ -77,6 +77,7 @@ pub enum Entry {
 struct Defaults {
     disruptive: Option<Disr>,
     log: Option<bool>,
+    status: Option<u16>,
     transforms: Vec<T>,
 }
 
@@ -439,8 +440,13 @@ impl<'a> Loader<'a> {
                         "block" => {}
                         "log" => def.log = Some(true),
                         "nolog" => def.log = Some(false),
-                        "auditlog" | "noauditlog" | "status" | "tag" | "ver" | "severity"
-                        | "msg" => {}
+                        "status" => {
+                            def.status = Some(
+                                v.parse()
+                                    .map_err(|_| err(loc, format!("bad status {v:?}")))?,
+                            )
+                        }
+                        "auditlog" | "noauditlog" | "tag" | "ver" | "severity" | "msg" => {}
                         "t" => {
                             if let Some(t) = T::parse(v).map_err(|e| err(loc, e))? {
                                 def.transforms.push(t);
@@ -992,6 +998,9 @@ impl<'a> Loader<'a> {
         rule.log &= !noaudit;
         if !starter && rule.disruptive.is_some() {
             rule.disruptive = None;
+        }
+        if starter && rule.status.is_none() && matches!(rule.disruptive, Some(Disr::Block) | None) {
+            rule.status = defaults.status;
         }
         rule.tchain = self.intern(&transforms);
         rule.transforms = Rc::from(transforms);
