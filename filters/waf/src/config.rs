@@ -21,9 +21,12 @@ pub struct Config {
     /// Inline data files for `@pmFromFile` / `Include`: absolute path -> contents.
     #[serde(default)]
     pub data: BTreeMap<String, String>,
-    /// `block` (default) or `detect`; overrides SecRuleEngine.
+    /// `block`, `detect` or `off`; overrides SecRuleEngine (absent: the rule files decide).
     #[serde(default)]
     pub mode: Option<String>,
+    /// Response header listing the ids of logged rule matches (for differential tests).
+    #[serde(default)]
+    pub report_header: Option<String>,
     /// Status for `deny` without `status:` (default 403).
     #[serde(default)]
     pub status: Option<u16>,
@@ -53,6 +56,8 @@ impl Config {
 
 /// A configured WAF: the compiled engine plus per-request initial TX values.
 pub struct Waf {
+    /// `report_header` from the config.
+    pub report_header: Option<String>,
     /// The engine.
     pub engine: Rc<Engine>,
     /// TX values set before phase 1 (from `paranoia`, `anomaly_threshold`).
@@ -136,9 +141,15 @@ pub fn build(
     }
     let st = loader.settings_mut();
     match cfg.mode.as_deref() {
-        None | Some("block") => st.mode = Mode::On,
+        None => {}
+        Some("block") => st.mode = Mode::On,
         Some("detect") => st.mode = Mode::DetectionOnly,
-        Some(m) => return Err(format!("mode: expected \"block\" or \"detect\", got {m:?}")),
+        Some("off") => st.mode = Mode::Off,
+        Some(m) => {
+            return Err(format!(
+                "mode: expected \"block\", \"detect\" or \"off\", got {m:?}"
+            ))
+        }
     }
     if let Some(s) = cfg.status {
         if !(200..=599).contains(&s) {
@@ -161,9 +172,19 @@ pub fn build(
     if let Some(t) = cfg.anomaly_threshold {
         init_tx.push(("inbound_anomaly_score_threshold".to_string(), t.to_string()));
     }
+    if let Some(h) = &cfg.report_header {
+        if h.is_empty()
+            || !h
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(format!("report_header: {h:?} is not a header name"));
+        }
+    }
     Ok(Waf {
         engine: Rc::new(engine),
         init_tx,
+        report_header: cfg.report_header.clone(),
     })
 }
 
@@ -190,4 +211,15 @@ pub fn audit_json(tx: &Transaction, request_id: &str) -> String {
         "rules": rules,
     })
     .to_string()
+}
+
+/// Space-separated ids of the logged matches (what `report_header` carries), `None` if none.
+pub fn report_ids(tx: &Transaction) -> Option<String> {
+    let ids: Vec<String> = tx
+        .logs
+        .iter()
+        .filter(|l| l.id != 0)
+        .map(|l| l.id.to_string())
+        .collect();
+    (!ids.is_empty()).then(|| ids.join(" "))
 }

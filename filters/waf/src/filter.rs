@@ -1,7 +1,7 @@
 //! The Proxy-Wasm glue: configuration, host files and matchers, request phases, decisions,
 //! audit log lines and metrics.
 
-use crate::config::{audit_json, build, Config, Waf};
+use crate::config::{audit_json, build, report_ids, Config, Waf};
 use crate::load::{FileSource, LimitAction};
 use crate::ops::{Caps, HostError, HostMatch};
 use crate::tx::Transaction;
@@ -58,44 +58,90 @@ impl FileSource for HostFiles {
     }
 }
 
-/// Host matchers (`sluice.match.compile` / `sluice.match.run`).
+/// Host matchers (`sluice.regex.*`, `sluice.pm.*`; see /work/notes/waf-contract.md §3).
 struct HostMatcher;
 
-impl HostMatch for HostMatcher {
-    fn compile(&self, spec: &str) -> Option<u32> {
-        let b = hostcalls::call_foreign_function("sluice.match.compile", Some(spec.as_bytes()))
-            .ok()??;
-        (b.len() == 4).then(|| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+fn le32(b: &[u8], i: usize) -> Option<u32> {
+    b.get(i..i + 4)
+        .map(|x| u32::from_le_bytes([x[0], x[1], x[2], x[3]]))
+}
+
+fn list_args<T: AsRef<[u8]>>(items: &[T]) -> Vec<u8> {
+    let mut v = (items.len() as u32).to_le_bytes().to_vec();
+    for i in items {
+        let i = i.as_ref();
+        v.extend_from_slice(&(i.len() as u32).to_le_bytes());
+        v.extend_from_slice(i);
+    }
+    v
+}
+
+impl HostMatcher {
+    fn compile(func: &str, args: &[u8]) -> Option<u32> {
+        let b = hostcalls::call_foreign_function(func, Some(args)).ok()??;
+        le32(&b, 0)
     }
 
-    fn run(&self, handle: u32, captures: bool, input: &[u8]) -> Result<Option<Caps>, HostError> {
-        let mut args = Vec::with_capacity(5 + input.len());
-        args.extend_from_slice(&handle.to_le_bytes());
-        args.push(u8::from(captures));
+    fn call(func: &str, pre: &[u32], input: &[u8]) -> Result<Vec<u8>, HostError> {
+        let mut args = Vec::with_capacity(4 * pre.len() + input.len());
+        for p in pre {
+            args.extend_from_slice(&p.to_le_bytes());
+        }
         args.extend_from_slice(input);
-        let out = hostcalls::call_foreign_function("sluice.match.run", Some(&args))
-            .map_err(|_| HostError)?;
-        let out = out.unwrap_or_default();
-        if out.is_empty() {
+        Ok(hostcalls::call_foreign_function(func, Some(&args))
+            .map_err(|_| HostError)?
+            .unwrap_or_default())
+    }
+}
+
+impl HostMatch for HostMatcher {
+    fn compile_rx(&self, pattern: &str) -> Option<u32> {
+        Self::compile("sluice.regex.compile", &list_args(&[pattern.as_bytes()]))
+    }
+
+    fn compile_pm(&self, words: &[Vec<u8>]) -> Option<u32> {
+        Self::compile("sluice.pm.compile", &list_args(words))
+    }
+
+    fn run_rx(&self, handle: u32, captures: bool, input: &[u8]) -> Result<Option<Caps>, HostError> {
+        if !captures {
+            let out = Self::call("sluice.regex.match", &[handle], input)?;
+            return Ok((le32(&out, 0).ok_or(HostError)? > 0).then(Vec::new));
+        }
+        let out = Self::call("sluice.regex.captures", &[handle, 0], input)?;
+        let n = le32(&out, 0).ok_or(HostError)? as usize;
+        if n == 0 {
             return Ok(None);
         }
-        let mut caps = Vec::new();
-        let mut i = 1;
-        while captures && i + 4 <= out.len() {
-            let n = u32::from_le_bytes([out[i], out[i + 1], out[i + 2], out[i + 3]]);
-            i += 4;
-            if n == u32::MAX {
+        let mut caps = Vec::with_capacity(n.min(10));
+        for g in 0..n.min(10) {
+            let (s, e) = (
+                le32(&out, 4 + 8 * g).ok_or(HostError)?,
+                le32(&out, 8 + 8 * g).ok_or(HostError)?,
+            );
+            if s == u32::MAX {
                 caps.push(None);
-                continue;
+            } else {
+                caps.push(Some(
+                    input.get(s as usize..e as usize).ok_or(HostError)?.to_vec(),
+                ));
             }
-            let n = n as usize;
-            if i + n > out.len() {
-                return Err(HostError);
-            }
-            caps.push(Some(out[i..i + n].to_vec()));
-            i += n;
         }
         Ok(Some(caps))
+    }
+
+    fn run_pm(&self, handle: u32, input: &[u8]) -> Result<Option<Caps>, HostError> {
+        let out = Self::call("sluice.pm.match", &[handle], input)?;
+        if le32(&out, 0).ok_or(HostError)? == 0 {
+            return Ok(None);
+        }
+        let (s, e) = (
+            le32(&out, 8).ok_or(HostError)?,
+            le32(&out, 12).ok_or(HostError)?,
+        );
+        Ok(Some(vec![Some(
+            input.get(s as usize..e as usize).ok_or(HostError)?.to_vec(),
+        )]))
     }
 }
 
@@ -151,13 +197,13 @@ impl RootContext for WafRoot {
         let host: Option<Rc<dyn HostMatch>> = match cfg.matchers.as_deref().unwrap_or("auto") {
             "wasm" => None,
             m @ ("auto" | "host") => {
-                let probe = HostMatcher.compile(r#"{"kind":"rx","pattern":"(?sm-u)^a$"}"#);
+                let probe = HostMatcher.compile_rx("(?sm-u)^a$");
                 match probe {
                     Some(_) => Some(Rc::new(HostMatcher)),
                     None if m == "host" => {
                         log(
                             LogLevel::Error,
-                            "waf: matchers = \"host\" but the host has no sluice.match.compile",
+                            "waf: matchers = \"host\" but the host has no sluice.regex.compile",
                         );
                         return false;
                     }
@@ -207,6 +253,7 @@ impl RootContext for WafRoot {
             ctype: None,
             request_id: String::new(),
             done: false,
+            report: None,
         }))
     }
 
@@ -222,6 +269,8 @@ struct WafHttp {
     ctype: Option<String>,
     request_id: String,
     done: bool,
+    /// `report_header` value for the response.
+    report: Option<String>,
 }
 
 impl Context for WafHttp {}
@@ -268,19 +317,25 @@ impl WafHttp {
                 &format!("waf: {}", audit_json(&tx, &self.request_id)),
             );
         }
+        let header = self.waf.as_ref().and_then(|w| w.report_header.clone());
+        if header.is_some() {
+            self.report = report_ids(&tx);
+        }
         if let Some(iv) = tx.intervention {
             let body = format!(
                 "Request blocked by the Sluice WAF.\nRequest id: {}\n",
                 self.request_id
             );
-            self.send_http_response(
-                u32::from(iv.status),
-                vec![
-                    ("content-type", "text/plain; charset=utf-8"),
-                    ("x-request-id", self.request_id.as_str()),
-                ],
-                Some(body.as_bytes()),
-            );
+            // the local reply carries the report; do not add it again in on_http_response_headers
+            let report = self.report.take();
+            let mut headers = vec![
+                ("content-type", "text/plain; charset=utf-8"),
+                ("x-request-id", self.request_id.as_str()),
+            ];
+            if let (Some(h), Some(r)) = (header.as_deref(), report.as_deref()) {
+                headers.push((h, r));
+            }
+            self.send_http_response(u32::from(iv.status), headers, Some(body.as_bytes()));
             return Action::Pause;
         }
         Action::Continue
@@ -288,6 +343,16 @@ impl WafHttp {
 }
 
 impl HttpContext for WafHttp {
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        if let (Some(r), Some(h)) = (
+            self.report.take(),
+            self.waf.as_ref().and_then(|w| w.report_header.clone()),
+        ) {
+            self.add_http_response_header(&h, &r);
+        }
+        Action::Continue
+    }
+
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         let Some(waf) = self.waf.clone() else {
             return Action::Continue;

@@ -724,8 +724,7 @@ impl<'a> Loader<'a> {
             ops::Rx::Bytes(r) => {
                 self.stats.rx_bytes += 1;
                 if let Some(h) = &self.host {
-                    let spec = serde_json::json!({"kind": "rx", "pattern": r.as_str()}).to_string();
-                    host = h.compile(&spec);
+                    host = h.compile_rx(r.as_str());
                     if host.is_some() {
                         self.stats.host_matchers += 1;
                     }
@@ -745,12 +744,7 @@ impl<'a> Loader<'a> {
         let ac = ops::compile_pm(&words)?;
         let mut host = None;
         if let Some(h) = &self.host {
-            let ws: Vec<String> = words
-                .iter()
-                .map(|w| String::from_utf8_lossy(w).into_owned())
-                .collect();
-            let spec = serde_json::json!({"kind": "pm", "words": ws}).to_string();
-            host = h.compile(&spec);
+            host = h.compile_pm(&words);
             if host.is_some() {
                 self.stats.host_matchers += 1;
             }

@@ -10,10 +10,14 @@ pub type Caps = Vec<Option<Vec<u8>>>;
 
 /// Host-side matchers reached through `proxy_call_foreign_function` (see the contract).
 pub trait HostMatch {
-    /// Compiles a matcher; `spec` is the JSON argument of `sluice.match.compile`.
-    fn compile(&self, spec: &str) -> Option<u32>;
-    /// Runs a matcher: `Err` if the host failed (the caller falls back to wasm).
-    fn run(&self, handle: u32, captures: bool, input: &[u8]) -> Result<Option<Caps>, HostError>;
+    /// Compiles one `regex::bytes` pattern (already translated, flags inline) on the host.
+    fn compile_rx(&self, pattern: &str) -> Option<u32>;
+    /// Compiles a phrase set (ASCII case-insensitive) on the host.
+    fn compile_pm(&self, words: &[Vec<u8>]) -> Option<u32>;
+    /// Runs a host regex: `Ok(None)` no match; with `captures`, groups 0..=9.
+    fn run_rx(&self, handle: u32, captures: bool, input: &[u8]) -> Result<Option<Caps>, HostError>;
+    /// Runs a host phrase set: `Ok(Some(vec![matched phrase]))` on a match.
+    fn run_pm(&self, handle: u32, input: &[u8]) -> Result<Option<Caps>, HostError>;
 }
 
 /// The host matcher failed (the engine then matches in wasm).
@@ -184,7 +188,7 @@ pub struct Pm {
 pub fn compile_pm(words: &[Vec<u8>]) -> Result<AhoCorasick, String> {
     AhoCorasick::builder()
         .ascii_case_insensitive(true)
-        .match_kind(aho_corasick::MatchKind::LeftmostFirst)
+        .match_kind(aho_corasick::MatchKind::Standard)
         .build(words)
         .map_err(|e| e.to_string())
 }

@@ -665,7 +665,7 @@ impl Transaction {
         let r = match &rule.op {
             Op::Rx(rx) => {
                 if let (Some(h), Some(host)) = (rx.host, &self.eng.host) {
-                    if let Ok(res) = host.run(h, caps, input) {
+                    if let Ok(res) = host.run_rx(h, caps, input) {
                         return (res.is_some(), res);
                     }
                 }
@@ -705,7 +705,7 @@ impl Transaction {
             }
             Op::Pm(pm) => {
                 if let (Some(h), Some(host)) = (pm.host, &self.eng.host) {
-                    if let Ok(res) = host.run(h, caps, input) {
+                    if let Ok(res) = host.run_pm(h, input) {
                         return (res.is_some(), res);
                     }
                 }

@@ -39,6 +39,7 @@ fn crs_config() -> Config {
             "/usr/share/modsecurity-crs/rules/*.conf".into(),
             "/etc/modsecurity/crs/RESPONSE-999-EXCLUSION-RULES-AFTER-CRS.conf".into(),
         ],
+        mode: Some("block".into()),
         ..Config::default()
     }
 }
