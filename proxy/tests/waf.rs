@@ -443,6 +443,16 @@ fn report(
             if !d || !i {
                 let only_m: BTreeSet<_> = m.ids.difference(&s.ids).cloned().collect();
                 let only_s: BTreeSet<_> = s.ids.difference(&m.ids).cloned().collect();
+                // nginx answers some requests itself (405 for TRACE, 400 for a path above
+                // the root) before ModSecurity runs: no rule ids on that side.
+                let note = if m.ids.is_empty() && m.blocked && m.status != 403 {
+                    format!(
+                        "nginx answered {} itself, before ModSecurity ran. {}",
+                        m.status, c.note
+                    )
+                } else {
+                    c.note.clone()
+                };
                 diffs.push_str(&format!(
                     "| {} | {} | {} {} | {} {} | {} | {} | {} |\n",
                     c.id,
@@ -453,7 +463,7 @@ fn report(
                     if s.blocked { "blocked" } else { "passed" },
                     fmt_ids(&only_m),
                     fmt_ids(&only_s),
-                    c.note
+                    note
                 ));
             }
         }
