@@ -694,7 +694,7 @@ impl<'a> Loader<'a> {
                 let tr = crate::pcre::translate(&pat, false);
                 let re =
                     regex::bytes::Regex::new(&tr).map_err(|e| format!("bad key regex {k}: {e}"))?;
-                Sel::Re(Rc::new(re))
+                crate::model::simple_key_regex(&k[1..k.len() - 1]).unwrap_or(Sel::Re(Rc::new(re)))
             }
             Some(k) => Sel::Key(parse::unquote(k).to_ascii_lowercase().into_bytes()),
         };

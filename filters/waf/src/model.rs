@@ -164,6 +164,39 @@ pub enum Sel {
     Key(Vec<u8>),
     /// Keys matching a regex.
     Re(Rc<regex::bytes::Regex>),
+    /// Keys starting with (lowercase) bytes: a `/^literal/` regex, matched without the regex engine.
+    Prefix(Vec<u8>),
+    /// Keys containing (lowercase) bytes: a `/literal/` regex.
+    Contains(Vec<u8>),
+}
+
+/// Turns simple key regexes (`^header_name_`, `paramcounter_.*`, `__utm`) into literal selectors.
+pub fn simple_key_regex(re: &str) -> Option<Sel> {
+    let (anchored, mut r) = match re.strip_prefix('^') {
+        Some(x) => (true, x),
+        None => (false, re),
+    };
+    if let Some(x) = r.strip_suffix(".*") {
+        r = x;
+    } else if let Some(x) = r.strip_suffix('*') {
+        // `X*`: X optional, drop it
+        let mut cs = x.chars();
+        cs.next_back()?;
+        r = cs.as_str();
+    }
+    if r.is_empty()
+        || !r
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return None;
+    }
+    let lit = r.to_ascii_lowercase().into_bytes();
+    Some(if anchored {
+        Sel::Prefix(lit)
+    } else {
+        Sel::Contains(lit)
+    })
 }
 
 impl Sel {
@@ -173,6 +206,10 @@ impl Sel {
             Sel::All => true,
             Sel::Key(k) => k.eq_ignore_ascii_case(key),
             Sel::Re(r) => r.is_match(key),
+            Sel::Prefix(p) => key.len() >= p.len() && key[..p.len()].eq_ignore_ascii_case(p),
+            Sel::Contains(c) => {
+                c.len() <= key.len() && key.windows(c.len()).any(|w| w.eq_ignore_ascii_case(c))
+            }
         }
     }
 }

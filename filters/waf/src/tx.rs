@@ -763,31 +763,45 @@ impl Transaction {
             || (!self.removed_tags.is_empty() && self.removed_tags.iter().any(|t| r.has_tag(t)))
     }
 
-    fn set_tx_kv(&mut self, coll: SetColl, name: Vec<u8>, val: &[u8]) {
-        let kv = self.kv(&name, val);
-        let mut key = name;
-        key.make_ascii_lowercase();
-        match coll {
-            SetColl::Tx => self.tx.insert(key.into_boxed_slice(), kv),
-            SetColl::Persist(i) => self.persist[i as usize].insert(key.into_boxed_slice(), kv),
+    /// Sets `name` (already lowercase) in a collection; updates in place when it exists.
+    fn set_tx_kv(&mut self, coll: SetColl, name: &[u8], val: &[u8]) {
+        self.next_id += 1;
+        let id = self.next_id * 2;
+        let map = match coll {
+            SetColl::Tx => &mut self.tx,
+            SetColl::Persist(i) => &mut self.persist[i as usize],
         };
+        if let Some(kv) = map.get_mut(name) {
+            kv.val = rc(val);
+            kv.id = id;
+            return;
+        }
+        map.insert(
+            Box::from(name),
+            Kv {
+                key: rc(name),
+                val: rc(val),
+                id,
+            },
+        );
     }
 
     fn exec_setvar(&mut self, sv: &SetVar, rule: &Rule) {
-        let name = self.expand(&sv.name, Some(rule)).into_owned();
+        let mut name = self.expand(&sv.name, Some(rule));
+        if name.iter().any(u8::is_ascii_uppercase) {
+            name.to_mut().make_ascii_lowercase();
+        }
+        let name: &[u8] = &name;
         let map = match sv.coll {
             SetColl::Tx => &self.tx,
             SetColl::Persist(i) => &self.persist[i as usize],
         };
-        let cur = map
-            .get(name.as_slice())
-            .map(|kv| ops::atoi(&kv.val))
-            .unwrap_or(0);
+        let cur = map.get(name).map(|kv| ops::atoi(&kv.val)).unwrap_or(0);
         match &sv.op {
             SetOp::Del => {
                 match sv.coll {
-                    SetColl::Tx => self.tx.remove(name.as_slice()),
-                    SetColl::Persist(i) => self.persist[i as usize].remove(name.as_slice()),
+                    SetColl::Tx => self.tx.remove(name),
+                    SetColl::Persist(i) => self.persist[i as usize].remove(name),
                 };
             }
             SetOp::Set(m) => {
@@ -879,7 +893,7 @@ impl Transaction {
         }
     }
 
-    /// Evaluates one rule of a chain; `immediate`: run actions and log per match (unchained rules).
+    /// Evaluates one rule of a chain; `immediate`: an unchained rule (logs itself).
     fn eval_one(&mut self, rule: &Rule, top: &Rule, ri: usize, immediate: bool) -> bool {
         let mut vals = std::mem::take(&mut self.scratch);
         vals.clear();
@@ -958,11 +972,10 @@ impl Transaction {
                 };
                 self.matched_var = Some(kv.clone());
                 self.matched_vars.push(kv);
-                if immediate {
-                    self.exec_actions(rule);
-                    if rule.multi_match {
-                        self.log_match(top, ri);
-                    }
+                // libmodsecurity 3: setvar/ctl run per matched value, whatever the rest of the chain does
+                self.exec_actions(rule);
+                if immediate && rule.multi_match {
+                    self.log_match(top, ri);
                 }
                 if !rule.multi_match {
                     break;
@@ -989,11 +1002,6 @@ impl Transaction {
             }
         }
         if chained {
-            let mut r = Some(top);
-            while let Some(x) = r {
-                self.exec_actions(x);
-                r = x.chain.as_deref();
-            }
             self.log_match(top, ri);
         }
         true
