@@ -170,6 +170,24 @@ pub enum Sel {
     Contains(Vec<u8>),
 }
 
+/// ASCII case-insensitive substring test (`needle` lowercase).
+fn contains_nocase(hay: &[u8], needle: &[u8]) -> bool {
+    let Some((&first, rest)) = needle.split_first() else {
+        return true;
+    };
+    if needle.len() > hay.len() {
+        return false;
+    }
+    for i in 0..=hay.len() - needle.len() {
+        if hay[i].to_ascii_lowercase() == first
+            && hay[i + 1..i + needle.len()].eq_ignore_ascii_case(rest)
+        {
+            return true;
+        }
+    }
+    false
+}
+
 /// Turns simple key regexes (`^header_name_`, `paramcounter_.*`, `__utm`) into literal selectors.
 pub fn simple_key_regex(re: &str) -> Option<Sel> {
     let (anchored, mut r) = match re.strip_prefix('^') {
@@ -201,15 +219,14 @@ pub fn simple_key_regex(re: &str) -> Option<Sel> {
 
 impl Sel {
     /// Does `key` match?
+    #[inline]
     pub fn matches(&self, key: &[u8]) -> bool {
         match self {
             Sel::All => true,
             Sel::Key(k) => k.eq_ignore_ascii_case(key),
             Sel::Re(r) => r.is_match(key),
             Sel::Prefix(p) => key.len() >= p.len() && key[..p.len()].eq_ignore_ascii_case(p),
-            Sel::Contains(c) => {
-                c.len() <= key.len() && key.windows(c.len()).any(|w| w.eq_ignore_ascii_case(c))
-            }
+            Sel::Contains(c) => contains_nocase(key, c),
         }
     }
 }
