@@ -180,8 +180,7 @@ files = ["/etc/nginx/modsecurity.conf", "/etc/modsecurity/crs/crs-setup.conf",
 config = { rules = ["/etc/nginx/modsecurity.conf", "/etc/modsecurity/crs/crs-setup.conf",
                     "/etc/modsecurity/crs/REQUEST-900-EXCLUSION-RULES-BEFORE-CRS.conf",
                     "/usr/share/modsecurity-crs/rules/*.conf",
-                    "/etc/modsecurity/crs/RESPONSE-999-EXCLUSION-RULES-AFTER-CRS.conf"],
-           mode = "block", status = 403, paranoia = 1, matchers = "$matchers" }
+                    "/etc/modsecurity/crs/RESPONSE-999-EXCLUSION-RULES-AFTER-CRS.conf"], mode = "block", status = 403, paranoia = 1, matchers = "$matchers" }
 
 [[routes]]
 path_prefix = "/"

@@ -22,7 +22,7 @@ MANIFEST="$FILTERS_DIR/Cargo.toml"
 export CARGO_TARGET_DIR="$FILTERS_DIR/target"
 
 # crate name == output name (crate names already use underscores)
-FILTERS=(headers respond body_rewrite props callout ticker queue metrics state probe hostile)
+FILTERS=(headers respond body_rewrite props callout ticker queue metrics state probe hostile waf)
 WASIP1_FILTERS=(headers)
 
 BUILD_WASIP1=1

@@ -7,4 +7,5 @@ scripts/setup.sh
 cargo fmt --all --check
 cargo clippy --release --workspace --all-targets --locked -- -D warnings
 target/release/sluice check --policy policies/default.toml
+target/release/sluice check --policy policies/waf.toml
 cargo test --release --workspace --locked
