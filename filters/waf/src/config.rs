@@ -36,7 +36,7 @@ pub struct Config {
     /// CRS inbound anomaly threshold (sets `tx.inbound_anomaly_score_threshold`).
     #[serde(default)]
     pub anomaly_threshold: Option<u32>,
-    /// `auto` (host matchers when the host has them), `wasm`, or `host`.
+    /// `wasm` (default: measured faster), `host`, or `auto` (host matchers when the host has them).
     #[serde(default)]
     pub matchers: Option<String>,
     /// Overrides SecRequestBodyLimit and SecRequestBodyNoFilesLimit.

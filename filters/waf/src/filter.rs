@@ -194,7 +194,7 @@ impl RootContext for WafRoot {
             );
             return false;
         }
-        let host: Option<Rc<dyn HostMatch>> = match cfg.matchers.as_deref().unwrap_or("auto") {
+        let host: Option<Rc<dyn HostMatch>> = match cfg.matchers.as_deref().unwrap_or("wasm") {
             "wasm" => None,
             m @ ("auto" | "host") => {
                 let probe = HostMatcher.compile_rx("(?sm-u)^a$");
