@@ -23,12 +23,18 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// Decision agreement the test requires, percent. See `decision_threshold` in the report:
-/// the engine re-implements PCRE regexes with the `regex` crate and libinjection with a
-/// Rust port (waf.md §3, §5 measured both differences as a handful of inputs), so a
-/// few requests near the anomaly threshold may land on the other side; anything
-/// below this is a real engine gap.
-const DECISION_THRESHOLD: f64 = 95.0;
+/// Decision agreement the test requires, percent. Measured: 206/206. The engine
+/// re-implements PCRE with the `regex` crate and libinjection with a Rust port; both were
+/// measured against the originals (waf.md §3, §5) and differ on a handful of inputs out
+/// of ~17,700 (2 XSS verdicts of libinjection), so a request near the anomaly threshold
+/// may one day land on the other side. 98% leaves room for up to 4 such requests in this
+/// corpus; anything more is an engine gap, not noise.
+const DECISION_THRESHOLD: f64 = 98.0;
+
+/// Share of requests with identical rule-id sets the test requires, percent. Measured:
+/// 204/206; the two others are requests nginx answers itself (400, 405) before
+/// ModSecurity runs, so ModSecurity logs no rule there while the filter does.
+const IDS_THRESHOLD: f64 = 95.0;
 
 /// The CRS and Debian files the WAF policy loads, from their install paths, in the
 /// order ModSecurity includes them (waf.md §4).
@@ -470,7 +476,7 @@ fn report(
         let pd = 100.0 * dec_ok as f64 / n as f64;
         let pi = 100.0 * ids_ok as f64 / n as f64;
         out.push_str(&format!(
-            "Sluice + `filters/out/waf.wasm`, same files:\n\n- decision agreement: **{dec_ok}/{n} = {pd:.1}%** (threshold {DECISION_THRESHOLD}%)\n- identical rule-id sets: **{ids_ok}/{n} = {pi:.1}%**\n\n## Differences\n\n| id | decision | ModSecurity | Sluice | ids only ModSecurity | ids only Sluice | note |\n|---|---|---|---|---|---|---|\n{diffs}\n"
+            "Sluice + `filters/out/waf.wasm`, same files:\n\n- decision agreement: **{dec_ok}/{n} = {pd:.1}%** (threshold {DECISION_THRESHOLD}%)\n- identical rule-id sets: **{ids_ok}/{n} = {pi:.1}%** (threshold {IDS_THRESHOLD}%)\n\n## Differences\n\n| id | decision | ModSecurity | Sluice | ids only ModSecurity | ids only Sluice | note |\n|---|---|---|---|---|---|---|\n{diffs}\n"
         ));
     } else {
         out.push_str("Sluice: `filters/out/waf.wasm` is not built; ModSecurity half only.\n\n");
@@ -594,6 +600,11 @@ fn sluice_waf_agrees_with_modsecurity() {
     assert!(
         dec >= DECISION_THRESHOLD,
         "decision agreement {dec:.1}% < {DECISION_THRESHOLD}%: see {}",
+        out.display()
+    );
+    assert!(
+        ids >= IDS_THRESHOLD,
+        "rule-id agreement {ids:.1}% < {IDS_THRESHOLD}%: see {}",
         out.display()
     );
 }
