@@ -8,7 +8,9 @@
 # path traversal, shell), cycled per connection, all GET with browser-like headers, so
 # 25% of answers are 403 from the WAFs. Each target gets a warm-up, then `wrk --latency`;
 # the script prints a Markdown table (rps, p50, p99, rps vs ModSecurity) and keeps raw
-# wrk outputs, configs and logs in a temp dir whose path it prints.
+# wrk outputs, configs and logs in a temp dir whose path it prints. The last column is the
+# CPU time the server (nginx master + workers, or the Sluice process) spent per request
+# during the measured run: on a shared machine it is steadier than rps.
 #
 # Usage: bash bench/waf.sh
 # Knobs (environment): THREADS=2 (nginx worker_processes, Sluice threads), ORIGIN_THREADS,
@@ -196,6 +198,19 @@ to_ms() {
         printf "%.2f", n }'
 }
 
+# tree_ticks PID: CPU time (user + system, clock ticks) of PID and its children
+# (nginx workers), to report CPU per request: steadier than rps on a shared machine.
+tree_ticks() {
+    local root=$1 f pid ppid total=0
+    for f in /proc/[0-9]*/stat; do
+        read -r pid _ _ ppid _ <"$f" 2>/dev/null || continue
+        if [[ $pid == "$root" || $ppid == "$root" ]]; then
+            total=$((total + $(awk '{ print $14 + $15 }' "$f" 2>/dev/null || echo 0)))
+        fi
+    done
+    echo "$total"
+}
+
 declare -a ROWS=() NOTES=()
 MODSEC_RPS=""
 bench() {
@@ -204,17 +219,22 @@ bench() {
     log "$name: warm-up $WARMUP, then $DURATION, $CONNECTIONS connections, mix $MIX"
     wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"$WARMUP" -s "$MIX" "$url" >"$TMP/wrk-$name-warmup.txt" 2>&1 || true
     out="$TMP/wrk-$name.txt"
+    local t0 t1 hz
+    t0=$(tree_ticks "${PID_OF[$name]}")
     wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s "$MIX" "$url" >"$out" 2>&1 || {
-        ROWS+=("$name|n/a|n/a|n/a|n/a|wrk failed")
+        ROWS+=("$name|n/a|n/a|n/a|n/a|wrk failed|n/a")
         return 0
     }
+    t1=$(tree_ticks "${PID_OF[$name]}")
+    hz=$(getconf CLK_TCK)
     rps=$(awk '/^Requests\/sec:/ { printf "%.0f", $2 }' "$out")
     p50=$(awk '$1 == "50%" { print $2 }' "$out")
     p99=$(awk '$1 == "99%" { print $2 }' "$out")
     non2xx=$(awk '/Non-2xx/ { print $5 }' "$out")
     total=$(awk '/requests in/ { print $1 }' "$out")
     [[ $name == nginx-modsecurity ]] && MODSEC_RPS=$rps
-    ROWS+=("$name|$rps|$(to_ms "$p50") ms|$(to_ms "$p99") ms||${non2xx:-0} of $total")
+    cpu=$(awk -v d="$((t1 - t0))" -v hz="$hz" -v n="$total" 'BEGIN { printf "%.3f", (n > 0) ? 1000 * d / hz / n : 0 }')
+    ROWS+=("$name|$rps|$(to_ms "$p50") ms|$(to_ms "$p99") ms||${non2xx:-0} of $total|$cpu ms")
 }
 
 run_target() {
@@ -226,7 +246,7 @@ run_target() {
         NOTES+=("$name answers the SQLi probe with $code")
         bench "$name" "$port"
     else
-        ROWS+=("$name|n/a|n/a|n/a|n/a|did not start, see $TMP/$name.log")
+        ROWS+=("$name|n/a|n/a|n/a|n/a|did not start, see $TMP/$name.log|n/a")
     fi
     stop "$name"
 }
@@ -256,14 +276,14 @@ if [[ $SKIP_SLUICE != 1 ]]; then
 fi
 
 {
-    echo "| target | rps | p50 | p99 | rps vs ModSecurity | non-2xx |"
-    echo "|---|---:|---:|---:|---:|---:|"
+    echo "| target | rps | p50 | p99 | rps vs ModSecurity | non-2xx | server CPU per request |"
+    echo "|---|---:|---:|---:|---:|---:|---:|"
     for row in "${ROWS[@]}"; do
-        IFS='|' read -r name rps p50 p99 ratio non2xx <<<"$row"
+        IFS='|' read -r name rps p50 p99 ratio non2xx cpu <<<"$row"
         if [[ -z $ratio && -n $MODSEC_RPS && $MODSEC_RPS != 0 ]]; then
             ratio=$(awk -v a="$rps" -v b="$MODSEC_RPS" 'BEGIN { printf "%.1fx", a / b }')
         fi
-        echo "| $name | $rps | $p50 | $p99 | ${ratio:-n/a} | $non2xx |"
+        echo "| $name | $rps | $p50 | $p99 | ${ratio:-n/a} | $non2xx | $cpu |"
     done
     echo
     for n in "${NOTES[@]}"; do echo "- $n"; done
