@@ -201,7 +201,7 @@ impl Control {
     fn fingerprint(&self) -> Vec<(PathBuf, Option<(SystemTime, u64)>)> {
         let mut files = vec![self.path.clone()];
         files.extend(self.live.load().policy.filters.iter().flat_map(|f| {
-            std::iter::once(f.module.clone()).chain(f.files.iter().map(|x| PathBuf::from(&x.name)))
+            std::iter::once(f.module.clone()).chain(f.files.iter().map(|x| x.path.clone()))
         }));
         files
             .into_iter()

@@ -34,8 +34,11 @@ pub struct PluginInfo {
 /// A file a policy hands to a plugin (`sluice.file.list`, `sluice.file.read`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PluginFile {
-    /// Its name for the plugin: the path as declared, joined to the policy's directory.
+    /// Its name for the plugin: the path as the policy wrote it (a glob's matches keep the
+    /// glob's directory part as written), so relative names stay relative to the policy.
     pub name: String,
+    /// Where it was read from.
+    pub path: std::path::PathBuf,
     /// Its contents.
     pub data: Arc<[u8]>,
 }

@@ -34,8 +34,15 @@ pub fn load(base: &Path, patterns: &[String]) -> Result<Vec<PluginFile>, String>
             vec![full.into()]
         };
         for p in paths {
-            let name = p.to_string_lossy().into_owned();
-            if out.iter().any(|f| f.name == name) {
+            // The name keeps the form written in the policy: relative names stay relative
+            // (the filter resolves `Include`/`@pmFromFile` next to them), absolute stay absolute.
+            let shown = if Path::new(pat).is_absolute() {
+                p.as_path()
+            } else {
+                p.strip_prefix(base).unwrap_or(&p)
+            };
+            let name = shown.to_string_lossy().into_owned();
+            if out.iter().any(|f| f.path == p) {
                 continue;
             }
             let meta = std::fs::metadata(&p).map_err(|e| format!("files: {name}: {e}"))?;
@@ -53,6 +60,7 @@ pub fn load(base: &Path, patterns: &[String]) -> Result<Vec<PluginFile>, String>
             out.push(PluginFile {
                 name,
                 data: Arc::from(data),
+                path: p,
             });
         }
     }
@@ -78,13 +86,18 @@ mod tests {
             &["b.conf".into(), "*.conf".into(), "*.data".into()],
         )
         .unwrap();
-        let names: Vec<String> = f
-            .iter()
-            .map(|f| f.name.rsplit('/').next().unwrap().to_string())
-            .collect();
-        assert_eq!(names, ["b.conf", "a.conf", "c.data"]);
+        let names: Vec<&str> = f.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["b.conf", "a.conf", "c.data"],
+            "relative, as written"
+        );
         assert_eq!(&*f[1].data, b"a.conf");
-        assert!(f[0].name.starts_with(d.path().to_str().unwrap()));
+        assert_eq!(f[1].path, d.path().join("a.conf"));
+        // Absolute patterns give absolute names.
+        let abs = format!("{}/*.data", d.path().display());
+        let f = load(Path::new("/elsewhere"), &[abs]).unwrap();
+        assert_eq!(f[0].name, d.path().join("c.data").to_str().unwrap());
     }
 
     #[test]
