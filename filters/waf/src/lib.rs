@@ -8,6 +8,7 @@ pub mod model;
 pub mod ops;
 pub mod parse;
 pub mod pcre;
+pub mod prefilter;
 pub mod sha1;
 pub mod transform;
 pub mod tx;

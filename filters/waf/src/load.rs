@@ -97,6 +97,8 @@ pub struct Engine {
     pub host: Option<Rc<dyn HostMatch>>,
     /// Counts for reports: rx on regex::bytes / fancy / on host, pm on host.
     pub stats: Stats,
+    /// Literal prefilter over the prefilterable `@rx` rules.
+    pub prefilter: Option<crate::prefilter::Prefilter>,
 }
 
 /// Load statistics.
@@ -114,6 +116,8 @@ pub struct Stats {
     pub host_matchers: usize,
     /// Files read.
     pub files: Vec<String>,
+    /// `@rx` rules behind the literal prefilter.
+    pub prefiltered: usize,
 }
 
 struct RawRule {
@@ -140,6 +144,8 @@ pub struct Loader<'a> {
     ids: HashMap<u32, Loc>,
     stats: Stats,
     depth: usize,
+    pf: crate::prefilter::Builder,
+    pf_cache: HashMap<String, Option<Vec<Vec<u8>>>>,
 }
 
 enum Item {
@@ -342,6 +348,8 @@ impl<'a> Loader<'a> {
             ids: HashMap::new(),
             stats: Stats::default(),
             depth: 0,
+            pf: crate::prefilter::Builder::default(),
+            pf_cache: HashMap::new(),
         }
     }
 
@@ -901,6 +909,7 @@ impl<'a> Loader<'a> {
             skip: 0,
             chain: None,
             category: Rc::from("other"),
+            pf: None,
         };
         let mut transforms = defaults.transforms.clone();
         let mut log_set = false;
@@ -995,6 +1004,20 @@ impl<'a> Loader<'a> {
         }
         if starter && rule.status.is_none() && matches!(rule.disruptive, Some(Disr::Block) | None) {
             rule.status = defaults.status;
+        }
+        if let (Op::Rx(rx), false, false) = (&rule.op, rule.negated, rule.multi_match) {
+            if let ops::Rx::Bytes(r) = &rx.rx {
+                let pat = r.as_str().to_string();
+                let lits = self
+                    .pf_cache
+                    .entry(pat.clone())
+                    .or_insert_with(|| crate::prefilter::literals(&pat))
+                    .clone();
+                if let Some(l) = lits {
+                    rule.pf = Some(self.pf.add(l));
+                    self.stats.prefiltered += 1;
+                }
+            }
         }
         rule.tchain = self.intern(&transforms);
         rule.transforms = Rc::from(transforms);
@@ -1198,6 +1221,7 @@ impl<'a> Loader<'a> {
             n_tchains: self.tchains.len() as u32,
             host: self.host,
             stats: self.stats,
+            prefilter: self.pf.build(),
         })
     }
 

@@ -477,6 +477,8 @@ pub struct Rule {
     pub chain: Option<Box<Rule>>,
     /// Metrics category (from `attack-*` tag or id family).
     pub category: Rc<str>,
+    /// Literal-prefilter slot (non-negated `@rx` with required literals).
+    pub pf: Option<u32>,
 }
 
 impl Rule {

@@ -131,6 +131,11 @@ impl Rx {
         match self {
             Rx::Bytes(r) => {
                 // The DFA answers "no" cheaply; captures need the slower engines.
+                if r.captures_len() == 1 {
+                    // only group 0: the DFAs find it; full captures would run the backtracker,
+                    // which clears a (states x input) bitset per search
+                    return r.find(input).map(|m| vec![Some(m.as_bytes().to_vec())]);
+                }
                 if !r.is_match(input) {
                     return None;
                 }

@@ -108,6 +108,7 @@ pub struct Transaction {
     matched_var: Option<Kv>,
     matched_vars: Vec<Kv>,
     cache: FxMap<u64, Rc<[u8]>>,
+    pf_cache: FxMap<u64, Rc<[u64]>>,
     removed_ids: IdRanges,
     removed_tags: Vec<String>,
     excl_by_id: Vec<(IdRanges, Excl)>,
@@ -159,6 +160,7 @@ impl Transaction {
             matched_var: None,
             matched_vars: Vec::new(),
             cache: FxMap::default(),
+            pf_cache: FxMap::default(),
             removed_ids: Vec::new(),
             removed_tags: Vec::new(),
             excl_by_id: Vec::new(),
@@ -904,6 +906,7 @@ impl Transaction {
 
     /// Evaluates one rule of a chain; `immediate`: an unchained rule (logs itself).
     fn eval_one(&mut self, rule: &Rule, top: &Rule, ri: usize, immediate: bool) -> bool {
+        let eng = self.eng.clone();
         let mut vals = std::mem::take(&mut self.scratch);
         vals.clear();
         let has_dyn = (!self.excl_by_id.is_empty()
@@ -951,6 +954,26 @@ impl Transaction {
             };
             for tv in candidates {
                 let tv = tv.clone();
+                if let (Some(slot), Some(pf)) = (rule.pf, &eng.prefilter) {
+                    // the rule's regex needs one of its literals: skip it when none occurs
+                    let key = (u64::from(v.id) << 32) | u64::from(rule.tchain);
+                    let hit = if v.id == NOCACHE {
+                        crate::prefilter::has(&pf.scan(&tv), slot)
+                    } else {
+                        let bits = match self.pf_cache.get(&key) {
+                            Some(b) => b.clone(),
+                            None => {
+                                let b: Rc<[u64]> = Rc::from(pf.scan(&tv));
+                                self.pf_cache.insert(key, b.clone());
+                                b
+                            }
+                        };
+                        crate::prefilter::has(&bits, slot)
+                    };
+                    if !hit {
+                        continue;
+                    }
+                }
                 self.counters.1 += 1;
                 let (m, caps) = self.op_eval(rule, &tv, rule.capture && !rule.negated);
                 let m = m != rule.negated;
