@@ -560,4 +560,35 @@ mod tests {
             Err(MatchError::Limit("too many handles in this VM"))
         );
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config { cases: 400, failure_persistence: None, ..Default::default() })]
+
+        /// Whatever bytes a guest sends, every call answers Ok or an error, never a panic.
+        #[test]
+        fn arbitrary_arguments_never_panic(
+            raw in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+            pats in proptest::collection::vec("[ab()|*+?\\\\\\[\\]{}^$.0-9,-]{0,10}", 1..6),
+            input in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+            handle in 0u32..4,
+            index in 0u32..8,
+        ) {
+            let mut hs = Handles::default();
+            let _ = hs.regex_compile(&raw);
+            let _ = hs.pm_compile(&raw);
+            let _ = hs.regex_compile(&encode_list(&pats));
+            let _ = hs.pm_compile(&encode_list(&pats));
+            let mut args = handle.to_le_bytes().to_vec();
+            args.extend_from_slice(&input);
+            let _ = hs.regex_match(&args);
+            let _ = hs.pm_match(&args);
+            let mut cargs = handle.to_le_bytes().to_vec();
+            cargs.extend_from_slice(&index.to_le_bytes());
+            cargs.extend_from_slice(&input);
+            let _ = hs.regex_captures(&cargs);
+            let _ = hs.regex_match(&raw);
+            let _ = hs.regex_captures(&raw);
+            let _ = hs.pm_match(&raw);
+        }
+    }
 }
