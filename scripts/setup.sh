@@ -10,6 +10,10 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 need=(cmake gcc g++ make pkg-config curl openssl prometheus)
 # Image transforms: nasm for mozjpeg's SIMD; vips (libvips-tools) and wrk for bench/image.sh.
 need+=(nasm libvips-tools wrk)
+# WAF differential test and bench (proxy/tests/waf.rs, bench/waf.sh): nginx + ModSecurity
+# + the OWASP CRS as Debian ships them, the echo module (a content handler ModSecurity
+# inspects), and wrk.
+need+=(nginx-light libnginx-mod-http-modsecurity modsecurity-crs libnginx-mod-http-echo wrk)
 # Wasm: where rustup has no wasm32 std (offline machines), the filters build with
 # Debian's rustc and -Zbuild-std (see filters/build.sh).
 if ! (command -v rustup >/dev/null && rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown); then

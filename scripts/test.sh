@@ -7,4 +7,8 @@ scripts/setup.sh
 cargo fmt --all --check
 cargo clippy --release --workspace --all-targets --locked -- -D warnings
 target/release/sluice check --policy policies/default.toml
+target/release/sluice check --policy policies/waf.toml
 cargo test --release --workspace --locked
+# The guest filters' own tests (rule engines, natively): the router's matchers and
+# splits, the WAF's SecLang engine against the real CRS.
+(cd filters && cargo test --release --locked -p router -p waf -p image)

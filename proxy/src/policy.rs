@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
+pub mod files;
+
 /// One problem found in a policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diagnostic {
@@ -87,6 +89,8 @@ pub struct FilterDef {
     pub limits: FilterLimits,
     /// Failure handling.
     pub on_failure: OnFailure,
+    /// Files declared with `files`, read when the policy loaded.
+    pub files: std::sync::Arc<Vec<crate::host::PluginFile>>,
 }
 
 /// How a pool picks a peer.
@@ -379,6 +383,7 @@ struct RawFilter {
     module: Spanned<String>,
     config: Option<toml::Value>,
     vm_config: Option<toml::Value>,
+    files: Option<Spanned<Vec<String>>>,
     root_id: Option<String>,
     memory_mb: Option<usize>,
     callback_ms: Option<u64>,
@@ -571,7 +576,15 @@ impl Policy {
                     OnFailure::Open
                 }
             };
+            let files = match &f.files {
+                Some(list) => files::load(base, list.get_ref()).unwrap_or_else(|e| {
+                    l.err(Some(list.span()), format!("filter {name:?}: {e}"));
+                    Vec::new()
+                }),
+                None => Vec::new(),
+            };
             filters.push(FilterDef {
+                files: std::sync::Arc::new(files),
                 name: name.clone(),
                 module,
                 line,
@@ -658,9 +671,18 @@ impl Policy {
         if !l.out.is_empty() {
             return Err(PolicyErrors(l.out));
         }
+        // Declared files are content of the policy: a changed rule file is a new policy.
+        let mut hash = sha2::Sha256::new();
+        hash.update(text.as_bytes());
+        for file in filters.iter().flat_map(|f| f.files.iter()) {
+            hash.update((file.name.len() as u64).to_le_bytes());
+            hash.update(file.name.as_bytes());
+            hash.update((file.data.len() as u64).to_le_bytes());
+            hash.update(&file.data);
+        }
         Ok(Policy {
             path: path.to_path_buf(),
-            hash: hex::encode(sha2::Sha256::digest(text.as_bytes())),
+            hash: hex::encode(hash.finalize()),
             listen,
             h2c: raw.server.h2c,
             tls,

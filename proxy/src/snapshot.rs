@@ -150,6 +150,7 @@ impl Snapshot {
                 vm_config: f.vm_config.clone(),
                 plugin_config: f.config.clone(),
                 generation,
+                files: f.files.clone(),
             };
             let limits = Limits {
                 memory_bytes: f.limits.memory_bytes,

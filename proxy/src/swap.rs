@@ -200,17 +200,12 @@ impl Control {
         Ok(())
     }
 
-    /// Modification times and sizes of the policy file and the modules it names.
+    /// Modification times and sizes of the policy file and the modules and files it names.
     fn fingerprint(&self) -> Vec<(PathBuf, Option<(SystemTime, u64)>)> {
         let mut files = vec![self.path.clone()];
-        files.extend(
-            self.live
-                .load()
-                .policy
-                .filters
-                .iter()
-                .map(|f| f.module.clone()),
-        );
+        files.extend(self.live.load().policy.filters.iter().flat_map(|f| {
+            std::iter::once(f.module.clone()).chain(f.files.iter().map(|x| x.path.clone()))
+        }));
         files
             .into_iter()
             .map(|f| {

@@ -155,6 +155,7 @@ proptest! {
             vm_config: b"vm".to_vec(),
             plugin_config: b"plugin".to_vec(),
             generation: 1,
+            files: Default::default(),
         });
         let limits = Limits { memory_bytes: PAGES as usize * 65536, ..Limits::default() };
         let mut vm = Vm::start(&engine, &module, info.clone(), limits, None, None).unwrap();

@@ -4,6 +4,7 @@
 //! - [`engine`]: the shared wasmtime engine, linker, epoch ticker, module compilation.
 //! - [`vm`]: one plugin instance with its root and stream contexts.
 //! - [`abi`]: the hostcall table, one file per area of the spec.
+//! - [`matchers`]: host-side regex and phrase sets offered as foreign functions.
 //! - [`memory`]: bounds-checked guest memory access and the pairs codec.
 //! - [`stream`]: the per-request data filters see.
 //!
@@ -13,6 +14,7 @@
 pub mod abi;
 pub mod callout;
 pub mod engine;
+pub mod matchers;
 pub mod memory;
 pub mod state;
 pub mod stream;
@@ -31,7 +33,7 @@ use state::QueueNotifier;
 
 pub use callout::{CallResult, HttpCallRequest, HttpCallResponse};
 pub use engine::{CompiledModule, Engine};
-pub use state::PluginInfo;
+pub use state::{PluginFile, PluginInfo};
 pub use stream::{BodyKind, HeaderMap, LocalResponse, RequestInfo, StreamState};
 pub use vm::{Action, Limits, Vm};
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use wasmtime::{Memory, ResourceLimiter, StoreLimits, TypedFunc};
 
 use super::callout::{Callouts, HttpCallRequest, HttpCallResponse};
+use super::matchers::Handles;
 use super::stream::StreamState;
 
 /// Wakes the VM that owns a shared queue (`proxy_on_queue_ready`), on its own thread.
@@ -26,6 +27,20 @@ pub struct PluginInfo {
     pub plugin_config: Vec<u8>,
     /// Policy generation that defined the plugin.
     pub generation: u64,
+    /// Files the policy declared for the plugin (`files`), read at load, in order.
+    pub files: Arc<Vec<PluginFile>>,
+}
+
+/// A file a policy hands to a plugin (`sluice.file.list`, `sluice.file.read`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginFile {
+    /// Its name for the plugin: the path as the policy wrote it (a glob's matches keep the
+    /// glob's directory part as written), so relative names stay relative to the policy.
+    pub name: String,
+    /// Where it was read from.
+    pub path: std::path::PathBuf,
+    /// Its contents.
+    pub data: Arc<[u8]>,
 }
 
 /// Store data of one VM.
@@ -70,6 +85,8 @@ pub struct HostState {
     pub call_response_touched: bool,
     /// How to wake this VM when a queue it registered gets an item.
     pub queue_notifier: Option<QueueNotifier>,
+    /// Host-side matchers this VM compiled (`sluice.regex.*`, `sluice.pm.*`).
+    pub matchers: Handles,
 }
 
 impl HostState {
@@ -100,6 +117,7 @@ impl HostState {
             call_response: None,
             call_response_touched: false,
             queue_notifier: None,
+            matchers: Handles::default(),
         }
     }
 }

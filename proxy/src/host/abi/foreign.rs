@@ -1,28 +1,78 @@
 //! Foreign functions: `proxy_call_foreign_function`, Sluice's way to offer host powers
-//! (image transforms, fast matchers) to filters while stock filters keep working.
+//! (policy files, fast matchers) to filters while stock filters keep working.
 //!
 //! Functions are looked up by name in [`FOREIGN_FUNCTIONS`]; an unknown name answers
-//! `NOT_FOUND`.
+//! `NOT_FOUND`. Each gets the VM's [`HostState`] and the argument bytes. Integers in
+//! arguments and results are u32 little-endian; see `docs/ABI.md` for each encoding.
 
 use wasmtime::Caller;
 use wasmtime::Result;
 
 use super::{status, Registry, Status, Support};
+use crate::host::matchers::MatchError;
 use crate::host::memory;
 use crate::host::state::HostState;
 
-/// A host function callable from filters: arguments in, results out.
-pub type ForeignFn = fn(&[u8]) -> Result<Vec<u8>, Status>;
+/// A host function callable from filters: the VM's state and the arguments in,
+/// result bytes out.
+pub type ForeignFn = fn(&mut HostState, &[u8]) -> Result<Vec<u8>, Status>;
+
+fn bad(e: MatchError) -> Status {
+    tracing::debug!(error = %e, "foreign matcher call refused");
+    Status::BadArgument
+}
 
 /// The registry of named host functions.
-pub const FOREIGN_FUNCTIONS: &[(&str, ForeignFn)] = &[("sluice.echo", |args| Ok(args.to_vec()))];
+pub const FOREIGN_FUNCTIONS: &[(&str, ForeignFn)] = &[
+    ("sluice.echo", |_, args| Ok(args.to_vec())),
+    ("sluice.file.list", |st, _| {
+        let names: Vec<&str> = st.plugin.files.iter().map(|f| f.name.as_str()).collect();
+        Ok(names.join("\n").into_bytes())
+    }),
+    ("sluice.file.read", |st, args| {
+        st.plugin
+            .files
+            .iter()
+            .find(|f| f.name.as_bytes() == args)
+            .map(|f| f.data.to_vec())
+            .ok_or(Status::NotFound)
+    }),
+    ("sluice.regex.compile", |st, args| {
+        st.matchers.regex_compile(args).map_err(bad)
+    }),
+    ("sluice.regex.match", |st, args| {
+        st.matchers.regex_match(args).map_err(bad)
+    }),
+    ("sluice.regex.captures", |st, args| {
+        st.matchers.regex_captures(args).map_err(bad)
+    }),
+    ("sluice.pm.compile", |st, args| {
+        st.matchers.pm_compile(args).map_err(bad)
+    }),
+    ("sluice.pm.match", |st, args| {
+        st.matchers.pm_match(args).map_err(bad)
+    }),
+];
 
 pub(super) fn register(reg: &mut Registry) -> Result<()> {
     reg.func(
         "env",
         "proxy_call_foreign_function",
         Support::Full,
-        "named host functions (`sluice.echo` returns its arguments); unknown names answer `NOT_FOUND`",
+        "named host functions; unknown names answer `NOT_FOUND`, bad arguments `BAD_ARGUMENT`; \
+         integers are u32 little-endian. \
+         `sluice.echo`(bytes) -> the same bytes. \
+         `sluice.file.list`() -> the names of the filter's policy `files`, joined with `\\n`, in load order. \
+         `sluice.file.read`(name) -> its contents (`NOT_FOUND` if not declared). \
+         `sluice.regex.compile`(count, count x (len, pattern)) -> handle: a `regex::bytes` set (Rust syntax, flags inline), \
+         cached host-wide. \
+         `sluice.regex.match`(handle, input) -> n, n x index of the set's patterns that match. \
+         `sluice.regex.captures`(handle, index, input) -> n, n x (start, end) of each group of pattern `index` \
+         (0xFFFFFFFF pairs for absent groups; n = 0: no match). \
+         `sluice.pm.compile`(count, count x (len, phrase)) -> handle: Aho-Corasick, ASCII case-insensitive. \
+         `sluice.pm.match`(handle, input) -> found, index, start, end of the earliest-ending match. \
+         Limits: 64 KiB per pattern, 10,000 patterns or 100,000 phrases (8 MiB) per set, 64 MiB compiled size, \
+         16 MiB input, 4,096 handles per VM",
         |mut c: Caller<'_, HostState>, np: i32, nl: i32, ap: i32, al: i32, ret_ptr: i32, ret_len: i32| -> wasmtime::Result<i32> {
             status((|| {
                 let name = memory::read_str(&mut c, np, nl).map_err(|_| Status::NotFound)?;
@@ -32,7 +82,7 @@ pub(super) fn register(reg: &mut Registry) -> Result<()> {
                     .find(|(n, _)| *n == name)
                     .map(|(_, f)| *f)
                     .ok_or(Status::NotFound)?;
-                let out = f(&args)?;
+                let out = f(c.data_mut(), &args)?;
                 memory::copy_out(&mut c, &out, ret_ptr, ret_len)
             })())
         },

@@ -252,7 +252,7 @@ pub const COVERAGE: &[(&str, &str)] = &[
     ("proxy_get_metric", "abi::metrics_defined_by_a_filter_count"),
     (
         "proxy_call_foreign_function",
-        "abi::properties_flow_between_filters_and_phases_and_foreign_functions_answer",
+        "waf::sluice_waf_agrees_with_modsecurity (sluice.file.*, sluice.regex.*, sluice.pm.*; also waf::rule_files_are_policy_content, abi::properties_flow_between_filters_and_phases_and_foreign_functions_answer)",
     ),
     ("fd_write", "chain::wasip1_module_loads_and_runs (linked)"),
     (

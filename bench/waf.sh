@@ -1,0 +1,293 @@
+#!/usr/bin/env bash
+# WAF benchmark: one run, on loopback, same traffic mix, same origin, of
+#   nginx              nginx as a reverse proxy, no WAF (reference)
+#   nginx-modsecurity  the same nginx + ModSecurity 3 + OWASP CRS 3.3.4 PL1 (Debian packages)
+#   sluice-waf-host    Sluice + filters/out/waf.wasm, same CRS files, host-side matchers
+#   sluice-waf-wasm    the same, matchers inside the filter (regex / aho-corasick in wasm)
+# The traffic mix (bench/waf-mix.lua): 12 ordinary requests and 4 attacks (SQLi, XSS,
+# path traversal, shell), cycled per connection, all GET with browser-like headers, so
+# 25% of answers are 403 from the WAFs. Each target gets a warm-up, then `wrk --latency`;
+# the script prints a Markdown table (rps, p50, p99, rps vs ModSecurity) and keeps raw
+# wrk outputs, configs and logs in a temp dir whose path it prints. The last column is the
+# CPU time the server (nginx master + workers, or the Sluice process) spent per request
+# during the measured run: on a shared machine it is steadier than rps.
+#
+# Usage: bash bench/waf.sh
+# Knobs (environment): THREADS=2 (nginx worker_processes, Sluice threads), ORIGIN_THREADS,
+#   WRK_THREADS=2 CONNECTIONS=32 DURATION=10s WARMUP=3s, BUILD=1 (0: use target/release
+#   and filters/out as they are), SKIP_NGINX=0, SKIP_MODSEC=0, SKIP_SLUICE=0,
+#   ports ORIGIN_PORT=18481 NGINX_PORT=18482 MODSEC_PORT=18483 SLUICE_PORT=18484 SLUICE_ADMIN=19941.
+#
+# Needs: wrk, nginx, libnginx-mod-http-modsecurity, modsecurity-crs (scripts/setup.sh).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+REL="$ROOT/target/release"
+THREADS=${THREADS:-2}
+ORIGIN_THREADS=${ORIGIN_THREADS:-$THREADS}
+WRK_THREADS=${WRK_THREADS:-2}
+CONNECTIONS=${CONNECTIONS:-32}
+DURATION=${DURATION:-10s}
+WARMUP=${WARMUP:-3s}
+ORIGIN_PORT=${ORIGIN_PORT:-18481}
+NGINX_PORT=${NGINX_PORT:-18482}
+MODSEC_PORT=${MODSEC_PORT:-18483}
+SLUICE_PORT=${SLUICE_PORT:-18484}
+SLUICE_ADMIN=${SLUICE_ADMIN:-19941}
+BUILD=${BUILD:-1}
+SKIP_NGINX=${SKIP_NGINX:-0}
+SKIP_MODSEC=${SKIP_MODSEC:-0}
+SKIP_SLUICE=${SKIP_SLUICE:-0}
+WAF_WASM=${WAF_WASM:-$ROOT/filters/out/waf.wasm}
+MIX="$ROOT/bench/waf-mix.lua"
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/sluice-waf-bench.XXXXXX")
+chmod 755 "$TMP"
+RESULTS="$TMP/results.md"
+log() { printf '[waf-bench] %s\n' "$*" >&2; }
+die() {
+    log "error: $*"
+    exit 1
+}
+
+declare -A PID_OF=()
+start_bg() {
+    local name=$1
+    shift
+    "$@" >"$TMP/$name.log" 2>&1 &
+    PID_OF[$name]=$!
+}
+alive() { kill -0 "$1" 2>/dev/null; }
+stop() {
+    local name=$1 pid i
+    pid=${PID_OF[$name]:-}
+    [[ -n $pid ]] || return 0
+    unset "PID_OF[$name]"
+    if [[ $name == sluice* ]]; then
+        # Pingora's fast shutdown can spin (see bench/run.sh): SIGKILL.
+        kill -s KILL "$pid" 2>/dev/null || true
+    else
+        kill -s TERM "$pid" 2>/dev/null || true
+        for ((i = 0; i < 30; i++)); do
+            alive "$pid" || break
+            sleep 0.1
+        done
+        alive "$pid" && kill -s KILL "$pid" 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || true
+}
+cleanup() {
+    local name
+    for name in "${!PID_OF[@]}"; do
+        stop "$name"
+    done
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# wait_ready NAME URL: until URL answers 200 (60 s: the WAFs load the CRS first).
+wait_ready() {
+    local name=$1 url=$2 i
+    for ((i = 0; i < 600; i++)); do
+        alive "${PID_OF[$name]}" || {
+            log "$name exited; last lines of $TMP/$name.log:"
+            tail -n 20 "$TMP/$name.log" >&2
+            return 1
+        }
+        curl -fsS -o /dev/null --max-time 1 -H 'Host: localhost' "$url" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    log "$name did not answer $url"
+    return 1
+}
+
+# nginx_conf NAME PORT MODSEC(0|1)
+nginx_conf() {
+    local name=$1 port=$2 modsec=$3 dir="$TMP/$1" load="" on=""
+    mkdir -p "$dir/logs"
+    chmod 1777 "$dir/logs"
+    if [[ $modsec == 1 ]]; then
+        # Debian's base config (request body processors, limits), then the engine on,
+        # Debian's audit defaults (RelevantOnly: blocked requests) into our temp dir,
+        # then the CRS as Debian installs it (waf.md §4).
+        cat >"$dir/modsec.conf" <<EOF
+Include /etc/nginx/modsecurity.conf
+SecRuleEngine On
+SecAuditLog $dir/logs/modsec_audit.log
+Include /etc/modsecurity/crs/crs-setup.conf
+Include /etc/modsecurity/crs/REQUEST-900-EXCLUSION-RULES-BEFORE-CRS.conf
+Include /usr/share/modsecurity-crs/rules/*.conf
+Include /etc/modsecurity/crs/RESPONSE-999-EXCLUSION-RULES-AFTER-CRS.conf
+EOF
+        load="load_module /usr/lib/nginx/modules/ngx_http_modsecurity_module.so;"
+        on="modsecurity on; modsecurity_rules_file $dir/modsec.conf;"
+    fi
+    cat >"$dir/nginx.conf" <<EOF
+$load
+worker_processes $THREADS;
+pid $dir/nginx.pid;
+error_log $dir/logs/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $dir/body; proxy_temp_path $dir/proxy; fastcgi_temp_path $dir/fcgi;
+    uwsgi_temp_path $dir/uwsgi; scgi_temp_path $dir/scgi;
+    upstream origin { server 127.0.0.1:$ORIGIN_PORT; keepalive 128; }
+    server {
+        listen 127.0.0.1:$port;
+        $on
+        location / {
+            proxy_pass http://origin;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host \$http_host;
+            proxy_max_temp_file_size 0;
+        }
+    }
+}
+EOF
+    nginx -t -q -p "$dir" -e "$dir/logs/error.log" -c "$dir/nginx.conf" >"$TMP/$name-t.log" 2>&1 || {
+        cat "$TMP/$name-t.log" >&2
+        return 1
+    }
+    start_bg "$name" nginx -p "$dir" -e "$dir/logs/error.log" -c "$dir/nginx.conf" -g 'daemon off;'
+}
+
+# sluice_waf NAME MATCHERS
+sluice_waf() {
+    local name=$1 matchers=$2 policy="$TMP/$1.toml"
+    cat >"$policy" <<EOF
+[server]
+listen = ["127.0.0.1:$SLUICE_PORT"]
+admin = "127.0.0.1:$SLUICE_ADMIN"
+threads = $THREADS
+
+[limits]
+memory_mb = 256
+startup_ms = 60000
+callback_ms = 1000
+
+[pools.origin]
+peers = ["127.0.0.1:$ORIGIN_PORT"]
+
+[filters.waf]
+module = "$WAF_WASM"
+files = ["/etc/nginx/modsecurity.conf", "/etc/modsecurity/crs/crs-setup.conf",
+         "/etc/modsecurity/crs/REQUEST-900-EXCLUSION-RULES-BEFORE-CRS.conf",
+         "/usr/share/modsecurity-crs/rules/*.conf",
+         "/etc/modsecurity/crs/RESPONSE-999-EXCLUSION-RULES-AFTER-CRS.conf",
+         "/usr/share/modsecurity-crs/rules/*.data"]
+config = { rules = ["/etc/nginx/modsecurity.conf", "/etc/modsecurity/crs/crs-setup.conf",
+                    "/etc/modsecurity/crs/REQUEST-900-EXCLUSION-RULES-BEFORE-CRS.conf",
+                    "/usr/share/modsecurity-crs/rules/*.conf",
+                    "/etc/modsecurity/crs/RESPONSE-999-EXCLUSION-RULES-AFTER-CRS.conf"], mode = "block", status = 403, paranoia = 1, matchers = "$matchers" }
+
+[[routes]]
+path_prefix = "/"
+filters = ["waf"]
+pool = "origin"
+EOF
+    SLUICE_LOG=${SLUICE_LOG:-warn} start_bg "$name" "$REL/sluice" run --policy "$policy"
+}
+
+to_ms() {
+    awk -v v="$1" 'BEGIN { n = v; sub(/[a-z]+$/, "", n); u = v; sub(/^[0-9.]+/, "", u);
+        if (u == "us") n /= 1000; else if (u == "s") n *= 1000; else if (u == "m") n *= 60000;
+        printf "%.2f", n }'
+}
+
+# tree_ticks PID: CPU time (user + system, clock ticks) of PID and its children
+# (nginx workers), to report CPU per request: steadier than rps on a shared machine.
+tree_ticks() {
+    local root=$1 f pid ppid total=0
+    for f in /proc/[0-9]*/stat; do
+        read -r pid _ _ ppid _ <"$f" 2>/dev/null || continue
+        if [[ $pid == "$root" || $ppid == "$root" ]]; then
+            total=$((total + $(awk '{ print $14 + $15 }' "$f" 2>/dev/null || echo 0)))
+        fi
+    done
+    echo "$total"
+}
+
+declare -a ROWS=() NOTES=()
+MODSEC_RPS=""
+bench() {
+    local name=$1 port=$2 out rps p50 p99 non2xx
+    local url="http://127.0.0.1:$port"
+    log "$name: warm-up $WARMUP, then $DURATION, $CONNECTIONS connections, mix $MIX"
+    wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"$WARMUP" -s "$MIX" "$url" >"$TMP/wrk-$name-warmup.txt" 2>&1 || true
+    out="$TMP/wrk-$name.txt"
+    local t0 t1 hz
+    t0=$(tree_ticks "${PID_OF[$name]}")
+    wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s "$MIX" "$url" >"$out" 2>&1 || {
+        ROWS+=("$name|n/a|n/a|n/a|n/a|wrk failed|n/a")
+        return 0
+    }
+    t1=$(tree_ticks "${PID_OF[$name]}")
+    hz=$(getconf CLK_TCK)
+    rps=$(awk '/^Requests\/sec:/ { printf "%.0f", $2 }' "$out")
+    p50=$(awk '$1 == "50%" { print $2 }' "$out")
+    p99=$(awk '$1 == "99%" { print $2 }' "$out")
+    non2xx=$(awk '/Non-2xx/ { print $5 }' "$out")
+    total=$(awk '/requests in/ { print $1 }' "$out")
+    [[ $name == nginx-modsecurity ]] && MODSEC_RPS=$rps
+    cpu=$(awk -v d="$((t1 - t0))" -v hz="$hz" -v n="$total" 'BEGIN { printf "%.3f", (n > 0) ? 1000 * d / hz / n : 0 }')
+    ROWS+=("$name|$rps|$(to_ms "$p50") ms|$(to_ms "$p99") ms||${non2xx:-0} of $total|$cpu ms")
+}
+
+run_target() {
+    local name=$1 port=$2
+    shift 2
+    if "$@" && wait_ready "$name" "http://127.0.0.1:$port/hello.txt"; then
+        # Sanity: the WAFs must block the mix's attacks, the reference must not.
+        code=$(curl -s -o /dev/null -w '%{http_code}' -H 'Host: localhost' "http://127.0.0.1:$port/echo?id=1%27+or+%271%27%3D%271")
+        NOTES+=("$name answers the SQLi probe with $code")
+        bench "$name" "$port"
+    else
+        ROWS+=("$name|n/a|n/a|n/a|n/a|did not start, see $TMP/$name.log|n/a")
+    fi
+    stop "$name"
+}
+
+command -v wrk >/dev/null || die "wrk not found (scripts/setup.sh)"
+command -v nginx >/dev/null || die "nginx not found (scripts/setup.sh)"
+[[ -f /usr/share/modsecurity-crs/rules/REQUEST-942-APPLICATION-ATTACK-SQLI.conf ]] || die "modsecurity-crs not installed"
+ulimit -n 65536 2>/dev/null || true
+if [[ $BUILD == 1 ]]; then
+    (cd "$ROOT" && cargo build --release -p sluice-origin -p sluice && filters/build.sh)
+fi
+for port in "$ORIGIN_PORT" "$NGINX_PORT" "$MODSEC_PORT" "$SLUICE_PORT" "$SLUICE_ADMIN"; do
+    port_in_use "$port" && die "port $port is in use"
+done
+
+start_bg origin "$REL/sluice-origin" --listen "127.0.0.1:$ORIGIN_PORT" --root "$ROOT/origin/www" \
+    --id bench --threads "$ORIGIN_THREADS"
+[[ $SKIP_NGINX == 1 ]] || run_target nginx "$NGINX_PORT" nginx_conf nginx "$NGINX_PORT" 0
+[[ $SKIP_MODSEC == 1 ]] || run_target nginx-modsecurity "$MODSEC_PORT" nginx_conf nginx-modsecurity "$MODSEC_PORT" 1
+if [[ $SKIP_SLUICE != 1 ]]; then
+    if [[ -f $WAF_WASM ]]; then
+        run_target sluice-waf-host "$SLUICE_PORT" sluice_waf sluice-waf-host host
+        run_target sluice-waf-wasm "$SLUICE_PORT" sluice_waf sluice-waf-wasm wasm
+    else
+        NOTES+=("Sluice rows skipped: $WAF_WASM is not built (filters/build.sh)")
+    fi
+fi
+
+{
+    echo "| target | rps | p50 | p99 | rps vs ModSecurity | non-2xx | server CPU per request |"
+    echo "|---|---:|---:|---:|---:|---:|---:|"
+    for row in "${ROWS[@]}"; do
+        IFS='|' read -r name rps p50 p99 ratio non2xx cpu <<<"$row"
+        if [[ -z $ratio && -n $MODSEC_RPS && $MODSEC_RPS != 0 ]]; then
+            ratio=$(awk -v a="$rps" -v b="$MODSEC_RPS" 'BEGIN { printf "%.1fx", a / b }')
+        fi
+        echo "| $name | $rps | $p50 | $p99 | ${ratio:-n/a} | $non2xx | $cpu |"
+    done
+    echo
+    for n in "${NOTES[@]}"; do echo "- $n"; done
+    echo
+    echo "Command: THREADS=$THREADS WRK_THREADS=$WRK_THREADS CONNECTIONS=$CONNECTIONS DURATION=$DURATION bash bench/waf.sh"
+} | tee "$RESULTS"
+log "raw outputs in $TMP"

@@ -1,0 +1,225 @@
+//! Filter configuration (JSON) and building a [`Waf`] from it.
+
+use crate::load::{glob_match, Engine, FileSource, Loader};
+use crate::model::Mode;
+use crate::ops::HostMatch;
+use crate::tx::Transaction;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+/// Filter configuration; see README.md.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Rule files in load order; entries with `*`/`?` are globs matched against `sluice.file.list`.
+    #[serde(default)]
+    pub rules: Vec<String>,
+    /// Inline SecLang, loaded after `rules`.
+    #[serde(default)]
+    pub inline: String,
+    /// Inline data files for `@pmFromFile` / `Include`: absolute path -> contents.
+    #[serde(default)]
+    pub data: BTreeMap<String, String>,
+    /// `block`, `detect` or `off`; overrides SecRuleEngine (absent: the rule files decide).
+    #[serde(default)]
+    pub mode: Option<String>,
+    /// Response header listing the ids of logged rule matches (for differential tests).
+    #[serde(default)]
+    pub report_header: Option<String>,
+    /// Status for `deny` without `status:` (default 403).
+    #[serde(default)]
+    pub status: Option<u16>,
+    /// CRS paranoia level (sets `tx.paranoia_level` before phase 1).
+    #[serde(default)]
+    pub paranoia: Option<u8>,
+    /// CRS inbound anomaly threshold (sets `tx.inbound_anomaly_score_threshold`).
+    #[serde(default)]
+    pub anomaly_threshold: Option<u32>,
+    /// `wasm` (default: measured faster), `host`, or `auto` (host matchers when the host has them).
+    #[serde(default)]
+    pub matchers: Option<String>,
+    /// Overrides SecRequestBodyLimit and SecRequestBodyNoFilesLimit.
+    #[serde(default)]
+    pub body_limit: Option<usize>,
+}
+
+impl Config {
+    /// Parses the plugin configuration (empty = defaults).
+    pub fn parse(raw: &[u8]) -> Result<Config, String> {
+        if raw.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Config::default());
+        }
+        serde_json::from_slice(raw).map_err(|e| format!("invalid config: {e}"))
+    }
+}
+
+/// A configured WAF: the compiled engine plus per-request initial TX values.
+pub struct Waf {
+    /// `report_header` from the config.
+    pub report_header: Option<String>,
+    /// The engine.
+    pub engine: Rc<Engine>,
+    /// TX values set before phase 1 (from `paranoia`, `anomaly_threshold`).
+    pub init_tx: Vec<(String, String)>,
+}
+
+impl Waf {
+    /// A fresh transaction.
+    pub fn transaction(&self) -> Transaction {
+        let mut t = Transaction::new(self.engine.clone());
+        for (k, v) in &self.init_tx {
+            t.tx_set(k, v.as_bytes());
+        }
+        t
+    }
+}
+
+/// Files from the host plus the config's inline `data`.
+pub struct Overlay<'a> {
+    /// Host (or filesystem) files.
+    pub base: Option<&'a dyn FileSource>,
+    /// Inline data.
+    pub data: &'a BTreeMap<String, String>,
+}
+
+impl FileSource for Overlay<'_> {
+    fn list(&self) -> Vec<String> {
+        let mut l: Vec<String> = self.data.keys().cloned().collect();
+        if let Some(b) = self.base {
+            l.extend(b.list());
+        }
+        l
+    }
+    fn read(&self, path: &str) -> Result<Vec<u8>, String> {
+        if let Some(d) = self.data.get(path) {
+            return Ok(d.as_bytes().to_vec());
+        }
+        match self.base {
+            Some(b) => b.read(path),
+            None => Err(
+                "the host offers no files (sluice.file.read NOT_FOUND); use inline rules and data"
+                    .into(),
+            ),
+        }
+    }
+}
+
+/// Builds the WAF: loads `rules` (globs expanded against the file list), then `inline`.
+pub fn build(
+    cfg: &Config,
+    files: Option<&dyn FileSource>,
+    host: Option<Rc<dyn HostMatch>>,
+) -> Result<Waf, String> {
+    let src = Overlay {
+        base: files,
+        data: &cfg.data,
+    };
+    let mut loader = Loader::new(&src, host);
+    let mut listing: Option<Vec<String>> = None;
+    for entry in &cfg.rules {
+        if entry.contains(['*', '?']) {
+            let l = listing.get_or_insert_with(|| src.list());
+            let mut m: Vec<&String> = l.iter().filter(|f| glob_match(entry, f)).collect();
+            m.sort();
+            if m.is_empty() {
+                return Err(format!(
+                    "rules: {entry:?} matches no file offered by the host"
+                ));
+            }
+            for f in m {
+                loader.load_file(f).map_err(|e| e.to_string())?;
+            }
+        } else {
+            loader.load_file(entry).map_err(|e| e.to_string())?;
+        }
+    }
+    if !cfg.inline.trim().is_empty() {
+        loader
+            .load_text("<inline>", &cfg.inline)
+            .map_err(|e| e.to_string())?;
+    }
+    let st = loader.settings_mut();
+    match cfg.mode.as_deref() {
+        None => {}
+        Some("block") => st.mode = Mode::On,
+        Some("detect") => st.mode = Mode::DetectionOnly,
+        Some("off") => st.mode = Mode::Off,
+        Some(m) => {
+            return Err(format!(
+                "mode: expected \"block\", \"detect\" or \"off\", got {m:?}"
+            ))
+        }
+    }
+    if let Some(s) = cfg.status {
+        if !(200..=599).contains(&s) {
+            return Err(format!("status: {s} is not an HTTP status"));
+        }
+        st.default_status = s;
+    }
+    if let Some(l) = cfg.body_limit {
+        st.body_limit = l;
+        st.body_nofiles_limit = l;
+    }
+    let engine = loader.finish().map_err(|e| e.to_string())?;
+    let mut init_tx = Vec::new();
+    if let Some(p) = cfg.paranoia {
+        if !(1..=4).contains(&p) {
+            return Err(format!("paranoia: {p} not in 1..=4"));
+        }
+        init_tx.push(("paranoia_level".to_string(), p.to_string()));
+    }
+    if let Some(t) = cfg.anomaly_threshold {
+        init_tx.push(("inbound_anomaly_score_threshold".to_string(), t.to_string()));
+    }
+    if let Some(h) = &cfg.report_header {
+        if h.is_empty()
+            || !h
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(format!("report_header: {h:?} is not a header name"));
+        }
+    }
+    Ok(Waf {
+        engine: Rc::new(engine),
+        init_tx,
+        report_header: cfg.report_header.clone(),
+    })
+}
+
+/// The audit log line (JSON) for a finished transaction.
+pub fn audit_json(tx: &Transaction, request_id: &str) -> String {
+    let action = if tx.intervention.is_some() {
+        "block"
+    } else if tx.would_block.is_some() {
+        "detect"
+    } else {
+        "pass"
+    };
+    let status = tx.intervention.or(tx.would_block).map(|i| i.status);
+    let rules: Vec<serde_json::Value> = tx
+        .logs
+        .iter()
+        .map(|l| serde_json::json!({"id": l.id, "msg": l.msg, "var": l.var, "data": l.data}))
+        .collect();
+    serde_json::json!({
+        "request_id": request_id,
+        "action": action,
+        "status": status,
+        "anomaly_score": tx.anomaly_score(),
+        "rules": rules,
+    })
+    .to_string()
+}
+
+/// Space-separated ids of the logged matches (what `report_header` carries), `None` if none.
+pub fn report_ids(tx: &Transaction) -> Option<String> {
+    let ids: Vec<String> = tx
+        .logs
+        .iter()
+        .filter(|l| l.id != 0)
+        .map(|l| l.id.to_string())
+        .collect();
+    (!ids.is_empty()).then(|| ids.join(" "))
+}

@@ -1,0 +1,467 @@
+//! The Proxy-Wasm glue: configuration, host files and matchers, request phases, decisions,
+//! audit log lines and metrics.
+
+use crate::config::{audit_json, build, report_ids, Config, Waf};
+use crate::load::{FileSource, LimitAction};
+use crate::ops::{Caps, HostError, HostMatch};
+use crate::tx::Transaction;
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType, Status};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Info);
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(WafRoot::default()) });
+}}
+
+fn log(level: LogLevel, msg: &str) {
+    let _ = hostcalls::log(level, msg);
+}
+
+/// Files offered by the host (`sluice.file.list` / `sluice.file.read`).
+struct HostFiles {
+    list: Vec<String>,
+}
+
+impl HostFiles {
+    fn probe() -> Option<HostFiles> {
+        match hostcalls::call_foreign_function("sluice.file.list", Some(&[])) {
+            Ok(b) => {
+                let text = String::from_utf8_lossy(&b.unwrap_or_default()).into_owned();
+                Some(HostFiles {
+                    list: text
+                        .lines()
+                        .map(str::trim)
+                        .filter(|l| !l.is_empty())
+                        .map(String::from)
+                        .collect(),
+                })
+            }
+            Err(_) => None,
+        }
+    }
+}
+
+impl FileSource for HostFiles {
+    fn list(&self) -> Vec<String> {
+        self.list.clone()
+    }
+    fn read(&self, path: &str) -> Result<Vec<u8>, String> {
+        match hostcalls::call_foreign_function("sluice.file.read", Some(path.as_bytes())) {
+            Ok(b) => Ok(b.unwrap_or_default()),
+            Err(Status::NotFound) => Err("sluice.file.read: NOT_FOUND".into()),
+            Err(s) => Err(format!("sluice.file.read refused ({s:?})")),
+        }
+    }
+}
+
+/// Host matchers (`sluice.regex.*`, `sluice.pm.*`; see /work/notes/waf-contract.md §3).
+struct HostMatcher;
+
+fn le32(b: &[u8], i: usize) -> Option<u32> {
+    b.get(i..i + 4)
+        .map(|x| u32::from_le_bytes([x[0], x[1], x[2], x[3]]))
+}
+
+fn list_args<T: AsRef<[u8]>>(items: &[T]) -> Vec<u8> {
+    let mut v = (items.len() as u32).to_le_bytes().to_vec();
+    for i in items {
+        let i = i.as_ref();
+        v.extend_from_slice(&(i.len() as u32).to_le_bytes());
+        v.extend_from_slice(i);
+    }
+    v
+}
+
+impl HostMatcher {
+    fn compile(func: &str, args: &[u8]) -> Option<u32> {
+        let b = hostcalls::call_foreign_function(func, Some(args)).ok()??;
+        le32(&b, 0)
+    }
+
+    fn call(func: &str, pre: &[u32], input: &[u8]) -> Result<Vec<u8>, HostError> {
+        let mut args = Vec::with_capacity(4 * pre.len() + input.len());
+        for p in pre {
+            args.extend_from_slice(&p.to_le_bytes());
+        }
+        args.extend_from_slice(input);
+        Ok(hostcalls::call_foreign_function(func, Some(&args))
+            .map_err(|_| HostError)?
+            .unwrap_or_default())
+    }
+}
+
+impl HostMatch for HostMatcher {
+    fn compile_rx(&self, pattern: &str) -> Option<u32> {
+        Self::compile("sluice.regex.compile", &list_args(&[pattern.as_bytes()]))
+    }
+
+    fn compile_pm(&self, words: &[Vec<u8>]) -> Option<u32> {
+        Self::compile("sluice.pm.compile", &list_args(words))
+    }
+
+    fn run_rx(&self, handle: u32, captures: bool, input: &[u8]) -> Result<Option<Caps>, HostError> {
+        if !captures {
+            let out = Self::call("sluice.regex.match", &[handle], input)?;
+            return Ok((le32(&out, 0).ok_or(HostError)? > 0).then(Vec::new));
+        }
+        let out = Self::call("sluice.regex.captures", &[handle, 0], input)?;
+        let n = le32(&out, 0).ok_or(HostError)? as usize;
+        if n == 0 {
+            return Ok(None);
+        }
+        let mut caps = Vec::with_capacity(n.min(10));
+        for g in 0..n.min(10) {
+            let (s, e) = (
+                le32(&out, 4 + 8 * g).ok_or(HostError)?,
+                le32(&out, 8 + 8 * g).ok_or(HostError)?,
+            );
+            if s == u32::MAX {
+                caps.push(None);
+            } else {
+                caps.push(Some(
+                    input.get(s as usize..e as usize).ok_or(HostError)?.to_vec(),
+                ));
+            }
+        }
+        Ok(Some(caps))
+    }
+
+    fn run_pm(&self, handle: u32, input: &[u8]) -> Result<Option<Caps>, HostError> {
+        let out = Self::call("sluice.pm.match", &[handle], input)?;
+        if le32(&out, 0).ok_or(HostError)? == 0 {
+            return Ok(None);
+        }
+        let (s, e) = (
+            le32(&out, 8).ok_or(HostError)?,
+            le32(&out, 12).ok_or(HostError)?,
+        );
+        Ok(Some(vec![Some(
+            input.get(s as usize..e as usize).ok_or(HostError)?.to_vec(),
+        )]))
+    }
+}
+
+/// Metric ids, defined lazily (names per /work/notes/waf-contract.md).
+#[derive(Default)]
+struct Metrics {
+    ids: RefCell<HashMap<String, u32>>,
+}
+
+impl Metrics {
+    fn inc(&self, name: &str) {
+        let mut ids = self.ids.borrow_mut();
+        let id = match ids.get(name) {
+            Some(id) => *id,
+            None => match hostcalls::define_metric(MetricType::Counter, name) {
+                Ok(id) => {
+                    ids.insert(name.to_string(), id);
+                    id
+                }
+                Err(_) => return,
+            },
+        };
+        let _ = hostcalls::increment_metric(id, 1);
+    }
+}
+
+#[derive(Default)]
+struct WafRoot {
+    waf: Option<Rc<Waf>>,
+    metrics: Rc<Metrics>,
+}
+
+impl Context for WafRoot {}
+
+impl RootContext for WafRoot {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let raw = self.get_plugin_configuration().unwrap_or_default();
+        let cfg = match Config::parse(&raw) {
+            Ok(c) => c,
+            Err(e) => {
+                log(LogLevel::Error, &format!("waf: {e}"));
+                return false;
+            }
+        };
+        let files = HostFiles::probe();
+        if files.is_none() && !cfg.rules.is_empty() {
+            log(
+                LogLevel::Error,
+                "waf: config names rule files but the host has no sluice.file.list; use \"inline\"",
+            );
+            return false;
+        }
+        let host: Option<Rc<dyn HostMatch>> = match cfg.matchers.as_deref().unwrap_or("wasm") {
+            "wasm" => None,
+            m @ ("auto" | "host") => {
+                let probe = HostMatcher.compile_rx("(?sm-u)^a$");
+                match probe {
+                    Some(_) => Some(Rc::new(HostMatcher)),
+                    None if m == "host" => {
+                        log(
+                            LogLevel::Error,
+                            "waf: matchers = \"host\" but the host has no sluice.regex.compile",
+                        );
+                        return false;
+                    }
+                    None => None,
+                }
+            }
+            other => {
+                log(
+                    LogLevel::Error,
+                    &format!("waf: matchers: expected auto, wasm or host, got {other:?}"),
+                );
+                return false;
+            }
+        };
+        let with_host = host.is_some();
+        match build(&cfg, files.as_ref().map(|f| f as &dyn FileSource), host) {
+            Ok(w) => {
+                let st = &w.engine.stats;
+                log(
+                    LogLevel::Info,
+                    &format!(
+                        "waf: loaded {} rules (+{} chained) from {} files; @rx: {} regex, {} fancy-regex; matchers: {} ({} on host)",
+                        st.rules,
+                        st.chained,
+                        st.files.len(),
+                        st.rx_bytes,
+                        st.rx_fancy,
+                        if with_host { "host" } else { "wasm" },
+                        st.host_matchers
+                    ),
+                );
+                self.waf = Some(Rc::new(w));
+                true
+            }
+            Err(e) => {
+                log(LogLevel::Error, &format!("waf: {e}"));
+                false
+            }
+        }
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(WafHttp {
+            waf: self.waf.clone(),
+            metrics: self.metrics.clone(),
+            tx: None,
+            ctype: None,
+            request_id: String::new(),
+            done: false,
+            report: None,
+        }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+struct WafHttp {
+    waf: Option<Rc<Waf>>,
+    metrics: Rc<Metrics>,
+    tx: Option<Transaction>,
+    ctype: Option<String>,
+    request_id: String,
+    done: bool,
+    /// `report_header` value for the response.
+    report: Option<String>,
+}
+
+impl Context for WafHttp {}
+
+impl WafHttp {
+    fn prop(&self, path: Vec<&str>) -> Option<String> {
+        self.get_property(path)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+    }
+
+    /// Runs phase 2 (after the body, if any) and 5, reports, and answers.
+    fn finish(&mut self) -> Action {
+        self.done = true;
+        let Some(mut tx) = self.tx.take() else {
+            return Action::Continue;
+        };
+        tx.run_phase(2);
+        self.decide(tx)
+    }
+
+    fn decide(&mut self, mut tx: Transaction) -> Action {
+        tx.run_phase(5);
+        self.done = true;
+        let m = &self.metrics;
+        m.inc("waf_requests_total");
+        if !tx.logs.is_empty() || tx.intervention.is_some() || tx.would_block.is_some() {
+            let eng = tx.engine().clone();
+            for l in &tx.logs {
+                if l.id != 0 {
+                    m.inc(&format!("waf_rule_matches_total_rule_{}", l.id));
+                }
+                m.inc(&format!(
+                    "waf_category_matches_total_category_{}",
+                    eng.rules[l.rule].category
+                ));
+            }
+            if tx.intervention.is_some() {
+                m.inc("waf_blocked_total");
+            } else {
+                m.inc("waf_flagged_total");
+            }
+            log(
+                LogLevel::Info,
+                &format!("waf: {}", audit_json(&tx, &self.request_id)),
+            );
+        }
+        let header = self.waf.as_ref().and_then(|w| w.report_header.clone());
+        if header.is_some() {
+            self.report = report_ids(&tx);
+        }
+        if let Some(iv) = tx.intervention {
+            let body = format!(
+                "Request blocked by the Sluice WAF.\nRequest id: {}\n",
+                self.request_id
+            );
+            // the local reply carries the report; do not add it again in on_http_response_headers
+            let report = self.report.take();
+            let mut headers = vec![
+                ("content-type", "text/plain; charset=utf-8"),
+                ("x-request-id", self.request_id.as_str()),
+            ];
+            if let (Some(h), Some(r)) = (header.as_deref(), report.as_deref()) {
+                headers.push((h, r));
+            }
+            self.send_http_response(u32::from(iv.status), headers, Some(body.as_bytes()));
+            return Action::Pause;
+        }
+        Action::Continue
+    }
+}
+
+impl HttpContext for WafHttp {
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        if let (Some(r), Some(h)) = (
+            self.report.take(),
+            self.waf.as_ref().and_then(|w| w.report_header.clone()),
+        ) {
+            self.add_http_response_header(&h, &r);
+        }
+        Action::Continue
+    }
+
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        let Some(waf) = self.waf.clone() else {
+            return Action::Continue;
+        };
+        let mut method = String::from("GET");
+        let mut path = String::from("/");
+        let mut authority = None;
+        let mut headers = Vec::new();
+        let mut has_host = false;
+        for (k, v) in self.get_http_request_headers() {
+            match k.as_str() {
+                ":method" => method = v,
+                ":path" => path = v,
+                ":authority" => authority = Some(v),
+                k if k.starts_with(':') => {}
+                _ => {
+                    if k.eq_ignore_ascii_case("host") {
+                        has_host = true;
+                    }
+                    if k.eq_ignore_ascii_case("content-type") {
+                        self.ctype = Some(v.clone());
+                    }
+                    headers.push((k, v));
+                }
+            }
+        }
+        if !has_host {
+            if let Some(a) = authority {
+                headers.insert(0, ("host".to_string(), a));
+            }
+        }
+        let protocol = self
+            .prop(vec!["request", "protocol"])
+            .unwrap_or_else(|| "HTTP/1.1".into());
+        let remote = self.prop(vec!["source", "address"]).unwrap_or_default();
+        self.request_id = self
+            .prop(vec!["request", "id"])
+            .or_else(|| self.get_http_request_header("x-request-id"))
+            .unwrap_or_default();
+        let mut tx = waf.transaction();
+        tx.set_request(
+            &method,
+            &path,
+            &protocol,
+            &headers,
+            &remote,
+            &self.request_id,
+        );
+        tx.run_phase(1);
+        if tx.intervention.is_some() {
+            return self.decide(tx);
+        }
+        let wants = tx.wants_body();
+        self.tx = Some(tx);
+        if end_of_stream || !wants {
+            // No body callback will come (GET), or the body is not inspected: phase 2 now.
+            return self.finish();
+        }
+        // Hold the headers until the body is inspected.
+        Action::Pause
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if self.done {
+            return Action::Continue;
+        }
+        let Some(tx) = self.tx.as_mut() else {
+            return Action::Continue;
+        };
+        let (limit, action) = tx.body_limit();
+        if body_size > limit {
+            match action {
+                LimitAction::Reject if tx.mode == crate::model::Mode::On => {
+                    self.done = true;
+                    self.tx = None;
+                    self.metrics.inc("waf_requests_total");
+                    self.metrics.inc("waf_blocked_total");
+                    log(
+                        LogLevel::Info,
+                        &format!(
+                            "waf: {{\"request_id\":{},\"action\":\"block\",\"status\":413,\"reason\":\"request body larger than {limit} bytes\"}}",
+                            serde_json::Value::String(self.request_id.clone())
+                        ),
+                    );
+                    self.send_http_response(
+                        413,
+                        vec![("x-request-id", self.request_id.as_str())],
+                        Some(b"Request body too large.\n"),
+                    );
+                    return Action::Pause;
+                }
+                _ => {
+                    let data = self.get_http_request_body(0, limit).unwrap_or_default();
+                    let ct = self.ctype.clone();
+                    if let Some(tx) = self.tx.as_mut() {
+                        tx.process_body(&data, ct.as_deref());
+                    }
+                    return self.finish();
+                }
+            }
+        }
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        let data = self.get_http_request_body(0, body_size).unwrap_or_default();
+        let ct = self.ctype.clone();
+        if let Some(tx) = self.tx.as_mut() {
+            tx.process_body(&data, ct.as_deref());
+        }
+        self.finish()
+    }
+}

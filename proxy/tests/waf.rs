@@ -1,0 +1,675 @@
+//! Differential test of the WAF filter against nginx + ModSecurity + OWASP CRS.
+//!
+//! Both run the CRS Debian installs (`/usr/share/modsecurity-crs`, loaded from there) on
+//! top of Debian's ModSecurity base configuration, at paranoia level 1. Every request of
+//! `tests/waf/corpus.json` goes, byte for byte the same, to both: nginx with
+//! `modsecurity on` (rule ids from its JSON audit log) and Sluice running
+//! `filters/out/waf.wasm` in front of the demo origin (rule ids from the filter's report
+//! header). The test compares the decision (blocked or passed) and the set of matched
+//! rule ids, writes a report to `target/waf-diff-report.md`, and asserts the decision
+//! agreement.
+//!
+//! Needs `nginx`, `libnginx-mod-http-modsecurity`, `libnginx-mod-http-echo` and
+//! `modsecurity-crs` (scripts/setup.sh installs them).
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Decision agreement the test requires, percent. Measured: 206/206. The engine
+/// re-implements PCRE with the `regex` crate and libinjection with a Rust port; both were
+/// measured against the originals (waf.md §3, §5) and differ on a handful of inputs out
+/// of ~17,700 (2 XSS verdicts of libinjection), so a request near the anomaly threshold
+/// may one day land on the other side. 98% leaves room for up to 4 such requests in this
+/// corpus; anything more is an engine gap, not noise.
+const DECISION_THRESHOLD: f64 = 98.0;
+
+/// Share of requests with identical rule-id sets the test requires, percent. Measured:
+/// 204/206; the two others are requests nginx answers itself (400, 405) before
+/// ModSecurity runs, so ModSecurity logs no rule there while the filter does.
+const IDS_THRESHOLD: f64 = 95.0;
+
+/// The CRS and Debian files the WAF policy loads, from their install paths, in the
+/// order ModSecurity includes them (waf.md §4).
+pub const CRS_FILES: &[&str] = &[
+    "/etc/nginx/modsecurity.conf",
+    "/etc/modsecurity/crs/crs-setup.conf",
+    "/etc/modsecurity/crs/REQUEST-900-EXCLUSION-RULES-BEFORE-CRS.conf",
+    "/usr/share/modsecurity-crs/rules/*.conf",
+    "/etc/modsecurity/crs/RESPONSE-999-EXCLUSION-RULES-AFTER-CRS.conf",
+    "/usr/share/modsecurity-crs/rules/*.data",
+];
+
+/// Header the WAF filter reports matched rule ids in (filter config `report_header`).
+const REPORT_HEADER: &str = "x-sluice-waf";
+
+/// One request of the corpus.
+#[derive(Debug, Clone)]
+struct Case {
+    id: String,
+    cat: String,
+    method: String,
+    uri: String,
+    headers: Vec<(String, String)>,
+    body: Option<Vec<u8>>,
+    expect: String,
+    note: String,
+}
+
+fn corpus() -> Vec<Case> {
+    let path = repo().join("proxy/tests/waf/corpus.json");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let s = |c: &serde_json::Value, k: &str| c[k].as_str().unwrap_or_default().to_string();
+    let cases: Vec<Case> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| Case {
+            id: s(c, "id"),
+            cat: s(c, "cat"),
+            method: s(c, "method"),
+            uri: s(c, "uri"),
+            headers: c["headers"]
+                .as_array()
+                .map(|h| {
+                    h.iter()
+                        .map(|p| {
+                            let at = |i: usize| p[i].as_str().unwrap_or_default().to_string();
+                            (at(0), at(1))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            body: c["body"].as_str().map(|b| b.as_bytes().to_vec()),
+            expect: s(c, "expect"),
+            note: s(c, "note"),
+        })
+        .collect();
+    cases
+}
+
+/// The raw request bytes for a case: browser-like defaults, the case's headers over
+/// them (same name replaces), `X-Test-Id`, `Connection: close`.
+fn raw_request(c: &Case) -> Vec<u8> {
+    let mut headers: Vec<(String, String)> = vec![
+        ("Host".into(), "localhost".into()),
+        (
+            "User-Agent".into(),
+            "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0".into(),
+        ),
+        (
+            "Accept".into(),
+            "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8".into(),
+        ),
+        ("Accept-Language".into(), "en-US,en;q=0.5".into()),
+    ];
+    for (k, v) in &c.headers {
+        match headers.iter_mut().find(|(n, _)| n.eq_ignore_ascii_case(k)) {
+            Some(slot) => slot.1 = v.clone(),
+            None => headers.push((k.clone(), v.clone())),
+        }
+    }
+    headers.push(("X-Test-Id".into(), c.id.clone()));
+    headers.push(("Connection".into(), "close".into()));
+    if let Some(b) = &c.body {
+        if !headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+        {
+            headers.push(("Content-Length".into(), b.len().to_string()));
+        }
+    }
+    let mut out = format!("{} {} HTTP/1.1\r\n", c.method, c.uri).into_bytes();
+    for (k, v) in headers {
+        out.extend_from_slice(format!("{k}: {v}\r\n").as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+    if let Some(b) = &c.body {
+        out.extend_from_slice(b);
+    }
+    out
+}
+
+/// Status and headers (lowercase names) of the answer to one raw request.
+#[derive(Debug, Default, Clone)]
+struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+fn send(addr: SocketAddr, raw: &[u8]) -> Answer {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(raw).unwrap();
+    let mut buf = Vec::new();
+    // Read until the peer closes (Connection: close) or stops talking.
+    let mut chunk = [0u8; 16384];
+    loop {
+        match s.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(_) => break,
+        }
+    }
+    let text = String::from_utf8_lossy(&buf);
+    let head = text.split("\r\n\r\n").next().unwrap_or_default();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Answer { status, headers }
+}
+
+/// nginx (one process, no master) with ModSecurity and the CRS, answering `echo ok`.
+struct Nginx {
+    proc: Proc,
+    dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    fn audit_log(&self) -> PathBuf {
+        self.dir.path().join("logs/modsec_audit.json")
+    }
+}
+
+fn start_nginx() -> Nginx {
+    for need in [
+        "/usr/lib/nginx/modules/ngx_http_modsecurity_module.so",
+        "/usr/lib/nginx/modules/ngx_http_echo_module.so",
+        "/usr/share/modsecurity-crs/rules/REQUEST-942-APPLICATION-ATTACK-SQLI.conf",
+        "/etc/nginx/modsecurity.conf",
+    ] {
+        assert!(
+            Path::new(need).exists(),
+            "{need} is missing: run scripts/setup.sh (nginx, ModSecurity, CRS)"
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for sub in ["logs", "tmp"] {
+        std::fs::create_dir_all(d.join(sub)).unwrap();
+    }
+    let port = free_port();
+    let modsec = d.join("modsec.conf");
+    let mut rules = String::new();
+    for f in CRS_FILES.iter().filter(|f| f.ends_with(".conf")) {
+        // Debian's base file first, then ours: SecRuleEngine On, a JSON audit log of every transaction.
+        rules.push_str(&format!("Include {f}\n"));
+        if *f == "/etc/nginx/modsecurity.conf" {
+            rules.push_str(&format!(
+                "SecRuleEngine On\nSecAuditEngine On\nSecAuditLogFormat JSON\nSecAuditLogParts ABHZ\nSecAuditLogType Serial\nSecAuditLog {}\n",
+                d.join("logs/modsec_audit.json").display()
+            ));
+        }
+    }
+    std::fs::write(&modsec, rules).unwrap();
+    let conf = d.join("nginx.conf");
+    let tmp = d.join("tmp");
+    let t = tmp.display();
+    std::fs::write(
+        &conf,
+        format!(
+            "load_module /usr/lib/nginx/modules/ngx_http_modsecurity_module.so;
+load_module /usr/lib/nginx/modules/ngx_http_echo_module.so;
+daemon off;
+master_process off;
+worker_processes 1;
+pid {pid};
+error_log {err} notice;
+events {{ worker_connections 256; }}
+http {{
+    access_log off;
+    client_body_temp_path {t}/body; proxy_temp_path {t}/proxy; fastcgi_temp_path {t}/fcgi;
+    uwsgi_temp_path {t}/uwsgi; scgi_temp_path {t}/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        modsecurity on;
+        modsecurity_rules_file {modsec};
+        # A content handler: `return` would answer before ModSecurity looks (waf.md §4).
+        location / {{ echo ok; }}
+    }}
+}}
+",
+            pid = d.join("nginx.pid").display(),
+            err = d.join("logs/error.log").display(),
+            modsec = modsec.display(),
+        ),
+    )
+    .unwrap();
+    let child = Command::new("nginx")
+        .arg("-p")
+        .arg(d)
+        .arg("-e")
+        .arg(d.join("logs/error.log"))
+        .arg("-c")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn nginx (scripts/setup.sh installs it)");
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut proc = Proc { child, addr };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(addr).is_err() {
+        if let Ok(Some(st)) = proc.child.try_wait() {
+            panic!(
+                "nginx exited ({st}): {}",
+                std::fs::read_to_string(d.join("logs/error.log")).unwrap_or_default()
+            );
+        }
+        assert!(Instant::now() < deadline, "nginx did not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Nginx { proc, dir }
+}
+
+/// Rule ids per `X-Test-Id` from ModSecurity's JSON audit log, and its status.
+fn audit_ids(path: &Path, want: usize) -> BTreeMap<String, (u16, Vec<String>)> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        // Lossy: the log holds request bytes as they came, not always UTF-8.
+        let text = String::from_utf8_lossy(&std::fs::read(path).unwrap_or_default()).into_owned();
+        let mut out = BTreeMap::new();
+        for line in text.lines().filter(|l| l.starts_with('{')) {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            let t = &v["transaction"];
+            let Some(id) = t["request"]["headers"]
+                .as_object()
+                .and_then(|h| h.iter().find(|(k, _)| k.eq_ignore_ascii_case("x-test-id")))
+                .and_then(|(_, v)| v.as_str())
+            else {
+                continue;
+            };
+            let status = t["response"]["http_code"].as_u64().unwrap_or(0) as u16;
+            let ids = t["messages"]
+                .as_array()
+                .map(|m| {
+                    m.iter()
+                        .filter_map(|m| m["details"]["ruleId"].as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default();
+            out.insert(id.to_string(), (status, ids));
+        }
+        if out.len() >= want || Instant::now() > deadline {
+            return out;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// What one side did with a request.
+#[derive(Debug, Clone, Default)]
+struct Verdict {
+    blocked: bool,
+    status: u16,
+    ids: BTreeSet<String>,
+}
+
+/// Runs every case against nginx + ModSecurity.
+fn modsecurity_verdicts(cases: &[Case]) -> BTreeMap<String, Verdict> {
+    let ngx = start_nginx();
+    let mut status = BTreeMap::new();
+    for c in cases {
+        let a = send(ngx.proc.addr, &raw_request(c));
+        status.insert(c.id.clone(), a.status);
+    }
+    let log = audit_ids(&ngx.audit_log(), cases.len());
+    cases
+        .iter()
+        .map(|c| {
+            let st = status[&c.id];
+            let ids = log
+                .get(&c.id)
+                .map(|(_, ids)| ids.iter().cloned().collect())
+                .unwrap_or_default();
+            // `echo ok` answers 200; anything else is ModSecurity's intervention.
+            let v = Verdict {
+                blocked: st != 200,
+                status: st,
+                ids,
+            };
+            (c.id.clone(), v)
+        })
+        .collect()
+}
+
+fn waf_module() -> Option<PathBuf> {
+    // WAF_WASM: test another build of the filter.
+    let p = std::env::var_os("WAF_WASM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("filters/out/waf.wasm"));
+    p.is_file().then_some(p)
+}
+
+/// The WAF policy body the test runs (pool `o` on `origin`).
+fn waf_policy(origin: &Proc, module: &Path, matchers: &str) -> String {
+    let files: Vec<String> = CRS_FILES.iter().map(|f| format!("{f:?}")).collect();
+    let rules: Vec<String> = CRS_FILES
+        .iter()
+        .filter(|f| f.ends_with(".conf"))
+        .map(|f| format!("{f:?}"))
+        .collect();
+    format!(
+        "[limits]\nmemory_mb = 256\nstartup_ms = 60000\ncallback_ms = 1000\n\n[pools.o]\npeers = [\"{}\"]\n\n[filters.waf]\nmodule = {:?}\nfiles = [{}]\nconfig = {{ rules = [{}], mode = \"block\", status = 403, matchers = \"{matchers}\", report_header = \"{REPORT_HEADER}\" }}\n\n[[routes]]\nfilters = [\"waf\"]\npool = \"o\"\n",
+        origin.addr,
+        module.display().to_string(),
+        files.join(", "),
+        rules.join(", ")
+    )
+}
+
+fn sluice_verdicts(cases: &[Case], module: &Path, matchers: &str) -> BTreeMap<String, Verdict> {
+    let origin = origin("waf");
+    let s = sluice(&waf_policy(&origin, module, matchers));
+    cases
+        .iter()
+        .map(|c| {
+            let a = send(s.proc.addr, &raw_request(c));
+            let ids = a
+                .header(REPORT_HEADER)
+                .map(|v| v.split_whitespace().map(str::to_string).collect())
+                .unwrap_or_default();
+            // Answers that did not come from the origin are the filter's.
+            let blocked = a.header("x-origin-id").is_none() && a.status >= 400;
+            assert!(a.status != 0, "{}: Sluice did not answer", c.id);
+            (
+                c.id.clone(),
+                Verdict {
+                    blocked,
+                    status: a.status,
+                    ids,
+                },
+            )
+        })
+        .collect()
+}
+
+fn fmt_ids(ids: &BTreeSet<String>) -> String {
+    if ids.is_empty() {
+        "-".into()
+    } else {
+        ids.iter().cloned().collect::<Vec<_>>().join(" ")
+    }
+}
+
+/// Writes the report and returns (decision agreement %, id-set agreement %).
+fn report(
+    cases: &[Case],
+    modsec: &BTreeMap<String, Verdict>,
+    sluice: Option<&BTreeMap<String, Verdict>>,
+    path: &Path,
+) -> (f64, f64) {
+    let mut out = String::new();
+    let n = cases.len();
+    let ms_blocked = cases.iter().filter(|c| modsec[&c.id].blocked).count();
+    let off_intent: Vec<&Case> = cases
+        .iter()
+        .filter(|c| modsec[&c.id].blocked != (c.expect == "block"))
+        .collect();
+    out.push_str(&format!(
+        "# WAF differential report\n\nCorpus: {n} requests (`proxy/tests/waf/corpus.json`). \
+         ModSecurity (nginx + libmodsecurity3 + CRS 3.3.4 PL1, Debian): {ms_blocked} blocked, {} passed.\n\n",
+        n - ms_blocked
+    ));
+    let (mut dec_ok, mut ids_ok) = (0usize, 0usize);
+    if let Some(sl) = sluice {
+        let mut diffs = String::new();
+        for c in cases {
+            let (m, s) = (&modsec[&c.id], &sl[&c.id]);
+            let d = m.blocked == s.blocked;
+            let i = m.ids == s.ids;
+            dec_ok += d as usize;
+            ids_ok += i as usize;
+            if !d || !i {
+                let only_m: BTreeSet<_> = m.ids.difference(&s.ids).cloned().collect();
+                let only_s: BTreeSet<_> = s.ids.difference(&m.ids).cloned().collect();
+                // nginx answers some requests itself (405 for TRACE, 400 for a path above
+                // the root) before ModSecurity runs: no rule ids on that side.
+                let note = if m.ids.is_empty() && m.blocked && m.status != 403 {
+                    format!(
+                        "nginx answered {} itself, before ModSecurity ran. {}",
+                        m.status, c.note
+                    )
+                } else {
+                    c.note.clone()
+                };
+                diffs.push_str(&format!(
+                    "| {} | {} | {} {} | {} {} | {} | {} | {} |\n",
+                    c.id,
+                    if d { "same" } else { "**DIFFERS**" },
+                    m.status,
+                    if m.blocked { "blocked" } else { "passed" },
+                    s.status,
+                    if s.blocked { "blocked" } else { "passed" },
+                    fmt_ids(&only_m),
+                    fmt_ids(&only_s),
+                    note
+                ));
+            }
+        }
+        let pd = 100.0 * dec_ok as f64 / n as f64;
+        let pi = 100.0 * ids_ok as f64 / n as f64;
+        out.push_str(&format!(
+            "Sluice + `filters/out/waf.wasm`, same files:\n\n- decision agreement: **{dec_ok}/{n} = {pd:.1}%** (threshold {DECISION_THRESHOLD}%)\n- identical rule-id sets: **{ids_ok}/{n} = {pi:.1}%** (threshold {IDS_THRESHOLD}%)\n\n## Differences\n\n| id | decision | ModSecurity | Sluice | ids only ModSecurity | ids only Sluice | note |\n|---|---|---|---|---|---|---|\n{diffs}\n"
+        ));
+    } else {
+        out.push_str("Sluice: `filters/out/waf.wasm` is not built; ModSecurity half only.\n\n");
+    }
+    out.push_str(&format!(
+        "## ModSecurity vs the corpus' intent ({} of {n} differ)\n\nRequests whose ModSecurity decision differs from the `expect` label (CRS PL1 false positives/negatives; informative, not asserted):\n\n| id | expect | ModSecurity | ids |\n|---|---|---|---|\n",
+        off_intent.len()
+    ));
+    for c in off_intent {
+        let m = &modsec[&c.id];
+        out.push_str(&format!(
+            "| {} | {} | {} | {} |\n",
+            c.id,
+            c.expect,
+            m.status,
+            fmt_ids(&m.ids)
+        ));
+    }
+    out.push_str("\n## All requests\n\n| id | cat | ModSecurity | ids | Sluice | ids |\n|---|---|---|---|---|---|\n");
+    for c in cases {
+        let m = &modsec[&c.id];
+        let (ss, si) = sluice
+            .map(|sl| {
+                let s = &sl[&c.id];
+                (s.status.to_string(), fmt_ids(&s.ids))
+            })
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} |\n",
+            c.id,
+            c.cat,
+            m.status,
+            fmt_ids(&m.ids),
+            ss,
+            si
+        ));
+    }
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, out).unwrap();
+    (
+        100.0 * dec_ok as f64 / n as f64,
+        100.0 * ids_ok as f64 / n as f64,
+    )
+}
+
+#[test]
+fn corpus_is_well_formed() {
+    let cases = corpus();
+    assert!(cases.len() >= 150, "{} requests", cases.len());
+    let ids: BTreeSet<_> = cases.iter().map(|c| c.id.clone()).collect();
+    assert_eq!(ids.len(), cases.len(), "ids are unique");
+    for cat in [
+        "sqli", "xss", "lfi", "rfi", "rce", "php", "java", "protocol", "scanner", "browse", "api",
+        "upload",
+    ] {
+        assert!(cases.iter().any(|c| c.cat == cat), "no {cat} request");
+    }
+    assert!(cases
+        .iter()
+        .all(|c| c.expect == "block" || c.expect == "allow"));
+}
+
+#[test]
+fn sluice_waf_agrees_with_modsecurity() {
+    let cases = corpus();
+    let modsec = modsecurity_verdicts(&cases);
+    // The ModSecurity half must itself be sane: it blocks the obvious attacks and lets
+    // ordinary browsing through, or the comparison means nothing.
+    for (id, want) in [("sqli-01", true), ("xss-01", true), ("browse-01", false)] {
+        assert_eq!(
+            modsec[id].blocked, want,
+            "ModSecurity on {id}: {:?}",
+            modsec[id]
+        );
+    }
+    assert!(
+        modsec["sqli-01"].ids.contains("942100"),
+        "{:?}",
+        modsec["sqli-01"]
+    );
+    let out = repo().join("target/waf-diff-report.md");
+    let Some(module) = waf_module() else {
+        report(&cases, &modsec, None, &out);
+        eprintln!(
+            "SKIPPED the Sluice half: filters/out/waf.wasm is not built (filters/build.sh); ModSecurity report in {}",
+            out.display()
+        );
+        return;
+    };
+    // Host-side matchers (the default where the host has them), then the filter's own:
+    // both must give the same answers, rule for rule.
+    let host = sluice_verdicts(&cases, &module, "host");
+    let wasm = sluice_verdicts(&cases, &module, "wasm");
+    let (dec, ids) = report(&cases, &modsec, Some(&host), &out);
+    let mismatched: Vec<String> = cases
+        .iter()
+        .filter(|c| {
+            let (h, w) = (&host[&c.id], &wasm[&c.id]);
+            h.blocked != w.blocked || h.ids != w.ids
+        })
+        .map(|c| {
+            format!(
+                "{}: host {} [{}] / wasm {} [{}]",
+                c.id,
+                host[&c.id].status,
+                fmt_ids(&host[&c.id].ids),
+                wasm[&c.id].status,
+                fmt_ids(&wasm[&c.id].ids)
+            )
+        })
+        .collect();
+    eprintln!(
+        "decision agreement {dec:.1}%, rule-id agreement {ids:.1}%; report in {}",
+        out.display()
+    );
+    assert!(
+        mismatched.is_empty(),
+        "host and wasm matchers disagree:\n{}",
+        mismatched.join("\n")
+    );
+    assert!(
+        dec >= DECISION_THRESHOLD,
+        "decision agreement {dec:.1}% < {DECISION_THRESHOLD}%: see {}",
+        out.display()
+    );
+    assert!(
+        ids >= IDS_THRESHOLD,
+        "rule-id agreement {ids:.1}% < {IDS_THRESHOLD}%: see {}",
+        out.display()
+    );
+}
+
+/// Policy `files` end to end through the WAF filter: a rule file is read at load, only
+/// declared files are readable, and a changed rule file is a new policy on reload.
+#[test]
+fn rule_files_are_policy_content() {
+    let Some(module) = waf_module() else {
+        eprintln!("SKIPPED: filters/out/waf.wasm is not built (filters/build.sh)");
+        return;
+    };
+    let rules_dir = tempfile::tempdir().unwrap();
+    let rules = rules_dir.path().join("site.conf");
+    std::fs::write(
+        &rules,
+        "SecRule ARGS:x \"@streq bad\" \"id:1001,phase:1,deny,status:418,log,msg:'x is bad'\"\n",
+    )
+    .unwrap();
+    let origin = origin("files");
+    let policy = |rule_files: &str| {
+        format!(
+            "[pools.o]\npeers = [\"{}\"]\n\n[filters.waf]\nmodule = {:?}\nfiles = [{:?}]\nconfig = {{ rules = [{rule_files}], mode = \"block\" }}\n\n[[routes]]\nfilters = [\"waf\"]\npool = \"o\"\n",
+            origin.addr,
+            module.display().to_string(),
+            rules.display().to_string(),
+        )
+    };
+    let s = sluice(&policy(&format!("{:?}", rules.display().to_string())));
+    let get = |q: &str| {
+        client()
+            .get(s.url(&format!("/echo?{q}")))
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(get("x=bad"), 418);
+    assert_eq!(get("x=worse"), 200);
+    let hash = s.status()["hash"].clone();
+
+    // The file changes: the reload yields a new policy with the new rule.
+    std::fs::write(
+        &rules,
+        "SecRule ARGS:x \"@streq worse\" \"id:1001,phase:1,deny,status:418,log,msg:'x is worse'\"\n",
+    )
+    .unwrap();
+    let r = client().post(s.admin_url("/admin/reload")).send().unwrap();
+    assert!(r.status().is_success(), "{:?}", r.text());
+    assert_ne!(
+        s.status()["hash"],
+        hash,
+        "a changed rule file is a new policy"
+    );
+    assert_eq!(get("x=bad"), 200);
+    assert_eq!(get("x=worse"), 418);
+
+    // A file the policy does not declare is out of the filter's reach: the policy is
+    // refused with the filter's reason, and the running one stays.
+    s.rewrite(&policy("\"/etc/passwd\""));
+    let r = client().post(s.admin_url("/admin/reload")).send().unwrap();
+    let body = r.text().unwrap();
+    assert!(
+        body.contains("NOT_FOUND") || body.contains("proxy_on_configure"),
+        "{body}"
+    );
+    assert_eq!(get("x=worse"), 418);
+}
