@@ -135,6 +135,16 @@ fn the_default_policy_shows_every_capability() {
     ]);
     assert_eq!(v, "2 200");
 
+    // The WAF (OWASP CRS) guards /echo: SQL injection and XSS are refused, the rest passes.
+    for attack in ["/echo?id=1'+or+'1'='1", "/echo?q=<script>alert(1)</script>"] {
+        let r = c.get(url(attack)).send().unwrap();
+        assert_eq!(r.status(), 403, "{attack}");
+    }
+    assert_eq!(
+        c.get(url("/echo?q=hello+world")).send().unwrap().status(),
+        200
+    );
+
     // Image variants: a 400 px WebP of the 1200x800 sample, transformed once.
     let img = url("/cdn-cgi/image/width=400,format=auto/sample.jpg");
     for want in ["miss", "hit"] {
