@@ -103,8 +103,8 @@ pub struct Transaction {
     xml_text: Vec<Kv>,
     xml_attrs: Vec<Kv>,
     scalars: Vec<Option<Kv>>,
-    tx: FxMap<Box<[u8]>, Kv>,
-    persist: Vec<FxMap<Box<[u8]>, Kv>>,
+    tx: FxMap<Rc<[u8]>, Kv>,
+    persist: Vec<FxMap<Rc<[u8]>, Kv>>,
     matched_var: Option<Kv>,
     matched_vars: Vec<Kv>,
     cache: FxMap<u64, Rc<[u8]>>,
@@ -131,6 +131,135 @@ pub struct Transaction {
     buf_a: Vec<u8>,
     buf_b: Vec<u8>,
     empty: Rc<[u8]>,
+    /// Phase-1 entries already evaluated by a restored [`Snapshot`], and its `MATCHED_VAR`.
+    skip1: (usize, usize),
+    skip1_mv: Option<Kv>,
+}
+
+/// Transaction state after the request-independent part of phase 1 (the CRS 901xxx
+/// initialisation: rules that read and write only TX and persistent collections), computed
+/// once at configure and restored into each new transaction instead of re-running those rules.
+///
+/// Phase 1 is `[A][B][rest]`: A are leading rules that read the request but can change nothing
+/// B depends on (no setvar/capture/skip, body-only `ctl`, pass, read no TX or MATCHED_VAR);
+/// B are the request-independent rules. Each request runs A, then jumps over B (taking B's
+/// last `MATCHED_VAR`), then runs the rest.
+#[derive(Clone)]
+pub struct Snapshot {
+    tx: FxMap<Rc<[u8]>, Kv>,
+    persist: Vec<FxMap<Rc<[u8]>, Kv>>,
+    next_id: u32,
+    matched_var: Option<Kv>,
+    counters: (u32, u32),
+    logs: usize,
+    /// B is `skip.0..skip.1` in phase 1.
+    skip: (usize, usize),
+}
+
+impl Snapshot {
+    /// Phase-1 entries (`start..end`) evaluated at configure instead of per request.
+    pub fn range(&self) -> (usize, usize) {
+        self.skip
+    }
+}
+
+/// Does `v` read state that rules write (TX, persistent collections, matches)?
+fn var_stateful(v: V) -> bool {
+    matches!(
+        v,
+        V::Values(Coll::Tx | Coll::Persist(_))
+            | V::Names(Coll::Tx | Coll::Persist(_))
+            | V::MatchedVar
+            | V::MatchedVarName
+            | V::MatchedVars
+            | V::MatchedVarsNames
+    )
+}
+
+/// Does `v` read only request-independent state?
+fn var_pure(v: V) -> bool {
+    v == V::Nothing || var_stateful(v)
+}
+
+fn macro_vars(m: &Macro, f: fn(V) -> bool) -> bool {
+    m.parts.iter().all(|p| match p {
+        Part::Lit(_) | Part::Rule(_) => true,
+        Part::Var(v, _) => f(*v),
+    })
+}
+
+/// The macro argument of an operator, if any.
+fn op_macro(op: &Op) -> Option<&Macro> {
+    match op {
+        Op::Eq(m)
+        | Op::Ge(m)
+        | Op::Gt(m)
+        | Op::Lt(m)
+        | Op::Le(m)
+        | Op::StrEq(m)
+        | Op::Contains(m)
+        | Op::ContainsWord(m)
+        | Op::BeginsWith(m)
+        | Op::EndsWith(m)
+        | Op::Within(m)
+        | Op::RxMacro(m, _) => Some(m),
+        _ => None,
+    }
+}
+
+/// Do all of `r`'s macros (operator, setvar, msg, logdata) pass `f` on their variables?
+fn rule_macros(r: &Rule, f: fn(V) -> bool) -> bool {
+    op_macro(&r.op).is_none_or(|m| macro_vars(m, f))
+        && r.setvars.iter().all(|sv| {
+            macro_vars(&sv.name, f)
+                && match &sv.op {
+                    SetOp::Del => true,
+                    SetOp::Set(m) | SetOp::Add(m) | SetOp::Sub(m) => macro_vars(m, f),
+                }
+        })
+        && r.msg.as_ref().is_none_or(|m| macro_vars(m, f))
+        && r.logdata.as_ref().is_none_or(|m| macro_vars(m, f))
+}
+
+/// Can `r` (with its chain) be evaluated before the request is known, with the same result?
+fn rule_pure(r: &Rule) -> bool {
+    let op = match &r.op {
+        Op::RxMacro(..) => false,
+        Op::Unconditional | Op::NoMatch => true,
+        op => op_macro(op).is_some(),
+    };
+    op && r.ctls.is_empty()
+        && r.skip == 0
+        && r.targets.iter().all(|t| var_pure(t.var))
+        && r.excl.iter().all(|e| var_pure(e.var))
+        && rule_macros(r, var_pure)
+        && r.chain.as_deref().is_none_or(rule_pure)
+}
+
+/// Can request-independent rules after `r` be evaluated before `r` (see [`Snapshot`])?
+/// `r` must not write or read rule-written state nor change control flow.
+fn rule_passable(r: &Rule, default: Disr) -> bool {
+    fn link(r: &Rule) -> bool {
+        r.setvars.is_empty()
+            && !r.capture
+            && r.ctls.iter().all(|c| {
+                matches!(
+                    c,
+                    Ctl::BodyProcessor(_)
+                        | Ctl::ForceBodyVar(_)
+                        | Ctl::BodyAccess(_)
+                        | Ctl::Ignored
+                )
+            })
+            && !r.targets.iter().any(|t| var_stateful(t.var))
+            && rule_macros(r, |v| !var_stateful(v))
+            && r.chain.as_deref().is_none_or(link)
+    }
+    let d = match r.disruptive {
+        Some(Disr::Block) | None => default,
+        Some(d) => d,
+    };
+    d == Disr::Pass && r.skip == 0 && r.skip_after.is_none() && link(r)
 }
 
 fn rc(b: &[u8]) -> Rc<[u8]> {
@@ -178,7 +307,89 @@ impl Transaction {
             buf_a: Vec::new(),
             buf_b: Vec::new(),
             empty: Rc::from(&b""[..]),
+            skip1: (0, 0),
+            skip1_mv: None,
         }
+    }
+
+    fn save(&self, skip: (usize, usize)) -> Snapshot {
+        Snapshot {
+            tx: self.tx.clone(),
+            persist: self.persist.clone(),
+            next_id: self.next_id,
+            matched_var: self.matched_var.clone(),
+            counters: self.counters,
+            logs: self.logs.len(),
+            skip,
+        }
+    }
+
+    /// Restores a [`Snapshot`] into a fresh transaction (before `set_request`).
+    pub fn restore(&mut self, s: &Snapshot) {
+        self.tx = s.tx.clone();
+        self.persist = s.persist.clone();
+        self.next_id = s.next_id;
+        self.counters = s.counters;
+        if s.skip.1 > s.skip.0 {
+            self.skip1 = s.skip;
+            self.skip1_mv = s.matched_var.clone();
+        }
+    }
+
+    /// Evaluates the request-independent rules of phase 1 (see [`Snapshot`]) on this fresh
+    /// transaction and returns the state after them. Stops at the first rule that reads
+    /// request data (after the leading passable ones), has `ctl:`, or matches with an effect
+    /// other than a silent `pass` (that rule is left to run per request).
+    pub fn snapshot(mut self) -> Snapshot {
+        let eng = self.eng.clone();
+        let list = &eng.phases[1];
+        let mut i = 0;
+        let mut from: Option<usize> = None;
+        if self.mode == Mode::Off {
+            return self.save((0, 0));
+        }
+        while i < list.len() {
+            let (ri, skip_to) = match &list[i] {
+                Entry::Marker(_) => {
+                    i += 1;
+                    continue;
+                }
+                Entry::Rule(r, t) => (*r, *t),
+            };
+            let rule = &eng.rules[ri];
+            if !rule_pure(rule) {
+                if from.is_none() && rule_passable(rule, eng.default_disr[1]) {
+                    i += 1;
+                    continue;
+                }
+                break;
+            }
+            let start = *from.get_or_insert(i);
+            let before = self.save((start, i));
+            self.matched_vars.clear();
+            self.counters.0 += 1;
+            if self.eval_chain(rule, ri) {
+                let d = match rule.disruptive {
+                    Some(Disr::Block) | None => eng.default_disr[1],
+                    Some(d) => d,
+                };
+                if d != Disr::Pass || self.logs.len() != before.logs {
+                    self.tx = before.tx;
+                    self.persist = before.persist;
+                    self.next_id = before.next_id;
+                    self.matched_var = before.matched_var;
+                    self.counters = before.counters;
+                    break;
+                }
+                if let Some(t) = skip_to {
+                    i = t;
+                    continue;
+                }
+            }
+            i += 1;
+        }
+        let start = from.unwrap_or(i);
+        self.save((start, i))
     }
 
     fn kv(&mut self, k: &[u8], v: &[u8]) -> Kv {
@@ -218,8 +429,7 @@ impl Transaction {
     /// Sets a TX variable (config knobs such as paranoia level use it before phase 1).
     pub fn tx_set(&mut self, k: &str, v: &[u8]) {
         let kv = self.kv(k.as_bytes(), v);
-        self.tx
-            .insert(k.to_ascii_lowercase().into_bytes().into_boxed_slice(), kv);
+        self.tx.insert(rc(k.to_ascii_lowercase().as_bytes()), kv);
     }
 
     fn add_arg(&mut self, post: bool, k: &[u8], v: &[u8]) {
@@ -434,7 +644,7 @@ impl Transaction {
         }
     }
 
-    fn map(&self, c: Coll) -> Option<&FxMap<Box<[u8]>, Kv>> {
+    fn map(&self, c: Coll) -> Option<&FxMap<Rc<[u8]>, Kv>> {
         match c {
             Coll::Tx => Some(&self.tx),
             Coll::Persist(i) => Some(&self.persist[i as usize]),
@@ -787,10 +997,11 @@ impl Transaction {
             kv.id = id;
             return;
         }
+        let key = rc(name);
         map.insert(
-            Box::from(name),
+            key.clone(),
             Kv {
-                key: rc(name),
+                key,
                 val: rc(val),
                 id,
             },
@@ -895,7 +1106,7 @@ impl Transaction {
             match c {
                 Some(v) => {
                     let kv = self.kv(&k, &v);
-                    self.tx.insert(Box::from(&k[..]), kv);
+                    self.tx.insert(kv.key.clone(), kv);
                 }
                 None => {
                     self.tx.remove(&k[..]);
@@ -1048,6 +1259,13 @@ impl Transaction {
         let list = &eng.phases[phase as usize];
         let mut i = 0;
         while i < list.len() {
+            if phase == 1 && i == self.skip1.0 && self.skip1.1 > i {
+                i = self.skip1.1;
+                if let Some(mv) = self.skip1_mv.take() {
+                    self.matched_var = Some(mv);
+                }
+                continue;
+            }
             let (ri, skip_to) = match &list[i] {
                 Entry::Marker(_) => {
                     i += 1;
