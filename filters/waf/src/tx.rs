@@ -108,7 +108,10 @@ pub struct Transaction {
     matched_var: Option<Kv>,
     matched_vars: Vec<Kv>,
     cache: FxMap<u64, Rc<[u8]>>,
-    pf_cache: FxMap<u64, Rc<[u64]>>,
+    /// (value id, transformation chain) -> offset of its prefilter bitset in `pf_bits`.
+    pf_cache: FxMap<u64, usize>,
+    pf_bits: Vec<u64>,
+    names: FxMap<(u32, V), Rc<[u8]>>,
     removed_ids: IdRanges,
     removed_tags: Vec<String>,
     excl_by_id: Vec<(IdRanges, Excl)>,
@@ -290,6 +293,8 @@ impl Transaction {
             matched_vars: Vec::new(),
             cache: FxMap::default(),
             pf_cache: FxMap::default(),
+            pf_bits: Vec::new(),
+            names: FxMap::default(),
             removed_ids: Vec::new(),
             removed_tags: Vec::new(),
             excl_by_id: Vec::new(),
@@ -1115,6 +1120,33 @@ impl Transaction {
         }
     }
 
+    /// `MATCHED_VAR_NAME` of `v` (`ARGS:id`), cached per value id and variable.
+    fn matched_name(&mut self, v: &Val) -> Rc<[u8]> {
+        let build = |v: &Val| -> Rc<[u8]> {
+            if v.var == V::Nothing {
+                Rc::from(&b""[..])
+            } else if v.key.is_empty() || matches!(v.var, V::MatchedVars | V::MatchedVarsNames) {
+                rc(var_name(v.var).as_bytes())
+            } else {
+                let n = var_name(v.var).as_bytes();
+                let mut b = Vec::with_capacity(n.len() + 1 + v.key.len());
+                b.extend_from_slice(n);
+                b.push(b':');
+                b.extend_from_slice(&v.key);
+                Rc::from(b)
+            }
+        };
+        if v.id == NOCACHE {
+            return build(v);
+        }
+        if let Some(n) = self.names.get(&(v.id, v.var)) {
+            return n.clone();
+        }
+        let n = build(v);
+        self.names.insert((v.id, v.var), n.clone());
+        n
+    }
+
     /// Evaluates one rule of a chain; `immediate`: an unchained rule (logs itself).
     fn eval_one(&mut self, rule: &Rule, top: &Rule, ri: usize, immediate: bool) -> bool {
         let eng = self.eng.clone();
@@ -1171,15 +1203,16 @@ impl Transaction {
                     let hit = if v.id == NOCACHE {
                         crate::prefilter::has(&pf.scan(&tv), slot)
                     } else {
-                        let bits = match self.pf_cache.get(&key) {
-                            Some(b) => b.clone(),
+                        let at = match self.pf_cache.get(&key) {
+                            Some(&at) => at,
                             None => {
-                                let b: Rc<[u64]> = Rc::from(pf.scan(&tv));
-                                self.pf_cache.insert(key, b.clone());
-                                b
+                                let at = self.pf_bits.len();
+                                pf.scan_into(&tv, &mut self.pf_bits);
+                                self.pf_cache.insert(key, at);
+                                at
                             }
                         };
-                        crate::prefilter::has(&bits, slot)
+                        crate::prefilter::has(&self.pf_bits[at..at + pf.words()], slot)
                     };
                     if !hit {
                         continue;
@@ -1197,19 +1230,9 @@ impl Transaction {
                         self.set_captures(c);
                     }
                 }
-                let name: Vec<u8> = if v.var == V::Nothing {
-                    Vec::new()
-                } else if v.key.is_empty() || matches!(v.var, V::MatchedVars | V::MatchedVarsNames)
-                {
-                    var_name(v.var).as_bytes().to_vec()
-                } else {
-                    let mut n = var_name(v.var).as_bytes().to_vec();
-                    n.push(b':');
-                    n.extend_from_slice(&v.key);
-                    n
-                };
+                let name = self.matched_name(v);
                 let kv = Kv {
-                    key: rc(&name),
+                    key: name,
                     val: tv.clone(),
                     id: NOCACHE,
                 };
