@@ -871,13 +871,21 @@ impl Transaction {
         }
         let mut a = std::mem::take(&mut self.buf_a);
         let mut b = std::mem::take(&mut self.buf_b);
-        a.clear();
-        a.extend_from_slice(&v.val);
+        let mut owned = false;
         for t in rule.transforms.iter() {
-            t.apply(&a, &mut b);
+            let src: &[u8] = if owned { &a } else { &v.val };
+            if t.is_noop(src) {
+                continue;
+            }
+            t.apply(src, &mut b);
             std::mem::swap(&mut a, &mut b);
+            owned = true;
         }
-        let out = if *a == *v.val { v.val.clone() } else { rc(&a) };
+        let out = if !owned || *a == *v.val {
+            v.val.clone()
+        } else {
+            rc(&a)
+        };
         self.buf_a = a;
         self.buf_b = b;
         if v.id != NOCACHE {
