@@ -659,12 +659,17 @@ impl Transaction {
 
     fn collect(&self, t: &Target, excl: &[Excl], dyn_excl: &[Excl], out: &mut Vec<Val>) {
         let start = out.len();
-        let ex = |var: V, key: &[u8]| excl.iter().chain(dyn_excl.iter()).any(|e| e.hits(var, key));
+        // `ex` is only asked about `t.var`: no exclusion of that variable, nothing to test
+        let no_ex = !excl.iter().chain(dyn_excl.iter()).any(|e| e.var == t.var);
+        let all = matches!(t.sel, Sel::All);
+        let ex = |var: V, key: &[u8]| {
+            !no_ex && excl.iter().chain(dyn_excl.iter()).any(|e| e.hits(var, key))
+        };
         match t.var {
             V::Values(c) | V::Names(c) => {
                 let names = matches!(t.var, V::Names(_));
                 let push = |kv: &Kv, out: &mut Vec<Val>| {
-                    if t.sel.matches(&kv.key) && !ex(t.var, &kv.key) {
+                    if (all || t.sel.matches(&kv.key)) && !ex(t.var, &kv.key) {
                         if names {
                             out.push(Val {
                                 var: t.var,
