@@ -1193,15 +1193,22 @@ impl Transaction {
             let multi: Vec<Rc<[u8]>>;
             let candidates: &[Rc<[u8]>] = if rule.multi_match {
                 let mut c = vec![v.val.clone()];
-                let mut cur: Vec<u8> = v.val.to_vec();
-                let mut nb = Vec::new();
+                let mut cur = std::mem::take(&mut self.buf_a);
+                let mut nb = std::mem::take(&mut self.buf_b);
+                cur.clear();
+                cur.extend_from_slice(&v.val);
                 for t in rule.transforms.iter() {
+                    if t.is_noop(&cur) {
+                        continue;
+                    }
                     t.apply(&cur, &mut nb);
                     std::mem::swap(&mut cur, &mut nb);
                     if c.last().is_none_or(|l| **l != *cur) {
                         c.push(rc(&cur));
                     }
                 }
+                self.buf_a = cur;
+                self.buf_b = nb;
                 multi = c;
                 &multi
             } else {
