@@ -111,6 +111,12 @@ impl T {
             T::Utf8ToUnicode => i.is_ascii(),
             T::RemoveNulls | T::ReplaceNulls => !i.contains(&0),
             T::RemoveWhitespace => !i.iter().any(|&b| is_ws(b)),
+            // no empty, "." or ".." segment except a leading/trailing "/"
+            T::NormalizePath | T::NormalizePathWin => {
+                i.first() != Some(&b'.')
+                    && !i.windows(2).any(|w| w == b"//" || w == b"/.")
+                    && !(self == T::NormalizePathWin && i.contains(&b'\\'))
+            }
             _ => false,
         }
     }
@@ -694,8 +700,20 @@ mod tests {
             "cmdLine",
             "compressWhitespace",
             "trim",
+            "normalizePath",
+            "normalizePathWin",
         ];
-        let inputs: [&[u8]; 12] = [
+        let inputs: [&[u8]; 22] = [
+            b"/",
+            b"//",
+            b"/a/./b",
+            b"/x/../y",
+            b"a//b",
+            b"/static/app.js",
+            b".a/b",
+            b"/a/",
+            b"a\\b",
+            b"/a/b.",
             b"",
             b"abc",
             b"ABC",
