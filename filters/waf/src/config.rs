@@ -3,7 +3,7 @@
 use crate::load::{glob_match, Engine, FileSource, Loader};
 use crate::model::Mode;
 use crate::ops::HostMatch;
-use crate::tx::Transaction;
+use crate::tx::{Snapshot, Transaction};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -62,16 +62,30 @@ pub struct Waf {
     pub engine: Rc<Engine>,
     /// TX values set before phase 1 (from `paranoia`, `anomaly_threshold`).
     pub init_tx: Vec<(String, String)>,
+    /// State after the request-independent head of phase 1 (see [`Snapshot`]).
+    pub snapshot: Option<Snapshot>,
 }
 
 impl Waf {
     /// A fresh transaction.
     pub fn transaction(&self) -> Transaction {
         let mut t = Transaction::new(self.engine.clone());
-        for (k, v) in &self.init_tx {
-            t.tx_set(k, v.as_bytes());
+        match &self.snapshot {
+            Some(s) => t.restore(s),
+            None => {
+                for (k, v) in &self.init_tx {
+                    t.tx_set(k, v.as_bytes());
+                }
+            }
         }
         t
+    }
+
+    /// Computes [`Waf::snapshot`] (configure time).
+    pub fn take_snapshot(&mut self) {
+        self.snapshot = None;
+        let s = self.transaction().snapshot();
+        self.snapshot = Some(s);
     }
 }
 
@@ -181,11 +195,14 @@ pub fn build(
             return Err(format!("report_header: {h:?} is not a header name"));
         }
     }
-    Ok(Waf {
+    let mut waf = Waf {
         engine: Rc::new(engine),
         init_tx,
         report_header: cfg.report_header.clone(),
-    })
+        snapshot: None,
+    };
+    waf.take_snapshot();
+    Ok(waf)
 }
 
 /// The audit log line (JSON) for a finished transaction.

@@ -99,13 +99,26 @@ impl Builder {
 impl Prefilter {
     /// Bitset of the slots whose literals occur in `input`.
     pub fn scan(&self, input: &[u8]) -> Vec<u64> {
-        let mut bits = vec![0u64; self.slots.div_ceil(64)];
+        let mut bits = Vec::new();
+        self.scan_into(input, &mut bits);
+        bits
+    }
+
+    /// Words per bitset.
+    pub fn words(&self) -> usize {
+        self.slots.div_ceil(64)
+    }
+
+    /// Appends the bitset of `input` ([`Prefilter::words`] words) to `out`.
+    pub fn scan_into(&self, input: &[u8], out: &mut Vec<u64>) {
+        let base = out.len();
+        out.resize(base + self.words(), 0);
+        let bits = &mut out[base..];
         for m in self.ac.find_overlapping_iter(input) {
             for &s in &self.owners[m.pattern().as_usize()] {
                 bits[(s / 64) as usize] |= 1 << (s % 64);
             }
         }
-        bits
     }
 }
 

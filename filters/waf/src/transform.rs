@@ -100,6 +100,27 @@ impl T {
         }))
     }
 
+    /// Is `apply(i)` certainly `i` unchanged? (a cheap scan; `false` when unsure)
+    pub fn is_noop(self, i: &[u8]) -> bool {
+        match self {
+            T::Lowercase => !i.iter().any(u8::is_ascii_uppercase),
+            T::Uppercase => !i.iter().any(u8::is_ascii_lowercase),
+            T::UrlDecode | T::UrlDecodeUni => !i.iter().any(|&b| b == b'%' || b == b'+'),
+            T::HtmlEntityDecode => !i.contains(&b'&'),
+            T::JsDecode | T::EscapeSeqDecode | T::CssDecode => !i.contains(&b'\\'),
+            T::Utf8ToUnicode => i.is_ascii(),
+            T::RemoveNulls | T::ReplaceNulls => !i.contains(&0),
+            T::RemoveWhitespace => !i.iter().any(|&b| is_ws(b)),
+            // no empty, "." or ".." segment except a leading/trailing "/"
+            T::NormalizePath | T::NormalizePathWin => {
+                i.first() != Some(&b'.')
+                    && !i.windows(2).any(|w| w == b"//" || w == b"/.")
+                    && !(self == T::NormalizePathWin && i.contains(&b'\\'))
+            }
+            _ => false,
+        }
+    }
+
     /// Applies the transformation: `out` is cleared and receives the result.
     pub fn apply(self, i: &[u8], out: &mut Vec<u8>) {
         out.clear();
@@ -659,5 +680,62 @@ mod tests {
         );
         assert!(T::parse("none").unwrap().is_none());
         assert!(T::parse("md5x").is_err());
+    }
+
+    #[test]
+    fn noop_scan_agrees_with_apply() {
+        let names = [
+            "lowercase",
+            "uppercase",
+            "urlDecode",
+            "urlDecodeUni",
+            "htmlEntityDecode",
+            "jsDecode",
+            "escapeSeqDecode",
+            "cssDecode",
+            "utf8toUnicode",
+            "removeNulls",
+            "replaceNulls",
+            "removeWhitespace",
+            "cmdLine",
+            "compressWhitespace",
+            "trim",
+            "normalizePath",
+            "normalizePathWin",
+        ];
+        let inputs: [&[u8]; 22] = [
+            b"/",
+            b"//",
+            b"/a/./b",
+            b"/x/../y",
+            b"a//b",
+            b"/static/app.js",
+            b".a/b",
+            b"/a/",
+            b"a\\b",
+            b"/a/b.",
+            b"",
+            b"abc",
+            b"ABC",
+            b"a%41b",
+            b"a+b",
+            b"x&amp;y",
+            b"a\\u0041",
+            b"\\",
+            b"caf\xc3\xa9",
+            b"a\x00b",
+            b" a \t b ",
+            b"/products/list?category=shoes&page=2",
+        ];
+        for n in names {
+            let tr = T::parse(n).unwrap().unwrap();
+            for i in inputs {
+                let mut o = Vec::new();
+                tr.apply(i, &mut o);
+                if tr.is_noop(i) {
+                    assert_eq!(o, i, "{n} on {i:?}");
+                }
+            }
+        }
     }
 }

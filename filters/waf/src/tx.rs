@@ -103,12 +103,15 @@ pub struct Transaction {
     xml_text: Vec<Kv>,
     xml_attrs: Vec<Kv>,
     scalars: Vec<Option<Kv>>,
-    tx: FxMap<Box<[u8]>, Kv>,
-    persist: Vec<FxMap<Box<[u8]>, Kv>>,
+    tx: FxMap<Rc<[u8]>, Kv>,
+    persist: Vec<FxMap<Rc<[u8]>, Kv>>,
     matched_var: Option<Kv>,
     matched_vars: Vec<Kv>,
     cache: FxMap<u64, Rc<[u8]>>,
-    pf_cache: FxMap<u64, Rc<[u64]>>,
+    /// (value id, transformation chain) -> offset of its prefilter bitset in `pf_bits`.
+    pf_cache: FxMap<u64, usize>,
+    pf_bits: Vec<u64>,
+    names: FxMap<(u32, V), Rc<[u8]>>,
     removed_ids: IdRanges,
     removed_tags: Vec<String>,
     excl_by_id: Vec<(IdRanges, Excl)>,
@@ -131,6 +134,135 @@ pub struct Transaction {
     buf_a: Vec<u8>,
     buf_b: Vec<u8>,
     empty: Rc<[u8]>,
+    /// Phase-1 entries already evaluated by a restored [`Snapshot`], and its `MATCHED_VAR`.
+    skip1: (usize, usize),
+    skip1_mv: Option<Kv>,
+}
+
+/// Transaction state after the request-independent part of phase 1 (the CRS 901xxx
+/// initialisation: rules that read and write only TX and persistent collections), computed
+/// once at configure and restored into each new transaction instead of re-running those rules.
+///
+/// Phase 1 is `[A][B][rest]`: A are leading rules that read the request but can change nothing
+/// B depends on (no setvar/capture/skip, body-only `ctl`, pass, read no TX or MATCHED_VAR);
+/// B are the request-independent rules. Each request runs A, then jumps over B (taking B's
+/// last `MATCHED_VAR`), then runs the rest.
+#[derive(Clone)]
+pub struct Snapshot {
+    tx: FxMap<Rc<[u8]>, Kv>,
+    persist: Vec<FxMap<Rc<[u8]>, Kv>>,
+    next_id: u32,
+    matched_var: Option<Kv>,
+    counters: (u32, u32),
+    logs: usize,
+    /// B is `skip.0..skip.1` in phase 1.
+    skip: (usize, usize),
+}
+
+impl Snapshot {
+    /// Phase-1 entries (`start..end`) evaluated at configure instead of per request.
+    pub fn range(&self) -> (usize, usize) {
+        self.skip
+    }
+}
+
+/// Does `v` read state that rules write (TX, persistent collections, matches)?
+fn var_stateful(v: V) -> bool {
+    matches!(
+        v,
+        V::Values(Coll::Tx | Coll::Persist(_))
+            | V::Names(Coll::Tx | Coll::Persist(_))
+            | V::MatchedVar
+            | V::MatchedVarName
+            | V::MatchedVars
+            | V::MatchedVarsNames
+    )
+}
+
+/// Does `v` read only request-independent state?
+fn var_pure(v: V) -> bool {
+    v == V::Nothing || var_stateful(v)
+}
+
+fn macro_vars(m: &Macro, f: fn(V) -> bool) -> bool {
+    m.parts.iter().all(|p| match p {
+        Part::Lit(_) | Part::Rule(_) => true,
+        Part::Var(v, _) => f(*v),
+    })
+}
+
+/// The macro argument of an operator, if any.
+fn op_macro(op: &Op) -> Option<&Macro> {
+    match op {
+        Op::Eq(m)
+        | Op::Ge(m)
+        | Op::Gt(m)
+        | Op::Lt(m)
+        | Op::Le(m)
+        | Op::StrEq(m)
+        | Op::Contains(m)
+        | Op::ContainsWord(m)
+        | Op::BeginsWith(m)
+        | Op::EndsWith(m)
+        | Op::Within(m)
+        | Op::RxMacro(m, _) => Some(m),
+        _ => None,
+    }
+}
+
+/// Do all of `r`'s macros (operator, setvar, msg, logdata) pass `f` on their variables?
+fn rule_macros(r: &Rule, f: fn(V) -> bool) -> bool {
+    op_macro(&r.op).is_none_or(|m| macro_vars(m, f))
+        && r.setvars.iter().all(|sv| {
+            macro_vars(&sv.name, f)
+                && match &sv.op {
+                    SetOp::Del => true,
+                    SetOp::Set(m) | SetOp::Add(m) | SetOp::Sub(m) => macro_vars(m, f),
+                }
+        })
+        && r.msg.as_ref().is_none_or(|m| macro_vars(m, f))
+        && r.logdata.as_ref().is_none_or(|m| macro_vars(m, f))
+}
+
+/// Can `r` (with its chain) be evaluated before the request is known, with the same result?
+fn rule_pure(r: &Rule) -> bool {
+    let op = match &r.op {
+        Op::RxMacro(..) => false,
+        Op::Unconditional | Op::NoMatch => true,
+        op => op_macro(op).is_some(),
+    };
+    op && r.ctls.is_empty()
+        && r.skip == 0
+        && r.targets.iter().all(|t| var_pure(t.var))
+        && r.excl.iter().all(|e| var_pure(e.var))
+        && rule_macros(r, var_pure)
+        && r.chain.as_deref().is_none_or(rule_pure)
+}
+
+/// Can request-independent rules after `r` be evaluated before `r` (see [`Snapshot`])?
+/// `r` must not write or read rule-written state nor change control flow.
+fn rule_passable(r: &Rule, default: Disr) -> bool {
+    fn link(r: &Rule) -> bool {
+        r.setvars.is_empty()
+            && !r.capture
+            && r.ctls.iter().all(|c| {
+                matches!(
+                    c,
+                    Ctl::BodyProcessor(_)
+                        | Ctl::ForceBodyVar(_)
+                        | Ctl::BodyAccess(_)
+                        | Ctl::Ignored
+                )
+            })
+            && !r.targets.iter().any(|t| var_stateful(t.var))
+            && rule_macros(r, |v| !var_stateful(v))
+            && r.chain.as_deref().is_none_or(link)
+    }
+    let d = match r.disruptive {
+        Some(Disr::Block) | None => default,
+        Some(d) => d,
+    };
+    d == Disr::Pass && r.skip == 0 && r.skip_after.is_none() && link(r)
 }
 
 fn rc(b: &[u8]) -> Rc<[u8]> {
@@ -161,6 +293,8 @@ impl Transaction {
             matched_vars: Vec::new(),
             cache: FxMap::default(),
             pf_cache: FxMap::default(),
+            pf_bits: Vec::new(),
+            names: FxMap::default(),
             removed_ids: Vec::new(),
             removed_tags: Vec::new(),
             excl_by_id: Vec::new(),
@@ -178,7 +312,89 @@ impl Transaction {
             buf_a: Vec::new(),
             buf_b: Vec::new(),
             empty: Rc::from(&b""[..]),
+            skip1: (0, 0),
+            skip1_mv: None,
         }
+    }
+
+    fn save(&self, skip: (usize, usize)) -> Snapshot {
+        Snapshot {
+            tx: self.tx.clone(),
+            persist: self.persist.clone(),
+            next_id: self.next_id,
+            matched_var: self.matched_var.clone(),
+            counters: self.counters,
+            logs: self.logs.len(),
+            skip,
+        }
+    }
+
+    /// Restores a [`Snapshot`] into a fresh transaction (before `set_request`).
+    pub fn restore(&mut self, s: &Snapshot) {
+        self.tx = s.tx.clone();
+        self.persist = s.persist.clone();
+        self.next_id = s.next_id;
+        self.counters = s.counters;
+        if s.skip.1 > s.skip.0 {
+            self.skip1 = s.skip;
+            self.skip1_mv = s.matched_var.clone();
+        }
+    }
+
+    /// Evaluates the request-independent rules of phase 1 (see [`Snapshot`]) on this fresh
+    /// transaction and returns the state after them. Stops at the first rule that reads
+    /// request data (after the leading passable ones), has `ctl:`, or matches with an effect
+    /// other than a silent `pass` (that rule is left to run per request).
+    pub fn snapshot(mut self) -> Snapshot {
+        let eng = self.eng.clone();
+        let list = &eng.phases[1];
+        let mut i = 0;
+        let mut from: Option<usize> = None;
+        if self.mode == Mode::Off {
+            return self.save((0, 0));
+        }
+        while i < list.len() {
+            let (ri, skip_to) = match &list[i] {
+                Entry::Marker(_) => {
+                    i += 1;
+                    continue;
+                }
+                Entry::Rule(r, t) => (*r, *t),
+            };
+            let rule = &eng.rules[ri];
+            if !rule_pure(rule) {
+                if from.is_none() && rule_passable(rule, eng.default_disr[1]) {
+                    i += 1;
+                    continue;
+                }
+                break;
+            }
+            let start = *from.get_or_insert(i);
+            let before = self.save((start, i));
+            self.matched_vars.clear();
+            self.counters.0 += 1;
+            if self.eval_chain(rule, ri) {
+                let d = match rule.disruptive {
+                    Some(Disr::Block) | None => eng.default_disr[1],
+                    Some(d) => d,
+                };
+                if d != Disr::Pass || self.logs.len() != before.logs {
+                    self.tx = before.tx;
+                    self.persist = before.persist;
+                    self.next_id = before.next_id;
+                    self.matched_var = before.matched_var;
+                    self.counters = before.counters;
+                    break;
+                }
+                if let Some(t) = skip_to {
+                    i = t;
+                    continue;
+                }
+            }
+            i += 1;
+        }
+        let start = from.unwrap_or(i);
+        self.save((start, i))
     }
 
     fn kv(&mut self, k: &[u8], v: &[u8]) -> Kv {
@@ -218,8 +434,7 @@ impl Transaction {
     /// Sets a TX variable (config knobs such as paranoia level use it before phase 1).
     pub fn tx_set(&mut self, k: &str, v: &[u8]) {
         let kv = self.kv(k.as_bytes(), v);
-        self.tx
-            .insert(k.to_ascii_lowercase().into_bytes().into_boxed_slice(), kv);
+        self.tx.insert(rc(k.to_ascii_lowercase().as_bytes()), kv);
     }
 
     fn add_arg(&mut self, post: bool, k: &[u8], v: &[u8]) {
@@ -434,7 +649,7 @@ impl Transaction {
         }
     }
 
-    fn map(&self, c: Coll) -> Option<&FxMap<Box<[u8]>, Kv>> {
+    fn map(&self, c: Coll) -> Option<&FxMap<Rc<[u8]>, Kv>> {
         match c {
             Coll::Tx => Some(&self.tx),
             Coll::Persist(i) => Some(&self.persist[i as usize]),
@@ -444,12 +659,17 @@ impl Transaction {
 
     fn collect(&self, t: &Target, excl: &[Excl], dyn_excl: &[Excl], out: &mut Vec<Val>) {
         let start = out.len();
-        let ex = |var: V, key: &[u8]| excl.iter().chain(dyn_excl.iter()).any(|e| e.hits(var, key));
+        // `ex` is only asked about `t.var`: no exclusion of that variable, nothing to test
+        let no_ex = !excl.iter().chain(dyn_excl.iter()).any(|e| e.var == t.var);
+        let all = matches!(t.sel, Sel::All);
+        let ex = |var: V, key: &[u8]| {
+            !no_ex && excl.iter().chain(dyn_excl.iter()).any(|e| e.hits(var, key))
+        };
         match t.var {
             V::Values(c) | V::Names(c) => {
                 let names = matches!(t.var, V::Names(_));
                 let push = |kv: &Kv, out: &mut Vec<Val>| {
-                    if t.sel.matches(&kv.key) && !ex(t.var, &kv.key) {
+                    if (all || t.sel.matches(&kv.key)) && !ex(t.var, &kv.key) {
                         if names {
                             out.push(Val {
                                 var: t.var,
@@ -656,13 +876,21 @@ impl Transaction {
         }
         let mut a = std::mem::take(&mut self.buf_a);
         let mut b = std::mem::take(&mut self.buf_b);
-        a.clear();
-        a.extend_from_slice(&v.val);
+        let mut owned = false;
         for t in rule.transforms.iter() {
-            t.apply(&a, &mut b);
+            let src: &[u8] = if owned { &a } else { &v.val };
+            if t.is_noop(src) {
+                continue;
+            }
+            t.apply(src, &mut b);
             std::mem::swap(&mut a, &mut b);
+            owned = true;
         }
-        let out = if *a == *v.val { v.val.clone() } else { rc(&a) };
+        let out = if !owned || *a == *v.val {
+            v.val.clone()
+        } else {
+            rc(&a)
+        };
         self.buf_a = a;
         self.buf_b = b;
         if v.id != NOCACHE {
@@ -787,10 +1015,11 @@ impl Transaction {
             kv.id = id;
             return;
         }
+        let key = rc(name);
         map.insert(
-            Box::from(name),
+            key.clone(),
             Kv {
-                key: rc(name),
+                key,
                 val: rc(val),
                 id,
             },
@@ -895,13 +1124,40 @@ impl Transaction {
             match c {
                 Some(v) => {
                     let kv = self.kv(&k, &v);
-                    self.tx.insert(Box::from(&k[..]), kv);
+                    self.tx.insert(kv.key.clone(), kv);
                 }
                 None => {
                     self.tx.remove(&k[..]);
                 }
             }
         }
+    }
+
+    /// `MATCHED_VAR_NAME` of `v` (`ARGS:id`), cached per value id and variable.
+    fn matched_name(&mut self, v: &Val) -> Rc<[u8]> {
+        let build = |v: &Val| -> Rc<[u8]> {
+            if v.var == V::Nothing {
+                Rc::from(&b""[..])
+            } else if v.key.is_empty() || matches!(v.var, V::MatchedVars | V::MatchedVarsNames) {
+                rc(var_name(v.var).as_bytes())
+            } else {
+                let n = var_name(v.var).as_bytes();
+                let mut b = Vec::with_capacity(n.len() + 1 + v.key.len());
+                b.extend_from_slice(n);
+                b.push(b':');
+                b.extend_from_slice(&v.key);
+                Rc::from(b)
+            }
+        };
+        if v.id == NOCACHE {
+            return build(v);
+        }
+        if let Some(n) = self.names.get(&(v.id, v.var)) {
+            return n.clone();
+        }
+        let n = build(v);
+        self.names.insert((v.id, v.var), n.clone());
+        n
     }
 
     /// Evaluates one rule of a chain; `immediate`: an unchained rule (logs itself).
@@ -937,15 +1193,22 @@ impl Transaction {
             let multi: Vec<Rc<[u8]>>;
             let candidates: &[Rc<[u8]>] = if rule.multi_match {
                 let mut c = vec![v.val.clone()];
-                let mut cur: Vec<u8> = v.val.to_vec();
-                let mut nb = Vec::new();
+                let mut cur = std::mem::take(&mut self.buf_a);
+                let mut nb = std::mem::take(&mut self.buf_b);
+                cur.clear();
+                cur.extend_from_slice(&v.val);
                 for t in rule.transforms.iter() {
+                    if t.is_noop(&cur) {
+                        continue;
+                    }
                     t.apply(&cur, &mut nb);
                     std::mem::swap(&mut cur, &mut nb);
                     if c.last().is_none_or(|l| **l != *cur) {
                         c.push(rc(&cur));
                     }
                 }
+                self.buf_a = cur;
+                self.buf_b = nb;
                 multi = c;
                 &multi
             } else {
@@ -960,15 +1223,16 @@ impl Transaction {
                     let hit = if v.id == NOCACHE {
                         crate::prefilter::has(&pf.scan(&tv), slot)
                     } else {
-                        let bits = match self.pf_cache.get(&key) {
-                            Some(b) => b.clone(),
+                        let at = match self.pf_cache.get(&key) {
+                            Some(&at) => at,
                             None => {
-                                let b: Rc<[u64]> = Rc::from(pf.scan(&tv));
-                                self.pf_cache.insert(key, b.clone());
-                                b
+                                let at = self.pf_bits.len();
+                                pf.scan_into(&tv, &mut self.pf_bits);
+                                self.pf_cache.insert(key, at);
+                                at
                             }
                         };
-                        crate::prefilter::has(&bits, slot)
+                        crate::prefilter::has(&self.pf_bits[at..at + pf.words()], slot)
                     };
                     if !hit {
                         continue;
@@ -986,19 +1250,9 @@ impl Transaction {
                         self.set_captures(c);
                     }
                 }
-                let name: Vec<u8> = if v.var == V::Nothing {
-                    Vec::new()
-                } else if v.key.is_empty() || matches!(v.var, V::MatchedVars | V::MatchedVarsNames)
-                {
-                    var_name(v.var).as_bytes().to_vec()
-                } else {
-                    let mut n = var_name(v.var).as_bytes().to_vec();
-                    n.push(b':');
-                    n.extend_from_slice(&v.key);
-                    n
-                };
+                let name = self.matched_name(v);
                 let kv = Kv {
-                    key: rc(&name),
+                    key: name,
                     val: tv.clone(),
                     id: NOCACHE,
                 };
@@ -1048,6 +1302,13 @@ impl Transaction {
         let list = &eng.phases[phase as usize];
         let mut i = 0;
         while i < list.len() {
+            if phase == 1 && i == self.skip1.0 && self.skip1.1 > i {
+                i = self.skip1.1;
+                if let Some(mv) = self.skip1_mv.take() {
+                    self.matched_var = Some(mv);
+                }
+                continue;
+            }
             let (ri, skip_to) = match &list[i] {
                 Entry::Marker(_) => {
                     i += 1;

@@ -376,3 +376,33 @@ SecRule TX:paranoia_level "@eq 3" "id:4,phase:1,deny,status:499"
 fn tx_phase(tx: &Transaction) -> u8 {
     tx.intervention.map(|i| i.phase).unwrap_or(0)
 }
+
+/// Request-independent phase-1 rules run once at configure (`tx::Snapshot`); results must be
+/// as if they ran per request, including MATCHED_VAR seen by the first rule after them.
+#[test]
+fn phase1_snapshot() {
+    let w = waf(r#"
+SecRule REQUEST_HEADERS:Content-Type "xml" "id:1,phase:1,pass,nolog,t:lowercase,ctl:requestBodyProcessor=XML"
+SecAction "id:2,phase:1,pass,nolog,setvar:tx.a=5,setvar:tx.n=1"
+SecRule TX:a "@eq 5" "id:3,phase:1,pass,nolog,setvar:tx.b=%{tx.a}7,setvar:tx.n=+2"
+SecRule MATCHED_VAR "@streq 5" "id:4,phase:1,pass,log,setvar:tx.n=+10"
+SecRule TX:b "@streq 57" "id:5,phase:1,pass,log"
+SecRule TX:n "@eq 13" "id:6,phase:1,deny,status:403,log"
+"#);
+    let s = w.snapshot.as_ref().expect("snapshot");
+    assert_eq!(s.range(), (1, 3), "rules 2 and 3 run at configure");
+    for _ in 0..2 {
+        let tx = req(
+            &w,
+            "GET",
+            "/",
+            &[("Host", "h"), ("Content-Type", "text/XML")],
+            None,
+        );
+        assert_eq!(ids(&tx), vec![4, 5, 6]);
+        assert_eq!(status(&tx), 403);
+        assert_eq!(tx.tx_get("n"), Some(&b"13"[..]));
+        let tx = get(&w, "/");
+        assert_eq!(ids(&tx), vec![4, 5, 6]);
+    }
+}

@@ -1,0 +1,176 @@
+//! Deterministic per-request cost of the engine on the real CRS 3.3 (Debian `modsecurity-crs`).
+//!
+//! `cargo run --release --example perf -- [N]` evaluates a fixed mix of benign requests N times
+//! (default 200) and prints the decisions. Count instructions with
+//! `valgrind --tool=callgrind target/release/examples/perf 200` and subtract a `perf 0` run
+//! (configure only), or `perf stat -e instructions`.
+
+use waf::config::{build, Config};
+use waf::load::FileSource;
+
+struct Fs;
+
+impl FileSource for Fs {
+    fn list(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for dir in [
+            "/usr/share/modsecurity-crs/rules",
+            "/etc/modsecurity/crs",
+            "/etc/nginx",
+        ] {
+            if let Ok(rd) = std::fs::read_dir(dir) {
+                for e in rd.flatten() {
+                    out.push(e.path().to_string_lossy().into_owned());
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+    fn read(&self, path: &str) -> Result<Vec<u8>, String> {
+        std::fs::read(path).map_err(|e| e.to_string())
+    }
+}
+
+struct Req {
+    method: &'static str,
+    uri: &'static str,
+    headers: Vec<(&'static str, &'static str)>,
+    body: Option<&'static [u8]>,
+}
+
+fn main() {
+    let n: usize = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200);
+    let cfg = Config {
+        rules: vec![
+            "/etc/nginx/modsecurity.conf".into(),
+            "/etc/modsecurity/crs/crs-setup.conf".into(),
+            "/etc/modsecurity/crs/REQUEST-900-EXCLUSION-RULES-BEFORE-CRS.conf".into(),
+            "/usr/share/modsecurity-crs/rules/*.conf".into(),
+            "/etc/modsecurity/crs/RESPONSE-999-EXCLUSION-RULES-AFTER-CRS.conf".into(),
+        ],
+        mode: Some("block".into()),
+        ..Config::default()
+    };
+    let w = build(&cfg, Some(&Fs), None).unwrap_or_else(|e| panic!("CRS load failed: {e}"));
+    if let Some(s) = &w.snapshot {
+        eprintln!("phase-1 entries evaluated at configure: {:?}", s.range());
+    }
+    if std::env::var_os("PERF_IDS").is_some() {
+        dbg_ids(&w);
+    }
+    let base: Vec<(&str, &str)> = vec![
+        ("Host", "shop.example.com"),
+        (
+            "User-Agent",
+            "Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.0",
+        ),
+        (
+            "Accept",
+            "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+        ),
+        ("Accept-Language", "en-US,en;q=0.5"),
+        ("Accept-Encoding", "gzip, deflate, br"),
+    ];
+    let reqs = [
+        Req {
+            method: "GET",
+            uri: "/",
+            headers: vec![],
+            body: None,
+        },
+        Req {
+            method: "GET",
+            uri: "/products/list?category=shoes&page=2&sort=price_asc",
+            headers: vec![
+                ("Cookie", "session=abc123def456; theme=dark; lang=en"),
+                ("Referer", "https://shop.example.com/products"),
+            ],
+            body: None,
+        },
+        Req {
+            method: "GET",
+            uri: "/static/app.js?v=1.2.3",
+            headers: vec![("Cookie", "session=abc123def456")],
+            body: None,
+        },
+        Req {
+            method: "POST",
+            uri: "/api/cart",
+            headers: vec![
+                ("Content-Type", "application/json"),
+                ("Cookie", "session=abc123def456"),
+            ],
+            body: Some(
+                br#"{"item":"sku-1234","qty":2,"note":"gift wrap please","tags":["a","b"]}"#,
+            ),
+        },
+    ];
+    let mut blocked = 0usize;
+    let mut flagged = 0usize;
+    for _ in 0..n {
+        for r in &reqs {
+            let mut headers: Vec<(String, String)> = base
+                .iter()
+                .chain(r.headers.iter())
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            if let Some(b) = r.body {
+                headers.push(("Content-Length".into(), b.len().to_string()));
+            }
+            let mut tx = w.transaction();
+            tx.set_request(
+                r.method,
+                r.uri,
+                "HTTP/1.1",
+                &headers,
+                "127.0.0.1:40000",
+                "perf-1",
+            );
+            tx.run_phase(1);
+            if let Some(b) = r.body {
+                let ct = r
+                    .headers
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+                    .map(|(_, v)| *v);
+                tx.process_body(b, ct);
+            }
+            tx.run_phase(2);
+            tx.run_phase(5);
+            if tx.intervention.is_some() {
+                blocked += 1;
+            } else if !tx.logs.is_empty() {
+                flagged += 1;
+            }
+        }
+    }
+    println!(
+        "requests={} blocked={} flagged={}",
+        n * reqs.len(),
+        blocked,
+        flagged
+    );
+}
+#[allow(dead_code)]
+fn dbg_ids(w: &waf::config::Waf) {
+    for (i, e) in w.engine.phases[1].iter().enumerate().take(60) {
+        match e {
+            waf::load::Entry::Rule(r, _) => {
+                eprintln!(
+                    "{i} {} {:?}",
+                    w.engine.rules[*r].id,
+                    w.engine.rules[*r]
+                        .targets
+                        .iter()
+                        .map(|t| t.var)
+                        .collect::<Vec<_>>()
+                )
+            }
+            waf::load::Entry::Marker(m) => eprintln!("{i} marker {m:?}"),
+        }
+    }
+}
