@@ -338,7 +338,7 @@ fn origin_id(c: &reqwest::blocking::Client, url: &str, headers: &[(&str, &str)])
     for (k, v) in headers {
         rb = rb.header(*k, *v);
     }
-    let r = rb.send().unwrap();
+    let r = rb.send().unwrap_or_else(|e| panic!("{url}: {e:?}"));
     assert_eq!(r.status(), 200, "{url}");
     r.headers()["x-origin-id"].to_str().unwrap().to_string()
 }
