@@ -226,6 +226,16 @@ fn local_header(local: &LocalResponse) -> Result<ResponseHeader> {
     Ok(resp)
 }
 
+/// A plain-text answer of Sluice's own.
+fn plain(status: u16, details: &str, body: &str) -> LocalResponse {
+    LocalResponse {
+        status,
+        details: details.into(),
+        body: body.as_bytes().to_vec(),
+        headers: vec![("content-type".into(), b"text/plain".to_vec())],
+    }
+}
+
 async fn send_local(session: &mut Session, local: &LocalResponse) -> Result<()> {
     let resp = local_header(local)?;
     let empty = local.body.is_empty();
@@ -480,16 +490,8 @@ impl Sluice {
                         .with_label_values(&[route_name.as_str()])
                         .inc();
                     ctx.stream.info.response_code = Some(502);
-                    send_local(
-                        session,
-                        &LocalResponse {
-                            status: 502,
-                            details: "unknown pool".into(),
-                            body: b"bad gateway: no such upstream pool\n".to_vec(),
-                            headers: vec![("content-type".into(), b"text/plain".to_vec())],
-                        },
-                    )
-                    .await?;
+                    let local = plain(502, "unknown pool", "bad gateway: no such upstream pool\n");
+                    send_local(session, &local).await?;
                     return Ok(true);
                 }
             }
@@ -535,12 +537,7 @@ impl ProxyHttp for Sluice {
         let Some(route_idx) = snap.route(&host, session.req_header().uri.path()) else {
             send_local(
                 session,
-                &LocalResponse {
-                    status: 404,
-                    details: "no route".into(),
-                    body: b"no route matches this request\n".to_vec(),
-                    headers: vec![("content-type".into(), b"text/plain".to_vec())],
-                },
+                &plain(404, "no route", "no route matches this request\n"),
             )
             .await?;
             return Ok(true);

@@ -120,14 +120,24 @@ where
     lb
 }
 
-fn load_ca(def: &PoolDef) -> Result<Option<Arc<[WrappedX509]>>, String> {
+/// The pool's CA file, read once: its bytes (part of the pool's identity) and path.
+fn read_ca(def: &PoolDef) -> Result<Option<(&std::path::Path, Vec<u8>)>, String> {
     let Some(path) = def.tls.as_ref().and_then(|t| t.ca_file.as_ref()) else {
         return Ok(None);
     };
     let pem = std::fs::read(path)
         .map_err(|e| format!("pool {:?}: ca_file {}: {e}", def.name, path.display()))?;
+    Ok(Some((path, pem)))
+}
+
+/// The certificates of a CA file's PEM bytes.
+fn parse_ca(
+    def: &PoolDef,
+    path: &std::path::Path,
+    pem: &[u8],
+) -> Result<Arc<[WrappedX509]>, String> {
     let mut out = Vec::new();
-    for der in rustls_pemfile::certs(&mut pem.as_slice()) {
+    for der in rustls_pemfile::certs(&mut &pem[..]) {
         let der = der.map_err(|e| {
             format!(
                 "pool {:?}: ca_file {}: bad PEM: {e}",
@@ -149,7 +159,7 @@ fn load_ca(def: &PoolDef) -> Result<Option<Arc<[WrappedX509]>>, String> {
             path.display()
         ));
     }
-    Ok(Some(out.into()))
+    Ok(out.into())
 }
 
 static HEALTH_CHECKS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
@@ -198,24 +208,27 @@ impl UpstreamPool {
             line: Some(def.line),
             message,
         };
-        let ca_bytes = match def.tls.as_ref().and_then(|t| t.ca_file.as_ref()) {
-            Some(p) => std::fs::read(p).unwrap_or_default(),
-            None => Vec::new(),
-        };
+        let ca_file = read_ca(def).map_err(diag)?;
         // Where the pool sits in the file does not make it another pool.
         let key = PoolDefKey(
             PoolDef {
                 line: 0,
                 ..def.clone()
             },
-            ca_bytes,
+            ca_file
+                .as_ref()
+                .map(|(_, pem)| pem.clone())
+                .unwrap_or_default(),
         );
         let mut reg = registry().lock().unwrap_or_else(|e| e.into_inner());
         reg.retain(|_, w| w.strong_count() > 0);
         if let Some(p) = reg.get(&key).and_then(Weak::upgrade) {
             return Ok(p);
         }
-        let ca = load_ca(def).map_err(diag)?;
+        let ca = match &ca_file {
+            Some((path, pem)) => Some(parse_ca(def, path, pem).map_err(diag)?),
+            None => None,
+        };
         let selector = match def.balance {
             Balance::RoundRobin => Selector::RoundRobin(lb(def)),
             Balance::Random => Selector::Random(lb(def)),
@@ -277,6 +290,10 @@ impl UpstreamPool {
     }
 
     fn ejected(&self, addr: &SocketAddr, now: Instant) -> bool {
+        if self.def.ejection.is_none() {
+            // Nothing is ever ejected: no lock on the pick path.
+            return false;
+        }
         let f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         f.get(addr)
             .and_then(|p| p.ejected_until)

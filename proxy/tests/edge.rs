@@ -97,7 +97,7 @@ fn sluice_tls(
     let dir = tempfile::tempdir().unwrap();
     let a = pki.leaf(dir.path(), "a", &["a.test"]);
     let b = pki.leaf(dir.path(), "b", &["b.test", "*.b.test"]);
-    let tls_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let tls_addr = free_addr();
     let s = sluice_in(dir, &body(tls_addr));
     (s, tls_addr, a, b)
 }

@@ -21,28 +21,6 @@ impl Drop for Showcase {
     }
 }
 
-fn origin_on(port: u16, id: &str) -> Proc {
-    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_sluice")).with_file_name("sluice-origin");
-    let addr = format!("127.0.0.1:{port}").parse().unwrap();
-    let child = Command::new(bin)
-        .args([
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--id",
-            id,
-            "--threads",
-            "1",
-        ])
-        .arg("--root")
-        .arg(repo().join("origin/www"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_port(addr);
-    Proc { child, addr }
-}
-
 /// Starts the default policy with its ports moved to free ones (the file is written
 /// next to the original, so its relative paths still hold).
 fn showcase() -> Showcase {
@@ -59,8 +37,10 @@ fn showcase() -> Showcase {
     text = text.replace("access_log = \"stdout\"", "access_log = \"off\"");
     let policy = repo().join(format!("policies/.showcase-{}.toml", std::process::id()));
     std::fs::write(&policy, text).unwrap();
-    let blue = origin_on(ports[3], "blue");
-    let green = origin_on(ports[4], "green");
+    let www = repo().join("origin/www");
+    let at = |port: u16| format!("127.0.0.1:{port}").parse().unwrap();
+    let blue = origin_at(at(ports[3]), "blue", Some(&www));
+    let green = origin_at(at(ports[4]), "green", Some(&www));
     let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
         .args(["run", "--policy"])
         .arg(&policy)

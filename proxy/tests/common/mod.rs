@@ -66,15 +66,29 @@ impl Drop for Proc {
 
 /// Starts the demo origin on a free port with the given id.
 pub fn origin(id: &str) -> Proc {
+    origin_at(free_addr(), id, None)
+}
+
+/// A free loopback address.
+pub fn free_addr() -> SocketAddr {
+    format!("127.0.0.1:{}", free_port()).parse().unwrap()
+}
+
+/// Starts the demo origin on `addr` with the given id, serving static files from
+/// `root` when given (the origin's default root otherwise).
+pub fn origin_at(addr: SocketAddr, id: &str, root: Option<&Path>) -> Proc {
     let bin = Path::new(env!("CARGO_BIN_EXE_sluice")).with_file_name("sluice-origin");
     assert!(
         bin.is_file(),
         "{} is missing: cargo build --release -p sluice-origin",
         bin.display()
     );
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let mut child = Command::new(bin)
-        .args(["--listen", &addr.to_string(), "--id", id, "--threads", "1"])
+    let mut cmd = Command::new(bin);
+    cmd.args(["--listen", &addr.to_string(), "--id", id, "--threads", "1"]);
+    if let Some(root) = root {
+        cmd.arg("--root").arg(root);
+    }
+    let mut child = cmd
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -140,8 +154,8 @@ pub fn write_policy_with(
     body: &str,
     server_extra: &str,
 ) -> (PathBuf, SocketAddr, SocketAddr, String) {
-    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let listen = free_addr();
+    let admin = free_addr();
     let path = dir.join("policy.toml");
     let server = format!(
         "[server]\nlisten = [\"{listen}\"]\nadmin = \"{admin}\"\nthreads = 1\n{server_extra}\n"
@@ -261,16 +275,5 @@ pub fn one_filter(origin: &Proc, name: &str, module_toml: &str, config: &str) ->
 
 /// Starts the demo origin serving static files from `root`.
 pub fn origin_root(id: &str, root: &Path) -> Proc {
-    let bin = Path::new(env!("CARGO_BIN_EXE_sluice")).with_file_name("sluice-origin");
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let mut child = Command::new(bin)
-        .args(["--listen", &addr.to_string(), "--id", id, "--threads", "1"])
-        .arg("--root")
-        .arg(root)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn origin");
-    wait_for(addr, &mut child, "origin");
-    Proc { child, addr }
+    origin_at(free_addr(), id, Some(root))
 }
