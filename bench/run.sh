@@ -60,64 +60,9 @@ FILTERS_OUT="$ROOT/filters/out"
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/sluice-bench.XXXXXX")
 RESULTS="$TMP/results.md"
 
-log() { printf '[bench] %s\n' "$*" >&2; }
-die() {
-    log "error: $*"
-    exit 1
-}
-
-# ---------------------------------------------------------------- processes
-
-declare -A PID_OF=()
-
-# start_bg NAME CMD...: runs CMD in the background, output in $TMP/NAME.log.
-start_bg() {
-    local name=$1
-    shift
-    "$@" >"$TMP/$name.log" 2>&1 &
-    PID_OF[$name]=$!
-}
-
-alive() { kill -0 "$1" 2>/dev/null; }
-
-# Pingora-based servers are SIGKILLed: their fast shutdown (SIGINT) with
-# `threads > 1` and `work_stealing = false` leaves the accept loop of one
-# runtime spinning at 100% CPU on "Tokio context is being shutdown" errors
-# (pingora 0.9.1), and the graceful one (SIGTERM) waits out a grace period.
-declare -A KILL_HARD=([bare-pingora]=1 [sluice-empty]=1 [sluice-two]=1)
-
-# stop NAME: SIGTERM (SIGKILL for KILL_HARD), SIGKILL after 3 s.
-stop() {
-    local name=$1 pid i
-    pid=${PID_OF[$name]:-}
-    [[ -n $pid ]] || return 0
-    unset "PID_OF[$name]"
-    if [[ -n ${KILL_HARD[$name]:-} ]]; then
-        kill -s KILL "$pid" 2>/dev/null || true
-    else
-        kill -s TERM "$pid" 2>/dev/null || true
-        for ((i = 0; i < 30; i++)); do
-            alive "$pid" || break
-            sleep 0.1
-        done
-        if alive "$pid"; then
-            kill -s KILL "$pid" 2>/dev/null || true
-        fi
-    fi
-    wait "$pid" 2>/dev/null || true
-}
-
-cleanup() {
-    local name
-    for name in "${!PID_OF[@]}"; do
-        stop "$name"
-    done
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+BENCH_TAG=bench
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 
 # wait_ready NAME URL: until URL answers 200 with the origin's x-origin-id
 # (so a proxy is known to reach the origin). Fails if NAME exits or after 15 s.

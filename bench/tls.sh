@@ -85,62 +85,9 @@ CERT="$TMP/pki/cert.pem"
 KEY="$TMP/pki/key.pem"
 CA="$TMP/pki/ca.pem"
 
-log() { printf '[tls-bench] %s\n' "$*" >&2; }
-die() {
-    log "error: $*"
-    exit 1
-}
-
-# ---------------------------------------------------------------- processes
-
-declare -A PID_OF=()
-
-# start_bg NAME CMD...: runs CMD in the background, output in $TMP/NAME.log.
-start_bg() {
-    local name=$1
-    shift
-    "$@" >"$TMP/$name.log" 2>&1 &
-    PID_OF[$name]=$!
-}
-
-alive() { kill -0 "$1" 2>/dev/null; }
-
-# Pingora-based servers are SIGKILLed (see bench/run.sh: pingora 0.9.1's fast
-# shutdown spins with threads > 1, the graceful one waits out a grace period).
-declare -A KILL_HARD=([sluice-empty]=1 [sluice-two]=1)
-
-# stop NAME: SIGTERM (SIGKILL for KILL_HARD), SIGKILL after 3 s.
-stop() {
-    local name=$1 pid i
-    pid=${PID_OF[$name]:-}
-    [[ -n $pid ]] || return 0
-    unset "PID_OF[$name]"
-    if [[ -n ${KILL_HARD[$name]:-} ]]; then
-        kill -s KILL "$pid" 2>/dev/null || true
-    else
-        kill -s TERM "$pid" 2>/dev/null || true
-        for ((i = 0; i < 30; i++)); do
-            alive "$pid" || break
-            sleep 0.1
-        done
-        if alive "$pid"; then
-            kill -s KILL "$pid" 2>/dev/null || true
-        fi
-    fi
-    wait "$pid" 2>/dev/null || true
-}
-
-cleanup() {
-    local name
-    for name in "${!PID_OF[@]}"; do
-        stop "$name"
-    done
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+BENCH_TAG=tls-bench
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 
 # url_of TARGET PORT: the URL curl and h2load use (h2load and curl connect to
 # 127.0.0.1 but send SNI and :authority $TLS_NAME).

@@ -44,48 +44,9 @@ MIX="$ROOT/bench/waf-mix.lua"
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/sluice-waf-bench.XXXXXX")
 chmod 755 "$TMP"
 RESULTS="$TMP/results.md"
-log() { printf '[waf-bench] %s\n' "$*" >&2; }
-die() {
-    log "error: $*"
-    exit 1
-}
-
-declare -A PID_OF=()
-start_bg() {
-    local name=$1
-    shift
-    "$@" >"$TMP/$name.log" 2>&1 &
-    PID_OF[$name]=$!
-}
-alive() { kill -0 "$1" 2>/dev/null; }
-stop() {
-    local name=$1 pid i
-    pid=${PID_OF[$name]:-}
-    [[ -n $pid ]] || return 0
-    unset "PID_OF[$name]"
-    if [[ $name == sluice* ]]; then
-        # Pingora's fast shutdown can spin (see bench/run.sh): SIGKILL.
-        kill -s KILL "$pid" 2>/dev/null || true
-    else
-        kill -s TERM "$pid" 2>/dev/null || true
-        for ((i = 0; i < 30; i++)); do
-            alive "$pid" || break
-            sleep 0.1
-        done
-        alive "$pid" && kill -s KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || true
-}
-cleanup() {
-    local name
-    for name in "${!PID_OF[@]}"; do
-        stop "$name"
-    done
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+BENCH_TAG=waf-bench
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 
 # wait_ready NAME URL: until URL answers 200 (60 s: the WAFs load the CRS first).
 wait_ready() {
