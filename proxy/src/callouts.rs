@@ -18,7 +18,9 @@ use crate::snapshot::Pool;
 /// Largest call response body a filter may receive.
 pub const MAX_CALL_RESPONSE_BYTES: usize = 4 << 20;
 
-fn connector() -> &'static Connector {
+/// The process's client connection pool for connections Sluice opens itself (filter
+/// calls, image sources), apart from the proxied requests' own.
+pub(crate) fn connector() -> &'static Connector {
     static C: OnceLock<Connector> = OnceLock::new();
     C.get_or_init(|| Connector::new(None))
 }

@@ -1,11 +1,10 @@
 //! One image request, end to end: fetch the source from the route's pool (revalidating
 //! a cached variant), transform on the blocking pool within the limits, answer.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use pingora::connectors::http::Connector;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::protocols::http::client::HttpSession;
@@ -17,10 +16,7 @@ use super::transform::{self, Limits, Output, TransformError};
 use super::{ImagesConfig, Spec};
 use crate::metrics::metrics;
 
-fn connector() -> &'static Connector {
-    static C: OnceLock<Connector> = OnceLock::new();
-    C.get_or_init(|| Connector::new(None))
-}
+use crate::callouts::connector;
 
 /// Request headers not forwarded to the origin: hop-by-hop ones, and those about
 /// the variant rather than the source (encodings, ranges, conditionals, Accept).
