@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # WAF benchmark: one run, on loopback, same traffic mix, same origin, of
 #   nginx              nginx as a reverse proxy, no WAF (reference)
+#   sluice             Sluice with no filter: the ceiling of any Sluice + WAF row
 #   nginx-modsecurity  the same nginx + ModSecurity 3 + OWASP CRS 3.3.4 PL1 (Debian packages)
 #   sluice-waf-host    Sluice + filters/out/waf.wasm, same CRS files, host-side matchers
 #   sluice-waf-wasm    the same, matchers inside the filter (regex / aho-corasick in wasm)
@@ -116,9 +117,17 @@ EOF
     start_bg "$name" nginx -p "$dir" -e "$dir/logs/error.log" -c "$dir/nginx.conf" -g 'daemon off;'
 }
 
-# sluice_waf NAME MATCHERS
+# sluice_waf NAME MATCHERS (MATCHERS "none": the same Sluice with no filter, the ceiling)
 sluice_waf() {
-    local name=$1 matchers=$2 policy="$TMP/$1.toml"
+    local name=$1 matchers=$2 policy="$TMP/$1.toml" chain='["waf"]'
+    local rules='"/etc/nginx/modsecurity.conf", "/etc/modsecurity/crs/crs-setup.conf",
+                    "/etc/modsecurity/crs/REQUEST-900-EXCLUSION-RULES-BEFORE-CRS.conf",
+                    "/usr/share/modsecurity-crs/rules/*.conf",
+                    "/etc/modsecurity/crs/RESPONSE-999-EXCLUSION-RULES-AFTER-CRS.conf"'
+    # "none": the filter stays declared (loaded, configured) but the route runs no filter.
+    [[ $matchers == none ]] && chain='[]' && matchers=wasm
+    # "norules": the filter runs with no rule at all: what any filter costs on each request.
+    [[ $matchers == norules ]] && rules='' && matchers=wasm
     cat >"$policy" <<EOF
 [server]
 listen = ["127.0.0.1:$SLUICE_PORT"]
@@ -140,14 +149,11 @@ files = ["/etc/nginx/modsecurity.conf", "/etc/modsecurity/crs/crs-setup.conf",
          "/usr/share/modsecurity-crs/rules/*.conf",
          "/etc/modsecurity/crs/RESPONSE-999-EXCLUSION-RULES-AFTER-CRS.conf",
          "/usr/share/modsecurity-crs/rules/*.data"]
-config = { rules = ["/etc/nginx/modsecurity.conf", "/etc/modsecurity/crs/crs-setup.conf",
-                    "/etc/modsecurity/crs/REQUEST-900-EXCLUSION-RULES-BEFORE-CRS.conf",
-                    "/usr/share/modsecurity-crs/rules/*.conf",
-                    "/etc/modsecurity/crs/RESPONSE-999-EXCLUSION-RULES-AFTER-CRS.conf"], mode = "block", status = 403, paranoia = 1, matchers = "$matchers" }
+config = { rules = [$rules], mode = "block", status = 403, paranoia = 1, matchers = "$matchers" }
 
 [[routes]]
 path_prefix = "/"
-filters = ["waf"]
+filters = $chain
 pool = "origin"
 EOF
     SLUICE_LOG=${SLUICE_LOG:-warn} start_bg "$name" "$REL/sluice" run --policy "$policy"
@@ -228,6 +234,8 @@ start_bg origin "$REL/sluice-origin" --listen "127.0.0.1:$ORIGIN_PORT" --root "$
 [[ $SKIP_NGINX == 1 ]] || run_target nginx "$NGINX_PORT" nginx_conf nginx "$NGINX_PORT" 0
 [[ $SKIP_MODSEC == 1 ]] || run_target nginx-modsecurity "$MODSEC_PORT" nginx_conf nginx-modsecurity "$MODSEC_PORT" 1
 if [[ $SKIP_SLUICE != 1 ]]; then
+    run_target sluice "$SLUICE_PORT" sluice_waf sluice none
+    run_target sluice-waf-norules "$SLUICE_PORT" sluice_waf sluice-waf-norules norules
     if [[ -f $WAF_WASM ]]; then
         run_target sluice-waf-host "$SLUICE_PORT" sluice_waf sluice-waf-host host
         run_target sluice-waf-wasm "$SLUICE_PORT" sluice_waf sluice-waf-wasm wasm

@@ -111,6 +111,7 @@ fn main() {
     ];
     let mut blocked = 0usize;
     let mut flagged = 0usize;
+    let (mut rules, mut ops) = (0u64, 0u64);
     for _ in 0..n {
         for r in &reqs {
             let mut headers: Vec<(String, String)> = base
@@ -141,6 +142,8 @@ fn main() {
             }
             tx.run_phase(2);
             tx.run_phase(5);
+            rules += u64::from(tx.counters.0);
+            ops += u64::from(tx.counters.1);
             if tx.intervention.is_some() {
                 blocked += 1;
             } else if !tx.logs.is_empty() {
@@ -148,11 +151,14 @@ fn main() {
             }
         }
     }
+    let total = (n * reqs.len()).max(1) as u64;
     println!(
-        "requests={} blocked={} flagged={}",
+        "requests={} blocked={} flagged={} rules/request={} operator calls/request={}",
         n * reqs.len(),
         blocked,
-        flagged
+        flagged,
+        rules / total,
+        ops / total
     );
 }
 #[allow(dead_code)]
