@@ -83,15 +83,19 @@ impl RootContext for RewriteRoot {
                 true
             }
             Err(e) => {
-                let _ =
-                    hostcalls::log(LogLevel::Error, &format!("body_rewrite: invalid config: {e}"));
+                let _ = hostcalls::log(
+                    LogLevel::Error,
+                    &format!("body_rewrite: invalid config: {e}"),
+                );
                 false
             }
         }
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(RewriteHttp { config: self.config.clone() }))
+        Some(Box::new(RewriteHttp {
+            config: self.config.clone(),
+        }))
     }
 
     fn get_type(&self) -> Option<ContextType> {

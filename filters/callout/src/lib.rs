@@ -62,10 +62,16 @@ fn parse_config(raw: Option<Vec<u8>>) -> Result<Config, String> {
         return Err(format!("`path` must start with '/': {:?}", cfg.path));
     }
     if !(1..=u64::from(u32::MAX)).contains(&cfg.timeout_ms) {
-        return Err(format!("`timeout_ms` {} out of range 1..=4294967295", cfg.timeout_ms));
+        return Err(format!(
+            "`timeout_ms` {} out of range 1..=4294967295",
+            cfg.timeout_ms
+        ));
     }
     if !(100..=599).contains(&cfg.deny_status) {
-        return Err(format!("`deny_status` {} out of range 100..=599", cfg.deny_status));
+        return Err(format!(
+            "`deny_status` {} out of range 100..=599",
+            cfg.deny_status
+        ));
     }
     Ok(cfg)
 }
@@ -96,7 +102,10 @@ impl RootContext for CalloutRoot {
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(CalloutHttp { config: self.config.clone(), mode: Vec::new() }))
+        Some(Box::new(CalloutHttp {
+            config: self.config.clone(),
+            mode: Vec::new(),
+        }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -120,11 +129,16 @@ impl Context for CalloutHttp {
         body_size: usize,
         _num_trailers: usize,
     ) {
-        let Some(cfg) = self.config.clone() else { return };
+        let Some(cfg) = self.config.clone() else {
+            return;
+        };
         // A failed call (timeout, reset) is delivered with no headers; don't
         // even ask for `:status` then.
-        let status =
-            if num_headers == 0 { None } else { self.get_http_call_response_header(":status") };
+        let status = if num_headers == 0 {
+            None
+        } else {
+            self.get_http_call_response_header(":status")
+        };
         let Some(status) = status else {
             self.set_http_request_header("x-callout-status", Some("failed"));
             self.resume_http_request();
@@ -137,7 +151,10 @@ impl Context for CalloutHttp {
         }
         let origin = self
             .get_http_call_response_header_bytes("x-origin-id")
-            .map_or_else(|| "none".to_string(), |b| String::from_utf8_lossy(&b).into_owned());
+            .map_or_else(
+                || "none".to_string(),
+                |b| String::from_utf8_lossy(&b).into_owned(),
+            );
 
         if self.mode == b"deny" {
             self.send_http_response(
@@ -156,7 +173,9 @@ impl Context for CalloutHttp {
 
 impl HttpContext for CalloutHttp {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let Some(cfg) = self.config.clone() else { return Action::Continue };
+        let Some(cfg) = self.config.clone() else {
+            return Action::Continue;
+        };
         let Some(mode) = self.get_http_request_header_bytes("x-callout") else {
             return Action::Continue;
         };

@@ -77,7 +77,9 @@ impl RootContext for HeadersRoot {
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(HeadersHttp { config: self.config.clone() }))
+        Some(Box::new(HeadersHttp {
+            config: self.config.clone(),
+        }))
     }
 
     fn get_type(&self) -> Option<ContextType> {

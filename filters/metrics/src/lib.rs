@@ -30,7 +30,9 @@ struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config { prefix: default_prefix() }
+        Config {
+            prefix: default_prefix(),
+        }
     }
 }
 
@@ -100,7 +102,11 @@ impl RootContext for MetricsRoot {
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(MetricsHttp { ids: self.ids, inflight: false, body_bytes: None }))
+        Some(Box::new(MetricsHttp {
+            ids: self.ids,
+            inflight: false,
+            body_bytes: None,
+        }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -121,18 +127,26 @@ impl Context for MetricsHttp {}
 
 impl HttpContext for MetricsHttp {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let Some(ids) = self.ids else { return Action::Continue };
+        let Some(ids) = self.ids else {
+            return Action::Continue;
+        };
         let len = self
             .get_http_request_header_bytes("content-length")
             .and_then(|v| std::str::from_utf8(&v).ok()?.trim().parse::<u64>().ok())
             .unwrap_or(0);
         self.body_bytes = Some(len);
         if let Err(e) = hostcalls::increment_metric(ids.requests, 1) {
-            log(LogLevel::Warn, &format!("metrics: increment requests: {e:?}"));
+            log(
+                LogLevel::Warn,
+                &format!("metrics: increment requests: {e:?}"),
+            );
         }
         match hostcalls::increment_metric(ids.inflight, 1) {
             Ok(()) => self.inflight = true,
-            Err(e) => log(LogLevel::Warn, &format!("metrics: increment inflight: {e:?}")),
+            Err(e) => log(
+                LogLevel::Warn,
+                &format!("metrics: increment inflight: {e:?}"),
+            ),
         }
         let requests = match hostcalls::get_metric(ids.requests) {
             Ok(n) => n.to_string(),
@@ -147,12 +161,18 @@ impl HttpContext for MetricsHttp {
         if self.inflight {
             self.inflight = false;
             if let Err(e) = hostcalls::increment_metric(ids.inflight, -1) {
-                log(LogLevel::Warn, &format!("metrics: decrement inflight: {e:?}"));
+                log(
+                    LogLevel::Warn,
+                    &format!("metrics: decrement inflight: {e:?}"),
+                );
             }
         }
         if let Some(len) = self.body_bytes.take() {
             if let Err(e) = hostcalls::record_metric(ids.body_bytes, len) {
-                log(LogLevel::Warn, &format!("metrics: record body_bytes: {e:?}"));
+                log(
+                    LogLevel::Warn,
+                    &format!("metrics: record body_bytes: {e:?}"),
+                );
             }
         }
     }

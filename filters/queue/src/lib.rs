@@ -64,7 +64,8 @@ fn parse_config(raw: Option<Vec<u8>>) -> Result<Config, String> {
 
 /// Decimal u64 from a shared-data value; absent or unparsable = 0.
 fn parse_count(v: Option<Vec<u8>>) -> u64 {
-    v.and_then(|b| std::str::from_utf8(&b).ok()?.trim().parse().ok()).unwrap_or(0)
+    v.and_then(|b| std::str::from_utf8(&b).ok()?.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// Shared-data `key` += 1 with a CAS retry loop.
@@ -129,7 +130,10 @@ impl RootContext for QueueRoot {
                 }
             };
             if let Err(e) = increment(RECEIVED_KEY) {
-                log(LogLevel::Warn, &format!("queue: increment {RECEIVED_KEY}: {e:?}"));
+                log(
+                    LogLevel::Warn,
+                    &format!("queue: increment {RECEIVED_KEY}: {e:?}"),
+                );
             }
             if let Err(e) = self.set_shared_data(LAST_KEY, Some(&item), None) {
                 log(LogLevel::Warn, &format!("queue: set {LAST_KEY}: {e:?}"));
@@ -138,7 +142,9 @@ impl RootContext for QueueRoot {
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(QueueHttp { config: self.config.clone() }))
+        Some(Box::new(QueueHttp {
+            config: self.config.clone(),
+        }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -155,7 +161,9 @@ impl Context for QueueHttp {}
 
 impl HttpContext for QueueHttp {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let Some(cfg) = self.config.clone() else { return Action::Continue };
+        let Some(cfg) = self.config.clone() else {
+            return Action::Continue;
+        };
         match cfg.role {
             Role::Consumer => {
                 let received = parse_count(self.get_shared_data(RECEIVED_KEY).0);

@@ -83,7 +83,9 @@ impl RootContext for RespondRoot {
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(RespondHttp { config: self.config.clone() }))
+        Some(Box::new(RespondHttp {
+            config: self.config.clone(),
+        }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -106,9 +108,16 @@ impl HttpContext for RespondHttp {
                 return Action::Continue;
             }
         }
-        let headers: Vec<(&str, &str)> =
-            cfg.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        let body = if cfg.body.is_empty() { None } else { Some(cfg.body.as_bytes()) };
+        let headers: Vec<(&str, &str)> = cfg
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let body = if cfg.body.is_empty() {
+            None
+        } else {
+            Some(cfg.body.as_bytes())
+        };
         self.send_http_response(cfg.status, headers, body);
         Action::Pause
     }

@@ -62,7 +62,10 @@ fn parse_config(raw: Option<Vec<u8>>) -> Result<Parsed, String> {
     if path.iter().any(String::is_empty) {
         return Err(format!("`key` {:?} has an empty path segment", cfg.key));
     }
-    Ok(Parsed { role: cfg.role, path })
+    Ok(Parsed {
+        role: cfg.role,
+        path,
+    })
 }
 
 /// A property as a string: missing / Err status = `none`.
@@ -99,7 +102,9 @@ impl RootContext for StateRoot {
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(StateHttp { config: self.config.clone() }))
+        Some(Box::new(StateHttp {
+            config: self.config.clone(),
+        }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -116,7 +121,9 @@ impl Context for StateHttp {}
 
 impl HttpContext for StateHttp {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let Some(cfg) = self.config.clone() else { return Action::Continue };
+        let Some(cfg) = self.config.clone() else {
+            return Action::Continue;
+        };
         let path: Vec<&str> = cfg.path.iter().map(String::as_str).collect();
         match cfg.role {
             Role::Writer => {
@@ -148,7 +155,9 @@ impl HttpContext for StateHttp {
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let Some(cfg) = self.config.clone() else { return Action::Continue };
+        let Some(cfg) = self.config.clone() else {
+            return Action::Continue;
+        };
         let path: Vec<&str> = cfg.path.iter().map(String::as_str).collect();
         let header = match cfg.role {
             Role::Writer => "x-writer-saw",

@@ -36,7 +36,10 @@ struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config { period_ms: default_period_ms(), key: default_key() }
+        Config {
+            period_ms: default_period_ms(),
+            key: default_key(),
+        }
     }
 }
 
@@ -48,7 +51,10 @@ fn parse_config(raw: Option<Vec<u8>>) -> Result<Config, String> {
     };
     // The ABI carries the period as u32 milliseconds; 0 would disable ticks.
     if !(1..=u64::from(u32::MAX)).contains(&cfg.period_ms) {
-        return Err(format!("`period_ms` {} out of range 1..=4294967295", cfg.period_ms));
+        return Err(format!(
+            "`period_ms` {} out of range 1..=4294967295",
+            cfg.period_ms
+        ));
     }
     if cfg.key.is_empty() {
         return Err("`key` must not be empty".to_string());
@@ -58,7 +64,8 @@ fn parse_config(raw: Option<Vec<u8>>) -> Result<Config, String> {
 
 /// Decimal u64 from a shared-data value; absent or unparsable = 0.
 fn parse_count(v: Option<Vec<u8>>) -> u64 {
-    v.and_then(|b| std::str::from_utf8(&b).ok()?.trim().parse().ok()).unwrap_or(0)
+    v.and_then(|b| std::str::from_utf8(&b).ok()?.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 proxy_wasm::main! {{
@@ -102,7 +109,9 @@ impl RootContext for TickerRoot {
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(TickerHttp { config: self.config.clone() }))
+        Some(Box::new(TickerHttp {
+            config: self.config.clone(),
+        }))
     }
 
     fn get_type(&self) -> Option<ContextType> {

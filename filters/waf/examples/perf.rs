@@ -59,6 +59,20 @@ fn main() {
     if let Some(s) = &w.snapshot {
         eprintln!("phase-1 entries evaluated at configure: {:?}", s.range());
     }
+    let (mut with_list, mut with_memo, mut total) = (0, 0, 0);
+    for r in &w.engine.rules {
+        let mut cur = Some(r);
+        while let Some(x) = cur {
+            total += 1;
+            with_list += usize::from(x.tlist.is_some());
+            with_memo += usize::from(x.memo.is_some());
+            cur = x.chain.as_deref();
+        }
+    }
+    eprintln!(
+        "rules (with chained): {total}, shared target lists: {} used by {with_list}, memo slots: {with_memo}",
+        w.engine.n_tlists
+    );
     if std::env::var_os("PERF_IDS").is_some() {
         dbg_ids(&w);
     }

@@ -69,6 +69,7 @@ pub struct Waf {
 impl Waf {
     /// A fresh transaction.
     pub fn transaction(&self) -> Transaction {
+        self.engine.memo.borrow_mut().trim();
         let mut t = Transaction::new(self.engine.clone());
         match &self.snapshot {
             Some(s) => t.restore(s),

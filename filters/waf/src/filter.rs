@@ -221,6 +221,19 @@ impl RootContext for WafRoot {
         let with_host = host.is_some();
         match build(&cfg, files.as_ref().map(|f| f as &dyn FileSource), host) {
             Ok(w) => {
+                // Key the memo's hash with what an attacker cannot know: this VM's start time
+                // and where its heap put an allocation.
+                let nanos = self
+                    .get_current_time()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos() as u64)
+                    .unwrap_or(0);
+                let probe = Box::new(0u8);
+                let addr = &*probe as *const u8 as u64;
+                w.engine.memo.borrow_mut().seed(
+                    nanos,
+                    nanos.rotate_left(29) ^ addr.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+                );
                 let st = &w.engine.stats;
                 log(
                     LogLevel::Info,

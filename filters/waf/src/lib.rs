@@ -4,6 +4,7 @@
 pub mod body;
 pub mod config;
 pub mod load;
+pub mod memo;
 pub mod model;
 pub mod ops;
 pub mod parse;

@@ -99,6 +99,10 @@ pub struct Engine {
     pub stats: Stats,
     /// Literal prefilter over the prefilterable `@rx` rules.
     pub prefilter: Option<crate::prefilter::Prefilter>,
+    /// Operator misses remembered across requests.
+    pub memo: std::cell::RefCell<crate::memo::Memo>,
+    /// Number of interned cacheable target lists (`Rule::tlist`).
+    pub n_tlists: u32,
 }
 
 /// Load statistics.
@@ -893,6 +897,8 @@ impl<'a> Loader<'a> {
             op,
             negated,
             tchain: 0,
+            memo: None,
+            tlist: None,
             transforms: Rc::from(Vec::new()),
             multi_match: false,
             capture: false,
@@ -1213,6 +1219,15 @@ impl<'a> Loader<'a> {
         for (i, d) in self.defaults.iter().enumerate() {
             default_disr[i] = d.disruptive.unwrap_or(Disr::Pass);
         }
+        // After SecRuleUpdateTargetById: final targets.
+        let (mut slots, mut lists) = (0u32, HashMap::new());
+        for r in self.rules.iter_mut() {
+            let mut cur = Some(r);
+            while let Some(rule) = cur {
+                plan_rule(rule, &mut slots, &mut lists);
+                cur = rule.chain.as_deref_mut();
+            }
+        }
         Ok(Engine {
             rules: self.rules,
             phases,
@@ -1222,11 +1237,63 @@ impl<'a> Loader<'a> {
             host: self.host,
             stats: self.stats,
             prefilter: self.pf.build(),
+            memo: std::cell::RefCell::new(crate::memo::Memo::new(slots)),
+            n_tlists: lists.len() as u32,
         })
     }
 
     /// Settings, for the config layer to override (mode, status, limits).
     pub fn settings_mut(&mut self) -> &mut Settings {
         &mut self.settings
+    }
+}
+
+/// Does the operator's answer depend on its input alone (no macro, no state)?
+fn op_pure(op: &Op) -> bool {
+    match op {
+        Op::Rx(_)
+        | Op::Pm(_)
+        | Op::ValidateByteRange(_)
+        | Op::ValidateUrlEncoding
+        | Op::ValidateUtf8Encoding
+        | Op::IpMatch(_)
+        | Op::DetectSqli
+        | Op::DetectXss => true,
+        Op::StrEq(m)
+        | Op::Contains(m)
+        | Op::ContainsWord(m)
+        | Op::BeginsWith(m)
+        | Op::EndsWith(m)
+        | Op::Within(m)
+        | Op::Eq(m)
+        | Op::Ge(m)
+        | Op::Gt(m)
+        | Op::Lt(m)
+        | Op::Le(m) => m.literal().is_some(),
+        Op::RxMacro(..) | Op::Unconditional | Op::NoMatch => false,
+    }
+}
+
+/// Can the values of `v` change while a phase runs (TX, persistent collections, MATCHED_*)?
+fn var_changes(v: V) -> bool {
+    match v {
+        V::Values(c) | V::Names(c) => matches!(c, Coll::Tx | Coll::Persist(_)),
+        V::MatchedVar | V::MatchedVarName | V::MatchedVars | V::MatchedVarsNames | V::Nothing => {
+            true
+        }
+        V::Scalar(_) | V::XmlText | V::XmlAttrs => false,
+    }
+}
+
+/// Assigns a rule's memo slot and interned target list (see `Rule::memo`, `Rule::tlist`).
+fn plan_rule(rule: &mut Rule, slots: &mut u32, lists: &mut HashMap<String, u32>) {
+    if op_pure(&rule.op) {
+        rule.memo = Some(*slots);
+        *slots += 1;
+    }
+    if !rule.targets.is_empty() && !rule.targets.iter().any(|t| var_changes(t.var)) {
+        let key = format!("{:?}|{:?}", rule.targets, rule.excl);
+        let n = lists.len() as u32;
+        rule.tlist = Some(*lists.entry(key).or_insert(n));
     }
 }

@@ -479,6 +479,11 @@ pub struct Rule {
     pub category: Rc<str>,
     /// Literal-prefilter slot (non-negated `@rx` with required literals).
     pub pf: Option<u32>,
+    /// Memo slot: the operator's answer depends only on the value (see [`crate::memo`]).
+    pub memo: Option<u32>,
+    /// Interned (targets, exclusions) list whose values cannot change within a phase: the
+    /// per-phase cache of collected values is shared by every rule with the same list.
+    pub tlist: Option<u32>,
 }
 
 impl Rule {

@@ -137,7 +137,19 @@ pub struct Transaction {
     /// Phase-1 entries already evaluated by a restored [`Snapshot`], and its `MATCHED_VAR`.
     skip1: (usize, usize),
     skip1_mv: Option<Kv>,
+    /// Value id -> memo row ([`ROW_UNKNOWN`], [`ROW_NONE`]), valid for `memo_gen`.
+    memo_rows: Vec<u32>,
+    memo_gen: u32,
+    /// Collected values per interned target list (`Rule::tlist`), for the running phase.
+    lists: Vec<Option<Rc<[Val]>>>,
 }
+
+/// `memo_rows`: not looked up yet.
+const ROW_UNKNOWN: u32 = u32::MAX;
+/// `memo_rows`: the value is not memoised (too long, memo full or off).
+const ROW_NONE: u32 = u32::MAX - 1;
+/// Value ids beyond this are not memoised (bounds `memo_rows`).
+const MAX_MEMO_ID: u32 = 1 << 16;
 
 /// Transaction state after the request-independent part of phase 1 (the CRS 901xxx
 /// initialisation: rules that read and write only TX and persistent collections), computed
@@ -274,6 +286,7 @@ impl Transaction {
     pub fn new(eng: Rc<Engine>) -> Self {
         let mode = eng.settings.mode;
         let body_access = eng.settings.body_access;
+        let memo_gen = eng.memo.borrow().generation();
         Transaction {
             eng,
             next_id: 0,
@@ -314,7 +327,60 @@ impl Transaction {
             empty: Rc::from(&b""[..]),
             skip1: (0, 0),
             skip1_mv: None,
+            memo_rows: Vec::new(),
+            memo_gen,
+            lists: Vec::new(),
         }
+    }
+
+    /// Before a phase: collected lists are per phase (the body adds values between phases),
+    /// memo rows per memo generation (another transaction may have trimmed it).
+    fn phase_start(&mut self) {
+        self.lists.clear();
+        self.lists.resize(self.eng.n_tlists as usize, None);
+        let g = self.eng.memo.borrow().generation();
+        if g != self.memo_gen {
+            self.memo_rows.clear();
+            self.memo_gen = g;
+        }
+    }
+
+    /// The memo row of value `v`, looked up once per value per transaction.
+    fn memo_row(&mut self, v: &Val) -> Option<u32> {
+        if v.id >= MAX_MEMO_ID {
+            return None;
+        }
+        let i = v.id as usize;
+        if i >= self.memo_rows.len() {
+            self.memo_rows.resize(i + 1, ROW_UNKNOWN);
+        }
+        match self.memo_rows[i] {
+            ROW_UNKNOWN => {
+                let r = self.eng.memo.borrow_mut().row(&v.val);
+                self.memo_rows[i] = r.unwrap_or(ROW_NONE);
+                r
+            }
+            ROW_NONE => None,
+            r => Some(r),
+        }
+    }
+
+    /// The values of an interned target list, collected once per phase.
+    fn list(&mut self, li: u32, rule: &Rule) -> Rc<[Val]> {
+        let li = li as usize;
+        if li >= self.lists.len() {
+            self.lists.resize(li + 1, None);
+        }
+        if let Some(l) = &self.lists[li] {
+            return l.clone();
+        }
+        let mut out = Vec::new();
+        for t in &rule.targets {
+            self.collect(t, &rule.excl, &[], &mut out);
+        }
+        let l: Rc<[Val]> = Rc::from(out);
+        self.lists[li] = Some(l.clone());
+        l
     }
 
     fn save(&self, skip: (usize, usize)) -> Snapshot {
@@ -350,6 +416,7 @@ impl Transaction {
         let list = &eng.phases[1];
         let mut i = 0;
         let mut from: Option<usize> = None;
+        self.phase_start();
         if self.mode == Mode::Off {
             return self.save((0, 0));
         }
@@ -1184,11 +1251,29 @@ impl Transaction {
         } else {
             Vec::new()
         };
-        for t in &rule.targets {
-            self.collect(t, &rule.excl, &dyn_excl, &mut vals);
-        }
+        let shared = match rule.tlist {
+            Some(li) if !has_dyn => Some(self.list(li, rule)),
+            _ => {
+                for t in &rule.targets {
+                    self.collect(t, &rule.excl, &dyn_excl, &mut vals);
+                }
+                None
+            }
+        };
+        let items: &[Val] = shared.as_deref().unwrap_or(&vals);
+        let memo_slot = rule.memo;
         let mut any = false;
-        for v in vals.iter() {
+        for v in items.iter() {
+            let memo = match memo_slot {
+                Some(slot) if v.id != NOCACHE => self.memo_row(v).map(|r| (r, slot)),
+                _ => None,
+            };
+            if let Some((r, slot)) = memo {
+                if eng.memo.borrow_mut().is_miss(r, slot) {
+                    continue;
+                }
+            }
+            let mut hit = false;
             let single;
             let multi: Vec<Rc<[u8]>>;
             let candidates: &[Rc<[u8]>] = if rule.multi_match {
@@ -1245,6 +1330,7 @@ impl Transaction {
                     continue;
                 }
                 any = true;
+                hit = true;
                 if let Some(c) = caps {
                     if rule.capture {
                         self.set_captures(c);
@@ -1266,6 +1352,9 @@ impl Transaction {
                 if !rule.multi_match {
                     break;
                 }
+            }
+            if let (Some((r, slot)), false) = (memo, hit) {
+                eng.memo.borrow_mut().set_miss(r, slot);
             }
         }
         self.scratch = vals;
@@ -1301,6 +1390,7 @@ impl Transaction {
         let eng = self.eng.clone();
         let list = &eng.phases[phase as usize];
         let mut i = 0;
+        self.phase_start();
         while i < list.len() {
             if phase == 1 && i == self.skip1.0 && self.skip1.1 > i {
                 i = self.skip1.1;

@@ -334,3 +334,94 @@ fn crs_throughput_smoke() {
         el.as_secs_f64() * 1e6 / n as f64
     );
 }
+
+/// What a transaction decided and logged, for comparing two engines.
+fn outcome(tx: &Transaction) -> String {
+    let logs: Vec<String> = tx
+        .logs
+        .iter()
+        .map(|l| format!("{} {:?} {:?} {:?}", l.id, l.msg, l.var, l.data))
+        .collect();
+    format!(
+        "{:?} {:?} score={} {}",
+        tx.intervention,
+        tx.would_block,
+        tx.anomaly_score(),
+        logs.join(" | ")
+    )
+}
+
+/// id, method, uri, headers, body of a corpus entry.
+type CorpusReq = (
+    String,
+    String,
+    String,
+    Vec<(String, String)>,
+    Option<String>,
+);
+
+/// The memo of operator misses (waf::memo) must not change any answer: the 206-request
+/// differential corpus, run three times over in a shuffled order through one engine (so the
+/// memo is warm with other requests' values), gives exactly what a memo-less engine gives.
+#[test]
+fn memo_changes_no_decision_log_or_score() {
+    let Some(memo) = crs() else { return };
+    let Some(plain) = crs() else { return };
+    *plain.engine.memo.borrow_mut() = waf::memo::Memo::new(0);
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proxy/tests/waf/corpus.json"),
+    )
+    .expect("proxy/tests/waf/corpus.json");
+    let corpus: Vec<serde_json::Value> = serde_json::from_str(&text).expect("corpus JSON");
+    assert!(corpus.len() > 200, "corpus too small: {}", corpus.len());
+    let s = |v: &serde_json::Value, k: &str| v[k].as_str().unwrap_or_default().to_string();
+    let reqs: Vec<CorpusReq> = corpus
+        .iter()
+        .map(|c| {
+            let headers = c["headers"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|p| {
+                            (
+                                p[0].as_str().unwrap_or_default().to_string(),
+                                p[1].as_str().unwrap_or_default().to_string(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let body = c["body"].as_str().map(str::to_string);
+            (s(c, "id"), s(c, "method"), s(c, "uri"), headers, body)
+        })
+        .collect();
+    let run_one = |w: &Waf, r: &CorpusReq| {
+        let req = Req {
+            method: &r.1,
+            uri: &r.2,
+            headers: r.3.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect(),
+            body: r.4.as_deref().map(str::as_bytes),
+        };
+        outcome(&run(w, &req))
+    };
+    let expected: Vec<String> = reqs.iter().map(|r| run_one(&plain, r)).collect();
+    let n = reqs.len();
+    let mut checked = 0;
+    for round in 0..3 {
+        // a different order each round: stride through the corpus
+        let stride = [1, 7, 13][round];
+        for k in 0..n {
+            let i = (k * stride + round) % n;
+            let got = run_one(&memo, &reqs[i]);
+            assert_eq!(got, expected[i], "round {round}, request {}", reqs[i].0);
+            checked += 1;
+        }
+    }
+    let m = memo.engine.memo.borrow();
+    eprintln!(
+        "memo: {} values, {} skipped operator calls, {checked} requests compared",
+        m.len(),
+        m.hits
+    );
+    assert!(m.hits > 10_000, "the memo was not used: {} hits", m.hits);
+}

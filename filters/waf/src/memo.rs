@@ -1,0 +1,189 @@
+//! Cross-request memo of operator misses.
+//!
+//! Most operator calls on ordinary traffic ask the same question again: the same
+//! `User-Agent`, `Accept`, path or argument value, through the same transformations, into the
+//! same `@rx`/`@pm`/`@detectSQLi`, answering "no". A rule whose input is a pure function of the
+//! value (its transformations and an operator without macros) gets a memo slot at load; the
+//! memo keeps, per distinct value (compared byte for byte, never by hash alone), one bit per
+//! slot: "this rule's operator does not match this value". A set bit skips the
+//! transformations, the prefilter and the operator; a match is never memoised, so captures,
+//! `MATCHED_VAR` and actions always come from a real evaluation.
+//!
+//! Bounded: values up to [`MAX_VALUE`] bytes, at most [`MAX_ROWS`] values and [`MAX_BYTES`]
+//! bytes of keys; when full it starts over (a new generation). The hash is SipHash keyed per
+//! VM ([`Memo::seed`]) so that chosen values cannot pile into one bucket.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
+use std::rc::Rc;
+
+/// Longest value the memo keeps.
+pub const MAX_VALUE: usize = 1024;
+/// Most distinct values kept before starting over.
+pub const MAX_ROWS: usize = 4096;
+/// Most key bytes kept before starting over.
+pub const MAX_BYTES: usize = 2 << 20;
+
+/// Keyed SipHash for the value table.
+#[derive(Clone, Copy, Default)]
+pub struct Keyed(u64, u64);
+
+impl BuildHasher for Keyed {
+    #[allow(deprecated)] // std's SipHasher is the keyed SipHash-2-4 we want; no extra crate
+    type Hasher = std::hash::SipHasher;
+    #[allow(deprecated)]
+    fn build_hasher(&self) -> Self::Hasher {
+        std::hash::SipHasher::new_with_keys(self.0, self.1)
+    }
+}
+
+/// The memo of one engine (one per filter VM: single-threaded).
+pub struct Memo {
+    rows: HashMap<Rc<[u8]>, u32, Keyed>,
+    /// `rows.len() * words` words: bit `slot` of a row set = a known miss.
+    bits: Vec<u64>,
+    words: usize,
+    bytes: usize,
+    gen: u32,
+    /// Lookups answered by a set bit (reports and tests).
+    pub hits: u64,
+}
+
+impl Memo {
+    /// A memo for `slots` memoisable rules.
+    pub fn new(slots: u32) -> Self {
+        Memo {
+            rows: HashMap::with_hasher(Keyed::default()),
+            bits: Vec::new(),
+            words: (slots as usize).div_ceil(64),
+            bytes: 0,
+            gen: 0,
+            hits: 0,
+        }
+    }
+
+    /// Keys the hash (the filter seeds it from the clock at configure); starts over.
+    pub fn seed(&mut self, k0: u64, k1: u64) {
+        self.rows = HashMap::with_hasher(Keyed(k0, k1));
+        self.clear();
+    }
+
+    /// Is the memo in use at all (any memoisable rule)?
+    pub fn enabled(&self) -> bool {
+        self.words > 0
+    }
+
+    /// Generation: changes whenever rows are dropped, so cached row numbers expire.
+    pub fn generation(&self) -> u32 {
+        self.gen
+    }
+
+    fn clear(&mut self) {
+        self.rows.clear();
+        self.bits.clear();
+        self.bytes = 0;
+        self.gen = self.gen.wrapping_add(1);
+    }
+
+    /// Starts over when full; called between transactions' phases, never inside one.
+    pub fn trim(&mut self) {
+        if self.rows.len() >= MAX_ROWS || self.bytes >= MAX_BYTES {
+            self.clear();
+        }
+    }
+
+    /// The row of `value` (added when new), or `None` when it is not memoised.
+    pub fn row(&mut self, value: &Rc<[u8]>) -> Option<u32> {
+        if !self.enabled() || value.len() > MAX_VALUE {
+            return None;
+        }
+        if let Some(&r) = self.rows.get(&value[..]) {
+            return Some(r);
+        }
+        // Soft bound within a phase: trim() drops everything at the next transaction.
+        if self.rows.len() >= 2 * MAX_ROWS || self.bytes >= 2 * MAX_BYTES {
+            return None;
+        }
+        let r = self.rows.len() as u32;
+        self.rows.insert(value.clone(), r);
+        self.bits.resize(self.bits.len() + self.words, 0);
+        self.bytes += value.len();
+        Some(r)
+    }
+
+    /// Is `slot` a known miss for `row`?
+    #[inline]
+    pub fn is_miss(&mut self, row: u32, slot: u32) -> bool {
+        let w = self.bits[row as usize * self.words + (slot / 64) as usize];
+        let miss = w & (1 << (slot % 64)) != 0;
+        self.hits += u64::from(miss);
+        miss
+    }
+
+    /// Records that `slot` does not match `row`.
+    #[inline]
+    pub fn set_miss(&mut self, row: u32, slot: u32) {
+        self.bits[row as usize * self.words + (slot / 64) as usize] |= 1 << (slot % 64);
+    }
+
+    /// Values held.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// No value held?
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+}
+
+/// Hashes `b` with the memo's keyed hasher (tests).
+pub fn hash_with(k: Keyed, b: &[u8]) -> u64 {
+    let mut h = k.build_hasher();
+    h.write(b);
+    h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(s: &str) -> Rc<[u8]> {
+        Rc::from(s.as_bytes())
+    }
+
+    #[test]
+    fn rows_bits_and_bounds() {
+        let mut m = Memo::new(70);
+        let a = m.row(&v("Mozilla/5.0")).unwrap();
+        let b = m.row(&v("curl/8")).unwrap();
+        assert_ne!(a, b);
+        assert_eq!(m.row(&v("Mozilla/5.0")), Some(a), "same bytes, same row");
+        assert!(!m.is_miss(a, 69));
+        m.set_miss(a, 69);
+        assert!(m.is_miss(a, 69));
+        assert!(!m.is_miss(b, 69), "bits are per value");
+        assert!(!m.is_miss(a, 5));
+        assert_eq!(
+            m.row(&v(&"x".repeat(MAX_VALUE + 1))),
+            None,
+            "long values are not kept"
+        );
+        let g = m.generation();
+        for i in 0..MAX_ROWS {
+            m.row(&v(&format!("value-{i}")));
+        }
+        m.trim();
+        assert_ne!(m.generation(), g, "full: a new generation");
+        assert!(m.is_empty());
+        assert_eq!(Memo::new(0).row(&v("a")), None, "no slot, no memo");
+    }
+
+    #[test]
+    fn keyed_hash_depends_on_the_key() {
+        assert_ne!(
+            hash_with(Keyed(1, 2), b"abc"),
+            hash_with(Keyed(3, 4), b"abc")
+        );
+    }
+}
