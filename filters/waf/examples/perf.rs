@@ -57,7 +57,11 @@ fn main() {
     };
     let w = build(&cfg, Some(&Fs), None).unwrap_or_else(|e| panic!("CRS load failed: {e}"));
     if let Some(s) = &w.snapshot {
-        eprintln!("phase-1 entries evaluated at configure: {:?}", s.range());
+        eprintln!(
+            "phase-1 entries evaluated at configure: {:?}; gates folded: {}",
+            s.range(),
+            s.folded()
+        );
     }
     let (mut with_list, mut with_memo, mut total) = (0, 0, 0);
     for r in &w.engine.rules {

@@ -141,7 +141,15 @@ pub struct Transaction {
     memo_rows: Vec<u32>,
     memo_gen: u32,
     /// Collected values per interned target list (`Rule::tlist`), for the running phase.
-    lists: Vec<Option<Rc<[Val]>>>,
+    lists: Vec<Option<Rc<List>>>,
+    /// Gates folded at configure (from the [`Snapshot`]).
+    folds: Rc<[Vec<Fold>; 6]>,
+}
+
+/// The values of a shared target list and their memo rows ([`ROW_NONE`] when not memoised).
+struct List {
+    vals: Vec<Val>,
+    rows: Vec<u32>,
 }
 
 /// `memo_rows`: not looked up yet.
@@ -169,12 +177,68 @@ pub struct Snapshot {
     logs: usize,
     /// B is `skip.0..skip.1` in phase 1.
     skip: (usize, usize),
+    /// Per phase, per entry: what a request does without evaluating it (see [`Fold`]).
+    folds: Rc<[Vec<Fold>; 6]>,
+}
+
+/// Gates folded at configure: rules such as CRS's `SecRule TX:EXECUTING_PARANOIA_LEVEL "@lt 2"
+/// "pass,nolog,skipAfter:END-..."` (about 130 of the ~270 rules a request evaluates at
+/// paranoia level 1) whose one target is a TX variable no per-request rule can write, with a
+/// pure operator and no effect but the jump. Their answer is the same for every request, so it
+/// is computed once from the snapshot's TX.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fold {
+    /// Evaluate the entry as usual.
+    Eval,
+    /// The gate never matches: go on with the next entry.
+    Pass,
+    /// The gate always matches: continue at this entry.
+    Jump(usize),
+}
+
+/// Can a `setvar` whose (lowercase) name is `name` write TX key `key`? Conservative: `false`
+/// only when no expansion can equal `key`. `%{rule.id}` expands to digits.
+fn can_write(name: &Macro, key: &[u8]) -> bool {
+    let mut k = key;
+    for p in &name.parts {
+        match p {
+            Part::Lit(l) => match k.strip_prefix(l.as_slice()) {
+                Some(rest) => k = rest,
+                None => return false,
+            },
+            Part::Rule(RuleField::Id) => return k.first().is_some_and(u8::is_ascii_digit),
+            _ => return true,
+        }
+    }
+    k.is_empty()
+}
+
+/// Does `v` read what the last match left (`MATCHED_VAR*`)?
+fn var_matched(v: V) -> bool {
+    matches!(
+        v,
+        V::MatchedVar | V::MatchedVarName | V::MatchedVars | V::MatchedVarsNames
+    )
 }
 
 impl Snapshot {
     /// Phase-1 entries (`start..end`) evaluated at configure instead of per request.
     pub fn range(&self) -> (usize, usize) {
         self.skip
+    }
+
+    /// Drops the folds: every gate is evaluated per request (the reference for tests).
+    pub fn unfold(&mut self) {
+        self.folds = Rc::new(Default::default());
+    }
+
+    /// Number of folded gates (reports and tests).
+    pub fn folded(&self) -> usize {
+        self.folds
+            .iter()
+            .flatten()
+            .filter(|f| **f != Fold::Eval)
+            .count()
     }
 }
 
@@ -330,6 +394,7 @@ impl Transaction {
             memo_rows: Vec::new(),
             memo_gen,
             lists: Vec::new(),
+            folds: Rc::new(Default::default()),
         }
     }
 
@@ -366,7 +431,7 @@ impl Transaction {
     }
 
     /// The values of an interned target list, collected once per phase.
-    fn list(&mut self, li: u32, rule: &Rule) -> Rc<[Val]> {
+    fn list(&mut self, li: u32, rule: &Rule) -> Rc<List> {
         let li = li as usize;
         if li >= self.lists.len() {
             self.lists.resize(li + 1, None);
@@ -378,7 +443,14 @@ impl Transaction {
         for t in &rule.targets {
             self.collect(t, &rule.excl, &[], &mut out);
         }
-        let l: Rc<[Val]> = Rc::from(out);
+        let rows = out
+            .iter()
+            .map(|v| match v.id {
+                NOCACHE => ROW_NONE,
+                _ => self.memo_row(v).unwrap_or(ROW_NONE),
+            })
+            .collect();
+        let l = Rc::new(List { vals: out, rows });
         self.lists[li] = Some(l.clone());
         l
     }
@@ -392,6 +464,7 @@ impl Transaction {
             counters: self.counters,
             logs: self.logs.len(),
             skip,
+            folds: self.folds.clone(),
         }
     }
 
@@ -405,6 +478,7 @@ impl Transaction {
             self.skip1 = s.skip;
             self.skip1_mv = s.matched_var.clone();
         }
+        self.folds = s.folds.clone();
     }
 
     /// Evaluates the request-independent rules of phase 1 (see [`Snapshot`]) on this fresh
@@ -461,7 +535,105 @@ impl Transaction {
             i += 1;
         }
         let start = from.unwrap_or(i);
+        self.folds = Rc::new(self.fold_gates((start, i)));
         self.save((start, i))
+    }
+
+    /// Computes the [`Fold`]s from the state after the request-independent head `b` of phase 1.
+    fn fold_gates(&mut self, b: (usize, usize)) -> [Vec<Fold>; 6] {
+        let eng = self.eng.clone();
+        let mut folds: [Vec<Fold>; 6] = Default::default();
+        // TX names that rules evaluated per request may write (all but B's).
+        let mut writers: Vec<&Macro> = Vec::new();
+        for (p, list) in eng.phases.iter().enumerate() {
+            for (i, e) in list.iter().enumerate() {
+                if let Entry::Rule(ri, _) = e {
+                    if p == 1 && i >= b.0 && i < b.1 {
+                        continue;
+                    }
+                    let mut cur = Some(&eng.rules[*ri]);
+                    while let Some(r) = cur {
+                        writers.extend(
+                            r.setvars
+                                .iter()
+                                .filter(|sv| sv.coll == SetColl::Tx)
+                                .map(|sv| &sv.name),
+                        );
+                        cur = r.chain.as_deref();
+                    }
+                }
+            }
+        }
+        // (capture writes TX:0-9)
+        let stable = |k: &[u8]| {
+            let capture = k.len() == 1 && k[0].is_ascii_digit();
+            !capture && !writers.iter().any(|m| can_write(m, k))
+        };
+        for (p, list) in eng.phases.iter().enumerate() {
+            folds[p] = vec![Fold::Eval; list.len()];
+            // A folded gate leaves no MATCHED_VAR behind: only fold where no rule reads one
+            // before its own match.
+            let reads_matched = list.iter().any(|e| match e {
+                Entry::Rule(ri, _) => {
+                    let r = &eng.rules[*ri];
+                    r.targets.iter().any(|t| var_matched(t.var))
+                        || op_macro(&r.op).is_some_and(|m| !macro_vars(m, |v| !var_matched(v)))
+                }
+                Entry::Marker(_) => false,
+            });
+            if reads_matched || self.mode == Mode::Off {
+                continue;
+            }
+            for (i, e) in list.iter().enumerate() {
+                let Entry::Rule(ri, skip_to) = e else {
+                    continue;
+                };
+                if p == 1 && i >= b.0 && i < b.1 {
+                    continue;
+                }
+                let r = &eng.rules[*ri];
+                let key = match r.targets.as_slice() {
+                    [Target {
+                        var: V::Values(Coll::Tx),
+                        sel: Sel::Key(k),
+                        count: false,
+                        ..
+                    }] => k,
+                    _ => continue,
+                };
+                let d = match r.disruptive {
+                    Some(Disr::Block) | None => eng.default_disr[p],
+                    Some(d) => d,
+                };
+                let gate = r.chain.is_none()
+                    && r.excl.is_empty()
+                    && r.memo.is_some() // a pure operator
+                    && r.setvars.is_empty()
+                    && r.ctls.is_empty()
+                    && !r.capture
+                    && !r.log
+                    && r.skip == 0
+                    && d == Disr::Pass
+                    && stable(key);
+                if !gate {
+                    continue;
+                }
+                let (mv, mvs, counters) = (
+                    self.matched_var.clone(),
+                    std::mem::take(&mut self.matched_vars),
+                    self.counters,
+                );
+                let hit = self.eval_chain(r, *ri);
+                self.matched_var = mv;
+                self.matched_vars = mvs;
+                self.counters = counters;
+                folds[p][i] = match (hit, skip_to) {
+                    (true, Some(t)) => Fold::Jump(*t),
+                    _ => Fold::Pass,
+                };
+            }
+        }
+        folds
     }
 
     fn kv(&mut self, k: &[u8], v: &[u8]) -> Kv {
@@ -1260,13 +1432,20 @@ impl Transaction {
                 None
             }
         };
-        let items: &[Val] = shared.as_deref().unwrap_or(&vals);
-        let memo_slot = rule.memo;
+        let (items, rows): (&[Val], &[u32]) = match &shared {
+            Some(l) => (&l.vals, &l.rows),
+            None => (&vals, &[]),
+        };
         let mut any = false;
-        for v in items.iter() {
-            let memo = match memo_slot {
-                Some(slot) if v.id != NOCACHE => self.memo_row(v).map(|r| (r, slot)),
-                _ => None,
+        for (k, v) in items.iter().enumerate() {
+            let memo = match rule.memo {
+                Some(slot) => match rows.get(k) {
+                    Some(&ROW_NONE) => None,
+                    Some(&r) => Some((r, slot)),
+                    None if v.id != NOCACHE => self.memo_row(v).map(|r| (r, slot)),
+                    None => None,
+                },
+                None => None,
             };
             if let Some((r, slot)) = memo {
                 if eng.memo.borrow_mut().is_miss(r, slot) {
@@ -1410,6 +1589,23 @@ impl Transaction {
             if self.is_removed(rule) {
                 i += 1;
                 continue;
+            }
+            // (a ctl:ruleRemoveTarget* could remove a gate's target: evaluate then)
+            let fold = if self.excl_by_id.is_empty() && self.excl_by_tag.is_empty() {
+                self.folds[phase as usize].get(i)
+            } else {
+                None
+            };
+            match fold {
+                Some(Fold::Pass) => {
+                    i += 1;
+                    continue;
+                }
+                Some(&Fold::Jump(t)) => {
+                    i = t;
+                    continue;
+                }
+                _ => {}
             }
             self.matched_vars.clear();
             self.counters.0 += 1;

@@ -360,14 +360,20 @@ type CorpusReq = (
     Option<String>,
 );
 
-/// The memo of operator misses (waf::memo) must not change any answer: the 206-request
-/// differential corpus, run three times over in a shuffled order through one engine (so the
-/// memo is warm with other requests' values), gives exactly what a memo-less engine gives.
+/// The memo of operator misses (waf::memo) and the gates folded at configure (tx::Fold) must
+/// not change any answer: the 206-request differential corpus, run three times over in a
+/// shuffled order through one engine (so the memo is warm with other requests' values), gives
+/// exactly what an engine without memo and without folds gives.
 #[test]
-fn memo_changes_no_decision_log_or_score() {
+fn memo_and_folds_change_no_decision_log_or_score() {
     let Some(memo) = crs() else { return };
-    let Some(plain) = crs() else { return };
+    let Some(mut plain) = crs() else { return };
     *plain.engine.memo.borrow_mut() = waf::memo::Memo::new(0);
+    let folded = memo.snapshot.as_ref().map_or(0, |s| s.folded());
+    assert!(folded > 100, "CRS paranoia gates not folded: {folded}");
+    if let Some(s) = plain.snapshot.as_mut() {
+        s.unfold();
+    }
     let text = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proxy/tests/waf/corpus.json"),
     )

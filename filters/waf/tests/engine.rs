@@ -406,3 +406,47 @@ SecRule TX:n "@eq 13" "id:6,phase:1,deny,status:403,log"
         assert_eq!(ids(&tx), vec![4, 5, 6]);
     }
 }
+
+/// Gates are folded only when no per-request rule can write their variable; a folded gate
+/// gives what an evaluated one gives; a runtime target removal disables folding.
+#[test]
+fn gates_fold_only_on_stable_tx() {
+    let rules = r#"
+SecRuleEngine On
+SecAction "id:1,phase:1,pass,nolog,setvar:tx.stable=1,setvar:tx.pl=1"
+SecRule REQUEST_URI "@beginsWith /admin" "id:2,phase:1,pass,nolog,setvar:tx.pl=3"
+SecRule REQUEST_URI "@beginsWith /num" "id:7,phase:1,pass,nolog,setvar:'tx.%{rule.id}-x=1'"
+SecRule TX:PL "@lt 2" "id:3,phase:1,pass,nolog,skipAfter:END"
+SecRule TX:STABLE "@lt 2" "id:4,phase:2,pass,nolog,skipAfter:END2"
+SecRule ARGS "@contains evil" "id:5,phase:1,deny,status:403"
+SecMarker END
+SecRule ARGS "@contains worse" "id:6,phase:2,deny,status:403"
+SecMarker END2
+"#;
+    let w = waf(rules);
+    let folded = w.snapshot.as_ref().map_or(0, |s| s.folded());
+    // 4 folds (tx.stable is written only at configure; %{rule.id} writes digits); 3 does not
+    // (rule 2 writes tx.pl per request)
+    assert_eq!(folded, 1, "only the TX:STABLE gate folds");
+    assert_eq!(
+        status(&get(&w, "/admin?x=evil")),
+        403,
+        "tx.pl=3: gate 3 passes"
+    );
+    assert_eq!(status(&get(&w, "/?x=evil")), 200, "tx.pl=1: gate 3 jumps");
+    assert_eq!(status(&get(&w, "/?x=worse")), 200, "folded gate 4 jumps");
+    assert_eq!(
+        status(&get(&w, "/num?x=worse")),
+        200,
+        "%{{rule.id}} cannot write tx.stable"
+    );
+    // A runtime target removal of the gate's variable turns the fold off for that request.
+    let w = waf(&format!(
+        "{rules}\nSecRule REQUEST_URI \"@beginsWith /ex\" \"id:8,phase:1,pass,nolog,ctl:ruleRemoveTargetById=4;TX:STABLE\"\n"
+    ));
+    assert_eq!(
+        status(&get(&w, "/ex?x=worse")),
+        403,
+        "gate 4 lost its target: no jump"
+    );
+}
