@@ -40,6 +40,12 @@ impl Hasher for Fx {
     }
 }
 
+impl Drop for Transaction {
+    fn drop(&mut self) {
+        self.recycle_lists();
+    }
+}
+
 type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<Fx>>;
 
 const NOCACHE: u32 = u32::MAX;
@@ -144,13 +150,40 @@ pub struct Transaction {
     lists: Vec<Option<Rc<List>>>,
     /// Gates folded at configure (from the [`Snapshot`]).
     folds: Rc<[Vec<Fold>; 6]>,
+    /// The operator argument of the rule being evaluated, expanded (see [`Transaction::arg`]).
+    op_arg: std::cell::RefCell<Option<Rc<[u8]>>>,
 }
 
 /// The values of a shared target list and their memo rows ([`ROW_NONE`] when not memoised).
+#[derive(Default)]
 struct List {
     vals: Vec<Val>,
     rows: Vec<u32>,
 }
+
+/// An operator argument: a literal, or a macro expanded once per rule evaluation.
+enum Arg<'m> {
+    Lit(&'m [u8]),
+    Expanded(Rc<[u8]>),
+}
+
+impl std::ops::Deref for Arg<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Arg::Lit(l) => l,
+            Arg::Expanded(e) => e,
+        }
+    }
+}
+
+thread_local! {
+    /// Emptied [`List`]s kept for reuse across phases and transactions (a filter VM is one
+    /// thread), so collecting a list allocates nothing in the steady state.
+    static LIST_POOL: std::cell::RefCell<Vec<Rc<List>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+/// Most lists kept in [`LIST_POOL`].
+const LIST_POOL_MAX: usize = 512;
 
 /// `memo_rows`: not looked up yet.
 const ROW_UNKNOWN: u32 = u32::MAX;
@@ -395,19 +428,37 @@ impl Transaction {
             memo_gen,
             lists: Vec::new(),
             folds: Rc::new(Default::default()),
+            op_arg: Default::default(),
         }
     }
 
     /// Before a phase: collected lists are per phase (the body adds values between phases),
     /// memo rows per memo generation (another transaction may have trimmed it).
     fn phase_start(&mut self) {
-        self.lists.clear();
+        self.recycle_lists();
         self.lists.resize(self.eng.n_tlists as usize, None);
         let g = self.eng.memo.borrow().generation();
         if g != self.memo_gen {
             self.memo_rows.clear();
             self.memo_gen = g;
         }
+    }
+
+    /// Empties `lists`, keeping their allocations for the next lists ([`LIST_POOL`]).
+    fn recycle_lists(&mut self) {
+        LIST_POOL.with(|p| {
+            let mut pool = p.borrow_mut();
+            for slot in self.lists.drain(..) {
+                let Some(mut l) = slot else { continue };
+                if let Some(list) = Rc::get_mut(&mut l) {
+                    list.vals.clear();
+                    list.rows.clear();
+                    if pool.len() < LIST_POOL_MAX {
+                        pool.push(l);
+                    }
+                }
+            }
+        });
     }
 
     /// The memo row of value `v`, looked up once per value per transaction.
@@ -439,18 +490,20 @@ impl Transaction {
         if let Some(l) = &self.lists[li] {
             return l.clone();
         }
-        let mut out = Vec::new();
+        let mut l = LIST_POOL
+            .with(|p| p.borrow_mut().pop())
+            .unwrap_or_else(|| Rc::new(List::default()));
+        let list = Rc::get_mut(&mut l).expect("pooled lists are unshared");
         for t in &rule.targets {
-            self.collect(t, &rule.excl, &[], &mut out);
+            self.collect(t, &rule.excl, &[], &mut list.vals);
         }
-        let rows = out
-            .iter()
-            .map(|v| match v.id {
+        for v in &list.vals {
+            let row = match v.id {
                 NOCACHE => ROW_NONE,
                 _ => self.memo_row(v).unwrap_or(ROW_NONE),
-            })
-            .collect();
-        let l = Rc::new(List { vals: out, rows });
+            };
+            list.rows.push(row);
+        }
         self.lists[li] = Some(l.clone());
         l
     }
@@ -1138,8 +1191,24 @@ impl Transaction {
         out
     }
 
+    /// The operator's macro argument: expanded on first use within a rule evaluation and
+    /// reused for its other values; `eval_one` drops it when it starts and after actions run
+    /// (they may change what the macro reads).
+    fn arg<'m>(&self, m: &'m Macro, rule: &Rule) -> Arg<'m> {
+        if let Some(l) = m.literal() {
+            return Arg::Lit(l);
+        }
+        let mut cached = self.op_arg.borrow_mut();
+        if let Some(e) = &*cached {
+            return Arg::Expanded(e.clone());
+        }
+        let e: Rc<[u8]> = Rc::from(self.expand(m, Some(rule)).into_owned());
+        *cached = Some(e.clone());
+        Arg::Expanded(e)
+    }
+
     fn op_eval(&self, rule: &Rule, input: &[u8], caps: bool) -> (bool, Option<Caps>) {
-        let num = |m: &Macro| ops::atoi(&self.expand(m, Some(rule)));
+        let num = |m: &Macro| ops::atoi(&self.arg(m, rule));
         let r = match &rule.op {
             Op::Rx(rx) => {
                 if let (Some(h), Some(host)) = (rx.host, &self.eng.host) {
@@ -1197,19 +1266,19 @@ impl Transaction {
                     None => false,
                 }
             }
-            Op::StrEq(m) => *self.expand(m, Some(rule)) == *input,
+            Op::StrEq(m) => *self.arg(m, rule) == *input,
             Op::Contains(m) => {
-                let n = self.expand(m, Some(rule));
+                let n = self.arg(m, rule);
                 match ops::memfind(input, &n) {
-                    Some(_) => return (true, caps.then(|| vec![Some(n.into_owned())])),
+                    Some(_) => return (true, caps.then(|| vec![Some(n.to_vec())])),
                     None => false,
                 }
             }
-            Op::ContainsWord(m) => ops::contains_word(input, &self.expand(m, Some(rule))),
-            Op::BeginsWith(m) => input.starts_with(&self.expand(m, Some(rule))),
-            Op::EndsWith(m) => input.ends_with(&self.expand(m, Some(rule))),
+            Op::ContainsWord(m) => ops::contains_word(input, &self.arg(m, rule)),
+            Op::BeginsWith(m) => input.starts_with(&self.arg(m, rule)),
+            Op::EndsWith(m) => input.ends_with(&self.arg(m, rule)),
             Op::Within(m) => {
-                let l = self.expand(m, Some(rule));
+                let l = self.arg(m, rule);
                 !input.is_empty() && ops::within(input, &l)
             }
             Op::Eq(m) => ops::atoi(input) == num(m),
@@ -1402,6 +1471,7 @@ impl Transaction {
     /// Evaluates one rule of a chain; `immediate`: an unchained rule (logs itself).
     fn eval_one(&mut self, rule: &Rule, top: &Rule, ri: usize, immediate: bool) -> bool {
         let eng = self.eng.clone();
+        self.op_arg.replace(None);
         let mut vals = std::mem::take(&mut self.scratch);
         vals.clear();
         let has_dyn = (!self.excl_by_id.is_empty()
@@ -1525,6 +1595,7 @@ impl Transaction {
                 self.matched_vars.push(kv);
                 // libmodsecurity 3: setvar/ctl run per matched value, whatever the rest of the chain does
                 self.exec_actions(rule);
+                self.op_arg.replace(None);
                 if immediate && rule.multi_match {
                     self.log_match(top, ri);
                 }
