@@ -1,6 +1,9 @@
 -- Traffic mix for bench/waf.sh: 12 ordinary requests and 4 attacks (25%), cycled in
 -- order by each wrk connection, GET with browser-like headers and Host: localhost
 -- (a numeric Host is itself a CRS finding, 920350).
+-- With WAF_UNIQUE=1 in the environment every request also carries values never seen
+-- before: a fresh session cookie and a fresh `t` query argument (the WAF's memo of
+-- operator misses cannot answer for them; see filters/waf/README.md).
 local paths = {
   "/hello.txt",
   "/index.html",
@@ -25,10 +28,28 @@ local headers = {
   ["Accept"] = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
   ["Accept-Language"] = "en-US,en;q=0.5",
 }
+local unique = os.getenv("WAF_UNIQUE") == "1"
 local reqs = {}
 for i, p in ipairs(paths) do reqs[i] = wrk.format("GET", p, headers) end
 local n = 0
+local serial = 0
+
+-- each wrk thread gets its own prefix (a global in the thread's Lua state)
+setup = function(thread)
+  thread:set("tag", tostring(math.random(1, 1e9)))
+end
+
 request = function()
   n = n % #reqs + 1
-  return reqs[n]
+  if not unique then
+    return reqs[n]
+  end
+  serial = serial + 1
+  local tag = tag or "0"
+  local p = paths[n]
+  local sep = string.find(p, "?", 1, true) and "&" or "?"
+  local h = {}
+  for k, v in pairs(headers) do h[k] = v end
+  h["Cookie"] = string.format("session=%s%08x; theme=dark", tag, serial)
+  return wrk.format("GET", p .. sep .. "t=" .. tag .. serial, h)
 end

@@ -5,6 +5,8 @@
 #   nginx-modsecurity  the same nginx + ModSecurity 3 + OWASP CRS 3.3.4 PL1 (Debian packages)
 #   sluice-waf-host    Sluice + filters/out/waf.wasm, same CRS files, host-side matchers
 #   sluice-waf-wasm    the same, matchers inside the filter (regex / aho-corasick in wasm)
+#   *-unique           the row above it again, with a never-seen cookie and query value in
+#                      every request (WAF_UNIQUE=1 in waf-mix.lua): no memo can answer for them
 # The traffic mix (bench/waf-mix.lua): 12 ordinary requests and 4 attacks (SQLi, XSS,
 # path traversal, shell), cycled per connection, all GET with browser-like headers, so
 # 25% of answers are 403 from the WAFs. Each target gets a warm-up, then `wrk --latency`;
@@ -180,9 +182,12 @@ tree_ticks() {
 
 declare -a ROWS=() NOTES=()
 MODSEC_RPS=""
+MODSEC_UNIQUE_RPS=""
 bench() {
     local name=$1 port=$2 out rps p50 p99 non2xx
     local url="http://127.0.0.1:$port"
+    # *-unique rows: every request carries a never-seen cookie and query value (waf-mix.lua)
+    if [[ $name == *-unique ]]; then export WAF_UNIQUE=1; else unset WAF_UNIQUE; fi
     log "$name: warm-up $WARMUP, then $DURATION, $CONNECTIONS connections, mix $MIX"
     wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"$WARMUP" -s "$MIX" "$url" >"$TMP/wrk-$name-warmup.txt" 2>&1 || true
     out="$TMP/wrk-$name.txt"
@@ -200,6 +205,7 @@ bench() {
     non2xx=$(awk '/Non-2xx/ { print $5 }' "$out")
     total=$(awk '/requests in/ { print $1 }' "$out")
     [[ $name == nginx-modsecurity ]] && MODSEC_RPS=$rps
+    [[ $name == nginx-modsecurity-unique ]] && MODSEC_UNIQUE_RPS=$rps
     cpu=$(awk -v d="$((t1 - t0))" -v hz="$hz" -v n="$total" 'BEGIN { printf "%.3f", (n > 0) ? 1000 * d / hz / n : 0 }')
     ROWS+=("$name|$rps|$(to_ms "$p50") ms|$(to_ms "$p99") ms||${non2xx:-0} of $total|$cpu ms")
 }
@@ -232,13 +238,17 @@ done
 start_bg origin "$REL/sluice-origin" --listen "127.0.0.1:$ORIGIN_PORT" --root "$ROOT/origin/www" \
     --id bench --threads "$ORIGIN_THREADS"
 [[ $SKIP_NGINX == 1 ]] || run_target nginx "$NGINX_PORT" nginx_conf nginx "$NGINX_PORT" 0
-[[ $SKIP_MODSEC == 1 ]] || run_target nginx-modsecurity "$MODSEC_PORT" nginx_conf nginx-modsecurity "$MODSEC_PORT" 1
+if [[ $SKIP_MODSEC != 1 ]]; then
+    run_target nginx-modsecurity "$MODSEC_PORT" nginx_conf nginx-modsecurity "$MODSEC_PORT" 1
+    run_target nginx-modsecurity-unique "$MODSEC_PORT" nginx_conf nginx-modsecurity-unique "$MODSEC_PORT" 1
+fi
 if [[ $SKIP_SLUICE != 1 ]]; then
     run_target sluice "$SLUICE_PORT" sluice_waf sluice none
     run_target sluice-waf-norules "$SLUICE_PORT" sluice_waf sluice-waf-norules norules
     if [[ -f $WAF_WASM ]]; then
         run_target sluice-waf-host "$SLUICE_PORT" sluice_waf sluice-waf-host host
         run_target sluice-waf-wasm "$SLUICE_PORT" sluice_waf sluice-waf-wasm wasm
+        run_target sluice-waf-wasm-unique "$SLUICE_PORT" sluice_waf sluice-waf-wasm-unique wasm
     else
         NOTES+=("Sluice rows skipped: $WAF_WASM is not built (filters/build.sh)")
     fi
@@ -249,8 +259,11 @@ fi
     echo "|---|---:|---:|---:|---:|---:|---:|"
     for row in "${ROWS[@]}"; do
         IFS='|' read -r name rps p50 p99 ratio non2xx cpu <<<"$row"
-        if [[ -z $ratio && -n $MODSEC_RPS && $MODSEC_RPS != 0 ]]; then
-            ratio=$(awk -v a="$rps" -v b="$MODSEC_RPS" 'BEGIN { printf "%.1fx", a / b }')
+        # unique rows compare with ModSecurity on the same unique traffic
+        base=$MODSEC_RPS
+        [[ $name == *-unique ]] && base=$MODSEC_UNIQUE_RPS
+        if [[ -z $ratio && -n $base && $base != 0 && $rps != n/a ]]; then
+            ratio=$(awk -v a="$rps" -v b="$base" 'BEGIN { printf "%.1fx", a / b }')
         fi
         echo "| $name | $rps | $p50 | $p99 | ${ratio:-n/a} | $non2xx | $cpu |"
     done

@@ -130,6 +130,9 @@ fn main() {
     let mut blocked = 0usize;
     let mut flagged = 0usize;
     let (mut rules, mut ops) = (0u64, 0u64);
+    // PERF_UNIQUE=1: every request also carries a never-seen query value and session cookie
+    let unique = std::env::var_os("PERF_UNIQUE").is_some();
+    let mut serial = 0u64;
     for _ in 0..n {
         for r in &reqs {
             let mut headers: Vec<(String, String)> = base
@@ -137,13 +140,21 @@ fn main() {
                 .chain(r.headers.iter())
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect();
+            serial += 1;
+            let uri = if unique {
+                headers.push(("Cookie".into(), format!("sid={serial:016x}")));
+                let sep = if r.uri.contains('?') { '&' } else { '?' };
+                format!("{}{sep}t={serial}", r.uri)
+            } else {
+                r.uri.to_string()
+            };
             if let Some(b) = r.body {
                 headers.push(("Content-Length".into(), b.len().to_string()));
             }
             let mut tx = w.transaction();
             tx.set_request(
                 r.method,
-                r.uri,
+                &uri,
                 "HTTP/1.1",
                 &headers,
                 "127.0.0.1:40000",

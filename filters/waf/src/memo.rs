@@ -10,8 +10,11 @@
 //! `MATCHED_VAR` and actions always come from a real evaluation.
 //!
 //! Bounded: values up to [`MAX_VALUE`] bytes, at most [`MAX_ROWS`] values and [`MAX_BYTES`]
-//! bytes of keys; when full it starts over (a new generation). The hash is SipHash keyed per
-//! VM ([`Memo::seed`]) so that chosen values cannot pile into one bucket.
+//! bytes of keys; when full it starts over (a new generation). A value gets a row only the
+//! second time it is seen (a small direct-mapped sketch of hashes remembers the first time), so
+//! one-off values (session ids, nonces) neither take rows nor push the common ones out. The
+//! hash is SipHash keyed per VM ([`Memo::seed`]) so that chosen values cannot pile into one
+//! bucket.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
@@ -23,6 +26,8 @@ pub const MAX_VALUE: usize = 1024;
 pub const MAX_ROWS: usize = 4096;
 /// Most key bytes kept before starting over.
 pub const MAX_BYTES: usize = 2 << 20;
+/// Entries of the first-sight sketch.
+const SKETCH: usize = 1 << 14;
 
 /// Keyed SipHash for the value table.
 #[derive(Clone, Copy, Default)]
@@ -45,6 +50,8 @@ pub struct Memo {
     words: usize,
     bytes: usize,
     gen: u32,
+    /// Direct-mapped tags of values seen once (see the module doc).
+    sketch: Vec<u32>,
     /// Lookups answered by a set bit (reports and tests).
     pub hits: u64,
 }
@@ -58,6 +65,7 @@ impl Memo {
             words: (slots as usize).div_ceil(64),
             bytes: 0,
             gen: 0,
+            sketch: Vec::new(),
             hits: 0,
         }
     }
@@ -102,6 +110,16 @@ impl Memo {
         }
         // Soft bound within a phase: trim() drops everything at the next transaction.
         if self.rows.len() >= 2 * MAX_ROWS || self.bytes >= 2 * MAX_BYTES {
+            return None;
+        }
+        // First sight: remember a tag, give no row.
+        let h = hash_with(*self.rows.hasher(), value);
+        if self.sketch.is_empty() {
+            self.sketch = vec![0; SKETCH];
+        }
+        let (slot, tag) = ((h as usize) % SKETCH, (h >> 32) as u32 | 1);
+        if self.sketch[slot] != tag {
+            self.sketch[slot] = tag;
             return None;
         }
         let r = self.rows.len() as u32;
@@ -155,6 +173,8 @@ mod tests {
     #[test]
     fn rows_bits_and_bounds() {
         let mut m = Memo::new(70);
+        assert_eq!(m.row(&v("Mozilla/5.0")), None, "first sight: no row");
+        assert_eq!(m.row(&v("curl/8")), None);
         let a = m.row(&v("Mozilla/5.0")).unwrap();
         let b = m.row(&v("curl/8")).unwrap();
         assert_ne!(a, b);
@@ -171,6 +191,7 @@ mod tests {
         );
         let g = m.generation();
         for i in 0..MAX_ROWS {
+            m.row(&v(&format!("value-{i}")));
             m.row(&v(&format!("value-{i}")));
         }
         m.trim();
