@@ -43,7 +43,7 @@ struct Slot {
 
 /// The chain's state for one request.
 pub struct Chain {
-    filters: Vec<Arc<Filter>>,
+    filters: Arc<[Arc<Filter>]>,
     slots: Vec<Slot>,
     /// HTTP calls dispatched by callbacks, with the filter that dispatched them.
     calls: Vec<(usize, HttpCallRequest)>,
@@ -58,13 +58,15 @@ enum Step {
 
 impl Chain {
     /// A chain over `filters` (in request order).
-    pub fn new(filters: Vec<Arc<Filter>>) -> Chain {
+    pub fn new(filters: Arc<[Arc<Filter>]>) -> Chain {
         let slots = filters.iter().map(|_| Slot::default()).collect();
+        // Context create, both headers phases, a body chunk or two, each filter.
+        let timings = Vec::with_capacity(filters.len() * 6);
         Chain {
             filters,
             slots,
             calls: Vec::new(),
-            timings: Vec::new(),
+            timings,
         }
     }
 
@@ -73,11 +75,12 @@ impl Chain {
         self.filters.is_empty()
     }
 
-    fn order(&self, kind: BodyKind) -> Vec<usize> {
-        let n = self.filters.len();
+    /// The filter that runs `k`-th in a phase of `kind`: chain order for requests,
+    /// reverse for responses.
+    fn nth(&self, kind: BodyKind, k: usize) -> usize {
         match kind {
-            BodyKind::Request => (0..n).collect(),
-            BodyKind::Response => (0..n).rev().collect(),
+            BodyKind::Request => k,
+            BodyKind::Response => self.filters.len() - 1 - k,
         }
     }
 
@@ -94,8 +97,14 @@ impl Chain {
         if self.slots[i].skipped {
             return Step::Go(Action::Continue);
         }
-        let filter = self.filters[i].clone();
-        let slot = &mut self.slots[i];
+        let Chain {
+            filters,
+            slots,
+            calls: chain_calls,
+            timings,
+        } = self;
+        let filter = &filters[i];
+        let slot = &mut slots[i];
         let started = Instant::now();
         let result = filter.plugin.with_vm(|vm, incarnation| {
             let ctx = match slot.ctx {
@@ -112,14 +121,14 @@ impl Chain {
             Ok((r, calls))
         });
         let result = result.and_then(|r| r).and_then(|(r, calls)| {
-            self.calls.extend(calls.into_iter().map(|c| (i, c)));
+            chain_calls.extend(calls.into_iter().map(|c| (i, c)));
             r
         });
         let took = started.elapsed();
         let pm = &filter.metrics.phases[phase];
         pm.invocations.inc();
         pm.duration.observe(took.as_secs_f64());
-        self.timings.push((
+        timings.push((
             i as u16,
             phase as u8,
             took.as_micros().min(u32::MAX as u128) as u32,
@@ -212,11 +221,13 @@ impl Chain {
         eos: bool,
         after: Option<usize>,
     ) -> Outcome {
-        let order = self.order(kind);
+        let n = self.filters.len();
+        // `nth` is its own inverse: the position of filter `a` in the phase's order.
         let start = after
-            .and_then(|a| order.iter().position(|i| *i == a))
-            .map_or(0, |p| p + 1);
-        for &i in &order[start..] {
+            .filter(|a| *a < n)
+            .map_or(0, |a| self.nth(kind, a) + 1);
+        for k in start..n {
+            let i = self.nth(kind, k);
             stream.resumed = false;
             let phase = if kind == BodyKind::Request { 0 } else { 2 };
             let step = self.run(i, kind, phase, stream, |vm, ctx, s| match kind {
@@ -269,7 +280,8 @@ impl Chain {
         mut data: Vec<u8>,
         eos: bool,
     ) -> Result<Vec<u8>, Outcome> {
-        for i in self.order(kind) {
+        for k in 0..self.filters.len() {
+            let i = self.nth(kind, k);
             if self.slots[i].skipped {
                 continue;
             }

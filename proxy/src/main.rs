@@ -56,14 +56,22 @@ fn init_logging(access_log: Option<&str>) -> Option<tracing_appender::non_blocki
     use tracing_subscriber::{filter, fmt, EnvFilter};
     let env = EnvFilter::try_from_env("SLUICE_LOG")
         .unwrap_or_else(|_| EnvFilter::new("info,rustls=error,pingora_load_balancing=warn"));
-    if let Some(level) = env.max_level_hint() {
+    let hint = env.max_level_hint();
+    if let Some(level) = hint {
         sluice::host::abi::set_guest_log_level(level);
     }
+    // The outer filter's level hint is the layer's: without it the subscriber's maximum
+    // level is TRACE, and `init` sets the `log` bridge's to match, so every `log::debug!`
+    // of Pingora's is built and dispatched only to be filtered out, on each request.
     let logs = fmt::layer()
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .with_filter(env)
-        .with_filter(filter::filter_fn(|m| m.target() != "sluice::access"));
+        .with_filter({
+            let max = hint.unwrap_or(filter::LevelFilter::TRACE);
+            filter::filter_fn(move |m| m.target() != "sluice::access" && *m.level() <= max)
+                .with_max_level_hint(max)
+        });
     let (access, guard) = match access_log {
         None => (None, None),
         Some(dest) => {

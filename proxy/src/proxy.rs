@@ -125,43 +125,48 @@ fn host_of(req: &RequestHeader) -> String {
 /// `Host`), `:authority` comes from the request target, so filters see the same map.
 fn request_map(req: &RequestHeader, host: &str, tls: bool) -> HeaderMap {
     let path = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    let mut pairs = vec![
-        (":authority".to_string(), host.as_bytes().to_vec()),
-        (":path".to_string(), path.as_bytes().to_vec()),
-        (
-            ":method".to_string(),
-            req.method.as_str().as_bytes().to_vec(),
-        ),
-        (
-            ":scheme".to_string(),
-            if tls {
-                b"https".to_vec()
-            } else {
-                b"http".to_vec()
-            },
-        ),
-    ];
-    if let Some(h) = req.headers.get(http::header::HOST) {
-        pairs[0].1 = h.as_bytes().to_vec();
+    let authority = if let Some(h) = req.headers.get(http::header::HOST) {
+        h.as_bytes()
     } else if let Some(a) = req.uri.authority() {
-        pairs[0].1 = a.as_str().as_bytes().to_vec();
-    }
+        a.as_str().as_bytes()
+    } else {
+        host.as_bytes()
+    };
+    let scheme: &[u8] = if tls { b"https" } else { b"http" };
+    let method = req.method.as_str();
+    let bytes = req
+        .headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len())
+        .sum::<usize>()
+        + path.len()
+        + method.len()
+        + 64;
+    let mut map = HeaderMap::with_capacity(4 + req.headers.len(), bytes);
+    map.append(":authority", authority);
+    map.append(":path", path.as_bytes());
+    map.append(":method", method.as_bytes());
+    map.append(":scheme", scheme);
     // As in Envoy, `Host` is `:authority` only.
     for (k, v) in req.headers.iter().filter(|(k, _)| *k != http::header::HOST) {
-        pairs.push((k.as_str().to_string(), v.as_bytes().to_vec()));
+        map.append(k.as_str(), v.as_bytes());
     }
-    HeaderMap::from_pairs(pairs)
+    map
 }
 
 fn response_map(resp: &ResponseHeader) -> HeaderMap {
-    let mut pairs = vec![(
-        ":status".to_string(),
-        resp.status.as_str().as_bytes().to_vec(),
-    )];
+    let bytes = resp
+        .headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len())
+        .sum::<usize>()
+        + 16;
+    let mut map = HeaderMap::with_capacity(1 + resp.headers.len(), bytes);
+    map.append(":status", resp.status.as_str().as_bytes());
     for (k, v) in resp.headers.iter() {
-        pairs.push((k.as_str().to_string(), v.as_bytes().to_vec()));
+        map.append(k.as_str(), v.as_bytes());
     }
-    HeaderMap::from_pairs(pairs)
+    map
 }
 
 fn bad(msg: &'static str) -> Box<Error> {
@@ -650,7 +655,7 @@ impl ProxyHttp for Sluice {
                 let Some(chain) = ctx.chain.as_mut() else {
                     return Ok(());
                 };
-                let chunk = body.take().map(|b| b.to_vec()).unwrap_or_default();
+                let chunk = body.take().map(Vec::from).unwrap_or_default();
                 match chain.body(&mut ctx.stream, BodyKind::Request, chunk, end_of_stream) {
                     Ok(out) => {
                         *body = Some(Bytes::from(out));
@@ -754,7 +759,7 @@ impl ProxyHttp for Sluice {
         let Some(chain) = ctx.chain.as_mut() else {
             return Ok(None);
         };
-        let chunk = body.take().map(|b| b.to_vec()).unwrap_or_default();
+        let chunk = body.take().map(Vec::from).unwrap_or_default();
         match chain.body(&mut ctx.stream, BodyKind::Response, chunk, end_of_stream) {
             Ok(out) if out.is_empty() && !end_of_stream => *body = None,
             Ok(out) => *body = Some(Bytes::from(out)),

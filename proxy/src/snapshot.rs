@@ -33,8 +33,8 @@ pub struct Filter {
 pub struct Route {
     /// The policy's route (match, names).
     pub def: crate::policy::Route,
-    /// Filters in chain order.
-    pub filters: Vec<Arc<Filter>>,
+    /// Filters in chain order (shared with each request's chain).
+    pub filters: Arc<[Arc<Filter>]>,
     /// Index into [`Snapshot::pools`].
     pub pool: usize,
     /// Metric handles.

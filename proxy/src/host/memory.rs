@@ -79,26 +79,37 @@ pub fn copy_out(
     if addr == 0 && len != 0 {
         return Err(Status::InternalFailure);
     }
-    write(caller, addr, bytes)?;
-    write_u32(caller, ret_ptr, addr as u32)?;
-    write_u32(caller, ret_len, len as u32)
+    // One look-up of the memory for the three writes (the allocator may have grown it;
+    // it never shrinks, so the return slots checked above are still in bounds).
+    let mem = caller.data().memory.ok_or(Status::InternalFailure)?;
+    let data = mem.data_mut(caller.as_context_mut());
+    let r = range(addr, len, data.len())?;
+    data[r].copy_from_slice(bytes);
+    let r = range(ret_ptr, 4, data.len())?;
+    data[r].copy_from_slice(&(addr as u32).to_le_bytes());
+    let r = range(ret_len, 4, data.len())?;
+    data[r].copy_from_slice(&(len as u32).to_le_bytes());
+    Ok(())
 }
 
 /// Serializes header-like pairs in the Proxy-Wasm map format:
 /// count, then (key length, value length) pairs, then NUL-terminated keys and values.
 pub fn encode_pairs<'a, I>(pairs: I) -> Vec<u8>
 where
-    I: IntoIterator<Item = (&'a [u8], &'a [u8])> + Clone,
+    I: IntoIterator<Item = (&'a [u8], &'a [u8])>,
+    I::IntoIter: Clone,
 {
-    let items: Vec<(&[u8], &[u8])> = pairs.into_iter().collect();
-    let body: usize = items.iter().map(|(k, v)| k.len() + v.len() + 2).sum();
-    let mut out = Vec::with_capacity(4 + items.len() * 8 + body);
-    out.extend_from_slice(&(items.len() as u32).to_le_bytes());
-    for (k, v) in &items {
+    let pairs = pairs.into_iter();
+    let (count, body) = pairs.clone().fold((0usize, 0usize), |(n, b), (k, v)| {
+        (n + 1, b + k.len() + v.len() + 2)
+    });
+    let mut out = Vec::with_capacity(4 + count * 8 + body);
+    out.extend_from_slice(&(count as u32).to_le_bytes());
+    for (k, v) in pairs.clone() {
         out.extend_from_slice(&(k.len() as u32).to_le_bytes());
         out.extend_from_slice(&(v.len() as u32).to_le_bytes());
     }
-    for (k, v) in &items {
+    for (k, v) in pairs {
         out.extend_from_slice(k);
         out.push(0);
         out.extend_from_slice(v);

@@ -51,8 +51,10 @@ pub struct HostState {
     pub instance: Option<wasmtime::Instance>,
     /// The guest's exported memory.
     pub memory: Option<Memory>,
-    /// The guest's allocator (`proxy_on_memory_allocate` or `malloc`).
-    pub alloc: Option<TypedFunc<i32, i32>>,
+    /// The guest's allocator (`proxy_on_memory_allocate` or `malloc`). Behind an `Arc`:
+    /// a hostcall clones it to call it, and cloning a `TypedFunc` itself clones its
+    /// registered type (atomics every thread's VMs share).
+    pub alloc: Option<Arc<TypedFunc<i32, i32>>>,
     /// Memory, table and instance caps.
     pub limits: Limiter,
     /// The stream being served by the callback that runs now (moved in for the call).

@@ -8,24 +8,100 @@ use std::time::SystemTime;
 
 /// An ordered header map with lowercase names, as Proxy-Wasm sees it (pseudo-headers
 /// such as `:path` included).
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+///
+/// Names and values live back to back in one buffer, so building the map of a request
+/// costs two allocations, not two per header. Edits append; the space they free is
+/// reclaimed once it outgrows what the map holds.
+#[derive(Default, Clone)]
 pub struct HeaderMap {
-    entries: Vec<(String, Vec<u8>)>,
+    /// Names and values; `entries` point into it.
+    buf: Vec<u8>,
+    /// The entries in order.
+    entries: Vec<Entry>,
+    /// Bytes of `buf` no entry points to any more.
+    garbage: usize,
+}
+
+/// Where one entry's name and value are in [`HeaderMap::buf`].
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    name: usize,
+    name_len: usize,
+    value: usize,
+    value_len: usize,
 }
 
 impl HeaderMap {
+    /// An empty map with room for `entries` entries of `bytes` bytes in all.
+    pub fn with_capacity(entries: usize, bytes: usize) -> Self {
+        HeaderMap {
+            buf: Vec::with_capacity(bytes),
+            entries: Vec::with_capacity(entries),
+            garbage: 0,
+        }
+    }
+
     /// Builds a map from pairs; names are lowercased.
     pub fn from_pairs<I: IntoIterator<Item = (String, Vec<u8>)>>(pairs: I) -> Self {
-        let entries = pairs
-            .into_iter()
-            .map(|(k, v)| (k.to_ascii_lowercase(), v))
-            .collect();
-        HeaderMap { entries }
+        let mut map = HeaderMap::default();
+        for (k, v) in pairs {
+            map.append(&k, &v);
+        }
+        map
+    }
+
+    /// Appends a value for `name` (lowercased), copying both.
+    pub fn append(&mut self, name: &str, value: &[u8]) {
+        let entry = self.store(name, value);
+        self.entries.push(entry);
+    }
+
+    /// Copies `name` (lowercased) and `value` to the end of the buffer.
+    fn store(&mut self, name: &str, value: &[u8]) -> Entry {
+        let at = self.buf.len();
+        self.buf.extend_from_slice(name.as_bytes());
+        self.buf[at..].make_ascii_lowercase();
+        self.buf.extend_from_slice(value);
+        Entry {
+            name: at,
+            name_len: name.len(),
+            value: at + name.len(),
+            value_len: value.len(),
+        }
+    }
+
+    fn name_of(&self, e: &Entry) -> &str {
+        // Names are copied from `&str`s and only ASCII-lowercased: always UTF-8.
+        std::str::from_utf8(&self.buf[e.name..e.name + e.name_len]).unwrap_or_default()
+    }
+
+    fn value_of(&self, e: &Entry) -> &[u8] {
+        &self.buf[e.value..e.value + e.value_len]
+    }
+
+    /// Counts the space of dropped entries, and compacts the buffer when that space
+    /// outgrows what the map holds.
+    fn dropped(&mut self, bytes: usize) {
+        self.garbage += bytes;
+        if self.garbage > 4096 && self.garbage > self.buf.len() / 2 {
+            let mut buf = Vec::with_capacity(self.buf.len() - self.garbage);
+            for e in &mut self.entries {
+                let at = buf.len();
+                buf.extend_from_slice(&self.buf[e.name..e.name + e.name_len]);
+                buf.extend_from_slice(&self.buf[e.value..e.value + e.value_len]);
+                e.name = at;
+                e.value = at + e.name_len;
+            }
+            self.buf = buf;
+            self.garbage = 0;
+        }
     }
 
     /// All entries in order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> + Clone {
-        self.entries.iter().map(|(k, v)| (k.as_str(), v.as_slice()))
+        self.entries
+            .iter()
+            .map(|e| (self.name_of(e), self.value_of(e)))
     }
 
     /// Number of entries.
@@ -40,24 +116,20 @@ impl HeaderMap {
 
     /// Total bytes of names and values.
     pub fn byte_size(&self) -> usize {
-        self.entries.iter().map(|(k, v)| k.len() + v.len()).sum()
+        self.buf.len() - self.garbage
     }
 
     /// The first value of `name`, if any.
     pub fn get(&self, name: &str) -> Option<&[u8]> {
-        self.entries
-            .iter()
+        self.iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_slice())
+            .map(|(_, v)| v)
     }
 
     /// All values of `name` joined with ", " (how Envoy answers a multi-valued get).
     pub fn get_joined(&self, name: &str) -> Option<Vec<u8>> {
-        let mut vals = self
-            .entries
-            .iter()
-            .filter(|(k, _)| k.eq_ignore_ascii_case(name));
-        let first = vals.next()?.1.clone();
+        let mut vals = self.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name));
+        let first = vals.next()?.1.to_vec();
         Some(vals.fold(first, |mut acc, (_, v)| {
             acc.extend_from_slice(b", ");
             acc.extend_from_slice(v);
@@ -68,27 +140,70 @@ impl HeaderMap {
     /// Replaces every value of `name` with one value (adds it when absent).
     pub fn set(&mut self, name: &str, value: Vec<u8>) {
         let name = name.to_ascii_lowercase();
-        match self.entries.iter().position(|(k, _)| *k == name) {
+        let found = self.iter().position(|(k, _)| k == name);
+        match found {
             Some(i) => {
-                self.entries[i].1 = value;
+                let old = self.entries[i];
+                let at = self.buf.len();
+                self.buf.extend_from_slice(&value);
+                self.entries[i].value = at;
+                self.entries[i].value_len = value.len();
+                let mut freed = old.value_len;
                 let mut j = 0;
-                self.entries.retain(|(k, _)| {
+                let entries = std::mem::take(&mut self.entries);
+                let mut kept = Vec::with_capacity(entries.len());
+                for e in entries {
                     j += 1;
-                    j - 1 <= i || *k != name
-                });
+                    if j - 1 <= i || self.name_of(&e) != name {
+                        kept.push(e);
+                    } else {
+                        freed += e.name_len + e.value_len;
+                    }
+                }
+                self.entries = kept;
+                self.dropped(freed);
             }
-            None => self.entries.push((name, value)),
+            None => self.append(&name, &value),
         }
     }
 
     /// Appends a value for `name`.
     pub fn add(&mut self, name: &str, value: Vec<u8>) {
-        self.entries.push((name.to_ascii_lowercase(), value));
+        self.append(name, &value);
     }
 
     /// Removes every value of `name`.
     pub fn remove(&mut self, name: &str) {
-        self.entries.retain(|(k, _)| !k.eq_ignore_ascii_case(name));
+        let mut freed = 0;
+        let entries = std::mem::take(&mut self.entries);
+        let mut kept = Vec::with_capacity(entries.len());
+        for e in entries {
+            if self.name_of(&e).eq_ignore_ascii_case(name) {
+                freed += e.name_len + e.value_len;
+            } else {
+                kept.push(e);
+            }
+        }
+        self.entries = kept;
+        if freed > 0 {
+            self.dropped(freed);
+        }
+    }
+}
+
+impl PartialEq for HeaderMap {
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for HeaderMap {}
+
+impl std::fmt::Debug for HeaderMap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.iter().map(|(k, v)| (k, String::from_utf8_lossy(v))))
+            .finish()
     }
 }
 
@@ -211,5 +326,25 @@ mod tests {
         assert_eq!(h.get_joined("b").unwrap(), b"2, 4");
         h.remove("B");
         assert_eq!(h.len(), 1);
+        assert_eq!(h.byte_size(), 2);
+    }
+
+    #[test]
+    fn edits_reclaim_their_space() {
+        let mut h = HeaderMap::from_pairs([("X-A".to_string(), b"1".to_vec())]);
+        h.add("b", b"2".to_vec());
+        for i in 0..10_000 {
+            h.set("x-a", vec![b'v'; 100 + i % 7]);
+            h.add("c", b"3".to_vec());
+            h.remove("C");
+        }
+        assert!(h.buf.len() < 16 << 10, "{} bytes", h.buf.len());
+        assert_eq!(h.byte_size(), 3 + 100 + 9999 % 7 + 2);
+        assert_eq!(
+            h.iter().collect::<Vec<_>>(),
+            vec![("x-a", &vec![b'v'; 100 + 9999 % 7][..]), ("b", &b"2"[..])]
+        );
+        assert_eq!(h, h.clone());
+        assert_eq!(h.get("X-A").map(<[u8]>::len), Some(100 + 9999 % 7));
     }
 }

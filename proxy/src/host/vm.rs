@@ -118,7 +118,7 @@ impl Vm {
             .map_err(|e| HostError::NotProxyWasm(format!("allocator: {e:#}")))?;
         store.data_mut().memory = memory;
         store.data_mut().instance = Some(instance);
-        store.data_mut().alloc = Some(alloc);
+        store.data_mut().alloc = Some(Arc::new(alloc));
         macro_rules! opt {
             ($name:literal) => {
                 instance.get_typed_func(&mut store, $name).ok()
@@ -154,21 +154,30 @@ impl Vm {
             deadline_ticks,
         };
         if let Some(init) = init {
-            vm.call(startup, |s| init.call(s, ()))?;
+            vm.call(startup, |_, s| init.call(s, ()))?;
         }
         vm.store.data_mut().root_context_id = ROOT_CONTEXT_ID;
         vm.store.data_mut().context_id = ROOT_CONTEXT_ID;
-        let cc = vm.f.context_create.clone();
-        vm.call(startup, |s| cc.call(s, (ROOT_CONTEXT_ID as i32, 0)))?;
-        if let Some(start) = vm.f.vm_start.clone() {
+        vm.call(startup, |f, s| {
+            f.context_create.call(s, (ROOT_CONTEXT_ID as i32, 0))
+        })?;
+        if vm.f.vm_start.is_some() {
             let n = plugin.vm_config.len() as i32;
-            if vm.call(startup, |s| start.call(s, (ROOT_CONTEXT_ID as i32, n)))? == 0 {
+            let ok = vm.call(startup, |f, s| match &f.vm_start {
+                Some(start) => start.call(s, (ROOT_CONTEXT_ID as i32, n)),
+                None => Ok(1),
+            })?;
+            if ok == 0 {
                 return Err(HostError::VmStartFailed);
             }
         }
-        if let Some(configure) = vm.f.configure.clone() {
+        if vm.f.configure.is_some() {
             let n = plugin.plugin_config.len() as i32;
-            if vm.call(startup, |s| configure.call(s, (ROOT_CONTEXT_ID as i32, n)))? == 0 {
+            let ok = vm.call(startup, |f, s| match &f.configure {
+                Some(configure) => configure.call(s, (ROOT_CONTEXT_ID as i32, n)),
+                None => Ok(1),
+            })?;
+            if ok == 0 {
                 return Err(HostError::ConfigureFailed);
             }
         }
@@ -189,16 +198,18 @@ impl Vm {
             .unwrap_or(0)
     }
 
+    /// Runs `f` with the exports and the store (the exports are borrowed, not cloned:
+    /// cloning a `TypedFunc` clones its registered type, shared atomics of the engine).
     fn call<R>(
         &mut self,
         ticks: u64,
-        f: impl FnOnce(&mut Store<HostState>) -> wasmtime::Result<R>,
+        f: impl FnOnce(&Exports, &mut Store<HostState>) -> wasmtime::Result<R>,
     ) -> Result<R, HostError> {
         if self.failed {
             return Err(HostError::VmFailed);
         }
         self.store.set_epoch_deadline(ticks);
-        f(&mut self.store).map_err(|e| {
+        f(&self.f, &mut self.store).map_err(|e| {
             self.failed = true;
             let st = self.store.data();
             if st.limits.memory_hit {
@@ -216,7 +227,7 @@ impl Vm {
         &mut self,
         stream: &mut StreamState,
         ctx: u32,
-        f: impl FnOnce(&mut Store<HostState>) -> wasmtime::Result<R>,
+        f: impl FnOnce(&Exports, &mut Store<HostState>) -> wasmtime::Result<R>,
     ) -> Result<R, HostError> {
         let st = self.store.data_mut();
         std::mem::swap(&mut st.stream, stream);
@@ -239,9 +250,9 @@ impl Vm {
             .next_context_id
             .checked_add(1)
             .unwrap_or(ROOT_CONTEXT_ID + 1);
-        let cc = self.f.context_create.clone();
-        self.on_stream(stream, id, |s| {
-            cc.call(s, (id as i32, ROOT_CONTEXT_ID as i32))
+        self.on_stream(stream, id, |f, s| {
+            f.context_create
+                .call(s, (id as i32, ROOT_CONTEXT_ID as i32))
         })?;
         Ok(id)
     }
@@ -250,15 +261,16 @@ impl Vm {
         &mut self,
         stream: &mut StreamState,
         ctx: u32,
-        f: Option<F3>,
+        pick: fn(&Exports) -> Option<&F3>,
         a: usize,
         eos: bool,
     ) -> Result<Action, HostError> {
-        let Some(f) = f else {
+        if pick(&self.f).is_none() {
             return Ok(Action::Continue);
-        };
-        let r = self.on_stream(stream, ctx, |s| {
-            f.call(s, (ctx as i32, a as i32, eos as i32))
+        }
+        let r = self.on_stream(stream, ctx, |f, s| match pick(f) {
+            Some(f) => f.call(s, (ctx as i32, a as i32, eos as i32)),
+            None => Ok(0),
         })?;
         Ok(if r == 1 {
             Action::Pause
@@ -275,7 +287,7 @@ impl Vm {
         eos: bool,
     ) -> Result<Action, HostError> {
         let n = stream.request_headers.len();
-        self.action(stream, ctx, self.f.request_headers.clone(), n, eos)
+        self.action(stream, ctx, |f| f.request_headers.as_ref(), n, eos)
     }
 
     /// `proxy_on_response_headers`.
@@ -286,7 +298,7 @@ impl Vm {
         eos: bool,
     ) -> Result<Action, HostError> {
         let n = stream.response_headers.len();
-        self.action(stream, ctx, self.f.response_headers.clone(), n, eos)
+        self.action(stream, ctx, |f| f.response_headers.as_ref(), n, eos)
     }
 
     /// `proxy_on_request_body` / `proxy_on_response_body` over `stream.body`.
@@ -297,13 +309,13 @@ impl Vm {
         kind: BodyKind,
         eos: bool,
     ) -> Result<Action, HostError> {
-        let f = match kind {
-            BodyKind::Request => self.f.request_body.clone(),
-            BodyKind::Response => self.f.response_body.clone(),
+        let pick: fn(&Exports) -> Option<&F3> = match kind {
+            BodyKind::Request => |f| f.request_body.as_ref(),
+            BodyKind::Response => |f| f.response_body.as_ref(),
         };
         stream.body_kind = Some(kind);
         let n = stream.body.len();
-        let r = self.action(stream, ctx, f, n, eos);
+        let r = self.action(stream, ctx, pick, n, eos);
         stream.body_kind = None;
         r
     }
@@ -315,20 +327,23 @@ impl Vm {
         ctx: u32,
         kind: BodyKind,
     ) -> Result<Action, HostError> {
-        let (f, n) = match kind {
+        let (pick, n): (fn(&Exports) -> Option<&F2>, usize) = match kind {
             BodyKind::Request => (
-                self.f.request_trailers.clone(),
+                |f| f.request_trailers.as_ref(),
                 stream.request_trailers.len(),
             ),
             BodyKind::Response => (
-                self.f.response_trailers.clone(),
+                |f| f.response_trailers.as_ref(),
                 stream.response_trailers.len(),
             ),
         };
-        let Some(f) = f else {
+        if pick(&self.f).is_none() {
             return Ok(Action::Continue);
-        };
-        let r = self.on_stream(stream, ctx, |s| f.call(s, (ctx as i32, n as i32)))?;
+        }
+        let r = self.on_stream(stream, ctx, |f, s| match pick(f) {
+            Some(f) => f.call(s, (ctx as i32, n as i32)),
+            None => Ok(0),
+        })?;
         Ok(if r == 1 {
             Action::Pause
         } else {
@@ -354,7 +369,7 @@ impl Vm {
             .ok_or_else(|| HostError::NotProxyWasm(format!("no export {name}")))?;
         let n = func.ty(&self.store).results().len();
         let mut results = vec![wasmtime::Val::I32(0); n];
-        self.on_stream(stream, ctx, |s| func.call(s, args, &mut results))
+        self.on_stream(stream, ctx, |_, s| func.call(s, args, &mut results))
     }
 
     /// Calls the last callback dispatched, to be sent by the caller.
@@ -369,19 +384,23 @@ impl Vm {
 
     /// `proxy_on_tick` on the root context.
     pub fn on_tick(&mut self) -> Result<(), HostError> {
-        let Some(f) = self.f.tick.clone() else {
+        if self.f.tick.is_none() {
             return Ok(());
-        };
-        self.call(self.deadline_ticks, |s| f.call(s, ROOT_CONTEXT_ID as i32))
+        }
+        self.call(self.deadline_ticks, |f, s| match &f.tick {
+            Some(tick) => tick.call(s, ROOT_CONTEXT_ID as i32),
+            None => Ok(()),
+        })
     }
 
     /// `proxy_on_queue_ready` on the root context.
     pub fn on_queue_ready(&mut self, queue_id: u32) -> Result<(), HostError> {
-        let Some(f) = self.f.queue_ready.clone() else {
+        if self.f.queue_ready.is_none() {
             return Ok(());
-        };
-        self.call(self.deadline_ticks, |s| {
-            f.call(s, (ROOT_CONTEXT_ID as i32, queue_id as i32))
+        }
+        self.call(self.deadline_ticks, |f, s| match &f.queue_ready {
+            Some(ready) => ready.call(s, (ROOT_CONTEXT_ID as i32, queue_id as i32)),
+            None => Ok(()),
         })
     }
 
@@ -395,9 +414,9 @@ impl Vm {
         token: u32,
         result: CallResult,
     ) -> Result<(), HostError> {
-        let Some(f) = self.f.http_call_response.clone() else {
+        if self.f.http_call_response.is_none() {
             return Ok(());
-        };
+        }
         let (response, status) = match result {
             Ok(r) => (r, (0, Vec::new())),
             Err(e) => (Default::default(), (14, e.into_bytes())),
@@ -411,9 +430,13 @@ impl Vm {
         st.call_response = Some(response);
         st.status = status;
         let args = (ctx as i32, token as i32, h as i32, b as i32, t as i32);
+        let call = |f: &Exports, s: &mut Store<HostState>| match &f.http_call_response {
+            Some(f) => f.call(s, args),
+            None => Ok(()),
+        };
         let r = match stream {
-            Some(stream) => self.on_stream(stream, ctx, |s| f.call(s, args)),
-            None => self.call(self.deadline_ticks, |s| f.call(s, args)),
+            Some(stream) => self.on_stream(stream, ctx, call),
+            None => self.call(self.deadline_ticks, call),
         };
         self.store.data_mut().call_response = None;
         r
@@ -421,14 +444,23 @@ impl Vm {
 
     /// Ends a stream context: `proxy_on_done`, `proxy_on_log`, `proxy_on_delete`.
     pub fn finish_stream(&mut self, stream: &mut StreamState, ctx: u32) -> Result<(), HostError> {
-        if let Some(done) = self.f.done.clone() {
-            self.on_stream(stream, ctx, |s| done.call(s, ctx as i32))?;
+        if self.f.done.is_some() {
+            self.on_stream(stream, ctx, |f, s| match &f.done {
+                Some(done) => done.call(s, ctx as i32).map(drop),
+                None => Ok(()),
+            })?;
         }
-        if let Some(log) = self.f.log.clone() {
-            self.on_stream(stream, ctx, |s| log.call(s, ctx as i32))?;
+        if self.f.log.is_some() {
+            self.on_stream(stream, ctx, |f, s| match &f.log {
+                Some(log) => log.call(s, ctx as i32),
+                None => Ok(()),
+            })?;
         }
-        if let Some(delete) = self.f.delete.clone() {
-            self.on_stream(stream, ctx, |s| delete.call(s, ctx as i32))?;
+        if self.f.delete.is_some() {
+            self.on_stream(stream, ctx, |f, s| match &f.delete {
+                Some(delete) => delete.call(s, ctx as i32),
+                None => Ok(()),
+            })?;
         }
         Ok(())
     }
