@@ -1251,26 +1251,8 @@ impl<'a> Loader<'a> {
 /// Does the operator's answer depend on its input alone (no macro, no state)?
 fn op_pure(op: &Op) -> bool {
     match op {
-        Op::Rx(_)
-        | Op::Pm(_)
-        | Op::ValidateByteRange(_)
-        | Op::ValidateUrlEncoding
-        | Op::ValidateUtf8Encoding
-        | Op::IpMatch(_)
-        | Op::DetectSqli
-        | Op::DetectXss => true,
-        Op::StrEq(m)
-        | Op::Contains(m)
-        | Op::ContainsWord(m)
-        | Op::BeginsWith(m)
-        | Op::EndsWith(m)
-        | Op::Within(m)
-        | Op::Eq(m)
-        | Op::Ge(m)
-        | Op::Gt(m)
-        | Op::Lt(m)
-        | Op::Le(m) => m.literal().is_some(),
         Op::RxMacro(..) | Op::Unconditional | Op::NoMatch => false,
+        op => op.macro_arg().is_none_or(|m| m.literal().is_some()),
     }
 }
 

@@ -290,6 +290,27 @@ pub enum Op {
     NoMatch,
 }
 
+impl Op {
+    /// The operator's argument when it may hold macros (`@within %{tx.allowed_methods}`).
+    pub fn macro_arg(&self) -> Option<&Macro> {
+        match self {
+            Op::Eq(m)
+            | Op::Ge(m)
+            | Op::Gt(m)
+            | Op::Lt(m)
+            | Op::Le(m)
+            | Op::StrEq(m)
+            | Op::Contains(m)
+            | Op::ContainsWord(m)
+            | Op::BeginsWith(m)
+            | Op::EndsWith(m)
+            | Op::Within(m)
+            | Op::RxMacro(m, _) => Some(m),
+            _ => None,
+        }
+    }
+}
+
 /// ModSecurity's numeric parse: leading sign and digits, anything else 0.
 pub fn atoi(b: &[u8]) -> i64 {
     let s = b.trim_ascii();

@@ -302,21 +302,7 @@ fn macro_vars(m: &Macro, f: fn(V) -> bool) -> bool {
 
 /// The macro argument of an operator, if any.
 fn op_macro(op: &Op) -> Option<&Macro> {
-    match op {
-        Op::Eq(m)
-        | Op::Ge(m)
-        | Op::Gt(m)
-        | Op::Lt(m)
-        | Op::Le(m)
-        | Op::StrEq(m)
-        | Op::Contains(m)
-        | Op::ContainsWord(m)
-        | Op::BeginsWith(m)
-        | Op::EndsWith(m)
-        | Op::Within(m)
-        | Op::RxMacro(m, _) => Some(m),
-        _ => None,
-    }
+    op.macro_arg()
 }
 
 /// Do all of `r`'s macros (operator, setvar, msg, logdata) pass `f` on their variables?
