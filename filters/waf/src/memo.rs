@@ -155,7 +155,7 @@ impl Memo {
     }
 }
 
-/// Hashes `b` with the memo's keyed hasher (tests).
+/// Hashes `b` with key `k` (the first-sight sketch, tests).
 pub fn hash_with(k: Keyed, b: &[u8]) -> u64 {
     let mut h = k.build_hasher();
     h.write(b);

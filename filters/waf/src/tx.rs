@@ -300,14 +300,9 @@ fn macro_vars(m: &Macro, f: fn(V) -> bool) -> bool {
     })
 }
 
-/// The macro argument of an operator, if any.
-fn op_macro(op: &Op) -> Option<&Macro> {
-    op.macro_arg()
-}
-
 /// Do all of `r`'s macros (operator, setvar, msg, logdata) pass `f` on their variables?
 fn rule_macros(r: &Rule, f: fn(V) -> bool) -> bool {
-    op_macro(&r.op).is_none_or(|m| macro_vars(m, f))
+    r.op.macro_arg().is_none_or(|m| macro_vars(m, f))
         && r.setvars.iter().all(|sv| {
             macro_vars(&sv.name, f)
                 && match &sv.op {
@@ -324,7 +319,7 @@ fn rule_pure(r: &Rule) -> bool {
     let op = match &r.op {
         Op::RxMacro(..) => false,
         Op::Unconditional | Op::NoMatch => true,
-        op => op_macro(op).is_some(),
+        op => op.macro_arg().is_some(),
     };
     op && r.ctls.is_empty()
         && r.skip == 0
@@ -616,7 +611,9 @@ impl Transaction {
                 Entry::Rule(ri, _) => {
                     let r = &eng.rules[*ri];
                     r.targets.iter().any(|t| var_matched(t.var))
-                        || op_macro(&r.op).is_some_and(|m| !macro_vars(m, |v| !var_matched(v)))
+                        || r.op
+                            .macro_arg()
+                            .is_some_and(|m| !macro_vars(m, |v| !var_matched(v)))
                 }
                 Entry::Marker(_) => false,
             });
