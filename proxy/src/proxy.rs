@@ -381,6 +381,22 @@ async fn redirect_https(session: &mut Session, snap: &Snapshot, host: &str) -> R
     Ok(true)
 }
 
+/// Counts a failure of `peer` (connect, proxy) and tells its pool (passive ejection).
+fn peer_failed(pool: &Pool, peer: &HttpPeer) {
+    metrics()
+        .upstream_errors
+        .with_label_values(&[pool.def.name.as_str(), &peer.address().to_string()])
+        .inc();
+    if let Some(addr) = peer.address().as_inet() {
+        pool.failed(*addr);
+    }
+}
+
+/// May this request try one more peer: within the pool's `retries`, and an untried peer left?
+fn retries_left(pool: &Pool, ctx: &Ctx) -> bool {
+    ctx.tried.len() <= pool.def.retries && ctx.tried.len() < pool.def.peers.len()
+}
+
 fn reset() -> Box<Error> {
     Error::explain(ErrorType::ConnectionClosed, "a filter reset the stream")
 }
@@ -828,15 +844,9 @@ impl ProxyHttp for Sluice {
         mut e: Box<Error>,
     ) -> Box<Error> {
         if let Some(pool) = &ctx.pool {
-            metrics()
-                .upstream_errors
-                .with_label_values(&[pool.def.name.as_str(), &peer.address().to_string()])
-                .inc();
-            if let Some(addr) = peer.address().as_inet() {
-                pool.failed(*addr);
-            }
+            peer_failed(pool, peer);
             // Nothing reached the peer: another peer may take any method.
-            if ctx.tried.len() <= pool.def.retries && ctx.tried.len() < pool.def.peers.len() {
+            if retries_left(pool, ctx) {
                 e.set_retry(true);
             }
         }
@@ -853,13 +863,7 @@ impl ProxyHttp for Sluice {
     ) -> Box<Error> {
         let mut e = e.more_context(format!("peer: {}", peer.address()));
         if let Some(pool) = &ctx.pool {
-            metrics()
-                .upstream_errors
-                .with_label_values(&[pool.def.name.as_str(), &peer.address().to_string()])
-                .inc();
-            if let Some(addr) = peer.address().as_inet() {
-                pool.failed(*addr);
-            }
+            peer_failed(pool, peer);
             // A reused connection that failed before the response (the peer closed an
             // idle connection, or went away): retry idempotent requests elsewhere.
             if !session.req_header().method.is_idempotent()
@@ -869,7 +873,7 @@ impl ProxyHttp for Sluice {
             } else {
                 e.retry.decide_reuse(client_reused);
             }
-            if ctx.tried.len() > pool.def.retries || ctx.tried.len() >= pool.def.peers.len() {
+            if !retries_left(pool, ctx) {
                 e.set_retry(false);
             }
         }
