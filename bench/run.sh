@@ -88,51 +88,18 @@ wait_ready() {
 
 # ---------------------------------------------------------------- servers
 
-start_origin() {
-    start_bg origin "$REL/sluice-origin" --listen "127.0.0.1:$ORIGIN_PORT" \
-        --root "$ROOT/origin/www" --id bench --threads "$ORIGIN_THREADS"
-}
-
 start_nginx() {
-    local conf="$TMP/nginx.conf"
-    mkdir -p "$TMP/nginx"
-    cat >"$conf" <<EOF
-worker_processes $THREADS;
-pid $TMP/nginx/nginx.pid;
-error_log $TMP/nginx/error.log warn;
-events {
-    worker_connections 4096;
-}
-http {
-    access_log off;
-    client_body_temp_path $TMP/nginx/client_body;
-    proxy_temp_path $TMP/nginx/proxy;
-    fastcgi_temp_path $TMP/nginx/fastcgi;
-    uwsgi_temp_path $TMP/nginx/uwsgi;
-    scgi_temp_path $TMP/nginx/scgi;
-    upstream origin {
-        server 127.0.0.1:$ORIGIN_PORT;
-        keepalive 128;
-    }
-    server {
-        listen 127.0.0.1:$NGINX_PORT;
-        location / {
-            proxy_pass http://origin;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host \$http_host;
-            # Never spool to temp files (workers run as nobody; the temp dir is 0700).
-            proxy_max_temp_file_size 0;
-        }
-    }
-}
-EOF
-    nginx -t -q -p "$TMP/nginx" -e "$TMP/nginx/error.log" -c "$conf" >"$TMP/nginx-t.log" 2>&1 || {
-        log "nginx -t failed:"
-        cat "$TMP/nginx-t.log" >&2
-        return 1
-    }
-    start_bg nginx nginx -p "$TMP/nginx" -e "$TMP/nginx/error.log" -c "$conf" -g 'daemon off;'
+    local dir="$TMP/nginx" conf="$TMP/nginx.conf"
+    mkdir -p "$dir"
+    {
+        nginx_head "$dir"
+        echo "    server {"
+        echo "        listen 127.0.0.1:$NGINX_PORT;"
+        nginx_proxy_location
+        echo "    }"
+        echo "}"
+    } >"$conf"
+    start_nginx_conf nginx "$dir" "$conf"
 }
 
 start_bare_pingora() {
@@ -195,14 +162,6 @@ EOF
 }
 
 # ---------------------------------------------------------------- wrk
-
-# to_ms 312.45us|1.20ms|2.00s -> milliseconds, 2 decimals.
-to_ms() {
-    awk -v v="$1" 'BEGIN {
-        n = v; sub(/[a-z]+$/, "", n); u = v; sub(/^[0-9.]+/, "", u);
-        if (u == "us") n /= 1000; else if (u == "s") n *= 1000; else if (u == "m") n *= 60000;
-        printf "%.2f", n }'
-}
 
 declare -a ROWS=()
 declare -a NOTES=()

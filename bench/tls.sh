@@ -162,32 +162,16 @@ EOF
 
 # ---------------------------------------------------------------- servers
 
-start_origin() {
-    start_bg origin "$REL/sluice-origin" --listen "127.0.0.1:$ORIGIN_PORT" \
-        --root "$ROOT/origin/www" --id bench --threads "$ORIGIN_THREADS"
-}
-
 # nginx: TLS 1.2/1.3, a shared session cache (and its default session
 # tickets), h2 by ALPN, upstream keep-alive as in bench/run.sh. A second
 # server block (the probe port, same certificate and cache) logs
 # $ssl_session_reused to count resumed handshakes; the measured one logs nothing.
 start_nginx() {
-    local conf="$TMP/nginx.conf"
-    mkdir -p "$TMP/nginx"
-    cat >"$conf" <<EOF
-worker_processes $THREADS;
-pid $TMP/nginx/nginx.pid;
-error_log $TMP/nginx/error.log warn;
-events {
-    worker_connections 4096;
-}
-http {
-    access_log off;
-    client_body_temp_path $TMP/nginx/client_body;
-    proxy_temp_path $TMP/nginx/proxy;
-    fastcgi_temp_path $TMP/nginx/fastcgi;
-    uwsgi_temp_path $TMP/nginx/uwsgi;
-    scgi_temp_path $TMP/nginx/scgi;
+    local dir="$TMP/nginx" conf="$TMP/nginx.conf"
+    mkdir -p "$dir"
+    {
+        nginx_head "$dir"
+        cat <<EOF
     # Pingora has no per-connection request limit; nginx's default (1000)
     # would close h1 connections and send h2 GOAWAYs during the runs.
     keepalive_requests 1000000;
@@ -197,39 +181,21 @@ http {
     ssl_session_cache shared:SSL:10m;
     ssl_session_timeout 10m;
     log_format resumed '\$ssl_session_reused \$ssl_protocol \$server_protocol \$status';
-    upstream origin {
-        server 127.0.0.1:$ORIGIN_PORT;
-        keepalive 128;
-    }
     server {
         listen 127.0.0.1:$NGINX_PORT ssl http2;
-        location / {
-            proxy_pass http://origin;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host \$http_host;
-            proxy_max_temp_file_size 0;
-        }
+EOF
+        nginx_proxy_location
+        cat <<EOF
     }
     server {
         listen 127.0.0.1:$NGINX_PROBE_PORT ssl http2;
-        access_log $TMP/nginx/probe-access.log resumed;
-        location / {
-            proxy_pass http://origin;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host \$http_host;
-            proxy_max_temp_file_size 0;
-        }
-    }
-}
+        access_log $dir/probe-access.log resumed;
 EOF
-    nginx -t -q -p "$TMP/nginx" -e "$TMP/nginx/error.log" -c "$conf" >"$TMP/nginx-t.log" 2>&1 || {
-        log "nginx -t failed:"
-        cat "$TMP/nginx-t.log" >&2
-        return 1
-    }
-    start_bg nginx nginx -p "$TMP/nginx" -e "$TMP/nginx/error.log" -c "$conf" -g 'daemon off;'
+        nginx_proxy_location
+        echo "    }"
+        echo "}"
+    } >"$conf"
+    start_nginx_conf nginx "$dir" "$conf"
 }
 
 # sluice_tls_section PORT: the [tls] section both Sluice policies share.
@@ -310,14 +276,6 @@ EOF
 }
 
 # ---------------------------------------------------------------- measuring
-
-# to_ms 312.45us|1.20ms|2.00s -> milliseconds, 2 decimals.
-to_ms() {
-    awk -v v="$1" 'BEGIN {
-        n = v; sub(/[a-z]+$/, "", n); u = v; sub(/^[0-9.]+/, "", u);
-        if (u == "us") n /= 1000; else if (u == "s") n *= 1000; else if (u == "m") n *= 60000;
-        printf "%.2f", n }'
-}
 
 # seconds 10s|2m|10 -> whole seconds (for timeouts).
 seconds() {

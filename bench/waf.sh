@@ -88,35 +88,17 @@ EOF
         load="load_module /usr/lib/nginx/modules/ngx_http_modsecurity_module.so;"
         on="modsecurity on; modsecurity_rules_file $dir/modsec.conf;"
     fi
-    cat >"$dir/nginx.conf" <<EOF
-$load
-worker_processes $THREADS;
-pid $dir/nginx.pid;
-error_log $dir/logs/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    client_body_temp_path $dir/body; proxy_temp_path $dir/proxy; fastcgi_temp_path $dir/fcgi;
-    uwsgi_temp_path $dir/uwsgi; scgi_temp_path $dir/scgi;
-    upstream origin { server 127.0.0.1:$ORIGIN_PORT; keepalive 128; }
-    server {
-        listen 127.0.0.1:$port;
-        $on
-        location / {
-            proxy_pass http://origin;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host \$http_host;
-            proxy_max_temp_file_size 0;
-        }
-    }
-}
-EOF
-    nginx -t -q -p "$dir" -e "$dir/logs/error.log" -c "$dir/nginx.conf" >"$TMP/$name-t.log" 2>&1 || {
-        cat "$TMP/$name-t.log" >&2
-        return 1
-    }
-    start_bg "$name" nginx -p "$dir" -e "$dir/logs/error.log" -c "$dir/nginx.conf" -g 'daemon off;'
+    {
+        echo "$load"
+        nginx_head "$dir"
+        echo "    server {"
+        echo "        listen 127.0.0.1:$port;"
+        echo "        $on"
+        nginx_proxy_location
+        echo "    }"
+        echo "}"
+    } >"$dir/nginx.conf"
+    start_nginx_conf "$name" "$dir" "$dir/nginx.conf"
 }
 
 # sluice_waf NAME MATCHERS (MATCHERS "none": the same Sluice with no filter, the ceiling)
@@ -159,12 +141,6 @@ filters = $chain
 pool = "origin"
 EOF
     SLUICE_LOG=${SLUICE_LOG:-warn} start_bg "$name" "$REL/sluice" run --policy "$policy"
-}
-
-to_ms() {
-    awk -v v="$1" 'BEGIN { n = v; sub(/[a-z]+$/, "", n); u = v; sub(/^[0-9.]+/, "", u);
-        if (u == "us") n /= 1000; else if (u == "s") n *= 1000; else if (u == "m") n *= 60000;
-        printf "%.2f", n }'
 }
 
 # tree_ticks PID: CPU time (user + system, clock ticks) of PID and its children
@@ -235,8 +211,7 @@ for port in "$ORIGIN_PORT" "$NGINX_PORT" "$MODSEC_PORT" "$SLUICE_PORT" "$SLUICE_
     port_in_use "$port" && die "port $port is in use"
 done
 
-start_bg origin "$REL/sluice-origin" --listen "127.0.0.1:$ORIGIN_PORT" --root "$ROOT/origin/www" \
-    --id bench --threads "$ORIGIN_THREADS"
+start_origin
 [[ $SKIP_NGINX == 1 ]] || run_target nginx "$NGINX_PORT" nginx_conf nginx "$NGINX_PORT" 0
 if [[ $SKIP_MODSEC != 1 ]]; then
     run_target nginx-modsecurity "$MODSEC_PORT" nginx_conf nginx-modsecurity "$MODSEC_PORT" 1
