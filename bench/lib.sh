@@ -4,7 +4,8 @@
 #   start_bg NAME CMD...   run CMD in the background, output in $TMP/NAME.log
 #   stop NAME              stop it (see below); every process is stopped on exit
 #   alive PID, port_in_use PORT, log MSG, die MSG
-#   to_ms, start_origin, nginx_head DIR, nginx_proxy_location, start_nginx_conf NAME DIR CONF
+#   to_ms, start_origin, nginx_head DIR, nginx_proxy_location, start_nginx_conf NAME DIR CONF,
+#   sluice_policy_tail empty|two
 
 log() { printf '[%s] %s\n' "$BENCH_TAG" "$*" >&2; }
 die() {
@@ -125,4 +126,30 @@ start_nginx_conf() {
         return 1
     }
     start_bg "$name" nginx -p "$dir" -e "$dir/error.log" -c "$conf" -g 'daemon off;'
+}
+
+# sluice_policy_tail empty|two: what follows a bench policy's [server] (and [tls]) sections:
+# the pool `origin` ($ORIGIN_PORT) and one route to it, through no filter ("empty") or a
+# chain of two `headers` filters ("two": both edit headers and tag the chain,
+# x-sluice-chain, one on the request and one on the response; $FILTERS_OUT/headers.wasm).
+sluice_policy_tail() {
+    cat <<EOF
+[pools.origin]
+peers = ["127.0.0.1:$ORIGIN_PORT"]
+EOF
+    if [[ $1 == two ]]; then
+        cat <<EOF
+
+[filters.first]
+module = "$FILTERS_OUT/headers.wasm"
+config = { request = { set = { "x-bench" = "first" } }, chain_tag = "first" }
+
+[filters.second]
+module = "$FILTERS_OUT/headers.wasm"
+config = { response = { set = { "x-bench" = "second" } }, chain_tag = "second" }
+EOF
+    fi
+    printf '\n[[routes]]\nname = "all"\npath_prefix = "/"\n'
+    [[ $1 == two ]] && echo 'filters = ["first", "second"]'
+    echo 'pool = "origin"'
 }

@@ -111,21 +111,17 @@ start_bare_pingora() {
 # and starts Sluice with it.
 start_sluice_empty() {
     local policy=$1
-    cat >"$policy" <<EOF
+    {
+        cat <<EOF
 # Sluice, no filters: every request goes straight to the demo origin.
 [server]
 listen = ["127.0.0.1:$SLUICE_EMPTY_PORT"]
 admin = "127.0.0.1:$SLUICE_EMPTY_ADMIN"
 threads = $THREADS
 
-[pools.origin]
-peers = ["127.0.0.1:$ORIGIN_PORT"]
-
-[[routes]]
-name = "all"
-path_prefix = "/"
-pool = "origin"
 EOF
+        sluice_policy_tail empty
+    } >"$policy"
     start_bg sluice-empty "$SLUICE_BIN" run --policy "$policy"
 }
 
@@ -133,7 +129,8 @@ EOF
 # header filters to POLICY_PATH and starts Sluice with it.
 start_sluice_two_filters() {
     local policy=$1
-    cat >"$policy" <<EOF
+    {
+        cat <<EOF
 # Sluice, a chain of two filters on every request: both edit headers and tag
 # the chain (x-sluice-chain), on the request and on the response.
 [server]
@@ -141,23 +138,9 @@ listen = ["127.0.0.1:$SLUICE_TWO_PORT"]
 admin = "127.0.0.1:$SLUICE_TWO_ADMIN"
 threads = $THREADS
 
-[pools.origin]
-peers = ["127.0.0.1:$ORIGIN_PORT"]
-
-[filters.first]
-module = "$FILTERS_OUT/headers.wasm"
-config = { request = { set = { "x-bench" = "first" } }, chain_tag = "first" }
-
-[filters.second]
-module = "$FILTERS_OUT/headers.wasm"
-config = { response = { set = { "x-bench" = "second" } }, chain_tag = "second" }
-
-[[routes]]
-name = "all"
-path_prefix = "/"
-filters = ["first", "second"]
-pool = "origin"
 EOF
+        sluice_policy_tail two
+    } >"$policy"
     start_bg sluice-two "$SLUICE_BIN" run --policy "$policy"
 }
 

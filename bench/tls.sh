@@ -224,16 +224,8 @@ threads = $THREADS
 
 EOF
         sluice_tls_section "$SLUICE_EMPTY_PORT"
-        cat <<EOF
-
-[pools.origin]
-peers = ["127.0.0.1:$ORIGIN_PORT"]
-
-[[routes]]
-name = "all"
-path_prefix = "/"
-pool = "origin"
-EOF
+        echo
+        sluice_policy_tail empty
     } >"$policy"
     start_bg sluice-empty "$SLUICE_BIN" run --policy "$policy"
 }
@@ -252,25 +244,8 @@ threads = $THREADS
 
 EOF
         sluice_tls_section "$SLUICE_TWO_PORT"
-        cat <<EOF
-
-[pools.origin]
-peers = ["127.0.0.1:$ORIGIN_PORT"]
-
-[filters.first]
-module = "$FILTERS_OUT/headers.wasm"
-config = { request = { set = { "x-bench" = "first" } }, chain_tag = "first" }
-
-[filters.second]
-module = "$FILTERS_OUT/headers.wasm"
-config = { response = { set = { "x-bench" = "second" } }, chain_tag = "second" }
-
-[[routes]]
-name = "all"
-path_prefix = "/"
-filters = ["first", "second"]
-pool = "origin"
-EOF
+        echo
+        sluice_policy_tail two
     } >"$policy"
     start_bg sluice-two "$SLUICE_BIN" run --policy "$policy"
 }
