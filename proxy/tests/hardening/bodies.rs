@@ -1,0 +1,3 @@
+//! Hardening tests: bodies (issue #15).
+#![allow(unused_imports)]
+use super::common::*;
