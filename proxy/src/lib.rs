@@ -6,6 +6,7 @@
 //!   [`snapshot::Live`] with `arc-swap`.
 //! - [`swap`]: reload, rollback, SIGHUP and file watch; validate first, then publish.
 //! - [`proxy`]: Pingora's `ProxyHttp`; each hook runs one phase of the chain.
+//! - [`held_body`]: request bodies held until the filters have seen them.
 //! - [`chain`]: runs a phase over a route's filters.
 //! - [`host`]: the Proxy-Wasm host on wasmtime (knows no Pingora).
 //! - [`upstream`]: pools: load balancing, health checks, ejection, the peer to connect to.
@@ -18,6 +19,7 @@
 pub mod admin;
 pub mod callouts;
 pub mod chain;
+pub mod held_body;
 pub mod host;
 pub mod image;
 pub mod metrics;

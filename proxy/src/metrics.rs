@@ -44,6 +44,12 @@ pub struct Metrics {
     pub upstream_retries: IntCounterVec,
     /// Requests whose filters named a pool the policy does not have, by route.
     pub unknown_pool: IntCounterVec,
+    /// Request bodies refused while held for the filters, by route and reason
+    /// (`too_large`, `length_required`).
+    pub request_body_refusals: IntCounterVec,
+    /// Requests that failed on the client's side (bad body framing, disconnect,
+    /// timeout) while proxied, by pool: never counted as upstream errors.
+    pub downstream_errors: IntCounterVec,
     /// Filter callbacks by filter and phase.
     pub filter_invocations: IntCounterVec,
     /// Filter callback duration by filter and phase.
@@ -175,6 +181,18 @@ pub fn metrics() -> &'static Metrics {
                 &r,
                 "sluice_upstream_retries_total",
                 "Upstream attempts retried on another peer.",
+                &["pool"],
+            ),
+            request_body_refusals: counter(
+                &r,
+                "sluice_request_body_refusals_total",
+                "Request bodies refused while held for the filters, by route and reason.",
+                &["route", "reason"],
+            ),
+            downstream_errors: counter(
+                &r,
+                "sluice_downstream_errors_total",
+                "Requests that failed on the client's side while proxied, by pool.",
                 &["pool"],
             ),
             unknown_pool: counter(

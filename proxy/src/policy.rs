@@ -57,6 +57,19 @@ pub enum OnFailure {
     Open,
 }
 
+/// Whether a filter needs the whole request body before the origin sees the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RequestBodyMode {
+    /// Hold the request (header and body) until the chain has seen the whole body:
+    /// read up to `[limits] max_body_bytes` before the upstream is contacted, 413
+    /// beyond (nginx's `proxy_request_buffering on`, as ModSecurity needs it).
+    #[default]
+    Buffer,
+    /// Stream the body to the origin chunk by chunk as the filters pass it on; the
+    /// origin sees the request before the filters have seen its body.
+    Stream,
+}
+
 /// Limits applied to filters (policy-wide defaults, overridable per filter).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FilterLimits {
@@ -91,6 +104,8 @@ pub struct FilterDef {
     pub on_failure: OnFailure,
     /// Files declared with `files`, read when the policy loaded.
     pub files: std::sync::Arc<Vec<crate::host::PluginFile>>,
+    /// `request_body`: hold the request until this filter has seen the whole body.
+    pub request_body: RequestBodyMode,
 }
 
 /// How a pool picks a peer.
@@ -391,6 +406,7 @@ struct RawFilter {
     table_elements: Option<usize>,
     on_failure: Option<Spanned<String>>,
     failure_status: Option<Spanned<u16>>,
+    request_body: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -576,6 +592,17 @@ impl Policy {
                     OnFailure::Open
                 }
             };
+            let request_body = match f.request_body.as_ref().map(|s| s.get_ref().as_str()) {
+                None | Some("buffer") => RequestBodyMode::Buffer,
+                Some("stream") => RequestBodyMode::Stream,
+                Some(other) => {
+                    l.err(
+                        f.request_body.as_ref().map(|s| s.span()),
+                        format!("filter {name:?}: request_body must be \"buffer\" or \"stream\", not {other:?}"),
+                    );
+                    RequestBodyMode::Buffer
+                }
+            };
             let files = match &f.files {
                 Some(list) => files::load(base, list.get_ref()).unwrap_or_else(|e| {
                     l.err(Some(list.span()), format!("filter {name:?}: {e}"));
@@ -601,6 +628,7 @@ impl Policy {
                     table_elements: f.table_elements.unwrap_or(default_limits.table_elements),
                 },
                 on_failure,
+                request_body,
             });
         }
 
@@ -896,6 +924,21 @@ mod tests {
         let e = errs("[bogus]\n");
         assert!(
             e[0].starts_with("p.toml:1: ") && e[0].contains("bogus"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn request_body_mode() {
+        let base = "[pools.a]\npeers = [\"127.0.0.1:1\"]\n[[routes]]\npool = \"a\"\nfilters = [\"f\"]\n[filters.f]\nmodule = \"f.wasm\"\n";
+        let p = Policy::parse(Path::new("p.toml"), base).unwrap();
+        assert_eq!(p.filters[0].request_body, RequestBodyMode::Buffer);
+        let p = Policy::parse(Path::new("p.toml"), &format!("{base}request_body = \"stream\"\n"))
+            .unwrap();
+        assert_eq!(p.filters[0].request_body, RequestBodyMode::Stream);
+        let e = errs(&format!("{base}request_body = \"later\"\n"));
+        assert!(
+            e[0].starts_with("p.toml:8: ") && e[0].contains("request_body"),
             "{e:?}"
         );
     }

@@ -2,10 +2,10 @@
 //!
 //! | Pingora hook            | Proxy-Wasm phase                         | order   |
 //! |-------------------------|------------------------------------------|---------|
-//! | `request_filter`        | route match, `proxy_on_request_headers`; request body when small (read before the upstream is contacted) | chain |
+//! | `request_filter`        | route match, `proxy_on_request_headers`; the whole request body when a filter has `request_body = "buffer"` (held: read before the upstream is contacted, see `held_body`), or when small | chain |
 //! | `upstream_peer`         | the pool (the route's, or the one a filter set in `sluice.upstream.pool`) picks a peer; again on each retry | |
 //! | `upstream_request_filter` | Content-Length / chunked fixed for the filtered body | |
-//! | `request_body_filter`   | `proxy_on_request_body` (large or chunked bodies, streamed) | chain |
+//! | `request_body_filter`   | `proxy_on_request_body` (large or chunked bodies of `request_body = "stream"` routes); hands a held body to Pingora | chain |
 //! | `response_filter`       | `proxy_on_response_headers`              | reverse |
 //! | `response_body_filter`  | `proxy_on_response_body`                 | reverse |
 //! | `logging`               | `proxy_on_done`, `proxy_on_log`, `proxy_on_delete` | chain |
@@ -25,6 +25,7 @@ use pingora::upstreams::peer::Peer;
 use pingora::{ErrorSource, ErrorType};
 
 use crate::chain::{Chain, Outcome};
+use crate::held_body::{self, Held};
 use crate::host::{BodyKind, HeaderMap, LocalResponse, RequestInfo, StreamState};
 use crate::metrics::{method_label, metrics, status_class};
 use crate::policy::HashKey;
@@ -447,6 +448,10 @@ impl Sluice {
         if !has_body {
             return Ok(false);
         }
+        let route = ctx.route.map(|r| &ctx.snapshot.routes[r]);
+        if route.is_some_and(|r| r.buffers_request_body()) {
+            return self.hold_body(session, ctx, chain).await;
+        }
         let declared = session
             .req_header()
             .headers
@@ -484,6 +489,66 @@ impl Sluice {
             _ => ctx.request_body = RequestBody::Streaming,
         }
         Ok(false)
+    }
+
+    /// Holds the request until the chain has seen its whole body (a filter of the
+    /// route has `request_body = "buffer"`): reads it before the upstream is
+    /// contacted, refuses it beyond `max_body_bytes`, runs the body phase once.
+    async fn hold_body(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        chain: &mut Chain,
+    ) -> Result<bool> {
+        let body = match held_body::read(session, ctx.stream.max_buffer_bytes).await? {
+            Held::Body(body) => body,
+            Held::TooLarge => {
+                let local = plain(413, "request body too large", "request body too large\n");
+                return self.refuse_body(session, ctx, "too_large", local).await;
+            }
+            Held::LengthRequired => {
+                let local = plain(
+                    411,
+                    "request body of unknown length too large",
+                    "a request body over 64 KiB needs a Content-Length here\n",
+                );
+                return self.refuse_body(session, ctx, "length_required", local).await;
+            }
+        };
+        ctx.stream.request_headers_changed = false;
+        match chain.body(&mut ctx.stream, BodyKind::Request, body, true) {
+            Ok(out) => {
+                let len = out.len();
+                ctx.request_body = RequestBody::Ready(Bytes::from(out), len);
+                if ctx.stream.request_headers_changed {
+                    apply_request(&ctx.stream.request_headers, session.req_header_mut())?;
+                }
+            }
+            Err(Outcome::Respond) => return self.respond(session, ctx).await,
+            Err(_) => return Err(reset()),
+        }
+        send_detached(&ctx.snapshot, chain);
+        Ok(false)
+    }
+
+    /// Answers a held body Sluice will not forward, counts it and closes the
+    /// connection (the rest of the body is not read).
+    async fn refuse_body(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        reason: &str,
+        local: LocalResponse,
+    ) -> Result<bool> {
+        tracing::info!(route = %ctx.stream.info.route, request_id = %ctx.stream.info.id, reason, status = local.status, "request body refused");
+        metrics()
+            .request_body_refusals
+            .with_label_values(&[ctx.stream.info.route.as_str(), reason])
+            .inc();
+        ctx.stream.info.response_code = Some(local.status);
+        session.set_keepalive(None);
+        send_local(session, &local).await?;
+        Ok(true)
     }
 
     /// Applies a filter's `sluice.upstream.pool`; `Ok(true)`: the pool is unknown and
@@ -662,9 +727,11 @@ impl ProxyHttp for Sluice {
         match &mut ctx.request_body {
             RequestBody::Untouched => Ok(()),
             RequestBody::Ready(ready, _) => {
-                // Pingora replays its retry buffer on every upstream attempt: each
-                // attempt gets the whole filtered body.
-                *body = Some(ready.clone());
+                // Pingora hands over its retry buffer (the body's tail, see held_body)
+                // once per upstream attempt, at the end of the body: each attempt gets
+                // the whole filtered body. An empty body is sent as no data at all (an
+                // empty chunk would be a stray terminating chunk).
+                *body = (!ready.is_empty()).then(|| ready.clone());
                 Ok(())
             }
             RequestBody::Streaming => {
@@ -674,7 +741,15 @@ impl ProxyHttp for Sluice {
                 let chunk = body.take().map(Vec::from).unwrap_or_default();
                 match chain.body(&mut ctx.stream, BodyKind::Request, chunk, end_of_stream) {
                     Ok(out) => {
-                        *body = Some(Bytes::from(out));
+                        // Empty data mid-body is skipped by Pingora; at the end it must
+                        // be none at all: an empty chunk is the terminating chunk, and
+                        // Pingora ends the body with another one (a stray `0\r\n\r\n`
+                        // the origin reads as the next request).
+                        *body = if out.is_empty() && end_of_stream {
+                            None
+                        } else {
+                            Some(Bytes::from(out))
+                        };
                         Ok(())
                     }
                     Err(Outcome::Respond) => {
@@ -862,6 +937,17 @@ impl ProxyHttp for Sluice {
         client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("peer: {}", peer.address()));
+        if *e.esource() != ErrorSource::Upstream {
+            // The client's side (bad body framing, disconnect, timeout) or Sluice's own
+            // (a filter's answer): the peer did nothing wrong. Not counted against it,
+            // no ejection, no retry.
+            if *e.esource() == ErrorSource::Downstream {
+                let pool = ctx.pool.as_ref().map(|p| p.def.name.as_str()).unwrap_or("");
+                metrics().downstream_errors.with_label_values(&[pool]).inc();
+            }
+            e.set_retry(false);
+            return e;
+        }
         if let Some(pool) = &ctx.pool {
             peer_failed(pool, peer);
             // A reused connection that failed before the response (the peer closed an
@@ -904,6 +990,7 @@ impl ProxyHttp for Sluice {
                 ErrorSource::Upstream => 502,
                 ErrorSource::Downstream => match e.etype() {
                     ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                    ErrorType::ReadTimedout => 408,
                     _ => 400,
                 },
                 _ => 500,

@@ -25,8 +25,20 @@ pub struct Filter {
     pub plugin: Arc<Plugin>,
     /// What a failure of this filter does to the request.
     pub on_failure: OnFailure,
+    /// Whether the request waits for this filter to see the whole body.
+    pub request_body: crate::policy::RequestBodyMode,
     /// Metric handles.
     pub metrics: FilterMetrics,
+}
+
+impl Route {
+    /// True when a filter of the chain inspects the request body (`request_body =
+    /// "buffer"`): the request is held until the chain has seen all of it.
+    pub fn buffers_request_body(&self) -> bool {
+        self.filters
+            .iter()
+            .any(|f| f.request_body == crate::policy::RequestBodyMode::Buffer)
+    }
 }
 
 /// A route ready to serve.
@@ -162,6 +174,7 @@ impl Snapshot {
                 Ok(plugin) => filters.push(Arc::new(Filter {
                     plugin,
                     on_failure: f.on_failure,
+                    request_body: f.request_body,
                     metrics: FilterMetrics::new(&f.name),
                 })),
                 Err(e) => errors.push(diag(Some(f.line), format!("filter {:?}: {e}", f.name))),
