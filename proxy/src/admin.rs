@@ -81,12 +81,18 @@ impl Admin {
                 "callback_deadline_ms": f.plugin.limits.callback_deadline.as_millis() as u64,
                 "startup_deadline_ms": f.plugin.limits.startup_deadline.as_millis() as u64,
                 "table_elements": f.plugin.limits.table_elements,
+                "spare_vm": f.plugin.limits.spare_vm,
+                "rebuild_budget_ms": f.plugin.limits.rebuild_budget.as_millis() as u64,
                 "failures": {
                     "traps": f.plugin.failures.traps.load(Relaxed),
                     "deadlines": f.plugin.failures.deadlines.load(Relaxed),
                     "memory": f.plugin.failures.memory.load(Relaxed),
                     "vms_replaced": f.plugin.failures.replaced.load(Relaxed),
                     "crash_loop_refusals": f.plugin.failures.crash_loop.load(Relaxed),
+                    "crash_loop_trips": f.plugin.failures.guard_trips.load(Relaxed),
+                    "rebuilds": f.plugin.failures.rebuilds.load(Relaxed),
+                    "rebuild_ms": f.plugin.failures.rebuild_us.load(Relaxed) / 1000,
+                    "rebuild_ms_in_window": f.plugin.guard.rebuild_time().as_millis() as u64,
                 },
             })).collect::<Vec<_>>(),
         })

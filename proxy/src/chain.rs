@@ -153,36 +153,28 @@ impl Chain {
                     Step::Go(action)
                 }
             }
-            // Another request's failure replaced the VM that held this stream's context.
-            // Response phases go on without the filter; request phases apply its policy.
-            Err(HostError::ContextLost) if kind == BodyKind::Response => {
-                tracing::warn!(filter = %filter.plugin.info.name, request_id = %stream.info.id, "stream context lost with its VM; filter skipped for the response");
-                slot.skipped = true;
-                Step::Go(Action::Continue)
+            Err(e) => fail(filter, slot, kind, stream, e),
+        }
+    }
+
+    /// Waits until every filter of the chain has a VM on this thread (started off the
+    /// request path when missing; see [`crate::host::Plugin::ready`]). A filter that
+    /// cannot get one (crash-looping, start-up failed) gets its failure policy.
+    pub async fn ready(&mut self, stream: &mut StreamState) -> Outcome {
+        for i in 0..self.filters.len() {
+            if self.slots[i].skipped || self.slots[i].ctx.is_some() {
+                continue;
             }
-            Err(e) => {
-                if !matches!(e, HostError::ContextLost) {
-                    filter.plugin.record_failure(&e);
-                }
-                tracing::error!(filter = %filter.plugin.info.name, request_id = %stream.info.id, error = %e, "filter failed");
-                match filter.on_failure {
-                    OnFailure::Open => {
-                        slot.skipped = true;
-                        Step::Go(Action::Continue)
-                    }
-                    OnFailure::Closed(status) => {
-                        stream.local_response = Some(LocalResponse {
-                            status,
-                            details: format!("filter {} failed", filter.plugin.info.name),
-                            body: format!("filter {} failed\n", filter.plugin.info.name)
-                                .into_bytes(),
-                            headers: vec![("content-type".into(), b"text/plain".to_vec())],
-                        });
-                        Step::Stop(Outcome::Respond)
-                    }
+            let filter = self.filters[i].clone();
+            if let Err(e) = filter.plugin.ready().await {
+                if let Step::Stop(o) =
+                    fail(&filter, &mut self.slots[i], BodyKind::Request, stream, e)
+                {
+                    return o;
                 }
             }
         }
+        Outcome::Continue
     }
 
     /// The request-headers phase, in chain order. A filter that pauses here is asked
@@ -351,6 +343,44 @@ impl Chain {
             if let Err(e) = r.and_then(|r| r) {
                 tracing::warn!(filter = %filter.plugin.info.name, request_id = %stream.info.id, error = %e, "filter failed in its log phase");
             }
+        }
+    }
+}
+
+/// Applies filter `filter`'s failure policy after `e`, counting and logging it.
+fn fail(
+    filter: &Filter,
+    slot: &mut Slot,
+    kind: BodyKind,
+    stream: &mut StreamState,
+    e: HostError,
+) -> Step {
+    // Another request's failure replaced the VM that held this stream's context (or
+    // its replacement is still starting): not this filter's failure. Response phases
+    // go on without the filter; request phases apply its policy.
+    let lost = matches!(e, HostError::ContextLost | HostError::VmStarting);
+    if lost && kind == BodyKind::Response {
+        tracing::warn!(filter = %filter.plugin.info.name, request_id = %stream.info.id, "stream context lost with its VM; filter skipped for the response");
+        slot.skipped = true;
+        return Step::Go(Action::Continue);
+    }
+    if !lost {
+        filter.plugin.record_failure(&e);
+    }
+    tracing::error!(filter = %filter.plugin.info.name, request_id = %stream.info.id, error = %e, "filter failed");
+    match filter.on_failure {
+        OnFailure::Open => {
+            slot.skipped = true;
+            Step::Go(Action::Continue)
+        }
+        OnFailure::Closed(status) => {
+            stream.local_response = Some(LocalResponse {
+                status,
+                details: format!("filter {} failed", filter.plugin.info.name),
+                body: format!("filter {} failed\n", filter.plugin.info.name).into_bytes(),
+                headers: vec![("content-type".into(), b"text/plain".to_vec())],
+            });
+            Step::Stop(Outcome::Respond)
         }
     }
 }

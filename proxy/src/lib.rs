@@ -5,6 +5,7 @@
 //! - [`snapshot`]: policy -> compiled, immutable [`snapshot::Snapshot`], published by
 //!   [`snapshot::Live`] with `arc-swap`.
 //! - [`swap`]: reload, rollback, SIGHUP and file watch; validate first, then publish.
+//! - [`header_guard`]: header section size, count and bytes, checked before any filter.
 //! - [`proxy`]: Pingora's `ProxyHttp`; each hook runs one phase of the chain.
 //! - [`held_body`]: request bodies held until the filters have seen them.
 //! - [`chain`]: runs a phase over a route's filters.
@@ -20,6 +21,7 @@ pub mod admin;
 pub mod callouts;
 pub mod chain;
 pub mod held_body;
+pub mod header_guard;
 pub mod host;
 pub mod image;
 pub mod metrics;

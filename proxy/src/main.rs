@@ -128,6 +128,20 @@ fn main() -> ExitCode {
             .with_label_values(&[plugin, kind])
             .inc();
     });
+    let _ = sluice::host::GUARD_HOOK.set(|plugin, event| {
+        let m = sluice::metrics::metrics();
+        match event {
+            sluice::host::GuardEvent::Rebuilt(took) => {
+                m.filter_rebuilds.with_label_values(&[plugin]).inc();
+                m.filter_rebuild_seconds
+                    .with_label_values(&[plugin])
+                    .inc_by(took.as_secs_f64());
+            }
+            sluice::host::GuardEvent::Tripped => {
+                m.filter_crash_loops.with_label_values(&[plugin]).inc()
+            }
+        }
+    });
     match cli.cmd {
         Cmd::Abi => match sluice::host::Engine::global() {
             Ok(engine) => {

@@ -8,8 +8,8 @@ use std::fmt::Write as _;
 use std::sync::OnceLock;
 
 use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    CounterVec, Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::host::abi::{metric_snapshot, MetricKind};
@@ -60,6 +60,14 @@ pub struct Metrics {
     pub filter_local_responses: IntCounterVec,
     /// Filter failures by filter and kind.
     pub filter_failures: IntCounterVec,
+    /// VMs rebuilt after a failure, by filter.
+    pub filter_rebuilds: IntCounterVec,
+    /// Time spent rebuilding VMs after failures (off the request path), by filter.
+    pub filter_rebuild_seconds: CounterVec,
+    /// Times a filter's crash-loop guard tripped, by filter.
+    pub filter_crash_loops: IntCounterVec,
+    /// Requests refused for their header section before routing, by reason.
+    pub header_refusals: IntCounterVec,
     /// VMs alive by filter.
     pub filter_vms: IntGaugeVec,
     /// Linear memory of VMs by filter.
@@ -231,6 +239,36 @@ pub fn metrics() -> &'static Metrics {
                 "sluice_filter_failures_total",
                 "Filter failures: trap, deadline, memory, crash_loop.",
                 &["filter", "kind"],
+            ),
+            filter_rebuilds: counter(
+                &r,
+                "sluice_filter_vm_rebuilds_total",
+                "Filter VMs rebuilt after a failure (off the request path).",
+                &["filter"],
+            ),
+            filter_rebuild_seconds: {
+                let c = CounterVec::new(
+                    Opts::new(
+                        "sluice_filter_vm_rebuild_seconds_total",
+                        "Time spent rebuilding filter VMs after failures, on blocking threads.",
+                    ),
+                    &["filter"],
+                )
+                .expect("valid metric");
+                r.register(Box::new(c.clone())).expect("unique metric");
+                c
+            },
+            filter_crash_loops: counter(
+                &r,
+                "sluice_filter_crash_loops_total",
+                "Times a filter's crash-loop guard tripped (rebuilds paused for 5 s).",
+                &["filter"],
+            ),
+            header_refusals: counter(
+                &r,
+                "sluice_header_refusals_total",
+                "Requests refused before routing for their header section (too_large, too_many: 431; bad_name, bad_value, not_utf8: 400; upstream_not_utf8: 502).",
+                &["reason"],
             ),
             filter_vms: gauge_vec(&r, "sluice_filter_vms", "Filter VMs alive.", &["filter"]),
             filter_vm_memory: gauge_vec(

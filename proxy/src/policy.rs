@@ -81,6 +81,11 @@ pub struct FilterLimits {
     pub startup_ms: u64,
     /// Most elements of one wasm table (function pointers), per VM.
     pub table_elements: usize,
+    /// Keep a started VM in reserve on each worker thread.
+    pub spare_vm: bool,
+    /// Time VM rebuilds after failures may take within 10 s before the crash-loop
+    /// guard pauses rebuilds, milliseconds.
+    pub rebuild_budget_ms: u64,
 }
 
 /// A filter: a module and the configuration it is started with.
@@ -270,6 +275,8 @@ pub struct Policy {
     pub admin_token: Option<String>,
     /// Most request or response body bytes buffered for filters.
     pub max_body_bytes: usize,
+    /// Request header limits and the bytes filters may see (`[limits]`).
+    pub headers: crate::header_guard::HeaderRules,
     /// Filters by definition order.
     pub filters: Vec<FilterDef>,
     /// Pools.
@@ -313,7 +320,7 @@ struct RawServer {
     admin_token_file: Option<Spanned<String>>,
 }
 
-#[derive(Deserialize, Default, Clone, Copy)]
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawLimits {
     memory_mb: Option<usize>,
@@ -321,6 +328,11 @@ struct RawLimits {
     startup_ms: Option<u64>,
     table_elements: Option<usize>,
     max_body_bytes: Option<usize>,
+    spare_vm: Option<bool>,
+    rebuild_budget_ms: Option<Spanned<u64>>,
+    max_header_bytes: Option<Spanned<usize>>,
+    max_header_count: Option<Spanned<usize>>,
+    non_utf8_headers: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -404,6 +416,8 @@ struct RawFilter {
     callback_ms: Option<u64>,
     startup_ms: Option<u64>,
     table_elements: Option<usize>,
+    spare_vm: Option<bool>,
+    rebuild_budget_ms: Option<Spanned<u64>>,
     on_failure: Option<Spanned<String>>,
     failure_status: Option<Spanned<u16>>,
     request_body: Option<Spanned<String>>,
@@ -554,7 +568,10 @@ impl Policy {
             callback_ms: raw.limits.callback_ms.unwrap_or(100),
             startup_ms: raw.limits.startup_ms.unwrap_or(5000),
             table_elements: raw.limits.table_elements.unwrap_or(100_000),
+            spare_vm: raw.limits.spare_vm.unwrap_or(true),
+            rebuild_budget_ms: rebuild_budget(&mut l, raw.limits.rebuild_budget_ms.as_ref(), 2500),
         };
+        let headers = header_rules(&mut l, &raw.limits);
 
         let mut pools = Vec::new();
         for (name, sp) in &raw.pools {
@@ -626,6 +643,12 @@ impl Policy {
                     callback_ms: f.callback_ms.unwrap_or(default_limits.callback_ms),
                     startup_ms: f.startup_ms.unwrap_or(default_limits.startup_ms),
                     table_elements: f.table_elements.unwrap_or(default_limits.table_elements),
+                    spare_vm: f.spare_vm.unwrap_or(default_limits.spare_vm),
+                    rebuild_budget_ms: rebuild_budget(
+                        &mut l,
+                        f.rebuild_budget_ms.as_ref(),
+                        default_limits.rebuild_budget_ms,
+                    ),
                 },
                 on_failure,
                 request_body,
@@ -720,12 +743,65 @@ impl Policy {
             access_log,
             admin_token,
             max_body_bytes: raw.limits.max_body_bytes.unwrap_or(1 << 20),
+            headers,
             filters,
             pools,
             routes,
             images,
         })
     }
+}
+
+/// `rebuild_budget_ms`: 1 ms to the crash-loop window (10 s).
+fn rebuild_budget(l: &mut Lines<'_>, v: Option<&Spanned<u64>>, default: u64) -> u64 {
+    match v {
+        None => default,
+        Some(v) if (1..=10_000).contains(v.get_ref()) => *v.get_ref(),
+        Some(v) => {
+            l.err(
+                Some(v.span()),
+                "rebuild_budget_ms must be 1..10000 (the crash-loop window is 10 s)",
+            );
+            default
+        }
+    }
+}
+
+/// `max_header_bytes`, `max_header_count` and `non_utf8_headers` of `[limits]`.
+fn header_rules(l: &mut Lines<'_>, raw: &RawLimits) -> crate::header_guard::HeaderRules {
+    use crate::header_guard::{HeaderRules, NonUtf8, MAX_MAX_BYTES, MAX_MAX_COUNT};
+    let mut rules = HeaderRules::default();
+    if let Some(v) = &raw.max_header_bytes {
+        if (1024..=MAX_MAX_BYTES).contains(v.get_ref()) {
+            rules.max_bytes = *v.get_ref();
+        } else {
+            l.err(
+                Some(v.span()),
+                format!("max_header_bytes must be 1024..{MAX_MAX_BYTES}"),
+            );
+        }
+    }
+    if let Some(v) = &raw.max_header_count {
+        if (1..=MAX_MAX_COUNT).contains(v.get_ref()) {
+            rules.max_count = *v.get_ref();
+        } else {
+            l.err(
+                Some(v.span()),
+                format!("max_header_count must be 1..{MAX_MAX_COUNT}"),
+            );
+        }
+    }
+    if let Some(v) = &raw.non_utf8_headers {
+        match v.get_ref().as_str() {
+            "reject" => rules.non_utf8 = NonUtf8::Reject,
+            "pass" => rules.non_utf8 = NonUtf8::Pass,
+            other => l.err(
+                Some(v.span()),
+                format!("non_utf8_headers must be \"reject\" or \"pass\", not {other:?}"),
+            ),
+        }
+    }
+    rules
 }
 
 fn parse_tls(l: &mut Lines<'_>, base: &Path, t: &RawTls) -> TlsDef {

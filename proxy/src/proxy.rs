@@ -26,6 +26,7 @@ use pingora::{ErrorSource, ErrorType};
 
 use crate::chain::{Chain, Outcome};
 use crate::held_body::{self, Held};
+use crate::header_guard::Refusal;
 use crate::host::{BodyKind, HeaderMap, LocalResponse, RequestInfo, StreamState};
 use crate::metrics::{method_label, metrics, status_class};
 use crate::policy::HashKey;
@@ -172,6 +173,24 @@ fn response_map(resp: &ResponseHeader) -> HeaderMap {
 
 fn bad(msg: &'static str) -> Box<Error> {
     Error::explain(ErrorType::InternalError, msg)
+}
+
+/// The policy's header rules ([`crate::header_guard`]) over a request, before any
+/// filter sees it.
+fn check_request_headers(
+    snap: &Snapshot,
+    req: &RequestHeader,
+    filtered: bool,
+) -> std::result::Result<(), Refusal> {
+    let target = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    snap.policy.headers.check_request(
+        req.method.as_str(),
+        target,
+        req.headers
+            .iter()
+            .map(|(k, v)| (k.as_str().as_bytes(), v.as_bytes())),
+        filtered,
+    )
 }
 
 /// Writes the filters' request headers back into Pingora's request.
@@ -411,6 +430,13 @@ impl Sluice {
         ctx: &mut Ctx,
         chain: &mut Chain,
     ) -> Result<bool> {
+        // Every filter's VM is ready on this thread before the first callback; one
+        // that is starting is awaited here, off the thread's other requests.
+        match chain.ready(&mut ctx.stream).await {
+            Outcome::Continue => {}
+            Outcome::Respond => return self.respond(session, ctx).await,
+            _ => return Err(reset()),
+        }
         let has_body = !session.as_mut().is_body_empty();
         let first = chain.request_headers(&mut ctx.stream, !has_body);
         match settle(
@@ -620,7 +646,23 @@ impl ProxyHttp for Sluice {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let host = host_of(session.req_header());
         let snap = ctx.snapshot.clone();
-        let Some(route_idx) = snap.route(&host, session.req_header().uri.path()) else {
+        let route = snap.route(&host, session.req_header().uri.path());
+        let filtered = route.is_some_and(|r| !snap.routes[r].filters.is_empty());
+        if let Err(refusal) = check_request_headers(&snap, session.req_header(), filtered) {
+            metrics()
+                .header_refusals
+                .with_label_values(&[refusal.reason()])
+                .inc();
+            // The body, if any, is not read: the connection cannot be reused.
+            session.set_keepalive(None);
+            send_local(
+                session,
+                &plain(refusal.status(), refusal.reason(), refusal.message()),
+            )
+            .await?;
+            return Ok(true);
+        }
+        let Some(route_idx) = route else {
             send_local(
                 session,
                 &plain(404, "no route", "no route matches this request\n"),
@@ -798,6 +840,26 @@ impl ProxyHttp for Sluice {
             return Ok(());
         };
         ctx.stream.info.response_code = Some(upstream_response.status.as_u16());
+        let fields = upstream_response
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str().as_bytes(), v.as_bytes()));
+        if ctx.snapshot.policy.headers.check_response(fields).is_err() {
+            // Filters would read bytes their SDK cannot represent: answer 502 instead.
+            metrics()
+                .header_refusals
+                .with_label_values(&["upstream_not_utf8"])
+                .inc();
+            let local = plain(
+                502,
+                "upstream header not UTF-8",
+                "the upstream response has a header value filters cannot read\n",
+            );
+            *upstream_response = local_header(&local)?;
+            ctx.stream.info.response_code = Some(local.status);
+            ctx.replace_body = Some(Bytes::from(local.body));
+            return Ok(());
+        }
         ctx.stream.response_headers = response_map(upstream_response);
         let no_body = matches!(upstream_response.status.as_u16(), 204 | 304)
             || upstream_response

@@ -169,6 +169,8 @@ impl Snapshot {
                 callback_deadline: Duration::from_millis(f.limits.callback_ms),
                 startup_deadline: Duration::from_millis(f.limits.startup_ms),
                 table_elements: f.limits.table_elements,
+                spare_vm: f.limits.spare_vm,
+                rebuild_budget: Duration::from_millis(f.limits.rebuild_budget_ms),
             };
             match Plugin::new(&engine, module, info, limits, Some(callouts.clone())) {
                 Ok(plugin) => filters.push(Arc::new(Filter {

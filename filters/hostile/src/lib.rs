@@ -4,8 +4,11 @@
 //!
 //! Config (`mode` is required, so empty/missing config is invalid):
 //! ```json
-//! {"mode": "<mode>", "path_prefix": "/bad"}
+//! {"mode": "<mode>", "path_prefix": "/bad", "start_ms": 0}
 //! ```
+//! `start_ms` (default 0) makes every VM start slowly, whatever the mode:
+//! `on_configure` busy-waits that long first, as a WAF compiling its rules does
+//! (the crash-loop and rebuild tests use it with `panic`).
 //! `path_prefix` (default `/bad`) selects the requests to misbehave on: those
 //! whose `:path` starts with it (bytewise; an empty prefix matches every
 //! request with a `:path`). Every other request gets request header
@@ -137,6 +140,8 @@ struct Config {
     mode: Mode,
     #[serde(default = "default_path_prefix")]
     path_prefix: String,
+    #[serde(default)]
+    start_ms: u64,
 }
 
 fn parse_config(raw: Option<Vec<u8>>) -> Result<Config, String> {
@@ -192,6 +197,18 @@ struct HostileRoot {
 
 impl Context for HostileRoot {}
 
+impl HostileRoot {
+    /// Spins for `d` of `proxy_get_current_time_nanoseconds` time.
+    fn busy_wait(&self, d: Duration) {
+        let start = self.get_current_time();
+        while self
+            .get_current_time()
+            .duration_since(start)
+            .map_or(true, |e| e < d)
+        {}
+    }
+}
+
 impl RootContext for HostileRoot {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
         let cfg = match parse_config(self.get_plugin_configuration()) {
@@ -204,16 +221,12 @@ impl RootContext for HostileRoot {
                 return false;
             }
         };
+        if cfg.start_ms > 0 {
+            self.busy_wait(Duration::from_millis(cfg.start_ms));
+        }
         match cfg.mode {
             Mode::ConfigurePanic => panic!("hostile filter panics in on_configure on purpose"),
-            Mode::SlowStart => {
-                let start = self.get_current_time();
-                while self
-                    .get_current_time()
-                    .duration_since(start)
-                    .map_or(true, |d| d < SLOW_START)
-                {}
-            }
+            Mode::SlowStart => self.busy_wait(SLOW_START),
             _ => {}
         }
         self.config = Some(Rc::new(cfg));

@@ -14,14 +14,15 @@
 pub mod abi;
 pub mod callout;
 pub mod engine;
+pub mod guard;
 pub mod matchers;
 pub mod memory;
+pub mod spare;
 pub mod state;
 pub mod stream;
 pub mod vm;
 
-use std::cell::RefCell;
-use std::collections::VecDeque;
+use std::cell::{Cell, RefCell};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -29,6 +30,8 @@ use std::time::{Duration, Instant};
 use thread_local::ThreadLocal;
 
 use callout::Callouts;
+use guard::{CrashGuard, GuardLimits};
+use spare::SpareSlot;
 use state::QueueNotifier;
 
 pub use callout::{CallResult, HttpCallRequest, HttpCallResponse};
@@ -92,6 +95,9 @@ pub enum HostError {
     /// The VM failed earlier and cannot run callbacks.
     #[error("the VM failed earlier")]
     VmFailed,
+    /// This thread's VM is being started off the request path (see [`Plugin::ready`]).
+    #[error("the filter's VM is starting")]
+    VmStarting,
 }
 
 impl HostError {
@@ -112,12 +118,41 @@ impl HostError {
 /// `deadline`, `memory`, `crash_loop`): how the proxy counts them in its metrics.
 pub static FAILURE_HOOK: std::sync::OnceLock<fn(&str, &str)> = std::sync::OnceLock::new();
 
+/// What the crash-loop guard of a plugin saw.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum GuardEvent {
+    /// A VM was rebuilt after a failure, taking this long (on a blocking thread).
+    Rebuilt(Duration),
+    /// The guard tripped: no VM is rebuilt during its cooldown.
+    Tripped,
+}
+
+/// Called with the plugin name on every [`GuardEvent`]: how the proxy counts them.
+pub static GUARD_HOOK: std::sync::OnceLock<fn(&str, GuardEvent)> = std::sync::OnceLock::new();
+
 /// A callback run on a plugin's root context.
 pub type RootCallback = Box<dyn FnOnce(&mut Vm) -> Result<(), HostError>>;
+
+/// One worker thread's VMs of a plugin: the one serving, and the slot a VM built off
+/// the request path arrives in (the warm spare, or the replacement of a failed VM).
+#[derive(Default)]
+struct ThreadVms {
+    current: RefCell<Option<(Vm, u64)>>,
+    spare: Arc<SpareSlot>,
+    /// The thread's last VM failed and none has replaced it yet.
+    lost: Cell<bool>,
+}
 
 /// A filter of a policy: a compiled module with its configuration, and its VMs, one
 /// per thread that used it. Dropping the plugin (with its snapshot) drops its VMs and
 /// ends their tick loops.
+///
+/// Worker threads never start a VM: builds run on the runtime's blocking pool
+/// ([`Plugin::ready`] waits for one without holding the thread), so a filter whose
+/// start-up is slow, or that an attacker makes fail on purpose, cannot stall the other
+/// requests of its thread. With [`Limits::spare_vm`] each thread keeps a started VM in
+/// reserve: a failed VM is replaced at once and the failure costs the failing request
+/// only. The [`CrashGuard`] counts failures and the time their rebuilds take.
 pub struct Plugin {
     /// Name, ids and configuration.
     pub info: Arc<PluginInfo>,
@@ -127,14 +162,16 @@ pub struct Plugin {
     pub limits: Limits,
     engine: Engine,
     callouts: Option<Arc<dyn Callouts>>,
-    vms: ThreadLocal<RefCell<Option<(Vm, u64)>>>,
+    vms: ThreadLocal<ThreadVms>,
+    /// The VM that validated the plugin, handed to the first thread that needs one.
+    canary: Mutex<Option<Vm>>,
     incarnations: AtomicU64,
     vm_alive: AtomicI64,
     vm_memory: AtomicI64,
     /// Failures of this plugin's VMs, by kind.
     pub failures: FailureCounts,
-    recent_failures: Mutex<VecDeque<Instant>>,
-    cooldown_until: Mutex<Option<Instant>>,
+    /// The crash-loop guard.
+    pub guard: CrashGuard,
 }
 
 /// Failures of one plugin's VMs, by kind, since the plugin started.
@@ -150,19 +187,33 @@ pub struct FailureCounts {
     pub replaced: AtomicU64,
     /// Requests refused a VM while the plugin was crash-looping.
     pub crash_loop: AtomicU64,
+    /// Times the crash-loop guard tripped.
+    pub guard_trips: AtomicU64,
+    /// VMs rebuilt after a failure.
+    pub rebuilds: AtomicU64,
+    /// Microseconds spent rebuilding VMs after failures (on blocking threads).
+    pub rebuild_us: AtomicU64,
 }
 
-/// More VM failures than this within [`CRASH_WINDOW`] pause restarts for [`CRASH_COOLDOWN`].
+/// More VM failures than this within [`CRASH_WINDOW`] pause rebuilds for [`CRASH_COOLDOWN`].
 pub const CRASH_LIMIT: usize = 50;
 /// Window of the crash-loop detector.
 pub const CRASH_WINDOW: Duration = Duration::from_secs(10);
 /// How long a crash-looping plugin gets no new VM.
 pub const CRASH_COOLDOWN: Duration = Duration::from_secs(5);
 
+/// Why a VM is being built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Build {
+    /// A thread's first VM, or a spare kept in reserve.
+    Fresh,
+    /// The replacement of a failed VM: counted by the crash-loop guard.
+    AfterFailure,
+}
+
 impl Plugin {
     /// Validates the plugin with a canary VM (instantiation, `proxy_on_vm_start`,
-    /// `proxy_on_configure`), then drops it: serving VMs start on each worker thread
-    /// at its first request.
+    /// `proxy_on_configure`); the canary then serves the first thread that needs a VM.
     pub fn new(
         engine: &Engine,
         module: Arc<CompiledModule>,
@@ -171,7 +222,7 @@ impl Plugin {
         callouts: Option<Arc<dyn Callouts>>,
     ) -> Result<Arc<Plugin>, HostError> {
         let info = Arc::new(info);
-        Vm::start(
+        let canary = Vm::start(
             engine,
             &module,
             info.clone(),
@@ -179,60 +230,98 @@ impl Plugin {
             callouts.clone(),
             None,
         )?;
-        Ok(Arc::new(Plugin {
+        let plugin = Plugin {
             info,
             module,
             limits,
             engine: engine.clone(),
             callouts,
             vms: ThreadLocal::new(),
+            vm_alive: AtomicI64::new(1),
+            vm_memory: AtomicI64::new(canary.memory_bytes() as i64),
+            canary: Mutex::new(Some(canary)),
             incarnations: AtomicU64::new(0),
-            vm_alive: AtomicI64::new(0),
-            vm_memory: AtomicI64::new(0),
             failures: FailureCounts::default(),
-            recent_failures: Mutex::new(VecDeque::new()),
-            cooldown_until: Mutex::new(None),
-        }))
+            guard: CrashGuard::new(GuardLimits {
+                window: CRASH_WINDOW,
+                max_failures: CRASH_LIMIT,
+                rebuild_budget: limits.rebuild_budget,
+                cooldown: CRASH_COOLDOWN,
+            }),
+        };
+        Ok(Arc::new(plugin))
     }
 
-    /// Runs `f` with this thread's VM (started on first use, replaced when it failed).
-    /// `f` also gets the VM's incarnation: a stream context created in one incarnation
-    /// does not exist in the next.
-    pub fn with_vm<R>(self: &Arc<Self>, f: impl FnOnce(&mut Vm, u64) -> R) -> Result<R, HostError> {
-        let cell = self.vms.get_or(|| RefCell::new(None));
-        let (r, started) = {
-            let mut slot = cell.try_borrow_mut().map_err(|_| HostError::VmFailed)?;
-            let needs_new = match slot.as_ref() {
-                None => true,
-                Some((vm, _)) if vm.failed() => {
-                    self.crash_guard()?;
-                    self.failures.replaced.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(plugin = %self.info.name, "replacing failed VM");
-                    true
+    /// Waits until this thread has a VM for the plugin, without holding the thread:
+    /// the VM is built on the blocking pool meanwhile. Call it before a request's first
+    /// callback; [`Plugin::with_vm`] then finds the VM ready.
+    pub async fn ready(self: &Arc<Self>) -> Result<(), HostError> {
+        loop {
+            let spare = {
+                // No reference to the thread's state lives across the await below.
+                let tv = self.vms.get_or_default();
+                let serving = tv
+                    .current
+                    .try_borrow()
+                    .is_ok_and(|c| c.as_ref().is_some_and(|(vm, _)| !vm.failed()));
+                if serving {
+                    return Ok(());
                 }
-                Some(_) => false,
+                tv.spare.clone()
             };
-            let mut started = None;
-            if needs_new {
-                if let Some((old, _)) = slot.take() {
-                    self.vm_alive.fetch_sub(1, Ordering::Relaxed);
-                    self.vm_memory
-                        .fetch_sub(old.memory_bytes() as i64, Ordering::Relaxed);
+            let notified = spare.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            match self.with_vm(|_, _| ()) {
+                Ok(()) => return Ok(()),
+                Err(HostError::VmStarting) => {
+                    // Woken when the build ends; the timer only guards against a
+                    // request that moved threads while it waited.
+                    let _ = tokio::time::timeout(Duration::from_millis(100), notified).await;
                 }
-                let vm = Vm::start(
-                    &self.engine,
-                    &self.module,
-                    self.info.clone(),
-                    self.limits,
-                    self.callouts.clone(),
-                    self.queue_notifier(),
-                )?;
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Runs `f` with this thread's VM. A failed VM is dropped and replaced by the spare
+    /// when one is ready; otherwise a new VM is built off the thread and this call
+    /// answers [`HostError::VmStarting`] (outside a Tokio runtime the VM is started
+    /// here). `f` also gets the VM's incarnation: a stream context created in one
+    /// incarnation does not exist in the next.
+    pub fn with_vm<R>(self: &Arc<Self>, f: impl FnOnce(&mut Vm, u64) -> R) -> Result<R, HostError> {
+        let tv = self.vms.get_or_default();
+        let (r, started) = {
+            let mut slot = tv
+                .current
+                .try_borrow_mut()
+                .map_err(|_| HostError::VmFailed)?;
+            let mut started = None;
+            if slot.as_ref().is_some_and(|(vm, _)| vm.failed()) {
+                tv.lost.set(true);
+                if let Some((old, _)) = slot.take() {
+                    self.retire(old);
+                }
+                self.failures.replaced.fetch_add(1, Ordering::Relaxed);
+                if self.guard.failed() {
+                    self.tripped();
+                }
+            }
+            if slot.is_none() {
+                let build = if tv.lost.get() {
+                    Build::AfterFailure
+                } else {
+                    Build::Fresh
+                };
+                let vm = self.next_vm(tv, build)?;
+                tv.lost.set(false);
                 let inc = self.incarnations.fetch_add(1, Ordering::Relaxed);
-                self.vm_alive.fetch_add(1, Ordering::Relaxed);
-                self.vm_memory
-                    .fetch_add(vm.memory_bytes() as i64, Ordering::Relaxed);
                 *slot = Some((vm, inc));
                 started = Some(inc);
+                if self.limits.spare_vm {
+                    // Best effort: a refused or failed spare build is retried later.
+                    let _ = self.build_spare(tv, build);
+                }
             }
             let (vm, inc) = slot.as_mut().expect("VM present");
             let before = vm.memory_bytes();
@@ -245,12 +334,133 @@ impl Plugin {
             (r, started)
         };
         if let Some(inc) = started {
+            tracing::debug!(plugin = %self.info.name, incarnation = inc, "VM in service");
             self.after_start(inc);
         }
         Ok(r)
     }
 
-    /// VMs of this plugin alive now, on all threads.
+    /// The VM that takes over this thread: the spare, the canary, or a new one.
+    fn next_vm(self: &Arc<Self>, tv: &ThreadVms, build: Build) -> Result<Vm, HostError> {
+        match tv.spare.take() {
+            Some(Ok(vm)) => return Ok(vm),
+            Some(Err(e)) => return Err(e),
+            None => {}
+        }
+        let canary = self.canary.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(mut vm) = canary {
+            vm.set_queue_notifier(self.queue_notifier());
+            return Ok(vm);
+        }
+        if tokio::runtime::Handle::try_current().is_err() {
+            // No runtime to build on (tools, tests): start it here.
+            self.admit(build)?;
+            let started = Instant::now();
+            let vm = Vm::start(
+                &self.engine,
+                &self.module,
+                self.info.clone(),
+                self.limits,
+                self.callouts.clone(),
+                None,
+            );
+            self.built(build, started.elapsed(), &vm);
+            return vm;
+        }
+        self.build_spare(tv, build)?;
+        Err(HostError::VmStarting)
+    }
+
+    /// Starts building a VM for this thread's spare slot on the blocking pool, unless
+    /// one is on its way already or the crash-loop guard refuses.
+    fn build_spare(self: &Arc<Self>, tv: &ThreadVms, build: Build) -> Result<(), HostError> {
+        if tv.spare.building() || tv.spare.has_vm() {
+            return Ok(());
+        }
+        self.admit(build)?;
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return Ok(());
+        };
+        if !tv.spare.claim_build() {
+            return Ok(());
+        }
+        let spare = tv.spare.clone();
+        let plugin = Arc::downgrade(self);
+        let notifier = self.queue_notifier();
+        let (engine, module, info, limits, callouts) = (
+            self.engine.clone(),
+            self.module.clone(),
+            self.info.clone(),
+            self.limits,
+            self.callouts.clone(),
+        );
+        handle.spawn_blocking(move || {
+            let started = Instant::now();
+            let vm = Vm::start(&engine, &module, info, limits, callouts, notifier);
+            match plugin.upgrade() {
+                Some(p) => {
+                    p.built(build, started.elapsed(), &vm);
+                    spare.put(vm);
+                }
+                // The policy was swapped out meanwhile: nobody will take it.
+                None => spare.release(),
+            }
+        });
+        Ok(())
+    }
+
+    /// May a VM be built now? Rebuilds after failures ask the crash-loop guard.
+    fn admit(&self, build: Build) -> Result<(), HostError> {
+        if build == Build::Fresh {
+            return Ok(());
+        }
+        self.guard.check().map_err(|t| HostError::CrashLoop {
+            plugin: self.info.name.clone(),
+            cooldown_s: t.remaining.as_secs().max(1),
+        })
+    }
+
+    /// Accounts for a VM that was built (or failed to start).
+    fn built(&self, build: Build, took: Duration, vm: &Result<Vm, HostError>) {
+        if let Ok(vm) = vm {
+            self.vm_alive.fetch_add(1, Ordering::Relaxed);
+            self.vm_memory
+                .fetch_add(vm.memory_bytes() as i64, Ordering::Relaxed);
+        }
+        if build == Build::AfterFailure {
+            if let Some(hook) = GUARD_HOOK.get() {
+                hook(&self.info.name, GuardEvent::Rebuilt(took));
+            }
+            self.failures.rebuilds.fetch_add(1, Ordering::Relaxed);
+            self.failures
+                .rebuild_us
+                .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+            if self.guard.rebuilt(took) {
+                self.tripped();
+            }
+        }
+    }
+
+    fn tripped(&self) {
+        self.failures.guard_trips.fetch_add(1, Ordering::Relaxed);
+        if let Some(hook) = GUARD_HOOK.get() {
+            hook(&self.info.name, GuardEvent::Tripped);
+        }
+        tracing::error!(
+            plugin = %self.info.name,
+            "filter is crash-looping: no VM is rebuilt for {} s",
+            self.guard.limits().cooldown.as_secs()
+        );
+    }
+
+    fn retire(&self, vm: Vm) {
+        self.vm_alive.fetch_sub(1, Ordering::Relaxed);
+        self.vm_memory
+            .fetch_sub(vm.memory_bytes() as i64, Ordering::Relaxed);
+        tracing::warn!(plugin = %self.info.name, "replacing failed VM");
+    }
+
+    /// VMs of this plugin alive now, on all threads (spares included).
     pub fn vm_count(&self) -> i64 {
         self.vm_alive.load(Ordering::Relaxed)
     }
@@ -272,41 +482,6 @@ impl Plugin {
         if let Some(hook) = FAILURE_HOOK.get() {
             hook(&self.info.name, kind);
         }
-    }
-
-    /// Refuses a new VM while the plugin crash-loops (spec: "Plugin crashes").
-    fn crash_guard(&self) -> Result<(), HostError> {
-        let now = Instant::now();
-        let mut cooldown = self
-            .cooldown_until
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if let Some(until) = *cooldown {
-            if now < until {
-                return Err(HostError::CrashLoop {
-                    plugin: self.info.name.clone(),
-                    cooldown_s: CRASH_COOLDOWN.as_secs(),
-                });
-            }
-            *cooldown = None;
-        }
-        let mut recent = self
-            .recent_failures
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        recent.push_back(now);
-        while recent
-            .front()
-            .is_some_and(|t| now.duration_since(*t) > CRASH_WINDOW)
-        {
-            recent.pop_front();
-        }
-        if recent.len() > CRASH_LIMIT {
-            recent.clear();
-            *cooldown = Some(now + CRASH_COOLDOWN);
-            tracing::error!(plugin = %self.info.name, "filter is crash-looping: no new VM for {} s", CRASH_COOLDOWN.as_secs());
-        }
-        Ok(())
     }
 
     /// Wakes this thread's VM when a queue it registered gets an item.
@@ -342,6 +517,8 @@ impl Plugin {
         });
         let calls = match r {
             Ok((Ok(()), calls)) => calls,
+            // No VM on this thread yet: the callback is moot (a new VM runs its own start).
+            Err(HostError::VmStarting) => return,
             Ok((Err(e), _)) | Err(e) => {
                 self.record_failure(&e);
                 tracing::error!(plugin = %self.info.name, error = %e, "root context callback failed");

@@ -23,6 +23,12 @@ pub struct Limits {
     pub startup_deadline: std::time::Duration,
     /// Most elements of one table. A VM has one instance, one memory and 8 tables at most.
     pub table_elements: usize,
+    /// Keep a started VM in reserve on each thread, so that a failure costs the
+    /// failing request only.
+    pub spare_vm: bool,
+    /// Time rebuilding VMs after failures may take within the crash-loop window before
+    /// rebuilds pause.
+    pub rebuild_budget: std::time::Duration,
 }
 
 impl Default for Limits {
@@ -32,6 +38,8 @@ impl Default for Limits {
             callback_deadline: std::time::Duration::from_millis(100),
             startup_deadline: std::time::Duration::from_secs(5),
             table_elements: 100_000,
+            spare_vm: true,
+            rebuild_budget: std::time::Duration::from_millis(2500),
         }
     }
 }
@@ -370,6 +378,12 @@ impl Vm {
         let n = func.ty(&self.store).results().len();
         let mut results = vec![wasmtime::Val::I32(0); n];
         self.on_stream(stream, ctx, |_, s| func.call(s, args, &mut results))
+    }
+
+    /// Sets how the VM is woken for its shared queues, once it is on the thread that
+    /// serves it (a VM built on a blocking thread gets it there).
+    pub(crate) fn set_queue_notifier(&mut self, notifier: Option<QueueNotifier>) {
+        self.store.data_mut().queue_notifier = notifier;
     }
 
     /// Calls the last callback dispatched, to be sent by the caller.
