@@ -73,13 +73,14 @@ threads = $CORES
 [images]
 cache_mb = 0
 max_concurrent = $CORES
+max_in_flight = $((CONNECTIONS + 16))
 
 [pools.o]
 peers = ["127.0.0.1:$ORIGIN_PORT"]
 
 [filters.image]
 module = "$ROOT/filters/out/image.wasm"
-config = { max_width = 4096 }
+config = { sources = ["/in.jpg"], max_width = 4096 }
 
 [[routes]]
 path_prefix = "/cdn-cgi/image/"

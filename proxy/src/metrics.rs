@@ -88,6 +88,8 @@ pub struct Metrics {
     pub image_bytes: IntCounterVec,
     /// Bytes held by the image variant cache.
     pub image_cache_bytes: IntGauge,
+    /// Image requests refused by the host, by reason (`busy`, `content_type`, `source_path`).
+    pub image_refused: IntCounterVec,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -311,6 +313,12 @@ pub fn metrics() -> &'static Metrics {
                 &["direction"],
             ),
             image_cache_bytes,
+            image_refused: counter(
+                &r,
+                "sluice_image_refused_total",
+                "Image requests refused by the host: busy (max_in_flight), content_type, source_path.",
+                &["reason"],
+            ),
             registry: r,
         }
     })

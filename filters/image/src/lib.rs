@@ -6,22 +6,27 @@
 //! `format=auto` from `Accept` and the host's encoders (property
 //! `sluice.image.formats`), and sets the property `sluice.image.transform` to a JSON
 //! spec. Sluice then fetches the source, transforms it natively and answers (see
-//! docs/IMAGES.md). Bad options get a 400, a bad signature a 403, from this filter.
+//! docs/IMAGES.md). Bad options get a 400, a bad signature or a source outside
+//! `sources` a 403, from this filter.
 //!
-//! Config (JSON, every key optional):
+//! Config (JSON, every key optional but `sources`):
 //! ```json
-//! {"path_prefix": "/cdn-cgi/image/", "query": false,
+//! {"sources": ["/img/", "/sample.jpg"], "content_types": ["image/jpeg", "image/png"],
+//!  "forward_query": false,
+//!  "path_prefix": "/cdn-cgi/image/", "query": false,
 //!  "widths": [320, 640], "heights": [], "max_width": 4096, "max_height": 4096,
 //!  "max_dpr": 4, "formats": ["jpeg", "png", "webp"], "quality": 85,
 //!  "signing_key": "secret", "on_error": "passthrough"}
 //! ```
 
+use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::UNIX_EPOCH;
 
 use hmac::{Hmac, Mac};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel};
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
@@ -76,10 +81,28 @@ fn default_quality() -> u8 {
 fn default_on_error() -> OnError {
     OnError::Passthrough
 }
+/// What the host decodes: the media types a source may have unless configured.
+fn default_content_types() -> Vec<String> {
+    ["image/jpeg", "image/png", "image/webp", "image/gif"]
+        .map(String::from)
+        .to_vec()
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Config {
+    /// Path prefixes sources may have, matched on segment boundaries (`/img` and
+    /// `/img/` allow `/img/a.jpg`, not `/imgs/a.jpg`; `/` allows every path). Required:
+    /// an image route must say what it may fetch.
+    sources: Vec<String>,
+    /// Media types the fetched source may have (`type/subtype` or `type/*`); the host
+    /// answers 415 for any other.
+    #[serde(default = "default_content_types")]
+    content_types: Vec<String>,
+    /// Send the request's query parameters (but `sig` and `exp`) to the origin with
+    /// the source path. Off: the source is fetched by its path alone.
+    #[serde(default)]
+    forward_query: bool,
     /// Path form prefix; `""` turns the path form off.
     #[serde(default = "default_prefix")]
     path_prefix: String,
@@ -135,8 +158,79 @@ impl Config {
         if self.signing_key.as_deref() == Some("") {
             return Err("signing_key is empty".into());
         }
+        if self.sources.is_empty() {
+            return Err("sources is empty: list the path prefixes images come from".into());
+        }
+        for p in &self.sources {
+            if !p.starts_with('/') || p.contains("//") || source_path_error(p).is_some() && p != "/"
+            {
+                return Err(format!("sources: {p:?} is not a plain absolute path prefix"));
+            }
+        }
+        if self.content_types.is_empty() {
+            return Err("content_types is empty".into());
+        }
+        for t in &self.content_types {
+            let ok = t.split_once('/').is_some_and(|(a, b)| {
+                let token = |s: &str| {
+                    !s.is_empty()
+                        && s.bytes()
+                            .all(|c| c.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&c))
+                };
+                token(a) && (b == "*" || token(b))
+            });
+            if !ok {
+                return Err(format!("content_types: {t:?} is not a media type"));
+            }
+        }
         Ok(())
     }
+
+    /// Is `path` (the source path, checked) under one of `sources`?
+    fn allows(&self, path: &str) -> bool {
+        self.sources.iter().any(|p| {
+            let p = p.trim_end_matches('/');
+            p.is_empty()
+                || path == p
+                || path.strip_prefix(p).is_some_and(|rest| rest.starts_with('/'))
+        })
+    }
+}
+
+/// Why a source path is refused, `None` when it is plain: no empty, `.` or `..`
+/// segment (raw or percent-encoded, `;` parameters ignored), no encoded `/` or `%`,
+/// no backslash, space or control byte (raw or encoded), no bad escape. The host
+/// checks the same again.
+fn source_path_error(path: &str) -> Option<&'static str> {
+    let rest = path.strip_prefix('/')?;
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.is_empty() {
+        return Some("empty source path");
+    }
+    for segment in rest.split('/') {
+        if segment.is_empty() {
+            return Some("empty segment in the source path");
+        }
+        if segment.bytes().any(|b| b <= b' ' || b == 0x7f) {
+            return Some("the source path holds a control byte or a space");
+        }
+        let Ok(decoded) = decode_bytes(segment) else {
+            return Some("bad percent escape in the source path");
+        };
+        // An encoded space is a file name's; an encoded control byte, slash, backslash
+        // or percent sign is an attempt to be read differently further on.
+        if decoded
+            .iter()
+            .any(|&b| b < b' ' || b == 0x7f || b == b'\\' || b == b'/' || b == b'%')
+        {
+            return Some("the source path holds a forbidden byte");
+        }
+        let name = decoded.split(|&b| b == b';').next().unwrap_or(&[]);
+        if name == b"." || name == b".." {
+            return Some("dot segment in the source path");
+        }
+    }
+    None
 }
 
 /// The spec handed to the host (docs/IMAGES.md, "Transform spec").
@@ -168,15 +262,43 @@ struct Spec {
     metadata: &'static str,
     /// 0 = pass the original through, else the status to answer.
     on_error: u16,
+    /// Media types the source may have.
+    content_types: Vec<String>,
 }
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(ImageRoot { config: None }) });
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
+        Box::new(ImageRoot { config: None, metrics: Rc::default() })
+    });
 }}
+
+/// Counters this filter defines (`sluice_wasm_<name>` on the admin API), by name.
+#[derive(Default)]
+struct Metrics {
+    ids: RefCell<Vec<(&'static str, u32)>>,
+}
+
+impl Metrics {
+    fn inc(&self, name: &'static str) {
+        let mut ids = self.ids.borrow_mut();
+        let id = match ids.iter().find(|(n, _)| *n == name) {
+            Some((_, id)) => *id,
+            None => match hostcalls::define_metric(MetricType::Counter, name) {
+                Ok(id) => {
+                    ids.push((name, id));
+                    id
+                }
+                Err(_) => return,
+            },
+        };
+        let _ = hostcalls::increment_metric(id, 1);
+    }
+}
 
 struct ImageRoot {
     config: Option<Rc<Config>>,
+    metrics: Rc<Metrics>,
 }
 
 impl Context for ImageRoot {}
@@ -195,7 +317,7 @@ impl RootContext for ImageRoot {
                 true
             }
             Err(e) => {
-                proxy_wasm::hostcalls::log(LogLevel::Error, &format!("image: bad config: {e}"))
+                hostcalls::log(LogLevel::Error, &format!("image: bad config: {e}"))
                     .ok();
                 false
             }
@@ -205,6 +327,7 @@ impl RootContext for ImageRoot {
     fn create_http_context(&self, _id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(ImageHttp {
             config: self.config.clone()?,
+            metrics: self.metrics.clone(),
         }))
     }
 
@@ -215,6 +338,7 @@ impl RootContext for ImageRoot {
 
 struct ImageHttp {
     config: Rc<Config>,
+    metrics: Rc<Metrics>,
 }
 
 impl Context for ImageHttp {}
@@ -310,23 +434,30 @@ impl ImageHttp {
         if first.contains(':') {
             return Err(bad("remote sources are not supported: give a path"));
         }
-        if source_path.len() < 2
-            || source_path.starts_with("//")
-            || source_path.split('/').any(|s| s == ".." || s == ".")
-        {
+        if source_path.len() < 2 || source_path.starts_with("//") || source_path.ends_with('/') {
             return Err(bad("bad source path"));
         }
+        if let Some(why) = source_path_error(&source_path) {
+            return Err(bad(why));
+        }
+        if !cfg.allows(&source_path) {
+            self.metrics.inc("image_source_refused_total");
+            return Err(Refuse(403, "image source not allowed".into()));
+        }
         let mut source = source_path;
-        for (i, (k, v)) in other.iter().enumerate() {
-            source.push(if i == 0 { '?' } else { '&' });
-            source.push_str(k);
-            if !v.is_empty() {
-                source.push('=');
-                source.push_str(v);
+        if cfg.forward_query {
+            for (i, (k, v)) in other.iter().enumerate() {
+                source.push(if i == 0 { '?' } else { '&' });
+                source.push_str(k);
+                if !v.is_empty() {
+                    source.push('=');
+                    source.push_str(v);
+                }
             }
         }
         let mut spec = self.spec(&options)?;
         spec.source = source;
+        spec.content_types = cfg.content_types.clone();
         Ok(Some(spec))
     }
 
@@ -612,6 +743,11 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
 
 /// Percent-decoding (`+` stays `+`); invalid escapes or UTF-8 are a 400.
 fn decode(s: &str) -> Result<String, Refuse> {
+    let out = decode_bytes(s)?;
+    String::from_utf8(out).map_err(|_| bad("option is not UTF-8"))
+}
+
+fn decode_bytes(s: &str) -> Result<Vec<u8>, Refuse> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -628,5 +764,63 @@ fn decode(s: &str) -> Result<String, Refuse> {
             i += 1;
         }
     }
-    String::from_utf8(out).map_err(|_| bad("option is not UTF-8"))
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(json: &str) -> Result<Config, String> {
+        let c: Config = serde_json::from_str(json).map_err(|e| e.to_string())?;
+        c.check().map(|_| c)
+    }
+
+    #[test]
+    fn sources_are_required_and_checked() {
+        assert!(config("{}").unwrap_err().contains("sources"));
+        assert!(config(r#"{"sources": []}"#).is_err());
+        for bad in ["img/", "/img/../x", "//img", "/a%2Fb", "/a\\b"] {
+            let json = serde_json::json!({ "sources": [bad] }).to_string();
+            assert!(config(&json).is_err(), "{bad}");
+        }
+        assert!(config(r#"{"sources": ["/"]}"#).is_ok());
+        assert!(config(r#"{"sources": ["/img"], "content_types": ["image/*"]}"#).is_ok());
+        assert!(config(r#"{"sources": ["/img"], "content_types": ["jpeg"]}"#).is_err());
+        assert!(config(r#"{"sources": ["/img"], "content_types": []}"#).is_err());
+    }
+
+    #[test]
+    fn prefixes_match_on_segment_boundaries() {
+        let c = config(r#"{"sources": ["/img", "/sample.jpg", "/a/b/"]}"#).unwrap();
+        for ok in ["/img", "/img/x.jpg", "/sample.jpg", "/a/b/c.jpg"] {
+            assert!(c.allows(ok), "{ok}");
+        }
+        for no in ["/imgs/x.jpg", "/sample.jpgx", "/echo", "/a/bc.jpg", "/a"] {
+            assert!(!c.allows(no), "{no}");
+        }
+        assert!(config(r#"{"sources": ["/"]}"#).unwrap().allows("/anything"));
+    }
+
+    #[test]
+    fn tricky_source_paths_are_refused() {
+        for p in [
+            "/img/../echo",
+            "/img/./a.jpg",
+            "/img/%2e%2e/echo",
+            "/img/..;/echo",
+            "/img/..%2Fecho",
+            "/img/..%5cecho",
+            "/img/%252e%252e/echo",
+            "/img//a.jpg",
+            "/img/a%00.jpg",
+            "/img/a\u{7f}.jpg",
+            "/img/a%zz.jpg",
+        ] {
+            assert!(source_path_error(p).is_some(), "{p}");
+        }
+        for p in ["/img/a.jpg", "/img/caf%C3%A9.jpg", "/img/..a.jpg", "/img/my%20photo.jpg"] {
+            assert_eq!(source_path_error(p), None, "{p}");
+        }
+    }
 }

@@ -5,10 +5,14 @@
 //! ends with that property set, the proxy calls [`serve`], which fetches the source
 //! from the route's pool, looks the variant up in a bounded in-memory cache, transforms
 //! it natively on the blocking pool (bounded concurrency, a timeout, hard limits) and
-//! writes the response itself.
+//! writes the response itself. Sources are restricted twice: the filter allows path
+//! prefixes, the host refuses tricky paths ([`source::check`]) and media types the
+//! spec does not allow; image requests in flight are bounded (`max_in_flight`).
 
+mod admit;
 mod cache;
 mod serve;
+pub mod source;
 pub mod transform;
 
 use serde::Deserialize;
@@ -38,6 +42,12 @@ pub struct ImagesConfig {
     pub fetch_timeout_ms: u64,
     /// Transforms running at once, process-wide (0 = one per CPU).
     pub max_concurrent: usize,
+    /// Image requests served at once (from the source fetch to the last byte sent),
+    /// process-wide; beyond it a 503 at once.
+    pub max_in_flight: usize,
+    /// Longest time the client may take no bytes of an image response, milliseconds;
+    /// then the connection is cut (nginx's `send_timeout`).
+    pub send_timeout_ms: u64,
     /// Size of the variant cache, MiB (0 = no cache).
     pub cache_mb: u64,
 }
@@ -51,6 +61,8 @@ impl Default for ImagesConfig {
             timeout_ms: 5_000,
             fetch_timeout_ms: 10_000,
             max_concurrent: 0,
+            max_in_flight: 16,
+            send_timeout_ms: 60_000,
             cache_mb: 64,
         }
     }
@@ -68,11 +80,14 @@ impl ImagesConfig {
         if self.max_output_pixels == 0 || self.max_output_pixels > 1 << 28 {
             return Err("max_output_pixels must be 1 to 268435456".into());
         }
-        if self.timeout_ms == 0 || self.fetch_timeout_ms == 0 {
-            return Err("timeout_ms and fetch_timeout_ms must be > 0".into());
+        if self.timeout_ms == 0 || self.fetch_timeout_ms == 0 || self.send_timeout_ms == 0 {
+            return Err("timeout_ms, fetch_timeout_ms and send_timeout_ms must be > 0".into());
         }
         if self.max_concurrent > 1024 {
             return Err("max_concurrent must be at most 1024".into());
+        }
+        if self.max_in_flight == 0 || self.max_in_flight > 4096 {
+            return Err("max_in_flight must be 1 to 4096".into());
         }
         if self.cache_mb > 1 << 20 {
             return Err("cache_mb is too large".into());
@@ -122,6 +137,9 @@ pub struct Spec {
     pub metadata: String,
     /// Source over a limit or undecodable: 0 = pass the original through, else this status.
     pub on_error: u16,
+    /// Media types the source may have (`type/subtype` or `type/*`); empty = the
+    /// types this build decodes ([`source::DEFAULT_CONTENT_TYPES`]).
+    pub content_types: Vec<String>,
 }
 
 impl Default for Spec {
@@ -141,6 +159,7 @@ impl Default for Spec {
             sharpen: 0.0,
             metadata: "none".into(),
             on_error: 0,
+            content_types: Vec::new(),
         }
     }
 }
@@ -154,6 +173,9 @@ impl Spec {
         }
         if !s.source.starts_with('/') {
             return Err("source must be a path".into());
+        }
+        if s.content_types.len() > 64 || s.content_types.iter().any(|t| !t.contains('/')) {
+            return Err("content_types must be at most 64 media types".into());
         }
         if !matches!(
             s.fit.as_str(),
