@@ -5,6 +5,7 @@
 //! - [`snapshot`]: policy -> compiled, immutable [`snapshot::Snapshot`], published by
 //!   [`snapshot::Live`] with `arc-swap`.
 //! - [`swap`]: reload, rollback, SIGHUP and file watch; validate first, then publish.
+//! - [`listener`]: connections before Pingora's HTTP server: limits, timeouts, h2c.
 //! - [`proxy`]: Pingora's `ProxyHttp`; each hook runs one phase of the chain.
 //! - [`chain`]: runs a phase over a route's filters.
 //! - [`host`]: the Proxy-Wasm host on wasmtime (knows no Pingora).
@@ -12,6 +13,7 @@
 //! - [`tls`]: TLS termination: certificates by SNI from the live snapshot.
 //! - [`callouts`]: HTTP calls filters dispatch, sent with Pingora.
 //! - [`image`]: image variants the `image` filter asks for: fetch, transform, cache.
+//! - [`lifecycle`]: start checks and graceful stop.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`admin`]: the admin listener.
 
@@ -20,6 +22,9 @@ pub mod callouts;
 pub mod chain;
 pub mod host;
 pub mod image;
+pub mod lifecycle;
+pub mod listener;
+pub mod memory;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;
