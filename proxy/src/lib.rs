@@ -6,6 +6,7 @@
 //!   [`snapshot::Live`] with `arc-swap`.
 //! - [`swap`]: reload, rollback, SIGHUP and file watch; validate first, then publish.
 //! - [`header_guard`]: header section size, count and bytes, checked before any filter.
+//! - [`listener`]: connections before Pingora's HTTP server: limits, timeouts, h2c.
 //! - [`proxy`]: Pingora's `ProxyHttp`; each hook runs one phase of the chain.
 //! - [`held_body`]: request bodies held until the filters have seen them.
 //! - [`chain`]: runs a phase over a route's filters.
@@ -14,6 +15,7 @@
 //! - [`tls`]: TLS termination: certificates by SNI from the live snapshot.
 //! - [`callouts`]: HTTP calls filters dispatch, sent with Pingora.
 //! - [`image`]: image variants the `image` filter asks for: fetch, transform, cache.
+//! - [`lifecycle`]: start checks and graceful stop.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`admin`]: the admin listener.
 
@@ -24,6 +26,9 @@ pub mod held_body;
 pub mod header_guard;
 pub mod host;
 pub mod image;
+pub mod lifecycle;
+pub mod listener;
+pub mod memory;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;

@@ -6,10 +6,12 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use pingora::server::configuration::ServerConf;
-use pingora::server::{configuration::Opt, Server};
+use pingora::server::{configuration::Opt, RunArgs, Server};
 use pingora::services::listening::Service;
 
 use sluice::admin::Admin;
+use sluice::lifecycle::{self, Signals};
+use sluice::listener::{self, Admit, Tracker};
 use sluice::policy::Policy;
 use sluice::proxy::Sluice;
 use sluice::snapshot::Snapshot;
@@ -121,7 +123,9 @@ fn main() -> ExitCode {
         .as_ref()
         .and_then(|p| p.as_ref().ok())
         .and_then(|p| p.access_log.clone());
-    let _guard = init_logging(access_log.as_deref());
+    if let Some(guard) = init_logging(access_log.as_deref()) {
+        lifecycle::at_exit(move || drop(guard));
+    }
     let _ = sluice::host::FAILURE_HOOK.set(|plugin, kind| {
         sluice::metrics::metrics()
             .filter_failures
@@ -173,7 +177,11 @@ fn main() -> ExitCode {
             sluice::upstream::enable_health_checks();
             Snapshot::build(p, 1)
         }) {
-            Ok(snap) => run(&policy, snap),
+            Ok(snap) => {
+                let code = run(&policy, snap);
+                lifecycle::run_exit_hook();
+                code
+            }
             Err(errors) => {
                 eprintln!("{errors}");
                 ExitCode::FAILURE
@@ -183,11 +191,13 @@ fn main() -> ExitCode {
 }
 
 fn run(path: &std::path::Path, snap: Snapshot) -> ExitCode {
+    let grace = snap.policy.grace_period;
     let conf = ServerConf {
         threads: snap.policy.threads,
         // Keep each request on one thread from start to end: VMs are per thread.
         work_stealing: false,
-        grace_period_seconds: Some(0),
+        // A backstop only: sluice::lifecycle exits once drained or after `grace`.
+        grace_period_seconds: Some(grace.as_secs() + 2),
         graceful_shutdown_timeout_seconds: Some(1),
         ..ServerConf::default()
     };
@@ -196,6 +206,17 @@ fn run(path: &std::path::Path, snap: Snapshot) -> ExitCode {
     let tls = snap.policy.tls.clone();
     let admin_addr = snap.policy.admin;
     let watch = snap.policy.watch;
+    let keepalive = snap.policy.timeouts.keepalive;
+    let traffic: Vec<_> = listen
+        .iter()
+        .chain(tls.iter().flat_map(|t| t.listen.iter()))
+        .copied()
+        .collect();
+    let all: Vec<_> = traffic.iter().copied().chain(admin_addr).collect();
+    if let Err((addr, e)) = lifecycle::check_free(&all) {
+        eprintln!("cannot listen on {addr}: {e}");
+        return ExitCode::FAILURE;
+    }
     let control = Arc::new(Control::new(path, snap));
     if let Err(e) = control.reload_on_sighup() {
         tracing::warn!(error = %e, "SIGHUP reloads are off");
@@ -211,20 +232,19 @@ fn run(path: &std::path::Path, snap: Snapshot) -> ExitCode {
     let live = control.live.clone();
     let mut server = Server::new_with_opt_and_conf(Option::<Opt>::None, conf);
     server.bootstrap();
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
-        &server.configuration,
-        Sluice { live: live.clone() },
-        "sluice",
+    let tracker = Arc::new(Tracker::new(&traffic, listener::fd_ceiling()));
+    let mut app = pingora::proxy::http_proxy(&server.configuration, Sluice { live: live.clone() });
+    // Admit sniffs h2c itself (per the live policy) and hands only HTTP/2 here.
+    let mut options = pingora::apps::HttpServerOptions::default();
+    options.h2c = true;
+    options.h2_idle_timeout = Some(keepalive);
+    app.server_options = Some(options);
+    let mut proxy = Service::new(
+        "sluice".to_string(),
+        Admit::new(app, live.clone(), tracker.clone()),
     );
     for addr in &listen {
         proxy.add_tcp(&addr.to_string());
-    }
-    if h2c {
-        let mut options = pingora::apps::HttpServerOptions::default();
-        options.h2c = true;
-        if let Some(app) = proxy.app_logic_mut() {
-            app.server_options = Some(options);
-        }
     }
     if let Some(def) = &tls {
         pingora::tls::install_default_crypto_provider();
@@ -249,6 +269,11 @@ fn run(path: &std::path::Path, snap: Snapshot) -> ExitCode {
         admin.add_tcp(&addr.to_string());
         server.add_service(admin);
     }
-    tracing::info!(listen = ?listen, tls = ?tls.as_ref().map(|t| &t.listen), h2c, admin = ?admin_addr, generation = 1, "sluice serving");
-    server.run_forever()
+    tracing::info!(listen = ?listen, tls = ?tls.as_ref().map(|t| &t.listen), h2c, admin = ?admin_addr, generation = 1, max_connections = tracker.ceiling(), "sluice serving");
+    sluice::memory::trim_after_storms(tracker.clone());
+    let phases = server.watch_execution_phase();
+    server.run(RunArgs {
+        shutdown_signal: Box::new(Signals::new(tracker, grace, phases)),
+    });
+    ExitCode::SUCCESS
 }

@@ -90,6 +90,16 @@ pub struct Metrics {
     pub image_cache_bytes: IntGauge,
     /// Image requests refused by the host, by reason (`busy`, `content_type`, `source_path`).
     pub image_refused: IntCounterVec,
+    /// Connections open on a traffic listener, by listener.
+    pub connections_open: IntGaugeVec,
+    /// Connections and requests refused by a limit, by reason.
+    pub overload_refused: IntCounterVec,
+    /// Connections closed or requests failed by a timeout, by phase.
+    pub connection_timeouts: IntCounterVec,
+    /// HTTP/1 requests in flight.
+    pub h1_in_flight: IntGauge,
+    /// Heap returned to the kernel after connections closed (`malloc_trim`), bytes.
+    pub memory_trimmed: IntCounter,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -148,6 +158,18 @@ pub fn metrics() -> &'static Metrics {
         .expect("valid");
         r.register(Box::new(image_cache_bytes.clone()))
             .expect("unique");
+        let h1_in_flight = IntGauge::new(
+            "sluice_h1_requests_in_flight",
+            "HTTP/1 requests being served (head read, response not finished).",
+        )
+        .expect("valid");
+        r.register(Box::new(h1_in_flight.clone())).expect("unique");
+        let memory_trimmed = IntCounter::new(
+            "sluice_memory_trimmed_bytes_total",
+            "Resident heap returned to the kernel after connections closed.",
+        )
+        .expect("valid");
+        r.register(Box::new(memory_trimmed.clone())).expect("unique");
         Metrics {
             requests: counter(
                 &r,
@@ -319,6 +341,26 @@ pub fn metrics() -> &'static Metrics {
                 "Image requests refused by the host: busy (max_in_flight), content_type, source_path.",
                 &["reason"],
             ),
+            connections_open: gauge_vec(
+                &r,
+                "sluice_connections_open",
+                "Connections open on a traffic listener.",
+                &["listener"],
+            ),
+            overload_refused: counter(
+                &r,
+                "sluice_overload_refused_total",
+                "Connections (listener, client, fd_headroom) and HTTP/1 requests (h1_in_flight) refused by a limit.",
+                &["reason"],
+            ),
+            connection_timeouts: counter(
+                &r,
+                "sluice_connection_timeouts_total",
+                "Connections closed or requests failed by a timeout (header, h2_preface, keepalive, body_idle, send_idle).",
+                &["phase"],
+            ),
+            h1_in_flight,
+            memory_trimmed,
             registry: r,
         }
     })

@@ -10,7 +10,10 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
+pub mod connections;
 pub mod files;
+
+pub use connections::{ConnectionLimits, Timeouts};
 
 /// One problem found in a policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -285,6 +288,12 @@ pub struct Policy {
     pub routes: Vec<Route>,
     /// Hard limits of image transforms (`[images]`).
     pub images: crate::image::ImagesConfig,
+    /// Downstream connection timeouts (`[timeouts]`).
+    pub timeouts: Timeouts,
+    /// Downstream connection limits (`[connections]`).
+    pub connections: ConnectionLimits,
+    /// How long SIGTERM waits for requests in flight (`[server] grace_period_ms`).
+    pub grace_period: std::time::Duration,
 }
 
 #[derive(Deserialize)]
@@ -302,6 +311,10 @@ struct RawPolicy {
     #[serde(default)]
     routes: Vec<RawRoute>,
     images: Option<Spanned<crate::image::ImagesConfig>>,
+    #[serde(default)]
+    timeouts: connections::RawTimeouts,
+    #[serde(default)]
+    connections: connections::RawConnections,
 }
 
 #[derive(Deserialize, Default)]
@@ -318,6 +331,7 @@ struct RawServer {
     access_log: Option<String>,
     admin_token_env: Option<Spanned<String>>,
     admin_token_file: Option<Spanned<String>>,
+    grace_period_ms: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -719,6 +733,9 @@ impl Policy {
             }
             None => Default::default(),
         };
+        let timeouts = connections::timeouts(&mut l, &raw.timeouts);
+        let connection_limits = connections::limits(&mut l, &raw.connections);
+        let grace_period = connections::grace_period(&mut l, &raw.server.grace_period_ms);
         if !l.out.is_empty() {
             return Err(PolicyErrors(l.out));
         }
@@ -748,6 +765,9 @@ impl Policy {
             pools,
             routes,
             images,
+            timeouts,
+            connections: connection_limits,
+            grace_period,
         })
     }
 }

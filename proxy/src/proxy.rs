@@ -643,6 +643,16 @@ impl ProxyHttp for Sluice {
         }
     }
 
+    /// The request head is read: stops its timer and takes an HTTP/1 in-flight slot
+    /// (503 past `connections.max_h1_in_flight`); see [`crate::listener`].
+    async fn early_request_filter(&self, _session: &mut Session, _ctx: &mut Ctx) -> Result<()> {
+        crate::listener::request_started()
+    }
+
+    fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, e: &Error) -> bool {
+        crate::listener::is_refusal(e)
+    }
+
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let host = host_of(session.req_header());
         let snap = ctx.snapshot.clone();
@@ -923,6 +933,9 @@ impl ProxyHttp for Sluice {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        if let Some(e) = e {
+            crate::listener::count_error(e);
+        }
         if let Some(chain) = ctx.chain.as_mut() {
             chain.finish(&mut ctx.stream);
             send_detached(&ctx.snapshot, chain);

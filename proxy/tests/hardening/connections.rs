@@ -1,3 +1,502 @@
-//! Hardening tests: connections (issue #15).
-#![allow(unused_imports)]
+//! Hardening tests: connections (issue #15, items 3 and 5's stop signals). Slow and
+//! silent clients, connection limits, the open-file limit, a connection storm's memory,
+//! SIGTERM/SIGQUIT and a port already in use; raw sockets against the real proxy.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
 use super::common::*;
+
+/// A policy routing everything to `origin`, with `extra` sections appended.
+fn routed(origin: &Proc, extra: &str) -> String {
+    format!(
+        "[pools.o]\npeers = [\"{}\"]\n\n[[routes]]\npool = \"o\"\n\n{extra}",
+        origin.addr
+    )
+}
+
+fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_nodelay(true).unwrap();
+    s
+}
+
+/// Waits up to `within` for the peer to close `s` (EOF or reset); the time it took.
+fn closed_within(s: &mut TcpStream, within: Duration) -> Option<Duration> {
+    let start = Instant::now();
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = within.checked_sub(start.elapsed())?;
+        s.set_read_timeout(Some(left.max(Duration::from_millis(1))))
+            .unwrap();
+        match s.read(&mut buf) {
+            Ok(0) => return Some(start.elapsed()),
+            Ok(_) => continue,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                if start.elapsed() >= within {
+                    return None;
+                }
+            }
+            Err(_) => return Some(start.elapsed()),
+        }
+    }
+}
+
+/// Reads one HTTP/1 response with a `content-length` (head and body) within `within`.
+fn read_response(s: &mut TcpStream, within: Duration) -> Option<String> {
+    s.set_read_timeout(Some(within)).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+            let len = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map(|v| v.trim().parse::<usize>().unwrap())
+                .unwrap_or(0);
+            if got.len() >= end + 4 + len {
+                return Some(String::from_utf8_lossy(&got[..end + 4 + len]).into_owned());
+            }
+        }
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+fn get(s: &mut TcpStream, path: &str) -> Option<String> {
+    s.write_all(format!("GET {path} HTTP/1.1\r\nhost: test\r\n\r\n").as_bytes())
+        .ok()?;
+    read_response(s, Duration::from_secs(5))
+}
+
+fn metric(sluice: &Sluice, line_prefix: &str) -> f64 {
+    let text = client()
+        .get(sluice.admin_url("/metrics"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with(line_prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn admin_answers(sluice: &Sluice) -> bool {
+    client()
+        .get(sluice.admin_url("/admin/status"))
+        .timeout(Duration::from_secs(3))
+        .send()
+        .is_ok_and(|r| r.status() == 200)
+}
+
+fn signal(sluice: &Sluice, sig: &str) {
+    let ok = Command::new("kill")
+        .args([&format!("-{sig}"), &sluice.proc.child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{sig}");
+}
+
+fn wait_exit(sluice: &mut Sluice, within: Duration) -> Option<(std::process::ExitStatus, Duration)> {
+    let start = Instant::now();
+    while start.elapsed() < within {
+        if let Some(st) = sluice.proc.child.try_wait().unwrap() {
+            return Some((st, start.elapsed()));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    None
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap()
+}
+
+const SHORT: &str = "[timeouts]\nheader_ms = 1000\nkeepalive_ms = 1000\nh2_preface_ms = 1000\nbody_idle_ms = 1000\n";
+
+/// 200 slowloris connections trickle a request head a byte at a time, faster than any
+/// per-read timeout: every one is closed within `header_ms` (1 s) plus slack.
+#[test]
+fn slowloris_heads_are_closed_after_header_ms() {
+    let origin = origin("slow");
+    let sluice = sluice(&routed(&origin, SHORT));
+    let n = 200;
+    let mut conns: Vec<(TcpStream, Option<Duration>)> = (0..n)
+        .map(|_| {
+            let mut s = connect(sluice.proc.addr);
+            s.write_all(b"GET /echo HTTP/1.1\r\nhost: x\r\n").unwrap();
+            s.set_nonblocking(true).unwrap();
+            (s, None)
+        })
+        .collect();
+    let start = Instant::now();
+    let mut buf = [0u8; 256];
+    while start.elapsed() < Duration::from_secs(6) && conns.iter().any(|c| c.1.is_none()) {
+        for (s, closed) in conns.iter_mut().filter(|c| c.1.is_none()) {
+            let gone = match s.read(&mut buf) {
+                Ok(0) => true,
+                Ok(_) => false,
+                Err(e) => e.kind() != ErrorKind::WouldBlock,
+            } || s.write(b"x").is_err();
+            if gone {
+                *closed = Some(start.elapsed());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let closed: Vec<Duration> = conns.iter().filter_map(|c| c.1).collect();
+    assert_eq!(closed.len(), n, "slowloris connections still open after 6 s");
+    let last = closed.iter().max().unwrap();
+    eprintln!("slowloris: {n} connections closed, last after {last:?} (header_ms 1000)");
+    assert!(*last < Duration::from_millis(2500), "last closed after {last:?}");
+    assert!(metric(&sluice, "sluice_connection_timeouts_total{phase=\"header\"}") >= n as f64);
+}
+
+/// With h2c on, an 18-byte HTTP/1.0 request (shorter than the 24-byte h2 preface
+/// Pingora waits for) is answered.
+#[test]
+fn short_http10_request_is_answered_with_h2c() {
+    let origin = origin("h10");
+    let sluice = sluice_with_server(&routed(&origin, SHORT), "h2c = true\n");
+    let mut s = connect(sluice.proc.addr);
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    let mut resp = Vec::new();
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let _ = s.read_to_end(&mut resp);
+    let resp = String::from_utf8_lossy(&resp);
+    assert!(resp.starts_with("HTTP/1."), "no answer: {resp:?}");
+    // HTTP/2 with prior knowledge still works.
+    let h2 = reqwest::blocking::Client::builder()
+        .no_proxy()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let r = h2.get(sluice.url("/echo")).send().unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+}
+
+/// A connection that sends nothing is closed, with h2c on (the preface wait) and off.
+#[test]
+fn silent_connections_are_closed() {
+    let origin = origin("silent");
+    for server in ["h2c = true\n", ""] {
+        let sluice = sluice_with_server(&routed(&origin, SHORT), server);
+        let mut s = connect(sluice.proc.addr);
+        let took = closed_within(&mut s, Duration::from_secs(5));
+        eprintln!("silent connection ({server:?}): closed after {took:?}");
+        assert!(
+            took.is_some_and(|t| t < Duration::from_millis(2500)),
+            "silent connection ({server:?}) still open: {took:?}"
+        );
+    }
+}
+
+/// An idle keep-alive connection is closed after `keepalive_ms`, not kept forever.
+#[test]
+fn idle_keepalive_is_closed_after_keepalive_ms() {
+    let origin = origin("ka");
+    let sluice = sluice(&routed(&origin, SHORT));
+    let mut s = connect(sluice.proc.addr);
+    let r = get(&mut s, "/echo").expect("first response");
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    let r = get(&mut s, "/echo").expect("kept alive for a second request");
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    let took = closed_within(&mut s, Duration::from_secs(5));
+    eprintln!("idle keep-alive closed after {took:?} (keepalive_ms 1000)");
+    assert!(
+        took.is_some_and(|t| t >= Duration::from_millis(800) && t < Duration::from_millis(2500)),
+        "idle keep-alive: {took:?}"
+    );
+}
+
+/// A request body that stops arriving fails after `body_idle_ms`.
+#[test]
+fn stalled_body_is_cut_after_body_idle_ms() {
+    let origin = origin("body");
+    let sluice = sluice(&routed(&origin, SHORT));
+    let mut s = connect(sluice.proc.addr);
+    s.write_all(b"POST /echo HTTP/1.1\r\nhost: x\r\ncontent-length: 1000\r\n\r\nabc")
+        .unwrap();
+    let took = closed_within(&mut s, Duration::from_secs(5));
+    eprintln!("stalled body: closed after {took:?} (body_idle_ms 1000)");
+    assert!(took.is_some_and(|t| t < Duration::from_millis(2500)), "{took:?}");
+}
+
+/// Past `max_per_client` a connection is answered 503 at once and closed; the admin API
+/// answers meanwhile; a freed slot serves again.
+#[test]
+fn per_client_limit_answers_503_early() {
+    let origin = origin("perclient");
+    let sluice = sluice(&routed(
+        &origin,
+        "[connections]\nmax_per_client = 5\n[timeouts]\nheader_ms = 20000\n",
+    ));
+    let mut held: Vec<TcpStream> = (0..5).map(|_| connect(sluice.proc.addr)).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let start = Instant::now();
+    let mut extra = connect(sluice.proc.addr);
+    let r = get(&mut extra, "/echo").unwrap_or_default();
+    eprintln!("6th connection answered in {:?}: {:?}", start.elapsed(), r.lines().next());
+    assert!(r.starts_with("HTTP/1.1 503"), "6th connection: {r:?}");
+    assert!(start.elapsed() < Duration::from_secs(2));
+    assert!(admin_answers(&sluice), "admin API while the client is at its limit");
+    assert!(metric(&sluice, "sluice_overload_refused_total{reason=\"client\"}") >= 1.0);
+    drop(held.pop());
+    std::thread::sleep(Duration::from_millis(200));
+    let mut again = connect(sluice.proc.addr);
+    let r = get(&mut again, "/echo").unwrap_or_default();
+    assert!(r.starts_with("HTTP/1.1 200"), "after a slot freed: {r:?}");
+}
+
+/// Past `connections.max` on the listener, the same.
+#[test]
+fn per_listener_limit_answers_503_early() {
+    let origin = origin("perlistener");
+    let sluice = sluice(&routed(
+        &origin,
+        "[connections]\nmax = 3\n[timeouts]\nheader_ms = 20000\n",
+    ));
+    let _held: Vec<TcpStream> = (0..3).map(|_| connect(sluice.proc.addr)).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut extra = connect(sluice.proc.addr);
+    let r = get(&mut extra, "/echo").unwrap_or_default();
+    assert!(r.starts_with("HTTP/1.1 503"), "4th connection: {r:?}");
+    assert!(admin_answers(&sluice));
+    assert!(metric(&sluice, "sluice_overload_refused_total{reason=\"listener\"}") >= 1.0);
+}
+
+/// Past `max_h1_in_flight` requests being served, the next request gets 503 at once.
+#[test]
+fn h1_in_flight_limit_answers_503() {
+    let origin = origin("inflight");
+    let sluice = sluice(&routed(
+        &origin,
+        "[connections]\nmax_h1_in_flight = 2\n[timeouts]\nbody_idle_ms = 20000\n",
+    ));
+    // Two uploads in flight, their bodies unfinished.
+    let mut uploads: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let mut s = connect(sluice.proc.addr);
+            s.write_all(b"POST /echo HTTP/1.1\r\nhost: x\r\ncontent-length: 10\r\n\r\nab")
+                .unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut third = connect(sluice.proc.addr);
+    let r = get(&mut third, "/echo").unwrap_or_default();
+    assert!(r.starts_with("HTTP/1.1 503"), "third request: {r:?}");
+    assert!(metric(&sluice, "sluice_overload_refused_total{reason=\"h1_in_flight\"}") >= 1.0);
+    for s in &mut uploads {
+        s.write_all(b"cdefghij").unwrap();
+        let r = read_response(s, Duration::from_secs(5)).unwrap_or_default();
+        assert!(r.starts_with("HTTP/1.1 200"), "upload: {r:?}");
+    }
+    let mut fourth = connect(sluice.proc.addr);
+    let r = get(&mut fourth, "/echo").unwrap_or_default();
+    assert!(r.starts_with("HTTP/1.1 200"), "after the uploads: {r:?}");
+}
+
+/// Under a low open-file limit, a flood of connections leaves room for the admin API
+/// (Pingora alone stops accepting anything, admin included, at EMFILE).
+#[test]
+fn admin_answers_at_the_open_file_limit() {
+    let origin = origin("nofile");
+    let dir = tempfile::tempdir().unwrap();
+    let (path, listen, admin, _) = write_policy_with(
+        dir.path(),
+        &routed(&origin, "[timeouts]\nheader_ms = 30000\n"),
+        "",
+    );
+    let log = std::fs::File::create(dir.path().join("sluice.log")).unwrap();
+    let child = Command::new("prlimit")
+        .arg("--nofile=256:256")
+        .arg(env!("CARGO_BIN_EXE_sluice"))
+        .args(["run", "--policy"])
+        .arg(&path)
+        .env("SLUICE_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let _proc = Proc {
+        child,
+        addr: listen,
+    };
+    wait_port(listen);
+    wait_port(admin);
+    let mut flood = Vec::new();
+    for _ in 0..400 {
+        if let Ok(s) = TcpStream::connect_timeout(&listen, Duration::from_secs(1)) {
+            flood.push(s);
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let start = Instant::now();
+    let ok = client()
+        .get(format!("http://{admin}/admin/status"))
+        .timeout(Duration::from_secs(3))
+        .send()
+        .is_ok_and(|r| r.status() == 200);
+    eprintln!(
+        "admin API with 400 connections flooding a 256-fd process: {ok} in {:?}",
+        start.elapsed()
+    );
+    assert!(ok, "admin API unreachable at the fd limit");
+    drop(flood);
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut s = connect(listen);
+    let r = get(&mut s, "/echo").unwrap_or_default();
+    assert!(r.starts_with("HTTP/1.1 200"), "after the flood: {r:?}");
+}
+
+/// An upload in flight survives SIGTERM: the listener closes at once, the upload
+/// completes, the process exits 0 once drained (before the grace period ends).
+#[test]
+fn sigterm_finishes_an_upload_in_flight() {
+    let origin = origin("term");
+    let mut sluice = sluice_with_server(
+        &routed(&origin, "[timeouts]\nbody_idle_ms = 10000\n"),
+        "grace_period_ms = 8000\n",
+    );
+    let total = 400_000usize;
+    let mut s = connect(sluice.proc.addr);
+    s.write_all(
+        format!("POST /echo HTTP/1.1\r\nhost: x\r\ncontent-length: {total}\r\n\r\n").as_bytes(),
+    )
+    .unwrap();
+    s.write_all(&vec![b'a'; total / 2]).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    signal(&sluice, "TERM");
+    std::thread::sleep(Duration::from_millis(500));
+    let refused = TcpStream::connect_timeout(&sluice.proc.addr, Duration::from_secs(1)).is_err();
+    assert!(refused, "the listener still accepts after SIGTERM");
+    assert!(sluice.proc.child.try_wait().unwrap().is_none(), "exited with the upload in flight");
+    s.write_all(&vec![b'b'; total - total / 2]).unwrap();
+    let r = read_response(&mut s, Duration::from_secs(5)).unwrap_or_default();
+    assert!(r.starts_with("HTTP/1.1 200"), "upload after SIGTERM: {:?}", r.lines().next());
+    let (status, after) = wait_exit(&mut sluice, Duration::from_secs(5)).expect("no exit after drain");
+    eprintln!("SIGTERM: upload completed, exit {status} {after:?} after the response");
+    assert!(status.success(), "exit status {status}");
+}
+
+/// SIGQUIT exits at once, even with a request in flight.
+#[test]
+fn sigquit_exits_at_once() {
+    let origin = origin("quit");
+    let mut sluice = sluice_with_server(
+        &routed(&origin, "[timeouts]\nbody_idle_ms = 10000\n"),
+        "grace_period_ms = 8000\n",
+    );
+    let mut s = connect(sluice.proc.addr);
+    s.write_all(b"POST /echo HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\nabc")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    signal(&sluice, "QUIT");
+    let exited = wait_exit(&mut sluice, Duration::from_secs(4));
+    eprintln!("SIGQUIT: {exited:?}");
+    let (_, took) = exited.expect("still running 4 s after SIGQUIT");
+    assert!(took < Duration::from_millis(1500), "took {took:?}");
+}
+
+/// `sluice run` on a port already in use exits with an error naming the address.
+#[test]
+fn port_in_use_is_a_clear_error() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(
+        &policy,
+        format!(
+            "[server]\nlisten = [\"{addr}\"]\nadmin = \"{}\"\n[pools.o]\npeers = [\"127.0.0.1:9\"]\n[[routes]]\npool = \"o\"\n",
+            free_addr()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["run", "--policy"])
+        .arg(&policy)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break Some(st);
+        }
+        if start.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert!(status.is_some_and(|s| !s.success()), "still running or exit 0: {err}");
+    assert!(err.contains(&addr.to_string()) && err.contains("in use"), "stderr: {err}");
+}
+
+/// A storm of 3,000 idle keep-alive connections, then closed: resident memory comes back
+/// near its baseline.
+#[test]
+fn memory_returns_after_a_connection_storm() {
+    let origin = origin("storm");
+    let sluice = sluice(&routed(
+        &origin,
+        "[timeouts]\nkeepalive_ms = 60000\n[connections]\nmax_per_client = 10000\n",
+    ));
+    let pid = sluice.proc.child.id();
+    // Warm up: threads, pools, the first requests.
+    for _ in 0..50 {
+        let mut s = connect(sluice.proc.addr);
+        get(&mut s, "/echo").unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let baseline = rss_kib(pid);
+    let n = 3000;
+    let mut storm = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut s = connect(sluice.proc.addr);
+        let r = get(&mut s, "/echo").unwrap_or_else(|| panic!("request {i} failed"));
+        assert!(r.starts_with("HTTP/1.1 200"));
+        storm.push(s);
+    }
+    let during = rss_kib(pid);
+    drop(storm);
+    let mut after = during;
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(6) {
+        std::thread::sleep(Duration::from_millis(500));
+        after = rss_kib(pid);
+        if after <= baseline + (during - baseline) / 4 {
+            break;
+        }
+    }
+    eprintln!(
+        "storm of {n}: RSS baseline {baseline} KiB, during {during} KiB ({} KiB/conn), after {after} KiB ({:?} after close)",
+        (during.saturating_sub(baseline)) / n as u64,
+        start.elapsed()
+    );
+    assert!(during > baseline + 10_000, "the storm did not show in RSS");
+    assert!(
+        after <= baseline + (during - baseline) / 4,
+        "RSS stayed up: baseline {baseline} KiB, during {during}, after {after}"
+    );
+}

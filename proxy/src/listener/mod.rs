@@ -1,0 +1,304 @@
+//! The traffic listener's connections, before and between requests: Sluice's own
+//! [`ServerApp`] in front of Pingora's HTTP server.
+//!
+//! Pingora 0.9 bounds each read of a request head separately (a client sending a byte
+//! every few seconds never times out), waits for the h2c preface without a timeout and
+//! keeps an HTTP/1.1 connection idle forever once a request without `Keep-Alive:
+//! timeout` has been served. [`Admit`] therefore, for each connection:
+//! 1. admits it against `[connections]` and the open-file ceiling, or answers 503 and
+//!    closes ([`limits`]);
+//! 2. with `h2c` on, tells HTTP/2 from HTTP/1 by the first differing byte, within
+//!    `timeouts.h2_preface_ms` ([`preface`]);
+//! 3. serves HTTP/1 requests itself in Pingora's keep-alive loop, each request head
+//!    within `timeouts.header_ms` of its first byte (of the accept, for the first one),
+//!    the wait between requests within `timeouts.keepalive_ms`, body reads and response
+//!    writes within `body_idle_ms` and `send_idle_ms` of progress;
+//! 4. hands HTTP/2 connections to Pingora (idle ones close after `keepalive_ms`).
+//!
+//! The end of a request head is signalled from the proxy's `early_request_filter`
+//! through a task-local [`request_started`], which also takes the request's slot under
+//! `connections.max_h1_in_flight`.
+
+pub mod limits;
+pub mod preface;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora::apps::{HttpServerApp, ServerApp};
+use pingora::protocols::http::ServerSession;
+use pingora::protocols::{Stream, ALPN};
+use pingora::server::ShutdownWatch;
+use pingora::{Error, ErrorSource, ErrorType};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::Instant;
+
+pub use limits::{fd_ceiling, Refusal, Tracker};
+
+use crate::metrics::metrics;
+use crate::policy::Timeouts;
+use crate::snapshot::Live;
+use limits::InFlight;
+use preface::Sniffed;
+
+/// What a refused connection reads before it is closed.
+const REFUSED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\n\
+content-length: 21\r\nretry-after: 1\r\nconnection: close\r\n\r\ntoo many connections\n";
+
+/// The context of the error that refuses a request over `max_h1_in_flight`.
+const REFUSED_REQUEST: &str = "sluice: too many HTTP/1 requests in flight";
+
+/// One HTTP/1 request's link between [`Admit`] and the proxy's hooks.
+struct RequestSlot {
+    head_read: AtomicBool,
+    tracker: Arc<Tracker>,
+    max_in_flight: usize,
+    in_flight: OnceLock<InFlight>,
+}
+
+tokio::task_local! {
+    static REQUEST: Arc<RequestSlot>;
+}
+
+/// Called by the proxy once a request head is read: stops the head timer and takes a
+/// slot under `connections.max_h1_in_flight`. An error (503) when none is left.
+/// Outside an HTTP/1 connection of [`Admit`] (HTTP/2 streams) it does nothing.
+pub fn request_started() -> pingora::Result<()> {
+    REQUEST
+        .try_with(|slot| {
+            slot.head_read.store(true, Ordering::Release);
+            match slot.tracker.start_request(slot.max_in_flight) {
+                Ok(permit) => {
+                    let _ = slot.in_flight.set(permit);
+                    Ok(())
+                }
+                Err(r) => {
+                    r.count();
+                    Err(Error::create(
+                        ErrorType::HTTPStatus(503),
+                        ErrorSource::Internal,
+                        Some(REFUSED_REQUEST.into()),
+                        None,
+                    ))
+                }
+            }
+        })
+        .unwrap_or(Ok(()))
+}
+
+/// Whether `e` is the refusal of [`request_started`] (expected under load: not an error
+/// worth a log line).
+pub fn is_refusal(e: &Error) -> bool {
+    e.etype() == &ErrorType::HTTPStatus(503)
+        && e.context.as_ref().is_some_and(|c| c.as_str() == REFUSED_REQUEST)
+}
+
+/// Counts downstream read and write timeouts Pingora reports for a request (body idle,
+/// send idle).
+pub fn count_error(e: &Error) {
+    if e.esource() != &ErrorSource::Downstream {
+        return;
+    }
+    let phase = match e.etype() {
+        ErrorType::ReadTimedout => "body_idle",
+        ErrorType::WriteTimedout => "send_idle",
+        _ => return,
+    };
+    metrics()
+        .connection_timeouts
+        .with_label_values(&[phase])
+        .inc();
+}
+
+/// Sluice's [`ServerApp`]: admits, times and sorts connections, then hands them to the
+/// HTTP application `A` (Pingora's `HttpProxy`).
+pub struct Admit<A> {
+    app: Arc<A>,
+    live: Arc<Live>,
+    tracker: Arc<Tracker>,
+}
+
+impl<A> Admit<A> {
+    /// Wraps `app`; timeouts and limits are read from the live policy per connection.
+    pub fn new(app: A, live: Arc<Live>, tracker: Arc<Tracker>) -> Self {
+        Admit {
+            app: Arc::new(app),
+            live,
+            tracker,
+        }
+    }
+}
+
+fn timed_out(phase: &str) {
+    metrics()
+        .connection_timeouts
+        .with_label_values(&[phase])
+        .inc();
+}
+
+fn whole_seconds(d: Duration) -> u64 {
+    d.as_millis().div_ceil(1000).max(1) as u64
+}
+
+#[async_trait]
+impl<A> ServerApp for Admit<A>
+where
+    A: HttpServerApp + Send + Sync + 'static,
+{
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let accepted = Instant::now();
+        let (timeouts, limits, h2c) = {
+            let snap = self.live.load();
+            let p = &snap.policy;
+            (p.timeouts, p.connections, p.h2c)
+        };
+        let digest = stream.get_socket_digest();
+        let local = digest
+            .as_ref()
+            .and_then(|d| d.local_addr())
+            .and_then(|a| a.as_inet())
+            .copied();
+        let peer = digest
+            .as_ref()
+            .and_then(|d| d.peer_addr())
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        let _conn = match self.tracker.admit(local, peer, &limits) {
+            Ok(c) => c,
+            Err(r) => {
+                r.count();
+                tracing::debug!(reason = r.label(), peer = ?peer, "connection refused");
+                refuse(stream, &self.tracker).await;
+                return None;
+            }
+        };
+        let head_deadline = accepted + timeouts.header;
+        let stream = if stream.get_ssl_digest().is_some() {
+            if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
+                return ServerApp::process_new(&self.app, stream, shutdown).await;
+            }
+            stream
+        } else if h2c {
+            match preface::sniff(stream, timeouts.h2_preface.min(timeouts.header), shutdown).await
+            {
+                Sniffed::H2(s) => return ServerApp::process_new(&self.app, s, shutdown).await,
+                Sniffed::H1(s) => s,
+                Sniffed::TimedOut => {
+                    timed_out("h2_preface");
+                    return None;
+                }
+                Sniffed::Gone => return None,
+            }
+        } else {
+            stream
+        };
+        self.serve_h1(stream, timeouts, limits.max_h1_in_flight, head_deadline, shutdown)
+            .await;
+        None
+    }
+
+    async fn cleanup(&self) {
+        ServerApp::cleanup(&*self.app).await;
+    }
+}
+
+impl<A> Admit<A>
+where
+    A: HttpServerApp + Send + Sync + 'static,
+{
+    /// Pingora's HTTP/1 keep-alive loop, with a deadline on each request head and on
+    /// the idle time between requests.
+    async fn serve_h1(
+        self: &Arc<Self>,
+        mut stream: Stream,
+        t: Timeouts,
+        max_in_flight: usize,
+        mut head_deadline: Instant,
+        shutdown: &ShutdownWatch,
+    ) {
+        let mut settings = None;
+        loop {
+            let mut session = ServerSession::new_http1(stream);
+            if let Some(s) = settings.take() {
+                pingora::apps::HttpPersistentSettings::apply_to_session(s, &mut session);
+            }
+            if *shutdown.borrow() {
+                session.set_keepalive(None);
+            } else {
+                // Pingora bounds each read of the head by this; the deadline below is
+                // the real bound, this one covers streams that cannot be peeked (TLS).
+                session.set_keepalive(Some(whole_seconds(t.keepalive)));
+            }
+            session.set_read_timeout(Some(t.body_idle));
+            session.set_write_timeout(Some(t.send_idle));
+            let slot = Arc::new(RequestSlot {
+                head_read: AtomicBool::new(false),
+                tracker: self.tracker.clone(),
+                max_in_flight,
+                in_flight: OnceLock::new(),
+            });
+            let served = REQUEST.scope(slot.clone(), self.app.process_new_http(session, shutdown));
+            let head_timer = async {
+                tokio::time::sleep_until(head_deadline).await;
+                if slot.head_read.load(Ordering::Acquire) {
+                    std::future::pending::<()>().await;
+                }
+            };
+            let reused = tokio::select! {
+                biased;
+                r = served => r,
+                _ = head_timer => {
+                    timed_out("header");
+                    return;
+                }
+            };
+            drop(slot);
+            let Some(reused) = reused else { return };
+            if *shutdown.borrow() {
+                return;
+            }
+            let (next, persistent) = reused.consume();
+            stream = next;
+            settings = persistent;
+            head_deadline = match preface::wait_readable(&mut stream, t.keepalive, shutdown).await
+            {
+                Some(true) => Instant::now() + t.header,
+                Some(false) => return,
+                None => Instant::now() + t.keepalive + t.header,
+            };
+        }
+    }
+}
+
+/// Answers a refused connection 503 (HTTP/1 only: an h2 client just sees the close),
+/// half-closes it and drains what the client sent, so that the answer is read rather
+/// than reset; all within a second.
+async fn refuse(mut stream: Stream, tracker: &Arc<Tracker>) {
+    let Some(_slot) = tracker.start_refusing() else {
+        return;
+    };
+    let h2 = matches!(stream.selected_alpn_proto(), Some(ALPN::H2));
+    let work = async {
+        if !h2 {
+            stream.write_all(REFUSED).await?;
+            stream.flush().await?;
+        }
+        AsyncWriteExt::shutdown(&mut stream).await?;
+        let mut sink = [0u8; 4096];
+        let mut total = 0;
+        while total < 64 << 10 {
+            match stream.read(&mut sink).await? {
+                0 => break,
+                k => total += k,
+            }
+        }
+        std::io::Result::Ok(())
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), work).await;
+}

@@ -1,0 +1,103 @@
+//! Telling HTTP/2 with prior knowledge (h2c) from HTTP/1 on a cleartext connection.
+//!
+//! Pingora peeks for the whole 24-byte preface with no timeout, so an HTTP/1 request
+//! shorter than that (`GET / HTTP/1.0\r\n\r\n` is 18 bytes) is never answered and a
+//! silent connection never closes. Here the first byte that differs from the preface
+//! decides HTTP/1 at once, and the wait is bounded.
+
+use std::time::Duration;
+
+use pingora::protocols::l4::stream::Stream as TcpStream;
+use pingora::protocols::Stream;
+use pingora::server::ShutdownWatch;
+use tokio::io::AsyncReadExt;
+
+/// RFC 9113 section 3.4.
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// What the first bytes of a connection said.
+pub enum Sniffed {
+    /// The HTTP/2 preface; the bytes are put back for the HTTP/2 server to read.
+    H2(Stream),
+    /// Anything else; the bytes are put back for the HTTP/1 parser.
+    H1(Stream),
+    /// The client closed, or the server is stopping.
+    Gone,
+    /// Nothing decisive arrived in time.
+    TimedOut,
+}
+
+/// Reads until the bytes differ from the HTTP/2 preface or complete it, for at most `wait`.
+pub async fn sniff(mut stream: Stream, wait: Duration, shutdown: &ShutdownWatch) -> Sniffed {
+    // Only a plain TCP stream can have bytes put back.
+    if !stream.as_any().is::<TcpStream>() {
+        return Sniffed::H1(stream);
+    }
+    let mut buf = [0u8; 24];
+    let mut n = 0;
+    let read = async {
+        loop {
+            match stream.read(&mut buf[n..]).await {
+                Ok(0) | Err(_) => return false,
+                Ok(k) => {
+                    n += k;
+                    if buf[..n] != H2_PREFACE[..n] || n == H2_PREFACE.len() {
+                        return true;
+                    }
+                }
+            }
+        }
+    };
+    let mut stop = shutdown.clone();
+    tokio::select! {
+        r = tokio::time::timeout(wait, read) => match r {
+            Ok(true) => {}
+            Ok(false) => return Sniffed::Gone,
+            Err(_) => return Sniffed::TimedOut,
+        },
+        _ = stop.wait_for(|s| *s) => return Sniffed::Gone,
+    }
+    let h2 = &buf[..n] == H2_PREFACE;
+    let stream = put_back(stream, &buf[..n]);
+    if h2 {
+        Sniffed::H2(stream)
+    } else {
+        Sniffed::H1(stream)
+    }
+}
+
+/// Puts `data` back in front of what `stream` (a plain TCP stream) reads next.
+fn put_back(stream: Stream, data: &[u8]) -> Stream {
+    match stream.into_any().downcast::<TcpStream>() {
+        Ok(mut tcp) => {
+            tcp.rewind(data);
+            tcp
+        }
+        Err(_) => unreachable!("checked to be a TCP stream"),
+    }
+}
+
+/// Waits up to `idle` for the next request's first byte on a kept-alive connection.
+/// `Some(true)`: bytes are there; `Some(false)`: closed, timed out or stopping; `None`:
+/// this stream cannot be peeked (TLS), the caller bounds the wait another way.
+pub async fn wait_readable(stream: &mut Stream, idle: Duration, shutdown: &ShutdownWatch) -> Option<bool> {
+    if !stream.as_any().is::<TcpStream>() {
+        return None;
+    }
+    let mut byte = [0u8; 1];
+    let mut stop = shutdown.clone();
+    tokio::select! {
+        r = tokio::time::timeout(idle, stream.try_peek(&mut byte)) => match r {
+            Ok(Ok(true)) => Some(true),
+            Ok(_) => Some(false),
+            Err(_) => {
+                crate::metrics::metrics()
+                    .connection_timeouts
+                    .with_label_values(&["keepalive"])
+                    .inc();
+                Some(false)
+            }
+        },
+        _ = stop.wait_for(|s| *s) => Some(false),
+    }
+}
