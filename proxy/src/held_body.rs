@@ -54,8 +54,7 @@ pub async fn read(session: &mut Session, max: usize) -> Result<Held> {
     let mut buffering = false;
     loop {
         // The tail that Pingora will hand back to `request_body_filter`.
-        if !buffering
-            && declared.is_none_or(|n| n.saturating_sub(body.len()) <= RETRY_BUFFER_LIMIT)
+        if !buffering && declared.is_none_or(|n| n.saturating_sub(body.len()) <= RETRY_BUFFER_LIMIT)
         {
             session.as_mut().enable_retry_buffering();
             buffering = true;

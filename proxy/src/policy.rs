@@ -1029,8 +1029,11 @@ mod tests {
         let base = "[pools.a]\npeers = [\"127.0.0.1:1\"]\n[[routes]]\npool = \"a\"\nfilters = [\"f\"]\n[filters.f]\nmodule = \"f.wasm\"\n";
         let p = Policy::parse(Path::new("p.toml"), base).unwrap();
         assert_eq!(p.filters[0].request_body, RequestBodyMode::Buffer);
-        let p = Policy::parse(Path::new("p.toml"), &format!("{base}request_body = \"stream\"\n"))
-            .unwrap();
+        let p = Policy::parse(
+            Path::new("p.toml"),
+            &format!("{base}request_body = \"stream\"\n"),
+        )
+        .unwrap();
         assert_eq!(p.filters[0].request_body, RequestBodyMode::Stream);
         let e = errs(&format!("{base}request_body = \"later\"\n"));
         assert!(

@@ -538,7 +538,9 @@ impl Sluice {
                     "request body of unknown length too large",
                     "a request body over 64 KiB needs a Content-Length here\n",
                 );
-                return self.refuse_body(session, ctx, "length_required", local).await;
+                return self
+                    .refuse_body(session, ctx, "length_required", local)
+                    .await;
             }
         };
         ctx.stream.request_headers_changed = false;

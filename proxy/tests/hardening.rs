@@ -3,15 +3,15 @@
 
 mod common;
 
-#[path = "hardening/paths.rs"]
-mod paths;
-#[path = "hardening/images.rs"]
-mod images;
 #[path = "hardening/bodies.rs"]
 mod bodies;
-#[path = "hardening/filters.rs"]
-mod filters;
 #[path = "hardening/connections.rs"]
 mod connections;
+#[path = "hardening/filters.rs"]
+mod filters;
+#[path = "hardening/images.rs"]
+mod images;
 #[path = "hardening/operations.rs"]
 mod operations;
+#[path = "hardening/paths.rs"]
+mod paths;

@@ -88,9 +88,8 @@ fn serve_recorded(mut conn: TcpStream, seen: Arc<Mutex<Vec<u8>>>) {
         };
         let Some(len) = len else {
             // Not framed as Sluice frames held bodies: answer and close.
-            let _ = conn.write_all(
-                b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\nconnection: close\r\n\r\nraw",
-            );
+            let _ = conn
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\nconnection: close\r\n\r\nraw");
             return;
         };
         while buf.len() < head_end + len {
@@ -151,7 +150,8 @@ pool = "o"
 /// Reads one HTTP/1.1 response (Content-Length framed, or until close) from a raw
 /// connection: status and body.
 fn read_response(conn: &mut TcpStream) -> (u16, Vec<u8>) {
-    conn.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
     let mut buf = Vec::new();
     let mut chunk = [0u8; 16384];
     let head_end = loop {
@@ -230,7 +230,11 @@ fn waf_decides_on_the_whole_body_before_the_origin_sees_the_request() {
     c.write_all(form_head(addr, &format!("content-length: {}\r\n", body.len())).as_bytes())
         .unwrap();
     c.write_all(body.as_bytes()).unwrap();
-    assert_eq!(read_response(&mut c).0, 403, ">64 KiB body, attack at the end");
+    assert_eq!(
+        read_response(&mut c).0,
+        403,
+        ">64 KiB body, attack at the end"
+    );
 
     // 3. Over 64 KiB chunked (unknown length), the attack at the end: never forwarded.
     let mut c = TcpStream::connect(addr).unwrap();
@@ -253,7 +257,11 @@ fn waf_decides_on_the_whole_body_before_the_origin_sees_the_request() {
         c.write_all(&chunk(format!("f{i}=slow&").as_bytes()))
             .unwrap();
         std::thread::sleep(Duration::from_millis(150));
-        assert_eq!(rec.connections(), 0, "origin contacted while the body trickles");
+        assert_eq!(
+            rec.connections(),
+            0,
+            "origin contacted while the body trickles"
+        );
     }
     c.write_all(&chunk(SQLI.as_bytes())).unwrap();
     c.write_all(b"0\r\n\r\n").unwrap();
@@ -280,11 +288,17 @@ fn waf_decides_on_the_whole_body_before_the_origin_sees_the_request() {
         "the origin saw: {:?}",
         String::from_utf8_lossy(&rec.seen()[..rec.seen().len().min(200)])
     );
-    let text = client().get(s.admin_url("/metrics")).send().unwrap().text().unwrap();
+    let text = client()
+        .get(s.admin_url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
     assert!(
-        text.lines().any(|l| l.starts_with("sluice_request_body_refusals_total")
-            && l.contains("reason=\"too_large\"")
-            && l.ends_with(" 2")),
+        text.lines()
+            .any(|l| l.starts_with("sluice_request_body_refusals_total")
+                && l.contains("reason=\"too_large\"")
+                && l.ends_with(" 2")),
         "{text}"
     );
 
@@ -379,7 +393,12 @@ fn empty_chunked_in_a_row(s: &Sluice, n: usize) {
         );
         c.write_all(req.as_bytes()).unwrap();
         let (status, body) = read_response(&mut c);
-        assert_eq!(status, 200, "request {i}: {}", String::from_utf8_lossy(&body));
+        assert_eq!(
+            status,
+            200,
+            "request {i}: {}",
+            String::from_utf8_lossy(&body)
+        );
         let echo: Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(echo["body_len"], 0, "request {i}");
         assert_eq!(echo["query"], format!("i={i}"), "request {i}");
@@ -412,13 +431,22 @@ fn empty_chunked_bodies_on_a_streaming_route_stay_clean() {
     empty_chunked_in_a_row(&s, 60);
     // The streaming route really streams: a large body still arrives whole.
     let big = "z".repeat(300_000);
-    let r = client().post(s.url("/echo")).body(big.clone()).send().unwrap();
+    let r = client()
+        .post(s.url("/echo"))
+        .body(big.clone())
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.json::<Value>().unwrap()["body_len"], big.len());
 }
 
 fn metric_value(s: &Sluice, name: &str, labels: &str) -> f64 {
-    let text = client().get(s.admin_url("/metrics")).send().unwrap().text().unwrap();
+    let text = client()
+        .get(s.admin_url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
     text.lines()
         .filter(|l| l.starts_with(name) && l.contains(labels))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
