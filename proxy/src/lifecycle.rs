@@ -100,11 +100,7 @@ impl ShutdownSignalWatch for Signals {
             grace_ms = self.grace.as_millis() as u64,
             "stopping: listeners close, requests in flight finish"
         );
-        let phases = self
-            .phases
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let phases = self.phases.lock().unwrap_or_else(|p| p.into_inner()).take();
         let tracker = self.tracker.clone();
         let grace = self.grace;
         std::thread::Builder::new()
@@ -144,7 +140,10 @@ fn drain(
     loop {
         let open = tracker.open();
         if open == 0 {
-            tracing::info!(took_ms = start.elapsed().as_millis() as u64, "drained; exiting");
+            tracing::info!(
+                took_ms = start.elapsed().as_millis() as u64,
+                "drained; exiting"
+            );
             exit(0);
         }
         if start.elapsed() >= grace {

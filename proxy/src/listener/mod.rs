@@ -92,7 +92,9 @@ pub fn request_started() -> pingora::Result<()> {
 /// worth a log line).
 pub fn is_refusal(e: &Error) -> bool {
     e.etype() == &ErrorType::HTTPStatus(503)
-        && e.context.as_ref().is_some_and(|c| c.as_str() == REFUSED_REQUEST)
+        && e.context
+            .as_ref()
+            .is_some_and(|c| c.as_str() == REFUSED_REQUEST)
 }
 
 /// Counts downstream read and write timeouts Pingora reports for a request (body idle,
@@ -185,8 +187,7 @@ where
             }
             stream
         } else if h2c {
-            match preface::sniff(stream, timeouts.h2_preface.min(timeouts.header), shutdown).await
-            {
+            match preface::sniff(stream, timeouts.h2_preface.min(timeouts.header), shutdown).await {
                 Sniffed::H2(s) => return ServerApp::process_new(&self.app, s, shutdown).await,
                 Sniffed::H1(s) => s,
                 Sniffed::TimedOut => {
@@ -198,8 +199,14 @@ where
         } else {
             stream
         };
-        self.serve_h1(stream, timeouts, limits.max_h1_in_flight, head_deadline, shutdown)
-            .await;
+        self.serve_h1(
+            stream,
+            timeouts,
+            limits.max_h1_in_flight,
+            head_deadline,
+            shutdown,
+        )
+        .await;
         None
     }
 
@@ -266,8 +273,7 @@ where
             let (next, persistent) = reused.consume();
             stream = next;
             settings = persistent;
-            head_deadline = match preface::wait_readable(&mut stream, t.keepalive, shutdown).await
-            {
+            head_deadline = match preface::wait_readable(&mut stream, t.keepalive, shutdown).await {
                 Some(true) => Instant::now() + t.header,
                 Some(false) => return,
                 None => Instant::now() + t.keepalive + t.header,

@@ -80,7 +80,11 @@ fn put_back(stream: Stream, data: &[u8]) -> Stream {
 /// Waits up to `idle` for the next request's first byte on a kept-alive connection.
 /// `Some(true)`: bytes are there; `Some(false)`: closed, timed out or stopping; `None`:
 /// this stream cannot be peeked (TLS), the caller bounds the wait another way.
-pub async fn wait_readable(stream: &mut Stream, idle: Duration, shutdown: &ShutdownWatch) -> Option<bool> {
+pub async fn wait_readable(
+    stream: &mut Stream,
+    idle: Duration,
+    shutdown: &ShutdownWatch,
+) -> Option<bool> {
     if !stream.as_any().is::<TcpStream>() {
         return None;
     }

@@ -109,7 +109,12 @@ pub(super) fn timeouts(l: &mut Lines, raw: &RawTimeouts) -> Timeouts {
         header: ms(l, &raw.header_ms, "timeouts.header_ms", d.header),
         body_idle: ms(l, &raw.body_idle_ms, "timeouts.body_idle_ms", d.body_idle),
         keepalive: ms(l, &raw.keepalive_ms, "timeouts.keepalive_ms", d.keepalive),
-        h2_preface: ms(l, &raw.h2_preface_ms, "timeouts.h2_preface_ms", d.h2_preface),
+        h2_preface: ms(
+            l,
+            &raw.h2_preface_ms,
+            "timeouts.h2_preface_ms",
+            d.h2_preface,
+        ),
         send_idle: ms(l, &raw.send_idle_ms, "timeouts.send_idle_ms", d.send_idle),
     }
 }

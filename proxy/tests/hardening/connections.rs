@@ -105,7 +105,10 @@ fn signal(sluice: &Sluice, sig: &str) {
     assert!(ok, "kill -{sig}");
 }
 
-fn wait_exit(sluice: &mut Sluice, within: Duration) -> Option<(std::process::ExitStatus, Duration)> {
+fn wait_exit(
+    sluice: &mut Sluice,
+    within: Duration,
+) -> Option<(std::process::ExitStatus, Duration)> {
     let start = Instant::now();
     while start.elapsed() < within {
         if let Some(st) = sluice.proc.child.try_wait().unwrap() {
@@ -158,11 +161,23 @@ fn slowloris_heads_are_closed_after_header_ms() {
         std::thread::sleep(Duration::from_millis(200));
     }
     let closed: Vec<Duration> = conns.iter().filter_map(|c| c.1).collect();
-    assert_eq!(closed.len(), n, "slowloris connections still open after 6 s");
+    assert_eq!(
+        closed.len(),
+        n,
+        "slowloris connections still open after 6 s"
+    );
     let last = closed.iter().max().unwrap();
     eprintln!("slowloris: {n} connections closed, last after {last:?} (header_ms 1000)");
-    assert!(*last < Duration::from_millis(2500), "last closed after {last:?}");
-    assert!(metric(&sluice, "sluice_connection_timeouts_total{phase=\"header\"}") >= n as f64);
+    assert!(
+        *last < Duration::from_millis(2500),
+        "last closed after {last:?}"
+    );
+    assert!(
+        metric(
+            &sluice,
+            "sluice_connection_timeouts_total{phase=\"header\"}"
+        ) >= n as f64
+    );
 }
 
 /// With h2c on, an 18-byte HTTP/1.0 request (shorter than the 24-byte h2 preface
@@ -233,7 +248,10 @@ fn stalled_body_is_cut_after_body_idle_ms() {
         .unwrap();
     let took = closed_within(&mut s, Duration::from_secs(5));
     eprintln!("stalled body: closed after {took:?} (body_idle_ms 1000)");
-    assert!(took.is_some_and(|t| t < Duration::from_millis(2500)), "{took:?}");
+    assert!(
+        took.is_some_and(|t| t < Duration::from_millis(2500)),
+        "{took:?}"
+    );
 }
 
 /// Past `max_per_client` a connection is answered 503 at once and closed; the admin API
@@ -250,10 +268,17 @@ fn per_client_limit_answers_503_early() {
     let start = Instant::now();
     let mut extra = connect(sluice.proc.addr);
     let r = get(&mut extra, "/echo").unwrap_or_default();
-    eprintln!("6th connection answered in {:?}: {:?}", start.elapsed(), r.lines().next());
+    eprintln!(
+        "6th connection answered in {:?}: {:?}",
+        start.elapsed(),
+        r.lines().next()
+    );
     assert!(r.starts_with("HTTP/1.1 503"), "6th connection: {r:?}");
     assert!(start.elapsed() < Duration::from_secs(2));
-    assert!(admin_answers(&sluice), "admin API while the client is at its limit");
+    assert!(
+        admin_answers(&sluice),
+        "admin API while the client is at its limit"
+    );
     assert!(metric(&sluice, "sluice_overload_refused_total{reason=\"client\"}") >= 1.0);
     drop(held.pop());
     std::thread::sleep(Duration::from_millis(200));
@@ -276,7 +301,12 @@ fn per_listener_limit_answers_503_early() {
     let r = get(&mut extra, "/echo").unwrap_or_default();
     assert!(r.starts_with("HTTP/1.1 503"), "4th connection: {r:?}");
     assert!(admin_answers(&sluice));
-    assert!(metric(&sluice, "sluice_overload_refused_total{reason=\"listener\"}") >= 1.0);
+    assert!(
+        metric(
+            &sluice,
+            "sluice_overload_refused_total{reason=\"listener\"}"
+        ) >= 1.0
+    );
 }
 
 /// Past `max_h1_in_flight` requests being served, the next request gets 503 at once.
@@ -300,7 +330,12 @@ fn h1_in_flight_limit_answers_503() {
     let mut third = connect(sluice.proc.addr);
     let r = get(&mut third, "/echo").unwrap_or_default();
     assert!(r.starts_with("HTTP/1.1 503"), "third request: {r:?}");
-    assert!(metric(&sluice, "sluice_overload_refused_total{reason=\"h1_in_flight\"}") >= 1.0);
+    assert!(
+        metric(
+            &sluice,
+            "sluice_overload_refused_total{reason=\"h1_in_flight\"}"
+        ) >= 1.0
+    );
     for s in &mut uploads {
         s.write_all(b"cdefghij").unwrap();
         let r = read_response(s, Duration::from_secs(5)).unwrap_or_default();
@@ -385,11 +420,19 @@ fn sigterm_finishes_an_upload_in_flight() {
     std::thread::sleep(Duration::from_millis(500));
     let refused = TcpStream::connect_timeout(&sluice.proc.addr, Duration::from_secs(1)).is_err();
     assert!(refused, "the listener still accepts after SIGTERM");
-    assert!(sluice.proc.child.try_wait().unwrap().is_none(), "exited with the upload in flight");
+    assert!(
+        sluice.proc.child.try_wait().unwrap().is_none(),
+        "exited with the upload in flight"
+    );
     s.write_all(&vec![b'b'; total - total / 2]).unwrap();
     let r = read_response(&mut s, Duration::from_secs(5)).unwrap_or_default();
-    assert!(r.starts_with("HTTP/1.1 200"), "upload after SIGTERM: {:?}", r.lines().next());
-    let (status, after) = wait_exit(&mut sluice, Duration::from_secs(5)).expect("no exit after drain");
+    assert!(
+        r.starts_with("HTTP/1.1 200"),
+        "upload after SIGTERM: {:?}",
+        r.lines().next()
+    );
+    let (status, after) =
+        wait_exit(&mut sluice, Duration::from_secs(5)).expect("no exit after drain");
     eprintln!("SIGTERM: upload completed, exit {status} {after:?} after the response");
     assert!(status.success(), "exit status {status}");
 }
@@ -448,9 +491,20 @@ fn port_in_use_is_a_clear_error() {
         std::thread::sleep(Duration::from_millis(50));
     };
     let mut err = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-    assert!(status.is_some_and(|s| !s.success()), "still running or exit 0: {err}");
-    assert!(err.contains(&addr.to_string()) && err.contains("in use"), "stderr: {err}");
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "still running or exit 0: {err}"
+    );
+    assert!(
+        err.contains(&addr.to_string()) && err.contains("in use"),
+        "stderr: {err}"
+    );
 }
 
 /// A storm of 3,000 idle keep-alive connections, then closed: resident memory comes back
