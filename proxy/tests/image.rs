@@ -170,19 +170,19 @@ peers = ["{addr}"]
 
 [filters.img]
 module = {m}
-config = {{ max_width = 2000, max_height = 2000, on_error = 422 }}
+config = {{ sources = ["/img/"], max_width = 2000, max_height = 2000, on_error = 422 }}
 
 [filters.pass]
 module = {m}
-config = {{ path_prefix = "/pass/", on_error = "passthrough" }}
+config = {{ path_prefix = "/pass/", sources = ["/img/"], on_error = "passthrough" }}
 
 [filters.signed]
 module = {m}
-config = {{ path_prefix = "/signed/", signing_key = "s3cret", widths = [100, 200] }}
+config = {{ path_prefix = "/signed/", sources = ["/img/"], signing_key = "s3cret", widths = [100, 200] }}
 
 [filters.query]
 module = {m}
-config = {{ path_prefix = "", query = true, formats = ["jpeg", "png"] }}
+config = {{ path_prefix = "", sources = ["/img/"], query = true, formats = ["jpeg", "png"] }}
 
 [[routes]]
 path_prefix = "/cdn-cgi/image/"

@@ -24,8 +24,8 @@ use std::rc::Rc;
 use std::time::UNIX_EPOCH;
 
 use hmac::{Hmac, Mac};
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
@@ -164,7 +164,9 @@ impl Config {
         for p in &self.sources {
             if !p.starts_with('/') || p.contains("//") || source_path_error(p).is_some() && p != "/"
             {
-                return Err(format!("sources: {p:?} is not a plain absolute path prefix"));
+                return Err(format!(
+                    "sources: {p:?} is not a plain absolute path prefix"
+                ));
             }
         }
         if self.content_types.is_empty() {
@@ -192,7 +194,9 @@ impl Config {
             let p = p.trim_end_matches('/');
             p.is_empty()
                 || path == p
-                || path.strip_prefix(p).is_some_and(|rest| rest.starts_with('/'))
+                || path
+                    .strip_prefix(p)
+                    .is_some_and(|rest| rest.starts_with('/'))
         })
     }
 }
@@ -317,8 +321,7 @@ impl RootContext for ImageRoot {
                 true
             }
             Err(e) => {
-                hostcalls::log(LogLevel::Error, &format!("image: bad config: {e}"))
-                    .ok();
+                hostcalls::log(LogLevel::Error, &format!("image: bad config: {e}")).ok();
                 false
             }
         }
@@ -819,7 +822,12 @@ mod tests {
         ] {
             assert!(source_path_error(p).is_some(), "{p}");
         }
-        for p in ["/img/a.jpg", "/img/caf%C3%A9.jpg", "/img/..a.jpg", "/img/my%20photo.jpg"] {
+        for p in [
+            "/img/a.jpg",
+            "/img/caf%C3%A9.jpg",
+            "/img/..a.jpg",
+            "/img/my%20photo.jpg",
+        ] {
             assert_eq!(source_path_error(p), None, "{p}");
         }
     }

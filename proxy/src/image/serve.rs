@@ -187,8 +187,7 @@ pub async fn serve(
             return origin_status(session, status).await;
         }
     }
-    if !source::content_type_allowed(header(&resp.headers, "content-type"), &spec.content_types)
-    {
+    if !source::content_type_allowed(header(&resp.headers, "content-type"), &spec.content_types) {
         up.shutdown().await;
         m.image_refused.with_label_values(&["content_type"]).inc();
         tracing::info!(
@@ -196,7 +195,12 @@ pub async fn serve(
             content_type = header(&resp.headers, "content-type").unwrap_or(""),
             "image source refused: content type not allowed"
         );
-        return text(session, 415, "the image source is not an allowed image type").await;
+        return text(
+            session,
+            415,
+            "the image source is not an allowed image type",
+        )
+        .await;
     }
 
     let declared = header(&resp.headers, "content-length").and_then(|v| v.parse::<u64>().ok());
@@ -525,7 +529,12 @@ async fn origin_status(session: &mut Session, status: u16) -> Result<()> {
         h.insert_header("x-sluice-image", "error")?;
         return session.write_response_header(Box::new(h), true).await;
     }
-    text(session, status, &format!("the image source answered {status}")).await
+    text(
+        session,
+        status,
+        &format!("the image source answered {status}"),
+    )
+    .await
 }
 
 /// 503 at once: `max_in_flight` image requests are in flight.

@@ -47,10 +47,7 @@ pub fn check(source: &str) -> Result<(), BadPath> {
         }
         let decoded = decode(segment)?;
         // An encoded space is a file name's; encoded control bytes and backslashes are not.
-        if decoded
-            .iter()
-            .any(|&b| b < b' ' || b == 0x7f || b == b'\\')
-        {
+        if decoded.iter().any(|&b| b < b' ' || b == 0x7f || b == b'\\') {
             return Err(BadPath::Byte);
         }
         if decoded.iter().any(|&b| b == b'/' || b == b'%') {
@@ -167,7 +164,10 @@ mod tests {
         assert!(content_type_allowed(Some("image/svg+xml"), &star));
         assert!(!content_type_allowed(Some("text/html"), &star));
         let octet = vec!["application/octet-stream".to_string()];
-        assert!(content_type_allowed(Some("application/octet-stream"), &octet));
+        assert!(content_type_allowed(
+            Some("application/octet-stream"),
+            &octet
+        ));
         assert!(!content_type_allowed(Some("image/jpeg"), &octet));
     }
 }
