@@ -74,6 +74,8 @@ pub struct Metrics {
     pub image_bytes: IntCounterVec,
     /// Bytes held by the image variant cache.
     pub image_cache_bytes: IntGauge,
+    /// Admin API requests refused, by reason (`host`, `origin`, `content_type`, `token`).
+    pub admin_refusals: IntCounterVec,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -255,6 +257,12 @@ pub fn metrics() -> &'static Metrics {
                 &["direction"],
             ),
             image_cache_bytes,
+            admin_refusals: counter(
+                &r,
+                "sluice_admin_refusals_total",
+                "Admin API requests refused: host (DNS rebinding), origin and content_type (CSRF), token.",
+                &["reason"],
+            ),
             registry: r,
         }
     })
@@ -422,6 +430,11 @@ pub fn render(snapshot: &Snapshot) -> String {
     let mut out = Vec::new();
     let _ = TextEncoder::new().encode(&m.registry.gather(), &mut out);
     let mut text = String::from_utf8(out).unwrap_or_default();
+    let _ = writeln!(
+        text,
+        "# HELP sluice_module_cache_refusals_total On-disk module cache directories or entries refused (not owned by Sluice's user, or writable by group or others).\n# TYPE sluice_module_cache_refusals_total counter\nsluice_module_cache_refusals_total {}",
+        crate::host::disk_cache::CACHE_REFUSALS.load(std::sync::atomic::Ordering::Relaxed)
+    );
     // Filter-defined metrics, one family per name, the plugin as a label.
     let mut values = metric_snapshot();
     values.sort_by(|a, b| (sanitize(&a.name), &a.plugin).cmp(&(sanitize(&b.name), &b.plugin)));
