@@ -189,8 +189,8 @@ fn dns_rebinding_host_is_refused() {
         4.0
     );
     // Health checks stay open; the admin's own names work.
-    let health = format!("GET /healthz HTTP/1.1\r\nHost: lb.example\r\nConnection: close\r\n\r\n");
-    assert_eq!(raw(s.admin, &health).0, 200);
+    let health = "GET /healthz HTTP/1.1\r\nHost: lb.example\r\nConnection: close\r\n\r\n";
+    assert_eq!(raw(s.admin, health).0, 200);
     for host in [format!("localhost:{port}"), s.admin.to_string()] {
         let req =
             format!("GET /admin/status HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
