@@ -10,6 +10,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 need=(cmake gcc g++ make pkg-config curl openssl prometheus)
 # Image transforms: nasm for mozjpeg's SIMD; vips (libvips-tools) and wrk for bench/image.sh.
 need+=(nasm libvips-tools wrk)
+# Soak (bench/soak.sh): h2load drives the h2c share of the traffic.
+need+=(nghttp2-client)
 # WAF differential test and bench (proxy/tests/waf.rs, bench/waf.sh): nginx + ModSecurity
 # + the OWASP CRS as Debian ships them, the echo module (a content handler ModSecurity
 # inspects), and wrk.

@@ -2,7 +2,9 @@
 //! `/admin/status` (JSON: generation, hash, routes, filters, swaps), and
 //! `POST /admin/reload` / `POST /admin/rollback`, and `/metrics` (Prometheus). With a
 //! token configured (required off loopback), every path but the health checks needs
-//! `Authorization: Bearer <token>`.
+//! `Authorization: Bearer <token>`. Without one, only requests whose `Host` is this
+//! listener's pass (DNS rebinding); state-changing requests from another origin are
+//! refused (CSRF): see [`guard`].
 
 use std::sync::Arc;
 
@@ -13,9 +15,13 @@ use pingora::protocols::http::ServerSession;
 
 use std::sync::atomic::Ordering::Relaxed;
 
+use crate::host::disk_cache::CACHE_REFUSALS;
 use crate::host::engine::{MODULES_COMPILED, MODULES_FROM_DISK};
+
+pub mod guard;
 use crate::snapshot::LIVE_SNAPSHOTS;
 use crate::swap::Control;
+use guard::Refusal;
 
 /// The admin HTTP application.
 pub struct Admin {
@@ -34,6 +40,19 @@ fn json(status: StatusCode, v: serde_json::Value) -> Response<Vec<u8>> {
 fn unix(t: Option<std::time::SystemTime>) -> Option<f64> {
     t.and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map(|d| d.as_secs_f64())
+}
+
+fn refuse(why: Refusal) -> Response<Vec<u8>> {
+    crate::metrics::metrics()
+        .admin_refusals
+        .with_label_values(&[why.label()])
+        .inc();
+    tracing::warn!(reason = why.label(), "admin request refused");
+    let status = match why {
+        Refusal::Token => StatusCode::UNAUTHORIZED,
+        _ => StatusCode::FORBIDDEN,
+    };
+    reply(status, "text/plain", why.message().as_bytes().to_vec())
 }
 
 fn reply(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
@@ -66,6 +85,7 @@ impl Admin {
             "modules": {
                 "compiled": MODULES_COMPILED.load(Relaxed),
                 "from_disk_cache": MODULES_FROM_DISK.load(Relaxed),
+                "cache_refusals": CACHE_REFUSALS.load(Relaxed),
             },
             "routes": snap.routes.iter().map(|r| serde_json::json!({
                 "name": r.def.name,
@@ -99,27 +119,42 @@ impl Admin {
     }
 }
 
+/// Host, token and cross-origin checks, in that order; health checks are always open.
+fn admit(
+    req: &pingora::http::RequestHeader,
+    path: &str,
+    policy: &crate::policy::Policy,
+) -> Result<(), Refusal> {
+    if matches!(path, "/healthz" | "/readyz") {
+        return Ok(());
+    }
+    match &policy.admin_token {
+        None => guard::check_host(&req.headers, &policy.admin_hosts)?,
+        Some(token) => {
+            let given = req
+                .headers
+                .get(http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "));
+            if !guard::token_matches(given, token) {
+                return Err(Refusal::Token);
+            }
+        }
+    }
+    if guard::changes_state(&req.method) {
+        guard::check_cross_origin(&req.headers)?;
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let path = session.req_header().uri.path().to_string();
         let post = session.req_header().method == http::Method::POST;
         let snap = self.control.live.load();
-        if let Some(token) = &snap.policy.admin_token {
-            let given = session
-                .req_header()
-                .headers
-                .get(http::header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "));
-            let open = matches!(path.as_str(), "/healthz" | "/readyz");
-            if !open && given.map(str::trim) != Some(token.as_str()) {
-                return reply(
-                    StatusCode::UNAUTHORIZED,
-                    "text/plain",
-                    b"bearer token required\n".to_vec(),
-                );
-            }
+        if let Err(why) = admit(session.req_header(), &path, &snap.policy) {
+            return refuse(why);
         }
         match (path.as_str(), post) {
             ("/healthz" | "/readyz", _) => reply(StatusCode::OK, "text/plain", b"ok\n".to_vec()),

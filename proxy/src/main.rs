@@ -222,10 +222,7 @@ fn run(path: &std::path::Path, snap: Snapshot) -> ExitCode {
         tracing::warn!(error = %e, "SIGHUP reloads are off");
     }
     if watch {
-        if let Err(e) = control.watch(
-            std::time::Duration::from_millis(250),
-            std::time::Duration::from_millis(300),
-        ) {
+        if let Err(e) = control.watch() {
             tracing::warn!(error = %e, "policy watch is off");
         }
     }

@@ -100,6 +100,8 @@ pub struct Metrics {
     pub h1_in_flight: IntGauge,
     /// Heap returned to the kernel after connections closed (`malloc_trim`), bytes.
     pub memory_trimmed: IntCounter,
+    /// Admin API requests refused, by reason (`host`, `origin`, `content_type`, `token`).
+    pub admin_refusals: IntCounterVec,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -361,6 +363,12 @@ pub fn metrics() -> &'static Metrics {
             ),
             h1_in_flight,
             memory_trimmed,
+            admin_refusals: counter(
+                &r,
+                "sluice_admin_refusals_total",
+                "Admin API requests refused: host (DNS rebinding), origin and content_type (CSRF), token.",
+                &["reason"],
+            ),
             registry: r,
         }
     })
@@ -528,6 +536,11 @@ pub fn render(snapshot: &Snapshot) -> String {
     let mut out = Vec::new();
     let _ = TextEncoder::new().encode(&m.registry.gather(), &mut out);
     let mut text = String::from_utf8(out).unwrap_or_default();
+    let _ = writeln!(
+        text,
+        "# HELP sluice_module_cache_refusals_total On-disk module cache directories or entries refused (not owned by Sluice's user, or writable by group or others).\n# TYPE sluice_module_cache_refusals_total counter\nsluice_module_cache_refusals_total {}",
+        crate::host::disk_cache::CACHE_REFUSALS.load(std::sync::atomic::Ordering::Relaxed)
+    );
     // Filter-defined metrics, one family per name, the plugin as a label.
     let mut values = metric_snapshot();
     values.sort_by(|a, b| (sanitize(&a.name), &a.plugin).cmp(&(sanitize(&b.name), &b.plugin)));

@@ -272,6 +272,12 @@ pub struct Policy {
     pub threads: usize,
     /// Reload when the policy file or one of its modules changes.
     pub watch: bool,
+    /// How long a watched file must stay unchanged (size, mtime, content) before it is read.
+    pub watch_debounce: std::time::Duration,
+    /// Answer `x-sluice-debug` requests with the generation and policy hash.
+    pub debug_headers: bool,
+    /// Host names (besides `localhost` and IP literals) the admin API answers without a token.
+    pub admin_hosts: Vec<String>,
     /// Where access-log lines go: `None` (off), `"stdout"` or a file path.
     pub access_log: Option<String>,
     /// The bearer token the admin API asks for (read from an env var or a file).
@@ -326,6 +332,11 @@ struct RawServer {
     threads: Option<usize>,
     #[serde(default)]
     watch: bool,
+    watch_debounce_ms: Option<Spanned<u64>>,
+    #[serde(default)]
+    debug_headers: bool,
+    #[serde(default)]
+    admin_hosts: Vec<Spanned<String>>,
     #[serde(default)]
     h2c: bool,
     access_log: Option<String>,
@@ -572,6 +583,8 @@ impl Policy {
                 "an admin listener off loopback needs admin_token_env or admin_token_file",
             );
         }
+        let watch_debounce = parse_watch_debounce(&mut l, raw.server.watch_debounce_ms.as_ref());
+        let admin_hosts = parse_admin_hosts(&mut l, &raw.server.admin_hosts);
         let access_log = match raw.server.access_log.as_deref() {
             None | Some("off") | Some("") => None,
             Some("stdout") => Some("stdout".to_string()),
@@ -757,6 +770,9 @@ impl Policy {
             admin,
             threads,
             watch: raw.server.watch,
+            watch_debounce,
+            debug_headers: raw.server.debug_headers,
+            admin_hosts,
             access_log,
             admin_token,
             max_body_bytes: raw.limits.max_body_bytes.unwrap_or(1 << 20),
@@ -822,6 +838,45 @@ fn header_rules(l: &mut Lines<'_>, raw: &RawLimits) -> crate::header_guard::Head
         }
     }
     rules
+/// Default of `[server] watch_debounce_ms`.
+pub const DEFAULT_WATCH_DEBOUNCE_MS: u64 = 2000;
+
+fn parse_watch_debounce(l: &mut Lines<'_>, v: Option<&Spanned<u64>>) -> std::time::Duration {
+    let ms = match v {
+        None => DEFAULT_WATCH_DEBOUNCE_MS,
+        Some(v) if (50..=600_000).contains(v.get_ref()) => *v.get_ref(),
+        Some(v) => {
+            l.err(
+                Some(v.span()),
+                "watch_debounce_ms must be between 50 and 600000",
+            );
+            DEFAULT_WATCH_DEBOUNCE_MS
+        }
+    };
+    std::time::Duration::from_millis(ms)
+}
+
+fn parse_admin_hosts(l: &mut Lines<'_>, hosts: &[Spanned<String>]) -> Vec<String> {
+    let mut out = Vec::new();
+    for h in hosts {
+        let name = h.get_ref().trim().to_ascii_lowercase();
+        let valid = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+        if valid {
+            out.push(name);
+        } else {
+            l.err(
+                Some(h.span()),
+                format!(
+                    "admin_hosts: {:?} is not a host name (no port, no scheme)",
+                    h.get_ref()
+                ),
+            );
+        }
+    }
+    out
 }
 
 fn parse_tls(l: &mut Lines<'_>, base: &Path, t: &RawTls) -> TlsDef {

@@ -48,6 +48,10 @@ pub mod props {
 /// retry buffer replays them); larger ones stream through `request_body_filter`.
 const EARLY_BODY_LIMIT: usize = 64 * 1024;
 
+/// Request header asking for `x-sluice-generation` and `x-sluice-policy-hash` on the
+/// response (honoured only with `[server] debug_headers = true`; never sent upstream).
+pub const DEBUG_HEADER: &str = "x-sluice-debug";
+
 /// The proxy service: the live snapshot and nothing else.
 pub struct Sluice {
     /// The snapshot being served.
@@ -748,6 +752,8 @@ impl ProxyHttp for Sluice {
         upstream_request: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        // A question to Sluice, not to the origin.
+        upstream_request.remove_header(DEBUG_HEADER);
         if let Some(path) = ctx.stream.filter_state.get(props::PATH) {
             let uri = http::Uri::try_from(path.as_slice())
                 .map_err(|_| bad("a filter set a bad sluice.upstream.path"))?;
@@ -843,7 +849,9 @@ impl ProxyHttp for Sluice {
                 .upstream
                 .observe(t.elapsed().as_secs_f64());
         }
-        if session.req_header().headers.contains_key("x-sluice-debug") {
+        if ctx.snapshot.policy.debug_headers
+            && session.req_header().headers.contains_key(DEBUG_HEADER)
+        {
             upstream_response
                 .insert_header("x-sluice-generation", ctx.snapshot.generation.to_string())?;
             upstream_response.insert_header("x-sluice-policy-hash", &ctx.snapshot.hash[..16])?;

@@ -174,46 +174,200 @@ impl Control {
         Ok(())
     }
 
-    /// Reloads when the policy file or a module it names changes (polled, debounced:
-    /// a change must be stable for `settle` before it is read).
-    pub fn watch(self: &Arc<Self>, every: Duration, settle: Duration) -> std::io::Result<()> {
+    /// Reloads when the policy file or a module it names changes, on a thread of its own.
+    /// Polled; a change is read only once every watched file has stayed the same (size,
+    /// mtime and content) for the policy's `watch_debounce_ms`, so a file caught half
+    /// written (which may well parse: cut at a table boundary, it is a smaller policy)
+    /// is never swapped in while its writer pauses for less than that. Writers that
+    /// rename a finished file into place are safe at any speed.
+    pub fn watch(self: &Arc<Self>) -> std::io::Result<()> {
         let me = self.clone();
         std::thread::Builder::new()
             .name("sluice-watch".into())
             .spawn(move || {
-                let mut seen = me.fingerprint();
-                let mut changed_at: Option<Instant> = None;
+                let mut debounce = Debounce::new(me.fingerprint());
                 loop {
-                    std::thread::sleep(every);
-                    let now = me.fingerprint();
-                    if now != seen {
-                        seen = now;
-                        changed_at = Some(Instant::now());
-                    } else if changed_at.is_some_and(|t| t.elapsed() >= settle) {
-                        changed_at = None;
-                        tracing::info!("policy or module changed: reloading");
+                    let settle = me.live.load().policy.watch_debounce;
+                    std::thread::sleep(poll_interval(settle));
+                    if debounce.observe(me.fingerprint(), Instant::now(), settle) {
+                        tracing::info!(
+                            stable_ms = settle.as_millis() as u64,
+                            "policy or module changed and stayed unchanged: reloading"
+                        );
                         let _ = me.reload();
-                        seen = me.fingerprint();
+                        // Files the new policy names are watched from now on; a write
+                        // during the reload is seen as a change and read once it settles.
+                        debounce.rebase(me.fingerprint(), Instant::now());
                     }
                 }
             })?;
         Ok(())
     }
 
-    /// Modification times and sizes of the policy file and the modules and files it names.
-    fn fingerprint(&self) -> Vec<(PathBuf, Option<(SystemTime, u64)>)> {
-        let mut files = vec![self.path.clone()];
+    /// The state of the policy file (with a hash of its content) and of the modules and
+    /// files it names (metadata only: they can be large and are read on every poll).
+    fn fingerprint(&self) -> Fingerprint {
+        let mut files = vec![(self.path.clone(), true)];
         files.extend(self.live.load().policy.filters.iter().flat_map(|f| {
-            std::iter::once(f.module.clone()).chain(f.files.iter().map(|x| x.path.clone()))
+            std::iter::once(f.module.clone())
+                .chain(f.files.iter().map(|x| x.path.clone()))
+                .map(|p| (p, false))
         }));
         files
             .into_iter()
-            .map(|f| {
-                let meta = std::fs::metadata(&f)
-                    .ok()
-                    .and_then(|m| Some((m.modified().ok()?, m.len())));
-                (f, meta)
+            .map(|(f, hash)| {
+                let state = file_state(&f, hash);
+                (f, state)
             })
             .collect()
+    }
+}
+
+/// What the watcher compares: each watched file with its state.
+type Fingerprint = Vec<(PathBuf, Option<FileState>)>;
+
+/// One watched file as last seen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FileState {
+    modified: SystemTime,
+    /// Inode change time (seconds, nanoseconds): moves on every write and rename.
+    changed: (i64, i64),
+    inode: u64,
+    len: u64,
+    /// Hash of the content (policy file only): a rewrite within the file system's
+    /// timestamp resolution that keeps the size is still a change.
+    content: Option<u64>,
+}
+
+fn file_state(path: &Path, hash_content: bool) -> Option<FileState> {
+    use std::hash::{Hash, Hasher};
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).ok()?;
+    let content = if hash_content {
+        let bytes = std::fs::read(path).ok()?;
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        bytes.hash(&mut h);
+        Some(h.finish())
+    } else {
+        None
+    };
+    Some(FileState {
+        modified: meta.modified().ok()?,
+        changed: (meta.ctime(), meta.ctime_nsec()),
+        inode: meta.ino(),
+        len: meta.len(),
+        content,
+    })
+}
+
+/// How often the watcher looks: a quarter of the debounce interval, 10 to 250 ms.
+fn poll_interval(settle: Duration) -> Duration {
+    (settle / 4).clamp(Duration::from_millis(10), Duration::from_millis(250))
+}
+
+/// The watcher's state machine: a change is due once nothing changed for `settle`.
+#[derive(Debug)]
+struct Debounce {
+    seen: Fingerprint,
+    /// When the files last differed from what was seen before, while a reload is owed.
+    changed_at: Option<Instant>,
+}
+
+impl Debounce {
+    fn new(seen: Fingerprint) -> Debounce {
+        Debounce {
+            seen,
+            changed_at: None,
+        }
+    }
+
+    /// Takes a new look at the files; true when a reload is due now.
+    fn observe(&mut self, now_seen: Fingerprint, now: Instant, settle: Duration) -> bool {
+        if now_seen != self.seen {
+            self.seen = now_seen;
+            self.changed_at = Some(now);
+            return false;
+        }
+        match self.changed_at {
+            Some(t) if now.duration_since(t) >= settle => {
+                self.changed_at = None;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// After a reload: the files as they are now are the new baseline (the new policy
+    /// may name other modules); if the policy file itself changed during the reload,
+    /// that change is owed a reload once it settles.
+    fn rebase(&mut self, now_seen: Fingerprint, now: Instant) {
+        if now_seen.first() != self.seen.first() {
+            self.changed_at = Some(now);
+        }
+        self.seen = now_seen;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fp(content: u64) -> Fingerprint {
+        vec![(
+            PathBuf::from("p.toml"),
+            Some(FileState {
+                modified: SystemTime::UNIX_EPOCH,
+                changed: (0, 0),
+                inode: 1,
+                len: 1,
+                content: Some(content),
+            }),
+        )]
+    }
+
+    #[test]
+    fn a_change_is_read_only_after_it_stayed_the_same_for_the_interval() {
+        let t0 = Instant::now();
+        let settle = Duration::from_millis(500);
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut d = Debounce::new(fp(1));
+        assert!(!d.observe(fp(1), ms(100), settle), "nothing changed");
+        assert!(!d.observe(fp(2), ms(200), settle), "half written");
+        assert!(!d.observe(fp(2), ms(600), settle), "stable 400 ms only");
+        assert!(!d.observe(fp(3), ms(650), settle), "written again");
+        assert!(!d.observe(fp(3), ms(1100), settle));
+        assert!(d.observe(fp(3), ms(1150), settle), "stable 500 ms");
+        assert!(!d.observe(fp(3), ms(2000), settle), "read once");
+    }
+
+    #[test]
+    fn a_write_during_a_reload_is_read_after_it_settles() {
+        let t0 = Instant::now();
+        let settle = Duration::from_millis(500);
+        let mut d = Debounce::new(fp(1));
+        d.rebase(fp(1), t0);
+        assert!(
+            !d.observe(fp(1), t0 + Duration::from_millis(600), settle),
+            "nothing owed"
+        );
+        d.rebase(fp(4), t0);
+        assert!(!d.observe(fp(4), t0 + Duration::from_millis(100), settle));
+        assert!(d.observe(fp(4), t0 + Duration::from_millis(600), settle));
+    }
+
+    #[test]
+    fn polls_a_quarter_of_the_interval_within_bounds() {
+        assert_eq!(
+            poll_interval(Duration::from_millis(2000)),
+            Duration::from_millis(250)
+        );
+        assert_eq!(
+            poll_interval(Duration::from_millis(200)),
+            Duration::from_millis(50)
+        );
+        assert_eq!(
+            poll_interval(Duration::from_millis(20)),
+            Duration::from_millis(10)
+        );
     }
 }

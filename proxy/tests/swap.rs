@@ -146,7 +146,8 @@ fn hundred_swaps_under_load_fail_no_request_and_mix_no_snapshots() {
 #[test]
 fn rollback_returns_to_the_previous_snapshot() {
     let o = origin("o");
-    let s = sluice(&policy(&o, &["a1"], "/"));
+    // Debug headers are off unless the policy turns them on (issue #15).
+    let s = sluice_with_server(&policy(&o, &["a1"], "/"), "debug_headers = true\n");
     let chain = || {
         client()
             .get(s.url("/echo"))

@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::{Config, ExternType, InstancePre, Linker, Module, OptLevel, Val, ValType};
 
 use super::abi::{self, Row, Status};
+use super::disk_cache;
 use super::state::HostState;
 use super::HostError;
 
@@ -115,7 +116,7 @@ impl Engine {
     }
 
     /// The on-disk cache directory: `SLUICE_CACHE_DIR`, else `$HOME/.cache/sluice`;
-    /// `SLUICE_CACHE_DIR=off` disables it.
+    /// `SLUICE_CACHE_DIR=off` disables it. Used only when [`disk_cache`] trusts it.
     fn cache_dir() -> Option<PathBuf> {
         match std::env::var_os("SLUICE_CACHE_DIR") {
             Some(d) if d == "off" => None,
@@ -132,13 +133,22 @@ impl Engine {
         let Some(dir) = Self::cache_dir() else {
             return compile();
         };
+        if let Err(why) = disk_cache::open_dir(&dir) {
+            disk_cache::refused(&dir, &why);
+            return compile();
+        }
         let mut h = std::collections::hash_map::DefaultHasher::new();
         self.engine.precompile_compatibility_hash().hash(&mut h);
         let file = dir.join(format!("{hash}-{:016x}.cwasm", h.finish()));
-        if file.is_file() {
+        if std::fs::symlink_metadata(&file).is_ok() {
+            if let Err(why) = disk_cache::check_file(&file) {
+                disk_cache::refused(&file, &why);
+                return compile();
+            }
             // SAFETY: the file was written by `Module::serialize` of this same engine
             // configuration (its name carries the compatibility hash) into a directory
-            // of Sluice's own; wasmtime also checks its header before loading it.
+            // only Sluice's user can write (checked above, with the file's owner and
+            // mode); wasmtime also checks its header before loading it.
             match unsafe { Module::deserialize_file(&self.engine, &file) } {
                 Ok(m) => {
                     MODULES_FROM_DISK.fetch_add(1, Ordering::Relaxed);
@@ -151,13 +161,8 @@ impl Engine {
         }
         let module = compile()?;
         if let Ok(bytes) = module.serialize() {
-            let tmp = file.with_extension(format!("tmp{}", std::process::id()));
-            let written = std::fs::create_dir_all(&dir)
-                .and_then(|_| std::fs::write(&tmp, bytes))
-                .and_then(|_| std::fs::rename(&tmp, &file));
-            if let Err(e) = written {
+            if let Err(e) = disk_cache::write(&file, &bytes) {
                 tracing::debug!(dir = %dir.display(), error = %e, "module cache not written");
-                let _ = std::fs::remove_file(&tmp);
             }
         }
         Ok(module)

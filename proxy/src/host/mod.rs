@@ -2,6 +2,7 @@
 //! [`StreamState`] per request and gets [`Action`]s back.
 //!
 //! - [`engine`]: the shared wasmtime engine, linker, epoch ticker, module compilation.
+//! - [`disk_cache`]: trust checks of the on-disk module cache (owner, mode).
 //! - [`vm`]: one plugin instance with its root and stream contexts.
 //! - [`abi`]: the hostcall table, one file per area of the spec.
 //! - [`matchers`]: host-side regex and phrase sets offered as foreign functions.
@@ -13,6 +14,7 @@
 
 pub mod abi;
 pub mod callout;
+pub mod disk_cache;
 pub mod engine;
 pub mod guard;
 pub mod matchers;
