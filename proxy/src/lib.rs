@@ -5,6 +5,8 @@
 //! - [`snapshot`]: policy -> compiled, immutable [`snapshot::Snapshot`], published by
 //!   [`snapshot::Live`] with `arc-swap`.
 //! - [`swap`]: reload, rollback, SIGHUP and file watch; validate first, then publish.
+//! - [`ingress`]: the request made canonical before routing: [`paths`] (path
+//!   normalisation, route prefixes, hosts) and [`hop`] (hop-by-hop headers).
 //! - [`proxy`]: Pingora's `ProxyHttp`; each hook runs one phase of the chain.
 //! - [`chain`]: runs a phase over a route's filters.
 //! - [`host`]: the Proxy-Wasm host on wasmtime (knows no Pingora).
@@ -18,9 +20,12 @@
 pub mod admin;
 pub mod callouts;
 pub mod chain;
+pub mod hop;
 pub mod host;
 pub mod image;
+pub mod ingress;
 pub mod metrics;
+pub mod paths;
 pub mod policy;
 pub mod proxy;
 pub mod snapshot;

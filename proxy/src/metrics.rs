@@ -44,6 +44,8 @@ pub struct Metrics {
     pub upstream_retries: IntCounterVec,
     /// Requests whose filters named a pool the policy does not have, by route.
     pub unknown_pool: IntCounterVec,
+    /// Requests refused with 400 before routing (path, `Connection` header), by reason.
+    pub bad_requests: IntCounterVec,
     /// Filter callbacks by filter and phase.
     pub filter_invocations: IntCounterVec,
     /// Filter callback duration by filter and phase.
@@ -182,6 +184,12 @@ pub fn metrics() -> &'static Metrics {
                 "sluice_route_unknown_pool_total",
                 "Requests whose filters chose a pool the policy does not have (answered 502).",
                 &["route"],
+            ),
+            bad_requests: counter(
+                &r,
+                "sluice_bad_requests_total",
+                "Requests refused with 400 before routing, by reason.",
+                &["reason"],
             ),
             filter_invocations: counter(
                 &r,
