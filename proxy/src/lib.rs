@@ -7,6 +7,8 @@
 //! - [`swap`]: reload, rollback, SIGHUP and file watch; validate first, then publish.
 //! - [`header_guard`]: header section size, count and bytes, checked before any filter.
 //! - [`listener`]: connections before Pingora's HTTP server: limits, timeouts, h2c.
+//! - [`ingress`]: the request made canonical before routing: [`paths`] (path
+//!   normalisation, route prefixes, hosts) and [`hop`] (hop-by-hop headers).
 //! - [`proxy`]: Pingora's `ProxyHttp`; each hook runs one phase of the chain.
 //! - [`held_body`]: request bodies held until the filters have seen them.
 //! - [`chain`]: runs a phase over a route's filters.
@@ -22,14 +24,17 @@
 pub mod admin;
 pub mod callouts;
 pub mod chain;
-pub mod held_body;
 pub mod header_guard;
+pub mod held_body;
+pub mod hop;
 pub mod host;
 pub mod image;
+pub mod ingress;
 pub mod lifecycle;
 pub mod listener;
 pub mod memory;
 pub mod metrics;
+pub mod paths;
 pub mod policy;
 pub mod proxy;
 pub mod snapshot;

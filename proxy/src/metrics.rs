@@ -50,6 +50,8 @@ pub struct Metrics {
     /// Requests that failed on the client's side (bad body framing, disconnect,
     /// timeout) while proxied, by pool: never counted as upstream errors.
     pub downstream_errors: IntCounterVec,
+    /// Requests refused with 400 before routing (path, `Connection` header), by reason.
+    pub bad_requests: IntCounterVec,
     /// Filter callbacks by filter and phase.
     pub filter_invocations: IntCounterVec,
     /// Filter callback duration by filter and phase.
@@ -234,6 +236,12 @@ pub fn metrics() -> &'static Metrics {
                 "sluice_route_unknown_pool_total",
                 "Requests whose filters chose a pool the policy does not have (answered 502).",
                 &["route"],
+            ),
+            bad_requests: counter(
+                &r,
+                "sluice_bad_requests_total",
+                "Requests refused with 400 before routing, by reason.",
+                &["reason"],
             ),
             filter_invocations: counter(
                 &r,

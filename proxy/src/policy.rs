@@ -243,7 +243,7 @@ pub struct Route {
     pub name: String,
     /// Host to match: exact, `*.suffix`, or any when `None`.
     pub host: Option<String>,
-    /// Path prefix to match.
+    /// Path prefix to match, on segment boundaries (see [`crate::paths::prefix_matches`]).
     pub path_prefix: String,
     /// Indexes into [`Policy::filters`], in chain order.
     pub filters: Vec<usize>,
@@ -300,6 +300,8 @@ pub struct Policy {
     pub connections: ConnectionLimits,
     /// How long SIGTERM waits for requests in flight (`[server] grace_period_ms`).
     pub grace_period: std::time::Duration,
+    /// Path normalisation before routing (`[paths]`).
+    pub paths: crate::paths::PathsConfig,
 }
 
 #[derive(Deserialize)]
@@ -321,6 +323,7 @@ struct RawPolicy {
     timeouts: connections::RawTimeouts,
     #[serde(default)]
     connections: connections::RawConnections,
+    paths: crate::paths::PathsConfig,
 }
 
 #[derive(Deserialize, Default)]
@@ -713,7 +716,22 @@ impl Policy {
                     l.err(Some(p.span()), "path_prefix must start with '/'");
                     "/".to_string()
                 }
-                Some(p) => p.get_ref().clone(),
+                Some(p) => {
+                    let prefix = match raw.paths.case {
+                        crate::paths::Case::Lower => p.get_ref().to_ascii_lowercase(),
+                        crate::paths::Case::Sensitive => p.get_ref().clone(),
+                    };
+                    // Requests are matched normalised: a prefix that is not never matches.
+                    match crate::paths::normalize_path(prefix.as_bytes(), &raw.paths) {
+                        Ok(None) => {}
+                        Ok(Some(canonical)) => l.err(
+                            Some(p.span()),
+                            format!("path_prefix {prefix:?} is not normalised ([paths]): write {canonical:?}"),
+                        ),
+                        Err(e) => l.err(Some(p.span()), format!("path_prefix {prefix:?}: {e}")),
+                    }
+                    prefix
+                }
                 None => "/".to_string(),
             };
             if r.redirect_https && tls.is_none() {
@@ -784,6 +802,7 @@ impl Policy {
             timeouts,
             connections: connection_limits,
             grace_period,
+            paths: raw.paths,
         })
     }
 }
@@ -1037,14 +1056,15 @@ fn parse_pool(l: &mut Lines<'_>, base: &Path, name: &str, sp: &Spanned<RawPool>)
 }
 
 impl Route {
-    /// True when the route serves `host` (port stripped, lowercase) and `path`.
+    /// True when the route serves `host` (normalised: [`crate::paths::normalize_host`])
+    /// and `path` (normalised, no query).
     pub fn matches(&self, host: &str, path: &str) -> bool {
         let host_ok = match &self.host {
             None => true,
             Some(h) if h.starts_with("*.") => host.ends_with(&h[1..]),
             Some(h) => h == host,
         };
-        host_ok && path.starts_with(&self.path_prefix)
+        host_ok && crate::paths::prefix_matches(&self.path_prefix, path)
     }
 }
 
@@ -1110,5 +1130,33 @@ mod tests {
         assert!(r.matches("a.example.com", "/api/x"));
         assert!(!r.matches("example.org", "/api/x"));
         assert!(!r.matches("a.example.com", "/web"));
+        assert!(r.matches("a.example.com", "/api"));
+        assert!(!r.matches("a.example.com", "/apis"), "segment boundary");
+    }
+
+    #[test]
+    fn paths_section() {
+        let base = "[pools.a]\npeers = [\"127.0.0.1:1\"]\n[[routes]]\npool = \"a\"\npath_prefix = \"/Echo\"\n";
+        let p = Policy::parse(Path::new("p.toml"), base).unwrap();
+        assert_eq!(p.paths, crate::paths::PathsConfig::default());
+        assert_eq!(p.routes[0].path_prefix, "/Echo");
+        let text = format!("{base}[paths]\ncase = \"lower\"\nencoded_slashes = \"decode\"\n");
+        let p = Policy::parse(Path::new("p.toml"), &text).unwrap();
+        assert_eq!(p.paths.case, crate::paths::Case::Lower);
+        assert_eq!(p.paths.encoded_slashes, crate::paths::Separators::Decode);
+        assert_eq!(
+            p.routes[0].path_prefix, "/echo",
+            "prefixes follow case = lower"
+        );
+        let e = errs(&format!("{base}[paths]\nbackslashes = \"maybe\"\n"));
+        assert!(e[0].starts_with("p.toml:7: "), "{e:?}");
+        let e = errs(&format!("{base}[paths]\nmerge = true\n"));
+        assert!(e[0].starts_with("p.toml:7: "), "{e:?}");
+        let bad = base.replace("/Echo", "/x/../echo");
+        let e = errs(&bad);
+        assert!(
+            e[0].starts_with("p.toml:5: ") && e[0].contains("write \"/echo\""),
+            "{e:?}"
+        );
     }
 }

@@ -109,6 +109,8 @@ fn request_id() -> String {
     )
 }
 
+/// The host routes match: `Host`, else the request target's authority (HTTP/2),
+/// normalised (case, port, trailing dot).
 fn host_of(req: &RequestHeader) -> String {
     let raw = req
         .headers
@@ -116,15 +118,7 @@ fn host_of(req: &RequestHeader) -> String {
         .and_then(|v| v.to_str().ok())
         .or_else(|| req.uri.host())
         .unwrap_or("");
-    let host = if let Some(v6) = raw.strip_prefix('[') {
-        v6.split(']').next().unwrap_or(v6)
-    } else {
-        match raw.rsplit_once(':') {
-            Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
-            _ => raw,
-        }
-    };
-    host.to_ascii_lowercase()
+    crate::paths::normalize_host(raw)
 }
 
 /// The request headers as filters see them, pseudo-headers first; over HTTP/2 (no
@@ -660,8 +654,20 @@ impl ProxyHttp for Sluice {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
-        let host = host_of(session.req_header());
         let snap = ctx.snapshot.clone();
+        // One canonical request for routing, filters and the origin.
+        if let Err(refusal) = crate::ingress::prepare(session.req_header_mut(), &snap.policy.paths)
+        {
+            metrics()
+                .bad_requests
+                .with_label_values(&[refusal.reason()])
+                .inc();
+            tracing::debug!(error = %refusal, "request refused before routing");
+            let body = format!("bad request: {refusal}\n");
+            send_local(session, &plain(400, "bad request target", &body)).await?;
+            return Ok(true);
+        }
+        let host = host_of(session.req_header());
         let route = snap.route(&host, session.req_header().uri.path());
         let filtered = route.is_some_and(|r| !snap.routes[r].filters.is_empty());
         if let Err(refusal) = check_request_headers(&snap, session.req_header(), filtered) {

@@ -448,7 +448,8 @@ fn bad_options_get_400() {
             String::from_utf8_lossy(&got.body)
         );
     }
-    // Dot segments (sent raw: HTTP clients normalize them away).
+    // Dot segments (sent raw: HTTP clients normalize them away) are resolved before
+    // routing ([paths]), so the filter sees `/img/photo.jpg`: the same variant.
     {
         use std::io::{Read, Write};
         let mut c = std::net::TcpStream::connect(env.sluice.proc.addr).unwrap();
@@ -456,9 +457,15 @@ fn bad_options_get_400() {
             b"GET /cdn-cgi/image/width=100/img/../img/photo.jpg HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
         )
         .unwrap();
-        let mut out = String::new();
-        let _ = c.read_to_string(&mut out);
-        assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+        let mut out = Vec::new();
+        let _ = c.read_to_end(&mut out);
+        let out = String::from_utf8_lossy(&out);
+        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+        assert!(
+            out.to_ascii_lowercase()
+                .contains("content-type: image/jpeg"),
+            "{out}"
+        );
     }
     let post = client()
         .post(env.sluice.url("/cdn-cgi/image/width=100/img/photo.jpg"))

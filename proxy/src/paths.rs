@@ -1,0 +1,504 @@
+//! Request targets made canonical before routing, so that a route guarded by filters
+//! cannot be dodged by spelling its path another way (`//echo`, `/./echo`,
+//! `/x/../echo`, `/%65cho`, `/%2e%2e/echo`) and the origin, which may normalise paths
+//! itself, never serves a different resource than the one Sluice routed.
+//!
+//! What [`normalize_path`] does, in order, for one pass over the path (the query is
+//! left as it is):
+//! 1. refuses malformed escapes (`%` not followed by two hex digits) and control
+//!    bytes, raw or escaped (`%00`..`%1F`, `%7F`);
+//! 2. decodes escaped unreserved characters (RFC 3986 §2.3: `A-Z a-z 0-9 - . _ ~`),
+//!    writes other escapes with upper-case hex (§6.2.2.1) and escapes bytes that may
+//!    not appear in a path (non-ASCII, `"`, `<`, `{`...);
+//! 3. applies the policy to `%2F` ([`PathsConfig::encoded_slashes`]) and to `\` and
+//!    `%5C` ([`PathsConfig::backslashes`]): refuse, keep inside the segment, or decode
+//!    to a separator;
+//! 4. merges repeated slashes ([`PathsConfig::merge_slashes`]);
+//! 5. removes dot segments (RFC 3986 §5.2.4; `..` above the root stays at the root);
+//! 6. lower-cases the path when [`PathsConfig::case`] is [`Case::Lower`].
+//!
+//! Decoding comes before dot-segment removal, so `%2e%2e` is `..`. Decoding happens
+//! once: `%252e` stays `%252e`, as an origin that decodes once sees it.
+//!
+//! The normalised path is the one filters see as `:path` and the one the origin
+//! receives. Also here: [`prefix_matches`] (route prefixes on segment boundaries),
+//! [`normalize_host`] and [`split_query`].
+//! No Pingora here.
+
+use serde::Deserialize;
+
+/// What to do with an encoded or backslash separator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Separators {
+    /// Refuse the request with 400.
+    Reject,
+    /// Keep it inside its segment, escaped (`%2F`, `%5C`): it separates nothing.
+    Keep,
+    /// Decode it to `/`, a separator; slashes are then merged and dot segments removed.
+    Decode,
+}
+
+/// How letter case in paths is treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Case {
+    /// Paths are case-sensitive (RFC 3986): `/ECHO` is not `/echo`.
+    Sensitive,
+    /// Paths are lower-cased (ASCII) before routing, for case-insensitive origins:
+    /// filters and the origin see the lower-case path, route prefixes are lower-cased.
+    Lower,
+}
+
+/// The `[paths]` section of a policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PathsConfig {
+    /// Normalise paths at all (`false`: route on the raw path and forward it as is).
+    pub normalize: bool,
+    /// Merge repeated slashes (`//echo` is `/echo`).
+    pub merge_slashes: bool,
+    /// `%2F` in a path.
+    pub encoded_slashes: Separators,
+    /// `\` and `%5C` in a path.
+    pub backslashes: Separators,
+    /// Letter case.
+    pub case: Case,
+}
+
+impl Default for PathsConfig {
+    fn default() -> Self {
+        PathsConfig {
+            normalize: true,
+            merge_slashes: true,
+            encoded_slashes: Separators::Reject,
+            backslashes: Separators::Reject,
+            case: Case::Sensitive,
+        }
+    }
+}
+
+/// Why a request target was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    /// `%` not followed by two hex digits.
+    #[error("malformed percent-escape in the path")]
+    MalformedEscape,
+    /// A control byte (raw or escaped), NUL included.
+    #[error("control byte in the path")]
+    ControlByte,
+    /// `%2F` while `encoded_slashes = "reject"`.
+    #[error("encoded slash (%2F) in the path")]
+    EncodedSlash,
+    /// `\` or `%5C` while `backslashes = "reject"`.
+    #[error("backslash in the path")]
+    Backslash,
+}
+
+impl PathError {
+    /// The metric label of this refusal.
+    pub fn reason(self) -> &'static str {
+        match self {
+            PathError::MalformedEscape => "malformed_escape",
+            PathError::ControlByte => "control_byte",
+            PathError::EncodedSlash => "encoded_slash",
+            PathError::Backslash => "backslash",
+        }
+    }
+}
+
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+/// A byte allowed as is in a path segment (`pchar` less `%`): unreserved, sub-delims,
+/// `:` and `@`.
+fn is_pchar(b: u8) -> bool {
+    is_unreserved(b)
+        || matches!(
+            b,
+            b'!' | b'$'
+                | b'&'
+                | b'\''
+                | b'('
+                | b')'
+                | b'*'
+                | b'+'
+                | b','
+                | b';'
+                | b'='
+                | b':'
+                | b'@'
+        )
+}
+
+fn is_control(b: u8) -> bool {
+    b < 0x20 || b == 0x7f
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+const HEX: &[u8; 16] = b"0123456789ABCDEF";
+
+/// One piece of a path as read: a byte of a segment (escaped or not) or a separator.
+enum Piece {
+    /// A byte written as is.
+    Plain(u8),
+    /// A byte written as `%XX`.
+    Escaped(u8),
+    /// A segment separator.
+    Slash,
+}
+
+/// Reads `path` into pieces, refusing what the policy refuses.
+fn pieces(path: &[u8], cfg: &PathsConfig) -> Result<Vec<Piece>, PathError> {
+    let mut out = Vec::with_capacity(path.len());
+    let mut i = 0;
+    while i < path.len() {
+        let b = path[i];
+        i += 1;
+        let (byte, escaped) = if b == b'%' {
+            let (Some(h), Some(l)) = (
+                path.get(i).copied().and_then(hex),
+                path.get(i + 1).copied().and_then(hex),
+            ) else {
+                return Err(PathError::MalformedEscape);
+            };
+            i += 2;
+            (h << 4 | l, true)
+        } else {
+            (b, false)
+        };
+        if is_control(byte) {
+            return Err(PathError::ControlByte);
+        }
+        let piece = match byte {
+            b'/' if !escaped => Piece::Slash,
+            b'/' => match cfg.encoded_slashes {
+                Separators::Reject => return Err(PathError::EncodedSlash),
+                Separators::Keep => Piece::Escaped(b'/'),
+                Separators::Decode => Piece::Slash,
+            },
+            b'\\' => match cfg.backslashes {
+                Separators::Reject => return Err(PathError::Backslash),
+                Separators::Keep => Piece::Escaped(b'\\'),
+                Separators::Decode => Piece::Slash,
+            },
+            b if is_unreserved(b) => Piece::Plain(b),
+            // Escaped reserved characters keep their meaning as data (`%3F` is not `?`).
+            b if escaped => Piece::Escaped(b),
+            b if is_pchar(b) => Piece::Plain(b),
+            b => Piece::Escaped(b),
+        };
+        out.push(piece);
+    }
+    Ok(out)
+}
+
+/// The canonical form of `path` (which starts with `/`, no query), or `Ok(None)` when
+/// it is canonical already (the common case: no allocation).
+pub fn normalize_path(path: &[u8], cfg: &PathsConfig) -> Result<Option<String>, PathError> {
+    if !cfg.normalize || path.first() != Some(&b'/') {
+        return Ok(None);
+    }
+    if is_canonical(path, cfg) {
+        return Ok(None);
+    }
+    let pieces = pieces(&path[1..], cfg)?;
+    // Segments in canonical spelling.
+    let mut segments: Vec<String> = vec![String::new()];
+    for p in pieces {
+        let seg = segments.last_mut().expect("one segment at least");
+        match p {
+            Piece::Slash => segments.push(String::new()),
+            Piece::Plain(b) if cfg.case == Case::Lower => seg.push(b.to_ascii_lowercase() as char),
+            Piece::Plain(b) => seg.push(b as char),
+            Piece::Escaped(b) => {
+                seg.push('%');
+                seg.push(HEX[(b >> 4) as usize] as char);
+                seg.push(HEX[(b & 15) as usize] as char);
+            }
+        }
+    }
+    let last = segments.len() - 1;
+    let mut out: Vec<String> = Vec::with_capacity(segments.len());
+    for (i, seg) in segments.into_iter().enumerate() {
+        let is_last = i == last;
+        match seg.as_str() {
+            "." => {}
+            ".." => {
+                out.pop();
+            }
+            "" if cfg.merge_slashes && !is_last => continue,
+            _ => {
+                out.push(seg);
+                continue;
+            }
+        }
+        // A dot segment at the end leaves a trailing slash (`/a/b/..` is `/a/`).
+        if is_last {
+            out.push(String::new());
+        }
+    }
+    let canonical = format!("/{}", out.join("/"));
+    Ok((canonical.as_bytes() != path).then_some(canonical))
+}
+
+/// True when `path` needs no work: pchars and slashes only, no `%`, no empty or dot
+/// segment, no upper case under [`Case::Lower`].
+fn is_canonical(path: &[u8], cfg: &PathsConfig) -> bool {
+    let bytes_ok = path.iter().all(|&b| {
+        (b == b'/' || is_pchar(b)) && !(cfg.case == Case::Lower && b.is_ascii_uppercase())
+    });
+    if !bytes_ok {
+        return false;
+    }
+    let mut segments = path[1..].split(|&b| b == b'/').peekable();
+    while let Some(seg) = segments.next() {
+        let last = segments.peek().is_none();
+        if seg == b"." || seg == b".." || (seg.is_empty() && cfg.merge_slashes && !last) {
+            return false;
+        }
+    }
+    true
+}
+
+/// True when `path` (no query) is under the route prefix `prefix`, on a segment
+/// boundary: `/echo` serves `/echo` and `/echo/...`, not `/echoes`. A prefix that ends
+/// with `/` is a plain prefix (`/` serves everything).
+pub fn prefix_matches(prefix: &str, path: &str) -> bool {
+    path.starts_with(prefix)
+        && (prefix.ends_with('/')
+            || path.len() == prefix.len()
+            || path.as_bytes()[prefix.len()] == b'/')
+}
+
+/// The host a route is matched on: lower case, port, IPv6 brackets and one trailing
+/// dot removed (`API.Example.com.:8080` is `api.example.com`).
+pub fn normalize_host(raw: &str) -> String {
+    let host = if let Some(v6) = raw.strip_prefix('[') {
+        v6.split(']').next().unwrap_or(v6)
+    } else {
+        match raw.rsplit_once(':') {
+            Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+            _ => raw,
+        }
+    };
+    let host = host.strip_suffix('.').unwrap_or(host);
+    host.to_ascii_lowercase()
+}
+
+/// Splits an origin-form target (`/p?q`) into its path and its query with the `?`
+/// (empty when none).
+pub fn split_query(target: &[u8]) -> (&[u8], &[u8]) {
+    let q = target
+        .iter()
+        .position(|&b| b == b'?')
+        .unwrap_or(target.len());
+    target.split_at(q)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn norm_with(path: &str, cfg: &PathsConfig) -> Result<String, PathError> {
+        normalize_path(path.as_bytes(), cfg).map(|o| o.unwrap_or_else(|| path.to_string()))
+    }
+
+    fn norm(path: &str) -> Result<String, PathError> {
+        norm_with(path, &PathsConfig::default())
+    }
+
+    #[test]
+    fn canonical_paths_are_left_alone() {
+        for p in [
+            "/",
+            "/echo",
+            "/echo/",
+            "/a/b.c/d~e_f-g",
+            "/a;b=c/@:!$&'()*+,",
+        ] {
+            assert_eq!(
+                normalize_path(p.as_bytes(), &PathsConfig::default()),
+                Ok(None),
+                "{p}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_bypasses_of_the_issue_become_echo() {
+        for p in [
+            "//echo",
+            "/./echo",
+            "/x/../echo",
+            "/%65cho",
+            "/%2e%2e/echo",
+            "/%2E%2E/echo",
+            "///echo",
+            "/a/b/../../echo",
+            "/../echo",
+            "/.%2e/echo",
+            "/ech%6F",
+        ] {
+            assert_eq!(norm(p).as_deref(), Ok("/echo"), "{p}");
+        }
+    }
+
+    #[test]
+    fn dot_segments_follow_rfc3986() {
+        // RFC 3986 §5.2.4 examples and edge cases.
+        assert_eq!(norm("/a/b/c/./../../g").as_deref(), Ok("/a/g"));
+        assert_eq!(norm("/mid/content=5/../6").as_deref(), Ok("/mid/6"));
+        assert_eq!(norm("/a/b/..").as_deref(), Ok("/a/"));
+        assert_eq!(norm("/a/.").as_deref(), Ok("/a/"));
+        assert_eq!(norm("/..").as_deref(), Ok("/"));
+        assert_eq!(norm("/.").as_deref(), Ok("/"));
+        assert_eq!(norm("/a/..b/c").as_deref(), Ok("/a/..b/c"));
+        assert_eq!(norm("/a//").as_deref(), Ok("/a/"));
+        assert_eq!(norm("/a//b//").as_deref(), Ok("/a/b/"));
+    }
+
+    #[test]
+    fn merge_slashes_off_keeps_empty_segments() {
+        let cfg = PathsConfig {
+            merge_slashes: false,
+            ..PathsConfig::default()
+        };
+        assert_eq!(norm_with("//echo", &cfg).as_deref(), Ok("//echo"));
+        assert_eq!(
+            normalize_path(b"/a//b", &cfg),
+            Ok(None),
+            "canonical without merging"
+        );
+        assert_eq!(norm_with("/a//../b", &cfg).as_deref(), Ok("/a/b"));
+    }
+
+    #[test]
+    fn escapes_are_canonical_and_decoded_once() {
+        assert_eq!(norm("/a%3fb").as_deref(), Ok("/a%3Fb"));
+        assert_eq!(norm("/%252e%252e/echo").as_deref(), Ok("/%252e%252e/echo"));
+        assert_eq!(norm("/caf%c3%a9").as_deref(), Ok("/caf%C3%A9"));
+        assert_eq!(norm("/caf\u{e9}").as_deref(), Ok("/caf%C3%A9"));
+        assert_eq!(norm("/a%20b").as_deref(), Ok("/a%20b"));
+        assert_eq!(norm("/a{b}|c").as_deref(), Ok("/a%7Bb%7D%7Cc"));
+        assert_eq!(norm("/%41%7e").as_deref(), Ok("/A~"));
+    }
+
+    #[test]
+    fn malformed_escapes_and_control_bytes_are_refused() {
+        for p in ["/%", "/%4", "/%zz", "/a%g1", "/echo%"] {
+            assert_eq!(norm(p), Err(PathError::MalformedEscape), "{p}");
+        }
+        for p in [
+            "/%00",
+            "/echo%00.html",
+            "/a%0d%0ab",
+            "/%7f",
+            "/a\tb",
+            "/a\x00",
+        ] {
+            assert_eq!(norm(p), Err(PathError::ControlByte), "{p:?}");
+        }
+    }
+
+    #[test]
+    fn encoded_slashes_follow_the_policy() {
+        assert_eq!(norm("/echo%2F.."), Err(PathError::EncodedSlash));
+        assert_eq!(norm("/a%2fb"), Err(PathError::EncodedSlash));
+        let keep = PathsConfig {
+            encoded_slashes: Separators::Keep,
+            ..PathsConfig::default()
+        };
+        assert_eq!(norm_with("/echo%2f..", &keep).as_deref(), Ok("/echo%2F.."));
+        assert_eq!(
+            norm_with("/a%2F..%2Fb", &keep).as_deref(),
+            Ok("/a%2F..%2Fb")
+        );
+        let decode = PathsConfig {
+            encoded_slashes: Separators::Decode,
+            ..PathsConfig::default()
+        };
+        assert_eq!(norm_with("/echo%2F..", &decode).as_deref(), Ok("/"));
+        assert_eq!(norm_with("/x%2F..%2Fecho", &decode).as_deref(), Ok("/echo"));
+        assert_eq!(norm_with("/a%2F%2Fb", &decode).as_deref(), Ok("/a/b"));
+    }
+
+    #[test]
+    fn backslashes_follow_the_policy() {
+        assert_eq!(norm("/x\\..\\echo"), Err(PathError::Backslash));
+        assert_eq!(norm("/x%5c..%5Cecho"), Err(PathError::Backslash));
+        let keep = PathsConfig {
+            backslashes: Separators::Keep,
+            ..PathsConfig::default()
+        };
+        assert_eq!(norm_with("/a\\b%5c", &keep).as_deref(), Ok("/a%5Cb%5C"));
+        let decode = PathsConfig {
+            backslashes: Separators::Decode,
+            ..PathsConfig::default()
+        };
+        assert_eq!(norm_with("/x\\..\\echo", &decode).as_deref(), Ok("/echo"));
+        assert_eq!(norm_with("/x%5C..%5Cecho", &decode).as_deref(), Ok("/echo"));
+    }
+
+    #[test]
+    fn case_lower_lowercases_letters_not_escapes() {
+        let lower = PathsConfig {
+            case: Case::Lower,
+            ..PathsConfig::default()
+        };
+        assert_eq!(norm_with("/ECHO", &lower).as_deref(), Ok("/echo"));
+        assert_eq!(norm_with("/%45cho", &lower).as_deref(), Ok("/echo"));
+        assert_eq!(norm_with("/A%C3%89", &lower).as_deref(), Ok("/a%C3%89"));
+        assert_eq!(normalize_path(b"/echo", &lower), Ok(None));
+        assert_eq!(norm("/ECHO").as_deref(), Ok("/ECHO"));
+    }
+
+    #[test]
+    fn normalize_off_leaves_everything() {
+        let off = PathsConfig {
+            normalize: false,
+            ..PathsConfig::default()
+        };
+        assert_eq!(normalize_path(b"//x/../%65cho%00", &off), Ok(None));
+    }
+
+    #[test]
+    fn prefixes_match_on_segment_boundaries() {
+        assert!(prefix_matches("/echo", "/echo"));
+        assert!(prefix_matches("/echo", "/echo/"));
+        assert!(prefix_matches("/echo", "/echo/x"));
+        assert!(!prefix_matches("/echo", "/echoes"));
+        assert!(!prefix_matches("/echo", "/echo.json"));
+        assert!(!prefix_matches("/echo", "/ech"));
+        assert!(prefix_matches("/", "/anything"));
+        assert!(prefix_matches("/canary/", "/canary/x"));
+        assert!(!prefix_matches("/canary/", "/canary"));
+        assert!(prefix_matches("/img/", "/img/"));
+    }
+
+    #[test]
+    fn hosts_are_normalised() {
+        assert_eq!(normalize_host("API.Example.com.:8080"), "api.example.com");
+        assert_eq!(normalize_host("example.com."), "example.com");
+        assert_eq!(normalize_host("example.com"), "example.com");
+        assert_eq!(normalize_host("[::1]:80"), "::1");
+        assert_eq!(normalize_host("localhost:x"), "localhost:x");
+        assert_eq!(normalize_host(""), "");
+    }
+
+    #[test]
+    fn queries_are_split_off() {
+        assert_eq!(split_query(b"/echo?a=1?b"), (&b"/echo"[..], &b"?a=1?b"[..]));
+        assert_eq!(split_query(b"/echo"), (&b"/echo"[..], &b""[..]));
+        assert_eq!(split_query(b"?x"), (&b""[..], &b"?x"[..]));
+    }
+}
