@@ -857,6 +857,8 @@ fn header_rules(l: &mut Lines<'_>, raw: &RawLimits) -> crate::header_guard::Head
         }
     }
     rules
+}
+
 /// Default of `[server] watch_debounce_ms`.
 pub const DEFAULT_WATCH_DEBOUNCE_MS: u64 = 2000;
 

@@ -25,8 +25,8 @@ use pingora::upstreams::peer::Peer;
 use pingora::{ErrorSource, ErrorType};
 
 use crate::chain::{Chain, Outcome};
-use crate::held_body::{self, Held};
 use crate::header_guard::Refusal;
+use crate::held_body::{self, Held};
 use crate::host::{BodyKind, HeaderMap, LocalResponse, RequestInfo, StreamState};
 use crate::metrics::{method_label, metrics, status_class};
 use crate::policy::HashKey;
