@@ -323,6 +323,7 @@ struct RawPolicy {
     timeouts: connections::RawTimeouts,
     #[serde(default)]
     connections: connections::RawConnections,
+    #[serde(default)]
     paths: crate::paths::PathsConfig,
 }
 
