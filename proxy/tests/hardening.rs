@@ -3,6 +3,9 @@
 
 mod common;
 
+#[path = "hardening/kit.rs"]
+mod kit;
+
 #[path = "hardening/bodies.rs"]
 mod bodies;
 #[path = "hardening/connections.rs"]

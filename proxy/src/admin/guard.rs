@@ -89,7 +89,7 @@ pub fn check_host(headers: &HeaderMap, allowed: &[String]) -> Result<(), Refusal
     let ok = name.parse::<std::net::IpAddr>().is_ok()
         || name == "localhost"
         || name.ends_with(".localhost")
-        || allowed.iter().any(|a| *a == name);
+        || allowed.contains(&name);
     if ok {
         Ok(())
     } else {

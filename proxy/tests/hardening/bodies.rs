@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::common::*;
+use super::kit::{metric_with, waf_filter};
 
 /// An origin that records what reaches it: connections accepted and every byte read.
 /// It answers each request framed by Content-Length (what Sluice sends for held bodies)
@@ -132,18 +133,12 @@ max_body_bytes = {max_body_bytes}
 peers = ["{origin}"]
 retries = 0
 
-[filters.waf]
-module = {module}
-files = ["/etc/nginx/modsecurity.conf", "/etc/modsecurity/crs/crs-setup.conf",
-         "/usr/share/modsecurity-crs/rules/*.conf", "/usr/share/modsecurity-crs/rules/*.data"]
-config = {{ rules = ["/etc/nginx/modsecurity.conf", "/etc/modsecurity/crs/crs-setup.conf",
-                    "/usr/share/modsecurity-crs/rules/*.conf"], mode = "block", status = 403, paranoia = 1 }}
-
+{waf}
 [[routes]]
 filters = ["waf"]
 pool = "o"
 "#,
-        module = module("waf.wasm")
+        waf = waf_filter()
     )
 }
 
@@ -440,19 +435,6 @@ fn empty_chunked_bodies_on_a_streaming_route_stay_clean() {
     assert_eq!(r.json::<Value>().unwrap()["body_len"], big.len());
 }
 
-fn metric_value(s: &Sluice, name: &str, labels: &str) -> f64 {
-    let text = client()
-        .get(s.admin_url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
-    text.lines()
-        .filter(|l| l.starts_with(name) && l.contains(labels))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 #[test]
 fn client_side_body_errors_do_not_eject_a_healthy_peer() {
     let o = origin("o1");
@@ -501,12 +483,12 @@ fn client_side_body_errors_do_not_eject_a_healthy_peer() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(
-        metric_value(&s, "sluice_upstream_errors_total", "pool=\"o\""),
+        metric_with(&s, "sluice_upstream_errors_total", "pool=\"o\""),
         0.0
     );
     assert_eq!(
-        metric_value(&s, "sluice_upstream_ejections_total", "pool=\"o\""),
+        metric_with(&s, "sluice_upstream_ejections_total", "pool=\"o\""),
         0.0
     );
-    assert!(metric_value(&s, "sluice_downstream_errors_total", "pool=\"o\"") >= 1.0);
+    assert!(metric_with(&s, "sluice_downstream_errors_total", "pool=\"o\"") >= 1.0);
 }

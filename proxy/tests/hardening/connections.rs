@@ -8,6 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::common::*;
+use super::kit::metric;
 
 /// A policy routing everything to `origin`, with `extra` sections appended.
 fn routed(origin: &Proc, extra: &str) -> String {
@@ -72,20 +73,6 @@ fn get(s: &mut TcpStream, path: &str) -> Option<String> {
     s.write_all(format!("GET {path} HTTP/1.1\r\nhost: test\r\n\r\n").as_bytes())
         .ok()?;
     read_response(s, Duration::from_secs(5))
-}
-
-fn metric(sluice: &Sluice, line_prefix: &str) -> f64 {
-    let text = client()
-        .get(sluice.admin_url("/metrics"))
-        .timeout(Duration::from_secs(5))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
-    text.lines()
-        .filter(|l| l.starts_with(line_prefix))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 fn admin_answers(sluice: &Sluice) -> bool {

@@ -8,32 +8,13 @@
 //!   worker thread: an unrelated route on the same thread keeps its latency, and the
 //!   crash-loop guard counts rebuild time and trips.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::common::*;
+use super::kit::{exchange as raw, metric, waf_filter};
 use serde_json::Value;
-
-/// Sends `req` as raw bytes on a new connection and reads the answer to its end
-/// (requests say `Connection: close`). Returns the status (0 when none came) and the
-/// whole answer.
-fn raw(addr: SocketAddr, req: &[u8]) -> (u16, Vec<u8>) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    // The proxy may answer and close before it read everything: not an error here.
-    let _ = s.write_all(req);
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    let status = out
-        .strip_prefix(b"HTTP/1.1 ")
-        .and_then(|r| std::str::from_utf8(&r[..3.min(r.len())]).ok())
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (status, out)
-}
 
 /// A GET of `path` with one extra header line (raw bytes, CRLF added).
 fn get_with(path: &str, header_line: &[u8]) -> Vec<u8> {
@@ -55,15 +36,7 @@ fn waf_policy(origin: &Proc, limits: &str) -> String {
 [pools.o]
 peers = ["{origin}"]
 
-[filters.waf]
-module = {waf}
-memory_mb = 256
-startup_ms = 60000
-files = ["/etc/nginx/modsecurity.conf", "/etc/modsecurity/crs/crs-setup.conf",
-         "/usr/share/modsecurity-crs/rules/*.conf", "/usr/share/modsecurity-crs/rules/*.data"]
-config = {{ rules = ["/etc/nginx/modsecurity.conf", "/etc/modsecurity/crs/crs-setup.conf",
-                    "/usr/share/modsecurity-crs/rules/*.conf"], mode = "block", paranoia = 1 }}
-
+{waf}
 [filters.edge-headers]
 module = {hdr}
 config = {{ request = {{ set = {{ "x-forwarded-by" = "sluice" }} }}, response = {{ set = {{ "x-served-by" = "sluice" }} }}, chain_tag = "edge-headers" }}
@@ -86,7 +59,7 @@ filters = ["edge-headers"]
 pool = "o"
 "#,
         origin = origin.addr,
-        waf = module("waf.wasm"),
+        waf = waf_filter(),
         hdr = module("headers.wasm"),
     )
 }
@@ -101,19 +74,6 @@ fn failures(s: &Sluice, name: &str) -> Value {
         .find(|f| f["name"] == name)
         .unwrap_or_else(|| panic!("no filter {name} in {status}"))["failures"]
         .clone()
-}
-
-/// The value of one sample of `/metrics` (0 when absent).
-fn metric(s: &Sluice, sample: &str) -> f64 {
-    let text = client()
-        .get(s.admin_url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0.0)
 }
 
 fn assert_no_filter_failure(s: &Sluice) {

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use image::{DynamicImage, ImageFormat, Rgb, RgbImage};
 
 use super::common::*;
+use super::kit::{self, exchange, metric, waf_filter};
 
 /// `image.wasm` as a TOML string.
 fn image_module() -> String {
@@ -58,12 +59,7 @@ fn write_root(root: &Path) {
 
 /// Sends `request` as raw bytes and reads the whole answer (the connection closes).
 fn raw(addr: std::net::SocketAddr, request: &[u8]) -> String {
-    let mut c = TcpStream::connect(addr).unwrap();
-    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    c.write_all(request).unwrap();
-    let mut out = Vec::new();
-    let _ = c.read_to_end(&mut out);
-    String::from_utf8_lossy(&out).into_owned()
+    String::from_utf8_lossy(&exchange(addr, request).1).into_owned()
 }
 
 fn raw_get(addr: std::net::SocketAddr, target: &str) -> String {
@@ -74,43 +70,7 @@ fn raw_get(addr: std::net::SocketAddr, target: &str) -> String {
 }
 
 fn status_of(answer: &str) -> u16 {
-    answer
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
-}
-
-/// The value of one sample on the admin `/metrics` (0 when absent).
-fn metric(s: &Sluice, sample: &str) -> f64 {
-    let text = client()
-        .get(s.admin_url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
-    text.lines()
-        .find(|l| l.starts_with(sample) && l[sample.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
-
-/// The WAF of policies/default.toml: the OWASP CRS from Debian's install paths.
-fn waf_filter() -> String {
-    format!(
-        r#"
-[filters.waf]
-module = {m}
-memory_mb = 256
-startup_ms = 60000
-files = ["/etc/nginx/modsecurity.conf", "/etc/modsecurity/crs/crs-setup.conf",
-         "/usr/share/modsecurity-crs/rules/*.conf", "/usr/share/modsecurity-crs/rules/*.data"]
-config = {{ rules = ["/etc/nginx/modsecurity.conf", "/etc/modsecurity/crs/crs-setup.conf",
-                    "/usr/share/modsecurity-crs/rules/*.conf"], mode = "block", paranoia = 1 }}
-"#,
-        m = module("waf.wasm")
-    )
+    kit::status_of(answer.as_bytes())
 }
 
 const INJECTION: &str = "?id=1'+or+'1'='1";

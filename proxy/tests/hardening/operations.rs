@@ -3,46 +3,23 @@
 //! requests, debug headers are opt-in and never reach the origin, and the on-disk
 //! module cache refuses a directory others can write.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::Write;
+use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
 use super::common::*;
+use super::kit::{exchange, metric};
 
 /// One raw HTTP/1.1 request to `addr` (exactly these bytes, as a browser would send
 /// them); the status code and the whole response.
 fn raw(addr: SocketAddr, request: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(request.as_bytes()).unwrap();
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    let text = String::from_utf8_lossy(&out).to_string();
-    let code = text
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (code, text)
+    let (code, out) = exchange(addr, request.as_bytes());
+    (code, String::from_utf8_lossy(&out).into_owned())
 }
 
 fn generation(s: &Sluice) -> u64 {
     s.status()["generation"].as_u64().unwrap()
-}
-
-fn metric(s: &Sluice, line_prefix: &str) -> f64 {
-    let text = client()
-        .get(s.admin_url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
-    text.lines()
-        .find(|l| l.starts_with(line_prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
 }
 
 fn route(name: &str, prefix: &str) -> String {

@@ -2,10 +2,7 @@
 //! through the request path, the host and hop-by-hop headers, sent raw over TCP
 //! (client libraries would normalise them away).
 use super::common::*;
-
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::time::Duration;
+use super::kit::{exchange, metric};
 
 /// A response read off the wire.
 struct Raw {
@@ -31,18 +28,10 @@ impl Raw {
 
 /// Sends `request` as is and reads the response until the connection closes.
 fn raw(s: &Sluice, request: &str) -> Raw {
-    let mut c = TcpStream::connect(s.proc.addr).unwrap();
-    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    c.write_all(request.as_bytes()).unwrap();
-    let mut out = Vec::new();
-    let _ = c.read_to_end(&mut out);
+    let (status, out) = exchange(s.proc.addr, request.as_bytes());
     let out = String::from_utf8_lossy(&out).to_string();
+    assert!(status > 0, "no status line in {out:?}");
     let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {out:?}"));
     Raw {
         status,
         head: head.to_string(),
@@ -85,16 +74,10 @@ pool = "o"
 }
 
 fn bad_requests(s: &Sluice, reason: &str) -> u64 {
-    let text = client()
-        .get(s.admin_url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
-    let series = format!("sluice_bad_requests_total{{reason=\"{reason}\"}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&series))
-        .map_or(0, |v| v.trim().parse().unwrap())
+    metric(
+        s,
+        &format!("sluice_bad_requests_total{{reason=\"{reason}\"}} "),
+    ) as u64
 }
 
 #[test]

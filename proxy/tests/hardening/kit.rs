@@ -1,0 +1,77 @@
+//! What the hardening modules share: raw exchanges, metric samples, the real WAF.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use super::common::*;
+
+/// Sends `request` as raw bytes on a new connection (exactly these bytes, where a client
+/// library would sanitize them) and reads the answer until the proxy closes it (requests
+/// say `Connection: close`). The status (0 when no status line came) and the answer.
+pub fn exchange(addr: SocketAddr, request: &[u8]) -> (u16, Vec<u8>) {
+    let mut c = TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    // The proxy may answer and close before it has read everything: not an error here.
+    let _ = c.write_all(request);
+    let mut out = Vec::new();
+    let _ = c.read_to_end(&mut out);
+    (status_of(&out), out)
+}
+
+/// The status code of an HTTP/1.x answer (0 when there is no status line).
+pub fn status_of(answer: &[u8]) -> u16 {
+    answer
+        .strip_prefix(b"HTTP/1.")
+        .and_then(|r| r.get(2..5))
+        .and_then(|c| std::str::from_utf8(c).ok())
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+fn metrics_text(s: &Sluice) -> String {
+    client()
+        .get(s.admin_url("/metrics"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap()
+}
+
+/// The sum of the `/metrics` samples whose line starts with `prefix`, e.g. a whole
+/// sample `name{label="v"}` or a metric name (0 when there is none).
+pub fn metric(s: &Sluice, prefix: &str) -> f64 {
+    metrics_text(s)
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// The sum of the samples of metric `name` whose labels contain `labels`.
+pub fn metric_with(s: &Sluice, name: &str, labels: &str) -> f64 {
+    metrics_text(s)
+        .lines()
+        .filter(|l| l.starts_with(name) && l.contains(labels))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// `[filters.waf]` as policies/default.toml runs it: the OWASP CRS from Debian's
+/// install paths, paranoia 1, blocking with 403.
+pub fn waf_filter() -> String {
+    format!(
+        r#"
+[filters.waf]
+module = {m}
+memory_mb = 256
+startup_ms = 60000
+files = ["/etc/nginx/modsecurity.conf", "/etc/modsecurity/crs/crs-setup.conf",
+         "/usr/share/modsecurity-crs/rules/*.conf", "/usr/share/modsecurity-crs/rules/*.data"]
+config = {{ rules = ["/etc/nginx/modsecurity.conf", "/etc/modsecurity/crs/crs-setup.conf",
+                    "/usr/share/modsecurity-crs/rules/*.conf"], mode = "block", paranoia = 1 }}
+"#,
+        m = module("waf.wasm")
+    )
+}
