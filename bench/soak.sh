@@ -80,7 +80,7 @@ config = { status = 200, body = "Hello from a Wasm filter at the edge.\n", heade
 
 [filters.image]
 module = "$FILTERS_OUT/image.wasm"
-config = { max_width = 2000, max_height = 2000, on_error = "passthrough" }
+config = { sources = ["/sample.jpg"], max_width = 2000, max_height = 2000, on_error = "passthrough" }
 
 [filters.waf]
 module = "$FILTERS_OUT/waf.wasm"
