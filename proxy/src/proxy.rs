@@ -495,20 +495,7 @@ impl Sluice {
                         ));
                     }
                 }
-                ctx.stream.request_headers_changed = false;
-                match chain.body(&mut ctx.stream, BodyKind::Request, body, true) {
-                    Ok(out) => {
-                        let len = out.len();
-                        ctx.request_body = RequestBody::Ready(Bytes::from(out), len);
-                        // Headers a body callback changed still go upstream: they are sent later.
-                        if ctx.stream.request_headers_changed {
-                            apply_request(&ctx.stream.request_headers, session.req_header_mut())?;
-                        }
-                    }
-                    Err(Outcome::Respond) => return self.respond(session, ctx).await,
-                    Err(_) => return Err(reset()),
-                }
-                send_detached(&ctx.snapshot, chain);
+                return self.whole_body(session, ctx, chain, body).await;
             }
             _ => ctx.request_body = RequestBody::Streaming,
         }
@@ -541,11 +528,24 @@ impl Sluice {
                     .await;
             }
         };
+        self.whole_body(session, ctx, chain, body).await
+    }
+
+    /// Runs the body phase once over a body read before the upstream was contacted;
+    /// the filtered body replaces the one Pingora forwards. `Ok(true)`: a filter answered.
+    async fn whole_body(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        chain: &mut Chain,
+        body: Vec<u8>,
+    ) -> Result<bool> {
         ctx.stream.request_headers_changed = false;
         match chain.body(&mut ctx.stream, BodyKind::Request, body, true) {
             Ok(out) => {
                 let len = out.len();
                 ctx.request_body = RequestBody::Ready(Bytes::from(out), len);
+                // Headers a body callback changed still go upstream: they are sent later.
                 if ctx.stream.request_headers_changed {
                     apply_request(&ctx.stream.request_headers, session.req_header_mut())?;
                 }
