@@ -106,8 +106,8 @@ impl Refusal {
     }
 }
 
-/// RFC 9110 `tchar`.
-fn is_token_byte(b: u8) -> bool {
+/// RFC 9110 `tchar`: a byte of a header name or of a token such as a `Connection` option.
+pub fn is_token_byte(b: u8) -> bool {
     matches!(b,
         b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_'
         | b'`' | b'|' | b'~' | b'0'..=b'9' | b'a'..=b'z' | b'A'..=b'Z')

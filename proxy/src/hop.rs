@@ -72,10 +72,6 @@ pub struct Plan {
     pub connection: Option<String>,
 }
 
-fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-}
-
 /// The plan for a request whose `Connection` header values are `values`.
 pub fn plan<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> Result<Plan, HopError> {
     let mut plan = Plan {
@@ -94,7 +90,11 @@ pub fn plan<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> Result<Plan, HopE
             if count > MAX_NOMINATIONS {
                 return Err(HopError::TooMany);
             }
-            if !token.iter().all(|&b| is_tchar(b)) {
+            if !token
+                .iter()
+                .copied()
+                .all(crate::header_guard::is_token_byte)
+            {
                 return Err(HopError::NotAToken);
             }
             let name = String::from_utf8_lossy(token).to_ascii_lowercase();

@@ -63,21 +63,6 @@ pub fn changes_state(method: &Method) -> bool {
     !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
-/// The host name of a `Host` value (or of an `Origin`'s authority), lower case, without
-/// port, brackets or a trailing dot.
-fn host_name(authority: &str) -> String {
-    let a = authority.trim();
-    let name = if let Some(rest) = a.strip_prefix('[') {
-        rest.split(']').next().unwrap_or("")
-    } else {
-        match a.rsplit_once(':') {
-            Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
-            _ => a,
-        }
-    };
-    name.trim_end_matches('.').to_ascii_lowercase()
-}
-
 /// Checks `Host` against DNS rebinding: IP literals, `localhost`, `*.localhost` and the
 /// names in `allowed` pass.
 pub fn check_host(headers: &HeaderMap, allowed: &[String]) -> Result<(), Refusal> {
@@ -85,7 +70,7 @@ pub fn check_host(headers: &HeaderMap, allowed: &[String]) -> Result<(), Refusal
         return Ok(());
     };
     let value = value.to_str().map_err(|_| Refusal::Host)?;
-    let name = host_name(value);
+    let name = crate::paths::normalize_host(value.trim());
     let ok = name.parse::<std::net::IpAddr>().is_ok()
         || name == "localhost"
         || name.ends_with(".localhost")
