@@ -1,0 +1,15 @@
+//! Issue #16: Proxy-Wasm filters behave as on Envoy. Each test drives the real proxy
+//! with filters built from the crates.io SDK, or raw ABI calls in WAT doing what the
+//! Go SDK does. One module per area.
+
+mod common;
+
+#[path = "hardening/kit.rs"]
+mod kit;
+
+#[path = "envoy/abi.rs"]
+mod abi;
+#[path = "envoy/http.rs"]
+mod http;
+#[path = "envoy/lifecycle.rs"]
+mod lifecycle;

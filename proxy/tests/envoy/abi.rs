@@ -1,0 +1,1 @@
+//! Issue #16 tests: abi (filled in by its branch).

@@ -1,0 +1,1 @@
+//! Issue #16 tests: http (filled in by its branch).

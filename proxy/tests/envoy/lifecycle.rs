@@ -1,0 +1,1 @@
+//! Issue #16 tests: lifecycle (filled in by its branch).
