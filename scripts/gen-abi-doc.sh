@@ -15,6 +15,16 @@ cargo build --release -p sluice -q
     echo "each call answers only statuses the \`proxy-wasm\` SDK handles for it, so a filter gets"
     echo "an \`Err\`, never a panic, from a call Sluice cannot serve."
     echo
+    echo "Copy-outs follow the reference host (proxy-wasm-cpp-host): an empty result (configuration,"
+    echo "header value, property, body slice, shared-data value, queue item, foreign-function"
+    echo "result) comes back as pointer 0 and size 0 without calling the guest's allocator (Go's"
+    echo "panics on 0 bytes); a header map, even empty, comes back serialized. A trap, deadline or"
+    echo "memory-cap hit inside the guest's allocator fails the callback and the VM like any trap."
+    echo "Shared data and queues are scoped per \`vm_id\` (see docs/POLICY.md)."
+    echo
+    echo "Not supported: gRPC (\`proxy_grpc_*\` answer the statuses below, and no gRPC callback"
+    echo "is ever called), TCP filters and their callbacks."
+    echo
     echo "## Hostcalls"
     echo
     SLUICE_LOG=off target/release/sluice abi

@@ -89,6 +89,8 @@ pub struct FilterLimits {
     /// Time VM rebuilds after failures may take within 10 s before the crash-loop
     /// guard pauses rebuilds, milliseconds.
     pub rebuild_budget_ms: u64,
+    /// Most shared-data bytes (keys and values) the filter may have written.
+    pub shared_data_bytes: usize,
 }
 
 /// A filter: a module and the configuration it is started with.
@@ -106,6 +108,8 @@ pub struct FilterDef {
     pub vm_config: Vec<u8>,
     /// Root id.
     pub root_id: String,
+    /// VM id (`vm_id`): filters with the same one share shared data and queues.
+    pub vm_id: String,
     /// Limits.
     pub limits: FilterLimits,
     /// Failure handling.
@@ -359,6 +363,7 @@ struct RawLimits {
     max_body_bytes: Option<usize>,
     spare_vm: Option<bool>,
     rebuild_budget_ms: Option<Spanned<u64>>,
+    shared_data_max_bytes: Option<usize>,
     max_header_bytes: Option<Spanned<usize>>,
     max_header_count: Option<Spanned<usize>>,
     non_utf8_headers: Option<Spanned<String>>,
@@ -441,6 +446,8 @@ struct RawFilter {
     vm_config: Option<toml::Value>,
     files: Option<Spanned<Vec<String>>>,
     root_id: Option<String>,
+    vm_id: Option<String>,
+    shared_data_max_bytes: Option<usize>,
     memory_mb: Option<usize>,
     callback_ms: Option<u64>,
     startup_ms: Option<u64>,
@@ -601,6 +608,10 @@ impl Policy {
             table_elements: raw.limits.table_elements.unwrap_or(100_000),
             spare_vm: raw.limits.spare_vm.unwrap_or(true),
             rebuild_budget_ms: rebuild_budget(&mut l, raw.limits.rebuild_budget_ms.as_ref(), 2500),
+            shared_data_bytes: raw
+                .limits
+                .shared_data_max_bytes
+                .unwrap_or(crate::host::vm::DEFAULT_SHARED_DATA_BYTES),
         };
         let headers = header_rules(&mut l, &raw.limits);
 
@@ -666,6 +677,7 @@ impl Policy {
                 config: f.config.as_ref().map(config_bytes).unwrap_or_default(),
                 vm_config: f.vm_config.as_ref().map(config_bytes).unwrap_or_default(),
                 root_id: f.root_id.clone().unwrap_or_default(),
+                vm_id: f.vm_id.clone().unwrap_or_else(|| name.clone()),
                 limits: FilterLimits {
                     memory_bytes: f
                         .memory_mb
@@ -680,6 +692,9 @@ impl Policy {
                         f.rebuild_budget_ms.as_ref(),
                         default_limits.rebuild_budget_ms,
                     ),
+                    shared_data_bytes: f
+                        .shared_data_max_bytes
+                        .unwrap_or(default_limits.shared_data_bytes),
                 },
                 on_failure,
                 request_body,

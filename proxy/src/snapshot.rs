@@ -158,7 +158,7 @@ impl Snapshot {
             let info = PluginInfo {
                 name: f.name.clone(),
                 root_id: f.root_id.clone(),
-                vm_id: f.name.clone(),
+                vm_id: f.vm_id.clone(),
                 vm_config: f.vm_config.clone(),
                 plugin_config: f.config.clone(),
                 generation,
@@ -171,6 +171,7 @@ impl Snapshot {
                 table_elements: f.limits.table_elements,
                 spare_vm: f.limits.spare_vm,
                 rebuild_budget: Duration::from_millis(f.limits.rebuild_budget_ms),
+                shared_data_bytes: f.limits.shared_data_bytes,
             };
             match Plugin::new(&engine, module, info, limits, Some(callouts.clone())) {
                 Ok(plugin) => filters.push(Arc::new(Filter {

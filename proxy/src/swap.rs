@@ -96,6 +96,7 @@ impl Control {
             Ok(next) => {
                 let next = Arc::new(next);
                 let previous = self.live.publish(next.clone());
+                free_dropped_vm_ids(&next);
                 self.remember(previous);
                 let mut st = lock(&self.stats);
                 st.successes += 1;
@@ -123,6 +124,7 @@ impl Control {
             .pop_front()
             .ok_or_else(|| "no earlier snapshot to roll back to".to_string())?;
         self.live.publish(previous.clone());
+        free_dropped_vm_ids(&previous);
         let mut st = lock(&self.stats);
         st.successes += 1;
         st.last_swap = Some(SystemTime::now());
@@ -370,4 +372,15 @@ mod tests {
             Duration::from_millis(10)
         );
     }
+}
+
+/// Frees the shared data and queues of the `vm_id`s the published snapshot no longer has
+/// (the keys of `vm_id`s still present survive the swap).
+fn free_dropped_vm_ids(live: &Snapshot) {
+    let keep: std::collections::HashSet<String> = live
+        .filters
+        .iter()
+        .map(|f| f.plugin.info.vm_id.clone())
+        .collect();
+    crate::host::abi::retain_vm_ids(&keep);
 }

@@ -58,6 +58,12 @@ pub fn write_u64(caller: &mut Caller<'_, HostState>, ptr: i32, v: u64) -> Result
 
 /// Allocates `bytes.len()` in the guest with its allocator, copies `bytes` there, and
 /// stores the address and size at `ret_ptr` / `ret_len` (the ABI's return-value idiom).
+///
+/// An empty result is handed back as address 0 and size 0 without calling the guest's
+/// allocator, as the reference host does (the Go SDK's allocator panics on 0 bytes).
+/// A trap, deadline or memory-cap hit inside the allocator (or an allocator answering
+/// null) fails the callback: the failure is kept in [`HostState::guest_fault`] and
+/// the hostcall ends with a trap, so the VM fails like any other trap.
 pub fn copy_out(
     caller: &mut Caller<'_, HostState>,
     bytes: &[u8],
@@ -71,14 +77,22 @@ pub fn copy_out(
         range(ret_ptr, 4, n)?;
         range(ret_len, 4, n)?;
     }
+    if bytes.is_empty() {
+        write_u32(caller, ret_ptr, 0)?;
+        return write_u32(caller, ret_len, 0);
+    }
     let len = i32::try_from(bytes.len()).map_err(|_| Status::BadArgument)?;
     let alloc = caller.data().alloc.clone().ok_or(Status::InternalFailure)?;
-    let addr = alloc
-        .call(caller.as_context_mut(), len)
-        .map_err(|_| Status::InternalFailure)?;
-    if addr == 0 && len != 0 {
-        return Err(Status::InternalFailure);
-    }
+    let addr = match alloc.call(caller.as_context_mut(), len) {
+        Ok(0) => {
+            return Err(guest_fault(
+                caller,
+                wasmtime::format_err!("the guest's allocator returned null for {len} bytes"),
+            ))
+        }
+        Ok(addr) => addr,
+        Err(e) => return Err(guest_fault(caller, e)),
+    };
     // One look-up of the memory for the three writes (the allocator may have grown it;
     // it never shrinks, so the return slots checked above are still in bounds).
     let mem = caller.data().memory.ok_or(Status::InternalFailure)?;
@@ -90,6 +104,14 @@ pub fn copy_out(
     let r = range(ret_len, 4, data.len())?;
     data[r].copy_from_slice(&(len as u32).to_le_bytes());
     Ok(())
+}
+
+/// Records a failure of the guest's own code met inside a hostcall (its allocator
+/// trapped, ran out of time or memory) and answers the status that ends the hostcall
+/// with a trap; the VM reports the recorded failure rather than the hostcall's trap.
+fn guest_fault(caller: &mut Caller<'_, HostState>, e: wasmtime::Error) -> Status {
+    caller.data_mut().guest_fault = Some(e);
+    Status::InvalidMemoryAccess
 }
 
 /// Serializes header-like pairs in the Proxy-Wasm map format:

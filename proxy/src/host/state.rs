@@ -89,6 +89,11 @@ pub struct HostState {
     pub queue_notifier: Option<QueueNotifier>,
     /// Host-side matchers this VM compiled (`sluice.regex.*`, `sluice.pm.*`).
     pub matchers: Handles,
+    /// A failure of the guest's own code met inside a hostcall (its allocator trapped,
+    /// hit the deadline or the memory cap): the callback fails with it.
+    pub guest_fault: Option<wasmtime::Error>,
+    /// Most shared-data bytes this filter may have written (`shared_data_max_bytes`).
+    pub shared_data_max_bytes: usize,
 }
 
 impl HostState {
@@ -120,6 +125,8 @@ impl HostState {
             call_response_touched: false,
             queue_notifier: None,
             matchers: Handles::default(),
+            guest_fault: None,
+            shared_data_max_bytes: usize::MAX,
         }
     }
 }

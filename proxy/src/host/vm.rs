@@ -29,7 +29,12 @@ pub struct Limits {
     /// Time rebuilding VMs after failures may take within the crash-loop window before
     /// rebuilds pause.
     pub rebuild_budget: std::time::Duration,
+    /// Most shared-data bytes (keys and values) the filter may have written.
+    pub shared_data_bytes: usize,
 }
+
+/// Default of `shared_data_max_bytes`: 16 MiB per filter.
+pub const DEFAULT_SHARED_DATA_BYTES: usize = 16 << 20;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -40,6 +45,7 @@ impl Default for Limits {
             table_elements: 100_000,
             spare_vm: true,
             rebuild_budget: std::time::Duration::from_millis(2500),
+            shared_data_bytes: DEFAULT_SHARED_DATA_BYTES,
         }
     }
 }
@@ -108,6 +114,7 @@ impl Vm {
         let mut state = HostState::new(plugin.clone(), store_limits);
         state.callouts = callouts;
         state.queue_notifier = queue_notifier;
+        state.shared_data_max_bytes = limits.shared_data_bytes;
         let mut store = Store::new(&engine.engine, state);
         store.limiter(|s| &mut s.limits);
         let deadline_ticks =
@@ -217,9 +224,17 @@ impl Vm {
             return Err(HostError::VmFailed);
         }
         self.store.set_epoch_deadline(ticks);
+        // Per failure, not sticky: a refused growth or an allocator failure counts for
+        // the callback it happened in only.
+        let st = self.store.data_mut();
+        st.limits.memory_hit = false;
+        st.guest_fault = None;
         f(&self.f, &mut self.store).map_err(|e| {
             self.failed = true;
-            let st = self.store.data();
+            let st = self.store.data_mut();
+            // A failure inside the guest's allocator during a copy-out is reported as
+            // itself (trap, deadline, memory), not as the hostcall's trap.
+            let e = st.guest_fault.take().unwrap_or(e);
             if st.limits.memory_hit {
                 HostError::MemoryLimit {
                     plugin: st.plugin.name.clone(),
@@ -418,8 +433,8 @@ impl Vm {
         })
     }
 
-    /// Delivers a call's outcome with `proxy_on_http_call_response` to the context that
-    /// dispatched it (with its stream attached when it is a stream context). A failed
+    /// Delivers a call's outcome with `proxy_on_http_call_response` (with the root
+    /// context's id, and the dispatching stream attached when a stream dispatched it). A failed
     /// call is delivered with no headers, no body and no trailers, as Envoy does.
     pub fn on_http_call_response(
         &mut self,
@@ -443,7 +458,16 @@ impl Vm {
         let st = self.store.data_mut();
         st.call_response = Some(response);
         st.status = status;
-        let args = (ctx as i32, token as i32, h as i32, b as i32, t as i32);
+        // The spec and the reference host pass the root context's id (the plugin's
+        // context that owns the call); SDKs find the dispatching stream by token. The
+        // stream stays attached and effective, so header and continue calls act on it.
+        let args = (
+            ROOT_CONTEXT_ID as i32,
+            token as i32,
+            h as i32,
+            b as i32,
+            t as i32,
+        );
         let call = |f: &Exports, s: &mut Store<HostState>| match &f.http_call_response {
             Some(f) => f.call(s, args),
             None => Ok(()),

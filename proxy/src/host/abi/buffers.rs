@@ -75,7 +75,7 @@ pub(super) fn register(reg: &mut Registry) -> Result<()> {
         "env",
         "proxy_set_buffer_bytes",
         Support::Full,
-        "replaces `size` bytes at `start` of the body being filtered (prepend, append, replace)",
+        "replaces `size` bytes at `start` of the body being filtered (prepend, replace; a `start` at or past the end appends)",
         |mut c: Caller<'_, HostState>,
          kind: i32,
          start: i32,
@@ -96,10 +96,9 @@ pub(super) fn register(reg: &mut Registry) -> Result<()> {
                     return Err(Status::NotFound);
                 }
                 let body = &mut st.stream.body;
-                let start = start as u32 as usize;
-                if start > body.len() {
-                    return Err(Status::BadArgument);
-                }
+                // A start at or past the end appends (the SDKs' append; Envoy's buffer
+                // does the same).
+                let start = (start as u32 as usize).min(body.len());
                 let end = start.saturating_add(size as u32 as usize).min(body.len());
                 let new_len = body.len() - (end - start) + data.len();
                 if new_len > st.stream.max_buffer_bytes {

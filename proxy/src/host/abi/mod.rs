@@ -25,6 +25,7 @@ mod wasi;
 
 pub use log::set_guest_log_level;
 pub use metrics::{metric_snapshot, MetricKind, MetricValue};
+pub use shared::{charged_bytes, retain_vm_ids};
 
 /// `proxy_status_t`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,7 +157,7 @@ pub const COVERAGE: &[(&str, &str)] = &[
     ),
     (
         "proxy_set_buffer_bytes",
-        "chain::body_rewrite_keeps_content_length_right",
+        "chain::body_rewrite_keeps_content_length_right (also envoy::abi::set_buffer_bytes_at_or_past_the_end_appends)",
     ),
     (
         "proxy_get_header_map_pairs",
@@ -220,7 +221,10 @@ pub const COVERAGE: &[(&str, &str)] = &[
         "abi::probe_covers_the_remaining_hostcalls",
     ),
     ("proxy_get_shared_data", "abi::ticks_update_shared_data"),
-    ("proxy_set_shared_data", "abi::ticks_update_shared_data"),
+    (
+        "proxy_set_shared_data",
+        "envoy::abi::shared_data_is_scoped_per_vm_id_with_quotas_and_freed_with_its_vm_id (also abi::ticks_update_shared_data)",
+    ),
     (
         "proxy_register_shared_queue",
         "abi::shared_queue_between_two_plugins",
@@ -264,6 +268,46 @@ pub const COVERAGE: &[(&str, &str)] = &[
         "chain::wasip1_module_loads_and_runs (linked)",
     ),
     ("proc_exit", "chain::wasip1_module_loads_and_runs (linked)"),
+    (
+        "poll_oneoff",
+        "envoy::abi::wasi_calls_of_the_go_runtime_answer_as_the_reference_host",
+    ),
+    (
+        "fd_fdstat_get",
+        "envoy::abi::wasi_calls_of_the_go_runtime_answer_as_the_reference_host",
+    ),
+    (
+        "fd_fdstat_set_flags",
+        "envoy::abi::wasi_calls_of_the_go_runtime_answer_as_the_reference_host",
+    ),
+    (
+        "fd_prestat_get",
+        "envoy::abi::wasi_calls_of_the_go_runtime_answer_as_the_reference_host",
+    ),
+    (
+        "fd_prestat_dir_name",
+        "envoy::abi::wasi_calls_of_the_go_runtime_answer_as_the_reference_host",
+    ),
+    (
+        "fd_filestat_get",
+        "envoy::abi::wasi_calls_of_the_go_runtime_answer_as_the_reference_host",
+    ),
+    (
+        "fd_read",
+        "envoy::abi::wasi_calls_of_the_go_runtime_answer_as_the_reference_host",
+    ),
+    (
+        "fd_close",
+        "envoy::abi::wasi_calls_of_the_go_runtime_answer_as_the_reference_host",
+    ),
+    (
+        "fd_seek",
+        "envoy::abi::wasi_calls_of_the_go_runtime_answer_as_the_reference_host",
+    ),
+    (
+        "path_open",
+        "envoy::abi::wasi_calls_of_the_go_runtime_answer_as_the_reference_host",
+    ),
 ];
 
 /// Callbacks Sluice calls in guests, and when.
@@ -319,7 +363,7 @@ pub const CALLBACKS: &[(&str, &str)] = &[
     ),
     (
         "proxy_on_http_call_response",
-        "in the dispatching context; a headers phase waits for it; a failed call arrives with no headers",
+        "with the root context's id (as the spec and the reference host; SDKs find the stream by token), the dispatching stream attached and effective; a headers phase waits for it; a failed call arrives with no headers",
     ),
     (
         "proxy_on_new_connection and other TCP callbacks",

@@ -1,10 +1,17 @@
-//! Shared key-value store and shared queues, process-wide as in Envoy:
-//! `proxy_get/set_shared_data`, `proxy_register/resolve/enqueue/dequeue_shared_queue`.
+//! Shared key-value store and shared queues, process-wide and scoped per `vm_id` as in
+//! Envoy: `proxy_get/set_shared_data`, `proxy_register/resolve/enqueue/dequeue_shared_queue`.
+//!
+//! A key belongs to the `vm_id` of the filter that reads or writes it: filters with
+//! different `vm_id`s never see each other's keys, filters sharing a `vm_id` share them.
+//! Queues are registered under the registering filter's `vm_id` and resolved by
+//! (`vm_id`, name). The bytes of a key (name and value) are charged to the filter that
+//! wrote it last, up to its `shared_data_max_bytes`; a swap that drops a `vm_id` frees
+//! its keys and queues ([`retain_vm_ids`]).
 //!
 //! Bounded: a value at most [`MAX_VALUE_BYTES`], at most [`MAX_KEYS`] keys, a queue
-//! at most [`MAX_QUEUE_ITEMS`] items.
+//! at most [`MAX_QUEUE_ITEMS`] items, at most [`MAX_QUEUES`] queues.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Mutex, OnceLock};
 
 use wasmtime::Caller;
@@ -23,13 +30,48 @@ pub const MAX_QUEUE_ITEMS: usize = 10_000;
 /// Most queues.
 pub const MAX_QUEUES: usize = 1024;
 
+/// One shared value.
+struct Entry {
+    value: Vec<u8>,
+    cas: u32,
+    /// The filter (plugin name) its bytes are charged to: the last writer.
+    owner: String,
+}
+
+impl Entry {
+    fn cost(&self, key: &[u8]) -> usize {
+        key.len() + self.value.len()
+    }
+}
+
+/// One queue: its place (vm_id, name) and its items.
+struct Queue {
+    vm_id: String,
+    items: VecDeque<Vec<u8>>,
+}
+
 #[derive(Default)]
 struct Shared {
-    data: HashMap<Vec<u8>, (Vec<u8>, u32)>,
+    /// (vm_id, key) -> value.
+    data: HashMap<(String, Vec<u8>), Entry>,
+    /// Bytes charged to each filter.
+    charged: HashMap<String, usize>,
     queue_ids: HashMap<(String, String), u32>,
-    queues: Vec<VecDeque<Vec<u8>>>,
+    queues: HashMap<u32, Queue>,
+    /// Last queue id handed out (ids are never reused).
+    last_queue_id: u32,
     /// Who to wake when a queue gets an item: the VM that registered it last.
     notifiers: HashMap<u32, QueueNotifier>,
+}
+
+impl Shared {
+    fn charge(&mut self, owner: &str, delta: isize) {
+        let c = self.charged.entry(owner.to_string()).or_insert(0);
+        *c = c.saturating_add_signed(delta);
+        if *c == 0 {
+            self.charged.remove(owner);
+        }
+    }
 }
 
 fn shared() -> std::sync::MutexGuard<'static, Shared> {
@@ -38,12 +80,46 @@ fn shared() -> std::sync::MutexGuard<'static, Shared> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Frees the keys and queues of every `vm_id` not in `keep` (called after a swap with
+/// the `vm_id`s of the published policy; the others' data is gone with their filters).
+pub fn retain_vm_ids(keep: &HashSet<String>) {
+    let mut s = shared();
+    let dropped: Vec<(String, Vec<u8>)> = s
+        .data
+        .keys()
+        .filter(|(vm, _)| !keep.contains(vm))
+        .cloned()
+        .collect();
+    for k in dropped {
+        if let Some(e) = s.data.remove(&k) {
+            let cost = e.cost(&k.1);
+            s.charge(&e.owner, -(cost as isize));
+        }
+    }
+    let gone: Vec<u32> = s
+        .queues
+        .iter()
+        .filter(|(_, q)| !keep.contains(&q.vm_id))
+        .map(|(id, _)| *id)
+        .collect();
+    for id in gone {
+        s.queues.remove(&id);
+        s.notifiers.remove(&id);
+    }
+    s.queue_ids.retain(|(vm, _), _| keep.contains(vm));
+}
+
+/// Bytes of shared data charged to filter `plugin` now.
+pub fn charged_bytes(plugin: &str) -> usize {
+    shared().charged.get(plugin).copied().unwrap_or(0)
+}
+
 pub(super) fn register(reg: &mut Registry) -> Result<()> {
     reg.func(
         "env",
         "proxy_get_shared_data",
         Support::Full,
-        "process-wide, with CAS",
+        "the keys of this filter's `vm_id`, with CAS; an empty value comes back as null",
         |mut c: Caller<'_, HostState>,
          kp: i32,
          kl: i32,
@@ -53,7 +129,12 @@ pub(super) fn register(reg: &mut Registry) -> Result<()> {
          -> wasmtime::Result<i32> {
             status((|| {
                 let key = memory::read(&mut c, kp, kl)?;
-                let (v, cas) = shared().data.get(&key).cloned().ok_or(Status::NotFound)?;
+                let vm = c.data().plugin.vm_id.clone();
+                let (v, cas) = shared()
+                    .data
+                    .get(&(vm, key))
+                    .map(|e| (e.value.clone(), e.cas))
+                    .ok_or(Status::NotFound)?;
                 memory::write_u32(&mut c, ret_cas, cas)?;
                 memory::copy_out(&mut c, &v, ret_ptr, ret_len)
             })())
@@ -63,7 +144,7 @@ pub(super) fn register(reg: &mut Registry) -> Result<()> {
         "env",
         "proxy_set_shared_data",
         Support::Full,
-        "process-wide; a non-zero CAS must match (`CAS_MISMATCH`)",
+        "the keys of this filter's `vm_id`; a non-zero CAS must match, and a write beyond the filter's `shared_data_max_bytes` answers `CAS_MISMATCH` too (the one failure SDKs handle)",
         |mut c: Caller<'_, HostState>,
          kp: i32,
          kl: i32,
@@ -77,20 +158,43 @@ pub(super) fn register(reg: &mut Registry) -> Result<()> {
                 if value.len() > MAX_VALUE_BYTES || key.len() > MAX_VALUE_BYTES {
                     return Err(Status::BadArgument);
                 }
+                let me = c.data().plugin.name.clone();
+                let quota = c.data().shared_data_max_bytes;
+                let slot = (c.data().plugin.vm_id.clone(), key);
+                let cost = slot.1.len() + value.len();
                 let mut s = shared();
                 let n = s.data.len();
-                match s.data.get_mut(&key) {
-                    Some(slot) => {
-                        if cas != 0 && cas as u32 != slot.1 {
+                let (old_cas, refund) = match s.data.get(&slot) {
+                    Some(e) => {
+                        if cas != 0 && cas as u32 != e.cas {
                             return Err(Status::CasMismatch);
                         }
-                        *slot = (value, slot.1.wrapping_add(1).max(1));
+                        (e.cas, Some((e.owner.clone(), e.cost(&slot.1))))
                     }
                     None if n >= MAX_KEYS => return Err(Status::BadArgument),
-                    None => {
-                        s.data.insert(key, (value, 1));
-                    }
+                    None => (0, None),
+                };
+                let mine = s.charged.get(&me).copied().unwrap_or(0);
+                let mine_after = match &refund {
+                    Some((owner, old)) if *owner == me => mine - old + cost,
+                    _ => mine + cost,
+                };
+                if mine_after > quota {
+                    tracing::debug!(filter = %me, bytes = mine_after, quota, "shared data over the filter's shared_data_max_bytes; the write is refused");
+                    return Err(Status::CasMismatch);
                 }
+                if let Some((owner, old)) = refund {
+                    s.charge(&owner, -(old as isize));
+                }
+                s.charge(&me, cost as isize);
+                s.data.insert(
+                    slot,
+                    Entry {
+                        value,
+                        cas: old_cas.wrapping_add(1).max(1),
+                        owner: me,
+                    },
+                );
                 Ok(())
             })())
         },
@@ -111,8 +215,15 @@ pub(super) fn register(reg: &mut Registry) -> Result<()> {
                         Some(id) => *id,
                         None if s.queues.len() >= MAX_QUEUES => return Err(Status::BadArgument),
                         None => {
-                            s.queues.push(VecDeque::new());
-                            let id = s.queues.len() as u32;
+                            s.last_queue_id = s.last_queue_id.wrapping_add(1).max(1);
+                            let id = s.last_queue_id;
+                            s.queues.insert(
+                                id,
+                                Queue {
+                                    vm_id: vm.clone(),
+                                    items: VecDeque::new(),
+                                },
+                            );
                             s.queue_ids.insert((vm, name), id);
                             id
                         }
@@ -161,14 +272,11 @@ pub(super) fn register(reg: &mut Registry) -> Result<()> {
                     return Err(Status::BadArgument);
                 }
                 let mut s = shared();
-                let q = (id as u32)
-                    .checked_sub(1)
-                    .and_then(|i| s.queues.get_mut(i as usize))
-                    .ok_or(Status::NotFound)?;
-                if q.len() >= MAX_QUEUE_ITEMS {
+                let q = s.queues.get_mut(&(id as u32)).ok_or(Status::NotFound)?;
+                if q.items.len() >= MAX_QUEUE_ITEMS {
                     return Err(Status::BadArgument);
                 }
-                q.push_back(value);
+                q.items.push_back(value);
                 let notify = s.notifiers.get(&(id as u32)).cloned();
                 drop(s);
                 if let Some(n) = notify {
@@ -191,11 +299,8 @@ pub(super) fn register(reg: &mut Registry) -> Result<()> {
             status((|| {
                 let item = {
                     let mut s = shared();
-                    let q = (id as u32)
-                        .checked_sub(1)
-                        .and_then(|i| s.queues.get_mut(i as usize))
-                        .ok_or(Status::NotFound)?;
-                    q.pop_front().ok_or(Status::Empty)?
+                    let q = s.queues.get_mut(&(id as u32)).ok_or(Status::NotFound)?;
+                    q.items.pop_front().ok_or(Status::Empty)?
                 };
                 memory::copy_out(&mut c, &item, ret_ptr, ret_len)
             })())
