@@ -310,6 +310,17 @@ impl Debounce {
     }
 }
 
+/// Frees the shared data and queues of the `vm_id`s the published snapshot no longer has
+/// (the keys of `vm_id`s still present survive the swap).
+fn free_dropped_vm_ids(live: &Snapshot) {
+    let keep: std::collections::HashSet<String> = live
+        .filters
+        .iter()
+        .map(|f| f.plugin.info.vm_id.clone())
+        .collect();
+    crate::host::abi::retain_vm_ids(&keep);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -372,15 +383,4 @@ mod tests {
             Duration::from_millis(10)
         );
     }
-}
-
-/// Frees the shared data and queues of the `vm_id`s the published snapshot no longer has
-/// (the keys of `vm_id`s still present survive the swap).
-fn free_dropped_vm_ids(live: &Snapshot) {
-    let keep: std::collections::HashSet<String> = live
-        .filters
-        .iter()
-        .map(|f| f.plugin.info.vm_id.clone())
-        .collect();
-    crate::host::abi::retain_vm_ids(&keep);
 }
