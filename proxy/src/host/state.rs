@@ -89,6 +89,11 @@ pub struct HostState {
     pub queue_notifier: Option<QueueNotifier>,
     /// Host-side matchers this VM compiled (`sluice.regex.*`, `sluice.pm.*`).
     pub matchers: Handles,
+    /// Stream contexts paused in a headers phase, waiting for `proxy_continue_stream`:
+    /// another callback (a tick, a queue, a call response) may make one effective.
+    pub paused: std::collections::HashSet<u32>,
+    /// Paused stream contexts resumed from outside their own callbacks, to be woken.
+    pub resumed: Vec<u32>,
 }
 
 impl HostState {
@@ -120,6 +125,8 @@ impl HostState {
             call_response_touched: false,
             queue_notifier: None,
             matchers: Handles::default(),
+            paused: Default::default(),
+            resumed: Vec::new(),
         }
     }
 }
