@@ -273,27 +273,35 @@ impl Plugin {
             return 0;
         }
         let per_worker = if self.limits.spare_vm { 2 } else { 1 };
-        let mut vms: Vec<Vm> = Vec::new();
-        if let Some(canary) = self.canary.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            vms.push(canary);
+        let n = workers.len() * per_worker;
+        let mut slots: Vec<Option<Vm>> = (0..n).map(|_| None).collect();
+        slots[0] = self.canary.lock().unwrap_or_else(|e| e.into_inner()).take();
+        // Each VM is built knowing the worker that will wake it for its queues: a
+        // queue registered in `proxy_on_configure` keeps the registrant's notifier.
+        let jobs = (0..n)
+            .filter(|k| slots[*k].is_none())
+            .map(|k| (k, self.queue_notifier_on(&workers[k / per_worker])))
+            .collect();
+        for (k, vm) in self.build_many(jobs) {
+            slots[k] = Some(vm);
         }
-        let needed = (workers.len() * per_worker).saturating_sub(vms.len());
-        vms.extend(self.build_many(needed));
         let (tx, rx) = std::sync::mpsc::channel();
         let mut sent = 0;
-        let mut vms = vms.into_iter();
+        let mut slots = slots.into_iter();
         for handle in workers {
-            let Some(vm) = vms.next() else { break };
-            let spare = if per_worker == 2 { vms.next() } else { None };
+            let vm = slots.next().flatten();
+            let spare = if per_worker == 2 { slots.next().flatten() } else { None };
+            let (vm, spare) = match (vm, spare) {
+                (Some(vm), spare) => (vm, spare),
+                (None, Some(spare)) => (spare, None),
+                (None, None) => continue,
+            };
             let (plugin, tx) = (self.clone(), tx.clone());
             handle.spawn(async move {
                 plugin.install(vm, spare);
                 let _ = tx.send(());
             });
             sent += 1;
-        }
-        for vm in vms {
-            self.forget(vm);
         }
         drop(tx);
         let deadline = Instant::now() + wait;
@@ -309,15 +317,19 @@ impl Plugin {
         ready
     }
 
-    /// Builds `n` VMs on up to one thread per core; the ones that fail are logged.
-    fn build_many(self: &Arc<Self>, n: usize) -> Vec<Vm> {
+    /// Builds one VM per job (its slot and queue notifier) on up to one thread per
+    /// core; the ones that fail are logged.
+    fn build_many(self: &Arc<Self>, jobs: Vec<(usize, Option<QueueNotifier>)>) -> Vec<(usize, Vm)> {
         let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
-        let next = std::sync::atomic::AtomicUsize::new(0);
+        let n = jobs.len();
+        let jobs = Mutex::new(jobs);
         let out = Mutex::new(Vec::with_capacity(n));
         std::thread::scope(|scope| {
             for _ in 0..n.min(cores) {
                 scope.spawn(|| {
-                    while next.fetch_add(1, Ordering::Relaxed) < n {
+                    while let Some((k, notifier)) =
+                        jobs.lock().unwrap_or_else(|e| e.into_inner()).pop()
+                    {
                         let started = Instant::now();
                         let vm = Vm::start(
                             &self.engine,
@@ -325,11 +337,11 @@ impl Plugin {
                             self.info.clone(),
                             self.limits,
                             self.callouts.clone(),
-                            None,
+                            notifier,
                         );
                         self.built(Build::Fresh, started.elapsed(), &vm);
                         match vm {
-                            Ok(vm) => out.lock().unwrap_or_else(|e| e.into_inner()).push(vm),
+                            Ok(vm) => out.lock().unwrap_or_else(|e| e.into_inner()).push((k, vm)),
                             Err(e) => {
                                 tracing::error!(plugin = %self.info.name, error = %e, "a VM failed to start; its thread starts one at its first request")
                             }
@@ -667,6 +679,12 @@ impl Plugin {
     /// Wakes this thread's VM when a queue it registered gets an item.
     fn queue_notifier(self: &Arc<Self>) -> Option<QueueNotifier> {
         let handle = tokio::runtime::Handle::try_current().ok()?;
+        self.queue_notifier_on(&handle)
+    }
+
+    /// Wakes the VM of the worker thread that runs `handle` for its queues.
+    fn queue_notifier_on(self: &Arc<Self>, handle: &tokio::runtime::Handle) -> Option<QueueNotifier> {
+        let handle = handle.clone();
         let weak = Arc::downgrade(self);
         Some(Arc::new(move |queue_id| {
             let weak = weak.clone();
