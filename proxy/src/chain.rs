@@ -388,7 +388,11 @@ impl Chain {
     /// phases or from the log phase are still out: then the answer is a [`Late`] to
     /// run (spawned on this thread) that delivers their responses to the contexts
     /// (`proxy_on_http_call_response`, the finished stream attached) and deletes them.
-    pub fn finish(&mut self, stream: &mut StreamState, callouts: &Arc<dyn Callouts>) -> Option<Late> {
+    pub fn finish(
+        &mut self,
+        stream: &mut StreamState,
+        callouts: &Arc<dyn Callouts>,
+    ) -> Option<Late> {
         for (filter, slot) in self.filters.iter().zip(self.slots.iter()) {
             let Some((ctx, inc)) = slot.ctx else {
                 continue;

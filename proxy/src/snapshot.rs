@@ -120,7 +120,12 @@ impl Snapshot {
         for f in &self.filters {
             f.plugin.prepare(workers, PREPARE_WAIT);
         }
-        tracing::debug!(generation = self.generation, workers = workers.len(), took_ms = started.elapsed().as_millis() as u64, "VMs started on every worker");
+        tracing::debug!(
+            generation = self.generation,
+            workers = workers.len(),
+            took_ms = started.elapsed().as_millis() as u64,
+            "VMs started on every worker"
+        );
     }
 
     /// Swapped out: the filters' VMs stop ticking and being woken (see

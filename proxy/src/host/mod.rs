@@ -290,7 +290,11 @@ impl Plugin {
         let mut slots = slots.into_iter();
         for handle in workers {
             let vm = slots.next().flatten();
-            let spare = if per_worker == 2 { slots.next().flatten() } else { None };
+            let spare = if per_worker == 2 {
+                slots.next().flatten()
+            } else {
+                None
+            };
             let (vm, spare) = match (vm, spare) {
                 (Some(vm), spare) => (vm, spare),
                 (None, Some(spare)) => (spare, None),
@@ -522,7 +526,11 @@ impl Plugin {
             Ok(())
         })??;
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.vms.get_or_default().waiters.borrow_mut().insert(ctx, tx);
+        self.vms
+            .get_or_default()
+            .waiters
+            .borrow_mut()
+            .insert(ctx, tx);
         Ok(rx)
     }
 
@@ -683,7 +691,10 @@ impl Plugin {
     }
 
     /// Wakes the VM of the worker thread that runs `handle` for its queues.
-    fn queue_notifier_on(self: &Arc<Self>, handle: &tokio::runtime::Handle) -> Option<QueueNotifier> {
+    fn queue_notifier_on(
+        self: &Arc<Self>,
+        handle: &tokio::runtime::Handle,
+    ) -> Option<QueueNotifier> {
         let handle = handle.clone();
         let weak = Arc::downgrade(self);
         Some(Arc::new(move |queue_id| {

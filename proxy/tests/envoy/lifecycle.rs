@@ -278,13 +278,12 @@ fn calls_dispatched_from_body_and_log_phases_deliver_their_responses() {
     let s = sluice(&format!(
         "{}{}",
         routed(o.addr, "\"c\""),
-        role("c", "{ role = \"calls\", upstream = \"o\", metric = \"late\" }")
+        role(
+            "c",
+            "{ role = \"calls\", upstream = \"o\", metric = \"late\" }"
+        )
     ));
-    let r = client()
-        .post(s.url("/echo"))
-        .body("hello")
-        .send()
-        .unwrap();
+    let r = client().post(s.url("/echo")).body("hello").send().unwrap();
     assert_eq!(r.status(), 200);
     r.bytes().unwrap();
     for phase in ["request_body", "response_body", "log"] {
