@@ -4,8 +4,12 @@
 #     config-only change and for a module change (a new module to compile), medians
 #     and p99 of N swaps each;
 #  2. traffic p50/p99 with wrk, steady state vs during a swap storm (a reload every
-#     SWAP_EVERY seconds), same load.
-# Usage: bash bench/swap.sh   (knobs: N=20 DURATION=10s CONNECTIONS=64 SWAP_EVERY=0.1)
+#     SWAP_EVERY seconds), same load;
+#  3. the first request after a swap of a WAF policy (the OWASP CRS, as
+#     policies/default.toml runs it) under light load: WAF_SWAPS reloads, each followed
+#     at once by one timed request and then a second one (the steady cost).
+# Usage: bash bench/swap.sh   (knobs: N=20 DURATION=10s CONNECTIONS=64 SWAP_EVERY=0.1
+#        WAF_SWAPS=10 SLUICE_BIN=target/release/sluice ONLY_WAF=0)
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 REL="$ROOT/target/release"
@@ -14,7 +18,11 @@ DURATION=${DURATION:-10s}
 CONNECTIONS=${CONNECTIONS:-64}
 SWAP_EVERY=${SWAP_EVERY:-0.1}
 ORIGIN=127.0.0.1:18181 LISTEN=127.0.0.1:18184 ADMIN=127.0.0.1:19984
-for b in sluice sluice-origin; do [[ -x "$REL/$b" ]] || { echo "build first: cargo build --release --workspace" >&2; exit 1; }; done
+WAF_SWAPS=${WAF_SWAPS:-10}
+SLUICE_BIN=${SLUICE_BIN:-$REL/sluice}
+ONLY_WAF=${ONLY_WAF:-0}
+WAF_LISTEN=127.0.0.1:18185 WAF_ADMIN=127.0.0.1:19985
+for b in "$SLUICE_BIN" "$REL/sluice-origin"; do [[ -x "$b" ]] || { echo "build first: cargo build --release --workspace" >&2; exit 1; }; done
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 1; }
 TMP=$(mktemp -d /tmp/sluice-swap.XXXXXX)
 pids=()
@@ -56,7 +64,8 @@ EOF2
 
 "$REL/sluice-origin" --listen "$ORIGIN" --threads 2 >/dev/null 2>&1 & pids+=($!)
 policy "$TMP/h1.wasm" one > "$TMP/policy.toml"
-SLUICE_CACHE_DIR=off SLUICE_LOG=warn "$REL/sluice" run --policy "$TMP/policy.toml" >/dev/null 2>"$TMP/sluice.log" & pids+=($!)
+if [[ "$ONLY_WAF" != 1 ]]; then
+SLUICE_CACHE_DIR=off SLUICE_LOG=warn "$SLUICE_BIN" run --policy "$TMP/policy.toml" >/dev/null 2>"$TMP/sluice.log" & pids+=($!)
 for _ in $(seq 100); do curl -sf "http://$ADMIN/healthz" >/dev/null && break; sleep 0.1; done
 
 reload_ms() { curl -s -o /dev/null -w '%{time_total}\n' -X POST "http://$ADMIN/admin/reload" | awk '{printf "%.2f\n", $1*1000}'; }
@@ -88,4 +97,49 @@ echo "traffic, wrk -t2 -c$CONNECTIONS -d$DURATION, 2-filter chain; storm: $(cat 
 echo "| state | rps | p50 | p99 | non-2xx |"
 echo "|---|---:|---:|---:|---:|"
 for s in steady storm; do echo "| $s | $(rps $s) | $(lat $s 50%) | $(lat $s 99%) | $(non2xx $s || true) |"; done
+fi
+
+# 3. First request after a WAF swap, under light load (one request every 20 ms).
+[[ "$ONLY_WAF" == 1 ]] && { "$REL/sluice-origin" --listen "$ORIGIN" --threads 2 >/dev/null 2>&1 & pids+=($!); }
+cat > "$TMP/waf.toml" <<EOF2
+[server]
+listen = ["$WAF_LISTEN"]
+admin = "$WAF_ADMIN"
+threads = 2
+[pools.o]
+peers = ["$ORIGIN"]
+[filters.waf]
+module = "$ROOT/filters/out/waf.wasm"
+memory_mb = 256
+startup_ms = 60000
+files = ["/etc/nginx/modsecurity.conf", "/etc/modsecurity/crs/crs-setup.conf",
+         "/usr/share/modsecurity-crs/rules/*.conf", "/usr/share/modsecurity-crs/rules/*.data"]
+config = { rules = ["/etc/nginx/modsecurity.conf", "/etc/modsecurity/crs/crs-setup.conf",
+                    "/usr/share/modsecurity-crs/rules/*.conf"], mode = "block", paranoia = 1 }
+[[routes]]
+filters = ["waf"]
+pool = "o"
+EOF2
+SLUICE_LOG=warn "$SLUICE_BIN" run --policy "$TMP/waf.toml" >/dev/null 2>"$TMP/waf.log" & pids+=($!)
+for _ in $(seq 600); do curl -sf "http://$WAF_ADMIN/healthz" >/dev/null && break; sleep 0.1; done
+get_ms() { curl -s -o /dev/null -w '%{time_total}\n' "http://$WAF_LISTEN/hello.txt?q=$1" | awk '{printf "%.1f\n", $1*1000}'; }
+for _ in $(seq 20); do get_ms warm >/dev/null; done
+( while :; do curl -s -o /dev/null "http://$WAF_LISTEN/hello.txt?q=light"; sleep 0.02; done ) & light=$!; pids+=($light)
+: > "$TMP/waf-reload.txt"; : > "$TMP/waf-first.txt"; : > "$TMP/waf-next.txt"
+for i in $(seq "$WAF_SWAPS"); do
+    curl -s -o /dev/null -w '%{time_total}\n' -X POST "http://$WAF_ADMIN/admin/reload" | awk '{printf "%.0f\n", $1*1000}' >> "$TMP/waf-reload.txt"
+    get_ms "first$i" >> "$TMP/waf-first.txt"
+    get_ms "next$i" >> "$TMP/waf-next.txt"
+    sleep 1
+done
+kill "$light" 2>/dev/null || true
+mx() { sort -n | tail -1; }
+echo
+echo "WAF policy (CRS, threads = 2), $WAF_SWAPS reloads under light load ($SLUICE_BIN)"
+echo "| after each swap | median | max |"
+echo "|---|---:|---:|"
+echo "| POST /admin/reload | $(sort -n "$TMP/waf-reload.txt" | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}') ms | $(mx < "$TMP/waf-reload.txt") ms |"
+echo "| first request | $(sort -n "$TMP/waf-first.txt" | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}') ms | $(mx < "$TMP/waf-first.txt") ms |"
+echo "| second request | $(sort -n "$TMP/waf-next.txt" | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}') ms | $(mx < "$TMP/waf-next.txt") ms |"
+echo "first-request latencies (ms): $(tr '\n' ' ' < "$TMP/waf-first.txt")"
 echo "raw: $TMP"

@@ -181,13 +181,21 @@ impl ServeHttp for Admin {
                     ),
                 }
             }
-            ("/admin/rollback", true) => match self.control.rollback() {
-                Ok(s) => json(
-                    StatusCode::OK,
-                    serde_json::json!({ "generation": s.generation, "hash": s.hash }),
-                ),
-                Err(e) => json(StatusCode::CONFLICT, serde_json::json!({ "errors": [e] })),
-            },
+            ("/admin/rollback", true) => {
+                // Blocking: the earlier policy's VMs are started again on every worker.
+                let control = self.control.clone();
+                match tokio::task::spawn_blocking(move || control.rollback()).await {
+                    Ok(Ok(s)) => json(
+                        StatusCode::OK,
+                        serde_json::json!({ "generation": s.generation, "hash": s.hash }),
+                    ),
+                    Ok(Err(e)) => json(StatusCode::CONFLICT, serde_json::json!({ "errors": [e] })),
+                    Err(e) => json(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        serde_json::json!({ "errors": [e.to_string()] }),
+                    ),
+                }
+            }
             ("/admin/reload" | "/admin/rollback", false) => reply(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "text/plain",

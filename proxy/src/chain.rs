@@ -10,6 +10,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::host::callout::Callouts;
 use crate::host::{
     Action, BodyKind, CallResult, HostError, HttpCallRequest, LocalResponse, StreamState,
 };
@@ -29,6 +30,9 @@ pub enum Outcome {
     /// Filter `n` paused and dispatched HTTP calls: send them ([`Chain::take_calls`]),
     /// deliver the results ([`Chain::deliver`]), then resume after it.
     Wait(usize),
+    /// Filter `n` paused a headers phase with no body to follow: hold the stream
+    /// ([`Chain::pause`]) until it calls `proxy_continue_stream`, then resume after it.
+    Paused(usize),
 }
 
 #[derive(Default)]
@@ -47,6 +51,9 @@ pub struct Chain {
     slots: Vec<Slot>,
     /// HTTP calls dispatched by callbacks, with the filter that dispatched them.
     calls: Vec<(usize, HttpCallRequest)>,
+    /// Calls dispatched from body phases, sent at once ([`Chain::launch`]); their
+    /// responses are delivered before the stream contexts are deleted.
+    in_flight: Vec<InFlight>,
     /// Every callback's duration: filter index, phase index ([`PHASES`]), microseconds.
     pub timings: Vec<(u16, u8, u32)>,
 }
@@ -66,6 +73,7 @@ impl Chain {
             filters,
             slots,
             calls: Vec::new(),
+            in_flight: Vec::new(),
             timings,
         }
     }
@@ -102,6 +110,7 @@ impl Chain {
             slots,
             calls: chain_calls,
             timings,
+            ..
         } = self;
         let filter = &filters[i];
         let slot = &mut slots[i];
@@ -178,7 +187,9 @@ impl Chain {
     }
 
     /// The request-headers phase, in chain order. A filter that pauses here is asked
-    /// again with the body; with no body to wait for, the pause ends at once.
+    /// again with the body (its body callback answering `Continue` ends the pause, as
+    /// on Envoy); with no body to follow, the stream is held ([`Outcome::Paused`])
+    /// until the filter calls `proxy_continue_stream`, from any callback.
     pub fn request_headers(&mut self, stream: &mut StreamState, end_of_stream: bool) -> Outcome {
         self.headers(stream, BodyKind::Request, end_of_stream)
     }
@@ -231,10 +242,43 @@ impl Chain {
                 Step::Go(Action::Pause) if self.calls.iter().any(|(f, _)| *f == i) => {
                     return Outcome::Wait(i)
                 }
+                Step::Go(Action::Pause) if eos => return Outcome::Paused(i),
                 Step::Go(_) => {}
             }
         }
         Outcome::Continue
+    }
+
+    /// Holds filter `i`'s stream context paused: resolves when the filter resumes it
+    /// from any callback. [`Chain::unpause`] ends the pause either way.
+    pub fn pause(&self, i: usize) -> Option<tokio::sync::oneshot::Receiver<()>> {
+        let (ctx, inc) = self.slots.get(i)?.ctx?;
+        self.filters[i].plugin.pause(ctx, inc).ok()
+    }
+
+    /// Ends filter `i`'s pause (resumed or expired).
+    pub fn unpause(&self, i: usize) {
+        if let Some((ctx, _)) = self.slots.get(i).and_then(|s| s.ctx) {
+            self.filters[i].plugin.unpause(ctx);
+        }
+    }
+
+    /// Filter `i` paused and never resumed within the request's time: answers 504.
+    pub fn pause_expired(&self, i: usize, stream: &mut StreamState) -> Outcome {
+        let name = &self.filters[i].plugin.info.name;
+        tracing::error!(filter = %name, request_id = %stream.info.id, "filter paused the stream and did not resume it in time");
+        stream.local_response = Some(LocalResponse {
+            status: 504,
+            details: format!("filter {name} paused and never resumed"),
+            body: format!("filter {name} paused the request and did not resume it\n").into_bytes(),
+            headers: vec![("content-type".into(), b"text/plain".to_vec())],
+        });
+        Outcome::Respond
+    }
+
+    /// True when callbacks dispatched HTTP calls not sent yet.
+    pub fn has_calls(&self) -> bool {
+        !self.calls.is_empty()
     }
 
     /// The HTTP calls dispatched so far, to be sent.
@@ -326,22 +370,131 @@ impl Chain {
         out
     }
 
-    /// Ends every stream context the request created (`proxy_on_done`,
-    /// `proxy_on_log`, `proxy_on_delete`).
-    pub fn finish(&mut self, stream: &mut StreamState) {
-        for (filter, slot) in self.filters.iter().zip(self.slots.iter_mut()) {
-            let Some((ctx, inc)) = slot.ctx.take() else {
+    /// Sends the HTTP calls body callbacks dispatched, now (no filter waits for them
+    /// in a headers phase); their responses are delivered when the request ends.
+    pub fn launch(&mut self, callouts: &Arc<dyn Callouts>) {
+        for (filter, call) in self.calls.drain(..) {
+            let answer = tokio::spawn(callouts.call(call.clone()));
+            self.in_flight.push(InFlight {
+                filter,
+                call,
+                answer,
+            });
+        }
+    }
+
+    /// Ends every stream context the request created: `proxy_on_done` and
+    /// `proxy_on_log`, then `proxy_on_delete`, unless calls dispatched from body
+    /// phases or from the log phase are still out: then the answer is a [`Late`] to
+    /// run (spawned on this thread) that delivers their responses to the contexts
+    /// (`proxy_on_http_call_response`, the finished stream attached) and deletes them.
+    pub fn finish(
+        &mut self,
+        stream: &mut StreamState,
+        callouts: &Arc<dyn Callouts>,
+    ) -> Option<Late> {
+        for (filter, slot) in self.filters.iter().zip(self.slots.iter()) {
+            let Some((ctx, inc)) = slot.ctx else {
                 continue;
             };
             let r = filter.plugin.with_vm(|vm, incarnation| {
+                let r = if incarnation == inc {
+                    vm.log_stream(stream, ctx)
+                } else {
+                    Ok(())
+                };
+                (r, vm.take_pending_calls())
+            });
+            match r {
+                Ok((r, calls)) => {
+                    let i = self.filters.iter().position(|f| Arc::ptr_eq(f, filter));
+                    self.calls
+                        .extend(calls.into_iter().map(|c| (i.unwrap_or_default(), c)));
+                    if let Err(e) = r {
+                        tracing::warn!(filter = %filter.plugin.info.name, request_id = %stream.info.id, error = %e, "filter failed in its log phase");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(filter = %filter.plugin.info.name, request_id = %stream.info.id, error = %e, "filter failed in its log phase");
+                }
+            }
+        }
+        self.launch(callouts);
+        let late = Late {
+            filters: self.filters.clone(),
+            contexts: self.slots.iter_mut().map(|s| s.ctx.take()).collect(),
+            calls: std::mem::take(&mut self.in_flight),
+        };
+        if late.calls.is_empty() {
+            late.delete(stream);
+            None
+        } else {
+            Some(late)
+        }
+    }
+}
+
+/// A call sent from a body or log phase, with the filter that dispatched it.
+struct InFlight {
+    filter: usize,
+    call: HttpCallRequest,
+    answer: tokio::task::JoinHandle<CallResult>,
+}
+
+/// The end of a request whose filters still wait for HTTP call responses: the
+/// responses are delivered, then the stream contexts deleted.
+pub struct Late {
+    filters: Arc<[Arc<Filter>]>,
+    /// Each filter's stream context and the VM incarnation that owns it.
+    contexts: Vec<Option<(u32, u64)>>,
+    calls: Vec<InFlight>,
+}
+
+impl Late {
+    /// Waits for each call, delivers its response to the context that dispatched it
+    /// (if its VM still holds it), then deletes the contexts. Run on the request's
+    /// thread (the VMs are per thread).
+    pub async fn run(mut self, mut stream: StreamState) {
+        for c in std::mem::take(&mut self.calls) {
+            let result = c
+                .answer
+                .await
+                .unwrap_or_else(|e| Err(format!("call task failed: {e}")));
+            let (Some(filter), Some(Some((ctx, inc)))) =
+                (self.filters.get(c.filter), self.contexts.get(c.filter))
+            else {
+                continue;
+            };
+            let (ctx, inc) = (*ctx, *inc);
+            let r = filter.plugin.with_vm(|vm, incarnation| {
+                if incarnation != inc {
+                    return Ok(());
+                }
+                let r = vm.on_http_call_response(Some(&mut stream), ctx, c.call.token, result);
+                // Calls dispatched from these late responses are not followed further.
+                drop(vm.take_pending_calls());
+                r
+            });
+            if let Err(e) = r.and_then(|r| r) {
+                filter.plugin.record_failure(&e);
+                tracing::warn!(filter = %filter.plugin.info.name, request_id = %stream.info.id, error = %e, "filter failed in a late call response");
+            }
+        }
+        self.delete(&mut stream);
+    }
+
+    fn delete(&self, stream: &mut StreamState) {
+        for (filter, ctx) in self.filters.iter().zip(&self.contexts) {
+            let Some((ctx, inc)) = *ctx else { continue };
+            let r = filter.plugin.with_vm(|vm, incarnation| {
                 if incarnation == inc {
-                    vm.finish_stream(stream, ctx)
+                    vm.delete_stream(stream, ctx)
                 } else {
                     Ok(())
                 }
             });
             if let Err(e) = r.and_then(|r| r) {
-                tracing::warn!(filter = %filter.plugin.info.name, request_id = %stream.info.id, error = %e, "filter failed in its log phase");
+                tracing::warn!(filter = %filter.plugin.info.name, request_id = %stream.info.id, error = %e, "filter failed deleting its context");
             }
         }
     }

@@ -20,6 +20,7 @@
 //! - [`lifecycle`]: start checks and graceful stop.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`admin`]: the admin listener.
+//! - [`workers`]: the proxy's worker threads, reached to start VMs before a policy serves.
 
 pub mod admin;
 pub mod callouts;
@@ -41,3 +42,4 @@ pub mod snapshot;
 pub mod swap;
 pub mod tls;
 pub mod upstream;
+pub mod workers;

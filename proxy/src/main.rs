@@ -16,6 +16,7 @@ use sluice::policy::Policy;
 use sluice::proxy::Sluice;
 use sluice::snapshot::Snapshot;
 use sluice::swap::Control;
+use sluice::workers::Warmed;
 
 #[derive(Parser)]
 #[command(
@@ -192,6 +193,7 @@ fn main() -> ExitCode {
 
 fn run(path: &std::path::Path, snap: Snapshot) -> ExitCode {
     let grace = snap.policy.grace_period;
+    let threads = snap.policy.threads;
     let conf = ServerConf {
         threads: snap.policy.threads,
         // Keep each request on one thread from start to end: VMs are per thread.
@@ -255,7 +257,8 @@ fn run(path: &std::path::Path, snap: Snapshot) -> ExitCode {
             }
         }
     }
-    server.add_service(proxy);
+    // Every worker thread gets the policy's VMs before the listeners open.
+    server.add_service(Warmed::new(proxy, control.clone(), threads));
     if let Some(addr) = admin_addr {
         let mut admin = Service::new(
             "sluice-admin".to_string(),

@@ -544,6 +544,13 @@ pub fn render(snapshot: &Snapshot) -> String {
     let mut out = Vec::new();
     let _ = TextEncoder::new().encode(&m.registry.gather(), &mut out);
     let mut text = String::from_utf8(out).unwrap_or_default();
+    text.push_str("# HELP sluice_generation_vms Filter VMs alive by policy generation (the live one, and retired ones until their last request ends).\n# TYPE sluice_generation_vms gauge\n");
+    for (generation, vms) in crate::host::vms_by_generation() {
+        let _ = writeln!(
+            text,
+            "sluice_generation_vms{{generation=\"{generation}\"}} {vms}"
+        );
+    }
     let _ = writeln!(
         text,
         "# HELP sluice_module_cache_refusals_total On-disk module cache directories or entries refused (not owned by Sluice's user, or writable by group or others).\n# TYPE sluice_module_cache_refusals_total counter\nsluice_module_cache_refusals_total {}",

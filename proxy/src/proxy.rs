@@ -272,7 +272,9 @@ async fn send_local(session: &mut Session, local: &LocalResponse) -> Result<()> 
 }
 
 /// Drives a headers phase to its end: while a filter waits for its HTTP calls, sends
-/// them, delivers the responses and resumes the chain after that filter.
+/// them, delivers the responses and resumes the chain after that filter; while a
+/// filter pauses with no body to follow, holds the stream until it resumes (from any
+/// callback: a tick, a call response), at most `limit` (then 504).
 async fn settle(
     snapshot: &Snapshot,
     chain: &mut Chain,
@@ -280,8 +282,28 @@ async fn settle(
     kind: BodyKind,
     eos: bool,
     mut outcome: Outcome,
+    limit: Duration,
 ) -> Outcome {
-    while let Outcome::Wait(waiting) = outcome {
+    loop {
+        let waiting = match outcome {
+            Outcome::Wait(w) => w,
+            Outcome::Paused(p) => {
+                let Some(resumed) = chain.pause(p) else {
+                    // The context is gone with its VM: the chain goes on (and meets it).
+                    outcome = chain.resume_headers(stream, kind, eos, p);
+                    continue;
+                };
+                let r = tokio::time::timeout(limit, resumed).await;
+                chain.unpause(p);
+                outcome = match r {
+                    Ok(_) => chain.resume_headers(stream, kind, eos, p),
+                    Err(_) => chain.pause_expired(p, stream),
+                };
+                continue;
+            }
+            o => return o,
+        };
+        stream.resumed = false;
         let calls = chain.take_calls();
         let results =
             futures::future::join_all(calls.iter().map(|(_, c)| snapshot.callouts.call(c.clone())))
@@ -295,23 +317,24 @@ async fn settle(
             }
         }
         if outcome == Outcome::Continue {
-            outcome = chain.resume_headers(stream, kind, eos, waiting);
+            outcome = if eos && !stream.resumed && !chain.has_calls() {
+                // As on Envoy: the filter stays paused until it resumes the stream.
+                Outcome::Paused(waiting)
+            } else {
+                chain.resume_headers(stream, kind, eos, waiting)
+            };
         }
     }
-    outcome
 }
 
-/// Sends calls no filter waits for (dispatched from body or log phases); their
-/// responses are not delivered.
-fn send_detached(snapshot: &Snapshot, chain: &mut Chain) {
-    for (_, call) in chain.take_calls() {
-        let fut = snapshot.callouts.call(call);
-        tokio::spawn(async move {
-            if let Err(e) = fut.await {
-                tracing::debug!(error = %e, "detached filter call failed");
-            }
-        });
-    }
+/// How long a filter may hold a request paused: the route's pool read timeout (the
+/// time the request would wait for its upstream), 60 s without a route.
+fn pause_limit(ctx: &Ctx) -> Duration {
+    ctx.route
+        .map(|r| &ctx.snapshot.pools[ctx.snapshot.routes[r].pool].def)
+        .map_or(Duration::from_secs(60), |p| {
+            Duration::from_millis(p.read_timeout_ms)
+        })
 }
 
 /// The consistent-hash key: what a filter set in `sluice.upstream.hash_key`, else the
@@ -437,6 +460,7 @@ impl Sluice {
         }
         let has_body = !session.as_mut().is_body_empty();
         let first = chain.request_headers(&mut ctx.stream, !has_body);
+        let limit = pause_limit(ctx);
         match settle(
             &ctx.snapshot,
             chain,
@@ -444,6 +468,7 @@ impl Sluice {
             BodyKind::Request,
             !has_body,
             first,
+            limit,
         )
         .await
         {
@@ -553,7 +578,7 @@ impl Sluice {
             Err(Outcome::Respond) => return self.respond(session, ctx).await,
             Err(_) => return Err(reset()),
         }
-        send_detached(&ctx.snapshot, chain);
+        chain.launch(&ctx.snapshot.callouts);
         Ok(false)
     }
 
@@ -805,7 +830,9 @@ impl ProxyHttp for Sluice {
                     return Ok(());
                 };
                 let chunk = body.take().map(Vec::from).unwrap_or_default();
-                match chain.body(&mut ctx.stream, BodyKind::Request, chunk, end_of_stream) {
+                let r = chain.body(&mut ctx.stream, BodyKind::Request, chunk, end_of_stream);
+                chain.launch(&ctx.snapshot.callouts);
+                match r {
                     Ok(out) => {
                         // Empty data mid-body is skipped by Pingora; at the end it must
                         // be none at all: an empty chunk is the terminating chunk, and
@@ -862,6 +889,7 @@ impl ProxyHttp for Sluice {
                 .insert_header("x-sluice-generation", ctx.snapshot.generation.to_string())?;
             upstream_response.insert_header("x-sluice-policy-hash", &ctx.snapshot.hash[..16])?;
         }
+        let limit = pause_limit(ctx);
         let Some(chain) = ctx.chain.as_mut() else {
             return Ok(());
         };
@@ -900,6 +928,7 @@ impl ProxyHttp for Sluice {
             BodyKind::Response,
             no_body,
             first,
+            limit,
         )
         .await
         {
@@ -939,7 +968,9 @@ impl ProxyHttp for Sluice {
             return Ok(None);
         };
         let chunk = body.take().map(Vec::from).unwrap_or_default();
-        match chain.body(&mut ctx.stream, BodyKind::Response, chunk, end_of_stream) {
+        let r = chain.body(&mut ctx.stream, BodyKind::Response, chunk, end_of_stream);
+        chain.launch(&ctx.snapshot.callouts);
+        match r {
             Ok(out) if out.is_empty() && !end_of_stream => *body = None,
             Ok(out) => *body = Some(Bytes::from(out)),
             // The response has started: a late local answer can only reset the stream.
@@ -952,10 +983,10 @@ impl ProxyHttp for Sluice {
         if let Some(e) = e {
             crate::listener::count_error(e);
         }
-        if let Some(chain) = ctx.chain.as_mut() {
-            chain.finish(&mut ctx.stream);
-            send_detached(&ctx.snapshot, chain);
-        }
+        let late = ctx
+            .chain
+            .as_mut()
+            .and_then(|chain| chain.finish(&mut ctx.stream, &ctx.snapshot.callouts));
         let status = session
             .response_written()
             .map(|r| r.status.as_u16())
@@ -999,6 +1030,16 @@ impl ProxyHttp for Sluice {
                 filters = %ctx.chain.as_ref().map(|c| c.timings_text()).unwrap_or_default(),
                 error = %e.map(|e| e.to_string()).unwrap_or_default(),
             );
+        }
+        if let Some(late) = late {
+            // Calls from body or log phases: their responses reach the filters after
+            // the response, on this thread; the snapshot lives until they are in.
+            let stream = std::mem::take(&mut ctx.stream);
+            let snapshot = ctx.snapshot.clone();
+            tokio::spawn(async move {
+                late.run(stream).await;
+                drop(snapshot);
+            });
         }
     }
 

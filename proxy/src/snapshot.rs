@@ -1,6 +1,10 @@
-//! A policy made ready to serve: modules compiled, one canary VM per filter started
-//! and configured, routes and pools built. Immutable once built; [`Live`] publishes
-//! the current one with `arc-swap`, and a request keeps the snapshot it started with.
+//! A policy made ready to serve: modules compiled ([`Compiled`]), one canary VM per
+//! filter started and configured, routes and pools built ([`Snapshot`]), then (with
+//! [`Snapshot::prepare`]) every filter's VMs started on every worker thread. Immutable
+//! once built; [`Live`] publishes the current one with `arc-swap`, and a request keeps
+//! the snapshot it started with. A snapshot swapped out is retired ([`Snapshot::retire`]):
+//! its VMs stop ticking at once and are dropped with its last request; the rollback
+//! history keeps its [`Compiled`] policy only.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -57,7 +61,27 @@ pub struct Route {
 /// requests): shows that old ones are freed.
 pub static LIVE_SNAPSHOTS: AtomicUsize = AtomicUsize::new(0);
 
-/// An immutable, validated, compiled policy.
+/// A validated policy with its modules compiled and its pools and certificates
+/// loaded: everything a [`Snapshot`] serves with but running VMs. What the rollback
+/// history keeps; [`Compiled::start`] makes a snapshot of it again without compiling.
+pub struct Compiled {
+    /// Generation, 1 for the first policy served.
+    pub generation: u64,
+    /// Content hash: the policy text and every module, SHA-256 hex.
+    pub hash: String,
+    /// The policy.
+    pub policy: Policy,
+    /// Pools by policy order.
+    pub pools: Vec<Arc<Pool>>,
+    /// Certificates of the TLS listeners, chosen by SNI.
+    pub certs: Option<Arc<CertStore>>,
+    /// The client that sends filters' HTTP calls to these pools.
+    pub callouts: Arc<dyn Callouts>,
+    /// Each policy filter's module, by policy order.
+    modules: Vec<Arc<CompiledModule>>,
+}
+
+/// An immutable, validated, compiled policy with its filters' VMs.
 pub struct Snapshot {
     /// Generation, 1 for the first policy served.
     pub generation: u64,
@@ -70,17 +94,56 @@ pub struct Snapshot {
     /// Pools by policy order.
     pub pools: Vec<Arc<Pool>>,
     /// Certificates of the TLS listeners, chosen by SNI.
-    pub certs: Option<CertStore>,
+    pub certs: Option<Arc<CertStore>>,
     /// Filters by policy order.
     pub filters: Vec<Arc<Filter>>,
     /// The client that sends filters' HTTP calls to this snapshot's pools.
     pub callouts: Arc<dyn Callouts>,
+    /// The compiled policy this snapshot runs (kept for rollback once it is retired).
+    pub compiled: Arc<Compiled>,
 }
 
 impl Snapshot {
     /// Compiles and starts every filter of `policy`. Any failure is reported as a
     /// diagnostic naming the filter's `module` line; nothing is published.
     pub fn build(policy: Policy, generation: u64) -> Result<Snapshot, PolicyErrors> {
+        Arc::new(Compiled::build(policy, generation)?).start()
+    }
+
+    /// Starts every filter's VMs on each of `workers` (see
+    /// [`crate::host::Plugin::prepare`]), filters used by no route included. Blocking.
+    pub fn prepare(&self, workers: &[tokio::runtime::Handle]) {
+        if workers.is_empty() {
+            return;
+        }
+        let started = std::time::Instant::now();
+        for f in &self.filters {
+            f.plugin.prepare(workers, PREPARE_WAIT);
+        }
+        tracing::debug!(
+            generation = self.generation,
+            workers = workers.len(),
+            took_ms = started.elapsed().as_millis() as u64,
+            "VMs started on every worker"
+        );
+    }
+
+    /// Swapped out: the filters' VMs stop ticking and being woken (see
+    /// [`crate::host::Plugin::retire`]); they are dropped with the last request.
+    pub fn retire(&self) {
+        for f in &self.filters {
+            f.plugin.retire();
+        }
+    }
+}
+
+/// How long a swap waits for a worker thread to take its VMs (a thread busy with one
+/// long callback answers late; it then starts a VM at its next request instead).
+const PREPARE_WAIT: Duration = Duration::from_secs(10);
+
+impl Compiled {
+    /// Validates `policy`, compiles its modules and loads its pools and certificates.
+    pub fn build(policy: Policy, generation: u64) -> Result<Compiled, PolicyErrors> {
         let file = policy.path.clone();
         let diag = |line: Option<usize>, message: String| Diagnostic {
             file: file.clone(),
@@ -126,7 +189,7 @@ impl Snapshot {
         let mut modules: HashMap<std::path::PathBuf, Arc<CompiledModule>> = HashMap::new();
         let mut content = Sha256::new();
         content.update(policy.hash.as_bytes());
-        let mut filters = Vec::new();
+        let mut by_filter = Vec::new();
         for f in &policy.filters {
             let module = match modules.get(&f.module) {
                 Some(m) => m.clone(),
@@ -155,6 +218,40 @@ impl Snapshot {
                     }
                 }
             };
+            by_filter.push(module);
+        }
+        if !errors.is_empty() {
+            return Err(PolicyErrors(errors));
+        }
+        Ok(Compiled {
+            generation,
+            hash: hex::encode(content.finalize()),
+            policy,
+            pools,
+            certs: certs.map(Arc::new),
+            callouts,
+            modules: by_filter,
+        })
+    }
+
+    /// Starts every filter of the policy (a canary VM each) into a snapshot, with no
+    /// compilation. Any failure is reported as a diagnostic naming the filter's line.
+    pub fn start(self: &Arc<Self>) -> Result<Snapshot, PolicyErrors> {
+        let policy = &self.policy;
+        let generation = self.generation;
+        let file = policy.path.clone();
+        let diag = |line: Option<usize>, message: String| Diagnostic {
+            file: file.clone(),
+            line,
+            message,
+        };
+        let engine = Engine::global().map_err(|e| PolicyErrors(vec![diag(None, e.to_string())]))?;
+        let callouts = self.callouts.clone();
+        let pools = &self.pools;
+        let mut errors = Vec::new();
+        let mut filters = Vec::new();
+        for (f, module) in policy.filters.iter().zip(&self.modules) {
+            let module = module.clone();
             let info = PluginInfo {
                 name: f.name.clone(),
                 root_id: f.root_id.clone(),
@@ -199,16 +296,19 @@ impl Snapshot {
         LIVE_SNAPSHOTS.fetch_add(1, Ordering::Relaxed);
         Ok(Snapshot {
             generation,
-            hash: hex::encode(content.finalize()),
-            policy,
+            hash: self.hash.clone(),
+            policy: policy.clone(),
             routes,
-            pools,
-            certs,
+            pools: pools.clone(),
+            certs: self.certs.clone(),
             filters,
             callouts,
+            compiled: self.clone(),
         })
     }
+}
 
+impl Snapshot {
     /// The pool named `name`.
     pub fn pool(&self, name: &str) -> Option<&Arc<Pool>> {
         self.pools.iter().find(|p| p.def.name == name)

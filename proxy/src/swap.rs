@@ -1,6 +1,7 @@
-//! The swap: validates a new policy into a snapshot and publishes it atomically, keeps
-//! the last good snapshots for rollback, and records every attempt. Triggered by the
-//! admin API, SIGHUP, or (opt-in) a watch of the policy file and its modules.
+//! The swap: validates a new policy into a snapshot, starts its VMs on every worker
+//! thread, publishes it atomically, retires the one it replaces, keeps the last good
+//! compiled policies for rollback, and records every attempt. Triggered by the admin
+//! API, SIGHUP, or (opt-in) a watch of the policy file and its modules.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -8,9 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::policy::{Diagnostic, Policy, PolicyErrors};
-use crate::snapshot::{Live, Snapshot};
+use crate::snapshot::{Compiled, Live, Snapshot};
 
-/// How many earlier snapshots are kept for rollback.
+/// How many earlier policies are kept for rollback (compiled, without VMs).
 pub const HISTORY: usize = 2;
 
 /// What happened to swaps so far.
@@ -33,7 +34,7 @@ pub struct Control {
     /// The snapshot being served.
     pub live: Arc<Live>,
     path: PathBuf,
-    history: Mutex<VecDeque<Arc<Snapshot>>>,
+    history: Mutex<VecDeque<Arc<Compiled>>>,
     stats: Mutex<SwapStats>,
     /// Serializes reloads: one policy is validated at a time.
     reloading: Mutex<()>,
@@ -83,8 +84,26 @@ impl Control {
         lock(&self.history).iter().map(|s| s.generation).collect()
     }
 
-    /// Reads the policy file again, validates it completely and publishes it. On any
-    /// error the running snapshot keeps serving. Blocking: compiles modules.
+    /// Starts the live snapshot's VMs on every worker thread (once the workers are
+    /// known, at start: see [`crate::workers`]). Blocking.
+    pub fn warm_live(&self) {
+        let _one = lock(&self.reloading);
+        self.live.load().prepare(crate::workers::handles());
+    }
+
+    /// Starts `next`'s VMs on every worker, publishes it and retires the snapshot it
+    /// replaces, which is returned.
+    fn switch_to(&self, next: &Arc<Snapshot>) -> Arc<Snapshot> {
+        next.prepare(crate::workers::handles());
+        let previous = self.live.publish(next.clone());
+        free_dropped_vm_ids(next);
+        previous.retire();
+        previous
+    }
+
+    /// Reads the policy file again, validates it completely, starts its VMs on every
+    /// worker thread and publishes it. On any error the running snapshot keeps
+    /// serving. Blocking: compiles modules and starts VMs.
     pub fn reload(&self) -> Result<Arc<Snapshot>, PolicyErrors> {
         let _one = lock(&self.reloading);
         let started = Instant::now();
@@ -95,9 +114,8 @@ impl Control {
         match result {
             Ok(next) => {
                 let next = Arc::new(next);
-                let previous = self.live.publish(next.clone());
-                free_dropped_vm_ids(&next);
-                self.remember(previous);
+                let previous = self.switch_to(&next);
+                self.remember(previous.compiled.clone());
                 let mut st = lock(&self.stats);
                 st.successes += 1;
                 st.last_swap = Some(SystemTime::now());
@@ -117,14 +135,21 @@ impl Control {
         }
     }
 
-    /// Goes back to the previous good snapshot at once (no recompilation).
+    /// Goes back to the previous good policy (no recompilation: its VMs are started
+    /// again, on every worker, before it serves). Blocking.
     pub fn rollback(&self) -> Result<Arc<Snapshot>, String> {
         let _one = lock(&self.reloading);
-        let previous = lock(&self.history)
+        let compiled = lock(&self.history)
             .pop_front()
             .ok_or_else(|| "no earlier snapshot to roll back to".to_string())?;
-        self.live.publish(previous.clone());
-        free_dropped_vm_ids(&previous);
+        let previous = match compiled.start() {
+            Ok(s) => Arc::new(s),
+            Err(e) => {
+                lock(&self.history).push_front(compiled);
+                return Err(format!("the earlier policy did not start again: {e}"));
+            }
+        };
+        self.switch_to(&previous);
         let mut st = lock(&self.stats);
         st.successes += 1;
         st.last_swap = Some(SystemTime::now());
@@ -133,7 +158,7 @@ impl Control {
         Ok(previous)
     }
 
-    fn remember(&self, previous: Arc<Snapshot>) {
+    fn remember(&self, previous: Arc<Compiled>) {
         let mut h = lock(&self.history);
         h.push_front(previous);
         h.truncate(HISTORY);

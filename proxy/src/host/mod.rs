@@ -25,7 +25,8 @@ pub mod stream;
 pub mod vm;
 
 use std::cell::{Cell, RefCell};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -143,6 +144,8 @@ struct ThreadVms {
     spare: Arc<SpareSlot>,
     /// The thread's last VM failed and none has replaced it yet.
     lost: Cell<bool>,
+    /// Requests waiting for a paused stream context of the VM to be resumed.
+    waiters: RefCell<std::collections::HashMap<u32, tokio::sync::oneshot::Sender<()>>>,
 }
 
 /// A filter of a policy: a compiled module with its configuration, and its VMs, one
@@ -169,6 +172,8 @@ pub struct Plugin {
     canary: Mutex<Option<Vm>>,
     incarnations: AtomicU64,
     vm_alive: AtomicI64,
+    /// The plugin's snapshot was swapped out: no more ticks, queue wake-ups or builds.
+    retired: AtomicBool,
     vm_memory: AtomicI64,
     /// Failures of this plugin's VMs, by kind.
     pub failures: FailureCounts,
@@ -239,7 +244,8 @@ impl Plugin {
             engine: engine.clone(),
             callouts,
             vms: ThreadLocal::new(),
-            vm_alive: AtomicI64::new(1),
+            vm_alive: AtomicI64::new(0),
+            retired: AtomicBool::new(false),
             vm_memory: AtomicI64::new(canary.memory_bytes() as i64),
             canary: Mutex::new(Some(canary)),
             incarnations: AtomicU64::new(0),
@@ -251,7 +257,163 @@ impl Plugin {
                 cooldown: CRASH_COOLDOWN,
             }),
         };
+        plugin.count_vms(1);
         Ok(Arc::new(plugin))
+    }
+
+    /// Starts this plugin's VMs on every worker thread in `workers` (one each, and its
+    /// spare with [`Limits::spare_vm`]) and waits until each thread has them in
+    /// service, ticking: a request that comes later pays no start-up. The VMs are
+    /// built on threads of this call (in parallel, at most one per core), never on a
+    /// worker thread; the canary is one of them. Blocking. A thread that does not
+    /// answer within `wait`, or a VM that fails to start, leaves that thread to start
+    /// its VM at its first request as before. Answers how many threads got a VM.
+    pub fn prepare(self: &Arc<Self>, workers: &[tokio::runtime::Handle], wait: Duration) -> usize {
+        if workers.is_empty() {
+            return 0;
+        }
+        let per_worker = if self.limits.spare_vm { 2 } else { 1 };
+        let n = workers.len() * per_worker;
+        let mut slots: Vec<Option<Vm>> = (0..n).map(|_| None).collect();
+        slots[0] = self.canary.lock().unwrap_or_else(|e| e.into_inner()).take();
+        // Each VM is built knowing the worker that will wake it for its queues: a
+        // queue registered in `proxy_on_configure` keeps the registrant's notifier.
+        let jobs = (0..n)
+            .filter(|k| slots[*k].is_none())
+            .map(|k| (k, self.queue_notifier_on(&workers[k / per_worker])))
+            .collect();
+        for (k, vm) in self.build_many(jobs) {
+            slots[k] = Some(vm);
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut sent = 0;
+        let mut slots = slots.into_iter();
+        for handle in workers {
+            let vm = slots.next().flatten();
+            let spare = if per_worker == 2 {
+                slots.next().flatten()
+            } else {
+                None
+            };
+            let (vm, spare) = match (vm, spare) {
+                (Some(vm), spare) => (vm, spare),
+                (None, Some(spare)) => (spare, None),
+                (None, None) => continue,
+            };
+            let (plugin, tx) = (self.clone(), tx.clone());
+            handle.spawn(async move {
+                plugin.install(vm, spare);
+                let _ = tx.send(());
+            });
+            sent += 1;
+        }
+        drop(tx);
+        let deadline = Instant::now() + wait;
+        let mut ready = 0;
+        while ready < sent {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if rx.recv_timeout(left).is_err() {
+                tracing::warn!(plugin = %self.info.name, ready, sent, "worker threads did not take their VMs in time");
+                break;
+            }
+            ready += 1;
+        }
+        ready
+    }
+
+    /// Builds one VM per job (its slot and queue notifier) on up to one thread per
+    /// core; the ones that fail are logged.
+    fn build_many(self: &Arc<Self>, jobs: Vec<(usize, Option<QueueNotifier>)>) -> Vec<(usize, Vm)> {
+        let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+        let n = jobs.len();
+        let jobs = Mutex::new(jobs);
+        let out = Mutex::new(Vec::with_capacity(n));
+        std::thread::scope(|scope| {
+            for _ in 0..n.min(cores) {
+                scope.spawn(|| {
+                    while let Some((k, notifier)) =
+                        jobs.lock().unwrap_or_else(|e| e.into_inner()).pop()
+                    {
+                        let started = Instant::now();
+                        let vm = Vm::start(
+                            &self.engine,
+                            &self.module,
+                            self.info.clone(),
+                            self.limits,
+                            self.callouts.clone(),
+                            notifier,
+                        );
+                        self.built(Build::Fresh, started.elapsed(), &vm);
+                        match vm {
+                            Ok(vm) => out.lock().unwrap_or_else(|e| e.into_inner()).push((k, vm)),
+                            Err(e) => {
+                                tracing::error!(plugin = %self.info.name, error = %e, "a VM failed to start; its thread starts one at its first request")
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        out.into_inner().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// On a worker thread: puts `vm` in service (and `spare` in reserve) unless the
+    /// thread has its own already, then runs its start-up calls and its tick loop.
+    fn install(self: &Arc<Self>, mut vm: Vm, spare: Option<Vm>) {
+        let tv = self.vms.get_or_default();
+        let inc = {
+            let Ok(mut slot) = tv.current.try_borrow_mut() else {
+                self.forget(vm);
+                return;
+            };
+            if slot.is_some() {
+                drop(slot);
+                self.forget(vm);
+                if let Some(s) = spare {
+                    self.forget(s);
+                }
+                return;
+            }
+            vm.set_queue_notifier(self.queue_notifier());
+            let inc = self.incarnations.fetch_add(1, Ordering::Relaxed);
+            *slot = Some((vm, inc));
+            inc
+        };
+        if let Some(mut s) = spare {
+            if tv.spare.has_vm() || !tv.spare.claim_build() {
+                self.forget(s);
+            } else {
+                s.set_queue_notifier(self.queue_notifier());
+                tv.spare.put(Ok(s));
+            }
+        }
+        tracing::debug!(plugin = %self.info.name, incarnation = inc, "VM in service (prepared)");
+        self.after_start(inc);
+    }
+
+    /// Drops a VM that will not serve, with its accounting.
+    fn forget(&self, vm: Vm) {
+        self.count_vms(-1);
+        self.vm_memory
+            .fetch_sub(vm.memory_bytes() as i64, Ordering::Relaxed);
+    }
+
+    /// The plugin's snapshot no longer serves new requests: its VMs stop ticking and
+    /// being woken for queues, no VM is built for it any more, and its VMs go when the
+    /// last request holding the snapshot ends (with the plugin).
+    pub fn retire(&self) {
+        self.retired.store(true, Ordering::Relaxed);
+    }
+
+    /// True once [`Plugin::retire`] was called.
+    pub fn retired(&self) -> bool {
+        self.retired.load(Ordering::Relaxed)
+    }
+
+    /// Counts VMs started (`delta > 0`) or dropped, for the plugin and its generation.
+    fn count_vms(&self, delta: i64) {
+        self.vm_alive.fetch_add(delta, Ordering::Relaxed);
+        *lock_generations().entry(self.info.generation).or_default() += delta;
     }
 
     /// Waits until this thread has a VM for the plugin, without holding the thread:
@@ -302,7 +464,7 @@ impl Plugin {
             if slot.as_ref().is_some_and(|(vm, _)| vm.failed()) {
                 tv.lost.set(true);
                 if let Some((old, _)) = slot.take() {
-                    self.retire(old);
+                    self.replace_failed(old);
                 }
                 self.failures.replaced.fetch_add(1, Ordering::Relaxed);
                 if self.guard.failed() {
@@ -333,6 +495,11 @@ impl Plugin {
                 self.vm_memory
                     .fetch_add(after as i64 - before as i64, Ordering::Relaxed);
             }
+            for ctx in vm.take_resumed() {
+                if let Some(tx) = tv.waiters.borrow_mut().remove(&ctx) {
+                    let _ = tx.send(());
+                }
+            }
             (r, started)
         };
         if let Some(inc) = started {
@@ -340,6 +507,37 @@ impl Plugin {
             self.after_start(inc);
         }
         Ok(r)
+    }
+
+    /// Holds stream context `ctx` of VM incarnation `incarnation` paused: the answer
+    /// resolves when any callback of this thread's VM resumes it (a tick, a queue, a
+    /// call response, after `proxy_set_effective_context`). Dropping the answer does
+    /// not unpause: call [`Plugin::unpause`].
+    pub fn pause(
+        self: &Arc<Self>,
+        ctx: u32,
+        incarnation: u64,
+    ) -> Result<tokio::sync::oneshot::Receiver<()>, HostError> {
+        self.with_vm(|vm, inc| {
+            if inc != incarnation {
+                return Err(HostError::ContextLost);
+            }
+            vm.set_paused(ctx, true);
+            Ok(())
+        })??;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.vms
+            .get_or_default()
+            .waiters
+            .borrow_mut()
+            .insert(ctx, tx);
+        Ok(rx)
+    }
+
+    /// Ends a pause of stream context `ctx` (resumed, or given up).
+    pub fn unpause(self: &Arc<Self>, ctx: u32) {
+        self.vms.get_or_default().waiters.borrow_mut().remove(&ctx);
+        let _ = self.with_vm(|vm, _| vm.set_paused(ctx, false));
     }
 
     /// The VM that takes over this thread: the spare, the canary, or a new one.
@@ -376,7 +574,7 @@ impl Plugin {
     /// Starts building a VM for this thread's spare slot on the blocking pool, unless
     /// one is on its way already or the crash-loop guard refuses.
     fn build_spare(self: &Arc<Self>, tv: &ThreadVms, build: Build) -> Result<(), HostError> {
-        if tv.spare.building() || tv.spare.has_vm() {
+        if tv.spare.building() || tv.spare.has_vm() || self.retired() {
             return Ok(());
         }
         self.admit(build)?;
@@ -425,7 +623,7 @@ impl Plugin {
     /// Accounts for a VM that was built (or failed to start).
     fn built(&self, build: Build, took: Duration, vm: &Result<Vm, HostError>) {
         if let Ok(vm) = vm {
-            self.vm_alive.fetch_add(1, Ordering::Relaxed);
+            self.count_vms(1);
             self.vm_memory
                 .fetch_add(vm.memory_bytes() as i64, Ordering::Relaxed);
         }
@@ -455,8 +653,8 @@ impl Plugin {
         );
     }
 
-    fn retire(&self, vm: Vm) {
-        self.vm_alive.fetch_sub(1, Ordering::Relaxed);
+    fn replace_failed(&self, vm: Vm) {
+        self.count_vms(-1);
         self.vm_memory
             .fetch_sub(vm.memory_bytes() as i64, Ordering::Relaxed);
         tracing::warn!(plugin = %self.info.name, "replacing failed VM");
@@ -489,11 +687,20 @@ impl Plugin {
     /// Wakes this thread's VM when a queue it registered gets an item.
     fn queue_notifier(self: &Arc<Self>) -> Option<QueueNotifier> {
         let handle = tokio::runtime::Handle::try_current().ok()?;
+        self.queue_notifier_on(&handle)
+    }
+
+    /// Wakes the VM of the worker thread that runs `handle` for its queues.
+    fn queue_notifier_on(
+        self: &Arc<Self>,
+        handle: &tokio::runtime::Handle,
+    ) -> Option<QueueNotifier> {
+        let handle = handle.clone();
         let weak = Arc::downgrade(self);
         Some(Arc::new(move |queue_id| {
             let weak = weak.clone();
             handle.spawn(async move {
-                if let Some(p) = weak.upgrade() {
+                if let Some(p) = weak.upgrade().filter(|p| !p.retired()) {
                     p.root_callback(Box::new(move |vm| vm.on_queue_ready(queue_id)));
                 }
             });
@@ -551,7 +758,9 @@ impl Plugin {
 async fn tick_loop(plugin: Weak<Plugin>, incarnation: u64) {
     loop {
         let period = {
-            let Some(p) = plugin.upgrade() else { return };
+            let Some(p) = plugin.upgrade().filter(|p| !p.retired()) else {
+                return;
+            };
             match p.with_vm(|vm, inc| (inc, vm.tick_period_ms())) {
                 Ok((inc, period)) if inc == incarnation => period,
                 _ => return,
@@ -562,7 +771,33 @@ async fn tick_loop(plugin: Weak<Plugin>, incarnation: u64) {
             continue;
         }
         tokio::time::sleep(Duration::from_millis(period as u64)).await;
-        let Some(p) = plugin.upgrade() else { return };
+        let Some(p) = plugin.upgrade().filter(|p| !p.retired()) else {
+            return;
+        };
         p.root_callback(Box::new(|vm| vm.on_tick()));
     }
+}
+
+impl Drop for Plugin {
+    fn drop(&mut self) {
+        // The VMs go with the plugin (its thread slots drop after this).
+        *lock_generations().entry(self.info.generation).or_default() -=
+            self.vm_alive.load(Ordering::Relaxed);
+    }
+}
+
+/// VMs alive by policy generation.
+static GENERATION_VMS: Mutex<BTreeMap<u64, i64>> = Mutex::new(BTreeMap::new());
+
+fn lock_generations() -> std::sync::MutexGuard<'static, BTreeMap<u64, i64>> {
+    GENERATION_VMS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// VMs alive now by policy generation (served, retired and still finishing requests);
+/// generations whose VMs are all gone are listed once more with 0, then forgotten.
+pub fn vms_by_generation() -> Vec<(u64, i64)> {
+    let mut g = lock_generations();
+    let out = g.iter().map(|(k, v)| (*k, *v)).collect();
+    g.retain(|_, v| *v != 0);
+    out
 }

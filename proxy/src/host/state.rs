@@ -94,6 +94,11 @@ pub struct HostState {
     pub guest_fault: Option<wasmtime::Error>,
     /// Most shared-data bytes this filter may have written (`shared_data_max_bytes`).
     pub shared_data_max_bytes: usize,
+    /// Stream contexts paused in a headers phase, waiting for `proxy_continue_stream`:
+    /// another callback (a tick, a queue, a call response) may make one effective.
+    pub paused: std::collections::HashSet<u32>,
+    /// Paused stream contexts resumed from outside their own callbacks, to be woken.
+    pub resumed: Vec<u32>,
 }
 
 impl HostState {
@@ -127,6 +132,8 @@ impl HostState {
             matchers: Handles::default(),
             guest_fault: None,
             shared_data_max_bytes: usize::MAX,
+            paused: Default::default(),
+            resumed: Vec::new(),
         }
     }
 }

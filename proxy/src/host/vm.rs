@@ -401,6 +401,31 @@ impl Vm {
         self.store.data_mut().queue_notifier = notifier;
     }
 
+    /// Marks stream context `ctx` paused in a headers phase (`true`) or not: while
+    /// paused, any callback may make it effective and resume it.
+    pub fn set_paused(&mut self, ctx: u32, paused: bool) {
+        let st = self.store.data_mut();
+        if paused {
+            st.paused.insert(ctx);
+        } else {
+            st.paused.remove(&ctx);
+            st.resumed.retain(|c| *c != ctx);
+        }
+    }
+
+    /// Paused stream contexts resumed by the last callbacks (from outside their own).
+    pub fn take_resumed(&mut self) -> Vec<u32> {
+        let st = self.store.data_mut();
+        if st.resumed.is_empty() {
+            return Vec::new();
+        }
+        let r = std::mem::take(&mut st.resumed);
+        for c in &r {
+            st.paused.remove(c);
+        }
+        r
+    }
+
     /// Calls the last callback dispatched, to be sent by the caller.
     pub fn take_pending_calls(&mut self) -> Vec<HttpCallRequest> {
         std::mem::take(&mut self.store.data_mut().pending_calls)
@@ -482,6 +507,12 @@ impl Vm {
 
     /// Ends a stream context: `proxy_on_done`, `proxy_on_log`, `proxy_on_delete`.
     pub fn finish_stream(&mut self, stream: &mut StreamState, ctx: u32) -> Result<(), HostError> {
+        self.log_stream(stream, ctx)?;
+        self.delete_stream(stream, ctx)
+    }
+
+    /// `proxy_on_done` and `proxy_on_log` of a stream context that ended.
+    pub fn log_stream(&mut self, stream: &mut StreamState, ctx: u32) -> Result<(), HostError> {
         if self.f.done.is_some() {
             self.on_stream(stream, ctx, |f, s| match &f.done {
                 Some(done) => done.call(s, ctx as i32).map(drop),
@@ -494,6 +525,12 @@ impl Vm {
                 None => Ok(()),
             })?;
         }
+        Ok(())
+    }
+
+    /// `proxy_on_delete`: the stream context is gone.
+    pub fn delete_stream(&mut self, stream: &mut StreamState, ctx: u32) -> Result<(), HostError> {
+        self.store.data_mut().paused.remove(&ctx);
         if self.f.delete.is_some() {
             self.on_stream(stream, ctx, |f, s| match &f.delete {
                 Some(delete) => delete.call(s, ctx as i32),

@@ -189,7 +189,7 @@ pub const COVERAGE: &[(&str, &str)] = &[
     ),
     (
         "proxy_continue_stream",
-        "abi::http_call_to_a_pool_resumes_or_answers_the_stream",
+        "envoy::lifecycle::a_header_pause_holds_the_request_and_later_filters_until_a_tick_resumes_it",
     ),
     (
         "proxy_close_stream",
@@ -202,7 +202,7 @@ pub const COVERAGE: &[(&str, &str)] = &[
     ("proxy_done", "abi::probe_covers_the_remaining_hostcalls"),
     (
         "proxy_set_effective_context",
-        "abi::probe_covers_the_remaining_hostcalls",
+        "envoy::lifecycle::a_header_pause_holds_the_request_and_later_filters_until_a_tick_resumes_it",
     ),
     (
         "proxy_get_property",
@@ -326,20 +326,23 @@ pub const CALLBACKS: &[(&str, &str)] = &[
     ),
     (
         "proxy_on_vm_start",
-        "once per VM; false rejects the policy (or fails the VM)",
+        "once per VM; false rejects the policy (or fails the VM). VMs start with the policy: at load (or swap), every filter of the policy, used by a route or not, gets a VM (and its spare) on every worker thread before the policy serves",
     ),
     (
         "proxy_on_configure",
-        "once per VM; false rejects the policy (or fails the VM)",
+        "once per VM, right after `proxy_on_vm_start` (so before the policy serves); false rejects the policy (or fails the VM)",
     ),
-    ("proxy_on_request_headers", "`request_filter`, chain order"),
+    (
+        "proxy_on_request_headers",
+        "`request_filter`, chain order. `Pause` with no body to follow holds the request and the later filters' header callbacks until the filter calls `proxy_continue_stream` (from any callback: a tick or queue after `proxy_set_effective_context` to the stream, a call response), at most the route pool's `read_timeout_ms` (then 504, logged); with a body, the filter's body callback answering `Continue` ends the pause",
+    ),
     (
         "proxy_on_request_body",
         "before the upstream for bodies up to 64 KiB, else streamed; chain order",
     ),
     (
         "proxy_on_response_headers",
-        "`response_filter`, reverse chain order",
+        "`response_filter`, reverse chain order; `Pause` with no body to follow holds the response as for requests",
     ),
     (
         "proxy_on_response_body",
@@ -347,7 +350,7 @@ pub const CALLBACKS: &[(&str, &str)] = &[
     ),
     (
         "proxy_on_done / proxy_on_log / proxy_on_delete",
-        "when the request ends (`logging`), chain order",
+        "when the request ends (`logging`), chain order; `proxy_on_delete` waits for the responses of calls dispatched from body phases or `proxy_on_log`",
     ),
     (
         "proxy_on_request_trailers / proxy_on_response_trailers",
@@ -355,15 +358,15 @@ pub const CALLBACKS: &[(&str, &str)] = &[
     ),
     (
         "proxy_on_tick",
-        "on each worker VM at the root context's period, from the VM's first request on",
+        "on each worker thread's VM at the root context's period, from policy load (no traffic or route needed) until the policy is swapped out",
     ),
     (
         "proxy_on_queue_ready",
-        "on the VM that registered the queue last, on its own thread",
+        "on the VM that registered the queue last, on its own thread; not once its policy is swapped out",
     ),
     (
         "proxy_on_http_call_response",
-        "with the root context's id (as the spec and the reference host; SDKs find the stream by token), the dispatching stream attached and effective; a headers phase waits for it; a failed call arrives with no headers",
+        "with the root context's id (as the spec and the reference host; SDKs find the stream by token), the dispatching stream attached and effective; a headers phase waits for it; calls from body phases and `proxy_on_log` are answered too (before `proxy_on_delete`); a failed call arrives with no headers",
     ),
     (
         "proxy_on_new_connection and other TCP callbacks",

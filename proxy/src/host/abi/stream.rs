@@ -60,13 +60,19 @@ pub(super) fn register(reg: &mut Registry) -> Result<()> {
         "env",
         "proxy_continue_stream",
         Support::Full,
-        "resumes a paused request or response",
+        "resumes a paused request or response: from the stream's own callbacks, or from any other (a tick, a queue, a call response) after `proxy_set_effective_context` to the paused stream",
         |mut c: Caller<'_, HostState>, stream_type: i32| -> wasmtime::Result<i32> {
             if !(0..=3).contains(&stream_type) {
                 return Ok(Status::BadArgument as i32);
             }
             let st = c.data_mut();
-            if st.has_stream {
+            let ctx = st.context_id;
+            if st.paused.contains(&ctx) && !(st.has_stream && ctx == st.stream_context_id) {
+                // A paused stream made effective from another callback (a tick...).
+                if !st.resumed.contains(&ctx) {
+                    st.resumed.push(ctx);
+                }
+            } else if st.has_stream {
                 st.stream.resumed = true;
             }
             Ok(Status::Ok as i32)
@@ -119,11 +125,14 @@ pub(super) fn register(reg: &mut Registry) -> Result<()> {
         "env",
         "proxy_set_effective_context",
         Support::Full,
-        "switches to the root context or the stream being served; others answer `BAD_ARGUMENT`",
+        "switches to the root context, the stream being served, or a stream paused in a headers phase (to resume it with `proxy_continue_stream` from a tick, a queue or a call response); others answer `BAD_ARGUMENT`",
         |mut c: Caller<'_, HostState>, id: i32| -> wasmtime::Result<i32> {
             let st = c.data_mut();
             let id = id as u32;
-            if id == st.root_context_id || (st.has_stream && id == st.stream_context_id) {
+            if id == st.root_context_id
+                || (st.has_stream && id == st.stream_context_id)
+                || st.paused.contains(&id)
+            {
                 st.context_id = id;
                 Ok(Status::Ok as i32)
             } else {
