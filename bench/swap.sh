@@ -121,7 +121,8 @@ filters = ["waf"]
 pool = "o"
 EOF2
 SLUICE_LOG=warn "$SLUICE_BIN" run --policy "$TMP/waf.toml" >/dev/null 2>"$TMP/waf.log" & pids+=($!)
-for _ in $(seq 600); do curl -sf "http://$WAF_ADMIN/healthz" >/dev/null && break; sleep 0.1; done
+# The traffic listener opens once every worker has its WAF VMs.
+for _ in $(seq 600); do curl -s -o /dev/null "http://$WAF_LISTEN/hello.txt" && break; sleep 0.1; done
 get_ms() { curl -s -o /dev/null -w '%{time_total}\n' "http://$WAF_LISTEN/hello.txt?q=$1" | awk '{printf "%.1f\n", $1*1000}'; }
 for _ in $(seq 20); do get_ms warm >/dev/null; done
 ( while :; do curl -s -o /dev/null "http://$WAF_LISTEN/hello.txt?q=light"; sleep 0.02; done ) & light=$!; pids+=($light)
