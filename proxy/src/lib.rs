@@ -9,6 +9,7 @@
 //! - [`listener`]: connections before Pingora's HTTP server: limits, timeouts, h2c.
 //! - [`ingress`]: the request made canonical before routing: [`paths`] (path
 //!   normalisation, route prefixes, hosts) and [`hop`] (hop-by-hop headers).
+//! - [`forwarded`]: `x-request-id` and `x-forwarded-*`, set before routing.
 //! - [`proxy`]: Pingora's `ProxyHttp`; each hook runs one phase of the chain.
 //! - [`held_body`]: request bodies held until the filters have seen them.
 //! - [`chain`]: runs a phase over a route's filters.
@@ -25,6 +26,7 @@
 pub mod admin;
 pub mod callouts;
 pub mod chain;
+pub mod forwarded;
 pub mod header_guard;
 pub mod held_body;
 pub mod hop;

@@ -255,6 +255,9 @@ pub struct Route {
     pub pool: usize,
     /// Answer cleartext requests with a redirect to HTTPS.
     pub redirect_https: bool,
+    /// `metadata`: namespace, key, value; filters read them as the Envoy attribute
+    /// `xds.route_metadata.filter_metadata.<namespace>.<key>`.
+    pub metadata: Vec<(String, String, String)>,
 }
 
 /// A validated policy.
@@ -306,6 +309,9 @@ pub struct Policy {
     pub grace_period: std::time::Duration,
     /// Path normalisation before routing (`[paths]`).
     pub paths: crate::paths::PathsConfig,
+    /// `x-request-id` and `x-forwarded-*` handling (`[server] forwarded`,
+    /// `trust_forwarded_from`, `trust_request_id`).
+    pub forwarded: crate::forwarded::Config,
 }
 
 #[derive(Deserialize)]
@@ -351,6 +357,11 @@ struct RawServer {
     admin_token_env: Option<Spanned<String>>,
     admin_token_file: Option<Spanned<String>>,
     grace_period_ms: Option<Spanned<u64>>,
+    forwarded: Option<Spanned<String>>,
+    #[serde(default)]
+    trust_forwarded_from: Vec<Spanned<String>>,
+    #[serde(default)]
+    trust_request_id: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -470,6 +481,8 @@ struct RawRoute {
     pool: Spanned<String>,
     #[serde(default)]
     redirect_https: bool,
+    #[serde(default)]
+    metadata: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 struct Lines<'a> {
@@ -596,6 +609,7 @@ impl Policy {
         }
         let watch_debounce = parse_watch_debounce(&mut l, raw.server.watch_debounce_ms.as_ref());
         let admin_hosts = parse_admin_hosts(&mut l, &raw.server.admin_hosts);
+        let forwarded = parse_forwarded(&mut l, &raw.server);
         let access_log = match raw.server.access_log.as_deref() {
             None | Some("off") | Some("") => None,
             Some("stdout") => Some("stdout".to_string()),
@@ -767,6 +781,14 @@ impl Policy {
                 path_prefix,
                 filters: chain,
                 pool,
+                metadata: r
+                    .metadata
+                    .iter()
+                    .flat_map(|(ns, kv)| {
+                        kv.iter()
+                            .map(move |(k, v)| (ns.clone(), k.clone(), v.clone()))
+                    })
+                    .collect(),
             });
         }
         let images = match raw.images {
@@ -807,6 +829,7 @@ impl Policy {
             watch_debounce,
             debug_headers: raw.server.debug_headers,
             admin_hosts,
+            forwarded,
             access_log,
             admin_token,
             max_body_bytes: raw.limits.max_body_bytes.unwrap_or(1 << 20),
@@ -891,6 +914,41 @@ fn parse_watch_debounce(l: &mut Lines<'_>, v: Option<&Spanned<u64>>) -> std::tim
         }
     };
     std::time::Duration::from_millis(ms)
+}
+
+fn parse_forwarded(l: &mut Lines<'_>, server: &RawServer) -> crate::forwarded::Config {
+    use crate::forwarded::{Cidr, Config, Mode};
+    let mode = match &server.forwarded {
+        None => Mode::default(),
+        Some(m) => Mode::parse(m.get_ref()).unwrap_or_else(|| {
+            l.err(
+                Some(m.span()),
+                format!(
+                    "forwarded: {:?} is not \"append\", \"replace\" or \"off\"",
+                    m.get_ref()
+                ),
+            );
+            Mode::default()
+        }),
+    };
+    let mut trusted = Vec::new();
+    for c in &server.trust_forwarded_from {
+        match Cidr::parse(c.get_ref()) {
+            Some(cidr) => trusted.push(cidr),
+            None => l.err(
+                Some(c.span()),
+                format!(
+                    "trust_forwarded_from: {:?} is not an address or a CIDR range",
+                    c.get_ref()
+                ),
+            ),
+        }
+    }
+    Config {
+        mode,
+        trusted,
+        trust_request_id: server.trust_request_id,
+    }
 }
 
 fn parse_admin_hosts(l: &mut Lines<'_>, hosts: &[Spanned<String>]) -> Vec<String> {
@@ -1144,6 +1202,7 @@ mod tests {
             filters: vec![],
             pool: 0,
             redirect_https: false,
+            metadata: vec![],
         };
         assert!(r.matches("a.example.com", "/api/x"));
         assert!(!r.matches("example.org", "/api/x"));

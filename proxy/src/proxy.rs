@@ -12,7 +12,6 @@
 //!
 //! A route with no filter skips all of it: no per-request state is built.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -89,24 +88,10 @@ pub struct Ctx {
     tried: Vec<std::net::SocketAddr>,
     /// The request came over TLS.
     tls: bool,
-}
-
-static REQUEST_SEQ: AtomicU64 = AtomicU64::new(0);
-
-fn request_id() -> String {
-    use std::sync::OnceLock;
-    static PREFIX: OnceLock<u32> = OnceLock::new();
-    let p = PREFIX.get_or_init(|| {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos() ^ (d.as_secs() as u32))
-            .unwrap_or(0);
-        t ^ std::process::id().rotate_left(16)
-    });
-    format!(
-        "{p:08x}{:012x}",
-        REQUEST_SEQ.fetch_add(1, Ordering::Relaxed)
-    )
+    /// The `content-length` the response went out with (after the filters).
+    response_length: Option<u64>,
+    /// Response body bytes the chain let through so far.
+    response_passed: u64,
 }
 
 /// The host routes match: `Host`, else the request target's authority (HTTP/2),
@@ -245,8 +230,43 @@ fn local_header(local: &LocalResponse) -> Result<ResponseHeader> {
             resp.append_header(k.clone(), v.as_slice())?;
         }
     }
+    if !local.body.is_empty() && !resp.headers.contains_key(http::header::CONTENT_TYPE) {
+        // As Envoy's local replies: plain text unless the filter said otherwise.
+        resp.insert_header(http::header::CONTENT_TYPE, "text/plain")?;
+    }
     resp.insert_header(http::header::CONTENT_LENGTH, local.body.len().to_string())?;
     Ok(resp)
+}
+
+/// Frames a response whose headers the filters rewrote. A filter that changes the
+/// body length drops `content-length` (as on Envoy); on HTTP/1.1 the body is then sent
+/// chunked, so the connection stays reusable (Pingora would send it close-delimited
+/// while saying `Connection: keep-alive`). HTTP/2 frames bodies by itself; HTTP/1.0
+/// clients get a close-delimited body (they cannot read chunked).
+fn frame_response(req: &RequestHeader, resp: &mut ResponseHeader) -> Result<()> {
+    let bodiless = req.method == http::Method::HEAD
+        || resp.status.is_informational()
+        || matches!(resp.status.as_u16(), 204 | 304);
+    if req.version != http::Version::HTTP_11
+        || bodiless
+        || resp.headers.contains_key(http::header::CONTENT_LENGTH)
+        || resp.headers.contains_key(http::header::TRANSFER_ENCODING)
+    {
+        return Ok(());
+    }
+    resp.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
+    Ok(())
+}
+
+/// The `content-length` a response declares, if one.
+fn declared_length(resp: &ResponseHeader) -> Option<u64> {
+    if resp.headers.contains_key(http::header::TRANSFER_ENCODING) {
+        return None;
+    }
+    resp.headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// A plain-text answer of Sluice's own.
@@ -455,7 +475,7 @@ impl Sluice {
         // that is starting is awaited here, off the thread's other requests.
         match chain.ready(&mut ctx.stream).await {
             Outcome::Continue => {}
-            Outcome::Respond => return self.respond(session, ctx).await,
+            Outcome::Respond => return self.respond(session, ctx, chain).await,
             _ => return Err(reset()),
         }
         let has_body = !session.as_mut().is_body_empty();
@@ -473,11 +493,17 @@ impl Sluice {
         .await
         {
             Outcome::Continue => {}
-            Outcome::Respond => return self.respond(session, ctx).await,
+            Outcome::Respond => return self.respond(session, ctx, chain).await,
             _ => return Err(reset()),
         }
+        // The chain that runs is the one of the route first matched, even when a
+        // filter re-routes the request (as Envoy keeps a stream's filter chain).
+        let chain_route = ctx.route;
         if ctx.stream.request_headers_changed {
             apply_request(&ctx.stream.request_headers, session.req_header_mut())?;
+            if self.reroute(session, ctx, chain).await? {
+                return Ok(true);
+            }
         }
         if self.choose_pool(session, ctx).await? {
             return Ok(true);
@@ -497,7 +523,7 @@ impl Sluice {
         if !has_body {
             return Ok(false);
         }
-        let route = ctx.route.map(|r| &ctx.snapshot.routes[r]);
+        let route = chain_route.map(|r| &ctx.snapshot.routes[r]);
         if route.is_some_and(|r| r.buffers_request_body()) {
             return self.hold_body(session, ctx, chain).await;
         }
@@ -575,7 +601,7 @@ impl Sluice {
                     apply_request(&ctx.stream.request_headers, session.req_header_mut())?;
                 }
             }
-            Err(Outcome::Respond) => return self.respond(session, ctx).await,
+            Err(Outcome::Respond) => return self.respond(session, ctx, chain).await,
             Err(_) => return Err(reset()),
         }
         chain.launch(&ctx.snapshot.callouts);
@@ -600,6 +626,41 @@ impl Sluice {
         session.set_keepalive(None);
         send_local(session, &local).await?;
         Ok(true)
+    }
+
+    /// Matches the routes again after a filter changed the request headers (Envoy
+    /// clears its route cache when `:authority` or `:path` change): a request now
+    /// matching another route goes to that route's pool, under its name (metrics,
+    /// access log, `route_name`); the filter chain stays the one that runs. No route:
+    /// 404, through the filters that ran. `Ok(true)`: answered.
+    async fn reroute(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        chain: &mut Chain,
+    ) -> Result<bool> {
+        let snap = ctx.snapshot.clone();
+        let host = host_of(session.req_header());
+        let found = snap.route(&host, session.req_header().uri.path());
+        if found == ctx.route {
+            return Ok(false);
+        }
+        let Some(idx) = found else {
+            ctx.stream.local_response =
+                Some(plain(404, "no route", "no route matches this request\n"));
+            return self.respond(session, ctx, chain).await;
+        };
+        let route = &snap.routes[idx];
+        tracing::debug!(from = %ctx.stream.info.route, to = %route.def.name, request_id = %ctx.stream.info.id, "a filter re-routed the request");
+        ctx.route = Some(idx);
+        ctx.pool = Some(snap.pools[route.pool].clone());
+        ctx.stream.info.route = route.def.name.clone();
+        ctx.stream.info.pool = snap.pools[route.pool].def.name.clone();
+        ctx.stream.info.route_metadata = route.metadata.clone();
+        if route.def.redirect_https && !ctx.tls {
+            return redirect_https(session, &snap, &host).await;
+        }
+        Ok(false)
     }
 
     /// Applies a filter's `sluice.upstream.pool`; `Ok(true)`: the pool is unknown and
@@ -636,12 +697,15 @@ impl Sluice {
         Ok(false)
     }
 
-    async fn respond(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
-        let local = ctx
-            .stream
-            .local_response
-            .clone()
-            .ok_or_else(|| bad("no local response"))?;
+    /// Sends the local reply a filter asked for in a request phase, through the
+    /// response callbacks of the filters that ran ([`Chain::local_reply`]).
+    async fn respond(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        chain: &mut Chain,
+    ) -> Result<bool> {
+        let local = chain.local_reply(&mut ctx.stream).map_err(|_| reset())?;
         ctx.stream.info.response_code = Some(local.status);
         send_local(session, &local).await?;
         Ok(true)
@@ -665,6 +729,8 @@ impl ProxyHttp for Sluice {
             pool: None,
             tried: Vec::new(),
             tls: false,
+            response_length: None,
+            response_passed: 0,
         }
     }
 
@@ -709,6 +775,18 @@ impl ProxyHttp for Sluice {
             .await?;
             return Ok(true);
         }
+        // After the header limits: what Sluice adds does not count against the client.
+        ctx.tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        let client = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        ctx.stream.info.id = crate::forwarded::apply(
+            session.req_header_mut(),
+            &snap.policy.forwarded,
+            client,
+            ctx.tls,
+        )?;
         let Some(route_idx) = route else {
             send_local(
                 session,
@@ -719,7 +797,6 @@ impl ProxyHttp for Sluice {
         };
         ctx.route = Some(route_idx);
         let route = &snap.routes[route_idx];
-        ctx.tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         if route.def.redirect_https && !ctx.tls {
             return redirect_https(session, &snap, &host).await;
         }
@@ -731,7 +808,7 @@ impl ProxyHttp for Sluice {
         ctx.stream = StreamState {
             request_headers: request_map(req, &host, ctx.tls),
             info: RequestInfo {
-                id: request_id(),
+                id: std::mem::take(&mut ctx.stream.info.id),
                 source: session.client_addr().and_then(|a| a.as_inet()).copied(),
                 destination: session.server_addr().and_then(|a| a.as_inet()).copied(),
                 protocol: match req.version {
@@ -741,6 +818,7 @@ impl ProxyHttp for Sluice {
                 },
                 route: route.def.name.clone(),
                 pool: snap.pools[route.pool].def.name.clone(),
+                route_metadata: route.metadata.clone(),
                 generation: snap.generation,
                 start: std::time::SystemTime::now(),
                 ..RequestInfo::default()
@@ -800,9 +878,14 @@ impl ProxyHttp for Sluice {
                 upstream_request.insert_header(http::header::CONTENT_LENGTH, len.to_string())?;
             }
             RequestBody::Streaming => {
-                // Filters may change the length: send the body chunked.
+                // Filters may change the length: send the body chunked on HTTP/1.1; HTTP/2
+                // frames it by itself and refuses `transfer-encoding` (RFC 9113 §8.2.2).
                 upstream_request.remove_header(&http::header::CONTENT_LENGTH);
-                upstream_request.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
+                if upstream_request.version == http::Version::HTTP_2 {
+                    upstream_request.remove_header(&http::header::TRANSFER_ENCODING);
+                } else {
+                    upstream_request.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
+                }
             }
         }
         Ok(())
@@ -935,6 +1018,10 @@ impl ProxyHttp for Sluice {
             Outcome::Continue => {
                 if ctx.stream.response_headers_changed {
                     apply_response(&ctx.stream.response_headers, upstream_response)?;
+                    frame_response(session.req_header(), upstream_response)?;
+                }
+                if !no_body && session.req_header().method != http::Method::HEAD {
+                    ctx.response_length = declared_length(upstream_response);
                 }
                 Ok(())
             }
@@ -955,7 +1042,7 @@ impl ProxyHttp for Sluice {
 
     fn response_body_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         body: &mut Option<Bytes>,
         end_of_stream: bool,
         ctx: &mut Ctx,
@@ -975,6 +1062,18 @@ impl ProxyHttp for Sluice {
             Ok(out) => *body = Some(Bytes::from(out)),
             // The response has started: a late local answer can only reset the stream.
             Err(_) => return Err(reset()),
+        }
+        ctx.response_passed += body.as_ref().map_or(0, |b| b.len() as u64);
+        if let Some(declared) = ctx.response_length {
+            if ctx.response_passed > declared || (end_of_stream && ctx.response_passed != declared)
+            {
+                // A filter changed the body length but kept `content-length`: the body
+                // cannot be framed as announced. Close the connection after it rather
+                // than let the client read the next response from the wrong offset.
+                tracing::warn!(route = %ctx.stream.info.route, request_id = %ctx.stream.info.id, declared, sent = ctx.response_passed, "a filter changed the response body length but kept content-length; closing the connection");
+                ctx.response_length = None;
+                session.set_keepalive(None);
+            }
         }
         Ok(None)
     }
@@ -1106,7 +1205,27 @@ impl ProxyHttp for Sluice {
                 can_reuse_downstream: false,
             };
         }
-        if let Some(local) = ctx.stream.local_response.clone() {
+        if ctx.stream.local_response.is_some() {
+            // A reply sent while the request body streamed: through the filters that
+            // ran, as in the request-headers phase.
+            let local = match ctx.chain.as_mut() {
+                Some(chain) if session.response_written().is_none() => {
+                    match chain.local_reply(&mut ctx.stream) {
+                        Ok(local) => local,
+                        Err(_) => {
+                            return FailToProxy {
+                                error_code: 0,
+                                can_reuse_downstream: false,
+                            }
+                        }
+                    }
+                }
+                _ => ctx
+                    .stream
+                    .local_response
+                    .clone()
+                    .unwrap_or_else(|| plain(500, "no local response", "internal error\n")),
+            };
             let code = local.status;
             if let Err(err) = send_local(session, &local).await {
                 tracing::debug!(error = %err, "could not send the local response");

@@ -53,6 +53,8 @@ pub struct Route {
     pub filters: Arc<[Arc<Filter>]>,
     /// Index into [`Snapshot::pools`].
     pub pool: usize,
+    /// The route's metadata, shared with each request's properties.
+    pub metadata: Arc<[(String, String, String)]>,
     /// Metric handles.
     pub metrics: RouteMetrics,
 }
@@ -290,6 +292,7 @@ impl Compiled {
                 def: r.clone(),
                 filters: r.filters.iter().map(|i| filters[*i].clone()).collect(),
                 pool: r.pool,
+                metadata: r.metadata.clone().into(),
                 metrics: RouteMetrics::new(&r.name, &pools[r.pool].def.name),
             })
             .collect();

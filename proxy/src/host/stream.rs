@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 /// An ordered header map with lowercase names, as Proxy-Wasm sees it (pseudo-headers
@@ -237,6 +238,8 @@ pub struct RequestInfo {
     pub route: String,
     /// Name of the upstream pool of that route.
     pub pool: String,
+    /// The route's `metadata` (namespace, key, value).
+    pub route_metadata: Arc<[(String, String, String)]>,
     /// Generation of the policy snapshot serving the request.
     pub generation: u64,
     /// The upstream peer once chosen.
@@ -255,6 +258,7 @@ impl Default for RequestInfo {
             start: SystemTime::UNIX_EPOCH,
             route: String::new(),
             pool: String::new(),
+            route_metadata: Arc::from([]),
             generation: 0,
             upstream: None,
             response_code: None,

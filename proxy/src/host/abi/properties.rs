@@ -33,6 +33,23 @@ fn header_str(state: &HostState, name: &str) -> Option<Vec<u8>> {
     state.stream.request_headers.get(name).map(<[u8]>::to_vec)
 }
 
+/// Envoy's route metadata attribute, down to one value: `<namespace>.<key>` follows.
+const ROUTE_METADATA: &str = "xds.route_metadata.filter_metadata.";
+
+/// The route's metadata value at `<namespace>.<key>` (namespaces may contain dots,
+/// as Envoy's do, so the pair is matched whole).
+fn route_metadata(i: &crate::host::RequestInfo, rest: &str) -> Option<Vec<u8>> {
+    i.route_metadata
+        .iter()
+        .find(|(ns, k, _)| {
+            rest.len() == ns.len() + 1 + k.len()
+                && rest.starts_with(ns.as_str())
+                && rest[ns.len()..].starts_with('.')
+                && rest.ends_with(k.as_str())
+        })
+        .map(|(_, _, v)| v.clone().into_bytes())
+}
+
 /// The well-known value at `path`, if the host knows it.
 fn well_known(state: &HostState, path: &str) -> Option<Vec<u8>> {
     let p = &state.plugin;
@@ -96,8 +113,9 @@ fn well_known(state: &HostState, path: &str) -> Option<Vec<u8>> {
         "destination.port" => int(i64::from(i.destination?.port())),
         "upstream.address" => i.upstream?.to_string().into_bytes(),
         "upstream.port" => int(i64::from(i.upstream?.port())),
-        "sluice.route" | "route_name" => i.route.clone().into_bytes(),
-        "sluice.pool" | "cluster_name" => i.pool.clone().into_bytes(),
+        "sluice.route" | "route_name" | "xds.route_name" => i.route.clone().into_bytes(),
+        "sluice.pool" | "cluster_name" | "xds.cluster_name" => i.pool.clone().into_bytes(),
+        p if p.starts_with(ROUTE_METADATA) => route_metadata(i, &p[ROUTE_METADATA.len()..])?,
         _ => return None,
     })
 }

@@ -1,0 +1,232 @@
+//! Request metadata Sluice adds before routing, as Envoy's connection manager does:
+//! `x-request-id` (generated as a UUID v4 unless a trusted one came with the request)
+//! and `x-forwarded-for` / `x-forwarded-proto` (the `[server] forwarded` policy).
+//! Filters see the result as request headers, the origin receives it.
+
+use std::net::IpAddr;
+
+use pingora::http::RequestHeader;
+
+/// The request-id header.
+pub const REQUEST_ID: &str = "x-request-id";
+const XFF: &str = "x-forwarded-for";
+const XFP: &str = "x-forwarded-proto";
+
+/// What Sluice does with `x-forwarded-for` and `x-forwarded-proto` (`[server] forwarded`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// Append the client address to `x-forwarded-for`; the list the client sent is
+    /// kept only when the client is trusted, and so is its `x-forwarded-proto`
+    /// (otherwise set to the listener's scheme).
+    #[default]
+    Append,
+    /// `x-forwarded-for` is the client address and `x-forwarded-proto` the listener's
+    /// scheme, whatever the client sent.
+    Replace,
+    /// Leave both headers as the client sent them.
+    Off,
+}
+
+impl Mode {
+    /// Parses the policy value.
+    pub fn parse(s: &str) -> Option<Mode> {
+        match s {
+            "append" => Some(Mode::Append),
+            "replace" => Some(Mode::Replace),
+            "off" => Some(Mode::Off),
+            _ => None,
+        }
+    }
+}
+
+/// An address range, `10.0.0.0/8` or a bare address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Cidr {
+    addr: IpAddr,
+    bits: u8,
+}
+
+impl Cidr {
+    /// Parses `addr[/bits]`.
+    pub fn parse(s: &str) -> Option<Cidr> {
+        let (a, bits) = match s.split_once('/') {
+            Some((a, b)) => (a, Some(b.parse::<u8>().ok()?)),
+            None => (s, None),
+        };
+        let addr: IpAddr = a.trim().parse().ok()?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let bits = bits.unwrap_or(max);
+        (bits <= max).then_some(Cidr { addr, bits })
+    }
+
+    /// Is `ip` in the range (IPv4-mapped IPv6 addresses count as IPv4).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => prefix_eq(&net.octets(), &ip.octets(), self.bits),
+            (IpAddr::V6(net), IpAddr::V6(ip)) => prefix_eq(&net.octets(), &ip.octets(), self.bits),
+            _ => false,
+        }
+    }
+}
+
+fn prefix_eq(a: &[u8], b: &[u8], bits: u8) -> bool {
+    let full = usize::from(bits / 8);
+    if a[..full] != b[..full] {
+        return false;
+    }
+    let rest = bits % 8;
+    rest == 0 || (a[full] ^ b[full]) & (0xffu8 << (8 - rest)) == 0
+}
+
+/// The `[server]` keys about request metadata.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Config {
+    /// `forwarded`.
+    pub mode: Mode,
+    /// `trust_forwarded_from`: clients whose `x-forwarded-*` headers are kept.
+    pub trusted: Vec<Cidr>,
+    /// `trust_request_id`: keep an `x-request-id` the client sent.
+    pub trust_request_id: bool,
+}
+
+/// Sets the request's `x-request-id` and `x-forwarded-*` headers; returns the request id.
+pub fn apply(
+    req: &mut RequestHeader,
+    cfg: &Config,
+    client: Option<IpAddr>,
+    tls: bool,
+) -> pingora::Result<String> {
+    let id = req
+        .headers
+        .get(REQUEST_ID)
+        .filter(|_| cfg.trust_request_id)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .map(str::to_string);
+    let id = match id {
+        Some(id) => id,
+        None => {
+            let id = uuid_v4();
+            req.insert_header(REQUEST_ID, &id)?;
+            id
+        }
+    };
+    let trusted = client.is_some_and(|ip| cfg.trusted.iter().any(|c| c.contains(ip)));
+    let scheme = if tls { "https" } else { "http" };
+    match cfg.mode {
+        Mode::Off => {}
+        Mode::Replace => {
+            set_or_remove(req, XFF, client.map(|ip| ip.to_string()))?;
+            req.insert_header(XFP, scheme)?;
+        }
+        Mode::Append => {
+            let prior = trusted
+                .then(|| joined(req, XFF))
+                .flatten()
+                .filter(|v| !v.is_empty());
+            let value = match (prior, client) {
+                (Some(p), Some(ip)) => Some(format!("{p}, {ip}")),
+                (Some(p), None) => Some(p),
+                (None, ip) => ip.map(|ip| ip.to_string()),
+            };
+            set_or_remove(req, XFF, value)?;
+            if !(trusted && req.headers.contains_key(XFP)) {
+                req.insert_header(XFP, scheme)?;
+            }
+        }
+    }
+    Ok(id)
+}
+
+fn joined(req: &RequestHeader, name: &str) -> Option<String> {
+    let vals: Vec<&str> = req
+        .headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(str::trim)
+        .collect();
+    (!vals.is_empty()).then(|| vals.join(", "))
+}
+
+fn set_or_remove(
+    req: &mut RequestHeader,
+    name: &'static str,
+    v: Option<String>,
+) -> pingora::Result<()> {
+    match v {
+        Some(v) => req.insert_header(name, v).map(|_| ()),
+        None => {
+            req.remove_header(name);
+            Ok(())
+        }
+    }
+}
+
+/// A random UUID v4 (RFC 9562 §5.4), from the kernel's generator; a hash of the time
+/// and a counter if it fails.
+pub fn uuid_v4() -> String {
+    let mut b = [0u8; 16];
+    // SAFETY: the buffer is 16 writable bytes.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    if n != 16 {
+        use std::hash::{BuildHasher, Hasher};
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static SEQ: AtomicU64 = AtomicU64::new(0);
+        let s = std::collections::hash_map::RandomState::new();
+        for (i, chunk) in b.chunks_mut(8).enumerate() {
+            let mut h = s.build_hasher();
+            h.write_u64(SEQ.fetch_add(1, Ordering::Relaxed));
+            h.write_usize(i);
+            chunk.copy_from_slice(&h.finish().to_le_bytes());
+        }
+    }
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h = hex::encode(b);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidrs_match_their_prefix() {
+        let c = Cidr::parse("10.1.0.0/16").unwrap();
+        assert!(c.contains("10.1.200.3".parse().unwrap()));
+        assert!(!c.contains("10.2.0.1".parse().unwrap()));
+        assert!(c.contains("::ffff:10.1.0.9".parse().unwrap()));
+        let one = Cidr::parse("127.0.0.1").unwrap();
+        assert!(one.contains("127.0.0.1".parse().unwrap()));
+        assert!(!one.contains("127.0.0.2".parse().unwrap()));
+        assert!(Cidr::parse("fd00::/8")
+            .unwrap()
+            .contains("fd12::1".parse().unwrap()));
+        assert!(Cidr::parse("10.0.0.0/33").is_none());
+        assert!(Cidr::parse("nope/8").is_none());
+        assert!(Cidr::parse("0.0.0.0/0")
+            .unwrap()
+            .contains("8.8.8.8".parse().unwrap()));
+    }
+
+    #[test]
+    fn uuids_are_version_4() {
+        let a = uuid_v4();
+        assert_eq!(a.len(), 36);
+        assert_eq!(&a[14..15], "4");
+        assert!(matches!(&a[19..20], "8" | "9" | "a" | "b"));
+        assert_ne!(a, uuid_v4());
+    }
+}
