@@ -4,8 +4,6 @@
 
 mod common;
 
-// Each area module uses only some of the kit.
-#[allow(dead_code)]
 #[path = "hardening/kit.rs"]
 #[allow(dead_code)] // each area module uses part of the kit
 mod kit;
