@@ -220,8 +220,12 @@ pool = "o"
         failures("loop")["deadlines"].as_u64().unwrap() >= 3,
         "{status}"
     );
+    // Each growing request fails its VM: mostly at the memory cap, but on a loaded machine
+    // the wall-clock deadline may end a growth first (counted per failure, as it happened).
+    let grow = failures("grow");
+    assert!(grow["memory"].as_u64().unwrap() >= 15, "{status}");
     assert!(
-        failures("grow")["memory"].as_u64().unwrap() >= 23,
+        grow["memory"].as_u64().unwrap() + grow["deadlines"].as_u64().unwrap() >= 23,
         "{status}"
     );
     assert!(failures("wild")["traps"].as_u64().unwrap() >= 3, "{status}");
