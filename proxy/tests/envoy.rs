@@ -7,6 +7,8 @@ mod common;
 #[path = "hardening/kit.rs"]
 #[allow(dead_code)] // each area module uses part of the kit
 mod kit;
+#[path = "envoy/support.rs"]
+mod support;
 
 #[path = "envoy/abi.rs"]
 mod abi;

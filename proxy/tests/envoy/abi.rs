@@ -2,12 +2,12 @@
 //! (proxy-wasm-cpp-host) answers it, with raw-ABI WAT filters doing what the Go SDK does.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use super::common::*;
 use super::kit::*;
+use super::support::{eventually, reload};
 
 /// Writes `wat` in a temporary directory and returns the directory (kept alive by the
 /// caller) and the module path as TOML.
@@ -17,24 +17,6 @@ fn wat_module(name: &str, wat: &str) -> (tempfile::TempDir, String) {
     std::fs::write(&path, wat).unwrap();
     let toml = format!("{:?}", path.display().to_string());
     (dir, toml)
-}
-
-/// Reloads the policy through the admin API.
-fn reload(s: &Sluice) {
-    let r = client().post(s.admin_url("/admin/reload")).send().unwrap();
-    assert!(r.status().is_success(), "{}", r.text().unwrap_or_default());
-}
-
-/// Calls `f` until it returns `Some`, for up to 10 s.
-fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// The Go SDK's allocator (`make([]byte, size); return &buf[0]`) panics on 0 bytes:
@@ -182,7 +164,7 @@ fn wasi_calls_of_the_go_runtime_answer_as_the_reference_host() {
     let s = sluice(&one_filter(&o, "gowasi", &m, ""));
     let r = client().get(s.url("/echo/wasi")).send().unwrap();
     assert_eq!(r.status(), 299, "{}", s.log());
-    let log = eventually("the panic line in the log", || {
+    let log = eventually(10, "the panic line in the log", || {
         let log = s.log();
         log.contains("go filter panicked on purpose").then_some(log)
     });
@@ -338,7 +320,7 @@ fn allocator_trap_during_a_copy_out_fails_the_request_and_replaces_the_vm() {
         .unwrap();
     // The filter's failure policy (fail_closed, 503), not a request that runs on.
     assert_eq!(r.status(), 503, "{}", s.log());
-    let after = eventually("the failure counted", || {
+    let after = eventually(10, "the failure counted", || {
         let n = metric_with(&s, "sluice_filter_failures_total", "alloc");
         (n > before).then_some(n)
     });
@@ -449,7 +431,7 @@ fn shared_data_is_scoped_per_vm_id_with_quotas_and_freed_with_its_vm_id() {
     // A swap that drops b's vm_id frees its data; a's survives. b comes back empty.
     s.rewrite(&shared_policy(&o, &m, false));
     reload(&s);
-    eventually("the swap without b", || {
+    eventually(10, "the swap without b", || {
         (c.get(s.url("/echo/b"))
             .send()
             .unwrap()
@@ -462,7 +444,7 @@ fn shared_data_is_scoped_per_vm_id_with_quotas_and_freed_with_its_vm_id() {
     assert_eq!(get("a", false), "from-c");
     s.rewrite(&shared_policy(&o, &m, true));
     reload(&s);
-    eventually("the swap with b again", || {
+    eventually(10, "the swap with b again", || {
         let echo: Value = c.get(s.url("/echo/b")).send().ok()?.json().ok()?;
         echo_header(&echo, "x-shared")
     });
@@ -516,7 +498,7 @@ fn memory_cap_hits_count_per_failure_and_inside_the_allocator() {
     // A trap in a later callback of the same VM is a trap, not a memory hit.
     let r = c.get(s.url("/echo/m")).header("x-trap", "").send().unwrap();
     assert_eq!(r.status(), 503);
-    eventually("the trap counted", || {
+    eventually(10, "the trap counted", || {
         (failures("trap") == 1.0).then_some(())
     });
     assert_eq!(failures("memory"), 0.0);
@@ -528,7 +510,7 @@ fn memory_cap_hits_count_per_failure_and_inside_the_allocator() {
         .send()
         .unwrap();
     assert_eq!(r.status(), 503, "{}", s.log());
-    eventually("the memory hit counted", || {
+    eventually(10, "the memory hit counted", || {
         (failures("memory") == 1.0).then_some(())
     });
     assert_eq!(failures("trap"), 1.0);

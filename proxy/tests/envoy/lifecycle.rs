@@ -13,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::common::*;
 use super::kit::{metric, metric_with, waf_filter};
+use super::support::{reload, until};
 
 /// Starts Sluice with `threads` worker threads (the harness's `[server]` has one).
 fn sluice_threads(policy: &str, threads: usize) -> Sluice {
@@ -45,23 +46,7 @@ fn sluice_threads(policy: &str, threads: usize) -> Sluice {
     }
 }
 
-/// Polls `f` until it is true or `secs` pass.
-fn eventually(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting: {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn reload(s: &Sluice) -> u64 {
-    let r = client().post(s.admin_url("/admin/reload")).send().unwrap();
-    assert_eq!(r.status(), 200);
-    r.json::<serde_json::Value>().unwrap()["generation"]
-        .as_u64()
-        .unwrap()
-}
-
+/// A filter of the background module that ticks every 20 ms and counts in `metric`.
 fn ticker(name: &str, metric: &str) -> String {
     format!(
         "[filters.{name}]\nmodule = {}\nconfig = {{ role = \"ticker\", period_ms = 20, metric = \"{metric}\" }}\n",
@@ -83,7 +68,7 @@ fn a_background_plugin_ticks_from_start_with_no_traffic_and_no_route() {
         2,
     );
     // No request reaches the traffic listener in this test.
-    eventually(10, "the background plugin ticks", || {
+    until(10, "the background plugin ticks", || {
         metric(&s, "sluice_wasm_bg_ticks_total") >= 10.0
     });
     let vms = metric_with(&s, "sluice_filter_vms", "filter=\"bg\"");
@@ -100,7 +85,7 @@ fn a_swapped_out_ticker_stops_and_its_vms_are_dropped() {
         &format!("{}{}", routed(o.addr, "\"bg\""), ticker("bg", "old_ticks")),
         2,
     );
-    eventually(10, "generation 1 ticks", || {
+    until(10, "generation 1 ticks", || {
         metric(&s, "sluice_wasm_old_ticks_total") > 0.0
     });
     // A request on generation 1, so that its snapshot also had traffic.
@@ -111,10 +96,10 @@ fn a_swapped_out_ticker_stops_and_its_vms_are_dropped() {
         ticker("bg", "new_ticks")
     ));
     assert_eq!(reload(&s), 2);
-    eventually(10, "generation 2 ticks", || {
+    until(10, "generation 2 ticks", || {
         metric(&s, "sluice_wasm_new_ticks_total") > 0.0
     });
-    eventually(10, "generation 1 has no VM left", || {
+    until(10, "generation 1 has no VM left", || {
         metric_with(&s, "sluice_generation_vms", "generation=\"1\"") == 0.0
     });
     let old = metric(&s, "sluice_wasm_old_ticks_total");
@@ -152,7 +137,7 @@ fn a_waf_reload_under_load_has_its_vms_on_every_worker_before_it_serves() {
             }
         })
     };
-    eventually(30, "light load runs", || served.load(Ordering::Relaxed) > 5);
+    until(30, "light load runs", || served.load(Ordering::Relaxed) > 5);
     // The same policy again: a new snapshot, new VMs (what a WAF rules update costs).
     assert_eq!(reload(&s), 2);
     // Right after the reload answered: the new policy's WAF runs on both workers.
@@ -267,7 +252,7 @@ fn a_pause_that_never_resumes_ends_with_a_504_at_the_pools_read_timeout() {
     assert_eq!(r.status(), 504);
     assert!(started.elapsed() >= Duration::from_millis(380));
     assert_eq!(seen.load(Ordering::SeqCst), 0);
-    eventually(5, "the log names the filter", || {
+    until(5, "the log names the filter", || {
         s.log().contains("did not resume it in time")
     });
 }
@@ -287,7 +272,7 @@ fn calls_dispatched_from_body_and_log_phases_deliver_their_responses() {
     assert_eq!(r.status(), 200);
     r.bytes().unwrap();
     for phase in ["request_body", "response_body", "log"] {
-        eventually(10, &format!("the {phase} call's response"), || {
+        until(10, &format!("the {phase} call's response"), || {
             metric(&s, &format!("sluice_wasm_late_{phase}_total")) >= 1.0
         });
     }
