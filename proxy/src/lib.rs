@@ -30,7 +30,10 @@ pub mod forwarded;
 pub mod header_guard;
 pub mod held_body;
 pub mod hop;
-pub mod host;
+/// The Proxy-Wasm host, its own crate (`host/`, `sluice-host`) so that the compiler keeps
+/// it free of Pingora, policy and image code. Re-exported here under its old module path:
+/// `crate::host::...` and `sluice::host::...` name the same items as `sluice_host::...`.
+pub use sluice_host as host;
 pub mod image;
 pub mod ingress;
 pub mod lifecycle;

@@ -152,7 +152,13 @@ impl Compiled {
             line,
             message,
         };
-        let engine = Engine::global().map_err(|e| PolicyErrors(vec![diag(None, e.to_string())]))?;
+        let engine = Engine::global()
+            .map_err(|e| PolicyErrors(vec![diag(None, e.to_string())]))?
+            // The host knows no image code: the formats it answers come in as a value.
+            .with_properties(
+                crate::host::StaticProperties::new()
+                    .with(crate::image::FORMATS_PROPERTY, crate::image::OUTPUT_FORMATS),
+            );
         let mut errors = Vec::new();
         let mut pools: Vec<Arc<Pool>> = Vec::new();
         for p in &policy.pools {
@@ -247,7 +253,13 @@ impl Compiled {
             line,
             message,
         };
-        let engine = Engine::global().map_err(|e| PolicyErrors(vec![diag(None, e.to_string())]))?;
+        let engine = Engine::global()
+            .map_err(|e| PolicyErrors(vec![diag(None, e.to_string())]))?
+            // The host knows no image code: the formats it answers come in as a value.
+            .with_properties(
+                crate::host::StaticProperties::new()
+                    .with(crate::image::FORMATS_PROPERTY, crate::image::OUTPUT_FORMATS),
+            );
         let callouts = self.callouts.clone();
         let pools = &self.pools;
         let mut errors = Vec::new();

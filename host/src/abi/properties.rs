@@ -2,7 +2,8 @@
 //!
 //! Paths are the Envoy attribute names (segments separated by NUL, or one dotted
 //! string). Strings are raw bytes, integers little-endian i64, maps in the pairs
-//! format. Sluice's own facts live under `sluice.*` (documented in docs/POLICY.md).
+//! format. Sluice's own facts live under `sluice.*` (documented in docs/POLICY.md); the
+//! embedder's read-only ones ([`crate::StaticProperties`]) come with the engine.
 //! Values set by filters are stream-local filter state, readable by later filters
 //! and later phases of the same request; outside a stream they are VM-local.
 
@@ -12,8 +13,8 @@ use wasmtime::Caller;
 use wasmtime::Result;
 
 use super::{status, Registry, Status, Support};
-use crate::host::memory;
-use crate::host::state::HostState;
+use crate::memory;
+use crate::state::HostState;
 
 /// Largest property value a filter may set.
 pub const MAX_PROPERTY_BYTES: usize = 64 << 10;
@@ -38,7 +39,7 @@ const ROUTE_METADATA: &str = "xds.route_metadata.filter_metadata.";
 
 /// The route's metadata value at `<namespace>.<key>` (namespaces may contain dots,
 /// as Envoy's do, so the pair is matched whole).
-fn route_metadata(i: &crate::host::RequestInfo, rest: &str) -> Option<Vec<u8>> {
+fn route_metadata(i: &crate::RequestInfo, rest: &str) -> Option<Vec<u8>> {
     i.route_metadata
         .iter()
         .find(|(ns, k, _)| {
@@ -58,8 +59,10 @@ fn well_known(state: &HostState, path: &str) -> Option<Vec<u8>> {
         "plugin_root_id" => return Some(p.root_id.clone().into_bytes()),
         "plugin_vm_id" => return Some(p.vm_id.clone().into_bytes()),
         "sluice.generation" => return Some(int(p.generation as i64)),
-        crate::image::FORMATS_PROPERTY => return Some(crate::image::OUTPUT_FORMATS.into()),
         _ => {}
+    }
+    if let Some(v) = state.properties.get(path) {
+        return Some(v.to_vec());
     }
     if !state.has_stream {
         return None;

@@ -9,9 +9,9 @@ use wasmtime::Caller;
 use wasmtime::Result;
 
 use super::{status, Registry, Status, Support};
-use crate::host::matchers::MatchError;
-use crate::host::memory;
-use crate::host::state::HostState;
+use crate::matchers::MatchError;
+use crate::memory;
+use crate::state::HostState;
 
 /// A host function callable from filters: the VM's state and the arguments in,
 /// result bytes out.

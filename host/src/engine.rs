@@ -14,6 +14,7 @@ use wasmtime::{Config, ExternType, InstancePre, Linker, Module, OptLevel, Val, V
 use super::abi::{self, Row, Status};
 use super::disk_cache;
 use super::state::HostState;
+use super::static_properties::StaticProperties;
 use super::HostError;
 
 /// Modules compiled by cranelift since start (cache misses).
@@ -39,6 +40,7 @@ pub struct Engine {
     pub(crate) engine: wasmtime::Engine,
     linker: Arc<Linker<HostState>>,
     rows: Arc<Vec<Row>>,
+    pub(crate) properties: Arc<StaticProperties>,
 }
 
 /// A module compiled once per policy and instantiated into one VM per thread.
@@ -81,7 +83,22 @@ impl Engine {
             engine,
             linker: Arc::new(linker),
             rows: Arc::new(rows),
+            properties: Arc::default(),
         })
+    }
+
+    /// This engine (sharing its wasmtime engine, linker and module caches) with the
+    /// embedder's read-only properties: every VM started from it answers them.
+    pub fn with_properties(&self, properties: StaticProperties) -> Engine {
+        Engine {
+            properties: Arc::new(properties),
+            ..self.clone()
+        }
+    }
+
+    /// The embedder's read-only properties VMs of this engine answer.
+    pub fn properties(&self) -> &StaticProperties {
+        &self.properties
     }
 
     /// The hostcall table this engine links.

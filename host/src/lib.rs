@@ -21,6 +21,7 @@ pub mod matchers;
 pub mod memory;
 pub mod spare;
 pub mod state;
+pub mod static_properties;
 pub mod stream;
 pub mod vm;
 
@@ -40,6 +41,7 @@ use state::QueueNotifier;
 pub use callout::{CallResult, HttpCallRequest, HttpCallResponse};
 pub use engine::{CompiledModule, Engine};
 pub use state::{PluginFile, PluginInfo};
+pub use static_properties::StaticProperties;
 pub use stream::{BodyKind, HeaderMap, LocalResponse, RequestInfo, StreamState};
 pub use vm::{Action, Limits, Vm};
 

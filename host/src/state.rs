@@ -7,6 +7,7 @@ use wasmtime::{Memory, ResourceLimiter, StoreLimits, TypedFunc};
 
 use super::callout::{Callouts, HttpCallRequest, HttpCallResponse};
 use super::matchers::Handles;
+use super::static_properties::StaticProperties;
 use super::stream::StreamState;
 
 /// Wakes the VM that owns a shared queue (`proxy_on_queue_ready`), on its own thread.
@@ -69,6 +70,8 @@ pub struct HostState {
     pub root_context_id: u32,
     /// Tick period asked for with `proxy_set_tick_period_milliseconds`.
     pub tick_period_ms: u32,
+    /// Read-only properties the embedder answers (from the engine).
+    pub properties: Arc<StaticProperties>,
     /// Properties set on the root context (outside any stream).
     pub root_properties: HashMap<String, Vec<u8>>,
     /// Set when the guest called `proxy_done`.
@@ -120,6 +123,7 @@ impl HostState {
             stream_context_id: 0,
             root_context_id: 0,
             tick_period_ms: 0,
+            properties: Arc::default(),
             root_properties: HashMap::new(),
             done_called: false,
             status: (0, Vec::new()),

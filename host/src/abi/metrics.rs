@@ -9,8 +9,8 @@ use wasmtime::Caller;
 use wasmtime::Result;
 
 use super::{status, Registry, Status, Support};
-use crate::host::memory;
-use crate::host::state::HostState;
+use crate::memory;
+use crate::state::HostState;
 
 /// Most metrics all filters together may define.
 pub const MAX_METRICS: usize = 4096;

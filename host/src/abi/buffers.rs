@@ -4,9 +4,9 @@ use wasmtime::Caller;
 use wasmtime::Result;
 
 use super::{status, Registry, Status, Support};
-use crate::host::memory;
-use crate::host::state::HostState;
-use crate::host::stream::BodyKind;
+use crate::memory;
+use crate::state::HostState;
+use crate::stream::BodyKind;
 
 /// The bytes of a buffer, or `NOT_FOUND` when the running callback has no such buffer.
 fn buffer(state: &HostState, kind: i32) -> Result<&[u8], Status> {

@@ -8,7 +8,7 @@ use wasmtime::Caller;
 use wasmtime::Result;
 
 use super::{Registry, Status, Support};
-use crate::host::state::HostState;
+use crate::state::HostState;
 
 pub(super) fn register(reg: &mut Registry) -> Result<()> {
     reg.func(

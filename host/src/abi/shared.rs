@@ -18,8 +18,8 @@ use wasmtime::Caller;
 use wasmtime::Result;
 
 use super::{status, Registry, Status, Support};
-use crate::host::memory;
-use crate::host::state::{HostState, QueueNotifier};
+use crate::memory;
+use crate::state::{HostState, QueueNotifier};
 
 /// Largest shared value or queue item.
 pub const MAX_VALUE_BYTES: usize = 1 << 20;

@@ -113,6 +113,7 @@ impl Vm {
             .build();
         let mut state = HostState::new(plugin.clone(), store_limits);
         state.callouts = callouts;
+        state.properties = engine.properties.clone();
         state.queue_notifier = queue_notifier;
         state.shared_data_max_bytes = limits.shared_data_bytes;
         let mut store = Store::new(&engine.engine, state);

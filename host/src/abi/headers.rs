@@ -8,9 +8,9 @@ use wasmtime::Caller;
 use wasmtime::Result;
 
 use super::{status, Registry, Status, Support};
-use crate::host::memory;
-use crate::host::state::HostState;
-use crate::host::stream::HeaderMap;
+use crate::memory;
+use crate::state::HostState;
+use crate::stream::HeaderMap;
 
 /// Most bytes one header map may hold; writes past it answer `BAD_ARGUMENT`.
 pub const MAX_MAP_BYTES: usize = 256 << 10;

@@ -8,11 +8,9 @@ use std::time::Duration;
 use wasmtime::{Caller, Result};
 
 use super::{status, Registry, Status, Support};
-use crate::host::callout::{
-    HttpCallRequest, MAX_CALLS_PER_STREAM, MAX_CALL_TIMEOUT, MAX_PENDING_CALLS,
-};
-use crate::host::memory;
-use crate::host::state::HostState;
+use crate::callout::{HttpCallRequest, MAX_CALLS_PER_STREAM, MAX_CALL_TIMEOUT, MAX_PENDING_CALLS};
+use crate::memory;
+use crate::state::HostState;
 
 fn pairs(
     c: &mut Caller<'_, HostState>,

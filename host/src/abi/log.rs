@@ -8,8 +8,8 @@ use wasmtime::Caller;
 use wasmtime::Result;
 
 use super::{status, Registry, Status, Support};
-use crate::host::memory;
-use crate::host::state::HostState;
+use crate::memory;
+use crate::state::HostState;
 
 /// The level `proxy_get_log_level` answers (Proxy-Wasm numbering, 2 = info); the
 /// binary sets it from its log filter.

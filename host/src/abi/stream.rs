@@ -5,9 +5,9 @@ use wasmtime::Caller;
 use wasmtime::Result;
 
 use super::{status, Registry, Status, Support};
-use crate::host::memory;
-use crate::host::state::HostState;
-use crate::host::stream::LocalResponse;
+use crate::memory;
+use crate::state::HostState;
+use crate::stream::LocalResponse;
 
 /// Largest local response body a filter may ask for.
 pub const MAX_LOCAL_BODY: usize = 1 << 20;

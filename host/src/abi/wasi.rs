@@ -11,8 +11,8 @@ use wasmtime::Caller;
 use wasmtime::Result;
 
 use super::{log::emit, log::now_nanos, Registry, Support};
-use crate::host::memory;
-use crate::host::state::HostState;
+use crate::memory;
+use crate::state::HostState;
 
 const W: &str = "wasi_snapshot_preview1";
 /// WASI errno values used here.
