@@ -13,9 +13,10 @@ use crate::state::HostState;
 
 /// The level `proxy_get_log_level` answers (Proxy-Wasm numbering, 2 = info); the
 /// binary sets it from its log filter.
-pub static GUEST_LOG_LEVEL: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(2);
+pub(crate) static GUEST_LOG_LEVEL: std::sync::atomic::AtomicU32 =
+    std::sync::atomic::AtomicU32::new(2);
 
-/// Sets [`GUEST_LOG_LEVEL`] from a `tracing` level filter.
+/// Sets the level guests see (`proxy_get_log_level`) from a `tracing` level filter.
 pub fn set_guest_log_level(level: LevelFilter) {
     let n = match level {
         LevelFilter::TRACE => 0,

@@ -89,14 +89,14 @@ pub struct Row {
 }
 
 /// Links hostcalls into a wasmtime linker and records them as table rows.
-pub struct Registry<'a> {
+pub(crate) struct Registry<'a> {
     linker: &'a mut Linker<HostState>,
     rows: Vec<Row>,
 }
 
 impl Registry<'_> {
     /// Links `func` as `module.name` and records its row.
-    pub fn func<Params, Args>(
+    pub(crate) fn func<Params, Args>(
         &mut self,
         module: &'static str,
         name: &'static str,
@@ -116,7 +116,7 @@ impl Registry<'_> {
 }
 
 /// Links every hostcall into `linker` and returns the table of what was linked.
-pub fn register(linker: &mut Linker<HostState>) -> Result<Vec<Row>> {
+pub(crate) fn register(linker: &mut Linker<HostState>) -> Result<Vec<Row>> {
     let mut reg = Registry {
         linker,
         rows: Vec::new(),

@@ -1,0 +1,80 @@
+//! The root context's callbacks: ticks, queue wake-ups and HTTP call responses.
+
+use wasmtime::Store;
+
+use super::{Exports, Vm, ROOT_CONTEXT_ID};
+use crate::callout::CallResult;
+use crate::state::HostState;
+use crate::stream::StreamState;
+use crate::HostError;
+
+impl Vm {
+    /// `proxy_on_tick` on the root context.
+    pub fn on_tick(&mut self) -> Result<(), HostError> {
+        if self.f.tick.is_none() {
+            return Ok(());
+        }
+        self.call(self.deadline_ticks, |f, s| match &f.tick {
+            Some(tick) => tick.call(s, ROOT_CONTEXT_ID as i32),
+            None => Ok(()),
+        })
+    }
+
+    /// `proxy_on_queue_ready` on the root context.
+    pub fn on_queue_ready(&mut self, queue_id: u32) -> Result<(), HostError> {
+        if self.f.queue_ready.is_none() {
+            return Ok(());
+        }
+        self.call(self.deadline_ticks, |f, s| match &f.queue_ready {
+            Some(ready) => ready.call(s, (ROOT_CONTEXT_ID as i32, queue_id as i32)),
+            None => Ok(()),
+        })
+    }
+
+    /// Delivers a call's outcome with `proxy_on_http_call_response` (with the root
+    /// context's id, and the dispatching stream attached when a stream dispatched it). A failed
+    /// call is delivered with no headers, no body and no trailers, as Envoy does.
+    pub fn on_http_call_response(
+        &mut self,
+        stream: Option<&mut StreamState>,
+        ctx: u32,
+        token: u32,
+        result: CallResult,
+    ) -> Result<(), HostError> {
+        if self.f.http_call_response.is_none() {
+            return Ok(());
+        }
+        let (response, status) = match result {
+            Ok(r) => (r, (0, Vec::new())),
+            Err(e) => (Default::default(), (14, e.into_bytes())),
+        };
+        let (h, b, t) = (
+            response.headers.len(),
+            response.body.len(),
+            response.trailers.len(),
+        );
+        let st = self.store.data_mut();
+        st.call_response = Some(response);
+        st.status = status;
+        // The spec and the reference host pass the root context's id (the plugin's
+        // context that owns the call); SDKs find the dispatching stream by token. The
+        // stream stays attached and effective, so header and continue calls act on it.
+        let args = (
+            ROOT_CONTEXT_ID as i32,
+            token as i32,
+            h as i32,
+            b as i32,
+            t as i32,
+        );
+        let call = |f: &Exports, s: &mut Store<HostState>| match &f.http_call_response {
+            Some(f) => f.call(s, args),
+            None => Ok(()),
+        };
+        let r = match stream {
+            Some(stream) => self.on_stream(stream, ctx, call),
+            None => self.call(self.deadline_ticks, call),
+        };
+        self.store.data_mut().call_response = None;
+        r
+    }
+}
