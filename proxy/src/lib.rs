@@ -13,7 +13,7 @@
 //! - [`proxy`]: Pingora's `ProxyHttp`; each hook runs one phase of the chain.
 //! - [`held_body`]: request bodies held until the filters have seen them.
 //! - [`chain`]: runs a phase over a route's filters.
-//! - [`host`]: the Proxy-Wasm host on wasmtime (knows no Pingora).
+//! - [`host`]: the Proxy-Wasm host on wasmtime, its own crate (`sluice-host`, knows no Pingora).
 //! - [`upstream`]: pools: load balancing, health checks, ejection, the peer to connect to.
 //! - [`tls`]: TLS termination: certificates by SNI from the live snapshot.
 //! - [`callouts`]: HTTP calls filters dispatch, sent with Pingora.
