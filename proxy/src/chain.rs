@@ -14,7 +14,8 @@ use crate::host::callout::Callouts;
 use crate::host::{
     Action, BodyKind, CallResult, HeaderMap, HostError, HttpCallRequest, LocalResponse, StreamState,
 };
-use crate::metrics::{metrics, PHASES};
+use crate::metrics::metrics;
+use crate::phase::{Phase, Verdict};
 use crate::policy::OnFailure;
 use crate::snapshot::Filter;
 
@@ -54,8 +55,8 @@ pub struct Chain {
     /// Calls dispatched from body phases, sent at once ([`Chain::launch`]); their
     /// responses are delivered before the stream contexts are deleted.
     in_flight: Vec<InFlight>,
-    /// Every callback's duration: filter index, phase index ([`PHASES`]), microseconds.
-    pub timings: Vec<(u16, u8, u32)>,
+    /// Every callback's duration: filter index, phase, microseconds.
+    pub timings: Vec<(u16, Phase, u32)>,
 }
 
 enum Step {
@@ -98,7 +99,7 @@ impl Chain {
         &mut self,
         i: usize,
         kind: BodyKind,
-        phase: usize,
+        phase: Phase,
         stream: &mut StreamState,
         cb: impl FnOnce(&mut crate::host::Vm, u32, &mut StreamState) -> Result<Action, HostError>,
     ) -> Step {
@@ -134,21 +135,21 @@ impl Chain {
             r
         });
         let took = started.elapsed();
-        let pm = &filter.metrics.phases[phase];
+        let pm = filter.metrics.phase(phase);
         pm.invocations.inc();
         pm.duration.observe(took.as_secs_f64());
         timings.push((
             i as u16,
-            phase as u8,
+            phase,
             took.as_micros().min(u32::MAX as u128) as u32,
         ));
         match result {
             Ok(action) => {
                 if stream.closed {
-                    pm.actions[3].inc();
+                    pm.verdict(Verdict::Reset).inc();
                     Step::Stop(Outcome::Reset)
                 } else if let Some(local) = &stream.local_response {
-                    pm.actions[2].inc();
+                    pm.verdict(Verdict::LocalResponse).inc();
                     metrics()
                         .filter_local_responses
                         .with_label_values(&[
@@ -158,7 +159,12 @@ impl Chain {
                         .inc();
                     Step::Stop(Outcome::Respond)
                 } else {
-                    pm.actions[usize::from(action == Action::Pause)].inc();
+                    let verdict = if action == Action::Pause {
+                        Verdict::Pause
+                    } else {
+                        Verdict::Continue
+                    };
+                    pm.verdict(verdict).inc();
                     Step::Go(action)
                 }
             }
@@ -232,7 +238,10 @@ impl Chain {
         for k in start..n {
             let i = self.nth(kind, k);
             stream.resumed = false;
-            let phase = if kind == BodyKind::Request { 0 } else { 2 };
+            let phase = match kind {
+                BodyKind::Request => Phase::RequestHeaders,
+                BodyKind::Response => Phase::ResponseHeaders,
+            };
             let step = self.run(i, kind, phase, stream, |vm, ctx, s| match kind {
                 BodyKind::Request => vm.on_request_headers(s, ctx, eos),
                 BodyKind::Response => vm.on_response_headers(s, ctx, eos),
@@ -297,7 +306,7 @@ impl Chain {
         result: CallResult,
     ) -> Outcome {
         let (ctx, token) = (call.context_id, call.token);
-        match self.run(i, kind, 4, stream, |vm, _, s| {
+        match self.run(i, kind, Phase::HttpCallResponse, stream, |vm, _, s| {
             vm.on_http_call_response(Some(s), ctx, token, result)
                 .map(|_| Action::Continue)
         }) {
@@ -328,7 +337,10 @@ impl Chain {
                 held.extend_from_slice(&data);
             }
             stream.body = held;
-            let phase = if kind == BodyKind::Request { 1 } else { 3 };
+            let phase = match kind {
+                BodyKind::Request => Phase::RequestBody,
+                BodyKind::Response => Phase::ResponseBody,
+            };
             let step = self.run(i, kind, phase, stream, |vm, ctx, s| {
                 vm.on_body(s, ctx, kind, eos)
             });
@@ -384,9 +396,13 @@ impl Chain {
         let eos = local.body.is_empty();
         for &i in &ran {
             stream.resumed = false;
-            let step = self.run(i, BodyKind::Response, 2, stream, |vm, ctx, s| {
-                vm.on_response_headers(s, ctx, eos)
-            });
+            let step = self.run(
+                i,
+                BodyKind::Response,
+                Phase::ResponseHeaders,
+                stream,
+                |vm, ctx, s| vm.on_response_headers(s, ctx, eos),
+            );
             if let Some(again) = self.replied_again(stream, step)? {
                 return Ok(again);
             }
@@ -398,9 +414,13 @@ impl Chain {
                     continue;
                 }
                 stream.body = body;
-                let step = self.run(i, BodyKind::Response, 3, stream, |vm, ctx, s| {
-                    vm.on_body(s, ctx, BodyKind::Response, true)
-                });
+                let step = self.run(
+                    i,
+                    BodyKind::Response,
+                    Phase::ResponseBody,
+                    stream,
+                    |vm, ctx, s| vm.on_body(s, ctx, BodyKind::Response, true),
+                );
                 body = std::mem::take(&mut stream.body);
                 if let Some(again) = self.replied_again(stream, step)? {
                     return Ok(again);
@@ -458,7 +478,9 @@ impl Chain {
             }
             out.push_str(&format!(
                 "{}:{}:{}",
-                self.filters[*f as usize].plugin.info.name, PHASES[*p as usize], us
+                self.filters[*f as usize].plugin.info.name,
+                p.as_str(),
+                us
             ));
         }
         out

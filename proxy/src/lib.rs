@@ -38,6 +38,7 @@ pub mod listener;
 pub mod memory;
 pub mod metrics;
 pub mod paths;
+pub mod phase;
 pub mod policy;
 pub mod proxy;
 pub mod snapshot;

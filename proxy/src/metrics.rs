@@ -13,6 +13,7 @@ use prometheus::{
 };
 
 use crate::host::abi::{metric_snapshot, MetricKind};
+use crate::phase::{Phase, Verdict};
 use crate::snapshot::Snapshot;
 
 /// Histogram buckets for filter callbacks: 1 µs to 100 ms.
@@ -382,33 +383,27 @@ pub fn metrics() -> &'static Metrics {
     })
 }
 
-/// Phases a filter runs in, as metric label values.
-pub const PHASES: [&str; 6] = [
-    "request_headers",
-    "request_body",
-    "response_headers",
-    "response_body",
-    "http_call_response",
-    "log",
-];
-
-/// Actions a callback answers, as metric label values.
-pub const ACTIONS: [&str; 4] = ["continue", "pause", "local_response", "reset"];
-
 /// Metric handles of one phase of one filter.
 pub struct PhaseMetrics {
     /// Invocations.
     pub invocations: IntCounter,
     /// Duration.
     pub duration: Histogram,
-    /// Per action, in [`ACTIONS`] order.
-    pub actions: [IntCounter; 4],
+    /// Per verdict, in [`Verdict::ALL`] order ([`PhaseMetrics::verdict`]).
+    actions: [IntCounter; Verdict::ALL.len()],
+}
+
+impl PhaseMetrics {
+    /// The `sluice_filter_actions_total` counter of `verdict`.
+    pub fn verdict(&self, verdict: Verdict) -> &IntCounter {
+        &self.actions[verdict.index()]
+    }
 }
 
 /// Metric handles of one filter, resolved once per snapshot.
 pub struct FilterMetrics {
-    /// Per phase, in [`PHASES`] order.
-    pub phases: Vec<PhaseMetrics>,
+    /// Per phase, in [`Phase::ALL`] order ([`FilterMetrics::phase`]).
+    phases: [PhaseMetrics; Phase::ALL.len()],
 }
 
 impl FilterMetrics {
@@ -416,15 +411,21 @@ impl FilterMetrics {
     pub fn new(name: &str) -> FilterMetrics {
         let m = metrics();
         FilterMetrics {
-            phases: PHASES
-                .iter()
-                .map(|p| PhaseMetrics {
+            phases: Phase::ALL.map(|p| {
+                let p = p.as_str();
+                PhaseMetrics {
                     invocations: m.filter_invocations.with_label_values(&[name, p]),
                     duration: m.filter_duration.with_label_values(&[name, p]),
-                    actions: ACTIONS.map(|a| m.filter_actions.with_label_values(&[name, p, a])),
-                })
-                .collect(),
+                    actions: Verdict::ALL
+                        .map(|a| m.filter_actions.with_label_values(&[name, p, a.as_str()])),
+                }
+            }),
         }
+    }
+
+    /// The handles of `phase`.
+    pub fn phase(&self, phase: Phase) -> &PhaseMetrics {
+        &self.phases[phase.index()]
     }
 }
 
