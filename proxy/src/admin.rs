@@ -19,6 +19,7 @@ use crate::host::disk_cache::CACHE_REFUSALS;
 use crate::host::engine::{MODULES_COMPILED, MODULES_FROM_DISK};
 
 pub mod guard;
+pub mod scrape;
 use crate::snapshot::LIVE_SNAPSHOTS;
 use crate::swap::Control;
 use guard::Refusal;
@@ -161,7 +162,7 @@ impl ServeHttp for Admin {
             ("/metrics", _) => reply(
                 StatusCode::OK,
                 "text/plain; version=0.0.4",
-                crate::metrics::render(&snap).into_bytes(),
+                scrape::render(&snap).into_bytes(),
             ),
             ("/admin/status", _) => json(StatusCode::OK, self.status_json()),
             ("/admin/reload", true) => {
