@@ -185,7 +185,7 @@ pub struct UpstreamTls {
 
 /// An upstream pool.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Pool {
+pub struct PoolDef {
     /// Name.
     pub name: String,
     /// Line of the pool's table, for errors found later.
@@ -242,7 +242,7 @@ pub struct TlsDef {
 
 /// A route: a match and what serves it.
 #[derive(Debug, Clone)]
-pub struct Route {
+pub struct RouteDef {
     /// Name (for logs, metrics and the `sluice.route` property).
     pub name: String,
     /// Host to match: exact, `*.suffix`, or any when `None`.
@@ -296,9 +296,9 @@ pub struct Policy {
     /// Filters by definition order.
     pub filters: Vec<FilterDef>,
     /// Pools.
-    pub pools: Vec<Pool>,
+    pub pools: Vec<PoolDef>,
     /// Routes, matched in order.
-    pub routes: Vec<Route>,
+    pub routes: Vec<RouteDef>,
     /// Hard limits of image transforms (`[images]`).
     pub images: crate::image::ImagesConfig,
     /// Downstream connection timeouts (`[timeouts]`).
@@ -770,7 +770,7 @@ impl Policy {
                     format!("route {name:?} has redirect_https but the policy has no [tls]"),
                 );
             }
-            routes.push(Route {
+            routes.push(RouteDef {
                 redirect_https: r.redirect_https,
                 name,
                 host: r
@@ -1010,7 +1010,12 @@ fn parse_tls(l: &mut Lines<'_>, base: &Path, t: &RawTls) -> TlsDef {
     }
 }
 
-fn parse_pool(l: &mut Lines<'_>, base: &Path, name: &str, sp: &Spanned<RawPool>) -> Option<Pool> {
+fn parse_pool(
+    l: &mut Lines<'_>,
+    base: &Path,
+    name: &str,
+    sp: &Spanned<RawPool>,
+) -> Option<PoolDef> {
     let span = Some(sp.span());
     let line = l.line_of(sp.span().start);
     let p = sp.get_ref();
@@ -1114,7 +1119,7 @@ fn parse_pool(l: &mut Lines<'_>, base: &Path, name: &str, sp: &Spanned<RawPool>)
     if l.out.len() > before {
         return None;
     }
-    Some(Pool {
+    Some(PoolDef {
         name: name.to_string(),
         line,
         peers,
@@ -1131,7 +1136,7 @@ fn parse_pool(l: &mut Lines<'_>, base: &Path, name: &str, sp: &Spanned<RawPool>)
     })
 }
 
-impl Route {
+impl RouteDef {
     /// True when the route serves `host` (normalised: [`crate::paths::normalize_host`])
     /// and `path` (normalised, no query).
     pub fn matches(&self, host: &str, path: &str) -> bool {
@@ -1195,7 +1200,7 @@ mod tests {
 
     #[test]
     fn route_matching() {
-        let r = Route {
+        let r = RouteDef {
             name: "r".into(),
             host: Some("*.example.com".into()),
             path_prefix: "/api".into(),

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crate::tls::CertStore;
-pub use crate::upstream::UpstreamPool as Pool;
+use crate::upstream::UpstreamPool;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,7 +48,7 @@ impl Route {
 /// A route ready to serve.
 pub struct Route {
     /// The policy's route (match, names).
-    pub def: crate::policy::Route,
+    pub def: crate::policy::RouteDef,
     /// Filters in chain order (shared with each request's chain).
     pub filters: Arc<[Arc<Filter>]>,
     /// Index into [`Snapshot::pools`].
@@ -74,7 +74,7 @@ pub struct Compiled {
     /// The policy.
     pub policy: Policy,
     /// Pools by policy order.
-    pub pools: Vec<Arc<Pool>>,
+    pub pools: Vec<Arc<UpstreamPool>>,
     /// Certificates of the TLS listeners, chosen by SNI.
     pub certs: Option<Arc<CertStore>>,
     /// The client that sends filters' HTTP calls to these pools.
@@ -94,7 +94,7 @@ pub struct Snapshot {
     /// Routes in match order.
     pub routes: Vec<Route>,
     /// Pools by policy order.
-    pub pools: Vec<Arc<Pool>>,
+    pub pools: Vec<Arc<UpstreamPool>>,
     /// Certificates of the TLS listeners, chosen by SNI.
     pub certs: Option<Arc<CertStore>>,
     /// Filters by policy order.
@@ -154,9 +154,9 @@ impl Compiled {
         };
         let engine = Engine::global().map_err(|e| PolicyErrors(vec![diag(None, e.to_string())]))?;
         let mut errors = Vec::new();
-        let mut pools: Vec<Arc<Pool>> = Vec::new();
+        let mut pools: Vec<Arc<UpstreamPool>> = Vec::new();
         for p in &policy.pools {
-            match Pool::get(&file, p) {
+            match UpstreamPool::get(&file, p) {
                 Ok(pool) => pools.push(pool),
                 Err(d) => errors.push(d),
             }
@@ -313,7 +313,7 @@ impl Compiled {
 
 impl Snapshot {
     /// The pool named `name`.
-    pub fn pool(&self, name: &str) -> Option<&Arc<Pool>> {
+    pub fn pool(&self, name: &str) -> Option<&Arc<UpstreamPool>> {
         self.pools.iter().find(|p| p.def.name == name)
     }
 

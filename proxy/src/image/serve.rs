@@ -13,8 +13,8 @@ use pingora::protocols::http::client::HttpSession;
 use sha2::{Digest, Sha256};
 use tokio::time::timeout_at;
 
-use super::cache::{Engine, Variant};
-use super::transform::{self, Limits, Output, TransformError};
+use super::cache::{ImageEngine, Variant};
+use super::transform::{self, Output, TransformError, TransformLimits};
 use super::{admit, source, ImagesConfig, Spec};
 use crate::metrics::metrics;
 
@@ -138,7 +138,7 @@ pub async fn serve(
         m.image_refused.with_label_values(&["busy"]).inc();
         return busy(session).await;
     };
-    let engine = Engine::get(cfg);
+    let engine = ImageEngine::get(cfg);
     let req = session.req_header();
     let head = req.method == http::Method::HEAD;
     let out = Reply {
@@ -349,7 +349,7 @@ async fn send_body(session: &mut Session, body: Bytes, end: bool, idle: Duration
 
 /// Runs the transform on the blocking pool, in a slot, within `timeout_ms`.
 async fn run(
-    engine: &Engine,
+    engine: &ImageEngine,
     cfg: &ImagesConfig,
     src: Bytes,
     spec: Spec,
@@ -359,7 +359,7 @@ async fn run(
         Ok(Ok(p)) => p,
         _ => return Err(Failure::Overloaded),
     };
-    let limits = Limits {
+    let limits = TransformLimits {
         max_source_pixels: cfg.max_source_pixels,
         max_output_pixels: cfg.max_output_pixels,
     };

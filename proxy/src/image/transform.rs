@@ -23,7 +23,7 @@ pub const MAX_SIDE: u32 = 16383;
 
 /// Hard limits of one transform.
 #[derive(Debug, Clone, Copy)]
-pub struct Limits {
+pub struct TransformLimits {
     /// Most pixels of a source (width x height from its header).
     pub max_source_pixels: u64,
     /// Most pixels of an output.
@@ -143,7 +143,11 @@ pub fn sniff(src: &[u8]) -> Option<SourceFormat> {
 }
 
 /// Transforms `src` as `spec` says, within `limits`. Never panics.
-pub fn transform(src: &[u8], spec: &Spec, limits: &Limits) -> Result<Output, TransformError> {
+pub fn transform(
+    src: &[u8],
+    spec: &Spec,
+    limits: &TransformLimits,
+) -> Result<Output, TransformError> {
     match catch_unwind(AssertUnwindSafe(|| run(src, spec, limits))) {
         Ok(r) => r,
         Err(_) => Err(TransformError::Panic),
@@ -300,7 +304,7 @@ fn swaps(o: Orientation) -> bool {
     )
 }
 
-fn run(src: &[u8], spec: &Spec, limits: &Limits) -> Result<Output, TransformError> {
+fn run(src: &[u8], spec: &Spec, limits: &TransformLimits) -> Result<Output, TransformError> {
     let format = sniff(src).ok_or(TransformError::Unsupported)?;
     let out_format = match (spec.format.as_str(), format) {
         ("jpeg", _) | ("source", SourceFormat::Jpeg) => OutputFormat::Jpeg,
@@ -364,7 +368,7 @@ fn checked_plan(
     h: u32,
     orientation: Orientation,
     spec: &Spec,
-    limits: &Limits,
+    limits: &TransformLimits,
 ) -> Result<Plan, TransformError> {
     if w == 0 || h == 0 || too_big(w, h, limits.max_source_pixels) {
         return Err(TransformError::SourceTooLarge(w, h));
@@ -378,7 +382,11 @@ fn checked_plan(
     Ok(p)
 }
 
-fn decode_jpeg(src: &[u8], spec: &Spec, limits: &Limits) -> Result<Decoded, TransformError> {
+fn decode_jpeg(
+    src: &[u8],
+    spec: &Spec,
+    limits: &TransformLimits,
+) -> Result<Decoded, TransformError> {
     let result = catch_unwind(AssertUnwindSafe(|| -> Result<Decoded, TransformError> {
         let dec_err = |e: std::io::Error| TransformError::Decode(e.to_string());
         let mut d = mozjpeg::Decompress::with_markers(&[mozjpeg::Marker::APP(1)])
@@ -423,7 +431,11 @@ fn decode_jpeg(src: &[u8], spec: &Spec, limits: &Limits) -> Result<Decoded, Tran
     result.unwrap_or(Err(TransformError::Panic))
 }
 
-fn decode_other(src: &[u8], spec: &Spec, limits: &Limits) -> Result<Decoded, TransformError> {
+fn decode_other(
+    src: &[u8],
+    spec: &Spec,
+    limits: &TransformLimits,
+) -> Result<Decoded, TransformError> {
     let dec_err = |e: image::ImageError| TransformError::Decode(e.to_string());
     let mut reader = ImageReader::new(Cursor::new(src))
         .with_guessed_format()
@@ -692,7 +704,7 @@ mod tests {
 
     #[test]
     fn garbage_is_an_error_not_a_panic() {
-        let l = Limits {
+        let l = TransformLimits {
             max_source_pixels: 1 << 24,
             max_output_pixels: 1 << 22,
         };
