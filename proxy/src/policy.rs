@@ -12,8 +12,11 @@ use toml::Spanned;
 
 pub mod connections;
 pub mod files;
+pub mod images;
 
 pub use connections::{ConnectionLimits, Timeouts};
+pub use files::FileGrant;
+pub use images::ImagesConfig;
 
 /// One problem found in a policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,7 +118,7 @@ pub struct FilterDef {
     /// Failure handling.
     pub on_failure: OnFailure,
     /// Files declared with `files`, read when the policy loaded.
-    pub files: std::sync::Arc<Vec<crate::host::PluginFile>>,
+    pub files: std::sync::Arc<Vec<FileGrant>>,
     /// `request_body`: hold the request until this filter has seen the whole body.
     pub request_body: RequestBodyMode,
 }
@@ -300,7 +303,7 @@ pub struct Policy {
     /// Routes, matched in order.
     pub routes: Vec<RouteDef>,
     /// Hard limits of image transforms (`[images]`).
-    pub images: crate::image::ImagesConfig,
+    pub images: ImagesConfig,
     /// Downstream connection timeouts (`[timeouts]`).
     pub timeouts: Timeouts,
     /// Downstream connection limits (`[connections]`).
@@ -328,7 +331,7 @@ struct RawPolicy {
     filters: BTreeMap<String, RawFilter>,
     #[serde(default)]
     routes: Vec<RawRoute>,
-    images: Option<Spanned<crate::image::ImagesConfig>>,
+    images: Option<Spanned<ImagesConfig>>,
     #[serde(default)]
     timeouts: connections::RawTimeouts,
     #[serde(default)]
@@ -528,6 +531,8 @@ fn resolve(addr: &str) -> Result<SocketAddr, String> {
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// Default admin listener.
 pub const DEFAULT_ADMIN: &str = "127.0.0.1:9901";
+/// A filter's shared-data quota when its policy sets none (`shared_data_max_bytes`).
+pub const DEFAULT_SHARED_DATA_BYTES: usize = 16 << 20;
 
 impl Policy {
     /// Reads and validates the policy at `path`.
@@ -625,7 +630,7 @@ impl Policy {
             shared_data_bytes: raw
                 .limits
                 .shared_data_max_bytes
-                .unwrap_or(crate::host::vm::DEFAULT_SHARED_DATA_BYTES),
+                .unwrap_or(DEFAULT_SHARED_DATA_BYTES),
         };
         let headers = header_rules(&mut l, &raw.limits);
 

@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 
 use crate::callouts::PoolCallouts;
 use crate::host::callout::Callouts;
-use crate::host::{CompiledModule, Engine, Limits, Plugin, PluginInfo};
+use crate::host::{CompiledModule, Engine, Limits, Plugin, PluginFile, PluginInfo};
 use crate::metrics::{FilterMetrics, RouteMetrics};
 use crate::policy::{Diagnostic, OnFailure, Policy, PolicyErrors};
 
@@ -261,7 +261,16 @@ impl Compiled {
                 vm_config: f.vm_config.clone(),
                 plugin_config: f.config.clone(),
                 generation,
-                files: f.files.clone(),
+                files: Arc::new(
+                    f.files
+                        .iter()
+                        .map(|g| PluginFile {
+                            name: g.name.clone(),
+                            path: g.path.clone(),
+                            data: g.data.clone(),
+                        })
+                        .collect(),
+                ),
             };
             let limits = Limits {
                 memory_bytes: f.limits.memory_bytes,
@@ -359,5 +368,17 @@ impl Live {
     /// finish on the snapshot they hold.
     pub fn publish(&self, next: Arc<Snapshot>) -> Arc<Snapshot> {
         self.current.swap(next)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The policy's default shared-data quota is the host's own default.
+    #[test]
+    fn shared_data_default_matches_the_host() {
+        assert_eq!(
+            crate::policy::DEFAULT_SHARED_DATA_BYTES,
+            crate::host::vm::DEFAULT_SHARED_DATA_BYTES
+        );
     }
 }

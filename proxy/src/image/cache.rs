@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use tokio::sync::Semaphore;
 
-use super::ImagesConfig;
+use crate::policy::ImagesConfig;
 
 /// A transformed image and what its response needs.
 #[derive(Debug)]

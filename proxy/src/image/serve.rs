@@ -15,8 +15,9 @@ use tokio::time::timeout_at;
 
 use super::cache::{ImageEngine, Variant};
 use super::transform::{self, Output, TransformError, TransformLimits};
-use super::{admit, source, ImagesConfig, Spec};
+use super::{admit, source, Spec};
 use crate::metrics::metrics;
+use crate::policy::ImagesConfig;
 
 use crate::callouts::connector;
 
