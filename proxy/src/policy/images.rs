@@ -2,6 +2,9 @@
 //! them from the policy).
 
 use serde::Deserialize;
+use toml::Spanned;
+
+use super::errors::Lines;
 
 /// `[images]`: hard limits of the host's image transforms.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -79,5 +82,20 @@ impl ImagesConfig {
             0 => *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
             n => n,
         }
+    }
+}
+
+/// Validates `[images]` (defaults when absent).
+pub(super) fn parse_images(l: &mut Lines<'_>, raw: Option<Spanned<ImagesConfig>>) -> ImagesConfig {
+    match raw {
+        Some(i) => {
+            let span = i.span();
+            let i = i.into_inner();
+            if let Err(e) = i.check() {
+                l.err(Some(span), format!("[images]: {e}"));
+            }
+            i
+        }
+        None => Default::default(),
     }
 }
