@@ -2,7 +2,7 @@
 //! (route, pool, peer and filter names, phases, status classes; never raw paths or
 //! client addresses). Hot paths use handles resolved once per snapshot
 //! ([`FilterMetrics`]). Filter-defined metrics (`proxy_define_metric`) are appended at
-//! scrape time as `sluice_wasm_<name>{plugin="..."}`.
+//! scrape time as `sluice_wasm_<name>{plugin="..."}` ([`crate::admin::scrape`]).
 
 use std::sync::OnceLock;
 

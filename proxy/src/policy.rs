@@ -2,9 +2,9 @@
 //! reported with the file, the line and the reason, all of them at once. No wasm and
 //! no Pingora here: compiling modules is the snapshot's job.
 //!
-//! [`raw`] is the file as TOML declares it; each section is validated by its module
-//! ([`server`], [`limits`], [`tls`], [`pools`], [`filters`], [`routes`], [`images`],
-//! [`connections`]), problems collected as [`Diagnostic`]s ([`errors`]).
+//! `raw` is the file as TOML declares it; each section is validated by its module
+//! (`server`, `limits`, `tls`, `pools`, `filters`, `routes`, [`images`],
+//! [`connections`]), problems collected as [`Diagnostic`]s (`errors`).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

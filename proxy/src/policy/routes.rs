@@ -13,9 +13,9 @@ pub struct RouteDef {
     pub host: Option<String>,
     /// Path prefix to match, on segment boundaries (see [`crate::paths::prefix_matches`]).
     pub path_prefix: String,
-    /// Indexes into [`Policy::filters`], in chain order.
+    /// Indexes into [`Policy::filters`](super::Policy::filters), in chain order.
     pub filters: Vec<usize>,
-    /// Index into [`Policy::pools`].
+    /// Index into [`Policy::pools`](super::Policy::pools).
     pub pool: usize,
     /// Answer cleartext requests with a redirect to HTTPS.
     pub redirect_https: bool,
