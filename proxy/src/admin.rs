@@ -19,9 +19,10 @@ use crate::host::disk_cache::CACHE_REFUSALS;
 use crate::host::engine::{MODULES_COMPILED, MODULES_FROM_DISK};
 
 pub mod guard;
+pub mod scrape;
 use crate::snapshot::LIVE_SNAPSHOTS;
 use crate::swap::Control;
-use guard::Refusal;
+use guard::AdminRefusal;
 
 /// The admin HTTP application.
 pub struct Admin {
@@ -42,14 +43,14 @@ fn unix(t: Option<std::time::SystemTime>) -> Option<f64> {
         .map(|d| d.as_secs_f64())
 }
 
-fn refuse(why: Refusal) -> Response<Vec<u8>> {
+fn refuse(why: AdminRefusal) -> Response<Vec<u8>> {
     crate::metrics::metrics()
         .admin_refusals
         .with_label_values(&[why.label()])
         .inc();
     tracing::warn!(reason = why.label(), "admin request refused");
     let status = match why {
-        Refusal::Token => StatusCode::UNAUTHORIZED,
+        AdminRefusal::Token => StatusCode::UNAUTHORIZED,
         _ => StatusCode::FORBIDDEN,
     };
     reply(status, "text/plain", why.message().as_bytes().to_vec())
@@ -124,7 +125,7 @@ fn admit(
     req: &pingora::http::RequestHeader,
     path: &str,
     policy: &crate::policy::Policy,
-) -> Result<(), Refusal> {
+) -> Result<(), AdminRefusal> {
     if matches!(path, "/healthz" | "/readyz") {
         return Ok(());
     }
@@ -137,7 +138,7 @@ fn admit(
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.strip_prefix("Bearer "));
             if !guard::token_matches(given, token) {
-                return Err(Refusal::Token);
+                return Err(AdminRefusal::Token);
             }
         }
     }
@@ -161,7 +162,7 @@ impl ServeHttp for Admin {
             ("/metrics", _) => reply(
                 StatusCode::OK,
                 "text/plain; version=0.0.4",
-                crate::metrics::render(&snap).into_bytes(),
+                scrape::render(&snap).into_bytes(),
             ),
             ("/admin/status", _) => json(StatusCode::OK, self.status_json()),
             ("/admin/reload", true) => {

@@ -13,7 +13,7 @@ use pingora::http::RequestHeader;
 use pingora::upstreams::peer::HttpPeer;
 
 use crate::host::{CallResult, HeaderMap, HttpCallRequest, HttpCallResponse};
-use crate::snapshot::Pool;
+use crate::upstream::UpstreamPool;
 
 /// Largest call response body a filter may receive.
 pub const MAX_CALL_RESPONSE_BYTES: usize = 4 << 20;
@@ -28,7 +28,7 @@ pub(crate) fn connector() -> &'static Connector {
 /// The call client of one snapshot: its pools, by name.
 pub struct PoolCallouts {
     /// Pools calls may go to.
-    pub pools: HashMap<String, Arc<Pool>>,
+    pub pools: HashMap<String, Arc<UpstreamPool>>,
 }
 
 impl crate::host::callout::Callouts for PoolCallouts {

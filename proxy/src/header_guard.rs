@@ -61,7 +61,7 @@ impl Default for HeaderRules {
 
 /// Why a header section was refused, with the status to answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
+pub enum HeaderRefusal {
     /// The section is larger than `max_header_bytes` (431).
     TooLarge,
     /// The section has more than `max_header_count` fields (431).
@@ -74,22 +74,22 @@ pub enum Refusal {
     NotUtf8,
 }
 
-impl Refusal {
+impl HeaderRefusal {
     /// The metric label (`sluice_header_refusals_total{reason}`).
     pub fn reason(self) -> &'static str {
         match self {
-            Refusal::TooLarge => "too_large",
-            Refusal::TooMany => "too_many",
-            Refusal::BadName => "bad_name",
-            Refusal::BadValue => "bad_value",
-            Refusal::NotUtf8 => "not_utf8",
+            HeaderRefusal::TooLarge => "too_large",
+            HeaderRefusal::TooMany => "too_many",
+            HeaderRefusal::BadName => "bad_name",
+            HeaderRefusal::BadValue => "bad_value",
+            HeaderRefusal::NotUtf8 => "not_utf8",
         }
     }
 
     /// The status a request refused for this gets.
     pub fn status(self) -> u16 {
         match self {
-            Refusal::TooLarge | Refusal::TooMany => 431,
+            HeaderRefusal::TooLarge | HeaderRefusal::TooMany => 431,
             _ => 400,
         }
     }
@@ -97,11 +97,11 @@ impl Refusal {
     /// The plain-text body of the answer.
     pub fn message(self) -> &'static str {
         match self {
-            Refusal::TooLarge => "request header section too large\n",
-            Refusal::TooMany => "too many request header fields\n",
-            Refusal::BadName => "invalid byte in a request header name\n",
-            Refusal::BadValue => "invalid byte in a request header value\n",
-            Refusal::NotUtf8 => "request header values must be UTF-8\n",
+            HeaderRefusal::TooLarge => "request header section too large\n",
+            HeaderRefusal::TooMany => "too many request header fields\n",
+            HeaderRefusal::BadName => "invalid byte in a request header name\n",
+            HeaderRefusal::BadValue => "invalid byte in a request header value\n",
+            HeaderRefusal::NotUtf8 => "request header values must be UTF-8\n",
         }
     }
 }
@@ -118,15 +118,15 @@ fn is_value_byte(b: u8) -> bool {
     b == b'\t' || (b' '..=b'~').contains(&b) || b >= 0x80
 }
 
-fn check_field(name: &[u8], value: &[u8], utf8: bool) -> Result<(), Refusal> {
+fn check_field(name: &[u8], value: &[u8], utf8: bool) -> Result<(), HeaderRefusal> {
     if name.is_empty() || !name.iter().copied().all(is_token_byte) {
-        return Err(Refusal::BadName);
+        return Err(HeaderRefusal::BadName);
     }
     if !value.iter().copied().all(is_value_byte) {
-        return Err(Refusal::BadValue);
+        return Err(HeaderRefusal::BadValue);
     }
     if utf8 && !value.is_ascii() && std::str::from_utf8(value).is_err() {
-        return Err(Refusal::NotUtf8);
+        return Err(HeaderRefusal::NotUtf8);
     }
     Ok(())
 }
@@ -140,7 +140,7 @@ impl HeaderRules {
         target: &str,
         fields: impl Iterator<Item = (&'a [u8], &'a [u8])>,
         filtered: bool,
-    ) -> Result<(), Refusal> {
+    ) -> Result<(), HeaderRefusal> {
         let utf8 = filtered && self.non_utf8 == NonUtf8::Reject;
         let mut bytes = method.len() + target.len();
         let mut count = 0usize;
@@ -154,10 +154,10 @@ impl HeaderRules {
         }
         // Size first: a refusal for size tells the client what to fix.
         if bytes > self.max_bytes {
-            return Err(Refusal::TooLarge);
+            return Err(HeaderRefusal::TooLarge);
         }
         if count > self.max_count {
-            return Err(Refusal::TooMany);
+            return Err(HeaderRefusal::TooMany);
         }
         invalid.map_or(Ok(()), Err)
     }
@@ -167,13 +167,13 @@ impl HeaderRules {
     pub fn check_response<'a>(
         &self,
         fields: impl Iterator<Item = (&'a [u8], &'a [u8])>,
-    ) -> Result<(), Refusal> {
+    ) -> Result<(), HeaderRefusal> {
         if self.non_utf8 == NonUtf8::Pass {
             return Ok(());
         }
         for (_, value) in fields {
             if !value.is_ascii() && std::str::from_utf8(value).is_err() {
-                return Err(Refusal::NotUtf8);
+                return Err(HeaderRefusal::NotUtf8);
             }
         }
         Ok(())
@@ -184,7 +184,11 @@ impl HeaderRules {
 mod tests {
     use super::*;
 
-    fn req(rules: &HeaderRules, fields: &[(&[u8], &[u8])], filtered: bool) -> Result<(), Refusal> {
+    fn req(
+        rules: &HeaderRules,
+        fields: &[(&[u8], &[u8])],
+        filtered: bool,
+    ) -> Result<(), HeaderRefusal> {
         rules.check_request("GET", "/", fields.iter().copied(), filtered)
     }
 
@@ -195,7 +199,7 @@ mod tests {
         assert_eq!(req(&r, &[(b"a", "caf\u{e9}".as_bytes())], true), Ok(()));
         assert_eq!(
             req(&r, &[(b"a", b"\xff")], true),
-            Err(Refusal::NotUtf8),
+            Err(HeaderRefusal::NotUtf8),
             "obs-text that is not UTF-8, on a filtered route"
         );
         assert_eq!(req(&r, &[(b"a", b"\xff")], false), Ok(()));
@@ -207,12 +211,12 @@ mod tests {
         for bad in [&b"a\x00b"[..], b"a\rb", b"a\nb", b"\x01", b"\x7f", b"\x1f"] {
             assert_eq!(
                 req(&pass, &[(b"a", bad)], false),
-                Err(Refusal::BadValue),
+                Err(HeaderRefusal::BadValue),
                 "{bad:?}"
             );
         }
         for bad in [&b"a b"[..], b"\xff", b"a:b", b"", b"a\x00"] {
-            assert_eq!(req(&r, &[(bad, b"v")], false), Err(Refusal::BadName));
+            assert_eq!(req(&r, &[(bad, b"v")], false), Err(HeaderRefusal::BadName));
         }
     }
 
@@ -224,16 +228,16 @@ mod tests {
             non_utf8: NonUtf8::Reject,
         };
         let big = vec![b'x'; 100];
-        assert_eq!(req(&r, &[(b"a", &big)], true), Err(Refusal::TooLarge));
+        assert_eq!(req(&r, &[(b"a", &big)], true), Err(HeaderRefusal::TooLarge));
         assert_eq!(
             req(&r, &[(b"a", &big), (b"b", b"\xff")], true),
-            Err(Refusal::TooLarge)
+            Err(HeaderRefusal::TooLarge)
         );
         let four: Vec<(&[u8], &[u8])> = vec![(b"a", b"1"); 4];
-        assert_eq!(req(&r, &four, true), Err(Refusal::TooMany));
+        assert_eq!(req(&r, &four, true), Err(HeaderRefusal::TooMany));
         assert_eq!(req(&r, &four[..3], true), Ok(()));
-        assert_eq!(Refusal::TooLarge.status(), 431);
-        assert_eq!(Refusal::NotUtf8.status(), 400);
+        assert_eq!(HeaderRefusal::TooLarge.status(), 431);
+        assert_eq!(HeaderRefusal::NotUtf8.status(), 400);
     }
 
     #[test]
@@ -242,7 +246,10 @@ mod tests {
         let ok: [(&[u8], &[u8]); 1] = [(b"a", "\u{e9}".as_bytes())];
         assert_eq!(r.check_response(ok.iter().copied()), Ok(()));
         let bad: [(&[u8], &[u8]); 1] = [(b"a", b"\xe9")];
-        assert_eq!(r.check_response(bad.iter().copied()), Err(Refusal::NotUtf8));
+        assert_eq!(
+            r.check_response(bad.iter().copied()),
+            Err(HeaderRefusal::NotUtf8)
+        );
         let pass = HeaderRules {
             non_utf8: NonUtf8::Pass,
             ..r

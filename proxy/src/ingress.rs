@@ -12,7 +12,7 @@ use crate::paths::{self, PathError, PathsConfig};
 
 /// Why a request was refused before routing (answered with 400).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Refusal {
+pub enum IngressRefusal {
     /// The path.
     #[error(transparent)]
     Path(#[from] PathError),
@@ -24,19 +24,19 @@ pub enum Refusal {
     Target,
 }
 
-impl Refusal {
+impl IngressRefusal {
     /// The metric label of this refusal (`sluice_bad_requests_total{reason}`).
     pub fn reason(&self) -> &'static str {
         match self {
-            Refusal::Path(e) => e.reason(),
-            Refusal::Connection(_) => "connection_header",
-            Refusal::Target => "target",
+            IngressRefusal::Path(e) => e.reason(),
+            IngressRefusal::Connection(_) => "connection_header",
+            IngressRefusal::Target => "target",
         }
     }
 }
 
 /// Normalises the request target and removes hop-by-hop headers, in place.
-pub fn prepare(req: &mut RequestHeader, cfg: &PathsConfig) -> Result<(), Refusal> {
+pub fn prepare(req: &mut RequestHeader, cfg: &PathsConfig) -> Result<(), IngressRefusal> {
     normalize_target(req, cfg)?;
     // HTTP/2 has no connection-specific headers (RFC 9113 §8.2.2); `te: trailers` is
     // legal there and gRPC needs it.
@@ -49,7 +49,7 @@ pub fn prepare(req: &mut RequestHeader, cfg: &PathsConfig) -> Result<(), Refusal
 /// Rewrites the target to its canonical origin-form (absolute-form becomes
 /// origin-form plus `Host`); the query is kept byte for byte. Absolute-form is told
 /// apart with Pingora's own classifier, the one its authority checks use.
-fn normalize_target(req: &mut RequestHeader, cfg: &PathsConfig) -> Result<(), Refusal> {
+fn normalize_target(req: &mut RequestHeader, cfg: &PathsConfig) -> Result<(), IngressRefusal> {
     let raw = req.raw_path();
     let (authority, path_and_query) = match raw_target_authority(raw) {
         RawTargetAuthority::Absolute {
@@ -74,7 +74,7 @@ fn normalize_target(req: &mut RequestHeader, cfg: &PathsConfig) -> Result<(), Re
     if let Some(authority) = authority {
         if !req.headers.contains_key(http::header::HOST) {
             req.insert_header(http::header::HOST, authority)
-                .map_err(|_| Refusal::Target)?;
+                .map_err(|_| IngressRefusal::Target)?;
         }
     }
     set_path(req, &path, query)
@@ -82,22 +82,26 @@ fn normalize_target(req: &mut RequestHeader, cfg: &PathsConfig) -> Result<(), Re
 
 /// Sets the path and query, keeping the URI's scheme and authority (HTTP/2 requests
 /// carry them).
-fn set_path(req: &mut RequestHeader, path: &[u8], mut query: Vec<u8>) -> Result<(), Refusal> {
+fn set_path(
+    req: &mut RequestHeader,
+    path: &[u8],
+    mut query: Vec<u8>,
+) -> Result<(), IngressRefusal> {
     let mut pq = path.to_vec();
     pq.append(&mut query);
     let mut parts = http::uri::Parts::default();
     parts.scheme = req.uri.scheme().cloned();
     parts.authority = req.uri.authority().cloned();
     parts.path_and_query =
-        Some(http::uri::PathAndQuery::try_from(pq).map_err(|_| Refusal::Target)?);
-    let uri = http::Uri::from_parts(parts).map_err(|_| Refusal::Target)?;
+        Some(http::uri::PathAndQuery::try_from(pq).map_err(|_| IngressRefusal::Target)?);
+    let uri = http::Uri::from_parts(parts).map_err(|_| IngressRefusal::Target)?;
     req.set_uri(uri);
     Ok(())
 }
 
 /// Removes the standard hop-by-hop headers and those the client's `Connection` names;
 /// `Connection` keeps only its standard options.
-fn strip_hop_by_hop(req: &mut RequestHeader) -> Result<(), Refusal> {
+fn strip_hop_by_hop(req: &mut RequestHeader) -> Result<(), IngressRefusal> {
     let plan = hop::plan(
         req.headers
             .get_all(http::header::CONNECTION)
@@ -110,7 +114,7 @@ fn strip_hop_by_hop(req: &mut RequestHeader) -> Result<(), Refusal> {
     match plan.connection {
         Some(v) => req
             .insert_header(http::header::CONNECTION, v)
-            .map_err(|_| Refusal::Target)?,
+            .map_err(|_| IngressRefusal::Target)?,
         None => {
             req.remove_header(&http::header::CONNECTION);
         }

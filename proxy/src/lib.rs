@@ -1,7 +1,8 @@
 //! Sluice: a Pingora reverse proxy that runs Proxy-Wasm filter chains.
 //!
 //! A request's path through the code, top to bottom:
-//! - [`policy`]: TOML policy -> validated [`policy::Policy`] (errors with file:line).
+//! - [`policy`]: TOML policy -> validated [`policy::Policy`] (errors with file:line),
+//!   one submodule per section (server, limits, tls, pools, filters, routes, images).
 //! - [`snapshot`]: policy -> compiled, immutable [`snapshot::Snapshot`], published by
 //!   [`snapshot::Live`] with `arc-swap`.
 //! - [`swap`]: reload, rollback, SIGHUP and file watch; validate first, then publish.
@@ -12,16 +13,22 @@
 //! - [`forwarded`]: `x-request-id` and `x-forwarded-*`, set before routing.
 //! - [`proxy`]: Pingora's `ProxyHttp`; each hook runs one phase of the chain.
 //! - [`held_body`]: request bodies held until the filters have seen them.
-//! - [`chain`]: runs a phase over a route's filters.
+//! - [`chain`]: runs a phase over a route's filters (pauses and calls, the local
+//!   reply's way back, the late end of a request).
+//! - [`phase`]: the phases ([`phase::Phase`]) and what callbacks amount to
+//!   ([`phase::Verdict`]), with their metric labels.
 //! - [`host`]: the Proxy-Wasm host on wasmtime, its own crate (`sluice-host`, knows no Pingora).
 //! - [`upstream`]: pools: load balancing, health checks, ejection, the peer to connect to.
 //! - [`tls`]: TLS termination: certificates by SNI from the live snapshot.
 //! - [`callouts`]: HTTP calls filters dispatch, sent with Pingora.
 //! - [`image`]: image variants the `image` filter asks for: fetch, transform, cache.
+//! - [`memory`]: heap returned to the kernel after connections close.
 //! - [`lifecycle`]: start checks and graceful stop.
-//! - [`metrics`]: Prometheus metrics.
-//! - [`admin`]: the admin listener.
+//! - [`metrics`]: Prometheus metrics and the handles resolved once per snapshot.
+//! - [`admin`]: the admin listener, `/metrics` rendered by [`admin::scrape`].
 //! - [`workers`]: the proxy's worker threads, reached to start VMs before a policy serves.
+
+#![warn(missing_docs)]
 
 pub mod admin;
 pub mod callouts;
@@ -41,6 +48,7 @@ pub mod listener;
 pub mod memory;
 pub mod metrics;
 pub mod paths;
+pub mod phase;
 pub mod policy;
 pub mod proxy;
 pub mod snapshot;

@@ -2,18 +2,18 @@
 //! (route, pool, peer and filter names, phases, status classes; never raw paths or
 //! client addresses). Hot paths use handles resolved once per snapshot
 //! ([`FilterMetrics`]). Filter-defined metrics (`proxy_define_metric`) are appended at
-//! scrape time as `sluice_wasm_<name>{plugin="..."}`.
+//! scrape time as `sluice_wasm_<name>{plugin="..."}` ([`crate::admin::scrape`]).
 
-use std::fmt::Write as _;
 use std::sync::OnceLock;
 
 use prometheus::{
-    CounterVec, Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
-    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    CounterVec, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry,
 };
 
-use crate::host::abi::{metric_snapshot, MetricKind};
-use crate::snapshot::Snapshot;
+mod handles;
+
+pub use handles::{method_label, status_class, FilterMetrics, PhaseMetrics, RouteMetrics};
 
 /// Histogram buckets for filter callbacks: 1 µs to 100 ms.
 const FILTER_BUCKETS: &[f64] = &[
@@ -382,214 +382,9 @@ pub fn metrics() -> &'static Metrics {
     })
 }
 
-/// Phases a filter runs in, as metric label values.
-pub const PHASES: [&str; 6] = [
-    "request_headers",
-    "request_body",
-    "response_headers",
-    "response_body",
-    "http_call_response",
-    "log",
-];
-
-/// Actions a callback answers, as metric label values.
-pub const ACTIONS: [&str; 4] = ["continue", "pause", "local_response", "reset"];
-
-/// Metric handles of one phase of one filter.
-pub struct PhaseMetrics {
-    /// Invocations.
-    pub invocations: IntCounter,
-    /// Duration.
-    pub duration: Histogram,
-    /// Per action, in [`ACTIONS`] order.
-    pub actions: [IntCounter; 4],
-}
-
-/// Metric handles of one filter, resolved once per snapshot.
-pub struct FilterMetrics {
-    /// Per phase, in [`PHASES`] order.
-    pub phases: Vec<PhaseMetrics>,
-}
-
-impl FilterMetrics {
-    /// Handles for filter `name`.
-    pub fn new(name: &str) -> FilterMetrics {
-        let m = metrics();
-        FilterMetrics {
-            phases: PHASES
-                .iter()
-                .map(|p| PhaseMetrics {
-                    invocations: m.filter_invocations.with_label_values(&[name, p]),
-                    duration: m.filter_duration.with_label_values(&[name, p]),
-                    actions: ACTIONS.map(|a| m.filter_actions.with_label_values(&[name, p, a])),
-                })
-                .collect(),
-        }
+impl Metrics {
+    /// Every registered metric family, as now (the admin's `/metrics` encodes them).
+    pub fn gather(&self) -> Vec<prometheus::proto::MetricFamily> {
+        self.registry.gather()
     }
-}
-
-/// Method label values, in the order [`method_index`] uses.
-const METHODS: [&str; 8] = [
-    "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "other",
-];
-/// Status classes, in the order [`class_index`] uses.
-const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
-
-/// Metric handles of one route (and its pool), resolved once per snapshot so that a
-/// request touches only atomics.
-pub struct RouteMetrics {
-    requests: Vec<IntCounter>,
-    /// Request duration.
-    pub duration: Histogram,
-    /// Upstream duration of the route's pool.
-    pub upstream: Histogram,
-}
-
-impl RouteMetrics {
-    /// Handles for route `route` served by pool `pool`.
-    pub fn new(route: &str, pool: &str) -> RouteMetrics {
-        let m = metrics();
-        let mut requests = Vec::with_capacity(METHODS.len() * CLASSES.len());
-        for method in METHODS {
-            for class in CLASSES {
-                requests.push(m.requests.with_label_values(&[route, class, method]));
-            }
-        }
-        RouteMetrics {
-            requests,
-            duration: m.request_duration.with_label_values(&[route]),
-            upstream: m.upstream_duration.with_label_values(&[pool]),
-        }
-    }
-
-    /// Counts one request.
-    pub fn count(&self, method: &http::Method, status: u16) {
-        self.requests[method_index(method) * CLASSES.len() + class_index(status)].inc();
-    }
-}
-
-fn method_index(m: &http::Method) -> usize {
-    let label = method_label(m);
-    METHODS
-        .iter()
-        .position(|x| *x == label)
-        .unwrap_or(METHODS.len() - 1)
-}
-
-fn class_index(status: u16) -> usize {
-    CLASSES
-        .iter()
-        .position(|c| *c == status_class(status))
-        .unwrap_or(4)
-}
-
-/// `1xx`..`5xx`.
-pub fn status_class(status: u16) -> &'static str {
-    match status {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
-    }
-}
-
-/// A method label: the standard ones, else `other` (label values stay bounded).
-pub fn method_label(m: &http::Method) -> &'static str {
-    match *m {
-        http::Method::GET => "GET",
-        http::Method::HEAD => "HEAD",
-        http::Method::POST => "POST",
-        http::Method::PUT => "PUT",
-        http::Method::DELETE => "DELETE",
-        http::Method::PATCH => "PATCH",
-        http::Method::OPTIONS => "OPTIONS",
-        _ => "other",
-    }
-}
-
-fn sanitize(name: &str) -> String {
-    name.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' {
-                c.to_ascii_lowercase()
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
-
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-/// The text exposition of every metric, with gauges taken from `snapshot` now.
-pub fn render(snapshot: &Snapshot) -> String {
-    let m = metrics();
-    m.generation.set(snapshot.generation as i64);
-    m.filter_vms.reset();
-    m.filter_vm_memory.reset();
-    for f in &snapshot.filters {
-        let name = f.plugin.info.name.as_str();
-        m.filter_vms
-            .with_label_values(&[name])
-            .set(f.plugin.vm_count());
-        m.filter_vm_memory
-            .with_label_values(&[name])
-            .set(f.plugin.vm_memory_bytes());
-    }
-    let mut out = Vec::new();
-    let _ = TextEncoder::new().encode(&m.registry.gather(), &mut out);
-    let mut text = String::from_utf8(out).unwrap_or_default();
-    text.push_str("# HELP sluice_generation_vms Filter VMs alive by policy generation (the live one, and retired ones until their last request ends).\n# TYPE sluice_generation_vms gauge\n");
-    for (generation, vms) in crate::host::vms_by_generation() {
-        let _ = writeln!(
-            text,
-            "sluice_generation_vms{{generation=\"{generation}\"}} {vms}"
-        );
-    }
-    let _ = writeln!(
-        text,
-        "# HELP sluice_module_cache_refusals_total On-disk module cache directories or entries refused (not owned by Sluice's user, or writable by group or others).\n# TYPE sluice_module_cache_refusals_total counter\nsluice_module_cache_refusals_total {}",
-        crate::host::disk_cache::CACHE_REFUSALS.load(std::sync::atomic::Ordering::Relaxed)
-    );
-    // Filter-defined metrics, one family per name, the plugin as a label.
-    let mut values = metric_snapshot();
-    values.sort_by(|a, b| (sanitize(&a.name), &a.plugin).cmp(&(sanitize(&b.name), &b.plugin)));
-    let mut family: Option<(String, MetricKind)> = None;
-    for v in values {
-        let base = format!("sluice_wasm_{}", sanitize(&v.name));
-        let (name, typ) = match v.kind {
-            MetricKind::Counter if base.ends_with("_total") => (base.clone(), "counter"),
-            MetricKind::Counter => (format!("{base}_total"), "counter"),
-            MetricKind::Gauge => (base.clone(), "gauge"),
-            MetricKind::Histogram => (base.clone(), "summary"),
-        };
-        match &family {
-            Some((n, k)) if *n == name && *k != v.kind => continue, // conflicting kinds: first wins
-            Some((n, _)) if *n == name => {}
-            _ => {
-                let _ = writeln!(
-                    text,
-                    "# HELP {name} Defined by a filter with proxy_define_metric."
-                );
-                let _ = writeln!(text, "# TYPE {name} {typ}");
-                family = Some((name.clone(), v.kind));
-            }
-        }
-        let plugin = escape(&v.plugin);
-        match v.kind {
-            MetricKind::Histogram => {
-                let _ = writeln!(text, "{name}_sum{{plugin=\"{plugin}\"}} {}", v.sum);
-                let _ = writeln!(text, "{name}_count{{plugin=\"{plugin}\"}} {}", v.count);
-            }
-            _ => {
-                let _ = writeln!(text, "{name}{{plugin=\"{plugin}\"}} {}", v.value);
-            }
-        }
-    }
-    text
 }

@@ -24,12 +24,13 @@ use pingora::upstreams::peer::Peer;
 use pingora::{ErrorSource, ErrorType};
 
 use crate::chain::{Chain, Outcome};
-use crate::header_guard::Refusal;
+use crate::header_guard::HeaderRefusal;
 use crate::held_body::{self, Held};
 use crate::host::{BodyKind, HeaderMap, LocalResponse, RequestInfo, StreamState};
 use crate::metrics::{method_label, metrics, status_class};
 use crate::policy::HashKey;
-use crate::snapshot::{Live, Pool, Snapshot};
+use crate::snapshot::{Live, Snapshot};
+use crate::upstream::UpstreamPool;
 
 /// Properties filters set to steer the upstream request (documented in docs/POLICY.md).
 pub mod props {
@@ -83,7 +84,7 @@ pub struct Ctx {
     /// When the upstream peer was chosen.
     upstream_started: Option<Instant>,
     /// The pool serving the request, once chosen.
-    pool: Option<Arc<Pool>>,
+    pool: Option<Arc<UpstreamPool>>,
     /// Peers tried so far (retries go elsewhere).
     tried: Vec<std::net::SocketAddr>,
     /// The request came over TLS.
@@ -164,7 +165,7 @@ fn check_request_headers(
     snap: &Snapshot,
     req: &RequestHeader,
     filtered: bool,
-) -> std::result::Result<(), Refusal> {
+) -> std::result::Result<(), HeaderRefusal> {
     let target = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     snap.policy.headers.check_request(
         req.method.as_str(),
@@ -359,7 +360,7 @@ fn pause_limit(ctx: &Ctx) -> Duration {
 
 /// The consistent-hash key: what a filter set in `sluice.upstream.hash_key`, else the
 /// pool's `hash_key` source.
-fn hash_key(session: &Session, ctx: &Ctx, pool: &Pool) -> Vec<u8> {
+fn hash_key(session: &Session, ctx: &Ctx, pool: &UpstreamPool) -> Vec<u8> {
     if let Some(k) = ctx.stream.filter_state.get(props::HASH_KEY) {
         return k.clone();
     }
@@ -443,7 +444,7 @@ async fn redirect_https(session: &mut Session, snap: &Snapshot, host: &str) -> R
 }
 
 /// Counts a failure of `peer` (connect, proxy) and tells its pool (passive ejection).
-fn peer_failed(pool: &Pool, peer: &HttpPeer) {
+fn peer_failed(pool: &UpstreamPool, peer: &HttpPeer) {
     metrics()
         .upstream_errors
         .with_label_values(&[pool.def.name.as_str(), &peer.address().to_string()])
@@ -454,7 +455,7 @@ fn peer_failed(pool: &Pool, peer: &HttpPeer) {
 }
 
 /// May this request try one more peer: within the pool's `retries`, and an untried peer left?
-fn retries_left(pool: &Pool, ctx: &Ctx) -> bool {
+fn retries_left(pool: &UpstreamPool, ctx: &Ctx) -> bool {
     ctx.tried.len() <= pool.def.retries && ctx.tried.len() < pool.def.peers.len()
 }
 

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crate::tls::CertStore;
-pub use crate::upstream::UpstreamPool as Pool;
+use crate::upstream::UpstreamPool;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 
 use crate::callouts::PoolCallouts;
 use crate::host::callout::Callouts;
-use crate::host::{CompiledModule, Engine, Limits, Plugin, PluginInfo};
+use crate::host::{CompiledModule, Engine, Limits, Plugin, PluginFile, PluginInfo};
 use crate::metrics::{FilterMetrics, RouteMetrics};
 use crate::policy::{Diagnostic, OnFailure, Policy, PolicyErrors};
 
@@ -48,7 +48,7 @@ impl Route {
 /// A route ready to serve.
 pub struct Route {
     /// The policy's route (match, names).
-    pub def: crate::policy::Route,
+    pub def: crate::policy::RouteDef,
     /// Filters in chain order (shared with each request's chain).
     pub filters: Arc<[Arc<Filter>]>,
     /// Index into [`Snapshot::pools`].
@@ -74,7 +74,7 @@ pub struct Compiled {
     /// The policy.
     pub policy: Policy,
     /// Pools by policy order.
-    pub pools: Vec<Arc<Pool>>,
+    pub pools: Vec<Arc<UpstreamPool>>,
     /// Certificates of the TLS listeners, chosen by SNI.
     pub certs: Option<Arc<CertStore>>,
     /// The client that sends filters' HTTP calls to these pools.
@@ -94,7 +94,7 @@ pub struct Snapshot {
     /// Routes in match order.
     pub routes: Vec<Route>,
     /// Pools by policy order.
-    pub pools: Vec<Arc<Pool>>,
+    pub pools: Vec<Arc<UpstreamPool>>,
     /// Certificates of the TLS listeners, chosen by SNI.
     pub certs: Option<Arc<CertStore>>,
     /// Filters by policy order.
@@ -160,9 +160,9 @@ impl Compiled {
                     .with(crate::image::FORMATS_PROPERTY, crate::image::OUTPUT_FORMATS),
             );
         let mut errors = Vec::new();
-        let mut pools: Vec<Arc<Pool>> = Vec::new();
+        let mut pools: Vec<Arc<UpstreamPool>> = Vec::new();
         for p in &policy.pools {
-            match Pool::get(&file, p) {
+            match UpstreamPool::get(&file, p) {
                 Ok(pool) => pools.push(pool),
                 Err(d) => errors.push(d),
             }
@@ -273,7 +273,16 @@ impl Compiled {
                 vm_config: f.vm_config.clone(),
                 plugin_config: f.config.clone(),
                 generation,
-                files: f.files.clone(),
+                files: Arc::new(
+                    f.files
+                        .iter()
+                        .map(|g| PluginFile {
+                            name: g.name.clone(),
+                            path: g.path.clone(),
+                            data: g.data.clone(),
+                        })
+                        .collect(),
+                ),
             };
             let limits = Limits {
                 memory_bytes: f.limits.memory_bytes,
@@ -325,7 +334,7 @@ impl Compiled {
 
 impl Snapshot {
     /// The pool named `name`.
-    pub fn pool(&self, name: &str) -> Option<&Arc<Pool>> {
+    pub fn pool(&self, name: &str) -> Option<&Arc<UpstreamPool>> {
         self.pools.iter().find(|p| p.def.name == name)
     }
 
@@ -371,5 +380,17 @@ impl Live {
     /// finish on the snapshot they hold.
     pub fn publish(&self, next: Arc<Snapshot>) -> Arc<Snapshot> {
         self.current.swap(next)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The policy's default shared-data quota is the host's own default.
+    #[test]
+    fn shared_data_default_matches_the_host() {
+        assert_eq!(
+            crate::policy::DEFAULT_SHARED_DATA_BYTES,
+            crate::host::vm::DEFAULT_SHARED_DATA_BYTES
+        );
     }
 }

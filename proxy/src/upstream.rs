@@ -22,7 +22,7 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::utils::tls::WrappedX509;
 
 use crate::metrics::metrics;
-use crate::policy::{Balance, Diagnostic, Pool as PoolDef};
+use crate::policy::{Balance, Diagnostic, PoolDef};
 
 /// How many selection steps one pick may take (ketama walks its ring).
 const MAX_ITERATIONS: usize = 256;

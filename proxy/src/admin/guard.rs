@@ -23,7 +23,7 @@ use subtle::ConstantTimeEq;
 
 /// Why the admin API refused a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
+pub enum AdminRefusal {
     /// `Host` names neither the admin's address nor an allowed name (DNS rebinding).
     Host,
     /// `Origin` or `Sec-Fetch-Site` says another origin sent a state-changing request.
@@ -34,26 +34,28 @@ pub enum Refusal {
     Token,
 }
 
-impl Refusal {
+impl AdminRefusal {
     /// The `reason` label of `sluice_admin_refusals_total`.
     pub fn label(self) -> &'static str {
         match self {
-            Refusal::Host => "host",
-            Refusal::Origin => "origin",
-            Refusal::ContentType => "content_type",
-            Refusal::Token => "token",
+            AdminRefusal::Host => "host",
+            AdminRefusal::Origin => "origin",
+            AdminRefusal::ContentType => "content_type",
+            AdminRefusal::Token => "token",
         }
     }
 
     /// The body of the refusal.
     pub fn message(self) -> &'static str {
         match self {
-            Refusal::Host => {
+            AdminRefusal::Host => {
                 "Host is not this admin listener (add the name to [server] admin_hosts)\n"
             }
-            Refusal::Origin => "cross-origin requests cannot change state\n",
-            Refusal::ContentType => "state-changing requests cannot carry a form content type\n",
-            Refusal::Token => "bearer token required\n",
+            AdminRefusal::Origin => "cross-origin requests cannot change state\n",
+            AdminRefusal::ContentType => {
+                "state-changing requests cannot carry a form content type\n"
+            }
+            AdminRefusal::Token => "bearer token required\n",
         }
     }
 }
@@ -65,11 +67,11 @@ pub fn changes_state(method: &Method) -> bool {
 
 /// Checks `Host` against DNS rebinding: IP literals, `localhost`, `*.localhost` and the
 /// names in `allowed` pass.
-pub fn check_host(headers: &HeaderMap, allowed: &[String]) -> Result<(), Refusal> {
+pub fn check_host(headers: &HeaderMap, allowed: &[String]) -> Result<(), AdminRefusal> {
     let Some(value) = headers.get(header::HOST) else {
         return Ok(());
     };
-    let value = value.to_str().map_err(|_| Refusal::Host)?;
+    let value = value.to_str().map_err(|_| AdminRefusal::Host)?;
     let name = crate::paths::normalize_host(value.trim());
     let ok = name.parse::<std::net::IpAddr>().is_ok()
         || name == "localhost"
@@ -78,7 +80,7 @@ pub fn check_host(headers: &HeaderMap, allowed: &[String]) -> Result<(), Refusal
     if ok {
         Ok(())
     } else {
-        Err(Refusal::Host)
+        Err(AdminRefusal::Host)
     }
 }
 
@@ -90,22 +92,22 @@ fn normal_authority(authority: &str, scheme: &str) -> String {
 }
 
 /// Checks a state-changing request against cross-site request forgery.
-pub fn check_cross_origin(headers: &HeaderMap) -> Result<(), Refusal> {
+pub fn check_cross_origin(headers: &HeaderMap) -> Result<(), AdminRefusal> {
     if let Some(site) = headers.get("sec-fetch-site") {
         if !matches!(site.as_bytes(), b"same-origin" | b"none") {
-            return Err(Refusal::Origin);
+            return Err(AdminRefusal::Origin);
         }
     }
     if let Some(origin) = headers.get(header::ORIGIN) {
-        let origin = origin.to_str().map_err(|_| Refusal::Origin)?;
-        let (scheme, authority) = origin.split_once("://").ok_or(Refusal::Origin)?;
+        let origin = origin.to_str().map_err(|_| AdminRefusal::Origin)?;
+        let (scheme, authority) = origin.split_once("://").ok_or(AdminRefusal::Origin)?;
         let host = headers
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
-            .ok_or(Refusal::Origin)?;
+            .ok_or(AdminRefusal::Origin)?;
         if scheme != "http" || normal_authority(authority, scheme) != normal_authority(host, "http")
         {
-            return Err(Refusal::Origin);
+            return Err(AdminRefusal::Origin);
         }
     }
     if let Some(ct) = headers.get(header::CONTENT_TYPE) {
@@ -121,7 +123,7 @@ pub fn check_cross_origin(headers: &HeaderMap) -> Result<(), Refusal> {
             essence.as_str(),
             "application/x-www-form-urlencoded" | "multipart/form-data" | "text/plain"
         ) {
-            return Err(Refusal::ContentType);
+            return Err(AdminRefusal::ContentType);
         }
     }
     Ok(())
@@ -174,7 +176,7 @@ mod tests {
         ] {
             assert_eq!(
                 check_host(&headers(&[("host", bad)]), &none),
-                Err(Refusal::Host),
+                Err(AdminRefusal::Host),
                 "{bad}"
             );
         }
@@ -218,7 +220,7 @@ mod tests {
         ] {
             assert_eq!(
                 check_cross_origin(&headers(&[("host", "127.0.0.1:9901"), ("origin", origin)])),
-                Err(Refusal::Origin),
+                Err(AdminRefusal::Origin),
                 "{origin}"
             );
         }
@@ -227,7 +229,7 @@ mod tests {
                 ("host", "127.0.0.1:9901"),
                 ("sec-fetch-site", "same-site")
             ])),
-            Err(Refusal::Origin)
+            Err(AdminRefusal::Origin)
         );
         for ct in [
             "text/plain",
@@ -239,7 +241,7 @@ mod tests {
                     ("host", "127.0.0.1:9901"),
                     ("content-type", ct)
                 ])),
-                Err(Refusal::ContentType),
+                Err(AdminRefusal::ContentType),
                 "{ct}"
             );
         }

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use tokio::sync::Semaphore;
 
-use super::ImagesConfig;
+use crate::policy::ImagesConfig;
 
 /// A transformed image and what its response needs.
 #[derive(Debug)]
@@ -47,7 +47,7 @@ impl quick_cache::Weighter<String, Arc<Variant>> for Weigh {
 
 /// Process-wide image state: cache and transform slots, rebuilt when a policy
 /// changes their sizes.
-pub struct Engine {
+pub struct ImageEngine {
     cache_mb: u64,
     max_concurrent: usize,
     cache: Option<quick_cache::sync::Cache<String, Arc<Variant>, Weigh>>,
@@ -55,10 +55,10 @@ pub struct Engine {
     pub slots: Arc<Semaphore>,
 }
 
-impl Engine {
+impl ImageEngine {
     /// The engine for `cfg` (the current one when its sizes match).
-    pub fn get(cfg: &ImagesConfig) -> Arc<Engine> {
-        static E: Mutex<Option<Arc<Engine>>> = Mutex::new(None);
+    pub fn get(cfg: &ImagesConfig) -> Arc<ImageEngine> {
+        static E: Mutex<Option<Arc<ImageEngine>>> = Mutex::new(None);
         let mut g = E.lock().unwrap_or_else(|p| p.into_inner());
         let want = cfg.concurrency();
         if let Some(e) = g.as_ref() {
@@ -67,7 +67,7 @@ impl Engine {
             }
         }
         let bytes = cfg.cache_mb << 20;
-        let e = Arc::new(Engine {
+        let e = Arc::new(ImageEngine {
             cache_mb: cfg.cache_mb,
             max_concurrent: want,
             cache: (bytes > 0).then(|| {

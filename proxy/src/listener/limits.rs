@@ -14,7 +14,7 @@ use crate::policy::ConnectionLimits;
 /// Why a connection or request was refused (the `reason` label of
 /// `sluice_overload_refused_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
+pub enum LimitRefusal {
     /// The listener holds `connections.max` connections.
     Listener,
     /// The client address holds `connections.max_per_client` connections.
@@ -25,14 +25,14 @@ pub enum Refusal {
     H1InFlight,
 }
 
-impl Refusal {
+impl LimitRefusal {
     /// The metric label.
     pub fn label(self) -> &'static str {
         match self {
-            Refusal::Listener => "listener",
-            Refusal::Client => "client",
-            Refusal::FdHeadroom => "fd_headroom",
-            Refusal::H1InFlight => "h1_in_flight",
+            LimitRefusal::Listener => "listener",
+            LimitRefusal::Client => "client",
+            LimitRefusal::FdHeadroom => "fd_headroom",
+            LimitRefusal::H1InFlight => "h1_in_flight",
         }
     }
 
@@ -130,11 +130,11 @@ impl Tracker {
         local: Option<SocketAddr>,
         peer: Option<IpAddr>,
         limits: &ConnectionLimits,
-    ) -> Result<Connection, Refusal> {
+    ) -> Result<Connection, LimitRefusal> {
         let before = self.open.fetch_add(1, Ordering::AcqRel);
         if before >= self.ceiling {
             self.open.fetch_sub(1, Ordering::AcqRel);
-            return Err(Refusal::FdHeadroom);
+            return Err(LimitRefusal::FdHeadroom);
         }
         self.peak.fetch_max(before + 1, Ordering::Relaxed);
         let mut conn = Connection {
@@ -146,7 +146,7 @@ impl Tracker {
             let l = &self.listeners[i];
             if l.open.fetch_add(1, Ordering::AcqRel) >= limits.max {
                 l.open.fetch_sub(1, Ordering::AcqRel);
-                return Err(Refusal::Listener);
+                return Err(LimitRefusal::Listener);
             }
             l.gauge.inc();
             conn.listener = Some(i);
@@ -158,7 +158,7 @@ impl Tracker {
                 if *n == 0 {
                     map.remove(&ip);
                 }
-                return Err(Refusal::Client);
+                return Err(LimitRefusal::Client);
             }
             *n += 1;
             conn.client = Some(ip);
@@ -167,10 +167,10 @@ impl Tracker {
     }
 
     /// Takes a slot for an HTTP/1 request, or refuses it past `max`.
-    pub fn start_request(self: &Arc<Self>, max: usize) -> Result<InFlight, Refusal> {
+    pub fn start_request(self: &Arc<Self>, max: usize) -> Result<InFlight, LimitRefusal> {
         if self.in_flight.fetch_add(1, Ordering::AcqRel) >= max {
             self.in_flight.fetch_sub(1, Ordering::AcqRel);
-            return Err(Refusal::H1InFlight);
+            return Err(LimitRefusal::H1InFlight);
         }
         metrics().h1_in_flight.inc();
         Ok(InFlight {

@@ -35,7 +35,7 @@ use pingora::{Error, ErrorSource, ErrorType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
-pub use limits::{fd_ceiling, Refusal, Tracker};
+pub use limits::{fd_ceiling, LimitRefusal, Tracker};
 
 use crate::metrics::metrics;
 use crate::policy::Timeouts;

@@ -4,15 +4,27 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::host::PluginFile;
+/// A file a policy grants a filter, read when the policy loads; the compile step
+/// ([`crate::snapshot`]) hands it to the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileGrant {
+    /// Its name for the filter: the path as the policy wrote it (a glob's matches keep
+    /// the glob's directory part as written), so relative names stay relative to the
+    /// policy.
+    pub name: String,
+    /// Where it was read from.
+    pub path: std::path::PathBuf,
+    /// Its contents.
+    pub data: Arc<[u8]>,
+}
 
 /// Most bytes of `files` one filter may hold.
 pub const MAX_FILES_BYTES: usize = 32 << 20;
 
 /// Reads the files `patterns` name (globs expand sorted, per pattern; a file named twice
 /// keeps its first position). Errors name the pattern at fault.
-pub fn load(base: &Path, patterns: &[String]) -> Result<Vec<PluginFile>, String> {
-    let mut out: Vec<PluginFile> = Vec::new();
+pub fn load(base: &Path, patterns: &[String]) -> Result<Vec<FileGrant>, String> {
+    let mut out: Vec<FileGrant> = Vec::new();
     let mut total = 0usize;
     for pat in patterns {
         let full = base.join(pat);
@@ -57,7 +69,7 @@ pub fn load(base: &Path, patterns: &[String]) -> Result<Vec<PluginFile>, String>
                 ));
             }
             let data = std::fs::read(&p).map_err(|e| format!("files: {name}: {e}"))?;
-            out.push(PluginFile {
+            out.push(FileGrant {
                 name,
                 data: Arc::from(data),
                 path: p,
