@@ -280,11 +280,6 @@ pub fn sluice_with_env(policy: &str, env: &[(&str, &str)]) -> Sluice {
     sluice_opts(tempfile::tempdir().unwrap(), policy, &opts)
 }
 
-/// Starts Sluice with its policy in `dir` (files the policy names relatively go there).
-pub fn sluice_in(dir: tempfile::TempDir, policy: &str) -> Sluice {
-    sluice_opts(dir, policy, &Opts::default())
-}
-
 /// Starts Sluice with extra `[server]` keys (e.g. `h2c = true\n`).
 pub fn sluice_with_server(policy: &str, server_extra: &str) -> Sluice {
     let opts = Opts {
