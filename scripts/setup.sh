@@ -12,7 +12,7 @@ need=(cmake gcc g++ make pkg-config curl openssl prometheus)
 need+=(nasm libvips-tools wrk)
 # Soak (bench/soak.sh): h2load drives the h2c share of the traffic.
 need+=(nghttp2-client)
-# WAF differential test and bench (proxy/tests/waf.rs, bench/waf.sh): nginx + ModSecurity
+# WAF differential test and bench (proxy/tests/suite/waf.rs, bench/waf.sh): nginx + ModSecurity
 # + the OWASP CRS as Debian ships them, the echo module (a content handler ModSecurity
 # inspects), and wrk.
 need+=(nginx-light libnginx-mod-http-modsecurity modsecurity-crs libnginx-mod-http-echo wrk)

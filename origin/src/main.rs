@@ -48,7 +48,7 @@ static X_ORIGIN_ID: HeaderName = HeaderName::from_static("x-origin-id");
     about = "The Sluice demo origin: static files, /echo, /healthz, /status/<code>, /bytes/<n>"
 )]
 struct Args {
-    /// Address to listen on.
+    /// Address to listen on (port 0: a free port, printed on the first stderr line).
     #[arg(long, default_value = "127.0.0.1:8081")]
     listen: SocketAddr,
     /// Directory served as static files.
@@ -105,6 +105,10 @@ async fn serve(addr: SocketAddr, state: Arc<State>, threads: usize) -> anyhow::R
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding {addr}"))?;
+    // The bound address, first line on stderr: with `--listen 127.0.0.1:0` the kernel
+    // picks a free port and the test suite (proxy/tests/suite/support) reads it here, so
+    // no port number changes hands before the bind. Keep the `listening on http://ADDR `
+    // shape.
     eprintln!(
         "sluice-origin id={} listening on http://{} root={} threads={threads}",
         state.id,

@@ -1,10 +1,11 @@
-//! What the hardening modules share: raw exchanges, metric samples, the real WAF.
+//! Raw exchanges (exactly the bytes a test writes, where a client library would
+//! sanitize them), `/metrics` samples, and the real WAF as the default policy runs it.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use super::common::*;
+use super::*;
 
 /// Sends `request` as raw bytes on a new connection (exactly these bytes, where a client
 /// library would sanitize them) and reads the answer until the proxy closes it (requests
@@ -61,6 +62,10 @@ pub fn metric_with(s: &Sluice, name: &str, labels: &str) -> f64 {
 /// `[filters.waf]` as policies/default.toml runs it: the OWASP CRS from Debian's
 /// install paths, paranoia 1, blocking with 403.
 pub fn waf_filter() -> String {
+    assert!(
+        std::path::Path::new(CRS_RULES).is_dir(),
+        "{CRS_RULES} is missing: the test must call require(\"crs\", CRS_RULES) first"
+    );
     format!(
         r#"
 [filters.waf]

@@ -8,8 +8,7 @@ use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
-use super::common::*;
-use super::kit::{exchange, metric};
+use crate::support::*;
 
 /// One raw HTTP/1.1 request to `addr` (exactly these bytes, as a browser would send
 /// them); the status code and the whole response.
@@ -56,6 +55,7 @@ fn watch_never_serves_a_policy_caught_half_written() {
             let mut f = std::fs::File::create(&path).unwrap();
             f.write_all(first.as_bytes()).unwrap();
             f.sync_all().unwrap();
+            // A half-written policy file for a while: the stimulus of this test.
             std::thread::sleep(Duration::from_millis(1200));
             f.write_all(second.as_bytes()).unwrap();
             f.sync_all().unwrap();
@@ -93,6 +93,8 @@ fn watch_never_serves_a_policy_caught_half_written() {
             t.elapsed() < Duration::from_secs(15),
             "the whole policy was never served: {st}"
         );
+        // Samples /echo and the status while the file is half-written: each round
+        // checks the half-written policy was never served, so this is not `until`.
         std::thread::sleep(Duration::from_millis(50));
     }
     writer.join().unwrap();

@@ -3,9 +3,7 @@
 //! `x-origin-id`, so every assertion on a pool is an assertion on the origin that
 //! answered; `/echo` shows what the origin received (path, query, headers).
 
-mod common;
-
-use common::*;
+use crate::support::*;
 use serde_json::Value;
 use std::collections::BTreeMap;
 
@@ -325,13 +323,10 @@ fn unknown_pool_is_a_502_with_a_log_line_and_a_metric() {
         .unwrap_or_else(|| panic!("no unknown-pool metric in:\n{metrics}"));
     assert!(line.ends_with(" 1"), "{line}");
     // The host logs the pool the filter named.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while !t.s.log().contains("missing") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no log line names the pool:\n{}",
-            t.s.log()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    until_value(
+        secs(5),
+        "a log line naming the pool",
+        || t.s.log(),
+        |log| log.contains("missing"),
+    );
 }

@@ -2,15 +2,13 @@
 //! to clients, HTTPS redirects, and upstream pools (round robin, weights, consistent
 //! hashing, health checks, retries, ejection) against real origins on loopback.
 
-mod common;
-
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::support::*;
 
 /// A CA and leaf certificates signed by it, written as PEM files into `dir`.
 struct Pki {
@@ -97,13 +95,16 @@ fn sluice_tls(
     let dir = tempfile::tempdir().unwrap();
     let a = pki.leaf(dir.path(), "a", &["a.test"]);
     let b = pki.leaf(dir.path(), "b", &["b.test", "*.b.test"]);
-    let tls_addr = free_addr();
-    let s = sluice_in(dir, &body(tls_addr));
-    (s, tls_addr, a, b)
+    let (s, tls) = sluice_ports(dir, 1, |t| body(t[0]), &Opts::default());
+    (s, tls[0], a, b)
 }
 
 #[test]
 fn tls_picks_the_certificate_by_sni_offers_h2_and_refuses_tls11() {
+    // curl and openssl s_client compare the handshake with other TLS stacks.
+    if !require("curl", "curl") {
+        return;
+    }
     let o = origin("o1");
     let pki = Pki::new();
     let (s, tls_addr, cert_a, cert_b) = sluice_tls(&pki, |t| tls_policy(&o, t, ""));
@@ -422,7 +423,7 @@ fn round_robin_spreads_evenly_and_a_stopped_origin_leaves_without_client_errors(
 #[test]
 fn weights_consistent_hashing_retries_and_ejection() {
     let (o1, o2, o3) = (origin("o1"), origin("o2"), origin("o3"));
-    let dead = format!("127.0.0.1:{}", free_port());
+    let dead = DEAD_PEER;
     let body = format!(
         "[pools.w]\npeers = [{{ addr = \"{a}\", weight = 3 }}, \"{b}\"]\n\
          [pools.h]\npeers = [\"{a}\", \"{b}\", \"{c}\"]\nbalance = \"consistent_hash\"\nhash_key = \"header:x-user\"\n\

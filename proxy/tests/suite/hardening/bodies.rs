@@ -14,8 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::common::*;
-use super::kit::{metric_with, waf_filter};
+use crate::support::*;
 
 /// An origin that records what reaches it: connections accepted and every byte read.
 /// It answers each request framed by Content-Length (what Sluice sends for held bodies)
@@ -206,6 +205,9 @@ fn padding(n: usize) -> String {
 
 #[test]
 fn waf_decides_on_the_whole_body_before_the_origin_sees_the_request() {
+    if !require("crs", CRS_RULES) {
+        return;
+    }
     let rec = Recorder::start();
     let s = sluice(&waf_policy(rec.addr, 200_000));
     let addr = s.proc.addr;
@@ -251,6 +253,7 @@ fn waf_decides_on_the_whole_body_before_the_origin_sees_the_request() {
     for i in 0..8 {
         c.write_all(&chunk(format!("f{i}=slow&").as_bytes()))
             .unwrap();
+        // A body that trickles (the stimulus).
         std::thread::sleep(Duration::from_millis(150));
         assert_eq!(
             rec.connections(),
@@ -321,6 +324,7 @@ fn waf_decides_on_the_whole_body_before_the_origin_sees_the_request() {
         let part = format!("f{i}=slow&");
         sent.extend_from_slice(part.as_bytes());
         c.write_all(&chunk(part.as_bytes())).unwrap();
+        // A body that trickles (the stimulus).
         std::thread::sleep(Duration::from_millis(150));
         assert_eq!(rec.connections(), before, "upstream held by a slow body");
     }
@@ -335,6 +339,9 @@ fn waf_decides_on_the_whole_body_before_the_origin_sees_the_request() {
 
 #[test]
 fn waf_holds_bodies_over_h2_too() {
+    if !require("crs", CRS_RULES) {
+        return;
+    }
     let rec = Recorder::start();
     let s = sluice_with_server(&waf_policy(rec.addr, 200_000), "h2c = true\n");
     let h2 = reqwest::blocking::Client::builder()
@@ -470,6 +477,7 @@ fn client_side_body_errors_do_not_eject_a_healthy_peer() {
                 c.write_all(&[b'x'; 1000]).unwrap();
             }
         }
+        // A client that goes away mid-body after a pause: the stimulus.
         std::thread::sleep(Duration::from_millis(300));
         let _ = c.shutdown(std::net::Shutdown::Both);
         drop(c);

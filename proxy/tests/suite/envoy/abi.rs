@@ -5,19 +5,7 @@ use std::collections::HashMap;
 
 use serde_json::Value;
 
-use super::common::*;
-use super::kit::*;
-use super::support::{eventually, reload};
-
-/// Writes `wat` in a temporary directory and returns the directory (kept alive by the
-/// caller) and the module path as TOML.
-fn wat_module(name: &str, wat: &str) -> (tempfile::TempDir, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join(format!("{name}.wat"));
-    std::fs::write(&path, wat).unwrap();
-    let toml = format!("{:?}", path.display().to_string());
-    (dir, toml)
-}
+use crate::support::*;
 
 /// The Go SDK's allocator (`make([]byte, size); return &buf[0]`) panics on 0 bytes:
 /// this one traps. With an empty plugin and VM configuration, an empty header value,
@@ -164,10 +152,12 @@ fn wasi_calls_of_the_go_runtime_answer_as_the_reference_host() {
     let s = sluice(&one_filter(&o, "gowasi", &m, ""));
     let r = client().get(s.url("/echo/wasi")).send().unwrap();
     assert_eq!(r.status(), 299, "{}", s.log());
-    let log = eventually(10, "the panic line in the log", || {
-        let log = s.log();
-        log.contains("go filter panicked on purpose").then_some(log)
-    });
+    let log = until_value(
+        secs(10),
+        "the panic line in the log",
+        || s.log(),
+        |log| log.contains("go filter panicked on purpose"),
+    );
     assert!(
         log.lines()
             .any(|l| l.contains("go filter panicked on purpose") && l.contains("gowasi")),
@@ -320,10 +310,12 @@ fn allocator_trap_during_a_copy_out_fails_the_request_and_replaces_the_vm() {
         .unwrap();
     // The filter's failure policy (fail_closed, 503), not a request that runs on.
     assert_eq!(r.status(), 503, "{}", s.log());
-    let after = eventually(10, "the failure counted", || {
-        let n = metric_with(&s, "sluice_filter_failures_total", "alloc");
-        (n > before).then_some(n)
-    });
+    let after = until_value(
+        secs(10),
+        "the failure counted",
+        || metric_with(&s, "sluice_filter_failures_total", "alloc"),
+        |n| *n > before,
+    );
     assert_eq!(after, before + 1.0);
     // The VM was replaced: the next request runs on a fresh one.
     assert_eq!(fresh(), "1");
@@ -401,7 +393,8 @@ fn shared_policy(o: &Proc, m: &str, with_b: bool) -> String {
 fn shared_data_is_scoped_per_vm_id_with_quotas_and_freed_with_its_vm_id() {
     let o = origin("o");
     let (_d, m) = wat_module("shared", SHARED_WAT);
-    let s = sluice(&shared_policy(&o, &m, true));
+    // Two workers: shared data belongs to the vm_id, whichever worker's VM wrote it.
+    let s = sluice_threads(&shared_policy(&o, &m, true), 2);
     let c = client();
     let get = |name: &str, write: bool| -> String {
         let mut r = c.get(s.url(&format!("/echo/{name}")));
@@ -431,23 +424,34 @@ fn shared_data_is_scoped_per_vm_id_with_quotas_and_freed_with_its_vm_id() {
     // A swap that drops b's vm_id frees its data; a's survives. b comes back empty.
     s.rewrite(&shared_policy(&o, &m, false));
     reload(&s);
-    eventually(10, "the swap without b", || {
-        (c.get(s.url("/echo/b"))
-            .send()
-            .unwrap()
-            .json::<Value>()
-            .ok()?)["headers"]
-            .as_array()
-            .map(|h| h.iter().all(|p| p[0] != "x-shared"))
-            .filter(|gone| *gone)
-    });
+    until_value(
+        secs(10),
+        "the swap without b",
+        || c.get(s.url("/echo/b")).send().unwrap().json::<Value>().ok(),
+        |echo| {
+            echo.as_ref()
+                .and_then(|e| e["headers"].as_array())
+                .is_some_and(|h| h.iter().all(|p| p[0] != "x-shared"))
+        },
+    );
     assert_eq!(get("a", false), "from-c");
     s.rewrite(&shared_policy(&o, &m, true));
     reload(&s);
-    eventually(10, "the swap with b again", || {
-        let echo: Value = c.get(s.url("/echo/b")).send().ok()?.json().ok()?;
-        echo_header(&echo, "x-shared")
-    });
+    until_value(
+        secs(10),
+        "the swap with b again",
+        || {
+            c.get(s.url("/echo/b"))
+                .send()
+                .ok()
+                .and_then(|r| r.json::<Value>().ok())
+        },
+        |echo| {
+            echo.as_ref()
+                .and_then(|e| echo_header(e, "x-shared"))
+                .is_some()
+        },
+    );
     assert_eq!(get("b", false), "none");
     assert_eq!(get("a", false), "from-c");
 }
@@ -498,9 +502,12 @@ fn memory_cap_hits_count_per_failure_and_inside_the_allocator() {
     // A trap in a later callback of the same VM is a trap, not a memory hit.
     let r = c.get(s.url("/echo/m")).header("x-trap", "").send().unwrap();
     assert_eq!(r.status(), 503);
-    eventually(10, "the trap counted", || {
-        (failures("trap") == 1.0).then_some(())
-    });
+    until_value(
+        secs(10),
+        "the trap counted",
+        || failures("trap"),
+        |n| *n == 1.0,
+    );
     assert_eq!(failures("memory"), 0.0);
     // The allocator hitting the cap during a copy-out fails the request as a memory hit
     // (the empty x-grow value above needed no allocation).
@@ -510,8 +517,11 @@ fn memory_cap_hits_count_per_failure_and_inside_the_allocator() {
         .send()
         .unwrap();
     assert_eq!(r.status(), 503, "{}", s.log());
-    eventually(10, "the memory hit counted", || {
-        (failures("memory") == 1.0).then_some(())
-    });
+    until_value(
+        secs(10),
+        "the memory hit counted",
+        || failures("memory"),
+        |n| *n == 1.0,
+    );
     assert_eq!(failures("trap"), 1.0);
 }

@@ -1,8 +1,7 @@
 //! Hardening tests: paths (issue #15, items 1a and 1d). Ways past a guarded route
 //! through the request path, the host and hop-by-hop headers, sent raw over TCP
 //! (client libraries would normalise them away).
-use super::common::*;
-use super::kit::{exchange, metric};
+use crate::support::*;
 
 /// A response read off the wire.
 struct Raw {

@@ -1,9 +1,7 @@
 //! `sluice check`: every problem of a broken policy is reported with file, line and
 //! reason, and a good policy passes.
 
-mod common;
-
-use common::*;
+use crate::support::*;
 
 fn errors(text: &str) -> (i32, String, String) {
     let (out, path, _dir) = check(text);

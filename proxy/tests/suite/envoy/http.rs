@@ -5,41 +5,28 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
-use super::common::*;
-use super::kit::metric_with;
-
-/// A `.wat` module written into `dir`, as a TOML string for `module = ...`.
-fn wat(dir: &Path, name: &str, text: &str) -> String {
-    let p = dir.join(format!("{name}.wat"));
-    std::fs::write(&p, text).unwrap();
-    format!("{:?}", p.display().to_string())
-}
+use crate::support::*;
 
 /// The access-log lines of `s` (written to `access.log` in its directory), waiting
 /// until one matches `pred`.
 fn access_line(s: &Sluice, pred: impl Fn(&Value) -> bool) -> Value {
     let log = s.dir.path().join("access.log");
-    let t = Instant::now();
-    loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if let Some(v) = text
-            .lines()
+    let find = |text: &String| {
+        text.lines()
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
             .find(|v| pred(v))
-        {
-            return v;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "no matching access-log line in:\n{text}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    };
+    let text = until_value(
+        secs(10),
+        "a matching access-log line",
+        || std::fs::read_to_string(&log).unwrap_or_default(),
+        |text| find(text).is_some(),
+    );
+    find(&text).unwrap()
 }
 
 /// A filter that answers locally in the phase the request calls for: in its request
@@ -161,7 +148,7 @@ fn local_replies_from_body_and_response_phases_are_framed_and_logged() {
     let dir = tempfile::tempdir().unwrap();
     let extra = format!(
         "[filters.late]\nmodule = {}\nrequest_body = \"buffer\"\n",
-        wat(dir.path(), "late", LATE_REPLY_WAT)
+        wat_in(dir.path(), "late", LATE_REPLY_WAT)
     );
     let s = sluice_with_server(
         &a_then(&o, &extra, r#""a_hdr", "a_body", "late""#),

@@ -1,8 +1,6 @@
 //! The filter chain end to end: a real origin, a real Sluice, a real client.
 
-mod common;
-
-use common::*;
+use crate::support::*;
 use serde_json::Value;
 
 fn pool(origin: &Proc) -> String {
@@ -59,10 +57,9 @@ pool = "origin"
 #[test]
 fn local_response_never_contacts_the_upstream() {
     // The pool points at a port nobody listens on: any upstream contact would be a 502.
-    let dead = free_port();
     let s = sluice(&format!(
         r#"[pools.dead]
-peers = ["127.0.0.1:{dead}"]
+peers = ["{DEAD_PEER}"]
 
 [filters.teapot]
 module = {}

@@ -2,13 +2,11 @@
 //! one snapshot, bad policies change nothing, rollback, SIGHUP, file watch, and the
 //! module cache.
 
-mod common;
-
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::*;
+use crate::support::*;
 use serde_json::Value;
 
 fn policy(origin: &Proc, tags: &[&str], prefix: &str) -> String {
@@ -38,7 +36,8 @@ fn hundred_swaps_under_load_fail_no_request_and_mix_no_snapshots() {
     let o = origin("o");
     let a = policy(&o, &["a1", "a2"], "/");
     let b = policy(&o, &["b1", "b2", "b3"], "/echo");
-    let s = sluice(&a);
+    // Two workers: both swap their VMs while the load runs.
+    let s = sluice_threads(&a, 2);
     let stop = Arc::new(AtomicBool::new(false));
     let ok = Arc::new(AtomicU64::new(0));
     let failures = Arc::new(Mutex::new(Vec::<String>::new()));
@@ -108,6 +107,7 @@ fn hundred_swaps_under_load_fail_no_request_and_mix_no_snapshots() {
             assert_eq!(s.status()["generation"].as_u64().unwrap(), generation);
         }
     }
+    // The load runs on a while after the last swap (the stimulus, not a wait).
     std::thread::sleep(Duration::from_millis(200));
     stop.store(true, Ordering::Relaxed);
     for w in workers {
@@ -189,64 +189,20 @@ fn sighup_and_file_watch_reload() {
         .status()
         .unwrap()
         .success());
-    let wait_gen = |g: u64| {
-        let t = Instant::now();
-        while t.elapsed() < Duration::from_secs(10) {
-            if s.status()["generation"].as_u64() == Some(g) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("generation {g} never served: {}", s.status());
-    };
-    wait_gen(2);
+    wait_generation(&s, 2);
     // A watched policy reloads by itself when the file changes.
-    let w = sluice_watch(&o);
-    w.rewrite(&policy(&o, &["b1"], "/"));
-    let t = Instant::now();
-    loop {
-        if w.status()["generation"].as_u64() == Some(2) {
-            break;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "watch did not reload"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Sluice on a policy with `watch = true`.
-fn sluice_watch(o: &Proc) -> Sluice {
-    let dir = tempfile::tempdir().unwrap();
-    let body = policy(o, &["a1"], "/");
-    let (path, listen, admin, server) = write_policy(dir.path(), &body);
-    let server = server.replace("threads = 1", "threads = 1\nwatch = true");
-    std::fs::write(&path, format!("{server}{body}")).unwrap();
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["run", "--policy"])
-        .arg(&path)
-        .env("SLUICE_LOG", "warn")
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut p = Proc {
-        child,
-        addr: listen,
+    let opts = Opts {
+        server_extra: "watch = true\n",
+        log: Some("warn"),
+        ..Opts::default()
     };
-    let t = Instant::now();
-    while std::net::TcpStream::connect(admin).is_err() {
-        assert!(t.elapsed() < Duration::from_secs(20));
-        assert!(p.child.try_wait().unwrap().is_none(), "sluice exited");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Sluice {
-        proc: p,
-        admin,
-        dir,
-        policy: path,
-        server,
-    }
+    let w = sluice_opts(
+        tempfile::tempdir().unwrap(),
+        &policy(&o, &["a1"], "/"),
+        &opts,
+    );
+    w.rewrite(&policy(&o, &["b1"], "/"));
+    wait_generation(&w, 2);
 }
 
 #[test]

@@ -1,12 +1,10 @@
 //! The default policy (policies/default.toml) does what the README's curl lines say:
 //! it runs here on free ports, with two demo origins, exactly as scripts/demo.sh runs it.
 
-mod common;
-
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::*;
+use crate::support::*;
 
 struct Showcase {
     _procs: Vec<Proc>,
@@ -25,33 +23,38 @@ impl Drop for Showcase {
 /// next to the original, so its relative paths still hold).
 fn showcase() -> Showcase {
     let text = std::fs::read_to_string(repo().join("policies/default.toml")).unwrap();
-    assert!(
-        repo().join("policies/demo-tls/cert.pem").is_file(),
-        "policies/demo-tls/ is missing: scripts/setup.sh makes it"
-    );
-    let ports: Vec<u16> = (0..5).map(|_| free_port()).collect();
+    let www = repo().join("origin/www");
+    // The origins pick their ports; Sluice's three come fresh, retried when taken.
+    let blue = origin_root("blue", &www);
+    let green = origin_root("green", &www);
     let mut text = text;
-    for (from, to) in ["8080", "8443", "9901", "8081", "8082"].iter().zip(&ports) {
-        text = text.replace(&format!("127.0.0.1:{from}"), &format!("127.0.0.1:{to}"));
+    for (from, to) in [("8081", blue.addr), ("8082", green.addr)] {
+        text = text.replace(&format!("127.0.0.1:{from}"), &to.to_string());
     }
     text = text.replace("access_log = \"stdout\"", "access_log = \"off\"");
     let policy = repo().join(format!("policies/.showcase-{}.toml", std::process::id()));
-    std::fs::write(&policy, text).unwrap();
-    let www = repo().join("origin/www");
-    let at = |port: u16| format!("127.0.0.1:{port}").parse().unwrap();
-    let blue = origin_at(at(ports[3]), "blue", Some(&www));
-    let green = origin_at(at(ports[4]), "green", Some(&www));
-    let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["run", "--policy"])
-        .arg(&policy)
-        .env("SLUICE_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let addr = format!("127.0.0.1:{}", ports[0]).parse().unwrap();
-    let sluice = Proc { child, addr };
-    wait_port(addr);
-    wait_port(format!("127.0.0.1:{}", ports[1]).parse().unwrap());
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let (child, addrs) = spawn_on_fresh_ports(3, "sluice", |addrs| {
+        let mut text = text.clone();
+        for (from, to) in ["8080", "8443", "9901"].iter().zip(addrs) {
+            text = text.replace(&format!("127.0.0.1:{from}"), &to.to_string());
+        }
+        std::fs::write(&policy, text).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["run", "--policy"])
+            .arg(&policy)
+            .env("SLUICE_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log.path()).unwrap())
+            .spawn()
+            .unwrap();
+        (child, log.path().to_path_buf())
+    });
+    let sluice = Proc {
+        child,
+        addr: addrs[0],
+    };
+    let ports: Vec<u16> = addrs.iter().map(|a| a.port()).collect();
     Showcase {
         _procs: vec![sluice, blue, green],
         policy,
@@ -72,6 +75,11 @@ fn curl(args: &[&str]) -> String {
 
 #[test]
 fn the_default_policy_shows_every_capability() {
+    // scripts/setup.sh makes policies/demo-tls/ (openssl); curl checks the TLS side.
+    let cert = repo().join("policies/demo-tls/cert.pem");
+    if !require("demo-tls", cert.to_str().unwrap()) || !require("curl", "curl") {
+        return;
+    }
     let s = showcase();
     let c = client();
     let url = |p: &str| format!("{}{p}", s.http);

@@ -2,12 +2,10 @@
 //! from the demo origin, transforms it natively and caches the variant. Images are
 //! generated here, served by the real origin, fetched with a real client and decoded.
 
-mod common;
-
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::support::*;
 use image::{DynamicImage, GenericImageView, ImageFormat, Rgb, RgbImage, Rgba, RgbaImage};
 use sha2::{Digest, Sha256};
 

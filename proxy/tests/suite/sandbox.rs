@@ -2,13 +2,11 @@
 //! misuse hostcalls are contained within their limits, answered by their failure
 //! policy and counted, while the proxy and other routes keep serving.
 
-mod common;
-
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::support::*;
 use serde_json::Value;
 
 fn rss_kib(pid: u32) -> u64 {
@@ -36,8 +34,10 @@ fn misbehaving_filters_are_contained_under_load() {
     let wild = dir.path().join("wild.wat");
     std::fs::write(&wild, WILD_POINTER_WAT).unwrap();
     let h = module("hostile.wasm");
-    let s = sluice(&format!(
-        r#"[limits]
+    // Two workers: each has its own VMs to fail, replace and count.
+    let s = sluice_threads(
+        &format!(
+            r#"[limits]
 callback_ms = 100
 memory_mb = 32
 
@@ -96,10 +96,12 @@ path_prefix = "/"
 filters = ["panic", "loop", "grow", "flood", "resp"]
 pool = "o"
 "#,
-        origin = o.addr,
-        hdr = module("headers.wasm"),
-        wild = wild.display().to_string(),
-    ));
+            origin = o.addr,
+            hdr = module("headers.wasm"),
+            wild = wild.display().to_string(),
+        ),
+        2,
+    );
     let pid = s.proc.child.id();
 
     // Good traffic runs beside the bad requests on the same filters, the whole time.

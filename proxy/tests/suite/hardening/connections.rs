@@ -7,8 +7,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::common::*;
-use super::kit::metric;
+use crate::support::*;
 
 /// A policy routing everything to `origin`, with `extra` sections appended.
 fn routed(origin: &Proc, extra: &str) -> String {
@@ -145,6 +144,7 @@ fn slowloris_heads_are_closed_after_header_ms() {
                 *closed = Some(start.elapsed());
             }
         }
+        // Measures when each connection closes: a sampling period, not a wait.
         std::thread::sleep(Duration::from_millis(200));
     }
     let closed: Vec<Duration> = conns.iter().filter_map(|c| c.1).collect();
@@ -251,7 +251,12 @@ fn per_client_limit_answers_503_early() {
         "[connections]\nmax_per_client = 5\n[timeouts]\nheader_ms = 20000\n",
     ));
     let mut held: Vec<TcpStream> = (0..5).map(|_| connect(sluice.proc.addr)).collect();
-    std::thread::sleep(Duration::from_millis(200));
+    until_value(
+        secs(10),
+        "the 5 held connections open",
+        || metric(&sluice, "sluice_connections_open"),
+        |n| *n >= 5.0,
+    );
     let start = Instant::now();
     let mut extra = connect(sluice.proc.addr);
     let r = get(&mut extra, "/echo").unwrap_or_default();
@@ -268,7 +273,12 @@ fn per_client_limit_answers_503_early() {
     );
     assert!(metric(&sluice, "sluice_overload_refused_total{reason=\"client\"}") >= 1.0);
     drop(held.pop());
-    std::thread::sleep(Duration::from_millis(200));
+    until_value(
+        secs(10),
+        "the dropped connection closed",
+        || metric(&sluice, "sluice_connections_open"),
+        |n| *n <= 4.0,
+    );
     let mut again = connect(sluice.proc.addr);
     let r = get(&mut again, "/echo").unwrap_or_default();
     assert!(r.starts_with("HTTP/1.1 200"), "after a slot freed: {r:?}");
@@ -283,7 +293,12 @@ fn per_listener_limit_answers_503_early() {
         "[connections]\nmax = 3\n[timeouts]\nheader_ms = 20000\n",
     ));
     let _held: Vec<TcpStream> = (0..3).map(|_| connect(sluice.proc.addr)).collect();
-    std::thread::sleep(Duration::from_millis(200));
+    until_value(
+        secs(10),
+        "the 3 held connections open",
+        || metric(&sluice, "sluice_connections_open"),
+        |n| *n >= 3.0,
+    );
     let mut extra = connect(sluice.proc.addr);
     let r = get(&mut extra, "/echo").unwrap_or_default();
     assert!(r.starts_with("HTTP/1.1 503"), "4th connection: {r:?}");
@@ -313,7 +328,12 @@ fn h1_in_flight_limit_answers_503() {
             s
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(300));
+    until_value(
+        secs(10),
+        "the 2 uploads in flight",
+        || metric(&sluice, "sluice_h1_requests_in_flight"),
+        |n| *n >= 2.0,
+    );
     let mut third = connect(sluice.proc.addr);
     let r = get(&mut third, "/echo").unwrap_or_default();
     assert!(r.starts_with("HTTP/1.1 503"), "third request: {r:?}");
@@ -338,35 +358,25 @@ fn h1_in_flight_limit_answers_503() {
 #[test]
 fn admin_answers_at_the_open_file_limit() {
     let origin = origin("nofile");
-    let dir = tempfile::tempdir().unwrap();
-    let (path, listen, admin, _) = write_policy_with(
-        dir.path(),
-        &routed(&origin, "[timeouts]\nheader_ms = 30000\n"),
-        "",
-    );
-    let log = std::fs::File::create(dir.path().join("sluice.log")).unwrap();
-    let child = Command::new("prlimit")
-        .arg("--nofile=256:256")
-        .arg(env!("CARGO_BIN_EXE_sluice"))
-        .args(["run", "--policy"])
-        .arg(&path)
-        .env("SLUICE_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let _proc = Proc {
-        child,
-        addr: listen,
+    let opts = Opts {
+        wrapper: &["prlimit", "--nofile=256:256"],
+        log: Some("warn"),
+        ..Opts::default()
     };
-    wait_port(listen);
-    wait_port(admin);
+    let proxy = sluice_opts(
+        tempfile::tempdir().unwrap(),
+        &routed(&origin, "[timeouts]\nheader_ms = 30000\n"),
+        &opts,
+    );
+    let (listen, admin) = (proxy.proc.addr, proxy.admin);
     let mut flood = Vec::new();
     for _ in 0..400 {
         if let Ok(s) = TcpStream::connect_timeout(&listen, Duration::from_secs(1)) {
             flood.push(s);
         }
     }
+    // Lets the flood land on the proxy (the stimulus: at the fd limit there is no state
+    // to wait for, accepts fail).
     std::thread::sleep(Duration::from_millis(500));
     let start = Instant::now();
     let ok = client()
@@ -380,9 +390,12 @@ fn admin_answers_at_the_open_file_limit() {
     );
     assert!(ok, "admin API unreachable at the fd limit");
     drop(flood);
-    std::thread::sleep(Duration::from_millis(1500));
-    let mut s = connect(listen);
-    let r = get(&mut s, "/echo").unwrap_or_default();
+    let r = until_value(
+        secs(10),
+        "a request served after the flood",
+        || get(&mut connect(listen), "/echo").unwrap_or_default(),
+        |r| r.starts_with("HTTP/1.1 200"),
+    );
     assert!(r.starts_with("HTTP/1.1 200"), "after the flood: {r:?}");
 }
 
@@ -402,9 +415,16 @@ fn sigterm_finishes_an_upload_in_flight() {
     )
     .unwrap();
     s.write_all(&vec![b'a'; total / 2]).unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    until_value(
+        secs(10),
+        "the upload in flight",
+        || metric(&sluice, "sluice_h1_requests_in_flight"),
+        |n| *n >= 1.0,
+    );
     signal(&sluice, "TERM");
-    std::thread::sleep(Duration::from_millis(500));
+    until(secs(5), "the listener closed after SIGTERM", || {
+        TcpStream::connect_timeout(&sluice.proc.addr, Duration::from_secs(1)).is_err()
+    });
     let refused = TcpStream::connect_timeout(&sluice.proc.addr, Duration::from_secs(1)).is_err();
     assert!(refused, "the listener still accepts after SIGTERM");
     assert!(
@@ -435,7 +455,12 @@ fn sigquit_exits_at_once() {
     let mut s = connect(sluice.proc.addr);
     s.write_all(b"POST /echo HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\nabc")
         .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    until_value(
+        secs(10),
+        "the upload in flight",
+        || metric(&sluice, "sluice_h1_requests_in_flight"),
+        |n| *n >= 1.0,
+    );
     signal(&sluice, "QUIT");
     let exited = wait_exit(&mut sluice, Duration::from_secs(4));
     eprintln!("SIGQUIT: {exited:?}");
@@ -454,7 +479,9 @@ fn port_in_use_is_a_clear_error() {
         &policy,
         format!(
             "[server]\nlisten = [\"{addr}\"]\nadmin = \"{}\"\n[pools.o]\npeers = [\"127.0.0.1:9\"]\n[[routes]]\npool = \"o\"\n",
-            free_addr()
+            // Free now; should another process take it meanwhile, the error names it
+            // instead, and the assertion below says so.
+            fresh_addr()
         ),
     )
     .unwrap();
@@ -509,6 +536,7 @@ fn memory_returns_after_a_connection_storm() {
         let mut s = connect(sluice.proc.addr);
         get(&mut s, "/echo").unwrap();
     }
+    // Lets the allocator settle before the RSS baseline (a measurement, not a state).
     std::thread::sleep(Duration::from_millis(1500));
     let baseline = rss_kib(pid);
     let n = 3000;

@@ -1,25 +1,22 @@
 //! The rest of the Proxy-Wasm ABI through the real proxy: HTTP calls, ticks, shared
 //! data, shared queues, metrics, properties across filters, foreign functions.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::support::*;
 use serde_json::Value;
 
 #[test]
 fn http_call_to_a_pool_resumes_or_answers_the_stream() {
     let main = origin("main");
     let side = origin("side");
-    let dead = free_port();
     let s = sluice(&format!(
         r#"[pools.main]
 peers = ["{}"]
 [pools.side]
 peers = ["{}"]
 [pools.dead]
-peers = ["127.0.0.1:{dead}"]
+peers = ["{DEAD_PEER}"]
 
 [filters.call_side]
 module = {m}
@@ -116,28 +113,33 @@ pool = "main"
 #[test]
 fn ticks_update_shared_data() {
     let o = origin("o");
-    let s = sluice(&one_filter(
-        &o,
-        "t",
-        &module("ticker.wasm"),
-        r#"{ period_ms = 20, key = "ticks-test" }"#,
-    ));
+    // Two workers, each with its own VM ticking into the same shared data.
+    let s = sluice_threads(
+        &one_filter(
+            &o,
+            "t",
+            &module("ticker.wasm"),
+            r#"{ period_ms = 20, key = "ticks-test" }"#,
+        ),
+        2,
+    );
     let c = client();
     let ticks = || -> u64 {
         let echo: Value = c.get(s.url("/echo")).send().unwrap().json().unwrap();
         echo_header(&echo, "x-ticks").unwrap().parse().unwrap()
     };
     let first = ticks(); // starts the worker's VM and its ticks
-    std::thread::sleep(Duration::from_millis(600));
-    let later = ticks();
+    let later = until_value(secs(10), "10 more ticks", ticks, |t| *t >= first + 10);
     assert!(later >= first + 10, "ticks: {first} then {later}");
 }
 
 #[test]
 fn shared_queue_between_two_plugins() {
     let o = origin("o");
-    let s = sluice(&format!(
-        r#"[pools.o]
+    // Two workers: producer and consumer VMs on both, one queue per vm_id.
+    let s = sluice_threads(
+        &format!(
+            r#"[pools.o]
 peers = ["{}"]
 [filters.consumer]
 module = {m}
@@ -153,9 +155,11 @@ pool = "o"
 filters = ["producer"]
 pool = "o"
 "#,
-        o.addr,
-        m = module("queue.wasm")
-    ));
+            o.addr,
+            m = module("queue.wasm")
+        ),
+        2,
+    );
     let c = client();
     let echo: Value = c
         .get(s.url("/echo/consume"))
@@ -174,13 +178,19 @@ pool = "o"
             .unwrap();
         assert_eq!(echo_header(&echo, "x-enqueued").as_deref(), Some("1"));
     }
-    std::thread::sleep(Duration::from_millis(200));
-    let echo: Value = c
-        .get(s.url("/echo/consume"))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    // The consumer's on_queue_ready runs on its own worker: wait for all three items.
+    let echo: Value = until_value(
+        secs(10),
+        "the three items consumed",
+        || {
+            c.get(s.url("/echo/consume"))
+                .send()
+                .unwrap()
+                .json::<Value>()
+                .unwrap()
+        },
+        |echo| echo_header(echo, "x-queue-received").as_deref() == Some("3"),
+    );
     assert_eq!(echo_header(&echo, "x-queue-received").as_deref(), Some("3"));
     assert_eq!(echo_header(&echo, "x-queue-last").as_deref(), Some("three"));
 }
@@ -300,13 +310,12 @@ fn probe_covers_the_remaining_hostcalls() {
     assert_eq!(h("x-probe-grpc").as_deref(), Some("err:InternalFailure"));
     assert_eq!(h("x-probe-status").as_deref(), Some("0"));
     // proxy_log went to the log with the plugin name.
-    std::thread::sleep(Duration::from_millis(100));
-    let log = s.log();
-    assert!(
+    let has_line = |log: &String| {
         log.lines()
-            .any(|l| l.contains("probe: warn line /echo/p?a=1") && l.contains("plugin=\"probe\"")),
-        "{log}"
-    );
+            .any(|l| l.contains("probe: warn line /echo/p?a=1") && l.contains("plugin=\"probe\""))
+    };
+    let log = until_value(secs(5), "the probe's log line", || s.log(), has_line);
+    assert!(has_line(&log), "{log}");
     // proxy_close_stream resets the stream: the connection closes with no response.
     let r = c.get(s.url("/echo/p")).header("x-probe-close", "1").send();
     assert!(

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use image::{DynamicImage, ImageFormat, Rgb, RgbImage};
 
-use super::common::*;
-use super::kit::{self, exchange, metric, waf_filter};
+use crate::support::status_of as raw_status;
+use crate::support::*;
 
 /// `image.wasm` as a TOML string.
 fn image_module() -> String {
@@ -70,7 +70,7 @@ fn raw_get(addr: std::net::SocketAddr, target: &str) -> String {
 }
 
 fn status_of(answer: &str) -> u16 {
-    kit::status_of(answer.as_bytes())
+    raw_status(answer.as_bytes())
 }
 
 const INJECTION: &str = "?id=1'+or+'1'='1";
@@ -81,6 +81,9 @@ const INJECTION: &str = "?id=1'+or+'1'='1";
 /// route without a WAF refuses `/echo` as a source (403) and never returns its body.
 #[test]
 fn injection_through_the_image_route_never_gets_the_origins_answer() {
+    if !require("crs", CRS_RULES) {
+        return;
+    }
     let root = tempfile::tempdir().unwrap();
     write_root(root.path());
     let origin = origin_root("img", root.path());
@@ -372,6 +375,7 @@ pool = "o"
     let pid = s.proc.child.id();
     let warm = raw_get(s.proc.addr, "/cdn-cgi/image/width=64/img/big.jpg");
     assert_eq!(status_of(&warm), 200, "{}", &warm[..warm.len().min(300)]);
+    // Lets the allocator settle before the RSS baseline (a measurement, not a state).
     std::thread::sleep(Duration::from_millis(300));
     let before = rss_mib(pid);
 
@@ -413,6 +417,7 @@ pool = "o"
     let until = Instant::now() + Duration::from_secs(2);
     while Instant::now() < until {
         peak = peak.max(rss_mib(pid));
+        // Samples the RSS for 2 s (a measurement period, not a wait for a state).
         std::thread::sleep(Duration::from_millis(50));
     }
     eprintln!(
@@ -433,15 +438,12 @@ pool = "o"
 
     // The stalled clients are cut after send_timeout_ms and their places freed,
     // while they keep their connections open.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let got = raw_get(s.proc.addr, "/cdn-cgi/image/width=80/img/big.jpg");
-        if status_of(&got) == 200 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "places never freed: {got}");
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    until_value(
+        secs(15),
+        "the places freed (a 200)",
+        || raw_get(s.proc.addr, "/cdn-cgi/image/width=80/img/big.jpg"),
+        |got| status_of(got) == 200,
+    );
     assert!(metric(&s, "sluice_image_refused_total{reason=\"send_timeout\"}") >= 1.0);
     drop(conns);
 }

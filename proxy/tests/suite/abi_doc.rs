@@ -76,16 +76,18 @@ fn every_test_the_table_names_exists() {
         let cells: Vec<&str> = row.split('|').map(str::trim).collect();
         let test = cells[cells.len() - 2].trim_matches('`');
         // `file::function`, or `binary::module::function` for a module of a test binary
-        // (`envoy::abi::x` is in tests/envoy/abi.rs).
+        // (`envoy::abi::x` is in tests/suite/envoy/abi.rs): modules of the suite binary.
         let Some((file, func)) = test.split(' ').next().unwrap().rsplit_once("::") else {
             continue;
         };
         let file = file.replace("::", "/");
-        let src =
-            std::fs::read_to_string(format!("{}/tests/{file}.rs", env!("CARGO_MANIFEST_DIR")))
-                .unwrap_or_else(|_| {
-                    panic!("docs/ABI.md names {test}, but tests/{file}.rs does not exist")
-                });
+        let src = std::fs::read_to_string(format!(
+            "{}/tests/suite/{file}.rs",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap_or_else(|_| {
+            panic!("docs/ABI.md names {test}, but tests/suite/{file}.rs does not exist")
+        });
         assert!(
             src.contains(&format!("fn {func}()")),
             "docs/ABI.md names {test}, which does not exist"

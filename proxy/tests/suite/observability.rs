@@ -2,12 +2,10 @@
 //! traffic through every filter outcome, a real Prometheus scrapes it, the admin API
 //! guards itself with a token, and access-log lines are JSON.
 
-mod common;
-
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::support::*;
 use serde_json::Value;
 
 fn policy(o: &Proc, extra_server: &str) -> String {
@@ -80,6 +78,9 @@ fn value(text: &str, series: &str) -> f64 {
 
 #[test]
 fn scrape_passes_promtool_and_counts_every_outcome() {
+    if !require("prometheus", "promtool") {
+        return;
+    }
     let o = origin("o");
     let s = sluice(&policy(&o, ""));
     traffic(&s);
@@ -204,9 +205,11 @@ fn scrape_passes_promtool_and_counts_every_outcome() {
 
 #[test]
 fn a_real_prometheus_scrapes_sluice() {
+    if !require("prometheus", "prometheus") {
+        return;
+    }
     let o = origin("o");
     let s = sluice(&policy(&o, ""));
-    let port = free_port();
     let config = s.dir.path().join("prometheus.yml");
     std::fs::write(
         &config,
@@ -217,16 +220,22 @@ fn a_real_prometheus_scrapes_sluice() {
     )
     .unwrap();
     let data = s.dir.path().join("tsdb");
-    let mut prom = Proc {
-        child: Command::new("prometheus")
+    let prom_log = s.dir.path().join("prometheus.log");
+    let (child, addrs) = spawn_on_fresh_ports(1, "prometheus", |addrs| {
+        let child = Command::new("prometheus")
             .arg(format!("--config.file={}", config.display()))
             .arg(format!("--storage.tsdb.path={}", data.display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg(format!("--web.listen-address={}", addrs[0]))
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(&prom_log).unwrap())
             .spawn()
-            .expect("prometheus (Debian package) is installed by scripts/setup.sh"),
-        addr: format!("127.0.0.1:{port}").parse().unwrap(),
+            .expect("prometheus (Debian package) is installed by scripts/setup.sh");
+        (child, prom_log.clone())
+    });
+    let port = addrs[0].port();
+    let mut prom = Proc {
+        child,
+        addr: addrs[0],
     };
     traffic(&s);
     let c = client();
@@ -253,6 +262,8 @@ fn a_real_prometheus_scrapes_sluice() {
             t.elapsed() < Duration::from_secs(40),
             "Prometheus never saw the 25 requests"
         );
+        // Polls Prometheus's query API (scrape_interval 1 s): a wait for a state, with
+        // the process check above on each round.
         std::thread::sleep(Duration::from_millis(250));
     }
     // The target is up and the filter-failure series made it through.
@@ -271,39 +282,25 @@ fn admin_token_guards_the_admin_api() {
     let dir = tempfile::tempdir().unwrap();
     let token = dir.path().join("token");
     std::fs::write(&token, "s3cret\n").unwrap();
-    // The token comes from a file named in [server]: write the policy directly.
-    let (path, listen, admin, server) = write_policy(
-        dir.path(),
+    // The token comes from a file named in [server].
+    let server_extra = format!(
+        "admin_token_file = {:?}\naccess_log = \"access.log\"\n",
+        token.display().to_string()
+    );
+    let opts = Opts {
+        server_extra: &server_extra,
+        ..Opts::default()
+    };
+    let s = sluice_opts(
+        dir,
         &format!(
             "[pools.p]\npeers = [\"{}\"]\n[[routes]]\npool = \"p\"\n",
             o.addr
         ),
+        &opts,
     );
-    let text = std::fs::read_to_string(&path).unwrap().replace(
-        "threads = 1\n",
-        &format!(
-            "threads = 1\nadmin_token_file = {:?}\naccess_log = \"access.log\"\n",
-            token.display().to_string()
-        ),
-    );
-    std::fs::write(&path, text).unwrap();
-    let _ = server;
-    let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["run", "--policy"])
-        .arg(&path)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _p = Proc {
-        child,
-        addr: listen,
-    };
+    let (listen, admin) = (s.proc.addr, s.admin);
     let c = client();
-    let t = Instant::now();
-    while c.get(format!("http://{admin}/healthz")).send().is_err() {
-        assert!(t.elapsed() < Duration::from_secs(20));
-        std::thread::sleep(Duration::from_millis(50));
-    }
     assert_eq!(
         c.get(format!("http://{admin}/healthz"))
             .send()
@@ -339,16 +336,11 @@ fn admin_token_guards_the_admin_api() {
             .status(),
         200
     );
-    let log = dir.path().join("access.log");
-    let t = Instant::now();
-    let line = loop {
+    let log = s.dir.path().join("access.log");
+    let line = eventually(secs(5), "an access-log line", || {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if let Some(l) = text.lines().next() {
-            break l.to_string();
-        }
-        assert!(t.elapsed() < Duration::from_secs(5), "no access-log line");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+        text.lines().next().map(str::to_string).ok_or(text)
+    });
     let v: Value = serde_json::from_str(&line).unwrap();
     assert_eq!(v["route"], "route0");
     assert_eq!(v["status"], 200);
@@ -359,7 +351,8 @@ fn admin_token_guards_the_admin_api() {
     // Off loopback, an admin listener without a token is refused.
     let (out, _p, _d) = check(&format!(
         "[server]\nadmin = \"0.0.0.0:{}\"\n[pools.p]\npeers = [\"{}\"]\n[[routes]]\npool = \"p\"\n",
-        free_port(),
+        // Only checked, never bound.
+        9901,
         o.addr
     ));
     assert!(!out.status.success());
