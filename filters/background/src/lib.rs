@@ -16,9 +16,10 @@
 //!   response-body callback and `on_log`; each response delivered increments counter
 //!   `<metric>_<phase>` (`request_body`, `response_body`, `log`).
 
+use kit::log as say;
 use proxy_wasm::hostcalls;
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType};
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::{Action, LogLevel, MetricType};
 use serde::Deserialize;
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -42,16 +43,11 @@ struct Config {
 /// Streams paused by the `pause` role, with when they paused.
 type Paused = Rc<RefCell<Vec<(u32, SystemTime)>>>;
 
-proxy_wasm::main! {{
-    proxy_wasm::set_log_level(LogLevel::Info);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
-        Box::new(Root { config: Rc::new(Config::default()), paused: Paused::default(), ticks: None })
-    });
-}}
-
-struct Root {
+/// The configuration and the state the root shares with the streams.
+struct Background {
     config: Rc<Config>,
     paused: Paused,
+    /// The `ticker` role's counter.
     ticks: Option<u32>,
 }
 
@@ -59,51 +55,61 @@ fn now() -> SystemTime {
     hostcalls::get_current_time().unwrap_or(UNIX_EPOCH)
 }
 
-fn say(level: LogLevel, msg: &str) {
-    let _ = hostcalls::log(level, msg);
-}
-
 fn counter(name: &str) -> Option<u32> {
     hostcalls::define_metric(MetricType::Counter, name).ok()
 }
 
-impl Context for Root {}
+struct Filter;
 
-impl RootContext for Root {
-    fn on_vm_start(&mut self, _: usize) -> bool {
-        true
+impl kit::Filter for Filter {
+    const NAME: &'static str = "background";
+    const CONFIG_ERROR: &'static str = "bad configuration";
+    const LOG_LEVEL: LogLevel = LogLevel::Info;
+    type Config = Background;
+
+    /// JSON; unlike the other filters, an empty configuration is an error.
+    fn parse(raw: Option<&[u8]>) -> Result<Background, String> {
+        let config: Config =
+            serde_json::from_slice(raw.unwrap_or_default()).map_err(|e| e.to_string())?;
+        Ok(Background {
+            config: Rc::new(config),
+            paused: Paused::default(),
+            ticks: None,
+        })
     }
 
-    fn on_configure(&mut self, _: usize) -> bool {
-        let raw = self.get_plugin_configuration().unwrap_or_default();
-        let config: Config = match serde_json::from_slice(&raw) {
-            Ok(c) => c,
-            Err(e) => {
-                say(LogLevel::Error, &format!("background: bad configuration: {e}"));
-                return false;
-            }
-        };
-        match config.role.as_str() {
+    fn unconfigured() -> Option<Background> {
+        Some(Background {
+            config: Rc::new(Config::default()),
+            paused: Paused::default(),
+            ticks: None,
+        })
+    }
+
+    fn configured(bg: &mut Background) -> Result<(), String> {
+        // The SDK panics (traps) on any status but Ok here, as `set_tick_period` does.
+        let tick = |ms| hostcalls::set_tick_period(Duration::from_millis(ms)).unwrap();
+        match bg.config.role.as_str() {
             "ticker" => {
-                self.ticks = counter(&config.metric);
-                self.set_tick_period(Duration::from_millis(config.period_ms.max(1)));
+                bg.ticks = counter(&bg.config.metric);
+                tick(bg.config.period_ms.max(1));
             }
-            "pause" => self.set_tick_period(Duration::from_millis(10)),
+            "pause" => tick(10),
             _ => {}
         }
-        self.config = Rc::new(config);
-        true
+        Ok(())
     }
 
-    fn on_tick(&mut self) {
-        if let Some(id) = self.ticks {
+    fn on_tick(bg: Option<&Rc<Background>>) {
+        let Some(bg) = bg else { return };
+        if let Some(id) = bg.ticks {
             let _ = hostcalls::increment_metric(id, 1);
             say(LogLevel::Info, "background: tick");
         }
-        let due = Duration::from_millis(self.config.delay_ms);
+        let due = Duration::from_millis(bg.config.delay_ms);
         let t = now();
         let ready: Vec<u32> = {
-            let mut p = self.paused.borrow_mut();
+            let mut p = bg.paused.borrow_mut();
             let (ready, wait): (Vec<_>, Vec<_>) = p
                 .drain(..)
                 .partition(|(_, at)| t.duration_since(*at).unwrap_or_default() >= due);
@@ -117,19 +123,18 @@ impl RootContext for Root {
         }
     }
 
-    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+    fn http_context(bg: Option<Rc<Background>>, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        let bg = bg?;
         Some(Box::new(Stream {
             id: context_id,
-            config: self.config.clone(),
-            paused: self.paused.clone(),
+            config: bg.config.clone(),
+            paused: bg.paused.clone(),
             calls: HashMap::new(),
         }))
     }
-
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
-    }
 }
+
+kit::main!(Filter);
 
 struct Stream {
     id: u32,
@@ -145,7 +150,11 @@ impl Stream {
         }
         match self.dispatch_http_call(
             &self.config.upstream,
-            vec![(":method", "GET"), (":path", "/echo"), (":authority", "callee")],
+            vec![
+                (":method", "GET"),
+                (":path", "/echo"),
+                (":authority", "callee"),
+            ],
             None,
             vec![],
             Duration::from_secs(5),
@@ -153,7 +162,10 @@ impl Stream {
             Ok(token) => {
                 self.calls.insert(token, phase);
             }
-            Err(e) => say(LogLevel::Error, &format!("background: dispatch from {phase} failed: {e:?}")),
+            Err(e) => say(
+                LogLevel::Error,
+                &format!("background: dispatch from {phase} failed: {e:?}"),
+            ),
         }
     }
 }

@@ -9,9 +9,8 @@
 //! length may change). On the request side it is left alone: the host fixes
 //! the request Content-Length after the body was rewritten.
 
-use proxy_wasm::hostcalls;
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel};
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::Action;
 use serde::Deserialize;
 use std::rc::Rc;
 
@@ -32,20 +31,6 @@ struct Config {
     response: Option<Rewrite>,
 }
 
-fn parse_config(raw: Option<Vec<u8>>) -> Result<Config, String> {
-    let cfg: Config = match raw {
-        None => Config::default(),
-        Some(b) if b.iter().all(u8::is_ascii_whitespace) => Config::default(),
-        Some(b) => serde_json::from_slice(&b).map_err(|e| e.to_string())?,
-    };
-    for (side, rw) in [("request", &cfg.request), ("response", &cfg.response)] {
-        if matches!(rw, Some(r) if r.from.is_empty()) {
-            return Err(format!("{side}.from must not be empty"));
-        }
-    }
-    Ok(cfg)
-}
-
 /// Byte-wise replace of every non-overlapping `from` with `to`.
 fn replace_all(hay: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(hay.len());
@@ -62,46 +47,34 @@ fn replace_all(hay: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
     out
 }
 
-proxy_wasm::main! {{
-    proxy_wasm::set_log_level(LogLevel::Trace);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
-        Box::new(RewriteRoot { config: Rc::new(Config::default()) })
-    });
-}}
+struct BodyRewrite;
 
-struct RewriteRoot {
-    config: Rc<Config>,
-}
+impl kit::Filter for BodyRewrite {
+    const NAME: &'static str = "body_rewrite";
+    type Config = Config;
 
-impl Context for RewriteRoot {}
-
-impl RootContext for RewriteRoot {
-    fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
-        match parse_config(self.get_plugin_configuration()) {
-            Ok(c) => {
-                self.config = Rc::new(c);
-                true
-            }
-            Err(e) => {
-                let _ = hostcalls::log(
-                    LogLevel::Error,
-                    &format!("body_rewrite: invalid config: {e}"),
-                );
-                false
+    fn parse(raw: Option<&[u8]>) -> Result<Config, String> {
+        let cfg: Config = kit::json_or_default(raw)?;
+        for (side, rw) in [("request", &cfg.request), ("response", &cfg.response)] {
+            if matches!(rw, Some(r) if r.from.is_empty()) {
+                return Err(format!("{side}.from must not be empty"));
             }
         }
+        Ok(cfg)
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+    fn unconfigured() -> Option<Config> {
+        Some(Config::default())
+    }
+
+    fn http_context(config: Option<Rc<Config>>, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(RewriteHttp {
-            config: self.config.clone(),
+            config: config.unwrap_or_default(),
         }))
     }
-
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
-    }
 }
+
+kit::main!(BodyRewrite);
 
 struct RewriteHttp {
     config: Rc<Config>,

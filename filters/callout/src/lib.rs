@@ -19,9 +19,8 @@
 //! If the dispatch itself fails, `x-callout-error: <Status Debug name>` (e.g.
 //! `InternalFailure`, `BadArgument`) is set and the request continues.
 
-use proxy_wasm::hostcalls;
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel};
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::Action;
 use serde::Deserialize;
 use std::rc::Rc;
 use std::time::Duration;
@@ -48,70 +47,44 @@ struct Config {
     deny_status: u32,
 }
 
-fn parse_config(raw: Option<Vec<u8>>) -> Result<Config, String> {
-    let cfg: Config = match raw {
-        Some(b) if !b.iter().all(u8::is_ascii_whitespace) => {
-            serde_json::from_slice(&b).map_err(|e| e.to_string())?
+struct Callout;
+
+impl kit::Filter for Callout {
+    const NAME: &'static str = "callout";
+    type Config = Config;
+
+    fn parse(raw: Option<&[u8]>) -> Result<Config, String> {
+        let cfg: Config = kit::json_required(raw, "upstream")?;
+        if cfg.upstream.is_empty() {
+            return Err("`upstream` must not be empty".to_string());
         }
-        _ => return Err("missing config: `upstream` is required".to_string()),
-    };
-    if cfg.upstream.is_empty() {
-        return Err("`upstream` must not be empty".to_string());
-    }
-    if !cfg.path.starts_with('/') {
-        return Err(format!("`path` must start with '/': {:?}", cfg.path));
-    }
-    if !(1..=u64::from(u32::MAX)).contains(&cfg.timeout_ms) {
-        return Err(format!(
-            "`timeout_ms` {} out of range 1..=4294967295",
-            cfg.timeout_ms
-        ));
-    }
-    if !(100..=599).contains(&cfg.deny_status) {
-        return Err(format!(
-            "`deny_status` {} out of range 100..=599",
-            cfg.deny_status
-        ));
-    }
-    Ok(cfg)
-}
-
-proxy_wasm::main! {{
-    proxy_wasm::set_log_level(LogLevel::Trace);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(CalloutRoot { config: None }) });
-}}
-
-struct CalloutRoot {
-    config: Option<Rc<Config>>,
-}
-
-impl Context for CalloutRoot {}
-
-impl RootContext for CalloutRoot {
-    fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
-        match parse_config(self.get_plugin_configuration()) {
-            Ok(c) => {
-                self.config = Some(Rc::new(c));
-                true
-            }
-            Err(e) => {
-                let _ = hostcalls::log(LogLevel::Error, &format!("callout: invalid config: {e}"));
-                false
-            }
+        if !cfg.path.starts_with('/') {
+            return Err(format!("`path` must start with '/': {:?}", cfg.path));
         }
+        if !(1..=u64::from(u32::MAX)).contains(&cfg.timeout_ms) {
+            return Err(format!(
+                "`timeout_ms` {} out of range 1..=4294967295",
+                cfg.timeout_ms
+            ));
+        }
+        if !(100..=599).contains(&cfg.deny_status) {
+            return Err(format!(
+                "`deny_status` {} out of range 100..=599",
+                cfg.deny_status
+            ));
+        }
+        Ok(cfg)
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+    fn http_context(config: Option<Rc<Config>>, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(CalloutHttp {
-            config: self.config.clone(),
+            config,
             mode: Vec::new(),
         }))
     }
-
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
-    }
 }
+
+kit::main!(Callout);
 
 struct CalloutHttp {
     /// `None` only if the host creates streams without a successful configure.

@@ -10,9 +10,8 @@
 //! ```
 //! Per side the order is: remove, then set, then add, then chain tag.
 
-use proxy_wasm::hostcalls;
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel};
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::Action;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -41,51 +40,28 @@ struct Config {
     chain_tag: Option<String>,
 }
 
-fn parse_config(raw: Option<Vec<u8>>) -> Result<Config, String> {
-    match raw {
-        None => Ok(Config::default()),
-        Some(b) if b.iter().all(u8::is_ascii_whitespace) => Ok(Config::default()),
-        Some(b) => serde_json::from_slice(&b).map_err(|e| e.to_string()),
-    }
-}
+struct Headers;
 
-proxy_wasm::main! {{
-    proxy_wasm::set_log_level(LogLevel::Trace);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
-        Box::new(HeadersRoot { config: Rc::new(Config::default()) })
-    });
-}}
+impl kit::Filter for Headers {
+    const NAME: &'static str = "headers";
+    type Config = Config;
 
-struct HeadersRoot {
-    config: Rc<Config>,
-}
-
-impl Context for HeadersRoot {}
-
-impl RootContext for HeadersRoot {
-    fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
-        match parse_config(self.get_plugin_configuration()) {
-            Ok(c) => {
-                self.config = Rc::new(c);
-                true
-            }
-            Err(e) => {
-                let _ = hostcalls::log(LogLevel::Error, &format!("headers: invalid config: {e}"));
-                false
-            }
-        }
+    fn parse(raw: Option<&[u8]>) -> Result<Config, String> {
+        kit::json_or_default(raw)
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+    fn unconfigured() -> Option<Config> {
+        Some(Config::default())
+    }
+
+    fn http_context(config: Option<Rc<Config>>, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(HeadersHttp {
-            config: self.config.clone(),
+            config: config.unwrap_or_default(),
         }))
     }
-
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
-    }
 }
+
+kit::main!(Headers);
 
 struct HeadersHttp {
     config: Rc<Config>,

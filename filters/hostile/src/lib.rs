@@ -39,8 +39,9 @@
 //! calls whose refusal is part of the test are made through this crate's own
 //! imports of the same `env.proxy_*` functions.
 
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::{Action, BufferType, MapType};
 use serde::Deserialize;
 use std::hint::black_box;
 use std::rc::Rc;
@@ -144,15 +145,6 @@ struct Config {
     start_ms: u64,
 }
 
-fn parse_config(raw: Option<Vec<u8>>) -> Result<Config, String> {
-    match raw {
-        Some(b) if !b.iter().all(u8::is_ascii_whitespace) => {
-            serde_json::from_slice(&b).map_err(|e| e.to_string())
-        }
-        _ => Err("missing config: `mode` is required".to_string()),
-    }
-}
-
 /// How long `slow_start` keeps `on_configure` busy.
 const SLOW_START: Duration = Duration::from_secs(2);
 /// `huge_header`: how many headers, and the size of each value.
@@ -186,64 +178,45 @@ fn grow_forever() -> ! {
     }
 }
 
-proxy_wasm::main! {{
-    proxy_wasm::set_log_level(LogLevel::Trace);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(HostileRoot { config: None }) });
-}}
-
-struct HostileRoot {
-    config: Option<Rc<Config>>,
+/// Spins for `d` of `proxy_get_current_time_nanoseconds` time.
+fn busy_wait(d: Duration) {
+    // The SDK's `get_current_time` panics (traps) on any status but Ok, as this does.
+    let now = || hostcalls::get_current_time().unwrap();
+    let start = now();
+    while now().duration_since(start).map_or(true, |e| e < d) {}
 }
 
-impl Context for HostileRoot {}
+struct Hostile;
 
-impl HostileRoot {
-    /// Spins for `d` of `proxy_get_current_time_nanoseconds` time.
-    fn busy_wait(&self, d: Duration) {
-        let start = self.get_current_time();
-        while self
-            .get_current_time()
-            .duration_since(start)
-            .map_or(true, |e| e < d)
-        {}
+impl kit::Filter for Hostile {
+    const NAME: &'static str = "hostile";
+    type Config = Config;
+
+    fn parse(raw: Option<&[u8]>) -> Result<Config, String> {
+        kit::json_required(raw, "mode")
     }
-}
 
-impl RootContext for HostileRoot {
-    fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
-        let cfg = match parse_config(self.get_plugin_configuration()) {
-            Ok(c) => c,
-            Err(e) => {
-                let _ = proxy_wasm::hostcalls::log(
-                    LogLevel::Error,
-                    &format!("hostile: invalid config: {e}"),
-                );
-                return false;
-            }
-        };
+    fn configured(cfg: &mut Config) -> Result<(), String> {
         if cfg.start_ms > 0 {
-            self.busy_wait(Duration::from_millis(cfg.start_ms));
+            busy_wait(Duration::from_millis(cfg.start_ms));
         }
         match cfg.mode {
             Mode::ConfigurePanic => panic!("hostile filter panics in on_configure on purpose"),
-            Mode::SlowStart => self.busy_wait(SLOW_START),
+            Mode::SlowStart => busy_wait(SLOW_START),
             _ => {}
         }
-        self.config = Some(Rc::new(cfg));
-        true
+        Ok(())
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+    fn http_context(config: Option<Rc<Config>>, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(HostileHttp {
-            config: self.config.clone(),
+            config,
             target: false,
         }))
     }
-
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
-    }
 }
+
+kit::main!(Hostile);
 
 struct HostileHttp {
     /// `None` only if the host creates streams without a successful configure.

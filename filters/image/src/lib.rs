@@ -25,8 +25,8 @@ use std::time::UNIX_EPOCH;
 
 use hmac::{Hmac, Mac};
 use proxy_wasm::hostcalls;
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType};
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::{Action, LogLevel, MetricType};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
@@ -270,13 +270,6 @@ struct Spec {
     content_types: Vec<String>,
 }
 
-proxy_wasm::main! {{
-    proxy_wasm::set_log_level(LogLevel::Info);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
-        Box::new(ImageRoot { config: None, metrics: Rc::default() })
-    });
-}}
-
 /// Counters this filter defines (`sluice_wasm_<name>` on the admin API), by name.
 #[derive(Default)]
 struct Metrics {
@@ -300,44 +293,43 @@ impl Metrics {
     }
 }
 
-struct ImageRoot {
-    config: Option<Rc<Config>>,
+/// The configuration and this VM's counters, shared by the streams.
+struct Configured {
+    config: Rc<Config>,
     metrics: Rc<Metrics>,
 }
 
-impl Context for ImageRoot {}
+struct Image;
 
-impl RootContext for ImageRoot {
-    fn on_configure(&mut self, _size: usize) -> bool {
-        let raw = self.get_plugin_configuration().unwrap_or_default();
-        let parsed = if raw.iter().all(u8::is_ascii_whitespace) {
-            serde_json::from_str::<Config>("{}").map_err(|e| e.to_string())
-        } else {
-            serde_json::from_slice::<Config>(&raw).map_err(|e| e.to_string())
+impl kit::Filter for Image {
+    const NAME: &'static str = "image";
+    const CONFIG_ERROR: &'static str = "bad config";
+    const LOG_LEVEL: LogLevel = LogLevel::Info;
+    type Config = Configured;
+
+    fn parse(raw: Option<&[u8]>) -> Result<Configured, String> {
+        let parsed = match raw {
+            Some(raw) if !kit::is_blank(Some(raw)) => serde_json::from_slice::<Config>(raw),
+            _ => serde_json::from_str::<Config>("{}"),
         };
-        match parsed.and_then(|c| c.check().map(|_| c)) {
-            Ok(c) => {
-                self.config = Some(Rc::new(c));
-                true
-            }
-            Err(e) => {
-                hostcalls::log(LogLevel::Error, &format!("image: bad config: {e}")).ok();
-                false
-            }
-        }
+        let config = parsed.map_err(|e| e.to_string())?;
+        config.check()?;
+        Ok(Configured {
+            config: Rc::new(config),
+            metrics: Rc::default(),
+        })
     }
 
-    fn create_http_context(&self, _id: u32) -> Option<Box<dyn HttpContext>> {
+    fn http_context(c: Option<Rc<Configured>>, _id: u32) -> Option<Box<dyn HttpContext>> {
+        let c = c?;
         Some(Box::new(ImageHttp {
-            config: self.config.clone()?,
-            metrics: self.metrics.clone(),
+            config: c.config.clone(),
+            metrics: c.metrics.clone(),
         }))
     }
-
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
-    }
 }
+
+kit::main!(Image);
 
 struct ImageHttp {
     config: Rc<Config>,

@@ -12,10 +12,12 @@
 //! log: gauge -1 and the request's `content-length` (0 if absent/invalid)
 //! recorded in the histogram.
 
+use kit::log;
 use proxy_wasm::hostcalls;
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType};
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::{Action, LogLevel, MetricType};
 use serde::Deserialize;
+use std::rc::Rc;
 
 fn default_prefix() -> String {
     "demo".to_string()
@@ -36,22 +38,6 @@ impl Default for Config {
     }
 }
 
-fn parse_config(raw: Option<Vec<u8>>) -> Result<Config, String> {
-    let cfg: Config = match raw {
-        None => Config::default(),
-        Some(b) if b.iter().all(u8::is_ascii_whitespace) => Config::default(),
-        Some(b) => serde_json::from_slice(&b).map_err(|e| e.to_string())?,
-    };
-    if cfg.prefix.is_empty() {
-        return Err("`prefix` must not be empty".to_string());
-    }
-    Ok(cfg)
-}
-
-fn log(level: LogLevel, msg: &str) {
-    let _ = hostcalls::log(level, msg);
-}
-
 #[derive(Debug, Clone, Copy)]
 struct MetricIds {
     requests: u32,
@@ -59,26 +45,30 @@ struct MetricIds {
     body_bytes: u32,
 }
 
-proxy_wasm::main! {{
-    proxy_wasm::set_log_level(LogLevel::Trace);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(MetricsRoot { ids: None }) });
-}}
-
-struct MetricsRoot {
+/// The configuration and, once configured, the metrics it defined.
+struct Configured {
+    prefix: String,
     ids: Option<MetricIds>,
 }
 
-impl Context for MetricsRoot {}
+struct Metrics;
 
-impl RootContext for MetricsRoot {
-    fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
-        let cfg = match parse_config(self.get_plugin_configuration()) {
-            Ok(c) => c,
-            Err(e) => {
-                log(LogLevel::Error, &format!("metrics: invalid config: {e}"));
-                return false;
-            }
-        };
+impl kit::Filter for Metrics {
+    const NAME: &'static str = "metrics";
+    type Config = Configured;
+
+    fn parse(raw: Option<&[u8]>) -> Result<Configured, String> {
+        let cfg: Config = kit::json_or_default(raw)?;
+        if cfg.prefix.is_empty() {
+            return Err("`prefix` must not be empty".to_string());
+        }
+        Ok(Configured {
+            prefix: cfg.prefix,
+            ids: None,
+        })
+    }
+
+    fn configured(cfg: &mut Configured) -> Result<(), String> {
         let p = &cfg.prefix;
         // The SDK panics (traps) on any status but Ok here.
         let define = |t, name: String| hostcalls::define_metric(t, &name);
@@ -89,30 +79,23 @@ impl RootContext for MetricsRoot {
                 body_bytes: define(MetricType::Histogram, format!("{p}_body_bytes"))?,
             })
         })();
-        match ids {
-            Ok(ids) => {
-                self.ids = Some(ids);
-                true
-            }
-            Err(e) => {
-                log(LogLevel::Error, &format!("metrics: define_metric: {e:?}"));
-                false
-            }
-        }
+        cfg.ids = Some(ids.map_err(|e| format!("define_metric: {e:?}"))?);
+        Ok(())
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+    fn http_context(
+        config: Option<Rc<Configured>>,
+        _context_id: u32,
+    ) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(MetricsHttp {
-            ids: self.ids,
+            ids: config.and_then(|c| c.ids),
             inflight: false,
             body_bytes: None,
         }))
     }
-
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
-    }
 }
+
+kit::main!(Metrics);
 
 struct MetricsHttp {
     /// `None` only if the host creates streams without a successful configure.

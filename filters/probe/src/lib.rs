@@ -38,8 +38,9 @@
 //! Ok/ParseFailure/InternalFailure; `proxy_get_buffer_bytes` Ok/NotFound.
 
 use proxy_wasm::hostcalls;
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel};
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::{Action, BufferType, LogLevel};
+use std::rc::Rc;
 use std::time::Duration;
 
 /// A context id no host hands out in these tests.
@@ -47,24 +48,23 @@ const BAD_CONTEXT_ID: u32 = 999_999;
 /// Request headers whose names start with this are dropped by `x-probe-set-pairs`.
 const DROP_PREFIX: &str = "x-probe-drop";
 
-proxy_wasm::main! {{
-    proxy_wasm::set_log_level(LogLevel::Trace);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(ProbeRoot) });
-}}
+struct Probe;
 
-struct ProbeRoot;
+impl kit::Filter for Probe {
+    const NAME: &'static str = "probe";
+    const NO_CONFIG: bool = true;
+    type Config = ();
 
-impl Context for ProbeRoot {}
+    fn parse(_raw: Option<&[u8]>) -> Result<(), String> {
+        Ok(())
+    }
 
-impl RootContext for ProbeRoot {
-    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+    fn http_context(_config: Option<Rc<()>>, context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(ProbeHttp { context_id }))
     }
-
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
-    }
 }
+
+kit::main!(Probe);
 
 struct ProbeHttp {
     context_id: u32,

@@ -14,8 +14,9 @@
 //! No configuration (any config is accepted and ignored).
 
 use proxy_wasm::hostcalls;
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel};
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::{Action, LogLevel};
+use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 
 /// 2020-01-01T00:00:00Z in seconds since the Unix epoch.
@@ -31,24 +32,23 @@ const PROPS: [(&[&str], &str); 7] = [
     (&["request", "protocol"], "x-prop-protocol"),
 ];
 
-proxy_wasm::main! {{
-    proxy_wasm::set_log_level(LogLevel::Trace);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(PropsRoot) });
-}}
+struct Props;
 
-struct PropsRoot;
+impl kit::Filter for Props {
+    const NAME: &'static str = "props";
+    const NO_CONFIG: bool = true;
+    type Config = ();
 
-impl Context for PropsRoot {}
+    fn parse(_raw: Option<&[u8]>) -> Result<(), String> {
+        Ok(())
+    }
 
-impl RootContext for PropsRoot {
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+    fn http_context(_config: Option<Rc<()>>, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(PropsHttp))
     }
-
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
-    }
 }
+
+kit::main!(Props);
 
 struct PropsHttp;
 

@@ -17,9 +17,10 @@
 //!   `x-enqueued: no-queue`; if the enqueue fails, `x-enqueued: err:<Status>`.
 //!   Requests without `x-enqueue` pass untouched.
 
+use kit::log;
 use proxy_wasm::hostcalls;
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel, Status};
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::{Action, LogLevel, Status};
 use serde::Deserialize;
 use std::rc::Rc;
 
@@ -49,19 +50,6 @@ struct Config {
     vm_id: String,
 }
 
-fn parse_config(raw: Option<Vec<u8>>) -> Result<Config, String> {
-    let cfg: Config = match raw {
-        Some(b) if !b.iter().all(u8::is_ascii_whitespace) => {
-            serde_json::from_slice(&b).map_err(|e| e.to_string())?
-        }
-        _ => return Err("missing config: `role` is required".to_string()),
-    };
-    if cfg.queue.is_empty() {
-        return Err("`queue` must not be empty".to_string());
-    }
-    Ok(cfg)
-}
-
 /// Decimal u64 from a shared-data value; absent or unparsable = 0.
 fn parse_count(v: Option<Vec<u8>>) -> u64 {
     v.and_then(|b| std::str::from_utf8(&b).ok()?.trim().parse().ok())
@@ -82,45 +70,31 @@ fn increment(key: &str) -> Result<u64, Status> {
     Err(Status::CasMismatch)
 }
 
-fn log(level: LogLevel, msg: &str) {
-    let _ = hostcalls::log(level, msg);
-}
+struct Queue;
 
-proxy_wasm::main! {{
-    proxy_wasm::set_log_level(LogLevel::Trace);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
-        Box::new(QueueRoot { config: None, queue_id: None })
-    });
-}}
+impl kit::Filter for Queue {
+    const NAME: &'static str = "queue";
+    type Config = Config;
 
-struct QueueRoot {
-    config: Option<Rc<Config>>,
-    /// Consumer only: the id `register_shared_queue` returned.
-    queue_id: Option<u32>,
-}
-
-impl Context for QueueRoot {}
-
-impl RootContext for QueueRoot {
-    fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
-        let cfg = match parse_config(self.get_plugin_configuration()) {
-            Ok(c) => c,
-            Err(e) => {
-                log(LogLevel::Error, &format!("queue: invalid config: {e}"));
-                return false;
-            }
-        };
-        self.queue_id = match cfg.role {
-            Role::Consumer => Some(self.register_shared_queue(&cfg.queue)),
-            Role::Producer => None,
-        };
-        self.config = Some(Rc::new(cfg));
-        true
+    fn parse(raw: Option<&[u8]>) -> Result<Config, String> {
+        let cfg: Config = kit::json_required(raw, "role")?;
+        if cfg.queue.is_empty() {
+            return Err("`queue` must not be empty".to_string());
+        }
+        Ok(cfg)
     }
 
-    fn on_queue_ready(&mut self, queue_id: u32) {
+    fn configured(cfg: &mut Config) -> Result<(), String> {
+        if cfg.role == Role::Consumer {
+            // The SDK panics (traps) on any status but Ok here, as `register_shared_queue` does.
+            hostcalls::register_shared_queue(&cfg.queue).unwrap();
+        }
+        Ok(())
+    }
+
+    fn on_queue_ready(_config: Option<&Rc<Config>>, queue_id: u32) {
         loop {
-            let item = match self.dequeue_shared_queue(queue_id) {
+            let item = match hostcalls::dequeue_shared_queue(queue_id) {
                 Ok(Some(item)) => item,
                 // Empty queue (the SDK maps `Empty` to `Ok(None)`).
                 Ok(None) => break,
@@ -135,22 +109,18 @@ impl RootContext for QueueRoot {
                     &format!("queue: increment {RECEIVED_KEY}: {e:?}"),
                 );
             }
-            if let Err(e) = self.set_shared_data(LAST_KEY, Some(&item), None) {
+            if let Err(e) = hostcalls::set_shared_data(LAST_KEY, Some(&item), None) {
                 log(LogLevel::Warn, &format!("queue: set {LAST_KEY}: {e:?}"));
             }
         }
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(QueueHttp {
-            config: self.config.clone(),
-        }))
-    }
-
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
+    fn http_context(config: Option<Rc<Config>>, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(QueueHttp { config }))
     }
 }
+
+kit::main!(Queue);
 
 struct QueueHttp {
     /// `None` only if the host creates streams without a successful configure.

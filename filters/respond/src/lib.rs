@@ -8,9 +8,8 @@
 //! If `path_prefix` is set, only requests whose `:path` starts with it get the
 //! local response; all other requests continue upstream untouched.
 
-use proxy_wasm::hostcalls;
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel};
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::Action;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -43,55 +42,32 @@ impl Default for Config {
     }
 }
 
-fn parse_config(raw: Option<Vec<u8>>) -> Result<Config, String> {
-    let cfg: Config = match raw {
-        None => Config::default(),
-        Some(b) if b.iter().all(u8::is_ascii_whitespace) => Config::default(),
-        Some(b) => serde_json::from_slice(&b).map_err(|e| e.to_string())?,
-    };
-    if !(100..=599).contains(&cfg.status) {
-        return Err(format!("status {} out of range 100..=599", cfg.status));
-    }
-    Ok(cfg)
-}
+struct Respond;
 
-proxy_wasm::main! {{
-    proxy_wasm::set_log_level(LogLevel::Trace);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
-        Box::new(RespondRoot { config: Rc::new(Config::default()) })
-    });
-}}
+impl kit::Filter for Respond {
+    const NAME: &'static str = "respond";
+    type Config = Config;
 
-struct RespondRoot {
-    config: Rc<Config>,
-}
-
-impl Context for RespondRoot {}
-
-impl RootContext for RespondRoot {
-    fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
-        match parse_config(self.get_plugin_configuration()) {
-            Ok(c) => {
-                self.config = Rc::new(c);
-                true
-            }
-            Err(e) => {
-                let _ = hostcalls::log(LogLevel::Error, &format!("respond: invalid config: {e}"));
-                false
-            }
+    fn parse(raw: Option<&[u8]>) -> Result<Config, String> {
+        let cfg: Config = kit::json_or_default(raw)?;
+        if !(100..=599).contains(&cfg.status) {
+            return Err(format!("status {} out of range 100..=599", cfg.status));
         }
+        Ok(cfg)
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+    fn unconfigured() -> Option<Config> {
+        Some(Config::default())
+    }
+
+    fn http_context(config: Option<Rc<Config>>, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(RespondHttp {
-            config: self.config.clone(),
+            config: config.unwrap_or_default(),
         }))
     }
-
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
-    }
 }
+
+kit::main!(Respond);
 
 struct RespondHttp {
     config: Rc<Config>,

@@ -5,65 +5,59 @@ use crate::config;
 use crate::request::Request;
 use crate::rules::{Chosen, HeaderOps, Router};
 use proxy_wasm::hostcalls;
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel};
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::{Action, LogLevel};
 use std::cell::Cell;
 use std::rc::Rc;
 use std::time::UNIX_EPOCH;
 
-proxy_wasm::main! {{
-    proxy_wasm::set_log_level(LogLevel::Trace);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
-        Box::new(RouterRoot { router: None, requests: Rc::new(Cell::new(0)) })
-    });
-}}
-
-struct RouterRoot {
-    router: Option<Rc<Router>>,
+/// The configured router and what this VM's streams share with it.
+struct Routing {
+    router: Router,
     /// Requests seen by this VM: mixed into the entropy of keyless splits.
-    requests: Rc<Cell<u64>>,
+    requests: Cell<u64>,
 }
 
-impl Context for RouterRoot {}
+struct RouterFilter;
 
-impl RootContext for RouterRoot {
-    fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
-        match config::parse(self.get_plugin_configuration().as_deref()) {
-            Ok(r) => {
-                if r.is_empty() {
-                    let _ = hostcalls::log(
-                        LogLevel::Warn,
-                        "router: no rules and no default: every request keeps its route's pool",
-                    );
-                }
-                self.router = Some(Rc::new(r));
-                true
-            }
-            Err(e) => {
-                let _ = hostcalls::log(LogLevel::Error, &format!("router: invalid config: {e}"));
-                false
-            }
-        }
+impl kit::Filter for RouterFilter {
+    const NAME: &'static str = "router";
+    type Config = Routing;
+
+    fn parse(raw: Option<&[u8]>) -> Result<Routing, String> {
+        Ok(Routing {
+            router: config::parse(raw)?,
+            requests: Cell::new(0),
+        })
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+    fn configured(routing: &mut Routing) -> Result<(), String> {
+        if routing.router.is_empty() {
+            kit::log(
+                LogLevel::Warn,
+                "router: no rules and no default: every request keeps its route's pool",
+            );
+        }
+        Ok(())
+    }
+
+    fn http_context(
+        routing: Option<Rc<Routing>>,
+        _context_id: u32,
+    ) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(RouterHttp {
-            router: self.router.clone(),
-            requests: self.requests.clone(),
+            routing,
             chosen: None,
             set_cookie: None,
         }))
     }
-
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
-    }
 }
+
+kit::main!(RouterFilter);
 
 struct RouterHttp {
     /// `None` only if the host creates streams without a successful configure.
-    router: Option<Rc<Router>>,
-    requests: Rc<Cell<u64>>,
+    routing: Option<Rc<Routing>>,
     /// The action taken in the request phase, for the response phase.
     chosen: Option<Chosen>,
     set_cookie: Option<String>,
@@ -72,7 +66,8 @@ struct RouterHttp {
 impl Context for RouterHttp {}
 
 impl RouterHttp {
-    fn request(&self, router: &Router) -> Request {
+    fn request(&self, routing: &Routing) -> Request {
+        let router = &routing.router;
         let mut req = Request::default();
         for (k, v) in self.get_http_request_headers_bytes() {
             let v = String::from_utf8_lossy(&v).into_owned();
@@ -91,8 +86,8 @@ impl RouterHttp {
                 .flatten()
                 .map(|b| String::from_utf8_lossy(&b).into_owned());
         }
-        let n = self.requests.get().wrapping_add(1);
-        self.requests.set(n);
+        let n = routing.requests.get().wrapping_add(1);
+        routing.requests.set(n);
         let nanos = self
             .get_current_time()
             .duration_since(UNIX_EPOCH)
@@ -128,10 +123,11 @@ impl RouterHttp {
 
 impl HttpContext for RouterHttp {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let Some(router) = self.router.clone() else {
+        let Some(routing) = self.routing.clone() else {
             return Action::Continue;
         };
-        let req = self.request(&router);
+        let router = &routing.router;
+        let req = self.request(&routing);
         let Some((chosen, d)) = router.route(&req) else {
             return Action::Continue;
         };
@@ -155,10 +151,10 @@ impl HttpContext for RouterHttp {
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let (Some(router), Some(chosen)) = (self.router.clone(), self.chosen) else {
+        let (Some(routing), Some(chosen)) = (self.routing.clone(), self.chosen) else {
             return Action::Continue;
         };
-        if let Some(a) = router.action(chosen) {
+        if let Some(a) = routing.router.action(chosen) {
             self.edit_response(&a.response_headers);
         }
         if let Some(c) = self.set_cookie.take() {

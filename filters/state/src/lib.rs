@@ -22,8 +22,8 @@
 //! non-UTF-8 bytes are converted lossily.
 
 use proxy_wasm::hostcalls;
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel, Status};
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::{Action, Status};
 use serde::Deserialize;
 use std::rc::Rc;
 
@@ -51,23 +51,6 @@ struct Parsed {
     path: Vec<String>,
 }
 
-fn parse_config(raw: Option<Vec<u8>>) -> Result<Parsed, String> {
-    let cfg: Config = match raw {
-        Some(b) if !b.iter().all(u8::is_ascii_whitespace) => {
-            serde_json::from_slice(&b).map_err(|e| e.to_string())?
-        }
-        _ => return Err("missing config: `role` is required".to_string()),
-    };
-    let path: Vec<String> = cfg.key.split('.').map(str::to_string).collect();
-    if path.iter().any(String::is_empty) {
-        return Err(format!("`key` {:?} has an empty path segment", cfg.key));
-    }
-    Ok(Parsed {
-        role: cfg.role,
-        path,
-    })
-}
-
 /// A property as a string: missing / Err status = `none`.
 fn property_or_none(path: &[&str]) -> String {
     match hostcalls::get_property(path.to_vec()).ok().flatten() {
@@ -76,41 +59,30 @@ fn property_or_none(path: &[&str]) -> String {
     }
 }
 
-proxy_wasm::main! {{
-    proxy_wasm::set_log_level(LogLevel::Trace);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(StateRoot { config: None }) });
-}}
+struct State;
 
-struct StateRoot {
-    config: Option<Rc<Parsed>>,
-}
+impl kit::Filter for State {
+    const NAME: &'static str = "state";
+    type Config = Parsed;
 
-impl Context for StateRoot {}
-
-impl RootContext for StateRoot {
-    fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
-        match parse_config(self.get_plugin_configuration()) {
-            Ok(c) => {
-                self.config = Some(Rc::new(c));
-                true
-            }
-            Err(e) => {
-                let _ = hostcalls::log(LogLevel::Error, &format!("state: invalid config: {e}"));
-                false
-            }
+    fn parse(raw: Option<&[u8]>) -> Result<Parsed, String> {
+        let cfg: Config = kit::json_required(raw, "role")?;
+        let path: Vec<String> = cfg.key.split('.').map(str::to_string).collect();
+        if path.iter().any(String::is_empty) {
+            return Err(format!("`key` {:?} has an empty path segment", cfg.key));
         }
+        Ok(Parsed {
+            role: cfg.role,
+            path,
+        })
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(StateHttp {
-            config: self.config.clone(),
-        }))
-    }
-
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
+    fn http_context(config: Option<Rc<Parsed>>, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(StateHttp { config }))
     }
 }
+
+kit::main!(State);
 
 struct StateHttp {
     /// `None` only if the host creates streams without a successful configure.

@@ -12,8 +12,8 @@
 //! `x-ticks: <current value of key, or 0>`.
 
 use proxy_wasm::hostcalls;
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel, Status};
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::{Action, LogLevel, Status};
 use serde::Deserialize;
 use std::rc::Rc;
 use std::time::Duration;
@@ -43,81 +43,63 @@ impl Default for Config {
     }
 }
 
-fn parse_config(raw: Option<Vec<u8>>) -> Result<Config, String> {
-    let cfg: Config = match raw {
-        None => Config::default(),
-        Some(b) if b.iter().all(u8::is_ascii_whitespace) => Config::default(),
-        Some(b) => serde_json::from_slice(&b).map_err(|e| e.to_string())?,
-    };
-    // The ABI carries the period as u32 milliseconds; 0 would disable ticks.
-    if !(1..=u64::from(u32::MAX)).contains(&cfg.period_ms) {
-        return Err(format!(
-            "`period_ms` {} out of range 1..=4294967295",
-            cfg.period_ms
-        ));
-    }
-    if cfg.key.is_empty() {
-        return Err("`key` must not be empty".to_string());
-    }
-    Ok(cfg)
-}
-
 /// Decimal u64 from a shared-data value; absent or unparsable = 0.
 fn parse_count(v: Option<Vec<u8>>) -> u64 {
     v.and_then(|b| std::str::from_utf8(&b).ok()?.trim().parse().ok())
         .unwrap_or(0)
 }
 
-proxy_wasm::main! {{
-    proxy_wasm::set_log_level(LogLevel::Trace);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
-        Box::new(TickerRoot { config: Rc::new(Config::default()) })
-    });
-}}
+struct Ticker;
 
-struct TickerRoot {
-    config: Rc<Config>,
-}
+impl kit::Filter for Ticker {
+    const NAME: &'static str = "ticker";
+    type Config = Config;
 
-impl Context for TickerRoot {}
-
-impl RootContext for TickerRoot {
-    fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
-        match parse_config(self.get_plugin_configuration()) {
-            Ok(c) => {
-                self.set_tick_period(Duration::from_millis(c.period_ms));
-                self.config = Rc::new(c);
-                true
-            }
-            Err(e) => {
-                let _ = hostcalls::log(LogLevel::Error, &format!("ticker: invalid config: {e}"));
-                false
-            }
+    fn parse(raw: Option<&[u8]>) -> Result<Config, String> {
+        let cfg: Config = kit::json_or_default(raw)?;
+        // The ABI carries the period as u32 milliseconds; 0 would disable ticks.
+        if !(1..=u64::from(u32::MAX)).contains(&cfg.period_ms) {
+            return Err(format!(
+                "`period_ms` {} out of range 1..=4294967295",
+                cfg.period_ms
+            ));
         }
+        if cfg.key.is_empty() {
+            return Err("`key` must not be empty".to_string());
+        }
+        Ok(cfg)
     }
 
-    fn on_tick(&mut self) {
-        let key = &self.config.key;
-        let (value, cas) = self.get_shared_data(key);
+    fn unconfigured() -> Option<Config> {
+        Some(Config::default())
+    }
+
+    fn configured(config: &mut Config) -> Result<(), String> {
+        // The SDK panics (traps) on any status but Ok here, as `set_tick_period` does.
+        hostcalls::set_tick_period(Duration::from_millis(config.period_ms)).unwrap();
+        Ok(())
+    }
+
+    fn on_tick(config: Option<&Rc<Config>>) {
+        let Some(config) = config else { return };
+        let key = &config.key;
+        // Unwrapped as the SDK's `Context::get_shared_data` does.
+        let (value, cas) = hostcalls::get_shared_data(key).unwrap();
         let next = parse_count(value).wrapping_add(1).to_string();
-        match self.set_shared_data(key, Some(next.as_bytes()), cas) {
+        match hostcalls::set_shared_data(key, Some(next.as_bytes()), cas) {
             Ok(()) | Err(Status::CasMismatch) => {}
-            Err(e) => {
-                let _ = hostcalls::log(LogLevel::Warn, &format!("ticker: set_shared_data: {e:?}"));
-            }
+            Err(e) => kit::log(LogLevel::Warn, &format!("ticker: set_shared_data: {e:?}")),
         }
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+    fn http_context(config: Option<Rc<Config>>, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(TickerHttp {
-            config: self.config.clone(),
+            config: config.unwrap_or_default(),
         }))
     }
-
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
-    }
 }
+
+kit::main!(Ticker);
 
 struct TickerHttp {
     config: Rc<Config>,

@@ -5,6 +5,7 @@ use crate::config::{audit_json, build, report_ids, Config, Waf};
 use crate::load::{FileSource, LimitAction};
 use crate::ops::{Caps, HostError, HostMatch};
 use crate::tx::Transaction;
+use kit::log;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType, Status};
@@ -16,10 +17,6 @@ proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(WafRoot::default()) });
 }}
-
-fn log(level: LogLevel, msg: &str) {
-    let _ = hostcalls::log(level, msg);
-}
 
 /// Files offered by the host (`sluice.file.list` / `sluice.file.read`).
 struct HostFiles {

@@ -3,6 +3,7 @@
 
 pub mod body;
 pub mod config;
+pub mod hash;
 pub mod load;
 pub mod memo;
 pub mod model;

@@ -1,0 +1,164 @@
+//! What a match does: setvar, ctl, captures, `MATCHED_VAR*` and the match log.
+
+use super::*;
+use crate::ops::Caps;
+
+impl Transaction {
+    /// Sets `name` (already lowercase) in a collection; updates in place when it exists.
+    pub(super) fn set_tx_kv(&mut self, coll: SetColl, name: &[u8], val: &[u8]) {
+        self.next_id += 1;
+        let id = self.next_id * 2;
+        let map = match coll {
+            SetColl::Tx => &mut self.tx,
+            SetColl::Persist(i) => &mut self.persist[i as usize],
+        };
+        if let Some(kv) = map.get_mut(name) {
+            kv.val = rc(val);
+            kv.id = id;
+            return;
+        }
+        let key = rc(name);
+        map.insert(
+            key.clone(),
+            Kv {
+                key,
+                val: rc(val),
+                id,
+            },
+        );
+    }
+
+    pub(super) fn exec_setvar(&mut self, sv: &SetVar, rule: &Rule) {
+        let mut name = self.expand(&sv.name, Some(rule));
+        if name.iter().any(u8::is_ascii_uppercase) {
+            name.to_mut().make_ascii_lowercase();
+        }
+        let name: &[u8] = &name;
+        let map = match sv.coll {
+            SetColl::Tx => &self.tx,
+            SetColl::Persist(i) => &self.persist[i as usize],
+        };
+        let cur = map.get(name).map(|kv| ops::atoi(&kv.val)).unwrap_or(0);
+        match &sv.op {
+            SetOp::Del => {
+                match sv.coll {
+                    SetColl::Tx => self.tx.remove(name),
+                    SetColl::Persist(i) => self.persist[i as usize].remove(name),
+                };
+            }
+            SetOp::Set(m) => {
+                let v = self.expand(m, Some(rule)).into_owned();
+                self.set_tx_kv(sv.coll, name, &v);
+            }
+            SetOp::Add(m) | SetOp::Sub(m) => {
+                let d = ops::atoi(&self.expand(m, Some(rule)));
+                let v = if matches!(sv.op, SetOp::Add(_)) {
+                    cur.saturating_add(d)
+                } else {
+                    cur.saturating_sub(d)
+                };
+                self.set_tx_kv(sv.coll, name, v.to_string().as_bytes());
+            }
+        }
+    }
+
+    pub(super) fn exec_ctl(&mut self, c: &Ctl) {
+        match c {
+            Ctl::RemoveById(r) => self.removed_ids.extend_from_slice(r),
+            Ctl::RemoveByTag(t) => self.removed_tags.push(t.clone()),
+            Ctl::RemoveTargetById(r, e) => self.excl_by_id.push((r.clone(), e.clone())),
+            Ctl::RemoveTargetByTag(t, e) => self.excl_by_tag.push((t.clone(), e.clone())),
+            Ctl::Engine(m) => self.mode = *m,
+            Ctl::BodyProcessor(p) => self.body_proc = Some(*p),
+            Ctl::ForceBodyVar(b) => self.force_body_var = *b,
+            Ctl::BodyAccess(b) => self.body_access = *b,
+            Ctl::Ignored => {}
+        }
+    }
+
+    pub(super) fn exec_actions(&mut self, rule: &Rule) {
+        for sv in &rule.setvars {
+            self.exec_setvar(sv, rule);
+        }
+        for c in &rule.ctls {
+            self.exec_ctl(c);
+        }
+    }
+
+    pub(super) fn log_match(&mut self, top: &Rule, ri: usize) {
+        if !top.log {
+            return;
+        }
+        let msg = top
+            .msg
+            .as_ref()
+            .map(|m| String::from_utf8_lossy(&self.expand(m, Some(top))).into_owned())
+            .unwrap_or_default();
+        let mut data = top
+            .logdata
+            .as_ref()
+            .map(|m| String::from_utf8_lossy(&self.expand(m, Some(top))).into_owned())
+            .unwrap_or_default();
+        if data.len() > 256 {
+            let mut cut = 256;
+            while !data.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            data.truncate(cut);
+        }
+        let var = self
+            .matched_var
+            .as_ref()
+            .map(|kv| String::from_utf8_lossy(&kv.key).into_owned())
+            .unwrap_or_default();
+        self.logs.push(MatchLog {
+            id: top.id,
+            rule: ri,
+            msg,
+            var,
+            data,
+        });
+    }
+
+    pub(super) fn set_captures(&mut self, caps: Caps) {
+        for (i, c) in caps.into_iter().enumerate().take(10) {
+            let k = [b'0' + i as u8];
+            match c {
+                Some(v) => {
+                    let kv = self.kv(&k, &v);
+                    self.tx.insert(kv.key.clone(), kv);
+                }
+                None => {
+                    self.tx.remove(&k[..]);
+                }
+            }
+        }
+    }
+
+    /// `MATCHED_VAR_NAME` of `v` (`ARGS:id`), cached per value id and variable.
+    pub(super) fn matched_name(&mut self, v: &Val) -> Rc<[u8]> {
+        let build = |v: &Val| -> Rc<[u8]> {
+            if v.var == V::Nothing {
+                Rc::from(&b""[..])
+            } else if v.key.is_empty() || matches!(v.var, V::MatchedVars | V::MatchedVarsNames) {
+                rc(var_name(v.var).as_bytes())
+            } else {
+                let n = var_name(v.var).as_bytes();
+                let mut b = Vec::with_capacity(n.len() + 1 + v.key.len());
+                b.extend_from_slice(n);
+                b.push(b':');
+                b.extend_from_slice(&v.key);
+                Rc::from(b)
+            }
+        };
+        if v.id == NOCACHE {
+            return build(v);
+        }
+        if let Some(n) = self.names.get(&(v.id, v.var)) {
+            return n.clone();
+        }
+        let n = build(v);
+        self.names.insert((v.id, v.var), n.clone());
+        n
+    }
+}

@@ -1,0 +1,239 @@
+//! Variables: a rule's targets resolved against the collections (with exclusions), and
+//! macro expansion.
+
+use super::*;
+use std::borrow::Cow;
+
+impl Transaction {
+    pub(super) fn coll(&self, c: Coll) -> (&[Kv], &[Kv]) {
+        match c {
+            Coll::Args => (&self.args_get, &self.args_post),
+            Coll::ArgsGet => (&self.args_get, &[]),
+            Coll::ArgsPost => (&self.args_post, &[]),
+            Coll::Headers => (&self.headers, &[]),
+            Coll::Cookies => (&self.cookies, &[]),
+            Coll::Files => (&self.files, &[]),
+            Coll::FilesSizes => (&self.files_sizes, &[]),
+            Coll::PartHeaders => (&self.part_headers, &[]),
+            Coll::Tx | Coll::Persist(_) | Coll::Empty => (&[], &[]),
+        }
+    }
+
+    pub(super) fn map(&self, c: Coll) -> Option<&FxMap<Rc<[u8]>, Kv>> {
+        match c {
+            Coll::Tx => Some(&self.tx),
+            Coll::Persist(i) => Some(&self.persist[i as usize]),
+            _ => None,
+        }
+    }
+
+    pub(super) fn collect(&self, t: &Target, excl: &[Excl], dyn_excl: &[Excl], out: &mut Vec<Val>) {
+        let start = out.len();
+        // `ex` is only asked about `t.var`: no exclusion of that variable, nothing to test
+        let no_ex = !excl.iter().chain(dyn_excl.iter()).any(|e| e.var == t.var);
+        let all = matches!(t.sel, Sel::All);
+        let ex = |var: V, key: &[u8]| {
+            !no_ex && excl.iter().chain(dyn_excl.iter()).any(|e| e.hits(var, key))
+        };
+        match t.var {
+            V::Values(c) | V::Names(c) => {
+                let names = matches!(t.var, V::Names(_));
+                let push = |kv: &Kv, out: &mut Vec<Val>| {
+                    if (all || t.sel.matches(&kv.key)) && !ex(t.var, &kv.key) {
+                        if names {
+                            out.push(Val {
+                                var: t.var,
+                                key: kv.key.clone(),
+                                val: kv.key.clone(),
+                                id: kv.id | 1,
+                            });
+                        } else {
+                            out.push(Val {
+                                var: t.var,
+                                key: kv.key.clone(),
+                                val: kv.val.clone(),
+                                id: kv.id,
+                            });
+                        }
+                    }
+                };
+                if let Some(m) = self.map(c) {
+                    if let Sel::Key(k) = &t.sel {
+                        if let Some(kv) = m.get(k.as_slice()) {
+                            push(kv, out);
+                        }
+                    } else {
+                        for kv in m.values() {
+                            push(kv, out);
+                        }
+                    }
+                } else {
+                    let (a, b) = self.coll(c);
+                    for kv in a.iter().chain(b.iter()) {
+                        push(kv, out);
+                    }
+                }
+            }
+            V::Scalar(i) => {
+                if let Some(kv) = &self.scalars[i as usize] {
+                    out.push(Val {
+                        var: t.var,
+                        key: self.empty.clone(),
+                        val: kv.val.clone(),
+                        id: kv.id,
+                    });
+                }
+            }
+            V::MatchedVar => {
+                if let Some(kv) = &self.matched_var {
+                    out.push(Val {
+                        var: t.var,
+                        key: self.empty.clone(),
+                        val: kv.val.clone(),
+                        id: NOCACHE,
+                    });
+                }
+            }
+            V::MatchedVarName => {
+                if let Some(kv) = &self.matched_var {
+                    out.push(Val {
+                        var: t.var,
+                        key: self.empty.clone(),
+                        val: kv.key.clone(),
+                        id: NOCACHE,
+                    });
+                }
+            }
+            V::MatchedVars | V::MatchedVarsNames => {
+                for kv in &self.matched_vars {
+                    if t.sel.matches(&kv.key) && !ex(t.var, &kv.key) {
+                        let val = if t.var == V::MatchedVars {
+                            kv.val.clone()
+                        } else {
+                            kv.key.clone()
+                        };
+                        out.push(Val {
+                            var: t.var,
+                            key: kv.key.clone(),
+                            val,
+                            id: NOCACHE,
+                        });
+                    }
+                }
+            }
+            V::XmlText | V::XmlAttrs => {
+                let src = if t.var == V::XmlText {
+                    &self.xml_text
+                } else {
+                    &self.xml_attrs
+                };
+                for kv in src {
+                    out.push(Val {
+                        var: t.var,
+                        key: self.empty.clone(),
+                        val: kv.val.clone(),
+                        id: kv.id,
+                    });
+                }
+            }
+            V::Nothing => {
+                if t.name.is_empty() {
+                    // SecAction pseudo-target
+                    out.push(Val {
+                        var: V::Nothing,
+                        key: self.empty.clone(),
+                        val: self.empty.clone(),
+                        id: NOCACHE,
+                    });
+                }
+            }
+        }
+        if t.count {
+            let n = out.len() - start;
+            out.truncate(start);
+            out.push(Val {
+                var: t.var,
+                key: self.empty.clone(),
+                val: rc(n.to_string().as_bytes()),
+                id: NOCACHE,
+            });
+        }
+    }
+
+    pub(super) fn first(&self, v: V, key: Option<&[u8]>) -> Option<Rc<[u8]>> {
+        match v {
+            V::Values(c) => {
+                if let Some(m) = self.map(c) {
+                    return m.get(key?).map(|kv| kv.val.clone());
+                }
+                let (a, b) = self.coll(c);
+                a.iter()
+                    .chain(b.iter())
+                    .find(|kv| key.is_none_or(|k| kv.key.eq_ignore_ascii_case(k)))
+                    .map(|kv| kv.val.clone())
+            }
+            V::Names(c) => {
+                let (a, b) = self.coll(c);
+                a.iter().chain(b.iter()).next().map(|kv| kv.key.clone())
+            }
+            V::Scalar(i) => self.scalars[i as usize].as_ref().map(|kv| kv.val.clone()),
+            V::MatchedVar => self.matched_var.as_ref().map(|kv| kv.val.clone()),
+            V::MatchedVarName => self.matched_var.as_ref().map(|kv| kv.key.clone()),
+            V::MatchedVars => self.matched_vars.first().map(|kv| kv.val.clone()),
+            V::MatchedVarsNames => self.matched_vars.first().map(|kv| kv.key.clone()),
+            V::XmlText => self.xml_text.first().map(|kv| kv.val.clone()),
+            V::XmlAttrs => self.xml_attrs.first().map(|kv| kv.val.clone()),
+            V::Nothing => None,
+        }
+    }
+
+    /// Expands `%{...}` macros for `rule`.
+    pub fn expand<'m>(&self, m: &'m Macro, rule: Option<&Rule>) -> Cow<'m, [u8]> {
+        self.expand_d(m, rule, 0)
+    }
+
+    pub(super) fn expand_d<'m>(
+        &self,
+        m: &'m Macro,
+        rule: Option<&Rule>,
+        depth: u8,
+    ) -> Cow<'m, [u8]> {
+        if let Some(l) = m.literal() {
+            return Cow::Borrowed(l);
+        }
+        let mut out = Vec::new();
+        for p in &m.parts {
+            match p {
+                Part::Lit(l) => out.extend_from_slice(l),
+                Part::Var(v, k) => {
+                    if let Some(x) = self.first(*v, k.as_deref()) {
+                        out.extend_from_slice(&x);
+                    }
+                }
+                Part::Rule(f) => {
+                    let Some(r) = rule else { continue };
+                    match f {
+                        RuleField::Id => out.extend_from_slice(r.id.to_string().as_bytes()),
+                        RuleField::Severity => {
+                            if let Some(s) = r.severity {
+                                out.extend_from_slice(s.to_string().as_bytes());
+                            }
+                        }
+                        RuleField::Msg | RuleField::Logdata if depth == 0 => {
+                            let src = if *f == RuleField::Msg {
+                                &r.msg
+                            } else {
+                                &r.logdata
+                            };
+                            if let Some(mm) = src {
+                                out.extend_from_slice(&self.expand_d(mm, rule, 1));
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        Cow::Owned(out)
+    }
+}

@@ -1,0 +1,92 @@
+//! Target lists: the values of a rule's targets, collected once per phase and shared by the
+//! rules with the same targets, with their rows in the cross-request memo.
+
+use super::*;
+
+/// The values of a shared target list and their memo rows ([`ROW_NONE`] when not memoised).
+#[derive(Default)]
+pub(super) struct List {
+    pub(super) vals: Vec<Val>,
+    pub(super) rows: Vec<u32>,
+}
+
+thread_local! {
+    /// Emptied [`List`]s kept for reuse across phases and transactions (a filter VM is one
+    /// thread), so collecting a list allocates nothing in the steady state.
+    pub(super) static LIST_POOL: std::cell::RefCell<Vec<Rc<List>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+/// Most lists kept in [`LIST_POOL`].
+pub(super) const LIST_POOL_MAX: usize = 512;
+
+/// `memo_rows`: not looked up yet.
+pub(super) const ROW_UNKNOWN: u32 = u32::MAX;
+/// `memo_rows`: the value is not memoised (too long, memo full or off).
+pub(super) const ROW_NONE: u32 = u32::MAX - 1;
+/// Value ids beyond this are not memoised (bounds `memo_rows`).
+pub(super) const MAX_MEMO_ID: u32 = 1 << 16;
+
+impl Transaction {
+    /// Empties `lists`, keeping their allocations for the next lists ([`LIST_POOL`]).
+    pub(super) fn recycle_lists(&mut self) {
+        LIST_POOL.with(|p| {
+            let mut pool = p.borrow_mut();
+            for slot in self.lists.drain(..) {
+                let Some(mut l) = slot else { continue };
+                if let Some(list) = Rc::get_mut(&mut l) {
+                    list.vals.clear();
+                    list.rows.clear();
+                    if pool.len() < LIST_POOL_MAX {
+                        pool.push(l);
+                    }
+                }
+            }
+        });
+    }
+
+    /// The memo row of value `v`, looked up once per value per transaction.
+    pub(super) fn memo_row(&mut self, v: &Val) -> Option<u32> {
+        if v.id >= MAX_MEMO_ID {
+            return None;
+        }
+        let i = v.id as usize;
+        if i >= self.memo_rows.len() {
+            self.memo_rows.resize(i + 1, ROW_UNKNOWN);
+        }
+        match self.memo_rows[i] {
+            ROW_UNKNOWN => {
+                let r = self.eng.memo.borrow_mut().row(&v.val);
+                self.memo_rows[i] = r.unwrap_or(ROW_NONE);
+                r
+            }
+            ROW_NONE => None,
+            r => Some(r),
+        }
+    }
+
+    /// The values of an interned target list, collected once per phase.
+    pub(super) fn list(&mut self, li: u32, rule: &Rule) -> Rc<List> {
+        let li = li as usize;
+        if li >= self.lists.len() {
+            self.lists.resize(li + 1, None);
+        }
+        if let Some(l) = &self.lists[li] {
+            return l.clone();
+        }
+        let mut l = LIST_POOL
+            .with(|p| p.borrow_mut().pop())
+            .unwrap_or_else(|| Rc::new(List::default()));
+        let list = Rc::get_mut(&mut l).expect("pooled lists are unshared");
+        for t in &rule.targets {
+            self.collect(t, &rule.excl, &[], &mut list.vals);
+        }
+        for v in &list.vals {
+            let row = match v.id {
+                NOCACHE => ROW_NONE,
+                _ => self.memo_row(v).unwrap_or(ROW_NONE),
+            };
+            list.rows.push(row);
+        }
+        self.lists[li] = Some(l.clone());
+        l
+    }
+}

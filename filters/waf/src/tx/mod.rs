@@ -1,0 +1,216 @@
+//! Per-request evaluation: variables, transformation cache, operators, actions, phases.
+//!
+//! One file per step of a rule's evaluation, in the order a request meets them:
+//! - [`input`]: the request line, headers and body parsed into variables;
+//! - [`snapshot`]: the request-independent head of phase 1, run once at configure, and the
+//!   gates folded from it;
+//! - [`lists`]: the values of a rule's targets, collected once per phase, with memo rows;
+//! - [`collections`]: a target resolved against the collections, and macro expansion;
+//! - [`operator`]: one value through the transformations and the operator;
+//! - [`actions`]: what a match does (setvar, ctl, captures, the match log);
+//! - [`eval`]: rules and chains over a phase, skips and the disruptive decision.
+
+mod actions;
+mod collections;
+mod eval;
+mod input;
+mod lists;
+mod operator;
+mod snapshot;
+
+pub use snapshot::{Fold, Snapshot};
+
+use crate::hash::FxMap;
+use crate::load::{Engine, Entry, LimitAction};
+use crate::model::*;
+use crate::ops::{self, Op};
+use lists::{List, ROW_NONE};
+use std::rc::Rc;
+
+impl Drop for Transaction {
+    fn drop(&mut self) {
+        self.recycle_lists();
+    }
+}
+
+const NOCACHE: u32 = u32::MAX;
+
+/// A key/value with a per-request id (for the transformation cache).
+#[derive(Clone, Debug)]
+pub struct Kv {
+    /// Key as received.
+    pub key: Rc<[u8]>,
+    /// Value.
+    pub val: Rc<[u8]>,
+    /// Unique per request (values 2n, keys 2n+1).
+    pub id: u32,
+}
+
+#[derive(Clone)]
+struct Val {
+    var: V,
+    key: Rc<[u8]>,
+    val: Rc<[u8]>,
+    id: u32,
+}
+
+/// One logged rule match.
+#[derive(Clone, Debug)]
+pub struct MatchLog {
+    /// Rule id.
+    pub id: u32,
+    /// Index into `Engine::rules`.
+    pub rule: usize,
+    /// Expanded msg.
+    pub msg: String,
+    /// Matched variable name (`ARGS:id`).
+    pub var: String,
+    /// Expanded logdata (truncated).
+    pub data: String,
+}
+
+/// A disruptive decision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Intervention {
+    /// HTTP status to answer.
+    pub status: u16,
+    /// Rule that decided.
+    pub rule_id: u32,
+    /// Phase.
+    pub phase: u8,
+}
+
+/// State of one request.
+pub struct Transaction {
+    eng: Rc<Engine>,
+    next_id: u32,
+    args_get: Vec<Kv>,
+    args_post: Vec<Kv>,
+    headers: Vec<Kv>,
+    cookies: Vec<Kv>,
+    files: Vec<Kv>,
+    files_sizes: Vec<Kv>,
+    part_headers: Vec<Kv>,
+    xml_text: Vec<Kv>,
+    xml_attrs: Vec<Kv>,
+    scalars: Vec<Option<Kv>>,
+    tx: FxMap<Rc<[u8]>, Kv>,
+    persist: Vec<FxMap<Rc<[u8]>, Kv>>,
+    matched_var: Option<Kv>,
+    matched_vars: Vec<Kv>,
+    cache: FxMap<u64, Rc<[u8]>>,
+    /// (value id, transformation chain) -> offset of its prefilter bitset in `pf_bits`.
+    pf_cache: FxMap<u64, usize>,
+    pf_bits: Vec<u64>,
+    names: FxMap<(u32, V), Rc<[u8]>>,
+    removed_ids: IdRanges,
+    removed_tags: Vec<String>,
+    excl_by_id: Vec<(IdRanges, Excl)>,
+    excl_by_tag: Vec<(String, Excl)>,
+    /// Effective engine mode (SecRuleEngine, then ctl:ruleEngine).
+    pub mode: Mode,
+    body_proc: Option<BodyProc>,
+    force_body_var: bool,
+    body_access: bool,
+    /// Logged matches.
+    pub logs: Vec<MatchLog>,
+    /// The disruptive decision, if any (only in mode On).
+    pub intervention: Option<Intervention>,
+    /// What would have been denied in DetectionOnly.
+    pub would_block: Option<Intervention>,
+    allowed: bool,
+    /// Counters: rules evaluated, operator calls.
+    pub counters: (u32, u32),
+    scratch: Vec<Val>,
+    buf_a: Vec<u8>,
+    buf_b: Vec<u8>,
+    empty: Rc<[u8]>,
+    /// Phase-1 entries already evaluated by a restored [`Snapshot`], and its `MATCHED_VAR`.
+    skip1: (usize, usize),
+    skip1_mv: Option<Kv>,
+    /// Value id -> memo row ([`ROW_UNKNOWN`], [`ROW_NONE`]), valid for `memo_gen`.
+    memo_rows: Vec<u32>,
+    memo_gen: u32,
+    /// Collected values per interned target list (`Rule::tlist`), for the running phase.
+    lists: Vec<Option<Rc<List>>>,
+    /// Gates folded at configure (from the [`Snapshot`]).
+    folds: Rc<[Vec<Fold>; 6]>,
+    /// The operator argument of the rule being evaluated, expanded (see [`Transaction::arg`]).
+    op_arg: std::cell::RefCell<Option<Rc<[u8]>>>,
+}
+
+fn rc(b: &[u8]) -> Rc<[u8]> {
+    Rc::from(b)
+}
+
+impl Transaction {
+    /// A new transaction for `eng`.
+    pub fn new(eng: Rc<Engine>) -> Self {
+        let mode = eng.settings.mode;
+        let body_access = eng.settings.body_access;
+        let memo_gen = eng.memo.borrow().generation();
+        Transaction {
+            eng,
+            next_id: 0,
+            args_get: Vec::new(),
+            args_post: Vec::new(),
+            headers: Vec::new(),
+            cookies: Vec::new(),
+            files: Vec::new(),
+            files_sizes: Vec::new(),
+            part_headers: Vec::new(),
+            xml_text: Vec::new(),
+            xml_attrs: Vec::new(),
+            scalars: vec![None; SCALARS.len()],
+            tx: FxMap::default(),
+            persist: vec![FxMap::default(); PERSIST.len()],
+            matched_var: None,
+            matched_vars: Vec::new(),
+            cache: FxMap::default(),
+            pf_cache: FxMap::default(),
+            pf_bits: Vec::new(),
+            names: FxMap::default(),
+            removed_ids: Vec::new(),
+            removed_tags: Vec::new(),
+            excl_by_id: Vec::new(),
+            excl_by_tag: Vec::new(),
+            mode,
+            body_proc: None,
+            force_body_var: false,
+            body_access,
+            logs: Vec::new(),
+            intervention: None,
+            would_block: None,
+            allowed: false,
+            counters: (0, 0),
+            scratch: Vec::new(),
+            buf_a: Vec::new(),
+            buf_b: Vec::new(),
+            empty: Rc::from(&b""[..]),
+            skip1: (0, 0),
+            skip1_mv: None,
+            memo_rows: Vec::new(),
+            memo_gen,
+            lists: Vec::new(),
+            folds: Rc::new(Default::default()),
+            op_arg: Default::default(),
+        }
+    }
+
+    /// Before a phase: collected lists are per phase (the body adds values between phases),
+    /// memo rows per memo generation (another transaction may have trimmed it).
+    fn phase_start(&mut self) {
+        self.recycle_lists();
+        self.lists.resize(self.eng.n_tlists as usize, None);
+        let g = self.eng.memo.borrow().generation();
+        if g != self.memo_gen {
+            self.memo_rows.clear();
+            self.memo_gen = g;
+        }
+    }
+
+    /// Access to the engine.
+    pub fn engine(&self) -> &Rc<Engine> {
+        &self.eng
+    }
+}
