@@ -35,24 +35,22 @@ PORT="${PORT:-18181}"
 ADMIN="${ADMIN:-19181}"
 ORIGIN_PORT="${ORIGIN_PORT:-18180}"
 
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/sluice-image-bench.XXXXXX")"
+TMP=$WORK
+BENCH_TAG=image-bench
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
+
 for t in wrk vips vipsthumbnail python3 curl; do
-    command -v "$t" >/dev/null || { echo "image.sh: $t is missing (scripts/setup.sh installs it)" >&2; exit 1; }
+    command -v "$t" >/dev/null || die "$t is missing (scripts/setup.sh installs it)"
 done
+check_ports "$PORT" "$ADMIN" "$ORIGIN_PORT"
 
 if [[ "$BUILD" == 1 ]]; then
     (cd "$ROOT" && cargo build --release -p sluice -p sluice-origin)
     [[ -f "$ROOT/filters/out/image.wasm" ]] || "$ROOT/filters/build.sh" --no-wasip1
 fi
-BIN="$ROOT/target/release"
-
-WORK="$(mktemp -d /tmp/sluice-image-bench.XXXXXX)"
-PIDS=()
-cleanup() {
-    # SIGKILL: Pingora's graceful shutdown waits out a grace period (bench/README.md, Notes).
-    for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-}
-trap cleanup EXIT INT TERM
+BIN=$REL
 
 echo "work dir: $WORK" >&2
 mkdir -p "$WORK/www" "$WORK/many" "$WORK/out"
@@ -61,9 +59,7 @@ vips copy "$WORK/in.ppm" "$WORK/www/in.jpg[Q=85]"
 IN="$WORK/www/in.jpg"
 echo "input: $(stat -c %s "$IN") bytes, $(vipsheader "$IN")" >&2
 
-"$BIN/sluice-origin" --listen "127.0.0.1:$ORIGIN_PORT" --root "$WORK/www" --id bench --threads 1 \
-    >"$WORK/origin.log" 2>&1 &
-PIDS+=($!)
+start_bg origin "$BIN/sluice-origin" --listen "127.0.0.1:$ORIGIN_PORT" --root "$WORK/www" --id bench --threads 1
 cat >"$WORK/policy.toml" <<EOF
 [server]
 listen = ["127.0.0.1:$PORT"]
@@ -87,32 +83,27 @@ path_prefix = "/cdn-cgi/image/"
 filters = ["image"]
 pool = "o"
 EOF
-SLUICE_LOG=warn "$BIN/sluice" run --policy "$WORK/policy.toml" >"$WORK/sluice.log" 2>&1 &
-SLUICE_PID=$!
-PIDS+=("$SLUICE_PID")
-for _ in $(seq 100); do
-    curl -sf -o /dev/null "http://127.0.0.1:$PORT/cdn-cgi/image/width=400,format=jpeg/in.jpg" && break
-    sleep 0.2
-done
-
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+SLUICE_LOG=warn start_bg sluice "$BIN/sluice" run --policy "$WORK/policy.toml"
+SLUICE_PID=${PID_OF[sluice]}
+READY_SECS=20 READY_HEADER= wait_ready sluice "http://127.0.0.1:$PORT/cdn-cgi/image/width=400,format=jpeg/in.jpg" ||
+    die "sluice did not start"
 TICK=$(getconf CLK_TCK)
 
 # Sluice rows: transforms/s, p50, p99, CPU ms per transform.
 sluice_row() {
     local fmt="$1" url="http://127.0.0.1:$PORT/cdn-cgi/image/width=400,quality=80,format=$1/in.jpg"
     curl -sf -o "$WORK/out/sluice.$fmt" "$url"
-    wrk -t1 -c"$CONNECTIONS" -d"$WARMUP" "$url" >/dev/null
-    local before after
-    before=$(cpu_ticks "$SLUICE_PID")
-    wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency "$url" >"$WORK/wrk-$fmt.txt"
-    after=$(cpu_ticks "$SLUICE_PID")
+    local out="$WORK/wrk-$fmt.txt" before after
+    wrk_warmup "$out" -t1 -c"$CONNECTIONS" "$url"
+    before=$(proc_ticks "$SLUICE_PID")
+    wrk_measure "$out" -t1 -c"$CONNECTIONS" "$url"
+    after=$(proc_ticks "$SLUICE_PID")
     local n rps p50 p99 non2xx
-    n=$(awk '/requests in/ {print $1}' "$WORK/wrk-$fmt.txt")
-    rps=$(awk '/Requests\/sec/ {print $2}' "$WORK/wrk-$fmt.txt")
-    p50=$(awk '$1 == "50%" {print $2}' "$WORK/wrk-$fmt.txt")
-    p99=$(awk '$1 == "99%" {print $2}' "$WORK/wrk-$fmt.txt")
-    non2xx=$(awk '/Non-2xx/ {print $5}' "$WORK/wrk-$fmt.txt")
+    n=$(wrk_stat "$out" requests)
+    rps=$(wrk_stat "$out" rps)
+    p50=$(wrk_stat "$out" p50)
+    p99=$(wrk_stat "$out" p99)
+    non2xx=$(wrk_stat "$out" non2xx)
     local cpu
     cpu=$(awk -v a="$before" -v b="$after" -v n="$n" -v t="$TICK" 'BEGIN {printf "%.1f", (b - a) * 1000 / t / n}')
     printf '| sluice | %s | %s | %.1f | %s | %s | %s | %s B |%s\n' "$fmt" "$rps" \
@@ -155,10 +146,9 @@ vips_row() {
         t1=$(date +%s%N)
         lat+=($(( (t1 - t0) / 1000 )))
     done
-    local sorted p50 p99
-    sorted=$(printf '%s\n' "${lat[@]}" | sort -n)
-    p50=$(echo "$sorted" | awk -v n="$RUNS" 'NR == int(n * 0.5 + 0.5) {printf "%.2fms", $1 / 1000}')
-    p99=$(echo "$sorted" | awk -v n="$RUNS" 'NR == int(n * 0.99 + 0.5) {printf "%.2fms", $1 / 1000}')
+    local p50 p99
+    p50=$(printf '%s\n' "${lat[@]}" | nearest_rank 50 | awk '{printf "%.2fms", $1 / 1000}')
+    p99=$(printf '%s\n' "${lat[@]}" | nearest_rank 99 | awk '{printf "%.2fms", $1 / 1000}')
     printf '| vipsthumbnail | %s | %s | %.1f | %s* | %s* | %s | %s B |\n' "$fmt" "$rps" \
         "$(awk -v r="$rps" -v c="$CORES" 'BEGIN {print r / c}')" "$p50" "$p99" "$cpu" \
         "$(stat -c %s "$WORK/out/lat.$ext")"

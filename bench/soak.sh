@@ -25,7 +25,6 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-REL="$ROOT/target/release"
 SOAK_SECS=${SOAK_SECS:-600}
 RELOAD_EVERY=${RELOAD_EVERY:-30}
 THREADS=${THREADS:-2}
@@ -49,9 +48,7 @@ for tool in wrk h2load curl; do
     command -v "$tool" >/dev/null || die "$tool is missing (scripts/setup.sh installs it)"
 done
 [[ -d /usr/share/modsecurity-crs/rules ]] || die "modsecurity-crs is missing (scripts/setup.sh installs it)"
-for port in "$ORIGIN_PORT" "$SLUICE_PORT" "$SLUICE_ADMIN"; do
-    port_in_use "$port" && die "port $port is in use"
-done
+check_ports "$ORIGIN_PORT" "$SLUICE_PORT" "$SLUICE_ADMIN"
 if [[ $BUILD == 1 ]]; then
     log "building (release)"
     (cd "$ROOT" && cargo build --release -q -p sluice -p sluice-origin)
@@ -82,14 +79,7 @@ config = { status = 200, body = "Hello from a Wasm filter at the edge.\n", heade
 module = "$FILTERS_OUT/image.wasm"
 config = { sources = ["/sample.jpg"], max_width = 2000, max_height = 2000, on_error = "passthrough" }
 
-[filters.waf]
-module = "$FILTERS_OUT/waf.wasm"
-memory_mb = 256
-startup_ms = 60000
-files = ["/etc/nginx/modsecurity.conf", "/etc/modsecurity/crs/crs-setup.conf",
-         "/usr/share/modsecurity-crs/rules/*.conf", "/usr/share/modsecurity-crs/rules/*.data"]
-config = { rules = ["/etc/nginx/modsecurity.conf", "/etc/modsecurity/crs/crs-setup.conf",
-                    "/usr/share/modsecurity-crs/rules/*.conf"], mode = "block", paranoia = 1 }
+$(crs_waf_filter)
 
 [[routes]]
 name = "plain"
@@ -124,19 +114,9 @@ start_origin
 SLUICE_LOG=warn start_bg sluice "$REL/sluice" run --policy "$TMP/policy.toml"
 SLUICE_PID=${PID_OF[sluice]}
 
-# wait_200 URL [HOST]: until URL answers 200 (120 s: the WAF compiles the CRS first).
+# wait_200 URL [HOST]: until URL answers 2xx (120 s: the WAF compiles the CRS first).
 wait_200() {
-    local i
-    for ((i = 0; i < 1200; i++)); do
-        alive "$SLUICE_PID" || {
-            log "sluice exited; last lines of $TMP/sluice.log:"
-            tail -n 20 "$TMP/sluice.log" >&2
-            exit 1
-        }
-        [[ $(curl -s -o /dev/null -w '%{http_code}' -H "Host: ${2:-localhost}" --max-time 5 "$1" || true) == 200 ]] && return 0
-        sleep 0.1
-    done
-    die "$1 never answered 200"
+    READY_SECS=120 READY_HEADER= wait_ready sluice "$1" -H "Host: ${2:-localhost}" || die "$1 never answered 200"
 }
 BASE="http://127.0.0.1:$SLUICE_PORT"
 wait_200 "$BASE/hello.txt" plain.localhost
@@ -146,9 +126,8 @@ wait_200 "$BASE/cdn-cgi/image/width=200,quality=70/sample.jpg"
 log "ready; soaking for ${SOAK_SECS}s, reload every ${RELOAD_EVERY}s, results in $TMP"
 
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$SLUICE_PID/status" 2>/dev/null || echo 0; }
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$SLUICE_PID/stat" 2>/dev/null || echo 0; }
 HZ=$(getconf CLK_TCK)
-CPU0=$(cpu_ticks)
+CPU0=$(proc_ticks "$SLUICE_PID")
 T0=$(date +%s)
 
 # RSS sampler: seconds since start, kB.
@@ -194,7 +173,7 @@ for name in wrk-plain wrk-filtered wrk-waf wrk-attack wrk-image h2c; do
     wait "${PID_OF[$name]}" || log "$name exited with an error (see $TMP/$name.log)"
     unset "PID_OF[$name]"
 done
-CPU1=$(cpu_ticks)
+CPU1=$(proc_ticks "$SLUICE_PID")
 ELAPSED=$(($(date +%s) - T0))
 SLUICE_ALIVE=yes
 alive "$SLUICE_PID" || SLUICE_ALIVE=no

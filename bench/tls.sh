@@ -47,17 +47,11 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-REL="$ROOT/target/release"
 
-THREADS=${THREADS:-2}
-ORIGIN_THREADS=${ORIGIN_THREADS:-$THREADS}
-WRK_THREADS=${WRK_THREADS:-2}
 CONNECTIONS=${CONNECTIONS:-64}
 H2_THREADS=${H2_THREADS:-2}
 H2_CLIENTS=${H2_CLIENTS:-32}
 H2_STREAMS=${H2_STREAMS:-10}
-DURATION=${DURATION:-10s}
-WARMUP=${WARMUP:-2s}
 BENCH_PATH=${BENCH_PATH:-/hello.txt}
 TLS_NAME=${TLS_NAME:-bench.test}
 WRK_HOST=${WRK_HOST:-localhost}
@@ -74,11 +68,6 @@ SLUICE_TWO_HTTP=${SLUICE_TWO_HTTP:-18485}
 SLUICE_EMPTY_ADMIN=${SLUICE_EMPTY_ADMIN:-19941}
 SLUICE_TWO_ADMIN=${SLUICE_TWO_ADMIN:-19942}
 
-SKIP_NGINX=${SKIP_NGINX:-0}
-SKIP_SLUICE=${SKIP_SLUICE:-0}
-SLUICE_BIN=${SLUICE_BIN:-$REL/sluice}
-FILTERS_OUT="$ROOT/filters/out"
-
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/sluice-tls-bench.XXXXXX")
 RESULTS="$TMP/results.md"
 CERT="$TMP/pki/cert.pem"
@@ -86,6 +75,7 @@ KEY="$TMP/pki/key.pem"
 CA="$TMP/pki/ca.pem"
 
 BENCH_TAG=tls-bench
+ROW_NA="n/a|n/a|n/a" # rows: "load|target|rps|p50|p99"
 # shellcheck source=bench/lib.sh
 source "$ROOT/bench/lib.sh"
 
@@ -111,31 +101,14 @@ wrk_url_of() {
     fi
 }
 
-# wait_ready NAME PORT: until https://$TLS_NAME:PORT/healthz answers 200 with
-# the origin's x-origin-id header, the certificate verified against the
-# bench CA. Fails if NAME exits or after 15 s.
-wait_ready() {
-    local name=$1 port=$2 pid i url scheme=https
-    [[ $name == origin ]] && scheme=http
-    url="$scheme://$TLS_NAME:$port/healthz"
-    pid=${PID_OF[$name]}
-    for ((i = 0; i < 150; i++)); do
-        if ! alive "$pid"; then
-            log "$name exited during startup; last lines of $TMP/$name.log:"
-            tail -n 20 "$TMP/$name.log" >&2 || true
-            return 1
-        fi
-        if curl -fsS -o /dev/null -D "$TMP/$name.ready-headers" --max-time 1 --cacert "$CA" \
-            --resolve "$TLS_NAME:$port:127.0.0.1" "$url" 2>/dev/null &&
-            grep -qi '^x-origin-id:' "$TMP/$name.ready-headers"; then
-            return 0
-        fi
-        sleep 0.1
-    done
-    log "$name did not answer $url within 15 s; last lines of $TMP/$name.log:"
-    tail -n 20 "$TMP/$name.log" >&2 || true
-    return 1
+# tls_ready NAME PORT: until https://$TLS_NAME:PORT/healthz (http for the origin) answers
+# with the origin's x-origin-id header, the certificate verified against the bench CA.
+tls_ready() {
+    local scheme=https
+    [[ $1 == origin ]] && scheme=http
+    wait_ready "$1" "$scheme://$TLS_NAME:$2/healthz" --cacert "$CA" --resolve "$TLS_NAME:$2:127.0.0.1"
 }
+ready_target() { tls_ready "$@"; }
 
 # ---------------------------------------------------------------- certificates
 
@@ -211,43 +184,15 @@ key = "$KEY"
 EOF
 }
 
-# start_sluice_empty POLICY_PATH: a filter-less policy with a TLS listener.
+# start_sluice_empty POLICY_PATH / start_sluice_two_filters POLICY_PATH: the two Sluice
+# policies of bench/run.sh behind a TLS listener.
 start_sluice_empty() {
-    local policy=$1
-    {
-        cat <<EOF
-# Sluice over TLS, no filters: every request goes straight to the demo origin.
-[server]
-listen = ["127.0.0.1:$SLUICE_EMPTY_HTTP"]
-admin = "127.0.0.1:$SLUICE_EMPTY_ADMIN"
-threads = $THREADS
-
-EOF
+    start_sluice_bench sluice-empty "$1" "$SLUICE_EMPTY_HTTP" "$SLUICE_EMPTY_ADMIN" empty \
         sluice_tls_section "$SLUICE_EMPTY_PORT"
-        echo
-        sluice_policy_tail empty
-    } >"$policy"
-    start_bg sluice-empty "$SLUICE_BIN" run --policy "$policy"
 }
-
-# start_sluice_two_filters POLICY_PATH: the two-filter chain of bench/run.sh
-# behind a TLS listener.
 start_sluice_two_filters() {
-    local policy=$1
-    {
-        cat <<EOF
-# Sluice over TLS, a chain of two header filters on every request.
-[server]
-listen = ["127.0.0.1:$SLUICE_TWO_HTTP"]
-admin = "127.0.0.1:$SLUICE_TWO_ADMIN"
-threads = $THREADS
-
-EOF
+    start_sluice_bench sluice-two "$1" "$SLUICE_TWO_HTTP" "$SLUICE_TWO_ADMIN" two \
         sluice_tls_section "$SLUICE_TWO_PORT"
-        echo
-        sluice_policy_tail two
-    } >"$policy"
-    start_bg sluice-two "$SLUICE_BIN" run --policy "$policy"
 }
 
 # ---------------------------------------------------------------- measuring
@@ -258,15 +203,8 @@ seconds() {
         if (u == "m") n *= 60; else if (u == "h") n *= 3600; printf "%d", n + 0.999 }'
 }
 
-declare -a ROWS=()  # "test|target|rps|p50|p99"
-declare -a NOTES=()
 declare -a RESUMPTION=()  # "target|tls1.3|tls1.2"
 declare -A NGINX_RPS=()
-
-note() {
-    NOTES+=("$1")
-    log "$1"
-}
 
 # add_row TEST TARGET RPS P50 P99
 add_row() {
@@ -275,33 +213,14 @@ add_row() {
     return 0
 }
 
-skip_row() {
-    add_row "$1" "$2" n/a n/a n/a
-    note "$1 / $2: skipped ($3)"
-}
-
 # wrk_run TEST TARGET PORT [wrk args...]: warm-up, measured run, one row.
 wrk_run() {
-    local test=$1 name=$2 port=$3 url out rps p50 p99 errs
+    local test=$1 name=$2 port=$3 url
     shift 3
     url=$(wrk_url_of "$name" "$port")
     log "$test / $name: wrk warm-up $WARMUP, then $DURATION, -c$CONNECTIONS ($url $*)"
-    wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"$WARMUP" "$@" "$url" >"$TMP/$test-$name-warmup.txt" 2>&1 || true
-    out="$TMP/$test-$name.txt"
-    if ! wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$@" "$url" >"$out" 2>&1; then
-        skip_row "$test" "$name" "wrk failed, see $out"
-        return 0
-    fi
-    rps=$(awk '/^Requests\/sec:/ { printf "%.0f", $2 }' "$out")
-    p50=$(awk '$1 == "50%" { print $2 }' "$out")
-    p99=$(awk '$1 == "99%" { print $2 }' "$out")
-    if [[ -z $rps || -z $p50 || -z $p99 ]]; then
-        skip_row "$test" "$name" "could not parse $out"
-        return 0
-    fi
-    errs=$(grep -E 'Non-2xx|Socket errors' "$out" | sed 's/^ *//' | paste -sd ';' - || true)
-    [[ -z $errs ]] || note "$test / $name: $errs"
-    add_row "$test" "$name" "$rps" "$(to_ms "$p50") ms" "$(to_ms "$p99") ms"
+    wrk_row "$test|$name" "$TMP/$test-$name.txt" -t"$WRK_THREADS" -c"$CONNECTIONS" "$@" "$url" || return 0
+    add_row "$test" "$name" "$WRK_RPS" "$WRK_P50 ms" "$WRK_P99 ms"
 }
 
 # percentiles LOGFILE -> "p50 p99" in ms, from h2load's --log-file (column 3:
@@ -316,10 +235,26 @@ percentiles() {
             printf "%.2f %.2f\n", v[i50] / 1000, v[i99] / 1000 }'
 }
 
+# h2load_row TEST TARGET OUT REQLOG: the row of an h2load run (rps from OUT, percentiles
+# from its per-request REQLOG), its failures noted; false (a skipped row) if unparsable.
+h2load_row() {
+    local test=$1 name=$2 out=$3 reqlog=$4 rps pcts fails
+    rps=$(awk '/^finished in/ { v = $4; gsub(/,/, "", v); printf "%.0f", v }' "$out")
+    pcts=$(percentiles "$reqlog")
+    if [[ -z $rps || $pcts == "n/a n/a" ]]; then
+        skip_row "$test|$name" "could not parse $out / $reqlog"
+        return 1
+    fi
+    fails=$(awk '/^requests:/ { if ($10 + $12 + $14 > 0) print $0 }
+                 /^status codes:/ { if ($5 + $7 + $9 > 0) print $0 }' "$out" | paste -sd ';' -)
+    [[ -z $fails ]] || note "$test / $name: $fails"
+    add_row "$test" "$name" "$rps" "${pcts% *} ms" "${pcts#* } ms"
+}
+
 # h2load_run TEST TARGET PORT: h2 over TLS, warm-up then a measured run with
 # per-request logging, one row.
 h2load_run() {
-    local test=$1 name=$2 port=$3 url out reqlog secs rps pcts fails
+    local test=$1 name=$2 port=$3 url out reqlog secs
     url=$(url_of "$name" "$port")
     secs=$(($(seconds "$DURATION") + 60))
     log "$test / $name: h2load warm-up $WARMUP, then $DURATION, -c$H2_CLIENTS -m$H2_STREAMS ($url)"
@@ -329,25 +264,16 @@ h2load_run() {
     reqlog="$TMP/$test-$name.requests.tsv"
     if ! timeout -k 5 "$secs" h2load -t"$H2_THREADS" -c"$H2_CLIENTS" -m"$H2_STREAMS" -D "$DURATION" \
         --connect-to="127.0.0.1:$port" --log-file="$reqlog" "$url" >"$out" 2>&1; then
-        skip_row "$test" "$name" "h2load failed or timed out, see $out"
+        skip_row "$test|$name" "h2load failed or timed out, see $out"
         return 0
     fi
     if ! grep -q '^Application protocol: h2' "$out"; then
-        skip_row "$test" "$name" "h2 was not negotiated, see $out"
+        skip_row "$test|$name" "h2 was not negotiated, see $out"
         return 0
     fi
-    rps=$(awk '/^finished in/ { v = $4; gsub(/,/, "", v); printf "%.0f", v }' "$out")
-    pcts=$(percentiles "$reqlog")
-    if [[ -z $rps || $pcts == "n/a n/a" ]]; then
-        skip_row "$test" "$name" "could not parse $out / $reqlog"
-        return 0
-    fi
-    fails=$(awk '/^requests:/ { if ($10 + $12 + $14 > 0) print $0 }
-                 /^status codes:/ { if ($5 + $7 + $9 > 0) print $0 }' "$out" | paste -sd ';' -)
-    [[ -z $fails ]] || note "$test / $name: $fails"
+    h2load_row "$test" "$name" "$out" "$reqlog" || return 0
     NOTES+=("$test / $name: negotiated $(awk -F': ' '/^(TLS Protocol|Cipher|Server Temp Key|Application protocol):/ {
         printf "%s%s", sep, $2; sep = ", " }' "$out")")
-    add_row "$test" "$name" "$rps" "${pcts% *} ms" "${pcts#* } ms"
 }
 
 # newconn_run TEST TARGET PORT: one request per connection (HTTP/1.1,
@@ -358,7 +284,7 @@ h2load_run() {
 # Count-based: h2load 1.52's timing mode (-D) never ends when the server
 # closes connections.
 newconn_run() {
-    local test=$1 name=$2 port=$3 url out reqlog rps pcts fails
+    local test=$1 name=$2 port=$3 url out reqlog
     url=$(url_of "$name" "$port")
     log "$test / $name: h2load warm-up $((NEWCONN_REQUESTS / 10)), then $NEWCONN_REQUESTS requests, one per connection, -c$CONNECTIONS ($url)"
     timeout -k 5 120 h2load --h1 -H 'Connection: close' -t"$H2_THREADS" -c"$CONNECTIONS" \
@@ -368,19 +294,10 @@ newconn_run() {
     reqlog="$TMP/$test-$name.requests.tsv"
     if ! timeout -k 5 300 h2load --h1 -H 'Connection: close' -t"$H2_THREADS" -c"$CONNECTIONS" \
         -n "$NEWCONN_REQUESTS" --connect-to="127.0.0.1:$port" --log-file="$reqlog" "$url" >"$out" 2>&1; then
-        skip_row "$test" "$name" "h2load failed or timed out, see $out"
+        skip_row "$test|$name" "h2load failed or timed out, see $out"
         return 0
     fi
-    rps=$(awk '/^finished in/ { v = $4; gsub(/,/, "", v); printf "%.0f", v }' "$out")
-    pcts=$(percentiles "$reqlog")
-    if [[ -z $rps || $pcts == "n/a n/a" ]]; then
-        skip_row "$test" "$name" "could not parse $out / $reqlog"
-        return 0
-    fi
-    fails=$(awk '/^requests:/ { if ($10 + $12 + $14 > 0) print $0 }
-                 /^status codes:/ { if ($5 + $7 + $9 > 0) print $0 }' "$out" | paste -sd ';' -)
-    [[ -z $fails ]] || note "$test / $name: $fails"
-    add_row "$test" "$name" "$rps" "${pcts% *} ms" "${pcts#* } ms"
+    h2load_row "$test" "$name" "$out" "$reqlog"
 }
 
 # resumption_check TARGET PORT TLSFLAG: 5 connections in a chain, each
@@ -419,32 +336,10 @@ probe_resumption() {
     echo "$resumed/$total"
 }
 
-# cpu_busy_pct: percentage of CPU time not idle over one second.
-cpu_busy_pct() {
-    local a b
-    a=$(awk '/^cpu / { print $2 + $3 + $4 + $5 + $6 + $7 + $8, $5 + $6 }' /proc/stat)
-    sleep 1
-    b=$(awk '/^cpu / { print $2 + $3 + $4 + $5 + $6 + $7 + $8, $5 + $6 }' /proc/stat)
-    awk -v a="$a" -v b="$b" 'BEGIN {
-        split(a, x, " "); split(b, y, " "); t = y[1] - x[1]; i = y[2] - x[2];
-        printf "%d", (t > 0 ? 100 * (t - i) / t : 0) }'
-}
-
-still_running() {
-    local name=$1 pid rc=0
-    pid=${PID_OF[$name]:-}
-    [[ -n $pid ]] || return 1
-    alive "$pid" && return 0
-    wait "$pid" 2>/dev/null || rc=$?
-    unset "PID_OF[$name]"
-    note "$name exited during the run (status $rc), see $TMP/$name.log"
-    return 1
-}
-
 has_test() { [[ " $TESTS " == *" $1 "* ]]; }
 
-# bench_target NAME PORT: every load against one running target.
-bench_target() {
+# bench_loads NAME PORT: every load against one running target.
+bench_loads() {
     local name=$1 port=$2
     if has_test h1; then
         wrk_run h1 "$name" "$port"
@@ -461,26 +356,20 @@ bench_target() {
     fi
 }
 
-# run_target NAME PORT START_FN [ARGS...]: start a TLS proxy, wait until it
-# proxies to the origin, check resumption, bench it, stop it.
-run_target() {
-    local name=$1 port=$2 t
-    shift 2
-    if ! still_running origin; then
-        for t in $TESTS; do skip_row "$t" "$name" "the origin is not running"; done
-        return 0
+# bench_target NAME PORT (called by run_target): check resumption, then every load.
+bench_target() {
+    local name=$1 port=$2
+    RESUMPTION+=("$name|$(resumption_check "$name" "$port" -tls1_3)|$(resumption_check "$name" "$port" -tls1_2)")
+    bench_loads "$name" "$port"
+    if [[ $name == nginx ]] && has_test newconn; then
+        NOTES+=("nginx probe: the newconn load (h2load, 2000 requests) resumed $(probe_resumption) TLS handshakes (\$ssl_session_reused)")
     fi
-    if "$@" && wait_ready "$name" "$port"; then
-        RESUMPTION+=("$name|$(resumption_check "$name" "$port" -tls1_3)|$(resumption_check "$name" "$port" -tls1_2)")
-        bench_target "$name" "$port"
-        if [[ $name == nginx ]] && has_test newconn; then
-            NOTES+=("nginx probe: the newconn load (h2load, 2000 requests) resumed $(probe_resumption) TLS handshakes (\$ssl_session_reused)")
-        fi
-        still_running "$name" || true
-    else
-        for t in $TESTS; do skip_row "$t" "$name" "did not start, see $TMP/$name.log"; done
-    fi
-    stop "$name"
+}
+
+# skip_target NAME REASON: one skipped row per load.
+skip_target() {
+    local t
+    for t in $TESTS; do skip_row "$t|$1" "$2"; done
 }
 
 print_table() {
@@ -525,12 +414,8 @@ done
 [[ -x $REL/sluice-origin ]] || die "$REL/sluice-origin missing (cargo build --release -p sluice-origin)"
 ulimit -n 65536 2>/dev/null || ulimit -n 8192 2>/dev/null || true
 
-for port in "$ORIGIN_PORT" "$NGINX_PORT" "$NGINX_PROBE_PORT" "$SLUICE_EMPTY_PORT" "$SLUICE_TWO_PORT" \
-    "$SLUICE_EMPTY_HTTP" "$SLUICE_TWO_HTTP" "$SLUICE_EMPTY_ADMIN" "$SLUICE_TWO_ADMIN"; do
-    if port_in_use "$port"; then
-        die "port $port is already in use on 127.0.0.1 (a leftover server?); set the *_PORT variables"
-    fi
-done
+check_ports "$ORIGIN_PORT" "$NGINX_PORT" "$NGINX_PROBE_PORT" "$SLUICE_EMPTY_PORT" "$SLUICE_TWO_PORT" \
+    "$SLUICE_EMPTY_HTTP" "$SLUICE_TWO_HTTP" "$SLUICE_EMPTY_ADMIN" "$SLUICE_TWO_ADMIN"
 
 make_pki
 if [[ $(getent ahosts "$WRK_HOST" | awk '{ print $1 }' | sort -u) != 127.0.0.1 ]]; then
@@ -539,9 +424,7 @@ fi
 
 log "results and logs: $TMP"
 {
-    echo "date:     $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
-    echo "host:     $(uname -srm), $(nproc) CPUs"
-    echo "nginx:    $(nginx -v 2>&1 || echo none)"
+    env_lines
     echo "openssl:  $(openssl version)"
     echo "h2load:   $(h2load --version 2>&1 | head -1)"
     echo "wrk:      -t$WRK_THREADS -c$CONNECTIONS -d$DURATION --latency (warm-up $WARMUP), path $BENCH_PATH"
@@ -549,40 +432,18 @@ log "results and logs: $TMP"
     echo "newconn:  h2load --h1 -H 'Connection: close' -t$H2_THREADS -c$CONNECTIONS -n $NEWCONN_REQUESTS"
     echo "threads:  proxies $THREADS, origin $ORIGIN_THREADS"
     echo "cert:     ECDSA P-256 leaf for $TLS_NAME signed by a bench CA ($CERT)"
-    echo "commit:   $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo none)$(git -C "$ROOT" diff --quiet 2>/dev/null || echo ' + uncommitted changes')"
-    echo "load:     $(cut -d' ' -f1-3 /proc/loadavg) (1/5/15 min) at start"
 } | tee "$TMP/env.txt" >&2
 
-busy=$(cpu_busy_pct)
-if ((busy > 15)); then
-    note "the CPUs were ${busy}% busy before the run (load average $(cut -d' ' -f1-3 /proc/loadavg)): numbers are low"
-fi
+warn_if_busy
 
 start_origin
-wait_ready origin "$ORIGIN_PORT" || die "the origin did not start"
-bench_target origin "$ORIGIN_PORT"
+tls_ready origin "$ORIGIN_PORT" || die "the origin did not start"
+bench_loads origin "$ORIGIN_PORT"
 still_running origin || true
 
-if [[ $SKIP_NGINX == 1 ]]; then
-    for t in $TESTS; do skip_row "$t" nginx "SKIP_NGINX=1"; done
-elif ! command -v nginx >/dev/null; then
-    for t in $TESTS; do skip_row "$t" nginx "nginx not installed: apt-get install nginx-light"; done
-else
-    run_target nginx "$NGINX_PORT" start_nginx
-fi
+run_nginx_target "$NGINX_PORT" start_nginx
 
-if [[ $SKIP_SLUICE == 1 ]]; then
-    for t in $TESTS; do skip_row "$t" sluice-empty "SKIP_SLUICE=1"; skip_row "$t" sluice-two "SKIP_SLUICE=1"; done
-elif [[ ! -x $SLUICE_BIN ]]; then
-    for t in $TESTS; do skip_row "$t" sluice-empty "$SLUICE_BIN missing"; skip_row "$t" sluice-two "$SLUICE_BIN missing"; done
-else
-    run_target sluice-empty "$SLUICE_EMPTY_PORT" start_sluice_empty "$TMP/policy-empty.toml"
-    if [[ ! -f $FILTERS_OUT/headers.wasm ]]; then
-        for t in $TESTS; do skip_row "$t" sluice-two "$FILTERS_OUT/headers.wasm missing (run filters/build.sh)"; done
-    else
-        run_target sluice-two "$SLUICE_TWO_PORT" start_sluice_two_filters "$TMP/policy-two.toml"
-    fi
-fi
+run_sluice_targets "$SLUICE_EMPTY_PORT" "$SLUICE_TWO_PORT"
 
 stop origin
 note "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg) (1/5/15 min; at the start: $(awk '/^load:/ { print $2, $3, $4 }' "$TMP/env.txt"))"

@@ -25,22 +25,14 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-REL="$ROOT/target/release"
-THREADS=${THREADS:-2}
-ORIGIN_THREADS=${ORIGIN_THREADS:-$THREADS}
-WRK_THREADS=${WRK_THREADS:-2}
 CONNECTIONS=${CONNECTIONS:-32}
-DURATION=${DURATION:-10s}
 WARMUP=${WARMUP:-3s}
 ORIGIN_PORT=${ORIGIN_PORT:-18481}
 NGINX_PORT=${NGINX_PORT:-18482}
 MODSEC_PORT=${MODSEC_PORT:-18483}
 SLUICE_PORT=${SLUICE_PORT:-18484}
 SLUICE_ADMIN=${SLUICE_ADMIN:-19941}
-BUILD=${BUILD:-1}
-SKIP_NGINX=${SKIP_NGINX:-0}
 SKIP_MODSEC=${SKIP_MODSEC:-0}
-SKIP_SLUICE=${SKIP_SLUICE:-0}
 WAF_WASM=${WAF_WASM:-$ROOT/filters/out/waf.wasm}
 MIX="$ROOT/bench/waf-mix.lua"
 
@@ -48,24 +40,13 @@ TMP=$(mktemp -d "${TMPDIR:-/tmp}/sluice-waf-bench.XXXXXX")
 chmod 755 "$TMP"
 RESULTS="$TMP/results.md"
 BENCH_TAG=waf-bench
+ROW_NA="n/a|n/a|n/a||n/a|n/a" # rows: "name|rps|p50|p99|ratio|non-2xx|cpu"
 # shellcheck source=bench/lib.sh
 source "$ROOT/bench/lib.sh"
 
-# wait_ready NAME URL: until URL answers 200 (60 s: the WAFs load the CRS first).
-wait_ready() {
-    local name=$1 url=$2 i
-    for ((i = 0; i < 600; i++)); do
-        alive "${PID_OF[$name]}" || {
-            log "$name exited; last lines of $TMP/$name.log:"
-            tail -n 20 "$TMP/$name.log" >&2
-            return 1
-        }
-        curl -fsS -o /dev/null --max-time 1 -H 'Host: localhost' "$url" 2>/dev/null && return 0
-        sleep 0.1
-    done
-    log "$name did not answer $url"
-    return 1
-}
+# ready_target NAME PORT (run_target): /hello.txt through the proxy (60 s: the WAFs load
+# the CRS first).
+ready_target() { READY_SECS=60 wait_ready "$1" "http://127.0.0.1:$2/hello.txt" -H 'Host: localhost'; }
 
 # nginx_conf NAME PORT MODSEC(0|1)
 nginx_conf() {
@@ -112,11 +93,9 @@ sluice_waf() {
     [[ $matchers == none ]] && chain='[]' && matchers=wasm
     # "norules": the filter runs with no rule at all: what any filter costs on each request.
     [[ $matchers == norules ]] && rules='' && matchers=wasm
-    cat >"$policy" <<EOF
-[server]
-listen = ["127.0.0.1:$SLUICE_PORT"]
-admin = "127.0.0.1:$SLUICE_ADMIN"
-threads = $THREADS
+    {
+        sluice_server "$SLUICE_PORT" "$SLUICE_ADMIN"
+        cat <<EOF
 
 [limits]
 memory_mb = 256
@@ -140,64 +119,41 @@ path_prefix = "/"
 filters = $chain
 pool = "origin"
 EOF
+    } >"$policy"
     SLUICE_LOG=${SLUICE_LOG:-warn} start_bg "$name" "$REL/sluice" run --policy "$policy"
 }
 
-# tree_ticks PID: CPU time (user + system, clock ticks) of PID and its children
-# (nginx workers), to report CPU per request: steadier than rps on a shared machine.
-tree_ticks() {
-    local root=$1 f pid ppid total=0
-    for f in /proc/[0-9]*/stat; do
-        read -r pid _ _ ppid _ <"$f" 2>/dev/null || continue
-        if [[ $pid == "$root" || $ppid == "$root" ]]; then
-            total=$((total + $(awk '{ print $14 + $15 }' "$f" 2>/dev/null || echo 0)))
-        fi
-    done
-    echo "$total"
-}
-
-declare -a ROWS=() NOTES=()
 MODSEC_RPS=""
 MODSEC_UNIQUE_RPS=""
-bench() {
-    local name=$1 port=$2 out rps p50 p99 non2xx
+# bench_target NAME PORT (run_target): a sanity probe, then the mix.
+bench_target() {
+    local name=$1 port=$2 out rps p50 p99 non2xx total code cpu
     local url="http://127.0.0.1:$port"
+    # Sanity: the WAFs must block the mix's attacks, the reference must not.
+    code=$(curl -s -o /dev/null -w '%{http_code}' -H 'Host: localhost' "$url/echo?id=1%27+or+%271%27%3D%271")
+    NOTES+=("$name answers the SQLi probe with $code")
     # *-unique rows: every request carries a never-seen cookie and query value (waf-mix.lua)
     if [[ $name == *-unique ]]; then export WAF_UNIQUE=1; else unset WAF_UNIQUE; fi
     log "$name: warm-up $WARMUP, then $DURATION, $CONNECTIONS connections, mix $MIX"
-    wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"$WARMUP" -s "$MIX" "$url" >"$TMP/wrk-$name-warmup.txt" 2>&1 || true
     out="$TMP/wrk-$name.txt"
     local t0 t1 hz
-    t0=$(tree_ticks "${PID_OF[$name]}")
-    wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s "$MIX" "$url" >"$out" 2>&1 || {
-        ROWS+=("$name|n/a|n/a|n/a|n/a|wrk failed|n/a")
+    wrk_warmup "$out" -t"$WRK_THREADS" -c"$CONNECTIONS" -s "$MIX" "$url"
+    t0=$(proc_ticks "${PID_OF[$name]}")
+    if ! wrk_measure "$out" -t"$WRK_THREADS" -c"$CONNECTIONS" -s "$MIX" "$url"; then
+        skip_row "$name" "wrk failed, see $out"
         return 0
-    }
-    t1=$(tree_ticks "${PID_OF[$name]}")
+    fi
+    t1=$(proc_ticks "${PID_OF[$name]}")
     hz=$(getconf CLK_TCK)
-    rps=$(awk '/^Requests\/sec:/ { printf "%.0f", $2 }' "$out")
-    p50=$(awk '$1 == "50%" { print $2 }' "$out")
-    p99=$(awk '$1 == "99%" { print $2 }' "$out")
-    non2xx=$(awk '/Non-2xx/ { print $5 }' "$out")
-    total=$(awk '/requests in/ { print $1 }' "$out")
+    rps=$(printf '%.0f' "$(wrk_stat "$out" rps)")
+    p50=$(wrk_stat "$out" p50)
+    p99=$(wrk_stat "$out" p99)
+    non2xx=$(wrk_stat "$out" non2xx)
+    total=$(wrk_stat "$out" requests)
     [[ $name == nginx-modsecurity ]] && MODSEC_RPS=$rps
     [[ $name == nginx-modsecurity-unique ]] && MODSEC_UNIQUE_RPS=$rps
     cpu=$(awk -v d="$((t1 - t0))" -v hz="$hz" -v n="$total" 'BEGIN { printf "%.3f", (n > 0) ? 1000 * d / hz / n : 0 }')
     ROWS+=("$name|$rps|$(to_ms "$p50") ms|$(to_ms "$p99") ms||${non2xx:-0} of $total|$cpu ms")
-}
-
-run_target() {
-    local name=$1 port=$2
-    shift 2
-    if "$@" && wait_ready "$name" "http://127.0.0.1:$port/hello.txt"; then
-        # Sanity: the WAFs must block the mix's attacks, the reference must not.
-        code=$(curl -s -o /dev/null -w '%{http_code}' -H 'Host: localhost' "http://127.0.0.1:$port/echo?id=1%27+or+%271%27%3D%271")
-        NOTES+=("$name answers the SQLi probe with $code")
-        bench "$name" "$port"
-    else
-        ROWS+=("$name|n/a|n/a|n/a|n/a|did not start, see $TMP/$name.log|n/a")
-    fi
-    stop "$name"
 }
 
 command -v wrk >/dev/null || die "wrk not found (scripts/setup.sh)"
@@ -207,9 +163,7 @@ ulimit -n 65536 2>/dev/null || true
 if [[ $BUILD == 1 ]]; then
     (cd "$ROOT" && cargo build --release -p sluice-origin -p sluice && filters/build.sh)
 fi
-for port in "$ORIGIN_PORT" "$NGINX_PORT" "$MODSEC_PORT" "$SLUICE_PORT" "$SLUICE_ADMIN"; do
-    port_in_use "$port" && die "port $port is in use"
-done
+check_ports "$ORIGIN_PORT" "$NGINX_PORT" "$MODSEC_PORT" "$SLUICE_PORT" "$SLUICE_ADMIN"
 
 start_origin
 [[ $SKIP_NGINX == 1 ]] || run_target nginx "$NGINX_PORT" nginx_conf nginx "$NGINX_PORT" 0

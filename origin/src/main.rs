@@ -11,6 +11,8 @@
 //!
 //! Every response carries `x-origin-id: <id>` and `server: sluice-origin`.
 
+#![warn(missing_docs)]
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -62,11 +64,15 @@ struct Args {
     threads: Option<usize>,
 }
 
+/// What every request handler shares: where the files are and who this origin is.
 pub struct State {
     /// Canonical root directory.
     root: PathBuf,
+    /// The `--id` this origin answers with.
     id: String,
+    /// `id` as the `x-origin-id` header value.
     id_header: HeaderValue,
+    /// Static files read so far.
     cache: files::FileCache,
 }
 

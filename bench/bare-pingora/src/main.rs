@@ -3,6 +3,8 @@
 //!
 //! `bare-pingora --listen 127.0.0.1:18083 --upstream 127.0.0.1:18081 --threads 2`
 
+#![warn(missing_docs)]
+
 use std::net::SocketAddr;
 
 use async_trait::async_trait;

@@ -2,6 +2,8 @@
 //! epoch interruption (what Sluice uses) and with fuel, and prints the time of each
 //! and its ratio to no limit. `cargo run --release -p wasm-limits`.
 
+#![warn(missing_docs)]
+
 use std::time::{Duration, Instant};
 
 use wasmtime::{Config, Engine, Instance, Module, Store};
