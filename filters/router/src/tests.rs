@@ -1,6 +1,6 @@
 //! Unit tests of the rule engine: configuration, every matcher, rule order,
 //! splits, stickiness, keys and rewrites. The end-to-end test (a real Sluice,
-//! real origins) is `proxy/tests/router.rs`.
+//! real origins) is `proxy/tests/suite/router.rs`.
 
 use crate::config::parse;
 use crate::request::Request;

@@ -135,7 +135,7 @@ pub(crate) fn register(linker: &mut Linker<HostState>) -> Result<Vec<Row>> {
     Ok(reg.rows)
 }
 
-/// The integration test (file::function in `proxy/tests/`) that drives each hostcall
+/// The integration test (file::function in `proxy/tests/suite/`) that drives each hostcall
 /// through the real proxy. Hostcalls not listed have no SDK wrapper to call them.
 pub const COVERAGE: &[(&str, &str)] = &[
     ("proxy_log", "abi::probe_covers_the_remaining_hostcalls"),

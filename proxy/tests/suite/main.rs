@@ -27,7 +27,7 @@
 //! |---|---|---|
 //! | `crs` | `/usr/share/modsecurity-crs` (`modsecurity-crs`, with ModSecurity's base config) | the WAF ones in `hardening`, `envoy::lifecycle`, `waf` |
 //! | `nginx` | nginx with ModSecurity | `waf::sluice_waf_agrees_with_modsecurity` |
-//! | `prometheus` | `promtool`, `prometheus` | two in `observability` |
+//! | `prometheus` | `promtool`, `prometheus` | two in `observability`, `deploy::compose_files_are_wired_together` |
 //! | `curl` | curl | `edge` (TLS), `showcase` |
 //! | `demo-tls` | `policies/demo-tls/` (made by `scripts/setup.sh`) | `showcase` |
 //!
@@ -44,6 +44,7 @@ mod abi;
 mod abi_doc;
 mod chain;
 mod check;
+mod deploy;
 mod edge;
 mod envoy;
 mod hardening;

@@ -20,13 +20,10 @@
 //!
 //! YAML is read with `serde_yaml`, already in the tree through pingora-core.
 
-mod common;
-
-use common::*;
+use crate::support::*;
 use serde_yaml::Value as Yaml;
 use std::collections::{BTreeSet, HashMap};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 /// The token the test gives Sluice and Prometheus (the compose file's default is public).
 const TOKEN: &str = "deploy-test-token";
@@ -141,7 +138,7 @@ fn promtool(args: &[&str]) -> (bool, String) {
     let out = Command::new("promtool")
         .args(args)
         .output()
-        .expect("promtool (Debian package prometheus) is installed by scripts/setup.sh");
+        .expect("promtool runs");
     (
         out.status.success(),
         format!(
@@ -154,6 +151,9 @@ fn promtool(args: &[&str]) -> (bool, String) {
 
 #[test]
 fn compose_files_are_wired_together() {
+    if !require("prometheus", "promtool") {
+        return;
+    }
     let compose = yaml("docker-compose.yml");
     let services = compose["services"].as_mapping().expect("services");
     let svc = |name: &str| -> &Yaml {
@@ -451,17 +451,16 @@ fn compose_files_are_wired_together() {
 fn the_dashboard_uses_only_metrics_the_compose_policy_exports() {
     // The compose policy with its container paths and peers mapped to this machine.
     let origin = origin("compose");
-    let listen = free_addr();
-    let admin = free_addr();
-    let text = std::fs::read_to_string(repo().join("deploy/policy.compose.toml"))
-        .unwrap()
-        .replace("0.0.0.0:8080", &listen.to_string())
-        .replace("0.0.0.0:9901", &admin.to_string())
-        .replace("origin:8081", &origin.addr.to_string())
-        .replace(IMAGE_FILTERS, repo().join("filters/out").to_str().unwrap());
+    let text = std::fs::read_to_string(repo().join("deploy/policy.compose.toml")).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let policy = dir.path().join("policy.toml");
-    std::fs::write(&policy, &text).unwrap();
+    let mapped = |listen: &str, admin: &str| {
+        text.replace("0.0.0.0:8080", listen)
+            .replace("0.0.0.0:9901", admin)
+            .replace("origin:8081", &origin.addr.to_string())
+            .replace(IMAGE_FILTERS, repo().join("filters/out").to_str().unwrap())
+    };
+    std::fs::write(&policy, mapped("127.0.0.1:8080", "127.0.0.1:9901")).unwrap();
     let check = Command::new(env!("CARGO_BIN_EXE_sluice"))
         .args(["check", "--policy"])
         .arg(&policy)
@@ -474,22 +473,29 @@ fn the_dashboard_uses_only_metrics_the_compose_policy_exports() {
         String::from_utf8_lossy(&check.stderr)
     );
 
-    let log = std::fs::File::create(dir.path().join("sluice.log")).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["run", "--policy"])
-        .arg(&policy)
-        .env("SLUICE_ADMIN_TOKEN", TOKEN)
-        .env("SLUICE_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
+    let log = dir.path().join("sluice.log");
+    let (child, addrs) = spawn_on_fresh_ports(2, "sluice", |addrs| {
+        std::fs::write(
+            &policy,
+            mapped(&addrs[0].to_string(), &addrs[1].to_string()),
+        )
         .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["run", "--policy"])
+            .arg(&policy)
+            .env("SLUICE_ADMIN_TOKEN", TOKEN)
+            .env("SLUICE_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        (child, log.clone())
+    });
+    let (listen, admin) = (addrs[0], addrs[1]);
     let _sluice = Proc {
         child,
         addr: listen,
     };
-    wait_port(listen);
-    wait_port(admin);
 
     // Traffic through every route and filter, a reload, then an origin outage.
     let c = client();
@@ -542,25 +548,22 @@ fn the_dashboard_uses_only_metrics_the_compose_policy_exports() {
         .collect();
     assert!(used.len() >= 10, "the dashboard queries {used:?}");
     // Counters of the last requests may land a moment after their answers.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let missing = loop {
-        let metrics = scrape();
-        let exported: BTreeSet<&str> = metrics
-            .lines()
-            .filter_map(|l| l.strip_prefix("# TYPE "))
-            .filter_map(|l| l.split(' ').next())
-            .collect();
-        let missing: Vec<&String> = used
-            .iter()
-            .filter(|n| !exported.contains(n.as_str()) && !OPTIONAL.contains(&n.as_str()))
-            .collect();
-        if missing.is_empty() || Instant::now() > deadline {
-            break missing.into_iter().cloned().collect::<Vec<_>>();
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    assert!(
-        missing.is_empty(),
-        "the dashboard queries metrics Sluice does not export: {missing:?}"
+    let missing = until_value(
+        secs(10),
+        "every metric the dashboard queries in the scrape",
+        || {
+            let metrics = scrape();
+            let exported: BTreeSet<&str> = metrics
+                .lines()
+                .filter_map(|l| l.strip_prefix("# TYPE "))
+                .filter_map(|l| l.split(' ').next())
+                .collect();
+            used.iter()
+                .filter(|n| !exported.contains(n.as_str()) && !OPTIONAL.contains(&n.as_str()))
+                .cloned()
+                .collect::<Vec<_>>()
+        },
+        |missing| missing.is_empty(),
     );
+    assert!(missing.is_empty());
 }
