@@ -10,5 +10,5 @@ target/release/sluice check --policy policies/default.toml
 target/release/sluice check --policy policies/waf.toml
 cargo test --release --workspace --locked
 # The guest filters' own tests (rule engines, natively): the router's matchers and
-# splits, the WAF's SecLang engine against the real CRS.
-(cd filters && cargo test --release --locked -p router -p waf -p image)
+# splits, the WAF's SecLang engine against the real CRS, the filter kit.
+(cd filters && cargo test --release --locked -p router -p waf -p image -p sluice-filter-kit)
