@@ -87,9 +87,6 @@ stats() {
     printf '%s ms | %s ms' "$(nearest_rank 50 <<<"$v")" "$(nearest_rank 99 <<<"$v")"
 }
 
-start_origin() {
-    start_bg origin "$REL/sluice-origin" --listen "127.0.0.1:$ORIGIN_PORT" --threads "$ORIGIN_THREADS"
-}
 start_origin
 policy "$TMP/h1.wasm" one >"$TMP/policy.toml"
 if [[ $ONLY_WAF != 1 ]]; then

@@ -120,7 +120,7 @@ filters = $chain
 pool = "origin"
 EOF
     } >"$policy"
-    SLUICE_LOG=${SLUICE_LOG:-warn} start_bg "$name" "$REL/sluice" run --policy "$policy"
+    SLUICE_LOG=${SLUICE_LOG:-warn} start_bg "$name" "$SLUICE_BIN" run --policy "$policy"
 }
 
 MODSEC_RPS=""
