@@ -11,6 +11,7 @@
 //! - [`ingress`]: the request made canonical before routing: [`paths`] (path
 //!   normalisation, route prefixes, hosts) and [`hop`] (hop-by-hop headers).
 //! - [`forwarded`]: `x-request-id` and `x-forwarded-*`, set before routing.
+//! - [`forward`]: Sluice's own HTTP/1 request loop on pingora-core, driving the hooks.
 //! - [`proxy`]: Pingora's `ProxyHttp`; each hook runs one phase of the chain.
 //! - [`held_body`]: request bodies held until the filters have seen them.
 //! - [`chain`]: runs a phase over a route's filters (pauses and calls, the local
@@ -33,6 +34,7 @@
 pub mod admin;
 pub mod callouts;
 pub mod chain;
+pub mod forward;
 pub mod forwarded;
 pub mod header_guard;
 pub mod held_body;

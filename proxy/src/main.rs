@@ -10,6 +10,7 @@ use pingora::server::{configuration::Opt, RunArgs, Server};
 use pingora::services::listening::Service;
 
 use sluice::admin::Admin;
+use sluice::forward::Forwarder;
 use sluice::lifecycle::{self, Signals};
 use sluice::listener::{self, Admit, Tracker};
 use sluice::policy::Policy;
@@ -17,6 +18,11 @@ use sluice::proxy::Sluice;
 use sluice::snapshot::Snapshot;
 use sluice::swap::Control;
 use sluice::workers::Warmed;
+
+/// mimalloc: per-thread free lists suit a thread-per-core proxy; glibc malloc was ~12%
+/// of a request's CPU (issue #18, bench/README.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
 #[command(
@@ -233,6 +239,8 @@ fn run(path: &std::path::Path, snap: Snapshot) -> ExitCode {
     server.bootstrap();
     let tracker = Arc::new(Tracker::new(&traffic, listener::fd_ceiling()));
     let mut app = pingora::proxy::http_proxy(&server.configuration, Sluice { live: live.clone() });
+    // HTTP/1 requests run on Sluice's own loop; pingora-proxy keeps HTTP/2 and upgrades.
+    let forwarder = Forwarder::new(Sluice { live: live.clone() }, &server.configuration);
     // Admit sniffs h2c itself (per the live policy) and hands only HTTP/2 here.
     let mut options = pingora::apps::HttpServerOptions::default();
     options.h2c = true;
@@ -240,7 +248,7 @@ fn run(path: &std::path::Path, snap: Snapshot) -> ExitCode {
     app.server_options = Some(options);
     let mut proxy = Service::new(
         "sluice".to_string(),
-        Admit::new(app, live.clone(), tracker.clone()),
+        Admit::new(app, forwarder, live.clone(), tracker.clone()),
     );
     for addr in &listen {
         proxy.add_tcp(&addr.to_string());

@@ -1,9 +1,11 @@
 //! Giving heap back to the kernel after a connection storm.
 //!
-//! Each open connection holds tens of KiB (buffers, the task, TLS state). glibc's
-//! allocator keeps freed memory in per-thread arenas: after 5,000 connections close,
-//! resident memory stays near its peak. Once the open connections have fallen well
-//! below their peak, `malloc_trim(0)` returns the free pages of every arena.
+//! Each open connection holds tens of KiB (buffers, the task, TLS state). Allocators
+//! keep freed memory for reuse: after 5,000 connections close, resident memory stays
+//! near its peak. Once the open connections have fallen well below their peak,
+//! mimalloc (the global allocator, see `main.rs`) is asked to collect and return its
+//! free pages (`mi_collect`), and glibc (what C libraries still allocate from) to trim
+//! its arenas (`malloc_trim(0)`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,14 +40,18 @@ pub fn trim_after_storms(tracker: Arc<Tracker>) {
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn trim() {
-    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    // SAFETY: both only walk their allocator's own free lists.
     unsafe {
+        libmimalloc_sys::mi_collect(true);
         libc::malloc_trim(0);
     }
 }
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn trim() {}
+fn trim() {
+    // SAFETY: mi_collect only walks mimalloc's own free lists.
+    unsafe { libmimalloc_sys::mi_collect(true) }
+}
 
 /// Resident set size, bytes (0 where unknown).
 pub fn resident_bytes() -> u64 {

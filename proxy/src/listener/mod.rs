@@ -37,6 +37,7 @@ use tokio::time::Instant;
 
 pub use limits::{fd_ceiling, LimitRefusal, Tracker};
 
+use crate::forward::Forwarder;
 use crate::metrics::metrics;
 use crate::policy::Timeouts;
 use crate::snapshot::Live;
@@ -118,15 +119,18 @@ pub fn count_error(e: &Error) {
 /// HTTP application `A` (Pingora's `HttpProxy`).
 pub struct Admit<A> {
     app: Arc<A>,
+    forwarder: Arc<Forwarder>,
     live: Arc<Live>,
     tracker: Arc<Tracker>,
 }
 
 impl<A> Admit<A> {
-    /// Wraps `app`; timeouts and limits are read from the live policy per connection.
-    pub fn new(app: A, live: Arc<Live>, tracker: Arc<Tracker>) -> Self {
+    /// Wraps `app` (HTTP/2 connections, upgrades) and `forwarder` (HTTP/1 requests);
+    /// timeouts and limits are read from the live policy per connection.
+    pub fn new(app: A, forwarder: Forwarder, live: Arc<Live>, tracker: Arc<Tracker>) -> Self {
         Admit {
             app: Arc::new(app),
+            forwarder: Arc::new(forwarder),
             live,
             tracker,
         }
@@ -250,7 +254,10 @@ where
                 max_in_flight,
                 in_flight: OnceLock::new(),
             });
-            let served = REQUEST.scope(slot.clone(), self.app.process_new_http(session, shutdown));
+            let served = REQUEST.scope(
+                slot.clone(),
+                self.forwarder.serve(session, shutdown, &self.app),
+            );
             let head_timer = async {
                 tokio::time::sleep_until(head_deadline).await;
                 if slot.head_read.load(Ordering::Acquire) {

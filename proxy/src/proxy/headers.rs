@@ -139,7 +139,7 @@ pub(super) fn apply_response(map: &HeaderMap, resp: &mut ResponseHeader) -> Resu
 /// chunked, so the connection stays reusable (Pingora would send it close-delimited
 /// while saying `Connection: keep-alive`). HTTP/2 frames bodies by itself; HTTP/1.0
 /// clients get a close-delimited body (they cannot read chunked).
-pub(super) fn frame_response(req: &RequestHeader, resp: &mut ResponseHeader) -> Result<()> {
+pub(crate) fn frame_response(req: &RequestHeader, resp: &mut ResponseHeader) -> Result<()> {
     let bodiless = req.method == http::Method::HEAD
         || resp.status.is_informational()
         || matches!(resp.status.as_u16(), 204 | 304);

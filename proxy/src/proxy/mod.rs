@@ -34,6 +34,7 @@ mod local;
 mod peers;
 mod settle;
 
+pub(crate) use headers::frame_response;
 use headers::*;
 use local::*;
 use peers::*;
@@ -100,6 +101,14 @@ pub struct Ctx {
     response_length: Option<u64>,
     /// Response body bytes the chain let through so far.
     response_passed: u64,
+}
+
+impl Ctx {
+    /// Whether the chain holds the whole request body (read before the upstream was
+    /// contacted), so that another attempt can send it again.
+    pub fn body_held(&self) -> bool {
+        matches!(self.request_body, RequestBody::Ready(..))
+    }
 }
 
 impl Sluice {

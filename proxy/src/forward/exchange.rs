@@ -1,0 +1,264 @@
+//! One attempt of a request on one peer: the peer, a connection, the request head and
+//! body through the hooks, the response head and body back through them.
+
+use pingora::http::ResponseHeader;
+use pingora::prelude::*;
+use pingora::protocols::http::client::HttpSession as ClientSession;
+use pingora::protocols::http::v1::client::HttpSession as ClientV1;
+use pingora::protocols::http::HttpTask;
+use pingora::protocols::ALPN;
+use pingora::upstreams::peer::Peer;
+use pingora::ErrorType;
+
+use super::{pool, request, Forwarder};
+use crate::proxy::Ctx;
+
+/// How an attempt ended.
+pub struct Attempt {
+    /// The client connection can carry another request.
+    pub downstream_reusable: bool,
+    /// Why it failed (after `fail_to_connect` or `error_while_proxy`), with its retry flag.
+    pub error: Option<Box<Error>>,
+}
+
+/// Where an exchange failed: before anything of the body left the client (a retry can
+/// replay the request), or after.
+struct Failure {
+    error: Box<Error>,
+}
+
+impl From<Box<Error>> for Failure {
+    fn from(error: Box<Error>) -> Self {
+        Failure { error }
+    }
+}
+
+fn up(mut e: Box<Error>) -> Box<Error> {
+    e.as_up();
+    e
+}
+
+fn down(mut e: Box<Error>) -> Box<Error> {
+    e.as_down();
+    e
+}
+
+impl Forwarder {
+    /// Picks a peer, gets a connection and runs the exchange on it.
+    pub(super) async fn attempt(&self, session: &mut Session, ctx: &mut Ctx) -> Attempt {
+        let s = &self.sluice;
+        let peer = match s.upstream_peer(session, ctx).await {
+            Ok(p) => p,
+            Err(e) => {
+                return Attempt {
+                    downstream_reusable: false,
+                    error: Some(e),
+                }
+            }
+        };
+        let h2 = !matches!(peer.options.alpn, ALPN::H1);
+        let (mut client, reused) = match self.connect(&peer, h2).await {
+            Ok(c) => c,
+            Err(e) => {
+                let e = s.fail_to_connect(session, &peer, ctx, up(e));
+                return Attempt {
+                    downstream_reusable: false,
+                    error: Some(up(e)),
+                };
+            }
+        };
+        client.set_read_timeout(peer.options.read_timeout);
+        client.set_write_timeout(peer.options.write_timeout);
+        match self
+            .exchange(session, ctx, &mut client, h2, peer.is_tls())
+            .await
+        {
+            Ok(()) => {
+                self.release(client, &peer, h2).await;
+                Attempt {
+                    downstream_reusable: true,
+                    error: None,
+                }
+            }
+            Err(f) => {
+                if let ClientSession::H2(_) = client {
+                    // The stream is reset; the connection serves other streams.
+                    client.shutdown().await;
+                    self.release(client, &peer, h2).await;
+                }
+                let e = s.error_while_proxy(&peer, session, f.error, ctx, reused);
+                Attempt {
+                    downstream_reusable: false,
+                    error: Some(e),
+                }
+            }
+        }
+    }
+
+    /// A connection to `peer`: HTTP/1 from this thread's pool or new, HTTP/2 from
+    /// Pingora's shared connector. Whether it was reused.
+    async fn connect(&self, peer: &HttpPeer, h2: bool) -> Result<(ClientSession, bool)> {
+        if h2 {
+            return self.h2.get_http_session(peer).await;
+        }
+        let idle = peer
+            .idle_timeout()
+            .unwrap_or(std::time::Duration::from_secs(60));
+        if let Some(stream) = pool::take(peer.reuse_hash(), idle) {
+            return Ok((
+                ClientSession::H1(ClientV1::new_with_options(stream, peer)),
+                true,
+            ));
+        }
+        let stream = self.transport.new_stream(peer).await?;
+        Ok((
+            ClientSession::H1(ClientV1::new_with_options(stream, peer)),
+            false,
+        ))
+    }
+
+    /// Gives a connection whose exchange ended cleanly back for reuse: to this
+    /// thread's pool, or to the connector it came from (HTTP/2 peers, also when they
+    /// answered ALPN with HTTP/1.1).
+    async fn release(&self, client: ClientSession, peer: &HttpPeer, h2: bool) {
+        match client {
+            ClientSession::H1(h1) if !h2 => {
+                let idle = peer
+                    .idle_timeout()
+                    .unwrap_or(std::time::Duration::from_secs(60));
+                if let Some(stream) = h1.reuse().await {
+                    pool::put(peer.reuse_hash(), stream, idle);
+                }
+            }
+            other => {
+                self.h2
+                    .release_http_session(other, peer, peer.idle_timeout())
+                    .await
+            }
+        }
+    }
+
+    /// Request head and body upstream, response head and body downstream.
+    async fn exchange(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        client: &mut ClientSession,
+        h2: bool,
+        tls: bool,
+    ) -> std::result::Result<(), Failure> {
+        let s = &self.sluice;
+        let has_body = !session.as_mut().is_body_empty();
+        let mut head = request::upstream_head(session.req_header(), h2);
+        s.upstream_request_filter(session, &mut head, ctx).await?;
+        request::frame(&mut head, has_body, h2, tls)?;
+        client
+            .write_request_header(Box::new(head))
+            .await
+            .map_err(up)?;
+        if has_body {
+            self.send_body(session, ctx, client).await?;
+        }
+        if has_body || h2 {
+            client.finish_request_body().await.map_err(up)?;
+        }
+        let mut resp = read_head(client).await?;
+        s.response_filter(session, &mut resp, ctx).await?;
+        resp.set_version(http::Version::HTTP_11);
+        let bodiless = session.req_header().method == http::Method::HEAD
+            || matches!(resp.status.as_u16(), 204 | 304);
+        if !bodiless {
+            crate::proxy::frame_response(session.req_header(), &mut resp)?;
+        }
+        session
+            .write_response_header(resp, false)
+            .await
+            .map_err(down)?;
+        if bodiless {
+            let mut none = None;
+            s.response_body_filter(session, &mut none, true, ctx)?;
+            session
+                .write_response_body(None, true)
+                .await
+                .map_err(down)?;
+            return Ok(());
+        }
+        loop {
+            let chunk = if client.response_done() {
+                None
+            } else {
+                client.read_response_body().await.map_err(up)?
+            };
+            let end = chunk.is_none() || client.response_done();
+            let mut body = chunk;
+            s.response_body_filter(session, &mut body, end, ctx)?;
+            if end {
+                session
+                    .write_response_body(body, true)
+                    .await
+                    .map_err(down)?;
+                return Ok(());
+            }
+            if let Some(data) = body.filter(|b| !b.is_empty()) {
+                // A task write flushes: a streamed response reaches the client as it comes.
+                session
+                    .write_response_tasks(vec![HttpTask::Body(Some(data), false)])
+                    .await
+                    .map_err(down)?;
+            }
+        }
+    }
+
+    /// The request body upstream: the one the chain already holds (read before the
+    /// upstream was contacted), else the client's, chunk by chunk through the chain.
+    async fn send_body(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        client: &mut ClientSession,
+    ) -> std::result::Result<(), Failure> {
+        let s = &self.sluice;
+        if session.as_mut().is_body_done() {
+            let mut body = session.as_mut().get_retry_buffer();
+            s.request_body_filter(session, &mut body, true, ctx).await?;
+            if let Some(data) = body.filter(|b| !b.is_empty()) {
+                client.write_request_body(data, true).await.map_err(up)?;
+            }
+            return Ok(());
+        }
+        loop {
+            let chunk = session.read_request_body().await.map_err(down)?;
+            let end = chunk.is_none() || session.as_mut().is_body_done();
+            let mut body = chunk;
+            s.request_body_filter(session, &mut body, end, ctx).await?;
+            if let Some(data) = body.filter(|b| !b.is_empty()) {
+                client.write_request_body(data, end).await.map_err(up)?;
+            }
+            if end {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// The final response head (informational ones other than `101` are skipped; a `101`
+/// to a request that asked for no upgrade is the upstream's error).
+async fn read_head(client: &mut ClientSession) -> Result<Box<ResponseHeader>> {
+    loop {
+        client.read_response_header().await.map_err(up)?;
+        let head = client.response_header().ok_or_else(|| {
+            Error::explain(ErrorType::InvalidHTTPHeader, "no response header").into_up()
+        })?;
+        if head.status == http::StatusCode::SWITCHING_PROTOCOLS {
+            return Err(Error::explain(
+                ErrorType::InvalidHTTPHeader,
+                "101 Switching Protocols to a request without Upgrade",
+            )
+            .into_up());
+        }
+        if head.status.is_informational() {
+            continue;
+        }
+        return Ok(Box::new(head.clone()));
+    }
+}

@@ -1,0 +1,204 @@
+//! Sluice's own HTTP/1 request loop, on pingora-core: one request from its head to
+//! its log line, driving the [`Sluice`] hooks (the same hooks pingora-proxy drives for
+//! HTTP/2 clients) without pingora-proxy's generic machinery (two channels and a
+//! nine-branch `select!` per request, a shared upstream pool).
+//!
+//! | step | module |
+//! |---|---|
+//! | read the head (the listener times it), 405 for `CONNECT`, `100 Continue` when asked | here |
+//! | upgrades go to pingora-proxy | [`handoff`] |
+//! | `early_request_filter`, `request_filter` (routing, the request phases) | here |
+//! | peer, connection (per-thread pool), request head, body, response, body | [`exchange`], [`pool`], [`request`] |
+//! | retries on another peer, `fail_to_proxy`, `logging`, keep-alive | here |
+//!
+//! Bodies go one way then the other: the request body (streamed through the chain, or
+//! the one the chain already holds) is sent whole before the response is read, as
+//! nginx does with an unbuffered request body.
+
+pub mod exchange;
+pub mod handoff;
+pub mod pool;
+pub mod request;
+
+use std::io::Cursor;
+use std::sync::Arc;
+
+use pingora::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
+use pingora::connectors::http::Connector;
+use pingora::connectors::{ConnectorOptions, TransportConnector};
+use pingora::prelude::*;
+use pingora::protocols::http::ServerSession;
+use pingora::protocols::Stream;
+use pingora::server::configuration::ServerConf;
+use pingora::server::ShutdownWatch;
+use pingora::ErrorType;
+
+use crate::proxy::{Ctx, Sluice};
+
+/// Attempts per request at most (Pingora's default `max_retries`); the pool's
+/// `retries` decides within it.
+const MAX_ATTEMPTS: usize = 16;
+
+/// The HTTP/1 request loop and the connectors it uses.
+pub struct Forwarder {
+    sluice: Sluice,
+    /// New HTTP/1 connections (plain or TLS); reused ones come from [`pool`].
+    transport: TransportConnector,
+    /// HTTP/2 upstreams (Pingora's shared pool multiplexes streams on a connection).
+    h2: Connector,
+}
+
+impl Forwarder {
+    /// A loop serving `sluice`'s hooks, with connectors set up from `conf`.
+    pub fn new(sluice: Sluice, conf: &ServerConf) -> Self {
+        Forwarder {
+            sluice,
+            transport: TransportConnector::new(Some(ConnectorOptions::from_server_conf(conf))),
+            h2: Connector::new(Some(ConnectorOptions::from_server_conf(conf))),
+        }
+    }
+
+    /// Serves one request of an HTTP/1 connection: reads its head, proxies it, and
+    /// gives the connection back when it can carry another. `app` (pingora-proxy)
+    /// takes the requests this loop leaves to it ([`handoff`]).
+    pub async fn serve<A>(
+        &self,
+        mut downstream: ServerSession,
+        shutdown: &ShutdownWatch,
+        app: &Arc<A>,
+    ) -> Option<ReusedHttpStream>
+    where
+        A: HttpServerApp + Send + Sync + 'static,
+    {
+        match downstream.read_request().await {
+            Ok(true) => {}
+            Ok(false) => return None,
+            Err(e) => {
+                if matches!(e.etype(), ErrorType::InvalidHTTPHeader) {
+                    tracing::debug!(error = %e, "bad request head");
+                    let _ = downstream.respond_error(400).await;
+                }
+                downstream.shutdown().await;
+                return None;
+            }
+        }
+        if downstream.req_header().method == http::Method::CONNECT {
+            // As pingora-proxy: CONNECT changes how the message is framed.
+            let _ = downstream.respond_error(405).await;
+            downstream.shutdown().await;
+            return None;
+        }
+        if handoff::wanted(&downstream) {
+            return handoff::run(downstream, app, shutdown).await;
+        }
+        if *shutdown.borrow() {
+            downstream.set_keepalive(None);
+        }
+        if expects_continue(&mut downstream) {
+            // The body is read by Sluice (the filters, the upstream after them): say so.
+            if let ServerSession::H1(h1) = &mut downstream {
+                if h1.write_continue_response().await.is_err() {
+                    return None;
+                }
+            }
+            downstream
+                .req_header_mut()
+                .remove_header(&http::header::EXPECT);
+        }
+        // pingora-proxy's session type, which the hooks take; its placeholder head is
+        // kept and swapped back at the end (no allocation per request for it).
+        let mut session = Session::new_h1(placeholder_stream());
+        let placeholder = std::mem::replace(&mut *session.downstream_session, downstream);
+        let mut ctx = self.sluice.new_ctx();
+        let reuse = self.run(&mut session, &mut ctx).await;
+        let downstream = std::mem::replace(&mut *session.downstream_session, placeholder);
+        if !reuse {
+            return None;
+        }
+        let settings = HttpPersistentSettings::for_session(&downstream);
+        downstream
+            .finish()
+            .await
+            .ok()
+            .flatten()
+            .map(|s| ReusedHttpStream::from_reusable_stream(s, settings))
+    }
+
+    /// The hooks in order, the attempts, the error answer and the log; whether the
+    /// client connection can carry another request.
+    async fn run(&self, session: &mut Session, ctx: &mut Ctx) -> bool {
+        let s = &self.sluice;
+        if let Err(e) = s.early_request_filter(session, ctx).await {
+            return self.failed(session, ctx, e).await;
+        }
+        match s.request_filter(session, ctx).await {
+            Ok(true) => {
+                s.logging(session, None, ctx).await;
+                return true;
+            }
+            Ok(false) => {}
+            Err(e) => return self.failed(session, ctx, e).await,
+        }
+        let mut error = None;
+        let mut reuse = false;
+        for _ in 0..MAX_ATTEMPTS {
+            let attempt = self.attempt(session, ctx).await;
+            reuse = attempt.downstream_reusable;
+            match attempt.error {
+                Some(e) => {
+                    // A body partly or wholly streamed from the client is gone: no
+                    // other peer can get it whole.
+                    let retry = e.retry()
+                        && (ctx.body_held() || session.as_ref().body_bytes_read() == 0);
+                    if retry {
+                        tracing::debug!(error = %e, "retrying on another peer");
+                    }
+                    error = Some(e);
+                    if !retry {
+                        break;
+                    }
+                }
+                None => {
+                    error = None;
+                    break;
+                }
+            }
+        }
+        if let Some(e) = &error {
+            let r = s.fail_to_proxy(session, e, ctx).await;
+            if !s.suppress_error_log(session, ctx, e) {
+                tracing::warn!(error = %e, status = r.error_code, "request failed");
+            }
+            reuse = reuse && r.can_reuse_downstream;
+        }
+        s.logging(session, error.as_deref(), ctx).await;
+        reuse
+    }
+
+    /// A request that failed before reaching a pool: its error answer and its log.
+    async fn failed(&self, session: &mut Session, ctx: &mut Ctx, e: Box<Error>) -> bool {
+        let s = &self.sluice;
+        let r = s.fail_to_proxy(session, &e, ctx).await;
+        if !s.suppress_error_log(session, ctx, &e) {
+            tracing::warn!(error = %e, status = r.error_code, "request failed");
+        }
+        s.logging(session, Some(&e), ctx).await;
+        r.can_reuse_downstream
+    }
+}
+
+/// `Expect: 100-continue` on a request with a body.
+fn expects_continue(session: &mut ServerSession) -> bool {
+    session
+        .req_header()
+        .headers
+        .get(http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+        && !session.is_body_empty()
+}
+
+/// A stream that is never read: the session the hooks' type is built around until
+/// the real one takes its place.
+fn placeholder_stream() -> Stream {
+    Box::new(Cursor::new(Vec::new()))
+}

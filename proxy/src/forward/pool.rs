@@ -1,0 +1,82 @@
+//! Idle upstream connections, one pool per worker thread (as nginx's `keepalive` and
+//! Envoy's per-worker connection pools): a connection is opened, used, parked and
+//! reused by the same thread, so its socket is always driven by the reactor that owns
+//! it and a reuse costs no lock, no cross-thread wake-up and no system call.
+//!
+//! Pingora's shared pool (pingora-core `connectors`) hands a parked connection to any
+//! thread and spawns an idle watcher on a random worker runtime per release; measured
+//! here at ~2.3 eventfd wake-ups per request (docs/ARCHITECTURE.md, bench/README.md).
+//!
+//! A parked connection the peer closed is noticed when it is taken: a read attempt
+//! that must not block (`now_or_never`) sees the end of stream or stray bytes, and the
+//! connection is dropped. Tokio answers it from the reactor's readiness, without a
+//! system call, while the socket is idle and healthy.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use futures::FutureExt;
+use pingora::protocols::Stream;
+use tokio::io::AsyncReadExt;
+
+/// Idle connections kept per peer and thread; more are closed when released.
+pub const MAX_IDLE_PER_PEER: usize = 128;
+
+/// An idle connection and when it was parked.
+struct Parked {
+    stream: Stream,
+    since: Instant,
+}
+
+thread_local! {
+    static IDLE: RefCell<HashMap<u64, Vec<Parked>>> = RefCell::new(HashMap::new());
+}
+
+/// Takes the most recently parked connection to the peer `key` (a peer's
+/// `reuse_hash`) that is still usable: younger than `idle_timeout`, not closed by the
+/// peer, with no unread bytes.
+pub fn take(key: u64, idle_timeout: Duration) -> Option<Stream> {
+    loop {
+        let parked = IDLE.with(|idle| idle.borrow_mut().get_mut(&key).and_then(Vec::pop))?;
+        if parked.since.elapsed() >= idle_timeout {
+            // Older ones sit below it: all expired.
+            IDLE.with(|idle| idle.borrow_mut().remove(&key));
+            return None;
+        }
+        let mut stream = parked.stream;
+        if still_idle(&mut stream) {
+            return Some(stream);
+        }
+    }
+}
+
+/// Parks `stream` for reuse by this thread; past [`MAX_IDLE_PER_PEER`] the oldest
+/// connection to that peer is closed, as are those idle longer than `idle_timeout`.
+pub fn put(key: u64, stream: Stream, idle_timeout: Duration) {
+    let now = Instant::now();
+    IDLE.with(|idle| {
+        let mut idle = idle.borrow_mut();
+        let list = idle.entry(key).or_default();
+        list.retain(|p| now.duration_since(p.since) < idle_timeout);
+        if list.len() >= MAX_IDLE_PER_PEER {
+            list.remove(0);
+        }
+        list.push(Parked { stream, since: now });
+    });
+}
+
+/// Idle connections parked on this thread (all peers).
+pub fn idle_count() -> usize {
+    IDLE.with(|idle| idle.borrow().values().map(Vec::len).sum())
+}
+
+/// Whether a parked connection is still open and silent: a read that would block.
+fn still_idle(stream: &mut Stream) -> bool {
+    let mut byte = [0u8; 1];
+    // `unconstrained`: the task's cooperative budget must not make a ready read look
+    // pending.
+    tokio::task::unconstrained(stream.read(&mut byte))
+        .now_or_never()
+        .is_none()
+}
