@@ -167,35 +167,24 @@ fn set_or_remove(
     }
 }
 
-/// A random UUID v4 (RFC 9562 §5.4), from the kernel's generator; a hash of the time
-/// and a counter if it fails.
+/// A random UUID v4 (RFC 9562 §5.4), from the thread's ChaCha generator (seeded and
+/// periodically reseeded from the kernel by `rand`): no system call per request.
 pub fn uuid_v4() -> String {
+    use rand::RngCore;
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut b = [0u8; 16];
-    // SAFETY: the buffer is 16 writable bytes.
-    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
-    if n != 16 {
-        use std::hash::{BuildHasher, Hasher};
-        use std::sync::atomic::{AtomicU64, Ordering};
-        static SEQ: AtomicU64 = AtomicU64::new(0);
-        let s = std::collections::hash_map::RandomState::new();
-        for (i, chunk) in b.chunks_mut(8).enumerate() {
-            let mut h = s.build_hasher();
-            h.write_u64(SEQ.fetch_add(1, Ordering::Relaxed));
-            h.write_usize(i);
-            chunk.copy_from_slice(&h.finish().to_le_bytes());
-        }
-    }
+    rand::thread_rng().fill_bytes(&mut b);
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
-    let h = hex::encode(b);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    )
+    let mut id = String::with_capacity(36);
+    for (i, byte) in b.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            id.push('-');
+        }
+        id.push(HEX[usize::from(byte >> 4)] as char);
+        id.push(HEX[usize::from(byte & 0x0f)] as char);
+    }
+    id
 }
 
 #[cfg(test)]

@@ -122,7 +122,9 @@ impl Forwarder {
     /// answered ALPN with HTTP/1.1).
     async fn release(&self, client: ClientSession, peer: &HttpPeer, h2: bool) {
         match client {
-            ClientSession::H1(h1) if !h2 => {
+            ClientSession::H1(mut h1) if !h2 => {
+                // The response's `Connection`/`Keep-Alive` and framing decide.
+                h1.respect_keepalive();
                 let idle = peer
                     .idle_timeout()
                     .unwrap_or(std::time::Duration::from_secs(60));

@@ -21,6 +21,7 @@
 
 pub mod limits;
 pub mod preface;
+pub mod rehome;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -159,6 +160,7 @@ where
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         let accepted = Instant::now();
+        let stream = rehome::rehome(stream);
         let (timeouts, limits, h2c) = {
             let snap = self.live.load();
             let p = &snap.policy;
