@@ -319,6 +319,7 @@ print_report() {
     echo "| Sluice over bare Pingora (sluice-empty − bare-pingora) | $(diff_per "$e" "$b") | $(diff_per "${SYS_PER[sluice-empty]:-}" "${SYS_PER[bare-pingora]:-}") | $(diff_per "${ALLOC_PER[sluice-empty]:-}" "${ALLOC_PER[bare-pingora]:-}") |"
     echo "| one headers filter (sluice-one − sluice-empty) | $(diff_per "$o" "$e") | $(diff_per "${SYS_PER[sluice-one]:-}" "${SYS_PER[sluice-empty]:-}") | $(diff_per "${ALLOC_PER[sluice-one]:-}" "${ALLOC_PER[sluice-empty]:-}") |"
     echo "| per filter in a chain of three ((sluice-three − sluice-empty) / 3) | $(diff_per "$t" "$e" 3) | $(diff_per "${SYS_PER[sluice-three]:-}" "${SYS_PER[sluice-empty]:-}" 3) | $(diff_per "${ALLOC_PER[sluice-three]:-}" "${ALLOC_PER[sluice-empty]:-}" 3) |"
+    echo "| each filter after the first ((sluice-three − sluice-one) / 2) | $(diff_per "$t" "$o" 2) | $(diff_per "${SYS_PER[sluice-three]:-}" "${SYS_PER[sluice-one]:-}" 2) | $(diff_per "${ALLOC_PER[sluice-three]:-}" "${ALLOC_PER[sluice-one]:-}" 2) |"
     echo "| WAF filter, no rule (sluice-waf-norules − sluice-empty) | $(diff_per "$w" "$e") | $(diff_per "${SYS_PER[sluice-waf-norules]:-}" "${SYS_PER[sluice-empty]:-}") | $(diff_per "${ALLOC_PER[sluice-waf-norules]:-}" "${ALLOC_PER[sluice-empty]:-}") |"
 
     echo
