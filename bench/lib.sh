@@ -629,10 +629,10 @@ alloc_lib() {
 
 # alloc_probe_setup PID: uprobes on the allocation entry points of the allocator PID uses
 # (alloc_lib); sets ALLOC_EVENTS and REALLOC_EVENTS (perf event names, comma-separated),
-# ALLOC_WHAT ("KIND in FILE-NAME", for a table) and ALLOC_FUNCS ("FILE: the allocation
-# functions probed"). Probes of one file are added once.
+# ALLOC_WHAT ("KIND in FILE-NAME", for a table) and ALLOC_FUNCS (the file and the
+# functions probed, for a note). Probes of one file are added once.
 alloc_probe_setup() {
-    local kind file key funcs rfuncs addr name ev args=() alloc=() realloc=() probed=()
+    local kind file key funcs rfuncs addr name ev args=() alloc=() realloc=() probed=() rprobed=()
     read -r kind file < <(alloc_lib "$1") || return 1
     key="$kind|$file"
     if [[ -z ${ALLOC_PROBES[$key]:-} ]]; then
@@ -644,6 +644,7 @@ alloc_probe_setup() {
             args+=(-a "$PERF_GROUP:$ev=$name")
             if [[ " ${!rfuncs} " == *" $name "* ]]; then
                 realloc+=("$PERF_GROUP:$ev")
+                rprobed+=("$name")
             else
                 alloc+=("$PERF_GROUP:$ev")
                 probed+=("$name")
@@ -655,7 +656,7 @@ alloc_probe_setup() {
             log "perf probe -x $file failed, see $TMP/perf-probe-$tag.log"
             return 1
         }
-        ALLOC_PROBES[$key]="$(IFS=,; echo "${alloc[*]}");$(IFS=,; echo "${realloc[*]}");$kind in ${file##*/};$file: ${probed[*]}"
+        ALLOC_PROBES[$key]="$(IFS=,; echo "${alloc[*]}");$(IFS=,; echo "${realloc[*]}");$kind in ${file##*/};$file: allocations ${probed[*]}; reallocations ${rprobed[*]:-none}"
     fi
     IFS=';' read -r ALLOC_EVENTS REALLOC_EVENTS ALLOC_WHAT ALLOC_FUNCS <<<"${ALLOC_PROBES[$key]}"
 }

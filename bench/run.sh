@@ -238,7 +238,7 @@ profile() {
     ALLOC_BY[$name]=$ALLOC_WHAT
     if [[ -z ${FUNCS_NOTED[$ALLOC_FUNCS]:-} ]]; then
         FUNCS_NOTED[$ALLOC_FUNCS]=1
-        note "allocations counted: calls of $ALLOC_FUNCS (reallocations: ${REALLOC_EVENTS//$PERF_GROUP:/})"
+        note "allocation probes: $ALLOC_FUNCS"
     fi
     out="$TMP/perf-alloc-$name.csv"
     if perf_stat_run "$out" "$ALLOC_EVENTS${REALLOC_EVENTS:+,$REALLOC_EVENTS}" "$pids" \
