@@ -261,7 +261,7 @@ cpu_of() {
     [[ -n ${REQS[$1]:-} ]] || return 0
     us_per_request "${TICKS[$1]}" "${REQS[$1]}"
 }
-med() { tr ' ' '\n' <<<"${1:-}" | grep . | median; }
+med() { tr ' ' '\n' <<<"${1:-}" | awk 'NF' | median; }
 # ratio A B: A / B with 2 decimals and an x (n/a when either is missing).
 ratio() {
     awk -v a="$1" -v b="$2" 'BEGIN { if (a ~ /^[0-9.]+$/ && b ~ /^[0-9.]+$/ && b > 0) printf "%.2fx", a / b; else print "n/a" }'
@@ -294,8 +294,8 @@ print_report() {
             continue
         fi
         rps=$(printf '%.0f' "$(med "${RPS_L[$name]}")")
-        p50=$(med "${P50_L[$name]}")
-        p99=$(med "${P99_L[$name]}")
+        p50=$(printf '%.2f' "$(med "${P50_L[$name]}")")
+        p99=$(printf '%.2f' "$(med "${P99_L[$name]}")")
         cpu=$(cpu_of "$name")
         rounds=$(echo ${CPU_L[$name]} | sed 's/ /, /g')
         echo "| $name | $rps | $p50 ms | $p99 ms | $cpu | $rounds | $(ratio "$cpu" "$nginx_cpu") | $(ratio "$rps" "$nginx_rps") | $(ratio "$p99" "$nginx_p99") | ${IDLE[$name]:-n/a} |"
