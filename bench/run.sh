@@ -38,6 +38,9 @@
 #   SKIP_SLUICE=0  1: skip the Sluice rows
 #   SKIP_NGINX=0   1: skip the nginx row
 #   SLUICE_BIN=target/release/sluice   the Sluice binary to run
+#   BEFORE_BIN=    another Sluice binary (e.g. before a change): adds its Sluice rows
+#                  (sluice-*-before, ports from BEFORE_PORT=18088, admin from
+#                  BEFORE_ADMIN=19905), interleaved with the others, and a before/after table
 #
 # Load generator and servers share the machine's cores; nothing is pinned. Compare rows
 # of the same run (they are interleaved for that), not runs of different machines.
@@ -53,6 +56,7 @@ PROFILE=${PROFILE:-0}
 PROFILE_DURATION=${PROFILE_DURATION:-5s}
 IDLE_SECS=${IDLE_SECS:-5}
 TARGETS=${TARGETS:-origin nginx bare-pingora sluice-empty sluice-one sluice-three sluice-waf-norules}
+BEFORE_BIN=${BEFORE_BIN:-}
 
 ORIGIN_PORT=${ORIGIN_PORT:-18081}
 NGINX_PORT=${NGINX_PORT:-18082}
@@ -65,6 +69,8 @@ SLUICE_EMPTY_ADMIN=${SLUICE_EMPTY_ADMIN:-19901}
 SLUICE_ONE_ADMIN=${SLUICE_ONE_ADMIN:-19902}
 SLUICE_THREE_ADMIN=${SLUICE_THREE_ADMIN:-19903}
 SLUICE_WAF_ADMIN=${SLUICE_WAF_ADMIN:-19904}
+BEFORE_PORT=${BEFORE_PORT:-18088}
+BEFORE_ADMIN=${BEFORE_ADMIN:-19905}
 
 BUILD_SLUICE=${BUILD_SLUICE:-1}
 
@@ -90,6 +96,22 @@ declare -A ADMIN_OF=(
 declare -A CHAIN_OF=(
     [sluice-empty]=empty [sluice-one]=one [sluice-three]=three [sluice-waf-norules]=waf-norules
 )
+# BEFORE_BIN: each Sluice target gets a twin, NAME-before, run by that binary, just before it.
+if [[ -n $BEFORE_BIN ]]; then
+    with_before=""
+    i=0
+    for name in $TARGETS; do
+        if [[ -n ${CHAIN_OF[$name]:-} ]]; then
+            PORT_OF[$name-before]=$((BEFORE_PORT + i))
+            ADMIN_OF[$name-before]=$((BEFORE_ADMIN + i))
+            CHAIN_OF[$name-before]=${CHAIN_OF[$name]}
+            with_before+=" $name-before"
+            i=$((i + 1))
+        fi
+        with_before+=" $name"
+    done
+    TARGETS=${with_before# }
+fi
 
 start_nginx() {
     local dir="$TMP/nginx" conf="$TMP/nginx.conf"
@@ -137,17 +159,18 @@ can_start() {
             }
             ;;
         sluice-*)
+            local bin=$SLUICE_BIN module="" base=${1%-before}
+            [[ $1 == *-before ]] && bin=$BEFORE_BIN
             if [[ $SKIP_SLUICE == 1 ]]; then
                 skip_row "$1" "SKIP_SLUICE=1"
                 return 1
             fi
-            [[ -x $SLUICE_BIN ]] || {
-                skip_row "$1" "$SLUICE_BIN missing"
+            [[ -x $bin ]] || {
+                skip_row "$1" "$bin missing"
                 return 1
             }
-            local module=""
-            [[ $1 == sluice-one || $1 == sluice-three ]] && module=$FILTERS_OUT/headers.wasm
-            [[ $1 == sluice-waf-norules ]] && module=$FILTERS_OUT/waf.wasm
+            [[ $base == sluice-one || $base == sluice-three ]] && module=$FILTERS_OUT/headers.wasm
+            [[ $base == sluice-waf-norules ]] && module=$FILTERS_OUT/waf.wasm
             if [[ -n $module && ! -f $module ]]; then
                 skip_row "$1" "$module missing (run filters/build.sh)"
                 return 1
@@ -163,6 +186,7 @@ start_target() {
         origin) return 0 ;; # started first, always
         nginx) start_nginx ;;
         bare-pingora) start_bare_pingora ;;
+        sluice-*-before) SLUICE_BIN=$BEFORE_BIN start_sluice "$name" ;;
         sluice-*) start_sluice "$name" ;;
         *) die "unknown target $name" ;;
     esac || return 1
@@ -279,8 +303,40 @@ goal() {
     echo "- $1: $2 (goal $3 $4: $verdict)"
 }
 
+# cost_line LABEL A B [DIV]: one line of the added-cost table: (A − B) / DIV in CPU µs,
+# syscalls and allocations per request.
+cost_line() {
+    echo "| $1 | $(diff_per "$(cpu_of "$2")" "$(cpu_of "$3")" "${4:-1}") | $(diff_per "${SYS_PER[$2]:-}" "${SYS_PER[$3]:-}" "${4:-1}") | $(diff_per "${ALLOC_PER[$2]:-}" "${ALLOC_PER[$3]:-}" "${4:-1}") |"
+}
+
+# added_costs SUFFIX: the added-cost table of the Sluice rows named sluice-*SUFFIX.
+added_costs() {
+    local x=$1
+    echo
+    echo "| added cost${x:+ ($BEFORE_BIN)} | CPU µs/req | syscalls/req | allocations/req |"
+    echo "|---|---:|---:|---:|"
+    cost_line "Sluice over bare Pingora (sluice-empty$x − bare-pingora)" "sluice-empty$x" bare-pingora
+    cost_line "one headers filter (sluice-one$x − sluice-empty$x)" "sluice-one$x" "sluice-empty$x"
+    cost_line "per filter in a chain of three ((sluice-three$x − sluice-empty$x) / 3)" "sluice-three$x" "sluice-empty$x" 3
+    cost_line "each filter after the first ((sluice-three$x − sluice-one$x) / 2)" "sluice-three$x" "sluice-one$x" 2
+    cost_line "WAF filter, no rule (sluice-waf-norules$x − sluice-empty$x)" "sluice-waf-norules$x" "sluice-empty$x"
+}
+
+# before_after: each Sluice row of $SLUICE_BIN against the same row of $BEFORE_BIN.
+before_after() {
+    local base b a
+    echo
+    echo "| before → after | CPU µs/req | CPU change | rps | syscalls/req | allocations/req |"
+    echo "|---|---:|---:|---:|---:|---:|"
+    for base in sluice-empty sluice-one sluice-three sluice-waf-norules; do
+        b=$base-before a=$base
+        [[ -n ${REQS[$a]:-} && -n ${REQS[$b]:-} ]] || continue
+        echo "| $base | $(cpu_of "$b") → $(cpu_of "$a") | $(awk -v x="$(cpu_of "$b")" -v y="$(cpu_of "$a")" 'BEGIN { printf "%+.1f%%", 100 * (y - x) / x }') | $(printf '%.0f' "$(med "${RPS_L[$b]}")") → $(printf '%.0f' "$(med "${RPS_L[$a]}")") | ${SYS_PER[$b]:-n/a} → ${SYS_PER[$a]:-n/a} | ${ALLOC_PER[$b]:-n/a} → ${ALLOC_PER[$a]:-n/a} |"
+    done
+}
+
 print_report() {
-    local name row rps p50 p99 cpu rounds nginx_cpu nginx_rps nginx_p99
+    local name r row rps p50 p99 cpu rounds nginx_cpu nginx_rps nginx_p99
     nginx_cpu=$(cpu_of nginx)
     nginx_rps=$(med "${RPS_L[nginx]:-}")
     nginx_p99=$(med "${P99_L[nginx]:-}")
@@ -311,17 +367,11 @@ print_report() {
         done
     fi
 
-    local e o t w b
-    e=$(cpu_of sluice-empty) o=$(cpu_of sluice-one) t=$(cpu_of sluice-three) w=$(cpu_of sluice-waf-norules) b=$(cpu_of bare-pingora)
-    echo
-    echo "| added cost | CPU µs/req | syscalls/req | allocations/req |"
-    echo "|---|---:|---:|---:|"
-    echo "| Sluice over bare Pingora (sluice-empty − bare-pingora) | $(diff_per "$e" "$b") | $(diff_per "${SYS_PER[sluice-empty]:-}" "${SYS_PER[bare-pingora]:-}") | $(diff_per "${ALLOC_PER[sluice-empty]:-}" "${ALLOC_PER[bare-pingora]:-}") |"
-    echo "| one headers filter (sluice-one − sluice-empty) | $(diff_per "$o" "$e") | $(diff_per "${SYS_PER[sluice-one]:-}" "${SYS_PER[sluice-empty]:-}") | $(diff_per "${ALLOC_PER[sluice-one]:-}" "${ALLOC_PER[sluice-empty]:-}") |"
-    echo "| per filter in a chain of three ((sluice-three − sluice-empty) / 3) | $(diff_per "$t" "$e" 3) | $(diff_per "${SYS_PER[sluice-three]:-}" "${SYS_PER[sluice-empty]:-}" 3) | $(diff_per "${ALLOC_PER[sluice-three]:-}" "${ALLOC_PER[sluice-empty]:-}" 3) |"
-    echo "| each filter after the first ((sluice-three − sluice-one) / 2) | $(diff_per "$t" "$o" 2) | $(diff_per "${SYS_PER[sluice-three]:-}" "${SYS_PER[sluice-one]:-}" 2) | $(diff_per "${ALLOC_PER[sluice-three]:-}" "${ALLOC_PER[sluice-one]:-}" 2) |"
-    echo "| WAF filter, no rule (sluice-waf-norules − sluice-empty) | $(diff_per "$w" "$e") | $(diff_per "${SYS_PER[sluice-waf-norules]:-}" "${SYS_PER[sluice-empty]:-}") | $(diff_per "${ALLOC_PER[sluice-waf-norules]:-}" "${ALLOC_PER[sluice-empty]:-}") |"
-
+    added_costs ""
+    [[ -z $BEFORE_BIN ]] || added_costs -before
+    [[ -z $BEFORE_BIN ]] || before_after
+    local e o t w
+    e=$(cpu_of sluice-empty) o=$(cpu_of sluice-one) t=$(cpu_of sluice-three) w=$(cpu_of sluice-waf-norules)
     echo
     echo "Goals of #18:"
     goal "sluice-empty CPU per request vs nginx" "$(ratio "$e" "$nginx_cpu")" "<=" 1.5x
@@ -341,7 +391,7 @@ print_report() {
         done
     fi
     echo
-    echo "Command: ROUNDS=$ROUNDS PROFILE=$PROFILE THREADS=$THREADS ORIGIN_THREADS=$ORIGIN_THREADS WRK_THREADS=$WRK_THREADS CONNECTIONS=$CONNECTIONS DURATION=$DURATION WARMUP=$WARMUP BENCH_PATH=$BENCH_PATH BUILD=$BUILD bash bench/run.sh"
+    echo "Command: ${BEFORE_BIN:+BEFORE_BIN=$BEFORE_BIN }ROUNDS=$ROUNDS PROFILE=$PROFILE THREADS=$THREADS ORIGIN_THREADS=$ORIGIN_THREADS WRK_THREADS=$WRK_THREADS CONNECTIONS=$CONNECTIONS DURATION=$DURATION WARMUP=$WARMUP BENCH_PATH=$BENCH_PATH BUILD=$BUILD bash bench/run.sh"
 }
 
 # ---------------------------------------------------------------- main
@@ -391,6 +441,7 @@ log "results and logs: $TMP"
     echo "wrk:      -t$WRK_THREADS -c$CONNECTIONS -d$DURATION --latency (warm-up $WARMUP), path $BENCH_PATH, $ROUNDS interleaved rounds"
     echo "threads:  proxies $THREADS, origin $ORIGIN_THREADS"
     echo "sluice:   $SLUICE_BIN ($(stat -c '%y' "$SLUICE_BIN" 2>/dev/null | cut -d. -f1 || echo missing))"
+    [[ -z $BEFORE_BIN ]] || echo "before:   $BEFORE_BIN ($(stat -c '%y' "$BEFORE_BIN" 2>/dev/null | cut -d. -f1 || echo missing)), rows sluice-*-before"
 } | tee "$TMP/env.txt" >&2
 
 # Other work on the machine skews everything: measure how busy it is first.
