@@ -7,11 +7,18 @@
 # Readiness: wait_ready NAME URL [CURL_ARGS...] (READY_SECS, READY_HEADER).
 # Rows: note MSG, skip_row KEY REASON (ROW_NA), run_target NAME PORT START_FN [ARGS...]
 #   (calls the script's bench_target; ready_target and skip_target may be redefined),
-#   run_nginx_target PORT START_FN, run_sluice_targets EMPTY_PORT TWO_PORT.
+#   run_nginx_target PORT START_FN, run_sluice_targets EMPTY_PORT TWO_PORT
+#   (bench/run.sh starts all its servers at once instead and measures them in rounds).
 # Measuring: wrk_warmup / wrk_measure / wrk_warm_run / wrk_row OUT WRK_ARGS..., wrk_stat FILE KEY, to_ms, nearest_rank P,
 #   cpu_busy_pct, warn_if_busy, env_lines.
 # Servers: start_origin, nginx_head DIR, nginx_proxy_location, start_nginx_conf NAME DIR CONF,
-#   sluice_server, start_sluice_bench, sluice_policy_tail empty|two, crs_waf_filter.
+#   sluice_server, start_sluice_bench, sluice_policy_tail CHAIN, headers_filters N,
+#   waf_norules_filter, crs_waf_filter.
+# CPU: proc_table, proc_tree_pids PID, proc_ticks PID (the whole process tree),
+#   us_per_request TICKS REQUESTS, median.
+# perf: perf_usable, perf_stat_run OUT EVENTS PIDS CMD..., perf_stat_sum OUT EVENTS,
+#   alloc_lib PID, alloc_probe_setup PID (ALLOC_EVENTS, REALLOC_EVENTS, ALLOC_WHAT, ALLOC_FUNCS),
+#   defined_funcs FILE NAME..., alloc_probes_cleanup (on exit).
 
 # Knobs most scripts share (a script sets its own defaults before sourcing this file).
 : "${THREADS:=2}" "${WRK_THREADS:=2}" "${DURATION:=10s}" "${WARMUP:=2s}" "${BUILD:=1}"
@@ -67,6 +74,7 @@ cleanup() {
     for name in "${!PID_OF[@]}"; do
         stop "$name"
     done
+    alloc_probes_cleanup
 }
 trap cleanup EXIT
 trap 'exit 130' INT
@@ -151,7 +159,7 @@ threads = $THREADS
 EOF
 }
 
-# start_sluice_bench NAME POLICY LISTEN_PORT ADMIN_PORT empty|two [SECTION_CMD...]: writes a
+# start_sluice_bench NAME POLICY LISTEN_PORT ADMIN_PORT CHAIN [SECTION_CMD...]: writes a
 # bench policy to POLICY ([server], what SECTION_CMD prints, sluice_policy_tail) and
 # starts Sluice on it as NAME.
 start_sluice_bench() {
@@ -185,17 +193,49 @@ config = { rules = ["/etc/nginx/modsecurity.conf", "/etc/modsecurity/crs/crs-set
 EOF
 }
 
-# sluice_policy_tail empty|two: what follows a bench policy's [server] (and [tls]) sections:
-# the pool `origin` ($ORIGIN_PORT) and one route to it, through no filter ("empty") or a
-# chain of two `headers` filters ("two": both edit headers and tag the chain,
-# x-sluice-chain, one on the request and one on the response; $FILTERS_OUT/headers.wasm).
+# headers_filters N: the sections of N `headers` filters h1..hN ($FILTERS_OUT/headers.wasm),
+# each doing the same work: set one request header and one response header, and append its
+# tag to x-sluice-chain on both; a chain of N costs N times one.
+headers_filters() {
+    local i
+    for ((i = 1; i <= $1; i++)); do
+        cat <<EOF
+
+[filters.h$i]
+module = "$FILTERS_OUT/headers.wasm"
+config = { request = { set = { "x-bench-h$i" = "$i" } }, response = { set = { "x-bench-h$i" = "$i" } }, chain_tag = "h$i" }
+EOF
+    done
+}
+
+# waf_norules_filter: the [filters.waf] section of $FILTERS_OUT/waf.wasm with no rule (no
+# rule file, no file): what the WAF filter costs per request before any rule runs.
+waf_norules_filter() {
+    cat <<EOF
+
+[filters.waf]
+module = "$FILTERS_OUT/waf.wasm"
+config = { rules = [], mode = "block", status = 403, paranoia = 1, matchers = "wasm" }
+EOF
+}
+
+# sluice_policy_tail CHAIN: what follows a bench policy's [server] (and [tls]) sections:
+# the pool `origin` ($ORIGIN_PORT) and one route to it, through CHAIN:
+#   empty   no filter
+#   two     two `headers` filters, `first` on the request and `second` on the response,
+#           both tagging x-sluice-chain (bench/tls.sh's chain)
+#   one, three   headers_filters 1 or 3
+#   waf-norules  waf_norules_filter
 sluice_policy_tail() {
+    local route=""
     cat <<EOF
 [pools.origin]
 peers = ["127.0.0.1:$ORIGIN_PORT"]
 EOF
-    if [[ $1 == two ]]; then
-        cat <<EOF
+    case $1 in
+        empty) ;;
+        two)
+            cat <<EOF
 
 [filters.first]
 module = "$FILTERS_OUT/headers.wasm"
@@ -205,9 +245,24 @@ config = { request = { set = { "x-bench" = "first" } }, chain_tag = "first" }
 module = "$FILTERS_OUT/headers.wasm"
 config = { response = { set = { "x-bench" = "second" } }, chain_tag = "second" }
 EOF
-    fi
+            route='["first", "second"]'
+            ;;
+        one)
+            headers_filters 1
+            route='["h1"]'
+            ;;
+        three)
+            headers_filters 3
+            route='["h1", "h2", "h3"]'
+            ;;
+        waf-norules)
+            waf_norules_filter
+            route='["waf"]'
+            ;;
+        *) die "sluice_policy_tail: unknown chain $1" ;;
+    esac
     printf '\n[[routes]]\nname = "all"\npath_prefix = "/"\n'
-    [[ $1 == two ]] && echo 'filters = ["first", "second"]'
+    [[ -z $route ]] || echo "filters = $route"
     echo 'pool = "origin"'
 }
 
@@ -246,17 +301,38 @@ still_running() {
     return 1
 }
 
-# proc_ticks PID: CPU time (user + system, clock ticks) of PID and its direct children
-# (nginx's workers), for CPU time per request: steadier than rps on a shared machine.
+# proc_table: one line "PID PPID TICKS" per live process (TICKS: utime + stime of all its
+# threads, clock ticks). The command name in /proc/PID/stat may hold spaces: fields are
+# counted after its closing parenthesis.
+proc_table() {
+    cat /proc/[0-9]*/stat 2>/dev/null | awk '{
+        s = $0; sub(/^.*\) /, "", s); split(s, f, " "); print $1, f[2], f[12] + f[13] }'
+}
+
+# proc_tree_pids PID: PID and all its live descendants, comma-separated (perf's -p list).
+proc_tree_pids() {
+    proc_table | awk -v root="$1" '{ parent[$1] = $2 }
+        END { tree[root] = 1
+              do { more = 0; for (p in parent) if (!(p in tree) && (parent[p] in tree)) { tree[p] = 1; more = 1 } } while (more)
+              out = root; for (p in tree) if (p != root && (p in parent)) out = out "," p; print out }'
+}
+
+# proc_ticks PID: CPU time (user + system, clock ticks, all threads) of PID and all its
+# live descendants (nginx's master and workers; a Pingora process and its threads), for
+# CPU time per request: steadier than rps on a shared machine. Descendants that exited
+# are not counted: take the difference of two readings around a run of a server whose
+# processes live through it.
 proc_ticks() {
-    local root=$1 f pid ppid total=0
-    for f in /proc/[0-9]*/stat; do
-        read -r pid _ _ ppid _ <"$f" 2>/dev/null || continue
-        if [[ $pid == "$root" || $ppid == "$root" ]]; then
-            total=$((total + $(awk '{ print $14 + $15 }' "$f" 2>/dev/null || echo 0)))
-        fi
-    done
-    echo "$total"
+    proc_table | awk -v root="$1" '{ parent[$1] = $2; t[$1] = $3 }
+        END { tree[root] = 1
+              do { more = 0; for (p in parent) if (!(p in tree) && (parent[p] in tree)) { tree[p] = 1; more = 1 } } while (more)
+              total = 0; for (p in tree) if (p in t) total += t[p]; print total }'
+}
+
+# us_per_request TICKS REQUESTS: microseconds of CPU per request (1 decimal; n/a for 0 requests).
+us_per_request() {
+    awk -v d="$1" -v hz="$(getconf CLK_TCK)" -v n="$2" 'BEGIN {
+        if (n > 0) printf "%.1f", 1e6 * d / hz / n; else print "n/a" }'
 }
 
 # check_ports PORT...: dies if one of them is already taken on 127.0.0.1.
@@ -412,6 +488,14 @@ wrk_stat() {
     esac
 }
 
+# median: the median of the numbers on stdin, one a line (the mean of the middle two
+# for an even count; n/a for none).
+median() {
+    sort -g | awk '{ v[NR] = $1 }
+        END { if (NR == 0) { print "n/a"; exit }
+              if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
 # nearest_rank P: the P-th percentile (nearest rank) of the numbers on stdin, one a line.
 nearest_rank() {
     sort -n | awk -v p="$1" '{ v[NR] = $1 }
@@ -446,4 +530,141 @@ env_lines() {
     echo "nginx:    $(nginx -v 2>&1 || echo none)"
     echo "commit:   $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo none)$(git -C "$ROOT" diff --quiet 2>/dev/null || echo ' + uncommitted changes')"
     echo "load:     $(cut -d' ' -f1-3 /proc/loadavg) (1/5/15 min) at start"
+}
+
+# ---------------------------------------------------------------- perf: syscalls and allocations
+#
+# Counting recipe (root, perf from linux-perf; see bench/README.md "Syscalls and allocations"):
+#   syscalls:    perf stat -e raw_syscalls:sys_enter -p PIDS   (a tracepoint: every syscall entry)
+#   allocations: perf probe -x FILE 'GROUP:EVENT=FUNC' for each allocation entry point of the
+#                allocator PIDS use (alloc_probe_setup finds it), then perf stat -e GROUP:EVENT -p PIDS
+# divided by the requests wrk completed while perf counted. Probes are removed on exit.
+
+# PERF_GROUP: the uprobe group of this script's probes (one per run: concurrent runs do not clash).
+PERF_GROUP=${PERF_GROUP:-sluicebench$$}
+PERF_PROBES_ADDED=0
+declare -A ALLOC_PROBES=() # "kind|file" -> "ALLOC_EVENTS;REALLOC_EVENTS;FUNCS"
+
+# perf_usable: true when `perf stat` can count the syscall tracepoint here (root or
+# perf_event_paranoid <= -1, tracefs mounted); PERF_WHY says why not otherwise.
+perf_usable() {
+    PERF_WHY=""
+    if ! command -v perf >/dev/null; then
+        PERF_WHY="perf not installed (Debian: linux-perf)"
+        return 1
+    fi
+    if ! perf stat -x, -e raw_syscalls:sys_enter -- true >"$TMP/perf-check.txt" 2>&1; then
+        PERF_WHY="perf stat -e raw_syscalls:sys_enter failed: $(tail -n 1 "$TMP/perf-check.txt")"
+        return 1
+    fi
+}
+
+# perf_stat_run OUT EVENTS PIDS CMD...: counts EVENTS (comma-separated) in the processes
+# PIDS (comma-separated; all their threads) while CMD runs, into OUT (perf's CSV); CMD's status.
+perf_stat_run() {
+    local out=$1 events=$2 pids=$3 perf_pid rc=0
+    shift 3
+    perf stat -x, -o "$out" -e "$events" -p "$pids" 2>"$out.err" &
+    perf_pid=$!
+    sleep 0.3 # perf attaches to every thread first
+    "$@" || rc=$?
+    kill -s INT "$perf_pid" 2>/dev/null || true
+    wait "$perf_pid" 2>/dev/null || true
+    return "$rc"
+}
+
+# perf_stat_sum OUT EVENTS: the sum of the counts of EVENTS (comma-separated) in OUT
+# (perf_stat_run's; "<not counted>", a task that never ran, counts 0); empty when one of
+# them is missing or not supported.
+perf_stat_sum() {
+    awk -F, -v want="$2" 'BEGIN { n = split(want, w, ","); for (i = 1; i <= n; i++) ev[w[i]] = 1 }
+        /^#/ || NF < 3 { next }
+        ($3 in ev) { if ($1 == "<not counted>") $1 = 0; else if ($1 !~ /^[0-9]+$/) bad = 1
+                     sum += $1; seen[$3] = 1 }
+        END { for (e in ev) if (!(e in seen)) bad = 1; if (!bad) print sum }' "$1"
+}
+
+# Allocation entry points per allocator: functions that return a new block (counted as
+# allocations) and functions that resize one (reallocations). mimalloc (the `mimalloc`
+# crate calls mi_malloc_aligned / mi_zalloc_aligned / mi_realloc_aligned), jemalloc with
+# tikv-jemallocator's prefix, and the C library's (glibc; also what a binary that defines
+# its own `malloc` overrides). Aliases (one address, several names) are probed once.
+ALLOC_FUNCS_mimalloc="mi_malloc mi_malloc_aligned mi_malloc_aligned_at mi_zalloc mi_zalloc_aligned mi_zalloc_aligned_at mi_calloc mi_calloc_aligned mi_mallocn"
+REALLOC_FUNCS_mimalloc="mi_realloc mi_realloc_aligned mi_realloc_aligned_at mi_rezalloc mi_rezalloc_aligned mi_reallocn mi_reallocf"
+ALLOC_FUNCS_jemalloc="_rjem_malloc _rjem_calloc _rjem_mallocx _rjem_posix_memalign _rjem_aligned_alloc _rjem_memalign"
+REALLOC_FUNCS_jemalloc="_rjem_realloc _rjem_rallocx"
+ALLOC_FUNCS_libc="malloc calloc posix_memalign aligned_alloc memalign valloc pvalloc"
+REALLOC_FUNCS_libc="realloc"
+
+# defined_funcs FILE NAME...: "ADDRESS NAME" for each NAME that FILE defines (its symbol
+# table, else its dynamic one), one name per address.
+defined_funcs() {
+    local file=$1
+    shift
+    { nm --defined-only "$file" 2>/dev/null; nm --defined-only -D "$file" 2>/dev/null; } |
+        awk -v names="$*" 'BEGIN { n = split(names, w, " "); for (i = 1; i <= n; i++) want[w[i]] = i }
+            $2 ~ /^[TtWwi]$/ { name = $3; sub(/@.*/, "", name)
+                if ((name in want) && !(name in done) && !($1 in addr)) { addr[$1] = name; done[name] = 1; print $1, name } }'
+}
+
+# alloc_lib PID: "KIND FILE": the allocator PID's allocations go to. KIND is mimalloc or
+# jemalloc when the executable defines mi_malloc / _rjem_malloc (a statically linked
+# Rust global allocator), libc when it defines malloc itself (an override, probed in the
+# executable) or, usually, when it calls the C library's (FILE: the libc PID has mapped).
+alloc_lib() {
+    local exe lib
+    exe=$(readlink "/proc/$1/exe") || return 1
+    if [[ -n $(defined_funcs "$exe" mi_malloc mi_malloc_aligned) ]]; then
+        echo "mimalloc $exe"
+    elif [[ -n $(defined_funcs "$exe" _rjem_malloc _rjem_mallocx) ]]; then
+        echo "jemalloc $exe"
+    elif [[ -n $(defined_funcs "$exe" malloc) ]]; then
+        echo "libc $exe"
+    else
+        lib=$(awk '$6 ~ /\/libc[.-][^\/]*so/ { print $6; exit }' "/proc/$1/maps")
+        [[ -n $lib ]] || return 1
+        echo "libc $lib"
+    fi
+}
+
+# alloc_probe_setup PID: uprobes on the allocation entry points of the allocator PID uses
+# (alloc_lib); sets ALLOC_EVENTS and REALLOC_EVENTS (perf event names, comma-separated),
+# ALLOC_WHAT ("KIND in FILE-NAME", for a table) and ALLOC_FUNCS (the file and the
+# functions probed, for a note). Probes of one file are added once.
+alloc_probe_setup() {
+    local kind file key funcs rfuncs addr name ev args=() alloc=() realloc=() probed=() rprobed=()
+    read -r kind file < <(alloc_lib "$1") || return 1
+    key="$kind|$file"
+    if [[ -z ${ALLOC_PROBES[$key]:-} ]]; then
+        local tag="f${#ALLOC_PROBES[@]}"
+        funcs="ALLOC_FUNCS_$kind"
+        rfuncs="REALLOC_FUNCS_$kind"
+        while read -r addr name; do
+            ev="${tag}_${name}"
+            args+=(-a "$PERF_GROUP:$ev=$name")
+            if [[ " ${!rfuncs} " == *" $name "* ]]; then
+                realloc+=("$PERF_GROUP:$ev")
+                rprobed+=("$name")
+            else
+                alloc+=("$PERF_GROUP:$ev")
+                probed+=("$name")
+            fi
+        done < <(defined_funcs "$file" ${!funcs} ${!rfuncs})
+        ((${#alloc[@]} > 0)) || return 1
+        PERF_PROBES_ADDED=1
+        perf probe -q -x "$file" "${args[@]}" >"$TMP/perf-probe-$tag.log" 2>&1 || {
+            log "perf probe -x $file failed, see $TMP/perf-probe-$tag.log"
+            return 1
+        }
+        ALLOC_PROBES[$key]="$(IFS=,; echo "${alloc[*]}");$(IFS=,; echo "${realloc[*]}");$kind in ${file##*/};$file: allocations ${probed[*]}; reallocations ${rprobed[*]:-none}"
+    fi
+    IFS=';' read -r ALLOC_EVENTS REALLOC_EVENTS ALLOC_WHAT ALLOC_FUNCS <<<"${ALLOC_PROBES[$key]}"
+}
+
+# alloc_probes_cleanup: removes this script's uprobes (called on exit).
+alloc_probes_cleanup() {
+    if [[ $PERF_PROBES_ADDED == 1 ]]; then
+        perf probe -q -d "$PERF_GROUP:*" >/dev/null 2>&1 || true
+        PERF_PROBES_ADDED=0
+    fi
 }

@@ -1,47 +1,76 @@
 #!/usr/bin/env bash
-# Sluice benchmark: one run, on loopback, of
-#   origin        the demo origin (sluice-origin) hit directly: the ceiling
-#   nginx         nginx as a reverse proxy to the origin
-#   bare-pingora  a filter-less Pingora proxy: what the framework costs
-#   sluice-empty  Sluice with a policy that has no filters
-#   sluice-two    Sluice with a two-filter chain
-# Each target gets a warm-up, then `wrk --latency`; the script prints a
-# Markdown table (rps, p50, p99, rps vs nginx) and keeps the raw wrk outputs
-# and server logs in a temp dir whose path it prints.
+# Sluice benchmark (issue #18: what a request costs), on loopback:
+#   origin              the demo origin (sluice-origin) hit directly: the reference
+#   nginx               nginx as a reverse proxy to the origin
+#   bare-pingora        a filter-less Pingora proxy: what the framework costs
+#   sluice-empty        Sluice with a route that runs no filter
+#   sluice-one          Sluice with one `headers` filter (sets a request and a response header)
+#   sluice-three        Sluice with three such filters
+#   sluice-waf-norules  Sluice with filters/out/waf.wasm and no rule
+# All servers start once; then ROUNDS interleaved rounds each run every target once in
+# turn (the order rotates by one each round): a warm-up, then `wrk --latency`, with the
+# CPU time (utime + stime, /proc) of the server's process tree read before and after.
+# Per target it reports the median over rounds of rps, p50 and p99, and the CPU time per
+# request over all rounds (total CPU / total requests: the robust figure on a shared
+# machine), ratios to nginx, and the cost each filter adds over the empty chain.
+# PROFILE=1 adds, per target, two short runs under `perf stat` (see bench/README.md): one
+# counting syscalls (tracepoint raw_syscalls:sys_enter), one counting allocations
+# (uprobes on the allocation functions of the allocator the server uses: libc's malloc
+# family, or mimalloc / jemalloc when the binary links them), per request.
+# Prints Markdown tables and keeps raw outputs, logs and policies in a temp dir.
 #
 # Usage: bash bench/run.sh            (from anywhere)
 # Knobs (environment):
+#   ROUNDS=3             interleaved rounds
 #   THREADS=2            proxy threads (nginx worker_processes, Pingora/Sluice threads)
 #   ORIGIN_THREADS=$THREADS   origin worker threads
-#   WRK_THREADS=2 CONNECTIONS=64 DURATION=10s WARMUP=2s
+#   WRK_THREADS=1 CONNECTIONS=32 DURATION=10s WARMUP=2s   (per target and round)
 #   BENCH_PATH=/hello.txt     path requested by wrk
-#   ORIGIN_PORT=18081 NGINX_PORT=18082 BARE_PORT=18083
-#   SLUICE_EMPTY_PORT=18084 SLUICE_TWO_PORT=18085
-#   SLUICE_EMPTY_ADMIN=19901 SLUICE_TWO_ADMIN=19902
+#   PROFILE=0            1: syscalls and allocations per request (perf, root)
+#   PROFILE_DURATION=5s  each profile run
+#   IDLE_SECS=5          CPU of the idle servers measured over this long first (0: not)
+#   TARGETS="origin nginx bare-pingora sluice-empty sluice-one sluice-three sluice-waf-norules"
+#   ORIGIN_PORT=18081 NGINX_PORT=18082 BARE_PORT=18083 SLUICE_EMPTY_PORT=18084
+#   SLUICE_ONE_PORT=18085 SLUICE_THREE_PORT=18086 SLUICE_WAF_PORT=18087
+#   SLUICE_EMPTY_ADMIN=19901 SLUICE_ONE_ADMIN=19902 SLUICE_THREE_ADMIN=19903 SLUICE_WAF_ADMIN=19904
 #   BUILD=1        0: do not run cargo, use the binaries in target/release
 #   BUILD_SLUICE=1 0: do not build sluice (an existing binary is still used)
-#   SKIP_SLUICE=0  1: skip the two Sluice rows
+#   SKIP_SLUICE=0  1: skip the Sluice rows
 #   SKIP_NGINX=0   1: skip the nginx row
 #   SLUICE_BIN=target/release/sluice   the Sluice binary to run
+#   BEFORE_BIN=    another Sluice binary (e.g. before a change): adds its Sluice rows
+#                  (sluice-*-before, ports from BEFORE_PORT=18088, admin from
+#                  BEFORE_ADMIN=19905), interleaved with the others, and a before/after table
 #
-# Load generator and servers share the machine's cores; nothing is pinned.
-# On a small machine (2 cores) the absolute numbers are mostly a measure of
-# how the CPU is shared; compare rows of the same run, not runs of different
-# machines.
+# Load generator and servers share the machine's cores; nothing is pinned. Compare rows
+# of the same run (they are interleaved for that), not runs of different machines.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
-CONNECTIONS=${CONNECTIONS:-64}
+ROUNDS=${ROUNDS:-3}
+WRK_THREADS=${WRK_THREADS:-1}
+CONNECTIONS=${CONNECTIONS:-32}
 BENCH_PATH=${BENCH_PATH:-/hello.txt}
+PROFILE=${PROFILE:-0}
+PROFILE_DURATION=${PROFILE_DURATION:-5s}
+IDLE_SECS=${IDLE_SECS:-5}
+TARGETS=${TARGETS:-origin nginx bare-pingora sluice-empty sluice-one sluice-three sluice-waf-norules}
+BEFORE_BIN=${BEFORE_BIN:-}
 
 ORIGIN_PORT=${ORIGIN_PORT:-18081}
 NGINX_PORT=${NGINX_PORT:-18082}
 BARE_PORT=${BARE_PORT:-18083}
 SLUICE_EMPTY_PORT=${SLUICE_EMPTY_PORT:-18084}
-SLUICE_TWO_PORT=${SLUICE_TWO_PORT:-18085}
+SLUICE_ONE_PORT=${SLUICE_ONE_PORT:-18085}
+SLUICE_THREE_PORT=${SLUICE_THREE_PORT:-18086}
+SLUICE_WAF_PORT=${SLUICE_WAF_PORT:-18087}
 SLUICE_EMPTY_ADMIN=${SLUICE_EMPTY_ADMIN:-19901}
-SLUICE_TWO_ADMIN=${SLUICE_TWO_ADMIN:-19902}
+SLUICE_ONE_ADMIN=${SLUICE_ONE_ADMIN:-19902}
+SLUICE_THREE_ADMIN=${SLUICE_THREE_ADMIN:-19903}
+SLUICE_WAF_ADMIN=${SLUICE_WAF_ADMIN:-19904}
+BEFORE_PORT=${BEFORE_PORT:-18088}
+BEFORE_ADMIN=${BEFORE_ADMIN:-19905}
 
 BUILD_SLUICE=${BUILD_SLUICE:-1}
 
@@ -49,10 +78,40 @@ TMP=$(mktemp -d "${TMPDIR:-/tmp}/sluice-bench.XXXXXX")
 RESULTS="$TMP/results.md"
 
 BENCH_TAG=bench
+ROW_NA="n/a|n/a|n/a|n/a|n/a" # rows: "name|rps|p50|p99|cpu|cpu per round"
 # shellcheck source=bench/lib.sh
 source "$ROOT/bench/lib.sh"
 
-# ---------------------------------------------------------------- servers
+# ---------------------------------------------------------------- targets
+
+declare -A PORT_OF=(
+    [origin]=$ORIGIN_PORT [nginx]=$NGINX_PORT [bare-pingora]=$BARE_PORT
+    [sluice-empty]=$SLUICE_EMPTY_PORT [sluice-one]=$SLUICE_ONE_PORT
+    [sluice-three]=$SLUICE_THREE_PORT [sluice-waf-norules]=$SLUICE_WAF_PORT
+)
+declare -A ADMIN_OF=(
+    [sluice-empty]=$SLUICE_EMPTY_ADMIN [sluice-one]=$SLUICE_ONE_ADMIN
+    [sluice-three]=$SLUICE_THREE_ADMIN [sluice-waf-norules]=$SLUICE_WAF_ADMIN
+)
+declare -A CHAIN_OF=(
+    [sluice-empty]=empty [sluice-one]=one [sluice-three]=three [sluice-waf-norules]=waf-norules
+)
+# BEFORE_BIN: each Sluice target gets a twin, NAME-before, run by that binary, just before it.
+if [[ -n $BEFORE_BIN ]]; then
+    with_before=""
+    i=0
+    for name in $TARGETS; do
+        if [[ -n ${CHAIN_OF[$name]:-} ]]; then
+            PORT_OF[$name-before]=$((BEFORE_PORT + i))
+            ADMIN_OF[$name-before]=$((BEFORE_ADMIN + i))
+            CHAIN_OF[$name-before]=${CHAIN_OF[$name]}
+            with_before+=" $name-before"
+            i=$((i + 1))
+        fi
+        with_before+=" $name"
+    done
+    TARGETS=${with_before# }
+fi
 
 start_nginx() {
     local dir="$TMP/nginx" conf="$TMP/nginx.conf"
@@ -73,53 +132,266 @@ start_bare_pingora() {
         --upstream "127.0.0.1:$ORIGIN_PORT" --threads "$THREADS"
 }
 
-# start_sluice_empty POLICY_PATH / start_sluice_two_filters POLICY_PATH: Sluice with no
-# filter, or with a chain of two header filters (both edit headers and tag the chain,
-# x-sluice-chain, on the request and on the response).
-start_sluice_empty() {
-    start_sluice_bench sluice-empty "$1" "$SLUICE_EMPTY_PORT" "$SLUICE_EMPTY_ADMIN" empty
-}
-start_sluice_two_filters() {
-    start_sluice_bench sluice-two "$1" "$SLUICE_TWO_PORT" "$SLUICE_TWO_ADMIN" two
+# start_sluice NAME: Sluice on its policy ($TMP/policy-NAME.toml, chain CHAIN_OF[NAME]).
+start_sluice() {
+    local name=$1
+    start_sluice_bench "$name" "$TMP/policy-$name.toml" "${PORT_OF[$name]}" "${ADMIN_OF[$name]}" \
+        "${CHAIN_OF[$name]}"
 }
 
-# ---------------------------------------------------------------- wrk
-
-NGINX_RPS=""
-
-# bench_target NAME PORT: warm-up, measured run, one row (called by run_target).
-bench_target() {
-    local name=$1 port=$2 url
-    url="http://127.0.0.1:$port$BENCH_PATH"
-    log "$name: warm-up $WARMUP, then $DURATION with $CONNECTIONS connections ($url)"
-    wrk_row "$name" "$TMP/wrk-$name.txt" -t"$WRK_THREADS" -c"$CONNECTIONS" "$url" || return 0
-    [[ $name == nginx ]] && NGINX_RPS=$WRK_RPS
-    ROWS+=("$name|$WRK_RPS|$WRK_P50 ms|$WRK_P99 ms|")
-}
-
-print_table() {
-    local row name rps p50 p99 ratio
-    {
-        echo "| target | rps | p50 | p99 | rps vs nginx |"
-        echo "|---|---:|---:|---:|---:|"
-        for row in "${ROWS[@]}"; do
-            IFS='|' read -r name rps p50 p99 ratio <<<"$row"
-            if [[ -z $ratio ]]; then
-                if [[ -n $NGINX_RPS && $NGINX_RPS != 0 ]]; then
-                    ratio=$(awk -v a="$rps" -v b="$NGINX_RPS" 'BEGIN { printf "%.2fx", a / b }')
-                else
-                    ratio="n/a"
-                fi
+# can_start NAME: true when NAME's binary and modules exist (else a skipped row).
+can_start() {
+    case $1 in
+        nginx)
+            if [[ $SKIP_NGINX == 1 ]]; then
+                skip_row nginx "SKIP_NGINX=1"
+                return 1
             fi
-            echo "| $name | $rps | $p50 | $p99 | $ratio |"
-        done
-        if ((${#NOTES[@]} > 0)); then
-            echo
-            for row in "${NOTES[@]}"; do
-                echo "- $row"
-            done
+            command -v nginx >/dev/null || {
+                skip_row nginx "nginx not installed: apt-get install nginx-light"
+                return 1
+            }
+            ;;
+        bare-pingora)
+            [[ -x $REL/bare-pingora ]] || {
+                skip_row bare-pingora "$REL/bare-pingora missing"
+                return 1
+            }
+            ;;
+        sluice-*)
+            local bin=$SLUICE_BIN module="" base=${1%-before}
+            [[ $1 == *-before ]] && bin=$BEFORE_BIN
+            if [[ $SKIP_SLUICE == 1 ]]; then
+                skip_row "$1" "SKIP_SLUICE=1"
+                return 1
+            fi
+            [[ -x $bin ]] || {
+                skip_row "$1" "$bin missing"
+                return 1
+            }
+            [[ $base == sluice-one || $base == sluice-three ]] && module=$FILTERS_OUT/headers.wasm
+            [[ $base == sluice-waf-norules ]] && module=$FILTERS_OUT/waf.wasm
+            if [[ -n $module && ! -f $module ]]; then
+                skip_row "$1" "$module missing (run filters/build.sh)"
+                return 1
+            fi
+            ;;
+    esac
+}
+
+# start_target NAME: starts NAME and waits until it proxies to the origin.
+start_target() {
+    local name=$1
+    case $name in
+        origin) return 0 ;; # started first, always
+        nginx) start_nginx ;;
+        bare-pingora) start_bare_pingora ;;
+        sluice-*-before) SLUICE_BIN=$BEFORE_BIN start_sluice "$name" ;;
+        sluice-*) start_sluice "$name" ;;
+        *) die "unknown target $name" ;;
+    esac || return 1
+    READY_SECS=60 wait_ready "$name" "http://127.0.0.1:${PORT_OF[$name]}/healthz"
+}
+
+# ---------------------------------------------------------------- one measured run
+
+HZ=$(getconf CLK_TCK)
+declare -A REQS=() TICKS=() RPS_L=() P50_L=() P99_L=() CPU_L=() FAILED=()
+
+# measure NAME ROUND: warm-up, then one measured wrk run of NAME, with the CPU ticks of
+# its server's process tree around it; adds to NAME's per-round lists and totals.
+measure() {
+    local name=$1 round=$2 url out t0 t1 rc=0 rps p50 p99 n errs
+    url="http://127.0.0.1:${PORT_OF[$name]}$BENCH_PATH"
+    out="$TMP/wrk-$name-r$round.txt"
+    log "round $round/$ROUNDS, $name: warm-up $WARMUP, then $DURATION, -t$WRK_THREADS -c$CONNECTIONS"
+    wrk_warmup "$out" -t"$WRK_THREADS" -c"$CONNECTIONS" "$url"
+    t0=$(proc_ticks "${PID_OF[$name]}")
+    wrk_measure "$out" -t"$WRK_THREADS" -c"$CONNECTIONS" "$url" || rc=$?
+    t1=$(proc_ticks "${PID_OF[$name]}")
+    rps=$(wrk_stat "$out" rps)
+    p50=$(wrk_stat "$out" p50)
+    p99=$(wrk_stat "$out" p99)
+    n=$(wrk_stat "$out" requests)
+    if ((rc != 0)) || [[ -z $rps || -z $p50 || -z $p99 || -z $n ]]; then
+        note "$name, round $round: wrk failed or its output did not parse, see $out"
+        FAILED[$name]=1
+        return 0
+    fi
+    errs=$(wrk_stat "$out" errors)
+    [[ -z $errs ]] || note "$name, round $round: $errs"
+    REQS[$name]=$((${REQS[$name]:-0} + n))
+    TICKS[$name]=$((${TICKS[$name]:-0} + t1 - t0))
+    RPS_L[$name]+="$rps "
+    P50_L[$name]+="$(to_ms "$p50") "
+    P99_L[$name]+="$(to_ms "$p99") "
+    CPU_L[$name]+="$(us_per_request $((t1 - t0)) "$n") "
+}
+
+# ---------------------------------------------------------------- profile (PROFILE=1)
+
+declare -A SYS_PER=() ALLOC_PER=() REALLOC_PER=() ALLOC_BY=() FUNCS_NOTED=()
+
+# per_request COUNT REQUESTS: COUNT / REQUESTS, 1 decimal (n/a when either is missing).
+per_request() {
+    awk -v c="$1" -v n="$2" 'BEGIN { if (c != "" && n > 0) printf "%.1f", c / n; else print "n/a" }'
+}
+
+# profile NAME: one PROFILE_DURATION wrk run under `perf stat -e raw_syscalls:sys_enter`,
+# one under the allocation uprobes; counts over the server's process tree, per request.
+profile() {
+    local name=$1 url pids out n count realloc
+    url="http://127.0.0.1:${PORT_OF[$name]}$BENCH_PATH"
+    pids=$(proc_tree_pids "${PID_OF[$name]}")
+    log "profile $name (pids $pids): syscalls, then allocations, $PROFILE_DURATION each"
+    wrk_warmup "$TMP/prof-$name.txt" -t"$WRK_THREADS" -c"$CONNECTIONS" "$url"
+
+    out="$TMP/perf-sys-$name.csv"
+    if perf_stat_run "$out" raw_syscalls:sys_enter "$pids" \
+        wrk -d"$PROFILE_DURATION" -t"$WRK_THREADS" -c"$CONNECTIONS" "$url" >"$TMP/prof-sys-$name.txt" 2>&1; then
+        n=$(wrk_stat "$TMP/prof-sys-$name.txt" requests)
+        SYS_PER[$name]=$(per_request "$(perf_stat_sum "$out" raw_syscalls:sys_enter)" "$n")
+    else
+        note "$name: the syscall run failed, see $TMP/prof-sys-$name.txt and $out.err"
+    fi
+
+    if ! alloc_probe_setup "${PID_OF[$name]}"; then
+        note "$name: no allocation probe (allocator of pid ${PID_OF[$name]} not found or perf probe failed)"
+        return 0
+    fi
+    ALLOC_BY[$name]=$ALLOC_WHAT
+    if [[ -z ${FUNCS_NOTED[$ALLOC_FUNCS]:-} ]]; then
+        FUNCS_NOTED[$ALLOC_FUNCS]=1
+        note "allocation probes: $ALLOC_FUNCS"
+    fi
+    out="$TMP/perf-alloc-$name.csv"
+    if perf_stat_run "$out" "$ALLOC_EVENTS${REALLOC_EVENTS:+,$REALLOC_EVENTS}" "$pids" \
+        wrk -d"$PROFILE_DURATION" -t"$WRK_THREADS" -c"$CONNECTIONS" "$url" >"$TMP/prof-alloc-$name.txt" 2>&1; then
+        n=$(wrk_stat "$TMP/prof-alloc-$name.txt" requests)
+        count=$(perf_stat_sum "$out" "$ALLOC_EVENTS")
+        ALLOC_PER[$name]=$(per_request "$count" "$n")
+        realloc=""
+        [[ -z $REALLOC_EVENTS ]] || realloc=$(perf_stat_sum "$out" "$REALLOC_EVENTS")
+        REALLOC_PER[$name]=$(per_request "$realloc" "$n")
+    else
+        note "$name: the allocation run failed, see $TMP/prof-alloc-$name.txt and $out.err"
+    fi
+}
+
+# ---------------------------------------------------------------- report
+
+# cpu_of NAME: NAME's CPU us per request over all rounds (empty when not measured).
+cpu_of() {
+    [[ -n ${REQS[$1]:-} ]] || return 0
+    us_per_request "${TICKS[$1]}" "${REQS[$1]}"
+}
+med() { tr ' ' '\n' <<<"${1:-}" | awk 'NF' | median; }
+# ratio A B: A / B with 2 decimals and an x (n/a when either is missing).
+ratio() {
+    awk -v a="$1" -v b="$2" 'BEGIN { if (a ~ /^[0-9.]+$/ && b ~ /^[0-9.]+$/ && b > 0) printf "%.2fx", a / b; else print "n/a" }'
+}
+# diff A B [DIV]: (A - B) / DIV, 1 decimal, signed (n/a when either is missing).
+diff_per() {
+    awk -v a="$1" -v b="$2" -v d="${3:-1}" 'BEGIN { if (a ~ /^[0-9.]+$/ && b ~ /^[0-9.]+$/) printf "%+.1f", (a - b) / d; else print "n/a" }'
+}
+# goal LABEL VALUE OP LIMIT: "LABEL: VALUE (goal OP LIMIT: met|not met)".
+goal() {
+    local verdict
+    verdict=$(awk -v v="${2%x}" -v op="$3" -v l="${4%x}" 'BEGIN {
+        if (v !~ /^[-+]?[0-9.]+$/) { print "not measured"; exit }
+        ok = (op == "<=") ? (v + 0 <= l + 0) : (v + 0 >= l + 0); print ok ? "met" : "NOT met" }')
+    echo "- $1: $2 (goal $3 $4: $verdict)"
+}
+
+# cost_line LABEL A B [DIV]: one line of the added-cost table: (A − B) / DIV in CPU µs,
+# syscalls and allocations per request.
+cost_line() {
+    echo "| $1 | $(diff_per "$(cpu_of "$2")" "$(cpu_of "$3")" "${4:-1}") | $(diff_per "${SYS_PER[$2]:-}" "${SYS_PER[$3]:-}" "${4:-1}") | $(diff_per "${ALLOC_PER[$2]:-}" "${ALLOC_PER[$3]:-}" "${4:-1}") |"
+}
+
+# added_costs SUFFIX: the added-cost table of the Sluice rows named sluice-*SUFFIX.
+added_costs() {
+    local x=$1
+    echo
+    echo "| added cost${x:+ ($BEFORE_BIN)} | CPU µs/req | syscalls/req | allocations/req |"
+    echo "|---|---:|---:|---:|"
+    cost_line "Sluice over bare Pingora (sluice-empty$x − bare-pingora)" "sluice-empty$x" bare-pingora
+    cost_line "one headers filter (sluice-one$x − sluice-empty$x)" "sluice-one$x" "sluice-empty$x"
+    cost_line "per filter in a chain of three ((sluice-three$x − sluice-empty$x) / 3)" "sluice-three$x" "sluice-empty$x" 3
+    cost_line "each filter after the first ((sluice-three$x − sluice-one$x) / 2)" "sluice-three$x" "sluice-one$x" 2
+    cost_line "WAF filter, no rule (sluice-waf-norules$x − sluice-empty$x)" "sluice-waf-norules$x" "sluice-empty$x"
+}
+
+# before_after: each Sluice row of $SLUICE_BIN against the same row of $BEFORE_BIN.
+before_after() {
+    local base b a
+    echo
+    echo "| before → after | CPU µs/req | CPU change | rps | syscalls/req | allocations/req |"
+    echo "|---|---:|---:|---:|---:|---:|"
+    for base in sluice-empty sluice-one sluice-three sluice-waf-norules; do
+        b=$base-before a=$base
+        [[ -n ${REQS[$a]:-} && -n ${REQS[$b]:-} ]] || continue
+        echo "| $base | $(cpu_of "$b") → $(cpu_of "$a") | $(awk -v x="$(cpu_of "$b")" -v y="$(cpu_of "$a")" 'BEGIN { printf "%+.1f%%", 100 * (y - x) / x }') | $(printf '%.0f' "$(med "${RPS_L[$b]}")") → $(printf '%.0f' "$(med "${RPS_L[$a]}")") | ${SYS_PER[$b]:-n/a} → ${SYS_PER[$a]:-n/a} | ${ALLOC_PER[$b]:-n/a} → ${ALLOC_PER[$a]:-n/a} |"
+    done
+}
+
+print_report() {
+    local name r row rps p50 p99 cpu rounds nginx_cpu nginx_rps nginx_p99
+    nginx_cpu=$(cpu_of nginx)
+    nginx_rps=$(med "${RPS_L[nginx]:-}")
+    nginx_p99=$(med "${P99_L[nginx]:-}")
+    echo "| target | rps | p50 | p99 | CPU µs/req | CPU µs/req by round | CPU vs nginx | rps vs nginx | p99 vs nginx | idle CPU ms/s |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    for name in $TARGETS; do
+        row=""
+        for r in "${ROWS[@]}"; do [[ ${r%%|*} == "$name" ]] && row=$r; done
+        if [[ -n $row || -z ${REQS[$name]:-} ]]; then
+            echo "| $name | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a | ${IDLE[$name]:-n/a} |"
+            continue
         fi
-    } | tee "$RESULTS"
+        rps=$(printf '%.0f' "$(med "${RPS_L[$name]}")")
+        p50=$(printf '%.2f' "$(med "${P50_L[$name]}")")
+        p99=$(printf '%.2f' "$(med "${P99_L[$name]}")")
+        cpu=$(cpu_of "$name")
+        rounds=$(echo ${CPU_L[$name]} | sed 's/ /, /g')
+        echo "| $name | $rps | $p50 ms | $p99 ms | $cpu | $rounds | $(ratio "$cpu" "$nginx_cpu") | $(ratio "$rps" "$nginx_rps") | $(ratio "$p99" "$nginx_p99") | ${IDLE[$name]:-n/a} |"
+    done
+
+    if [[ $PROFILE == 1 ]]; then
+        echo
+        echo "| target | syscalls/req | allocations/req | reallocations/req | allocator probed |"
+        echo "|---|---:|---:|---:|---|"
+        for name in $TARGETS; do
+            [[ -n ${PID_OF[$name]:-}${SYS_PER[$name]:-} ]] || continue
+            echo "| $name | ${SYS_PER[$name]:-n/a} | ${ALLOC_PER[$name]:-n/a} | ${REALLOC_PER[$name]:-n/a} | ${ALLOC_BY[$name]:-n/a} |"
+        done
+    fi
+
+    added_costs ""
+    [[ -z $BEFORE_BIN ]] || added_costs -before
+    [[ -z $BEFORE_BIN ]] || before_after
+    local e o t w
+    e=$(cpu_of sluice-empty) o=$(cpu_of sluice-one) t=$(cpu_of sluice-three) w=$(cpu_of sluice-waf-norules)
+    echo
+    echo "Goals of #18:"
+    goal "sluice-empty CPU per request vs nginx" "$(ratio "$e" "$nginx_cpu")" "<=" 1.5x
+    goal "sluice-empty rps vs nginx" "$(ratio "$(med "${RPS_L[sluice-empty]:-}")" "$nginx_rps")" ">=" 0.8x
+    goal "sluice-empty p99 vs nginx" "$(ratio "$(med "${P99_L[sluice-empty]:-}")" "$nginx_p99")" "<=" 1.5x
+    goal "one headers filter adds (µs CPU)" "$(diff_per "$o" "$e")" "<=" 2
+    goal "each filter of three adds (µs CPU)" "$(diff_per "$t" "$e" 3)" "<=" 2
+    goal "WAF with no rules adds (µs CPU)" "$(diff_per "$w" "$e")" "<=" 5
+    if [[ $PROFILE == 1 ]]; then
+        goal "allocations per request, sluice-empty" "${ALLOC_PER[sluice-empty]:-n/a}" "<=" 20
+    fi
+
+    if ((${#NOTES[@]} > 0)); then
+        echo
+        for row in "${NOTES[@]}"; do
+            echo "- $row"
+        done
+    fi
+    echo
+    echo "Command: ${BEFORE_BIN:+BEFORE_BIN=$BEFORE_BIN }ROUNDS=$ROUNDS PROFILE=$PROFILE THREADS=$THREADS ORIGIN_THREADS=$ORIGIN_THREADS WRK_THREADS=$WRK_THREADS CONNECTIONS=$CONNECTIONS DURATION=$DURATION WARMUP=$WARMUP BENCH_PATH=$BENCH_PATH BUILD=$BUILD bash bench/run.sh"
 }
 
 # ---------------------------------------------------------------- main
@@ -148,15 +420,28 @@ if [[ $BUILD == 1 ]]; then
     fi
 fi
 [[ -x $REL/sluice-origin ]] || die "$REL/sluice-origin missing (run with BUILD=1)"
+[[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive integer"
 
-check_ports "$ORIGIN_PORT" "$NGINX_PORT" "$BARE_PORT" "$SLUICE_EMPTY_PORT" "$SLUICE_TWO_PORT" \
-    "$SLUICE_EMPTY_ADMIN" "$SLUICE_TWO_ADMIN"
+ports=()
+for name in $TARGETS; do
+    [[ -n ${PORT_OF[$name]:-} ]] || die "unknown target $name (TARGETS)"
+    ports+=("${PORT_OF[$name]}")
+    [[ -z ${ADMIN_OF[$name]:-} ]] || ports+=("${ADMIN_OF[$name]}")
+done
+check_ports "$ORIGIN_PORT" "${ports[@]}"
+
+if [[ $PROFILE == 1 ]] && ! perf_usable; then
+    note "PROFILE=1: $PERF_WHY; no syscall or allocation counts"
+    PROFILE=0
+fi
 
 log "results and logs: $TMP"
 {
     env_lines
-    echo "wrk:      -t$WRK_THREADS -c$CONNECTIONS -d$DURATION --latency (warm-up $WARMUP), path $BENCH_PATH"
+    echo "wrk:      -t$WRK_THREADS -c$CONNECTIONS -d$DURATION --latency (warm-up $WARMUP), path $BENCH_PATH, $ROUNDS interleaved rounds"
     echo "threads:  proxies $THREADS, origin $ORIGIN_THREADS"
+    echo "sluice:   $SLUICE_BIN ($(stat -c '%y' "$SLUICE_BIN" 2>/dev/null | cut -d. -f1 || echo missing))"
+    [[ -z $BEFORE_BIN ]] || echo "before:   $BEFORE_BIN ($(stat -c '%y' "$BEFORE_BIN" 2>/dev/null | cut -d. -f1 || echo missing)), rows sluice-*-before"
 } | tee "$TMP/env.txt" >&2
 
 # Other work on the machine skews everything: measure how busy it is first.
@@ -164,22 +449,68 @@ warn_if_busy
 
 start_origin
 wait_ready origin "http://127.0.0.1:$ORIGIN_PORT/healthz" || die "the origin did not start"
-bench_target origin "$ORIGIN_PORT"
-still_running origin || true
 
-run_nginx_target "$NGINX_PORT" start_nginx
+# Every server starts once and stays up for all rounds.
+active=()
+for name in $TARGETS; do
+    can_start "$name" || continue
+    if start_target "$name"; then
+        active+=("$name")
+    else
+        skip_row "$name" "did not start, see $TMP/$name.log"
+        stop "$name"
+    fi
+done
+log "targets: ${active[*]}"
 
-if [[ ! -x $REL/bare-pingora ]]; then
-    skip_row bare-pingora "$REL/bare-pingora missing"
-else
-    run_target bare-pingora "$BARE_PORT" start_bare_pingora
+# What each server burns with no traffic (timers, background threads), all at once: it is
+# part of every CPU-per-request figure below (and runs while the other targets are measured).
+declare -A IDLE=()
+if ((IDLE_SECS > 0)); then
+    log "idle CPU: ${IDLE_SECS}s with no traffic"
+    for name in "${active[@]}"; do IDLE[$name]=$(proc_ticks "${PID_OF[$name]}"); done
+    sleep "$IDLE_SECS"
+    for name in "${active[@]}"; do
+        IDLE[$name]=$(awk -v d="$(($(proc_ticks "${PID_OF[$name]}") - ${IDLE[$name]}))" -v hz="$HZ" -v s="$IDLE_SECS" \
+            'BEGIN { printf "%.1f", 1000 * d / hz / s }')
+    done
 fi
 
-run_sluice_targets "$SLUICE_EMPTY_PORT" "$SLUICE_TWO_PORT"
+for ((round = 1; round <= ROUNDS; round++)); do
+    # rotate the order by one each round: no target always runs first or last
+    n=${#active[@]}
+    for ((i = 0; i < n; i++)); do
+        name=${active[$(((i + round - 1) % n))]}
+        [[ -z ${FAILED[$name]:-} ]] || continue
+        if ! still_running origin; then
+            die "the origin exited, see $TMP/origin.log"
+        fi
+        if ! still_running "$name"; then
+            FAILED[$name]=1
+            continue
+        fi
+        measure "$name" "$round"
+    done
+done
 
+if [[ $PROFILE == 1 ]]; then
+    for name in "${active[@]}"; do
+        [[ -z ${FAILED[$name]:-} ]] || continue
+        still_running "$name" || continue
+        profile "$name"
+    done
+fi
+
+for name in "${active[@]}"; do
+    stop "$name"
+done
 stop origin
+alloc_probes_cleanup
 
+{
+    cat "$TMP/env.txt"
+    echo
+    print_report
+} | tee "$RESULTS"
 echo
-print_table
-echo
-log "raw wrk outputs, logs, policies and results.md: $TMP"
+log "raw wrk outputs, perf counts, logs, policies and results.md: $TMP"
