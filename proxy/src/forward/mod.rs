@@ -61,9 +61,12 @@ impl Forwarder {
     /// Serves one request of an HTTP/1 connection: reads its head, proxies it, and
     /// gives the connection back when it can carry another. `app` (pingora-proxy)
     /// takes the requests this loop leaves to it ([`handoff`]).
+    ///
+    /// `shell` is the connection's [`Shell`], kept across its requests.
     pub async fn serve<A>(
         &self,
         mut downstream: ServerSession,
+        shell: &mut Shell,
         shutdown: &ShutdownWatch,
         app: &Arc<A>,
     ) -> Option<ReusedHttpStream>
@@ -105,12 +108,10 @@ impl Forwarder {
                 .req_header_mut()
                 .remove_header(&http::header::EXPECT);
         }
-        // pingora-proxy's session type, which the hooks take; its placeholder head is
-        // kept and swapped back at the end (no allocation per request for it).
-        let mut session = Session::new_h1(placeholder_stream());
+        let session = shell.session();
         let placeholder = std::mem::replace(&mut *session.downstream_session, downstream);
         let mut ctx = self.sluice.new_ctx();
-        let reuse = self.run(&mut session, &mut ctx).await;
+        let reuse = self.run(session, &mut ctx).await;
         let downstream = std::mem::replace(&mut *session.downstream_session, placeholder);
         if !reuse {
             return None;
@@ -197,8 +198,19 @@ fn expects_continue(session: &mut ServerSession) -> bool {
         && !session.is_body_empty()
 }
 
-/// A stream that is never read: the session the hooks' type is built around until
-/// the real one takes its place.
-fn placeholder_stream() -> Stream {
-    Box::new(Cursor::new(Vec::new()))
+/// pingora-proxy's session type, which the hooks take, built once per connection: it
+/// holds a placeholder HTTP session that each request's real one replaces while the
+/// request runs (the rest of it, cache and module state, stays unused here), so a
+/// keep-alive request allocates none of it.
+#[derive(Default)]
+pub struct Shell(Option<Session>);
+
+impl Shell {
+    fn session(&mut self) -> &mut Session {
+        self.0.get_or_insert_with(|| {
+            // A stream that is never read or written.
+            let placeholder: Stream = Box::new(Cursor::new(Vec::new()));
+            Session::new_h1(placeholder)
+        })
+    }
 }

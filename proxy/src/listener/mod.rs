@@ -38,7 +38,7 @@ use tokio::time::Instant;
 
 pub use limits::{fd_ceiling, LimitRefusal, Tracker};
 
-use crate::forward::Forwarder;
+use crate::forward::{Forwarder, Shell};
 use crate::metrics::metrics;
 use crate::policy::Timeouts;
 use crate::snapshot::Live;
@@ -236,6 +236,7 @@ where
         shutdown: &ShutdownWatch,
     ) {
         let mut settings = None;
+        let mut shell = Shell::default();
         loop {
             let mut session = ServerSession::new_http1(stream);
             if let Some(s) = settings.take() {
@@ -258,7 +259,7 @@ where
             });
             let served = REQUEST.scope(
                 slot.clone(),
-                self.forwarder.serve(session, shutdown, &self.app),
+                self.forwarder.serve(session, &mut shell, shutdown, &self.app),
             );
             let head_timer = async {
                 tokio::time::sleep_until(head_deadline).await;
