@@ -149,8 +149,8 @@ impl Forwarder {
                 Some(e) => {
                     // A body partly or wholly streamed from the client is gone: no
                     // other peer can get it whole.
-                    let retry = e.retry()
-                        && (ctx.body_held() || session.as_ref().body_bytes_read() == 0);
+                    let retry =
+                        e.retry() && (ctx.body_held() || session.as_ref().body_bytes_read() == 0);
                     if retry {
                         tracing::debug!(error = %e, "retrying on another peer");
                     }

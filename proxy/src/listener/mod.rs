@@ -259,7 +259,8 @@ where
             });
             let served = REQUEST.scope(
                 slot.clone(),
-                self.forwarder.serve(session, &mut shell, shutdown, &self.app),
+                self.forwarder
+                    .serve(session, &mut shell, shutdown, &self.app),
             );
             let head_timer = async {
                 tokio::time::sleep_until(head_deadline).await;

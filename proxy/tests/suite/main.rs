@@ -47,6 +47,7 @@ mod check;
 mod deploy;
 mod edge;
 mod envoy;
+mod forward;
 mod hardening;
 mod hostcall_fuzz;
 mod image;
