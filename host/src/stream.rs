@@ -73,7 +73,16 @@ impl HeaderMap {
 
     fn name_of(&self, e: &Entry) -> &str {
         // Names are copied from `&str`s and only ASCII-lowercased: always UTF-8.
-        std::str::from_utf8(&self.buf[e.name..e.name + e.name_len]).unwrap_or_default()
+        std::str::from_utf8(self.name_bytes(e)).unwrap_or_default()
+    }
+
+    fn name_bytes(&self, e: &Entry) -> &[u8] {
+        &self.buf[e.name..e.name + e.name_len]
+    }
+
+    /// True when entry `e` is named `name` (names are stored lowercase).
+    fn is_named(&self, e: &Entry, name: &[u8]) -> bool {
+        e.name_len == name.len() && self.name_bytes(e).eq_ignore_ascii_case(name)
     }
 
     fn value_of(&self, e: &Entry) -> &[u8] {
@@ -122,50 +131,80 @@ impl HeaderMap {
 
     /// The first value of `name`, if any.
     pub fn get(&self, name: &str) -> Option<&[u8]> {
-        self.iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v)
+        let name = name.as_bytes();
+        self.entries
+            .iter()
+            .find(|e| self.is_named(e, name))
+            .map(|e| self.value_of(e))
+    }
+
+    /// The values of `name`, in order.
+    pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + Clone + 'a {
+        self.entries
+            .iter()
+            .filter(move |e| self.is_named(e, name.as_bytes()))
+            .map(|e| self.value_of(e))
+    }
+
+    /// Length of all values of `name` joined with ", " ([`HeaderMap::get_joined`]), if any.
+    pub fn joined_len(&self, name: &str) -> Option<usize> {
+        let mut vals = self.get_all(name);
+        let first = vals.next()?.len();
+        Some(vals.fold(first, |n, v| n + 2 + v.len()))
+    }
+
+    /// Writes all values of `name` joined with ", " into `out`, which is
+    /// [`HeaderMap::joined_len`] bytes long.
+    pub fn write_joined(&self, name: &str, out: &mut [u8]) {
+        let mut at = 0;
+        for (i, v) in self.get_all(name).enumerate() {
+            if i > 0 {
+                out[at..at + 2].copy_from_slice(b", ");
+                at += 2;
+            }
+            out[at..at + v.len()].copy_from_slice(v);
+            at += v.len();
+        }
     }
 
     /// All values of `name` joined with ", " (how Envoy answers a multi-valued get).
     pub fn get_joined(&self, name: &str) -> Option<Vec<u8>> {
-        let mut vals = self.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name));
-        let first = vals.next()?.1.to_vec();
-        Some(vals.fold(first, |mut acc, (_, v)| {
-            acc.extend_from_slice(b", ");
-            acc.extend_from_slice(v);
-            acc
-        }))
+        let mut out = vec![0; self.joined_len(name)?];
+        self.write_joined(name, &mut out);
+        Some(out)
     }
 
     /// Replaces every value of `name` with one value (adds it when absent).
     pub fn set(&mut self, name: &str, value: Vec<u8>) {
-        let name = name.to_ascii_lowercase();
-        let found = self.iter().position(|(k, _)| k == name);
-        match found {
-            Some(i) => {
-                let old = self.entries[i];
-                let at = self.buf.len();
-                self.buf.extend_from_slice(&value);
-                self.entries[i].value = at;
-                self.entries[i].value_len = value.len();
-                let mut freed = old.value_len;
-                let mut j = 0;
-                let entries = std::mem::take(&mut self.entries);
-                let mut kept = Vec::with_capacity(entries.len());
-                for e in entries {
-                    j += 1;
-                    if j - 1 <= i || self.name_of(&e) != name {
-                        kept.push(e);
-                    } else {
-                        freed += e.name_len + e.value_len;
-                    }
-                }
-                self.entries = kept;
-                self.dropped(freed);
+        self.set_bytes(name, &value);
+    }
+
+    /// Replaces every value of `name` with `value` (adds it when absent): the first
+    /// entry keeps its place, the others go.
+    pub fn set_bytes(&mut self, name: &str, value: &[u8]) {
+        let key = name.as_bytes();
+        let Some(i) = self.entries.iter().position(|e| self.is_named(e, key)) else {
+            self.append(name, value);
+            return;
+        };
+        let at = self.buf.len();
+        self.buf.extend_from_slice(value);
+        let mut freed = self.entries[i].value_len;
+        self.entries[i].value = at;
+        self.entries[i].value_len = value.len();
+        let (buf, entries) = (&self.buf, &mut self.entries);
+        let mut j = 0;
+        entries.retain(|e| {
+            j += 1;
+            let same = j - 1 > i
+                && e.name_len == key.len()
+                && buf[e.name..e.name + e.name_len].eq_ignore_ascii_case(key);
+            if same {
+                freed += e.name_len + e.value_len;
             }
-            None => self.append(&name, &value),
-        }
+            !same
+        });
+        self.dropped(freed);
     }
 
     /// Appends a value for `name`.
@@ -175,17 +214,17 @@ impl HeaderMap {
 
     /// Removes every value of `name`.
     pub fn remove(&mut self, name: &str) {
+        let key = name.as_bytes();
         let mut freed = 0;
-        let entries = std::mem::take(&mut self.entries);
-        let mut kept = Vec::with_capacity(entries.len());
-        for e in entries {
-            if self.name_of(&e).eq_ignore_ascii_case(name) {
+        let (buf, entries) = (&self.buf, &mut self.entries);
+        entries.retain(|e| {
+            let same = e.name_len == key.len()
+                && buf[e.name..e.name + e.name_len].eq_ignore_ascii_case(key);
+            if same {
                 freed += e.name_len + e.value_len;
-            } else {
-                kept.push(e);
             }
-        }
-        self.entries = kept;
+            !same
+        });
         if freed > 0 {
             self.dropped(freed);
         }

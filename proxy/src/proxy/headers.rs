@@ -41,8 +41,9 @@ pub(super) fn request_map(req: &RequestHeader, host: &str, tls: bool) -> HeaderM
         .sum::<usize>()
         + path.len()
         + method.len()
-        + 64;
-    let mut map = HeaderMap::with_capacity(4 + req.headers.len(), bytes);
+        + 128;
+    // Room for a few edits (they append) without growing.
+    let mut map = HeaderMap::with_capacity(8 + req.headers.len(), bytes);
     map.append(":authority", authority);
     map.append(":path", path.as_bytes());
     map.append(":method", method.as_bytes());
@@ -60,8 +61,9 @@ pub(super) fn response_map(resp: &ResponseHeader) -> HeaderMap {
         .iter()
         .map(|(k, v)| k.as_str().len() + v.len())
         .sum::<usize>()
-        + 16;
-    let mut map = HeaderMap::with_capacity(1 + resp.headers.len(), bytes);
+        + 128;
+    // Room for a few edits (they append) without growing.
+    let mut map = HeaderMap::with_capacity(5 + resp.headers.len(), bytes);
     map.append(":status", resp.status.as_str().as_bytes());
     for (k, v) in resp.headers.iter() {
         map.append(k.as_str(), v.as_bytes());
@@ -87,23 +89,92 @@ pub(super) fn check_request_headers(
     )
 }
 
-/// Writes the filters' request headers back into Pingora's request.
-pub(super) fn apply_request(map: &HeaderMap, req: &mut RequestHeader) -> Result<()> {
-    let names: Vec<_> = req.headers.keys().cloned().collect();
-    for n in names {
-        req.remove_header(&n);
+/// The regular (not pseudo) entries of a filter map.
+fn regular(map: &HeaderMap) -> impl Iterator<Item = (&str, &[u8])> + Clone {
+    map.iter().filter(|(k, _)| !k.starts_with(':'))
+}
+
+/// What to change in `headers` (Pingora's; `Host` aside: it is `:authority`) to bring
+/// it in line with the regular entries of `map`: the names the filters removed, and the
+/// names whose values they changed (replaced whole, in the map's order). `None` when
+/// nothing changed. A filter that edits one header costs one removal and one append,
+/// not a rebuild of the head, whose other names keep their case and place.
+fn changes<'m>(
+    map: &'m HeaderMap,
+    headers: &http::HeaderMap,
+) -> Option<(Vec<http::HeaderName>, Vec<&'m str>)> {
+    let theirs = headers.iter().filter(|(k, _)| *k != http::header::HOST);
+    let same = regular(map)
+        .map(|(k, v)| (k.as_bytes(), v))
+        .eq(theirs.map(|(k, v)| (k.as_str().as_bytes(), v.as_bytes())));
+    if same {
+        return None;
     }
-    for (k, v) in map.iter() {
+    let mut edits: Vec<&str> = Vec::new();
+    for (i, (k, _)) in regular(map).enumerate() {
+        if regular(map).take(i).any(|(p, _)| p == k) {
+            continue;
+        }
+        let want = regular(map).filter(|(n, _)| *n == k).map(|(_, v)| v);
+        let have = headers.get_all(k).iter().map(|v| v.as_bytes());
+        if !want.eq(have) {
+            edits.push(k);
+        }
+    }
+    let gone = headers
+        .keys()
+        .filter(|k| **k != http::header::HOST && !regular(map).any(|(n, _)| n == k.as_str()))
+        .cloned()
+        .collect();
+    Some((gone, edits))
+}
+
+/// The values of `name` in `map`.
+fn values_of<'m>(map: &'m HeaderMap, name: &'m str) -> impl Iterator<Item = &'m [u8]> + 'm {
+    regular(map)
+        .filter(move |(n, _)| *n == name)
+        .map(|(_, v)| v)
+}
+
+/// Writes the filters' request headers back into Pingora's request (only what they
+/// changed).
+pub(super) fn apply_request(map: &HeaderMap, req: &mut RequestHeader) -> Result<()> {
+    let (mut method, mut path, mut authority) = (None, None, None);
+    for (k, v) in map.iter().filter(|(k, _)| k.starts_with(':')) {
         match k {
-            ":method" => req.set_method(
-                http::Method::from_bytes(v).map_err(|_| bad("filter set a bad :method"))?,
-            ),
-            ":path" => {
-                req.set_uri(http::Uri::try_from(v).map_err(|_| bad("filter set a bad :path"))?)
-            }
-            ":authority" => req.insert_header(http::header::HOST, v)?,
-            k if k.starts_with(':') => {}
-            k => {
+            ":method" => method = Some(v),
+            ":path" => path = Some(v),
+            ":authority" => authority = Some(v),
+            _ => {}
+        }
+    }
+    if let Some(v) = method.filter(|v| *v != req.method.as_str().as_bytes()) {
+        req.set_method(http::Method::from_bytes(v).map_err(|_| bad("filter set a bad :method"))?);
+    }
+    if let Some(v) = path {
+        // An absolute-form target is rewritten to `:path` (origin-form) as before.
+        let same = req.uri.scheme().is_none()
+            && req.uri.authority().is_none()
+            && req.uri.path_and_query().map(|p| p.as_str().as_bytes()) == Some(v);
+        if !same {
+            req.set_uri(http::Uri::try_from(v).map_err(|_| bad("filter set a bad :path"))?);
+        }
+    }
+    let hosts = req.headers.get_all(http::header::HOST);
+    match authority {
+        Some(a) if hosts.iter().map(|h| h.as_bytes()).eq([a]) => {}
+        Some(a) => req.insert_header(http::header::HOST, a)?,
+        None => {
+            req.remove_header(&http::header::HOST);
+        }
+    }
+    if let Some((gone, edits)) = changes(map, &req.headers) {
+        for k in gone {
+            req.remove_header(&k);
+        }
+        for k in edits {
+            req.remove_header(k);
+            for v in values_of(map, k) {
                 req.append_header(k.to_string(), v)?;
             }
         }
@@ -111,22 +182,27 @@ pub(super) fn apply_request(map: &HeaderMap, req: &mut RequestHeader) -> Result<
     Ok(())
 }
 
-/// Writes the filters' response headers back into Pingora's response.
+/// Writes the filters' response headers back into Pingora's response (only what
+/// they changed).
 pub(super) fn apply_response(map: &HeaderMap, resp: &mut ResponseHeader) -> Result<()> {
-    let names: Vec<_> = resp.headers.keys().cloned().collect();
-    for n in names {
-        resp.remove_header(&n);
+    let status = map
+        .iter()
+        .filter(|(k, _)| *k == ":status")
+        .last()
+        .map(|(_, v)| v);
+    if let Some(v) = status.filter(|v| *v != resp.status.as_str().as_bytes()) {
+        let code = std::str::from_utf8(v)
+            .ok()
+            .and_then(|s| s.parse::<u16>().ok());
+        resp.set_status(code.ok_or_else(|| bad("filter set a bad :status"))?)?;
     }
-    for (k, v) in map.iter() {
-        match k {
-            ":status" => {
-                let code = std::str::from_utf8(v)
-                    .ok()
-                    .and_then(|s| s.parse::<u16>().ok());
-                resp.set_status(code.ok_or_else(|| bad("filter set a bad :status"))?)?;
-            }
-            k if k.starts_with(':') => {}
-            k => {
+    if let Some((gone, edits)) = changes(map, &resp.headers) {
+        for k in gone {
+            resp.remove_header(&k);
+        }
+        for k in edits {
+            resp.remove_header(k);
+            for v in values_of(map, k) {
                 resp.append_header(k.to_string(), v)?;
             }
         }
