@@ -13,6 +13,11 @@ use std::time::SystemTime;
 /// Names and values live back to back in one buffer, so building the map of a request
 /// costs two allocations, not two per header. Edits append; the space they free is
 /// reclaimed once it outgrows what the map holds.
+///
+/// The map remembers which names were edited ([`HeaderMap::add`], [`HeaderMap::set`],
+/// [`HeaderMap::remove`]; building it with [`HeaderMap::append`] is not editing), so
+/// that writing it back into the head it was built from touches only those
+/// ([`HeaderMap::edited`]).
 #[derive(Default, Clone)]
 pub struct HeaderMap {
     /// Names and values; `entries` point into it.
@@ -21,6 +26,12 @@ pub struct HeaderMap {
     entries: Vec<Entry>,
     /// Bytes of `buf` no entry points to any more.
     garbage: usize,
+    /// Edited names (lowercase), back to back; `edited` holds where each ends.
+    edited_names: Vec<u8>,
+    /// End offsets in `edited_names`, one per distinct edited name.
+    edited: Vec<usize>,
+    /// The whole map was replaced ([`HeaderMap::mark_replaced`]): any name may differ.
+    replaced: bool,
 }
 
 /// Where one entry's name and value are in [`HeaderMap::buf`].
@@ -38,8 +49,42 @@ impl HeaderMap {
         HeaderMap {
             buf: Vec::with_capacity(bytes),
             entries: Vec::with_capacity(entries),
-            garbage: 0,
+            ..HeaderMap::default()
         }
+    }
+
+    /// Records an edit of `name`.
+    fn touch(&mut self, name: &str) {
+        if self.replaced || self.edited_name_list().any(|n| n.eq_ignore_ascii_case(name)) {
+            return;
+        }
+        let at = self.edited_names.len();
+        self.edited_names.extend_from_slice(name.as_bytes());
+        self.edited_names[at..].make_ascii_lowercase();
+        self.edited.push(self.edited_names.len());
+    }
+
+    fn edited_name_list(&self) -> impl Iterator<Item = &str> {
+        let mut start = 0;
+        self.edited.iter().map(move |end| {
+            let name = &self.edited_names[start..*end];
+            start = *end;
+            // Copied from `&str`s and only ASCII-lowercased: always UTF-8.
+            std::str::from_utf8(name).unwrap_or_default()
+        })
+    }
+
+    /// The names edited since the map was built (lowercase, each once), or `None` when
+    /// the whole map was replaced: then any name may differ from what it was built from.
+    pub fn edited(&self) -> Option<impl Iterator<Item = &str>> {
+        (!self.replaced).then(|| self.edited_name_list())
+    }
+
+    /// Marks the whole map replaced (`proxy_set_header_map_pairs`).
+    pub fn mark_replaced(&mut self) {
+        self.replaced = true;
+        self.edited.clear();
+        self.edited_names.clear();
     }
 
     /// Builds a map from pairs; names are lowercased.
@@ -51,7 +96,8 @@ impl HeaderMap {
         map
     }
 
-    /// Appends a value for `name` (lowercased), copying both.
+    /// Appends a value for `name` (lowercased), copying both: building the map, not an
+    /// edit ([`HeaderMap::add`]).
     pub fn append(&mut self, name: &str, value: &[u8]) {
         let entry = self.store(name, value);
         self.entries.push(entry);
@@ -182,6 +228,7 @@ impl HeaderMap {
     /// Replaces every value of `name` with `value` (adds it when absent): the first
     /// entry keeps its place, the others go.
     pub fn set_bytes(&mut self, name: &str, value: &[u8]) {
+        self.touch(name);
         let key = name.as_bytes();
         let Some(i) = self.entries.iter().position(|e| self.is_named(e, key)) else {
             self.append(name, value);
@@ -207,13 +254,20 @@ impl HeaderMap {
         self.dropped(freed);
     }
 
-    /// Appends a value for `name`.
+    /// Appends a value for `name` (an edit).
     pub fn add(&mut self, name: &str, value: Vec<u8>) {
-        self.append(name, &value);
+        self.add_bytes(name, &value);
+    }
+
+    /// Appends a value for `name` (an edit).
+    pub fn add_bytes(&mut self, name: &str, value: &[u8]) {
+        self.touch(name);
+        self.append(name, value);
     }
 
     /// Removes every value of `name`.
     pub fn remove(&mut self, name: &str) {
+        self.touch(name);
         let key = name.as_bytes();
         let mut freed = 0;
         let (buf, entries) = (&self.buf, &mut self.entries);
@@ -370,6 +424,23 @@ mod tests {
         h.remove("B");
         assert_eq!(h.len(), 1);
         assert_eq!(h.byte_size(), 2);
+    }
+
+    #[test]
+    fn edits_are_remembered_by_name() {
+        let mut h = HeaderMap::default();
+        h.append("a", b"1");
+        h.append("b", b"2");
+        assert_eq!(h.edited().unwrap().count(), 0);
+        h.set("B", b"3".to_vec());
+        h.add("c", b"4".to_vec());
+        h.remove("b");
+        h.set_bytes("C", b"5");
+        assert_eq!(h.edited().unwrap().collect::<Vec<_>>(), vec!["b", "c"]);
+        h.mark_replaced();
+        assert!(h.edited().is_none());
+        h.add("d", b"6".to_vec());
+        assert!(h.edited().is_none());
     }
 
     #[test]

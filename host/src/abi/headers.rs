@@ -171,6 +171,7 @@ pub(super) fn register(reg: &mut Registry) -> Result<()> {
                 }
                 if let Some((map, changed)) = map_mut(c.data_mut(), map_type)? {
                     *map = HeaderMap::from_pairs(new);
+                    map.mark_replaced();
                     *changed = true;
                 }
                 Ok(())
@@ -226,7 +227,7 @@ pub(super) fn register(reg: &mut Registry) -> Result<()> {
                 map_type,
                 (kp, kl),
                 Some((vp, vl)),
-                |m, k, v| m.append(k, v),
+                |m, k, v| m.add_bytes(k, v),
             ))
         },
     )?;

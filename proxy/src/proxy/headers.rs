@@ -89,62 +89,84 @@ pub(super) fn check_request_headers(
     )
 }
 
-/// The regular (not pseudo) entries of a filter map.
-fn regular(map: &HeaderMap) -> impl Iterator<Item = (&str, &[u8])> + Clone {
-    map.iter().filter(|(k, _)| !k.starts_with(':'))
+/// The regular entries of a filter map (not pseudo-headers; in a request map not
+/// `host` either: it is `:authority`).
+fn regular(map: &HeaderMap, request: bool) -> impl Iterator<Item = (&str, &[u8])> + Clone {
+    map.iter()
+        .filter(move |(k, _)| !k.starts_with(':') && !(request && *k == "host"))
 }
 
-/// What to change in `headers` (Pingora's; `Host` aside: it is `:authority`) to bring
-/// it in line with the regular entries of `map`: the names the filters removed, and the
-/// names whose values they changed (replaced whole, in the map's order). `None` when
-/// nothing changed. A filter that edits one header costs one removal and one append,
-/// not a rebuild of the head, whose other names keep their case and place.
-fn changes<'m>(
-    map: &'m HeaderMap,
-    headers: &http::HeaderMap,
-) -> Option<(Vec<http::HeaderName>, Vec<&'m str>)> {
-    let theirs = headers.iter().filter(|(k, _)| *k != http::header::HOST);
-    let same = regular(map)
-        .map(|(k, v)| (k.as_bytes(), v))
-        .eq(theirs.map(|(k, v)| (k.as_str().as_bytes(), v.as_bytes())));
-    if same {
-        return None;
-    }
-    let mut edits: Vec<&str> = Vec::new();
-    for (i, (k, _)) in regular(map).enumerate() {
-        if regular(map).take(i).any(|(p, _)| p == k) {
+/// The names whose values differ between the regular entries of `map` and `headers`
+/// (Pingora's; a request's `Host` aside), each once, for a map a filter replaced whole: in the map's
+/// order, then the names the map no longer has.
+fn differing(map: &HeaderMap, headers: &http::HeaderMap, request: bool) -> Vec<String> {
+    let ours: Vec<(&str, &[u8])> = regular(map, request).collect();
+    let mut names: Vec<String> = Vec::new();
+    for (i, (k, _)) in ours.iter().enumerate() {
+        if ours[..i].iter().any(|(p, _)| p == k) {
             continue;
         }
-        let want = regular(map).filter(|(n, _)| *n == k).map(|(_, v)| v);
-        let have = headers.get_all(k).iter().map(|v| v.as_bytes());
+        let want = ours.iter().filter(|(n, _)| n == k).map(|(_, v)| *v);
+        let have = headers.get_all(*k).iter().map(|v| v.as_bytes());
         if !want.eq(have) {
-            edits.push(k);
+            names.push(k.to_string());
         }
     }
-    let gone = headers
-        .keys()
-        .filter(|k| **k != http::header::HOST && !regular(map).any(|(n, _)| n == k.as_str()))
-        .cloned()
-        .collect();
-    Some((gone, edits))
+    for k in headers.keys() {
+        if !(request && *k == http::header::HOST) && !ours.iter().any(|(n, _)| *n == k.as_str()) {
+            names.push(k.as_str().to_string());
+        }
+    }
+    names
 }
 
-/// The values of `name` in `map`.
-fn values_of<'m>(map: &'m HeaderMap, name: &'m str) -> impl Iterator<Item = &'m [u8]> + 'm {
-    regular(map)
-        .filter(move |(n, _)| *n == name)
-        .map(|(_, v)| v)
+/// Brings the names a filter changed in Pingora's head (through `headers`, `remove`
+/// and `append`, the head's own so that its case map stays in step) in line with the
+/// regular entries of `map`. Only edited names are compared ([`HeaderMap::edited`]),
+/// and only those whose values differ are rewritten: a filter that sets one header
+/// costs one removal and one append, not a rebuild of the head, and the other names
+/// keep their case and place.
+fn sync<H>(
+    map: &HeaderMap,
+    request: bool,
+    head: &mut H,
+    headers: fn(&H) -> &http::HeaderMap,
+    remove: fn(&mut H, &str),
+    append: fn(&mut H, &str, &[u8]) -> Result<()>,
+) -> Result<()> {
+    let replaced;
+    let names: Box<dyn Iterator<Item = &str>> = match map.edited() {
+        Some(edited) => Box::new(edited),
+        None => {
+            replaced = differing(map, headers(head), request);
+            Box::new(replaced.iter().map(String::as_str))
+        }
+    };
+    for k in names {
+        if k.starts_with(':') || (request && k == "host") {
+            continue;
+        }
+        let want = map.get_all(k);
+        if want.clone().eq(headers(head).get_all(k).iter().map(|v| v.as_bytes())) {
+            continue;
+        }
+        remove(head, k);
+        for v in want {
+            append(head, k, v)?;
+        }
+    }
+    Ok(())
 }
 
 /// Writes the filters' request headers back into Pingora's request (only what they
-/// changed).
+/// changed). `:authority` (or a `host` a filter set, the last of either) is `Host`.
 pub(super) fn apply_request(map: &HeaderMap, req: &mut RequestHeader) -> Result<()> {
     let (mut method, mut path, mut authority) = (None, None, None);
-    for (k, v) in map.iter().filter(|(k, _)| k.starts_with(':')) {
+    for (k, v) in map.iter() {
         match k {
             ":method" => method = Some(v),
             ":path" => path = Some(v),
-            ":authority" => authority = Some(v),
+            ":authority" | "host" => authority = Some(v),
             _ => {}
         }
     }
@@ -168,46 +190,38 @@ pub(super) fn apply_request(map: &HeaderMap, req: &mut RequestHeader) -> Result<
             req.remove_header(&http::header::HOST);
         }
     }
-    if let Some((gone, edits)) = changes(map, &req.headers) {
-        for k in gone {
-            req.remove_header(&k);
-        }
-        for k in edits {
-            req.remove_header(k);
-            for v in values_of(map, k) {
-                req.append_header(k.to_string(), v)?;
-            }
-        }
-    }
-    Ok(())
+    sync(
+        map,
+        true,
+        req,
+        |r| &r.headers,
+        |r, k| {
+            r.remove_header(k);
+        },
+        |r, k, v| r.append_header(k.to_string(), v).map(|_| ()),
+    )
 }
 
 /// Writes the filters' response headers back into Pingora's response (only what
 /// they changed).
 pub(super) fn apply_response(map: &HeaderMap, resp: &mut ResponseHeader) -> Result<()> {
-    let status = map
-        .iter()
-        .filter(|(k, _)| *k == ":status")
-        .last()
-        .map(|(_, v)| v);
+    let status = map.get_all(":status").last();
     if let Some(v) = status.filter(|v| *v != resp.status.as_str().as_bytes()) {
         let code = std::str::from_utf8(v)
             .ok()
             .and_then(|s| s.parse::<u16>().ok());
         resp.set_status(code.ok_or_else(|| bad("filter set a bad :status"))?)?;
     }
-    if let Some((gone, edits)) = changes(map, &resp.headers) {
-        for k in gone {
-            resp.remove_header(&k);
-        }
-        for k in edits {
-            resp.remove_header(k);
-            for v in values_of(map, k) {
-                resp.append_header(k.to_string(), v)?;
-            }
-        }
-    }
-    Ok(())
+    sync(
+        map,
+        false,
+        resp,
+        |r| &r.headers,
+        |r, k| {
+            r.remove_header(k);
+        },
+        |r, k, v| r.append_header(k.to_string(), v).map(|_| ()),
+    )
 }
 
 /// Frames a response whose headers the filters rewrote. A filter that changes the
