@@ -55,7 +55,11 @@ impl HeaderMap {
 
     /// Records an edit of `name`.
     fn touch(&mut self, name: &str) {
-        if self.replaced || self.edited_name_list().any(|n| n.eq_ignore_ascii_case(name)) {
+        if self.replaced
+            || self
+                .edited_name_list()
+                .any(|n| n.eq_ignore_ascii_case(name))
+        {
             return;
         }
         let at = self.edited_names.len();

@@ -147,7 +147,10 @@ fn sync<H>(
             continue;
         }
         let want = map.get_all(k);
-        if want.clone().eq(headers(head).get_all(k).iter().map(|v| v.as_bytes())) {
+        if want
+            .clone()
+            .eq(headers(head).get_all(k).iter().map(|v| v.as_bytes()))
+        {
             continue;
         }
         remove(head, k);
