@@ -89,11 +89,17 @@ pub(super) fn check_request_headers(
     )
 }
 
+/// Is `name` a regular name (not a pseudo-header; in a request not `host` either)?
+fn is_regular(name: &str, request: bool) -> bool {
+    let pseudo = name.starts_with(':');
+    let host = request && name == "host";
+    !pseudo && !host
+}
+
 /// The regular entries of a filter map (not pseudo-headers; in a request map not
 /// `host` either: it is `:authority`).
 fn regular(map: &HeaderMap, request: bool) -> impl Iterator<Item = (&str, &[u8])> + Clone {
-    map.iter()
-        .filter(move |(k, _)| !k.starts_with(':') && !(request && *k == "host"))
+    map.iter().filter(move |(k, _)| is_regular(k, request))
 }
 
 /// The names whose values differ between the regular entries of `map` and `headers`
@@ -113,7 +119,8 @@ fn differing(map: &HeaderMap, headers: &http::HeaderMap, request: bool) -> Vec<S
         }
     }
     for k in headers.keys() {
-        if !(request && *k == http::header::HOST) && !ours.iter().any(|(n, _)| *n == k.as_str()) {
+        let kept = ours.iter().any(|(n, _)| *n == k.as_str());
+        if is_regular(k.as_str(), request) && !kept {
             names.push(k.as_str().to_string());
         }
     }
@@ -143,7 +150,7 @@ fn sync<H>(
         }
     };
     for k in names {
-        if k.starts_with(':') || (request && k == "host") {
+        if !is_regular(k, request) {
             continue;
         }
         let want = map.get_all(k);
