@@ -26,10 +26,8 @@ pub struct HeaderMap {
     entries: Vec<Entry>,
     /// Bytes of `buf` no entry points to any more.
     garbage: usize,
-    /// Edited names (lowercase), back to back; `edited` holds where each ends.
-    edited_names: Vec<u8>,
-    /// End offsets in `edited_names`, one per distinct edited name.
-    edited: Vec<usize>,
+    /// Edited names (lowercase), each followed by 0xFF (a byte UTF-8 never holds).
+    edited: Vec<u8>,
     /// The whole map was replaced ([`HeaderMap::mark_replaced`]): any name may differ.
     replaced: bool,
 }
@@ -62,20 +60,21 @@ impl HeaderMap {
         {
             return;
         }
-        let at = self.edited_names.len();
-        self.edited_names.extend_from_slice(name.as_bytes());
-        self.edited_names[at..].make_ascii_lowercase();
-        self.edited.push(self.edited_names.len());
+        if self.edited.is_empty() {
+            self.edited.reserve(64);
+        }
+        let at = self.edited.len();
+        self.edited.extend_from_slice(name.as_bytes());
+        self.edited[at..].make_ascii_lowercase();
+        self.edited.push(0xff);
     }
 
     fn edited_name_list(&self) -> impl Iterator<Item = &str> {
-        let mut start = 0;
-        self.edited.iter().map(move |end| {
-            let name = &self.edited_names[start..*end];
-            start = *end;
+        self.edited
+            .split(|b| *b == 0xff)
+            .filter(|n| !n.is_empty())
             // Copied from `&str`s and only ASCII-lowercased: always UTF-8.
-            std::str::from_utf8(name).unwrap_or_default()
-        })
+            .map(|n| std::str::from_utf8(n).unwrap_or_default())
     }
 
     /// The names edited since the map was built (lowercase, each once), or `None` when
@@ -88,7 +87,6 @@ impl HeaderMap {
     pub fn mark_replaced(&mut self) {
         self.replaced = true;
         self.edited.clear();
-        self.edited_names.clear();
     }
 
     /// Builds a map from pairs; names are lowercased.
