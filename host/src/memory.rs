@@ -70,6 +70,23 @@ pub fn copy_out(
     ret_ptr: i32,
     ret_len: i32,
 ) -> Result<(), Status> {
+    copy_out_with(caller, bytes.len(), ret_ptr, ret_len, |out, _| {
+        out.copy_from_slice(bytes);
+        Ok(())
+    })
+}
+
+/// [`copy_out`] of `len` bytes that `fill` writes straight into the guest's buffer
+/// (given the host state, so that a value the state holds needs no copy of its own).
+/// The guest's allocator runs in between and may call hostcalls: `fill` must check
+/// that what it writes is still `len` bytes long, and fail otherwise.
+pub fn copy_out_with(
+    caller: &mut Caller<'_, HostState>,
+    len: usize,
+    ret_ptr: i32,
+    ret_len: i32,
+    fill: impl FnOnce(&mut [u8], &HostState) -> Result<(), Status>,
+) -> Result<(), Status> {
     // Check the return slots first so a bad pointer costs no guest allocation.
     {
         let mem = caller.data().memory.ok_or(Status::InternalFailure)?;
@@ -77,11 +94,11 @@ pub fn copy_out(
         range(ret_ptr, 4, n)?;
         range(ret_len, 4, n)?;
     }
-    if bytes.is_empty() {
+    if len == 0 {
         write_u32(caller, ret_ptr, 0)?;
         return write_u32(caller, ret_len, 0);
     }
-    let len = i32::try_from(bytes.len()).map_err(|_| Status::BadArgument)?;
+    let len = i32::try_from(len).map_err(|_| Status::BadArgument)?;
     let alloc = caller.data().alloc.clone().ok_or(Status::InternalFailure)?;
     let addr = match alloc.call(caller.as_context_mut(), len) {
         Ok(0) => {
@@ -96,14 +113,67 @@ pub fn copy_out(
     // One look-up of the memory for the three writes (the allocator may have grown it;
     // it never shrinks, so the return slots checked above are still in bounds).
     let mem = caller.data().memory.ok_or(Status::InternalFailure)?;
-    let data = mem.data_mut(caller.as_context_mut());
+    let (data, state) = mem.data_and_store_mut(caller.as_context_mut());
     let r = range(addr, len, data.len())?;
-    data[r].copy_from_slice(bytes);
+    fill(&mut data[r], state)?;
     let r = range(ret_ptr, 4, data.len())?;
     data[r].copy_from_slice(&(addr as u32).to_le_bytes());
     let r = range(ret_len, 4, data.len())?;
     data[r].copy_from_slice(&(len as u32).to_le_bytes());
     Ok(())
+}
+
+/// Runs `f` with guest memory and the host state borrowed together, so that guest
+/// bytes reach the state without a copy ([`guest_slice`] bounds-checks each range).
+pub fn with_guest<R>(
+    caller: &mut Caller<'_, HostState>,
+    f: impl FnOnce(&[u8], &mut HostState) -> Result<R, Status>,
+) -> Result<R, Status> {
+    let mem = caller.data().memory.ok_or(Status::InternalFailure)?;
+    let (data, state) = mem.data_and_store_mut(caller.as_context_mut());
+    f(data, state)
+}
+
+/// The `len` bytes at `ptr` of guest memory `data`, bounds-checked.
+pub fn guest_slice(data: &[u8], ptr: i32, len: i32) -> Result<&[u8], Status> {
+    Ok(&data[range(ptr, len, data.len())?])
+}
+
+/// Size in the pairs format ([`encode_pairs`]) of `pairs`.
+pub fn pairs_len<'a, I>(pairs: I) -> usize
+where
+    I: IntoIterator<Item = (&'a [u8], &'a [u8])>,
+{
+    pairs
+        .into_iter()
+        .fold(4, |n, (k, v)| n + 8 + k.len() + v.len() + 2)
+}
+
+/// Writes `pairs` in the pairs format into `out`, which is [`pairs_len`] bytes long.
+pub fn write_pairs<'a, I>(pairs: I, out: &mut [u8])
+where
+    I: IntoIterator<Item = (&'a [u8], &'a [u8])>,
+    I::IntoIter: Clone,
+{
+    let pairs = pairs.into_iter();
+    let mut count = 0u32;
+    let mut at = 4;
+    for (k, v) in pairs.clone() {
+        out[at..at + 4].copy_from_slice(&(k.len() as u32).to_le_bytes());
+        out[at + 4..at + 8].copy_from_slice(&(v.len() as u32).to_le_bytes());
+        at += 8;
+        count += 1;
+    }
+    out[..4].copy_from_slice(&count.to_le_bytes());
+    for (k, v) in pairs {
+        out[at..at + k.len()].copy_from_slice(k);
+        at += k.len();
+        out[at] = 0;
+        out[at + 1..at + 1 + v.len()].copy_from_slice(v);
+        at += v.len() + 1;
+        out[at] = 0;
+        at += 1;
+    }
 }
 
 /// Records a failure of the guest's own code met inside a hostcall (its allocator
@@ -200,6 +270,21 @@ mod tests {
                 (b"b".to_vec(), b"22".to_vec())
             ]
         );
+    }
+
+    #[test]
+    fn write_pairs_matches_encode_pairs() {
+        let pairs = [
+            (&b"a"[..], &b"1"[..]),
+            (&b""[..], &b"22"[..]),
+            (&b"ccc"[..], &b""[..]),
+        ];
+        let mut out = vec![0xaa; pairs_len(pairs)];
+        write_pairs(pairs, &mut out);
+        assert_eq!(out, encode_pairs(pairs));
+        let mut empty = vec![0xaa; pairs_len(std::iter::empty::<(&[u8], &[u8])>())];
+        write_pairs(std::iter::empty::<(&[u8], &[u8])>(), &mut empty);
+        assert_eq!(empty, encode_pairs(std::iter::empty::<(&[u8], &[u8])>()));
     }
 
     #[test]

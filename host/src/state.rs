@@ -110,6 +110,7 @@ impl HostState {
         let limits = Limiter {
             inner: limits,
             memory_hit: false,
+            memory_grew: false,
         };
         HostState {
             plugin,
@@ -148,6 +149,8 @@ pub struct Limiter {
     inner: StoreLimits,
     /// Set when a `memory.grow` was refused.
     pub memory_hit: bool,
+    /// Set when a memory grew, until [`crate::Vm::memory_delta`] accounts for it.
+    pub memory_grew: bool,
 }
 
 impl ResourceLimiter for Limiter {
@@ -158,7 +161,9 @@ impl ResourceLimiter for Limiter {
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         let ok = self.inner.memory_growing(current, desired, maximum)?;
-        if !ok {
+        if ok {
+            self.memory_grew = true;
+        } else {
             self.memory_hit = true;
         }
         Ok(ok)

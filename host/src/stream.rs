@@ -13,6 +13,11 @@ use std::time::SystemTime;
 /// Names and values live back to back in one buffer, so building the map of a request
 /// costs two allocations, not two per header. Edits append; the space they free is
 /// reclaimed once it outgrows what the map holds.
+///
+/// The map remembers which names were edited ([`HeaderMap::add`], [`HeaderMap::set`],
+/// [`HeaderMap::remove`]; building it with [`HeaderMap::append`] is not editing), so
+/// that writing it back into the head it was built from touches only those
+/// ([`HeaderMap::edited`]).
 #[derive(Default, Clone)]
 pub struct HeaderMap {
     /// Names and values; `entries` point into it.
@@ -21,6 +26,10 @@ pub struct HeaderMap {
     entries: Vec<Entry>,
     /// Bytes of `buf` no entry points to any more.
     garbage: usize,
+    /// Edited names (lowercase), each followed by 0xFF (a byte UTF-8 never holds).
+    edited: Vec<u8>,
+    /// The whole map was replaced ([`HeaderMap::mark_replaced`]): any name may differ.
+    replaced: bool,
 }
 
 /// Where one entry's name and value are in [`HeaderMap::buf`].
@@ -38,8 +47,46 @@ impl HeaderMap {
         HeaderMap {
             buf: Vec::with_capacity(bytes),
             entries: Vec::with_capacity(entries),
-            garbage: 0,
+            ..HeaderMap::default()
         }
+    }
+
+    /// Records an edit of `name`.
+    fn touch(&mut self, name: &str) {
+        if self.replaced
+            || self
+                .edited_name_list()
+                .any(|n| n.eq_ignore_ascii_case(name))
+        {
+            return;
+        }
+        if self.edited.is_empty() {
+            self.edited.reserve(64);
+        }
+        let at = self.edited.len();
+        self.edited.extend_from_slice(name.as_bytes());
+        self.edited[at..].make_ascii_lowercase();
+        self.edited.push(0xff);
+    }
+
+    fn edited_name_list(&self) -> impl Iterator<Item = &str> {
+        self.edited
+            .split(|b| *b == 0xff)
+            .filter(|n| !n.is_empty())
+            // Copied from `&str`s and only ASCII-lowercased: always UTF-8.
+            .map(|n| std::str::from_utf8(n).unwrap_or_default())
+    }
+
+    /// The names edited since the map was built (lowercase, each once), or `None` when
+    /// the whole map was replaced: then any name may differ from what it was built from.
+    pub fn edited(&self) -> Option<impl Iterator<Item = &str>> {
+        (!self.replaced).then(|| self.edited_name_list())
+    }
+
+    /// Marks the whole map replaced (`proxy_set_header_map_pairs`).
+    pub fn mark_replaced(&mut self) {
+        self.replaced = true;
+        self.edited.clear();
     }
 
     /// Builds a map from pairs; names are lowercased.
@@ -51,7 +98,8 @@ impl HeaderMap {
         map
     }
 
-    /// Appends a value for `name` (lowercased), copying both.
+    /// Appends a value for `name` (lowercased), copying both: building the map, not an
+    /// edit ([`HeaderMap::add`]).
     pub fn append(&mut self, name: &str, value: &[u8]) {
         let entry = self.store(name, value);
         self.entries.push(entry);
@@ -73,7 +121,16 @@ impl HeaderMap {
 
     fn name_of(&self, e: &Entry) -> &str {
         // Names are copied from `&str`s and only ASCII-lowercased: always UTF-8.
-        std::str::from_utf8(&self.buf[e.name..e.name + e.name_len]).unwrap_or_default()
+        std::str::from_utf8(self.name_bytes(e)).unwrap_or_default()
+    }
+
+    fn name_bytes(&self, e: &Entry) -> &[u8] {
+        &self.buf[e.name..e.name + e.name_len]
+    }
+
+    /// True when entry `e` is named `name` (names are stored lowercase).
+    fn is_named(&self, e: &Entry, name: &[u8]) -> bool {
+        e.name_len == name.len() && self.name_bytes(e).eq_ignore_ascii_case(name)
     }
 
     fn value_of(&self, e: &Entry) -> &[u8] {
@@ -122,70 +179,108 @@ impl HeaderMap {
 
     /// The first value of `name`, if any.
     pub fn get(&self, name: &str) -> Option<&[u8]> {
-        self.iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v)
+        let name = name.as_bytes();
+        self.entries
+            .iter()
+            .find(|e| self.is_named(e, name))
+            .map(|e| self.value_of(e))
+    }
+
+    /// The values of `name`, in order.
+    pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + Clone + 'a {
+        self.entries
+            .iter()
+            .filter(move |e| self.is_named(e, name.as_bytes()))
+            .map(|e| self.value_of(e))
+    }
+
+    /// Length of all values of `name` joined with ", " ([`HeaderMap::get_joined`]), if any.
+    pub fn joined_len(&self, name: &str) -> Option<usize> {
+        let mut vals = self.get_all(name);
+        let first = vals.next()?.len();
+        Some(vals.fold(first, |n, v| n + 2 + v.len()))
+    }
+
+    /// Writes all values of `name` joined with ", " into `out`, which is
+    /// [`HeaderMap::joined_len`] bytes long.
+    pub fn write_joined(&self, name: &str, out: &mut [u8]) {
+        let mut at = 0;
+        for (i, v) in self.get_all(name).enumerate() {
+            if i > 0 {
+                out[at..at + 2].copy_from_slice(b", ");
+                at += 2;
+            }
+            out[at..at + v.len()].copy_from_slice(v);
+            at += v.len();
+        }
     }
 
     /// All values of `name` joined with ", " (how Envoy answers a multi-valued get).
     pub fn get_joined(&self, name: &str) -> Option<Vec<u8>> {
-        let mut vals = self.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name));
-        let first = vals.next()?.1.to_vec();
-        Some(vals.fold(first, |mut acc, (_, v)| {
-            acc.extend_from_slice(b", ");
-            acc.extend_from_slice(v);
-            acc
-        }))
+        let mut out = vec![0; self.joined_len(name)?];
+        self.write_joined(name, &mut out);
+        Some(out)
     }
 
     /// Replaces every value of `name` with one value (adds it when absent).
     pub fn set(&mut self, name: &str, value: Vec<u8>) {
-        let name = name.to_ascii_lowercase();
-        let found = self.iter().position(|(k, _)| k == name);
-        match found {
-            Some(i) => {
-                let old = self.entries[i];
-                let at = self.buf.len();
-                self.buf.extend_from_slice(&value);
-                self.entries[i].value = at;
-                self.entries[i].value_len = value.len();
-                let mut freed = old.value_len;
-                let mut j = 0;
-                let entries = std::mem::take(&mut self.entries);
-                let mut kept = Vec::with_capacity(entries.len());
-                for e in entries {
-                    j += 1;
-                    if j - 1 <= i || self.name_of(&e) != name {
-                        kept.push(e);
-                    } else {
-                        freed += e.name_len + e.value_len;
-                    }
-                }
-                self.entries = kept;
-                self.dropped(freed);
-            }
-            None => self.append(&name, &value),
-        }
+        self.set_bytes(name, &value);
     }
 
-    /// Appends a value for `name`.
+    /// Replaces every value of `name` with `value` (adds it when absent): the first
+    /// entry keeps its place, the others go.
+    pub fn set_bytes(&mut self, name: &str, value: &[u8]) {
+        self.touch(name);
+        let key = name.as_bytes();
+        let Some(i) = self.entries.iter().position(|e| self.is_named(e, key)) else {
+            self.append(name, value);
+            return;
+        };
+        let at = self.buf.len();
+        self.buf.extend_from_slice(value);
+        let mut freed = self.entries[i].value_len;
+        self.entries[i].value = at;
+        self.entries[i].value_len = value.len();
+        let (buf, entries) = (&self.buf, &mut self.entries);
+        let mut j = 0;
+        entries.retain(|e| {
+            j += 1;
+            let same = j - 1 > i
+                && e.name_len == key.len()
+                && buf[e.name..e.name + e.name_len].eq_ignore_ascii_case(key);
+            if same {
+                freed += e.name_len + e.value_len;
+            }
+            !same
+        });
+        self.dropped(freed);
+    }
+
+    /// Appends a value for `name` (an edit).
     pub fn add(&mut self, name: &str, value: Vec<u8>) {
-        self.append(name, &value);
+        self.add_bytes(name, &value);
+    }
+
+    /// Appends a value for `name` (an edit).
+    pub fn add_bytes(&mut self, name: &str, value: &[u8]) {
+        self.touch(name);
+        self.append(name, value);
     }
 
     /// Removes every value of `name`.
     pub fn remove(&mut self, name: &str) {
+        self.touch(name);
+        let key = name.as_bytes();
         let mut freed = 0;
-        let entries = std::mem::take(&mut self.entries);
-        let mut kept = Vec::with_capacity(entries.len());
-        for e in entries {
-            if self.name_of(&e).eq_ignore_ascii_case(name) {
+        let (buf, entries) = (&self.buf, &mut self.entries);
+        entries.retain(|e| {
+            let same = e.name_len == key.len()
+                && buf[e.name..e.name + e.name_len].eq_ignore_ascii_case(key);
+            if same {
                 freed += e.name_len + e.value_len;
-            } else {
-                kept.push(e);
             }
-        }
-        self.entries = kept;
+            !same
+        });
         if freed > 0 {
             self.dropped(freed);
         }
@@ -331,6 +426,23 @@ mod tests {
         h.remove("B");
         assert_eq!(h.len(), 1);
         assert_eq!(h.byte_size(), 2);
+    }
+
+    #[test]
+    fn edits_are_remembered_by_name() {
+        let mut h = HeaderMap::default();
+        h.append("a", b"1");
+        h.append("b", b"2");
+        assert_eq!(h.edited().unwrap().count(), 0);
+        h.set("B", b"3".to_vec());
+        h.add("c", b"4".to_vec());
+        h.remove("b");
+        h.set_bytes("C", b"5");
+        assert_eq!(h.edited().unwrap().collect::<Vec<_>>(), vec!["b", "c"]);
+        h.mark_replaced();
+        assert!(h.edited().is_none());
+        h.add("d", b"6".to_vec());
+        assert!(h.edited().is_none());
     }
 
     #[test]

@@ -67,6 +67,16 @@ pub struct Waf {
 }
 
 impl Waf {
+    /// True when no rule runs on requests (phases 1, 2 and 5 hold none): a transaction
+    /// can neither match nor block, so a request without a body needs none.
+    pub fn idle(&self) -> bool {
+        [1, 2, 5].iter().all(|p| {
+            !self.engine.phases[*p]
+                .iter()
+                .any(|e| matches!(e, crate::load::Entry::Rule(..)))
+        })
+    }
+
     /// A fresh transaction.
     pub fn transaction(&self) -> Transaction {
         self.engine.memo.borrow_mut().trim();

@@ -146,9 +146,26 @@ impl HostMatch for HostMatcher {
 #[derive(Default)]
 struct Metrics {
     ids: RefCell<HashMap<String, u32>>,
+    /// `waf_requests_total`'s id, counted on every request.
+    requests: std::cell::Cell<Option<u32>>,
 }
 
 impl Metrics {
+    /// Counts one inspected request (`waf_requests_total`), its id looked up once.
+    fn inc_requests(&self) {
+        let id = match self.requests.get() {
+            Some(id) => id,
+            None => match hostcalls::define_metric(MetricType::Counter, "waf_requests_total") {
+                Ok(id) => {
+                    self.requests.set(Some(id));
+                    id
+                }
+                Err(_) => return,
+            },
+        };
+        let _ = hostcalls::increment_metric(id, 1);
+    }
+
     fn inc(&self, name: &str) {
         let mut ids = self.ids.borrow_mut();
         let id = match ids.get(name) {
@@ -305,7 +322,7 @@ impl WafHttp {
         tx.run_phase(5);
         self.done = true;
         let m = &self.metrics;
-        m.inc("waf_requests_total");
+        m.inc_requests();
         if !tx.logs.is_empty() || tx.intervention.is_some() || tx.would_block.is_some() {
             let eng = tx.engine().clone();
             for l in &tx.logs {
@@ -367,6 +384,13 @@ impl HttpContext for WafHttp {
         let Some(waf) = self.waf.clone() else {
             return Action::Continue;
         };
+        if end_of_stream && waf.idle() {
+            // No rule runs on requests and no body follows: nothing to read or evaluate,
+            // the request is only counted (as `decide` would).
+            self.done = true;
+            self.metrics.inc_requests();
+            return Action::Continue;
+        }
         let mut method = String::from("GET");
         let mut path = String::from("/");
         let mut authority = None;
@@ -438,7 +462,7 @@ impl HttpContext for WafHttp {
                 LimitAction::Reject if tx.mode == crate::model::Mode::On => {
                     self.done = true;
                     self.tx = None;
-                    self.metrics.inc("waf_requests_total");
+                    self.metrics.inc_requests();
                     self.metrics.inc("waf_blocked_total");
                     log(
                         LogLevel::Info,

@@ -48,26 +48,64 @@ fn map_mut(
     })
 }
 
+/// Which map a `proxy_map_type_t` names, for reading ([`map_mut`]).
+fn map_ref(state: &HostState, map_type: i32) -> Result<Option<&HeaderMap>, Status> {
+    if !(0..=7).contains(&map_type) {
+        return Err(Status::BadArgument);
+    }
+    if map_type == 6 || map_type == 7 {
+        return Ok(state.call_response.as_ref().map(|r| {
+            if map_type == 6 {
+                &r.headers
+            } else {
+                &r.trailers
+            }
+        }));
+    }
+    if !state.has_stream {
+        return Ok(None);
+    }
+    let s = &state.stream;
+    Ok(match map_type {
+        0 => Some(&s.request_headers),
+        1 => Some(&s.request_trailers),
+        2 => Some(&s.response_headers),
+        3 => Some(&s.response_trailers),
+        _ => None,
+    })
+}
+
+/// The entries of a map (none when there is no map), for the pairs codec.
+fn pairs(m: Option<&HeaderMap>) -> impl Iterator<Item = (&[u8], &[u8])> + Clone {
+    m.into_iter()
+        .flat_map(|m| m.iter())
+        .map(|(k, v)| (k.as_bytes(), v))
+}
+
+/// One edit of a map, its key and value read in place from guest memory.
 fn edit(
     c: &mut Caller<'_, HostState>,
     map_type: i32,
     key: (i32, i32),
     value: Option<(i32, i32)>,
-    op: fn(&mut HeaderMap, &str, Vec<u8>),
+    op: fn(&mut HeaderMap, &str, &[u8]),
 ) -> Result<(), Status> {
-    let k = memory::read_str(c, key.0, key.1)?;
-    let v = match value {
-        Some((p, l)) => memory::read(c, p, l)?,
-        None => Vec::new(),
-    };
-    if let Some((map, changed)) = map_mut(c.data_mut(), map_type)? {
-        if map.byte_size() + k.len() + v.len() > MAX_MAP_BYTES {
-            return Err(Status::BadArgument);
+    memory::with_guest(c, |mem, state| {
+        let k = memory::guest_slice(mem, key.0, key.1)?;
+        let k = std::str::from_utf8(k).map_err(|_| Status::BadArgument)?;
+        let v = match value {
+            Some((p, l)) => memory::guest_slice(mem, p, l)?,
+            None => &[],
+        };
+        if let Some((map, changed)) = map_mut(state, map_type)? {
+            if map.byte_size() + k.len() + v.len() > MAX_MAP_BYTES {
+                return Err(Status::BadArgument);
+            }
+            op(map, k, v);
+            *changed = true;
         }
-        op(map, &k, v);
-        *changed = true;
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 pub(super) fn register(reg: &mut Registry) -> Result<()> {
@@ -82,11 +120,17 @@ pub(super) fn register(reg: &mut Registry) -> Result<()> {
          ret_len: i32|
          -> wasmtime::Result<i32> {
             status((|| {
-                let bytes = match map_mut(c.data_mut(), map_type)? {
-                    Some((m, _)) => memory::encode_pairs(m.iter().map(|(k, v)| (k.as_bytes(), v))),
-                    None => memory::encode_pairs(std::iter::empty::<(&[u8], &[u8])>()),
-                };
-                memory::copy_out(&mut c, &bytes, ret_ptr, ret_len)
+                // Serialised straight into the guest's buffer.
+                let len = memory::pairs_len(pairs(map_ref(c.data(), map_type)?));
+                memory::copy_out_with(&mut c, len, ret_ptr, ret_len, |out, st| {
+                    // The guest's allocator ran meanwhile: it may have edited the map.
+                    let m = map_ref(st, map_type)?;
+                    if memory::pairs_len(pairs(m)) != out.len() {
+                        return Err(Status::InternalFailure);
+                    }
+                    memory::write_pairs(pairs(m), out);
+                    Ok(())
+                })
             })())
         },
     )?;
@@ -127,6 +171,7 @@ pub(super) fn register(reg: &mut Registry) -> Result<()> {
                 }
                 if let Some((map, changed)) = map_mut(c.data_mut(), map_type)? {
                     *map = HeaderMap::from_pairs(new);
+                    map.mark_replaced();
                     *changed = true;
                 }
                 Ok(())
@@ -147,11 +192,21 @@ pub(super) fn register(reg: &mut Registry) -> Result<()> {
          -> wasmtime::Result<i32> {
             status((|| {
                 let k = memory::read_str(&mut c, kp, kl)?;
-                let v = match map_mut(c.data_mut(), map_type)? {
-                    Some((m, _)) => m.get_joined(&k).ok_or(Status::NotFound)?,
+                let len = match map_ref(c.data(), map_type)? {
+                    Some(m) => m.joined_len(&k).ok_or(Status::NotFound)?,
                     None => return Err(Status::NotFound),
                 };
-                memory::copy_out(&mut c, &v, ret_ptr, ret_len)
+                // Joined straight into the guest's buffer.
+                memory::copy_out_with(&mut c, len, ret_ptr, ret_len, |out, st| {
+                    // The guest's allocator ran meanwhile: it may have edited the map.
+                    match map_ref(st, map_type)? {
+                        Some(m) if m.joined_len(&k) == Some(out.len()) => {
+                            m.write_joined(&k, out);
+                            Ok(())
+                        }
+                        _ => Err(Status::InternalFailure),
+                    }
+                })
             })())
         },
     )?;
@@ -172,7 +227,7 @@ pub(super) fn register(reg: &mut Registry) -> Result<()> {
                 map_type,
                 (kp, kl),
                 Some((vp, vl)),
-                |m, k, v| m.add(k, v),
+                |m, k, v| m.add_bytes(k, v),
             ))
         },
     )?;
@@ -193,7 +248,7 @@ pub(super) fn register(reg: &mut Registry) -> Result<()> {
                 map_type,
                 (kp, kl),
                 Some((vp, vl)),
-                |m, k, v| m.set(k, v),
+                |m, k, v| m.set_bytes(k, v),
             ))
         },
     )?;

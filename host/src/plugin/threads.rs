@@ -96,12 +96,10 @@ impl Plugin {
                 }
             }
             let (vm, inc) = slot.as_mut().expect("VM present");
-            let before = vm.memory_bytes();
             let r = f(vm, *inc);
-            let after = vm.memory_bytes();
-            if after != before {
-                self.vm_memory
-                    .fetch_add(after as i64 - before as i64, Ordering::Relaxed);
+            let grew = vm.memory_delta();
+            if grew != 0 {
+                self.vm_memory.fetch_add(grew, Ordering::Relaxed);
             }
             for ctx in vm.take_resumed() {
                 if let Some(tx) = tv.waiters.borrow_mut().remove(&ctx) {

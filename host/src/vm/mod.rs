@@ -51,6 +51,8 @@ pub struct Vm {
     next_context_id: u32,
     failed: bool,
     deadline_ticks: u64,
+    /// Linear memory size last reported by [`Vm::memory_delta`].
+    accounted_memory: usize,
 }
 
 /// The root context id every VM uses.
@@ -69,6 +71,21 @@ impl Vm {
             .memory
             .map(|m| m.data_size(&self.store))
             .unwrap_or(0)
+    }
+
+    /// How much the linear memory grew since the last call (or since the VM started):
+    /// a field read unless a `memory.grow` happened, so that the plugin's memory
+    /// accounting costs nothing per callback.
+    pub fn memory_delta(&mut self) -> i64 {
+        let st = self.store.data_mut();
+        if !st.limits.memory_grew {
+            return 0;
+        }
+        st.limits.memory_grew = false;
+        let now = self.memory_bytes();
+        let delta = now as i64 - self.accounted_memory as i64;
+        self.accounted_memory = now;
+        delta
     }
 
     /// Runs `f` with the exports and the store (the exports are borrowed, not cloned:

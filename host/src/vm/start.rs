@@ -86,6 +86,7 @@ impl Vm {
             next_context_id: ROOT_CONTEXT_ID + 1,
             failed: false,
             deadline_ticks,
+            accounted_memory: 0,
         };
         if let Some(init) = init {
             vm.call(startup, |_, s| init.call(s, ()))?;
@@ -115,6 +116,9 @@ impl Vm {
                 return Err(HostError::ConfigureFailed);
             }
         }
+        // The memory the VM starts with is counted by whoever takes it in service.
+        vm.store.data_mut().limits.memory_grew = false;
+        vm.accounted_memory = vm.memory_bytes();
         Ok(vm)
     }
 }

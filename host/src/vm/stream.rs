@@ -150,21 +150,27 @@ impl Vm {
         self.delete_stream(stream, ctx)
     }
 
-    /// `proxy_on_done` and `proxy_on_log` of a stream context that ended.
+    /// `proxy_on_done` and `proxy_on_log` of a stream context that ended (the stream
+    /// attached once for both; each callback gets its own deadline).
     pub fn log_stream(&mut self, stream: &mut StreamState, ctx: u32) -> Result<(), HostError> {
-        if self.f.done.is_some() {
-            self.on_stream(stream, ctx, |f, s| match &f.done {
-                Some(done) => done.call(s, ctx as i32).map(drop),
-                None => Ok(()),
-            })?;
+        if self.f.done.is_none() && self.f.log.is_none() {
+            return Ok(());
         }
-        if self.f.log.is_some() {
-            self.on_stream(stream, ctx, |f, s| match &f.log {
+        let deadline = self.deadline_ticks;
+        self.on_stream(stream, ctx, |f, s| {
+            if let Some(done) = &f.done {
+                done.call(&mut *s, ctx as i32)?;
+                // As a callback of its own (see `Vm::call`).
+                s.set_epoch_deadline(deadline);
+                let st = s.data_mut();
+                st.limits.memory_hit = false;
+                st.guest_fault = None;
+            }
+            match &f.log {
                 Some(log) => log.call(s, ctx as i32),
                 None => Ok(()),
-            })?;
-        }
-        Ok(())
+            }
+        })
     }
 
     /// `proxy_on_delete`: the stream context is gone.

@@ -41,8 +41,9 @@ pub(super) fn request_map(req: &RequestHeader, host: &str, tls: bool) -> HeaderM
         .sum::<usize>()
         + path.len()
         + method.len()
-        + 64;
-    let mut map = HeaderMap::with_capacity(4 + req.headers.len(), bytes);
+        + 128;
+    // Room for a few edits (they append) without growing.
+    let mut map = HeaderMap::with_capacity(8 + req.headers.len(), bytes);
     map.append(":authority", authority);
     map.append(":path", path.as_bytes());
     map.append(":method", method.as_bytes());
@@ -60,8 +61,9 @@ pub(super) fn response_map(resp: &ResponseHeader) -> HeaderMap {
         .iter()
         .map(|(k, v)| k.as_str().len() + v.len())
         .sum::<usize>()
-        + 16;
-    let mut map = HeaderMap::with_capacity(1 + resp.headers.len(), bytes);
+        + 128;
+    // Room for a few edits (they append) without growing.
+    let mut map = HeaderMap::with_capacity(5 + resp.headers.len(), bytes);
     map.append(":status", resp.status.as_str().as_bytes());
     for (k, v) in resp.headers.iter() {
         map.append(k.as_str(), v.as_bytes());
@@ -87,51 +89,149 @@ pub(super) fn check_request_headers(
     )
 }
 
-/// Writes the filters' request headers back into Pingora's request.
-pub(super) fn apply_request(map: &HeaderMap, req: &mut RequestHeader) -> Result<()> {
-    let names: Vec<_> = req.headers.keys().cloned().collect();
-    for n in names {
-        req.remove_header(&n);
+/// Is `name` a regular name (not a pseudo-header; in a request not `host` either)?
+fn is_regular(name: &str, request: bool) -> bool {
+    let pseudo = name.starts_with(':');
+    let host = request && name == "host";
+    !pseudo && !host
+}
+
+/// The regular entries of a filter map (not pseudo-headers; in a request map not
+/// `host` either: it is `:authority`).
+fn regular(map: &HeaderMap, request: bool) -> impl Iterator<Item = (&str, &[u8])> + Clone {
+    map.iter().filter(move |(k, _)| is_regular(k, request))
+}
+
+/// The names whose values differ between the regular entries of `map` and `headers`
+/// (Pingora's; a request's `Host` aside), each once, for a map a filter replaced whole: in the map's
+/// order, then the names the map no longer has.
+fn differing(map: &HeaderMap, headers: &http::HeaderMap, request: bool) -> Vec<String> {
+    let ours: Vec<(&str, &[u8])> = regular(map, request).collect();
+    let mut names: Vec<String> = Vec::new();
+    for (i, (k, _)) in ours.iter().enumerate() {
+        if ours[..i].iter().any(|(p, _)| p == k) {
+            continue;
+        }
+        let want = ours.iter().filter(|(n, _)| n == k).map(|(_, v)| *v);
+        let have = headers.get_all(*k).iter().map(|v| v.as_bytes());
+        if !want.eq(have) {
+            names.push(k.to_string());
+        }
     }
-    for (k, v) in map.iter() {
-        match k {
-            ":method" => req.set_method(
-                http::Method::from_bytes(v).map_err(|_| bad("filter set a bad :method"))?,
-            ),
-            ":path" => {
-                req.set_uri(http::Uri::try_from(v).map_err(|_| bad("filter set a bad :path"))?)
-            }
-            ":authority" => req.insert_header(http::header::HOST, v)?,
-            k if k.starts_with(':') => {}
-            k => {
-                req.append_header(k.to_string(), v)?;
-            }
+    for k in headers.keys() {
+        let kept = ours.iter().any(|(n, _)| *n == k.as_str());
+        if is_regular(k.as_str(), request) && !kept {
+            names.push(k.as_str().to_string());
+        }
+    }
+    names
+}
+
+/// Brings the names a filter changed in Pingora's head (through `headers`, `remove`
+/// and `append`, the head's own so that its case map stays in step) in line with the
+/// regular entries of `map`. Only edited names are compared ([`HeaderMap::edited`]),
+/// and only those whose values differ are rewritten: a filter that sets one header
+/// costs one removal and one append, not a rebuild of the head, and the other names
+/// keep their case and place.
+fn sync<H>(
+    map: &HeaderMap,
+    request: bool,
+    head: &mut H,
+    headers: fn(&H) -> &http::HeaderMap,
+    remove: fn(&mut H, &str),
+    append: fn(&mut H, &str, &[u8]) -> Result<()>,
+) -> Result<()> {
+    let replaced;
+    let names: Box<dyn Iterator<Item = &str>> = match map.edited() {
+        Some(edited) => Box::new(edited),
+        None => {
+            replaced = differing(map, headers(head), request);
+            Box::new(replaced.iter().map(String::as_str))
+        }
+    };
+    for k in names {
+        if !is_regular(k, request) {
+            continue;
+        }
+        let want = map.get_all(k);
+        if want
+            .clone()
+            .eq(headers(head).get_all(k).iter().map(|v| v.as_bytes()))
+        {
+            continue;
+        }
+        remove(head, k);
+        for v in want {
+            append(head, k, v)?;
         }
     }
     Ok(())
 }
 
-/// Writes the filters' response headers back into Pingora's response.
-pub(super) fn apply_response(map: &HeaderMap, resp: &mut ResponseHeader) -> Result<()> {
-    let names: Vec<_> = resp.headers.keys().cloned().collect();
-    for n in names {
-        resp.remove_header(&n);
-    }
+/// Writes the filters' request headers back into Pingora's request (only what they
+/// changed). `:authority` (or a `host` a filter set, the last of either) is `Host`.
+pub(super) fn apply_request(map: &HeaderMap, req: &mut RequestHeader) -> Result<()> {
+    let (mut method, mut path, mut authority) = (None, None, None);
     for (k, v) in map.iter() {
         match k {
-            ":status" => {
-                let code = std::str::from_utf8(v)
-                    .ok()
-                    .and_then(|s| s.parse::<u16>().ok());
-                resp.set_status(code.ok_or_else(|| bad("filter set a bad :status"))?)?;
-            }
-            k if k.starts_with(':') => {}
-            k => {
-                resp.append_header(k.to_string(), v)?;
-            }
+            ":method" => method = Some(v),
+            ":path" => path = Some(v),
+            ":authority" | "host" => authority = Some(v),
+            _ => {}
         }
     }
-    Ok(())
+    if let Some(v) = method.filter(|v| *v != req.method.as_str().as_bytes()) {
+        req.set_method(http::Method::from_bytes(v).map_err(|_| bad("filter set a bad :method"))?);
+    }
+    if let Some(v) = path {
+        // An absolute-form target is rewritten to `:path` (origin-form) as before.
+        let same = req.uri.scheme().is_none()
+            && req.uri.authority().is_none()
+            && req.uri.path_and_query().map(|p| p.as_str().as_bytes()) == Some(v);
+        if !same {
+            req.set_uri(http::Uri::try_from(v).map_err(|_| bad("filter set a bad :path"))?);
+        }
+    }
+    let hosts = req.headers.get_all(http::header::HOST);
+    match authority {
+        Some(a) if hosts.iter().map(|h| h.as_bytes()).eq([a]) => {}
+        Some(a) => req.insert_header(http::header::HOST, a)?,
+        None => {
+            req.remove_header(&http::header::HOST);
+        }
+    }
+    sync(
+        map,
+        true,
+        req,
+        |r| &r.headers,
+        |r, k| {
+            r.remove_header(k);
+        },
+        |r, k, v| r.append_header(k.to_string(), v).map(|_| ()),
+    )
+}
+
+/// Writes the filters' response headers back into Pingora's response (only what
+/// they changed).
+pub(super) fn apply_response(map: &HeaderMap, resp: &mut ResponseHeader) -> Result<()> {
+    let status = map.get_all(":status").last();
+    if let Some(v) = status.filter(|v| *v != resp.status.as_str().as_bytes()) {
+        let code = std::str::from_utf8(v)
+            .ok()
+            .and_then(|s| s.parse::<u16>().ok());
+        resp.set_status(code.ok_or_else(|| bad("filter set a bad :status"))?)?;
+    }
+    sync(
+        map,
+        false,
+        resp,
+        |r| &r.headers,
+        |r, k| {
+            r.remove_header(k);
+        },
+        |r, k, v| r.append_header(k.to_string(), v).map(|_| ()),
+    )
 }
 
 /// Frames a response whose headers the filters rewrote. A filter that changes the
