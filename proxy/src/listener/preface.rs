@@ -30,7 +30,7 @@ pub enum Sniffed {
 /// Reads until the bytes differ from the HTTP/2 preface or complete it, for at most `wait`.
 pub async fn sniff(mut stream: Stream, wait: Duration, shutdown: &ShutdownWatch) -> Sniffed {
     // Only a plain TCP stream can have bytes put back.
-    if !stream.as_any().is::<TcpStream>() {
+    if !plain_tcp(&stream) {
         return Sniffed::H1(stream);
     }
     let mut buf = [0u8; 24];
@@ -66,9 +66,24 @@ pub async fn sniff(mut stream: Stream, wait: Duration, shutdown: &ShutdownWatch)
     }
 }
 
+/// A plain TCP stream (Pingora's, or one [`super::rehome`] moved): bytes can be put
+/// back and peeked.
+fn plain_tcp(stream: &Stream) -> bool {
+    let any = stream.as_any();
+    any.is::<TcpStream>() || any.is::<super::rehome::Socket>()
+}
+
 /// Puts `data` back in front of what `stream` (a plain TCP stream) reads next.
 fn put_back(stream: Stream, data: &[u8]) -> Stream {
-    match stream.into_any().downcast::<TcpStream>() {
+    let any = stream.into_any();
+    let any = match any.downcast::<super::rehome::Socket>() {
+        Ok(mut socket) => {
+            socket.rewind(data);
+            return socket;
+        }
+        Err(other) => other,
+    };
+    match any.downcast::<TcpStream>() {
         Ok(mut tcp) => {
             tcp.rewind(data);
             tcp
@@ -85,7 +100,7 @@ pub async fn wait_readable(
     idle: Duration,
     shutdown: &ShutdownWatch,
 ) -> Option<bool> {
-    if !stream.as_any().is::<TcpStream>() {
+    if !plain_tcp(stream) {
         return None;
     }
     let mut byte = [0u8; 1];

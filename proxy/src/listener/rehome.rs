@@ -58,6 +58,7 @@ pub fn rehome(stream: Stream) -> Stream {
         digest: Arc::new(SocketDigest::from_raw_fd(dup)),
         established: SystemTime::now(),
         inner: BufWriter::with_capacity(WRITE_BUFFER, tcp),
+        rewound: Vec::new(),
     })
 }
 
@@ -66,6 +67,17 @@ pub struct Socket {
     inner: BufWriter<TcpStream>,
     digest: Arc<SocketDigest>,
     established: SystemTime,
+    /// Bytes put back (the h2c sniff's), read before the socket's.
+    rewound: Vec<u8>,
+}
+
+impl Socket {
+    /// Puts `data` back in front of what the socket reads next.
+    pub fn rewind(&mut self, data: &[u8]) {
+        let mut front = data.to_vec();
+        front.append(&mut self.rewound);
+        self.rewound = front;
+    }
 }
 
 impl fmt::Debug for Socket {
@@ -80,6 +92,12 @@ impl AsyncRead for Socket {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if !self.rewound.is_empty() {
+            let n = self.rewound.len().min(buf.remaining());
+            buf.put_slice(&self.rewound[..n]);
+            self.rewound.drain(..n);
+            return Poll::Ready(Ok(()));
+        }
         Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
@@ -155,6 +173,11 @@ impl Peek for Socket {
     /// Waits for data and copies it without consuming it (the h2c preface sniff, the
     /// wait between keep-alive requests).
     async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
+        if !self.rewound.is_empty() {
+            let n = self.rewound.len().min(buf.len());
+            buf[..n].copy_from_slice(&self.rewound[..n]);
+            return Ok(true);
+        }
         self.inner.get_ref().peek(buf).await?;
         Ok(true)
     }
