@@ -5,26 +5,17 @@ use pingora::http::RequestHeader;
 use pingora::prelude::*;
 use pingora::ErrorType;
 
-/// Fields that describe one connection, never forwarded (RFC 9110 §7.6.1), plus the
-/// framing field, which [`frame`] sets again for the upstream. Names the client listed
-/// in `Connection` were removed before the filters ran ([`crate::hop`]).
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "upgrade",
-    "http2-settings",
-    "transfer-encoding",
-];
+/// What [`crate::hop::HOP_BY_HOP`] leaves for the HTTP layer and the upstream copy drops:
+/// the client connection's `Connection` and `Upgrade`, and the framing field, which
+/// [`frame`] sets again for the upstream.
+const CONNECTION_FIELDS: &[&str] = &["connection", "upgrade", "transfer-encoding"];
 
 /// The upstream copy of `req`, for an HTTP/2 upstream when `h2`, HTTP/1.1 otherwise.
 pub fn upstream_head(req: &RequestHeader, h2: bool) -> RequestHeader {
     let mut up = req.clone();
-    for name in HOP_BY_HOP {
+    // Names the client listed in `Connection` were removed before the filters ran
+    // (`crate::hop`); a filter may have set hop-by-hop fields since.
+    for name in crate::hop::HOP_BY_HOP.iter().chain(CONNECTION_FIELDS) {
         up.remove_header(*name);
     }
     up.set_version(if h2 {
