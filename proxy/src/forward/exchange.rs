@@ -21,16 +21,10 @@ pub struct Attempt {
     pub error: Option<Box<Error>>,
 }
 
-/// Where an exchange failed: before anything of the body left the client (a retry can
-/// replay the request), or after.
-struct Failure {
-    error: Box<Error>,
-}
-
-impl From<Box<Error>> for Failure {
-    fn from(error: Box<Error>) -> Self {
-        Failure { error }
-    }
+/// How long a parked connection to `peer` stays usable (the pool's, else a minute).
+fn idle_timeout(peer: &HttpPeer) -> std::time::Duration {
+    peer.idle_timeout()
+        .unwrap_or(std::time::Duration::from_secs(60))
 }
 
 fn up(mut e: Box<Error>) -> Box<Error> {
@@ -80,13 +74,13 @@ impl Forwarder {
                     error: None,
                 }
             }
-            Err(f) => {
+            Err(error) => {
                 if let ClientSession::H2(_) = client {
                     // The stream is reset; the connection serves other streams.
                     client.shutdown().await;
                     self.release(client, &peer, h2).await;
                 }
-                let e = s.error_while_proxy(&peer, session, f.error, ctx, reused);
+                let e = s.error_while_proxy(&peer, session, error, ctx, reused);
                 Attempt {
                     downstream_reusable: false,
                     error: Some(e),
@@ -101,10 +95,7 @@ impl Forwarder {
         if h2 {
             return self.h2.get_http_session(peer).await;
         }
-        let idle = peer
-            .idle_timeout()
-            .unwrap_or(std::time::Duration::from_secs(60));
-        if let Some(stream) = pool::take(peer.reuse_hash(), idle) {
+        if let Some(stream) = pool::take(peer.reuse_hash(), idle_timeout(peer)) {
             return Ok((
                 ClientSession::H1(ClientV1::new_with_options(stream, peer)),
                 true,
@@ -125,11 +116,8 @@ impl Forwarder {
             ClientSession::H1(mut h1) if !h2 => {
                 // The response's `Connection`/`Keep-Alive` and framing decide.
                 h1.respect_keepalive();
-                let idle = peer
-                    .idle_timeout()
-                    .unwrap_or(std::time::Duration::from_secs(60));
                 if let Some(stream) = h1.reuse().await {
-                    pool::put(peer.reuse_hash(), stream, idle);
+                    pool::put(peer.reuse_hash(), stream, idle_timeout(peer));
                 }
             }
             other => {
@@ -148,7 +136,7 @@ impl Forwarder {
         client: &mut ClientSession,
         h2: bool,
         tls: bool,
-    ) -> std::result::Result<(), Failure> {
+    ) -> Result<()> {
         let s = &self.sluice;
         let has_body = !session.as_mut().is_body_empty();
         let mut head = request::upstream_head(session.req_header(), h2);
@@ -218,7 +206,7 @@ impl Forwarder {
         session: &mut Session,
         ctx: &mut Ctx,
         client: &mut ClientSession,
-    ) -> std::result::Result<(), Failure> {
+    ) -> Result<()> {
         let s = &self.sluice;
         if session.as_mut().is_body_done() {
             let mut body = session.as_mut().get_retry_buffer();

@@ -166,11 +166,7 @@ impl Forwarder {
             }
         }
         if let Some(e) = &error {
-            let r = s.fail_to_proxy(session, e, ctx).await;
-            if !s.suppress_error_log(session, ctx, e) {
-                tracing::warn!(error = %e, status = r.error_code, "request failed");
-            }
-            reuse = reuse && r.can_reuse_downstream;
+            reuse = self.answer_error(session, ctx, e).await && reuse;
         }
         s.logging(session, error.as_deref(), ctx).await;
         reuse
@@ -178,12 +174,19 @@ impl Forwarder {
 
     /// A request that failed before reaching a pool: its error answer and its log.
     async fn failed(&self, session: &mut Session, ctx: &mut Ctx, e: Box<Error>) -> bool {
+        let reuse = self.answer_error(session, ctx, &e).await;
+        self.sluice.logging(session, Some(&e), ctx).await;
+        reuse
+    }
+
+    /// The error answer (`fail_to_proxy`) and its log line; whether the client
+    /// connection can carry another request.
+    async fn answer_error(&self, session: &mut Session, ctx: &mut Ctx, e: &Error) -> bool {
         let s = &self.sluice;
-        let r = s.fail_to_proxy(session, &e, ctx).await;
-        if !s.suppress_error_log(session, ctx, &e) {
+        let r = s.fail_to_proxy(session, e, ctx).await;
+        if !s.suppress_error_log(session, ctx, e) {
             tracing::warn!(error = %e, status = r.error_code, "request failed");
         }
-        s.logging(session, Some(&e), ctx).await;
         r.can_reuse_downstream
     }
 }

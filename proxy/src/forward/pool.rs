@@ -66,11 +66,6 @@ pub fn put(key: u64, stream: Stream, idle_timeout: Duration) {
     });
 }
 
-/// Idle connections parked on this thread (all peers).
-pub fn idle_count() -> usize {
-    IDLE.with(|idle| idle.borrow().values().map(Vec::len).sum())
-}
-
 /// Whether a parked connection is still open and silent: a read that would block.
 fn still_idle(stream: &mut Stream) -> bool {
     let mut byte = [0u8; 1];

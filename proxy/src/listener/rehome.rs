@@ -4,7 +4,7 @@
 //! runtime (`pingora_runtime::current_handle()` with `work_stealing = false`): the
 //! socket stays registered with the accepting thread's reactor, so every time it
 //! becomes readable that thread wakes the serving one through an eventfd (measured
-//! here at ~0.8 cross-thread wake-ups per keep-alive request with 2 threads, 0.26
+//! here at ~0.8 cross-thread wake-ups per keep-alive request with 2 threads, none
 //! after this). Re-registering the socket where it is served costs three system calls
 //! once per connection (`fcntl(F_DUPFD_CLOEXEC)`, `epoll_ctl` add, `epoll_ctl` delete
 //! of the old one). TLS connections, whose handshake already ran on the stream, stay
