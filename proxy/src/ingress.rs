@@ -109,7 +109,7 @@ fn strip_hop_by_hop(req: &mut RequestHeader) -> Result<(), IngressRefusal> {
             .map(|v| v.as_bytes()),
     )?;
     for name in &plan.remove {
-        req.remove_header(name.as_str());
+        req.remove_header(name.as_ref());
     }
     match plan.connection {
         Some(v) => req

@@ -13,12 +13,14 @@
 //!    within `timeouts.header_ms` of its first byte (of the accept, for the first one),
 //!    the wait between requests within `timeouts.keepalive_ms`, body reads and response
 //!    writes within `body_idle_ms` and `send_idle_ms` of progress;
-//! 4. hands HTTP/2 connections to Pingora (idle ones close after `keepalive_ms`).
+//! 4. serves HTTP/2 connections with Pingora's HTTP/2 session, each stream on the
+//!    connection's own thread ([`h2`]; idle ones close after `keepalive_ms`).
 //!
 //! The end of a request head is signalled from the proxy's `early_request_filter`
 //! through a task-local [`request_started`], which also takes the request's slot under
 //! `connections.max_h1_in_flight`.
 
+pub mod h2;
 pub mod limits;
 pub mod preface;
 pub mod rehome;
@@ -189,12 +191,16 @@ where
         let head_deadline = accepted + timeouts.header;
         let stream = if stream.get_ssl_digest().is_some() {
             if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
-                return ServerApp::process_new(&self.app, stream, shutdown).await;
+                h2::serve(&self.app, stream, shutdown).await;
+                return None;
             }
             stream
         } else if h2c {
             match preface::sniff(stream, timeouts.h2_preface.min(timeouts.header), shutdown).await {
-                Sniffed::H2(s) => return ServerApp::process_new(&self.app, s, shutdown).await,
+                Sniffed::H2(s) => {
+                    h2::serve(&self.app, s, shutdown).await;
+                    return None;
+                }
                 Sniffed::H1(s) => s,
                 Sniffed::TimedOut => {
                     timed_out("h2_preface");

@@ -225,6 +225,135 @@ fn idle_keepalive_is_closed_after_keepalive_ms() {
     );
 }
 
+/// The HTTP/2 client preface and an empty SETTINGS frame.
+fn h2_preface() -> Vec<u8> {
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+    out
+}
+
+/// A HEADERS frame ending the stream `id` (a GET of `/`, HPACK static-table entries;
+/// with `authority` a literal `:authority`, without it a request missing both
+/// `:authority` and `Host`, which the server must refuse).
+fn h2_get(id: u32, authority: Option<&str>) -> Vec<u8> {
+    // :method GET, :scheme http, :path / (static table 2, 6, 4).
+    let mut block = vec![0x82, 0x86, 0x84];
+    if let Some(a) = authority {
+        // Literal without indexing, name = static entry 1 (:authority).
+        block.push(0x01);
+        block.push(a.len() as u8);
+        block.extend_from_slice(a.as_bytes());
+    }
+    let len = block.len() as u32;
+    let mut frame = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, 0x1, 0x5];
+    frame.extend_from_slice(&id.to_be_bytes());
+    frame.extend_from_slice(&block);
+    frame
+}
+
+/// Reads HTTP/2 frames from `s` for up to `within`: (type, stream id, payload) of each,
+/// and whether the server closed the connection.
+fn h2_frames(s: &mut TcpStream, within: Duration) -> (Vec<(u8, u32, Vec<u8>)>, bool) {
+    let start = Instant::now();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 16384];
+    let mut closed = false;
+    while let Some(left) = within.checked_sub(start.elapsed()) {
+        s.set_read_timeout(Some(left.max(Duration::from_millis(1))))
+            .unwrap();
+        match s.read(&mut buf) {
+            Ok(0) => {
+                closed = true;
+                break;
+            }
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => break,
+            Err(_) => {
+                closed = true;
+                break;
+            }
+        }
+    }
+    let mut frames = Vec::new();
+    let mut at = 0;
+    while got.len() >= at + 9 {
+        let len = u32::from_be_bytes([0, got[at], got[at + 1], got[at + 2]]) as usize;
+        if got.len() < at + 9 + len {
+            break;
+        }
+        let id =
+            u32::from_be_bytes([got[at + 5], got[at + 6], got[at + 7], got[at + 8]]) & !(1 << 31);
+        frames.push((got[at + 3], id, got[at + 9..at + 9 + len].to_vec()));
+        at += 9 + len;
+    }
+    (frames, closed)
+}
+
+/// Sluice serves HTTP/2 streams in its own accept loop (`listener/h2.rs`); it keeps
+/// Pingora's bound on malformed streams: a request with no authority is refused and
+/// its siblings go on, but the 32nd such stream closes the connection.
+#[test]
+fn h2_malformed_streams_close_the_connection_at_the_bound() {
+    let origin = origin("h2bad");
+    let sluice = sluice_with_server(&routed(&origin, ""), "h2c = true\n");
+    // Below the bound: 20 refused streams, then a valid one is answered 200.
+    let mut s = connect(sluice.proc.addr);
+    let mut out = h2_preface();
+    for i in 0..20 {
+        out.extend(h2_get(1 + 2 * i, None));
+    }
+    out.extend(h2_get(41, Some("sluice.test")));
+    s.write_all(&out).unwrap();
+    let (frames, closed) = h2_frames(&mut s, Duration::from_secs(3));
+    assert!(!closed, "closed below the bound");
+    // A response HEADERS frame on stream 41 whose first field is `:status 200`
+    // (HPACK static entry 8).
+    assert!(
+        frames
+            .iter()
+            .any(|(t, id, p)| *t == 1 && *id == 41 && p.first() == Some(&0x88)),
+        "no 200 on the valid stream: {:?}",
+        frames.iter().map(|(t, id, _)| (t, id)).collect::<Vec<_>>()
+    );
+    // At the bound: the connection is closed.
+    let mut s = connect(sluice.proc.addr);
+    let mut out = h2_preface();
+    for i in 0..40 {
+        out.extend(h2_get(1 + 2 * i, None));
+    }
+    s.write_all(&out).unwrap();
+    let (_, closed) = h2_frames(&mut s, Duration::from_secs(5));
+    assert!(
+        closed,
+        "40 malformed streams and the connection is still open"
+    );
+}
+
+/// An HTTP/2 connection with no stream in flight is closed after `keepalive_ms`; one
+/// that keeps asking is not.
+#[test]
+fn idle_h2_connection_is_closed_after_keepalive_ms() {
+    let origin = origin("h2idle");
+    let sluice = sluice_with_server(&routed(&origin, SHORT), "h2c = true\n");
+    let mut s = connect(sluice.proc.addr);
+    s.write_all(&h2_preface()).unwrap();
+    s.write_all(&h2_get(1, Some("sluice.test"))).unwrap();
+    let start = Instant::now();
+    let (frames, closed) = h2_frames(&mut s, Duration::from_secs(5));
+    let took = start.elapsed();
+    assert!(
+        frames
+            .iter()
+            .any(|(t, id, p)| *t == 1 && *id == 1 && p.first() == Some(&0x88)),
+        "no 200 before the idle close"
+    );
+    eprintln!("idle h2 connection closed after {took:?} (keepalive_ms 1000)");
+    assert!(
+        closed && took >= Duration::from_millis(800) && took < Duration::from_millis(3000),
+        "idle h2 connection: closed {closed} after {took:?}"
+    );
+}
+
 /// A request body that stops arriving fails after `body_idle_ms`.
 #[test]
 fn stalled_body_is_cut_after_body_idle_ms() {
