@@ -58,8 +58,8 @@ impl Forwarder {
         }
     }
 
-    /// Serves one request of an HTTP/1 connection: reads its head, proxies it, and
-    /// gives the connection back when it can carry another. `app` (pingora-proxy)
+    /// Serves one request of an HTTP/1 connection (reads its head, proxies it, and
+    /// gives the connection back when it can carry another) or one HTTP/2 stream. `app` (pingora-proxy)
     /// takes the requests this loop leaves to it ([`handoff`]).
     ///
     /// `shell` is the connection's [`Shell`], kept across its requests.
@@ -113,6 +113,12 @@ impl Forwarder {
         let mut ctx = self.sluice.new_ctx();
         let reuse = self.run(session, &mut ctx).await;
         let downstream = std::mem::replace(&mut *session.downstream_session, placeholder);
+        if downstream.is_http2() {
+            // Ends the stream if the response is complete and not ended yet; else the
+            // stream is reset when dropped.
+            let _ = downstream.finish().await;
+            return None;
+        }
         if !reuse {
             return None;
         }

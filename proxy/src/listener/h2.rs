@@ -9,6 +9,8 @@
 //! connection drains, the idle timeout once no stream is in flight, the connection torn
 //! down after [`MAX_REJECTED`] malformed streams) and spawns streams with
 //! `tokio::spawn`, which on a worker's single-threaded runtime stays on this thread.
+//! Each stream is one request of Sluice's own loop ([`Forwarder`]), as an HTTP/1
+//! request is: the same hooks, the per-thread upstream pool.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -21,13 +23,21 @@ use pingora::protocols::{Digest, Stream};
 use pingora::server::ShutdownWatch;
 use tokio::sync::Notify;
 
+use crate::forward::{Forwarder, Shell};
+
 /// Malformed streams a connection may open before it is closed (Pingora's bound).
 pub const MAX_REJECTED: usize = 32;
 
 /// Serves one HTTP/2 connection (TLS with ALPN `h2`, or h2c after the preface sniff)
-/// with `app` until the client closes it, it idles out, or it drains after shutdown.
-pub async fn serve<A>(app: &Arc<A>, stream: Stream, shutdown: &ShutdownWatch)
-where
+/// with `forwarder` (`app` only gets what the loop hands over, see
+/// [`crate::forward::handoff`]) until the client closes it, it idles out, or it
+/// drains after shutdown.
+pub async fn serve<A>(
+    app: &Arc<A>,
+    forwarder: &Arc<Forwarder>,
+    stream: Stream,
+    shutdown: &ShutdownWatch,
+) where
     A: HttpServerApp + Send + Sync + 'static,
 {
     let digest = Arc::new(Digest {
@@ -81,11 +91,13 @@ where
             Ok(Some(H2Accept::Session(session))) => {
                 let guard = active.start();
                 let app = app.clone();
+                let forwarder = forwarder.clone();
                 let shutdown = shutdown.clone();
                 tokio::spawn(async move {
                     let _guard = guard;
-                    app.process_new_http(ServerSession::new_http2(session), &shutdown)
-                        .await;
+                    let mut shell = Shell::default();
+                    let session = ServerSession::new_http2(session);
+                    forwarder.serve(session, &mut shell, &shutdown, &app).await;
                 });
             }
         }

@@ -13,8 +13,9 @@
 //!    within `timeouts.header_ms` of its first byte (of the accept, for the first one),
 //!    the wait between requests within `timeouts.keepalive_ms`, body reads and response
 //!    writes within `body_idle_ms` and `send_idle_ms` of progress;
-//! 4. serves HTTP/2 connections with Pingora's HTTP/2 session, each stream on the
-//!    connection's own thread ([`h2`]; idle ones close after `keepalive_ms`).
+//! 4. serves HTTP/2 connections with Pingora's HTTP/2 session, each stream a request
+//!    of the same loop on the connection's own thread ([`h2`]; idle connections close
+//!    after `keepalive_ms`).
 //!
 //! The end of a request head is signalled from the proxy's `early_request_filter`
 //! through a task-local [`request_started`], which also takes the request's slot under
@@ -191,14 +192,14 @@ where
         let head_deadline = accepted + timeouts.header;
         let stream = if stream.get_ssl_digest().is_some() {
             if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
-                h2::serve(&self.app, stream, shutdown).await;
+                h2::serve(&self.app, &self.forwarder, stream, shutdown).await;
                 return None;
             }
             stream
         } else if h2c {
             match preface::sniff(stream, timeouts.h2_preface.min(timeouts.header), shutdown).await {
                 Sniffed::H2(s) => {
-                    h2::serve(&self.app, s, shutdown).await;
+                    h2::serve(&self.app, &self.forwarder, s, shutdown).await;
                     return None;
                 }
                 Sniffed::H1(s) => s,
