@@ -246,24 +246,25 @@ fn run(path: &std::path::Path, snap: Snapshot) -> ExitCode {
     options.h2c = true;
     options.h2_idle_timeout = Some(keepalive);
     app.server_options = Some(options);
-    let mut proxy = Service::new(
-        "sluice".to_string(),
-        Admit::new(app, forwarder, live.clone(), tracker.clone()),
-    );
-    for addr in &listen {
-        proxy.add_tcp(&addr.to_string());
-    }
+    let mut admit = Admit::new(app, forwarder, live.clone(), tracker.clone());
     if let Some(def) = &tls {
+        // TLS listeners are bound as TCP: Sluice runs the handshake on the thread that
+        // serves the connection (`listener::Admit::with_tls`).
         pingora::tls::install_default_crypto_provider();
-        for addr in &def.listen {
-            match sluice::tls::settings(def, live.clone()) {
-                Ok(settings) => proxy.add_tls_with_settings(&addr.to_string(), None, settings),
-                Err(e) => {
-                    eprintln!("cannot set up TLS on {addr}: {e}");
-                    return ExitCode::FAILURE;
-                }
+        match sluice::tls::settings(def, live.clone()) {
+            Ok(settings) => admit = admit.with_tls(def.listen.clone(), settings.build()),
+            Err(e) => {
+                eprintln!("cannot set up TLS on {:?}: {e}", def.listen);
+                return ExitCode::FAILURE;
             }
         }
+    }
+    let mut proxy = Service::new("sluice".to_string(), admit);
+    for addr in listen
+        .iter()
+        .chain(tls.iter().flat_map(|t| t.listen.iter()))
+    {
+        proxy.add_tcp(&addr.to_string());
     }
     // Every worker thread gets the policy's VMs before the listeners open.
     server.add_service(Warmed::new(proxy, control.clone(), threads));

@@ -102,6 +102,8 @@ pub struct Metrics {
     pub h1_in_flight: IntGauge,
     /// Heap returned to the kernel after connections closed (`malloc_trim`), bytes.
     pub memory_trimmed: IntCounter,
+    /// TLS handshakes that failed (not TLS, no shared version or cipher, closed midway).
+    pub tls_handshake_failures: IntCounter,
     /// Admin API requests refused, by reason (`host`, `origin`, `content_type`, `token`).
     pub admin_refusals: IntCounterVec,
 }
@@ -174,6 +176,13 @@ pub fn metrics() -> &'static Metrics {
         )
         .expect("valid");
         r.register(Box::new(memory_trimmed.clone())).expect("unique");
+        let tls_handshake_failures = IntCounter::new(
+            "sluice_tls_handshake_failures_total",
+            "TLS handshakes that failed (timeouts count in sluice_connection_timeouts_total{phase=\"tls_handshake\"}).",
+        )
+        .expect("valid");
+        r.register(Box::new(tls_handshake_failures.clone()))
+            .expect("unique");
         Metrics {
             requests: counter(
                 &r,
@@ -366,11 +375,12 @@ pub fn metrics() -> &'static Metrics {
             connection_timeouts: counter(
                 &r,
                 "sluice_connection_timeouts_total",
-                "Connections closed or requests failed by a timeout (header, h2_preface, keepalive, body_idle, send_idle).",
+                "Connections closed or requests failed by a timeout (header, tls_handshake, h2_preface, keepalive, body_idle, send_idle).",
                 &["phase"],
             ),
             h1_in_flight,
             memory_trimmed,
+            tls_handshake_failures,
             admin_refusals: counter(
                 &r,
                 "sluice_admin_refusals_total",

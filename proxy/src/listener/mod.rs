@@ -6,7 +6,8 @@
 //! keeps an HTTP/1.1 connection idle forever once a request without `Keep-Alive:
 //! timeout` has been served. [`Admit`] therefore, for each connection:
 //! 1. admits it against `[connections]` and the open-file ceiling, or answers 503 and
-//!    closes ([`limits`]);
+//!    closes ([`limits`]); on a TLS listener, runs the handshake on the serving thread
+//!    within `timeouts.header_ms` ([`handshake`]; a refused TLS connection is closed);
 //! 2. with `h2c` on, tells HTTP/2 from HTTP/1 by the first differing byte, within
 //!    `timeouts.h2_preface_ms` ([`preface`]);
 //! 3. serves HTTP/1 requests itself in Pingora's keep-alive loop, each request head
@@ -22,16 +23,19 @@
 //! `connections.max_h1_in_flight`.
 
 pub mod h2;
+pub mod handshake;
 pub mod limits;
 pub mod preface;
 pub mod rehome;
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use pingora::apps::{HttpServerApp, ServerApp};
+use pingora::listeners::tls::Acceptor;
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::{Stream, ALPN};
 use pingora::server::ShutdownWatch;
@@ -126,6 +130,8 @@ pub struct Admit<A> {
     forwarder: Arc<Forwarder>,
     live: Arc<Live>,
     tracker: Arc<Tracker>,
+    /// The TLS listeners' addresses and their handshake ([`Admit::with_tls`]).
+    tls: Option<(Vec<SocketAddr>, Arc<Acceptor>)>,
 }
 
 impl<A> Admit<A> {
@@ -137,7 +143,27 @@ impl<A> Admit<A> {
             forwarder: Arc::new(forwarder),
             live,
             tracker,
+            tls: None,
         }
+    }
+
+    /// Connections accepted on `listen` (bound as plain TCP listeners) are TLS: Sluice
+    /// runs their handshake with `acceptor` after moving the socket to the serving
+    /// thread ([`rehome`]), within the request-head deadline, and after the connection
+    /// limits admitted them (a refused one is closed without a handshake).
+    pub fn with_tls(mut self, listen: Vec<SocketAddr>, acceptor: Acceptor) -> Self {
+        self.tls = Some((listen, Arc::new(acceptor)));
+        self
+    }
+
+    /// The handshake for a connection accepted on `local`, when its listener is TLS.
+    fn tls_for(&self, local: Option<SocketAddr>) -> Option<&Arc<Acceptor>> {
+        let (listen, acceptor) = self.tls.as_ref()?;
+        let local = local?;
+        listen
+            .iter()
+            .any(|l| l.port() == local.port() && (l.ip().is_unspecified() || l.ip() == local.ip()))
+            .then_some(acceptor)
     }
 }
 
@@ -180,16 +206,38 @@ where
             .and_then(|d| d.peer_addr())
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
+        let tls = self.tls_for(local);
         let _conn = match self.tracker.admit(local, peer, &limits) {
             Ok(c) => c,
             Err(r) => {
                 r.count();
                 tracing::debug!(reason = r.label(), peer = ?peer, "connection refused");
-                refuse(stream, &self.tracker).await;
+                if tls.is_none() {
+                    refuse(stream, &self.tracker).await;
+                }
                 return None;
             }
         };
         let head_deadline = accepted + timeouts.header;
+        let stream = match tls {
+            None => stream,
+            Some(acceptor) => {
+                match tokio::time::timeout_at(head_deadline, handshake::accept(acceptor, stream))
+                    .await
+                {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::debug!(error = %e, peer = ?peer, "TLS handshake failed");
+                        metrics().tls_handshake_failures.inc();
+                        return None;
+                    }
+                    Err(_) => {
+                        timed_out("tls_handshake");
+                        return None;
+                    }
+                }
+            }
+        };
         let stream = if stream.get_ssl_digest().is_some() {
             if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
                 h2::serve(&self.app, &self.forwarder, stream, shutdown).await;

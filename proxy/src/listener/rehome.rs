@@ -7,8 +7,8 @@
 //! here at ~0.8 cross-thread wake-ups per keep-alive request with 2 threads, none
 //! after this). Re-registering the socket where it is served costs three system calls
 //! once per connection (`fcntl(F_DUPFD_CLOEXEC)`, `epoll_ctl` add, `epoll_ctl` delete
-//! of the old one). TLS connections, whose handshake already ran on the stream, stay
-//! as they are.
+//! of the old one). TLS listeners are bound as plain TCP, so their connections move
+//! too and their handshake runs afterwards ([`super::handshake`]).
 //!
 //! The moved socket is a [`Socket`]: the TCP stream behind a write buffer, so that a
 //! response head and a small body leave in one `sendto` (Pingora's own stream type

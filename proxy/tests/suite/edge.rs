@@ -522,3 +522,62 @@ fn bad_pool_and_tls_definitions_are_reported_with_lines() {
         "{err}"
     );
 }
+
+/// The TLS handshake runs within `timeouts.header_ms`: a client that connects and never
+/// says hello is closed and counted; one that speaks plain HTTP to the TLS port is
+/// counted as a failed handshake; a real client still gets through afterwards.
+#[test]
+fn silent_and_plaintext_tls_clients_are_closed_and_counted() {
+    use std::io::{Read, Write};
+    let o = origin("o-tls-slow");
+    let pki = Pki::new();
+    let (s, tls_addr, _, _) = sluice_tls(&pki, |t| {
+        format!("[timeouts]\nheader_ms = 1000\n{}", tls_policy(&o, t, ""))
+    });
+    wait_port(tls_addr);
+    // Silent: no ClientHello.
+    let mut silent = std::net::TcpStream::connect(tls_addr).unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let start = std::time::Instant::now();
+    let mut buf = [0u8; 64];
+    let n = silent.read(&mut buf).unwrap_or(0);
+    let took = start.elapsed();
+    assert_eq!(n, 0, "a silent TLS client got bytes");
+    assert!(
+        took >= Duration::from_millis(800) && took < Duration::from_millis(3000),
+        "silent TLS client closed after {took:?} (header_ms 1000)"
+    );
+    // Plain HTTP on the TLS port.
+    let mut plain = std::net::TcpStream::connect(tls_addr).unwrap();
+    plain
+        .write_all(b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n")
+        .unwrap();
+    plain
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut got = Vec::new();
+    let _ = plain.read_to_end(&mut got);
+    assert!(
+        !String::from_utf8_lossy(&got).contains("200 OK"),
+        "plain HTTP answered on the TLS port"
+    );
+    eventually(Duration::from_secs(5), "the handshake counters", || {
+        let timeouts = metric_with(
+            &s,
+            "sluice_connection_timeouts_total",
+            "phase=\"tls_handshake\"",
+        );
+        let failures = metric(&s, "sluice_tls_handshake_failures_total", "");
+        (timeouts >= 1.0 && failures >= 1.0)
+            .then_some(())
+            .ok_or(format!("timeouts {timeouts}, failures {failures}"))
+    });
+    let c = tls_client(&pki, tls_addr, &["a.test"]);
+    let r = c
+        .get(format!("https://a.test:{}/echo", tls_addr.port()))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
