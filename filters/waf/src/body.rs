@@ -254,12 +254,19 @@ pub fn xml(data: &[u8]) -> Result<(Vec<u8>, Vec<Vec<u8>>), String> {
     let mut seen_root = false;
     while i < data.len() {
         if data[i] != b'<' {
-            if !stack.is_empty() {
-                text.push(data[i]);
-            } else if !data[i].is_ascii_whitespace() {
-                return Err("text outside the root element".into());
+            if stack.is_empty() {
+                if !data[i].is_ascii_whitespace() {
+                    return Err("text outside the root element".into());
+                }
+                i += 1;
+                continue;
             }
-            i += 1;
+            let run = data[i..]
+                .iter()
+                .position(|&b| b == b'<')
+                .map_or(data.len(), |p| p + i);
+            xml_unescape(&data[i..run], false, &mut text);
+            i = run;
             continue;
         }
         let rest = &data[i..];
@@ -322,7 +329,9 @@ pub fn xml(data: &[u8]) -> Result<(Vec<u8>, Vec<Vec<u8>>), String> {
                 .iter()
                 .position(|&b| b == q)
                 .ok_or("unterminated attribute")?;
-            attrs.push(after[1..1 + close].to_vec());
+            let mut v = Vec::with_capacity(close);
+            xml_unescape(&after[1..1 + close], true, &mut v);
+            attrs.push(v);
             a = &after[close + 2..];
         }
         if !self_closing {
@@ -333,6 +342,62 @@ pub fn xml(data: &[u8]) -> Result<(Vec<u8>, Vec<Vec<u8>>), String> {
         return Err("unclosed element or empty document".into());
     }
     Ok((text, attrs))
+}
+
+/// Appends `raw` to `out` with XML character references (`&#123;`, `&#x7B;`) and the predefined
+/// entities (`&lt;` `&gt;` `&amp;` `&quot;` `&apos;`) replaced, as libxml2 hands text and attribute
+/// values to ModSecurity. In an attribute value (`attr`) literal tab, CR and LF become spaces
+/// (XML attribute-value normalisation; a reference to them is kept). Anything else that starts
+/// with `&` (an undeclared entity, a reference to an invalid code point) is kept as written.
+fn xml_unescape(raw: &[u8], attr: bool, out: &mut Vec<u8>) {
+    let mut i = 0;
+    while i < raw.len() {
+        let b = raw[i];
+        if b != b'&' {
+            out.push(if attr && matches!(b, b'\t' | b'\n' | b'\r') {
+                b' '
+            } else {
+                b
+            });
+            i += 1;
+            continue;
+        }
+        let Some(len) = raw[i + 1..].iter().take(12).position(|&c| c == b';') else {
+            out.push(b'&');
+            i += 1;
+            continue;
+        };
+        let name = &raw[i + 1..i + 1 + len];
+        let ch = match name {
+            b"lt" => Some('<'),
+            b"gt" => Some('>'),
+            b"amp" => Some('&'),
+            b"quot" => Some('"'),
+            b"apos" => Some('\''),
+            [b'#', b'x' | b'X', hex @ ..] if !hex.is_empty() => std::str::from_utf8(hex)
+                .ok()
+                .and_then(|h| u32::from_str_radix(h, 16).ok())
+                .and_then(char::from_u32),
+            [b'#', dec @ ..] if !dec.is_empty() && dec.iter().all(u8::is_ascii_digit) => {
+                std::str::from_utf8(dec)
+                    .ok()
+                    .and_then(|d| d.parse::<u32>().ok())
+                    .and_then(char::from_u32)
+            }
+            _ => None,
+        };
+        match ch {
+            Some(c) if c != '\0' => {
+                let mut buf = [0u8; 4];
+                out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+                i += len + 2;
+            }
+            _ => {
+                out.push(b'&');
+                i += 1;
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -388,6 +453,13 @@ mod tests {
         assert_eq!(t, b"hi there");
         assert_eq!(a, vec![b"1".to_vec(), b"2".to_vec()]);
         assert!(xml(b"<a><b></a>").is_err());
+        // character and entity references are decoded in text and attribute values
+        let (t, a) = xml(
+            b"<a q=\"&lt;x&gt;&#x7B;&#123;\tz\" r='&apos;&quot;&amp;'>&lt;script&gt;&#x7B;&#0125;&amp;amp;&quot;&apos;&nope;<![CDATA[&lt;]]></a>",
+        )
+        .unwrap();
+        assert_eq!(t, b"<script>{}&amp;\"'&nope;&lt;");
+        assert_eq!(a, vec![b"<x>{{ z".to_vec(), b"'\"&".to_vec()]);
         assert!(xml(b"<a>").is_err());
     }
 }
