@@ -89,20 +89,50 @@ pub struct Multipart {
     pub error: Option<String>,
 }
 
-fn param<'a>(header: &'a str, name: &str) -> Option<(String, bool)> {
-    for p in header.split(';').skip(1) {
+/// Splits `v; k=v; k="a;b"` on `;` outside double-quoted strings (inside quotes `\` escapes the
+/// next character).
+fn split_params(header: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let (mut start, mut quoted, mut escaped) = (0, false, false);
+    for (i, c) in header.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            ';' if !quoted => {
+                out.push(&header[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(&header[start..]);
+    out
+}
+
+/// The value of parameter `name` in a header value; `(value, was quoted)`. A quoted value loses its
+/// quotes and the `\` before an escaped `"` or `\`.
+fn param(header: &str, name: &str) -> Option<(String, bool)> {
+    for p in split_params(header).into_iter().skip(1) {
         let p = p.trim();
         if let Some((k, v)) = p.split_once('=') {
             if k.trim().eq_ignore_ascii_case(name) {
                 let v = v.trim();
                 if v.len() >= 2 && v.starts_with('"') && v.ends_with('"') {
-                    return Some((v[1..v.len() - 1].to_string(), true));
+                    let mut out = String::with_capacity(v.len());
+                    let mut chars = v[1..v.len() - 1].chars().peekable();
+                    while let Some(c) = chars.next() {
+                        if c == '\\' && matches!(chars.peek(), Some('"' | '\\')) {
+                            continue;
+                        }
+                        out.push(c);
+                    }
+                    return Some((out, true));
                 }
                 return Some((v.to_string(), false));
             }
         }
     }
-    let _: Option<&'a str> = None;
     None
 }
 
@@ -444,6 +474,13 @@ mod tests {
         assert!(m.error.is_some());
         let m = multipart("multipart/form-data; boundary=\"XX\"", body);
         assert!(m.flags.contains(&s::MULTIPART_BOUNDARY_QUOTED));
+        // `;` inside a quoted parameter value does not end it
+        let body = b"--XX\r\nContent-Disposition: form-data; name=\"a;b=c\"\r\n\r\n1\r\n--XX\r\nContent-Disposition: form-data; filename=\"x;name=y.php\"; name=\"f&#59;\\\"g\"\r\n\r\n2\r\n--XX--\r\n";
+        let m = multipart("multipart/form-data; boundary=XX", body);
+        assert!(m.error.is_none(), "{:?}", m.error);
+        assert_eq!(m.args, vec![(b"a;b=c".to_vec(), b"1".to_vec())]);
+        assert_eq!(m.files[0].name, b"f&#59;\"g");
+        assert_eq!(m.files[0].filename, b"x;name=y.php");
     }
 
     #[test]
