@@ -292,16 +292,23 @@ fn html_entity_decode(i: &[u8], out: &mut Vec<u8>) {
                 Some(b'x') | Some(b'X') => (true, 2),
                 _ => (false, 1),
             };
+            // every digit counts (leading zeros too); the value saturates like strtol's long and
+            // its low byte is the result, as in ModSecurity
             let mut j = start;
-            let mut val: u32 = 0;
-            while j < rest.len() && j - start < 8 {
+            let mut val: u64 = 0;
+            while j < rest.len() {
                 let d = if hex {
                     hexval(rest[j])
                 } else {
                     rest[j].is_ascii_digit().then(|| rest[j] - b'0')
                 };
                 match d {
-                    Some(d) => val = val * if hex { 16 } else { 10 } + u32::from(d),
+                    Some(d) => {
+                        val = val
+                            .saturating_mul(if hex { 16 } else { 10 })
+                            .saturating_add(u64::from(d))
+                            .min(i64::MAX as u64)
+                    }
                     None => break,
                 }
                 j += 1;
@@ -648,6 +655,13 @@ mod tests {
         assert_eq!(
             t("htmlEntityDecode", b"&lt;a&#x41;&#66&quot;&foo;"),
             b"<aAB\"&foo;"
+        );
+        assert_eq!(
+            t(
+                "htmlEntityDecode",
+                b"&#0000123;&#x0007B;&#X00000000007d;&#0000000000000000125x&#99999999999999999999999;"
+            ),
+            b"{{}}x\xff"
         );
         assert_eq!(t("jsDecode", b"\\x41\\u0042\\n\\'\\101"), b"AB\n'A");
         assert_eq!(t("cssDecode", b"j\\61 vascript\\:"), b"javascript:");
