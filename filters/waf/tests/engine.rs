@@ -450,3 +450,21 @@ SecMarker END2
         "gate 4 lost its target: no jump"
     );
 }
+
+#[test]
+fn ctl_remove_target_on_keyless_variables() {
+    // Runtime removal of REQUEST_FILENAME (a variable without keys) by id and by tag, as CRS
+    // exclusion packages do; static SecRuleUpdateTargetById with !REQUEST_FILENAME too.
+    let w = waf(r#"
+SecRule REQUEST_URI "@beginsWith /a/" "id:1,phase:1,pass,nolog,ctl:ruleRemoveTargetById=20;REQUEST_FILENAME"
+SecRule REQUEST_URI "@beginsWith /b/" "id:2,phase:1,pass,nolog,ctl:ruleRemoveTargetByTag=paths;REQUEST_FILENAME"
+SecRule REQUEST_FILENAME|ARGS "@contains evil" "id:20,phase:2,deny,tag:paths"
+SecRule REQUEST_FILENAME "@contains bad" "id:21,phase:2,deny"
+SecRuleUpdateTargetById 21 "!REQUEST_FILENAME"
+"#);
+    assert_eq!(status(&get(&w, "/c/evil")), 403);
+    assert_eq!(status(&get(&w, "/a/evil")), 200, "removed by id");
+    assert_eq!(status(&get(&w, "/b/evil")), 200, "removed by tag");
+    assert_eq!(status(&get(&w, "/a/x?q=evil")), 403, "ARGS still inspected");
+    assert_eq!(status(&get(&w, "/c/bad")), 200, "removed by SecRuleUpdateTargetById");
+}
