@@ -468,3 +468,27 @@ SecRuleUpdateTargetById 21 "!REQUEST_FILENAME"
     assert_eq!(status(&get(&w, "/a/x?q=evil")), 403, "ARGS still inspected");
     assert_eq!(status(&get(&w, "/c/bad")), 200, "removed by SecRuleUpdateTargetById");
 }
+
+#[test]
+fn json_request_body_variable_and_bodyless_json() {
+    // libmodsecurity 3 keeps the raw body in REQUEST_BODY whatever processor parsed it; the
+    // processor a ctl chose is visible in REQBODY_PROCESSOR at once, also without a body.
+    let w = waf(r#"
+SecRule REQUEST_HEADERS:Content-Type "^application/json" "id:100,phase:1,pass,nolog,t:lowercase,ctl:requestBodyProcessor=JSON"
+SecRule REQBODY_ERROR "!@eq 0" "id:102,phase:2,deny,status:400"
+SecRule REQUEST_BODY "@contains \"role\":" "id:1,phase:2,deny,status:401"
+SecRule REQBODY_PROCESSOR "@streq JSON" "id:2,phase:1,pass,log"
+SecRule REQBODY_PROCESSOR "@streq JSON" "id:3,phase:2,pass,log"
+SecRule ARGS_POST "@rx ." "id:4,phase:2,pass,log"
+SecRule &REQUEST_BODY "@eq 0" "id:5,phase:2,pass,log"
+"#);
+    let j = &[("Content-Type", "application/json")];
+    let tx = req(&w, "POST", "/", j, Some(br#"{"role":"admin"}"#));
+    assert_eq!(status(&tx), 401);
+    assert_eq!(tx.args(), vec![("json.role".into(), "admin".into())]);
+    for body in [None, Some(&b""[..])] {
+        let tx = req(&w, "GET", "/", j, body);
+        assert_eq!(status(&tx), 200, "no body: no JSON error ({body:?})");
+        assert_eq!(ids(&tx), vec![2, 3, 5], "{body:?}");
+    }
+}

@@ -69,7 +69,11 @@ impl Transaction {
             Ctl::RemoveTargetById(r, e) => self.excl_by_id.push((r.clone(), e.clone())),
             Ctl::RemoveTargetByTag(t, e) => self.excl_by_tag.push((t.clone(), e.clone())),
             Ctl::Engine(m) => self.mode = *m,
-            Ctl::BodyProcessor(p) => self.body_proc = Some(*p),
+            Ctl::BodyProcessor(p) => {
+                // libmodsecurity sets REQBODY_PROCESSOR with the choice, body or not
+                self.body_proc = Some(*p);
+                self.set_scalar(s::REQBODY_PROCESSOR, p.name().as_bytes());
+            }
             Ctl::ForceBodyVar(b) => self.force_body_var = *b,
             Ctl::BodyAccess(b) => self.body_access = *b,
             Ctl::Ignored => {}

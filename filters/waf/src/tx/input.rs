@@ -120,6 +120,9 @@ impl Transaction {
         } else if ctype.starts_with("multipart/form-data") {
             self.body_proc = Some(BodyProc::Multipart);
         }
+        if let Some(p) = self.body_proc {
+            self.set_scalar(s::REQBODY_PROCESSOR, p.name().as_bytes());
+        }
         let (addr, port) = split_addr(remote_addr);
         self.set_scalar(s::REMOTE_ADDR, addr.as_bytes());
         self.set_scalar(s::REMOTE_PORT, port.as_bytes());
@@ -166,12 +169,15 @@ impl Transaction {
         if let Some(p) = self.body_proc {
             self.set_scalar(s::REQBODY_PROCESSOR, p.name().as_bytes());
         }
-        if matches!(self.body_proc, None | Some(BodyProc::UrlEncoded)) || self.force_body_var {
+        // libmodsecurity 3 keeps any buffered body in REQUEST_BODY, whichever processor parses it
+        if !data.is_empty() || self.force_body_var {
             self.set_scalar(s::REQUEST_BODY, data);
         }
         let mut error: Option<String> = None;
         match self.body_proc {
             None => {}
+            // no body, nothing to parse (not a JSON syntax error)
+            Some(BodyProc::Json) if data.is_empty() => {}
             Some(BodyProc::UrlEncoded) => {
                 let sep = self.eng.settings.arg_sep;
                 for (k, v) in body::urlencoded(data, sep) {
