@@ -446,23 +446,24 @@ fn css_decode(i: &[u8], out: &mut Vec<u8>) {
     }
 }
 
+/// UTF-8 sequences become `%uXXXX` (ModSecurity's `utf8toUnicode`). A lead byte (`C0`-`F7`)
+/// whose continuation bytes are missing or not `10xxxxxx` is dropped and decoding goes on with the
+/// next byte; overlong forms (`C0 AF`) are decoded like any other; other bytes pass unchanged.
 fn utf8_to_unicode(i: &[u8], out: &mut Vec<u8>) {
     let mut k = 0;
     while k < i.len() {
         let b = i[k];
         let (len, init) = match b {
-            0x00..=0x7f => {
+            0xc0..=0xdf => (2, u32::from(b & 0x1f)),
+            0xe0..=0xef => (3, u32::from(b & 0x0f)),
+            0xf0..=0xf7 => (4, u32::from(b & 0x07)),
+            _ => {
                 out.push(b);
                 k += 1;
                 continue;
             }
-            0xc2..=0xdf => (2, u32::from(b & 0x1f)),
-            0xe0..=0xef => (3, u32::from(b & 0x0f)),
-            0xf0..=0xf4 => (4, u32::from(b & 0x07)),
-            _ => (0, 0),
         };
-        if len == 0 || k + len > i.len() || !i[k + 1..k + len].iter().all(|&c| c & 0xc0 == 0x80) {
-            out.push(b);
+        if k + len > i.len() || !i[k + 1..k + len].iter().all(|&c| c & 0xc0 == 0x80) {
             k += 1;
             continue;
         }
@@ -666,6 +667,15 @@ mod tests {
         assert_eq!(t("jsDecode", b"\\x41\\u0042\\n\\'\\101"), b"AB\n'A");
         assert_eq!(t("cssDecode", b"j\\61 vascript\\:"), b"javascript:");
         assert_eq!(t("utf8toUnicode", "é1".as_bytes()), b"%u00e91");
+        // a lead byte without its continuation is dropped; overlong forms are decoded
+        assert_eq!(
+            t("utf8toUnicode", &t("urlDecodeUni", b"..%c0%5c..%c0%5c")),
+            b"..\\..\\"
+        );
+        assert_eq!(t("utf8toUnicode", b"a\xc3"), b"a");
+        assert_eq!(t("utf8toUnicode", b"\xe2\x80x\xff"), b"\x80x\xff");
+        assert_eq!(t("utf8toUnicode", b"\xc0\xaf\xc1\x81"), b"%u002f%u0041");
+        assert_eq!(t("utf8toUnicode", "\u{1F600}".as_bytes()), b"%u1f600");
         assert_eq!(t("removeNulls", b"a\0b"), b"ab");
         assert_eq!(t("replaceNulls", b"a\0b"), b"a b");
         assert_eq!(t("cmdLine", b"C^at\"  /Etc;ls ,x"), b"cat/etc ls x");
