@@ -262,6 +262,9 @@ impl RootContext for WafRoot {
                         st.host_matchers
                     ),
                 );
+                for warning in &st.warnings {
+                    log(LogLevel::Warn, &format!("waf: {warning}"));
+                }
                 self.waf = Some(Rc::new(w));
                 true
             }

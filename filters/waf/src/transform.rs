@@ -1,6 +1,7 @@
 //! Transformation functions (`t:name`), ModSecurity semantics on bytes.
 
 use crate::sha1::sha1;
+use crate::unicode_map::UnicodeMap;
 
 /// A transformation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -123,12 +124,20 @@ impl T {
 
     /// Applies the transformation: `out` is cleared and receives the result.
     pub fn apply(self, i: &[u8], out: &mut Vec<u8>) {
+        self.apply_with(i, out, None);
+    }
+
+    /// [`T::apply`] with the engine's `SecUnicodeMapFile` map (used by `urlDecodeUni`).
+    pub fn apply_with(self, i: &[u8], out: &mut Vec<u8>, map: Option<&UnicodeMap>) {
         out.clear();
+        if self == T::UrlDecodeUni {
+            return url_decode(i, out, true, map);
+        }
         match self {
             T::Lowercase => out.extend(i.iter().map(|b| b.to_ascii_lowercase())),
             T::Uppercase => out.extend(i.iter().map(|b| b.to_ascii_uppercase())),
-            T::UrlDecode => url_decode(i, out, false),
-            T::UrlDecodeUni => url_decode(i, out, true),
+            T::UrlDecode => url_decode(i, out, false, None),
+            T::UrlDecodeUni => url_decode(i, out, true, map),
             T::HtmlEntityDecode => html_entity_decode(i, out),
             T::JsDecode => js_decode(i, out, true),
             T::EscapeSeqDecode => js_decode(i, out, false),
@@ -213,22 +222,27 @@ fn hex2(a: u8, b: u8) -> Option<u8> {
 }
 
 /// `%uHHHH` -> one byte: the low byte, full-width ASCII (U+FF01..U+FF5E) mapped to ASCII.
-fn uni_byte(h: &[u8]) -> Option<u8> {
+/// The byte `%uXXXX` decodes to: the code page's byte when the map has the code point, else
+/// the low byte (full-width ASCII `%uff01`-`%uff5e` shifted to ASCII), as ModSecurity does.
+fn uni_byte(h: &[u8], map: Option<&UnicodeMap>) -> Option<u8> {
     let hi = hex2(h[0], h[1])?;
     let lo = hex2(h[2], h[3])?;
+    if let Some(b) = map.and_then(|m| m.get(u32::from(hi) << 8 | u32::from(lo))) {
+        return Some(b);
+    }
     if hi == 0xff && lo > 0 && lo < 0x5f {
         return Some(lo + 0x20);
     }
     Some(lo)
 }
 
-fn url_decode(i: &[u8], out: &mut Vec<u8>, uni: bool) {
+fn url_decode(i: &[u8], out: &mut Vec<u8>, uni: bool, map: Option<&UnicodeMap>) {
     let mut k = 0;
     while k < i.len() {
         let b = i[k];
         if b == b'%' {
             if uni && k + 5 < i.len() && (i[k + 1] == b'u' || i[k + 1] == b'U') {
-                if let Some(c) = uni_byte(&i[k + 2..k + 6]) {
+                if let Some(c) = uni_byte(&i[k + 2..k + 6], map) {
                     out.push(c);
                     k += 6;
                     continue;
@@ -274,7 +288,7 @@ pub fn uri_decode(i: &[u8]) -> Vec<u8> {
 /// Decodes a form-urlencoded component (`+` is a space).
 pub fn form_decode(i: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(i.len());
-    url_decode(i, &mut out, false);
+    url_decode(i, &mut out, false, None);
     out
 }
 
@@ -360,7 +374,7 @@ fn js_decode(i: &[u8], out: &mut Vec<u8>, js: bool) {
         }
         let c = i[k + 1];
         if js && (c == b'u' || c == b'U') && k + 5 < i.len() {
-            if let Some(b) = uni_byte(&i[k + 2..k + 6]) {
+            if let Some(b) = uni_byte(&i[k + 2..k + 6], None) {
                 out.push(b);
                 k += 6;
                 continue;
@@ -640,6 +654,7 @@ fn base64_decode(i: &[u8], out: &mut Vec<u8>, forgiving: bool) {
 #[cfg(test)]
 mod tests {
     use super::T;
+    use crate::unicode_map::UnicodeMap;
 
     fn t(name: &str, i: &[u8]) -> Vec<u8> {
         let mut o = Vec::new();
@@ -653,6 +668,11 @@ mod tests {
         assert_eq!(t("uppercase", b"aBc"), b"ABC");
         assert_eq!(t("urlDecode", b"a%20b+c%zz%4"), b"a b c%zz%4");
         assert_eq!(t("urlDecodeUni", b"%u0041%uff0e%27"), b"A.'");
+        let map = UnicodeMap::parse(b"20127 (US-ASCII)\n2018:27 2019:27 00c9:45\n", 20127).unwrap();
+        let mut o = Vec::new();
+        T::UrlDecodeUni.apply_with(b"%u2018a%u2019%u00c9%uff0e%u2020", &mut o, Some(&map));
+        assert_eq!(o, b"'a'E. ");
+        assert_eq!(t("urlDecodeUni", b"%u2018a%u2019"), b"\x18a\x19");
         assert_eq!(
             t("htmlEntityDecode", b"&lt;a&#x41;&#66&quot;&foo;"),
             b"<aAB\"&foo;"
