@@ -492,3 +492,28 @@ SecRule &REQUEST_BODY "@eq 0" "id:5,phase:2,pass,log"
         assert_eq!(ids(&tx), vec![2, 3, 5], "{body:?}");
     }
 }
+
+#[test]
+fn audit_line_is_ascii_json_with_modsecurity_data_escapes() {
+    let w = waf(r#"
+SecRule ARGS:a "@rx x" "id:1,phase:1,pass,log,msg:'m',logdata:'%{MATCHED_VAR}'"
+SecRule ARGS_NAMES "@rx ^b" "id:2,phase:1,pass,log,msg:'%{MATCHED_VAR}'"
+"#);
+    // C1 controls as UTF-8 (U+0080, U+009F), raw 0x80-0x9F bytes, CR/LF, DEL, quote, backslash
+    let tx = get(&w, "/?a=x%C2%80%C2%9F%80%9F%0D%0A%7F%22%5C%C3%A9&b%C2%85=1");
+    let line = waf::config::audit_json(&tx, "rid");
+    // tracing-subscriber rewrites U+007F-U+009F as `\u{80}`, which is not JSON: none may be left
+    assert!(
+        !line.chars().any(|c| ('\u{7f}'..='\u{9f}').contains(&c)),
+        "{line}"
+    );
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(
+        v["rules"][0]["data"],
+        r#"x\xc2\x80\xc2\x9f\x80\x9f\x0d\x0a\x7f"\\xc3\xa9"#
+    );
+    assert_eq!(v["rules"][0]["var"], "ARGS:a");
+    // names and messages keep their characters; C1 ones travel as JSON escapes
+    assert_eq!(v["rules"][1]["var"], "ARGS_NAMES:b\u{85}");
+    assert_eq!(v["rules"][1]["msg"], "b\u{85}");
+}
