@@ -11,6 +11,7 @@ pub mod ops;
 pub mod parse;
 pub mod pcre;
 pub mod prefilter;
+pub mod request;
 pub mod sha1;
 pub mod transform;
 pub mod tx;

@@ -182,8 +182,14 @@ mod tests {
         assert_eq!(translate("a*+b", true), "(?sm)a*+b");
         assert_eq!(translate("[´]", false), "(?sm-u)[\\xc2\\xb4]");
         assert_eq!(translate("\\<x", false), "(?sm-u)\\x3cx");
-        assert_eq!(translate("\\x{7B}\\x{00e9}\\xe\\x", false), "(?sm-u)\\x7b\\xe9\\x0e\\x00");
-        assert_eq!(translate("[\\x{e9}é]", true), "(?sm)[\\x{80}\\x{80}\\x{80}]");
+        assert_eq!(
+            translate("\\x{7B}\\x{00e9}\\xe\\x", false),
+            "(?sm-u)\\x7b\\xe9\\x0e\\x00"
+        );
+        assert_eq!(
+            translate("[\\x{e9}é]", true),
+            "(?sm)[\\x{80}\\x{80}\\x{80}]"
+        );
         for p in ["[\\w\\s=.,;)(]++x", "(?i:a|b)\\b\\d+", "[^?\\w\\s=.,;)(]++"] {
             regex::bytes::Regex::new(&translate(p, false)).unwrap();
         }

@@ -483,4 +483,3 @@ fn unicode_map_file_maps_curly_quotes_for_sqli_rules() {
         ids(&tx)
     );
 }
-

@@ -466,7 +466,11 @@ SecRuleUpdateTargetById 21 "!REQUEST_FILENAME"
     assert_eq!(status(&get(&w, "/a/evil")), 200, "removed by id");
     assert_eq!(status(&get(&w, "/b/evil")), 200, "removed by tag");
     assert_eq!(status(&get(&w, "/a/x?q=evil")), 403, "ARGS still inspected");
-    assert_eq!(status(&get(&w, "/c/bad")), 200, "removed by SecRuleUpdateTargetById");
+    assert_eq!(
+        status(&get(&w, "/c/bad")),
+        200,
+        "removed by SecRuleUpdateTargetById"
+    );
 }
 
 #[test]
@@ -516,4 +520,34 @@ SecRule ARGS_NAMES "@rx ^b" "id:2,phase:1,pass,log,msg:'%{MATCHED_VAR}'"
     // names and messages keep their characters; C1 ones travel as JSON escapes
     assert_eq!(v["rules"][1]["var"], "ARGS_NAMES:b\u{85}");
     assert_eq!(v["rules"][1]["msg"], "b\u{85}");
+}
+
+#[test]
+fn absolute_form_target_and_absent_host() {
+    let w = waf(r#"
+SecRule REQUEST_URI "@streq http://ex.com/a/b c.php?q=1 x" "id:1,phase:1,pass,log"
+SecRule REQUEST_URI_RAW "@streq http://ex.com/a/b%20c.php?q=1%20x" "id:2,phase:1,pass,log"
+SecRule REQUEST_FILENAME "@streq /a/b c.php" "id:3,phase:1,pass,log"
+SecRule REQUEST_BASENAME "@streq b c.php" "id:4,phase:1,pass,log"
+SecRule ARGS:q "@streq 1 x" "id:5,phase:1,pass,log"
+SecRule REQUEST_LINE "@streq GET http://ex.com/a/b%20c.php?q=1%20x HTTP/1.1" "id:6,phase:1,pass,log"
+SecRule &REQUEST_HEADERS:Host "@eq 0" "id:7,phase:1,pass,log"
+SecRule REQUEST_FILENAME "@streq /" "id:8,phase:1,pass,log"
+"#);
+    let tx = req(
+        &w,
+        "GET",
+        "http://ex.com/a/b%20c.php?q=1%20x",
+        &[("Accept", "*/*")],
+        None,
+    );
+    assert_eq!(ids(&tx), vec![1, 2, 3, 4, 5, 6, 7]);
+    assert_eq!(
+        ids(&req(&w, "GET", "https://ex.com?q=1%20x", &[], None)),
+        vec![5, 7, 8]
+    );
+    assert_eq!(
+        ids(&req(&w, "GET", "/", &[("Host", "ex.com")], None)),
+        vec![8]
+    );
 }

@@ -80,6 +80,9 @@ impl Transaction {
             Some((p, q)) => (p, Some(q)),
             None => (uri, None),
         };
+        // absolute-form (`http://host/path?q`): REQUEST_URI(_RAW) keep the whole target,
+        // REQUEST_FILENAME is the path (ModSecurity 2's behaviour, which CRS's tests assume)
+        let path = absolute_path(path).unwrap_or(path);
         let fname = uri_decode(path.as_bytes());
         let base = match fname.iter().rposition(|&b| b == b'/') {
             Some(p) => fname[p + 1..].to_vec(),
@@ -291,4 +294,18 @@ pub(super) fn split_addr(a: &str) -> (&str, &str) {
 #[allow(dead_code)]
 pub(super) fn decode_form(b: &[u8]) -> Vec<u8> {
     form_decode(b)
+}
+
+/// The path of an absolute-form target without its query (`http://h:80/a/b` -> `/a/b`,
+/// `http://h` -> `/`); `None` for any other form.
+fn absolute_path(target: &str) -> Option<&str> {
+    let (scheme, rest) = target.split_once("://")?;
+    if scheme.is_empty()
+        || !scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+    {
+        return None;
+    }
+    Some(rest.find('/').map_or("/", |p| &rest[p..]))
 }
