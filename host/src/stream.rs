@@ -341,6 +341,10 @@ pub struct RequestInfo {
     pub upstream: Option<SocketAddr>,
     /// Response status once known.
     pub response_code: Option<u16>,
+    /// The request target as the client sent it, when it was absolute-form
+    /// (`http://host/path?q`): filters see it as property `sluice.request_target`
+    /// (`:path` is origin-form).
+    pub absolute_target: Option<Vec<u8>>,
 }
 
 impl Default for RequestInfo {
@@ -357,6 +361,7 @@ impl Default for RequestInfo {
             generation: 0,
             upstream: None,
             response_code: None,
+            absolute_target: None,
         }
     }
 }

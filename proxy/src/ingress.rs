@@ -46,6 +46,16 @@ pub fn prepare(req: &mut RequestHeader, cfg: &PathsConfig) -> Result<(), Ingress
     Ok(())
 }
 
+/// The target as sent when it is absolute-form (`http://host/path?q`), before
+/// [`prepare`] makes it origin-form.
+pub fn absolute_target(req: &RequestHeader) -> Option<Vec<u8>> {
+    let raw = req.raw_path();
+    match raw_target_authority(raw) {
+        RawTargetAuthority::Absolute { .. } => Some(raw.to_vec()),
+        _ => None,
+    }
+}
+
 /// Rewrites the target to its canonical origin-form (absolute-form becomes
 /// origin-form plus `Host`); the query is kept byte for byte. Absolute-form is told
 /// apart with Pingora's own classifier, the one its authority checks use.
@@ -132,6 +142,16 @@ mod tests {
             r.append_header(k.to_string(), *v).unwrap();
         }
         r
+    }
+
+    #[test]
+    fn absolute_target_is_kept_as_sent() {
+        let r = req("http://h:8080/a/../b?q=%2e", &[]);
+        assert_eq!(
+            absolute_target(&r).as_deref(),
+            Some(&b"http://h:8080/a/../b?q=%2e"[..])
+        );
+        assert_eq!(absolute_target(&req("/a?q", &[("host", "h")])), None);
     }
 
     #[test]

@@ -89,20 +89,50 @@ pub struct Multipart {
     pub error: Option<String>,
 }
 
-fn param<'a>(header: &'a str, name: &str) -> Option<(String, bool)> {
-    for p in header.split(';').skip(1) {
+/// Splits `v; k=v; k="a;b"` on `;` outside double-quoted strings (inside quotes `\` escapes the
+/// next character).
+fn split_params(header: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let (mut start, mut quoted, mut escaped) = (0, false, false);
+    for (i, c) in header.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            ';' if !quoted => {
+                out.push(&header[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(&header[start..]);
+    out
+}
+
+/// The value of parameter `name` in a header value; `(value, was quoted)`. A quoted value loses its
+/// quotes and the `\` before an escaped `"` or `\`.
+fn param(header: &str, name: &str) -> Option<(String, bool)> {
+    for p in split_params(header).into_iter().skip(1) {
         let p = p.trim();
         if let Some((k, v)) = p.split_once('=') {
             if k.trim().eq_ignore_ascii_case(name) {
                 let v = v.trim();
                 if v.len() >= 2 && v.starts_with('"') && v.ends_with('"') {
-                    return Some((v[1..v.len() - 1].to_string(), true));
+                    let mut out = String::with_capacity(v.len());
+                    let mut chars = v[1..v.len() - 1].chars().peekable();
+                    while let Some(c) = chars.next() {
+                        if c == '\\' && matches!(chars.peek(), Some('"' | '\\')) {
+                            continue;
+                        }
+                        out.push(c);
+                    }
+                    return Some((out, true));
                 }
                 return Some((v.to_string(), false));
             }
         }
     }
-    let _: Option<&'a str> = None;
     None
 }
 
@@ -254,12 +284,19 @@ pub fn xml(data: &[u8]) -> Result<(Vec<u8>, Vec<Vec<u8>>), String> {
     let mut seen_root = false;
     while i < data.len() {
         if data[i] != b'<' {
-            if !stack.is_empty() {
-                text.push(data[i]);
-            } else if !data[i].is_ascii_whitespace() {
-                return Err("text outside the root element".into());
+            if stack.is_empty() {
+                if !data[i].is_ascii_whitespace() {
+                    return Err("text outside the root element".into());
+                }
+                i += 1;
+                continue;
             }
-            i += 1;
+            let run = data[i..]
+                .iter()
+                .position(|&b| b == b'<')
+                .map_or(data.len(), |p| p + i);
+            xml_unescape(&data[i..run], false, &mut text);
+            i = run;
             continue;
         }
         let rest = &data[i..];
@@ -322,7 +359,9 @@ pub fn xml(data: &[u8]) -> Result<(Vec<u8>, Vec<Vec<u8>>), String> {
                 .iter()
                 .position(|&b| b == q)
                 .ok_or("unterminated attribute")?;
-            attrs.push(after[1..1 + close].to_vec());
+            let mut v = Vec::with_capacity(close);
+            xml_unescape(&after[1..1 + close], true, &mut v);
+            attrs.push(v);
             a = &after[close + 2..];
         }
         if !self_closing {
@@ -333,6 +372,62 @@ pub fn xml(data: &[u8]) -> Result<(Vec<u8>, Vec<Vec<u8>>), String> {
         return Err("unclosed element or empty document".into());
     }
     Ok((text, attrs))
+}
+
+/// Appends `raw` to `out` with XML character references (`&#123;`, `&#x7B;`) and the predefined
+/// entities (`&lt;` `&gt;` `&amp;` `&quot;` `&apos;`) replaced, as libxml2 hands text and attribute
+/// values to ModSecurity. In an attribute value (`attr`) literal tab, CR and LF become spaces
+/// (XML attribute-value normalisation; a reference to them is kept). Anything else that starts
+/// with `&` (an undeclared entity, a reference to an invalid code point) is kept as written.
+fn xml_unescape(raw: &[u8], attr: bool, out: &mut Vec<u8>) {
+    let mut i = 0;
+    while i < raw.len() {
+        let b = raw[i];
+        if b != b'&' {
+            out.push(if attr && matches!(b, b'\t' | b'\n' | b'\r') {
+                b' '
+            } else {
+                b
+            });
+            i += 1;
+            continue;
+        }
+        let Some(len) = raw[i + 1..].iter().take(12).position(|&c| c == b';') else {
+            out.push(b'&');
+            i += 1;
+            continue;
+        };
+        let name = &raw[i + 1..i + 1 + len];
+        let ch = match name {
+            b"lt" => Some('<'),
+            b"gt" => Some('>'),
+            b"amp" => Some('&'),
+            b"quot" => Some('"'),
+            b"apos" => Some('\''),
+            [b'#', b'x' | b'X', hex @ ..] if !hex.is_empty() => std::str::from_utf8(hex)
+                .ok()
+                .and_then(|h| u32::from_str_radix(h, 16).ok())
+                .and_then(char::from_u32),
+            [b'#', dec @ ..] if !dec.is_empty() && dec.iter().all(u8::is_ascii_digit) => {
+                std::str::from_utf8(dec)
+                    .ok()
+                    .and_then(|d| d.parse::<u32>().ok())
+                    .and_then(char::from_u32)
+            }
+            _ => None,
+        };
+        match ch {
+            Some(c) if c != '\0' => {
+                let mut buf = [0u8; 4];
+                out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+                i += len + 2;
+            }
+            _ => {
+                out.push(b'&');
+                i += 1;
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -379,6 +474,13 @@ mod tests {
         assert!(m.error.is_some());
         let m = multipart("multipart/form-data; boundary=\"XX\"", body);
         assert!(m.flags.contains(&s::MULTIPART_BOUNDARY_QUOTED));
+        // `;` inside a quoted parameter value does not end it
+        let body = b"--XX\r\nContent-Disposition: form-data; name=\"a;b=c\"\r\n\r\n1\r\n--XX\r\nContent-Disposition: form-data; filename=\"x;name=y.php\"; name=\"f&#59;\\\"g\"\r\n\r\n2\r\n--XX--\r\n";
+        let m = multipart("multipart/form-data; boundary=XX", body);
+        assert!(m.error.is_none(), "{:?}", m.error);
+        assert_eq!(m.args, vec![(b"a;b=c".to_vec(), b"1".to_vec())]);
+        assert_eq!(m.files[0].name, b"f&#59;\"g");
+        assert_eq!(m.files[0].filename, b"x;name=y.php");
     }
 
     #[test]
@@ -388,6 +490,13 @@ mod tests {
         assert_eq!(t, b"hi there");
         assert_eq!(a, vec![b"1".to_vec(), b"2".to_vec()]);
         assert!(xml(b"<a><b></a>").is_err());
+        // character and entity references are decoded in text and attribute values
+        let (t, a) = xml(
+            b"<a q=\"&lt;x&gt;&#x7B;&#123;\tz\" r='&apos;&quot;&amp;'>&lt;script&gt;&#x7B;&#0125;&amp;amp;&quot;&apos;&nope;<![CDATA[&lt;]]></a>",
+        )
+        .unwrap();
+        assert_eq!(t, b"<script>{}&amp;\"'&nope;&lt;");
+        assert_eq!(a, vec![b"<x>{{ z".to_vec(), b"'\"&".to_vec()]);
         assert!(xml(b"<a>").is_err());
     }
 }

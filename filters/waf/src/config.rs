@@ -231,14 +231,33 @@ pub fn audit_json(tx: &Transaction, request_id: &str) -> String {
         .iter()
         .map(|l| serde_json::json!({"id": l.id, "msg": l.msg, "var": l.var, "data": l.data}))
         .collect();
-    serde_json::json!({
+    let line = serde_json::json!({
         "request_id": request_id,
         "action": action,
         "status": status,
         "anomaly_score": tx.anomaly_score(),
         "rules": rules,
     })
-    .to_string()
+    .to_string();
+    escape_controls(line)
+}
+
+/// DEL and the C1 controls (U+007F-U+009F) as JSON `\u00XX` escapes: serde_json writes them
+/// raw, and log formatters rewrite them (tracing-subscriber as `\u{80}`), which breaks the JSON.
+/// They can only occur inside JSON strings, where the escape means the same character.
+fn escape_controls(line: String) -> String {
+    if !line.chars().any(|c| ('\u{7f}'..='\u{9f}').contains(&c)) {
+        return line;
+    }
+    let mut out = String::with_capacity(line.len() + 16);
+    for c in line.chars() {
+        if ('\u{7f}'..='\u{9f}').contains(&c) {
+            out.push_str(&format!("\\u{:04x}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Space-separated ids of the logged matches (what `report_header` carries), `None` if none.

@@ -262,6 +262,9 @@ impl RootContext for WafRoot {
                         st.host_matchers
                     ),
                 );
+                for warning in &st.warnings {
+                    log(LogLevel::Warn, &format!("waf: {warning}"));
+                }
                 self.waf = Some(Rc::new(w));
                 true
             }
@@ -391,33 +394,11 @@ impl HttpContext for WafHttp {
             self.metrics.inc_requests();
             return Action::Continue;
         }
-        let mut method = String::from("GET");
-        let mut path = String::from("/");
-        let mut authority = None;
-        let mut headers = Vec::new();
-        let mut has_host = false;
-        for (k, v) in self.get_http_request_headers() {
-            match k.as_str() {
-                ":method" => method = v,
-                ":path" => path = v,
-                ":authority" => authority = Some(v),
-                k if k.starts_with(':') => {}
-                _ => {
-                    if k.eq_ignore_ascii_case("host") {
-                        has_host = true;
-                    }
-                    if k.eq_ignore_ascii_case("content-type") {
-                        self.ctype = Some(v.clone());
-                    }
-                    headers.push((k, v));
-                }
-            }
-        }
-        if !has_host {
-            if let Some(a) = authority {
-                headers.insert(0, ("host".to_string(), a));
-            }
-        }
+        let head = crate::request::RequestHead::from_host(
+            self.get_http_request_headers(),
+            self.prop(vec!["sluice", "request_target"]),
+        );
+        self.ctype = head.content_type.clone();
         let protocol = self
             .prop(vec!["request", "protocol"])
             .unwrap_or_else(|| "HTTP/1.1".into());
@@ -428,10 +409,10 @@ impl HttpContext for WafHttp {
             .unwrap_or_default();
         let mut tx = waf.transaction();
         tx.set_request(
-            &method,
-            &path,
+            &head.method,
+            &head.target,
             &protocol,
-            &headers,
+            &head.headers,
             &remote,
             &self.request_id,
         );

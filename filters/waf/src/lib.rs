@@ -11,9 +11,11 @@ pub mod ops;
 pub mod parse;
 pub mod pcre;
 pub mod prefilter;
+pub mod request;
 pub mod sha1;
 pub mod transform;
 pub mod tx;
+pub mod unicode_map;
 
 /// Heap allocator of the filter: talc, which is faster than std's dlmalloc on the many small
 /// allocations a request makes. Sound because a Proxy-Wasm VM runs one thread.

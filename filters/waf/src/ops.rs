@@ -449,6 +449,24 @@ mod tests {
     }
 
     #[test]
+    fn rx_brace_hex_escapes_are_bytes() {
+        // PCRE without UTF reads `\x{hh}` as the byte hh, in and outside classes, in both engines
+        for (pat, yes, no) in [
+            ("^a\\x{7B}b$", &b"a{b"[..], &b"ab"[..]),
+            ("^\\x{e9}$", b"\xe9", "é".as_bytes()),
+            ("^\\x{0e9}$", b"\xe9", "é".as_bytes()),
+            ("^[\\x{80}-\\x{ff}]+$", b"\x80\xff\xc3", b"a"),
+            ("^[\\x{7b}\\x{7d}]{2}$", b"{}", b"{a"),
+            ("(?<!a)\\x{e9}", b"b\xe9", b"a\xe9"),
+            ("(?<!a)\\x{7b}", b"b{", b"a{"),
+        ] {
+            let r = compile_rx(pat).unwrap();
+            assert!(r.is_match(yes), "{pat} must match {yes:?} ({r:?})");
+            assert!(!r.is_match(no), "{pat} must not match {no:?} ({r:?})");
+        }
+    }
+
+    #[test]
     fn helpers() {
         assert_eq!(atoi(b" 42x"), 42);
         assert_eq!(atoi(b"-3"), -3);

@@ -5,16 +5,27 @@
 //! are escaped unless they form `{n}`, `{n,}`, `{n,m}`; escaped punctuation becomes `\xHH`;
 //! possessive `+` is dropped (unless `keep_possessive`, for fancy-regex).
 
-fn lit(b: u8, out: &mut String) {
+fn lit(b: u8, fancy: bool, out: &mut String) {
     if b < 0x80 && b.is_ascii_alphanumeric() {
         out.push(b as char);
+    } else {
+        byte(b, fancy, out);
+    }
+}
+
+/// One byte as an escape. fancy-regex matches a `&str` view of the input where every byte >= 0x80
+/// is U+0080 (ops.rs), so there a high byte is `\x{80}`.
+fn byte(b: u8, fancy: bool, out: &mut String) {
+    if fancy && b >= 0x80 {
+        out.push_str("\\x{80}");
     } else {
         out.push_str(&format!("\\x{b:02x}"));
     }
 }
 
 /// Translates one escape at `p[i] == '\\'`; returns the next index.
-fn esc(p: &[u8], i: usize, out: &mut String) -> usize {
+/// `\x{hh}` and `\xhh` are the byte hh (PCRE without UTF), not the code point.
+fn esc(p: &[u8], i: usize, fancy: bool, out: &mut String) -> usize {
     let Some(&b) = p.get(i + 1) else {
         out.push_str("\\\\");
         return i + 1;
@@ -22,20 +33,38 @@ fn esc(p: &[u8], i: usize, out: &mut String) -> usize {
     if b == b'x' {
         if p.get(i + 2) == Some(&b'{') {
             if let Some(j) = p[i..].iter().position(|&c| c == b'}') {
-                out.push_str(&String::from_utf8_lossy(&p[i..i + j + 1]));
+                let digits = &p[i + 3..i + j];
+                let v = std::str::from_utf8(digits)
+                    .ok()
+                    .filter(|d| !d.is_empty())
+                    .and_then(|d| u32::from_str_radix(d, 16).ok());
+                match v {
+                    Some(v) if v <= 0xff => byte(v as u8, fancy, out),
+                    // > 0xff is a compile error in PCRE's byte mode; let the regex crate say so
+                    _ => out.push_str(&String::from_utf8_lossy(&p[i..i + j + 1])),
+                }
                 return i + j + 1;
             }
         }
-        let end = (i + 4).min(p.len());
-        out.push_str(&String::from_utf8_lossy(&p[i..end]));
-        return end;
+        // `\x` takes up to two hex digits (none: NUL)
+        let digits = p[i + 2..]
+            .iter()
+            .take(2)
+            .take_while(|c| c.is_ascii_hexdigit())
+            .count();
+        let v = std::str::from_utf8(&p[i + 2..i + 2 + digits])
+            .ok()
+            .and_then(|d| u8::from_str_radix(d, 16).ok())
+            .unwrap_or(0);
+        byte(v, fancy, out);
+        return i + 2 + digits;
     }
     if b.is_ascii_alphanumeric() {
         out.push('\\');
         out.push(b as char);
         return i + 2;
     }
-    lit(b, out);
+    lit(b, fancy, out);
     i + 2
 }
 
@@ -75,7 +104,7 @@ pub fn translate(pat: &str, fancy: bool) -> String {
         }
         quant = false;
         if c == b'\\' {
-            i = esc(p, i, &mut out);
+            i = esc(p, i, fancy, &mut out);
         } else if c == b'[' {
             out.push('[');
             i += 1;
@@ -84,12 +113,12 @@ pub fn translate(pat: &str, fancy: bool) -> String {
                 i += 1;
             }
             if p.get(i) == Some(&b']') {
-                lit(b']', &mut out);
+                lit(b']', fancy, &mut out);
                 i += 1;
             }
             while i < n && p[i] != b']' {
                 if p[i] == b'\\' {
-                    i = esc(p, i, &mut out);
+                    i = esc(p, i, fancy, &mut out);
                 } else if p[i] == b'-'
                     && p.get(i + 1).is_some_and(|&x| x != b']')
                     && !out.ends_with('[')
@@ -103,11 +132,11 @@ pub fn translate(pat: &str, fancy: bool) -> String {
                         out.push_str(&String::from_utf8_lossy(&p[i..i + j + 2]));
                         i += j + 2;
                     } else {
-                        lit(p[i], &mut out);
+                        lit(p[i], fancy, &mut out);
                         i += 1;
                     }
                 } else {
-                    lit(p[i], &mut out);
+                    lit(p[i], fancy, &mut out);
                     i += 1;
                 }
             }
@@ -130,7 +159,7 @@ pub fn translate(pat: &str, fancy: bool) -> String {
             out.push_str("(?");
             i += 2;
         } else if c >= 0x80 {
-            lit(c, &mut out);
+            lit(c, fancy, &mut out);
             i += 1;
         } else {
             out.push(c as char);
@@ -153,6 +182,14 @@ mod tests {
         assert_eq!(translate("a*+b", true), "(?sm)a*+b");
         assert_eq!(translate("[´]", false), "(?sm-u)[\\xc2\\xb4]");
         assert_eq!(translate("\\<x", false), "(?sm-u)\\x3cx");
+        assert_eq!(
+            translate("\\x{7B}\\x{00e9}\\xe\\x", false),
+            "(?sm-u)\\x7b\\xe9\\x0e\\x00"
+        );
+        assert_eq!(
+            translate("[\\x{e9}é]", true),
+            "(?sm)[\\x{80}\\x{80}\\x{80}]"
+        );
         for p in ["[\\w\\s=.,;)(]++x", "(?i:a|b)\\b\\d+", "[^?\\w\\s=.,;)(]++"] {
             regex::bytes::Regex::new(&translate(p, false)).unwrap();
         }

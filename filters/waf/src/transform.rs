@@ -1,6 +1,7 @@
 //! Transformation functions (`t:name`), ModSecurity semantics on bytes.
 
 use crate::sha1::sha1;
+use crate::unicode_map::UnicodeMap;
 
 /// A transformation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -123,12 +124,20 @@ impl T {
 
     /// Applies the transformation: `out` is cleared and receives the result.
     pub fn apply(self, i: &[u8], out: &mut Vec<u8>) {
+        self.apply_with(i, out, None);
+    }
+
+    /// [`T::apply`] with the engine's `SecUnicodeMapFile` map (used by `urlDecodeUni`).
+    pub fn apply_with(self, i: &[u8], out: &mut Vec<u8>, map: Option<&UnicodeMap>) {
         out.clear();
+        if self == T::UrlDecodeUni {
+            return url_decode(i, out, true, map);
+        }
         match self {
             T::Lowercase => out.extend(i.iter().map(|b| b.to_ascii_lowercase())),
             T::Uppercase => out.extend(i.iter().map(|b| b.to_ascii_uppercase())),
-            T::UrlDecode => url_decode(i, out, false),
-            T::UrlDecodeUni => url_decode(i, out, true),
+            T::UrlDecode => url_decode(i, out, false, None),
+            T::UrlDecodeUni => url_decode(i, out, true, map),
             T::HtmlEntityDecode => html_entity_decode(i, out),
             T::JsDecode => js_decode(i, out, true),
             T::EscapeSeqDecode => js_decode(i, out, false),
@@ -213,22 +222,27 @@ fn hex2(a: u8, b: u8) -> Option<u8> {
 }
 
 /// `%uHHHH` -> one byte: the low byte, full-width ASCII (U+FF01..U+FF5E) mapped to ASCII.
-fn uni_byte(h: &[u8]) -> Option<u8> {
+/// The byte `%uXXXX` decodes to: the code page's byte when the map has the code point, else
+/// the low byte (full-width ASCII `%uff01`-`%uff5e` shifted to ASCII), as ModSecurity does.
+fn uni_byte(h: &[u8], map: Option<&UnicodeMap>) -> Option<u8> {
     let hi = hex2(h[0], h[1])?;
     let lo = hex2(h[2], h[3])?;
+    if let Some(b) = map.and_then(|m| m.get(u32::from(hi) << 8 | u32::from(lo))) {
+        return Some(b);
+    }
     if hi == 0xff && lo > 0 && lo < 0x5f {
         return Some(lo + 0x20);
     }
     Some(lo)
 }
 
-fn url_decode(i: &[u8], out: &mut Vec<u8>, uni: bool) {
+fn url_decode(i: &[u8], out: &mut Vec<u8>, uni: bool, map: Option<&UnicodeMap>) {
     let mut k = 0;
     while k < i.len() {
         let b = i[k];
         if b == b'%' {
             if uni && k + 5 < i.len() && (i[k + 1] == b'u' || i[k + 1] == b'U') {
-                if let Some(c) = uni_byte(&i[k + 2..k + 6]) {
+                if let Some(c) = uni_byte(&i[k + 2..k + 6], map) {
                     out.push(c);
                     k += 6;
                     continue;
@@ -274,7 +288,7 @@ pub fn uri_decode(i: &[u8]) -> Vec<u8> {
 /// Decodes a form-urlencoded component (`+` is a space).
 pub fn form_decode(i: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(i.len());
-    url_decode(i, &mut out, false);
+    url_decode(i, &mut out, false, None);
     out
 }
 
@@ -292,16 +306,23 @@ fn html_entity_decode(i: &[u8], out: &mut Vec<u8>) {
                 Some(b'x') | Some(b'X') => (true, 2),
                 _ => (false, 1),
             };
+            // every digit counts (leading zeros too); the value saturates like strtol's long and
+            // its low byte is the result, as in ModSecurity
             let mut j = start;
-            let mut val: u32 = 0;
-            while j < rest.len() && j - start < 8 {
+            let mut val: u64 = 0;
+            while j < rest.len() {
                 let d = if hex {
                     hexval(rest[j])
                 } else {
                     rest[j].is_ascii_digit().then(|| rest[j] - b'0')
                 };
                 match d {
-                    Some(d) => val = val * if hex { 16 } else { 10 } + u32::from(d),
+                    Some(d) => {
+                        val = val
+                            .saturating_mul(if hex { 16 } else { 10 })
+                            .saturating_add(u64::from(d))
+                            .min(i64::MAX as u64)
+                    }
                     None => break,
                 }
                 j += 1;
@@ -353,7 +374,7 @@ fn js_decode(i: &[u8], out: &mut Vec<u8>, js: bool) {
         }
         let c = i[k + 1];
         if js && (c == b'u' || c == b'U') && k + 5 < i.len() {
-            if let Some(b) = uni_byte(&i[k + 2..k + 6]) {
+            if let Some(b) = uni_byte(&i[k + 2..k + 6], None) {
                 out.push(b);
                 k += 6;
                 continue;
@@ -439,23 +460,24 @@ fn css_decode(i: &[u8], out: &mut Vec<u8>) {
     }
 }
 
+/// UTF-8 sequences become `%uXXXX` (ModSecurity's `utf8toUnicode`). A lead byte (`C0`-`F7`)
+/// whose continuation bytes are missing or not `10xxxxxx` is dropped and decoding goes on with the
+/// next byte; overlong forms (`C0 AF`) are decoded like any other; other bytes pass unchanged.
 fn utf8_to_unicode(i: &[u8], out: &mut Vec<u8>) {
     let mut k = 0;
     while k < i.len() {
         let b = i[k];
         let (len, init) = match b {
-            0x00..=0x7f => {
+            0xc0..=0xdf => (2, u32::from(b & 0x1f)),
+            0xe0..=0xef => (3, u32::from(b & 0x0f)),
+            0xf0..=0xf7 => (4, u32::from(b & 0x07)),
+            _ => {
                 out.push(b);
                 k += 1;
                 continue;
             }
-            0xc2..=0xdf => (2, u32::from(b & 0x1f)),
-            0xe0..=0xef => (3, u32::from(b & 0x0f)),
-            0xf0..=0xf4 => (4, u32::from(b & 0x07)),
-            _ => (0, 0),
         };
-        if len == 0 || k + len > i.len() || !i[k + 1..k + len].iter().all(|&c| c & 0xc0 == 0x80) {
-            out.push(b);
+        if k + len > i.len() || !i[k + 1..k + len].iter().all(|&c| c & 0xc0 == 0x80) {
             k += 1;
             continue;
         }
@@ -632,6 +654,7 @@ fn base64_decode(i: &[u8], out: &mut Vec<u8>, forgiving: bool) {
 #[cfg(test)]
 mod tests {
     use super::T;
+    use crate::unicode_map::UnicodeMap;
 
     fn t(name: &str, i: &[u8]) -> Vec<u8> {
         let mut o = Vec::new();
@@ -645,13 +668,34 @@ mod tests {
         assert_eq!(t("uppercase", b"aBc"), b"ABC");
         assert_eq!(t("urlDecode", b"a%20b+c%zz%4"), b"a b c%zz%4");
         assert_eq!(t("urlDecodeUni", b"%u0041%uff0e%27"), b"A.'");
+        let map = UnicodeMap::parse(b"20127 (US-ASCII)\n2018:27 2019:27 00c9:45\n", 20127).unwrap();
+        let mut o = Vec::new();
+        T::UrlDecodeUni.apply_with(b"%u2018a%u2019%u00c9%uff0e%u2020", &mut o, Some(&map));
+        assert_eq!(o, b"'a'E. ");
+        assert_eq!(t("urlDecodeUni", b"%u2018a%u2019"), b"\x18a\x19");
         assert_eq!(
             t("htmlEntityDecode", b"&lt;a&#x41;&#66&quot;&foo;"),
             b"<aAB\"&foo;"
         );
+        assert_eq!(
+            t(
+                "htmlEntityDecode",
+                b"&#0000123;&#x0007B;&#X00000000007d;&#0000000000000000125x&#99999999999999999999999;"
+            ),
+            b"{{}}x\xff"
+        );
         assert_eq!(t("jsDecode", b"\\x41\\u0042\\n\\'\\101"), b"AB\n'A");
         assert_eq!(t("cssDecode", b"j\\61 vascript\\:"), b"javascript:");
         assert_eq!(t("utf8toUnicode", "é1".as_bytes()), b"%u00e91");
+        // a lead byte without its continuation is dropped; overlong forms are decoded
+        assert_eq!(
+            t("utf8toUnicode", &t("urlDecodeUni", b"..%c0%5c..%c0%5c")),
+            b"..\\..\\"
+        );
+        assert_eq!(t("utf8toUnicode", b"a\xc3"), b"a");
+        assert_eq!(t("utf8toUnicode", b"\xe2\x80x\xff"), b"\x80x\xff");
+        assert_eq!(t("utf8toUnicode", b"\xc0\xaf\xc1\x81"), b"%u002f%u0041");
+        assert_eq!(t("utf8toUnicode", "\u{1F600}".as_bytes()), b"%u1f600");
         assert_eq!(t("removeNulls", b"a\0b"), b"ab");
         assert_eq!(t("replaceNulls", b"a\0b"), b"a b");
         assert_eq!(t("cmdLine", b"C^at\"  /Etc;ls ,x"), b"cat/etc ls x");

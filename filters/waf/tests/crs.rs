@@ -431,3 +431,55 @@ fn memo_and_folds_change_no_decision_log_or_score() {
     );
     assert!(m.hits > 10_000, "the memo was not used: {} hits", m.hits);
 }
+
+/// The same files without `/etc/nginx/unicode.mapping` (a policy that does not grant it).
+struct FsNoMap;
+
+impl FileSource for FsNoMap {
+    fn list(&self) -> Vec<String> {
+        Fs.list()
+            .into_iter()
+            .filter(|f| !f.ends_with("/unicode.mapping"))
+            .collect()
+    }
+    fn read(&self, path: &str) -> Result<Vec<u8>, String> {
+        if path.ends_with("/unicode.mapping") {
+            return Err("not offered".into());
+        }
+        Fs.read(path)
+    }
+}
+
+#[test]
+fn unicode_map_file_maps_curly_quotes_for_sqli_rules() {
+    let Some(w) = crs() else { return };
+    if !Path::new("/etc/nginx/unicode.mapping").exists() {
+        eprintln!("no /etc/nginx/unicode.mapping: skipping");
+        return;
+    }
+    // Debian's modsecurity.conf says `SecUnicodeMapFile unicode.mapping 20127`: U+2018/U+2019
+    // map to `'`, so urlDecodeUni turns this into `x' or 'x'='x` for the SQLi rules.
+    let uri = "/echo?name=x%u2019%20or%20%u2018x%u2019%3D%u2018x";
+    assert!(w.engine.settings.unicode_map.is_some());
+    let tx = run(&w, &get(uri));
+    assert_eq!(status(&tx), 403, "{:?}", ids(&tx));
+    assert!(
+        ids(&tx).iter().any(|&id| (942000..943000).contains(&id)),
+        "{:?}",
+        ids(&tx)
+    );
+    // Without the map (not granted: a warning, not a load error) %u2019 is its low byte.
+    let nomap = build(&crs_config(), Some(&FsNoMap), None).unwrap();
+    assert!(nomap.engine.settings.unicode_map.is_none());
+    assert!(
+        nomap.engine.stats.warnings[0].contains("SecUnicodeMapFile"),
+        "{:?}",
+        nomap.engine.stats.warnings
+    );
+    let tx = run(&nomap, &get(uri));
+    assert!(
+        !ids(&tx).iter().any(|&id| (942000..943000).contains(&id)),
+        "{:?}",
+        ids(&tx)
+    );
+}

@@ -450,3 +450,104 @@ SecMarker END2
         "gate 4 lost its target: no jump"
     );
 }
+
+#[test]
+fn ctl_remove_target_on_keyless_variables() {
+    // Runtime removal of REQUEST_FILENAME (a variable without keys) by id and by tag, as CRS
+    // exclusion packages do; static SecRuleUpdateTargetById with !REQUEST_FILENAME too.
+    let w = waf(r#"
+SecRule REQUEST_URI "@beginsWith /a/" "id:1,phase:1,pass,nolog,ctl:ruleRemoveTargetById=20;REQUEST_FILENAME"
+SecRule REQUEST_URI "@beginsWith /b/" "id:2,phase:1,pass,nolog,ctl:ruleRemoveTargetByTag=paths;REQUEST_FILENAME"
+SecRule REQUEST_FILENAME|ARGS "@contains evil" "id:20,phase:2,deny,tag:paths"
+SecRule REQUEST_FILENAME "@contains bad" "id:21,phase:2,deny"
+SecRuleUpdateTargetById 21 "!REQUEST_FILENAME"
+"#);
+    assert_eq!(status(&get(&w, "/c/evil")), 403);
+    assert_eq!(status(&get(&w, "/a/evil")), 200, "removed by id");
+    assert_eq!(status(&get(&w, "/b/evil")), 200, "removed by tag");
+    assert_eq!(status(&get(&w, "/a/x?q=evil")), 403, "ARGS still inspected");
+    assert_eq!(
+        status(&get(&w, "/c/bad")),
+        200,
+        "removed by SecRuleUpdateTargetById"
+    );
+}
+
+#[test]
+fn json_request_body_variable_and_bodyless_json() {
+    // libmodsecurity 3 keeps the raw body in REQUEST_BODY whatever processor parsed it; the
+    // processor a ctl chose is visible in REQBODY_PROCESSOR at once, also without a body.
+    let w = waf(r#"
+SecRule REQUEST_HEADERS:Content-Type "^application/json" "id:100,phase:1,pass,nolog,t:lowercase,ctl:requestBodyProcessor=JSON"
+SecRule REQBODY_ERROR "!@eq 0" "id:102,phase:2,deny,status:400"
+SecRule REQUEST_BODY "@contains \"role\":" "id:1,phase:2,deny,status:401"
+SecRule REQBODY_PROCESSOR "@streq JSON" "id:2,phase:1,pass,log"
+SecRule REQBODY_PROCESSOR "@streq JSON" "id:3,phase:2,pass,log"
+SecRule ARGS_POST "@rx ." "id:4,phase:2,pass,log"
+SecRule &REQUEST_BODY "@eq 0" "id:5,phase:2,pass,log"
+"#);
+    let j = &[("Content-Type", "application/json")];
+    let tx = req(&w, "POST", "/", j, Some(br#"{"role":"admin"}"#));
+    assert_eq!(status(&tx), 401);
+    assert_eq!(tx.args(), vec![("json.role".into(), "admin".into())]);
+    for body in [None, Some(&b""[..])] {
+        let tx = req(&w, "GET", "/", j, body);
+        assert_eq!(status(&tx), 200, "no body: no JSON error ({body:?})");
+        assert_eq!(ids(&tx), vec![2, 3, 5], "{body:?}");
+    }
+}
+
+#[test]
+fn audit_line_is_ascii_json_with_modsecurity_data_escapes() {
+    let w = waf(r#"
+SecRule ARGS:a "@rx x" "id:1,phase:1,pass,log,msg:'m',logdata:'%{MATCHED_VAR}'"
+SecRule ARGS_NAMES "@rx ^b" "id:2,phase:1,pass,log,msg:'%{MATCHED_VAR}'"
+"#);
+    // C1 controls as UTF-8 (U+0080, U+009F), raw 0x80-0x9F bytes, CR/LF, DEL, quote, backslash
+    let tx = get(&w, "/?a=x%C2%80%C2%9F%80%9F%0D%0A%7F%22%5C%C3%A9&b%C2%85=1");
+    let line = waf::config::audit_json(&tx, "rid");
+    // tracing-subscriber rewrites U+007F-U+009F as `\u{80}`, which is not JSON: none may be left
+    assert!(
+        !line.chars().any(|c| ('\u{7f}'..='\u{9f}').contains(&c)),
+        "{line}"
+    );
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(
+        v["rules"][0]["data"],
+        r#"x\xc2\x80\xc2\x9f\x80\x9f\x0d\x0a\x7f"\\xc3\xa9"#
+    );
+    assert_eq!(v["rules"][0]["var"], "ARGS:a");
+    // names and messages keep their characters; C1 ones travel as JSON escapes
+    assert_eq!(v["rules"][1]["var"], "ARGS_NAMES:b\u{85}");
+    assert_eq!(v["rules"][1]["msg"], "b\u{85}");
+}
+
+#[test]
+fn absolute_form_target_and_absent_host() {
+    let w = waf(r#"
+SecRule REQUEST_URI "@streq http://ex.com/a/b c.php?q=1 x" "id:1,phase:1,pass,log"
+SecRule REQUEST_URI_RAW "@streq http://ex.com/a/b%20c.php?q=1%20x" "id:2,phase:1,pass,log"
+SecRule REQUEST_FILENAME "@streq /a/b c.php" "id:3,phase:1,pass,log"
+SecRule REQUEST_BASENAME "@streq b c.php" "id:4,phase:1,pass,log"
+SecRule ARGS:q "@streq 1 x" "id:5,phase:1,pass,log"
+SecRule REQUEST_LINE "@streq GET http://ex.com/a/b%20c.php?q=1%20x HTTP/1.1" "id:6,phase:1,pass,log"
+SecRule &REQUEST_HEADERS:Host "@eq 0" "id:7,phase:1,pass,log"
+SecRule REQUEST_FILENAME "@streq /" "id:8,phase:1,pass,log"
+"#);
+    let tx = req(
+        &w,
+        "GET",
+        "http://ex.com/a/b%20c.php?q=1%20x",
+        &[("Accept", "*/*")],
+        None,
+    );
+    assert_eq!(ids(&tx), vec![1, 2, 3, 4, 5, 6, 7]);
+    assert_eq!(
+        ids(&req(&w, "GET", "https://ex.com?q=1%20x", &[], None)),
+        vec![5, 7, 8]
+    );
+    assert_eq!(
+        ids(&req(&w, "GET", "/", &[("Host", "ex.com")], None)),
+        vec![8]
+    );
+}

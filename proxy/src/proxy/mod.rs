@@ -395,6 +395,8 @@ impl ProxyHttp for Sluice {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let snap = ctx.snapshot.clone();
+        // Filters may read an absolute-form target as sent (`sluice.request_target`).
+        let absolute_target = crate::ingress::absolute_target(session.req_header());
         // One canonical request for routing, filters and the origin.
         if let Err(refusal) = crate::ingress::prepare(session.req_header_mut(), &snap.policy.paths)
         {
@@ -470,6 +472,7 @@ impl ProxyHttp for Sluice {
                 route_metadata: route.metadata.clone(),
                 generation: snap.generation,
                 start: std::time::SystemTime::now(),
+                absolute_target,
                 ..RequestInfo::default()
             },
             max_buffer_bytes: snap.policy.max_body_bytes,

@@ -665,3 +665,35 @@ fn rule_files_are_policy_content() {
     );
     assert_eq!(get("x=worse"), 418);
 }
+
+/// The request the rules see is the one sent: an absolute-form target reaches them whole
+/// (property `sluice.request_target`), with REQUEST_FILENAME its path; a request sent
+/// without `Host` has none in REQUEST_HEADERS.
+#[test]
+fn rules_see_the_request_as_sent() {
+    let module = waf_module();
+    let origin = origin("as-sent");
+    let rules = r#"
+SecRule REQUEST_URI_RAW "@streq http://localhost/echo?q=1" "id:1,phase:1,deny,status:421,chain"
+SecRule REQUEST_FILENAME "@streq /echo" ""
+SecRule &REQUEST_HEADERS:Host "@eq 0" "id:2,phase:1,deny,status:422"
+SecRule REQUEST_HEADERS:Host "@streq localhost" "id:3,phase:1,deny,status:423"
+"#;
+    let s = sluice(&format!(
+        "[pools.o]\npeers = [\"{}\"]\n\n[filters.waf]\nmodule = {:?}\nconfig = {{ inline = '''{rules}''', mode = \"block\" }}\n\n[[routes]]\nfilters = [\"waf\"]\npool = \"o\"\n",
+        origin.addr,
+        module.display().to_string(),
+    ));
+    let absolute = send(
+        s.proc.addr,
+        b"GET http://localhost/echo?q=1 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(absolute.status, 421, "{absolute:?}");
+    let no_host = send(s.proc.addr, b"GET /echo HTTP/1.0\r\n\r\n");
+    assert_eq!(no_host.status, 422, "{no_host:?}");
+    let host = send(
+        s.proc.addr,
+        b"GET /echo HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(host.status, 423, "{host:?}");
+}

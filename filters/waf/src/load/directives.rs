@@ -211,6 +211,30 @@ impl<'a> Loader<'a> {
                     ));
                 }
             }
+            "SecUnicodeMapFile" => {
+                let file = arg(0)?;
+                let cp = arg(1)?;
+                let cp: u32 = cp
+                    .parse()
+                    .map_err(|_| err(loc, format!("SecUnicodeMapFile: bad code page {cp:?}")))?;
+                let path = if file.starts_with('/') {
+                    file.to_string()
+                } else {
+                    format!("{}{}", dir_of(&loc.file), file)
+                };
+                // A map the host does not offer is a warning, not an error: policies that grant
+                // only the .conf files keep loading, with urlDecodeUni's low-byte fallback.
+                match self.src.read(&path) {
+                    Ok(text) => {
+                        let map = crate::unicode_map::UnicodeMap::parse(&text, cp)
+                            .map_err(|e| err(loc, format!("SecUnicodeMapFile {path}: {e}")))?;
+                        self.settings.unicode_map = Some(Rc::new(map));
+                    }
+                    Err(e) => self.stats.warnings.push(format!(
+                        "{loc}: SecUnicodeMapFile {path} not readable ({e}); %uXXXX decodes to its low byte"
+                    )),
+                }
+            }
             "Include" => {
                 let pat = arg(0)?;
                 let full = if pat.starts_with('/') {
@@ -269,7 +293,6 @@ impl<'a> Loader<'a> {
             | "SecCollectionTimeout"
             | "SecComponentSignature"
             | "SecServerSignature"
-            | "SecUnicodeMapFile"
             | "SecStatusEngine"
             | "SecTmpSaveUploadedFiles"
             | "SecWebAppId"

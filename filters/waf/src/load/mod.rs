@@ -67,6 +67,8 @@ pub struct Settings {
     pub arg_sep: u8,
     /// Status for deny without `status:`.
     pub default_status: u16,
+    /// SecUnicodeMapFile: what `urlDecodeUni` maps `%uXXXX` code points to.
+    pub unicode_map: Option<Rc<crate::unicode_map::UnicodeMap>>,
 }
 
 impl Default for Settings {
@@ -81,6 +83,7 @@ impl Default for Settings {
             args_limit: 1000,
             arg_sep: b'&',
             default_status: 403,
+            unicode_map: None,
         }
     }
 }
@@ -143,6 +146,8 @@ pub struct Stats {
     pub files: Vec<String>,
     /// `@rx` rules behind the literal prefilter.
     pub prefiltered: usize,
+    /// Problems that do not stop loading (the filter logs them at configure).
+    pub warnings: Vec<String>,
 }
 
 struct RawRule {

@@ -69,7 +69,11 @@ impl Transaction {
             Ctl::RemoveTargetById(r, e) => self.excl_by_id.push((r.clone(), e.clone())),
             Ctl::RemoveTargetByTag(t, e) => self.excl_by_tag.push((t.clone(), e.clone())),
             Ctl::Engine(m) => self.mode = *m,
-            Ctl::BodyProcessor(p) => self.body_proc = Some(*p),
+            Ctl::BodyProcessor(p) => {
+                // libmodsecurity sets REQBODY_PROCESSOR with the choice, body or not
+                self.body_proc = Some(*p);
+                self.set_scalar(s::REQBODY_PROCESSOR, p.name().as_bytes());
+            }
             Ctl::ForceBodyVar(b) => self.force_body_var = *b,
             Ctl::BodyAccess(b) => self.body_access = *b,
             Ctl::Ignored => {}
@@ -94,18 +98,16 @@ impl Transaction {
             .as_ref()
             .map(|m| String::from_utf8_lossy(&self.expand(m, Some(top))).into_owned())
             .unwrap_or_default();
-        let mut data = top
+        // logdata holds request bytes: shown as ModSecurity's audit log shows them, bytes outside
+        // printable ASCII as `\xHH` (CR/LF, DEL, C1 controls, UTF-8), first 256 bytes
+        let data = top
             .logdata
             .as_ref()
-            .map(|m| String::from_utf8_lossy(&self.expand(m, Some(top))).into_owned())
+            .map(|m| {
+                let d = self.expand(m, Some(top));
+                hex_if_needed(&d[..d.len().min(256)])
+            })
             .unwrap_or_default();
-        if data.len() > 256 {
-            let mut cut = 256;
-            while !data.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            data.truncate(cut);
-        }
         let var = self
             .matched_var
             .as_ref()
@@ -161,4 +163,19 @@ impl Transaction {
         self.names.insert((v.id, v.var), n.clone());
         n
     }
+}
+
+/// Bytes outside printable ASCII (0x20-0x7E) as `\xHH`, the rest as is: how ModSecurity writes
+/// matched data into its audit log. The result is ASCII, so a log line stays one line and valid
+/// JSON through any log formatter.
+fn hex_if_needed(b: &[u8]) -> String {
+    let mut out = String::with_capacity(b.len());
+    for &c in b {
+        if (0x20..0x7f).contains(&c) {
+            out.push(c as char);
+        } else {
+            out.push_str(&format!("\\x{c:02x}"));
+        }
+    }
+    out
 }

@@ -35,7 +35,15 @@ impl Transaction {
         let ex = |var: V, key: &[u8]| {
             !no_ex && excl.iter().chain(dyn_excl.iter()).any(|e| e.hits(var, key))
         };
+        // a variable without keys (REQUEST_FILENAME, XML:/*, MATCHED_VAR) is removed whole by any
+        // exclusion that names it (`!REQUEST_FILENAME`, `ctl:ruleRemoveTargetById=ID;REQUEST_FILENAME`)
+        let removed = !no_ex
+            && !matches!(
+                t.var,
+                V::Values(_) | V::Names(_) | V::MatchedVars | V::MatchedVarsNames
+            );
         match t.var {
+            _ if removed => {}
             V::Values(c) | V::Names(c) => {
                 let names = matches!(t.var, V::Names(_));
                 let push = |kv: &Kv, out: &mut Vec<Val>| {

@@ -75,7 +75,7 @@ impl Transaction {
                     if t.is_noop(&cur) {
                         continue;
                     }
-                    t.apply(&cur, &mut nb);
+                    t.apply_with(&cur, &mut nb, eng.settings.unicode_map.as_deref());
                     std::mem::swap(&mut cur, &mut nb);
                     if c.last().is_none_or(|l| **l != *cur) {
                         c.push(rc(&cur));

@@ -80,6 +80,9 @@ impl Transaction {
             Some((p, q)) => (p, Some(q)),
             None => (uri, None),
         };
+        // absolute-form (`http://host/path?q`): REQUEST_URI(_RAW) keep the whole target,
+        // REQUEST_FILENAME is the path (ModSecurity 2's behaviour, which CRS's tests assume)
+        let path = absolute_path(path).unwrap_or(path);
         let fname = uri_decode(path.as_bytes());
         let base = match fname.iter().rposition(|&b| b == b'/') {
             Some(p) => fname[p + 1..].to_vec(),
@@ -119,6 +122,9 @@ impl Transaction {
             self.body_proc = Some(BodyProc::UrlEncoded);
         } else if ctype.starts_with("multipart/form-data") {
             self.body_proc = Some(BodyProc::Multipart);
+        }
+        if let Some(p) = self.body_proc {
+            self.set_scalar(s::REQBODY_PROCESSOR, p.name().as_bytes());
         }
         let (addr, port) = split_addr(remote_addr);
         self.set_scalar(s::REMOTE_ADDR, addr.as_bytes());
@@ -166,12 +172,15 @@ impl Transaction {
         if let Some(p) = self.body_proc {
             self.set_scalar(s::REQBODY_PROCESSOR, p.name().as_bytes());
         }
-        if matches!(self.body_proc, None | Some(BodyProc::UrlEncoded)) || self.force_body_var {
+        // libmodsecurity 3 keeps any buffered body in REQUEST_BODY, whichever processor parses it
+        if !data.is_empty() || self.force_body_var {
             self.set_scalar(s::REQUEST_BODY, data);
         }
         let mut error: Option<String> = None;
         match self.body_proc {
             None => {}
+            // no body, nothing to parse (not a JSON syntax error)
+            Some(BodyProc::Json) if data.is_empty() => {}
             Some(BodyProc::UrlEncoded) => {
                 let sep = self.eng.settings.arg_sep;
                 for (k, v) in body::urlencoded(data, sep) {
@@ -285,4 +294,18 @@ pub(super) fn split_addr(a: &str) -> (&str, &str) {
 #[allow(dead_code)]
 pub(super) fn decode_form(b: &[u8]) -> Vec<u8> {
     form_decode(b)
+}
+
+/// The path of an absolute-form target without its query (`http://h:80/a/b` -> `/a/b`,
+/// `http://h` -> `/`); `None` for any other form.
+fn absolute_path(target: &str) -> Option<&str> {
+    let (scheme, rest) = target.split_once("://")?;
+    if scheme.is_empty()
+        || !scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+    {
+        return None;
+    }
+    Some(rest.find('/').map_or("/", |p| &rest[p..]))
 }

@@ -38,7 +38,7 @@ impl Transaction {
             if t.is_noop(src) {
                 continue;
             }
-            t.apply(src, &mut b);
+            t.apply_with(src, &mut b, self.eng.settings.unicode_map.as_deref());
             std::mem::swap(&mut a, &mut b);
             owned = true;
         }
