@@ -67,6 +67,14 @@ pub struct Settings {
     pub arg_sep: u8,
     /// Status for deny without `status:`.
     pub default_status: u16,
+    /// SecResponseBodyAccess
+    pub resp_body_access: bool,
+    /// SecResponseBodyLimit
+    pub resp_body_limit: usize,
+    /// SecResponseBodyLimitAction
+    pub resp_body_limit_action: LimitAction,
+    /// SecResponseBodyMimeType (lowercase media types, no parameters).
+    pub resp_mime: Vec<String>,
 }
 
 impl Default for Settings {
@@ -81,6 +89,11 @@ impl Default for Settings {
             args_limit: 1000,
             arg_sep: b'&',
             default_status: 403,
+            // ModSecurity's defaults
+            resp_body_access: false,
+            resp_body_limit: 524_288,
+            resp_body_limit_action: LimitAction::Reject,
+            resp_mime: vec!["text/plain".into(), "text/html".into()],
         }
     }
 }

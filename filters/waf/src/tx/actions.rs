@@ -72,6 +72,7 @@ impl Transaction {
             Ctl::BodyProcessor(p) => self.body_proc = Some(*p),
             Ctl::ForceBodyVar(b) => self.force_body_var = *b,
             Ctl::BodyAccess(b) => self.body_access = *b,
+            Ctl::ResponseBodyAccess(b) => self.resp_body_access = *b,
             Ctl::Ignored => {}
         }
     }
