@@ -454,7 +454,8 @@ impl HttpContext for WafHttp {
             .unwrap_or_else(|| "HTTP/1.1".into());
         tx.set_response(status, &protocol, &headers);
         tx.run_phase(3);
-        if tx.intervention.is_none() && !end_of_stream && tx.wants_response_body() {
+        let head = tx.scalar(crate::model::s::REQUEST_METHOD) == Some(&b"HEAD"[..]);
+        if tx.intervention.is_none() && !end_of_stream && !head && tx.wants_response_body() {
             // Phase 4 reads the body: hold the head until it is decided (the host sends
             // nothing of the response while a response-headers callback pauses with a
             // body to follow, as Envoy's StopIteration).

@@ -149,3 +149,44 @@ fn crs_passes_clean_and_uninspected_responses() {
     let tx = exchange(&w, "text/html", 500, b"<h1>Internal Server Error</h1>");
     assert!(tx.intervention.is_none(), "{:?}", ids(&tx));
 }
+
+/// What the response phases cost natively (printed, not asserted): a benign GET through
+/// phases 1, 2 and 5 alone, then with phases 3 and 4 on a 4 KiB HTML body.
+#[test]
+fn crs_response_cost_smoke() {
+    let Some(w) = crs() else { return };
+    let mut page = String::from("<!doctype html><html><body>");
+    while page.len() < 4096 {
+        page.push_str("<p>Lorem ipsum dolor sit amet, consectetur adipiscing elit.</p>");
+    }
+    let n = 2000;
+    let hs: Vec<(String, String)> = vec![
+        ("Host".into(), "localhost".into()),
+        ("User-Agent".into(), "Mozilla/5.0 Firefox/120.0".into()),
+        ("Accept".into(), "*/*".into()),
+    ];
+    let t = std::time::Instant::now();
+    for _ in 0..n {
+        let mut tx = w.transaction();
+        tx.set_request("GET", "/app/page", "HTTP/1.1", &hs, "127.0.0.1:1", "t");
+        tx.run_phase(1);
+        tx.run_phase(2);
+        tx.run_phase(5);
+    }
+    let req = t.elapsed() / n;
+    let t = std::time::Instant::now();
+    for _ in 0..n {
+        let tx = exchange(&w, "text/html", 200, page.as_bytes());
+        assert!(tx.intervention.is_none());
+    }
+    let both = t.elapsed() / n;
+    let t = std::time::Instant::now();
+    for _ in 0..n {
+        let tx = exchange(&w, "image/png", 200, page.as_bytes());
+        assert!(tx.intervention.is_none());
+    }
+    let head_only = t.elapsed() / n;
+    eprintln!(
+        "per request: request phases {req:?}; + response phases on a 4 KiB text/html body {both:?}; + response phases, body not inspected (image/png) {head_only:?}"
+    );
+}
