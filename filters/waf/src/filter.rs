@@ -459,6 +459,11 @@ impl HttpContext for WafHttp {
             // Phase 4 reads the body: hold the head until it is decided (the host sends
             // nothing of the response while a response-headers callback pauses with a
             // body to follow, as Envoy's StopIteration).
+            // The head is final now: the report carries the ids logged so far.
+            if self.waf.as_ref().is_some_and(|w| w.report_header.is_some()) {
+                self.report = report_ids(&tx);
+                self.add_report();
+            }
             self.tx = Some(tx);
             self.buffering = true;
             return Action::Pause;
