@@ -42,6 +42,9 @@ pub struct Config {
     /// Overrides SecRequestBodyLimit and SecRequestBodyNoFilesLimit.
     #[serde(default)]
     pub body_limit: Option<usize>,
+    /// Overrides SecResponseBodyLimit (keep it under the host's buffer limit).
+    #[serde(default)]
+    pub response_body_limit: Option<usize>,
 }
 
 impl Config {
@@ -185,6 +188,9 @@ pub fn build(
     if let Some(l) = cfg.body_limit {
         st.body_limit = l;
         st.body_nofiles_limit = l;
+    }
+    if let Some(l) = cfg.response_body_limit {
+        st.resp_body_limit = l;
     }
     let engine = loader.finish().map_err(|e| e.to_string())?;
     let mut init_tx = Vec::new();

@@ -224,6 +224,14 @@ fn body_limit_and_partial_processing() {
     let w = waf(BODY_RULES);
     let tx = request(&w, "/");
     assert_eq!(tx.response_body_limit(), (524_288, LimitAction::Reject));
+    // the filter config overrides the directive
+    let cfg = Config {
+        inline: format!("{BODY_RULES}\nSecResponseBodyLimit 64\n"),
+        response_body_limit: Some(4096),
+        ..Config::default()
+    };
+    let w = build(&cfg, None, None).unwrap();
+    assert_eq!(request(&w, "/").response_body_limit().0, 4096);
 }
 
 #[test]
