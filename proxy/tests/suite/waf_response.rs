@@ -149,3 +149,65 @@ fn waf_blocks_leaking_responses_and_streams_the_rest() {
         .unwrap_or_else(|| panic!("no waf_blocked_total in {metrics}"));
     assert!(blocked.trim_end().ends_with(" 2"), "{blocked}");
 }
+
+/// A site's own response rules, inline: a phase-3 deny on the status, a phase-4 deny on
+/// the body, and `SecResponseBodyLimitAction Reject` (500 past the limit). HEAD responses
+/// and other media types are not held.
+#[test]
+fn waf_response_rules_of_a_site_and_the_reject_limit() {
+    let root = tempfile::tempdir().unwrap();
+    let secret = "<html><body>api_key=sk_live_0123456789</body></html>\n";
+    let page = "<html><body>hello</body></html>\n";
+    let mut big = String::from("<html><body>\n");
+    while big.len() < 8192 {
+        big.push_str("<p>hello</p>\n");
+    }
+    for (name, data) in [
+        ("secret.html", secret),
+        ("page.html", page),
+        ("big.html", big.as_str()),
+        ("secret.txt.json", secret),
+    ] {
+        std::fs::write(root.path().join(name), data).unwrap();
+    }
+    let origin = origin_root("site", root.path());
+    let rules = r#"SecResponseBodyAccess On
+SecResponseBodyMimeType text/html
+SecResponseBodyLimit 4096
+SecResponseBodyLimitAction Reject
+SecRule RESPONSE_STATUS "@streq 404" "id:101,phase:3,deny,status:451,log"
+SecRule RESPONSE_BODY "@contains sk_live_" "id:102,phase:4,deny,status:403,log""#;
+    let policy = format!(
+        "[pools.o]\npeers = [\"{}\"]\n\n[filters.waf]\nmodule = {:?}\nconfig = {{ inline = '''{rules}''', mode = \"block\" }}\n\n[[routes]]\nfilters = [\"waf\"]\npool = \"o\"\n",
+        origin.addr,
+        filter("waf.wasm").display().to_string(),
+    );
+    let s = sluice(&policy);
+    let c = client();
+    let get = |path: &str| {
+        let r = c.get(s.url(path)).send().unwrap();
+        let status = r.status().as_u16();
+        let origin = r.headers().contains_key("x-origin-id");
+        (status, origin, r.text().unwrap())
+    };
+    let (st, from_origin, body) = get("/secret.html");
+    assert_eq!((st, from_origin), (403, false), "{body}");
+    assert!(!body.contains("sk_live_"));
+    assert_eq!(get("/page.html"), (200, true, page.to_string()));
+    assert_eq!(get("/nothing-here").0, 451, "phase 3 on the status");
+    let (st, from_origin, body) = get("/big.html");
+    assert_eq!(
+        (st, from_origin),
+        (500, false),
+        "Reject past SecResponseBodyLimit"
+    );
+    assert!(!body.contains("hello"));
+    // not text/html: not inspected
+    let (st, from_origin, body) = get("/secret.txt.json");
+    assert_eq!((st, from_origin, body.as_str()), (200, true, secret));
+    // HEAD: nothing to inspect, nothing held
+    let r = c.head(s.url("/secret.html")).send().unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    // the connection still serves after the replaced responses
+    assert_eq!(get("/page.html"), (200, true, page.to_string()));
+}
