@@ -65,6 +65,8 @@ pub struct Chain {
     in_flight: Vec<InFlight>,
     /// Every callback's duration: filter index, phase, microseconds.
     pub timings: Vec<(u16, Phase, u32)>,
+    /// A filter paused the response headers with a body to follow ([`Chain::response_head_held`]).
+    head_held: bool,
 }
 
 enum Step {
@@ -84,6 +86,7 @@ impl Chain {
             calls: Vec::new(),
             in_flight: Vec::new(),
             timings,
+            head_held: false,
         }
     }
 
@@ -208,6 +211,16 @@ impl Chain {
         self.headers(stream, BodyKind::Request, end_of_stream)
     }
 
+    /// True when a filter paused the response-headers phase with a body to follow
+    /// (Envoy's `StopIteration`): the response head is not sent before the body flows on
+    /// from the chain (a body callback of that filter answering `Continue`, or the end of
+    /// the body), and a local response a body callback sends meanwhile replaces the whole
+    /// response. The HTTP/1 loop honours it (`forward::exchange`); where the head is
+    /// already out (HTTP/2 clients), such a local response resets the stream instead.
+    pub fn response_head_held(&self) -> bool {
+        self.head_held
+    }
+
     /// The response-headers phase, in reverse chain order.
     pub fn response_headers(&mut self, stream: &mut StreamState, end_of_stream: bool) -> Outcome {
         self.headers(stream, BodyKind::Response, end_of_stream)
@@ -260,6 +273,7 @@ impl Chain {
                     return Outcome::Wait(i)
                 }
                 Step::Go(Action::Pause) if eos => return Outcome::Paused(i),
+                Step::Go(Action::Pause) if kind == BodyKind::Response => self.head_held = true,
                 Step::Go(_) => {}
             }
         }

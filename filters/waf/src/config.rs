@@ -42,6 +42,9 @@ pub struct Config {
     /// Overrides SecRequestBodyLimit and SecRequestBodyNoFilesLimit.
     #[serde(default)]
     pub body_limit: Option<usize>,
+    /// Overrides SecResponseBodyLimit (keep it under the host's buffer limit).
+    #[serde(default)]
+    pub response_body_limit: Option<usize>,
 }
 
 impl Config {
@@ -67,10 +70,10 @@ pub struct Waf {
 }
 
 impl Waf {
-    /// True when no rule runs on requests (phases 1, 2 and 5 hold none): a transaction
-    /// can neither match nor block, so a request without a body needs none.
+    /// True when no rule runs (no phase holds one): a transaction can neither match nor
+    /// block, so a request without a body needs none.
     pub fn idle(&self) -> bool {
-        [1, 2, 5].iter().all(|p| {
+        [1, 2, 3, 4, 5].iter().all(|p| {
             !self.engine.phases[*p]
                 .iter()
                 .any(|e| matches!(e, crate::load::Entry::Rule(..)))
@@ -186,6 +189,9 @@ pub fn build(
         st.body_limit = l;
         st.body_nofiles_limit = l;
     }
+    if let Some(l) = cfg.response_body_limit {
+        st.resp_body_limit = l;
+    }
     let engine = loader.finish().map_err(|e| e.to_string())?;
     let mut init_tx = Vec::new();
     if let Some(p) = cfg.paranoia {
@@ -225,7 +231,9 @@ pub fn audit_json(tx: &Transaction, request_id: &str) -> String {
     } else {
         "pass"
     };
-    let status = tx.intervention.or(tx.would_block).map(|i| i.status);
+    let decision = tx.intervention.or(tx.would_block);
+    let status = decision.map(|i| i.status);
+    let phase = decision.map(|i| i.phase);
     let rules: Vec<serde_json::Value> = tx
         .logs
         .iter()
@@ -235,7 +243,9 @@ pub fn audit_json(tx: &Transaction, request_id: &str) -> String {
         "request_id": request_id,
         "action": action,
         "status": status,
+        "phase": phase,
         "anomaly_score": tx.anomaly_score(),
+        "outbound_anomaly_score": tx.tx_get("outbound_anomaly_score").map(crate::ops::atoi),
         "rules": rules,
     })
     .to_string();

@@ -283,6 +283,7 @@ impl RootContext for WafRoot {
             ctype: None,
             request_id: String::new(),
             done: false,
+            buffering: false,
             report: None,
         }))
     }
@@ -295,10 +296,15 @@ impl RootContext for WafRoot {
 struct WafHttp {
     waf: Option<Rc<Waf>>,
     metrics: Rc<Metrics>,
+    /// The request's transaction: until the request decision, then (when phases 3 and 4
+    /// have rules) until the response decision.
     tx: Option<Transaction>,
     ctype: Option<String>,
     request_id: String,
+    /// The request side is decided (phase 2 ran, or nothing is inspected).
     done: bool,
+    /// The response body is being buffered for phase 4 (the response head is held).
+    buffering: bool,
     /// `report_header` value for the response.
     report: Option<String>,
 }
@@ -311,7 +317,7 @@ impl WafHttp {
             .map(|b| String::from_utf8_lossy(&b).into_owned())
     }
 
-    /// Runs phase 2 (after the body, if any) and 5, reports, and answers.
+    /// Runs phase 2 (after the body, if any), reports, and answers.
     fn finish(&mut self) -> Action {
         self.done = true;
         let Some(mut tx) = self.tx.take() else {
@@ -321,9 +327,23 @@ impl WafHttp {
         self.decide(tx)
     }
 
-    fn decide(&mut self, mut tx: Transaction) -> Action {
+    /// The request decision: a block answers now; otherwise, when response rules will run,
+    /// the transaction waits for the response (phase 5 and the audit line come after them).
+    fn decide(&mut self, tx: Transaction) -> Action {
+        self.done = true;
+        if tx.intervention.is_none() && tx.wants_response() {
+            self.tx = Some(tx);
+            return Action::Continue;
+        }
+        self.close(tx)
+    }
+
+    /// Phase 5, metrics, the audit line, and the local reply of a block (request or
+    /// response phase: its status replaces the origin's response).
+    fn close(&mut self, mut tx: Transaction) -> Action {
         tx.run_phase(5);
         self.done = true;
+        self.buffering = false;
         let m = &self.metrics;
         m.inc_requests();
         if !tx.logs.is_empty() || tx.intervention.is_some() || tx.would_block.is_some() {
@@ -370,17 +390,132 @@ impl WafHttp {
         }
         Action::Continue
     }
-}
 
-impl HttpContext for WafHttp {
-    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+    /// Adds the `report_header` to the response, once.
+    fn add_report(&mut self) {
         if let (Some(r), Some(h)) = (
             self.report.take(),
             self.waf.as_ref().and_then(|w| w.report_header.clone()),
         ) {
             self.add_http_response_header(&h, &r);
         }
-        Action::Continue
+    }
+
+    /// Phase 4 over the buffered body (whole, or its first bytes when `truncated`), then
+    /// the response decision.
+    fn inspect_body(&mut self, data: &[u8], truncated: bool) -> Action {
+        let Some(mut tx) = self.tx.take() else {
+            return Action::Continue;
+        };
+        tx.process_response_body(data, truncated);
+        tx.run_phase(4);
+        self.close(tx)
+    }
+
+    /// `SecResponseBodyLimitAction Reject` (engine On): answers 500, as ModSecurity does.
+    fn reject_body(&mut self, limit: usize) -> Action {
+        self.tx = None;
+        self.buffering = false;
+        self.metrics.inc_requests();
+        self.metrics.inc("waf_blocked_total");
+        log(
+            LogLevel::Info,
+            &format!(
+                "waf: {{\"request_id\":{},\"action\":\"block\",\"status\":500,\"phase\":4,\"reason\":\"response body larger than {limit} bytes\"}}",
+                serde_json::Value::String(self.request_id.clone())
+            ),
+        );
+        self.send_http_response(
+            500,
+            vec![("x-request-id", self.request_id.as_str())],
+            Some(b"Response body too large for inspection.\n"),
+        );
+        Action::Pause
+    }
+}
+
+impl HttpContext for WafHttp {
+    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        if !self.done {
+            return Action::Continue;
+        }
+        let Some(mut tx) = self.tx.take() else {
+            self.add_report();
+            return Action::Continue;
+        };
+        let mut status = 0u16;
+        let mut headers = Vec::new();
+        for (k, v) in self.get_http_response_headers() {
+            if k == ":status" {
+                status = v.trim().parse().unwrap_or(0);
+            } else if !k.starts_with(':') {
+                headers.push((k, v));
+            }
+        }
+        let protocol = self
+            .prop(vec!["request", "protocol"])
+            .unwrap_or_else(|| "HTTP/1.1".into());
+        tx.set_response(status, &protocol, &headers);
+        tx.run_phase(3);
+        let head = tx.scalar(crate::model::s::REQUEST_METHOD) == Some(&b"HEAD"[..]);
+        if tx.intervention.is_none() && !end_of_stream && !head && tx.wants_response_body() {
+            // Phase 4 reads the body: hold the head until it is decided (the host sends
+            // nothing of the response while a response-headers callback pauses with a
+            // body to follow, as Envoy's StopIteration).
+            // The head is final now: the report carries the ids logged so far.
+            if self.waf.as_ref().is_some_and(|w| w.report_header.is_some()) {
+                self.report = report_ids(&tx);
+                self.add_report();
+            }
+            self.tx = Some(tx);
+            self.buffering = true;
+            return Action::Pause;
+        }
+        // Not inspected: phase 4 runs now on the headers alone (its status and score
+        // rules), the body streams through untouched.
+        tx.run_phase(4);
+        let a = self.close(tx);
+        if a == Action::Continue {
+            self.add_report();
+        }
+        a
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if !self.buffering {
+            return Action::Continue;
+        }
+        let Some(tx) = self.tx.as_ref() else {
+            self.buffering = false;
+            return Action::Continue;
+        };
+        let (limit, action) = tx.response_body_limit();
+        if body_size > limit {
+            if action == LimitAction::Reject && tx.mode == crate::model::Mode::On {
+                return self.reject_body(limit);
+            }
+            // ProcessPartial: the first `limit` bytes are inspected, the rest streams.
+            let data = self.get_http_response_body(0, limit).unwrap_or_default();
+            return self.inspect_body(&data, true);
+        }
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        let data = self
+            .get_http_response_body(0, body_size)
+            .unwrap_or_default();
+        self.inspect_body(&data, false)
+    }
+
+    fn on_log(&mut self) {
+        // The response never came (upstream failure) or ended while being buffered:
+        // the transaction still gets its phase 5 and audit line.
+        // (No block can be pending here: a decision closes the transaction at once.)
+        if self.done {
+            if let Some(tx) = self.tx.take() {
+                self.close(tx);
+            }
+        }
     }
 
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {

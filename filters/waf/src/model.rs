@@ -57,6 +57,11 @@ pub const SCALARS: &[&str] = &[
     "WEBAPPID",
     "SESSIONID",
     "USERID",
+    "RESPONSE_STATUS",
+    "RESPONSE_PROTOCOL",
+    "RESPONSE_CONTENT_TYPE",
+    "RESPONSE_CONTENT_LENGTH",
+    "RESPONSE_BODY",
 ];
 
 /// Index of a scalar by name.
@@ -98,6 +103,13 @@ pub mod s {
     pub const MULTIPART_MISSING_SEMICOLON: u8 = 39;
     pub const MULTIPART_INVALID_QUOTING: u8 = 40;
     pub const MULTIPART_INVALID_PART: u8 = 41;
+    pub const OUTBOUND_DATA_ERROR: u8 = 28;
+    pub const STATUS_LINE: u8 = 46;
+    pub const RESPONSE_STATUS: u8 = 50;
+    pub const RESPONSE_PROTOCOL: u8 = 51;
+    pub const RESPONSE_CONTENT_TYPE: u8 = 52;
+    pub const RESPONSE_CONTENT_LENGTH: u8 = 53;
+    pub const RESPONSE_BODY: u8 = 54;
 }
 
 /// Keyed collections.
@@ -119,11 +131,13 @@ pub enum Coll {
     FilesSizes,
     /// MULTIPART_PART_HEADERS
     PartHeaders,
+    /// RESPONSE_HEADERS (phases 3 and 4)
+    RespHeaders,
     /// TX
     Tx,
     /// IP, GLOBAL, SESSION, USER, RESOURCE (per transaction only)
     Persist(u8),
-    /// GEO, ENV, RESPONSE_HEADERS ... (always empty here)
+    /// GEO, ENV, ... (always empty here)
     Empty,
 }
 
@@ -151,7 +165,7 @@ pub enum V {
     XmlText,
     /// `XML://@*` (each attribute value)
     XmlAttrs,
-    /// Response-side or otherwise unavailable scalar: never has a value here.
+    /// An unavailable variable (`TIME*`, ...): never has a value here.
     Nothing,
 }
 
@@ -407,6 +421,8 @@ pub enum Ctl {
     ForceBodyVar(bool),
     /// requestBodyAccess
     BodyAccess(bool),
+    /// responseBodyAccess
+    ResponseBodyAccess(bool),
     /// auditEngine, auditLogParts, debugLogLevel...: accepted, no effect.
     Ignored,
 }
@@ -509,6 +525,7 @@ pub fn var_name(v: V) -> &'static str {
             Coll::Headers => "REQUEST_HEADERS_NAMES",
             Coll::Cookies => "REQUEST_COOKIES_NAMES",
             Coll::Files => "FILES_NAMES",
+            Coll::RespHeaders => "RESPONSE_HEADERS_NAMES",
             _ => "NAMES",
         },
         V::Scalar(i) => SCALARS[i as usize],
@@ -532,6 +549,7 @@ pub fn coll_name(c: Coll) -> &'static str {
         Coll::Files => "FILES",
         Coll::FilesSizes => "FILES_SIZES",
         Coll::PartHeaders => "MULTIPART_PART_HEADERS",
+        Coll::RespHeaders => "RESPONSE_HEADERS",
         Coll::Tx => "TX",
         Coll::Persist(i) => PERSIST[i as usize],
         Coll::Empty => "",
@@ -562,32 +580,14 @@ pub fn parse_var(name: &str) -> Option<V> {
         "MATCHED_VARS" => V::MatchedVars,
         "MATCHED_VARS_NAMES" => V::MatchedVarsNames,
         "XML" => V::XmlText,
-        "GEO"
-        | "ENV"
-        | "RESPONSE_HEADERS"
-        | "RESPONSE_HEADERS_NAMES"
-        | "FILES_TMPNAMES"
-        | "FILES_TMP_CONTENT"
-        | "MULTIPART_FILENAME"
-        | "MULTIPART_NAME"
-        | "RULE" => V::Values(Coll::Empty),
-        "RESPONSE_BODY"
-        | "RESPONSE_STATUS"
-        | "RESPONSE_PROTOCOL"
-        | "RESPONSE_CONTENT_TYPE"
-        | "RESPONSE_CONTENT_LENGTH"
-        | "TIME"
-        | "TIME_DAY"
-        | "TIME_EPOCH"
-        | "TIME_HOUR"
-        | "TIME_MIN"
-        | "TIME_MON"
-        | "TIME_SEC"
-        | "TIME_WDAY"
-        | "TIME_YEAR"
-        | "REQUEST_URI_RAW_"
-        | "USERAGENT_IP"
-        | "AUTH_TYPE_" => V::Nothing,
+        "RESPONSE_HEADERS" => V::Values(Coll::RespHeaders),
+        "RESPONSE_HEADERS_NAMES" => V::Names(Coll::RespHeaders),
+        "GEO" | "ENV" | "FILES_TMPNAMES" | "FILES_TMP_CONTENT" | "MULTIPART_FILENAME"
+        | "MULTIPART_NAME" | "RULE" => V::Values(Coll::Empty),
+        "TIME" | "TIME_DAY" | "TIME_EPOCH" | "TIME_HOUR" | "TIME_MIN" | "TIME_MON" | "TIME_SEC"
+        | "TIME_WDAY" | "TIME_YEAR" | "REQUEST_URI_RAW_" | "USERAGENT_IP" | "AUTH_TYPE_" => {
+            V::Nothing
+        }
         _ => {
             if let Some(p) = PERSIST.iter().position(|p| *p == up) {
                 V::Values(Coll::Persist(p as u8))

@@ -35,15 +35,18 @@ pub enum Rx {
     /// `regex::bytes` on the translated pattern.
     Bytes(regex::bytes::Regex),
     /// fancy-regex (look-around, back-references, possessives); matched on a lossless-ish
-    /// `&str` view where every byte >= 0x80 becomes U+0080.
-    Fancy(fancy_regex::Regex),
+    /// `&str` view where every byte >= 0x80 becomes U+0080. The second field is a gate: the
+    /// same pattern without its look-arounds on `regex` (see [`strip_lookarounds`]), which
+    /// matches whenever the pattern does, so "no" from it skips fancy-regex's backtracking
+    /// (CRS 953120 `<\?(?!xml)` on a response body: 60% of phase 4 before it).
+    Fancy(fancy_regex::Regex, Option<regex::Regex>),
 }
 
 impl std::fmt::Debug for Rx {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Rx::Bytes(r) => write!(f, "Rx::Bytes({})", r.as_str()),
-            Rx::Fancy(r) => write!(f, "Rx::Fancy({})", r.as_str()),
+            Rx::Fancy(r, _) => write!(f, "Rx::Fancy({})", r.as_str()),
         }
     }
 }
@@ -67,7 +70,15 @@ pub fn compile_rx(pat: &str) -> Result<Rx, String> {
         .backtrack_limit(100_000)
         .build()
     {
-        Ok(r) => Ok(Rx::Fancy(r)),
+        Ok(r) => {
+            let gate = strip_lookarounds(&fr).and_then(|g| {
+                regex::RegexBuilder::new(&g)
+                    .size_limit(16 << 20)
+                    .build()
+                    .ok()
+            });
+            Ok(Rx::Fancy(r, gate))
+        }
         Err(e) => {
             if possessive {
                 if let Ok(r) = regex::bytes::RegexBuilder::new(&tr)
@@ -80,6 +91,89 @@ pub fn compile_rx(pat: &str) -> Result<Rx, String> {
             Err(format!("regex does not compile: {e}"))
         }
     }
+}
+
+/// `p` (Rust regex syntax) without its look-around groups (`(?=..)`, `(?!..)`, `(?<=..)`,
+/// `(?<!..)`). Dropping a zero-width assertion only widens what matches, so the result
+/// matches wherever `p` does. `None` when a look-around is quantified or the pattern
+/// cannot be followed (an unbalanced group).
+pub fn strip_lookarounds(p: &str) -> Option<String> {
+    let b = p.as_bytes();
+    let mut out = String::with_capacity(p.len());
+    let mut i = 0;
+    let mut class = 0usize;
+    let mut stripped = false;
+    while i < b.len() {
+        let c = b[i];
+        if c == b'\\' {
+            let end = (i + 2).min(b.len());
+            out.push_str(p.get(i..end)?);
+            i = end;
+            continue;
+        }
+        if class > 0 {
+            match c {
+                b'[' => class += 1,
+                b']' => class -= 1,
+                _ => {}
+            }
+            out.push(c as char);
+            i += 1;
+            continue;
+        }
+        let rest = &b[i..];
+        let look = [&b"(?="[..], b"(?!", b"(?<=", b"(?<!"]
+            .iter()
+            .any(|l| rest.starts_with(l));
+        if look {
+            // skip to the matching `)`
+            let mut depth = 0usize;
+            let mut cls = 0usize;
+            let mut j = i;
+            loop {
+                let d = *b.get(j)?;
+                match d {
+                    b'\\' => j += 1,
+                    b'[' => cls += 1,
+                    b']' if cls > 0 => cls -= 1,
+                    b'(' if cls == 0 => depth += 1,
+                    b')' if cls == 0 => {
+                        depth -= 1;
+                        if depth == 0 {
+                            break;
+                        }
+                    }
+                    _ => {}
+                }
+                j += 1;
+            }
+            if matches!(b.get(j + 1), Some(b'?' | b'*' | b'+' | b'{')) {
+                return None;
+            }
+            stripped = true;
+            i = j + 1;
+            continue;
+        }
+        if c == b'[' {
+            class = 1;
+            // a `]` right after `[` or `[^` is a literal
+            out.push('[');
+            i += 1;
+            if b.get(i) == Some(&b'^') {
+                out.push('^');
+                i += 1;
+            }
+            if b.get(i) == Some(&b']') {
+                out.push(']');
+                i += 1;
+            }
+            continue;
+        }
+        let ch = p[i..].chars().next()?;
+        out.push(ch);
+        i += ch.len_utf8();
+    }
+    stripped.then_some(out)
 }
 
 fn has_possessive(p: &str) -> bool {
@@ -119,8 +213,11 @@ impl Rx {
     pub fn is_match(&self, input: &[u8]) -> bool {
         match self {
             Rx::Bytes(r) => r.is_match(input),
-            Rx::Fancy(r) => {
+            Rx::Fancy(r, gate) => {
                 let (s, _) = to_fancy_str(input);
+                if gate.as_ref().is_some_and(|g| !g.is_match(&s)) {
+                    return false;
+                }
                 r.is_match(&s).unwrap_or(false)
             }
         }
@@ -146,8 +243,11 @@ impl Rx {
                         .collect(),
                 )
             }
-            Rx::Fancy(r) => {
+            Rx::Fancy(r, gate) => {
                 let (s, mapped) = to_fancy_str(input);
+                if gate.as_ref().is_some_and(|g| !g.is_match(&s)) {
+                    return None;
+                }
                 if !r.is_match(&s).unwrap_or(false) {
                     return None;
                 }
@@ -428,6 +528,52 @@ mod tests {
     use super::*;
 
     #[test]
+    fn lookaround_gate_widens_only() {
+        assert_eq!(strip_lookarounds("<\\?(?!xml)").as_deref(), Some("<\\?"));
+        assert_eq!(
+            strip_lookarounds("a(?<=[)(])b(?<!\\))c[(?=]").as_deref(),
+            Some("abc[(?=]")
+        );
+        assert_eq!(strip_lookarounds("(?<n>a)b"), None, "no look-around");
+        assert_eq!(strip_lookarounds("(?=a)*b"), None, "quantified");
+        assert_eq!(strip_lookarounds("(?=a"), None, "unbalanced");
+        let pats = [
+            "<\\?(?!xml)",
+            "(?<!a)b",
+            "(?i)foo(?=bar|baz)",
+            "x(?!y[)]z)\\d+",
+            "^(?:(?!ab).)*$",
+        ];
+        let inputs: [&[u8]; 9] = [
+            b"<?php echo 1; ?>",
+            b"<?xml version='1.0'?>",
+            b"cb",
+            b"ab",
+            b"FOObaz",
+            b"foobar",
+            b"xy)z12",
+            b"x12",
+            b"\xff\xfeab\ncd",
+        ];
+        for p in pats {
+            let r = compile_rx(p).unwrap();
+            let Rx::Fancy(f, Some(g)) = &r else {
+                panic!("{p}: expected a gated fancy regex: {r:?}");
+            };
+            for i in inputs {
+                let (s, _) = to_fancy_str(i);
+                if f.is_match(&s).unwrap() {
+                    assert!(g.is_match(&s), "{p} on {i:?}: the gate must match");
+                }
+            }
+        }
+        let r = compile_rx("<\\?(?!xml)").unwrap();
+        assert!(r.is_match(b"<?php"));
+        assert!(!r.is_match(b"<?xml ?>"));
+        assert!(!r.is_match(b"<html>"));
+    }
+
+    #[test]
     fn rx_engines() {
         let r = compile_rx("^b$").unwrap();
         assert!(r.is_match(b"a\nb"));
@@ -437,7 +583,7 @@ mod tests {
         assert!(r.is_match(b"\xe9"));
         assert!(!r.is_match("é".as_bytes()));
         let r = compile_rx("(?<!a)b").unwrap();
-        assert!(matches!(r, Rx::Fancy(_)));
+        assert!(matches!(r, Rx::Fancy(..)));
         assert!(r.is_match(b"cb"));
         assert!(!r.is_match(b"ab"));
         let c = r.captures(b"\xff\xffcb").unwrap();

@@ -342,7 +342,7 @@ pub const CALLBACKS: &[(&str, &str)] = &[
     ),
     (
         "proxy_on_response_headers",
-        "`response_filter`, reverse chain order; `Pause` with no body to follow holds the response as for requests",
+        "`response_filter`, reverse chain order; `Pause` with no body to follow holds the response as for requests; `Pause` with a body to follow holds the response head (HTTP/1 clients: nothing of the response is sent) until the body flows on from the chain, and a local response from a body callback meanwhile replaces the whole response (Envoy's `StopIteration`)",
     ),
     (
         "proxy_on_response_body",

@@ -17,7 +17,7 @@ pub(super) fn register(reg: &mut Registry) -> Result<()> {
         "env",
         "proxy_send_local_response",
         Support::Full,
-        "answers the client; the chain stops and the upstream is not contacted (in request phases)",
+        "answers the client; the chain stops and the upstream is not contacted (in request phases); in a response phase it replaces the upstream's response while its head is unsent (response headers, or a body callback while a filter holds the head), else the stream is reset",
         |mut c: Caller<'_, HostState>,
          code: i32,
          dp: i32,

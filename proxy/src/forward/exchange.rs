@@ -160,10 +160,18 @@ impl Forwarder {
         if !bodiless {
             crate::proxy::frame_response(session.req_header(), &mut resp)?;
         }
-        session
-            .write_response_header(resp, false)
-            .await
-            .map_err(down)?;
+        // A filter that paused the response headers with a body to follow holds the head
+        // until the body flows on from the chain (or a local answer replaces it).
+        let mut held = None;
+        if !bodiless && ctx.response_head_held() {
+            ctx.defer_head(true);
+            held = Some(resp);
+        } else {
+            session
+                .write_response_header(resp, false)
+                .await
+                .map_err(down)?;
+        }
         if bodiless {
             let mut none = None;
             s.response_body_filter(session, &mut none, true, ctx)?;
@@ -182,6 +190,28 @@ impl Forwarder {
             let end = chunk.is_none() || client.response_done();
             let mut body = chunk;
             s.response_body_filter(session, &mut body, end, ctx)?;
+            if let Some(late) = ctx.take_late_head() {
+                // Answered locally while the head was held: nothing of the upstream's
+                // response was sent; the connection is not reused (its body is unread).
+                session
+                    .write_response_header(late, false)
+                    .await
+                    .map_err(down)?;
+                session
+                    .write_response_body(body, true)
+                    .await
+                    .map_err(down)?;
+                return Ok(());
+            }
+            if end || body.as_ref().is_some_and(|b| !b.is_empty()) {
+                if let Some(head) = held.take() {
+                    ctx.defer_head(false);
+                    session
+                        .write_response_header(head, false)
+                        .await
+                        .map_err(down)?;
+                }
+            }
             if end {
                 session
                     .write_response_body(body, true)

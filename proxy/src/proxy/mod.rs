@@ -101,9 +101,33 @@ pub struct Ctx {
     response_length: Option<u64>,
     /// Response body bytes the chain let through so far.
     response_passed: u64,
+    /// The HTTP/1 loop has not written the response head yet: a filter holds it
+    /// ([`Chain::response_head_held`]) until the body flows on.
+    head_deferred: bool,
+    /// The head of a local response a body callback sent while the head was deferred: it
+    /// replaces the upstream's (its body is what `response_body_filter` returned).
+    late_head: Option<Box<ResponseHeader>>,
 }
 
 impl Ctx {
+    /// Whether a filter holds the response head until the body phase lets data through
+    /// ([`Chain::response_head_held`]); the HTTP/1 loop then defers writing it
+    /// ([`Ctx::defer_head`]).
+    pub fn response_head_held(&self) -> bool {
+        self.chain.as_ref().is_some_and(Chain::response_head_held)
+    }
+
+    /// Marks the response head as not written yet (`true`) or written (`false`).
+    pub fn defer_head(&mut self, deferred: bool) {
+        self.head_deferred = deferred;
+    }
+
+    /// The head that replaces the upstream's when a filter answered locally from a body
+    /// callback while the head was deferred (its body is the body filter's output).
+    pub fn take_late_head(&mut self) -> Option<Box<ResponseHeader>> {
+        self.late_head.take()
+    }
+
     /// Whether the chain holds the whole request body (read before the upstream was
     /// contacted), so that another attempt can send it again.
     pub fn body_held(&self) -> bool {
@@ -380,6 +404,8 @@ impl ProxyHttp for Sluice {
             tls: false,
             response_length: None,
             response_passed: 0,
+            head_deferred: false,
+            late_head: None,
         }
     }
 
@@ -712,6 +738,20 @@ impl ProxyHttp for Sluice {
         match r {
             Ok(out) if out.is_empty() && !end_of_stream => *body = None,
             Ok(out) => *body = Some(Bytes::from(out)),
+            Err(Outcome::Respond) if ctx.head_deferred => {
+                // Nothing of the response has left: the local answer replaces it whole.
+                let local = ctx
+                    .stream
+                    .local_response
+                    .clone()
+                    .ok_or_else(|| bad("no local response"))?;
+                ctx.late_head = Some(Box::new(local_header(&local)?));
+                ctx.stream.info.response_code = Some(local.status);
+                ctx.response_length = None;
+                ctx.replace_body = Some(Bytes::from(local.body));
+                *body = ctx.replace_body.clone();
+                return Ok(None);
+            }
             // The response has started: a late local answer can only reset the stream.
             Err(_) => return Err(reset()),
         }

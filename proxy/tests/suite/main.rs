@@ -57,3 +57,4 @@ mod sandbox;
 mod showcase;
 mod swap;
 mod waf;
+mod waf_response;

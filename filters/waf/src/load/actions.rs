@@ -87,6 +87,7 @@ impl<'a> Loader<'a> {
             }),
             "forceRequestBodyVariable" => Ctl::ForceBodyVar(val.eq_ignore_ascii_case("on")),
             "requestBodyAccess" => Ctl::BodyAccess(val.eq_ignore_ascii_case("on")),
+            "responseBodyAccess" => Ctl::ResponseBodyAccess(val.eq_ignore_ascii_case("on")),
             "auditEngine" | "auditLogParts" | "debugLogLevel" | "hashEngine"
             | "hashEnforcement" => Ctl::Ignored,
             other => return Err(err(loc, format!("unsupported ctl:{other}"))),

@@ -194,6 +194,32 @@ impl<'a> Loader<'a> {
                     }
                 }
             }
+            "SecResponseBodyAccess" => self.settings.resp_body_access = onoff(arg(0)?)?,
+            "SecResponseBodyLimit" => self.settings.resp_body_limit = size(arg(0)?)?,
+            "SecResponseBodyLimitAction" => {
+                self.settings.resp_body_limit_action = match arg(0)?.to_ascii_lowercase().as_str() {
+                    "reject" => LimitAction::Reject,
+                    "processpartial" => LimitAction::ProcessPartial,
+                    v => {
+                        return Err(err(
+                            loc,
+                            format!(
+                                "SecResponseBodyLimitAction: Reject or ProcessPartial, got {v:?}"
+                            ),
+                        ))
+                    }
+                }
+            }
+            "SecResponseBodyMimeType" => {
+                // ModSecurity: the list replaces the default (or earlier) list
+                self.settings.resp_mime = d
+                    .args
+                    .iter()
+                    .flat_map(|a| a.split_ascii_whitespace())
+                    .map(str::to_ascii_lowercase)
+                    .collect();
+            }
+            "SecResponseBodyMimeTypesClear" => self.settings.resp_mime.clear(),
             "SecRequestBodyJsonDepthLimit" => self.settings.json_depth = size(arg(0)?)?,
             "SecArgumentsLimit" => self.settings.args_limit = size(arg(0)?)?,
             "SecArgumentSeparator" => {
@@ -267,11 +293,6 @@ impl<'a> Loader<'a> {
             // Accepted, no effect in a filter (documented in README.md):
             "SecPcreMatchLimit"
             | "SecPcreMatchLimitRecursion"
-            | "SecResponseBodyAccess"
-            | "SecResponseBodyMimeType"
-            | "SecResponseBodyMimeTypesClear"
-            | "SecResponseBodyLimit"
-            | "SecResponseBodyLimitAction"
             | "SecTmpDir"
             | "SecDataDir"
             | "SecUploadDir"

@@ -69,6 +69,14 @@ pub struct Settings {
     pub default_status: u16,
     /// SecUnicodeMapFile: what `urlDecodeUni` maps `%uXXXX` code points to.
     pub unicode_map: Option<Rc<crate::unicode_map::UnicodeMap>>,
+    /// SecResponseBodyAccess
+    pub resp_body_access: bool,
+    /// SecResponseBodyLimit
+    pub resp_body_limit: usize,
+    /// SecResponseBodyLimitAction
+    pub resp_body_limit_action: LimitAction,
+    /// SecResponseBodyMimeType (lowercase media types, no parameters).
+    pub resp_mime: Vec<String>,
 }
 
 impl Default for Settings {
@@ -84,6 +92,11 @@ impl Default for Settings {
             arg_sep: b'&',
             default_status: 403,
             unicode_map: None,
+            // ModSecurity's defaults
+            resp_body_access: false,
+            resp_body_limit: 524_288,
+            resp_body_limit_action: LimitAction::Reject,
+            resp_mime: vec!["text/plain".into(), "text/html".into()],
         }
     }
 }

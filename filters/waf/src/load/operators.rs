@@ -19,7 +19,7 @@ impl<'a> Loader<'a> {
                     }
                 }
             }
-            ops::Rx::Fancy(_) => self.stats.rx_fancy += 1,
+            ops::Rx::Fancy(..) => self.stats.rx_fancy += 1,
         }
         let op = Rc::new(RxOp { rx, host });
         self.rx_cache.insert(pat.to_string(), op.clone());

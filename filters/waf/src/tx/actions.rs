@@ -76,6 +76,7 @@ impl Transaction {
             }
             Ctl::ForceBodyVar(b) => self.force_body_var = *b,
             Ctl::BodyAccess(b) => self.body_access = *b,
+            Ctl::ResponseBodyAccess(b) => self.resp_body_access = *b,
             Ctl::Ignored => {}
         }
     }

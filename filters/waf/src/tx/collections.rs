@@ -15,6 +15,7 @@ impl Transaction {
             Coll::Files => (&self.files, &[]),
             Coll::FilesSizes => (&self.files_sizes, &[]),
             Coll::PartHeaders => (&self.part_headers, &[]),
+            Coll::RespHeaders => (&self.resp_headers, &[]),
             Coll::Tx | Coll::Persist(_) | Coll::Empty => (&[], &[]),
         }
     }

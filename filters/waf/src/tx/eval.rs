@@ -172,7 +172,8 @@ impl Transaction {
         true
     }
 
-    /// Runs the rules of one phase (1, 2 or 5; 3 and 4 hold response rules and are not run).
+    /// Runs the rules of one phase: 1 request headers, 2 request body, 3 response headers,
+    /// 4 response body, 5 logging. A decision (deny, `allow`) ends phases 1-4.
     pub fn run_phase(&mut self, phase: u8) {
         if self.mode == Mode::Off || (phase < 5 && (self.intervention.is_some() || self.allowed)) {
             return;

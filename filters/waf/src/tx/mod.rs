@@ -2,6 +2,7 @@
 //!
 //! One file per step of a rule's evaluation, in the order a request meets them:
 //! - [`input`]: the request line, headers and body parsed into variables;
+//! - [`response`]: the response status, headers and body (phases 3 and 4);
 //! - [`snapshot`]: the request-independent head of phase 1, run once at configure, and the
 //!   gates folded from it;
 //! - [`lists`]: the values of a rule's targets, collected once per phase, with memo rows;
@@ -16,6 +17,7 @@ mod eval;
 mod input;
 mod lists;
 mod operator;
+mod response;
 mod snapshot;
 
 pub use snapshot::{Fold, Snapshot};
@@ -93,6 +95,7 @@ pub struct Transaction {
     part_headers: Vec<Kv>,
     xml_text: Vec<Kv>,
     xml_attrs: Vec<Kv>,
+    resp_headers: Vec<Kv>,
     scalars: Vec<Option<Kv>>,
     tx: FxMap<Rc<[u8]>, Kv>,
     persist: Vec<FxMap<Rc<[u8]>, Kv>>,
@@ -112,6 +115,7 @@ pub struct Transaction {
     body_proc: Option<BodyProc>,
     force_body_var: bool,
     body_access: bool,
+    resp_body_access: bool,
     /// Logged matches.
     pub logs: Vec<MatchLog>,
     /// The disruptive decision, if any (only in mode On).
@@ -148,6 +152,7 @@ impl Transaction {
     pub fn new(eng: Rc<Engine>) -> Self {
         let mode = eng.settings.mode;
         let body_access = eng.settings.body_access;
+        let resp_body_access = eng.settings.resp_body_access;
         let memo_gen = eng.memo.borrow().generation();
         Transaction {
             eng,
@@ -161,6 +166,7 @@ impl Transaction {
             part_headers: Vec::new(),
             xml_text: Vec::new(),
             xml_attrs: Vec::new(),
+            resp_headers: Vec::new(),
             scalars: vec![None; SCALARS.len()],
             tx: FxMap::default(),
             persist: vec![FxMap::default(); PERSIST.len()],
@@ -178,6 +184,7 @@ impl Transaction {
             body_proc: None,
             force_body_var: false,
             body_access,
+            resp_body_access,
             logs: Vec::new(),
             intervention: None,
             would_block: None,

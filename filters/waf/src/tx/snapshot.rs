@@ -152,6 +152,7 @@ pub(super) fn rule_passable(r: &Rule, default: Disr) -> bool {
                     Ctl::BodyProcessor(_)
                         | Ctl::ForceBodyVar(_)
                         | Ctl::BodyAccess(_)
+                        | Ctl::ResponseBodyAccess(_)
                         | Ctl::Ignored
                 )
             })
