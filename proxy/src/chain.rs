@@ -215,8 +215,8 @@ impl Chain {
     /// (Envoy's `StopIteration`): the response head is not sent before the body flows on
     /// from the chain (a body callback of that filter answering `Continue`, or the end of
     /// the body), and a local response a body callback sends meanwhile replaces the whole
-    /// response. The HTTP/1 loop honours it (`forward::exchange`); where the head is
-    /// already out (HTTP/2 clients), such a local response resets the stream instead.
+    /// response. Sluice's request loop honours it (`forward::exchange`, HTTP/1 requests
+    /// and HTTP/2 streams); only WebSocket upgrades, on pingora-proxy, do not.
     pub fn response_head_held(&self) -> bool {
         self.head_held
     }

@@ -1,7 +1,7 @@
-//! Sluice's own HTTP/1 request loop, on pingora-core: one request from its head to
-//! its log line, driving the [`Sluice`] hooks (the same hooks pingora-proxy drives for
-//! HTTP/2 clients) without pingora-proxy's generic machinery (two channels and a
-//! nine-branch `select!` per request, a shared upstream pool).
+//! Sluice's own request loop, on pingora-core: one HTTP/1 request or HTTP/2 stream
+//! from its head to its log line, driving the [`Sluice`] hooks (the same hooks
+//! pingora-proxy drives for upgrades) without pingora-proxy's generic machinery (two
+//! channels and a nine-branch `select!` per request, a shared upstream pool).
 //!
 //! | step | module |
 //! |---|---|

@@ -101,7 +101,7 @@ pub struct Ctx {
     response_length: Option<u64>,
     /// Response body bytes the chain let through so far.
     response_passed: u64,
-    /// The HTTP/1 loop has not written the response head yet: a filter holds it
+    /// The request loop has not written the response head yet: a filter holds it
     /// ([`Chain::response_head_held`]) until the body flows on.
     head_deferred: bool,
     /// The head of a local response a body callback sent while the head was deferred: it
@@ -111,7 +111,7 @@ pub struct Ctx {
 
 impl Ctx {
     /// Whether a filter holds the response head until the body phase lets data through
-    /// ([`Chain::response_head_held`]); the HTTP/1 loop then defers writing it
+    /// ([`Chain::response_head_held`]); the request loop then defers writing it
     /// ([`Ctx::defer_head`]).
     pub fn response_head_held(&self) -> bool {
         self.chain.as_ref().is_some_and(Chain::response_head_held)
