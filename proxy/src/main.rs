@@ -150,11 +150,9 @@ fn init_test_logging(store: &sluice::ftw::capture::Store) {
                 .with_writer(std::io::stderr)
                 .with_filter(env),
         )
-        .with(
-            store
-                .layer()
-                .with_filter(filter::Targets::new().with_target("sluice::filter", tracing::Level::INFO)),
-        )
+        .with(store.layer().with_filter(
+            filter::Targets::new().with_target("sluice::filter", tracing::Level::INFO),
+        ))
         .init();
 }
 

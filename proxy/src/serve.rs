@@ -107,7 +107,9 @@ pub fn assemble(
     } else {
         let mut fds = Vec::new();
         for l in prebound {
-            let addr = l.local_addr().map_err(|e| format!("a prebound listener: {e}"))?;
+            let addr = l
+                .local_addr()
+                .map_err(|e| format!("a prebound listener: {e}"))?;
             l.set_nonblocking(true)
                 .map_err(|e| format!("a prebound listener: {e}"))?;
             fds.push((addr.to_string(), l.into_raw_fd()));

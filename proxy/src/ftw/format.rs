@@ -207,6 +207,15 @@ pub enum Status {
     Any(Vec<u16>),
 }
 
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Status::One(s) => write!(f, "{s}"),
+            Status::Any(v) => write!(f, "one of {v:?}"),
+        }
+    }
+}
+
 impl Status {
     /// Whether `code` is acceptable.
     pub fn accepts(&self, code: u16) -> bool {

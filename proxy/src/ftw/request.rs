@@ -39,8 +39,8 @@ pub fn build(input: &Input) -> anyhow::Result<Vec<u8>> {
         let (Some(k), v) = (scalar(k), scalar(v).unwrap_or_default()) else {
             continue;
         };
-        has_length |= k.eq_ignore_ascii_case("content-length")
-            || k.eq_ignore_ascii_case("transfer-encoding");
+        has_length |=
+            k.eq_ignore_ascii_case("content-length") || k.eq_ignore_ascii_case("transfer-encoding");
         has_connection |= k.eq_ignore_ascii_case("connection");
         out.extend_from_slice(k.as_bytes());
         out.extend_from_slice(b": ");

@@ -122,7 +122,7 @@ impl Runner {
         if let Ok(r) = &res {
             if let Some(s) = &out.status {
                 if !s.accepts(r.status) {
-                    fail.push(format!("status {}, expected {s:?}", r.status));
+                    fail.push(format!("status {}, expected {s}", r.status));
                 }
             }
             if let Some(p) = &out.response_contains {

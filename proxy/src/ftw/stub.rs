@@ -44,7 +44,8 @@ fn serve(mut s: TcpStream) {
                     .then(|| v.trim().to_string())
             })
         };
-        let end = if let Some(len) = header("content-length").and_then(|v| v.parse::<usize>().ok()) {
+        let end = if let Some(len) = header("content-length").and_then(|v| v.parse::<usize>().ok())
+        {
             let want: usize = head_end + len;
             while buf.len() < want {
                 match s.read(&mut chunk) {
@@ -53,7 +54,9 @@ fn serve(mut s: TcpStream) {
                 }
             }
             want
-        } else if header("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {
+        } else if header("transfer-encoding")
+            .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
+        {
             loop {
                 if let Some(i) = buf[head_end..].windows(5).position(|w| w == b"0\r\n\r\n") {
                     break head_end + i + 5;
