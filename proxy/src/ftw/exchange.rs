@@ -76,11 +76,11 @@ pub fn send(
     }
 }
 
+/// A response head's status, header fields and length in bytes.
+type Head = (u16, Vec<(String, String)>, usize);
+
 /// Reads until a whole head is in `buf`; its status, headers and length.
-fn read_head(
-    s: &mut TcpStream,
-    buf: &mut Vec<u8>,
-) -> std::io::Result<(u16, Vec<(String, String)>, usize)> {
+fn read_head(s: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<Head> {
     let end = loop {
         if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             break i + 4;

@@ -1,13 +1,14 @@
 //! A stage's input as the bytes sent on the wire, built as go-ftw builds them: the
 //! request line and headers as written (nothing normalised, so malformed requests can
-//! be tested), `Content-Length` and `Connection: close` added when missing unless
-//! `autocomplete_headers: false`.
+//! be tested); unless `autocomplete_headers: false`, `Connection: close` is added when
+//! missing and, for a request with a body, `Content-Length` and
+//! `Content-Type: application/x-www-form-urlencoded` (as go-ftw documents it).
 
 use base64::Engine as _;
 
 use super::format::{Data, Input};
 
-/// The bytes of `input`'s request; an error if a base64 field does not decode.
+/// The bytes of `input`'s request (tests: `proxy/tests/suite/ftw.rs`); an error if a base64 field does not decode.
 pub fn build(input: &Input) -> anyhow::Result<Vec<u8>> {
     if let Some(enc) = &input.encoded_request {
         return decode(enc, "encoded_request");
@@ -35,6 +36,7 @@ pub fn build(input: &Input) -> anyhow::Result<Vec<u8>> {
     out.extend_from_slice(b"\r\n");
     let mut has_length = false;
     let mut has_connection = false;
+    let mut has_type = false;
     for (k, v) in &input.headers {
         let (Some(k), v) = (scalar(k), scalar(v).unwrap_or_default()) else {
             continue;
@@ -42,6 +44,7 @@ pub fn build(input: &Input) -> anyhow::Result<Vec<u8>> {
         has_length |=
             k.eq_ignore_ascii_case("content-length") || k.eq_ignore_ascii_case("transfer-encoding");
         has_connection |= k.eq_ignore_ascii_case("connection");
+        has_type |= k.eq_ignore_ascii_case("content-type");
         out.extend_from_slice(k.as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(v.as_bytes());
@@ -50,6 +53,9 @@ pub fn build(input: &Input) -> anyhow::Result<Vec<u8>> {
     if autocomplete {
         if !has_length && !body.is_empty() {
             out.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
+        }
+        if !has_type && !body.is_empty() {
+            out.extend_from_slice(b"Content-Type: application/x-www-form-urlencoded\r\n");
         }
         if !has_connection {
             out.extend_from_slice(b"Connection: close\r\n");
@@ -76,44 +82,4 @@ fn decode(enc: &str, field: &str) -> anyhow::Result<Vec<u8>> {
     base64::engine::general_purpose::STANDARD
         .decode(clean)
         .map_err(|e| anyhow::anyhow!("{field}: not base64: {e}"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn input(yaml: &str) -> Input {
-        serde_yaml::from_str(yaml).unwrap()
-    }
-
-    #[test]
-    fn autocompletes_length_and_close() {
-        let bytes = build(&input(
-            "method: POST\nuri: /a?b=1\nheaders:\n  Host: localhost\ndata: x=1",
-        ))
-        .unwrap();
-        assert_eq!(
-            String::from_utf8(bytes).unwrap(),
-            "POST /a?b=1 HTTP/1.1\r\nHost: localhost\r\nContent-Length: 3\r\nConnection: close\r\n\r\nx=1"
-        );
-    }
-
-    #[test]
-    fn sends_as_written_without_autocomplete() {
-        let bytes = build(&input(
-            "uri: /<x>\nversion: HTTP/1.0\nautocomplete_headers: false\nheaders:\n  Host: h",
-        ))
-        .unwrap();
-        assert_eq!(
-            String::from_utf8(bytes).unwrap(),
-            "GET /<x> HTTP/1.0\r\nHost: h\r\n\r\n"
-        );
-    }
-
-    #[test]
-    fn encoded_request_is_sent_as_is() {
-        // "GET / HTTP/1.1\r\n\r\n"
-        let bytes = build(&input("encoded_request: R0VUIC8gSFRUUC8xLjENCg0K")).unwrap();
-        assert_eq!(bytes, b"GET / HTTP/1.1\r\n\r\n");
-    }
 }

@@ -115,7 +115,13 @@ impl Runner {
         let out = &stage.output;
         let expect_error = out.expect_error.unwrap_or(false);
         match (&res, expect_error) {
-            (Err(e), false) => fail.push(format!("no response: {e}")),
+            (Err(e), false) => fail.push(match e.kind() {
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => format!(
+                    "no response within {}s (--timeout)",
+                    self.timeout.as_secs_f64()
+                ),
+                _ => format!("no response: {e}"),
+            }),
             (Ok(r), true) => fail.push(format!("expected an error, got status {}", r.status)),
             _ => {}
         }

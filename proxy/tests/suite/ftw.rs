@@ -187,3 +187,53 @@ fn ftw_policies_waf_tests_pass() {
     assert!(stdout.contains("PASS 10005-1 [10005]"), "{stdout}");
     assert!(stdout.contains(" 0 failed"), "{stdout}");
 }
+
+fn input(yaml: &str) -> sluice::ftw::format::Input {
+    serde_yaml::from_str(yaml).unwrap()
+}
+
+fn built(yaml: &str) -> String {
+    String::from_utf8(sluice::ftw::request::build(&input(yaml)).unwrap()).unwrap()
+}
+
+#[test]
+fn ftw_request_autocompletes_a_body_request() {
+    assert_eq!(
+        built("method: POST\nuri: /a?b=1\nheaders:\n  Host: localhost\ndata: x=1"),
+        "POST /a?b=1 HTTP/1.1\r\nHost: localhost\r\nContent-Length: 3\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nConnection: close\r\n\r\nx=1"
+    );
+    // Headers the test sets are kept, in file order, and not added again.
+    assert_eq!(
+        built("method: POST\nheaders:\n  Content-Type: text/plain\n  Host: h\n  Connection: keep-alive\ndata: [a, b]"),
+        "POST / HTTP/1.1\r\nContent-Type: text/plain\r\nHost: h\r\nConnection: keep-alive\r\n\
+         Content-Length: 4\r\n\r\na\r\nb"
+    );
+}
+
+#[test]
+fn ftw_request_is_sent_as_written_without_autocomplete() {
+    assert_eq!(
+        built("uri: /<x>\nversion: HTTP/1.0\nautocomplete_headers: false\nheaders:\n  Host: h"),
+        "GET /<x> HTTP/1.0\r\nHost: h\r\n\r\n"
+    );
+    // "GET / HTTP/1.1\r\n\r\n", base64: sent byte for byte.
+    assert_eq!(
+        built("encoded_request: R0VUIC8gSFRUUC8xLjENCg0K"),
+        "GET / HTTP/1.1\r\n\r\n"
+    );
+    assert!(sluice::ftw::request::build(&input("encoded_request: '***'")).is_err());
+}
+
+#[test]
+fn ftw_capture_reads_an_audit_line() {
+    let l = sluice::ftw::capture::parse(
+        "waf".into(),
+        r#"waf: {"request_id":"r1","action":"block","rules":[{"id":942100,"msg":"SQLi","data":"x"},{"id":0,"msg":"","data":""}]}"#.into(),
+    );
+    assert_eq!(l.request_id.as_deref(), Some("r1"));
+    assert_eq!(l.ids, vec![942100]);
+    assert_eq!(l.modsec, vec![r#"[id "942100"] [msg "SQLi"] [data "x"]"#]);
+    let other = sluice::ftw::capture::parse("waf".into(), "waf: starting".into());
+    assert!(other.request_id.is_none() && other.ids.is_empty());
+}
