@@ -28,6 +28,8 @@
 //! - [`metrics`]: Prometheus metrics and the handles resolved once per snapshot.
 //! - [`admin`]: the admin listener, `/metrics` rendered by [`admin::scrape`].
 //! - [`workers`]: the proxy's worker threads, reached to start VMs before a policy serves.
+//! - [`serve`]: the Pingora server of a policy, assembled for `sluice run` and `sluice test`.
+//! - [`ftw`]: `sluice test`, the go-ftw YAML test runner for WAF rule authors.
 
 #![warn(missing_docs)]
 
@@ -36,6 +38,7 @@ pub mod callouts;
 pub mod chain;
 pub mod forward;
 pub mod forwarded;
+pub mod ftw;
 pub mod header_guard;
 pub mod held_body;
 pub mod hop;
@@ -53,6 +56,7 @@ pub mod paths;
 pub mod phase;
 pub mod policy;
 pub mod proxy;
+pub mod serve;
 pub mod snapshot;
 pub mod swap;
 pub mod tls;

@@ -1,23 +1,15 @@
-//! `sluice run | check | abi`: builds the Pingora server from a policy, nothing else.
+//! `sluice run | check | test | abi`: builds the Pingora server from a policy, nothing else.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use pingora::server::configuration::ServerConf;
-use pingora::server::{configuration::Opt, RunArgs, Server};
-use pingora::services::listening::Service;
+use pingora::server::RunArgs;
 
-use sluice::admin::Admin;
-use sluice::forward::Forwarder;
 use sluice::lifecycle::{self, Signals};
-use sluice::listener::{self, Admit, Tracker};
 use sluice::policy::Policy;
-use sluice::proxy::Sluice;
+use sluice::serve::Assembled;
 use sluice::snapshot::Snapshot;
-use sluice::swap::Control;
-use sluice::workers::Warmed;
 
 /// mimalloc: per-thread free lists suit a thread-per-core proxy; glibc malloc was ~12%
 /// of a request's CPU (issue #18, bench/README.md).
@@ -48,6 +40,31 @@ enum Cmd {
         /// The policy file.
         #[arg(long, short)]
         policy: PathBuf,
+    },
+    /// Run go-ftw YAML test files against a policy, in-process (a loopback listener and
+    /// an echoing stub origin; nothing to start). Exit status 1 when a test fails.
+    Test {
+        /// The policy file.
+        #[arg(long, short)]
+        policy: PathBuf,
+        /// Test files (`.yaml`, `.yml`) and directories of them.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Write a JSON report to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Write a JUnit XML report to this file.
+        #[arg(long)]
+        junit: Option<PathBuf>,
+        /// Run only tests whose name (e.g. `942100-1`) matches this regex.
+        #[arg(long)]
+        include: Option<regex::Regex>,
+        /// Skip tests whose name matches this regex.
+        #[arg(long)]
+        exclude: Option<regex::Regex>,
+        /// Seconds to wait for each stage's response.
+        #[arg(long, default_value_t = 10)]
+        timeout: u64,
     },
     /// Print the Proxy-Wasm hostcall table as Markdown.
     Abi,
@@ -119,8 +136,66 @@ fn init_logging(access_log: Option<&str>) -> Option<tracing_appender::non_blocki
     guard
 }
 
+/// `sluice test`'s logging: warnings and errors to stderr (`SLUICE_LOG` overrides), and
+/// every filter log line into `store`, where the runner reads each request's rule ids.
+fn init_test_logging(store: &sluice::ftw::capture::Store) {
+    use tracing_subscriber::prelude::*;
+    use tracing_subscriber::{filter, fmt, EnvFilter};
+    let env = EnvFilter::try_from_env("SLUICE_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
+    sluice::host::abi::set_guest_log_level(filter::LevelFilter::INFO);
+    tracing_subscriber::registry()
+        .with(
+            fmt::layer()
+                .with_ansi(false)
+                .with_writer(std::io::stderr)
+                .with_filter(env),
+        )
+        .with(store.layer().with_filter(
+            filter::Targets::new().with_target("sluice::filter", tracing::Level::INFO),
+        ))
+        .init();
+}
+
+/// `sluice test`: 0 when every test passed, 1 when one failed, 2 when the tests could
+/// not run. Exits the process (the in-process server's threads never stop).
+fn test(opts: sluice::ftw::Options) -> ! {
+    use std::io::Write;
+    let store = sluice::ftw::capture::Store::default();
+    init_test_logging(&store);
+    let code = match sluice::ftw::main(&opts, store) {
+        Ok(true) => 0,
+        Ok(false) => 1,
+        Err(e) => {
+            eprintln!("sluice test: {e:#}");
+            2
+        }
+    };
+    let _ = std::io::stdout().flush();
+    std::process::exit(code)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Cmd::Test {
+        policy,
+        paths,
+        json,
+        junit,
+        include,
+        exclude,
+        timeout,
+    } = cli.cmd
+    {
+        test(sluice::ftw::Options {
+            policy,
+            paths,
+            json,
+            junit,
+            include,
+            exclude,
+            timeout: std::time::Duration::from_secs(timeout),
+        });
+    }
     // `run` reads its policy before logging starts: it says where access-log lines go.
     let loaded = match &cli.cmd {
         Cmd::Run { policy } => Some(Policy::load(policy)),
@@ -154,6 +229,7 @@ fn main() -> ExitCode {
         }
     });
     match cli.cmd {
+        Cmd::Test { .. } => unreachable!("handled above"),
         Cmd::Abi => match sluice::host::Engine::global() {
             Ok(engine) => {
                 print!("{}", sluice::host::abi::markdown_table(engine.hostcalls()));
@@ -198,86 +274,32 @@ fn main() -> ExitCode {
 }
 
 fn run(path: &std::path::Path, snap: Snapshot) -> ExitCode {
-    let grace = snap.policy.grace_period;
-    let threads = snap.policy.threads;
-    let conf = ServerConf {
-        threads: snap.policy.threads,
-        // Keep each request on one thread from start to end: VMs are per thread.
-        work_stealing: false,
-        // A backstop only: sluice::lifecycle exits once drained or after `grace`.
-        grace_period_seconds: Some(grace.as_secs() + 2),
-        graceful_shutdown_timeout_seconds: Some(1),
-        ..ServerConf::default()
-    };
     let listen = snap.policy.listen.clone();
     let h2c = snap.policy.h2c;
     let tls = snap.policy.tls.clone();
     let admin_addr = snap.policy.admin;
-    let watch = snap.policy.watch;
-    let keepalive = snap.policy.timeouts.keepalive;
-    let traffic: Vec<_> = listen
+    let all: Vec<_> = listen
         .iter()
         .chain(tls.iter().flat_map(|t| t.listen.iter()))
         .copied()
+        .chain(admin_addr)
         .collect();
-    let all: Vec<_> = traffic.iter().copied().chain(admin_addr).collect();
     if let Err((addr, e)) = lifecycle::check_free(&all) {
         eprintln!("cannot listen on {addr}: {e}");
         return ExitCode::FAILURE;
     }
-    let control = Arc::new(Control::new(path, snap));
-    if let Err(e) = control.reload_on_sighup() {
-        tracing::warn!(error = %e, "SIGHUP reloads are off");
-    }
-    if watch {
-        if let Err(e) = control.watch() {
-            tracing::warn!(error = %e, "policy watch is off");
+    let Assembled {
+        server,
+        tracker,
+        control: _,
+        grace,
+    } = match sluice::serve::assemble(path, snap, Vec::new()) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
         }
-    }
-    let live = control.live.clone();
-    let mut server = Server::new_with_opt_and_conf(Option::<Opt>::None, conf);
-    server.bootstrap();
-    let tracker = Arc::new(Tracker::new(&traffic, listener::fd_ceiling()));
-    let mut app = pingora::proxy::http_proxy(&server.configuration, Sluice { live: live.clone() });
-    // HTTP/1 requests run on Sluice's own loop; pingora-proxy keeps HTTP/2 and upgrades.
-    let forwarder = Forwarder::new(Sluice { live: live.clone() }, &server.configuration);
-    // Admit sniffs h2c itself (per the live policy) and hands only HTTP/2 here.
-    let mut options = pingora::apps::HttpServerOptions::default();
-    options.h2c = true;
-    options.h2_idle_timeout = Some(keepalive);
-    app.server_options = Some(options);
-    let mut admit = Admit::new(app, forwarder, live.clone(), tracker.clone());
-    if let Some(def) = &tls {
-        // TLS listeners are bound as TCP: Sluice runs the handshake on the thread that
-        // serves the connection (`listener::Admit::with_tls`).
-        pingora::tls::install_default_crypto_provider();
-        match sluice::tls::settings(def, live.clone()) {
-            Ok(settings) => admit = admit.with_tls(def.listen.clone(), settings.build()),
-            Err(e) => {
-                eprintln!("cannot set up TLS on {:?}: {e}", def.listen);
-                return ExitCode::FAILURE;
-            }
-        }
-    }
-    let mut proxy = Service::new("sluice".to_string(), admit);
-    for addr in listen
-        .iter()
-        .chain(tls.iter().flat_map(|t| t.listen.iter()))
-    {
-        proxy.add_tcp(&addr.to_string());
-    }
-    // Every worker thread gets the policy's VMs before the listeners open.
-    server.add_service(Warmed::new(proxy, control.clone(), threads));
-    if let Some(addr) = admin_addr {
-        let mut admin = Service::new(
-            "sluice-admin".to_string(),
-            Admin {
-                control: control.clone(),
-            },
-        );
-        admin.add_tcp(&addr.to_string());
-        server.add_service(admin);
-    }
+    };
     tracing::info!(listen = ?listen, tls = ?tls.as_ref().map(|t| &t.listen), h2c, admin = ?admin_addr, generation = 1, max_connections = tracker.ceiling(), "sluice serving");
     sluice::memory::trim_after_storms(tracker.clone());
     let phases = server.watch_execution_phase();

@@ -25,7 +25,7 @@
 //!
 //! | name | what | tests |
 //! |---|---|---|
-//! | `crs` | `/usr/share/modsecurity-crs` (`modsecurity-crs`, with ModSecurity's base config) | the WAF ones in `hardening`, `envoy::lifecycle`, `waf` |
+//! | `crs` | `/usr/share/modsecurity-crs` (`modsecurity-crs`, with ModSecurity's base config) | the WAF ones in `hardening`, `envoy::lifecycle`, `waf`, two in `ftw` |
 //! | `nginx` | nginx with ModSecurity | `waf::sluice_waf_agrees_with_modsecurity` |
 //! | `prometheus` | `promtool`, `prometheus` | two in `observability`, `deploy::compose_files_are_wired_together` |
 //! | `curl` | curl | `edge` (TLS), `showcase` |
@@ -48,6 +48,7 @@ mod deploy;
 mod edge;
 mod envoy;
 mod forward;
+mod ftw;
 mod hardening;
 mod hostcall_fuzz;
 mod image;
