@@ -124,6 +124,13 @@ fn the_default_policy_shows_every_capability() {
     assert_eq!(v, "2 200");
 
     // The WAF (OWASP CRS) guards /echo: SQL injection and XSS are refused, the rest passes.
+    // The WAF reads responses too: a leaking page is replaced by a 403, a clean one passes.
+    let r = c.get(url("/legacy/report.html")).send().unwrap();
+    assert_eq!(r.status(), 403, "leaking page");
+    assert!(!r.text().unwrap().contains("SQL syntax"));
+    let r = c.get(url("/legacy/index.html")).send().unwrap();
+    assert_eq!(r.status(), 200, "clean page");
+    assert!(r.text().unwrap().contains("Legacy app"));
     for attack in ["/echo?id=1'+or+'1'='1", "/echo?q=<script>alert(1)</script>"] {
         let r = c.get(url(attack)).send().unwrap();
         assert_eq!(r.status(), 403, "{attack}");
