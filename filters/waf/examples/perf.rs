@@ -6,31 +6,10 @@
 //! (configure only), or `perf stat -e instructions`.
 
 use waf::config::{build, Config};
-use waf::load::FileSource;
 
-struct Fs;
-
-impl FileSource for Fs {
-    fn list(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        for dir in [
-            "/usr/share/modsecurity-crs/rules",
-            "/etc/modsecurity/crs",
-            "/etc/nginx",
-        ] {
-            if let Ok(rd) = std::fs::read_dir(dir) {
-                for e in rd.flatten() {
-                    out.push(e.path().to_string_lossy().into_owned());
-                }
-            }
-        }
-        out.sort();
-        out
-    }
-    fn read(&self, path: &str) -> Result<Vec<u8>, String> {
-        std::fs::read(path).map_err(|e| e.to_string())
-    }
-}
+#[path = "../tests/support/mod.rs"]
+mod support;
+use support::Fs;
 
 struct Req {
     method: &'static str,

@@ -4,31 +4,10 @@
 
 use std::path::Path;
 use waf::config::{build, Config, Waf};
-use waf::load::FileSource;
 use waf::tx::Transaction;
 
-struct Fs;
-
-impl FileSource for Fs {
-    fn list(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        for dir in [
-            "/usr/share/modsecurity-crs/rules",
-            "/etc/modsecurity/crs",
-            "/etc/nginx",
-        ] {
-            if let Ok(rd) = std::fs::read_dir(dir) {
-                for e in rd.flatten() {
-                    out.push(e.path().to_string_lossy().into_owned());
-                }
-            }
-        }
-        out
-    }
-    fn read(&self, path: &str) -> Result<Vec<u8>, String> {
-        std::fs::read(path).map_err(|e| e.to_string())
-    }
-}
+mod support;
+use support::Fs;
 
 fn crs() -> Option<Waf> {
     if !Path::new("/usr/share/modsecurity-crs/rules/RESPONSE-951-DATA-LEAKAGES-SQL.conf").exists() {
