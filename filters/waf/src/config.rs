@@ -30,7 +30,8 @@ pub struct Config {
     /// Status for `deny` without `status:` (default 403).
     #[serde(default)]
     pub status: Option<u16>,
-    /// CRS paranoia level (sets `tx.paranoia_level` before phase 1).
+    /// CRS paranoia level (sets `tx.paranoia_level`, CRS 3's, and CRS 4's
+    /// `tx.blocking_paranoia_level` and `tx.detection_paranoia_level` before phase 1).
     #[serde(default)]
     pub paranoia: Option<u8>,
     /// CRS inbound anomaly threshold (sets `tx.inbound_anomaly_score_threshold`).
@@ -198,7 +199,15 @@ pub fn build(
         if !(1..=4).contains(&p) {
             return Err(format!("paranoia: {p} not in 1..=4"));
         }
-        init_tx.push(("paranoia_level".to_string(), p.to_string()));
+        // CRS 3 reads `tx.paranoia_level`; CRS 4 reads `tx.blocking_paranoia_level` and
+        // `tx.detection_paranoia_level` (and derives the old name from them): set all three.
+        for name in [
+            "paranoia_level",
+            "blocking_paranoia_level",
+            "detection_paranoia_level",
+        ] {
+            init_tx.push((name.to_string(), p.to_string()));
+        }
     }
     if let Some(t) = cfg.anomaly_threshold {
         init_tx.push(("inbound_anomaly_score_threshold".to_string(), t.to_string()));

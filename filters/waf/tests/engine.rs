@@ -363,6 +363,19 @@ SecRule TX:paranoia_level "@eq 3" "id:4,phase:1,deny,status:499"
         ..Config::default()
     };
     assert_eq!(status(&get(&build(&cfg, None, None).unwrap(), "/")), 499);
+    // CRS 4 names the level twice (blocking and detection); `paranoia` sets both.
+    for var in ["blocking_paranoia_level", "detection_paranoia_level"] {
+        let cfg = Config {
+            inline: format!("SecRule TX:{var} \"@eq 2\" \"id:4,phase:1,deny,status:499\""),
+            paranoia: Some(2),
+            ..Config::default()
+        };
+        assert_eq!(
+            status(&get(&build(&cfg, None, None).unwrap(), "/")),
+            499,
+            "{var}"
+        );
+    }
     let cfg = Config {
         inline: "SecAction \"id:1,phase:1,deny\"".into(),
         status: Some(406),
