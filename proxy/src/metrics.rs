@@ -50,7 +50,8 @@ pub struct Metrics {
     /// Requests that failed on the client's side (bad body framing, disconnect,
     /// timeout) while proxied, by pool: never counted as upstream errors.
     pub downstream_errors: IntCounterVec,
-    /// Requests refused with 400 before routing (path, `Connection` header), by reason.
+    /// Requests refused before routing (path, `Connection` header, a head the HTTP/1
+    /// parser refuses: 400; `CONNECT`: 405), by reason.
     pub bad_requests: IntCounterVec,
     /// Filter callbacks by filter and phase.
     pub filter_invocations: IntCounterVec,
@@ -249,7 +250,7 @@ pub fn metrics() -> &'static Metrics {
             bad_requests: counter(
                 &r,
                 "sluice_bad_requests_total",
-                "Requests refused with 400 before routing, by reason.",
+                "Requests refused before routing, by reason (400; connect: 405).",
                 &["reason"],
             ),
             filter_invocations: counter(

@@ -78,7 +78,10 @@ impl Forwarder {
             Ok(false) => return None,
             Err(e) => {
                 if matches!(e.etype(), ErrorType::InvalidHTTPHeader) {
-                    tracing::debug!(error = %e, "bad request head");
+                    // A head the HTTP/1 parser refuses (an unknown version, a malformed
+                    // request or header line): 400 before any filter (docs/POLICY.md).
+                    refused("bad_head");
+                    tracing::info!(error = %e, "request head refused");
                     let _ = downstream.respond_error(400).await;
                 }
                 downstream.shutdown().await;
@@ -87,6 +90,8 @@ impl Forwarder {
         }
         if downstream.req_header().method == http::Method::CONNECT {
             // As pingora-proxy: CONNECT changes how the message is framed.
+            refused("connect");
+            tracing::info!("CONNECT refused");
             let _ = downstream.respond_error(405).await;
             downstream.shutdown().await;
             return None;
@@ -195,6 +200,14 @@ impl Forwarder {
         }
         r.can_reuse_downstream
     }
+}
+
+/// Counts a request refused before routing (`sluice_bad_requests_total{reason}`).
+fn refused(reason: &str) {
+    crate::metrics::metrics()
+        .bad_requests
+        .with_label_values(&[reason])
+        .inc();
 }
 
 /// `Expect: 100-continue` on a request with a body.

@@ -698,3 +698,53 @@ fn memory_returns_after_a_connection_storm() {
         "RSS stayed up: baseline {baseline} KiB, during {during}, after {after}"
     );
 }
+
+/// What reaches the route and what the edge refuses first (docs/POLICY.md): bytes
+/// clients should encode but nginx passes on reach the origin; raw `<` `>` `\\` `` ` ``, an
+/// unknown HTTP version and `CONNECT` are refused before routing and counted.
+#[test]
+fn refused_heads_are_answered_and_counted() {
+    let origin = origin("heads");
+    let sluice = sluice(&routed(&origin, ""));
+    let send = |head: &str| {
+        let mut s = connect(sluice.proc.addr);
+        s.write_all(head.as_bytes()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut got = Vec::new();
+        let _ = s.read_to_end(&mut got);
+        String::from_utf8_lossy(&got).to_string()
+    };
+    for target in ["/a\"b", "/{x}", "/a|b", "/a^b"] {
+        let got = send(&format!(
+            "GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        ));
+        assert!(
+            got.contains("x-origin-id: heads"),
+            "{target}: not routed: {got:?}"
+        );
+    }
+    // `OPTIONS *` names no path: no route matches it.
+    let got = send("OPTIONS * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert!(
+        got.starts_with("HTTP/1.1 404") && got.contains("no route"),
+        "OPTIONS *: {got:?}"
+    );
+    for target in ["/a<b", "/a>b", "/a`b"] {
+        let got = send(&format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\n"));
+        assert!(got.starts_with("HTTP/1.1 400"), "{target}: {got:?}");
+    }
+    for version in ["HTTP/3.0", "HTTP/1.2"] {
+        let got = send(&format!("GET / {version}\r\nHost: x\r\n\r\n"));
+        assert!(got.starts_with("HTTP/1.1 400"), "{version}: {got:?}");
+    }
+    let got = send("CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n");
+    assert!(got.starts_with("HTTP/1.1 405"), "CONNECT: {got:?}");
+    let count = |reason: &str| {
+        metric(
+            &sluice,
+            &format!("sluice_bad_requests_total{{reason=\"{reason}\"}}"),
+        )
+    };
+    assert_eq!(count("bad_head"), 5.0);
+    assert_eq!(count("connect"), 1.0);
+}
