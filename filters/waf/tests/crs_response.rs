@@ -2,16 +2,14 @@
 //! anomaly evaluation) on responses, with Debian's base config (`SecResponseBodyAccess On`,
 //! `text/plain text/html text/xml`, 512 KiB, `ProcessPartial`), paranoia 1, blocking.
 
-use std::path::Path;
 use waf::config::{build, Config, Waf};
 use waf::tx::Transaction;
 
 mod support;
-use support::Fs;
+use support::{installed, respond, Fs};
 
 fn crs() -> Option<Waf> {
-    if !Path::new("/usr/share/modsecurity-crs/rules/RESPONSE-951-DATA-LEAKAGES-SQL.conf").exists() {
-        eprintln!("CRS not installed (apt-get install modsecurity-crs): skipping");
+    if !installed("/usr/share/modsecurity-crs/rules/RESPONSE-951-DATA-LEAKAGES-SQL.conf") {
         return None;
     }
     let cfg = Config {
@@ -45,19 +43,13 @@ fn exchange(w: &Waf, content_type: &str, status: u16, body: &[u8]) -> Transactio
     tx.run_phase(1);
     tx.run_phase(2);
     assert!(tx.intervention.is_none() && tx.wants_response());
-    let rh = vec![
-        ("Content-Type".to_string(), content_type.to_string()),
-        ("Content-Length".to_string(), body.len().to_string()),
-    ];
-    tx.set_response(status, "HTTP/1.1", &rh);
-    tx.run_phase(3);
-    if tx.wants_response_body() {
-        let (limit, _) = tx.response_body_limit();
-        let n = body.len().min(limit);
-        tx.process_response_body(&body[..n], body.len() > limit);
-    }
-    tx.run_phase(4);
-    tx.run_phase(5);
+    let len = body.len().to_string();
+    respond(
+        &mut tx,
+        status,
+        &[("Content-Type", content_type), ("Content-Length", &len)],
+        body,
+    );
     tx
 }
 

@@ -6,6 +6,9 @@ use waf::config::{build, Config, Waf};
 use waf::load::LimitAction;
 use waf::tx::Transaction;
 
+mod support;
+use support::respond;
+
 fn waf(rules: &str) -> Waf {
     let cfg = Config {
         inline: rules.to_string(),
@@ -25,24 +28,6 @@ fn request(w: &Waf, uri: &str) -> Transaction {
     tx.run_phase(1);
     tx.run_phase(2);
     tx
-}
-
-/// The response phases as the filter runs them: 3 on the head; 4 on the body when it is
-/// inspected (else on the head alone); then 5.
-fn respond(tx: &mut Transaction, status: u16, headers: &[(&str, &str)], body: &[u8]) {
-    let hs: Vec<(String, String)> = headers
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    tx.set_response(status, "HTTP/1.1", &hs);
-    tx.run_phase(3);
-    if tx.wants_response_body() {
-        let (limit, _) = tx.response_body_limit();
-        let n = body.len().min(limit);
-        tx.process_response_body(&body[..n], body.len() > limit);
-    }
-    tx.run_phase(4);
-    tx.run_phase(5);
 }
 
 fn ids(tx: &Transaction) -> Vec<u32> {
