@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use crate::support::*;
-use crate::waf::CRS_FILES;
+use crate::waf::crs_lists;
 
 /// The YAML files of these tests (proxy/tests/suite/ftw/).
 fn yaml(name: &str) -> PathBuf {
@@ -24,18 +24,26 @@ fn sluice_test(policy: &Path, args: &[&std::ffi::OsStr]) -> Output {
         .unwrap()
 }
 
+/// `sluice test`'s standard output, after checking it exited with `code` (both outputs
+/// shown when not).
+fn exited(out: &std::process::Output, code: i32) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    stdout
+}
+
 fn crs_policy(dir: &Path) -> PathBuf {
-    let files: Vec<String> = CRS_FILES.iter().map(|f| format!("{f:?}")).collect();
-    let rules: Vec<String> = CRS_FILES
-        .iter()
-        .filter(|f| f.ends_with(".conf"))
-        .map(|f| format!("{f:?}"))
-        .collect();
+    let (files, rules) = crs_lists();
     let text = format!(
         "[limits]\nmemory_mb = 256\nstartup_ms = 60000\ncallback_ms = 1000\n\n[pools.o]\npeers = [\"{DEAD_PEER}\"]\n\n[filters.waf]\nmodule = {:?}\nfiles = [{}]\nconfig = {{ rules = [{}], mode = \"block\", status = 403 }}\n\n[[routes]]\nfilters = [\"waf\"]\npool = \"o\"\n",
         filter("waf.wasm").display().to_string(),
-        files.join(", "),
-        rules.join(", ")
+        files,
+        rules
     );
     let path = dir.join("policy.toml");
     std::fs::write(&path, text).unwrap();
@@ -62,13 +70,7 @@ fn ftw_runs_go_ftw_files_against_the_crs() {
             junit.as_os_str(),
         ],
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "stdout:\n{stdout}\nstderr:\n{stderr}"
-    );
+    let stdout = exited(&out, 0);
     let line = |name: &str| {
         stdout
             .lines()
@@ -128,13 +130,7 @@ fn ftw_failing_expectation_exits_1_and_says_why() {
             junit.as_os_str(),
         ],
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "stdout:\n{stdout}\nstderr:\n{stderr}"
-    );
+    let stdout = exited(&out, 1);
     assert!(
         stdout.lines().any(|l| l
             == "FAIL 1001-1 [] stage 1: status 200, expected 403; stage 1: expected ids not logged: [1001]"),
@@ -160,8 +156,7 @@ fn ftw_failing_expectation_exits_1_and_says_why() {
             "1001-2".as_ref(),
         ],
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let stdout = exited(&out, 0);
     assert!(
         stdout.contains("sluice test: 1 passed, 0 failed, 0 skipped, 1 total"),
         "{stdout}"
@@ -177,13 +172,7 @@ fn ftw_policies_waf_tests_pass() {
         &repo().join("policies/waf.toml"),
         &[repo().join("policies/waf/tests").as_os_str()],
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "stdout:\n{stdout}\nstderr:\n{stderr}"
-    );
+    let stdout = exited(&out, 0);
     assert!(stdout.contains("PASS 10005-1 [10005]"), "{stdout}");
     assert!(stdout.contains(" 0 failed"), "{stdout}");
 }

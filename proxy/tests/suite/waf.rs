@@ -45,6 +45,20 @@ pub const CRS_FILES: &[&str] = &[
     "/usr/share/modsecurity-crs/rules/*.data",
 ];
 
+/// [`CRS_FILES`] as the WAF filter's `files` and `config.rules` TOML array items (the
+/// rules: the `.conf` files), comma-separated.
+pub fn crs_lists() -> (String, String) {
+    let list = |keep: fn(&str) -> bool| {
+        let items: Vec<String> = CRS_FILES
+            .iter()
+            .filter(|f| keep(f))
+            .map(|f| format!("{f:?}"))
+            .collect();
+        items.join(", ")
+    };
+    (list(|_| true), list(|f| f.ends_with(".conf")))
+}
+
 /// Header the WAF filter reports matched rule ids in (filter config `report_header`).
 const REPORT_HEADER: &str = "x-sluice-waf";
 
@@ -368,18 +382,13 @@ fn waf_module() -> PathBuf {
 
 /// The WAF policy body the test runs (pool `o` on `origin`).
 fn waf_policy(origin: &Proc, module: &Path, matchers: &str) -> String {
-    let files: Vec<String> = CRS_FILES.iter().map(|f| format!("{f:?}")).collect();
-    let rules: Vec<String> = CRS_FILES
-        .iter()
-        .filter(|f| f.ends_with(".conf"))
-        .map(|f| format!("{f:?}"))
-        .collect();
+    let (files, rules) = crs_lists();
     format!(
         "[limits]\nmemory_mb = 256\nstartup_ms = 60000\ncallback_ms = 1000\n\n[pools.o]\npeers = [\"{}\"]\n\n[filters.waf]\nmodule = {:?}\nfiles = [{}]\nconfig = {{ rules = [{}], mode = \"block\", status = 403, matchers = \"{matchers}\", report_header = \"{REPORT_HEADER}\" }}\n\n[[routes]]\nfilters = [\"waf\"]\npool = \"o\"\n",
         origin.addr,
         module.display().to_string(),
-        files.join(", "),
-        rules.join(", ")
+        files,
+        rules
     )
 }
 

@@ -9,23 +9,18 @@
 //! Needs `modsecurity-crs` (scripts/setup.sh installs it).
 
 use crate::support::*;
-use crate::waf::CRS_FILES;
+use crate::waf::crs_lists;
 
 const REPORT_HEADER: &str = "x-sluice-waf";
 
 fn policy(origin: &Proc) -> String {
-    let files: Vec<String> = CRS_FILES.iter().map(|f| format!("{f:?}")).collect();
-    let rules: Vec<String> = CRS_FILES
-        .iter()
-        .filter(|f| f.ends_with(".conf"))
-        .map(|f| format!("{f:?}"))
-        .collect();
+    let (files, rules) = crs_lists();
     format!(
         "[limits]\nmemory_mb = 256\nstartup_ms = 60000\ncallback_ms = 1000\n\n[pools.o]\npeers = [\"{}\"]\n\n[filters.waf]\nmodule = {:?}\nfiles = [{}]\nconfig = {{ rules = [{}], mode = \"block\", report_header = \"{REPORT_HEADER}\" }}\n\n[[routes]]\nfilters = [\"waf\"]\npool = \"o\"\n",
         origin.addr,
         filter("waf.wasm").display().to_string(),
-        files.join(", "),
-        rules.join(", ")
+        files,
+        rules
     )
 }
 
