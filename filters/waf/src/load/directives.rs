@@ -78,6 +78,16 @@ impl<'a> Loader<'a> {
             v.parse::<usize>()
                 .map_err(|_| err(loc, format!("{}: expected a number, got {v:?}", d.name)))
         };
+        let limit_action = |v: &str| -> Result<LimitAction, LoadError> {
+            match v.to_ascii_lowercase().as_str() {
+                "reject" => Ok(LimitAction::Reject),
+                "processpartial" => Ok(LimitAction::ProcessPartial),
+                _ => Err(err(
+                    loc,
+                    format!("{}: Reject or ProcessPartial, got {v:?}", d.name),
+                )),
+            }
+        };
         match d.name.as_str() {
             "SecRule" => {
                 if d.args.len() < 2 || d.args.len() > 3 {
@@ -180,35 +190,11 @@ impl<'a> Loader<'a> {
             "SecRequestBodyLimit" => self.settings.body_limit = size(arg(0)?)?,
             "SecRequestBodyNoFilesLimit" => self.settings.body_nofiles_limit = size(arg(0)?)?,
             "SecRequestBodyInMemoryLimit" => {}
-            "SecRequestBodyLimitAction" => {
-                self.settings.body_limit_action = match arg(0)?.to_ascii_lowercase().as_str() {
-                    "reject" => LimitAction::Reject,
-                    "processpartial" => LimitAction::ProcessPartial,
-                    v => {
-                        return Err(err(
-                            loc,
-                            format!(
-                                "SecRequestBodyLimitAction: Reject or ProcessPartial, got {v:?}"
-                            ),
-                        ))
-                    }
-                }
-            }
+            "SecRequestBodyLimitAction" => self.settings.body_limit_action = limit_action(arg(0)?)?,
             "SecResponseBodyAccess" => self.settings.resp_body_access = onoff(arg(0)?)?,
             "SecResponseBodyLimit" => self.settings.resp_body_limit = size(arg(0)?)?,
             "SecResponseBodyLimitAction" => {
-                self.settings.resp_body_limit_action = match arg(0)?.to_ascii_lowercase().as_str() {
-                    "reject" => LimitAction::Reject,
-                    "processpartial" => LimitAction::ProcessPartial,
-                    v => {
-                        return Err(err(
-                            loc,
-                            format!(
-                                "SecResponseBodyLimitAction: Reject or ProcessPartial, got {v:?}"
-                            ),
-                        ))
-                    }
-                }
+                self.settings.resp_body_limit_action = limit_action(arg(0)?)?
             }
             "SecResponseBodyMimeType" => {
                 // ModSecurity: the list replaces the default (or earlier) list
