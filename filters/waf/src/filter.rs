@@ -414,23 +414,43 @@ impl WafHttp {
 
     /// `SecResponseBodyLimitAction Reject` (engine On): answers 500, as ModSecurity does.
     fn reject_body(&mut self, limit: usize) -> Action {
-        self.tx = None;
         self.buffering = false;
+        self.refuse_oversize(
+            500,
+            Some(4),
+            "response",
+            limit,
+            b"Response body too large for inspection.\n",
+        );
+        Action::Pause
+    }
+
+    /// A body over its limit with `Sec*BodyLimitAction Reject`: the transaction ends with a
+    /// block (its audit line, the counters) and `status` answers.
+    fn refuse_oversize(
+        &mut self,
+        status: u32,
+        phase: Option<u8>,
+        what: &str,
+        limit: usize,
+        body: &[u8],
+    ) {
+        self.tx = None;
         self.metrics.inc_requests();
         self.metrics.inc("waf_blocked_total");
+        let phase = phase.map(|p| format!(",\"phase\":{p}")).unwrap_or_default();
         log(
             LogLevel::Info,
             &format!(
-                "waf: {{\"request_id\":{},\"action\":\"block\",\"status\":500,\"phase\":4,\"reason\":\"response body larger than {limit} bytes\"}}",
+                "waf: {{\"request_id\":{},\"action\":\"block\",\"status\":{status}{phase},\"reason\":\"{what} body larger than {limit} bytes\"}}",
                 serde_json::Value::String(self.request_id.clone())
             ),
         );
         self.send_http_response(
-            500,
+            status,
             vec![("x-request-id", self.request_id.as_str())],
-            Some(b"Response body too large for inspection.\n"),
+            Some(body),
         );
-        Action::Pause
     }
 }
 
@@ -577,21 +597,7 @@ impl HttpContext for WafHttp {
             match action {
                 LimitAction::Reject if tx.mode == crate::model::Mode::On => {
                     self.done = true;
-                    self.tx = None;
-                    self.metrics.inc_requests();
-                    self.metrics.inc("waf_blocked_total");
-                    log(
-                        LogLevel::Info,
-                        &format!(
-                            "waf: {{\"request_id\":{},\"action\":\"block\",\"status\":413,\"reason\":\"request body larger than {limit} bytes\"}}",
-                            serde_json::Value::String(self.request_id.clone())
-                        ),
-                    );
-                    self.send_http_response(
-                        413,
-                        vec![("x-request-id", self.request_id.as_str())],
-                        Some(b"Request body too large.\n"),
-                    );
+                    self.refuse_oversize(413, None, "request", limit, b"Request body too large.\n");
                     return Action::Pause;
                 }
                 _ => {

@@ -184,7 +184,10 @@ fn waf_response_rules_of_a_site_and_the_reject_limit() {
         std::fs::write(root.path().join(name), data).unwrap();
     }
     let origin = origin_root("site", root.path());
-    let rules = r#"SecResponseBodyAccess On
+    let rules = r#"SecRequestBodyAccess On
+SecRequestBodyLimit 1024
+SecRequestBodyLimitAction Reject
+SecResponseBodyAccess On
 SecResponseBodyMimeType text/html
 SecResponseBodyLimit 4096
 SecResponseBodyLimitAction Reject
@@ -223,4 +226,26 @@ SecRule RESPONSE_BODY "@contains sk_live_" "id:102,phase:4,deny,status:403,log""
     assert_eq!(r.status().as_u16(), 200);
     // the connection still serves after the replaced responses
     assert_eq!(get("/page.html"), (200, true, page.to_string()));
+    // A request body past SecRequestBodyLimit, Reject: 413 and the origin never sees it.
+    let r = c
+        .post(s.url("/page.html"))
+        .body(vec![b'a'; 4096])
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 413);
+    assert!(!r.headers().contains_key("x-origin-id"));
+    assert_eq!(r.text().unwrap(), "Request body too large.\n");
+    // Both refusals have their audit line.
+    let log = until_value(
+        secs(5),
+        "the limit audit lines",
+        || s.log(),
+        |l: &String| l.contains("request body larger than 1024 bytes"),
+    );
+    assert!(
+        log.contains(
+            "\"status\":500,\"phase\":4,\"reason\":\"response body larger than 4096 bytes\""
+        ) && log.contains("\"status\":413,\"reason\":\"request body larger than 1024 bytes\""),
+        "{log}"
+    );
 }
