@@ -64,6 +64,16 @@ fn tls_client(pki: &Pki, tls_addr: SocketAddr, names: &[&str]) -> reqwest::block
     b.build().unwrap()
 }
 
+/// `GET https://a.test/echo` with a new client (a new handshake); it must answer 200.
+fn get_a_test(pki: &Pki, tls_addr: SocketAddr) -> reqwest::blocking::Response {
+    let r = tls_client(pki, tls_addr, &["a.test"])
+        .get(format!("https://a.test:{}/echo", tls_addr.port()))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r
+}
+
 fn peer_cert(resp: &reqwest::blocking::Response) -> Vec<u8> {
     resp.extensions()
         .get::<reqwest::tls::TlsInfo>()
@@ -199,16 +209,8 @@ fn certificates_swap_with_the_policy_and_bad_ones_are_rejected() {
     let pki = Pki::new();
     let (s, tls_addr, cert_a, _) = sluice_tls(&pki, |t| tls_policy(&o, t, ""));
     wait_port(tls_addr);
-    let get = || {
-        // A new client per request: a new handshake.
-        let c = tls_client(&pki, tls_addr, &["a.test"]);
-        let r = c
-            .get(format!("https://a.test:{}/echo", tls_addr.port()))
-            .send()
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        peer_cert(&r)
-    };
+    // A new client per request: a new handshake.
+    let get = || peer_cert(&get_a_test(&pki, tls_addr));
     assert_eq!(get(), cert_a);
     let body = tls_policy(&o, tls_addr, "");
 
@@ -574,10 +576,5 @@ fn silent_and_plaintext_tls_clients_are_closed_and_counted() {
             .then_some(())
             .ok_or(format!("timeouts {timeouts}, failures {failures}"))
     });
-    let c = tls_client(&pki, tls_addr, &["a.test"]);
-    let r = c
-        .get(format!("https://a.test:{}/echo", tls_addr.port()))
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    get_a_test(&pki, tls_addr);
 }
