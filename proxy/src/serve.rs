@@ -80,9 +80,9 @@ pub fn assemble(
     // HTTP/1 requests and HTTP/2 streams run on Sluice's own loop; pingora-proxy keeps
     // upgrades.
     let forwarder = Forwarder::new(Sluice { live: live.clone() }, &server.configuration);
-    // The HTTP/2 idle timeout `listener::h2` applies.
+    // The HTTP/2 idle timeout `listener::h2` applies (Admit tells h2c from HTTP/1 itself:
+    // pingora-proxy never sees a connection, only upgrade requests).
     let mut options = pingora::apps::HttpServerOptions::default();
-    options.h2c = true;
     options.h2_idle_timeout = Some(keepalive);
     app.server_options = Some(options);
     let mut admit = Admit::new(app, forwarder, live.clone(), tracker.clone());

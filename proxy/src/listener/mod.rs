@@ -123,8 +123,9 @@ pub fn count_error(e: &Error) {
         .inc();
 }
 
-/// Sluice's [`ServerApp`]: admits, times and sorts connections, then hands them to the
-/// HTTP application `A` (Pingora's `HttpProxy`).
+/// Sluice's [`ServerApp`]: admits, times and sorts connections, then serves their
+/// requests with Sluice's own loop ([`Forwarder`]); the HTTP application `A` (Pingora's
+/// `HttpProxy`) only gets the upgrade requests the loop hands over.
 pub struct Admit<A> {
     app: Arc<A>,
     forwarder: Arc<Forwarder>,
@@ -135,7 +136,7 @@ pub struct Admit<A> {
 }
 
 impl<A> Admit<A> {
-    /// Wraps `app` (HTTP/2 connections, upgrades) and `forwarder` (HTTP/1 requests);
+    /// Wraps `app` (upgrades) and `forwarder` (HTTP/1 requests, HTTP/2 streams);
     /// timeouts and limits are read from the live policy per connection.
     pub fn new(app: A, forwarder: Forwarder, live: Arc<Live>, tracker: Arc<Tracker>) -> Self {
         Admit {
