@@ -2,6 +2,7 @@
 //! phase that runs now, request facts for properties, and what filters asked for
 //! (a local response, filter state). Plain data: it knows neither Pingora nor wasm.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,9 +28,67 @@ pub struct HeaderMap {
     /// Bytes of `buf` no entry points to any more.
     garbage: usize,
     /// Edited names (lowercase), each followed by 0xFF (a byte UTF-8 never holds).
-    edited: Vec<u8>,
+    edited: NameList,
     /// The whole map was replaced ([`HeaderMap::mark_replaced`]): any name may differ.
     replaced: bool,
+}
+
+/// The names a map's edits touched, lowercase, each followed by 0xFF: in place while
+/// they fit [`NameList::INLINE`] bytes (a filter edits a few names per phase), so that
+/// recording them costs no allocation; on the heap beyond.
+#[derive(Clone)]
+struct NameList {
+    inline: [u8; NameList::INLINE],
+    len: usize,
+    spilled: Vec<u8>,
+}
+
+impl NameList {
+    const INLINE: usize = 64;
+
+    fn bytes(&self) -> &[u8] {
+        if self.spilled.is_empty() {
+            &self.inline[..self.len]
+        } else {
+            &self.spilled
+        }
+    }
+
+    /// Appends `name`, lowercased, and its 0xFF.
+    fn push(&mut self, name: &str) {
+        let n = name.len() + 1;
+        if self.spilled.is_empty() && self.len + n <= Self::INLINE {
+            let at = self.len;
+            self.inline[at..at + name.len()].copy_from_slice(name.as_bytes());
+            self.inline[at..at + name.len()].make_ascii_lowercase();
+            self.inline[at + name.len()] = 0xff;
+            self.len += n;
+            return;
+        }
+        if self.spilled.is_empty() {
+            self.spilled.reserve(self.len + n + 64);
+            self.spilled.extend_from_slice(&self.inline[..self.len]);
+        }
+        let at = self.spilled.len();
+        self.spilled.extend_from_slice(name.as_bytes());
+        self.spilled[at..].make_ascii_lowercase();
+        self.spilled.push(0xff);
+    }
+
+    fn clear(&mut self) {
+        self.len = 0;
+        self.spilled.clear();
+    }
+}
+
+impl Default for NameList {
+    fn default() -> Self {
+        NameList {
+            inline: [0; Self::INLINE],
+            len: 0,
+            spilled: Vec::new(),
+        }
+    }
 }
 
 /// Where one entry's name and value are in [`HeaderMap::buf`].
@@ -41,13 +100,34 @@ struct Entry {
     value_len: usize,
 }
 
+/// How many maps' buffers a thread keeps for the next requests ([`HeaderMap::with_capacity`]).
+const SPARE_MAPS: usize = 16;
+/// Buffers larger than this are freed, not kept.
+const SPARE_BYTES: usize = 16 << 10;
+
+thread_local! {
+    /// Buffers of dropped maps, reused by the next maps built on this thread: a request's
+    /// maps then cost no allocation once the thread has served a few.
+    static SPARE: RefCell<Vec<(Vec<u8>, Vec<Entry>)>> = const { RefCell::new(Vec::new()) };
+}
+
 impl HeaderMap {
-    /// An empty map with room for `entries` entries of `bytes` bytes in all.
+    /// An empty map with room for `entries` entries of `bytes` bytes in all (in buffers
+    /// a dropped map of this thread left, when there is one).
     pub fn with_capacity(entries: usize, bytes: usize) -> Self {
+        let (mut buf, mut list) = SPARE
+            .try_with(|s| s.try_borrow_mut().ok().and_then(|mut s| s.pop()))
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        buf.reserve(bytes);
+        list.reserve(entries);
         HeaderMap {
-            buf: Vec::with_capacity(bytes),
-            entries: Vec::with_capacity(entries),
-            ..HeaderMap::default()
+            buf,
+            entries: list,
+            garbage: 0,
+            edited: NameList::default(),
+            replaced: false,
         }
     }
 
@@ -60,17 +140,12 @@ impl HeaderMap {
         {
             return;
         }
-        if self.edited.is_empty() {
-            self.edited.reserve(64);
-        }
-        let at = self.edited.len();
-        self.edited.extend_from_slice(name.as_bytes());
-        self.edited[at..].make_ascii_lowercase();
-        self.edited.push(0xff);
+        self.edited.push(name);
     }
 
     fn edited_name_list(&self) -> impl Iterator<Item = &str> {
         self.edited
+            .bytes()
             .split(|b| *b == 0xff)
             .filter(|n| !n.is_empty())
             // Copied from `&str`s and only ASCII-lowercased: always UTF-8.
@@ -287,6 +362,26 @@ impl HeaderMap {
     }
 }
 
+impl Drop for HeaderMap {
+    fn drop(&mut self) {
+        let cap = self.buf.capacity();
+        if cap == 0 || cap > SPARE_BYTES || self.entries.capacity() > SPARE_BYTES / 16 {
+            return;
+        }
+        let mut buf = std::mem::take(&mut self.buf);
+        let mut list = std::mem::take(&mut self.entries);
+        buf.clear();
+        list.clear();
+        let _ = SPARE.try_with(|s| {
+            if let Ok(mut s) = s.try_borrow_mut() {
+                if s.len() < SPARE_MAPS {
+                    s.push((buf, list));
+                }
+            }
+        });
+    }
+}
+
 impl PartialEq for HeaderMap {
     fn eq(&self, other: &Self) -> bool {
         self.len() == other.len() && self.iter().eq(other.iter())
@@ -329,10 +424,10 @@ pub struct RequestInfo {
     pub protocol: &'static str,
     /// Time the request started.
     pub start: SystemTime,
-    /// Name of the route the request matched.
-    pub route: String,
+    /// Name of the route the request matched (shared with the snapshot's route).
+    pub route: Arc<str>,
     /// Name of the upstream pool of that route.
-    pub pool: String,
+    pub pool: Arc<str>,
     /// The route's `metadata` (namespace, key, value).
     pub route_metadata: Arc<[(String, String, String)]>,
     /// Generation of the policy snapshot serving the request.
@@ -347,6 +442,14 @@ pub struct RequestInfo {
     pub absolute_target: Option<Vec<u8>>,
 }
 
+thread_local! {
+    /// The empty route metadata every [`RequestInfo::default`] shares on a thread: a
+    /// clone is a count, where `Arc::from([])` would allocate per request.
+    static NO_METADATA: Arc<[(String, String, String)]> = Arc::from([]);
+    /// The empty name, shared likewise.
+    static NO_NAME: Arc<str> = Arc::from("");
+}
+
 impl Default for RequestInfo {
     fn default() -> Self {
         RequestInfo {
@@ -355,9 +458,9 @@ impl Default for RequestInfo {
             destination: None,
             protocol: "HTTP/1.1",
             start: SystemTime::UNIX_EPOCH,
-            route: String::new(),
-            pool: String::new(),
-            route_metadata: Arc::from([]),
+            route: NO_NAME.with(Arc::clone),
+            pool: NO_NAME.with(Arc::clone),
+            route_metadata: NO_METADATA.with(Arc::clone),
             generation: 0,
             upstream: None,
             response_code: None,
@@ -448,6 +551,40 @@ mod tests {
         assert!(h.edited().is_none());
         h.add("d", b"6".to_vec());
         assert!(h.edited().is_none());
+    }
+
+    #[test]
+    fn maps_built_after_a_drop_start_empty() {
+        let mut a = HeaderMap::with_capacity(4, 64);
+        a.append("x-old", b"stale");
+        a.set("y-old", b"edited".to_vec());
+        let ptr = a.buf.as_ptr();
+        drop(a);
+        let mut b = HeaderMap::with_capacity(2, 32);
+        // The dropped map's buffer serves again, emptied.
+        assert_eq!(b.buf.as_ptr(), ptr);
+        assert!(b.is_empty());
+        assert_eq!(b.byte_size(), 0);
+        assert_eq!(b.edited().unwrap().count(), 0);
+        b.append("k", b"v");
+        assert_eq!(b.iter().collect::<Vec<_>>(), vec![("k", &b"v"[..])]);
+        assert_eq!(b.get("x-old"), None);
+    }
+
+    #[test]
+    fn many_edited_names_are_all_remembered() {
+        let mut h = HeaderMap::default();
+        let names: Vec<String> = (0..40).map(|i| format!("X-Long-Header-Name-{i}")).collect();
+        for n in &names {
+            h.set(n, b"v".to_vec());
+            h.add(n, b"w".to_vec());
+        }
+        let lower: Vec<String> = names.iter().map(|n| n.to_ascii_lowercase()).collect();
+        assert_eq!(h.edited().unwrap().collect::<Vec<_>>(), lower);
+        let mut c = h.clone();
+        c.remove("x-other");
+        assert_eq!(c.edited().unwrap().count(), 41);
+        assert_eq!(h.edited().unwrap().count(), 40);
     }
 
     #[test]

@@ -63,8 +63,11 @@ pub struct Chain {
     /// Calls dispatched from body phases, sent at once ([`Chain::launch`]); their
     /// responses are delivered before the stream contexts are deleted.
     in_flight: Vec<InFlight>,
-    /// Every callback's duration: filter index, phase, microseconds.
+    /// Every callback's duration: filter index, phase, microseconds (kept only for the
+    /// access log: see [`Chain::new`]).
     pub timings: Vec<(u16, Phase, u32)>,
+    /// Whether `timings` are kept.
+    timed: bool,
     /// A filter paused the response headers with a body to follow ([`Chain::response_head_held`]).
     head_held: bool,
 }
@@ -75,17 +78,24 @@ enum Step {
 }
 
 impl Chain {
-    /// A chain over `filters` (in request order).
-    pub fn new(filters: Arc<[Arc<Filter>]>) -> Chain {
+    /// A chain over `filters` (in request order); `timed`: keep each callback's
+    /// duration for the access log ([`Chain::timings_text`]). The metrics time every
+    /// callback either way.
+    pub fn new(filters: Arc<[Arc<Filter>]>, timed: bool) -> Chain {
         let slots = filters.iter().map(|_| Slot::default()).collect();
         // Context create, both headers phases, a body chunk or two, each filter.
-        let timings = Vec::with_capacity(filters.len() * 6);
+        let timings = if timed {
+            Vec::with_capacity(filters.len() * 6)
+        } else {
+            Vec::new()
+        };
         Chain {
             filters,
             slots,
             calls: Vec::new(),
             in_flight: Vec::new(),
             timings,
+            timed,
             head_held: false,
         }
     }
@@ -122,6 +132,7 @@ impl Chain {
             slots,
             calls: chain_calls,
             timings,
+            timed,
             ..
         } = self;
         let filter = &filters[i];
@@ -149,11 +160,13 @@ impl Chain {
         let pm = filter.metrics.phase(phase);
         pm.invocations.inc();
         pm.duration.observe(took.as_secs_f64());
-        timings.push((
-            i as u16,
-            phase,
-            took.as_micros().min(u32::MAX as u128) as u32,
-        ));
+        if *timed {
+            timings.push((
+                i as u16,
+                phase,
+                took.as_micros().min(u32::MAX as u128) as u32,
+            ));
+        }
         match result {
             Ok(action) => {
                 if stream.closed {

@@ -55,6 +55,8 @@ pub struct Route {
     pub pool: usize,
     /// The route's metadata, shared with each request's properties.
     pub metadata: Arc<[(String, String, String)]>,
+    /// The route's name and its pool's, shared with each request's properties.
+    pub names: (Arc<str>, Arc<str>),
     /// Metric handles.
     pub metrics: RouteMetrics,
 }
@@ -314,6 +316,10 @@ impl Compiled {
                 filters: r.filters.iter().map(|i| filters[*i].clone()).collect(),
                 pool: r.pool,
                 metadata: r.metadata.clone().into(),
+                names: (
+                    Arc::from(r.name.as_str()),
+                    Arc::from(pools[r.pool].def.name.as_str()),
+                ),
                 metrics: RouteMetrics::new(&r.name, &pools[r.pool].def.name),
             })
             .collect();

@@ -82,6 +82,43 @@ fn pairs(m: Option<&HeaderMap>) -> impl Iterator<Item = (&[u8], &[u8])> + Clone 
         .map(|(k, v)| (k.as_bytes(), v))
 }
 
+/// A header name copied out of guest memory (it must outlive the guest allocation of
+/// a copy-out, which may move the guest's memory): on the stack when short, so that a
+/// look-up costs no host allocation.
+enum Key {
+    /// Up to [`Key::INLINE`] bytes of UTF-8.
+    Inline([u8; Key::INLINE], usize),
+    /// A longer name.
+    Heap(String),
+}
+
+impl Key {
+    const INLINE: usize = 64;
+
+    /// Copies the UTF-8 name at `ptr`/`len` of guest memory (`BAD_ARGUMENT` when not UTF-8).
+    fn read(c: &mut Caller<'_, HostState>, ptr: i32, len: i32) -> Result<Key, Status> {
+        memory::with_guest(c, |mem, _| {
+            let k = memory::guest_slice(mem, ptr, len)?;
+            let k = std::str::from_utf8(k).map_err(|_| Status::BadArgument)?;
+            Ok(if k.len() <= Key::INLINE {
+                let mut buf = [0; Key::INLINE];
+                buf[..k.len()].copy_from_slice(k.as_bytes());
+                Key::Inline(buf, k.len())
+            } else {
+                Key::Heap(k.to_string())
+            })
+        })
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            // Copied from a `&str` whole: always UTF-8.
+            Key::Inline(buf, n) => std::str::from_utf8(&buf[..*n]).unwrap_or_default(),
+            Key::Heap(s) => s,
+        }
+    }
+}
+
 /// One edit of a map, its key and value read in place from guest memory.
 fn edit(
     c: &mut Caller<'_, HostState>,
@@ -191,17 +228,18 @@ pub(super) fn register(reg: &mut Registry) -> Result<()> {
          ret_len: i32|
          -> wasmtime::Result<i32> {
             status((|| {
-                let k = memory::read_str(&mut c, kp, kl)?;
+                let k = Key::read(&mut c, kp, kl)?;
+                let k = k.as_str();
                 let len = match map_ref(c.data(), map_type)? {
-                    Some(m) => m.joined_len(&k).ok_or(Status::NotFound)?,
+                    Some(m) => m.joined_len(k).ok_or(Status::NotFound)?,
                     None => return Err(Status::NotFound),
                 };
                 // Joined straight into the guest's buffer.
                 memory::copy_out_with(&mut c, len, ret_ptr, ret_len, |out, st| {
                     // The guest's allocator ran meanwhile: it may have edited the map.
                     match map_ref(st, map_type)? {
-                        Some(m) if m.joined_len(&k) == Some(out.len()) => {
-                            m.write_joined(&k, out);
+                        Some(m) if m.joined_len(k) == Some(out.len()) => {
+                            m.write_joined(k, out);
                             Ok(())
                         }
                         _ => Err(Status::InternalFailure),

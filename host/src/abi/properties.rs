@@ -117,8 +117,8 @@ fn well_known(state: &HostState, path: &str) -> Option<Vec<u8>> {
         "destination.port" => int(i64::from(i.destination?.port())),
         "upstream.address" => i.upstream?.to_string().into_bytes(),
         "upstream.port" => int(i64::from(i.upstream?.port())),
-        "sluice.route" | "route_name" | "xds.route_name" => i.route.clone().into_bytes(),
-        "sluice.pool" | "cluster_name" | "xds.cluster_name" => i.pool.clone().into_bytes(),
+        "sluice.route" | "route_name" | "xds.route_name" => i.route.as_bytes().to_vec(),
+        "sluice.pool" | "cluster_name" | "xds.cluster_name" => i.pool.as_bytes().to_vec(),
         p if p.starts_with(ROUTE_METADATA) => route_metadata(i, &p[ROUTE_METADATA.len()..])?,
         _ => return None,
     })

@@ -53,18 +53,25 @@ impl Late {
 
     pub(super) fn delete(&self, stream: &mut StreamState) {
         for (filter, ctx) in self.filters.iter().zip(&self.contexts) {
-            let Some((ctx, inc)) = *ctx else { continue };
-            let r = filter.plugin.with_vm(|vm, incarnation| {
-                if incarnation == inc {
-                    vm.delete_stream(stream, ctx)
-                } else {
-                    Ok(())
-                }
-            });
-            if let Err(e) = r.and_then(|r| r) {
-                tracing::warn!(filter = %filter.plugin.info.name, request_id = %stream.info.id, error = %e, "filter failed deleting its context");
+            if let Some(ctx) = *ctx {
+                delete_context(filter, ctx, stream);
             }
         }
+    }
+}
+
+/// `proxy_on_delete` of `filter`'s stream context `(id, incarnation)`, if its VM still
+/// holds it.
+fn delete_context(filter: &Filter, (ctx, inc): (u32, u64), stream: &mut StreamState) {
+    let r = filter.plugin.with_vm(|vm, incarnation| {
+        if incarnation == inc {
+            vm.delete_stream(stream, ctx)
+        } else {
+            Ok(())
+        }
+    });
+    if let Err(e) = r.and_then(|r| r) {
+        tracing::warn!(filter = %filter.plugin.info.name, request_id = %stream.info.id, error = %e, "filter failed deleting its context");
     }
 }
 
@@ -119,16 +126,20 @@ impl Chain {
             }
         }
         self.launch(callouts);
+        if self.in_flight.is_empty() {
+            // Nothing to wait for: the contexts are deleted now.
+            for (filter, slot) in self.filters.iter().zip(self.slots.iter_mut()) {
+                if let Some(ctx) = slot.ctx.take() {
+                    delete_context(filter, ctx, stream);
+                }
+            }
+            return None;
+        }
         let late = Late {
             filters: self.filters.clone(),
             contexts: self.slots.iter_mut().map(|s| s.ctx.take()).collect(),
             calls: std::mem::take(&mut self.in_flight),
         };
-        if late.calls.is_empty() {
-            late.delete(stream);
-            None
-        } else {
-            Some(late)
-        }
+        Some(late)
     }
 }

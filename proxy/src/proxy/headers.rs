@@ -1,6 +1,9 @@
 //! Header conversion between Pingora's request and response heads and the maps
 //! filters see, and the framing rules for what the filters changed.
 
+use std::cell::RefCell;
+
+use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 
@@ -127,42 +130,93 @@ fn differing(map: &HeaderMap, headers: &http::HeaderMap, request: bool) -> Vec<S
     names
 }
 
-/// Brings the names a filter changed in Pingora's head (through `headers`, `remove`
+/// Names longer than this are not kept by [`shared_name`].
+const NAME_CACHE_LEN: usize = 64;
+/// How many names [`shared_name`] keeps per thread.
+const NAME_CACHE_SIZE: usize = 32;
+
+thread_local! {
+    /// The header names filters wrote back lately on this thread ([`shared_name`]).
+    static NAMES: RefCell<Vec<Bytes>> = const { RefCell::new(Vec::new()) };
+}
+
+/// `name` as shared bytes for Pingora's case-preserving head: the names filters set are
+/// the same request after request, so a thread keeps the last [`NAME_CACHE_SIZE`] of them
+/// and a write-back clones a count instead of allocating the name again.
+fn shared_name(name: &str) -> Bytes {
+    if name.len() > NAME_CACHE_LEN {
+        return Bytes::copy_from_slice(name.as_bytes());
+    }
+    NAMES.with(|names| {
+        let mut names = names.borrow_mut();
+        if let Some(b) = names.iter().find(|b| b.as_ref() == name.as_bytes()) {
+            return b.clone();
+        }
+        if names.len() >= NAME_CACHE_SIZE {
+            names.remove(0);
+        }
+        let b = Bytes::copy_from_slice(name.as_bytes());
+        names.push(b.clone());
+        b
+    })
+}
+
+/// Brings one name a filter changed in Pingora's head (through `headers`, `remove`
 /// and `append`, the head's own so that its case map stays in step) in line with the
-/// regular entries of `map`. Only edited names are compared ([`HeaderMap::edited`]),
-/// and only those whose values differ are rewritten: a filter that sets one header
-/// costs one removal and one append, not a rebuild of the head, and the other names
-/// keep their case and place.
+/// regular entries of `map`: left alone when its values are the same.
+fn sync_name<H>(
+    map: &HeaderMap,
+    request: bool,
+    k: &str,
+    head: &mut H,
+    headers: fn(&H) -> &http::HeaderMap,
+    remove: fn(&mut H, &str),
+    append: fn(&mut H, Bytes, &[u8]) -> Result<()>,
+) -> Result<()> {
+    if !is_regular(k, request) {
+        return Ok(());
+    }
+    let want = map.get_all(k);
+    if want
+        .clone()
+        .eq(headers(head).get_all(k).iter().map(|v| v.as_bytes()))
+    {
+        return Ok(());
+    }
+    remove(head, k);
+    let mut want = want.peekable();
+    if want.peek().is_some() {
+        let name = shared_name(k);
+        for v in want {
+            append(head, name.clone(), v)?;
+        }
+    }
+    Ok(())
+}
+
+/// Brings the names a filter changed in Pingora's head in line with the regular
+/// entries of `map` ([`sync_name`]). Only edited names are compared
+/// ([`HeaderMap::edited`]), and only those whose values differ are rewritten: a filter
+/// that sets one header costs one removal and one append, not a rebuild of the head,
+/// and the other names keep their case and place.
 fn sync<H>(
     map: &HeaderMap,
     request: bool,
     head: &mut H,
     headers: fn(&H) -> &http::HeaderMap,
     remove: fn(&mut H, &str),
-    append: fn(&mut H, &str, &[u8]) -> Result<()>,
+    append: fn(&mut H, Bytes, &[u8]) -> Result<()>,
 ) -> Result<()> {
-    let replaced;
-    let names: Box<dyn Iterator<Item = &str>> = match map.edited() {
-        Some(edited) => Box::new(edited),
+    match map.edited() {
+        Some(edited) => {
+            for k in edited {
+                sync_name(map, request, k, head, headers, remove, append)?;
+            }
+        }
         None => {
-            replaced = differing(map, headers(head), request);
-            Box::new(replaced.iter().map(String::as_str))
-        }
-    };
-    for k in names {
-        if !is_regular(k, request) {
-            continue;
-        }
-        let want = map.get_all(k);
-        if want
-            .clone()
-            .eq(headers(head).get_all(k).iter().map(|v| v.as_bytes()))
-        {
-            continue;
-        }
-        remove(head, k);
-        for v in want {
-            append(head, k, v)?;
+            for k in differing(map, headers(head), request) {
+                sync_name(map, request, &k, head, headers, remove, append)?;
+            }
         }
     }
     Ok(())
@@ -170,7 +224,9 @@ fn sync<H>(
 
 /// Writes the filters' request headers back into Pingora's request (only what they
 /// changed). `:authority` (or a `host` a filter set, the last of either) is `Host`.
-pub(super) fn apply_request(map: &HeaderMap, req: &mut RequestHeader) -> Result<()> {
+/// Answers whether what routes match changed (`Host` or the target): when not, the
+/// request still matches the route it matched.
+pub(super) fn apply_request(map: &HeaderMap, req: &mut RequestHeader) -> Result<bool> {
     let (mut method, mut path, mut authority) = (None, None, None);
     for (k, v) in map.iter() {
         match k {
@@ -180,6 +236,7 @@ pub(super) fn apply_request(map: &HeaderMap, req: &mut RequestHeader) -> Result<
             _ => {}
         }
     }
+    let mut retarget = false;
     if let Some(v) = method.filter(|v| *v != req.method.as_str().as_bytes()) {
         req.set_method(http::Method::from_bytes(v).map_err(|_| bad("filter set a bad :method"))?);
     }
@@ -190,14 +247,18 @@ pub(super) fn apply_request(map: &HeaderMap, req: &mut RequestHeader) -> Result<
             && req.uri.path_and_query().map(|p| p.as_str().as_bytes()) == Some(v);
         if !same {
             req.set_uri(http::Uri::try_from(v).map_err(|_| bad("filter set a bad :path"))?);
+            retarget = true;
         }
     }
     let hosts = req.headers.get_all(http::header::HOST);
     match authority {
         Some(a) if hosts.iter().map(|h| h.as_bytes()).eq([a]) => {}
-        Some(a) => req.insert_header(http::header::HOST, a)?,
+        Some(a) => {
+            req.insert_header(http::header::HOST, a)?;
+            retarget = true;
+        }
         None => {
-            req.remove_header(&http::header::HOST);
+            retarget |= req.remove_header(&http::header::HOST).is_some();
         }
     }
     sync(
@@ -208,8 +269,9 @@ pub(super) fn apply_request(map: &HeaderMap, req: &mut RequestHeader) -> Result<
         |r, k| {
             r.remove_header(k);
         },
-        |r, k, v| r.append_header(k.to_string(), v).map(|_| ()),
-    )
+        |r, k, v| r.append_header(k, v).map(|_| ()),
+    )?;
+    Ok(retarget)
 }
 
 /// Writes the filters' response headers back into Pingora's response (only what
@@ -230,7 +292,7 @@ pub(super) fn apply_response(map: &HeaderMap, resp: &mut ResponseHeader) -> Resu
         |r, k| {
             r.remove_header(k);
         },
-        |r, k, v| r.append_header(k.to_string(), v).map(|_| ()),
+        |r, k, v| r.append_header(k, v).map(|_| ()),
     )
 }
 

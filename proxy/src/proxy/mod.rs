@@ -172,11 +172,11 @@ impl Sluice {
         // The chain that runs is the one of the route first matched, even when a
         // filter re-routes the request (as Envoy keeps a stream's filter chain).
         let chain_route = ctx.route;
-        if ctx.stream.request_headers_changed {
-            apply_request(&ctx.stream.request_headers, session.req_header_mut())?;
-            if self.reroute(session, ctx, chain).await? {
-                return Ok(true);
-            }
+        if ctx.stream.request_headers_changed
+            && apply_request(&ctx.stream.request_headers, session.req_header_mut())?
+            && self.reroute(session, ctx, chain).await?
+        {
+            return Ok(true);
         }
         if self.choose_pool(session, ctx).await? {
             return Ok(true);
@@ -293,7 +293,7 @@ impl Sluice {
         tracing::info!(route = %ctx.stream.info.route, request_id = %ctx.stream.info.id, reason, status = local.status, "request body refused");
         metrics()
             .request_body_refusals
-            .with_label_values(&[ctx.stream.info.route.as_str(), reason])
+            .with_label_values(&[&*ctx.stream.info.route, reason])
             .inc();
         ctx.stream.info.response_code = Some(local.status);
         session.set_keepalive(None);
@@ -327,8 +327,8 @@ impl Sluice {
         tracing::debug!(from = %ctx.stream.info.route, to = %route.def.name, request_id = %ctx.stream.info.id, "a filter re-routed the request");
         ctx.route = Some(idx);
         ctx.pool = Some(snap.pools[route.pool].clone());
-        ctx.stream.info.route = route.def.name.clone();
-        ctx.stream.info.pool = snap.pools[route.pool].def.name.clone();
+        ctx.stream.info.route = route.names.0.clone();
+        ctx.stream.info.pool = route.names.1.clone();
         ctx.stream.info.route_metadata = route.metadata.clone();
         if route.def.redirect_https && !ctx.tls {
             return redirect_https(session, &snap, &host).await;
@@ -339,7 +339,6 @@ impl Sluice {
     /// Applies a filter's `sluice.upstream.pool`; `Ok(true)`: the pool is unknown and
     /// the request was answered 502.
     async fn choose_pool(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
-        let route_name = ctx.stream.info.route.clone();
         let Some(name) = ctx
             .stream
             .filter_state
@@ -351,14 +350,15 @@ impl Sluice {
         {
             match ctx.snapshot.pool(&name).cloned() {
                 Some(p) => {
-                    ctx.stream.info.pool = p.def.name.clone();
+                    ctx.stream.info.pool = Arc::from(p.def.name.as_str());
                     ctx.pool = Some(p);
                 }
                 None => {
+                    let route_name = ctx.stream.info.route.clone();
                     tracing::warn!(route = %route_name, pool = %name, request_id = %ctx.stream.info.id, "a filter chose a pool the policy does not have: 502");
                     metrics()
                         .unknown_pool
-                        .with_label_values(&[route_name.as_str()])
+                        .with_label_values(&[&*route_name])
                         .inc();
                     ctx.stream.info.response_code = Some(502);
                     let local = plain(502, "unknown pool", "bad gateway: no such upstream pool\n");
@@ -493,8 +493,8 @@ impl ProxyHttp for Sluice {
                     http::Version::HTTP_2 => "HTTP/2",
                     _ => "HTTP/1.1",
                 },
-                route: route.def.name.clone(),
-                pool: snap.pools[route.pool].def.name.clone(),
+                route: route.names.0.clone(),
+                pool: route.names.1.clone(),
                 route_metadata: route.metadata.clone(),
                 generation: snap.generation,
                 start: std::time::SystemTime::now(),
@@ -504,7 +504,7 @@ impl ProxyHttp for Sluice {
             max_buffer_bytes: snap.policy.max_body_bytes,
             ..StreamState::default()
         };
-        let mut chain = Chain::new(route.filters.clone());
+        let mut chain = Chain::new(route.filters.clone(), snap.policy.access_log.is_some());
         let r = self.request_phases(session, ctx, &mut chain).await;
         ctx.chain = Some(chain);
         r
