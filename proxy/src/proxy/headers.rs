@@ -135,29 +135,38 @@ const NAME_CACHE_LEN: usize = 64;
 /// How many names [`shared_name`] keeps per thread.
 const NAME_CACHE_SIZE: usize = 32;
 
+/// A name filters write back: its bytes for Pingora's case map, and the parsed name for
+/// look-ups (`None` when it is not a valid header name: no head holds it then).
+type SharedName = (Bytes, Option<http::HeaderName>);
+
 thread_local! {
     /// The header names filters wrote back lately on this thread ([`shared_name`]).
-    static NAMES: RefCell<Vec<Bytes>> = const { RefCell::new(Vec::new()) };
+    static NAMES: RefCell<Vec<SharedName>> = const { RefCell::new(Vec::new()) };
 }
 
-/// `name` as shared bytes for Pingora's case-preserving head: the names filters set are
-/// the same request after request, so a thread keeps the last [`NAME_CACHE_SIZE`] of them
-/// and a write-back clones a count instead of allocating the name again.
-fn shared_name(name: &str) -> Bytes {
+/// `name` as shared bytes and parsed once: the names filters set are the same request
+/// after request, so a thread keeps the last [`NAME_CACHE_SIZE`] of them, and a
+/// write-back clones counts instead of allocating and parsing the name again.
+fn shared_name(name: &str) -> SharedName {
+    let make = || {
+        let b = Bytes::copy_from_slice(name.as_bytes());
+        let h = http::HeaderName::from_bytes(name.as_bytes()).ok();
+        (b, h)
+    };
     if name.len() > NAME_CACHE_LEN {
-        return Bytes::copy_from_slice(name.as_bytes());
+        return make();
     }
     NAMES.with(|names| {
         let mut names = names.borrow_mut();
-        if let Some(b) = names.iter().find(|b| b.as_ref() == name.as_bytes()) {
-            return b.clone();
+        if let Some(n) = names.iter().find(|(b, _)| b.as_ref() == name.as_bytes()) {
+            return n.clone();
         }
         if names.len() >= NAME_CACHE_SIZE {
             names.remove(0);
         }
-        let b = Bytes::copy_from_slice(name.as_bytes());
-        names.push(b.clone());
-        b
+        let n = make();
+        names.push(n.clone());
+        n
     })
 }
 
@@ -170,26 +179,30 @@ fn sync_name<H>(
     k: &str,
     head: &mut H,
     headers: fn(&H) -> &http::HeaderMap,
-    remove: fn(&mut H, &str),
+    remove: fn(&mut H, &http::HeaderName),
     append: fn(&mut H, Bytes, &[u8]) -> Result<()>,
 ) -> Result<()> {
     if !is_regular(k, request) {
         return Ok(());
     }
+    let (bytes, name) = shared_name(k);
     let want = map.get_all(k);
-    if want
-        .clone()
-        .eq(headers(head).get_all(k).iter().map(|v| v.as_bytes()))
-    {
-        return Ok(());
-    }
-    remove(head, k);
-    let mut want = want.peekable();
-    if want.peek().is_some() {
-        let name = shared_name(k);
-        for v in want {
-            append(head, name.clone(), v)?;
+    let had = match &name {
+        Some(n) => {
+            let have = headers(head).get_all(n);
+            if want.clone().eq(have.iter().map(|v| v.as_bytes())) {
+                return Ok(());
+            }
+            have.iter().next().is_some()
         }
+        // Not a header name: no head holds it (the append below refuses it).
+        None => false,
+    };
+    if let (true, Some(n)) = (had, &name) {
+        remove(head, n);
+    }
+    for v in want {
+        append(head, bytes.clone(), v)?;
     }
     Ok(())
 }
@@ -204,7 +217,7 @@ fn sync<H>(
     request: bool,
     head: &mut H,
     headers: fn(&H) -> &http::HeaderMap,
-    remove: fn(&mut H, &str),
+    remove: fn(&mut H, &http::HeaderName),
     append: fn(&mut H, Bytes, &[u8]) -> Result<()>,
 ) -> Result<()> {
     match map.edited() {

@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# Instructions per request (issue #18): each Sluice binary, each chain, under valgrind's
+# callgrind with one worker thread, counted over a fixed wrk run after a warm-up. A count
+# of executed instructions does not move with the load of a shared machine the way CPU
+# time does, so it shows a filter-cost change of 1-2 µs that `bench/run.sh` cannot.
+#
+# Per chain and binary: Sluice (`threads = 1`) starts under
+# `valgrind --tool=callgrind`; a warm-up (`wrk -t1 -c4`, WARMUP), then the counters are
+# zeroed (`callgrind_control -z`), a measured run (`wrk -t1 -c4`, DURATION), a dump
+# (`callgrind_control -d`); the dump's total divided by the requests wrk completed. The
+# `memcpy` column is the part spent in libc's memcpy: callgrind counts each byte of a
+# `rep movsb` copy as an instruction, which real CPUs move 32-64 bytes a cycle, so the
+# `rest` column is the one to compare.
+#
+# Usage: bash bench/callgrind.sh BIN [BIN...]
+# Knobs (environment):
+#   CHAINS="empty one three waf-norules"   policies of bench/lib.sh (sluice_policy_tail)
+#   DURATION=3s WARMUP=2s                  measured run and warm-up (wrk -t1 -c4)
+#   ORIGIN_PORT=18081 SLUICE_PORT=18084 SLUICE_ADMIN=19901
+#   KEEP=0                                 1: keep the temp dir (callgrind dumps) and say where
+# Needs valgrind (callgrind_control, callgrind_annotate), wrk, curl, the release origin
+# (target/release/sluice-origin) and filters/out/*.wasm.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+CHAINS=${CHAINS:-empty one three waf-norules}
+DURATION=${DURATION:-3s}
+WARMUP=${WARMUP:-2s}
+ORIGIN_PORT=${ORIGIN_PORT:-18081}
+SLUICE_PORT=${SLUICE_PORT:-18084}
+SLUICE_ADMIN=${SLUICE_ADMIN:-19901}
+KEEP=${KEEP:-0}
+THREADS=1 ORIGIN_THREADS=1
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/sluice-callgrind.XXXXXX")
+BENCH_TAG=callgrind
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
+
+(($# > 0)) || die "usage: bash bench/callgrind.sh BIN [BIN...]"
+for t in valgrind callgrind_control callgrind_annotate wrk curl; do
+    command -v "$t" >/dev/null || die "$t not found"
+done
+[[ -x $REL/sluice-origin ]] || die "$REL/sluice-origin missing (cargo build --release -p sluice-origin)"
+check_ports "$ORIGIN_PORT" "$SLUICE_PORT" "$SLUICE_ADMIN"
+[[ $KEEP == 1 ]] || trap 'cleanup; rm -rf "$TMP"' EXIT
+
+start_origin
+wait_ready origin "http://127.0.0.1:$ORIGIN_PORT/healthz" || die "the origin did not start"
+
+# total FILE: the instructions a callgrind dump counted, and those of memcpy.
+totals() {
+    local all copy
+    all=$(callgrind_annotate --threshold=100 "$1" 2>/dev/null | awk '/PROGRAM TOTALS/ && !n++ { gsub(",", "", $1); print $1 }')
+    copy=$(callgrind_annotate --threshold=100 --inclusive=no "$1" 2>/dev/null |
+        awk '!/=>/ && /:__mem(cpy|move)_[a-z0-9_]+ \[/ { gsub(",", "", $1); s += $1 } END { print s + 0 }')
+    echo "${all:-0} ${copy:-0}"
+}
+
+# count CHAIN BIN N: one measured run; prints a table row.
+count() {
+    local chain=$1 bin=$2 n=$3 name out pid reqs dump all copy
+    name="s$n-$chain"
+    out="$TMP/$name"
+    mkdir -p "$out"
+    # The bench policy of bench/lib.sh (as start_sluice_bench writes it), under callgrind.
+    {
+        echo "# Sluice callgrind policy: $chain chain, everything to the demo origin."
+        sluice_server "$SLUICE_PORT" "$SLUICE_ADMIN"
+        echo
+        sluice_policy_tail "$chain"
+    } >"$out/policy.toml"
+    start_bg "$name" valgrind --tool=callgrind --callgrind-out-file="$out/cg.out" \
+        "$bin" run --policy "$out/policy.toml"
+    pid=${PID_OF[$name]}
+    READY_SECS=240 wait_ready "$name" "http://127.0.0.1:$SLUICE_PORT/healthz" || {
+        log "$bin ($chain) did not start under valgrind, see $TMP/$name.log"
+        stop "$name"
+        return 0
+    }
+    wrk -t1 -c4 -d"$WARMUP" "http://127.0.0.1:$SLUICE_PORT$BENCH_PATH" >/dev/null
+    callgrind_control -z "$pid" >/dev/null
+    wrk -t1 -c4 -d"$DURATION" "http://127.0.0.1:$SLUICE_PORT$BENCH_PATH" >"$out/wrk.txt"
+    callgrind_control -d "$pid" >/dev/null
+    sleep 1
+    stop "$name"
+    reqs=$(wrk_stat "$out/wrk.txt" requests)
+    dump=$(ls -t "$out"/cg.out.* 2>/dev/null | head -1)
+    [[ -n $dump && -n $reqs ]] || {
+        log "no dump or no requests for $bin ($chain)"
+        return 0
+    }
+    read -r all copy < <(totals "$dump")
+    awk -v c="$chain" -v b="$bin" -v a="$all" -v m="$copy" -v r="$reqs" 'BEGIN {
+        printf "| %s | %s | %d | %.0f | %.0f | %.0f |\n", c, b, r, a / r, m / r, (a - m) / r }'
+}
+
+BENCH_PATH=${BENCH_PATH:-/hello.txt}
+# Rows are printed as they come (and kept in results.md); the servers run from this shell
+# so that its exit trap stops them, Ctrl-C included.
+out() { tee -a "$TMP/results.md"; }
+echo "date: $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo n/a), load $(cut -d' ' -f1-3 /proc/loadavg)" | out
+printf '\n| chain | binary | requests | instructions/req | of which memcpy | rest |\n|---|---|---:|---:|---:|---:|\n' | out
+for chain in $CHAINS; do
+    i=0
+    for bin in "$@"; do
+        count "$chain" "$bin" "$i" >"$TMP/row"
+        out <"$TMP/row"
+        i=$((i + 1))
+    done
+done
+[[ $KEEP != 1 ]] || log "dumps and logs: $TMP"
