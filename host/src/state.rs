@@ -58,9 +58,14 @@ pub struct HostState {
     pub alloc: Option<Arc<TypedFunc<i32, i32>>>,
     /// Memory, table and instance caps.
     pub limits: Limiter,
-    /// The stream being served by the callback that runs now (moved in for the call).
-    pub stream: StreamState,
-    /// True while `stream` holds a real stream.
+    /// The stream being served by the callback that runs now: the caller's own
+    /// `StreamState`, attached for the call ([`HostState::attach`]) rather than moved in
+    /// and out (it is most of a kilobyte, and a request makes several callbacks per
+    /// filter). Null outside a call; [`HostState::stream`] answers `idle` then.
+    stream: *mut StreamState,
+    /// What [`HostState::stream`] answers while no stream is attached.
+    idle: StreamState,
+    /// True while a stream is attached.
     pub has_stream: bool,
     /// Id of the context the running callback belongs to.
     pub context_id: u32,
@@ -104,6 +109,48 @@ pub struct HostState {
     pub resumed: Vec<u32>,
 }
 
+// SAFETY: the only field that is not `Send` is `stream`, a pointer that is non-null only
+// while `Vm::on_stream` runs on the thread that owns the store and holds the exclusive
+// borrow of the `StreamState` it points to; a store moved between threads (a VM built on
+// the blocking pool) never carries a non-null one.
+unsafe impl Send for HostState {}
+
+impl HostState {
+    /// Attaches `stream` for the callback about to run; [`HostState::detach`] must
+    /// follow before `stream`'s borrow ends.
+    pub(crate) fn attach(&mut self, stream: &mut StreamState) {
+        self.stream = stream;
+        self.has_stream = true;
+    }
+
+    /// Ends [`HostState::attach`].
+    pub(crate) fn detach(&mut self) {
+        self.stream = std::ptr::null_mut();
+        self.has_stream = false;
+    }
+
+    /// The attached stream (an empty one when none is).
+    pub fn stream(&self) -> &StreamState {
+        if self.stream.is_null() {
+            &self.idle
+        } else {
+            // SAFETY: see `attach`: the pointee is exclusively borrowed for the call,
+            // and reached only through this state.
+            unsafe { &*self.stream }
+        }
+    }
+
+    /// The attached stream, mutably (the empty one when none is).
+    pub fn stream_mut(&mut self) -> &mut StreamState {
+        if self.stream.is_null() {
+            &mut self.idle
+        } else {
+            // SAFETY: as in `stream`.
+            unsafe { &mut *self.stream }
+        }
+    }
+}
+
 impl HostState {
     /// A fresh state for a VM of `plugin`.
     pub fn new(plugin: Arc<PluginInfo>, limits: StoreLimits) -> Self {
@@ -118,7 +165,8 @@ impl HostState {
             memory: None,
             alloc: None,
             limits,
-            stream: StreamState::default(),
+            stream: std::ptr::null_mut(),
+            idle: StreamState::default(),
             has_stream: false,
             context_id: 0,
             stream_context_id: 0,

@@ -33,61 +33,32 @@ pub struct HeaderMap {
     replaced: bool,
 }
 
-/// The names a map's edits touched, lowercase, each followed by 0xFF: in place while
-/// they fit [`NameList::INLINE`] bytes (a filter edits a few names per phase), so that
-/// recording them costs no allocation; on the heap beyond.
-#[derive(Clone)]
+/// The names a map's edits touched, lowercase, each followed by 0xFF. A plain vector
+/// (24 bytes): the maps are moved into the VM and back for every callback, so their size
+/// counts more than the one allocation of a map that is edited.
+#[derive(Clone, Default)]
 struct NameList {
-    inline: [u8; NameList::INLINE],
-    len: usize,
-    spilled: Vec<u8>,
+    names: Vec<u8>,
 }
 
 impl NameList {
-    const INLINE: usize = 64;
-
     fn bytes(&self) -> &[u8] {
-        if self.spilled.is_empty() {
-            &self.inline[..self.len]
-        } else {
-            &self.spilled
-        }
+        &self.names
     }
 
     /// Appends `name`, lowercased, and its 0xFF.
     fn push(&mut self, name: &str) {
-        let n = name.len() + 1;
-        if self.spilled.is_empty() && self.len + n <= Self::INLINE {
-            let at = self.len;
-            self.inline[at..at + name.len()].copy_from_slice(name.as_bytes());
-            self.inline[at..at + name.len()].make_ascii_lowercase();
-            self.inline[at + name.len()] = 0xff;
-            self.len += n;
-            return;
+        if self.names.is_empty() {
+            self.names.reserve(64);
         }
-        if self.spilled.is_empty() {
-            self.spilled.reserve(self.len + n + 64);
-            self.spilled.extend_from_slice(&self.inline[..self.len]);
-        }
-        let at = self.spilled.len();
-        self.spilled.extend_from_slice(name.as_bytes());
-        self.spilled[at..].make_ascii_lowercase();
-        self.spilled.push(0xff);
+        let at = self.names.len();
+        self.names.extend_from_slice(name.as_bytes());
+        self.names[at..].make_ascii_lowercase();
+        self.names.push(0xff);
     }
 
     fn clear(&mut self) {
-        self.len = 0;
-        self.spilled.clear();
-    }
-}
-
-impl Default for NameList {
-    fn default() -> Self {
-        NameList {
-            inline: [0; Self::INLINE],
-            len: 0,
-            spilled: Vec::new(),
-        }
+        self.names.clear();
     }
 }
 

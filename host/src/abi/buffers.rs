@@ -11,8 +11,8 @@ use crate::stream::BodyKind;
 /// The bytes of a buffer, or `NOT_FOUND` when the running callback has no such buffer.
 fn buffer(state: &HostState, kind: i32) -> Result<&[u8], Status> {
     let body = |want: BodyKind| {
-        if state.has_stream && state.stream.body_kind == Some(want) {
-            Ok(state.stream.body.as_slice())
+        if state.has_stream && state.stream().body_kind == Some(want) {
+            Ok(state.stream().body.as_slice())
         } else {
             Err(Status::NotFound)
         }
@@ -92,16 +92,17 @@ pub(super) fn register(reg: &mut Registry) -> Result<()> {
                 };
                 let data = memory::read(&mut c, ptr, len)?;
                 let st = c.data_mut();
-                if !st.has_stream || st.stream.body_kind != Some(want) {
+                if !st.has_stream || st.stream().body_kind != Some(want) {
                     return Err(Status::NotFound);
                 }
-                let body = &mut st.stream.body;
+                let max = st.stream().max_buffer_bytes;
+                let body = &mut st.stream_mut().body;
                 // A start at or past the end appends (the SDKs' append; Envoy's buffer
                 // does the same).
                 let start = (start as u32 as usize).min(body.len());
                 let end = start.saturating_add(size as u32 as usize).min(body.len());
                 let new_len = body.len() - (end - start) + data.len();
-                if new_len > st.stream.max_buffer_bytes {
+                if new_len > max {
                     return Err(Status::BadArgument);
                 }
                 body.splice(start..end, data);

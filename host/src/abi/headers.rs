@@ -37,7 +37,7 @@ fn map_mut(
     if !state.has_stream {
         return Ok(None);
     }
-    let s = &mut state.stream;
+    let s = state.stream_mut();
     Ok(match map_type {
         0 => Some((&mut s.request_headers, &mut s.request_headers_changed)),
         1 => Some((&mut s.request_trailers, &mut s.request_headers_changed)),
@@ -65,7 +65,7 @@ fn map_ref(state: &HostState, map_type: i32) -> Result<Option<&HeaderMap>, Statu
     if !state.has_stream {
         return Ok(None);
     }
-    let s = &state.stream;
+    let s = state.stream();
     Ok(match map_type {
         0 => Some(&s.request_headers),
         1 => Some(&s.request_trailers),

@@ -58,12 +58,12 @@ pub(super) fn register(reg: &mut Registry) -> Result<()> {
                     return Err(Status::BadArgument);
                 }
                 if st.pending_calls.len() >= MAX_PENDING_CALLS
-                    || (st.has_stream && st.stream.calls >= MAX_CALLS_PER_STREAM)
+                    || (st.has_stream && st.stream().calls >= MAX_CALLS_PER_STREAM)
                 {
                     return Err(Status::InternalFailure);
                 }
                 if st.has_stream {
-                    st.stream.calls += 1;
+                    st.stream_mut().calls += 1;
                 }
                 st.calls_made = st.calls_made.wrapping_add(1).max(1);
                 let token = st.calls_made;

@@ -31,7 +31,7 @@ fn int(v: i64) -> Vec<u8> {
 }
 
 fn header_str(state: &HostState, name: &str) -> Option<Vec<u8>> {
-    state.stream.request_headers.get(name).map(<[u8]>::to_vec)
+    state.stream().request_headers.get(name).map(<[u8]>::to_vec)
 }
 
 /// Envoy's route metadata attribute, down to one value: `<namespace>.<key>` follows.
@@ -67,7 +67,7 @@ fn well_known(state: &HostState, path: &str) -> Option<Vec<u8>> {
     if !state.has_stream {
         return None;
     }
-    let s = &state.stream;
+    let s = state.stream();
     let i = &s.info;
     let path_hdr = || s.request_headers.get(":path").unwrap_or(b"/").to_vec();
     Some(match path {
@@ -137,7 +137,7 @@ pub(super) fn register(reg: &mut Registry) -> Result<()> {
                 let st = c.data();
                 let value = match well_known(st, &path) {
                     Some(v) => v,
-                    None if st.has_stream => st.stream.filter_state.get(&path).cloned().ok_or(Status::NotFound)?,
+                    None if st.has_stream => st.stream().filter_state.get(&path).cloned().ok_or(Status::NotFound)?,
                     None => st.root_properties.get(&path).cloned().ok_or(Status::NotFound)?,
                 };
                 memory::copy_out(&mut c, &value, ret_ptr, ret_len)
@@ -164,7 +164,7 @@ pub(super) fn register(reg: &mut Registry) -> Result<()> {
                 }
                 let st = c.data_mut();
                 let map = if st.has_stream {
-                    &mut st.stream.filter_state
+                    &mut st.stream_mut().filter_state
                 } else {
                     &mut st.root_properties
                 };

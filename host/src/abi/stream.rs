@@ -45,7 +45,7 @@ pub(super) fn register(reg: &mut Registry) -> Result<()> {
                 }
                 let st = c.data_mut();
                 if st.has_stream {
-                    st.stream.local_response = Some(LocalResponse {
+                    st.stream_mut().local_response = Some(LocalResponse {
                         status: code,
                         details,
                         body,
@@ -73,7 +73,7 @@ pub(super) fn register(reg: &mut Registry) -> Result<()> {
                     st.resumed.push(ctx);
                 }
             } else if st.has_stream {
-                st.stream.resumed = true;
+                st.stream_mut().resumed = true;
             }
             Ok(Status::Ok as i32)
         },
@@ -89,7 +89,7 @@ pub(super) fn register(reg: &mut Registry) -> Result<()> {
             }
             let st = c.data_mut();
             if st.has_stream {
-                st.stream.closed = true;
+                st.stream_mut().closed = true;
             }
             Ok(Status::Ok as i32)
         },

@@ -128,17 +128,19 @@ impl Vm {
         f: impl FnOnce(&Exports, &mut Store<HostState>) -> wasmtime::Result<R>,
     ) -> Result<R, HostError> {
         let st = self.store.data_mut();
-        std::mem::swap(&mut st.stream, stream);
-        st.has_stream = true;
+        st.attach(stream);
         st.context_id = ctx;
         st.stream_context_id = ctx;
-        let r = self.call(self.deadline_ticks, f);
+        // The stream is detached however the call ends, a panic in a hostcall included:
+        // no later callback may find a pointer to a stream that is gone.
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.call(self.deadline_ticks, f)
+        }));
         let st = self.store.data_mut();
-        std::mem::swap(&mut st.stream, stream);
-        st.has_stream = false;
+        st.detach();
         st.context_id = ROOT_CONTEXT_ID;
         st.stream_context_id = 0;
-        r
+        r.unwrap_or_else(|p| std::panic::resume_unwind(p))
     }
 
     /// Sets how the VM is woken for its shared queues, once it is on the thread that
