@@ -27,6 +27,8 @@ struct Cli {
     cmd: Cmd,
 }
 
+// Parsed once per process: `Test`'s size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Cmd {
     /// Serve traffic with a policy.

@@ -249,7 +249,9 @@ fn logging_server(log: PathBuf) -> std::net::SocketAddr {
             let head = String::from_utf8_lossy(&head).to_string();
             let mut lines = String::new();
             if let Some(v) = head.lines().find_map(|l| l.strip_prefix("X-CRS-Test: ")) {
-                lines += &format!("[info] ModSecurity: Warning. [id \"999999\"] [msg \"X-CRS-Test {v}\"]\n");
+                lines += &format!(
+                    "[info] ModSecurity: Warning. [id \"999999\"] [msg \"X-CRS-Test {v}\"]\n"
+                );
             }
             if head.starts_with("GET /attack ") {
                 lines += "[info] ModSecurity: Warning. Matched [id \"942100\"] [msg \"SQL Injection\"] [data \"x\"]\n";
@@ -259,9 +261,8 @@ fn logging_server(log: PathBuf) -> std::net::SocketAddr {
             }
             let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
             f.write_all(lines.as_bytes()).unwrap();
-            let _ = conn.write_all(
-                b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
-            );
+            let _ = conn
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
         }
     });
     addr
@@ -302,7 +303,14 @@ tests:
     .unwrap();
     let run = |log: &Path, marker: &str| {
         Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .args(["test", "--timeout", "2", "--marker-header", marker, "--target"])
+            .args([
+                "test",
+                "--timeout",
+                "2",
+                "--marker-header",
+                marker,
+                "--target",
+            ])
             .arg(format!("http://{addr}"))
             .arg("--log")
             .arg(log)
