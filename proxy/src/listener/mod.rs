@@ -328,6 +328,9 @@ where
                 if let Some(s) = persistent {
                     pingora::apps::HttpPersistentSettings::apply_to_session(s, &mut session);
                 }
+                // The bytes read are this request's first: Sluice never turns Pingora's
+                // pipelining on, and without it Pingora does not reuse a connection it
+                // read past a request on, so `persistent` carries no prefix of its own.
                 if let ServerSession::H1(h1) = &mut session {
                     if !start.bytes.is_empty() {
                         h1.set_pipelined_prefix(start.bytes);
