@@ -106,9 +106,7 @@ pub fn directives(file: &str, text: &str) -> Result<Vec<Directive>, LoadError> {
     Ok(out)
 }
 
-/// Splits one logical line into words; `"..."` and `'...'` quote. Inside quotes `\"` (`\'`) is the
-/// quote and `\\` one backslash, as Apache's configuration parser reads ModSecurity 2's directives
-/// (CRS 3 writes a regex's literal backslash as `\\\\`; CRS 4 writes `\x5c` and has no `\\`).
+/// Splits one logical line into words; `"..."` and `'...'` quote, `\"` (`\'`) escapes the quote.
 /// Other backslashes are kept (regexes need them).
 pub fn tokens(s: &str) -> Result<Vec<String>, String> {
     let b = s.as_bytes();
@@ -125,8 +123,8 @@ pub fn tokens(s: &str) -> Result<Vec<String>, String> {
             let mut tok = Vec::new();
             let mut closed = false;
             while i < b.len() {
-                if b[i] == b'\\' && i + 1 < b.len() && (b[i + 1] == q || b[i + 1] == b'\\') {
-                    tok.push(b[i + 1]);
+                if b[i] == b'\\' && i + 1 < b.len() && b[i + 1] == q {
+                    tok.push(q);
                     i += 2;
                     continue;
                 }

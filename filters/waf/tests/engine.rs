@@ -586,17 +586,3 @@ SecRule XML:/* "@contains plain" "id:2,phase:2,deny,status:402"
     let t = &[("Content-Type", "text/plain")];
     assert_eq!(status(&req(&w, "POST", "/", t, Some(b"evil.Tag"))), 401);
 }
-
-#[test]
-fn doubled_backslashes_in_quotes_are_one_as_apache_reads_them() {
-    // CRS 3 writes a regex's literal backslash as `\\\\` inside double quotes: ModSecurity 2's
-    // Apache configuration parser turns each `\\` into `\`, so the regex is `[^\\]\\[cd]`, a
-    // single backslash before c or d not preceded by another.
-    let w = waf(r#"
-SecRule ARGS "@rx (?:^|[^\\\\])\\\\[cd]" "id:1,phase:1,deny,status:401"
-SecRule ARGS "@streq a\\b" "id:2,phase:1,deny,status:402"
-"#);
-    assert_eq!(status(&get(&w, "/?x=a%5Cc")), 401);
-    assert_eq!(status(&get(&w, "/?x=a%5C%5Cc")), 200);
-    assert_eq!(status(&get(&w, "/?x=a%5Cb")), 402);
-}
