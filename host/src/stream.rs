@@ -411,6 +411,9 @@ pub struct RequestInfo {
     /// (`http://host/path?q`): filters see it as property `sluice.request_target`
     /// (`:path` is origin-form).
     pub absolute_target: Option<Vec<u8>>,
+    /// The HTTP/1 request head as received (request line and header lines, names in
+    /// the client's case, hop-by-hop headers included): property `sluice.request_head`.
+    pub received_head: Option<bytes::Bytes>,
 }
 
 thread_local! {
@@ -436,6 +439,7 @@ impl Default for RequestInfo {
             upstream: None,
             response_code: None,
             absolute_target: None,
+            received_head: None,
         }
     }
 }

@@ -27,6 +27,8 @@ struct Cli {
     cmd: Cmd,
 }
 
+// Parsed once per process: `Test`'s size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Cmd {
     /// Serve traffic with a policy.
@@ -42,11 +44,28 @@ enum Cmd {
         policy: PathBuf,
     },
     /// Run go-ftw YAML test files against a policy, in-process (a loopback listener and
-    /// an echoing stub origin; nothing to start). Exit status 1 when a test fails.
+    /// an echoing stub origin; nothing to start), or against a running server
+    /// (`--target`, `--log`). Exit status 1 when a test fails.
     Test {
-        /// The policy file.
-        #[arg(long, short)]
-        policy: PathBuf,
+        /// The policy file (in-process run).
+        #[arg(
+            long,
+            short,
+            required_unless_present = "target",
+            conflicts_with = "target"
+        )]
+        policy: Option<PathBuf>,
+        /// A running server to test instead, `http://HOST:PORT`: each stage is bracketed
+        /// by marker requests, and its rule ids are the ones `--log` gets between them.
+        #[arg(long, requires = "log")]
+        target: Option<String>,
+        /// With `--target`: the server's log of rule ids (ModSecurity's error log with
+        /// `[id "N"]` lines, or Sluice's log with WAF audit lines).
+        #[arg(long)]
+        log: Option<PathBuf>,
+        /// With `--target`: the marker header, which a rule of the server's logs.
+        #[arg(long, default_value = "X-CRS-Test")]
+        marker_header: String,
         /// Test files (`.yaml`, `.yml`) and directories of them.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
@@ -178,6 +197,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Cmd::Test {
         policy,
+        target,
+        log,
+        marker_header,
         paths,
         json,
         junit,
@@ -188,6 +210,9 @@ fn main() -> ExitCode {
     {
         test(sluice::ftw::Options {
             policy,
+            target,
+            log,
+            marker_header,
             paths,
             json,
             junit,

@@ -549,9 +549,10 @@ impl HttpContext for WafHttp {
             self.metrics.inc_requests();
             return Action::Continue;
         }
-        let head = crate::request::RequestHead::from_host(
+        let head = crate::request::RequestHead::from_host_and_head(
             self.get_http_request_headers(),
             self.prop(vec!["sluice", "request_target"]),
+            self.prop(vec!["sluice", "request_head"]),
         );
         self.ctype = head.content_type.clone();
         let protocol = self

@@ -564,3 +564,25 @@ SecRule REQUEST_FILENAME "@streq /" "id:8,phase:1,pass,log"
         vec![8]
     );
 }
+
+#[test]
+fn xml_body_stays_out_of_request_body_unless_forced() {
+    // An element name is not a value: a rule on REQUEST_BODY|XML:/* must not see it when the
+    // XML processor parsed the body (ModSecurity 2), but does with forceRequestBodyVariable.
+    let rules = r#"
+SecRule REQUEST_HEADERS:Content-Type "@rx xml" "id:100,phase:1,pass,nolog,ctl:requestBodyProcessor=XML"
+SecRule REQUEST_BODY|XML:/* "@contains evil.Tag" "id:1,phase:2,deny,status:401"
+SecRule XML:/* "@contains plain" "id:2,phase:2,deny,status:402"
+"#;
+    let x = &[("Content-Type", "application/xml")];
+    let body = b"<?xml version=\"1.0\"?><r><evil.Tag a=\"b\">plain</evil.Tag></r>";
+    let w = waf(rules);
+    assert_eq!(status(&req(&w, "POST", "/", x, Some(body))), 402);
+    let forced = waf(&format!(
+        "SecAction \"id:99,phase:1,pass,nolog,ctl:forceRequestBodyVariable=On\"\n{rules}"
+    ));
+    assert_eq!(status(&req(&forced, "POST", "/", x, Some(body))), 401);
+    // Other processors keep the body in REQUEST_BODY.
+    let t = &[("Content-Type", "text/plain")];
+    assert_eq!(status(&req(&w, "POST", "/", t, Some(b"evil.Tag"))), 401);
+}

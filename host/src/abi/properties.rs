@@ -91,6 +91,7 @@ fn well_known(state: &HostState, path: &str) -> Option<Vec<u8>> {
         "request.useragent" => header_str(state, "user-agent")?,
         "request.id" | "sluice.request_id" => i.id.clone().into_bytes(),
         "sluice.request_target" => i.absolute_target.clone()?,
+        "sluice.request_head" => i.received_head.as_ref()?.to_vec(),
         "request.protocol" => i.protocol.as_bytes().to_vec(),
         "request.headers" => memory::encode_pairs(
             s.request_headers

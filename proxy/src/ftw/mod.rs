@@ -7,6 +7,7 @@
 //! - [`stub`]: the origin that echoes each request.
 //! - [`exchange`]: one request sent, one response read.
 //! - [`capture`]: the WAF's log lines and rule ids per request.
+//! - [`live`]: a server already running (`--target`), its log read between markers.
 //! - [`run`]: stages sent and checked.
 //! - [`report`]: per-test lines, summary, JSON and JUnit reports.
 
@@ -14,6 +15,7 @@ pub mod capture;
 pub mod exchange;
 pub mod format;
 pub mod harness;
+pub mod live;
 pub mod report;
 pub mod request;
 pub mod run;
@@ -26,12 +28,20 @@ use anyhow::Context as _;
 use regex::Regex;
 
 use capture::Store;
-use run::{Outcome, Runner};
+use live::Live;
+use run::{Outcome, Runner, Source};
 
 /// What `sluice test` was asked.
 pub struct Options {
-    /// The policy to test.
-    pub policy: PathBuf,
+    /// The policy to test in-process (without `target`).
+    pub policy: Option<PathBuf>,
+    /// A server already running (`http://HOST:PORT`) to send the tests to instead.
+    pub target: Option<String>,
+    /// With `target`: the log it writes rule ids to (ModSecurity's error log, Sluice's
+    /// log with WAF audit lines).
+    pub log: Option<PathBuf>,
+    /// With `target`: the header of the marker requests its marker rule logs.
+    pub marker_header: String,
     /// Test files and directories of them.
     pub paths: Vec<PathBuf>,
     /// Write a JSON report here.
@@ -55,11 +65,23 @@ pub fn main(opts: &Options, store: Store) -> anyhow::Result<bool> {
         opts.include.as_ref().is_none_or(|r| r.is_match(name))
             && !opts.exclude.as_ref().is_some_and(|r| r.is_match(name))
     };
-    let addr = harness::start(&opts.policy)
-        .with_context(|| format!("starting {}", opts.policy.display()))?;
+    let source = match (&opts.target, &opts.policy) {
+        (Some(target), _) => {
+            let log = opts
+                .log
+                .clone()
+                .context("--target needs --log: the file the server logs rule ids to")?;
+            Source::Live(Live::new(target, log, &opts.marker_header, opts.timeout)?)
+        }
+        (None, Some(policy)) => {
+            let addr =
+                harness::start(policy).with_context(|| format!("starting {}", policy.display()))?;
+            Source::InProcess { addr, store }
+        }
+        (None, None) => anyhow::bail!("either --policy or --target is needed"),
+    };
     let runner = Runner {
-        addr,
-        store,
+        source,
         timeout: opts.timeout,
     };
     let mut results = Vec::new();

@@ -10,7 +10,21 @@ use regex::bytes::Regex;
 use super::capture::{Line, Store};
 use super::exchange::{self, Response};
 use super::format::{Loaded, Stage};
+use super::live::Live;
 use super::request;
+
+/// Where a stage's log lines come from.
+pub enum Source {
+    /// Sluice in this process: its filters' lines, picked by request id.
+    InProcess {
+        /// The traffic listener.
+        addr: SocketAddr,
+        /// The filters' log lines.
+        store: Store,
+    },
+    /// A server already running: the lines its log holds between two marker requests.
+    Live(Live),
+}
 
 /// How a test ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,12 +56,10 @@ pub struct TestResult {
     pub duration: Duration,
 }
 
-/// Sends stages to a running Sluice and reads its WAF lines.
+/// Sends stages to a server and reads the rule ids it logged.
 pub struct Runner {
-    /// The traffic listener.
-    pub addr: SocketAddr,
-    /// The filters' log lines.
-    pub store: Store,
+    /// Where stages go and their log lines come from.
+    pub source: Source,
     /// Per stage: connect, and idle time between bytes of the response.
     pub timeout: Duration,
 }
@@ -92,13 +104,22 @@ impl Runner {
             Err(e) => return vec![e.to_string()],
         };
         let head_only = stage.input.method.eq_ignore_ascii_case("HEAD");
-        let mark = self.store.mark();
-        let res = exchange::send(self.addr, &bytes, head_only, self.timeout);
-        if res.is_err() {
-            // No response to wait for: give a late log line a moment.
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let lines = stage_lines(self.store.since(mark), res.as_ref().ok());
+        let (res, lines) = match &self.source {
+            Source::InProcess { addr, store } => {
+                let mark = store.mark();
+                let res = exchange::send(*addr, &bytes, head_only, self.timeout);
+                if res.is_err() {
+                    // No response to wait for: give a late log line a moment.
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                let lines = stage_lines(store.since(mark), res.as_ref().ok());
+                (res, lines)
+            }
+            Source::Live(live) => match live.exchange(&bytes, head_only, self.timeout) {
+                Ok(got) => got,
+                Err(e) => return vec![format!("{e:#}")],
+            },
+        };
         for l in &lines {
             for id in &l.ids {
                 if !ids.contains(id) {

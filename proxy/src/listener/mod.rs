@@ -27,6 +27,7 @@ pub mod handshake;
 pub mod limits;
 pub mod preface;
 pub mod rehome;
+pub mod target;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -65,6 +66,8 @@ struct RequestSlot {
     tracker: Arc<Tracker>,
     max_in_flight: usize,
     in_flight: OnceLock<InFlight>,
+    /// The target as sent, when [`target`] had to encode it for the parser.
+    original_target: OnceLock<Vec<u8>>,
 }
 
 tokio::task_local! {
@@ -95,6 +98,16 @@ pub fn request_started() -> pingora::Result<()> {
             }
         })
         .unwrap_or(Ok(()))
+}
+
+/// The request target as the client sent it, when Sluice percent-encoded bytes of it
+/// for the HTTP/1 parser ([`target`]); `None` otherwise and outside an HTTP/1
+/// connection of [`Admit`].
+pub fn original_target() -> Option<Vec<u8>> {
+    REQUEST
+        .try_with(|slot| slot.original_target.get().cloned())
+        .ok()
+        .flatten()
 }
 
 /// Whether `e` is the refusal of [`request_started`] (expected under load: not an error
@@ -294,30 +307,49 @@ where
         let mut settings = None;
         let mut shell = Shell::default();
         loop {
-            let mut session = ServerSession::new_http1(stream);
-            if let Some(s) = settings.take() {
-                pingora::apps::HttpPersistentSettings::apply_to_session(s, &mut session);
-            }
-            if *shutdown.borrow() {
-                session.set_keepalive(None);
-            } else {
-                // Pingora bounds each read of the head by this; the deadline below is
-                // the real bound, this one covers streams that cannot be peeked (TLS).
-                session.set_keepalive(Some(whole_seconds(t.keepalive)));
-            }
-            session.set_read_timeout(Some(t.body_idle));
-            session.set_write_timeout(Some(t.send_idle));
             let slot = Arc::new(RequestSlot {
                 head_read: AtomicBool::new(false),
                 tracker: self.tracker.clone(),
                 max_in_flight,
                 in_flight: OnceLock::new(),
+                original_target: OnceLock::new(),
             });
-            let served = REQUEST.scope(
-                slot.clone(),
+            let persistent = settings.take();
+            let shell = &mut shell;
+            let serve = async {
+                let mut stream = stream;
+                // The request line first (within the head deadline below): a target
+                // the parser would refuse is encoded, the original kept (`target`).
+                let start = target::read_line(&mut stream).await;
+                if let Some(original) = start.original {
+                    let _ = slot.original_target.set(original);
+                }
+                let mut session = ServerSession::new_http1(stream);
+                if let Some(s) = persistent {
+                    pingora::apps::HttpPersistentSettings::apply_to_session(s, &mut session);
+                }
+                // The bytes read are this request's first: Sluice never turns Pingora's
+                // pipelining on, and without it Pingora does not reuse a connection it
+                // read past a request on, so `persistent` carries no prefix of its own.
+                if let ServerSession::H1(h1) = &mut session {
+                    if !start.bytes.is_empty() {
+                        h1.set_pipelined_prefix(start.bytes);
+                    }
+                }
+                if *shutdown.borrow() {
+                    session.set_keepalive(None);
+                } else {
+                    // Pingora bounds each read of the head by this; the deadline below is
+                    // the real bound, this one covers streams that cannot be peeked (TLS).
+                    session.set_keepalive(Some(whole_seconds(t.keepalive)));
+                }
+                session.set_read_timeout(Some(t.body_idle));
+                session.set_write_timeout(Some(t.send_idle));
                 self.forwarder
-                    .serve(session, &mut shell, shutdown, &self.app),
-            );
+                    .serve(session, shell, shutdown, &self.app)
+                    .await
+            };
+            let served = REQUEST.scope(slot.clone(), serve);
             let head_timer = async {
                 tokio::time::sleep_until(head_deadline).await;
                 if slot.head_read.load(Ordering::Acquire) {

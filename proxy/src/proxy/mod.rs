@@ -421,8 +421,13 @@ impl ProxyHttp for Sluice {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let snap = ctx.snapshot.clone();
-        // Filters may read an absolute-form target as sent (`sluice.request_target`).
-        let absolute_target = crate::ingress::absolute_target(session.req_header());
+        // Filters may read the target as sent (`sluice.request_target`) when it was
+        // absolute-form or had bytes encoded for the parser, and the HTTP/1 head as
+        // received (`sluice.request_head`: header names in their case, hop-by-hop
+        // headers, no `Host` added).
+        let absolute_target = crate::ingress::absolute_target(session.req_header())
+            .or_else(crate::listener::original_target);
+        let received_head = session.as_http1().map(|h1| h1.get_headers_raw_bytes());
         // One canonical request for routing, filters and the origin.
         if let Err(refusal) = crate::ingress::prepare(session.req_header_mut(), &snap.policy.paths)
         {
@@ -499,6 +504,7 @@ impl ProxyHttp for Sluice {
                 generation: snap.generation,
                 start: std::time::SystemTime::now(),
                 absolute_target,
+                received_head,
                 ..RequestInfo::default()
             },
             max_buffer_bytes: snap.policy.max_body_bytes,

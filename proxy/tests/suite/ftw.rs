@@ -226,3 +226,110 @@ fn ftw_capture_reads_an_audit_line() {
     let other = sluice::ftw::capture::parse("waf".into(), "waf: starting".into());
     assert!(other.request_id.is_none() && other.ids.is_empty());
 }
+
+/// A server that logs as ModSecurity and Sluice do, for `--target`: each request's head is
+/// read, a line is appended to `log` for the marker header (its value in the msg, as a
+/// marker rule logs it), for `/attack` (ModSecurity's `[id "942100"]` error-log format)
+/// and for `/sluicey` (a Sluice WAF audit line); every request is answered 200.
+fn logging_server(log: PathBuf) -> std::net::SocketAddr {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut head = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match conn.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            let head = String::from_utf8_lossy(&head).to_string();
+            let mut lines = String::new();
+            if let Some(v) = head.lines().find_map(|l| l.strip_prefix("X-CRS-Test: ")) {
+                lines += &format!(
+                    "[info] ModSecurity: Warning. [id \"999999\"] [msg \"X-CRS-Test {v}\"]\n"
+                );
+            }
+            if head.starts_with("GET /attack ") {
+                lines += "[info] ModSecurity: Warning. Matched [id \"942100\"] [msg \"SQL Injection\"] [data \"x\"]\n";
+            }
+            if head.starts_with("GET /sluicey ") {
+                lines += "2026-01-01T00:00:00Z  INFO sluice::filter: waf: {\"request_id\":\"r1\",\"rules\":[{\"id\":941100,\"msg\":\"XSS\",\"data\":\"y\"}]} plugin=\"waf\"\n";
+            }
+            let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+            f.write_all(lines.as_bytes()).unwrap();
+            let _ = conn
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
+        }
+    });
+    addr
+}
+
+/// `sluice test --target URL --log FILE`: a running server scored as go-ftw scores it, by
+/// the rule ids its log gets between two marker requests (ModSecurity's and Sluice's line
+/// formats); a server that never logs the marker fails each stage with the reason.
+#[test]
+fn ftw_target_scores_a_running_server_by_its_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("error.log");
+    std::fs::write(&log, "an old line [id \"942100\"]\n").unwrap();
+    let addr = logging_server(log.clone());
+    let tests = dir.path().join("t.yaml");
+    std::fs::write(
+        &tests,
+        r#"rule_id: 942100
+tests:
+  - test_id: 1
+    stages:
+      - input: { uri: /attack, headers: { Host: localhost } }
+        output: { log: { expect_ids: [942100] } }
+  - test_id: 2
+    stages:
+      - input: { uri: /fine, headers: { Host: localhost } }
+        output: { log: { no_expect_ids: [942100] } }
+  - test_id: 3
+    stages:
+      - input: { uri: /sluicey, headers: { Host: localhost } }
+        output: { log_contains: 'id "941100"', log: { expect_ids: [941100], no_expect_ids: [942100] } }
+  - test_id: 4
+    stages:
+      - input: { uri: /fine, headers: { Host: localhost } }
+        output: { log: { expect_ids: [942100] } }
+"#,
+    )
+    .unwrap();
+    let run = |log: &Path, marker: &str| {
+        Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args([
+                "test",
+                "--timeout",
+                "2",
+                "--marker-header",
+                marker,
+                "--target",
+            ])
+            .arg(format!("http://{addr}"))
+            .arg("--log")
+            .arg(log)
+            .arg(&tests)
+            .output()
+            .unwrap()
+    };
+    let stdout = exited(&run(&log, "X-CRS-Test"), 1);
+    for line in [
+        "PASS 942100-1 [942100]",
+        "PASS 942100-2 []",
+        "PASS 942100-3 [941100]",
+        "FAIL 942100-4",
+        "3 passed, 1 failed",
+    ] {
+        assert!(stdout.contains(line), "{line}:\n{stdout}");
+    }
+    // Markers under another header name are never logged: every stage says so.
+    let stdout = exited(&run(&log, "X-Other-Marker"), 1);
+    assert!(stdout.contains("0 passed, 4 failed"), "{stdout}");
+    assert!(stdout.contains("marker rule"), "{stdout}");
+}

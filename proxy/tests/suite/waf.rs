@@ -706,3 +706,46 @@ SecRule REQUEST_HEADERS:Host "@streq localhost" "id:3,phase:1,deny,status:423"
     );
     assert_eq!(host.status, 423, "{host:?}");
 }
+
+/// The rules see the HTTP/1 head as received (property `sluice.request_head`): hop-by-hop
+/// headers the proxy drops (`Connection`), header names in the client's case, no `Host`
+/// the proxy adds for an absolute-form target; and a target with raw `<`, `>`, `"` (which
+/// Pingora's URI type refuses) reaches them as sent instead of being answered 400.
+#[test]
+fn rules_see_the_head_as_received() {
+    let module = waf_module();
+    let origin = origin("received");
+    let rules = r#"
+SecRule REQUEST_HEADERS:Connection "@streq keep-alive,keep-alive" "id:11,phase:1,deny,status:431"
+SecRule ARGS:q "@streq <b>\"x\"" "id:12,phase:1,deny,status:432,chain"
+SecRule REQUEST_URI "@contains <b>" ""
+SecRule &REQUEST_HEADERS:Host "@eq 0" "id:13,phase:1,deny,status:433"
+SecRule REQUEST_HEADERS_NAMES "@streq X-Mixed-Case" "id:14,phase:1,deny,status:434"
+"#;
+    let s = sluice(&format!(
+        "[pools.o]\npeers = [\"{}\"]\n\n[filters.waf]\nmodule = {:?}\nconfig = {{ inline = '''{rules}''', mode = \"block\" }}\n\n[[routes]]\nfilters = [\"waf\"]\npool = \"o\"\n",
+        origin.addr,
+        module.display().to_string(),
+    ));
+    let status = |head: &[u8]| send(s.proc.addr, head).status;
+    assert_eq!(
+        status(
+            b"GET /echo HTTP/1.1\r\nHost: localhost\r\nConnection: keep-alive,keep-alive\r\n\r\n"
+        ),
+        431
+    );
+    assert_eq!(
+        status(b"GET /echo?q=<b>\"x\" HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"),
+        432
+    );
+    assert_eq!(status(b"GET http://localhost/echo HTTP/1.0\r\n\r\n"), 433);
+    assert_eq!(
+        status(b"GET /echo HTTP/1.1\r\nHost: localhost\r\nX-Mixed-Case: 1\r\nConnection: close\r\n\r\n"),
+        434
+    );
+    // Nothing of the above: the request passes to the origin.
+    assert_eq!(
+        status(b"GET /echo?q=fine HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"),
+        200
+    );
+}
