@@ -149,7 +149,7 @@ pub(super) struct RawFilter {
     pub(super) module: Spanned<String>,
     pub(super) config: Option<toml::Value>,
     pub(super) vm_config: Option<toml::Value>,
-    pub(super) files: Option<Spanned<Vec<String>>>,
+    pub(super) files: Option<Spanned<Vec<super::files::FileEntry>>>,
     pub(super) root_id: Option<String>,
     pub(super) vm_id: Option<String>,
     pub(super) shared_data_max_bytes: Option<usize>,

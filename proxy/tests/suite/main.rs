@@ -42,6 +42,7 @@ mod support;
 
 mod abi;
 mod abi_doc;
+mod bundle;
 mod chain;
 mod check;
 mod deploy;
