@@ -7,10 +7,12 @@
 //!   else by digest; every digest and size checked, sizes bounded).
 //! - [`unpack`]: layers into a content-addressed cache directory, titles checked.
 //! - [`sign`]: cosign's key-based signatures (ECDSA P-256 over the simple-signing payload).
+//! - [`module`]: `module = "oci://HOST/REPO@sha256:..."`, one filter module by digest.
 //! - [`follow`]: `sluice run --policy oci://...`: the first fetch, the offline start from the
 //!   cache, polling the tag and swapping through [`crate::swap::Control`], status.
 
 pub mod follow;
+pub mod module;
 pub mod pack;
 pub mod reference;
 pub mod registry;

@@ -88,11 +88,12 @@ struct BundleOpts {
     /// Accept only bundles with a cosign signature by this ECDSA P-256 public key (PEM).
     #[arg(long)]
     verify_key: Option<PathBuf>,
-    /// How often the tag is looked at, in milliseconds.
-    #[arg(long, default_value_t = 30_000)]
-    poll_ms: u64,
-    /// Up to this many milliseconds added at random to each interval (default: a tenth of
-    /// --poll-ms).
+    /// How often the tag is looked at, in milliseconds (default: the policy's `[server]
+    /// bundle_poll_ms`, else 30000).
+    #[arg(long)]
+    poll_ms: Option<u64>,
+    /// Up to this many milliseconds added at random to each interval (default: the
+    /// policy's `bundle_poll_jitter_ms`, else a tenth of the interval).
     #[arg(long)]
     poll_jitter_ms: Option<u64>,
     /// A registry (HOST:PORT) spoken to in plain HTTP; loopback registries always are.
@@ -116,6 +117,17 @@ enum BundleCmd {
         #[arg(long)]
         insecure: Vec<String>,
     },
+    /// Push one filter module as a Wasm artifact (for `module = "oci://HOST/REPO@sha256:..."`)
+    /// and print its digest.
+    PushModule {
+        /// The `.wasm` file.
+        module: PathBuf,
+        /// Where to: `oci://HOST/REPO:TAG`.
+        reference: String,
+        /// A registry (HOST:PORT) spoken to in plain HTTP; loopback registries always are.
+        #[arg(long)]
+        insecure: Vec<String>,
+    },
 }
 
 /// The policy `run` starts with: a file, or a bundle's unpacked copy and its follower.
@@ -129,6 +141,10 @@ type Source = (
 
 fn source(policy: &str, o: &BundleOpts) -> Result<Source, String> {
     use sluice::bundle::{follow, BundleRef};
+    // Also where `module = "oci://..."` modules are kept.
+    if let Some(dir) = &o.bundle_cache {
+        sluice::bundle::module::set_cache(dir.clone());
+    }
     if !BundleRef::is_bundle(policy) {
         return Ok((PathBuf::from(policy), None));
     }
@@ -147,8 +163,10 @@ fn source(policy: &str, o: &BundleOpts) -> Result<Source, String> {
         cache: o.bundle_cache.clone().unwrap_or_else(follow::default_cache),
         insecure: o.insecure.clone(),
         verify_key,
-        poll: std::time::Duration::from_millis(o.poll_ms.max(100)),
-        jitter: std::time::Duration::from_millis(o.poll_jitter_ms.unwrap_or(o.poll_ms / 10)),
+        poll: o
+            .poll_ms
+            .map(|ms| std::time::Duration::from_millis(ms.max(100))),
+        jitter: o.poll_jitter_ms.map(std::time::Duration::from_millis),
     })
     .map_err(|e| e.to_string())?;
     let fetched = follower.first()?;
@@ -156,7 +174,12 @@ fn source(policy: &str, o: &BundleOpts) -> Result<Source, String> {
 }
 
 /// `sluice bundle push`.
-fn push(input: &std::path::Path, reference: &str, key: Option<&PathBuf>, insecure: &[String]) -> Result<(), String> {
+fn push(
+    input: &std::path::Path,
+    reference: &str,
+    key: Option<&PathBuf>,
+    insecure: &[String],
+) -> Result<(), String> {
     use sluice::bundle::{pack, registry::Registry, sign::SigningKey, BundleRef};
     let r = BundleRef::parse(reference)?;
     let key = match key {
@@ -187,6 +210,26 @@ fn push(input: &std::path::Path, reference: &str, key: Option<&PathBuf>, insecur
             .map(|k| format!(", signed by {}", k.public().id()))
             .unwrap_or_default()
     );
+    println!("{digest}");
+    Ok(())
+}
+
+/// `sluice bundle push-module`.
+fn push_module(
+    module: &std::path::Path,
+    reference: &str,
+    insecure: &[String],
+) -> Result<(), String> {
+    use sluice::bundle::{registry::Registry, BundleRef};
+    let r = BundleRef::parse(reference)?;
+    let wasm = std::fs::read(module).map_err(|e| format!("{}: {e}", module.display()))?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let digest = rt
+        .block_on(Registry::new(&r, insecure).push_module(&r, &wasm))
+        .map_err(|e| format!("{r}: {e}"))?;
     println!("{digest}");
     Ok(())
 }
@@ -317,17 +360,21 @@ fn main() -> ExitCode {
             timeout: std::time::Duration::from_secs(timeout),
         });
     }
-    if let Cmd::Bundle {
-        cmd:
+    if let Cmd::Bundle { cmd } = &cli.cmd {
+        let pushed = match cmd {
             BundleCmd::Push {
                 input,
                 reference,
                 sign_key,
                 insecure,
-            },
-    } = &cli.cmd
-    {
-        return match push(input, reference, sign_key.as_ref(), insecure) {
+            } => push(input, reference, sign_key.as_ref(), insecure),
+            BundleCmd::PushModule {
+                module,
+                reference,
+                insecure,
+            } => push_module(module, reference, insecure),
+        };
+        return match pushed {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("sluice bundle push: {e}");
@@ -341,13 +388,25 @@ fn main() -> ExitCode {
     let mut run_path = PathBuf::new();
     let loaded = match &cli.cmd {
         Cmd::Run { policy, bundle: o } => match source(policy, o) {
-            Ok((path, b)) => {
-                let loaded = Policy::load(&path);
-                if let (Err(e), Some((follower, fetched))) = (&loaded, &b) {
+            Ok((mut path, mut b)) => {
+                let mut loaded = Policy::load(&path);
+                if let (Err(e), Some((follower, fetched))) = (&loaded, &mut b) {
                     follower.refuse(
                         &fetched.digest,
                         &sluice::bundle::Refusal::Invalid(e.to_string()),
                     );
+                    // The tag names a broken bundle: start from the last good one instead.
+                    if let Some(good) = follower.cached().filter(|g| g.digest != fetched.digest) {
+                        eprintln!(
+                            "{}: {} refused ({e}); serving the last good bundle {} from the cache",
+                            follower.status().reference,
+                            fetched.digest,
+                            good.digest
+                        );
+                        loaded = Policy::load(&good.policy);
+                        path = good.policy.clone();
+                        *fetched = good;
+                    }
                 }
                 run_path = path;
                 bundle = b;

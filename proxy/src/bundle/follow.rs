@@ -27,11 +27,16 @@ pub struct Options {
     pub insecure: Vec<String>,
     /// Accept only bundles signed with this key.
     pub verify_key: Option<VerifyKey>,
-    /// How often the tag is looked at.
-    pub poll: Duration,
-    /// Up to this much is added to each interval, at random (nodes do not poll in step).
-    pub jitter: Duration,
+    /// How often the tag is looked at (`None`: the running policy's `[server]
+    /// bundle_poll_ms`, else [`DEFAULT_POLL`]).
+    pub poll: Option<Duration>,
+    /// Up to this much is added to each interval, at random, so nodes do not poll in step
+    /// (`None`: the policy's `bundle_poll_jitter_ms`, else a tenth of the interval).
+    pub jitter: Option<Duration>,
 }
+
+/// How often a tag is polled when neither the command line nor the policy says.
+pub const DEFAULT_POLL: Duration = Duration::from_secs(30);
 
 /// What `/admin/status` shows of the bundle.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -120,7 +125,7 @@ impl Follower {
             poll_ms: if opts.reference.pinned().is_some() {
                 0
             } else {
-                opts.poll.as_millis() as u64
+                opts.poll.unwrap_or(DEFAULT_POLL).as_millis() as u64
             },
             ..Status::default()
         };
@@ -149,7 +154,10 @@ impl Follower {
     }
 
     /// Looks at the registry: `None` when the digest is `current` or was refused before.
-    pub fn fetch(&self, current: Option<&str>) -> Result<Option<Fetched>, (Option<String>, Refusal)> {
+    pub fn fetch(
+        &self,
+        current: Option<&str>,
+    ) -> Result<Option<Fetched>, (Option<String>, Refusal)> {
         let r = &self.opts.reference;
         let (body, digest) = self
             .rt
@@ -224,8 +232,8 @@ impl Follower {
     }
 
     /// The last good bundle of this reference in the cache, if its signer is still
-    /// acceptable.
-    fn cached(&self) -> Option<Fetched> {
+    /// acceptable (a start whose fetched bundle fails validation falls back to it).
+    pub fn cached(&self) -> Option<Fetched> {
         let (digest, signer) = match self.opts.reference.pinned() {
             Some(d) => (d.to_string(), None),
             None => {
@@ -271,11 +279,7 @@ impl Follower {
         drop(st);
         m.bundle_info.reset();
         m.bundle_info
-            .with_label_values(&[
-                &reference,
-                &f.digest,
-                f.signer.as_deref().unwrap_or("none"),
-            ])
+            .with_label_values(&[&reference, &f.digest, f.signer.as_deref().unwrap_or("none")])
             .set(1);
         m.bundle_fetched.set(fetched_at);
         let last = LastGood {
@@ -283,7 +287,10 @@ impl Follower {
             signer: f.signer.clone(),
             fetched_at_unix: fetched_at,
         };
-        if let Err(e) = write_atomically(&self.last_good_path(), &serde_json::to_vec(&last).unwrap_or_default()) {
+        if let Err(e) = write_atomically(
+            &self.last_good_path(),
+            &serde_json::to_vec(&last).unwrap_or_default(),
+        ) {
             tracing::warn!(error = %e, "cannot record the last good bundle in the cache");
         }
     }
@@ -367,13 +374,27 @@ impl Follower {
             .name("sluice-bundle".into())
             .spawn(move || loop {
                 use rand::Rng;
-                let jitter = me.opts.jitter.as_millis() as u64;
+                let (poll, jitter) = {
+                    let live = control.live.load();
+                    let poll = me
+                        .opts
+                        .poll
+                        .or(live.policy.bundle_poll)
+                        .unwrap_or(DEFAULT_POLL);
+                    let jitter = me
+                        .opts
+                        .jitter
+                        .or(live.policy.bundle_poll_jitter)
+                        .unwrap_or(poll / 10);
+                    (poll, jitter.as_millis() as u64)
+                };
+                lock(&me.status).poll_ms = poll.as_millis() as u64;
                 let extra = if jitter == 0 {
                     0
                 } else {
                     rand::thread_rng().gen_range(0..=jitter)
                 };
-                std::thread::sleep(me.opts.poll + Duration::from_millis(extra));
+                std::thread::sleep(poll + Duration::from_millis(extra));
                 me.poll_once(&control);
             })?;
         Ok(())

@@ -127,11 +127,14 @@ pub fn pack(input: &Path) -> anyhow::Result<Packed> {
                 .and_then(|m| m.as_str())
                 .ok_or_else(|| anyhow!("filter {name:?}: module"))?
                 .to_string();
-            let title = bundle_path(&written);
-            let data = std::fs::read(&def.module)
-                .with_context(|| format!("filter {name:?}: {}", def.module.display()))?;
-            add(title.clone(), WASM_MEDIA_TYPE, data)?;
-            f.insert("module".into(), toml::Value::String(title));
+            // A module named by digest in a registry stays there: nodes fetch it.
+            if !super::BundleRef::is_bundle(&written) {
+                let title = bundle_path(&written);
+                let data = std::fs::read(&def.module)
+                    .with_context(|| format!("filter {name:?}: {}", def.module.display()))?;
+                add(title.clone(), WASM_MEDIA_TYPE, data)?;
+                f.insert("module".into(), toml::Value::String(title));
+            }
             if f.contains_key("files") {
                 let mut entries = Vec::new();
                 for grant in def.files.iter() {
@@ -218,7 +221,10 @@ mod tests {
 
     #[test]
     fn paths_outside_the_directory_get_stable_names() {
-        assert_eq!(bundle_path("waf/example-rules.conf"), "waf/example-rules.conf");
+        assert_eq!(
+            bundle_path("waf/example-rules.conf"),
+            "waf/example-rules.conf"
+        );
         assert_eq!(bundle_path("./a/../b.wasm"), "b.wasm");
         assert_eq!(
             bundle_path("../filters/out/waf.wasm"),

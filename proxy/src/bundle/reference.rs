@@ -19,7 +19,9 @@ impl BundleRef {
             .strip_prefix(SCHEME)
             .ok_or_else(|| format!("{s:?}: a bundle reference starts with oci://"))?;
         if !rest.contains('/') {
-            return Err(format!("{s:?}: expected oci://HOST/REPO:TAG or @sha256:..."));
+            return Err(format!(
+                "{s:?}: expected oci://HOST/REPO:TAG or @sha256:..."
+            ));
         }
         let oci: oci_client::Reference = rest.parse().map_err(|e| format!("{s:?}: {e}"))?;
         if let Some(d) = oci.digest() {
@@ -74,14 +76,25 @@ impl BundleRef {
         self.to_string()
             .trim_start_matches(SCHEME)
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .collect()
     }
 }
 
 impl fmt::Display for BundleRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{SCHEME}{}/{}", self.oci.registry(), self.oci.repository())?;
+        write!(
+            f,
+            "{SCHEME}{}/{}",
+            self.oci.registry(),
+            self.oci.repository()
+        )?;
         if let Some(d) = self.oci.digest() {
             write!(f, "@{d}")
         } else {

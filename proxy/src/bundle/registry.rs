@@ -67,7 +67,10 @@ pub struct Pulled {
 /// A registry error saying the manifest is not there (a signature tag never pushed).
 fn is_not_found(e: &str) -> bool {
     let e = e.to_ascii_lowercase();
-    e.contains("404") || e.contains("not found") || e.contains("manifest unknown") || e.contains("manifest_unknown")
+    e.contains("404")
+        || e.contains("not found")
+        || e.contains("manifest unknown")
+        || e.contains("manifest_unknown")
 }
 
 fn registry_err(e: OciDistributionError) -> Refusal {
@@ -265,7 +268,7 @@ impl Registry {
 
     /// Reads one blob, bounded by its descriptor (and `MAX_BLOB_BYTES`), checked against
     /// its digest.
-    async fn blob(&self, r: &Reference, d: &OciDescriptor) -> Result<Vec<u8>, Refusal> {
+    pub(crate) async fn blob(&self, r: &Reference, d: &OciDescriptor) -> Result<Vec<u8>, Refusal> {
         let size = u64::try_from(d.size)
             .map_err(|_| Refusal::BadLayout(format!("{}: negative size", d.digest)))?;
         if size > MAX_BLOB_BYTES {
@@ -356,7 +359,12 @@ impl Registry {
     }
 
     /// Checks cosign signatures of `digest` with `key`; returns the signer (key id).
-    pub async fn verify(&self, r: &BundleRef, digest: &str, key: &VerifyKey) -> Result<String, Refusal> {
+    pub async fn verify(
+        &self,
+        r: &BundleRef,
+        digest: &str,
+        key: &VerifyKey,
+    ) -> Result<String, Refusal> {
         let tag = r.at_tag(&sign::signature_tag(digest));
         let (body, _) = match self.resolve(&tag).await {
             Ok(found) => found,
@@ -375,8 +383,17 @@ impl Registry {
             sign::PAYLOAD_MEDIA_TYPE,
             sign::signature_tag(digest)
         ));
-        for l in m.layers.iter().filter(|l| l.media_type == sign::PAYLOAD_MEDIA_TYPE).take(16) {
-            let Some(sig) = l.annotations.as_ref().and_then(|a| a.get(sign::SIGNATURE_ANNOTATION)) else {
+        for l in m
+            .layers
+            .iter()
+            .filter(|l| l.media_type == sign::PAYLOAD_MEDIA_TYPE)
+            .take(16)
+        {
+            let Some(sig) = l
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(sign::SIGNATURE_ANNOTATION))
+            else {
                 continue;
             };
             if l.size > 64 << 10 {
@@ -399,7 +416,12 @@ impl Registry {
 mod tests {
     #[test]
     fn loopback_registries() {
-        for yes in ["localhost:5000", "127.0.0.1:25000", "[::1]:5000", "127.0.0.2"] {
+        for yes in [
+            "localhost:5000",
+            "127.0.0.1:25000",
+            "[::1]:5000",
+            "127.0.0.2",
+        ] {
             assert!(super::is_loopback(yes), "{yes}");
         }
         for no in ["registry.example:5000", "10.0.0.1:5000", "ghcr.io"] {

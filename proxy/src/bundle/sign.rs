@@ -19,8 +19,8 @@ pub const SIGNATURE_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
 pub const PAYLOAD_TYPE: &str = "cosign container image signature";
 /// DER prefix of a P-256 SubjectPublicKeyInfo (id-ecPublicKey, prime256v1, BIT STRING).
 const P256_SPKI_PREFIX: [u8; 26] = [
-    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08,
-    0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a,
+    0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
 ];
 
 /// The tag cosign stores the signatures of manifest `digest` under.
@@ -48,10 +48,7 @@ fn pem_body(pem: &str, label: &str) -> Result<Vec<u8>, String> {
         .find(&begin)
         .ok_or_else(|| format!("no {begin} block"))?
         + begin.len();
-    let stop = pem[start..]
-        .find(&end)
-        .ok_or_else(|| format!("no {end}"))?
-        + start;
+    let stop = pem[start..].find(&end).ok_or_else(|| format!("no {end}"))? + start;
     let b64: String = pem[start..stop].split_whitespace().collect();
     base64::engine::general_purpose::STANDARD
         .decode(b64)

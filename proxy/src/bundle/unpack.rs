@@ -104,7 +104,16 @@ mod tests {
         for ok in ["policy.toml", "ext/root/usr/share/x.conf", "waf/a.conf"] {
             check_title(ok).unwrap();
         }
-        for bad in ["", "../x", "a/../../x", "/etc/passwd", "./a", "a\\..\\b", "a//b", "a/"] {
+        for bad in [
+            "",
+            "../x",
+            "a/../../x",
+            "/etc/passwd",
+            "./a",
+            "a\\..\\b",
+            "a//b",
+            "a/",
+        ] {
             assert!(check_title(bad).is_err(), "{bad:?}");
         }
     }

@@ -41,6 +41,8 @@ pub(super) struct RawServer {
     #[serde(default)]
     pub(super) watch: bool,
     pub(super) watch_debounce_ms: Option<Spanned<u64>>,
+    pub(super) bundle_poll_ms: Option<Spanned<u64>>,
+    pub(super) bundle_poll_jitter_ms: Option<u64>,
     #[serde(default)]
     pub(super) debug_headers: bool,
     #[serde(default)]

@@ -35,10 +35,28 @@ impl Registry {
         format!("oci://{}/{repo_tag}", self.addr)
     }
 
-    /// Starts it again on the same port and storage (after [`Registry::stop`]).
+    /// Stops it (its storage stays).
     fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same port and storage (after [`Registry::stop`]).
+    fn start(&mut self) {
+        self.child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(self.storage.path().join("config.yml"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("docker-registry");
+        let addr = self.addr;
+        until(secs(20), "the registry answers /v2/ again", || {
+            client()
+                .get(format!("http://{addr}/v2/"))
+                .send()
+                .is_ok_and(|a| a.status() == 200)
+        });
     }
 
     /// The file holding blob `digest` in the registry's storage.
@@ -111,7 +129,10 @@ fn push(input: &Path, reference: &str, args: &[&str]) -> Result<String, String> 
         return Err(String::from_utf8_lossy(&out.stderr).into_owned());
     }
     let digest = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    assert!(digest.starts_with("sha256:") && digest.len() == 71, "{out:?}");
+    assert!(
+        digest.starts_with("sha256:") && digest.len() == 71,
+        "{out:?}"
+    );
     Ok(digest)
 }
 
@@ -131,8 +152,13 @@ fn generation(origin: &Proc, tag: &str) -> String {
     )
 }
 
+/// `sluice run` flags that poll every 200 to 250 ms.
+const POLL: [&str; 4] = ["--poll-ms", "200", "--poll-jitter-ms", "50"];
+
 /// Starts Sluice from `reference` after pushing `body` there with fresh ports (pushed
-/// again on new ports when one was taken); `args` go to `sluice run`.
+/// again on new ports when one was taken); `args` go to `sluice run`, `push_args` to
+/// `sluice bundle push`; a `[server]` line in `body` before its first table joins the
+/// `[server]` section.
 fn sluice_from(
     reg: &Registry,
     reference: &str,
@@ -176,7 +202,6 @@ fn run_bundle(reference: &str, cache: &Path, args: &[&str], log: &Path) -> Child
     Command::new(env!("CARGO_BIN_EXE_sluice"))
         .args(["run", "--policy", reference, "--bundle-cache"])
         .arg(cache)
-        .args(["--poll-ms", "200", "--poll-jitter-ms", "50"])
         .args(args)
         .env("SLUICE_LOG", "info")
         .stdout(Stdio::null())
@@ -207,7 +232,12 @@ fn lib_client(reference: &str) -> (tokio::runtime::Runtime, Client, BundleRef) {
 }
 
 /// Pushes a bundle made of `(title, bytes)` layers as they are (no checks) to `r`.
-fn push_raw(rt: &tokio::runtime::Runtime, c: &Client, r: &BundleRef, layers: &[(&str, &[u8])]) -> String {
+fn push_raw(
+    rt: &tokio::runtime::Runtime,
+    c: &Client,
+    r: &BundleRef,
+    layers: &[(&str, &[u8])],
+) -> String {
     rt.block_on(async {
         let config = c
             .push_blob(&r.oci, bundle::CONFIG_MEDIA_TYPE, b"{}", Default::default())
@@ -215,7 +245,8 @@ fn push_raw(rt: &tokio::runtime::Runtime, c: &Client, r: &BundleRef, layers: &[(
             .unwrap();
         let mut ls = Vec::new();
         for (title, data) in layers {
-            let ann = std::collections::BTreeMap::from([(bundle::TITLE.to_string(), title.to_string())]);
+            let ann =
+                std::collections::BTreeMap::from([(bundle::TITLE.to_string(), title.to_string())]);
             ls.push(
                 c.push_blob(&r.oci, bundle::FILE_MEDIA_TYPE, data, ann)
                     .await
@@ -237,7 +268,7 @@ fn a_node_follows_its_tag_swaps_refuses_and_restarts_offline() {
         &reference,
         &generation(&origin, "v1"),
         cache.path(),
-        &[],
+        &POLL,
         &[],
     );
     assert_eq!(gen_of(&s).as_deref(), Some("v1"), "{}", s.log());
@@ -250,10 +281,7 @@ fn a_node_follows_its_tag_swaps_refuses_and_restarts_offline() {
         1.0
     );
     // The module came from outside the policy's directory: packed under ext/root/.
-    let unpacked = cache
-        .path()
-        .join("bundles")
-        .join(d1.replace(':', "-"));
+    let unpacked = cache.path().join("bundles").join(d1.replace(':', "-"));
     let bundled = std::fs::read_to_string(unpacked.join("policy.toml")).unwrap();
     assert!(bundled.contains("module = \"ext/root/"), "{bundled}");
 
@@ -288,7 +316,11 @@ fn a_node_follows_its_tag_swaps_refuses_and_restarts_offline() {
     stop.store(true, Ordering::Relaxed);
     let requests = load.join().unwrap();
     assert!(requests > 10, "{requests} requests under load");
-    assert_eq!(failures.load(Ordering::Relaxed), 0, "failed requests during the swap");
+    assert_eq!(
+        failures.load(Ordering::Relaxed),
+        0,
+        "failed requests during the swap"
+    );
     assert_eq!(bundle_status(&s)["digest"], d2);
 
     // A broken generation: refused once (remembered by digest), v2 keeps serving.
@@ -306,7 +338,13 @@ fn a_node_follows_its_tag_swaps_refuses_and_restarts_offline() {
     );
     let st = bundle_status(&s);
     assert_eq!(st["digest"], d2);
-    assert!(st["last_error"].as_str().unwrap().contains("invalid policy"), "{st}");
+    assert!(
+        st["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("invalid policy"),
+        "{st}"
+    );
     assert!(s.log().contains("policy bundle refused"), "{}", s.log());
 
     // The registry stops: the node keeps serving, and a restart serves the cache.
@@ -320,7 +358,7 @@ fn a_node_follows_its_tag_swaps_refuses_and_restarts_offline() {
     let (addr, admin) = (s.proc.addr, s.admin);
     drop(s);
     let log = cache.path().join("restart.log");
-    let child = run_bundle(&reference, cache.path(), &[], &log);
+    let child = run_bundle(&reference, cache.path(), &POLL, &log);
     let restarted = Sluice {
         proc: Proc { child, addr },
         admin,
@@ -331,15 +369,56 @@ fn a_node_follows_its_tag_swaps_refuses_and_restarts_offline() {
     until(secs(20), "the restarted node serves", || {
         gen_of(&restarted).is_some()
     });
-    assert_eq!(gen_of(&restarted).as_deref(), Some("v2"), "{}", std::fs::read_to_string(&log).unwrap());
+    assert_eq!(
+        gen_of(&restarted).as_deref(),
+        Some("v2"),
+        "{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
     let st = bundle_status(&restarted);
     assert_eq!(st["digest"], d2);
     assert_eq!(st["from_cache"], true);
-    assert!(st["last_error"].as_str().unwrap().contains("registry"), "{st}");
+    assert!(
+        st["last_error"].as_str().unwrap().contains("registry"),
+        "{st}"
+    );
     assert_eq!(
-        metric_with(&restarted, "sluice_bundle_fetches_total", "result=\"offline_cache\""),
+        metric_with(
+            &restarted,
+            "sluice_bundle_fetches_total",
+            "result=\"offline_cache\""
+        ),
         1.0
     );
+
+    // The registry is back with the tag on the broken generation: a restart refuses it
+    // and starts from the last good bundle.
+    let server = restarted.server.clone();
+    drop(restarted);
+    reg.start();
+    let log = cache.path().join("restart2.log");
+    let child = run_bundle(&reference, cache.path(), &POLL, &log);
+    let again = Sluice {
+        proc: Proc { child, addr },
+        admin,
+        dir: tempfile::tempdir().unwrap(),
+        policy: PathBuf::new(),
+        server,
+    };
+    until(
+        secs(20),
+        "the node restarted on a broken tag serves",
+        || gen_of(&again).is_some(),
+    );
+    assert_eq!(
+        gen_of(&again).as_deref(),
+        Some("v2"),
+        "{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+    let st = bundle_status(&again);
+    assert_eq!(st["digest"], d2);
+    assert_eq!(st["last_refused_digest"], d3);
 }
 
 #[test]
@@ -350,7 +429,14 @@ fn a_digest_pin_never_moves() {
     let tag = reg.reference("edge/pin:v1");
     // Push once to learn the digest, then pin it.
     let dir = tempfile::tempdir().unwrap();
-    let (s, d1, server) = sluice_from(&reg, &tag, &generation(&origin, "v1"), cache.path(), &[], &[]);
+    let (s, d1, server) = sluice_from(
+        &reg,
+        &tag,
+        &generation(&origin, "v1"),
+        cache.path(),
+        &POLL,
+        &[],
+    );
     drop(s);
     let pinned = format!("{}@{d1}", tag.trim_end_matches(":v1"));
     let log = dir.path().join("pinned.log");
@@ -358,9 +444,12 @@ fn a_digest_pin_never_moves() {
         .lines()
         .filter_map(|l| l.split('"').nth(1)?.parse().ok())
         .collect();
-    let child = run_bundle(&pinned, cache.path(), &[], &log);
+    let child = run_bundle(&pinned, cache.path(), &POLL, &log);
     let s = Sluice {
-        proc: Proc { child, addr: addrs[0] },
+        proc: Proc {
+            child,
+            addr: addrs[0],
+        },
         admin: addrs[1],
         dir,
         policy: PathBuf::new(),
@@ -389,7 +478,10 @@ fn key_pair(dir: &Path, name: &str) -> (PathBuf, PathBuf, String) {
     let b64 = base64::engine::general_purpose::STANDARD.encode(pkcs8.as_ref());
     let pem = format!("-----BEGIN PRIVATE KEY-----\n{b64}\n-----END PRIVATE KEY-----\n");
     let key = bundle::sign::SigningKey::from_pem(&pem).unwrap();
-    let (private, public) = (dir.join(format!("{name}.key")), dir.join(format!("{name}.pub")));
+    let (private, public) = (
+        dir.join(format!("{name}.key")),
+        dir.join(format!("{name}.pub")),
+    );
     std::fs::write(&private, pem).unwrap();
     std::fs::write(&public, key.public().to_pem()).unwrap();
     (private, public, key.public().id())
@@ -406,14 +498,22 @@ fn only_bundles_signed_with_the_key_are_served() {
     let reference = reg.reference("edge/signed:live");
     let a_key_s = a_key.to_str().unwrap();
     let a_pub_s = a_pub.to_str().unwrap();
+    // The poll interval comes from the policy here ([server] bundle_poll_ms).
+    let tagged = |tag: &str| {
+        format!(
+            "bundle_poll_ms = 200\nbundle_poll_jitter_ms = 50\n{}",
+            generation(&origin, tag)
+        )
+    };
     let (s, d1, server) = sluice_from(
         &reg,
         &reference,
-        &generation(&origin, "v1"),
+        &tagged("v1"),
         cache.path(),
         &["--verify-key", a_pub_s],
         &["--sign-key", a_key_s],
     );
+    assert_eq!(bundle_status(&s)["poll_ms"], 200);
     assert_eq!(gen_of(&s).as_deref(), Some("v1"), "{}", s.log());
     let st = bundle_status(&s);
     assert_eq!(st["signer"], a_id);
@@ -427,7 +527,11 @@ fn only_bundles_signed_with_the_key_are_served() {
         });
         assert_eq!(gen_of(&s).as_deref(), Some("v1"));
         assert_eq!(
-            metric_with(&s, "sluice_bundle_refusals_total", &format!("reason=\"{reason}\"")),
+            metric_with(
+                &s,
+                "sluice_bundle_refusals_total",
+                &format!("reason=\"{reason}\"")
+            ),
             1.0,
             "{}",
             s.log()
@@ -435,7 +539,7 @@ fn only_bundles_signed_with_the_key_are_served() {
     };
     let generation_dir = |tag: &str| {
         let d = s.dir.path().join(tag);
-        write_policy(&d, &server, &generation(&origin, tag));
+        write_policy(&d, &server, &tagged(tag));
         d
     };
     // Unsigned.
@@ -443,7 +547,12 @@ fn only_bundles_signed_with_the_key_are_served() {
     refused(&d2, "unsigned");
     assert!(s.log().contains("unsigned: no signature"), "{}", s.log());
     // Signed with another key.
-    let d3 = push(&generation_dir("v3"), &reference, &["--sign-key", b_key.to_str().unwrap()]).unwrap();
+    let d3 = push(
+        &generation_dir("v3"),
+        &reference,
+        &["--sign-key", b_key.to_str().unwrap()],
+    )
+    .unwrap();
     refused(&d3, "bad_signature");
     // Signed with the right key, but the signature names another digest (v1's, copied).
     let src4 = generation_dir("v4");
@@ -451,9 +560,11 @@ fn only_bundles_signed_with_the_key_are_served() {
     let d4 = {
         // Push v4 unsigned without moving the tag yet, give it v1's signed payload, then tag it.
         let packed = bundle::pack::pack(&src4).unwrap();
-        let at4 = BundleRef::parse(&format!("{}:staging", reference.trim_end_matches(":live"))).unwrap();
+        let at4 =
+            BundleRef::parse(&format!("{}:staging", reference.trim_end_matches(":live"))).unwrap();
         let d4 = rt.block_on(c.push(&at4, &packed, None)).unwrap();
-        let key = bundle::sign::SigningKey::from_pem(&std::fs::read_to_string(&a_key).unwrap()).unwrap();
+        let key =
+            bundle::sign::SigningKey::from_pem(&std::fs::read_to_string(&a_key).unwrap()).unwrap();
         let payload = bundle::sign::payload(&r.repository(), &d1);
         use base64::Engine;
         let sig = base64::engine::general_purpose::STANDARD.encode(key.sign(&payload).unwrap());
@@ -464,12 +575,20 @@ fn only_bundles_signed_with_the_key_are_served() {
                     &target,
                     bundle::sign::PAYLOAD_MEDIA_TYPE,
                     &payload,
-                    std::collections::BTreeMap::from([(bundle::sign::SIGNATURE_ANNOTATION.to_string(), sig)]),
+                    std::collections::BTreeMap::from([(
+                        bundle::sign::SIGNATURE_ANNOTATION.to_string(),
+                        sig,
+                    )]),
                 )
                 .await
                 .unwrap();
             let config = c
-                .push_blob(&target, "application/vnd.oci.image.config.v1+json", b"{}", Default::default())
+                .push_blob(
+                    &target,
+                    "application/vnd.oci.image.config.v1+json",
+                    b"{}",
+                    Default::default(),
+                )
                 .await
                 .unwrap();
             c.push_manifest(&target, config, vec![layer]).await.unwrap();
@@ -492,8 +611,8 @@ fn follower(reference: &str, cache: &Path) -> Arc<follow::Follower> {
         cache: cache.to_path_buf(),
         insecure: Vec::new(),
         verify_key: None,
-        poll: Duration::from_secs(1),
-        jitter: Duration::ZERO,
+        poll: None,
+        jitter: None,
     })
     .unwrap()
 }
@@ -512,7 +631,14 @@ fn hostile_bundles_are_refused() {
     let policy = b"# a policy\n";
 
     // Path traversal and absolute titles: refused before anything is written.
-    for (i, title) in ["../escaped", "a/../../escaped", "/tmp/escaped-sluice-bundle"].iter().enumerate() {
+    for (i, title) in [
+        "../escaped",
+        "a/../../escaped",
+        "/tmp/escaped-sluice-bundle",
+    ]
+    .iter()
+    .enumerate()
+    {
         let reference = reg.reference(&format!("evil/titles:t{i}"));
         let (rt, c, r) = lib_client(&reference);
         push_raw(&rt, &c, &r, &[("policy.toml", policy), (title, b"x")]);
@@ -527,7 +653,12 @@ fn hostile_bundles_are_refused() {
     let reference = reg.reference("evil/tampered:v1");
     let (rt, c, r) = lib_client(&reference);
     let content = b"SecRule ARGS \"@rx attack\" \"id:1,deny\"\n";
-    push_raw(&rt, &c, &r, &[("policy.toml", policy), ("rules.conf", content)]);
+    push_raw(
+        &rt,
+        &c,
+        &r,
+        &[("policy.toml", policy), ("rules.conf", content)],
+    );
     let blob = reg.blob_file(&bundle::digest_of(content));
     let mut evil = content.to_vec();
     evil[0] = b'#';
@@ -552,7 +683,12 @@ fn hostile_bundles_are_refused() {
     let (rt, c, r) = lib_client(&reference);
     let d = rt.block_on(async {
         let config = c
-            .push_blob(&r.oci, "application/vnd.oci.image.config.v1+json", b"{}", Default::default())
+            .push_blob(
+                &r.oci,
+                "application/vnd.oci.image.config.v1+json",
+                b"{}",
+                Default::default(),
+            )
             .await
             .unwrap();
         c.push_manifest(&r.oci, config, vec![]).await.unwrap()
@@ -575,7 +711,10 @@ fn a_tag_flipping_during_pulls_never_mixes_generations() {
                 &rt,
                 &c,
                 &r,
-                &[("policy.toml", policy.as_bytes()), ("rules.conf", g.as_bytes())],
+                &[
+                    ("policy.toml", policy.as_bytes()),
+                    ("rules.conf", g.as_bytes()),
+                ],
             );
             (d, g.as_bytes().to_vec())
         })
@@ -620,29 +759,44 @@ fn a_tag_flipping_during_pulls_never_mixes_generations() {
             Err((_, e)) => panic!("{e}"),
         };
         pulls += 1;
-        let (_, content) = gens.iter().find(|(d, _)| *d == f.digest).expect("one of the two");
+        let (_, content) = gens
+            .iter()
+            .find(|(d, _)| *d == f.digest)
+            .expect("one of the two");
         let dir = f.policy.parent().unwrap();
-        assert_eq!(&std::fs::read(dir.join("rules.conf")).unwrap(), content, "{}", f.digest);
+        assert_eq!(
+            &std::fs::read(dir.join("rules.conf")).unwrap(),
+            content,
+            "{}",
+            f.digest
+        );
         seen.insert(f.digest);
     }
     stop.store(true, Ordering::Relaxed);
     let flips = flipper.join().unwrap();
     assert_eq!(pulls, 40, "pulls that went through");
     assert!(flips > 40, "{flips} flips");
-    assert_eq!(seen.len(), 2, "both generations were pulled while the tag flipped");
+    assert_eq!(
+        seen.len(),
+        2,
+        "both generations were pulled while the tag flipped"
+    );
 }
 
 #[test]
 fn the_default_and_waf_policies_push_and_run_as_they_are() {
     let Some(reg) = registry() else { return };
     let cert = repo().join("policies/demo-tls/cert.pem");
-    if !require("crs", CRS_RULES)
-        || !require("demo-tls", cert.to_str().unwrap())
-    {
+    if !require("crs", CRS_RULES) || !require("demo-tls", cert.to_str().unwrap()) {
         return;
     }
     // policies/waf.toml as it is.
-    push(&repo().join("policies/waf.toml"), &reg.reference("policies/waf:v1"), &[]).unwrap();
+    push(
+        &repo().join("policies/waf.toml"),
+        &reg.reference("policies/waf:v1"),
+        &[],
+    )
+    .unwrap();
     // policies/default.toml with its ports moved to free ones (written next to the
     // original, so its relative paths hold), as the showcase test runs it.
     let www = repo().join("origin/www");
@@ -678,7 +832,10 @@ fn the_default_and_waf_policies_push_and_run_as_they_are() {
         (child, log.clone())
     });
     let s = Sluice {
-        proc: Proc { child, addr: addrs[0] },
+        proc: Proc {
+            child,
+            addr: addrs[0],
+        },
         admin: addrs[2],
         dir,
         policy: PathBuf::new(),
@@ -697,4 +854,47 @@ fn the_default_and_waf_policies_push_and_run_as_they_are() {
     assert_eq!(st["reference"], reference);
     drop(blue);
     drop(green);
+}
+
+#[test]
+fn a_filter_module_comes_from_a_registry_by_digest() {
+    let Some(reg) = registry() else { return };
+    let origin = origin("module");
+    let reference = reg.reference("mods/headers:v1");
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["bundle", "push-module"])
+        .arg(filter("headers.wasm"))
+        .arg(&reference)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let digest = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let by_digest = format!("oci://{}/mods/headers@{digest}", reg.addr);
+    let cache = tempfile::tempdir().unwrap();
+    let cache_s = cache.path().to_str().unwrap();
+    // A tag is not enough: a module must be pinned.
+    let (out, _, _dir) = check(&one_filter(&origin, "tag", &format!("{reference:?}"), ""));
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("needs its digest"),
+        "{out:?}"
+    );
+    let s = sluice_with_env(
+        &one_filter(
+            &origin,
+            "tag",
+            &format!("{by_digest:?}"),
+            "{ response = { set = { \"x-gen\" = \"from-registry\" } } }",
+        ),
+        &[("SLUICE_BUNDLE_CACHE", cache_s)],
+    );
+    assert_eq!(gen_of(&s).as_deref(), Some("from-registry"), "{}", s.log());
+    let cached = cache
+        .path()
+        .join("modules")
+        .join(format!("{}.wasm", digest.replace(':', "-")));
+    assert_eq!(
+        std::fs::read(cached).unwrap(),
+        std::fs::read(filter("headers.wasm")).unwrap()
+    );
 }
