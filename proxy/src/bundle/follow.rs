@@ -234,13 +234,14 @@ impl Follower {
     /// The last good bundle of this reference in the cache, if its signer is still
     /// acceptable (a start whose fetched bundle fails validation falls back to it).
     pub fn cached(&self) -> Option<Fetched> {
-        let (digest, signer) = match self.opts.reference.pinned() {
-            Some(d) => (d.to_string(), None),
-            None => {
-                let text = std::fs::read_to_string(self.last_good_path()).ok()?;
-                let last: LastGood = serde_json::from_str(&text).ok()?;
-                (last.digest, last.signer)
-            }
+        let recorded = std::fs::read_to_string(self.last_good_path())
+            .ok()
+            .and_then(|t| serde_json::from_str::<LastGood>(&t).ok());
+        let (digest, signer) = match (recorded, self.opts.reference.pinned()) {
+            (Some(last), _) => (last.digest, last.signer),
+            // A pin names its bundle: it serves from the cache even if never recorded.
+            (None, Some(d)) => (d.to_string(), None),
+            (None, None) => return None,
         };
         if let Some(key) = &self.opts.verify_key {
             if signer.as_deref() != Some(key.id().as_str()) {

@@ -26,7 +26,7 @@ pub struct FileGrant {
 pub enum FileEntry {
     /// A path or glob, relative to the policy file.
     Pattern(String),
-    /// One file (no glob) read from `path` and shown to the filter as `name`.
+    /// One file read from `path` (taken literally: no glob) and shown to the filter as `name`.
     Named {
         /// Where it is read from, relative to the policy file.
         path: String,
@@ -59,9 +59,9 @@ pub fn load(base: &Path, patterns: &[FileEntry]) -> Result<Vec<FileGrant>, Strin
         let (pat, given) = match entry {
             FileEntry::Pattern(p) => (p, None),
             FileEntry::Named { path, name } => {
-                if name.is_empty() || is_glob(path) {
+                if name.is_empty() {
                     return Err(format!(
-                        "files: {{ path = {path:?}, name = {name:?} }} names one file (no glob) and a non-empty name"
+                        "files: {{ path = {path:?}, name = \"\" }}: the name is empty"
                     ));
                 }
                 (path, Some(name.clone()))
