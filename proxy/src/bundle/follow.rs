@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use super::registry::Registry;
 use super::sign::VerifyKey;
-use super::unpack::{bundle_dir, unpack};
+use super::unpack::{bundle_dir, check_contained, unpack};
 use super::{BundleRef, Refusal, POLICY_TITLE};
 use crate::swap::Control;
 
@@ -184,6 +184,9 @@ impl Follower {
                 .rt
                 .block_on(self.registry.pull(r, &body, &digest))
                 .map_err(with)?;
+            if let Some((_, policy)) = pulled.files.iter().find(|(t, _)| t == POLICY_TITLE) {
+                check_contained(&String::from_utf8_lossy(policy)).map_err(with)?;
+            }
             unpack(&self.opts.cache, &digest, &pulled.files).map_err(with)?
         };
         Ok(Some(Fetched {

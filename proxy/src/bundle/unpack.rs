@@ -35,6 +35,47 @@ pub fn check_title(title: &str) -> Result<(), Refusal> {
     Ok(())
 }
 
+/// Checks that the policy of a bundle (its text) reads its modules and granted files from
+/// the bundle only: plain relative paths (or a module by digest, `oci://...@sha256:`). What
+/// belongs to the node (TLS keys, token and CA files, the access log) may be anywhere.
+pub fn check_contained(policy: &str) -> Result<(), Refusal> {
+    let table: toml::Table = match policy.parse() {
+        Ok(t) => t,
+        // Not TOML: validation says why, with the line.
+        Err(_) => return Ok(()),
+    };
+    let Some(filters) = table.get("filters").and_then(|f| f.as_table()) else {
+        return Ok(());
+    };
+    let outside = |name: &str, what: &str, path: &str| {
+        Refusal::BadLayout(format!(
+            "filter {name:?}: {what} {path:?} is outside the bundle (a bundle reads its modules and files from itself)"
+        ))
+    };
+    for (name, f) in filters {
+        if let Some(m) = f.get("module").and_then(|m| m.as_str()) {
+            if !super::BundleRef::is_bundle(m) && check_title(m).is_err() {
+                return Err(outside(name, "module", m));
+            }
+        }
+        for entry in f
+            .get("files")
+            .and_then(|f| f.as_array())
+            .into_iter()
+            .flatten()
+        {
+            let path = entry
+                .as_str()
+                .or_else(|| entry.get("path").and_then(|p| p.as_str()))
+                .unwrap_or("");
+            if check_title(path).is_err() {
+                return Err(outside(name, "file", path));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The directory of the bundle with manifest digest `digest` under `cache`.
 pub fn bundle_dir(cache: &Path, digest: &str) -> PathBuf {
     cache.join("bundles").join(digest.replace(':', "-"))
@@ -115,6 +156,23 @@ mod tests {
             "a/",
         ] {
             assert!(check_title(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn bundled_policies_read_only_from_the_bundle() {
+        let ok = "[filters.a]\nmodule = \"ext/up/a.wasm\"\nfiles = [\"r.conf\", { path = \"ext/root/etc/x\", name = \"/etc/x\" }]\n[tls]\nlisten = []\n";
+        check_contained(ok).unwrap();
+        for bad in [
+            "[filters.a]\nmodule = \"/usr/lib/x.wasm\"\n",
+            "[filters.a]\nmodule = \"a.wasm\"\nfiles = [\"/etc/shadow\"]\n",
+            "[filters.a]\nmodule = \"a.wasm\"\nfiles = [{ path = \"../../x\", name = \"x\" }]\n",
+            "[filters.a]\nmodule = \"a.wasm\"\nfiles = [\"*.conf\", \"../*.conf\"]\n",
+        ] {
+            assert!(
+                matches!(check_contained(bad), Err(Refusal::BadLayout(_))),
+                "{bad}"
+            );
         }
     }
 

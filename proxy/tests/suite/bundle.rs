@@ -649,6 +649,17 @@ fn hostile_bundles_are_refused() {
     assert!(!Path::new("/tmp/escaped-sluice-bundle").exists());
     assert!(!cache.path().parent().unwrap().join("escaped").exists());
 
+    // A policy that would read the node's files rather than the bundle's.
+    let reference = reg.reference("evil/reach:v1");
+    let (rt, c, r) = lib_client(&reference);
+    let reach = b"[filters.f]\nmodule = \"f.wasm\"\nfiles = [\"/etc/hostname\"]\n";
+    push_raw(&rt, &c, &r, &[("policy.toml", reach), ("f.wasm", b"\0asm")]);
+    let e = refusal(&reference, cache.path());
+    assert!(
+        matches!(e, Refusal::BadLayout(_)) && e.to_string().contains("outside the bundle"),
+        "{e}"
+    );
+
     // A blob whose bytes do not match its digest (the registry's storage tampered with).
     let reference = reg.reference("evil/tampered:v1");
     let (rt, c, r) = lib_client(&reference);
