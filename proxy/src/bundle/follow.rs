@@ -319,7 +319,9 @@ impl Follower {
                 }
             }
             _ => {
-                lock(&self.refused).insert(digest.to_string());
+                if !lock(&self.refused).insert(digest.to_string()) {
+                    return;
+                }
             }
         }
         if let Some(reason) = why.reason() {
