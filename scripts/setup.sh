@@ -4,6 +4,7 @@
 #
 #   scripts/setup.sh            # install + build
 #   SLUICE_SKIP_APT=1 scripts/setup.sh   # build only
+#   SLUICE_SKIP_BUILD=1 scripts/setup.sh # packages (and the demo certificate) only
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -16,6 +17,9 @@ need+=(nghttp2-client)
 # + the OWASP CRS as Debian ships them, the echo module (a content handler ModSecurity
 # inspects), and wrk.
 need+=(nginx-light libnginx-mod-http-modsecurity modsecurity-crs libnginx-mod-http-echo wrk)
+# Policy bundles (proxy/tests/suite/bundle.rs): Debian's OCI distribution registry, started by
+# the tests on a loopback port with a temporary storage directory.
+need+=(docker-registry)
 # Wasm: where rustup has no wasm32 std (offline machines), the filters build with
 # Debian's rustc and -Zbuild-std (see filters/build.sh).
 if ! (command -v rustup >/dev/null && rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown); then
@@ -50,6 +54,7 @@ if [[ ! -s policies/demo-tls/cert.pem || ! -s policies/demo-tls/key.pem ]]; then
         -keyout policies/demo-tls/key.pem -out policies/demo-tls/cert.pem 2>/dev/null
 fi
 
+[[ -n "${SLUICE_SKIP_BUILD:-}" ]] && exit 0
 echo "setup: building filters"
 filters/build.sh
 echo "setup: building sluice, the demo origin and the bench peers (release)"

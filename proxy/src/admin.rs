@@ -82,6 +82,7 @@ impl Admin {
                 "last_error": stats.last_error,
                 "rollback_generations": self.control.history(),
             },
+            "bundle": crate::bundle::follow::status(),
             "live_snapshots": LIVE_SNAPSHOTS.load(Relaxed),
             "modules": {
                 "compiled": MODULES_COMPILED.load(Relaxed),

@@ -34,6 +34,7 @@
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod bundle;
 pub mod callouts;
 pub mod chain;
 pub mod forward;

@@ -31,11 +31,19 @@ struct Cli {
 #[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Cmd {
-    /// Serve traffic with a policy.
+    /// Serve traffic with a policy: a file, or a bundle `oci://HOST/REPO:TAG` (polled, swapped
+    /// when its digest changes) or `oci://HOST/REPO@sha256:<hex>` (pinned).
     Run {
-        /// The policy file.
+        /// The policy file, or an `oci://` bundle reference.
         #[arg(long, short)]
-        policy: PathBuf,
+        policy: String,
+        #[command(flatten)]
+        bundle: BundleOpts,
+    },
+    /// Policy bundles in an OCI registry.
+    Bundle {
+        #[command(subcommand)]
+        cmd: BundleCmd,
     },
     /// Validate a policy (parse, compile modules, start and configure every filter) without serving.
     Check {
@@ -87,6 +95,162 @@ enum Cmd {
     },
     /// Print the Proxy-Wasm hostcall table as Markdown.
     Abi,
+}
+
+/// How `run` follows an `oci://` policy.
+#[derive(clap::Args)]
+struct BundleOpts {
+    /// Where pulled bundles are unpacked (one directory per digest) and the last good one
+    /// is recorded (default: $SLUICE_BUNDLE_CACHE, else ~/.cache/sluice/bundles).
+    #[arg(long)]
+    bundle_cache: Option<PathBuf>,
+    /// Accept only bundles with a cosign signature by this ECDSA P-256 public key (PEM).
+    #[arg(long)]
+    verify_key: Option<PathBuf>,
+    /// How often the tag is looked at, in milliseconds (default: the policy's `[server]
+    /// bundle_poll_ms`, else 30000).
+    #[arg(long)]
+    poll_ms: Option<u64>,
+    /// Up to this many milliseconds added at random to each interval (default: the
+    /// policy's `bundle_poll_jitter_ms`, else a tenth of the interval).
+    #[arg(long)]
+    poll_jitter_ms: Option<u64>,
+    /// A registry (HOST:PORT) spoken to in plain HTTP; loopback registries always are.
+    #[arg(long)]
+    insecure: Vec<String>,
+}
+
+#[derive(Subcommand)]
+enum BundleCmd {
+    /// Pack a policy (a file, or a directory with policy.toml), every module it names and
+    /// every file it grants, push it as one OCI artifact, and print its digest.
+    Push {
+        /// The policy file or its directory.
+        input: PathBuf,
+        /// Where to: `oci://HOST/REPO:TAG`.
+        reference: String,
+        /// Sign it (cosign's key-based format) with this PKCS#8 P-256 private key (PEM).
+        #[arg(long)]
+        sign_key: Option<PathBuf>,
+        /// A registry (HOST:PORT) spoken to in plain HTTP; loopback registries always are.
+        #[arg(long)]
+        insecure: Vec<String>,
+    },
+    /// Push one filter module as a Wasm artifact (for `module = "oci://HOST/REPO@sha256:..."`)
+    /// and print its digest.
+    PushModule {
+        /// The `.wasm` file.
+        module: PathBuf,
+        /// Where to: `oci://HOST/REPO:TAG`.
+        reference: String,
+        /// A registry (HOST:PORT) spoken to in plain HTTP; loopback registries always are.
+        #[arg(long)]
+        insecure: Vec<String>,
+    },
+}
+
+/// The policy `run` starts with: a file, or a bundle's unpacked copy and its follower.
+type Source = (
+    PathBuf,
+    Option<(
+        std::sync::Arc<sluice::bundle::follow::Follower>,
+        sluice::bundle::follow::Fetched,
+    )>,
+);
+
+fn source(policy: &str, o: &BundleOpts) -> Result<Source, String> {
+    use sluice::bundle::{follow, BundleRef};
+    // Also where `module = "oci://..."` modules are kept.
+    if let Some(dir) = &o.bundle_cache {
+        sluice::bundle::module::set_cache(dir.clone());
+    }
+    if !BundleRef::is_bundle(policy) {
+        return Ok((PathBuf::from(policy), None));
+    }
+    let reference = BundleRef::parse(policy)?;
+    let verify_key = match &o.verify_key {
+        Some(p) => Some(
+            std::fs::read_to_string(p)
+                .map_err(|e| e.to_string())
+                .and_then(|t| sluice::bundle::sign::VerifyKey::from_pem(&t))
+                .map_err(|e| format!("--verify-key {}: {e}", p.display()))?,
+        ),
+        None => None,
+    };
+    let follower = follow::Follower::new(follow::Options {
+        reference,
+        cache: o.bundle_cache.clone().unwrap_or_else(follow::default_cache),
+        insecure: o.insecure.clone(),
+        verify_key,
+        poll: o
+            .poll_ms
+            .map(|ms| std::time::Duration::from_millis(ms.max(100))),
+        jitter: o.poll_jitter_ms.map(std::time::Duration::from_millis),
+    })
+    .map_err(|e| e.to_string())?;
+    let fetched = follower.first()?;
+    Ok((fetched.policy.clone(), Some((follower, fetched))))
+}
+
+/// `sluice bundle push`.
+fn push(
+    input: &std::path::Path,
+    reference: &str,
+    key: Option<&PathBuf>,
+    insecure: &[String],
+) -> Result<(), String> {
+    use sluice::bundle::{pack, registry::Registry, sign::SigningKey, BundleRef};
+    let r = BundleRef::parse(reference)?;
+    let key = match key {
+        Some(p) => Some(
+            std::fs::read_to_string(p)
+                .map_err(|e| e.to_string())
+                .and_then(|t| SigningKey::from_pem(&t))
+                .map_err(|e| format!("--sign-key {}: {e}", p.display()))?,
+        ),
+        None => None,
+    };
+    let packed = pack::pack(input).map_err(|e| format!("{e:#}"))?;
+    for p in &packed.node_local {
+        eprintln!("not packed (stays on each node): {p}");
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let digest = rt
+        .block_on(Registry::new(&r, insecure).push(&r, &packed, key.as_ref()))
+        .map_err(|e| format!("{r}: {e}"))?;
+    let bytes: usize = packed.layers.iter().map(|l| l.data.len()).sum();
+    eprintln!(
+        "pushed {r}: {} layers, {bytes} bytes{}",
+        packed.layers.len(),
+        key.as_ref()
+            .map(|k| format!(", signed by {}", k.public().id()))
+            .unwrap_or_default()
+    );
+    println!("{digest}");
+    Ok(())
+}
+
+/// `sluice bundle push-module`.
+fn push_module(
+    module: &std::path::Path,
+    reference: &str,
+    insecure: &[String],
+) -> Result<(), String> {
+    use sluice::bundle::{registry::Registry, BundleRef};
+    let r = BundleRef::parse(reference)?;
+    let wasm = std::fs::read(module).map_err(|e| format!("{}: {e}", module.display()))?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let digest = rt
+        .block_on(Registry::new(&r, insecure).push_module(&r, &wasm))
+        .map_err(|e| format!("{r}: {e}"))?;
+    println!("{digest}");
+    Ok(())
 }
 
 fn build(path: &std::path::Path) -> Result<Snapshot, sluice::policy::PolicyErrors> {
@@ -221,9 +385,63 @@ fn main() -> ExitCode {
             timeout: std::time::Duration::from_secs(timeout),
         });
     }
-    // `run` reads its policy before logging starts: it says where access-log lines go.
+    if let Cmd::Bundle { cmd } = &cli.cmd {
+        let pushed = match cmd {
+            BundleCmd::Push {
+                input,
+                reference,
+                sign_key,
+                insecure,
+            } => push(input, reference, sign_key.as_ref(), insecure),
+            BundleCmd::PushModule {
+                module,
+                reference,
+                insecure,
+            } => push_module(module, reference, insecure),
+        };
+        return match pushed {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("sluice bundle push: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    // `run` fetches a bundle, then reads its policy before logging starts: the policy says
+    // where access-log lines go.
+    let mut bundle = None;
+    let mut run_path = PathBuf::new();
     let loaded = match &cli.cmd {
-        Cmd::Run { policy } => Some(Policy::load(policy)),
+        Cmd::Run { policy, bundle: o } => match source(policy, o) {
+            Ok((mut path, mut b)) => {
+                let mut loaded = Policy::load(&path);
+                if let (Err(e), Some((follower, fetched))) = (&loaded, &mut b) {
+                    follower.refuse(
+                        &fetched.digest,
+                        &sluice::bundle::Refusal::Invalid(e.to_string()),
+                    );
+                    // The tag names a broken bundle: start from the last good one instead.
+                    if let Some(good) = follower.cached().filter(|g| g.digest != fetched.digest) {
+                        eprintln!(
+                            "{}: {} refused ({e}); serving the last good bundle {} from the cache",
+                            follower.status().reference,
+                            fetched.digest,
+                            good.digest
+                        );
+                        loaded = Policy::load(&good.policy);
+                        path = good.policy.clone();
+                        *fetched = good;
+                    }
+                }
+                run_path = path;
+                bundle = b;
+                Some(loaded)
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::FAILURE;
+            }
+        },
         _ => None,
     };
     let access_log = loaded
@@ -254,7 +472,7 @@ fn main() -> ExitCode {
         }
     });
     match cli.cmd {
-        Cmd::Test { .. } => unreachable!("handled above"),
+        Cmd::Test { .. } | Cmd::Bundle { .. } => unreachable!("handled above"),
         Cmd::Abi => match sluice::host::Engine::global() {
             Ok(engine) => {
                 print!("{}", sluice::host::abi::markdown_table(engine.hostcalls()));
@@ -281,16 +499,26 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Cmd::Run { policy } => match loaded.expect("loaded for run").and_then(|p| {
+        Cmd::Run { .. } => match loaded.expect("loaded for run").and_then(|p| {
             sluice::upstream::enable_health_checks();
             Snapshot::build(p, 1)
         }) {
             Ok(snap) => {
-                let code = run(&policy, snap);
+                if let Some((follower, fetched)) = &bundle {
+                    follower.accepted(fetched);
+                    tracing::info!(reference = %follower.status().reference, digest = %fetched.digest, signer = fetched.signer.as_deref().unwrap_or("none"), from_cache = follower.status().from_cache, "serving a policy bundle");
+                }
+                let code = run(&run_path, snap, bundle.map(|(f, _)| f));
                 lifecycle::run_exit_hook();
                 code
             }
             Err(errors) => {
+                if let Some((follower, fetched)) = &bundle {
+                    follower.refuse(
+                        &fetched.digest,
+                        &sluice::bundle::Refusal::Invalid(errors.to_string()),
+                    );
+                }
                 eprintln!("{errors}");
                 ExitCode::FAILURE
             }
@@ -298,7 +526,11 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(path: &std::path::Path, snap: Snapshot) -> ExitCode {
+fn run(
+    path: &std::path::Path,
+    snap: Snapshot,
+    bundle: Option<std::sync::Arc<sluice::bundle::follow::Follower>>,
+) -> ExitCode {
     let listen = snap.policy.listen.clone();
     let h2c = snap.policy.h2c;
     let tls = snap.policy.tls.clone();
@@ -316,7 +548,7 @@ fn run(path: &std::path::Path, snap: Snapshot) -> ExitCode {
     let Assembled {
         server,
         tracker,
-        control: _,
+        control,
         grace,
     } = match sluice::serve::assemble(path, snap, Vec::new()) {
         Ok(a) => a,
@@ -325,6 +557,11 @@ fn run(path: &std::path::Path, snap: Snapshot) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(follower) = bundle {
+        if let Err(e) = follower.follow(control) {
+            tracing::error!(error = %e, "cannot start polling the policy bundle");
+        }
+    }
     tracing::info!(listen = ?listen, tls = ?tls.as_ref().map(|t| &t.listen), h2c, admin = ?admin_addr, generation = 1, max_connections = tracker.ceiling(), "sluice serving");
     sluice::memory::trim_after_storms(tracker.clone());
     let phases = server.watch_execution_phase();

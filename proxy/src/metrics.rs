@@ -81,6 +81,15 @@ pub struct Metrics {
     pub swaps: IntCounterVec,
     /// Time of the last successful swap.
     pub last_swap: Gauge,
+    /// 1 for the policy bundle being served, by reference, digest and signer (issue #20).
+    pub bundle_info: IntGaugeVec,
+    /// Looks at a bundle's registry, by result (`unchanged`, `fetched`, `error`, `offline_cache`).
+    pub bundle_fetches: IntCounterVec,
+    /// Bundles refused, by reason (`invalid`, `unsigned`, `bad_signature`, `wrong_digest`,
+    /// `digest_mismatch`, `too_large`, `bad_layout`).
+    pub bundle_refusals: IntCounterVec,
+    /// Unix time the bundle being served was fetched.
+    pub bundle_fetched: Gauge,
     /// Image variant cache lookups by result (`hit`, `miss`).
     pub image_cache: IntCounterVec,
     /// Image transforms by outcome.
@@ -158,6 +167,12 @@ pub fn metrics() -> &'static Metrics {
         )
         .expect("valid");
         r.register(Box::new(last_swap.clone())).expect("unique");
+        let bundle_fetched = Gauge::new(
+            "sluice_bundle_fetched_timestamp_seconds",
+            "Unix time the policy bundle being served was fetched from its registry.",
+        )
+        .expect("valid");
+        r.register(Box::new(bundle_fetched.clone())).expect("unique");
         let image_cache_bytes = IntGauge::new(
             "sluice_image_cache_bytes",
             "Bytes held by the image variant cache.",
@@ -329,6 +344,25 @@ pub fn metrics() -> &'static Metrics {
                 &["result"],
             ),
             last_swap,
+            bundle_info: gauge_vec(
+                &r,
+                "sluice_bundle_info",
+                "1 for the policy bundle being served, by reference, digest and signer.",
+                &["reference", "digest", "signer"],
+            ),
+            bundle_fetches: counter(
+                &r,
+                "sluice_bundle_fetches_total",
+                "Looks at the policy bundle's registry by result (unchanged, fetched, error, offline_cache).",
+                &["result"],
+            ),
+            bundle_refusals: counter(
+                &r,
+                "sluice_bundle_refusals_total",
+                "Policy bundles refused by reason (invalid, unsigned, bad_signature, wrong_digest, digest_mismatch, too_large, bad_layout).",
+                &["reason"],
+            ),
+            bundle_fetched,
             image_cache: counter(
                 &r,
                 "sluice_image_cache_total",

@@ -56,6 +56,11 @@ pub struct Policy {
     pub watch: bool,
     /// How long a watched file must stay unchanged (size, mtime, content) before it is read.
     pub watch_debounce: std::time::Duration,
+    /// How often a node running this policy from an `oci://` tag looks at the tag
+    /// (`[server] bundle_poll_ms`; `sluice run --poll-ms` overrides).
+    pub bundle_poll: Option<std::time::Duration>,
+    /// Up to this much is added to each bundle poll at random (`[server] bundle_poll_jitter_ms`).
+    pub bundle_poll_jitter: Option<std::time::Duration>,
     /// Answer `x-sluice-debug` requests with the generation and policy hash.
     pub debug_headers: bool,
     /// Host names (besides `localhost` and IP literals) the admin API answers without a token.
@@ -153,6 +158,14 @@ impl Policy {
         let timeouts = connections::timeouts(&mut l, &raw.timeouts);
         let connection_limits = connections::limits(&mut l, &raw.connections);
         let grace_period = connections::grace_period(&mut l, &raw.server.grace_period_ms);
+        if let Some(ms) = &raw.server.bundle_poll_ms {
+            if !(100..=86_400_000).contains(ms.get_ref()) {
+                l.err(
+                    Some(ms.span()),
+                    "bundle_poll_ms must be between 100 and 86400000",
+                );
+            }
+        }
         if !l.out.is_empty() {
             return Err(PolicyErrors(l.out));
         }
@@ -175,6 +188,15 @@ impl Policy {
             threads,
             watch: raw.server.watch,
             watch_debounce,
+            bundle_poll: raw
+                .server
+                .bundle_poll_ms
+                .as_ref()
+                .map(|m| std::time::Duration::from_millis(*m.get_ref())),
+            bundle_poll_jitter: raw
+                .server
+                .bundle_poll_jitter_ms
+                .map(std::time::Duration::from_millis),
             debug_headers: raw.server.debug_headers,
             admin_hosts,
             forwarded,

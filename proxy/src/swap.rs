@@ -33,7 +33,8 @@ pub struct SwapStats {
 pub struct Control {
     /// The snapshot being served.
     pub live: Arc<Live>,
-    path: PathBuf,
+    /// The policy file reloads read (a bundle's swap points it at the new bundle's copy).
+    path: Mutex<PathBuf>,
     history: Mutex<VecDeque<Arc<Compiled>>>,
     stats: Mutex<SwapStats>,
     /// Serializes reloads: one policy is validated at a time.
@@ -62,7 +63,7 @@ impl Control {
     pub fn new(path: &Path, first: Snapshot) -> Control {
         Control {
             live: Arc::new(Live::new(first)),
-            path: path.to_path_buf(),
+            path: Mutex::new(path.to_path_buf()),
             history: Mutex::new(VecDeque::new()),
             stats: Mutex::new(SwapStats::default()),
             reloading: Mutex::new(()),
@@ -70,8 +71,8 @@ impl Control {
     }
 
     /// The policy file reloads read.
-    pub fn path(&self) -> &Path {
-        &self.path
+    pub fn path(&self) -> PathBuf {
+        lock(&self.path).clone()
     }
 
     /// Swap statistics.
@@ -106,8 +107,22 @@ impl Control {
     /// serving. Blocking: compiles modules and starts VMs.
     pub fn reload(&self) -> Result<Arc<Snapshot>, PolicyErrors> {
         let _one = lock(&self.reloading);
+        self.reload_locked(&self.path())
+    }
+
+    /// Like [`Control::reload`], from the policy at `path`, which later reloads read once
+    /// it serves (a new policy bundle's unpacked copy). On any error the running snapshot
+    /// keeps serving and reloads keep reading the old path. Blocking.
+    pub fn reload_from(&self, path: &Path) -> Result<Arc<Snapshot>, PolicyErrors> {
+        let _one = lock(&self.reloading);
+        let next = self.reload_locked(path)?;
+        *lock(&self.path) = path.to_path_buf();
+        Ok(next)
+    }
+
+    fn reload_locked(&self, path: &Path) -> Result<Arc<Snapshot>, PolicyErrors> {
         let started = Instant::now();
-        let result = Policy::load(&self.path).and_then(|p| {
+        let result = Policy::load(path).and_then(|p| {
             self.check_fixed(&p)?;
             Snapshot::build(p, self.live.next_generation())
         });
@@ -234,7 +249,7 @@ impl Control {
     /// The state of the policy file (with a hash of its content) and of the modules and
     /// files it names (metadata only: they can be large and are read on every poll).
     fn fingerprint(&self) -> Fingerprint {
-        let mut files = vec![(self.path.clone(), true)];
+        let mut files = vec![(self.path(), true)];
         files.extend(self.live.load().policy.filters.iter().flat_map(|f| {
             std::iter::once(f.module.clone())
                 .chain(f.files.iter().map(|x| x.path.clone()))

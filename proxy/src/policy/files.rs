@@ -18,20 +18,60 @@ pub struct FileGrant {
     pub data: Arc<[u8]>,
 }
 
+/// One entry of a filter's `files`: a path or glob (the filter sees it as written), or a
+/// single file read from `path` that the filter sees as `name` (what a policy bundle's
+/// copy of a policy says for a file packed under another name: `sluice bundle push`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(untagged)]
+pub enum FileEntry {
+    /// A path or glob, relative to the policy file.
+    Pattern(String),
+    /// One file read from `path` (taken literally: no glob) and shown to the filter as `name`.
+    Named {
+        /// Where it is read from, relative to the policy file.
+        path: String,
+        /// Its name for the filter.
+        name: String,
+    },
+}
+
+impl From<&str> for FileEntry {
+    fn from(s: &str) -> Self {
+        FileEntry::Pattern(s.to_string())
+    }
+}
+
+impl From<String> for FileEntry {
+    fn from(s: String) -> Self {
+        FileEntry::Pattern(s)
+    }
+}
+
 /// Most bytes of `files` one filter may hold.
 pub const MAX_FILES_BYTES: usize = 32 << 20;
 
 /// Reads the files `patterns` name (globs expand sorted, per pattern; a file named twice
 /// keeps its first position). Errors name the pattern at fault.
-pub fn load(base: &Path, patterns: &[String]) -> Result<Vec<FileGrant>, String> {
+pub fn load(base: &Path, patterns: &[FileEntry]) -> Result<Vec<FileGrant>, String> {
     let mut out: Vec<FileGrant> = Vec::new();
     let mut total = 0usize;
-    for pat in patterns {
+    for entry in patterns {
+        let (pat, given) = match entry {
+            FileEntry::Pattern(p) => (p, None),
+            FileEntry::Named { path, name } => {
+                if name.is_empty() {
+                    return Err(format!(
+                        "files: {{ path = {path:?}, name = \"\" }}: the name is empty"
+                    ));
+                }
+                (path, Some(name.clone()))
+            }
+        };
         let full = base.join(pat);
         let full = full
             .to_str()
             .ok_or_else(|| format!("files: {pat:?} is not valid UTF-8"))?;
-        let paths: Vec<std::path::PathBuf> = if is_glob(pat) {
+        let paths: Vec<std::path::PathBuf> = if given.is_none() && is_glob(pat) {
             let mut v = glob::glob(full)
                 .map_err(|e| format!("files: bad glob {pat:?}: {e}"))?
                 .collect::<Result<Vec<_>, _>>()
@@ -53,7 +93,9 @@ pub fn load(base: &Path, patterns: &[String]) -> Result<Vec<FileGrant>, String> 
             } else {
                 p.strip_prefix(base).unwrap_or(&p)
             };
-            let name = shown.to_string_lossy().into_owned();
+            let name = given
+                .clone()
+                .unwrap_or_else(|| shown.to_string_lossy().into_owned());
             if out.iter().any(|f| f.path == p) {
                 continue;
             }
@@ -108,8 +150,16 @@ mod tests {
         assert_eq!(f[1].path, d.path().join("a.conf"));
         // Absolute patterns give absolute names.
         let abs = format!("{}/*.data", d.path().display());
-        let f = load(Path::new("/elsewhere"), &[abs]).unwrap();
+        let f = load(Path::new("/elsewhere"), &[abs.into()]).unwrap();
         assert_eq!(f[0].name, d.path().join("c.data").to_str().unwrap());
+        // A named entry is read from its path and shown under its name.
+        let named = FileEntry::Named {
+            path: "c.data".into(),
+            name: "/usr/share/x/c.data".into(),
+        };
+        let f = load(d.path(), &[named]).unwrap();
+        assert_eq!(f[0].name, "/usr/share/x/c.data");
+        assert_eq!(&*f[0].data, b"c.data");
     }
 
     #[test]

@@ -86,8 +86,15 @@ pub(super) fn parse_filters(
 ) -> Vec<FilterDef> {
     let mut filters = Vec::new();
     for (name, f) in raw {
-        let module = base.join(f.module.get_ref());
         let line = l.line_of(f.module.span().start);
+        let module = if crate::bundle::BundleRef::is_bundle(f.module.get_ref()) {
+            crate::bundle::module::fetch(f.module.get_ref()).unwrap_or_else(|e| {
+                l.err(Some(f.module.span()), format!("filter {name:?}: {e}"));
+                PathBuf::new()
+            })
+        } else {
+            base.join(f.module.get_ref())
+        };
         let on_failure = match f.on_failure.as_ref().map(|s| s.get_ref().as_str()) {
             None | Some("fail_closed") => {
                 let status = f

@@ -41,6 +41,8 @@ pub(super) struct RawServer {
     #[serde(default)]
     pub(super) watch: bool,
     pub(super) watch_debounce_ms: Option<Spanned<u64>>,
+    pub(super) bundle_poll_ms: Option<Spanned<u64>>,
+    pub(super) bundle_poll_jitter_ms: Option<u64>,
     #[serde(default)]
     pub(super) debug_headers: bool,
     #[serde(default)]
@@ -149,7 +151,7 @@ pub(super) struct RawFilter {
     pub(super) module: Spanned<String>,
     pub(super) config: Option<toml::Value>,
     pub(super) vm_config: Option<toml::Value>,
-    pub(super) files: Option<Spanned<Vec<String>>>,
+    pub(super) files: Option<Spanned<Vec<super::files::FileEntry>>>,
     pub(super) root_id: Option<String>,
     pub(super) vm_id: Option<String>,
     pub(super) shared_data_max_bytes: Option<usize>,

@@ -14,7 +14,7 @@
 //! packages, on a machine where `filters/build.sh` has built `filters/out/*.wasm` once:
 //!
 //! ```text
-//! SLUICE_TEST_ALLOW_SKIP=crs,nginx,prometheus,curl,demo-tls \
+//! SLUICE_TEST_ALLOW_SKIP=crs,nginx,prometheus,curl,demo-tls,docker-registry \
 //!     cargo test --release -p sluice --test suite
 //! cargo test --release -p sluice --test suite -- envoy::abi   # one area
 //! ```
@@ -29,7 +29,8 @@
 //! | `nginx` | nginx with ModSecurity | `waf::sluice_waf_agrees_with_modsecurity` |
 //! | `prometheus` | `promtool`, `prometheus` | two in `observability`, `deploy::compose_files_are_wired_together` |
 //! | `curl` | curl | `edge` (TLS), `showcase` |
-//! | `demo-tls` | `policies/demo-tls/` (made by `scripts/setup.sh`) | `showcase` |
+//! | `demo-tls` | `policies/demo-tls/` (made by `scripts/setup.sh`) | `showcase`, `bundle::the_default_and_waf_policies_push_and_run_as_they_are` |
+//! | `docker-registry` | Debian's OCI registry (`docker-registry`) | `bundle` |
 //!
 //! The filters (`filters/out/*.wasm`) and the demo origin are never skippable.
 //!
@@ -42,6 +43,7 @@ mod support;
 
 mod abi;
 mod abi_doc;
+mod bundle;
 mod chain;
 mod check;
 mod deploy;
