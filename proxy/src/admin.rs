@@ -82,7 +82,7 @@ impl Admin {
                 "last_error": stats.last_error,
                 "rollback_generations": self.control.history(),
             },
-            "bundle": crate::bundle::follow::status(),
+            "bundle": crate::bundle::follow::status_serving(&snap.policy.path),
             "live_snapshots": LIVE_SNAPSHOTS.load(Relaxed),
             "modules": {
                 "compiled": MODULES_COMPILED.load(Relaxed),

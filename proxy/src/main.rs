@@ -499,10 +499,32 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Cmd::Run { .. } => match loaded.expect("loaded for run").and_then(|p| {
-            sluice::upstream::enable_health_checks();
-            Snapshot::build(p, 1)
-        }) {
+        Cmd::Run { .. } => match loaded
+            .expect("loaded for run")
+            .and_then(|p| {
+                sluice::upstream::enable_health_checks();
+                Snapshot::build(p, 1)
+            })
+            .or_else(|errors| match bundle.as_mut() {
+                // The tag's bundle loads but does not build (a module that fails to compile,
+                // a file it lacks): refused, and the last good bundle serves instead.
+                Some((follower, fetched)) => {
+                    follower.refuse(
+                        &fetched.digest,
+                        &sluice::bundle::Refusal::Invalid(errors.to_string()),
+                    );
+                    let good = follower
+                        .cached()
+                        .filter(|g| g.digest != fetched.digest)
+                        .ok_or(errors)?;
+                    let snap = Policy::load(&good.policy).and_then(|p| Snapshot::build(p, 1))?;
+                    tracing::warn!(reference = %follower.status().reference, refused = %fetched.digest, digest = %good.digest, "the bundle fails to build: serving the last good bundle from the cache");
+                    run_path = good.policy.clone();
+                    *fetched = good;
+                    Ok(snap)
+                }
+                None => Err(errors),
+            }) {
             Ok(snap) => {
                 if let Some((follower, fetched)) = &bundle {
                     follower.accepted(fetched);
@@ -513,12 +535,6 @@ fn main() -> ExitCode {
                 code
             }
             Err(errors) => {
-                if let Some((follower, fetched)) = &bundle {
-                    follower.refuse(
-                        &fetched.digest,
-                        &sluice::bundle::Refusal::Invalid(errors.to_string()),
-                    );
-                }
                 eprintln!("{errors}");
                 ExitCode::FAILURE
             }

@@ -5,7 +5,7 @@
 //! digest and not fetched again; the running generation keeps serving. A digest pin is
 //! never polled.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
@@ -61,6 +61,9 @@ pub struct Status {
     pub from_cache: bool,
     /// Polling interval, milliseconds (0: pinned, never polled).
     pub poll_ms: u64,
+    /// Set while a rollback serves an earlier bundle: the newest digest accepted (the
+    /// tag's), not served again until the tag moves.
+    pub newest_digest: Option<String>,
 }
 
 /// A bundle ready to be validated: unpacked in the cache.
@@ -92,6 +95,9 @@ pub struct Follower {
     /// Digests found unsigned: looked at again on every poll (a signature may follow the
     /// push), logged and counted once.
     unsigned: Mutex<HashSet<String>>,
+    /// Every digest served since start: its signer and when it was fetched (what the
+    /// status shows when a rollback serves an earlier one).
+    served: Mutex<HashMap<String, (Option<String>, f64)>>,
 }
 
 static FOLLOWER: OnceLock<Arc<Follower>> = OnceLock::new();
@@ -99,6 +105,31 @@ static FOLLOWER: OnceLock<Arc<Follower>> = OnceLock::new();
 /// The bundle status of this process, when it runs from a bundle.
 pub fn status() -> Option<Status> {
     FOLLOWER.get().map(|f| f.status())
+}
+
+/// The bundle status as seen from the generation serving `policy` (its file): after a
+/// rollback to an earlier bundle, the digest, signer and fetch time are that bundle's and
+/// `newest_digest` names the one rolled back from.
+pub fn status_serving(policy: &Path) -> Option<Status> {
+    let f = FOLLOWER.get()?;
+    let mut st = f.status();
+    if let Some(d) = served_digest(policy) {
+        if st.digest.as_deref() != Some(d.as_str()) {
+            if let Some((signer, at)) = lock(&f.served).get(&d).cloned() {
+                st.newest_digest = st.digest.replace(d);
+                st.signer = signer;
+                st.fetched_at_unix = Some(at);
+            }
+        }
+    }
+    Some(st)
+}
+
+/// The digest of an unpacked bundle's policy file (`.../bundles/sha256-<hex>/policy.toml`).
+fn served_digest(policy: &Path) -> Option<String> {
+    let dir = policy.parent()?.file_name()?.to_str()?;
+    let hex = dir.strip_prefix("sha256-")?;
+    (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit())).then(|| format!("sha256:{hex}"))
 }
 
 fn now_unix() -> f64 {
@@ -136,6 +167,7 @@ impl Follower {
             status: Mutex::new(status),
             refused: Mutex::new(HashSet::new()),
             unsigned: Mutex::new(HashSet::new()),
+            served: Mutex::new(HashMap::new()),
         });
         let _ = FOLLOWER.set(me.clone());
         Ok(me)
@@ -281,6 +313,7 @@ impl Follower {
         st.fetched_at_unix = Some(fetched_at);
         let reference = st.reference.clone();
         drop(st);
+        lock(&self.served).insert(f.digest.clone(), (f.signer.clone(), fetched_at));
         m.bundle_info.reset();
         m.bundle_info
             .with_label_values(&[&reference, &f.digest, f.signer.as_deref().unwrap_or("none")])

@@ -71,19 +71,21 @@ impl BundleRef {
         )
     }
 
-    /// A file name for this reference in the cache (`refs/`): no separators.
+    /// A file name for this reference in the cache (`refs/`): no separators, and one name
+    /// per reference (every byte other than ASCII letters, digits, `.` and `-` is written
+    /// `_XX` in hex, `_` itself included, so `a/b` and `a_b` never share a file).
     pub fn cache_key(&self) -> String {
-        self.to_string()
-            .trim_start_matches(SCHEME)
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect()
+        use std::fmt::Write;
+        let text = self.to_string();
+        let mut key = String::with_capacity(text.len() + 8);
+        for b in text.trim_start_matches(SCHEME).bytes() {
+            if b.is_ascii_alphanumeric() || b == b'.' || b == b'-' {
+                key.push(b as char);
+            } else {
+                let _ = write!(key, "_{b:02x}");
+            }
+        }
+        key
     }
 }
 
@@ -114,7 +116,11 @@ mod tests {
         assert_eq!(r.repository(), "127.0.0.1:5000/edge/policy");
         assert_eq!(r.pinned(), None);
         assert_eq!(r.to_string(), "oci://127.0.0.1:5000/edge/policy:v1");
-        assert_eq!(r.cache_key(), "127.0.0.1_5000_edge_policy_v1");
+        assert_eq!(r.cache_key(), "127.0.0.1_3a5000_2fedge_2fpolicy_3av1");
+        // Distinct references never share a cache file.
+        let a = BundleRef::parse("oci://h:5000/a_b:v1").unwrap().cache_key();
+        let b = BundleRef::parse("oci://h:5000/a/b:v1").unwrap().cache_key();
+        assert_ne!(a, b);
         let d = format!("sha256:{}", "a".repeat(64));
         let r = BundleRef::parse(&format!("oci://localhost:5000/p@{d}")).unwrap();
         assert_eq!(r.pinned(), Some(d.as_str()));

@@ -419,6 +419,68 @@ fn a_node_follows_its_tag_swaps_refuses_and_restarts_offline() {
     let st = bundle_status(&again);
     assert_eq!(st["digest"], d2);
     assert_eq!(st["last_refused_digest"], d3);
+
+    // v4 on the tag, then an operator's rollback: the status names the bundle serving
+    // (v2) and the one rolled back from; the poller does not swap v4 back in.
+    let src4 = cache.path().join("v4");
+    write_policy(&src4, &again.server, &generation(&origin, "v4"));
+    let d4 = push(&src4, &reference, &[]).unwrap();
+    until(secs(10), "the node serves v4", || {
+        gen_of(&again).as_deref() == Some("v4")
+    });
+    let rolled = client()
+        .post(format!("http://{}/admin/rollback", again.admin))
+        .send()
+        .unwrap();
+    assert_eq!(rolled.status(), 200);
+    assert_eq!(gen_of(&again).as_deref(), Some("v2"));
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(gen_of(&again).as_deref(), Some("v2"), "the rollback holds");
+    let st = bundle_status(&again);
+    assert_eq!(st["digest"], d2, "{st}");
+    assert_eq!(st["newest_digest"], d4, "{st}");
+
+    // A bundle that loads but does not build (a module that is not Wasm): a restart on
+    // it refuses it and serves the last good bundle (v4) from the cache.
+    let server = again.server.clone();
+    drop(again);
+    // A client of its own: the one above held connections to the registry's first process.
+    let (rt, c, r) = lib_client(&reference);
+    let d5 = push_raw(
+        &rt,
+        &c,
+        &r,
+        &[
+            (
+                "policy.toml",
+                format!("{server}{}", one_filter(&origin, "bad", "\"bad.wasm\"", "")).as_bytes(),
+            ),
+            ("bad.wasm", b"\0asm but not really"),
+        ],
+    );
+    let log = cache.path().join("restart3.log");
+    let child = run_bundle(&reference, cache.path(), &POLL, &log);
+    let last = Sluice {
+        proc: Proc { child, addr },
+        admin,
+        dir: tempfile::tempdir().unwrap(),
+        policy: PathBuf::new(),
+        server,
+    };
+    until(
+        secs(20),
+        "the node restarted on an unbuildable tag serves",
+        || gen_of(&last).is_some(),
+    );
+    assert_eq!(
+        gen_of(&last).as_deref(),
+        Some("v4"),
+        "{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+    let st = bundle_status(&last);
+    assert_eq!(st["digest"], d4, "{st}");
+    assert_eq!(st["last_refused_digest"], d5, "{st}");
 }
 
 #[test]
