@@ -22,6 +22,9 @@ pub enum IngressRefusal {
     /// The normalised target is not a valid URI.
     #[error("request target cannot be rebuilt")]
     Target,
+    /// A `Host` header that names no host (empty, or bytes no host name or address has).
+    #[error("invalid Host header")]
+    Host,
 }
 
 impl IngressRefusal {
@@ -31,19 +34,61 @@ impl IngressRefusal {
             IngressRefusal::Path(e) => e.reason(),
             IngressRefusal::Connection(_) => "connection_header",
             IngressRefusal::Target => "target",
+            IngressRefusal::Host => "host",
         }
     }
 }
 
-/// Normalises the request target and removes hop-by-hop headers, in place.
+/// Normalises the request target and removes hop-by-hop headers, in place. A path
+/// `[paths]` refuses, or a `Host` naming no host, leaves the target as sent but still
+/// has the hop-by-hop headers removed, so that the route's filters may judge the
+/// request before it is refused (see the caller).
 pub fn prepare(req: &mut RequestHeader, cfg: &PathsConfig) -> Result<(), IngressRefusal> {
-    normalize_target(req, cfg)?;
+    let host = check_host(req);
+    let target = normalize_target(req, cfg);
     // HTTP/2 has no connection-specific headers (RFC 9113 §8.2.2); `te: trailers` is
     // legal there and gRPC needs it.
     if req.version != http::Version::HTTP_2 {
         strip_hop_by_hop(req)?;
     }
-    Ok(())
+    host.and(target)
+}
+
+/// A `Host` header, when there is one, must name a host: a DNS name or IPv4 address
+/// (letters, digits, `-`, `.`, `_`) or a bracketed IPv6 literal, then an optional port.
+/// An empty one, or one with other bytes (`%`, `/`, `@`, spaces, controls), is refused
+/// with 400, as nginx refuses an empty one: routes and certificates are chosen by host,
+/// and a host no name can spell would only reach a default route. A missing `Host`
+/// (HTTP/1.0) is taken and left to the filters (the WAF judges it).
+fn check_host(req: &RequestHeader) -> Result<(), IngressRefusal> {
+    let Some(v) = req.headers.get(http::header::HOST) else {
+        return Ok(());
+    };
+    let v = v.as_bytes();
+    let (host, port) = match v.iter().rposition(|&b| b == b':') {
+        Some(i) if !v[i..].contains(&b']') => (&v[..i], &v[i + 1..]),
+        _ => (v, &b""[..]),
+    };
+    let host_ok = match host {
+        [b'[', inner @ .., b']'] => {
+            !inner.is_empty()
+                && inner
+                    .iter()
+                    .all(|b| b.is_ascii_hexdigit() || b":.".contains(b))
+        }
+        _ => {
+            !host.is_empty()
+                && host
+                    .iter()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(b))
+        }
+    };
+    let port_ok = port.len() <= 5 && port.iter().all(u8::is_ascii_digit);
+    if host_ok && port_ok {
+        Ok(())
+    } else {
+        Err(IngressRefusal::Host)
+    }
 }
 
 /// The target as sent when it is absolute-form (`http://host/path?q`), before
@@ -178,6 +223,37 @@ mod tests {
         let mut r = req("/a", &[("connection", "host")]);
         let e = prepare(&mut r, &PathsConfig::default()).unwrap_err();
         assert_eq!(e.reason(), "connection_header");
+    }
+
+    #[test]
+    fn hosts_must_name_a_host() {
+        for ok in [
+            "h",
+            "Example.COM:8080",
+            "a_b.example.",
+            "127.0.0.1:80",
+            "[::1]",
+            "[2001:db8::1]:443",
+        ] {
+            let mut r = req("/", &[("host", ok)]);
+            assert!(prepare(&mut r, &PathsConfig::default()).is_ok(), "{ok}");
+        }
+        assert!(prepare(&mut req("/", &[]), &PathsConfig::default()).is_ok());
+        for bad in [
+            "",
+            "localhost%00",
+            "a/b",
+            "user@h",
+            "h:80x",
+            "h:123456",
+            "[]",
+            "[::1",
+            "a b",
+        ] {
+            let mut r = req("/", &[("host", bad)]);
+            let e = prepare(&mut r, &PathsConfig::default()).unwrap_err();
+            assert_eq!(e.reason(), "host", "{bad:?}");
+        }
     }
 
     #[test]

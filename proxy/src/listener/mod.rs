@@ -321,6 +321,20 @@ where
                 // The request line first (within the head deadline below): a target
                 // the parser would refuse is encoded, the original kept (`target`).
                 let start = target::read_line(&mut stream).await;
+                if let Some(verdict) = start.verdict {
+                    // A line no route can take: answered (or closed) before parsing.
+                    metrics()
+                        .bad_requests
+                        .with_label_values(&[verdict.reason()])
+                        .inc();
+                    tracing::info!(reason = verdict.reason(), "request line refused");
+                    if let Some(answer) = verdict.answer() {
+                        let _ = stream.write_all(&answer).await;
+                        let _ = stream.flush().await;
+                    }
+                    let _ = stream.shutdown().await;
+                    return None;
+                }
                 if let Some(original) = start.original {
                     let _ = slot.original_target.set(original);
                 }

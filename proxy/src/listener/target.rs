@@ -6,6 +6,15 @@
 //! those bytes; the target as sent is kept for the filters (`sluice.request_target`).
 //! The bytes read are handed to Pingora as the start of the head, so nothing is read
 //! twice.
+//!
+//! The same look at the request line answers, before any parser or filter, the lines
+//! no route can take ([`Verdict`], docs/POLICY.md "What reaches a route"): a target
+//! with a space or a fragment (`#`), a target in no form HTTP/1.1 defines for its method
+//! (`\`, `a/b`; `*` other than for `OPTIONS`; a bare `?query` is taken) get 400, as
+//! nginx and Envoy answer;
+//! `CONNECT` gets 405 when it names a `host:port` (Sluice is not a forward proxy) and
+//! 400 otherwise; an HTTP/0.9 line (no version) is closed unanswered, since a 0.9 client
+//! cannot read a status line.
 
 use bytes::BytesMut;
 use pingora::protocols::Stream;
@@ -23,6 +32,126 @@ pub struct HeadStart {
     pub bytes: BytesMut,
     /// The target as sent, when it had to be encoded.
     pub original: Option<Vec<u8>>,
+    /// Set when Sluice answers the request line itself, without parsing the head.
+    pub verdict: Option<Verdict>,
+}
+
+/// How Sluice answers a request line no route can take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Answered with this status, then the connection is closed.
+    Refuse {
+        /// 400 or 405.
+        status: u16,
+        /// The metric label (`sluice_bad_requests_total{reason}`).
+        reason: &'static str,
+        /// What the answer's body says.
+        why: &'static str,
+    },
+    /// Closed without an answer (HTTP/0.9: no status line can be read).
+    Close {
+        /// The metric label.
+        reason: &'static str,
+    },
+}
+
+impl Verdict {
+    /// The metric label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Verdict::Refuse { reason, .. } | Verdict::Close { reason } => reason,
+        }
+    }
+
+    /// The bytes written back before the connection is closed.
+    pub fn answer(&self) -> Option<Vec<u8>> {
+        let Verdict::Refuse { status, why, .. } = self else {
+            return None;
+        };
+        let text = if *status == 405 {
+            "Method Not Allowed"
+        } else {
+            "Bad Request"
+        };
+        let body = format!("{why}\n");
+        Some(
+            format!(
+                "HTTP/1.1 {status} {text}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .into_bytes(),
+        )
+    }
+}
+
+const fn bad(reason: &'static str, why: &'static str) -> Option<Verdict> {
+    Some(Verdict::Refuse {
+        status: 400,
+        reason,
+        why,
+    })
+}
+
+/// What Sluice answers itself for this request line (`method`, the bytes between the
+/// first and the last space, and whether a version follows), or `None`: the parser
+/// and then the route take it.
+pub fn judge(method: &[u8], target: &[u8]) -> Option<Verdict> {
+    if target.contains(&b' ') {
+        return bad("target_space", "space in the request target");
+    }
+    if method == b"CONNECT" {
+        return if authority_form(target) {
+            Some(Verdict::Refuse {
+                status: 405,
+                reason: "connect",
+                why: "CONNECT is not served here",
+            })
+        } else {
+            bad("target_form", "CONNECT needs a host:port target")
+        };
+    }
+    if target == b"*" {
+        return if method == b"OPTIONS" {
+            None
+        } else {
+            bad("target_form", "`*` is a target for OPTIONS only")
+        };
+    }
+    let absolute = target.len() > 8
+        && (target[..7].eq_ignore_ascii_case(b"http://")
+            || target[..8].eq_ignore_ascii_case(b"https://"));
+    // A bare query (`?id=1`) is taken, as Apache takes it: the WAF judges it.
+    if !matches!(target.first(), Some(b'/' | b'?')) && !absolute {
+        return bad("target_form", "the request target is not a path");
+    }
+    if target.contains(&b'#') {
+        return bad("fragment", "fragment (#) in the request target");
+    }
+    None
+}
+
+/// `host:port` (RFC 9112 §3.2.3): a host of DNS or IPv4 characters, or an IPv6 literal
+/// in brackets, and a port of 1 to 5 digits.
+fn authority_form(target: &[u8]) -> bool {
+    let Some(colon) = target.iter().rposition(|&b| b == b':') else {
+        return false;
+    };
+    let (host, port) = (&target[..colon], &target[colon + 1..]);
+    let host_ok = match host {
+        [b'[', inner @ .., b']'] => {
+            !inner.is_empty()
+                && inner
+                    .iter()
+                    .all(|b| b.is_ascii_hexdigit() || b":.".contains(b))
+        }
+        _ => {
+            !host.is_empty()
+                && host
+                    .iter()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(b))
+        }
+    };
+    host_ok && (1..=5).contains(&port.len()) && port.iter().all(u8::is_ascii_digit)
 }
 
 /// Reads from `stream` until the request line is complete (or the client stops, or
@@ -42,14 +171,16 @@ pub async fn read_line(stream: &mut Stream) -> HeadStart {
     fix_line(bytes)
 }
 
-/// Percent-encodes the [`ENCODE`] bytes of the request line's target when Pingora
-/// would refuse it as it is (tests: `listener::target` unit tests).
+/// [`judge`]s the request line, and percent-encodes the [`ENCODE`] bytes of its target
+/// when Pingora would refuse it as it is (tests: `listener::target` unit tests).
 pub fn fix_line(bytes: BytesMut) -> HeadStart {
+    let as_is = |bytes, verdict| HeadStart {
+        bytes,
+        original: None,
+        verdict,
+    };
     let Some(eol) = bytes.iter().position(|&b| b == b'\n') else {
-        return HeadStart {
-            bytes,
-            original: None,
-        };
+        return as_is(bytes, None);
     };
     let line = &bytes[..eol];
     let line = line.strip_suffix(b"\r").unwrap_or(line);
@@ -58,23 +189,22 @@ pub fn fix_line(bytes: BytesMut) -> HeadStart {
         line.iter().position(|&b| b == b' '),
         line.iter().rposition(|&b| b == b' '),
     ) else {
-        return HeadStart {
-            bytes,
-            original: None,
-        };
+        return as_is(bytes, None);
     };
+    let method = &line[..a];
+    if a > 0 && method.iter().all(u8::is_ascii_uppercase) && (a == z || z + 1 == line.len()) {
+        // `GET /path` or `GET /path ` (no version): HTTP/0.9.
+        return as_is(bytes, Some(Verdict::Close { reason: "http09" }));
+    }
     if z <= a + 1 {
-        return HeadStart {
-            bytes,
-            original: None,
-        };
+        return as_is(bytes, None);
     }
     let target = &line[a + 1..z];
-    if !target.iter().any(|b| ENCODE.contains(b)) || accepted(&line[..a], target) {
-        return HeadStart {
-            bytes,
-            original: None,
-        };
+    if let Some(v) = judge(method, target) {
+        return as_is(bytes, Some(v));
+    }
+    if !target.iter().any(|b| ENCODE.contains(b)) || accepted(method, target) {
+        return as_is(bytes, None);
     }
     let mut out = BytesMut::with_capacity(bytes.len() + 32);
     out.extend_from_slice(&bytes[..=a]);
@@ -89,6 +219,7 @@ pub fn fix_line(bytes: BytesMut) -> HeadStart {
     HeadStart {
         original: Some(target.to_vec()),
         bytes: out,
+        verdict: None,
     }
 }
 
@@ -104,6 +235,7 @@ mod tests {
 
     fn fixed(s: &str) -> (String, Option<String>) {
         let h = fix_line(BytesMut::from(s.as_bytes()));
+        assert_eq!(h.verdict, None, "{s}");
         (
             String::from_utf8(h.bytes.to_vec()).unwrap(),
             h.original.map(|o| String::from_utf8(o).unwrap()),
@@ -118,6 +250,49 @@ mod tests {
             "GET /a?x=%3Cb%3E%22c%5C%60 HTTP/1.1\r\nHost: h\r\n\r\n"
         );
         assert_eq!(orig.as_deref(), Some("/a?x=<b>\"c\\`"));
+    }
+
+    #[test]
+    fn lines_no_route_can_take_are_judged() {
+        let verdict = |s: &str| fix_line(BytesMut::from(s.as_bytes())).verdict;
+        let reason = |s: &str| verdict(s).map(|v| v.reason());
+        assert_eq!(reason("GET /a b HTTP/1.1\r\n"), Some("target_space"));
+        assert_eq!(reason("GET \\ HTTP/1.1\r\n"), Some("target_form"));
+        assert_eq!(reason("GET a/b HTTP/1.1\r\n"), Some("target_form"));
+        assert_eq!(reason("GET * HTTP/1.1\r\n"), Some("target_form"));
+        assert_eq!(reason("OPTIONS * HTTP/1.1\r\n"), None);
+        assert_eq!(reason("GET /a#b HTTP/1.1\r\n"), Some("fragment"));
+        assert_eq!(reason("GET http://h/a#b HTTP/1.1\r\n"), Some("fragment"));
+        assert_eq!(reason("GET http://h/a HTTP/1.1\r\n"), None);
+        assert_eq!(reason("GET HTTPS://h/ HTTP/1.1\r\n"), None);
+        assert_eq!(reason("GET / HTTP/1.1\r\n"), None);
+        assert_eq!(reason("GET ?id=1 HTTP/1.1\r\n"), None);
+        let connect = |t: &str| verdict(&format!("CONNECT {t} HTTP/1.1\r\n"));
+        for ok in ["1.2.3.4:80", "example.com:443", "[::1]:8080"] {
+            assert!(
+                matches!(connect(ok), Some(Verdict::Refuse { status: 405, .. })),
+                "{ok}"
+            );
+        }
+        for not in ["example.com", ":80", "h:", "h:123456", "h/x:80"] {
+            assert!(
+                matches!(connect(not), Some(Verdict::Refuse { status: 400, .. })),
+                "{not}"
+            );
+        }
+        assert_eq!(reason("GET /\r\n"), Some("http09"));
+        assert_eq!(reason("GET / \r\n"), Some("http09"));
+        assert_eq!(verdict("GET /\r\n").unwrap().answer(), None);
+        let answer =
+            String::from_utf8(verdict("GET /a b HTTP/1.1\r\n").unwrap().answer().unwrap()).unwrap();
+        assert!(
+            answer.starts_with("HTTP/1.1 400 Bad Request\r\n"),
+            "{answer}"
+        );
+        assert!(
+            answer.ends_with("\r\n\r\nspace in the request target\n"),
+            "{answer}"
+        );
     }
 
     #[test]

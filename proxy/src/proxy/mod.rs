@@ -385,6 +385,22 @@ impl Sluice {
     }
 }
 
+/// Answers 400 to a request whose target Sluice refuses (`[paths]`, the `Host`,
+/// hop-by-hop headers), counted in `sluice_bad_requests_total{reason}`.
+async fn refuse_target(
+    session: &mut Session,
+    refusal: &crate::ingress::IngressRefusal,
+) -> Result<bool> {
+    metrics()
+        .bad_requests
+        .with_label_values(&[refusal.reason()])
+        .inc();
+    tracing::debug!(error = %refusal, "request target refused");
+    let body = format!("bad request: {refusal}\n");
+    send_local(session, &plain(400, "bad request target", &body)).await?;
+    Ok(true)
+}
+
 #[async_trait]
 impl ProxyHttp for Sluice {
     type CTX = Ctx;
@@ -428,20 +444,26 @@ impl ProxyHttp for Sluice {
         let absolute_target = crate::ingress::absolute_target(session.req_header())
             .or_else(crate::listener::original_target);
         let received_head = session.as_http1().map(|h1| h1.get_headers_raw_bytes());
-        // One canonical request for routing, filters and the origin.
-        if let Err(refusal) = crate::ingress::prepare(session.req_header_mut(), &snap.policy.paths)
-        {
-            metrics()
-                .bad_requests
-                .with_label_values(&[refusal.reason()])
-                .inc();
-            tracing::debug!(error = %refusal, "request refused before routing");
-            let body = format!("bad request: {refusal}\n");
-            send_local(session, &plain(400, "bad request target", &body)).await?;
-            return Ok(true);
+        // One canonical request for routing, filters and the origin. A path `[paths]`
+        // refuses, or a `Host` naming no host, is refused after the filters of the
+        // route the request takes as sent have judged it (the WAF logs what it sees);
+        // it never reaches the origin.
+        let mut refused_later = None;
+        match crate::ingress::prepare(session.req_header_mut(), &snap.policy.paths) {
+            Ok(()) => {}
+            Err(
+                refusal @ (crate::ingress::IngressRefusal::Path(_)
+                | crate::ingress::IngressRefusal::Host),
+            ) => refused_later = Some(refusal),
+            Err(refusal) => return refuse_target(session, &refusal).await,
         }
         let host = host_of(session.req_header());
         let route = snap.route(&host, session.req_header().uri.path());
+        if let Some(refusal) = &refused_later {
+            if !route.is_some_and(|r| !snap.routes[r].filters.is_empty()) {
+                return refuse_target(session, refusal).await;
+            }
+        }
         let filtered = route.is_some_and(|r| !snap.routes[r].filters.is_empty());
         if let Err(refusal) = check_request_headers(&snap, session.req_header(), filtered) {
             metrics()
@@ -513,7 +535,16 @@ impl ProxyHttp for Sluice {
         let mut chain = Chain::new(route.filters.clone(), snap.policy.access_log.is_some());
         let r = self.request_phases(session, ctx, &mut chain).await;
         ctx.chain = Some(chain);
-        r
+        match (r, refused_later) {
+            // The filters let it pass: the path is refused now.
+            (Ok(false), Some(refusal)) => {
+                ctx.stream.info.response_code = Some(400);
+                // A body the filters did not read is left unread: no reuse.
+                session.set_keepalive(None);
+                refuse_target(session, &refusal).await
+            }
+            (r, _) => r,
+        }
     }
 
     async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {

@@ -707,6 +707,62 @@ SecRule REQUEST_HEADERS:Host "@streq localhost" "id:3,phase:1,deny,status:423"
     assert_eq!(host.status, 423, "{host:?}");
 }
 
+/// A path `[paths]` refuses (an encoded line feed or slash) or a `Host` naming no host is
+/// judged by the route's filters first, so the WAF sees and logs the attempt (CRS 921190,
+/// 920290); it is then refused with 400 unless a filter answered, and never reaches the
+/// origin.
+#[test]
+fn refused_paths_are_judged_by_the_filters_first() {
+    let module = waf_module();
+    let origin = origin("judged");
+    let rules = r#"
+SecRule REQUEST_URI "@contains attack" "id:5,phase:1,deny,status:451"
+SecRule REQUEST_HEADERS:Host "@contains %00" "id:6,phase:1,deny,status:452"
+"#;
+    let s = sluice(&format!(
+        "[pools.o]\npeers = [\"{}\"]\n\n[filters.waf]\nmodule = {:?}\nconfig = {{ inline = '''{rules}''', mode = \"block\" }}\n\n[[routes]]\nfilters = [\"waf\"]\npool = \"o\"\n",
+        origin.addr,
+        module.display().to_string(),
+    ));
+    let get = |target: &str| {
+        send(
+            s.proc.addr,
+            format!("GET {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+    };
+    for target in ["/attack%0Abar", "/attack%2Fetc", "/x%0D%0Aattack"] {
+        let a = get(target);
+        assert_eq!(a.status, 451, "{target}: the WAF judges first: {a:?}");
+        assert!(a.header("x-origin-id").is_none(), "{target}: {a:?}");
+    }
+    for target in ["/ok%0Abar", "/ok%2Fetc"] {
+        let a = get(target);
+        assert_eq!(a.status, 400, "{target}: refused after the WAF: {a:?}");
+        assert!(a.header("x-origin-id").is_none(), "{target}: {a:?}");
+    }
+    assert_eq!(get("/echo").status, 200);
+    // A Host naming no host likewise: judged, then refused.
+    let host = |h: &str| {
+        send(
+            s.proc.addr,
+            format!("GET /echo HTTP/1.0\r\nHost: {h}\r\n\r\n").as_bytes(),
+        )
+    };
+    assert_eq!(host("localhost%00").status, 452);
+    let empty = host("");
+    assert_eq!(empty.status, 400, "{empty:?}");
+    assert!(empty.header("x-origin-id").is_none(), "{empty:?}");
+    assert_eq!(
+        metric(&s, "sluice_bad_requests_total{reason=\"control_byte\"}"),
+        1.0
+    );
+    assert_eq!(
+        metric(&s, "sluice_bad_requests_total{reason=\"encoded_slash\"}"),
+        1.0
+    );
+}
+
 /// The rules see the HTTP/1 head as received (property `sluice.request_head`): hop-by-hop
 /// headers the proxy drops (`Connection`), header names in the client's case, no `Host`
 /// the proxy adds for an absolute-form target; and a target with raw `<`, `>`, `"` (which

@@ -752,6 +752,36 @@ fn refused_heads_are_answered_and_counted() {
     }
     let got = send("CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n");
     assert!(got.starts_with("HTTP/1.1 405"), "CONNECT: {got:?}");
+    // Lines no route can take, answered before the parser (as nginx and Envoy do).
+    for (line, status, why) in [
+        ("CONNECT example.com HTTP/1.1", "400", "host:port"),
+        ("CONNECT 1.2.3.4:80 HTTP/1.1", "405", "CONNECT"),
+        ("GET /a b HTTP/1.1", "400", "space in the request target"),
+        ("GET \\ HTTP/1.1", "400", "not a path"),
+        ("GET index.html HTTP/1.1", "400", "not a path"),
+        ("GET /i.html:80?a=b#tag HTTP/1.1", "400", "fragment"),
+    ] {
+        let got = send(&format!("{line}\r\nHost: x\r\nConnection: close\r\n\r\n"));
+        assert!(
+            got.starts_with(&format!("HTTP/1.1 {status}")) && got.contains(why),
+            "{line}: {got:?}"
+        );
+    }
+    // HTTP/0.9 (no version): closed unanswered, a 0.9 client reads no status line.
+    for line in ["GET /", "GET / "] {
+        assert_eq!(send(&format!("{line}\r\n")), "", "{line:?}");
+    }
+    // A Host naming no host.
+    for host in ["", "localhost%00", "a/b"] {
+        let got = send(&format!(
+            "GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        ));
+        assert!(
+            got.starts_with("HTTP/1.1 400") && got.contains("invalid Host header"),
+            "Host {host:?}: {got:?}"
+        );
+    }
+    // None of them reached the origin or a filter; each is counted by reason.
     let count = |reason: &str| {
         metric(
             &sluice,
@@ -759,5 +789,10 @@ fn refused_heads_are_answered_and_counted() {
         )
     };
     assert_eq!(count("bad_head"), 2.0);
-    assert_eq!(count("connect"), 1.0);
+    assert_eq!(count("connect"), 2.0);
+    assert_eq!(count("target_form"), 3.0);
+    assert_eq!(count("target_space"), 1.0);
+    assert_eq!(count("fragment"), 1.0);
+    assert_eq!(count("http09"), 2.0);
+    assert_eq!(count("host"), 3.0);
 }
