@@ -72,9 +72,9 @@ pub fn frame(up: &mut RequestHeader, has_body: bool, h2: bool, tls: bool) -> Res
         && !up.headers.contains_key(http::header::TRANSFER_ENCODING)
     {
         up.insert_header(
-        http::header::TRANSFER_ENCODING,
-        http::HeaderValue::from_static("chunked"),
-    )?;
+            http::header::TRANSFER_ENCODING,
+            http::HeaderValue::from_static("chunked"),
+        )?;
     }
     Ok(())
 }

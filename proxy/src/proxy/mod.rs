@@ -190,7 +190,8 @@ impl Sluice {
             // route's pool, transforms it and answers by itself.
             let spec = spec.clone();
             let peer = self.upstream_peer(session, ctx).await?;
-            crate::image::serve(session, &ctx.snapshot.policy.images, &spec, Box::new(peer)).await?;
+            crate::image::serve(session, &ctx.snapshot.policy.images, &spec, Box::new(peer))
+                .await?;
             return Ok(true);
         }
         if !has_body {
@@ -412,7 +413,11 @@ impl Sluice {
 
     /// The request head is read: stops its timer and takes an HTTP/1 in-flight slot
     /// (503 past `connections.max_h1_in_flight`); see [`crate::listener`].
-    pub(crate) async fn early_request_filter(&self, _session: &mut Session, _ctx: &mut Ctx) -> Result<()> {
+    pub(crate) async fn early_request_filter(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut Ctx,
+    ) -> Result<()> {
         crate::listener::request_started()
     }
 
@@ -422,7 +427,11 @@ impl Sluice {
     }
 
     /// Prepares and routes the request and runs the request phases; `Ok(true)`: answered.
-    pub(crate) async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+    pub(crate) async fn request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+    ) -> Result<bool> {
         let snap = ctx.snapshot.clone();
         // Filters may read the target as sent (`sluice.request_target`) when it was
         // absolute-form or had bytes encoded for the parser, and the HTTP/1 head as
@@ -520,7 +529,11 @@ impl Sluice {
     }
 
     /// The peer of the request's pool for this attempt.
-    pub(crate) async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<HttpPeer> {
+    pub(crate) async fn upstream_peer(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+    ) -> Result<HttpPeer> {
         let pool = ctx.pool.clone().ok_or_else(|| bad("no pool"))?;
         let key = hash_key(session, ctx, &pool);
         let addr = pool.select(&key, &ctx.tried).ok_or_else(|| {
@@ -574,9 +587,9 @@ impl Sluice {
                     upstream_request.remove_header(&http::header::TRANSFER_ENCODING);
                 } else {
                     upstream_request.insert_header(
-        http::header::TRANSFER_ENCODING,
-        http::HeaderValue::from_static("chunked"),
-    )?;
+                        http::header::TRANSFER_ENCODING,
+                        http::HeaderValue::from_static("chunked"),
+                    )?;
                 }
             }
         }
@@ -910,7 +923,12 @@ impl Sluice {
     }
 
     /// The error answer to the client.
-    pub(crate) async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+    pub(crate) async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut Ctx,
+    ) -> FailToProxy {
         if ctx.stream.closed {
             // A filter reset the stream: close the connection without a response.
             return FailToProxy {
@@ -971,4 +989,3 @@ impl Sluice {
         }
     }
 }
-

@@ -34,7 +34,9 @@ impl ProxyHttp for Sluice {
     }
 
     async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
-        Sluice::upstream_peer(self, session, ctx).await.map(Box::new)
+        Sluice::upstream_peer(self, session, ctx)
+            .await
+            .map(Box::new)
     }
 
     async fn upstream_request_filter(
