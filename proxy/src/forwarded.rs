@@ -5,6 +5,7 @@
 
 use std::net::IpAddr;
 
+use http::HeaderValue;
 use pingora::http::RequestHeader;
 
 /// The request-id header.
@@ -120,8 +121,8 @@ pub fn apply(
     match cfg.mode {
         Mode::Off => {}
         Mode::Replace => {
-            set_or_remove(req, XFF, client.map(|ip| ip.to_string()))?;
-            req.insert_header(XFP, scheme)?;
+            set_or_remove(req, XFF, client.and_then(ip_value))?;
+            req.insert_header(XFP, HeaderValue::from_static(scheme))?;
         }
         Mode::Append => {
             let prior = trusted
@@ -129,13 +130,13 @@ pub fn apply(
                 .flatten()
                 .filter(|v| !v.is_empty());
             let value = match (prior, client) {
-                (Some(p), Some(ip)) => Some(format!("{p}, {ip}")),
-                (Some(p), None) => Some(p),
-                (None, ip) => ip.map(|ip| ip.to_string()),
+                (Some(p), Some(ip)) => Some(string_value(format!("{p}, {ip}"))?),
+                (Some(p), None) => Some(string_value(p)?),
+                (None, ip) => ip.and_then(ip_value),
             };
             set_or_remove(req, XFF, value)?;
             if !(trusted && req.headers.contains_key(XFP)) {
-                req.insert_header(XFP, scheme)?;
+                req.insert_header(XFP, HeaderValue::from_static(scheme))?;
             }
         }
     }
@@ -153,10 +154,34 @@ fn joined(req: &RequestHeader, name: &str) -> Option<String> {
     (!vals.is_empty()).then(|| vals.join(", "))
 }
 
+/// The client address as a header value, formatted on the stack: the value's bytes
+/// are its only allocation (no `String` grown digit by digit, no copy of it).
+fn ip_value(ip: IpAddr) -> Option<HeaderValue> {
+    use std::io::Write;
+    // The longest address text (an IPv4-mapped IPv6 address in full) is 45 bytes.
+    let mut buf = [0u8; 48];
+    let len = {
+        let mut rest = &mut buf[..];
+        write!(rest, "{ip}").ok()?;
+        48 - rest.len()
+    };
+    HeaderValue::from_bytes(&buf[..len]).ok()
+}
+
+/// A header value built from `s` (its buffer reused), or Pingora's error for a bad one.
+fn string_value(s: String) -> pingora::Result<HeaderValue> {
+    HeaderValue::try_from(s).map_err(|_| {
+        pingora::Error::explain(
+            pingora::ErrorType::InvalidHTTPHeader,
+            "invalid value while insert",
+        )
+    })
+}
+
 fn set_or_remove(
     req: &mut RequestHeader,
     name: &'static str,
-    v: Option<String>,
+    v: Option<HeaderValue>,
 ) -> pingora::Result<()> {
     match v {
         Some(v) => req.insert_header(name, v).map(|_| ()),

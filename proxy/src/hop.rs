@@ -67,9 +67,9 @@ pub enum HopError {
 /// What to do with a request's hop-by-hop headers.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Plan {
-    /// Headers to remove (lower case): the standard hop-by-hop ones (borrowed: no
-    /// allocation per request) and those the client's `Connection` names.
-    pub remove: Vec<Cow<'static, str>>,
+    /// Headers to remove (lower case): the standard hop-by-hop ones (borrowed, and held
+    /// inline: no allocation per request) and those the client's `Connection` names.
+    pub remove: smallvec::SmallVec<[Cow<'static, str>; 8]>,
     /// The `Connection` value to keep (its standard options), `None` to remove it.
     pub connection: Option<String>,
 }

@@ -1,7 +1,9 @@
 //! Sluice's own request loop, on pingora-core: one HTTP/1 request or HTTP/2 stream
 //! from its head to its log line, driving the [`Sluice`] hooks (the same hooks
 //! pingora-proxy drives for upgrades) without pingora-proxy's generic machinery (two
-//! channels and a nine-branch `select!` per request, a shared upstream pool).
+//! channels and a nine-branch `select!` per request, a shared upstream pool). It calls
+//! them as plain methods of [`Sluice`], not through `ProxyHttp`, whose `async_trait`
+//! boxes every call's future.
 //!
 //! | step | module |
 //! |---|---|

@@ -71,7 +71,10 @@ pub fn frame(up: &mut RequestHeader, has_body: bool, h2: bool, tls: bool) -> Res
         && !up.headers.contains_key(http::header::CONTENT_LENGTH)
         && !up.headers.contains_key(http::header::TRANSFER_ENCODING)
     {
-        up.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
+        up.insert_header(
+            http::header::TRANSFER_ENCODING,
+            http::HeaderValue::from_static("chunked"),
+        )?;
     }
     Ok(())
 }

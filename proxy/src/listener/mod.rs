@@ -70,6 +70,19 @@ struct RequestSlot {
     original_target: OnceLock<Vec<u8>>,
 }
 
+impl RequestSlot {
+    /// The slot with its request's state dropped (the in-flight permit released),
+    /// ready for the connection's next request; `None` (and dropped) while anything
+    /// else still holds it.
+    fn emptied(mut slot: Arc<RequestSlot>) -> Option<Arc<RequestSlot>> {
+        let s = Arc::get_mut(&mut slot)?;
+        s.in_flight.take();
+        s.original_target.take();
+        *s.head_read.get_mut() = false;
+        Some(slot)
+    }
+}
+
 tokio::task_local! {
     static REQUEST: Arc<RequestSlot>;
 }
@@ -306,13 +319,17 @@ where
     ) {
         let mut settings = None;
         let mut shell = Shell::default();
+        // The last request's slot, emptied, for the next one (no allocation per request).
+        let mut spare: Option<Arc<RequestSlot>> = None;
         loop {
-            let slot = Arc::new(RequestSlot {
-                head_read: AtomicBool::new(false),
-                tracker: self.tracker.clone(),
-                max_in_flight,
-                in_flight: OnceLock::new(),
-                original_target: OnceLock::new(),
+            let slot = spare.take().unwrap_or_else(|| {
+                Arc::new(RequestSlot {
+                    head_read: AtomicBool::new(false),
+                    tracker: self.tracker.clone(),
+                    max_in_flight,
+                    in_flight: OnceLock::new(),
+                    original_target: OnceLock::new(),
+                })
             });
             let persistent = settings.take();
             let shell = &mut shell;
@@ -378,7 +395,8 @@ where
                     return;
                 }
             };
-            drop(slot);
+            // The request is over: its in-flight permit goes back now.
+            spare = RequestSlot::emptied(slot);
             let Some(reused) = reused else { return };
             if *shutdown.borrow() {
                 return;

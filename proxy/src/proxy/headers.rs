@@ -325,7 +325,10 @@ pub(crate) fn frame_response(req: &RequestHeader, resp: &mut ResponseHeader) -> 
     {
         return Ok(());
     }
-    resp.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
+    resp.insert_header(
+        http::header::TRANSFER_ENCODING,
+        http::HeaderValue::from_static("chunked"),
+    )?;
     Ok(())
 }
 

@@ -15,7 +15,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
@@ -32,6 +31,7 @@ use crate::upstream::UpstreamPool;
 mod headers;
 mod local;
 mod peers;
+mod pingora_hooks;
 mod settle;
 
 pub(crate) use headers::frame_response;
@@ -94,7 +94,7 @@ pub struct Ctx {
     /// The pool serving the request, once chosen.
     pool: Option<Arc<UpstreamPool>>,
     /// Peers tried so far (retries go elsewhere).
-    tried: Vec<std::net::SocketAddr>,
+    tried: smallvec::SmallVec<[std::net::SocketAddr; 2]>,
     /// The request came over TLS.
     tls: bool,
     /// The `content-length` the response went out with (after the filters).
@@ -190,7 +190,8 @@ impl Sluice {
             // route's pool, transforms it and answers by itself.
             let spec = spec.clone();
             let peer = self.upstream_peer(session, ctx).await?;
-            crate::image::serve(session, &ctx.snapshot.policy.images, &spec, peer).await?;
+            crate::image::serve(session, &ctx.snapshot.policy.images, &spec, Box::new(peer))
+                .await?;
             return Ok(true);
         }
         if !has_body {
@@ -401,11 +402,12 @@ async fn refuse_target(
     Ok(true)
 }
 
-#[async_trait]
-impl ProxyHttp for Sluice {
-    type CTX = Ctx;
-
-    fn new_ctx(&self) -> Ctx {
+/// The hooks, as plain methods: Sluice's own loop (`crate::forward`) calls them
+/// directly, so their futures are not boxed per call as `async_trait`'s are; the
+/// [`ProxyHttp`] impl below hands pingora-proxy's calls (upgrades) to them.
+impl Sluice {
+    /// A new request's state.
+    pub(crate) fn new_ctx(&self) -> Ctx {
         Ctx {
             snapshot: self.live.load(),
             route: None,
@@ -416,7 +418,7 @@ impl ProxyHttp for Sluice {
             started: Instant::now(),
             upstream_started: None,
             pool: None,
-            tried: Vec::new(),
+            tried: smallvec::SmallVec::new(),
             tls: false,
             response_length: None,
             response_passed: 0,
@@ -427,15 +429,25 @@ impl ProxyHttp for Sluice {
 
     /// The request head is read: stops its timer and takes an HTTP/1 in-flight slot
     /// (503 past `connections.max_h1_in_flight`); see [`crate::listener`].
-    async fn early_request_filter(&self, _session: &mut Session, _ctx: &mut Ctx) -> Result<()> {
+    pub(crate) async fn early_request_filter(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut Ctx,
+    ) -> Result<()> {
         crate::listener::request_started()
     }
 
-    fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, e: &Error) -> bool {
+    /// Whether an error is a refusal already counted (no warning logged).
+    pub(crate) fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, e: &Error) -> bool {
         crate::listener::is_refusal(e)
     }
 
-    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+    /// Prepares and routes the request and runs the request phases; `Ok(true)`: answered.
+    pub(crate) async fn request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+    ) -> Result<bool> {
         let snap = ctx.snapshot.clone();
         // Filters may read the target as sent (`sluice.request_target`) when it was
         // absolute-form or had bytes encoded for the parser, and the HTTP/1 head as
@@ -547,7 +559,12 @@ impl ProxyHttp for Sluice {
         }
     }
 
-    async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+    /// The peer of the request's pool for this attempt.
+    pub(crate) async fn upstream_peer(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+    ) -> Result<HttpPeer> {
         let pool = ctx.pool.clone().ok_or_else(|| bad("no pool"))?;
         let key = hash_key(session, ctx, &pool);
         let addr = pool.select(&key, &ctx.tried).ok_or_else(|| {
@@ -567,10 +584,11 @@ impl ProxyHttp for Sluice {
         ctx.tried.push(addr);
         ctx.stream.info.upstream = Some(addr);
         ctx.upstream_started = Some(Instant::now());
-        Ok(Box::new(pool.peer(addr)))
+        Ok(pool.peer(addr))
     }
 
-    async fn upstream_request_filter(
+    /// The upstream copy of the request head, after the filters.
+    pub(crate) async fn upstream_request_filter(
         &self,
         _session: &mut Session,
         upstream_request: &mut RequestHeader,
@@ -599,14 +617,18 @@ impl ProxyHttp for Sluice {
                 if upstream_request.version == http::Version::HTTP_2 {
                     upstream_request.remove_header(&http::header::TRANSFER_ENCODING);
                 } else {
-                    upstream_request.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
+                    upstream_request.insert_header(
+                        http::header::TRANSFER_ENCODING,
+                        http::HeaderValue::from_static("chunked"),
+                    )?;
                 }
             }
         }
         Ok(())
     }
 
-    async fn request_body_filter(
+    /// A request body chunk through the chain.
+    pub(crate) async fn request_body_filter(
         &self,
         _session: &mut Session,
         body: &mut Option<Bytes>,
@@ -661,7 +683,8 @@ impl ProxyHttp for Sluice {
         }
     }
 
-    async fn response_filter(
+    /// The response head through the chain.
+    pub(crate) async fn response_filter(
         &self,
         session: &mut Session,
         upstream_response: &mut ResponseHeader,
@@ -755,7 +778,8 @@ impl ProxyHttp for Sluice {
         }
     }
 
-    fn response_body_filter(
+    /// A response body chunk through the chain.
+    pub(crate) fn response_body_filter(
         &self,
         session: &mut Session,
         body: &mut Option<Bytes>,
@@ -807,7 +831,8 @@ impl ProxyHttp for Sluice {
         Ok(None)
     }
 
-    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+    /// The end of the request: the chain's last callbacks, metrics and the access log.
+    pub(crate) async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
         if let Some(e) = e {
             crate::listener::count_error(e);
         }
@@ -871,7 +896,8 @@ impl ProxyHttp for Sluice {
         }
     }
 
-    fn fail_to_connect(
+    /// A connection to `peer` failed: counted against it, retried elsewhere when allowed.
+    pub(crate) fn fail_to_connect(
         &self,
         _session: &mut Session,
         peer: &HttpPeer,
@@ -888,7 +914,8 @@ impl ProxyHttp for Sluice {
         e
     }
 
-    fn error_while_proxy(
+    /// An attempt failed after connecting: whose fault, and whether to retry.
+    pub(crate) fn error_while_proxy(
         &self,
         peer: &HttpPeer,
         session: &mut Session,
@@ -926,7 +953,13 @@ impl ProxyHttp for Sluice {
         e
     }
 
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+    /// The error answer to the client.
+    pub(crate) async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut Ctx,
+    ) -> FailToProxy {
         if ctx.stream.closed {
             // A filter reset the stream: close the connection without a response.
             return FailToProxy {
