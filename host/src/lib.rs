@@ -48,6 +48,7 @@ pub mod abi;
 pub mod callout;
 pub mod disk_cache;
 pub mod engine;
+pub mod fleet;
 mod error;
 mod generations;
 pub mod guard;

@@ -13,6 +13,7 @@ pub mod connections;
 mod errors;
 pub mod files;
 mod filters;
+pub mod fleet;
 pub mod images;
 mod limits;
 mod pools;
@@ -24,6 +25,7 @@ mod tls;
 pub use connections::{ConnectionLimits, Timeouts};
 pub use errors::{Diagnostic, PolicyErrors};
 pub use files::FileGrant;
+pub use fleet::FleetConfig;
 pub use filters::{FilterDef, FilterLimits, OnFailure, RequestBodyMode};
 pub use images::ImagesConfig;
 pub use limits::DEFAULT_SHARED_DATA_BYTES;
@@ -92,6 +94,8 @@ pub struct Policy {
     /// `x-request-id` and `x-forwarded-*` handling (`[server] forwarded`,
     /// `trust_forwarded_from`, `trust_request_id`).
     pub forwarded: crate::forwarded::Config,
+    /// The store shared by the fleet (`[fleet]`), if any.
+    pub fleet: Option<FleetConfig>,
 }
 
 impl Policy {
@@ -155,6 +159,7 @@ impl Policy {
             tls.is_some(),
         );
         let images = images::parse_images(&mut l, raw.images);
+        let fleet = fleet::parse_fleet(&mut l, raw.fleet);
         let timeouts = connections::timeouts(&mut l, &raw.timeouts);
         let connection_limits = connections::limits(&mut l, &raw.connections);
         let grace_period = connections::grace_period(&mut l, &raw.server.grace_period_ms);
@@ -212,6 +217,7 @@ impl Policy {
             connections: connection_limits,
             grace_period,
             paths: raw.paths,
+            fleet,
         })
     }
 }
