@@ -98,6 +98,17 @@ pub struct Policy {
     pub fleet: Option<FleetConfig>,
 }
 
+/// `sluice run --listen/--admin`: addresses of this node that replace the policy's
+/// `[server] listen` and `admin` in every policy the process loads.
+static NODE_OVERRIDES: std::sync::OnceLock<(Vec<SocketAddr>, Option<SocketAddr>)> =
+    std::sync::OnceLock::new();
+
+/// Sets this node's listener and admin addresses (once, before the first policy load);
+/// an empty `listen` and `None` keep the policy's.
+pub fn set_node_overrides(listen: Vec<SocketAddr>, admin: Option<SocketAddr>) {
+    let _ = NODE_OVERRIDES.set((listen, admin));
+}
+
 impl Policy {
     /// Reads and validates the policy at `path`.
     pub fn load(path: &Path) -> Result<Policy, PolicyErrors> {
@@ -138,6 +149,13 @@ impl Policy {
             forwarded,
             access_log,
         } = server::parse_server(&mut l, base, &raw.server);
+        let (listen, admin) = match NODE_OVERRIDES.get() {
+            Some((l, a)) => (
+                if l.is_empty() { listen } else { l.clone() },
+                a.or(admin),
+            ),
+            None => (listen, admin),
+        };
         let default_limits = limits::default_limits(&mut l, &raw.limits);
         let headers = limits::header_rules(&mut l, &raw.limits);
 
