@@ -79,7 +79,7 @@ fn policy(origin: &Proc, redis: Option<&str>, routes: &[(&str, &str)]) -> String
     for (i, (_, config)) in routes.iter().enumerate() {
         p += &format!(
             "[filters.rl{i}]\nmodule = {}\nconfig = {config}\n",
-            module("ratelimit")
+            module("ratelimit.wasm")
         );
     }
     for (i, (prefix, _)) in routes.iter().enumerate() {
