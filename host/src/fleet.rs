@@ -103,9 +103,17 @@ impl FleetOp {
                     return Err(Status::BadArgument);
                 }
                 Ok(if name == "sluice.fleet.incr" {
-                    FleetOp::Incr { key, window_ms, limit }
+                    FleetOp::Incr {
+                        key,
+                        window_ms,
+                        limit,
+                    }
                 } else {
-                    FleetOp::Sliding { key, window_ms, limit }
+                    FleetOp::Sliding {
+                        key,
+                        window_ms,
+                        limit,
+                    }
                 })
             })(),
             "sluice.fleet.get" => Ok(FleetOp::Get { key: args.to_vec() }),
@@ -123,7 +131,12 @@ impl FleetOp {
                     n => Some(r.take(n as usize)?.to_vec()),
                 };
                 let new = r.rest().to_vec();
-                Ok(FleetOp::Cas { key, expected, new, ttl_ms })
+                Ok(FleetOp::Cas {
+                    key,
+                    expected,
+                    new,
+                    ttl_ms,
+                })
             })(),
             _ => return None,
         };
@@ -136,14 +149,13 @@ impl FleetOp {
             return Err(Status::BadArgument);
         }
         match &self {
-            FleetOp::Set { value, ttl_ms, .. } | FleetOp::Cas { new: value, ttl_ms, .. }
-                if value.len() > MAX_VALUE || *ttl_ms > MAX_TTL_MS =>
-            {
-                Err(Status::BadArgument)
-            }
-            FleetOp::Cas { expected: Some(e), .. } if e.len() > MAX_VALUE => {
-                Err(Status::BadArgument)
-            }
+            FleetOp::Set { value, ttl_ms, .. }
+            | FleetOp::Cas {
+                new: value, ttl_ms, ..
+            } if value.len() > MAX_VALUE || *ttl_ms > MAX_TTL_MS => Err(Status::BadArgument),
+            FleetOp::Cas {
+                expected: Some(e), ..
+            } if e.len() > MAX_VALUE => Err(Status::BadArgument),
             _ => Ok(self),
         }
     }
@@ -218,7 +230,11 @@ impl FleetReply {
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(16);
         match self {
-            FleetReply::Counter { count, reset_ms, counted } => {
+            FleetReply::Counter {
+                count,
+                reset_ms,
+                counted,
+            } => {
                 out.push(FleetStatus::Ok as u8);
                 out.extend_from_slice(&count.to_le_bytes());
                 out.extend_from_slice(&reset_ms.to_le_bytes());
@@ -258,7 +274,11 @@ mod tests {
         a.extend(b"ip:1.2.3.4");
         assert_eq!(
             FleetOp::decode("sluice.fleet.incr", &a),
-            Some(Ok(FleetOp::Incr { key: b"ip:1.2.3.4".to_vec(), window_ms: 60_000, limit: 10 }))
+            Some(Ok(FleetOp::Incr {
+                key: b"ip:1.2.3.4".to_vec(),
+                window_ms: 60_000,
+                limit: 10
+            }))
         );
         let mut cas = le(0).to_vec();
         cas.extend(le(1));
@@ -267,32 +287,60 @@ mod tests {
         cas.extend(b"new");
         assert_eq!(
             FleetOp::decode("sluice.fleet.cas", &cas),
-            Some(Ok(FleetOp::Cas { key: b"k".to_vec(), expected: None, new: b"new".to_vec(), ttl_ms: 0 }))
+            Some(Ok(FleetOp::Cas {
+                key: b"k".to_vec(),
+                expected: None,
+                new: b"new".to_vec(),
+                ttl_ms: 0
+            }))
         );
         assert_eq!(FleetOp::decode("sluice.echo", b""), None);
         // Huge keys, empty keys, short arguments, zero windows.
         let mut huge = le(1000).to_vec();
         huge.extend(le(1));
         huge.extend(vec![b'x'; MAX_KEY + 1]);
-        assert_eq!(FleetOp::decode("sluice.fleet.incr", &huge), Some(Err(Status::BadArgument)));
-        assert_eq!(FleetOp::decode("sluice.fleet.get", b""), Some(Err(Status::BadArgument)));
-        assert_eq!(FleetOp::decode("sluice.fleet.sliding", &le(5)), Some(Err(Status::BadArgument)));
+        assert_eq!(
+            FleetOp::decode("sluice.fleet.incr", &huge),
+            Some(Err(Status::BadArgument))
+        );
+        assert_eq!(
+            FleetOp::decode("sluice.fleet.get", b""),
+            Some(Err(Status::BadArgument))
+        );
+        assert_eq!(
+            FleetOp::decode("sluice.fleet.sliding", &le(5)),
+            Some(Err(Status::BadArgument))
+        );
         let mut zero = le(0).to_vec();
         zero.extend(le(1));
         zero.extend(b"k");
-        assert_eq!(FleetOp::decode("sluice.fleet.incr", &zero), Some(Err(Status::BadArgument)));
+        assert_eq!(
+            FleetOp::decode("sluice.fleet.incr", &zero),
+            Some(Err(Status::BadArgument))
+        );
         let mut lying = le(0).to_vec();
         lying.extend(le(u32::MAX - 1));
-        assert_eq!(FleetOp::decode("sluice.fleet.set", &lying), Some(Err(Status::BadArgument)));
+        assert_eq!(
+            FleetOp::decode("sluice.fleet.set", &lying),
+            Some(Err(Status::BadArgument))
+        );
     }
 
     #[test]
     fn replies_encode() {
         assert_eq!(
-            FleetReply::Counter { count: 3, reset_ms: 10, counted: true }.encode(),
+            FleetReply::Counter {
+                count: 3,
+                reset_ms: 10,
+                counted: true
+            }
+            .encode(),
             [0, 3, 0, 0, 0, 10, 0, 0, 0, 1, 0, 0, 0]
         );
         assert_eq!(FleetReply::Value(None).encode(), [0, 0]);
-        assert_eq!(FleetReply::Failed(FleetStatus::Timeout, "t".into()).encode(), [2, b't']);
+        assert_eq!(
+            FleetReply::Failed(FleetStatus::Timeout, "t".into()).encode(),
+            [2, b't']
+        );
     }
 }

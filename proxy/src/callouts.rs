@@ -12,8 +12,8 @@ use pingora::connectors::http::Connector;
 use pingora::http::RequestHeader;
 use pingora::upstreams::peer::HttpPeer;
 
-use crate::host::{CallResult, HeaderMap, HttpCallRequest, HttpCallResponse};
 use crate::fleet::FleetStore;
+use crate::host::{CallResult, HeaderMap, HttpCallRequest, HttpCallResponse};
 use crate::upstream::UpstreamPool;
 
 /// Largest call response body a filter may receive.

@@ -89,7 +89,9 @@ pub struct FleetStore {
 
 impl std::fmt::Debug for FleetStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FleetStore").field("redis", &self.cfg.redis).finish()
+        f.debug_struct("FleetStore")
+            .field("redis", &self.cfg.redis)
+            .finish()
     }
 }
 
@@ -182,7 +184,9 @@ impl FleetStore {
             }
         }
         if self.down_until.load(Ordering::Relaxed) > now {
-            m.fleet_calls.with_label_values(&[name, "unavailable"]).inc();
+            m.fleet_calls
+                .with_label_values(&[name, "unavailable"])
+                .inc();
             return reply(FleetReply::Failed(
                 FleetStatus::Unavailable,
                 "fleet store down".into(),
@@ -207,13 +211,23 @@ impl FleetStore {
             }
             Err(_) => {
                 m.fleet_calls.with_label_values(&[name, "timeout"]).inc();
-                tracing::warn!(op = name, timeout_ms = self.cfg.timeout_ms, "fleet store call timed out");
+                tracing::warn!(
+                    op = name,
+                    timeout_ms = self.cfg.timeout_ms,
+                    "fleet store call timed out"
+                );
                 self.backoff();
                 FleetReply::Failed(FleetStatus::Timeout, "fleet store timed out".into())
             }
         };
-        if let (FleetReply::Counter { count, reset_ms, counted }, FleetOp::Incr { limit, .. } | FleetOp::Sliding { limit, .. }) =
-            (&r, &op)
+        if let (
+            FleetReply::Counter {
+                count,
+                reset_ms,
+                counted,
+            },
+            FleetOp::Incr { limit, .. } | FleetOp::Sliding { limit, .. },
+        ) = (&r, &op)
         {
             let over = match op {
                 FleetOp::Incr { .. } => *count > *limit,
@@ -259,7 +273,9 @@ impl FleetStore {
                     counted: true,
                 }
             }
-            FleetOp::Sliding { window_ms, limit, .. } => {
+            FleetOp::Sliding {
+                window_ms, limit, ..
+            } => {
                 let (count, left, counted): (i64, i64, i64) = self
                     .sliding
                     .key(key)
@@ -296,7 +312,12 @@ impl FleetStore {
                 let _: Value = cmd.query_async(&mut conn).await?;
                 FleetReply::Done
             }
-            FleetOp::Cas { expected, new, ttl_ms, .. } => {
+            FleetOp::Cas {
+                expected,
+                new,
+                ttl_ms,
+                ..
+            } => {
                 let swapped: i64 = self
                     .cas
                     .key(key)

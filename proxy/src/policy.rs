@@ -25,8 +25,8 @@ mod tls;
 pub use connections::{ConnectionLimits, Timeouts};
 pub use errors::{Diagnostic, PolicyErrors};
 pub use files::FileGrant;
-pub use fleet::FleetConfig;
 pub use filters::{FilterDef, FilterLimits, OnFailure, RequestBodyMode};
+pub use fleet::FleetConfig;
 pub use images::ImagesConfig;
 pub use limits::DEFAULT_SHARED_DATA_BYTES;
 pub use pools::{Balance, Ejection, HashKey, HealthCheck, PoolDef, UpstreamTls};
@@ -150,10 +150,7 @@ impl Policy {
             access_log,
         } = server::parse_server(&mut l, base, &raw.server);
         let (listen, admin) = match NODE_OVERRIDES.get() {
-            Some((l, a)) => (
-                if l.is_empty() { listen } else { l.clone() },
-                a.or(admin),
-            ),
+            Some((l, a)) => (if l.is_empty() { listen } else { l.clone() }, a.or(admin)),
             None => (listen, admin),
         };
         let default_limits = limits::default_limits(&mut l, &raw.limits);

@@ -66,7 +66,10 @@ impl FleetConfig {
 }
 
 /// Validates `[fleet]` (none when absent).
-pub(super) fn parse_fleet(l: &mut Lines<'_>, raw: Option<Spanned<FleetConfig>>) -> Option<FleetConfig> {
+pub(super) fn parse_fleet(
+    l: &mut Lines<'_>,
+    raw: Option<Spanned<FleetConfig>>,
+) -> Option<FleetConfig> {
     let f = raw?;
     let span = f.span();
     let f = f.into_inner();

@@ -47,7 +47,9 @@ impl Redis {
 
     /// Starts it again on the same port (empty: no persistence).
     fn start(&mut self) {
-        self.child = redis_cmd(self.dir.path(), self.addr).spawn().expect("redis-server");
+        self.child = redis_cmd(self.dir.path(), self.addr)
+            .spawn()
+            .expect("redis-server");
         wait_port(self.addr);
     }
 }
@@ -58,7 +60,9 @@ fn redis() -> Option<Redis> {
     }
     let dir = tempfile::tempdir().unwrap();
     let (child, addrs) = spawn_on_fresh_ports(1, "redis-server", |addrs| {
-        let child = redis_cmd(dir.path(), addrs[0]).spawn().expect("redis-server");
+        let child = redis_cmd(dir.path(), addrs[0])
+            .spawn()
+            .expect("redis-server");
         (child, dir.path().join("redis.log"))
     });
     Some(Redis {
@@ -200,7 +204,11 @@ fn a_redis_outage_fails_open_or_closed_as_configured_and_recovers() {
     let body = policy(
         &origin,
         Some(&redis.url()),
-        &[("/echo/open", open), ("/echo/closed", closed), ("/", UNUSED)],
+        &[
+            ("/echo/open", open),
+            ("/echo/closed", closed),
+            ("/", UNUSED),
+        ],
     );
     let s = sluice(&body);
     assert_eq!(hit(&s, "/echo/open", "u").0, 200);
@@ -211,16 +219,32 @@ fn a_redis_outage_fails_open_or_closed_as_configured_and_recovers() {
         assert_eq!(hit(&s, "/echo/open", "u").0, 200);
         assert_eq!(hit(&s, "/echo/closed", "u").0, 503);
         // No request waits longer than the call timeout (200 ms), with room for a slow box.
-        assert!(t.elapsed() < Duration::from_millis(1500), "{:?}", t.elapsed());
+        assert!(
+            t.elapsed() < Duration::from_millis(1500),
+            "{:?}",
+            t.elapsed()
+        );
     }
     let failed = metric(&s, r#"sluice_fleet_calls_total{op="incr",result="error"}"#)
-        + metric(&s, r#"sluice_fleet_calls_total{op="incr",result="timeout"}"#);
-    let skipped = metric(&s, r#"sluice_fleet_calls_total{op="incr",result="unavailable"}"#);
+        + metric(
+            &s,
+            r#"sluice_fleet_calls_total{op="incr",result="timeout"}"#,
+        );
+    let skipped = metric(
+        &s,
+        r#"sluice_fleet_calls_total{op="incr",result="unavailable"}"#,
+    );
     assert!(failed >= 1.0, "errors {failed}");
-    assert!(failed + skipped >= 20.0, "errors {failed}, unavailable {skipped}");
+    assert!(
+        failed + skipped >= 20.0,
+        "errors {failed}, unavailable {skipped}"
+    );
     // Other routes (no fleet calls) never wait on the outage.
     let t = Instant::now();
-    assert_eq!(client().get(s.url("/echo/free")).send().unwrap().status(), 200);
+    assert_eq!(
+        client().get(s.url("/echo/free")).send().unwrap().status(),
+        200
+    );
     assert!(t.elapsed() < Duration::from_millis(500));
 
     // Redis comes back (empty): counting resumes without restarting Sluice.
