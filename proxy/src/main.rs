@@ -418,16 +418,14 @@ fn main() -> ExitCode {
     // where access-log lines go.
     let mut bundle = None;
     let mut run_path = PathBuf::new();
+    if let Cmd::Run { listen, admin, .. } = &cli.cmd {
+        // This node's own addresses, for every policy it loads (bundles included).
+        sluice::policy::set_node_overrides(listen.clone(), *admin);
+    }
     let loaded = match &cli.cmd {
         Cmd::Run {
-            policy,
-            bundle: o,
-            listen,
-            admin,
-        } => match {
-            sluice::policy::set_node_overrides(listen.clone(), *admin);
-            source(policy, o)
-        } {
+            policy, bundle: o, ..
+        } => match source(policy, o) {
             Ok((mut path, mut b)) => {
                 let mut loaded = Policy::load(&path);
                 if let (Err(e), Some((follower, fetched))) = (&loaded, &mut b) {

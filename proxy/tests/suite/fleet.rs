@@ -289,3 +289,44 @@ fn hostile_keys_and_floods_cost_redis_little() {
         assert!(keys.lines().all(|k| k.len() < 200), "a long key in Redis");
     }
 }
+
+#[test]
+fn a_bad_fleet_section_is_refused_and_scope_fleet_needs_one() {
+    let origin = origin("fleet");
+    let base = policy(&origin, None, &[("/", PER_USER)]);
+    for (fleet, want) in [
+        ("[fleet]\nredis = \"rediss://127.0.0.1:1\"\n", "no TLS"),
+        (
+            "[fleet]\nredis = \"redis://127.0.0.1:1\"\ntimeout_ms = 0\n",
+            "timeout_ms",
+        ),
+        (
+            "[fleet]\nredis = \"redis://127.0.0.1:1\"\nbogus = 1\n",
+            "bogus",
+        ),
+    ] {
+        let (out, _, _dir) = check(&format!("{fleet}{base}"));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(want),
+            "{fleet}: {err}"
+        );
+    }
+    // A filter that insists on the fleet store fails to configure without one.
+    let fleet_only =
+        r#"{ rules = [{ name = "u", key = ["ip"], limit = 1, window_s = 1 }], scope = "fleet" }"#;
+    let (out, _, _dir) = check(&policy(&origin, None, &[("/", fleet_only)]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("[fleet]"), "{err}");
+    // With one (Redis need not be up to load the policy), it loads.
+    let (out, _, _dir) = check(&policy(
+        &origin,
+        Some("redis://127.0.0.1:1"),
+        &[("/", fleet_only)],
+    ));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
