@@ -259,6 +259,21 @@ EOF
             waf_norules_filter
             route='["waf"]'
             ;;
+        ratelimit-local | ratelimit-redis)
+            # One rule on the client IP (every bench request the same key) with a limit
+            # never reached: each request counts (a CAS on shared data, or a Redis round
+            # trip: the over-limit cache never answers).
+            local scope=local
+            [[ $1 == ratelimit-redis ]] && scope=fleet && printf '[fleet]\nredis = "redis://127.0.0.1:%s"\ntimeout_ms = 100\n\n' "$REDIS_PORT"
+            cat <<EOF
+
+[filters.rl]
+module = "$FILTERS_OUT/ratelimit.wasm"
+request_body = "stream"
+config = { rules = [{ name = "bench", key = ["ip"], limit = 4000000000, window_s = 86400 }], scope = "$scope" }
+EOF
+            route='["rl"]'
+            ;;
         *) die "sluice_policy_tail: unknown chain $1" ;;
     esac
     printf '\n[[routes]]\nname = "all"\npath_prefix = "/"\n'

@@ -7,6 +7,8 @@
 #   sluice-one          Sluice with one `headers` filter (sets a request and a response header)
 #   sluice-three        Sluice with three such filters
 #   sluice-waf-norules  Sluice with filters/out/waf.wasm and no rule
+#   sluice-rl-local     Sluice with filters/out/ratelimit.wasm counting on this node (shared data)
+#   sluice-rl-redis     the same counting on Redis ([fleet]; a redis-server this script starts)
 # All servers start once; then ROUNDS interleaved rounds each run every target once in
 # turn (the order rotates by one each round): a warm-up, then `wrk --latency`, with the
 # CPU time (utime + stime, /proc) of the server's process tree read before and after.
@@ -30,6 +32,9 @@
 #   PROFILE_DURATION=5s  each profile run
 #   IDLE_SECS=5          CPU of the idle servers measured over this long first (0: not)
 #   TARGETS="origin nginx bare-pingora sluice-empty sluice-one sluice-three sluice-waf-norules"
+#            (add sluice-rl-local sluice-rl-redis for the rate-limit filter's cost)
+#   SLUICE_RL_LOCAL_PORT=18090 SLUICE_RL_REDIS_PORT=18091 SLUICE_RL_LOCAL_ADMIN=19910
+#   SLUICE_RL_REDIS_ADMIN=19911 REDIS_PORT=18092
 #   ORIGIN_PORT=18081 NGINX_PORT=18082 BARE_PORT=18083 SLUICE_EMPTY_PORT=18084
 #   SLUICE_ONE_PORT=18085 SLUICE_THREE_PORT=18086 SLUICE_WAF_PORT=18087
 #   SLUICE_EMPTY_ADMIN=19901 SLUICE_ONE_ADMIN=19902 SLUICE_THREE_ADMIN=19903 SLUICE_WAF_ADMIN=19904
@@ -69,6 +74,11 @@ SLUICE_EMPTY_ADMIN=${SLUICE_EMPTY_ADMIN:-19901}
 SLUICE_ONE_ADMIN=${SLUICE_ONE_ADMIN:-19902}
 SLUICE_THREE_ADMIN=${SLUICE_THREE_ADMIN:-19903}
 SLUICE_WAF_ADMIN=${SLUICE_WAF_ADMIN:-19904}
+SLUICE_RL_LOCAL_PORT=${SLUICE_RL_LOCAL_PORT:-18090}
+SLUICE_RL_REDIS_PORT=${SLUICE_RL_REDIS_PORT:-18091}
+SLUICE_RL_LOCAL_ADMIN=${SLUICE_RL_LOCAL_ADMIN:-19910}
+SLUICE_RL_REDIS_ADMIN=${SLUICE_RL_REDIS_ADMIN:-19911}
+REDIS_PORT=${REDIS_PORT:-18092}
 BEFORE_PORT=${BEFORE_PORT:-18088}
 BEFORE_ADMIN=${BEFORE_ADMIN:-19905}
 
@@ -88,13 +98,16 @@ declare -A PORT_OF=(
     [origin]=$ORIGIN_PORT [nginx]=$NGINX_PORT [bare-pingora]=$BARE_PORT
     [sluice-empty]=$SLUICE_EMPTY_PORT [sluice-one]=$SLUICE_ONE_PORT
     [sluice-three]=$SLUICE_THREE_PORT [sluice-waf-norules]=$SLUICE_WAF_PORT
+    [sluice-rl-local]=$SLUICE_RL_LOCAL_PORT [sluice-rl-redis]=$SLUICE_RL_REDIS_PORT
 )
 declare -A ADMIN_OF=(
     [sluice-empty]=$SLUICE_EMPTY_ADMIN [sluice-one]=$SLUICE_ONE_ADMIN
     [sluice-three]=$SLUICE_THREE_ADMIN [sluice-waf-norules]=$SLUICE_WAF_ADMIN
+    [sluice-rl-local]=$SLUICE_RL_LOCAL_ADMIN [sluice-rl-redis]=$SLUICE_RL_REDIS_ADMIN
 )
 declare -A CHAIN_OF=(
     [sluice-empty]=empty [sluice-one]=one [sluice-three]=three [sluice-waf-norules]=waf-norules
+    [sluice-rl-local]=ratelimit-local [sluice-rl-redis]=ratelimit-redis
 )
 # BEFORE_BIN: each Sluice target gets a twin, NAME-before, run by that binary, just before it.
 if [[ -n $BEFORE_BIN ]]; then
@@ -171,6 +184,11 @@ can_start() {
             }
             [[ $base == sluice-one || $base == sluice-three ]] && module=$FILTERS_OUT/headers.wasm
             [[ $base == sluice-waf-norules ]] && module=$FILTERS_OUT/waf.wasm
+            [[ $base == sluice-rl-* ]] && module=$FILTERS_OUT/ratelimit.wasm
+            if [[ $base == sluice-rl-redis ]] && ! command -v redis-server >/dev/null; then
+                skip_row "$1" "redis-server not installed (scripts/setup.sh)"
+                return 1
+            fi
             if [[ -n $module && ! -f $module ]]; then
                 skip_row "$1" "$module missing (run filters/build.sh)"
                 return 1
@@ -320,6 +338,8 @@ added_costs() {
     cost_line "per filter in a chain of three ((sluice-three$x − sluice-empty$x) / 3)" "sluice-three$x" "sluice-empty$x" 3
     cost_line "each filter after the first ((sluice-three$x − sluice-one$x) / 2)" "sluice-three$x" "sluice-one$x" 2
     cost_line "WAF filter, no rule (sluice-waf-norules$x − sluice-empty$x)" "sluice-waf-norules$x" "sluice-empty$x"
+    cost_line "rate limit, local (sluice-rl-local$x − sluice-empty$x)" "sluice-rl-local$x" "sluice-empty$x"
+    cost_line "rate limit on Redis, Sluice's CPU (sluice-rl-redis$x − sluice-empty$x)" "sluice-rl-redis$x" "sluice-empty$x"
 }
 
 # before_after: each Sluice row of $SLUICE_BIN against the same row of $BEFORE_BIN.
@@ -448,6 +468,11 @@ log "results and logs: $TMP"
 warn_if_busy
 
 start_origin
+# The Redis sluice-rl-redis counts on: loopback, no persistence.
+if [[ " $TARGETS " == *" sluice-rl-redis"* ]] && command -v redis-server >/dev/null; then
+    start_bg redis redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no
+    for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$REDIS_PORT") 2>/dev/null && break; sleep 0.1; done
+fi
 wait_ready origin "http://127.0.0.1:$ORIGIN_PORT/healthz" || die "the origin did not start"
 
 # Every server starts once and stays up for all rounds.

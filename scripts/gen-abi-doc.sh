@@ -28,4 +28,42 @@ cargo build --release -p sluice -q
     echo "## Hostcalls"
     echo
     SLUICE_LOG=off target/release/sluice abi
+    cat <<'FLEET'
+
+## Fleet operations
+
+With `[fleet]` in the policy (docs/POLICY.md), filters reach a store every node shares (Redis)
+through foreign functions whose answer comes later. The filter starts one with
+`proxy_call_foreign_function("sluice.fleet.<op>", args)`, which answers a token (u32 LE) at
+once, and returns `Pause`; the host runs the command on the reactor (the filter's thread
+serves other requests meanwhile) and calls `proxy_on_foreign_function(context_id, token,
+size)` on the context that started it, with the result in buffer 8 (`CallData`). A stream
+context gets it with its stream attached: it may add headers, answer locally
+(`proxy_send_local_response`) or resume (`proxy_continue_stream`). Tokens share the sequence
+and the limits of HTTP calls (16 outstanding per callback, 64 per request).
+
+| Function | Arguments (u32 LE) | Result in buffer 8 after the status byte |
+|---|---|---|
+| `sluice.fleet.enabled` | none; answers at once: 1 byte, 1 with `[fleet]` | (synchronous) |
+| `sluice.fleet.incr` | window_ms, limit, key | count, reset_ms, counted (u32 each): fixed window, `INCR` + expiry in one script |
+| `sluice.fleet.sliding` | window_ms, limit, key | count, reset_ms, counted: sliding window (previous window weighted), a refused hit is not counted |
+| `sluice.fleet.get` | key | found (u8), value |
+| `sluice.fleet.set` | ttl_ms, key_len, key, value | nothing |
+| `sluice.fleet.cas` | ttl_ms, key_len, key, expected_len (0xFFFFFFFF: "absent"), expected, new | swapped (u8) |
+
+The status byte: 0 ok, 1 error (Redis answered an error or could not be reached), 2 timeout
+(`[fleet] timeout_ms`), 3 unavailable (the node saw the store fail less than `backoff_ms`
+ago). `limit` lets the host remember a key over its limit until its window ends and answer
+it without a round trip (`counted` = 0, `count` as Redis last gave it). Keys are 1 to 1,024
+bytes (stored as `PREFIX:KEY`), values up to 64 KiB, windows and TTLs up to one day (0 TTL:
+no expiry); otherwise `BAD_ARGUMENT` at once. Without `[fleet]`: `NOT_FOUND`.
+
+**Why `proxy_on_foreign_function`.** It is part of the ABI since 0.2.0 (spec changelog),
+stock SDKs export it (the Rust `proxy-wasm` crate 0.2.5 dispatches it to the context by id:
+`Context::on_foreign_function(token, size)`), and Kong's ngx_wasm_module completes its own
+asynchronous host functions the same way. Delivering the result as an HTTP-call response
+was the other choice, but the Rust SDK panics on a call-response token it did not get from
+`proxy_http_call` itself (its callout table is private), so a stock filter could not
+receive it. `filters/ratelimit` is the example.
+FLEET
 } > docs/ABI.md

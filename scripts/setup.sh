@@ -20,6 +20,9 @@ need+=(nginx-light libnginx-mod-http-modsecurity modsecurity-crs libnginx-mod-ht
 # Policy bundles (proxy/tests/suite/bundle.rs): Debian's OCI distribution registry, started by
 # the tests on a loopback port with a temporary storage directory.
 need+=(docker-registry)
+# Fleet state (proxy/tests/suite/fleet.rs, bench/run.sh's ratelimit-redis target): Redis,
+# started by the tests on a loopback port with no persistence.
+need+=(redis-server)
 # Wasm: where rustup has no wasm32 std (offline machines), the filters build with
 # Debian's rustc and -Zbuild-std (see filters/build.sh).
 if ! (command -v rustup >/dev/null && rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown); then

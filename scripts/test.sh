@@ -8,7 +8,9 @@ cargo fmt --all --check
 cargo clippy --release --workspace --all-targets --locked -- -D warnings
 target/release/sluice check --policy policies/default.toml
 target/release/sluice check --policy policies/waf.toml
+target/release/sluice check --policy policies/fleet.toml
 cargo test --release --workspace --locked
 # The guest filters' own tests (rule engines, natively): the router's matchers and
-# splits, the WAF's SecLang engine against the real CRS, the filter kit.
-(cd filters && cargo test --release --locked -p router -p waf -p image -p sluice-filter-kit)
+# splits, the WAF's SecLang engine against the real CRS, the filter kit, the rate limiter's
+# keys and windows.
+(cd filters && cargo test --release --locked -p router -p waf -p image -p sluice-filter-kit -p ratelimit)

@@ -6,6 +6,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+use super::fleet::FleetOp;
 use super::stream::HeaderMap;
 
 /// Most calls one stream (or one root-context callback) may have outstanding.
@@ -32,6 +33,11 @@ pub struct HttpCallRequest {
     pub trailers: Vec<(String, Vec<u8>)>,
     /// Timeout of the whole call.
     pub timeout: Duration,
+    /// Set for a fleet operation (`sluice.fleet.*`): the proxy runs it on the fleet
+    /// store instead of sending an HTTP request, and its result is delivered through
+    /// `proxy_on_foreign_function` (the body of the response holds the
+    /// [`crate::fleet::FleetReply`] bytes).
+    pub fleet: Option<FleetOp>,
 }
 
 /// What came back from a call.
@@ -55,4 +61,8 @@ pub trait Callouts: Send + Sync {
     fn knows(&self, upstream: &str) -> bool;
     /// Sends one call; never longer than `req.timeout`.
     fn call(&self, req: HttpCallRequest) -> Pin<Box<dyn Future<Output = CallResult> + Send>>;
+    /// True when a fleet store is configured (`sluice.fleet.enabled`).
+    fn fleet_enabled(&self) -> bool {
+        false
+    }
 }

@@ -49,6 +49,7 @@ pub mod callout;
 pub mod disk_cache;
 pub mod engine;
 mod error;
+pub mod fleet;
 mod generations;
 pub mod guard;
 pub(crate) mod matchers;

@@ -91,6 +91,12 @@ pub struct HostState {
     pub calls_made: u32,
     /// The call response being delivered (`proxy_on_http_call_response`).
     pub call_response: Option<HttpCallResponse>,
+    /// Tokens (and contexts) of the fleet operations this VM started and not yet
+    /// completed: their outcome is delivered with `proxy_on_foreign_function`, not as a
+    /// call response. A deleted stream's are forgotten.
+    pub fleet_tokens: Vec<(u32, u32)>,
+    /// The data of the foreign-function completion being delivered (buffer 8, `CallData`).
+    pub call_data: Option<Vec<u8>>,
     /// Set when the guest edits a call response's maps (they are its own copy).
     pub call_response_touched: bool,
     /// How to wake this VM when a queue it registered gets an item.
@@ -178,6 +184,8 @@ impl HostState {
             status: (0, Vec::new()),
             callouts: None,
             pending_calls: Vec::new(),
+            fleet_tokens: Vec::new(),
+            call_data: None,
             calls_made: 0,
             call_response: None,
             call_response_touched: false,

@@ -12,6 +12,7 @@ use pingora::connectors::http::Connector;
 use pingora::http::RequestHeader;
 use pingora::upstreams::peer::HttpPeer;
 
+use crate::fleet::FleetStore;
 use crate::host::{CallResult, HeaderMap, HttpCallRequest, HttpCallResponse};
 use crate::upstream::UpstreamPool;
 
@@ -29,6 +30,8 @@ pub(crate) fn connector() -> &'static Connector {
 pub struct PoolCallouts {
     /// Pools calls may go to.
     pub pools: HashMap<String, Arc<UpstreamPool>>,
+    /// The fleet store (`[fleet]`), which runs the filters' `sluice.fleet.*` operations.
+    pub fleet: Option<Arc<FleetStore>>,
 }
 
 impl crate::host::callout::Callouts for PoolCallouts {
@@ -36,7 +39,17 @@ impl crate::host::callout::Callouts for PoolCallouts {
         self.pools.contains_key(upstream)
     }
 
+    fn fleet_enabled(&self) -> bool {
+        self.fleet.is_some()
+    }
+
     fn call(&self, req: HttpCallRequest) -> Pin<Box<dyn Future<Output = CallResult> + Send>> {
+        if let Some(op) = req.fleet {
+            return match &self.fleet {
+                Some(store) => Box::pin(store.clone().run(op)),
+                None => Box::pin(async { Err("no fleet store".to_string()) }),
+            };
+        }
         let peer = self
             .pools
             .get(&req.upstream)

@@ -39,6 +39,13 @@ enum Cmd {
         policy: String,
         #[command(flatten)]
         bundle: BundleOpts,
+        /// Serve traffic on these addresses instead of the policy's `[server] listen`
+        /// (node-local: several nodes on one host can run the same bundle). Repeatable.
+        #[arg(long)]
+        listen: Vec<std::net::SocketAddr>,
+        /// Serve the admin API here instead of the policy's `[server] admin`.
+        #[arg(long)]
+        admin: Option<std::net::SocketAddr>,
     },
     /// Policy bundles in an OCI registry.
     Bundle {
@@ -411,8 +418,14 @@ fn main() -> ExitCode {
     // where access-log lines go.
     let mut bundle = None;
     let mut run_path = PathBuf::new();
+    if let Cmd::Run { listen, admin, .. } = &cli.cmd {
+        // This node's own addresses, for every policy it loads (bundles included).
+        sluice::policy::set_node_overrides(listen.clone(), *admin);
+    }
     let loaded = match &cli.cmd {
-        Cmd::Run { policy, bundle: o } => match source(policy, o) {
+        Cmd::Run {
+            policy, bundle: o, ..
+        } => match source(policy, o) {
             Ok((mut path, mut b)) => {
                 let mut loaded = Policy::load(&path);
                 if let (Err(e), Some((follower, fetched))) = (&loaded, &mut b) {

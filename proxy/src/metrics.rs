@@ -90,6 +90,11 @@ pub struct Metrics {
     pub bundle_refusals: IntCounterVec,
     /// Unix time the bundle being served was fetched.
     pub bundle_fetched: Gauge,
+    /// Fleet store operations by operation and result (`ok`, `error`, `timeout`,
+    /// `unavailable`, `cached`: answered from the over-limit cache with no round trip).
+    pub fleet_calls: IntCounterVec,
+    /// Fleet store round trips' duration by operation.
+    pub fleet_duration: HistogramVec,
     /// Image variant cache lookups by result (`hit`, `miss`).
     pub image_cache: IntCounterVec,
     /// Image transforms by outcome.
@@ -363,6 +368,19 @@ pub fn metrics() -> &'static Metrics {
                 &["reason"],
             ),
             bundle_fetched,
+            fleet_calls: counter(
+                &r,
+                "sluice_fleet_calls_total",
+                "Fleet store operations by operation (incr, sliding, get, set, cas) and result (ok, error, timeout, unavailable, cached).",
+                &["op", "result"],
+            ),
+            fleet_duration: histogram(
+                &r,
+                "sluice_fleet_call_duration_seconds",
+                "Fleet store round trips by operation (cached answers are not round trips).",
+                &["op"],
+                &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0],
+            ),
             image_cache: counter(
                 &r,
                 "sluice_image_cache_total",

@@ -13,6 +13,7 @@ pub mod connections;
 mod errors;
 pub mod files;
 mod filters;
+pub mod fleet;
 pub mod images;
 mod limits;
 mod pools;
@@ -25,6 +26,7 @@ pub use connections::{ConnectionLimits, Timeouts};
 pub use errors::{Diagnostic, PolicyErrors};
 pub use files::FileGrant;
 pub use filters::{FilterDef, FilterLimits, OnFailure, RequestBodyMode};
+pub use fleet::FleetConfig;
 pub use images::ImagesConfig;
 pub use limits::DEFAULT_SHARED_DATA_BYTES;
 pub use pools::{Balance, Ejection, HashKey, HealthCheck, PoolDef, UpstreamTls};
@@ -92,6 +94,19 @@ pub struct Policy {
     /// `x-request-id` and `x-forwarded-*` handling (`[server] forwarded`,
     /// `trust_forwarded_from`, `trust_request_id`).
     pub forwarded: crate::forwarded::Config,
+    /// The store shared by the fleet (`[fleet]`), if any.
+    pub fleet: Option<FleetConfig>,
+}
+
+/// `sluice run --listen/--admin`: addresses of this node that replace the policy's
+/// `[server] listen` and `admin` in every policy the process loads.
+static NODE_OVERRIDES: std::sync::OnceLock<(Vec<SocketAddr>, Option<SocketAddr>)> =
+    std::sync::OnceLock::new();
+
+/// Sets this node's listener and admin addresses (once, before the first policy load);
+/// an empty `listen` and `None` keep the policy's.
+pub fn set_node_overrides(listen: Vec<SocketAddr>, admin: Option<SocketAddr>) {
+    let _ = NODE_OVERRIDES.set((listen, admin));
 }
 
 impl Policy {
@@ -134,6 +149,10 @@ impl Policy {
             forwarded,
             access_log,
         } = server::parse_server(&mut l, base, &raw.server);
+        let (listen, admin) = match NODE_OVERRIDES.get() {
+            Some((l, a)) => (if l.is_empty() { listen } else { l.clone() }, a.or(admin)),
+            None => (listen, admin),
+        };
         let default_limits = limits::default_limits(&mut l, &raw.limits);
         let headers = limits::header_rules(&mut l, &raw.limits);
 
@@ -155,6 +174,7 @@ impl Policy {
             tls.is_some(),
         );
         let images = images::parse_images(&mut l, raw.images);
+        let fleet = fleet::parse_fleet(&mut l, raw.fleet);
         let timeouts = connections::timeouts(&mut l, &raw.timeouts);
         let connection_limits = connections::limits(&mut l, &raw.connections);
         let grace_period = connections::grace_period(&mut l, &raw.server.grace_period_ms);
@@ -212,6 +232,7 @@ impl Policy {
             connections: connection_limits,
             grace_period,
             paths: raw.paths,
+            fleet,
         })
     }
 }

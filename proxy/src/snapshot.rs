@@ -190,11 +190,18 @@ impl Compiled {
                     .with_label_values(&[f.name.as_str(), kind]);
             }
         }
+        let fleet = policy
+            .fleet
+            .as_ref()
+            .map(crate::fleet::store)
+            .transpose()
+            .map_err(|e| PolicyErrors(vec![diag(None, format!("[fleet]: {e:#}"))]))?;
         let callouts: Arc<dyn Callouts> = Arc::new(PoolCallouts {
             pools: pools
                 .iter()
                 .map(|p| (p.def.name.clone(), p.clone()))
                 .collect(),
+            fleet,
         });
         let mut modules: HashMap<std::path::PathBuf, Arc<CompiledModule>> = HashMap::new();
         let mut content = Sha256::new();

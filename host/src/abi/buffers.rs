@@ -27,7 +27,8 @@ fn buffer(state: &HostState, kind: i32) -> Result<&[u8], Status> {
             .ok_or(Status::NotFound),
         6 => Ok(&state.plugin.vm_config),
         7 => Ok(&state.plugin.plugin_config),
-        2 | 3 | 5 | 8 => Err(Status::NotFound),
+        8 => state.call_data.as_deref().ok_or(Status::NotFound),
+        2 | 3 | 5 => Err(Status::NotFound),
         _ => Err(Status::BadArgument),
     }
 }
@@ -37,7 +38,8 @@ pub(super) fn register(reg: &mut Registry) -> Result<()> {
         "env",
         "proxy_get_buffer_bytes",
         Support::Full,
-        "request/response body of the running body phase, VM and plugin configuration",
+        "request/response body of the running body phase, call response body, VM and plugin configuration, \
+         foreign-function completion data (8, `CallData`, in `proxy_on_foreign_function`)",
         |mut c: Caller<'_, HostState>,
          kind: i32,
          start: i32,

@@ -9,6 +9,8 @@ use wasmtime::Caller;
 use wasmtime::Result;
 
 use super::{status, Registry, Status, Support};
+use crate::callout::{HttpCallRequest, MAX_CALLS_PER_STREAM, MAX_CALL_TIMEOUT, MAX_PENDING_CALLS};
+use crate::fleet::FleetOp;
 use crate::matchers::MatchError;
 use crate::memory;
 use crate::state::HostState;
@@ -52,7 +54,49 @@ pub const FOREIGN_FUNCTIONS: &[(&str, ForeignFn)] = &[
     ("sluice.pm.match", |st, args| {
         st.matchers.pm_match(args).map_err(bad)
     }),
+    ("sluice.fleet.enabled", |st, _| {
+        let on = st.callouts.as_ref().is_some_and(|c| c.fleet_enabled());
+        Ok(vec![on as u8])
+    }),
 ];
+
+/// Starts a fleet operation: queued with the running callback's HTTP calls (same
+/// limits, same token sequence), run by the proxy once the callback returns, and
+/// completed with `proxy_on_foreign_function(context, token, size)`. Answers the token.
+fn start_fleet(st: &mut HostState, op: FleetOp) -> Result<u32, Status> {
+    let Some(callouts) = st.callouts.as_ref() else {
+        return Err(Status::InternalFailure);
+    };
+    if !callouts.fleet_enabled() {
+        return Err(Status::NotFound);
+    }
+    if st.pending_calls.len() >= MAX_PENDING_CALLS
+        || st.fleet_tokens.len() >= MAX_PENDING_FLEET
+        || (st.has_stream && st.stream().calls >= MAX_CALLS_PER_STREAM)
+    {
+        return Err(Status::InternalFailure);
+    }
+    if st.has_stream {
+        st.stream_mut().calls += 1;
+    }
+    st.calls_made = st.calls_made.wrapping_add(1).max(1);
+    let token = st.calls_made;
+    st.fleet_tokens.push((token, st.context_id));
+    st.pending_calls.push(HttpCallRequest {
+        token,
+        context_id: st.context_id,
+        upstream: String::new(),
+        headers: Vec::new(),
+        body: Vec::new(),
+        trailers: Vec::new(),
+        timeout: MAX_CALL_TIMEOUT,
+        fleet: Some(op),
+    });
+    Ok(token)
+}
+
+/// Most fleet operations a VM may have outstanding (across its streams).
+pub const MAX_PENDING_FLEET: usize = 4096;
 
 pub(super) fn register(reg: &mut Registry) -> Result<()> {
     reg.func(
@@ -72,11 +116,21 @@ pub(super) fn register(reg: &mut Registry) -> Result<()> {
          `sluice.pm.compile`(count, count x (len, phrase)) -> handle: Aho-Corasick, ASCII case-insensitive. \
          `sluice.pm.match`(handle, input) -> found, index, start, end of the earliest-ending match. \
          Limits: 64 KiB per pattern, 10,000 patterns or 100,000 phrases (8 MiB) per set, 64 MiB compiled size, \
-         16 MiB input, 4,096 handles per VM",
+         16 MiB input, 4,096 handles per VM. \
+         Fleet operations (asynchronous; see docs/ABI.md, Fleet operations): `sluice.fleet.enabled`() -> 1 byte, 1 when \
+         the policy has a `[fleet]` store. `sluice.fleet.incr`(window_ms, limit, key), `sluice.fleet.sliding`(window_ms, \
+         limit, key), `sluice.fleet.get`(key), `sluice.fleet.set`(ttl_ms, key_len, key, value), \
+         `sluice.fleet.cas`(ttl_ms, key_len, key, expected_len or 0xFFFFFFFF for absent, expected, new) -> token; the \
+         filter returns `Pause` and gets `proxy_on_foreign_function(context, token, size)` with the result in buffer 8 \
+         (`NOT_FOUND` without `[fleet]`; keys 1..1024 bytes, values up to 64 KiB, TTLs up to 1 day)",
         |mut c: Caller<'_, HostState>, np: i32, nl: i32, ap: i32, al: i32, ret_ptr: i32, ret_len: i32| -> wasmtime::Result<i32> {
             status((|| {
                 let name = memory::read_str(&mut c, np, nl).map_err(|_| Status::NotFound)?;
                 let args = memory::read(&mut c, ap, al)?;
+                if let Some(op) = FleetOp::decode(&name, &args) {
+                    let token = start_fleet(c.data_mut(), op?)?;
+                    return memory::copy_out(&mut c, &token.to_le_bytes(), ret_ptr, ret_len);
+                }
                 let f = FOREIGN_FUNCTIONS
                     .iter()
                     .find(|(n, _)| *n == name)

@@ -77,6 +77,7 @@ pub(super) fn register(reg: &mut Registry) -> Result<()> {
                     body,
                     trailers,
                     timeout,
+                    fleet: None,
                 });
                 memory::write_u32(&mut c, ret, token)
             })())

@@ -369,6 +369,10 @@ pub const CALLBACKS: &[(&str, &str)] = &[
         "with the root context's id (as the spec and the reference host; SDKs find the stream by token), the dispatching stream attached and effective; a headers phase waits for it; calls from body phases and `proxy_on_log` are answered too (before `proxy_on_delete`); a failed call arrives with no headers",
     ),
     (
+        "proxy_on_foreign_function",
+        "completes a fleet operation (`sluice.fleet.*`) with (the starting context's id, the token, the size of the result in buffer 8); a stream context gets it with the stream attached and effective (it may resume or answer locally); a headers phase waits for it, bounded by `[fleet] timeout_ms`; never for a deleted stream",
+    ),
+    (
         "proxy_on_new_connection and other TCP callbacks",
         "never: Sluice is an HTTP proxy",
     ),

@@ -40,6 +40,7 @@ struct Exports {
     tick: Option<TypedFunc<i32, ()>>,
     queue_ready: Option<TypedFunc<(i32, i32), ()>>,
     http_call_response: Option<F5>,
+    foreign_function: Option<TypedFunc<(i32, i32, i32), ()>>,
     done: Option<TypedFunc<i32, i32>>,
     delete: Option<TypedFunc<i32, ()>>,
 }

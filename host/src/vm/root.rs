@@ -4,6 +4,7 @@ use wasmtime::Store;
 
 use super::{Exports, Vm, ROOT_CONTEXT_ID};
 use crate::callout::CallResult;
+use crate::fleet::{FleetReply, FleetStatus};
 use crate::state::HostState;
 use crate::stream::StreamState;
 use crate::HostError;
@@ -41,6 +42,11 @@ impl Vm {
         token: u32,
         result: CallResult,
     ) -> Result<(), HostError> {
+        let fleet = &mut self.store.data_mut().fleet_tokens;
+        if let Some(at) = fleet.iter().position(|(t, _)| *t == token) {
+            fleet.swap_remove(at);
+            return self.on_foreign_function(stream, ctx, token, result);
+        }
         if self.f.http_call_response.is_none() {
             return Ok(());
         }
@@ -75,6 +81,39 @@ impl Vm {
             None => self.call(self.deadline_ticks, call),
         };
         self.store.data_mut().call_response = None;
+        r
+    }
+
+    /// Delivers a fleet operation's outcome with `proxy_on_foreign_function(context,
+    /// token, size)`: to the stream context that started it (the stream attached and
+    /// effective), or to the root context; the data (a [`crate::fleet::FleetReply`]) is
+    /// buffer 8. A call that failed before the store answered arrives as
+    /// [`crate::fleet::FleetStatus::Error`] with its message.
+    fn on_foreign_function(
+        &mut self,
+        stream: Option<&mut StreamState>,
+        ctx: u32,
+        token: u32,
+        result: CallResult,
+    ) -> Result<(), HostError> {
+        if self.f.foreign_function.is_none() {
+            return Ok(());
+        }
+        let data = match result {
+            Ok(r) => r.body,
+            Err(e) => FleetReply::Failed(FleetStatus::Error, e).encode(),
+        };
+        let args = (ctx as i32, token as i32, data.len() as i32);
+        self.store.data_mut().call_data = Some(data);
+        let call = |f: &Exports, s: &mut Store<HostState>| match &f.foreign_function {
+            Some(f) => f.call(s, args),
+            None => Ok(()),
+        };
+        let r = match stream {
+            Some(stream) => self.on_stream(stream, ctx, call),
+            None => self.call(self.deadline_ticks, call),
+        };
+        self.store.data_mut().call_data = None;
         r
     }
 }

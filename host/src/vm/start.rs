@@ -74,6 +74,7 @@ impl Vm {
             tick: opt!("proxy_on_tick"),
             queue_ready: opt!("proxy_on_queue_ready"),
             http_call_response: opt!("proxy_on_http_call_response"),
+            foreign_function: opt!("proxy_on_foreign_function"),
             done: opt!("proxy_on_done"),
             delete: opt!("proxy_on_delete"),
         };

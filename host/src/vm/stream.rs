@@ -175,7 +175,10 @@ impl Vm {
 
     /// `proxy_on_delete`: the stream context is gone.
     pub fn delete_stream(&mut self, stream: &mut StreamState, ctx: u32) -> Result<(), HostError> {
-        self.store.data_mut().paused.remove(&ctx);
+        let st = self.store.data_mut();
+        st.paused.remove(&ctx);
+        // Fleet operations whose answer the stream will never get.
+        st.fleet_tokens.retain(|(_, c)| *c != ctx);
         if self.f.delete.is_some() {
             self.on_stream(stream, ctx, |f, s| match &f.delete {
                 Some(delete) => delete.call(s, ctx as i32),

@@ -23,6 +23,7 @@ pub(super) struct RawPolicy {
     #[serde(default)]
     pub(super) routes: Vec<RawRoute>,
     pub(super) images: Option<Spanned<ImagesConfig>>,
+    pub(super) fleet: Option<Spanned<super::FleetConfig>>,
     #[serde(default)]
     pub(super) timeouts: super::connections::RawTimeouts,
     #[serde(default)]

@@ -14,7 +14,7 @@
 //! packages, on a machine where `filters/build.sh` has built `filters/out/*.wasm` once:
 //!
 //! ```text
-//! SLUICE_TEST_ALLOW_SKIP=crs,nginx,prometheus,curl,demo-tls,docker-registry \
+//! SLUICE_TEST_ALLOW_SKIP=crs,nginx,prometheus,curl,demo-tls,docker-registry,redis-server \
 //!     cargo test --release -p sluice --test suite
 //! cargo test --release -p sluice --test suite -- envoy::abi   # one area
 //! ```
@@ -31,6 +31,7 @@
 //! | `curl` | curl | `edge` (TLS), `showcase` |
 //! | `demo-tls` | `policies/demo-tls/` (made by `scripts/setup.sh`) | `showcase`, `bundle::the_default_and_waf_policies_push_and_run_as_they_are` |
 //! | `docker-registry` | Debian's OCI registry (`docker-registry`) | `bundle` |
+//! | `redis-server` | Redis (`redis-server`) | `fleet` |
 //!
 //! The filters (`filters/out/*.wasm`) and the demo origin are never skippable.
 //!
@@ -49,6 +50,7 @@ mod check;
 mod deploy;
 mod edge;
 mod envoy;
+mod fleet;
 mod forward;
 mod ftw;
 mod hardening;
