@@ -61,33 +61,9 @@ pub fn prepare(req: &mut RequestHeader, cfg: &PathsConfig) -> Result<(), Ingress
 /// and a host no name can spell would only reach a default route. A missing `Host`
 /// (HTTP/1.0) is taken and left to the filters (the WAF judges it).
 fn check_host(req: &RequestHeader) -> Result<(), IngressRefusal> {
-    let Some(v) = req.headers.get(http::header::HOST) else {
-        return Ok(());
-    };
-    let v = v.as_bytes();
-    let (host, port) = match v.iter().rposition(|&b| b == b':') {
-        Some(i) if !v[i..].contains(&b']') => (&v[..i], &v[i + 1..]),
-        _ => (v, &b""[..]),
-    };
-    let host_ok = match host {
-        [b'[', inner @ .., b']'] => {
-            !inner.is_empty()
-                && inner
-                    .iter()
-                    .all(|b| b.is_ascii_hexdigit() || b":.".contains(b))
-        }
-        _ => {
-            !host.is_empty()
-                && host
-                    .iter()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(b))
-        }
-    };
-    let port_ok = port.len() <= 5 && port.iter().all(u8::is_ascii_digit);
-    if host_ok && port_ok {
-        Ok(())
-    } else {
-        Err(IngressRefusal::Host)
+    match req.headers.get(http::header::HOST) {
+        Some(v) if !paths::is_host_port(v.as_bytes(), false) => Err(IngressRefusal::Host),
+        _ => Ok(()),
     }
 }
 

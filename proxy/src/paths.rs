@@ -295,6 +295,38 @@ pub fn normalize_host(raw: &str) -> String {
     host.to_ascii_lowercase()
 }
 
+/// Whether `v` is `host[:port]` as a `Host` header or a `CONNECT` target spells it: a DNS
+/// name or IPv4 address (letters, digits, `-`, `.`, `_`) or a bracketed IPv6 literal,
+/// then a port of up to five digits, which `port_required` makes mandatory (and
+/// non-empty).
+pub fn is_host_port(v: &[u8], port_required: bool) -> bool {
+    let (host, port) = match v.iter().rposition(|&b| b == b':') {
+        Some(i) if !v[i..].contains(&b']') => (&v[..i], Some(&v[i + 1..])),
+        _ => (v, None),
+    };
+    let host_ok = match host {
+        [b'[', inner @ .., b']'] => {
+            !inner.is_empty()
+                && inner
+                    .iter()
+                    .all(|b| b.is_ascii_hexdigit() || b":.".contains(b))
+        }
+        _ => {
+            !host.is_empty()
+                && host
+                    .iter()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(b))
+        }
+    };
+    let port_ok = match port {
+        Some(p) => {
+            p.len() <= 5 && p.iter().all(u8::is_ascii_digit) && !(port_required && p.is_empty())
+        }
+        None => !port_required,
+    };
+    host_ok && port_ok
+}
+
 /// Splits an origin-form target (`/p?q`) into its path and its query with the `?`
 /// (empty when none).
 pub fn split_query(target: &[u8]) -> (&[u8], &[u8]) {

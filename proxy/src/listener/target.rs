@@ -100,7 +100,7 @@ pub fn judge(method: &[u8], target: &[u8]) -> Option<Verdict> {
         return bad("target_space", "space in the request target");
     }
     if method == b"CONNECT" {
-        return if authority_form(target) {
+        return if crate::paths::is_host_port(target, true) {
             Some(Verdict::Refuse {
                 status: 405,
                 reason: "connect",
@@ -128,30 +128,6 @@ pub fn judge(method: &[u8], target: &[u8]) -> Option<Verdict> {
         return bad("fragment", "fragment (#) in the request target");
     }
     None
-}
-
-/// `host:port` (RFC 9112 §3.2.3): a host of DNS or IPv4 characters, or an IPv6 literal
-/// in brackets, and a port of 1 to 5 digits.
-fn authority_form(target: &[u8]) -> bool {
-    let Some(colon) = target.iter().rposition(|&b| b == b':') else {
-        return false;
-    };
-    let (host, port) = (&target[..colon], &target[colon + 1..]);
-    let host_ok = match host {
-        [b'[', inner @ .., b']'] => {
-            !inner.is_empty()
-                && inner
-                    .iter()
-                    .all(|b| b.is_ascii_hexdigit() || b":.".contains(b))
-        }
-        _ => {
-            !host.is_empty()
-                && host
-                    .iter()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(b))
-        }
-    };
-    host_ok && (1..=5).contains(&port.len()) && port.iter().all(u8::is_ascii_digit)
 }
 
 /// Reads from `stream` until the request line is complete (or the client stops, or

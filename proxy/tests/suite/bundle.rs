@@ -257,6 +257,39 @@ fn push_raw(
     })
 }
 
+/// Starts a node again on `addr`/`admin` from `reference` and the cache (log `name` in
+/// the cache dir), waits until it serves, and checks it serves generation `want`.
+fn restart(
+    reference: &str,
+    cache: &Path,
+    name: &str,
+    (addr, admin): (SocketAddr, SocketAddr),
+    server: String,
+    want: &str,
+) -> Sluice {
+    let log = cache.join(name);
+    let child = run_bundle(reference, cache, &POLL, &log);
+    let s = Sluice {
+        proc: Proc { child, addr },
+        admin,
+        dir: tempfile::tempdir().unwrap(),
+        policy: PathBuf::new(),
+        server,
+    };
+    until(
+        secs(20),
+        &format!("the node restarted ({name}) serves"),
+        || gen_of(&s).is_some(),
+    );
+    assert_eq!(
+        gen_of(&s).as_deref(),
+        Some(want),
+        "{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+    s
+}
+
 #[test]
 fn a_node_follows_its_tag_swaps_refuses_and_restarts_offline() {
     let Some(mut reg) = registry() else { return };
@@ -357,23 +390,13 @@ fn a_node_follows_its_tag_swaps_refuses_and_restarts_offline() {
     );
     let (addr, admin) = (s.proc.addr, s.admin);
     drop(s);
-    let log = cache.path().join("restart.log");
-    let child = run_bundle(&reference, cache.path(), &POLL, &log);
-    let restarted = Sluice {
-        proc: Proc { child, addr },
-        admin,
-        dir: tempfile::tempdir().unwrap(),
-        policy: PathBuf::new(),
+    let restarted = restart(
+        &reference,
+        cache.path(),
+        "restart.log",
+        (addr, admin),
         server,
-    };
-    until(secs(20), "the restarted node serves", || {
-        gen_of(&restarted).is_some()
-    });
-    assert_eq!(
-        gen_of(&restarted).as_deref(),
-        Some("v2"),
-        "{}",
-        std::fs::read_to_string(&log).unwrap()
+        "v2",
     );
     let st = bundle_status(&restarted);
     assert_eq!(st["digest"], d2);
@@ -396,25 +419,13 @@ fn a_node_follows_its_tag_swaps_refuses_and_restarts_offline() {
     let server = restarted.server.clone();
     drop(restarted);
     reg.start();
-    let log = cache.path().join("restart2.log");
-    let child = run_bundle(&reference, cache.path(), &POLL, &log);
-    let again = Sluice {
-        proc: Proc { child, addr },
-        admin,
-        dir: tempfile::tempdir().unwrap(),
-        policy: PathBuf::new(),
+    let again = restart(
+        &reference,
+        cache.path(),
+        "restart2.log",
+        (addr, admin),
         server,
-    };
-    until(
-        secs(20),
-        "the node restarted on a broken tag serves",
-        || gen_of(&again).is_some(),
-    );
-    assert_eq!(
-        gen_of(&again).as_deref(),
-        Some("v2"),
-        "{}",
-        std::fs::read_to_string(&log).unwrap()
+        "v2",
     );
     let st = bundle_status(&again);
     assert_eq!(st["digest"], d2);
@@ -458,25 +469,13 @@ fn a_node_follows_its_tag_swaps_refuses_and_restarts_offline() {
             ("bad.wasm", b"\0asm but not really"),
         ],
     );
-    let log = cache.path().join("restart3.log");
-    let child = run_bundle(&reference, cache.path(), &POLL, &log);
-    let last = Sluice {
-        proc: Proc { child, addr },
-        admin,
-        dir: tempfile::tempdir().unwrap(),
-        policy: PathBuf::new(),
+    let last = restart(
+        &reference,
+        cache.path(),
+        "restart3.log",
+        (addr, admin),
         server,
-    };
-    until(
-        secs(20),
-        "the node restarted on an unbuildable tag serves",
-        || gen_of(&last).is_some(),
-    );
-    assert_eq!(
-        gen_of(&last).as_deref(),
-        Some("v4"),
-        "{}",
-        std::fs::read_to_string(&log).unwrap()
+        "v4",
     );
     let st = bundle_status(&last);
     assert_eq!(st["digest"], d4, "{st}");
