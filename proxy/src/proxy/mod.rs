@@ -472,7 +472,7 @@ impl Sluice {
         let host = host_of(session.req_header());
         let route = snap.route(&host, session.req_header().uri.path());
         if let Some(refusal) = &refused_later {
-            if !route.is_some_and(|r| !snap.routes[r].filters.is_empty()) {
+            if route.is_none_or(|r| snap.routes[r].filters.is_empty()) {
                 return refuse_target(session, refusal).await;
             }
         }
