@@ -187,10 +187,13 @@ impl ServeHttp for Admin {
                 // Blocking: the earlier policy's VMs are started again on every worker.
                 let control = self.control.clone();
                 match tokio::task::spawn_blocking(move || control.rollback()).await {
-                    Ok(Ok(s)) => json(
-                        StatusCode::OK,
-                        serde_json::json!({ "generation": s.generation, "hash": s.hash }),
-                    ),
+                    Ok(Ok(s)) => {
+                        crate::bundle::follow::rolled_back_to(&s.policy.path);
+                        json(
+                            StatusCode::OK,
+                            serde_json::json!({ "generation": s.generation, "hash": s.hash }),
+                        )
+                    }
                     Ok(Err(e)) => json(StatusCode::CONFLICT, serde_json::json!({ "errors": [e] })),
                     Err(e) => json(
                         StatusCode::INTERNAL_SERVER_ERROR,

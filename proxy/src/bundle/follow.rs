@@ -125,6 +125,25 @@ pub fn status_serving(policy: &Path) -> Option<Status> {
     Some(st)
 }
 
+/// After a rollback: `sluice_bundle_info` names the bundle serving `policy` (the earlier
+/// one), as the status does.
+pub fn rolled_back_to(policy: &Path) {
+    let Some(st) = status_serving(policy) else {
+        return;
+    };
+    let m = crate::metrics::metrics();
+    m.bundle_info.reset();
+    if let Some(digest) = &st.digest {
+        m.bundle_info
+            .with_label_values(&[
+                &st.reference,
+                digest,
+                st.signer.as_deref().unwrap_or("none"),
+            ])
+            .set(1);
+    }
+}
+
 /// The digest of an unpacked bundle's policy file (`.../bundles/sha256-<hex>/policy.toml`).
 fn served_digest(policy: &Path) -> Option<String> {
     let dir = policy.parent()?.file_name()?.to_str()?;

@@ -450,6 +450,11 @@ fn a_node_follows_its_tag_swaps_refuses_and_restarts_offline() {
     let st = bundle_status(&again);
     assert_eq!(st["digest"], d2, "{st}");
     assert_eq!(st["newest_digest"], d4, "{st}");
+    assert_eq!(
+        metric_with(&again, "sluice_bundle_info", &format!("digest=\"{d2}\"")),
+        1.0,
+        "the metric names the bundle serving"
+    );
 
     // A bundle that loads but does not build (a module that is not Wasm): a restart on
     // it refuses it and serves the last good bundle (v4) from the cache.
