@@ -9,7 +9,7 @@ use wasmtime::Caller;
 use wasmtime::Result;
 
 use super::{status, Registry, Status, Support};
-use crate::callout::{HttpCallRequest, MAX_CALLS_PER_STREAM, MAX_CALL_TIMEOUT, MAX_PENDING_CALLS};
+use crate::callout::{HttpCallRequest, MAX_CALL_TIMEOUT};
 use crate::fleet::FleetOp;
 use crate::matchers::MatchError;
 use crate::memory;
@@ -70,28 +70,23 @@ fn start_fleet(st: &mut HostState, op: FleetOp) -> Result<u32, Status> {
     if !callouts.fleet_enabled() {
         return Err(Status::NotFound);
     }
-    if st.pending_calls.len() >= MAX_PENDING_CALLS
-        || st.fleet_tokens.len() >= MAX_PENDING_FLEET
-        || (st.has_stream && st.stream().calls >= MAX_CALLS_PER_STREAM)
-    {
+    if st.fleet_tokens.len() >= MAX_PENDING_FLEET {
         return Err(Status::InternalFailure);
     }
-    if st.has_stream {
-        st.stream_mut().calls += 1;
-    }
-    st.calls_made = st.calls_made.wrapping_add(1).max(1);
-    let token = st.calls_made;
+    let token = super::http_call::queue_call(
+        st,
+        HttpCallRequest {
+            token: 0,
+            context_id: 0,
+            upstream: String::new(),
+            headers: Vec::new(),
+            body: Vec::new(),
+            trailers: Vec::new(),
+            timeout: MAX_CALL_TIMEOUT,
+            fleet: Some(op),
+        },
+    )?;
     st.fleet_tokens.push((token, st.context_id));
-    st.pending_calls.push(HttpCallRequest {
-        token,
-        context_id: st.context_id,
-        upstream: String::new(),
-        headers: Vec::new(),
-        body: Vec::new(),
-        trailers: Vec::new(),
-        timeout: MAX_CALL_TIMEOUT,
-        fleet: Some(op),
-    });
     Ok(token)
 }
 

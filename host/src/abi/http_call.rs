@@ -12,6 +12,25 @@ use crate::callout::{HttpCallRequest, MAX_CALLS_PER_STREAM, MAX_CALL_TIMEOUT, MA
 use crate::memory;
 use crate::state::HostState;
 
+/// Queues a call of the running callback (an HTTP call or a fleet operation) under the
+/// VM's and the stream's bounds: gives it the next token and the calling context, and
+/// answers the token. The proxy sends it once the callback returns.
+pub(super) fn queue_call(st: &mut HostState, mut req: HttpCallRequest) -> Result<u32, Status> {
+    if st.pending_calls.len() >= MAX_PENDING_CALLS
+        || (st.has_stream && st.stream().calls >= MAX_CALLS_PER_STREAM)
+    {
+        return Err(Status::InternalFailure);
+    }
+    if st.has_stream {
+        st.stream_mut().calls += 1;
+    }
+    st.calls_made = st.calls_made.wrapping_add(1).max(1);
+    req.token = st.calls_made;
+    req.context_id = st.context_id;
+    st.pending_calls.push(req);
+    Ok(st.calls_made)
+}
+
 fn pairs(
     c: &mut Caller<'_, HostState>,
     ptr: i32,
@@ -57,28 +76,18 @@ pub(super) fn register(reg: &mut Registry) -> Result<()> {
                 if !headers.iter().any(|(k, _)| k == ":path") || !headers.iter().any(|(k, _)| k == ":method") {
                     return Err(Status::BadArgument);
                 }
-                if st.pending_calls.len() >= MAX_PENDING_CALLS
-                    || (st.has_stream && st.stream().calls >= MAX_CALLS_PER_STREAM)
-                {
-                    return Err(Status::InternalFailure);
-                }
-                if st.has_stream {
-                    st.stream_mut().calls += 1;
-                }
-                st.calls_made = st.calls_made.wrapping_add(1).max(1);
-                let token = st.calls_made;
                 let timeout = Duration::from_millis(timeout as u32 as u64).min(MAX_CALL_TIMEOUT);
                 let timeout = if timeout.is_zero() { MAX_CALL_TIMEOUT } else { timeout };
-                st.pending_calls.push(HttpCallRequest {
-                    token,
-                    context_id: st.context_id,
+                let token = queue_call(st, HttpCallRequest {
+                    token: 0,
+                    context_id: 0,
                     upstream,
                     headers,
                     body,
                     trailers,
                     timeout,
                     fleet: None,
-                });
+                })?;
                 memory::write_u32(&mut c, ret, token)
             })())
         },

@@ -72,14 +72,10 @@ impl Vm {
             b as i32,
             t as i32,
         );
-        let call = |f: &Exports, s: &mut Store<HostState>| match &f.http_call_response {
+        let r = self.on_caller(stream, ctx, |f, s| match &f.http_call_response {
             Some(f) => f.call(s, args),
             None => Ok(()),
-        };
-        let r = match stream {
-            Some(stream) => self.on_stream(stream, ctx, call),
-            None => self.call(self.deadline_ticks, call),
-        };
+        });
         self.store.data_mut().call_response = None;
         r
     }
@@ -105,15 +101,25 @@ impl Vm {
         };
         let args = (ctx as i32, token as i32, data.len() as i32);
         self.store.data_mut().call_data = Some(data);
-        let call = |f: &Exports, s: &mut Store<HostState>| match &f.foreign_function {
+        let r = self.on_caller(stream, ctx, |f, s| match &f.foreign_function {
             Some(f) => f.call(s, args),
             None => Ok(()),
-        };
-        let r = match stream {
-            Some(stream) => self.on_stream(stream, ctx, call),
-            None => self.call(self.deadline_ticks, call),
-        };
+        });
         self.store.data_mut().call_data = None;
         r
+    }
+
+    /// Runs a completion callback on the context that started the call: its stream
+    /// attached and effective when a stream started it, else the root context.
+    fn on_caller(
+        &mut self,
+        stream: Option<&mut StreamState>,
+        ctx: u32,
+        call: impl FnOnce(&Exports, &mut Store<HostState>) -> wasmtime::Result<()>,
+    ) -> Result<(), HostError> {
+        match stream {
+            Some(stream) => self.on_stream(stream, ctx, call),
+            None => self.call(self.deadline_ticks, call),
+        }
     }
 }

@@ -131,17 +131,17 @@ pub fn rolled_back_to(policy: &Path) {
     let Some(st) = status_serving(policy) else {
         return;
     };
-    let m = crate::metrics::metrics();
-    m.bundle_info.reset();
     if let Some(digest) = &st.digest {
-        m.bundle_info
-            .with_label_values(&[
-                &st.reference,
-                digest,
-                st.signer.as_deref().unwrap_or("none"),
-            ])
-            .set(1);
+        set_info(&st.reference, digest, st.signer.as_deref());
     }
+}
+
+/// `sluice_bundle_info`: 1 for the bundle serving, no other series.
+fn set_info(reference: &str, digest: &str, signer: Option<&str>) {
+    let info = &crate::metrics::metrics().bundle_info;
+    info.reset();
+    info.with_label_values(&[reference, digest, signer.unwrap_or("none")])
+        .set(1);
 }
 
 /// The digest of an unpacked bundle's policy file (`.../bundles/sha256-<hex>/policy.toml`).
@@ -333,10 +333,7 @@ impl Follower {
         let reference = st.reference.clone();
         drop(st);
         lock(&self.served).insert(f.digest.clone(), (f.signer.clone(), fetched_at));
-        m.bundle_info.reset();
-        m.bundle_info
-            .with_label_values(&[&reference, &f.digest, f.signer.as_deref().unwrap_or("none")])
-            .set(1);
+        set_info(&reference, &f.digest, f.signer.as_deref());
         m.bundle_fetched.set(fetched_at);
         let last = LastGood {
             digest: f.digest.clone(),

@@ -92,9 +92,8 @@ const fn bad(reason: &'static str, why: &'static str) -> Option<Verdict> {
     })
 }
 
-/// What Sluice answers itself for this request line (`method`, the bytes between the
-/// first and the last space, and whether a version follows), or `None`: the parser
-/// and then the route take it.
+/// What Sluice answers itself for a request line of `method` and `target` (the bytes
+/// between its first and last space), or `None`: the parser and then the route take it.
 pub fn judge(method: &[u8], target: &[u8]) -> Option<Verdict> {
     if target.contains(&b' ') {
         return bad("target_space", "space in the request target");

@@ -471,12 +471,10 @@ impl Sluice {
         }
         let host = host_of(session.req_header());
         let route = snap.route(&host, session.req_header().uri.path());
-        if let Some(refusal) = &refused_later {
-            if route.is_none_or(|r| snap.routes[r].filters.is_empty()) {
-                return refuse_target(session, refusal).await;
-            }
-        }
         let filtered = route.is_some_and(|r| !snap.routes[r].filters.is_empty());
+        if let (Some(refusal), false) = (&refused_later, filtered) {
+            return refuse_target(session, refusal).await;
+        }
         if let Err(refusal) = check_request_headers(&snap, session.req_header(), filtered) {
             metrics()
                 .header_refusals

@@ -108,19 +108,6 @@ fn header<'a>(h: &'a reqwest::header::HeaderMap, name: &str) -> &'a str {
     h.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
 }
 
-/// The value of metric line `series` (exact, labels included) at `/metrics`; 0 if absent.
-fn metric(s: &Sluice, series: &str) -> f64 {
-    let text = client()
-        .get(s.admin_url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
 /// A rule that applies to no request (no fleet call).
 const UNUSED: &str = r#"{ rules = [{ name = "n", key = ["ip"], limit = 1, window_s = 60, path_prefix = "/nothing" }] }"#;
 
