@@ -65,4 +65,10 @@ pub trait Callouts: Send + Sync {
     fn fleet_enabled(&self) -> bool {
         false
     }
+    /// With a fleet store: how long a persistent-collection record read from it stays
+    /// fresh (`sluice.collection.read` reports it stale after). `None`: collections are
+    /// this process's only.
+    fn collection_refresh_ms(&self) -> Option<u64> {
+        None
+    }
 }

@@ -53,6 +53,12 @@ pub enum FleetOp {
         /// Time to live.
         ttl_ms: u32,
     },
+    /// Loads a persistent-collection record from the store into this process's copy
+    /// ([`crate::collections`]), writing the changes queued for it on the way.
+    Load {
+        /// The record's key (the host makes it from the filter's `vm_id` and its key).
+        key: Vec<u8>,
+    },
     /// Compare-and-set: writes `new` only when the key holds `expected` (`None`: only
     /// when the key is absent).
     Cas {
@@ -74,6 +80,7 @@ impl FleetOp {
             FleetOp::Incr { .. } => "incr",
             FleetOp::Sliding { .. } => "sliding",
             FleetOp::Get { .. } => "get",
+            FleetOp::Load { .. } => "load",
             FleetOp::Set { .. } => "set",
             FleetOp::Cas { .. } => "cas",
         }
@@ -85,6 +92,7 @@ impl FleetOp {
             FleetOp::Incr { key, .. }
             | FleetOp::Sliding { key, .. }
             | FleetOp::Get { key }
+            | FleetOp::Load { key }
             | FleetOp::Set { key, .. }
             | FleetOp::Cas { key, .. } => key,
         }
@@ -117,6 +125,7 @@ impl FleetOp {
                 })
             })(),
             "sluice.fleet.get" => Ok(FleetOp::Get { key: args.to_vec() }),
+            "sluice.fleet.load" => Ok(FleetOp::Load { key: args.to_vec() }),
             "sluice.fleet.set" => (|| {
                 let ttl_ms = r.u32()?;
                 let key = r.sized()?.to_vec();

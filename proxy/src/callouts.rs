@@ -42,6 +42,9 @@ impl crate::host::callout::Callouts for PoolCallouts {
     fn fleet_enabled(&self) -> bool {
         self.fleet.is_some()
     }
+    fn collection_refresh_ms(&self) -> Option<u64> {
+        self.fleet.as_ref().map(|f| f.collections_refresh_ms())
+    }
 
     fn call(&self, req: HttpCallRequest) -> Pin<Box<dyn Future<Output = CallResult> + Send>> {
         if let Some(op) = req.fleet {

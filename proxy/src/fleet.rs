@@ -16,6 +16,9 @@ use std::time::{Duration, Instant};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Script, Value};
 
+use crate::host::collections::{
+    collections, now_ms as now_unix_ms, Field, FieldOp, Pending, Record,
+};
 use crate::host::fleet::{FleetOp, FleetReply, FleetStatus};
 use crate::host::{CallResult, HttpCallResponse};
 use crate::metrics::metrics;
@@ -72,6 +75,75 @@ end
 return 1
 ";
 
+/// A persistent-collection record (a hash: `v:NAME` values, `e:NAME` expiries in ms,
+/// `_c` created, `_u` updated, `_n` update counter, `_t` timeout) changed by a batch of
+/// changes and read back, on Redis's clock, in one round trip. ARGV: timeout_ms, commits,
+/// then (kind, name, argument) per change: `s` set, `a` add, `d` delete, `e` expire
+/// (seconds). Answers now, created, updated, counter, timeout, then name, value, expiry
+/// (0: none) per live field.
+const MERGE: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local k = KEYS[1]
+local function live(n)
+  local e = tonumber(redis.call('HGET', k, 'e:' .. n) or '0')
+  if e > 0 and e <= now then
+    redis.call('HDEL', k, 'v:' .. n, 'e:' .. n)
+    return nil
+  end
+  return redis.call('HGET', k, 'v:' .. n)
+end
+local commits = tonumber(ARGV[2])
+local i = 3
+while i + 2 <= #ARGV do
+  local kind, n, a = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  if kind == 's' then
+    live(n)
+    redis.call('HSET', k, 'v:' .. n, a)
+  elseif kind == 'a' then
+    local cur = tonumber(string.match(live(n) or '0', '^%s*([+-]?%d+)') or '0')
+    redis.call('HSET', k, 'v:' .. n, string.format('%d', cur + tonumber(a)))
+  elseif kind == 'd' then
+    redis.call('HDEL', k, 'v:' .. n, 'e:' .. n)
+  elseif kind == 'e' then
+    if live(n) then
+      redis.call('HSET', k, 'e:' .. n, now + tonumber(a) * 1000)
+    end
+  end
+  i = i + 3
+end
+if commits > 0 then
+  if redis.call('HEXISTS', k, '_c') == 0 then
+    redis.call('HSET', k, '_c', now)
+  end
+  redis.call('HSET', k, '_u', now, '_t', ARGV[1])
+  redis.call('HINCRBY', k, '_n', commits)
+  redis.call('PEXPIRE', k, ARGV[1])
+end
+local all = redis.call('HGETALL', k)
+local out = {now, 0, 0, 0, 0}
+local vals, exps = {}, {}
+for j = 1, #all, 2 do
+  local f, v = all[j], all[j + 1]
+  if f == '_c' then out[2] = tonumber(v)
+  elseif f == '_u' then out[3] = tonumber(v)
+  elseif f == '_n' then out[4] = tonumber(v)
+  elseif f == '_t' then out[5] = tonumber(v)
+  elseif string.sub(f, 1, 2) == 'v:' then vals[string.sub(f, 3)] = v
+  elseif string.sub(f, 1, 2) == 'e:' then exps[string.sub(f, 3)] = tonumber(v)
+  end
+end
+for n, v in pairs(vals) do
+  local e = exps[n] or 0
+  if e == 0 or e > now then
+    table.insert(out, n)
+    table.insert(out, v)
+    table.insert(out, e)
+  end
+end
+return out
+";
+
 /// One store: a Redis server, its connection, and this node's memory of keys over
 /// their limit.
 pub struct FleetStore {
@@ -80,6 +152,7 @@ pub struct FleetStore {
     incr: Script,
     sliding: Script,
     cas: Script,
+    merge: Script,
     /// Keys over their limit: until when (ms since `epoch`), the count Redis gave.
     over: quick_cache::sync::Cache<Vec<u8>, (u64, u32)>,
     /// No round trip before this (ms since `epoch`): the store failed a moment ago.
@@ -122,6 +195,10 @@ pub fn store(cfg: &FleetConfig) -> anyhow::Result<Arc<FleetStore>> {
         return Ok(s.clone());
     }
     let s = Arc::new(FleetStore::open(cfg)?);
+    runtime().spawn(FleetStore::flush_loop(
+        Arc::downgrade(&s),
+        Duration::from_millis(cfg.collections_flush_ms.max(1)),
+    ));
     stores.push(s.clone());
     Ok(s)
 }
@@ -146,10 +223,16 @@ impl FleetStore {
             incr: Script::new(INCR),
             sliding: Script::new(SLIDING),
             cas: Script::new(CAS),
+            merge: Script::new(MERGE),
             over: quick_cache::sync::Cache::new(cfg.over_limit_keys.max(1)),
             down_until: AtomicU64::new(0),
             epoch: Instant::now(),
         })
+    }
+
+    /// How long a collection record read from the store stays fresh.
+    pub fn collections_refresh_ms(&self) -> u64 {
+        self.cfg.collections_refresh_ms
     }
 
     fn now_ms(&self) -> u64 {
@@ -183,41 +266,15 @@ impl FleetStore {
                 self.over.remove(&key);
             }
         }
-        if self.down_until.load(Ordering::Relaxed) > now {
-            m.fleet_calls
-                .with_label_values(&[name, "unavailable"])
-                .inc();
-            return reply(FleetReply::Failed(
-                FleetStatus::Unavailable,
-                "fleet store down".into(),
-            ));
-        }
-        let started = Instant::now();
-        let timeout = Duration::from_millis(self.cfg.timeout_ms);
-        let out = tokio::time::timeout(timeout, self.round_trip(&op, &key)).await;
-        m.fleet_duration
-            .with_label_values(&[name])
-            .observe(started.elapsed().as_secs_f64());
-        let r = match out {
-            Ok(Ok(r)) => {
-                m.fleet_calls.with_label_values(&[name, "ok"]).inc();
-                r
-            }
-            Ok(Err(e)) => {
-                m.fleet_calls.with_label_values(&[name, "error"]).inc();
-                tracing::warn!(op = name, error = %e, "fleet store call failed");
-                self.backoff();
-                FleetReply::Failed(FleetStatus::Error, e.to_string())
-            }
-            Err(_) => {
-                m.fleet_calls.with_label_values(&[name, "timeout"]).inc();
-                tracing::warn!(
-                    op = name,
-                    timeout_ms = self.cfg.timeout_ms,
-                    "fleet store call timed out"
-                );
-                self.backoff();
-                FleetReply::Failed(FleetStatus::Timeout, "fleet store timed out".into())
+        let r = match self.guarded(name, self.round_trip(&op, &key)).await {
+            Ok(r) => r,
+            Err(failed) => {
+                if let FleetOp::Load { key: local } = &op {
+                    // The filter goes on with its local copy; no other request waits on
+                    // the store for this record until the next refresh.
+                    collections().absorb(local, None, now_unix_ms());
+                }
+                failed
             }
         };
         if let (
@@ -248,6 +305,57 @@ impl FleetStore {
             }
         }
         reply(r)
+    }
+
+    /// Runs one round trip `fut` of operation `name` unless the store is backing off,
+    /// bounded by `timeout_ms`, counted and timed; a failure starts the back-off and comes
+    /// back as the reply the filter gets.
+    async fn guarded<T>(
+        &self,
+        name: &'static str,
+        fut: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, FleetReply> {
+        let m = metrics();
+        if self.down_until.load(Ordering::Relaxed) > self.now_ms() {
+            m.fleet_calls
+                .with_label_values(&[name, "unavailable"])
+                .inc();
+            return Err(FleetReply::Failed(
+                FleetStatus::Unavailable,
+                "fleet store down".into(),
+            ));
+        }
+        let started = Instant::now();
+        let timeout = Duration::from_millis(self.cfg.timeout_ms);
+        let out = tokio::time::timeout(timeout, fut).await;
+        m.fleet_duration
+            .with_label_values(&[name])
+            .observe(started.elapsed().as_secs_f64());
+        match out {
+            Ok(Ok(r)) => {
+                m.fleet_calls.with_label_values(&[name, "ok"]).inc();
+                Ok(r)
+            }
+            Ok(Err(e)) => {
+                m.fleet_calls.with_label_values(&[name, "error"]).inc();
+                tracing::warn!(op = name, error = %e, "fleet store call failed");
+                self.backoff();
+                Err(FleetReply::Failed(FleetStatus::Error, e.to_string()))
+            }
+            Err(_) => {
+                m.fleet_calls.with_label_values(&[name, "timeout"]).inc();
+                tracing::warn!(
+                    op = name,
+                    timeout_ms = self.cfg.timeout_ms,
+                    "fleet store call timed out"
+                );
+                self.backoff();
+                Err(FleetReply::Failed(
+                    FleetStatus::Timeout,
+                    "fleet store timed out".into(),
+                ))
+            }
+        }
     }
 
     fn backoff(&self) {
@@ -288,6 +396,13 @@ impl FleetStore {
                     reset_ms: clamp(left),
                     counted: counted == 1,
                 }
+            }
+            FleetOp::Load { key: local } => {
+                let pending = collections().take_pending_for(local);
+                let r = self.merge(&mut conn, key, pending.as_ref()).await;
+                collections().absorb(local, r.as_ref().ok().cloned(), now_unix_ms());
+                r?;
+                FleetReply::Done
             }
             FleetOp::Get { .. } => {
                 let v: Value = redis::cmd("GET").arg(key).query_async(&mut conn).await?;
@@ -331,6 +446,111 @@ impl FleetStore {
             }
         })
     }
+}
+
+impl FleetStore {
+    /// Writes `pending` (if any) to the record at `key` and reads it back ([`MERGE`]).
+    async fn merge(
+        &self,
+        conn: &mut ConnectionManager,
+        key: &[u8],
+        pending: Option<&Pending>,
+    ) -> redis::RedisResult<Record> {
+        let mut inv = self.merge.key(key);
+        inv.arg(pending.map_or(0, |p| p.timeout_ms));
+        inv.arg(pending.map_or(0, |p| p.commits));
+        for op in pending.iter().flat_map(|p| &p.ops) {
+            match op {
+                FieldOp::Set(n, v) => inv.arg("s").arg(n.as_slice()).arg(v.as_slice()),
+                FieldOp::Add(n, d) => inv.arg("a").arg(n.as_slice()).arg(*d),
+                FieldOp::Del(n) => inv.arg("d").arg(n.as_slice()).arg(""),
+                FieldOp::Expire(n, secs) => inv.arg("e").arg(n.as_slice()).arg(*secs),
+            };
+        }
+        let v: Vec<Value> = inv.invoke_async(conn).await?;
+        record_from(&v).ok_or_else(|| {
+            redis::RedisError::from((
+                redis::ErrorKind::UnexpectedReturnType,
+                "collection merge",
+                format!("{} values", v.len()),
+            ))
+        })
+    }
+
+    /// Writes the persistent-collection changes queued by every filter of this process
+    /// (write-behind: requests never wait for it), every `collections_flush_ms`. A batch
+    /// the store does not take is dropped (the local copy keeps it) and counted.
+    async fn flush_loop(store: std::sync::Weak<FleetStore>, every: Duration) {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(store) = store.upgrade() else { return };
+            let pending = collections().take_pending();
+            if pending.is_empty() {
+                continue;
+            }
+            let batch = pending.into_iter().map(|p| {
+                let store = store.clone();
+                async move {
+                    let key = store.full_key(&p.key);
+                    let out = store
+                        .guarded("flush", async {
+                            let mut conn = store.conn.clone();
+                            store.merge(&mut conn, &key, Some(&p)).await
+                        })
+                        .await;
+                    match out {
+                        Ok(r) => collections().absorb(&p.key, Some(r), now_unix_ms()),
+                        Err(_) => collections().absorb(&p.key, None, now_unix_ms()),
+                    }
+                }
+            });
+            futures::future::join_all(batch).await;
+        }
+    }
+}
+
+/// Reads [`MERGE`]'s answer.
+fn record_from(v: &[Value]) -> Option<Record> {
+    fn int(v: &Value) -> Option<u64> {
+        match v {
+            Value::Int(n) => Some((*n).max(0) as u64),
+            Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
+            _ => None,
+        }
+    }
+    fn bytes(v: &Value) -> Option<Vec<u8>> {
+        match v {
+            Value::BulkString(b) => Some(b.clone()),
+            Value::Int(n) => Some(n.to_string().into_bytes()),
+            _ => None,
+        }
+    }
+    if v.len() < 5 || (v.len() - 5) % 3 != 0 {
+        return None;
+    }
+    // Expiries on Redis's clock, moved to this node's (clocks of a fleet differ a little).
+    let redis_now = int(&v[0])?;
+    let local_now = now_unix_ms();
+    let mut r = Record {
+        created_ms: int(&v[1])?,
+        updated_ms: int(&v[2])?,
+        counter: int(&v[3])?,
+        timeout_ms: int(&v[4])?,
+        ..Default::default()
+    };
+    for f in v[5..].chunks(3) {
+        let e = int(&f[2])?;
+        r.fields.insert(
+            bytes(&f[0])?,
+            Field {
+                value: bytes(&f[1])?,
+                expires_ms: (e > 0).then(|| local_now + e.saturating_sub(redis_now)),
+            },
+        );
+    }
+    Some(r)
 }
 
 fn clamp(n: i64) -> u32 {

@@ -4,6 +4,7 @@
 use crate::config::{audit_json, build, report_ids, Config, Waf};
 use crate::load::{FileSource, LimitAction};
 use crate::ops::{Caps, HostError, HostMatch};
+use crate::persist::{self, CollectionStore, FieldOp, Loaded, LocalStore};
 use crate::tx::Transaction;
 use kit::log;
 use proxy_wasm::hostcalls;
@@ -182,10 +183,63 @@ impl Metrics {
     }
 }
 
+/// The host's persistent collections (`sluice.collection.*`): process-wide, and shared
+/// by the fleet when the policy has a `[fleet]` store.
+struct HostCollections;
+
+impl HostCollections {
+    /// `Some` when the host offers them.
+    fn probe() -> Option<HostCollections> {
+        hostcalls::call_foreign_function("sluice.collection.read", Some(b"IP=probe"))
+            .ok()
+            .map(|_| HostCollections)
+    }
+}
+
+fn now_s() -> u64 {
+    hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs())
+}
+
+impl CollectionStore for HostCollections {
+    fn read(&self, key: &[u8]) -> Loaded {
+        hostcalls::call_foreign_function("sluice.collection.read", Some(key))
+            .ok()
+            .flatten()
+            .and_then(|b| persist::decode_record(&b))
+            .unwrap_or_default()
+    }
+    fn apply(&self, key: &[u8], timeout_s: u32, ops: &[FieldOp]) {
+        let args = persist::encode_apply(key, timeout_s, ops);
+        if let Err(e) = hostcalls::call_foreign_function("sluice.collection.apply", Some(&args)) {
+            log(
+                LogLevel::Warn,
+                &format!("waf: sluice.collection.apply refused ({e:?})"),
+            );
+        }
+    }
+    fn now_s(&self) -> u64 {
+        now_s()
+    }
+}
+
+/// Starts loading a record from the fleet store (`sluice.fleet.load`): the token its
+/// completion (`proxy_on_foreign_function`) carries.
+fn start_load(key: &[u8]) -> Option<u32> {
+    match hostcalls::call_foreign_function("sluice.fleet.load", Some(key)) {
+        Ok(Some(t)) if t.len() == 4 => Some(u32::from_le_bytes([t[0], t[1], t[2], t[3]])),
+        _ => None,
+    }
+}
+
 #[derive(Default)]
 struct WafRoot {
     waf: Option<Rc<Waf>>,
     metrics: Rc<Metrics>,
+    /// Where `initcol` records live (set at configure).
+    store: Option<Rc<dyn CollectionStore>>,
 }
 
 impl Context for WafRoot {}
@@ -266,6 +320,10 @@ impl RootContext for WafRoot {
                     log(LogLevel::Warn, &format!("waf: {warning}"));
                 }
                 self.waf = Some(Rc::new(w));
+                self.store = Some(match HostCollections::probe() {
+                    Some(h) => Rc::new(h),
+                    None => Rc::new(LocalStore::new(Box::new(now_s))),
+                });
                 true
             }
             Err(e) => {
@@ -279,6 +337,11 @@ impl RootContext for WafRoot {
         Some(Box::new(WafHttp {
             waf: self.waf.clone(),
             metrics: self.metrics.clone(),
+            store: self.store.clone(),
+            loading: None,
+            loaded: Vec::new(),
+            headers_eos: false,
+            body_seen: None,
             tx: None,
             ctype: None,
             request_id: String::new(),
@@ -296,6 +359,15 @@ impl RootContext for WafRoot {
 struct WafHttp {
     waf: Option<Rc<Waf>>,
     metrics: Rc<Metrics>,
+    store: Option<Rc<dyn CollectionStore>>,
+    /// A record being loaded from the fleet store (its token): phase 1 runs again when it
+    /// comes, with the records in `loaded` read as they are.
+    loading: Option<u32>,
+    loaded: Vec<Vec<u8>>,
+    /// The request headers ended the stream.
+    headers_eos: bool,
+    /// The body that arrived while a record was loading (size, end of stream).
+    body_seen: Option<(usize, bool)>,
     /// The request's transaction: until the request decision, then (when phases 3 and 4
     /// have rules) until the response decision.
     tx: Option<Transaction>,
@@ -309,7 +381,24 @@ struct WafHttp {
     report: Option<String>,
 }
 
-impl Context for WafHttp {}
+impl Context for WafHttp {
+    fn on_foreign_function(&mut self, token: u32, _size: usize) {
+        if self.loading != Some(token) {
+            return;
+        }
+        // Loaded (or failed: the local copy is used): the request's phase 1 again.
+        self.loading = None;
+        let mut a = self.request_headers(self.headers_eos);
+        if a == Action::Pause && !self.done && self.loading.is_none() {
+            if let Some((size, eos)) = self.body_seen.take() {
+                a = self.on_http_request_body(size, eos);
+            }
+        }
+        if a == Action::Continue {
+            self.resume_http_request();
+        }
+    }
+}
 
 impl WafHttp {
     fn prop(&self, path: Vec<&str>) -> Option<String> {
@@ -342,6 +431,7 @@ impl WafHttp {
     /// response phase: its status replaces the origin's response).
     fn close(&mut self, mut tx: Transaction) -> Action {
         tx.run_phase(5);
+        tx.commit();
         self.done = true;
         self.buffering = false;
         let m = &self.metrics;
@@ -539,6 +629,23 @@ impl HttpContext for WafHttp {
     }
 
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        self.headers_eos = end_of_stream;
+        self.request_headers(end_of_stream)
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if self.loading.is_some() {
+            // phase 1 waits for a record: the body waits with it
+            self.body_seen = Some((body_size, end_of_stream));
+            return Action::Pause;
+        }
+        self.request_body(body_size, end_of_stream)
+    }
+}
+
+impl WafHttp {
+    /// Phase 1 on the request head (again after a record was loaded).
+    fn request_headers(&mut self, end_of_stream: bool) -> Action {
         let Some(waf) = self.waf.clone() else {
             return Action::Continue;
         };
@@ -564,6 +671,10 @@ impl HttpContext for WafHttp {
             .or_else(|| self.get_http_request_header("x-request-id"))
             .unwrap_or_default();
         let mut tx = waf.transaction();
+        if let Some(store) = &self.store {
+            tx.set_store(store.clone(), true);
+            tx.set_loaded(self.loaded.clone());
+        }
         tx.set_request(
             &head.method,
             &head.target,
@@ -573,6 +684,22 @@ impl HttpContext for WafHttp {
             &self.request_id,
         );
         tx.run_phase(1);
+        if let Some(key) = tx.load.take() {
+            // A record the fleet may know better: load it, then run phase 1 again (the
+            // request waits at most the store's timeout; a failed load reads the local copy).
+            drop(tx);
+            match start_load(&key) {
+                Some(token) => {
+                    self.loaded.push(key);
+                    self.loading = Some(token);
+                    return Action::Pause;
+                }
+                None => {
+                    self.loaded.push(key);
+                    return self.request_headers(end_of_stream);
+                }
+            }
+        }
         if tx.intervention.is_some() {
             return self.decide(tx);
         }
@@ -586,7 +713,8 @@ impl HttpContext for WafHttp {
         Action::Pause
     }
 
-    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+    /// The request body: phase 2 once it is whole (or at its inspection limit).
+    fn request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         if self.done {
             return Action::Continue;
         }

@@ -10,6 +10,7 @@ pub mod model;
 pub mod ops;
 pub mod parse;
 pub mod pcre;
+pub mod persist;
 pub mod prefilter;
 pub mod request;
 pub mod sha1;

@@ -135,13 +135,14 @@ pub enum Coll {
     RespHeaders,
     /// TX
     Tx,
-    /// IP, GLOBAL, SESSION, USER, RESOURCE (per transaction only)
+    /// IP, GLOBAL, SESSION, USER, RESOURCE
     Persist(u8),
     /// GEO, ENV, ... (always empty here)
     Empty,
 }
 
-/// Names of persistent collections (kept per transaction only).
+/// Names of persistent collections (kept across requests once `initcol` names a record;
+/// see `crate::persist`).
 pub const PERSIST: &[&str] = &["IP", "GLOBAL", "SESSION", "USER", "RESOURCE"];
 
 /// A variable.
@@ -338,6 +339,14 @@ pub enum SetOp {
     Sub(Macro),
     /// `!name`
     Del,
+    /// `initcol:COLL=KEY` (and `setsid`, `setuid`, `setrsc`): loads the collection's
+    /// record named by the expanded key (the `SetVar`'s name is empty).
+    Init(Macro),
+    /// `expirevar:COLL.name=SECONDS`
+    Expire(Macro),
+    /// `deprecatevar:COLL.name=N/SECONDS`: lowers a counter by N per SECONDS since the
+    /// record's last update.
+    Deprecate(Macro),
 }
 
 /// A `setvar` action.

@@ -10,7 +10,8 @@ use wasmtime::Result;
 
 use super::{status, Registry, Status, Support};
 use crate::callout::{HttpCallRequest, MAX_CALL_TIMEOUT};
-use crate::fleet::FleetOp;
+use crate::collections::{collections, decode_ops, now_ms};
+use crate::fleet::{FleetOp, MAX_KEY};
 use crate::matchers::MatchError;
 use crate::memory;
 use crate::state::HostState;
@@ -54,11 +55,55 @@ pub const FOREIGN_FUNCTIONS: &[(&str, ForeignFn)] = &[
     ("sluice.pm.match", |st, args| {
         st.matchers.pm_match(args).map_err(bad)
     }),
+    ("sluice.collection.read", |st, args| {
+        if args.is_empty() || args.len() > MAX_KEY {
+            return Err(Status::BadArgument);
+        }
+        let refresh = st.callouts.as_ref().and_then(|c| c.collection_refresh_ms());
+        Ok(collections().read(&collection_key(st, args), refresh, now_ms()))
+    }),
+    ("sluice.collection.apply", |st, args| {
+        let (timeout_s, key, ops) = split_apply(args).ok_or(Status::BadArgument)?;
+        let ops = decode_ops(ops).ok_or(Status::BadArgument)?;
+        let fleet = st
+            .callouts
+            .as_ref()
+            .and_then(|c| c.collection_refresh_ms())
+            .is_some();
+        let key = collection_key(st, key);
+        collections().apply(&key, u64::from(timeout_s) * 1000, ops, fleet, now_ms());
+        Ok(Vec::new())
+    }),
     ("sluice.fleet.enabled", |st, _| {
         let on = st.callouts.as_ref().is_some_and(|c| c.fleet_enabled());
         Ok(vec![on as u8])
     }),
 ];
+
+/// A collection record's key: the filter's `vm_id` (filters sharing one share their
+/// records, as they share shared data), then the filter's key.
+fn collection_key(st: &HostState, key: &[u8]) -> Vec<u8> {
+    let vm = st.plugin.vm_id.as_bytes();
+    let mut k = Vec::with_capacity(8 + vm.len() + key.len());
+    k.extend_from_slice(b"col:");
+    k.extend_from_slice(vm.len().to_string().as_bytes());
+    k.push(b':');
+    k.extend_from_slice(vm);
+    k.push(b':');
+    k.extend_from_slice(key);
+    k
+}
+
+/// `sluice.collection.apply`'s arguments: timeout (seconds), key_len, key, then the changes.
+fn split_apply(args: &[u8]) -> Option<(u32, &[u8], &[u8])> {
+    let timeout = u32::from_le_bytes(args.get(..4)?.try_into().ok()?);
+    let len = u32::from_le_bytes(args.get(4..8)?.try_into().ok()?) as usize;
+    if len == 0 || len > MAX_KEY {
+        return None;
+    }
+    let key = args.get(8..8usize.checked_add(len)?)?;
+    Some((timeout, key, &args[8 + len..]))
+}
 
 /// Starts a fleet operation: queued with the running callback's HTTP calls (same
 /// limits, same token sequence), run by the proxy once the callback returns, and
@@ -123,7 +168,11 @@ pub(super) fn register(reg: &mut Registry) -> Result<()> {
                 let name = memory::read_str(&mut c, np, nl).map_err(|_| Status::NotFound)?;
                 let args = memory::read(&mut c, ap, al)?;
                 if let Some(op) = FleetOp::decode(&name, &args) {
-                    let token = start_fleet(c.data_mut(), op?)?;
+                    let mut op = op?;
+                    if let FleetOp::Load { key } = &mut op {
+                        *key = collection_key(c.data(), key);
+                    }
+                    let token = start_fleet(c.data_mut(), op)?;
                     return memory::copy_out(&mut c, &token.to_le_bytes(), ret_ptr, ret_len);
                 }
                 let f = FOREIGN_FUNCTIONS

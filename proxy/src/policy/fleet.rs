@@ -27,6 +27,14 @@ pub struct FleetConfig {
     /// their window ends).
     #[serde(default = "default_over_limit_keys")]
     pub over_limit_keys: usize,
+    /// How long a persistent-collection record (WAF `initcol`) read from the store is
+    /// used before a request reads it again, milliseconds.
+    #[serde(default = "default_collections_refresh_ms")]
+    pub collections_refresh_ms: u64,
+    /// How often the changes filters made to persistent collections are written to the
+    /// store (write-behind), milliseconds.
+    #[serde(default = "default_collections_flush_ms")]
+    pub collections_flush_ms: u64,
 }
 
 fn default_timeout_ms() -> u64 {
@@ -37,6 +45,12 @@ fn default_prefix() -> String {
 }
 fn default_backoff_ms() -> u64 {
     250
+}
+fn default_collections_refresh_ms() -> u64 {
+    1000
+}
+fn default_collections_flush_ms() -> u64 {
+    100
 }
 fn default_over_limit_keys() -> usize {
     100_000
@@ -57,6 +71,12 @@ impl FleetConfig {
         }
         if self.backoff_ms > 60_000 {
             return Err("backoff_ms must be at most 60000".into());
+        }
+        if self.collections_refresh_ms == 0 || self.collections_refresh_ms > 3_600_000 {
+            return Err("collections_refresh_ms must be 1 to 3600000".into());
+        }
+        if self.collections_flush_ms == 0 || self.collections_flush_ms > 60_000 {
+            return Err("collections_flush_ms must be 1 to 60000".into());
         }
         if self.over_limit_keys > 10_000_000 {
             return Err("over_limit_keys must be at most 10000000".into());

@@ -44,6 +44,55 @@ impl<'a> Loader<'a> {
         Ok(SetVar { coll, name, op })
     }
 
+    /// `initcol:COLL=KEY`: a [`SetOp::Init`] on a persistent collection.
+    pub(super) fn initcol(&self, loc: &Loc, v: &str) -> Result<SetVar, LoadError> {
+        let (coll, key) = v
+            .split_once('=')
+            .ok_or_else(|| err(loc, format!("initcol: expected COLLECTION=key in {v:?}")))?;
+        let up = coll.trim().to_ascii_uppercase();
+        let p = PERSIST
+            .iter()
+            .position(|p| *p == up)
+            .ok_or_else(|| err(loc, format!("initcol: unsupported collection {coll}")))?;
+        if key.is_empty() {
+            return Err(err(loc, "initcol: empty key"));
+        }
+        Ok(SetVar {
+            coll: SetColl::Persist(p as u8),
+            name: Macro::default(),
+            op: SetOp::Init(parse_macro(key).map_err(|e| err(loc, e))?),
+        })
+    }
+
+    /// `expirevar:COLL.name=SECONDS` / `deprecatevar:COLL.name=N/SECONDS`; `None` on TX
+    /// (a transaction ends before any expiry).
+    pub(super) fn expirevar(
+        &self,
+        loc: &Loc,
+        action: &str,
+        v: &str,
+    ) -> Result<Option<SetVar>, LoadError> {
+        let sv = self.setvar(loc, v)?;
+        let arg = match sv.op {
+            SetOp::Set(m) if v.contains('=') => m,
+            _ => {
+                return Err(err(
+                    loc,
+                    format!("{action}: expected COLLECTION.name=VALUE in {v:?}"),
+                ))
+            }
+        };
+        if sv.coll == SetColl::Tx {
+            return Ok(None);
+        }
+        let op = if action == "expirevar" {
+            SetOp::Expire(arg)
+        } else {
+            SetOp::Deprecate(arg)
+        };
+        Ok(Some(SetVar { op, ..sv }))
+    }
+
     pub(super) fn ctl(&self, loc: &Loc, v: &str) -> Result<Ctl, LoadError> {
         let (k, val) = v
             .split_once('=')

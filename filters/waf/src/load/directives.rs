@@ -206,6 +206,19 @@ impl<'a> Loader<'a> {
                     .collect();
             }
             "SecResponseBodyMimeTypesClear" => self.settings.resp_mime.clear(),
+            "SecCollectionTimeout" => {
+                let v = arg(0)?;
+                self.settings.collection_timeout = v
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|t| (1..=86_400).contains(t))
+                    .ok_or_else(|| {
+                        err(
+                            loc,
+                            format!("SecCollectionTimeout: 1 to 86400 seconds, got {v:?}"),
+                        )
+                    })?;
+            }
             "SecRequestBodyJsonDepthLimit" => self.settings.json_depth = size(arg(0)?)?,
             "SecArgumentsLimit" => self.settings.args_limit = size(arg(0)?)?,
             "SecArgumentSeparator" => {
@@ -297,7 +310,6 @@ impl<'a> Loader<'a> {
             | "SecAuditLogType"
             | "SecDebugLog"
             | "SecDebugLogLevel"
-            | "SecCollectionTimeout"
             | "SecComponentSignature"
             | "SecServerSignature"
             | "SecStatusEngine"

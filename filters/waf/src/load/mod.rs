@@ -77,6 +77,9 @@ pub struct Settings {
     pub resp_body_limit_action: LimitAction,
     /// SecResponseBodyMimeType (lowercase media types, no parameters).
     pub resp_mime: Vec<String>,
+    /// SecCollectionTimeout: seconds a persistent collection's record lives after its
+    /// last change.
+    pub collection_timeout: u32,
 }
 
 impl Default for Settings {
@@ -97,6 +100,7 @@ impl Default for Settings {
             resp_body_limit: 524_288,
             resp_body_limit_action: LimitAction::Reject,
             resp_mime: vec!["text/plain".into(), "text/html".into()],
+            collection_timeout: 3600,
         }
     }
 }

@@ -159,6 +159,21 @@ impl<'a> Loader<'a> {
                     None => transforms.clear(),
                 },
                 "setvar" => rule.setvars.push(self.setvar(&loc, need()?)?),
+                "initcol" => rule.setvars.push(self.initcol(&loc, need()?)?),
+                "setsid" => rule
+                    .setvars
+                    .push(self.initcol(&loc, &format!("session={}", need()?))?),
+                "setuid" => rule
+                    .setvars
+                    .push(self.initcol(&loc, &format!("user={}", need()?))?),
+                "setrsc" => rule
+                    .setvars
+                    .push(self.initcol(&loc, &format!("resource={}", need()?))?),
+                "expirevar" | "deprecatevar" => {
+                    if let Some(sv) = self.expirevar(&loc, &a.name, need()?)? {
+                        rule.setvars.push(sv);
+                    }
+                }
                 "ctl" => rule.ctls.push(self.ctl(&loc, need()?)?),
                 "skipAfter" => rule.skip_after = Some(need()?.to_string()),
                 "skip" => {
@@ -191,19 +206,13 @@ impl<'a> Loader<'a> {
                 | "rev"
                 | "maturity"
                 | "accuracy"
-                | "initcol"
-                | "expirevar"
-                | "deprecatevar"
                 | "setenv"
                 | "sanitiseArg"
                 | "sanitiseMatched"
                 | "sanitiseMatchedBytes"
                 | "sanitiseRequestHeader"
                 | "sanitiseResponseHeader"
-                | "xmlns"
-                | "setuid"
-                | "setsid"
-                | "setrsc" => {}
+                | "xmlns" => {}
                 other => return Err(err(&loc, format!("unsupported action {other}"))),
             }
         }

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::ops::Caps;
+use crate::persist::FieldOp;
 
 impl Transaction {
     /// Sets `name` (already lowercase) in a collection; updates in place when it exists.
@@ -29,6 +30,11 @@ impl Transaction {
     }
 
     pub(super) fn exec_setvar(&mut self, sv: &SetVar, rule: &Rule) {
+        if let (SetColl::Persist(i), SetOp::Init(k)) = (sv.coll, &sv.op) {
+            let key = self.expand(k, Some(rule)).into_owned();
+            self.init_collection(i, &key);
+            return;
+        }
         let mut name = self.expand(&sv.name, Some(rule));
         if name.iter().any(u8::is_ascii_uppercase) {
             name.to_mut().make_ascii_lowercase();
@@ -43,20 +49,43 @@ impl Transaction {
             SetOp::Del => {
                 match sv.coll {
                     SetColl::Tx => self.tx.remove(name),
-                    SetColl::Persist(i) => self.persist[i as usize].remove(name),
+                    SetColl::Persist(i) => {
+                        self.record_op(i, FieldOp::Del(name.to_vec()));
+                        self.persist[i as usize].remove(name)
+                    }
                 };
             }
             SetOp::Set(m) => {
                 let v = self.expand(m, Some(rule)).into_owned();
+                if let SetColl::Persist(i) = sv.coll {
+                    self.record_op(i, FieldOp::Set(name.to_vec(), v.clone()));
+                }
                 self.set_tx_kv(sv.coll, name, &v);
+            }
+            SetOp::Init(_) => {}
+            SetOp::Expire(m) => {
+                let secs = ops::atoi(&self.expand(m, Some(rule))).clamp(0, 86_400) as u32;
+                if let SetColl::Persist(i) = sv.coll {
+                    self.record_op(i, FieldOp::Expire(name.to_vec(), secs));
+                }
+            }
+            SetOp::Deprecate(m) => {
+                let arg = self.expand(m, Some(rule)).into_owned();
+                if let SetColl::Persist(i) = sv.coll {
+                    self.deprecate(i, name, &arg, cur);
+                }
             }
             SetOp::Add(m) | SetOp::Sub(m) => {
                 let d = ops::atoi(&self.expand(m, Some(rule)));
-                let v = if matches!(sv.op, SetOp::Add(_)) {
-                    cur.saturating_add(d)
+                let d = if matches!(sv.op, SetOp::Add(_)) {
+                    d
                 } else {
-                    cur.saturating_sub(d)
+                    d.saturating_neg()
                 };
+                let v = cur.saturating_add(d);
+                if let SetColl::Persist(i) = sv.coll {
+                    self.record_op(i, FieldOp::Add(name.to_vec(), d));
+                }
                 self.set_tx_kv(sv.coll, name, v.to_string().as_bytes());
             }
         }

@@ -183,6 +183,10 @@ impl Transaction {
         let mut i = 0;
         self.phase_start();
         while i < list.len() {
+            if self.load.is_some() {
+                // a stale record must be loaded first: the caller runs the request again
+                return;
+            }
             if phase == 1 && i == self.skip1.0 && self.skip1.1 > i {
                 i = self.skip1.1;
                 if let Some(mv) = self.skip1_mv.take() {

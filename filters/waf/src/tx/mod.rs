@@ -9,6 +9,7 @@
 //! - [`collections`]: a target resolved against the collections, and macro expansion;
 //! - [`operator`]: one value through the transformations and the operator;
 //! - [`actions`]: what a match does (setvar, ctl, captures, the match log);
+//! - [`persist`]: records of persistent collections (`initcol`) loaded and changed;
 //! - [`eval`]: rules and chains over a phase, skips and the disruptive decision.
 
 mod actions;
@@ -17,9 +18,11 @@ mod eval;
 mod input;
 mod lists;
 mod operator;
+mod persist;
 mod response;
 mod snapshot;
 
+use persist::Col;
 pub use snapshot::{Fold, Snapshot};
 
 use crate::hash::FxMap;
@@ -141,6 +144,16 @@ pub struct Transaction {
     folds: Rc<[Vec<Fold>; 6]>,
     /// The operator argument of the rule being evaluated, expanded (see [`Transaction::arg`]).
     op_arg: std::cell::RefCell<Option<Rc<[u8]>>>,
+    /// Where persistent collections' records live (none: per transaction only).
+    store: Option<Rc<dyn crate::persist::CollectionStore>>,
+    /// Per persistent collection: the record `initcol` loaded and the changes made to it.
+    cols: Vec<Option<Col>>,
+    /// Records a stale read may ask to load (phase 1 only; the caller loads it and runs
+    /// the transaction again), and the ones already loaded for this request.
+    may_load: bool,
+    loaded: Vec<Vec<u8>>,
+    /// A record to load from the fleet before this transaction is run again.
+    pub load: Option<Vec<u8>>,
 }
 
 fn rc(b: &[u8]) -> Rc<[u8]> {
@@ -201,6 +214,11 @@ impl Transaction {
             lists: Vec::new(),
             folds: Rc::new(Default::default()),
             op_arg: Default::default(),
+            store: None,
+            cols: vec![None; PERSIST.len()],
+            may_load: false,
+            loaded: Vec::new(),
+            load: None,
         }
     }
 

@@ -118,7 +118,12 @@ pub(super) fn rule_macros(r: &Rule, f: fn(V) -> bool) -> bool {
             macro_vars(&sv.name, f)
                 && match &sv.op {
                     SetOp::Del => true,
-                    SetOp::Set(m) | SetOp::Add(m) | SetOp::Sub(m) => macro_vars(m, f),
+                    SetOp::Set(m)
+                    | SetOp::Add(m)
+                    | SetOp::Sub(m)
+                    | SetOp::Init(m)
+                    | SetOp::Expire(m)
+                    | SetOp::Deprecate(m) => macro_vars(m, f),
                 }
         })
         && r.msg.as_ref().is_none_or(|m| macro_vars(m, f))
@@ -132,7 +137,9 @@ pub(super) fn rule_pure(r: &Rule) -> bool {
         Op::Unconditional | Op::NoMatch => true,
         op => op.macro_arg().is_some(),
     };
+    // (a persistent collection's record depends on the request and the time)
     op && r.ctls.is_empty()
+        && r.setvars.iter().all(|sv| sv.coll == SetColl::Tx)
         && r.skip == 0
         && r.targets.iter().all(|t| var_pure(t.var))
         && r.excl.iter().all(|e| var_pure(e.var))
