@@ -48,6 +48,7 @@ and the limits of HTTP calls (16 outstanding per callback, 64 per request).
 | `sluice.fleet.incr` | window_ms, limit, key | count, reset_ms, counted (u32 each): fixed window, `INCR` + expiry in one script |
 | `sluice.fleet.sliding` | window_ms, limit, key | count, reset_ms, counted: sliding window (previous window weighted), a refused hit is not counted |
 | `sluice.fleet.get` | key | found (u8), value |
+| `sluice.fleet.load` | a persistent collection's key (as given to `sluice.collection.read`) | nothing: the record is now in the host's copy (see Persistent collections) |
 | `sluice.fleet.set` | ttl_ms, key_len, key, value | nothing |
 | `sluice.fleet.cas` | ttl_ms, key_len, key, expected_len (0xFFFFFFFF: "absent"), expected, new | swapped (u8) |
 
@@ -65,5 +66,32 @@ asynchronous host functions the same way. Delivering the result as an HTTP-call 
 was the other choice, but the Rust SDK panics on a call-response token it did not get from
 `proxy_http_call` itself (its callout table is private), so a stock filter could not
 receive it. `filters/ratelimit` is the example.
+
+## Persistent collections
+
+What ModSecurity keeps across requests (`initcol:ip=...`, `GLOBAL`, `SESSION`, `USER`,
+`RESOURCE`; `setvar`, `expirevar`, `deprecatevar` on them) lives in the host, not in a VM,
+so that every thread's VM and, with `[fleet]`, every node sees one record. Two synchronous
+foreign functions reach it; `filters/waf` uses them (and falls back to records in its own VM
+on a host without them).
+
+| Function | Arguments (u32 LE) | Answer |
+|---|---|---|
+| `sluice.collection.read` | key (1..1024 bytes) | stale (u8), created, updated (seconds since the epoch), update counter, n, then n x (name_len, name, value_len, value): the record's live fields (none when there is no record) |
+| `sluice.collection.apply` | timeout_s, key_len, key, n, then n x change: kind (u8: 0 set, 1 add, 2 delete, 3 expire), name_len, name, then for set value_len, value; for add an i64 LE; for expire seconds | nothing; the changes are applied at once |
+
+- Records are process-wide, per `vm_id` (filters that share a `vm_id` share records, as
+  with shared data), at most 100,000 (least recently used dropped first), 128 fields of up
+  to 256-byte names and 4 KiB values, 256 changes per call; a record is gone `timeout_s`
+  after its last change (at most one day), a field at its `expirevar` time.
+- With `[fleet]`: every change is also queued, and the host writes the queue to Redis every
+  `collections_flush_ms` (write-behind: no request waits for it; additions add up across
+  nodes, they do not overwrite). `read` answers stale = 1 when the store has not been
+  asked for this record for `collections_refresh_ms`: the filter then calls
+  `sluice.fleet.load(key)`, pauses, and reads again when `proxy_on_foreign_function`
+  comes (after at most `[fleet] timeout_ms`; if the store failed, the local copy is used
+  and counts as fresh until the next refresh, so an outage costs each record one wait at
+  most). On Redis a record is a hash `PREFIX:col:...` with the record's timeout as its TTL.
+- Without `[fleet]`, stale is always 0 and nothing leaves the process.
 FLEET
 } > docs/ABI.md

@@ -157,9 +157,12 @@ pub(super) fn register(reg: &mut Registry) -> Result<()> {
          `sluice.pm.match`(handle, input) -> found, index, start, end of the earliest-ending match. \
          Limits: 64 KiB per pattern, 10,000 patterns or 100,000 phrases (8 MiB) per set, 64 MiB compiled size, \
          16 MiB input, 4,096 handles per VM. \
+         Persistent collections (WAF `initcol`; see docs/ABI.md, Persistent collections): \
+         `sluice.collection.read`(key) -> stale (u8), created, updated, counter, n, n x (name_len, name, value_len, value); \
+         `sluice.collection.apply`(timeout_s, key_len, key, n, n x change) -> nothing. \
          Fleet operations (asynchronous; see docs/ABI.md, Fleet operations): `sluice.fleet.enabled`() -> 1 byte, 1 when \
          the policy has a `[fleet]` store. `sluice.fleet.incr`(window_ms, limit, key), `sluice.fleet.sliding`(window_ms, \
-         limit, key), `sluice.fleet.get`(key), `sluice.fleet.set`(ttl_ms, key_len, key, value), \
+         limit, key), `sluice.fleet.get`(key), `sluice.fleet.load`(collection key), `sluice.fleet.set`(ttl_ms, key_len, key, value), \
          `sluice.fleet.cas`(ttl_ms, key_len, key, expected_len or 0xFFFFFFFF for absent, expected, new) -> token; the \
          filter returns `Pause` and gets `proxy_on_foreign_function(context, token, size)` with the result in buffer 8 \
          (`NOT_FOUND` without `[fleet]`; keys 1..1024 bytes, values up to 64 KiB, TTLs up to 1 day)",

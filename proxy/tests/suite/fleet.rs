@@ -317,3 +317,105 @@ fn a_bad_fleet_section_is_refused_and_scope_fleet_needs_one() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A WAF with CRS 3's initialisation and DoS protection (901, 912) and thresholds low
+/// enough for a test: two bursts of 3 counted requests within 60 s block the client for
+/// 600 s.
+fn dos_policy(origin: &Proc, redis: &str) -> String {
+    const SETUP: &str = r#"SecAction "id:900700,phase:1,nolog,pass,t:none,setvar:tx.dos_burst_time_slice=60,setvar:tx.dos_counter_threshold=3,setvar:tx.dos_block_timeout=600""#;
+    let crs = "/usr/share/modsecurity-crs/rules";
+    format!(
+        r#"[fleet]
+redis = "{redis}"
+timeout_ms = 200
+backoff_ms = 100
+collections_flush_ms = 50
+collections_refresh_ms = 200
+
+[limits]
+startup_ms = 60000
+
+[pools.o]
+peers = ["{origin}"]
+
+[filters.waf]
+module = {module}
+files = ["/etc/modsecurity/crs/crs-setup.conf", "{crs}/REQUEST-901-INITIALIZATION.conf", "{crs}/REQUEST-912-DOS-PROTECTION.conf"]
+config = {{ rules = ["/etc/modsecurity/crs/crs-setup.conf", "/sluice/dos-setup.conf", "{crs}/REQUEST-901-INITIALIZATION.conf", "{crs}/REQUEST-912-DOS-PROTECTION.conf"], data = {{ "/sluice/dos-setup.conf" = '{SETUP}' }}, mode = "block", status = 403 }}
+
+[[routes]]
+name = "all"
+path_prefix = "/"
+filters = ["waf"]
+pool = "o"
+"#,
+        origin = origin.addr,
+        module = module("waf.wasm"),
+    )
+}
+
+fn as_client(s: &Sluice, path: &str, agent: &str) -> u16 {
+    client()
+        .get(s.url(path))
+        .header("user-agent", agent)
+        .send()
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[test]
+fn a_client_the_waf_blocked_on_node_a_is_blocked_on_node_b() {
+    if !require(
+        "crs",
+        "/usr/share/modsecurity-crs/rules/REQUEST-912-DOS-PROTECTION.conf",
+    ) {
+        return;
+    }
+    let Some(mut redis) = redis() else { return };
+    let origin = origin("fleet-waf");
+    let body = dos_policy(&origin, &redis.url());
+    let (a, b) = (sluice(&body), sluice(&body));
+    // CRS keys the IP collection by address and User-Agent: every client here is
+    // 127.0.0.1, the agent tells them apart.
+    for i in 0..6 {
+        assert_eq!(
+            as_client(&a, "/echo/api", "mallory"),
+            200,
+            "request {i} on A"
+        );
+    }
+    // A counted two bursts at the end of the sixth request: A refuses the next one at once.
+    assert_eq!(as_client(&a, "/echo/api", "mallory"), 403);
+    // B has never seen this client; A's change reaches Redis within its flush period, and
+    // B loads the record on the client's first request there.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        as_client(&b, "/echo/api", "mallory"),
+        403,
+        "B must refuse at once"
+    );
+    assert_eq!(
+        as_client(&b, "/echo/api", "alice"),
+        200,
+        "another client is served"
+    );
+    assert!(metric(&a, r#"sluice_fleet_calls_total{op="flush",result="ok"}"#) >= 1.0);
+    assert!(metric(&b, r#"sluice_fleet_calls_total{op="load",result="ok"}"#) >= 1.0);
+    // Counts add up across nodes: two bursts of 3, counted alternately on A and B (each
+    // node sees 3 requests); the sixth (on B) sets the block, and both nodes refuse.
+    for (i, node) in [&a, &b, &a, &b, &a, &b].iter().enumerate() {
+        assert_eq!(as_client(node, "/echo/api", "eve"), 200, "eve {i}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert_eq!(as_client(&a, "/echo/api", "eve"), 403, "A refuses eve");
+    assert_eq!(as_client(&b, "/echo/api", "eve"), 403, "B refuses eve");
+    // Redis down: each node keeps its own copy and decides at once, no request waits
+    // more than the store's timeout.
+    redis.stop();
+    let t = Instant::now();
+    assert_eq!(as_client(&a, "/echo/api", "mallory"), 403);
+    assert_eq!(as_client(&b, "/echo/api", "trent"), 200);
+    assert_eq!(as_client(&b, "/echo/api", "trent"), 200);
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+}

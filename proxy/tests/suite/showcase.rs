@@ -162,6 +162,23 @@ fn the_default_policy_shows_every_capability() {
         .unwrap()
         .starts_with(&format!("https://127.0.0.1:{}/account", s.https_port)));
 
+    // Brute-force lockout on a persistent collection: 5 POSTs a minute, then 429 for the
+    // address, on GET too; other routes are not locked.
+    let codes: Vec<u16> = (0..6)
+        .map(|_| {
+            c.post(url("/echo/login"))
+                .body("user=a&password=b")
+                .header("content-type", "application/x-www-form-urlencoded")
+                .send()
+                .unwrap()
+                .status()
+                .as_u16()
+        })
+        .collect();
+    assert_eq!(codes, [200, 200, 200, 200, 200, 429]);
+    assert_eq!(c.get(url("/echo/login")).send().unwrap().status(), 429);
+    assert_eq!(c.get(url("/echo/x")).send().unwrap().status(), 200);
+
     // The router filter: beta testers get green; others a sticky 80/20 split.
     for _ in 0..5 {
         let r = c
