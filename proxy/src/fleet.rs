@@ -527,7 +527,7 @@ fn record_from(v: &[Value]) -> Option<Record> {
             _ => None,
         }
     }
-    if v.len() < 5 || (v.len() - 5) % 3 != 0 {
+    if v.len() < 5 || !(v.len() - 5).is_multiple_of(3) {
         return None;
     }
     // Expiries on Redis's clock, moved to this node's (clocks of a fleet differ a little).
