@@ -56,7 +56,8 @@ The status byte: 0 ok, 1 error (Redis answered an error or could not be reached)
 (`[fleet] timeout_ms`), 3 unavailable (the node saw the store fail less than `backoff_ms`
 ago). `limit` lets the host remember a key over its limit until its window ends and answer
 it without a round trip (`counted` = 0, `count` as Redis last gave it). Keys are 1 to 1,024
-bytes (stored as `PREFIX:KEY`), values up to 64 KiB, windows and TTLs up to one day (0 TTL:
+bytes (stored as `PREFIX:f:LEN:VM_ID:KEY`: each filter's `vm_id` has its own keys, so no
+filter reads or moves another's counters), values up to 64 KiB, windows and TTLs up to one day (0 TTL:
 no expiry); otherwise `BAD_ARGUMENT` at once. Without `[fleet]`: `NOT_FOUND`.
 
 **Why `proxy_on_foreign_function`.** It is part of the ABI since 0.2.0 (spec changelog),
@@ -91,7 +92,7 @@ on a host without them).
   `sluice.fleet.load(key)`, pauses, and reads again when `proxy_on_foreign_function`
   comes (after at most `[fleet] timeout_ms`; if the store failed, the local copy is used
   and counts as fresh until the next refresh, so an outage costs each record one wait at
-  most). On Redis a record is a hash `PREFIX:col:...` with the record's timeout as its TTL.
+  most). On Redis a record is a hash `PREFIX:col:LEN:VM_ID:KEY` with the record's timeout as its TTL.
 - Without `[fleet]`, stale is always 0 and nothing leaves the process.
 FLEET
 } > docs/ABI.md

@@ -98,6 +98,19 @@ impl FleetOp {
         }
     }
 
+    /// Replaces the key with `f(key)` (the host scopes every key to its filter).
+    pub fn scope(&mut self, f: impl FnOnce(&[u8]) -> Vec<u8>) {
+        let key = match self {
+            FleetOp::Incr { key, .. }
+            | FleetOp::Sliding { key, .. }
+            | FleetOp::Get { key }
+            | FleetOp::Load { key }
+            | FleetOp::Set { key, .. }
+            | FleetOp::Cas { key, .. } => key,
+        };
+        *key = f(key);
+    }
+
     /// Decodes the arguments of `sluice.fleet.<name>`; `None` when `name` is no fleet
     /// operation, `BAD_ARGUMENT` when the arguments do not decode or break a limit.
     pub fn decode(name: &str, args: &[u8]) -> Option<Result<FleetOp, Status>> {

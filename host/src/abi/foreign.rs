@@ -83,9 +83,16 @@ pub const FOREIGN_FUNCTIONS: &[(&str, ForeignFn)] = &[
 /// A collection record's key: the filter's `vm_id` (filters sharing one share their
 /// records, as they share shared data), then the filter's key.
 fn collection_key(st: &HostState, key: &[u8]) -> Vec<u8> {
+    scoped_key(st, b"col", key)
+}
+
+/// `KIND:LEN:VM_ID:KEY`: a key of the filter's `vm_id`, the same for every node running
+/// the policy, and no two (vm_id, key) pairs alike.
+fn scoped_key(st: &HostState, kind: &[u8], key: &[u8]) -> Vec<u8> {
     let vm = st.plugin.vm_id.as_bytes();
     let mut k = Vec::with_capacity(8 + vm.len() + key.len());
-    k.extend_from_slice(b"col:");
+    k.extend_from_slice(kind);
+    k.push(b':');
     k.extend_from_slice(vm.len().to_string().as_bytes());
     k.push(b':');
     k.extend_from_slice(vm);
@@ -172,8 +179,11 @@ pub(super) fn register(reg: &mut Registry) -> Result<()> {
                 let args = memory::read(&mut c, ap, al)?;
                 if let Some(op) = FleetOp::decode(&name, &args) {
                     let mut op = op?;
-                    if let FleetOp::Load { key } = &mut op {
-                        *key = collection_key(c.data(), key);
+                    // Each filter (`vm_id`) has its own keys: no filter reads or moves
+                    // another's counters or records.
+                    match &mut op {
+                        FleetOp::Load { key } => *key = collection_key(c.data(), key),
+                        op => op.scope(|key| scoped_key(c.data(), b"f", key)),
                     }
                     let token = start_fleet(c.data_mut(), op)?;
                     return memory::copy_out(&mut c, &token.to_le_bytes(), ret_ptr, ret_len);

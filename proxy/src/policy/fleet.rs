@@ -16,7 +16,8 @@ pub struct FleetConfig {
     /// timeout status and decides: fail open or closed).
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
-    /// Prefix of every key (`PREFIX:FILTER:KEY`), so fleets and tenants may share a Redis.
+    /// Prefix of every key (`PREFIX:f:LEN:VM_ID:KEY`; see docs/ABI.md), so fleets and
+    /// tenants may share a Redis.
     #[serde(default = "default_prefix")]
     pub prefix: String,
     /// After a failed call, how long the node answers `unavailable` at once instead of
