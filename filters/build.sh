@@ -22,7 +22,7 @@ MANIFEST="$FILTERS_DIR/Cargo.toml"
 export CARGO_TARGET_DIR="$FILTERS_DIR/target"
 
 # crate name == output name (crate names already use underscores)
-FILTERS=(headers respond body_rewrite props image callout ticker queue metrics state probe hostile router waf background ratelimit)
+FILTERS=(headers respond body_rewrite props image callout ticker queue metrics state probe hostile router waf background ratelimit fleetkv)
 WASIP1_FILTERS=(headers)
 
 BUILD_WASIP1=1

@@ -419,3 +419,58 @@ fn a_client_the_waf_blocked_on_node_a_is_blocked_on_node_b() {
     assert_eq!(as_client(&b, "/echo/api", "trent"), 200);
     assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
 }
+
+/// One `x-kv` operation through `filters/fleetkv` on `path`: the filter's answer.
+fn kv(s: &Sluice, path: &str, line: &str) -> String {
+    let r = client()
+        .get(s.url(path))
+        .header("x-kv", line)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200, "{line}");
+    r.text().unwrap()
+}
+
+#[test]
+fn get_set_and_cas_from_a_guest_are_shared_by_nodes_and_scoped_per_filter() {
+    let Some(redis) = redis() else { return };
+    let origin = origin("fleet-kv");
+    let body = format!(
+        "[fleet]\nredis = \"{}\"\ntimeout_ms = 200\n[pools.o]\npeers = [\"{}\"]\n\
+         [filters.kv1]\nmodule = {m}\n[filters.kv2]\nmodule = {m}\n\
+         [[routes]]\nname = \"one\"\npath_prefix = \"/one/\"\nfilters = [\"kv1\"]\npool = \"o\"\n\
+         [[routes]]\nname = \"two\"\npath_prefix = \"/two/\"\nfilters = [\"kv2\"]\npool = \"o\"\n",
+        redis.url(),
+        origin.addr,
+        m = module("fleetkv.wasm"),
+    );
+    let (a, b) = (sluice(&body), sluice(&body));
+    assert_eq!(kv(&a, "/one/", "get color"), "absent");
+    assert_eq!(kv(&a, "/one/", "set color 0 blue"), "done");
+    // Another node sees it; another filter (vm_id) has its own keys.
+    assert_eq!(kv(&b, "/one/", "get color"), "found blue");
+    assert_eq!(kv(&b, "/two/", "get color"), "absent");
+    // Compare-and-set: a wrong expectation changes nothing; the right one swaps; "absent"
+    // only when there is none.
+    assert_eq!(kv(&b, "/one/", "cas color red green"), "swapped 0");
+    assert_eq!(kv(&a, "/one/", "cas color blue green"), "swapped 1");
+    assert_eq!(kv(&b, "/one/", "get color"), "found green");
+    assert_eq!(kv(&a, "/one/", "cas color - x"), "swapped 0");
+    assert_eq!(kv(&a, "/two/", "cas color - x"), "swapped 1");
+    // A TTL ends the value.
+    assert_eq!(kv(&a, "/one/", "set short 300 soon-gone"), "done");
+    assert_eq!(kv(&b, "/one/", "get short"), "found soon-gone");
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(kv(&b, "/one/", "get short"), "absent");
+    // Limits hold at the start: a key over 1,024 bytes is refused, not sent.
+    let long = "k".repeat(1025);
+    assert_eq!(
+        kv(&a, "/one/", &format!("get {long}")),
+        "refused BadArgument"
+    );
+    // Redis gone: the filter hears it (error, then unavailable while backing off).
+    drop(redis);
+    let r = kv(&a, "/one/", "get color");
+    assert!(r.starts_with("failed "), "{r}");
+    assert!(metric(&a, r#"sluice_fleet_calls_total{op="cas",result="ok"}"#) >= 2.0);
+}
