@@ -30,6 +30,7 @@
 //! - [`workers`]: the proxy's worker threads, reached to start VMs before a policy serves.
 //! - [`serve`]: the Pingora server of a policy, assembled for `sluice run` and `sluice test`.
 //! - [`ftw`]: `sluice test`, the go-ftw YAML test runner for WAF rule authors.
+//! - [`ctl`]: `sluice ctl`, the admin API's client for operators.
 
 #![warn(missing_docs)]
 
@@ -37,6 +38,7 @@ pub mod admin;
 pub mod bundle;
 pub mod callouts;
 pub mod chain;
+pub mod ctl;
 pub mod fleet;
 pub mod forward;
 pub mod forwarded;

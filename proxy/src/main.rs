@@ -1,4 +1,4 @@
-//! `sluice run | check | test | abi`: builds the Pingora server from a policy, nothing else.
+//! `sluice run | check | test | abi | ctl`: builds the Pingora server from a policy, nothing else.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -102,6 +102,8 @@ enum Cmd {
     },
     /// Print the Proxy-Wasm hostcall table as Markdown.
     Abi,
+    /// Drive a running Sluice through its admin API: status, reload, rollback, diff, tail.
+    Ctl(sluice::ctl::Args),
 }
 
 /// How `run` follows an `oci://` policy.
@@ -319,9 +321,13 @@ fn init_logging(access_log: Option<&str>) -> Option<tracing_appender::non_blocki
             (Some(layer), Some(guard))
         }
     };
+    // The WAF's audit lines for `/admin/tail` (sluice ctl tail).
+    let audit = sluice::admin::feed::AuditLayer
+        .with_filter(filter::Targets::new().with_target("sluice::filter", tracing::Level::INFO));
     tracing_subscriber::registry()
         .with(logs)
         .with(access)
+        .with(audit)
         .init();
     guard
 }
@@ -366,6 +372,9 @@ fn test(opts: sluice::ftw::Options) -> ! {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Cmd::Ctl(args) = cli.cmd {
+        return sluice::ctl::main(args);
+    }
     if let Cmd::Test {
         policy,
         target,
@@ -485,7 +494,7 @@ fn main() -> ExitCode {
         }
     });
     match cli.cmd {
-        Cmd::Test { .. } | Cmd::Bundle { .. } => unreachable!("handled above"),
+        Cmd::Test { .. } | Cmd::Bundle { .. } | Cmd::Ctl(_) => unreachable!("handled above"),
         Cmd::Abi => match sluice::host::Engine::global() {
             Ok(engine) => {
                 print!("{}", sluice::host::abi::markdown_table(engine.hostcalls()));

@@ -119,6 +119,8 @@ pub fn assemble(
         server.add_service(Prebound { inner: warmed, fds });
     }
     if let Some(addr) = admin_addr {
+        // The status page's "last minutes".
+        crate::admin::history::start();
         let mut admin = Service::new(
             "sluice-admin".to_string(),
             Admin {

@@ -57,6 +57,7 @@ mod hardening;
 mod hostcall_fuzz;
 mod image;
 mod observability;
+mod ops;
 mod router;
 mod sandbox;
 mod showcase;

@@ -1,0 +1,1 @@
+//! The `/ui` status page in a real headless Chromium.
