@@ -82,6 +82,7 @@ impl Admin {
         let failures = stats::filter_failures(&families);
         serde_json::json!({
             "time_unix": feed::now_unix(),
+            "pid": std::process::id(),
             "requests_total": stats::requests_total(&families),
             "pools": stats::pools(&snap, &families),
             "images": stats::image_cache(&families),

@@ -46,6 +46,12 @@ enum Cmd {
         /// Serve the admin API here instead of the policy's `[server] admin`.
         #[arg(long)]
         admin: Option<std::net::SocketAddr>,
+        /// Take the listening sockets over from the Sluice running on the same policy
+        /// (zero-downtime binary upgrade): it is found through its admin API and sent
+        /// SIGUSR2, hands its sockets over on `[server] upgrade_sock`, finishes its
+        /// requests in flight and exits.
+        #[arg(long)]
+        upgrade: bool,
     },
     /// Policy bundles in an OCI registry.
     Bundle {
@@ -505,14 +511,19 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Cmd::Check { policy } => match build(&policy) {
-            Ok(snap) => {
+        Cmd::Check { policy } => match {
+            sluice::progress::enable(true);
+            let started = std::time::Instant::now();
+            build(&policy).map(|snap| (snap, started.elapsed()))
+        } {
+            Ok((snap, took)) => {
                 println!(
-                    "{}: ok ({} routes, {} filters, {} pools)",
+                    "{}: ok ({} routes, {} filters, {} pools) in {}",
                     policy.display(),
                     snap.routes.len(),
                     snap.filters.len(),
-                    snap.pools.len()
+                    snap.pools.len(),
+                    sluice::progress::took(took)
                 );
                 ExitCode::SUCCESS
             }
@@ -525,7 +536,11 @@ fn main() -> ExitCode {
             .expect("loaded for run")
             .and_then(|p| {
                 sluice::upstream::enable_health_checks();
-                Snapshot::build(p, 1)
+                // What start-up compiles and starts, on stderr (reloads log it instead).
+                sluice::progress::enable(true);
+                let snap = Snapshot::build(p, 1);
+                sluice::progress::enable(false);
+                snap
             })
             .or_else(|errors| match bundle.as_mut() {
                 // The tag's bundle loads but does not build (a module that fails to compile,
@@ -552,7 +567,8 @@ fn main() -> ExitCode {
                     follower.accepted(fetched);
                     tracing::info!(reference = %follower.status().reference, digest = %fetched.digest, signer = fetched.signer.as_deref().unwrap_or("none"), from_cache = follower.status().from_cache, "serving a policy bundle");
                 }
-                let code = run(&run_path, snap, bundle.map(|(f, _)| f));
+                let upgrade = matches!(cli.cmd, Cmd::Run { upgrade: true, .. });
+                let code = run(&run_path, snap, bundle.map(|(f, _)| f), upgrade);
                 lifecycle::run_exit_hook();
                 code
             }
@@ -564,10 +580,44 @@ fn main() -> ExitCode {
     }
 }
 
+/// `sluice run --upgrade`: asks the running process (found through the admin API the
+/// policy names) to hand its listening sockets over: SIGUSR2. It sends them to the
+/// policy's `upgrade_sock`, which Pingora's bootstrap binds right after this, retrying
+/// its connection for a few seconds.
+fn signal_old_process(snap: &Snapshot) -> Result<(), String> {
+    let admin = snap.policy.admin.ok_or(
+        "--upgrade finds the running process through its admin listener: the policy has none",
+    )?;
+    let client =
+        sluice::ctl::client::Client::new(&admin.to_string(), snap.policy.admin_token.clone())
+            .map_err(|e| e.to_string())?;
+    let status = client
+        .get("/admin/status")
+        .map_err(|e| format!("--upgrade: the running process: {e}"))?;
+    let pid = status["pid"]
+        .as_i64()
+        .and_then(|p| i32::try_from(p).ok())
+        .filter(|p| *p > 1 && *p as u32 != std::process::id())
+        .ok_or("--upgrade: the running process did not say its pid")?;
+    // SAFETY: kill(2) with a pid and a signal number has no memory effects.
+    if unsafe { libc::kill(pid, libc::SIGUSR2) } != 0 {
+        return Err(format!(
+            "--upgrade: cannot signal process {pid}: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    tracing::info!(
+        old_pid = pid,
+        "asked the running process for its listening sockets"
+    );
+    Ok(())
+}
+
 fn run(
     path: &std::path::Path,
     snap: Snapshot,
     bundle: Option<std::sync::Arc<sluice::bundle::follow::Follower>>,
+    upgrade: bool,
 ) -> ExitCode {
     let listen = snap.policy.listen.clone();
     let h2c = snap.policy.h2c;
@@ -579,7 +629,20 @@ fn run(
         .copied()
         .chain(admin_addr)
         .collect();
-    if let Err((addr, e)) = lifecycle::check_free(&all) {
+    let hand_over = snap.policy.upgrade_sock.is_some();
+    if upgrade {
+        // The addresses are the running process's: they are taken over, not bound.
+        if !hand_over {
+            eprintln!(
+                "--upgrade needs [server] upgrade_sock in the policy (the running process's)"
+            );
+            return ExitCode::FAILURE;
+        }
+        if let Err(e) = signal_old_process(&snap) {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    } else if let Err((addr, e)) = lifecycle::check_free(&all) {
         eprintln!("cannot listen on {addr}: {e}");
         return ExitCode::FAILURE;
     }
@@ -588,7 +651,7 @@ fn run(
         tracker,
         control,
         grace,
-    } = match sluice::serve::assemble(path, snap, Vec::new()) {
+    } = match sluice::serve::assemble_upgrading(path, snap, Vec::new(), upgrade) {
         Ok(a) => a,
         Err(e) => {
             eprintln!("{e}");
@@ -604,7 +667,7 @@ fn run(
     sluice::memory::trim_after_storms(tracker.clone());
     let phases = server.watch_execution_phase();
     server.run(RunArgs {
-        shutdown_signal: Box::new(Signals::new(tracker, grace, phases)),
+        shutdown_signal: Box::new(Signals::new(tracker, grace, phases).with_upgrade(hand_over)),
     });
     ExitCode::SUCCESS
 }

@@ -32,6 +32,7 @@
 //! | `demo-tls` | `policies/demo-tls/` (made by `scripts/setup.sh`) | `showcase`, `bundle::the_default_and_waf_policies_push_and_run_as_they_are` |
 //! | `docker-registry` | Debian's OCI registry (`docker-registry`) | `bundle` |
 //! | `redis-server` | Redis (`redis-server`) | `fleet` |
+//! | `chromium` | Debian's headless Chromium (`chromium`) | `ops::ui` |
 //!
 //! The filters (`filters/out/*.wasm`) and the demo origin are never skippable.
 //!

@@ -67,7 +67,8 @@ function drawRoutes(s) {
         el("th", {}, "phase"), el("th", { class: "num" }, "calls"),
         el("th", { class: "num" }, "p99"), el("th", { class: "num" }, "mean"))));
       const body = el("tbody");
-      for (const [phase, p] of Object.entries(f.phases || {})) {
+      // Phases the filter has not run in (no callbacks yet) are left out.
+      for (const [phase, p] of Object.entries(f.phases || {}).filter(([, p]) => p.calls > 0)) {
         body.append(el("tr", { "data-filter": name, "data-phase": phase },
           el("td", {}, phase), el("td", { class: "num calls" }, p.calls),
           el("td", { class: "num" }, ms(p.p99_ms)), el("td", { class: "num" }, ms(p.mean_ms))));

@@ -1,8 +1,11 @@
 //! Operators' tools (issue #22), each against a running Sluice: `sluice ctl`
-//! ([`ctl`]), the `/ui` status page in a real headless Chromium ([`ui`]).
+//! ([`ctl`]), the `/ui` status page in a real headless Chromium ([`ui`]), the
+//! zero-downtime binary upgrade ([`upgrade`]).
 
+mod cdp;
 mod ctl;
 mod ui;
+mod upgrade;
 
 use std::process::{Command, Output};
 
