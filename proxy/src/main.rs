@@ -272,6 +272,30 @@ fn build(path: &std::path::Path) -> Result<Snapshot, sluice::policy::PolicyError
     Snapshot::build(Policy::load(path)?, 1)
 }
 
+/// `sluice check`: each module compiled and filter started with its time on stdout
+/// (errors alone on stderr), then the verdict.
+fn check(policy: &std::path::Path) -> ExitCode {
+    sluice::progress::enable(Some(sluice::progress::Output::Stdout));
+    let started = std::time::Instant::now();
+    match build(policy) {
+        Ok(snap) => {
+            println!(
+                "{}: ok ({} routes, {} filters, {} pools) in {}",
+                policy.display(),
+                snap.routes.len(),
+                snap.filters.len(),
+                snap.pools.len(),
+                sluice::progress::took(started.elapsed())
+            );
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprintln!("{errors}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// Logs to stderr (level from `SLUICE_LOG`, default `info`); access-log lines, when
 /// the policy turns them on, go as JSON to stdout or a file.
 fn init_logging(access_log: Option<&str>) -> Option<tracing_appender::non_blocking::WorkerGuard> {
@@ -511,35 +535,15 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Cmd::Check { policy } => match {
-            sluice::progress::enable(true);
-            let started = std::time::Instant::now();
-            build(&policy).map(|snap| (snap, started.elapsed()))
-        } {
-            Ok((snap, took)) => {
-                println!(
-                    "{}: ok ({} routes, {} filters, {} pools) in {}",
-                    policy.display(),
-                    snap.routes.len(),
-                    snap.filters.len(),
-                    snap.pools.len(),
-                    sluice::progress::took(took)
-                );
-                ExitCode::SUCCESS
-            }
-            Err(errors) => {
-                eprintln!("{errors}");
-                ExitCode::FAILURE
-            }
-        },
+        Cmd::Check { policy } => check(&policy),
         Cmd::Run { .. } => match loaded
             .expect("loaded for run")
             .and_then(|p| {
                 sluice::upstream::enable_health_checks();
                 // What start-up compiles and starts, on stderr (reloads log it instead).
-                sluice::progress::enable(true);
+                sluice::progress::enable(Some(sluice::progress::Output::Stderr));
                 let snap = Snapshot::build(p, 1);
-                sluice::progress::enable(false);
+                sluice::progress::enable(None);
                 snap
             })
             .or_else(|errors| match bundle.as_mut() {

@@ -1,19 +1,38 @@
 //! Feedback on long start-up work (`sluice check`, `sluice run` until it serves): one
-//! line on stderr per module compiled (or read from the module cache) and per filter
-//! started (its `proxy_on_configure`, where the WAF loads the CRS), with how long it
-//! took. When stderr is a terminal, a spinner with the running time shows while each
-//! step runs. Off unless [`enable`]d: reloads report through the log instead.
+//! line per module compiled (or read from the module cache) and per filter started
+//! (its `proxy_on_configure`, where the WAF loads the CRS), with how long it took, on
+//! stdout for `check` (its errors stay alone on stderr) and on stderr for `run` (its
+//! stdout may be the access log). When stderr is a terminal, a spinner with the running
+//! time shows there while each step runs. Off unless [`enable`]d: reloads report
+//! through the log instead.
 
 use std::io::{IsTerminal, Write};
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-static ON: AtomicBool = AtomicBool::new(false);
+/// 0: off, 1: stdout, 2: stderr.
+static TO: AtomicU8 = AtomicU8::new(0);
 
-/// Turns the feedback on or off.
-pub fn enable(on: bool) {
-    ON.store(on, Relaxed);
+/// Where the lines go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// Standard output (`sluice check`).
+    Stdout,
+    /// Standard error (`sluice run`).
+    Stderr,
+}
+
+/// Turns the feedback on (to `to`) or off (`None`).
+pub fn enable(to: Option<Output>) {
+    TO.store(
+        match to {
+            None => 0,
+            Some(Output::Stdout) => 1,
+            Some(Output::Stderr) => 2,
+        },
+        Relaxed,
+    );
 }
 
 /// One step under way; [`Step::finish`] prints its line.
@@ -34,7 +53,7 @@ pub fn took(d: Duration) -> String {
 
 /// Starts a step (`None` while feedback is off).
 pub fn step(what: impl Into<String>) -> Option<Step> {
-    if !ON.load(Relaxed) {
+    if TO.load(Relaxed) == 0 {
         return None;
     }
     let what = what.into();
@@ -69,20 +88,19 @@ pub fn step(what: impl Into<String>) -> Option<Step> {
 }
 
 impl Step {
-    /// Ends the step: `what: note (took)` on stderr.
+    /// Ends the step: `what: note (took)`.
     pub fn finish(mut self, note: &str) {
         let elapsed = self.started.elapsed();
-        let mut err = match self.spinner.take() {
-            Some((stop, handle)) => {
-                stop.store(true, Relaxed);
-                let _ = handle.join();
-                let mut err = std::io::stderr().lock();
-                let _ = write!(err, "\r\x1b[2K");
-                err
-            }
-            None => std::io::stderr().lock(),
+        if let Some((stop, handle)) = self.spinner.take() {
+            stop.store(true, Relaxed);
+            let _ = handle.join();
+            let _ = write!(std::io::stderr(), "\r\x1b[2K");
+        }
+        let line = format!("{}: {note} ({})", self.what, took(elapsed));
+        let _ = match TO.load(Relaxed) {
+            1 => writeln!(std::io::stdout(), "{line}"),
+            _ => writeln!(std::io::stderr(), "{line}"),
         };
-        let _ = writeln!(err, "{}: {note} ({})", self.what, took(elapsed));
     }
 }
 
@@ -104,7 +122,7 @@ mod tests {
     fn durations_read_as_people_say_them() {
         assert_eq!(took(Duration::from_millis(42)), "42 ms");
         assert_eq!(took(Duration::from_millis(1234)), "1.23 s");
-        enable(false);
+        enable(None);
         assert!(step("nothing").is_none());
     }
 }

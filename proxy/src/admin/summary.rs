@@ -15,6 +15,15 @@ fn sha256(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// A file as the summary names it: its canonical path when it exists, so that a policy
+/// read from another directory (`policies/../filters/x.wasm`) names the same file.
+fn file_name(p: &std::path::Path) -> String {
+    std::fs::canonicalize(p)
+        .unwrap_or_else(|_| p.to_path_buf())
+        .display()
+        .to_string()
+}
+
 /// The summary of `policy`, with module and certificate hashes given by the caller.
 fn build(
     policy: &Policy,
@@ -45,17 +54,26 @@ fn build(
         .enumerate()
         .map(|(i, f)| {
             let hash = module_hash(i);
-            modules.insert(f.module.display().to_string(), Value::String(hash.clone()));
+            let module = file_name(&f.module);
+            modules.insert(module.clone(), Value::String(hash.clone()));
+            let l = &f.limits;
             (
                 f.name.clone(),
                 json!({
-                    "module": f.module.display().to_string(),
+                    "module": module,
                     "module_sha256": hash,
                     "config_sha256": sha256(&f.config),
                     "vm_config_sha256": sha256(&f.vm_config),
                     "root_id": f.root_id,
-                    "limits": format!("{:?}", f.limits),
+                    "memory_bytes": l.memory_bytes,
+                    "callback_ms": l.callback_ms,
+                    "startup_ms": l.startup_ms,
+                    "table_elements": l.table_elements,
+                    "spare_vm": l.spare_vm,
+                    "rebuild_budget_ms": l.rebuild_budget_ms,
+                    "shared_data_bytes": l.shared_data_bytes,
                     "on_failure": format!("{:?}", f.on_failure).to_lowercase(),
+                    "request_body": format!("{:?}", f.request_body).to_lowercase(),
                     "files": f.files.len(),
                 }),
             )
@@ -97,7 +115,7 @@ pub fn of_snapshot(snap: &Snapshot) -> Value {
         .certs
         .iter()
         .flat_map(|c| c.fingerprints.iter())
-        .map(|(path, fp)| (path.display().to_string(), Value::String(fp.clone())))
+        .map(|(path, fp)| (file_name(path), Value::String(fp.clone())))
         .collect();
     build(
         &snap.policy,
@@ -122,7 +140,7 @@ pub fn of_policy(policy: &Policy) -> Value {
         .flat_map(|t| t.certificates.iter())
         .map(|c| {
             let fp = crate::tls::fingerprint(&c.cert).unwrap_or_else(|e| format!("error: {e}"));
-            (c.cert.display().to_string(), Value::String(fp))
+            (file_name(&c.cert), Value::String(fp))
         })
         .collect();
     build(

@@ -168,6 +168,13 @@ fn ctl_shows_status_tails_diffs_reloads_and_rolls_back() {
     // The running policy's own file: nothing would change.
     let same = ctl_ok(s.admin, &["diff", "--policy", s.policy.to_str().unwrap()]);
     assert!(same.starts_with("no changes"), "{same}");
+    // The same files named another way (a policy in another directory) are the same.
+    let text = std::fs::read_to_string(&s.policy).unwrap();
+    let other = s.dir.path().join("other.toml");
+    std::fs::write(&other, text.replace("filters/out/", "filters/out/../out/")).unwrap();
+    assert!(text.contains("filters/out/"));
+    let same = ctl_ok(s.admin, &["diff", "--policy", other.to_str().unwrap()]);
+    assert!(same.starts_with("no changes"), "{same}");
 
     // reload, then rollback, as the status shows them.
     std::fs::rename(&file, &s.policy).unwrap();
