@@ -51,7 +51,8 @@ fn unix(t: Option<std::time::SystemTime>) -> Option<f64> {
         .map(|d| d.as_secs_f64())
 }
 
-fn refuse(why: AdminRefusal) -> Response<Vec<u8>> {
+/// Counts and answers a refused admin request.
+pub(crate) fn refuse(why: AdminRefusal) -> Response<Vec<u8>> {
     crate::metrics::metrics()
         .admin_refusals
         .with_label_values(&[why.label()])
@@ -191,13 +192,17 @@ fn admit(
     }
     match &policy.admin_token {
         None => guard::check_host(&req.headers, &policy.admin_hosts)?,
+        // The status page's login and what its form needs: nothing secret, and the login
+        // itself checks the token it is given.
+        Some(_) if ui::open_without_token(path) => {}
         Some(token) => {
             let given = req
                 .headers
                 .get(http::header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.strip_prefix("Bearer "));
-            if !guard::token_matches(given, token) {
+            let session = guard::session_cookie(&req.headers);
+            if !guard::token_matches(given, token) && !guard::session_matches(session, token) {
                 return Err(AdminRefusal::Token);
             }
         }
@@ -215,7 +220,14 @@ impl ServeHttp for Admin {
         let post = session.req_header().method == http::Method::POST;
         let snap = self.control.live.load();
         if let Err(why) = admit(session.req_header(), &path, &snap.policy) {
+            if why == AdminRefusal::Token && (path == "/ui" || path == "/ui/") && !post {
+                // A browser without a session: the login form instead of a bare 401.
+                return ui::login_page();
+            }
             return refuse(why);
+        }
+        if (path.as_str(), post) == ("/ui/login", true) {
+            return ui::login(session, snap.policy.admin_token.as_deref()).await;
         }
         match (path.as_str(), post) {
             ("/healthz" | "/readyz", _) => reply(StatusCode::OK, "text/plain", b"ok\n".to_vec()),

@@ -114,12 +114,13 @@ mod tests {
             json!({"routes": {"r": {"pool": "a", "filters": ["x", "y"]}, "new": {}}, "pools": {}});
         let c = changes(&a, &b);
         assert_eq!(c.len(), 3, "{c:?}");
-        assert_eq!((c[0].name.as_str(), c[0].kind), ("r", "changed"));
+        // Names in order, additions after.
+        assert_eq!((c[0].name.as_str(), c[0].kind), ("gone", "removed"));
+        assert_eq!((c[1].name.as_str(), c[1].kind), ("r", "changed"));
         assert_eq!(
-            c[0].fields,
+            c[1].fields,
             vec![("filters".into(), json!(["x"]), json!(["x", "y"]))]
         );
-        assert_eq!((c[1].name.as_str(), c[1].kind), ("gone", "removed"));
         assert_eq!((c[2].name.as_str(), c[2].kind), ("new", "added"));
         assert!(changes(&a, &a).is_empty());
         assert!(render(&c).contains("~ r (changed)\n      filters: [\"x\"] -> [\"x\",\"y\"]"));

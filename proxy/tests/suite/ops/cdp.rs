@@ -114,6 +114,13 @@ impl Browser {
 
     /// Sends one command and returns its result (events in between are skipped).
     pub fn call(&mut self, method: &str, params: Value) -> Value {
+        let v = self.send(method, params);
+        assert!(v["error"].is_null(), "{method}: {}", v["error"]);
+        v["result"].clone()
+    }
+
+    /// Sends one command and returns the whole answer (`result` or `error`).
+    fn send(&mut self, method: &str, params: Value) -> Value {
         self.next_id += 1;
         let id = self.next_id;
         let msg = json!({"id": id, "method": method, "params": params}).to_string();
@@ -123,8 +130,7 @@ impl Browser {
             let Message::Text(text) = m else { continue };
             let v: Value = serde_json::from_str(text.as_str()).unwrap();
             if v["id"].as_u64() == Some(id) {
-                assert!(v["error"].is_null(), "{method}: {}", v["error"]);
-                return v["result"].clone();
+                return v;
             }
         }
     }
@@ -159,8 +165,13 @@ impl Browser {
     ) -> Value {
         let deadline = Instant::now() + timeout;
         loop {
-            let v = self.eval(expression);
-            if ok(&v) {
+            // While a page loads, its context may be gone: not yet, not an error.
+            let r = self.send(
+                "Runtime.evaluate",
+                json!({ "expression": expression, "returnByValue": true }),
+            );
+            let v = r["result"]["result"]["value"].clone();
+            if r["error"].is_null() && r["result"]["exceptionDetails"].is_null() && ok(&v) {
                 return v;
             }
             assert!(

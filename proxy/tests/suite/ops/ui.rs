@@ -249,3 +249,110 @@ fn the_status_page_shows_what_metrics_say_and_rolls_back_on_a_click() {
         "text goes in through textContent only"
     );
 }
+
+/// With a token configured, a browser signs in: `/ui` answers the login form, a wrong
+/// token is refused, the right one sets a session cookie that is a hash of the token
+/// (HttpOnly, SameSite=Strict), and the page then reads the admin API with it.
+#[test]
+fn with_a_token_the_page_signs_in_with_a_hashed_session() {
+    if !require("chromium", "chromium") {
+        return;
+    }
+    const TOKEN: &str = "s3cret-ui-token";
+    let o = origin("ui-token");
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, TOKEN).unwrap();
+    let extra = format!("admin_token_file = {:?}\n", token.display().to_string());
+    let s = sluice_opts(
+        dir,
+        &format!(
+            "[pools.p]\npeers = [\"{}\"]\n[[routes]]\npool = \"p\"\n",
+            o.addr
+        ),
+        &Opts {
+            server_extra: &extra,
+            ..Opts::default()
+        },
+    );
+    let c = client();
+    let r = c.get(s.admin_url("/ui")).send().unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().unwrap().contains("id=\"login\""), "the login form");
+    assert_eq!(
+        c.get(s.admin_url("/admin/status")).send().unwrap().status(),
+        401
+    );
+    assert_eq!(
+        c.get(s.admin_url("/ui/app.js")).send().unwrap().status(),
+        401
+    );
+    let login = |body: &str, origin: Option<&str>| {
+        let mut r = c
+            .post(s.admin_url("/ui/login"))
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        if let Some(o) = origin {
+            r = r.header("origin", o);
+        }
+        r.send().unwrap()
+    };
+    assert_eq!(login(r#"{"token":"nope"}"#, None).status(), 401);
+    let good = format!(r#"{{"token":"{TOKEN}"}}"#);
+    assert_eq!(
+        login(&good, Some("http://evil.example")).status(),
+        403,
+        "cross-origin"
+    );
+    let r = login(&good, None);
+    assert_eq!(r.status(), 204);
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    assert!(
+        !cookie.contains(TOKEN),
+        "the cookie is not the token: {cookie}"
+    );
+    let session = cookie.split(';').next().unwrap().to_string();
+    let with = |cookie: &str| {
+        c.get(s.admin_url("/admin/status"))
+            .header("cookie", cookie)
+            .send()
+            .unwrap()
+            .status()
+    };
+    assert_eq!(with(&session), 200);
+    assert_eq!(
+        with(&format!("sluice_session={TOKEN}")),
+        401,
+        "the token is no session"
+    );
+
+    let mut b = Browser::start(1000, 700);
+    b.navigate(&s.admin_url("/ui"));
+    b.wait_for(
+        "the login form",
+        secs(20),
+        "document.body.dataset.state",
+        |v| v == "login",
+    );
+    b.eval("document.getElementById('token').value = 'wrong'; document.getElementById('sign-in').click(); true");
+    b.wait_for("a refusal", secs(20), "document.body.dataset.state", |v| {
+        v == "refused"
+    });
+    b.eval(&format!(
+        "document.getElementById('token').value = '{TOKEN}'; document.getElementById('sign-in').click(); true"
+    ));
+    b.wait_for(
+        "the status page",
+        secs(20),
+        "document.body.dataset.state",
+        |v| v == "ready",
+    );
+    assert_eq!(
+        b.eval("document.getElementById('generation').textContent"),
+        "1"
+    );
+}
