@@ -1,7 +1,8 @@
 //! Zero-downtime binary upgrade: `sluice run --upgrade` takes the listening sockets
 //! over from the running Sluice (Pingora's hand-over on `[server] upgrade_sock`) while
-//! clients keep sending requests. No request fails, and requests in flight on the old
-//! process (a slow origin) finish there before it exits.
+//! clients keep sending requests, on new connections and on keep-alive ones. No request
+//! fails, and requests in flight on the old process (a slow origin) finish there before
+//! it exits.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -58,6 +59,64 @@ fn request(addr: SocketAddr, path: &str) -> u16 {
     status_of(&out)
 }
 
+/// A keep-alive client: requests one after the other on one connection until the
+/// server answers `Connection: close` (then a new one). Each answer counts in `ok`, each
+/// request without a whole answer in `failed`.
+fn keep_alive_client(
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+    failed: Arc<std::sync::Mutex<Vec<(usize, u64, u16)>>>,
+) {
+    let mut n = 0u64;
+    let mut conn: Option<TcpStream> = None;
+    while !stop.load(Relaxed) {
+        n += 1;
+        let c = match conn.take() {
+            Some(c) => c,
+            None => match TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
+                Ok(c) => c,
+                Err(_) => {
+                    failed.lock().unwrap().push((99, n, 0));
+                    continue;
+                }
+            },
+        };
+        let mut c = c;
+        let _ = c.set_read_timeout(Some(Duration::from_secs(30)));
+        let answered = (|| -> Option<(u16, bool)> {
+            c.write_all(b"GET /hello.txt HTTP/1.1\r\nHost: upgrade.test\r\n\r\n")
+                .ok()?;
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                if c.read(&mut byte).ok()? == 0 {
+                    return None;
+                }
+                head.push(byte[0]);
+            }
+            let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
+            let len: usize = text
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())?;
+            let mut body = vec![0u8; len];
+            c.read_exact(&mut body).ok()?;
+            Some((status_of(&head), text.contains("connection: close")))
+        })();
+        match answered {
+            Some((200, close)) => {
+                ok.fetch_add(1, Relaxed);
+                if !close {
+                    conn = Some(c);
+                }
+            }
+            Some((status, _)) => failed.lock().unwrap().push((99, n, status)),
+            None => failed.lock().unwrap().push((99, n, 0)),
+        }
+    }
+}
+
 #[test]
 fn an_upgrade_takes_the_sockets_over_with_no_failed_request() {
     let o = origin("upgrade");
@@ -105,6 +164,13 @@ fn an_upgrade_takes_the_sockets_over_with_no_failed_request() {
                     };
                 }
             })
+        })
+        .collect();
+    // And two on keep-alive connections: the old process's idle ones get a last call.
+    let keep_alive: Vec<_> = (0..2)
+        .map(|_| {
+            let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+            std::thread::spawn(move || keep_alive_client(addr, stop, ok, failed))
         })
         .collect();
     // Requests in flight on the old process when it hands over.
@@ -173,7 +239,7 @@ fn an_upgrade_takes_the_sockets_over_with_no_failed_request() {
     let handed = ok.load(Relaxed);
     std::thread::sleep(Duration::from_secs(1));
     stop.store(true, Relaxed);
-    for c in clients {
+    for c in clients.into_iter().chain(keep_alive) {
         c.join().unwrap();
     }
     let total = ok.load(Relaxed);
