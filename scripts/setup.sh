@@ -23,6 +23,9 @@ need+=(docker-registry)
 # Fleet state (proxy/tests/suite/fleet.rs, bench/run.sh's ratelimit-redis target): Redis,
 # started by the tests on a loopback port with no persistence.
 need+=(redis-server)
+# Operators' tools (proxy/tests/suite/ops/ui.rs): the status page is loaded, clicked and
+# photographed in a real headless Chromium, driven over the DevTools protocol.
+need+=(chromium)
 # Wasm: where rustup has no wasm32 std (offline machines), the filters build with
 # Debian's rustc and -Zbuild-std (see filters/build.sh).
 if ! (command -v rustup >/dev/null && rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown); then

@@ -1,6 +1,9 @@
 //! The admin listener (loopback by default): `/healthz`, `/readyz`,
-//! `/admin/status` (JSON: generation, hash, routes, filters, swaps), and
-//! `POST /admin/reload` / `POST /admin/rollback`, and `/metrics` (Prometheus). With a
+//! `/admin/status` (JSON: generation, hash, routes, filters with their per-phase latency
+//! and failures, pools, swaps, the WAF, the image cache, a summary for diffs),
+//! `POST /admin/reload` / `POST /admin/rollback`, `/admin/tail` (the access and WAF
+//! audit logs as they happen: [`feed`]), `/ui` (the status page: [`ui`]) and
+//! `/metrics` (Prometheus). With a
 //! token configured (required off loopback), every path but the health checks needs
 //! `Authorization: Bearer <token>`. Without one, only requests whose `Host` is this
 //! listener's pass (DNS rebinding); state-changing requests from another origin are
@@ -18,8 +21,13 @@ use std::sync::atomic::Ordering::Relaxed;
 use crate::host::disk_cache::CACHE_REFUSALS;
 use crate::host::engine::{MODULES_COMPILED, MODULES_FROM_DISK};
 
+pub mod feed;
 pub mod guard;
+pub mod history;
 pub mod scrape;
+pub mod stats;
+pub mod summary;
+pub mod ui;
 use crate::snapshot::LIVE_SNAPSHOTS;
 use crate::swap::Control;
 use guard::AdminRefusal;
@@ -43,7 +51,8 @@ fn unix(t: Option<std::time::SystemTime>) -> Option<f64> {
         .map(|d| d.as_secs_f64())
 }
 
-fn refuse(why: AdminRefusal) -> Response<Vec<u8>> {
+/// Counts and answers a refused admin request.
+pub(crate) fn refuse(why: AdminRefusal) -> Response<Vec<u8>> {
     crate::metrics::metrics()
         .admin_refusals
         .with_label_values(&[why.label()])
@@ -69,7 +78,18 @@ impl Admin {
     fn status_json(&self) -> serde_json::Value {
         let snap = self.control.live.load();
         let stats = self.control.stats();
+        let families = crate::metrics::metrics().gather();
+        let phases = stats::filter_phases(&families);
+        let failures = stats::filter_failures(&families);
         serde_json::json!({
+            "time_unix": feed::now_unix(),
+            "pid": std::process::id(),
+            "requests_total": stats::requests_total(&families),
+            "pools": stats::pools(&snap, &families),
+            "images": stats::image_cache(&families),
+            "waf": stats::waf(10),
+            "recent": history::recent(),
+            "summary": summary::of_snapshot(&snap),
             "generation": snap.generation,
             "policy": snap.policy.path.display().to_string(),
             "hash": snap.hash,
@@ -115,10 +135,50 @@ impl Admin {
                     "rebuilds": f.plugin.failures.rebuilds.load(Relaxed),
                     "rebuild_ms": f.plugin.failures.rebuild_us.load(Relaxed) / 1000,
                     "rebuild_ms_in_window": f.plugin.guard.rebuild_time().as_millis() as u64,
+                    "by_kind": failures.get(&f.plugin.info.name),
                 },
+                "phases": phases.get(&f.plugin.info.name),
             })).collect::<Vec<_>>(),
         })
     }
+}
+
+/// `GET /admin/tail?log=access|waf&after=N&wait_ms=M`: the lines after cursor `N`
+/// (without `after`: none, and the cursor to start from), waiting up to `M` ms (at most
+/// 25 s) for one. See [`feed`].
+async fn tail(query: Option<&str>) -> Response<Vec<u8>> {
+    let mut log = feed::Log::Access;
+    let mut after = None;
+    let mut wait = std::time::Duration::ZERO;
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let bad = |what: &str| {
+            json(
+                StatusCode::BAD_REQUEST,
+                serde_json::json!({ "errors": [format!("{what}: {v:?}")] }),
+            )
+        };
+        match k {
+            "log" => match feed::Log::parse(v) {
+                Some(l) => log = l,
+                None => return bad("log must be access or waf"),
+            },
+            "after" => match v.parse() {
+                Ok(n) => after = Some(n),
+                Err(_) => return bad("after must be a number"),
+            },
+            "wait_ms" => match v.parse::<u64>() {
+                Ok(ms) => wait = std::time::Duration::from_millis(ms.min(25_000)),
+                Err(_) => return bad("wait_ms must be a number"),
+            },
+            _ => return bad("unknown parameter"),
+        }
+    }
+    let page = feed::tail(log, after, wait).await;
+    json(
+        StatusCode::OK,
+        serde_json::to_value(page).unwrap_or_default(),
+    )
 }
 
 /// Host, token and cross-origin checks, in that order; health checks are always open.
@@ -132,13 +192,17 @@ fn admit(
     }
     match &policy.admin_token {
         None => guard::check_host(&req.headers, &policy.admin_hosts)?,
+        // The status page's login and what its form needs: nothing secret, and the login
+        // itself checks the token it is given.
+        Some(_) if ui::open_without_token(path) => {}
         Some(token) => {
             let given = req
                 .headers
                 .get(http::header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.strip_prefix("Bearer "));
-            if !guard::token_matches(given, token) {
+            let session = guard::session_cookie(&req.headers);
+            if !guard::token_matches(given, token) && !guard::session_matches(session, token) {
                 return Err(AdminRefusal::Token);
             }
         }
@@ -156,7 +220,14 @@ impl ServeHttp for Admin {
         let post = session.req_header().method == http::Method::POST;
         let snap = self.control.live.load();
         if let Err(why) = admit(session.req_header(), &path, &snap.policy) {
+            if why == AdminRefusal::Token && (path == "/ui" || path == "/ui/") && !post {
+                // A browser without a session: the login form instead of a bare 401.
+                return ui::login_page();
+            }
             return refuse(why);
+        }
+        if (path.as_str(), post) == ("/ui/login", true) {
+            return ui::login(session, snap.policy.admin_token.as_deref()).await;
         }
         match (path.as_str(), post) {
             ("/healthz" | "/readyz", _) => reply(StatusCode::OK, "text/plain", b"ok\n".to_vec()),
@@ -166,6 +237,12 @@ impl ServeHttp for Admin {
                 scrape::render(&snap).into_bytes(),
             ),
             ("/admin/status", _) => json(StatusCode::OK, self.status_json()),
+            ("/admin/tail", false) => tail(session.req_header().uri.query()).await,
+            (p, false) if p == "/ui" || p.starts_with("/ui/") => {
+                ui::serve(p).unwrap_or_else(|| {
+                    reply(StatusCode::NOT_FOUND, "text/plain", b"not found\n".to_vec())
+                })
+            }
             ("/admin/reload", true) => {
                 let control = self.control.clone();
                 match tokio::task::spawn_blocking(move || control.reload()).await {

@@ -24,12 +24,14 @@
 //! - [`callouts`]: HTTP calls filters dispatch, sent with Pingora.
 //! - [`image`]: image variants the `image` filter asks for: fetch, transform, cache.
 //! - [`memory`]: heap returned to the kernel after connections close.
-//! - [`lifecycle`]: start checks and graceful stop.
+//! - [`lifecycle`]: start checks, graceful stop, the hand-over of an upgrade.
+//! - [`progress`]: what start-up compiles and starts, and how long it took.
 //! - [`metrics`]: Prometheus metrics and the handles resolved once per snapshot.
 //! - [`admin`]: the admin listener, `/metrics` rendered by [`admin::scrape`].
 //! - [`workers`]: the proxy's worker threads, reached to start VMs before a policy serves.
 //! - [`serve`]: the Pingora server of a policy, assembled for `sluice run` and `sluice test`.
 //! - [`ftw`]: `sluice test`, the go-ftw YAML test runner for WAF rule authors.
+//! - [`ctl`]: `sluice ctl`, the admin API's client for operators.
 
 #![warn(missing_docs)]
 
@@ -37,6 +39,7 @@ pub mod admin;
 pub mod bundle;
 pub mod callouts;
 pub mod chain;
+pub mod ctl;
 pub mod fleet;
 pub mod forward;
 pub mod forwarded;
@@ -57,6 +60,7 @@ pub mod metrics;
 pub mod paths;
 pub mod phase;
 pub mod policy;
+pub mod progress;
 pub mod proxy;
 pub mod serve;
 pub mod snapshot;

@@ -8,7 +8,15 @@
 //!   alone sleeps a fixed grace period and then drops every task, in-flight or not.
 //!   A second signal during the drain exits at once.
 //! - SIGQUIT: exits at once (Pingora's fast shutdown; Pingora's own meaning, handing
-//!   listeners to a new process, is not used by Sluice).
+//!   listeners to a new process, is SIGUSR2's in Sluice).
+//! - SIGUSR2, with `[server] upgrade_sock`: zero-downtime binary upgrade. The listening
+//!   sockets (every one: traffic, TLS and admin) go to the new process waiting on that
+//!   socket (`sluice run --upgrade`, which sends this signal itself), which accepts on
+//!   the same sockets from then on; this process keeps accepting for Pingora's 5 s
+//!   overlap, then closes its copies, finishes the requests in flight and exits as after
+//!   SIGTERM. Connections waiting in the kernel's accept queue are the new process's:
+//!   the queue belongs to the socket, not to a process. Without `upgrade_sock`, SIGUSR2
+//!   is logged and ignored.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -54,6 +62,8 @@ pub fn check_free(addrs: &[SocketAddr]) -> Result<(), (SocketAddr, std::io::Erro
 /// Sluice's answer to stop signals, handed to Pingora's `Server::run`.
 pub struct Signals {
     tracker: Arc<Tracker>,
+    /// Whether SIGUSR2 hands the listeners over (`[server] upgrade_sock` is set).
+    upgrade: bool,
     grace: Duration,
     phases: Mutex<Option<broadcast::Receiver<ExecutionPhase>>>,
 }
@@ -68,38 +78,22 @@ impl Signals {
     ) -> Self {
         Signals {
             tracker,
+            upgrade: false,
             grace,
             phases: Mutex::new(Some(phases)),
         }
     }
 }
 
-#[async_trait]
-impl ShutdownSignalWatch for Signals {
-    async fn recv(&self) -> ShutdownSignal {
-        use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut int), Ok(mut quit)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::quit()),
-        ) else {
-            tracing::error!("cannot listen for stop signals");
-            return std::future::pending().await;
-        };
-        let name = tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
-            _ = quit.recv() => {
-                tracing::info!(open = self.tracker.open(), "SIGQUIT: stopping at once");
-                return ShutdownSignal::FastShutdown;
-            }
-        };
-        tracing::info!(
-            signal = name,
-            open = self.tracker.open(),
-            grace_ms = self.grace.as_millis() as u64,
-            "stopping: listeners close, requests in flight finish"
-        );
+impl Signals {
+    /// SIGUSR2 hands the listening sockets over (the policy has an `upgrade_sock`).
+    pub fn with_upgrade(mut self, upgrade: bool) -> Self {
+        self.upgrade = upgrade;
+        self
+    }
+
+    /// Drains on a thread of its own once the listeners are told to close.
+    fn start_drain(&self) {
         let phases = self.phases.lock().unwrap_or_else(|p| p.into_inner()).take();
         let tracker = self.tracker.clone();
         let grace = self.grace;
@@ -108,6 +102,48 @@ impl ShutdownSignalWatch for Signals {
             .spawn(move || drain(tracker, grace, phases))
             .map(drop)
             .unwrap_or_else(|e| tracing::error!(error = %e, "no drain thread"));
+    }
+}
+
+#[async_trait]
+impl ShutdownSignalWatch for Signals {
+    async fn recv(&self) -> ShutdownSignal {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int), Ok(mut quit), Ok(mut usr2)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::quit()),
+            signal(SignalKind::user_defined2()),
+        ) else {
+            tracing::error!("cannot listen for stop signals");
+            return std::future::pending().await;
+        };
+        let name = loop {
+            tokio::select! {
+                _ = term.recv() => break "SIGTERM",
+                _ = int.recv() => break "SIGINT",
+                _ = quit.recv() => {
+                    tracing::info!(open = self.tracker.open(), "SIGQUIT: stopping at once");
+                    return ShutdownSignal::FastShutdown;
+                }
+                _ = usr2.recv() => {
+                    if !self.upgrade {
+                        tracing::warn!("SIGUSR2: no [server] upgrade_sock, nothing to hand over; ignored");
+                        continue;
+                    }
+                    tracing::info!(open = self.tracker.open(), "SIGUSR2: handing the listening sockets to the new process, then finishing the requests in flight");
+                    self.start_drain();
+                    return ShutdownSignal::GracefulUpgrade;
+                }
+            }
+        };
+        tracing::info!(
+            signal = name,
+            open = self.tracker.open(),
+            grace_ms = self.grace.as_millis() as u64,
+            "stopping: listeners close, requests in flight finish"
+        );
+        self.start_drain();
         ShutdownSignal::GracefulTerminate
     }
 }
@@ -121,10 +157,11 @@ fn drain(
 ) {
     let start = Instant::now();
     if let Some(mut rx) = phases {
-        // Pingora announces this phase once it has told the listeners to close.
+        // Pingora announces these phases once it has told the listeners to close (a
+        // stop; after a hand-over, once its overlap is over).
         loop {
             match rx.blocking_recv() {
-                Ok(ExecutionPhase::GracefulTerminate) => break,
+                Ok(ExecutionPhase::GracefulTerminate | ExecutionPhase::ShutdownStarted) => break,
                 Err(broadcast::error::RecvError::Closed) => break,
                 _ => {}
             }

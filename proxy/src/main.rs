@@ -1,4 +1,4 @@
-//! `sluice run | check | test | abi`: builds the Pingora server from a policy, nothing else.
+//! `sluice run | check | test | abi | ctl`: builds the Pingora server from a policy, nothing else.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -46,6 +46,12 @@ enum Cmd {
         /// Serve the admin API here instead of the policy's `[server] admin`.
         #[arg(long)]
         admin: Option<std::net::SocketAddr>,
+        /// Take the listening sockets over from the Sluice running on the same policy
+        /// (zero-downtime binary upgrade): it is found through its admin API and sent
+        /// SIGUSR2, hands its sockets over on `[server] upgrade_sock`, finishes its
+        /// requests in flight and exits.
+        #[arg(long)]
+        upgrade: bool,
     },
     /// Policy bundles in an OCI registry.
     Bundle {
@@ -102,6 +108,8 @@ enum Cmd {
     },
     /// Print the Proxy-Wasm hostcall table as Markdown.
     Abi,
+    /// Drive a running Sluice through its admin API: status, reload, rollback, diff, tail.
+    Ctl(sluice::ctl::Args),
 }
 
 /// How `run` follows an `oci://` policy.
@@ -264,6 +272,30 @@ fn build(path: &std::path::Path) -> Result<Snapshot, sluice::policy::PolicyError
     Snapshot::build(Policy::load(path)?, 1)
 }
 
+/// `sluice check`: each module compiled and filter started with its time on stdout
+/// (errors alone on stderr), then the verdict.
+fn check(policy: &std::path::Path) -> ExitCode {
+    sluice::progress::enable(Some(sluice::progress::Output::Stdout));
+    let started = std::time::Instant::now();
+    match build(policy) {
+        Ok(snap) => {
+            println!(
+                "{}: ok ({} routes, {} filters, {} pools) in {}",
+                policy.display(),
+                snap.routes.len(),
+                snap.filters.len(),
+                snap.pools.len(),
+                sluice::progress::took(started.elapsed())
+            );
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprintln!("{errors}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// Logs to stderr (level from `SLUICE_LOG`, default `info`); access-log lines, when
 /// the policy turns them on, go as JSON to stdout or a file.
 fn init_logging(access_log: Option<&str>) -> Option<tracing_appender::non_blocking::WorkerGuard> {
@@ -319,9 +351,13 @@ fn init_logging(access_log: Option<&str>) -> Option<tracing_appender::non_blocki
             (Some(layer), Some(guard))
         }
     };
+    // The WAF's audit lines for `/admin/tail` (sluice ctl tail).
+    let audit = sluice::admin::feed::AuditLayer
+        .with_filter(filter::Targets::new().with_target("sluice::filter", tracing::Level::INFO));
     tracing_subscriber::registry()
         .with(logs)
         .with(access)
+        .with(audit)
         .init();
     guard
 }
@@ -366,6 +402,9 @@ fn test(opts: sluice::ftw::Options) -> ! {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Cmd::Ctl(args) = cli.cmd {
+        return sluice::ctl::main(args);
+    }
     if let Cmd::Test {
         policy,
         target,
@@ -485,7 +524,7 @@ fn main() -> ExitCode {
         }
     });
     match cli.cmd {
-        Cmd::Test { .. } | Cmd::Bundle { .. } => unreachable!("handled above"),
+        Cmd::Test { .. } | Cmd::Bundle { .. } | Cmd::Ctl(_) => unreachable!("handled above"),
         Cmd::Abi => match sluice::host::Engine::global() {
             Ok(engine) => {
                 print!("{}", sluice::host::abi::markdown_table(engine.hostcalls()));
@@ -496,27 +535,16 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Cmd::Check { policy } => match build(&policy) {
-            Ok(snap) => {
-                println!(
-                    "{}: ok ({} routes, {} filters, {} pools)",
-                    policy.display(),
-                    snap.routes.len(),
-                    snap.filters.len(),
-                    snap.pools.len()
-                );
-                ExitCode::SUCCESS
-            }
-            Err(errors) => {
-                eprintln!("{errors}");
-                ExitCode::FAILURE
-            }
-        },
+        Cmd::Check { policy } => check(&policy),
         Cmd::Run { .. } => match loaded
             .expect("loaded for run")
             .and_then(|p| {
                 sluice::upstream::enable_health_checks();
-                Snapshot::build(p, 1)
+                // What start-up compiles and starts, on stderr (reloads log it instead).
+                sluice::progress::enable(Some(sluice::progress::Output::Stderr));
+                let snap = Snapshot::build(p, 1);
+                sluice::progress::enable(None);
+                snap
             })
             .or_else(|errors| match bundle.as_mut() {
                 // The tag's bundle loads but does not build (a module that fails to compile,
@@ -543,7 +571,8 @@ fn main() -> ExitCode {
                     follower.accepted(fetched);
                     tracing::info!(reference = %follower.status().reference, digest = %fetched.digest, signer = fetched.signer.as_deref().unwrap_or("none"), from_cache = follower.status().from_cache, "serving a policy bundle");
                 }
-                let code = run(&run_path, snap, bundle.map(|(f, _)| f));
+                let upgrade = matches!(cli.cmd, Cmd::Run { upgrade: true, .. });
+                let code = run(&run_path, snap, bundle.map(|(f, _)| f), upgrade);
                 lifecycle::run_exit_hook();
                 code
             }
@@ -555,10 +584,44 @@ fn main() -> ExitCode {
     }
 }
 
+/// `sluice run --upgrade`: asks the running process (found through the admin API the
+/// policy names) to hand its listening sockets over: SIGUSR2. It sends them to the
+/// policy's `upgrade_sock`, which Pingora's bootstrap binds right after this, retrying
+/// its connection for a few seconds.
+fn signal_old_process(snap: &Snapshot) -> Result<(), String> {
+    let admin = snap.policy.admin.ok_or(
+        "--upgrade finds the running process through its admin listener: the policy has none",
+    )?;
+    let client =
+        sluice::ctl::client::Client::new(&admin.to_string(), snap.policy.admin_token.clone())
+            .map_err(|e| e.to_string())?;
+    let status = client
+        .get("/admin/status")
+        .map_err(|e| format!("--upgrade: the running process: {e}"))?;
+    let pid = status["pid"]
+        .as_i64()
+        .and_then(|p| i32::try_from(p).ok())
+        .filter(|p| *p > 1 && *p as u32 != std::process::id())
+        .ok_or("--upgrade: the running process did not say its pid")?;
+    // SAFETY: kill(2) with a pid and a signal number has no memory effects.
+    if unsafe { libc::kill(pid, libc::SIGUSR2) } != 0 {
+        return Err(format!(
+            "--upgrade: cannot signal process {pid}: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    tracing::info!(
+        old_pid = pid,
+        "asked the running process for its listening sockets"
+    );
+    Ok(())
+}
+
 fn run(
     path: &std::path::Path,
     snap: Snapshot,
     bundle: Option<std::sync::Arc<sluice::bundle::follow::Follower>>,
+    upgrade: bool,
 ) -> ExitCode {
     let listen = snap.policy.listen.clone();
     let h2c = snap.policy.h2c;
@@ -570,7 +633,20 @@ fn run(
         .copied()
         .chain(admin_addr)
         .collect();
-    if let Err((addr, e)) = lifecycle::check_free(&all) {
+    let hand_over = snap.policy.upgrade_sock.is_some();
+    if upgrade {
+        // The addresses are the running process's: they are taken over, not bound.
+        if !hand_over {
+            eprintln!(
+                "--upgrade needs [server] upgrade_sock in the policy (the running process's)"
+            );
+            return ExitCode::FAILURE;
+        }
+        if let Err(e) = signal_old_process(&snap) {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    } else if let Err((addr, e)) = lifecycle::check_free(&all) {
         eprintln!("cannot listen on {addr}: {e}");
         return ExitCode::FAILURE;
     }
@@ -579,7 +655,7 @@ fn run(
         tracker,
         control,
         grace,
-    } = match sluice::serve::assemble(path, snap, Vec::new()) {
+    } = match sluice::serve::assemble_upgrading(path, snap, Vec::new(), upgrade) {
         Ok(a) => a,
         Err(e) => {
             eprintln!("{e}");
@@ -595,7 +671,7 @@ fn run(
     sluice::memory::trim_after_storms(tracker.clone());
     let phases = server.watch_execution_phase();
     server.run(RunArgs {
-        shutdown_signal: Box::new(Signals::new(tracker, grace, phases)),
+        shutdown_signal: Box::new(Signals::new(tracker, grace, phases).with_upgrade(hand_over)),
     });
     ExitCode::SUCCESS
 }

@@ -69,6 +69,10 @@ pub struct Policy {
     pub admin_hosts: Vec<String>,
     /// Where access-log lines go: `None` (off), `"stdout"` or a file path.
     pub access_log: Option<String>,
+    /// The Unix socket a running Sluice hands its listening sockets over on, to a new
+    /// `sluice run --upgrade` (`[server] upgrade_sock`, relative to the policy; `None`:
+    /// no hand-over).
+    pub upgrade_sock: Option<PathBuf>,
     /// The bearer token the admin API asks for (read from an env var or a file).
     pub admin_token: Option<String>,
     /// Most request or response body bytes buffered for filters.
@@ -221,6 +225,7 @@ impl Policy {
             admin_hosts,
             forwarded,
             access_log,
+            upgrade_sock: raw.server.upgrade_sock.as_ref().map(|p| base.join(p)),
             admin_token,
             max_body_bytes: raw.limits.max_body_bytes.unwrap_or(1 << 20),
             headers,

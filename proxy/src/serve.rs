@@ -42,6 +42,20 @@ pub fn assemble(
     snap: Snapshot,
     prebound: Vec<std::net::TcpListener>,
 ) -> Result<Assembled, String> {
+    assemble_upgrading(path, snap, prebound, false)
+}
+
+/// [`assemble`], and with `upgrade` the listening sockets (traffic, TLS, admin: every
+/// listener is Pingora's, so every one is in its table of listeners) are taken over
+/// from the running Sluice through the policy's `upgrade_sock` instead of bound: this
+/// blocks until that process sends them (it does on SIGUSR2; see
+/// [`crate::lifecycle`]), at most about 5 s.
+pub fn assemble_upgrading(
+    path: &Path,
+    snap: Snapshot,
+    prebound: Vec<std::net::TcpListener>,
+    upgrade: bool,
+) -> Result<Assembled, String> {
     let grace = snap.policy.grace_period;
     let threads = snap.policy.threads;
     let conf = ServerConf {
@@ -53,6 +67,13 @@ pub fn assemble(
         graceful_shutdown_timeout_seconds: Some(1),
         ..ServerConf::default()
     };
+    let mut conf = conf;
+    if let Some(sock) = &snap.policy.upgrade_sock {
+        conf.upgrade_sock = sock.display().to_string();
+    }
+    if upgrade && snap.policy.upgrade_sock.is_none() {
+        return Err("--upgrade needs [server] upgrade_sock in the policy (the same as the running process's)".into());
+    }
     let listen = snap.policy.listen.clone();
     let tls = snap.policy.tls.clone();
     let admin_addr = snap.policy.admin;
@@ -73,7 +94,12 @@ pub fn assemble(
         }
     }
     let live = control.live.clone();
-    let mut server = Server::new_with_opt_and_conf(Option::<Opt>::None, conf);
+    let opt = Opt {
+        upgrade,
+        ..Opt::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(Some(opt), conf);
+    // With `upgrade`: receives the running process's listening sockets.
     server.bootstrap();
     let tracker = Arc::new(Tracker::new(&traffic, listener::fd_ceiling()));
     let mut app = pingora::proxy::http_proxy(&server.configuration, Sluice { live: live.clone() });
@@ -119,6 +145,8 @@ pub fn assemble(
         server.add_service(Prebound { inner: warmed, fds });
     }
     if let Some(addr) = admin_addr {
+        // The status page's "last minutes".
+        crate::admin::history::start();
         let mut admin = Service::new(
             "sluice-admin".to_string(),
             Admin {

@@ -211,6 +211,11 @@ impl Compiled {
             let module = match modules.get(&f.module) {
                 Some(m) => m.clone(),
                 None => {
+                    let step = crate::progress::step(format!(
+                        "module {}",
+                        f.module.file_name().unwrap_or_default().to_string_lossy()
+                    ));
+                    let from_disk = crate::host::engine::MODULES_FROM_DISK.load(Ordering::Relaxed);
                     let compiled = std::fs::read(&f.module)
                         .map_err(|e| match e.kind() {
                             std::io::ErrorKind::NotFound => {
@@ -219,6 +224,15 @@ impl Compiled {
                             _ => format!("cannot read module {}: {e}", f.module.display()),
                         })
                         .and_then(|bytes| engine.compile(&bytes).map_err(|e| e.to_string()));
+                    if let Some(step) = step {
+                        let cached = crate::host::engine::MODULES_FROM_DISK.load(Ordering::Relaxed)
+                            > from_disk;
+                        step.finish(match (&compiled, cached) {
+                            (Err(_), _) => "failed",
+                            (Ok(_), true) => "read from the module cache",
+                            (Ok(_), false) => "compiled",
+                        });
+                    }
                     match compiled {
                         Ok(m) => {
                             content.update(m.hash.as_bytes());
@@ -302,7 +316,12 @@ impl Compiled {
                 rebuild_budget: Duration::from_millis(f.limits.rebuild_budget_ms),
                 shared_data_bytes: f.limits.shared_data_bytes,
             };
-            match Plugin::new(&engine, module, info, limits, Some(callouts.clone())) {
+            let step = crate::progress::step(format!("filter {} (start and configure)", f.name));
+            let started = Plugin::new(&engine, module, info, limits, Some(callouts.clone()));
+            if let Some(step) = step {
+                step.finish(if started.is_ok() { "ready" } else { "failed" });
+            }
+            match started {
                 Ok(plugin) => filters.push(Arc::new(Filter {
                     plugin,
                     on_failure: f.on_failure,

@@ -187,6 +187,7 @@ impl Control {
             || p.threads != cur.threads
             || p.access_log != cur.access_log
             || p.h2c != cur.h2c
+            || p.upgrade_sock != cur.upgrade_sock
             || p.tls.as_ref().map(|t| (&t.listen, t.h2))
                 != cur.tls.as_ref().map(|t| (&t.listen, t.h2))
         {
@@ -194,7 +195,7 @@ impl Control {
                 file: p.path.clone(),
                 line: None,
                 message:
-                    "[server] listen, admin, threads, access_log, h2c and [tls] listen/h2 cannot change without a restart (certificates can)"
+                    "[server] listen, admin, threads, access_log, h2c, upgrade_sock and [tls] listen/h2 cannot change without a restart (certificates can)"
                         .into(),
             }]));
         }

@@ -20,6 +20,20 @@ pub struct CertStore {
     /// Keyed by the suffix after `*`, e.g. `.example.com`.
     wildcard: HashMap<String, Arc<CertifiedKey>>,
     default: Arc<CertifiedKey>,
+    /// Each certificate file with the SHA-256 of its leaf (DER, hex), in policy order:
+    /// what `sluice ctl diff` compares.
+    pub fingerprints: Vec<(std::path::PathBuf, String)>,
+}
+
+/// The SHA-256 (hex) of the leaf certificate (the first PEM block) of `cert`.
+pub fn fingerprint(cert: &Path) -> Result<String, String> {
+    let pem = std::fs::read(cert).map_err(|e| format!("certificate {}: {e}", cert.display()))?;
+    let leaf = rustls_pemfile::certs(&mut pem.as_slice())
+        .next()
+        .ok_or_else(|| format!("certificate {}: no CERTIFICATE block", cert.display()))?
+        .map_err(|e| format!("certificate {}: bad PEM: {e}", cert.display()))?;
+    use sha2::Digest;
+    Ok(hex::encode(sha2::Sha256::digest(leaf.as_ref())))
 }
 
 impl CertStore {
@@ -29,9 +43,15 @@ impl CertStore {
         let mut exact = HashMap::new();
         let mut wildcard = HashMap::new();
         let mut default = None;
+        let mut fingerprints = Vec::new();
         for c in &def.certificates {
             match load_one(c) {
                 Ok((key, names)) => {
+                    use sha2::Digest;
+                    fingerprints.push((
+                        c.cert.clone(),
+                        hex::encode(sha2::Sha256::digest(key.cert[0].as_ref())),
+                    ));
                     let key = Arc::new(key);
                     for n in names {
                         let slot = match n.strip_prefix('*') {
@@ -54,6 +74,7 @@ impl CertStore {
                 exact,
                 wildcard,
                 default,
+                fingerprints,
             }),
             _ => Err(errors),
         }

@@ -129,6 +129,41 @@ pub fn check_cross_origin(headers: &HeaderMap) -> Result<(), AdminRefusal> {
     Ok(())
 }
 
+/// The status page's session cookie (set by `POST /ui/login`).
+pub const SESSION_COOKIE: &str = "sluice_session";
+
+/// The session cookie's value for `token`: a hash of it, so that the browser never holds
+/// the token itself (and a cookie leaked from a browser does not open the token's other
+/// uses, e.g. `sluice ctl` or Prometheus).
+pub fn session_value(token: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(b"sluice-ui-session\0");
+    h.update(token.as_bytes());
+    hex::encode(h.finalize())
+}
+
+/// The session cookie a request carries, if any.
+pub fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value.trim())
+}
+
+/// Whether a session cookie value is the one for `token` (constant time, as
+/// [`token_matches`]).
+pub fn session_matches(given: Option<&str>, token: &str) -> bool {
+    let Some(given) = given else { return false };
+    let given = Sha256::digest(given.as_bytes());
+    let want = Sha256::digest(session_value(token).as_bytes());
+    let equal: bool = given.as_slice().ct_eq(want.as_slice()).into();
+    equal && !token.is_empty()
+}
+
 /// Compares a presented bearer token with the configured one in constant time: both
 /// are hashed (SHA-256) first, so neither the content nor the length of the token
 /// shows in the time the comparison takes.
@@ -249,6 +284,22 @@ mod tests {
             check_cross_origin(&headers(&[("content-type", "application/json")])),
             Ok(())
         );
+    }
+
+    #[test]
+    fn sessions_are_a_hash_of_the_token_read_from_the_cookie_header() {
+        let v = session_value("s3cret");
+        assert_ne!(v, "s3cret");
+        let h = headers(&[("cookie", &format!("a=b; {SESSION_COOKIE}={v}; c=d"))]);
+        assert_eq!(session_cookie(&h), Some(v.as_str()));
+        assert!(session_matches(session_cookie(&h), "s3cret"));
+        assert!(
+            !session_matches(Some("s3cret"), "s3cret"),
+            "the token itself is no session"
+        );
+        assert!(!session_matches(session_cookie(&h), "other"));
+        assert!(!session_matches(None, "s3cret"));
+        assert_eq!(session_cookie(&headers(&[("cookie", "a=b")])), None);
     }
 
     #[test]

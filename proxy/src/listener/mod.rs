@@ -398,15 +398,15 @@ where
             // The request is over: its in-flight permit goes back now.
             spare = RequestSlot::emptied(slot);
             let Some(reused) = reused else { return };
-            if *shutdown.borrow() {
-                return;
-            }
             let (next, persistent) = reused.consume();
             stream = next;
             settings = persistent;
+            // Stopping: one last call (`preface::LAST_CALL`) for a request already on its
+            // way, answered with `Connection: close`; TLS streams cannot be peeked and close.
             head_deadline = match preface::wait_readable(&mut stream, t.keepalive, shutdown).await {
                 Some(true) => Instant::now() + t.header,
                 Some(false) => return,
+                None if *shutdown.borrow() => return,
                 None => Instant::now() + t.keepalive + t.header,
             };
         }

@@ -92,9 +92,15 @@ fn put_back(stream: Stream, data: &[u8]) -> Stream {
     }
 }
 
-/// Waits up to `idle` for the next request's first byte on a kept-alive connection.
-/// `Some(true)`: bytes are there; `Some(false)`: closed, timed out or stopping; `None`:
-/// this stream cannot be peeked (TLS), the caller bounds the wait another way.
+/// How long an idle kept-alive connection waits for one more request once the server
+/// stops (SIGTERM, or the hand-over of an upgrade): a client that sent its next request
+/// just as the stop came gets it answered, with `Connection: close`, instead of a reset.
+pub const LAST_CALL: Duration = Duration::from_millis(1000);
+
+/// Waits up to `idle` for the next request's first byte on a kept-alive connection;
+/// once the server stops, at most [`LAST_CALL`] more. `Some(true)`: bytes are there;
+/// `Some(false)`: closed, timed out, or stopping with nothing sent; `None`: this stream
+/// cannot be peeked (TLS), the caller bounds the wait another way.
 pub async fn wait_readable(
     stream: &mut Stream,
     idle: Duration,
@@ -105,18 +111,30 @@ pub async fn wait_readable(
     }
     let mut byte = [0u8; 1];
     let mut stop = shutdown.clone();
-    tokio::select! {
-        r = tokio::time::timeout(idle, stream.try_peek(&mut byte)) => match r {
-            Ok(Ok(true)) => Some(true),
-            Ok(_) => Some(false),
-            Err(_) => {
-                crate::metrics::metrics()
-                    .connection_timeouts
-                    .with_label_values(&["keepalive"])
-                    .inc();
-                Some(false)
+    let mut stopping = *shutdown.borrow();
+    let deadline = tokio::time::sleep(if stopping { idle.min(LAST_CALL) } else { idle });
+    tokio::pin!(deadline);
+    let peek = stream.try_peek(&mut byte);
+    tokio::pin!(peek);
+    loop {
+        tokio::select! {
+            r = &mut peek => return Some(matches!(r, Ok(true))),
+            _ = &mut deadline => {
+                if !stopping {
+                    crate::metrics::metrics()
+                        .connection_timeouts
+                        .with_label_values(&["keepalive"])
+                        .inc();
+                }
+                return Some(false);
             }
-        },
-        _ = stop.wait_for(|s| *s) => Some(false),
+            _ = stop.wait_for(|s| *s), if !stopping => {
+                stopping = true;
+                let last = tokio::time::Instant::now() + LAST_CALL;
+                if last < deadline.deadline() {
+                    deadline.as_mut().reset(last);
+                }
+            }
+        }
     }
 }

@@ -51,6 +51,7 @@ pub(super) struct RawServer {
     #[serde(default)]
     pub(super) h2c: bool,
     pub(super) access_log: Option<String>,
+    pub(super) upgrade_sock: Option<String>,
     pub(super) admin_token_env: Option<Spanned<String>>,
     pub(super) admin_token_file: Option<Spanned<String>>,
     pub(super) grace_period_ms: Option<Spanned<u64>>,

@@ -865,6 +865,21 @@ impl Sluice {
                     .observe(took.as_secs_f64());
             }
         }
+        if crate::admin::feed::wanted() {
+            // `sluice ctl tail` reads these (`/admin/tail`), access log on or off.
+            crate::admin::feed::publish_access(serde_json::json!({
+                "time_unix": crate::admin::feed::now_unix(),
+                "route": route,
+                "method": method.as_str(),
+                "path": session.req_header().uri.to_string(),
+                "status": status,
+                "duration_us": took.as_micros() as u64,
+                "upstream": ctx.stream.info.upstream.map(|a| a.to_string()),
+                "generation": ctx.snapshot.generation,
+                "request_id": ctx.stream.info.id.to_string(),
+                "error": e.map(|e| e.to_string()),
+            }));
+        }
         if ctx.snapshot.policy.access_log.is_some() {
             tracing::info!(
                 target: "sluice::access",

@@ -24,7 +24,28 @@ fn good_policy_passes() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("ok (1 routes, 1 filters, 1 pools)"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("ok (1 routes, 1 filters, 1 pools) in "),
+        "{stdout}"
+    );
+    // What it compiled and started, and how long each took (issue #22).
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(
+        lines[0].starts_with("module headers.wasm: compiled (")
+            || lines[0].starts_with("module headers.wasm: read from the module cache ("),
+        "{stdout}"
+    );
+    assert!(
+        lines[1].starts_with("filter h (start and configure): ready ("),
+        "{stdout}"
+    );
+    assert!(
+        lines[1].ends_with(" ms)") || lines[1].ends_with(" s)"),
+        "{stdout}"
+    );
+    // Not a terminal: no spinner, stderr stays empty.
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
 }
 
 #[test]

@@ -14,7 +14,7 @@
 //! packages, on a machine where `filters/build.sh` has built `filters/out/*.wasm` once:
 //!
 //! ```text
-//! SLUICE_TEST_ALLOW_SKIP=crs,nginx,prometheus,curl,demo-tls,docker-registry,redis-server \
+//! SLUICE_TEST_ALLOW_SKIP=crs,nginx,prometheus,curl,demo-tls,docker-registry,redis-server,chromium \
 //!     cargo test --release -p sluice --test suite
 //! cargo test --release -p sluice --test suite -- envoy::abi   # one area
 //! ```
@@ -27,11 +27,12 @@
 //! |---|---|---|
 //! | `crs` | `/usr/share/modsecurity-crs` (`modsecurity-crs`, with ModSecurity's base config) | the WAF ones in `hardening`, `envoy::lifecycle`, `waf`, two in `ftw` |
 //! | `nginx` | nginx with ModSecurity | `waf::sluice_waf_agrees_with_modsecurity` |
-//! | `prometheus` | `promtool`, `prometheus` | two in `observability`, `deploy::compose_files_are_wired_together` |
+//! | `prometheus` | `promtool`, `prometheus` | two in `observability`, `deploy::compose_files_are_wired_together`, `deploy::prometheus_scrapes_the_compose_sluice_and_every_dashboard_query_has_series` |
 //! | `curl` | curl | `edge` (TLS), `showcase` |
 //! | `demo-tls` | `policies/demo-tls/` (made by `scripts/setup.sh`) | `showcase`, `bundle::the_default_and_waf_policies_push_and_run_as_they_are` |
 //! | `docker-registry` | Debian's OCI registry (`docker-registry`) | `bundle` |
 //! | `redis-server` | Redis (`redis-server`) | `fleet` |
+//! | `chromium` | Debian's headless Chromium (`chromium`) | `ops::ui` |
 //!
 //! The filters (`filters/out/*.wasm`) and the demo origin are never skippable.
 //!
@@ -57,6 +58,7 @@ mod hardening;
 mod hostcall_fuzz;
 mod image;
 mod observability;
+mod ops;
 mod router;
 mod sandbox;
 mod showcase;

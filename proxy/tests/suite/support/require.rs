@@ -12,7 +12,7 @@
 use std::path::Path;
 
 /// The environment variable that lets tests skip what is missing: a comma-separated
-/// list of requirement names (`crs`, `nginx`, `prometheus`, `curl`, `demo-tls`, `docker-registry`, `redis-server`) or `all`.
+/// list of requirement names (`crs`, `nginx`, `prometheus`, `curl`, `demo-tls`, `docker-registry`, `redis-server`, `chromium`) or `all`.
 pub const ALLOW_SKIP: &str = "SLUICE_TEST_ALLOW_SKIP";
 
 /// The OWASP CRS as Debian installs it (package `modsecurity-crs`); requirement `crs`.
