@@ -46,6 +46,7 @@
 
 pub mod abi;
 pub mod callout;
+pub mod component;
 pub mod disk_cache;
 pub mod engine;
 mod error;
