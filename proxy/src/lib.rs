@@ -37,6 +37,7 @@ pub mod admin;
 pub mod bundle;
 pub mod callouts;
 pub mod chain;
+pub mod component;
 pub mod fleet;
 pub mod forward;
 pub mod forwarded;

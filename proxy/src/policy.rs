@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 pub mod connections;
+mod components;
 mod errors;
 pub mod files;
 mod filters;
@@ -30,6 +31,7 @@ pub use fleet::FleetConfig;
 pub use images::ImagesConfig;
 pub use limits::DEFAULT_SHARED_DATA_BYTES;
 pub use pools::{Balance, Ejection, HashKey, HealthCheck, PoolDef, UpstreamTls};
+pub use components::ComponentDef;
 pub use routes::RouteDef;
 pub use server::{DEFAULT_ADMIN, DEFAULT_LISTEN, DEFAULT_WATCH_DEBOUNCE_MS};
 pub use tls::{CertDef, TlsDef};
@@ -77,6 +79,8 @@ pub struct Policy {
     pub headers: crate::header_guard::HeaderRules,
     /// Filters by definition order.
     pub filters: Vec<FilterDef>,
+    /// Component filters (`kind = "component"`) by definition order.
+    pub components: Vec<ComponentDef>,
     /// Pools.
     pub pools: Vec<PoolDef>,
     /// Routes, matched in order.
@@ -164,12 +168,19 @@ impl Policy {
         }
         let tls = raw.tls.as_ref().map(|t| tls::parse_tls(&mut l, base, t));
 
-        let filters = filters::parse_filters(&mut l, base, &raw.filters, &default_limits);
+        let (filters, components) = filters::parse_filters(
+            &mut l,
+            base,
+            &raw.filters,
+            &default_limits,
+            raw.server.component_model,
+        );
         let routes = routes::parse_routes(
             &mut l,
             &raw.routes,
             &raw.paths,
             &filters,
+            &components,
             &pools,
             tls.is_some(),
         );
@@ -225,6 +236,7 @@ impl Policy {
             max_body_bytes: raw.limits.max_body_bytes.unwrap_or(1 << 20),
             headers,
             filters,
+            components,
             pools,
             routes,
             images,
