@@ -9,8 +9,8 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-pub mod connections;
 mod components;
+pub mod connections;
 mod errors;
 pub mod files;
 mod filters;
@@ -23,6 +23,7 @@ mod routes;
 mod server;
 mod tls;
 
+pub use components::ComponentDef;
 pub use connections::{ConnectionLimits, Timeouts};
 pub use errors::{Diagnostic, PolicyErrors};
 pub use files::FileGrant;
@@ -31,7 +32,6 @@ pub use fleet::FleetConfig;
 pub use images::ImagesConfig;
 pub use limits::DEFAULT_SHARED_DATA_BYTES;
 pub use pools::{Balance, Ejection, HashKey, HealthCheck, PoolDef, UpstreamTls};
-pub use components::ComponentDef;
 pub use routes::RouteDef;
 pub use server::{DEFAULT_ADMIN, DEFAULT_LISTEN, DEFAULT_WATCH_DEBOUNCE_MS};
 pub use tls::{CertDef, TlsDef};

@@ -51,12 +51,21 @@ pub fn build(
         (None, None) => return Err((0, format!("route {:?} ends in nothing", route.name))),
     };
     for &i in route.components.iter().rev() {
-        let guest = guest(&defs[i], &compiled[i], Role::Middleware, next.clone(), client)?;
+        let guest = guest(
+            &defs[i],
+            &compiled[i],
+            Role::Middleware,
+            next.clone(),
+            client,
+        )?;
         guests.push((defs[i].name.clone(), guest.clone()));
         next = wrap(guest, &defs[i], Some(next));
     }
     guests.reverse();
-    Ok(Some(RouteComponents { entry: next, guests }))
+    Ok(Some(RouteComponents {
+        entry: next,
+        guests,
+    }))
 }
 
 /// The `wasi:http/client` of every guest of a policy: its pools, by name.
@@ -143,12 +152,7 @@ fn wrap(guest: Arc<Guest>, def: &ComponentDef, after: Option<Next>) -> Next {
 /// Whether a request has no body to lose (a fail-open retry can resend it).
 fn bodiless(req: &http::Request<WasiBody>) -> bool {
     use http_body::Body;
-    req.body().is_end_stream()
-        || req
-            .body()
-            .size_hint()
-            .exact()
-            .is_some_and(|n| n == 0)
+    req.body().is_end_stream() || req.body().size_hint().exact().is_some_and(|n| n == 0)
 }
 
 /// A copy of a bodiless request.
@@ -176,8 +180,11 @@ fn status_response(status: u16) -> http::Response<WasiBody> {
             .map_err(|never| match never {})
             .boxed_unsync(),
     );
-    *res.status_mut() = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::SERVICE_UNAVAILABLE);
-    res.headers_mut()
-        .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain"));
+    *res.status_mut() =
+        http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::SERVICE_UNAVAILABLE);
+    res.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain"),
+    );
     res
 }

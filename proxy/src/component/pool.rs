@@ -22,11 +22,7 @@ pub fn to_pool(pool: Arc<UpstreamPool>) -> Next {
 pub fn by_authority(pools: HashMap<String, Arc<UpstreamPool>>) -> Next {
     let pools = Arc::new(pools);
     Arc::new(move |req| {
-        let pool = req
-            .uri()
-            .host()
-            .and_then(|h| pools.get(h))
-            .cloned();
+        let pool = req.uri().host().and_then(|h| pools.get(h)).cloned();
         Box::pin(async move {
             match pool {
                 Some(p) => send(p, req).await,

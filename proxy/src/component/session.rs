@@ -39,11 +39,7 @@ pub async fn serve(
         .map(str::to_string)
         .or_else(|| req.uri.authority().map(|a| a.to_string()))
         .unwrap_or_else(|| "localhost".into());
-    let path = req
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/");
+    let path = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let uri = format!("{}://{authority}{path}", if tls { "https" } else { "http" });
     let mut builder = http::Request::builder()
         .method(req.method.clone())
@@ -109,15 +105,19 @@ pub async fn serve(
         }
     }
     crate::proxy::frame_response(session.req_header(), &mut head)?;
-    let bodiless = session.req_header().method == http::Method::HEAD
-        || matches!(status, 204 | 304);
-    session.write_response_header(Box::new(head), bodiless).await?;
+    let bodiless = session.req_header().method == http::Method::HEAD || matches!(status, 204 | 304);
+    session
+        .write_response_header(Box::new(head), bodiless)
+        .await?;
     if bodiless {
         return Ok(status);
     }
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| {
-            Error::explain(ErrorType::WriteError, format!("component response body: {e}"))
+            Error::explain(
+                ErrorType::WriteError,
+                format!("component response body: {e}"),
+            )
         })?;
         if let Ok(data) = frame.into_data() {
             if !data.is_empty() {
@@ -125,6 +125,8 @@ pub async fn serve(
             }
         }
     }
-    session.write_response_body(Some(Bytes::new()), true).await?;
+    session
+        .write_response_body(Some(Bytes::new()), true)
+        .await?;
     Ok(status)
 }

@@ -39,7 +39,9 @@ pub(super) fn is_component(l: &mut Lines<'_>, name: &str, f: &RawFilter) -> bool
         Some(other) => {
             l.err(
                 f.kind.as_ref().map(|k| k.span()),
-                format!("filter {name:?}: kind must be \"proxy-wasm\" or \"component\", not {other:?}"),
+                format!(
+                    "filter {name:?}: kind must be \"proxy-wasm\" or \"component\", not {other:?}"
+                ),
             );
             false
         }
@@ -80,7 +82,10 @@ pub(super) fn parse_component(
     }
     let positive = |l: &mut Lines<'_>, v: &Option<toml::Spanned<usize>>, key: &str| match v {
         Some(n) if *n.get_ref() == 0 || *n.get_ref() > 100_000 => {
-            l.err(Some(n.span()), format!("filter {name:?}: {key} must be 1..100000"));
+            l.err(
+                Some(n.span()),
+                format!("filter {name:?}: {key} must be 1..100000"),
+            );
             1
         }
         Some(n) => *n.get_ref(),

@@ -72,7 +72,10 @@ pub(super) fn parse_routes(
             if idx.is_none() {
                 l.err(
                     Some(f.span()),
-                    format!("route {name:?}: function {:?} is not a component filter", f.get_ref()),
+                    format!(
+                        "route {name:?}: function {:?} is not a component filter",
+                        f.get_ref()
+                    ),
                 );
             }
             idx

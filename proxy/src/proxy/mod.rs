@@ -517,7 +517,8 @@ impl Sluice {
         ctx.pool = route.pool.map(|p| snap.pools[p].clone());
         if route.filters.is_empty() {
             if let Some(components) = route.components.clone() {
-                let status = crate::component::serve(session, &components.entry, None, ctx.tls).await?;
+                let status =
+                    crate::component::serve(session, &components.entry, None, ctx.tls).await?;
                 ctx.stream.info.response_code = Some(status);
                 return Ok(true);
             }
