@@ -133,3 +133,61 @@ fn roles_are_checked() {
     assert!(e.contains("wasi:http/handler@0.3.0"), "{e}");
     load("hello").check(Role::Middleware).unwrap();
 }
+
+/// Per-request cost of a middleware on its own (no proxy, no network: the next handler
+/// answers in memory), fresh instance vs one reused instance, and the instantiation time
+/// the guest's counters measure. Prints the numbers (bench/README.md quotes them).
+#[tokio::test(flavor = "current_thread")]
+async fn instantiation_cost_fresh_and_reused() {
+    const N: u32 = 2000;
+    let component = load("add_header");
+    for (label, reuse) in [
+        ("fresh", Reuse::default()),
+        (
+            "reused",
+            Reuse {
+                max_requests: 1_000_000,
+                max_concurrent: 1,
+            },
+        ),
+    ] {
+        let guest = Guest::new(
+            &component,
+            Role::Middleware,
+            origin(),
+            refuse(),
+            LIMITS,
+            reuse,
+        )
+        .unwrap();
+        for _ in 0..50 {
+            text(guest.handle(request("/")).await.unwrap()).await;
+        }
+        let before = guest
+            .counters()
+            .instantiate_ns
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let instances_before = guest.instances();
+        let started = std::time::Instant::now();
+        for _ in 0..N {
+            let res = guest.handle(request("/")).await.unwrap();
+            assert_eq!(text(res).await, "origin body");
+        }
+        let per_request = started.elapsed() / N;
+        let instances = guest.instances() - instances_before;
+        let inst_ns = guest
+            .counters()
+            .instantiate_ns
+            .load(std::sync::atomic::Ordering::Relaxed)
+            - before;
+        println!(
+            "{label}: {per_request:?} per request, {instances} instances, {:?} per instantiation",
+            Duration::from_nanos(inst_ns / instances.max(1))
+        );
+        if reuse == Reuse::default() {
+            assert_eq!(instances, N as u64);
+        } else {
+            assert!(instances <= 1);
+        }
+    }
+}

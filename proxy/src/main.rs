@@ -498,8 +498,12 @@ fn main() -> ExitCode {
         },
         Cmd::Check { policy } => match build(&policy) {
             Ok(snap) => {
+                let components = match snap.policy.components.len() {
+                    0 => String::new(),
+                    n => format!(", {n} components"),
+                };
                 println!(
-                    "{}: ok ({} routes, {} filters, {} pools)",
+                    "{}: ok ({} routes, {} filters{components}, {} pools)",
                     policy.display(),
                     snap.routes.len(),
                     snap.filters.len(),

@@ -1,9 +1,10 @@
 //! The way out of a component chain: a route's pool (the last middleware's next handler)
 //! and the policy's pools by name (every guest's `wasi:http/client`). HTTP/1.1 over
-//! cleartext TCP with hyper, bodies streamed both ways; a guest never reaches the network
-//! by itself.
+//! cleartext TCP with hyper, bodies streamed both ways, connections kept alive per peer;
+//! a guest never reaches the network by itself.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http_body_util::BodyExt;
@@ -45,20 +46,10 @@ async fn send(
     let addr = pool
         .select(b"", &[])
         .ok_or(ErrorCode::DestinationUnavailable)?;
-    let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|_| {
-        pool.failed(addr);
-        ErrorCode::ConnectionRefused
-    })?;
-    let _ = tcp.set_nodelay(true);
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(wasmtime_wasi_http::io::TokioIo::new(tcp))
-            .await
-            .map_err(|_| ErrorCode::ConnectionRefused)?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(error = %e, "component upstream connection ended");
-        }
-    });
+    let mut sender = match idle::take(addr) {
+        Some(s) => s,
+        None => connect(&pool, addr).await?,
+    };
     let (mut parts, body) = req.into_parts();
     // Origin-form on the wire, the pool's peer as the authority when the guest set none.
     let path = parts
@@ -87,7 +78,74 @@ async fn send(
             ErrorCode::HttpProtocolError
         })?;
     pool.succeeded(addr);
+    // Once this response's body is read, the connection may carry the next request.
+    tokio::spawn(async move {
+        if sender.ready().await.is_ok() {
+            idle::put(addr, sender);
+        }
+    });
     Ok(res.map(incoming))
+}
+
+/// A new HTTP/1.1 connection to `addr`, driven by a task of its own.
+async fn connect(pool: &UpstreamPool, addr: SocketAddr) -> Result<Sender, ErrorCode> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|_| {
+        pool.failed(addr);
+        ErrorCode::ConnectionRefused
+    })?;
+    let _ = tcp.set_nodelay(true);
+    let (sender, conn) =
+        hyper::client::conn::http1::handshake(wasmtime_wasi_http::io::TokioIo::new(tcp))
+            .await
+            .map_err(|_| ErrorCode::ConnectionRefused)?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "component upstream connection ended");
+        }
+    });
+    Ok(sender)
+}
+
+/// A connection's request half.
+type Sender = hyper::client::conn::http1::SendRequest<WasiBody>;
+
+/// Idle keep-alive connections to pool peers, per peer address (at most [`idle::MAX`]
+/// each), process-wide.
+mod idle {
+    use std::collections::HashMap;
+    use std::net::SocketAddr;
+    use std::sync::{Mutex, OnceLock};
+
+    use super::Sender;
+
+    /// Idle connections kept per peer.
+    pub(super) const MAX: usize = 64;
+
+    fn map() -> &'static Mutex<HashMap<SocketAddr, Vec<Sender>>> {
+        static IDLE: OnceLock<Mutex<HashMap<SocketAddr, Vec<Sender>>>> = OnceLock::new();
+        IDLE.get_or_init(Default::default)
+    }
+
+    /// An idle connection to `addr` that is still open and ready.
+    pub(super) fn take(addr: SocketAddr) -> Option<Sender> {
+        let mut map = map().lock().unwrap_or_else(|e| e.into_inner());
+        let list = map.get_mut(&addr)?;
+        while let Some(s) = list.pop() {
+            if s.is_ready() && !s.is_closed() {
+                return Some(s);
+            }
+        }
+        None
+    }
+
+    /// Keeps a ready connection for the next request to `addr`.
+    pub(super) fn put(addr: SocketAddr, sender: Sender) {
+        let mut map = map().lock().unwrap_or_else(|e| e.into_inner());
+        let list = map.entry(addr).or_default();
+        if list.len() < MAX {
+            list.push(sender);
+        }
+    }
 }
 
 /// A hyper response body as the body type `wasmtime-wasi-http` streams.
