@@ -201,6 +201,69 @@ fn fail_closed_answers_the_failure_status() {
 }
 
 #[test]
+fn the_memory_cap_stops_a_guest_and_gets_the_failure_policy() {
+    let origin = origin("cm-memory");
+    let policy = format!(
+        "[pools.o]\npeers = [\"{}\"]\n{}{}\
+         [[routes]]\nhost = \"small.test\"\nfilters = [\"small\"]\npool = \"o\"\n\
+         [[routes]]\nhost = \"large.test\"\nfilters = [\"large\"]\npool = \"o\"\n",
+        origin.addr,
+        component_filter("small", "hostile", "memory_mb = 64\nfailure_status = 507\n"),
+        component_filter("large", "hostile", "memory_mb = 256\n"),
+    );
+    let s = sluice_with_server(&policy, ENABLE);
+    let get = |host: &str| {
+        client()
+            .get(s.url("/grow"))
+            .header("host", host)
+            .send()
+            .unwrap()
+    };
+    // 100 MiB under a 64 MiB cap: the allocation fails, the guest traps, fail closed.
+    assert_eq!(get("small.test").status(), 507);
+    assert!(metric_with(&s, "sluice_filter_failures_total", "filter=\"small\"") >= 1.0);
+    // The same guest under 256 MiB answers.
+    let r = get("large.test");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().unwrap(), format!("{}\n", 100 << 20));
+}
+
+#[test]
+fn component_keys_are_checked() {
+    for (kind, extra, expect) in [
+        ("wasi", "", "kind must be"),
+        (
+            "component",
+            "reuse_requests = 0\n",
+            "reuse_requests must be 1..100000",
+        ),
+        (
+            "component",
+            "config = \"x\"\n",
+            "config is a Proxy-Wasm key",
+        ),
+    ] {
+        let text = format!(
+            "[server]\n{ENABLE}[filters.c]\nkind = \"{kind}\"\nmodule = {}\n{extra}[[routes]]\nfunction = \"c\"\n",
+            component("hello")
+        );
+        let (out, _path, _dir) = check(&text);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{text}");
+        assert!(err.contains(expect), "{expect}: {err}");
+    }
+    // A Proxy-Wasm filter after a component on a route.
+    let text = format!(
+        "[server]\n{ENABLE}[pools.o]\npeers = [\"127.0.0.1:9\"]\n{}[filters.h]\nmodule = {}\n[[routes]]\nfilters = [\"add\", \"h\"]\npool = \"o\"\n",
+        component_filter("add", "add_header", ""),
+        module("headers.wasm")
+    );
+    let (out, _path, _dir) = check(&text);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("list them last"), "{err}");
+}
+
+#[test]
 fn wrong_world_and_missing_import_are_policy_errors_with_a_line() {
     // A middleware where a function belongs: it imports wasi:http/handler.
     let text = format!(

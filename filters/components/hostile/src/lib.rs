@@ -26,6 +26,10 @@ impl wasip3::exports::http::handler::Guest for Hostile {
         if path.starts_with("/trap") {
             core::arch::wasm32::unreachable();
         }
+        if path.starts_with("/grow") {
+            let big = vec![1u8; 100 << 20];
+            return Ok(text(format!("{}\n", std::hint::black_box(big).len())));
+        }
         if path.starts_with("/count") {
             return Ok(text(format!("{seen}\n")));
         }
