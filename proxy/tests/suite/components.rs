@@ -84,6 +84,38 @@ fn counting_peer() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
 }
 
 #[test]
+fn request_bodies_stream_through_a_middleware_to_the_origin() {
+    let origin = origin("cm-body");
+    let policy = format!(
+        "[pools.o]\npeers = [\"{}\"]\n[filters.tag]\nmodule = {}\nrequest_body = \"stream\"\nconfig = {{ request = {{ set = {{ \"x-from-wasm\" = \"1\" }} }} }}\n{}\
+         [[routes]]\nhost = \"plain.test\"\nfilters = [\"add\"]\npool = \"o\"\n\
+         [[routes]]\nhost = \"mixed.test\"\nfilters = [\"tag\", \"add\"]\npool = \"o\"\n",
+        origin.addr,
+        module("headers.wasm"),
+        component_filter("add", "add_header", ""),
+    );
+    let s = sluice_with_server(&policy, ENABLE);
+    // Small (read whole before the chain) and large (streamed) bodies, both routes.
+    for host in ["plain.test", "mixed.test"] {
+        for n in [1000usize, 3 << 20] {
+            let r = client()
+                .post(s.url("/echo"))
+                .header("host", host)
+                .body(vec![b'a'; n])
+                .send()
+                .unwrap();
+            assert_eq!(r.status(), 200, "{host} {n}");
+            let echo: serde_json::Value = r.json().unwrap();
+            assert_eq!(echo["body_len"].as_u64(), Some(n as u64), "{host} {n}");
+            assert_eq!(
+                echo_header(&echo, "x-component").as_deref(),
+                Some("add-header")
+            );
+        }
+    }
+}
+
+#[test]
 fn a_component_deny_never_reaches_the_origin() {
     let (peer, connections) = counting_peer();
     let policy = format!(
