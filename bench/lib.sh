@@ -157,6 +157,8 @@ listen = ["127.0.0.1:$1"]
 admin = "127.0.0.1:$2"
 threads = $THREADS
 EOF
+    # Extra [server] keys (e.g. `component_model = true` for the component chains).
+    if [[ -n ${SLUICE_SERVER_EXTRA:-} ]]; then echo "$SLUICE_SERVER_EXTRA"; fi
 }
 
 # start_sluice_bench NAME POLICY LISTEN_PORT ADMIN_PORT CHAIN [SECTION_CMD...]: writes a
@@ -226,6 +228,10 @@ EOF
 #           both tagging x-sluice-chain (bench/tls.sh's chain)
 #   one, three   headers_filters 1 or 3
 #   waf-norules  waf_norules_filter
+#   component-fresh, component-reused   one component middleware (filters/out/components/
+#           add_header.wasm: one request and one response header), a fresh instance per
+#           request or one instance reused for up to 100000 requests, 1 at a time
+#           (needs SLUICE_SERVER_EXTRA="component_model = true")
 sluice_policy_tail() {
     local route=""
     cat <<EOF
@@ -258,6 +264,18 @@ EOF
         waf-norules)
             waf_norules_filter
             route='["waf"]'
+            ;;
+        component-fresh | component-reused)
+            local reuse=1
+            [[ $1 == component-reused ]] && reuse=100000
+            cat <<EOF
+
+[filters.cm]
+kind = "component"
+module = "$FILTERS_OUT/components/add_header.wasm"
+reuse_requests = $reuse
+EOF
+            route='["cm"]'
             ;;
         ratelimit-local | ratelimit-redis)
             # One rule on the client IP (every bench request the same key) with a limit

@@ -9,6 +9,9 @@
 #   sluice-waf-norules  Sluice with filters/out/waf.wasm and no rule
 #   sluice-rl-local     Sluice with filters/out/ratelimit.wasm counting on this node (shared data)
 #   sluice-rl-redis     the same counting on Redis ([fleet]; a redis-server this script starts)
+#   sluice-cm-fresh     Sluice with one component middleware (add_header: one request and one
+#                       response header, as sluice-one's filter), a fresh instance per request
+#   sluice-cm-reused    the same component, one instance reused (reuse_requests = 100000)
 # All servers start once; then ROUNDS interleaved rounds each run every target once in
 # turn (the order rotates by one each round): a warm-up, then `wrk --latency`, with the
 # CPU time (utime + stime, /proc) of the server's process tree read before and after.
@@ -32,7 +35,10 @@
 #   PROFILE_DURATION=5s  each profile run
 #   IDLE_SECS=5          CPU of the idle servers measured over this long first (0: not)
 #   TARGETS="origin nginx bare-pingora sluice-empty sluice-one sluice-three sluice-waf-norules"
-#            (add sluice-rl-local sluice-rl-redis for the rate-limit filter's cost)
+#            (add sluice-rl-local sluice-rl-redis for the rate-limit filter's cost,
+#             sluice-cm-fresh sluice-cm-reused for a component middleware's)
+#   SLUICE_CM_FRESH_PORT=18093 SLUICE_CM_REUSED_PORT=18094
+#   SLUICE_CM_FRESH_ADMIN=19912 SLUICE_CM_REUSED_ADMIN=19913
 #   SLUICE_RL_LOCAL_PORT=18090 SLUICE_RL_REDIS_PORT=18091 SLUICE_RL_LOCAL_ADMIN=19910
 #   SLUICE_RL_REDIS_ADMIN=19911 REDIS_PORT=18092
 #   ORIGIN_PORT=18081 NGINX_PORT=18082 BARE_PORT=18083 SLUICE_EMPTY_PORT=18084
@@ -78,6 +84,10 @@ SLUICE_RL_LOCAL_PORT=${SLUICE_RL_LOCAL_PORT:-18090}
 SLUICE_RL_REDIS_PORT=${SLUICE_RL_REDIS_PORT:-18091}
 SLUICE_RL_LOCAL_ADMIN=${SLUICE_RL_LOCAL_ADMIN:-19910}
 SLUICE_RL_REDIS_ADMIN=${SLUICE_RL_REDIS_ADMIN:-19911}
+SLUICE_CM_FRESH_PORT=${SLUICE_CM_FRESH_PORT:-18093}
+SLUICE_CM_REUSED_PORT=${SLUICE_CM_REUSED_PORT:-18094}
+SLUICE_CM_FRESH_ADMIN=${SLUICE_CM_FRESH_ADMIN:-19912}
+SLUICE_CM_REUSED_ADMIN=${SLUICE_CM_REUSED_ADMIN:-19913}
 REDIS_PORT=${REDIS_PORT:-18092}
 BEFORE_PORT=${BEFORE_PORT:-18088}
 BEFORE_ADMIN=${BEFORE_ADMIN:-19905}
@@ -99,15 +109,18 @@ declare -A PORT_OF=(
     [sluice-empty]=$SLUICE_EMPTY_PORT [sluice-one]=$SLUICE_ONE_PORT
     [sluice-three]=$SLUICE_THREE_PORT [sluice-waf-norules]=$SLUICE_WAF_PORT
     [sluice-rl-local]=$SLUICE_RL_LOCAL_PORT [sluice-rl-redis]=$SLUICE_RL_REDIS_PORT
+    [sluice-cm-fresh]=$SLUICE_CM_FRESH_PORT [sluice-cm-reused]=$SLUICE_CM_REUSED_PORT
 )
 declare -A ADMIN_OF=(
     [sluice-empty]=$SLUICE_EMPTY_ADMIN [sluice-one]=$SLUICE_ONE_ADMIN
     [sluice-three]=$SLUICE_THREE_ADMIN [sluice-waf-norules]=$SLUICE_WAF_ADMIN
     [sluice-rl-local]=$SLUICE_RL_LOCAL_ADMIN [sluice-rl-redis]=$SLUICE_RL_REDIS_ADMIN
+    [sluice-cm-fresh]=$SLUICE_CM_FRESH_ADMIN [sluice-cm-reused]=$SLUICE_CM_REUSED_ADMIN
 )
 declare -A CHAIN_OF=(
     [sluice-empty]=empty [sluice-one]=one [sluice-three]=three [sluice-waf-norules]=waf-norules
     [sluice-rl-local]=ratelimit-local [sluice-rl-redis]=ratelimit-redis
+    [sluice-cm-fresh]=component-fresh [sluice-cm-reused]=component-reused
 )
 # BEFORE_BIN: each Sluice target gets a twin, NAME-before, run by that binary, just before it.
 if [[ -n $BEFORE_BIN ]]; then
@@ -148,6 +161,8 @@ start_bare_pingora() {
 # start_sluice NAME: Sluice on its policy ($TMP/policy-NAME.toml, chain CHAIN_OF[NAME]).
 start_sluice() {
     local name=$1
+    local SLUICE_SERVER_EXTRA=""
+    [[ ${CHAIN_OF[$name]} == component-* ]] && SLUICE_SERVER_EXTRA="component_model = true"
     start_sluice_bench "$name" "$TMP/policy-$name.toml" "${PORT_OF[$name]}" "${ADMIN_OF[$name]}" \
         "${CHAIN_OF[$name]}"
 }
@@ -185,6 +200,7 @@ can_start() {
             [[ $base == sluice-one || $base == sluice-three ]] && module=$FILTERS_OUT/headers.wasm
             [[ $base == sluice-waf-norules ]] && module=$FILTERS_OUT/waf.wasm
             [[ $base == sluice-rl-* ]] && module=$FILTERS_OUT/ratelimit.wasm
+            [[ $base == sluice-cm-* ]] && module=$FILTERS_OUT/components/add_header.wasm
             if [[ $base == sluice-rl-redis ]] && ! command -v redis-server >/dev/null; then
                 skip_row "$1" "redis-server not installed (scripts/setup.sh)"
                 return 1
@@ -338,6 +354,8 @@ added_costs() {
     cost_line "per filter in a chain of three ((sluice-three$x − sluice-empty$x) / 3)" "sluice-three$x" "sluice-empty$x" 3
     cost_line "each filter after the first ((sluice-three$x − sluice-one$x) / 2)" "sluice-three$x" "sluice-one$x" 2
     cost_line "WAF filter, no rule (sluice-waf-norules$x − sluice-empty$x)" "sluice-waf-norules$x" "sluice-empty$x"
+    cost_line "component middleware, fresh instance (sluice-cm-fresh$x − sluice-empty$x)" "sluice-cm-fresh$x" "sluice-empty$x"
+    cost_line "component middleware, reused instance (sluice-cm-reused$x − sluice-empty$x)" "sluice-cm-reused$x" "sluice-empty$x"
     cost_line "rate limit, local (sluice-rl-local$x − sluice-empty$x)" "sluice-rl-local$x" "sluice-empty$x"
     cost_line "rate limit on Redis, Sluice's CPU (sluice-rl-redis$x − sluice-empty$x)" "sluice-rl-redis$x" "sluice-empty$x"
 }

@@ -5,6 +5,12 @@
 #                               #   + headers for wasm32-wasip1 -> filters/out/wasip1/headers.wasm
 #   filters/build.sh --no-wasip1  # skip the wasm32-wasip1 build
 #   filters/build.sh --wasip1     # accepted for compatibility (wasip1 is built by default)
+#   filters/build.sh --no-components  # skip the component-model guests
+#
+# Component-model guests (filters/components/, WASI 0.3 wasi:http): each crate is built as a
+# core module for wasm32-unknown-unknown with wit-bindgen and the `wasip3` crate, then the
+# host-side helper tools/componentize (wit-component) makes it a component:
+#   -> filters/out/components/<name>.wasm
 #
 # Runnable from any cwd. Cargo's target dir is always filters/target.
 #
@@ -26,10 +32,12 @@ FILTERS=(headers respond body_rewrite props image callout ticker queue metrics s
 WASIP1_FILTERS=(headers)
 
 BUILD_WASIP1=1
+BUILD_COMPONENTS=1
 for arg in "$@"; do
     case "$arg" in
         --wasip1) BUILD_WASIP1=1 ;;
         --no-wasip1) BUILD_WASIP1=0 ;;
+        --no-components) BUILD_COMPONENTS=0 ;;
         -h|--help) sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "build.sh: unknown argument: $arg (try --help)" >&2; exit 2 ;;
     esac
@@ -52,7 +60,7 @@ find_wasm_ld() {
     return 1
 }
 
-# build_target <triple> <crate>...
+# build_target <triple> <crate>...   (MANIFEST: which workspace)
 build_target() {
     local target="$1"; shift
     local pkgs=() p
@@ -120,6 +128,28 @@ copy_out wasm32-unknown-unknown "$OUT_DIR" "${FILTERS[@]}"
 if ((BUILD_WASIP1)); then
     build_target wasm32-wasip1 "${WASIP1_FILTERS[@]}"
     copy_out wasm32-wasip1 "$OUT_DIR/wasip1" "${WASIP1_FILTERS[@]}"
+fi
+
+if ((BUILD_COMPONENTS)); then
+    COMP_DIR="$FILTERS_DIR/components"
+    COMPONENTS=(hello add_header deny transform hostile)
+    # The standard WIT (wasi:http@0.3.0 and what it uses) comes from the pinned `wasip3`
+    # crate the guests' bindings are generated from; it is copied, never committed.
+    (cd "$COMP_DIR" && RUSTC=/usr/bin/rustc /usr/bin/cargo fetch --locked >/dev/null)
+    wasip3_dir="$(cd "$COMP_DIR" && RUSTC=/usr/bin/rustc /usr/bin/cargo metadata --locked --format-version 1 \
+        | python3 -c 'import json,sys,os; m=json.load(sys.stdin); print(next(os.path.dirname(p["manifest_path"]) for p in m["packages"] if p["name"]=="wasip3"))')"
+    mkdir -p "$COMP_DIR/wit/deps"
+    cp -f "$wasip3_dir"/wit/deps/*.wit "$COMP_DIR/wit/deps/"
+    # The componentizer runs on the build machine: the workspace's own release build.
+    (cd "$FILTERS_DIR/.." && CARGO_TARGET_DIR="$FILTERS_DIR/../target" cargo build --release --locked -p sluice-componentize)
+    MANIFEST="$COMP_DIR/Cargo.toml" CARGO_TARGET_DIR="$COMP_DIR/target" \
+        build_target wasm32-unknown-unknown "${COMPONENTS[@]}"
+    mkdir -p "$OUT_DIR/components"
+    for c in "${COMPONENTS[@]}"; do
+        "$FILTERS_DIR/../target/release/componentize" \
+            "$COMP_DIR/target/wasm32-unknown-unknown/release/$c.wasm" "$OUT_DIR/components/$c.wasm"
+        OUTPUTS+=("$OUT_DIR/components/$c.wasm")
+    done
 fi
 
 echo "==> built in $((SECONDS - start))s:"

@@ -134,7 +134,7 @@ impl Engine {
 
     /// The on-disk cache directory: `SLUICE_CACHE_DIR`, else `$HOME/.cache/sluice`;
     /// `SLUICE_CACHE_DIR=off` disables it. Used only when [`disk_cache`] trusts it.
-    fn cache_dir() -> Option<PathBuf> {
+    pub(crate) fn cache_dir() -> Option<PathBuf> {
         match std::env::var_os("SLUICE_CACHE_DIR") {
             Some(d) if d == "off" => None,
             Some(d) => Some(PathBuf::from(d)),

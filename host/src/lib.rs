@@ -47,6 +47,7 @@
 pub mod abi;
 pub mod callout;
 pub mod collections;
+pub mod component;
 pub mod disk_cache;
 pub mod engine;
 mod error;

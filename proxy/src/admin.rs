@@ -114,7 +114,9 @@ impl Admin {
                 "host": r.def.host,
                 "path_prefix": r.def.path_prefix,
                 "filters": r.filters.iter().map(|f| f.plugin.info.name.clone()).collect::<Vec<_>>(),
-                "pool": snap.pools[r.pool].def.name,
+                "pool": r.pool.map(|p| snap.pools[p].def.name.clone()),
+                "components": r.def.components.iter().map(|c| snap.policy.components[*c].name.clone()).collect::<Vec<_>>(),
+                "function": r.def.function.map(|f| snap.policy.components[f].name.clone()),
             })).collect::<Vec<_>>(),
             "filters": snap.filters.iter().map(|f| serde_json::json!({
                 "name": f.plugin.info.name,

@@ -39,6 +39,7 @@ pub mod admin;
 pub mod bundle;
 pub mod callouts;
 pub mod chain;
+pub mod component;
 pub mod ctl;
 pub mod fleet;
 pub mod forward;

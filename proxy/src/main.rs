@@ -279,8 +279,12 @@ fn check(policy: &std::path::Path) -> ExitCode {
     let started = std::time::Instant::now();
     match build(policy) {
         Ok(snap) => {
+            let components = match snap.policy.components.len() {
+                0 => String::new(),
+                n => format!(", {n} components"),
+            };
             println!(
-                "{}: ok ({} routes, {} filters, {} pools) in {}",
+                "{}: ok ({} routes, {} filters{components}, {} pools) in {}",
                 policy.display(),
                 snap.routes.len(),
                 snap.filters.len(),

@@ -9,6 +9,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+mod components;
 pub mod connections;
 mod errors;
 pub mod files;
@@ -22,6 +23,7 @@ mod routes;
 mod server;
 mod tls;
 
+pub use components::ComponentDef;
 pub use connections::{ConnectionLimits, Timeouts};
 pub use errors::{Diagnostic, PolicyErrors};
 pub use files::FileGrant;
@@ -81,6 +83,8 @@ pub struct Policy {
     pub headers: crate::header_guard::HeaderRules,
     /// Filters by definition order.
     pub filters: Vec<FilterDef>,
+    /// Component filters (`kind = "component"`) by definition order.
+    pub components: Vec<ComponentDef>,
     /// Pools.
     pub pools: Vec<PoolDef>,
     /// Routes, matched in order.
@@ -168,12 +172,19 @@ impl Policy {
         }
         let tls = raw.tls.as_ref().map(|t| tls::parse_tls(&mut l, base, t));
 
-        let filters = filters::parse_filters(&mut l, base, &raw.filters, &default_limits);
+        let (filters, components) = filters::parse_filters(
+            &mut l,
+            base,
+            &raw.filters,
+            &default_limits,
+            raw.server.component_model,
+        );
         let routes = routes::parse_routes(
             &mut l,
             &raw.routes,
             &raw.paths,
             &filters,
+            &components,
             &pools,
             tls.is_some(),
         );
@@ -230,6 +241,7 @@ impl Policy {
             max_body_bytes: raw.limits.max_body_bytes.unwrap_or(1 << 20),
             headers,
             filters,
+            components,
             pools,
             routes,
             images,

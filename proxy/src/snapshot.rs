@@ -51,8 +51,11 @@ pub struct Route {
     pub def: crate::policy::RouteDef,
     /// Filters in chain order (shared with each request's chain).
     pub filters: Arc<[Arc<Filter>]>,
-    /// Index into [`Snapshot::pools`].
-    pub pool: usize,
+    /// Index into [`Snapshot::pools`]; `None` when the route ends in an edge function.
+    pub pool: Option<usize>,
+    /// The route's component middleware and edge function, if any (run after the
+    /// Proxy-Wasm request phases, see [`crate::component`]).
+    pub components: Option<Arc<crate::component::RouteComponents>>,
     /// The route's metadata, shared with each request's properties.
     pub metadata: Arc<[(String, String, String)]>,
     /// The route's name and its pool's, shared with each request's properties.
@@ -83,6 +86,8 @@ pub struct Compiled {
     pub callouts: Arc<dyn Callouts>,
     /// Each policy filter's module, by policy order.
     modules: Vec<Arc<CompiledModule>>,
+    /// Each component filter's compiled component, by policy order.
+    components: Vec<Arc<crate::host::component::CompiledComponent>>,
 }
 
 /// An immutable, validated, compiled policy with its filters' VMs.
@@ -251,10 +256,28 @@ impl Compiled {
             };
             by_filter.push(module);
         }
+        let mut components = Vec::new();
+        if !policy.components.is_empty() {
+            let engine = crate::host::component::ComponentEngine::global()
+                .map_err(|e| PolicyErrors(vec![diag(None, e.to_string())]))?;
+            for c in &policy.components {
+                let compiled = std::fs::read(&c.module)
+                    .map_err(|e| format!("cannot read component {}: {e}", c.module.display()))
+                    .and_then(|bytes| engine.compile(&bytes).map_err(|e| e.to_string()));
+                match compiled {
+                    Ok(m) => {
+                        content.update(m.hash.as_bytes());
+                        components.push(m);
+                    }
+                    Err(e) => errors.push(diag(Some(c.line), format!("filter {:?}: {e}", c.name))),
+                }
+            }
+        }
         if !errors.is_empty() {
             return Err(PolicyErrors(errors));
         }
         Ok(Compiled {
+            components,
             generation,
             hash: hex::encode(content.finalize()),
             policy,
@@ -334,21 +357,41 @@ impl Compiled {
         if !errors.is_empty() {
             return Err(PolicyErrors(errors));
         }
-        let routes = policy
-            .routes
-            .iter()
-            .map(|r| Route {
+        let client = crate::component::client(pools);
+        let mut routes = Vec::new();
+        for r in &policy.routes {
+            let components = match crate::component::build(
+                r,
+                &policy.components,
+                &self.components,
+                pools,
+                &client,
+            ) {
+                Ok(c) => c.map(Arc::new),
+                Err((line, e)) => {
+                    errors.push(diag(Some(line), e));
+                    continue;
+                }
+            };
+            // What ends the route: its pool, or its edge function.
+            let end = match (r.pool, r.function) {
+                (Some(p), _) => pools[p].def.name.as_str(),
+                (None, Some(f)) => policy.components[f].name.as_str(),
+                (None, None) => "",
+            };
+            routes.push(Route {
                 def: r.clone(),
                 filters: r.filters.iter().map(|i| filters[*i].clone()).collect(),
                 pool: r.pool,
+                components,
                 metadata: r.metadata.clone().into(),
-                names: (
-                    Arc::from(r.name.as_str()),
-                    Arc::from(pools[r.pool].def.name.as_str()),
-                ),
-                metrics: RouteMetrics::new(&r.name, &pools[r.pool].def.name),
-            })
-            .collect();
+                names: (Arc::from(r.name.as_str()), Arc::from(end)),
+                metrics: RouteMetrics::new(&r.name, end),
+            });
+        }
+        if !errors.is_empty() {
+            return Err(PolicyErrors(errors));
+        }
         LIVE_SNAPSHOTS.fetch_add(1, Ordering::Relaxed);
         Ok(Snapshot {
             generation,

@@ -251,11 +251,18 @@ impl Control {
     /// files it names (metadata only: they can be large and are read on every poll).
     fn fingerprint(&self) -> Fingerprint {
         let mut files = vec![(self.path(), true)];
-        files.extend(self.live.load().policy.filters.iter().flat_map(|f| {
+        let live = self.live.load();
+        files.extend(live.policy.filters.iter().flat_map(|f| {
             std::iter::once(f.module.clone())
                 .chain(f.files.iter().map(|x| x.path.clone()))
                 .map(|p| (p, false))
         }));
+        files.extend(
+            live.policy
+                .components
+                .iter()
+                .map(|c| (c.module.clone(), false)),
+        );
         files
             .into_iter()
             .map(|(f, hash)| {

@@ -114,11 +114,16 @@ pub fn pack(input: &Path) -> anyhow::Result<Packed> {
 
     if let Some(toml::Value::Table(filters)) = table.get_mut("filters") {
         for (name, f) in filters.iter_mut() {
-            let def = policy
-                .filters
-                .iter()
-                .find(|d| &d.name == name)
-                .ok_or_else(|| anyhow!("filter {name:?} not in the validated policy"))?;
+            // A Proxy-Wasm filter (module and files) or a component (module only).
+            let (module, grants) = match policy.filters.iter().find(|d| &d.name == name) {
+                Some(d) => (&d.module, Some(&d.files)),
+                None => policy
+                    .components
+                    .iter()
+                    .find(|c| &c.name == name)
+                    .map(|c| (&c.module, None))
+                    .ok_or_else(|| anyhow!("filter {name:?} not in the validated policy"))?,
+            };
             let f = f
                 .as_table_mut()
                 .ok_or_else(|| anyhow!("filter {name:?} is not a table"))?;
@@ -130,14 +135,14 @@ pub fn pack(input: &Path) -> anyhow::Result<Packed> {
             // A module named by digest in a registry stays there: nodes fetch it.
             if !super::BundleRef::is_bundle(&written) {
                 let title = bundle_path(&written);
-                let data = std::fs::read(&def.module)
-                    .with_context(|| format!("filter {name:?}: {}", def.module.display()))?;
+                let data = std::fs::read(module)
+                    .with_context(|| format!("filter {name:?}: {}", module.display()))?;
                 add(title.clone(), WASM_MEDIA_TYPE, data)?;
                 f.insert("module".into(), toml::Value::String(title));
             }
-            if f.contains_key("files") {
+            if let (true, Some(grants)) = (f.contains_key("files"), grants) {
                 let mut entries = Vec::new();
-                for grant in def.files.iter() {
+                for grant in grants.iter() {
                     let title = bundle_path(&grant.name);
                     add(title.clone(), FILE_MEDIA_TYPE, grant.data.to_vec())?;
                     entries.push(if title == grant.name {

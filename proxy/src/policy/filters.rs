@@ -83,8 +83,10 @@ pub(super) fn parse_filters(
     base: &Path,
     raw: &BTreeMap<String, RawFilter>,
     default_limits: &FilterLimits,
-) -> Vec<FilterDef> {
+    component_model: bool,
+) -> (Vec<FilterDef>, Vec<super::ComponentDef>) {
     let mut filters = Vec::new();
+    let mut components = Vec::new();
     for (name, f) in raw {
         let line = l.line_of(f.module.span().start);
         let module = if crate::bundle::BundleRef::is_bundle(f.module.get_ref()) {
@@ -119,6 +121,18 @@ pub(super) fn parse_filters(
                 OnFailure::Open
             }
         };
+        if super::components::is_component(l, name, f) {
+            components.push(super::components::parse_component(
+                l,
+                name,
+                f,
+                module,
+                on_failure,
+                default_limits,
+                component_model,
+            ));
+            continue;
+        }
         let request_body = match f.request_body.as_ref().map(|s| s.get_ref().as_str()) {
             None | Some("buffer") => RequestBodyMode::Buffer,
             Some("stream") => RequestBodyMode::Stream,
@@ -168,7 +182,7 @@ pub(super) fn parse_filters(
             request_body,
         });
     }
-    filters
+    (filters, components)
 }
 
 /// Bytes handed to a filter for a config value: strings as they are, anything else

@@ -60,6 +60,9 @@ pub(super) struct RawServer {
     pub(super) trust_forwarded_from: Vec<Spanned<String>>,
     #[serde(default)]
     pub(super) trust_request_id: bool,
+    /// Experimental: allow `kind = "component"` filters (WASI 0.3 `wasi:http`).
+    #[serde(default)]
+    pub(super) component_model: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -151,6 +154,9 @@ pub(super) struct RawEjection {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawFilter {
     pub(super) module: Spanned<String>,
+    pub(super) kind: Option<Spanned<String>>,
+    pub(super) reuse_requests: Option<Spanned<usize>>,
+    pub(super) reuse_concurrency: Option<Spanned<usize>>,
     pub(super) config: Option<toml::Value>,
     pub(super) vm_config: Option<toml::Value>,
     pub(super) files: Option<Spanned<Vec<super::files::FileEntry>>>,
@@ -176,7 +182,8 @@ pub(super) struct RawRoute {
     pub(super) path_prefix: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) filters: Vec<Spanned<String>>,
-    pub(super) pool: Spanned<String>,
+    pub(super) pool: Option<Spanned<String>>,
+    pub(super) function: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) redirect_https: bool,
     #[serde(default)]

@@ -2,7 +2,7 @@
 
 use super::errors::Lines;
 use super::raw::RawRoute;
-use super::{FilterDef, PoolDef};
+use super::{ComponentDef, FilterDef, PoolDef};
 
 /// A route: a match and what serves it.
 #[derive(Debug, Clone)]
@@ -15,8 +15,15 @@ pub struct RouteDef {
     pub path_prefix: String,
     /// Indexes into [`Policy::filters`](super::Policy::filters), in chain order.
     pub filters: Vec<usize>,
-    /// Index into [`Policy::pools`](super::Policy::pools).
-    pub pool: usize,
+    /// Index into [`Policy::pools`](super::Policy::pools); `None` for a route that ends
+    /// in an edge function.
+    pub pool: Option<usize>,
+    /// Indexes into [`Policy::components`](super::Policy::components): the component
+    /// middleware, in chain order (they run after every Proxy-Wasm request phase).
+    pub components: Vec<usize>,
+    /// Index into [`Policy::components`](super::Policy::components): the edge function
+    /// that ends the route instead of a pool.
+    pub function: Option<usize>,
     /// Answer cleartext requests with a redirect to HTTPS.
     pub redirect_https: bool,
     /// `metadata`: namespace, key, value; filters read them as the Envoy attribute
@@ -31,6 +38,7 @@ pub(super) fn parse_routes(
     raw: &[RawRoute],
     paths: &crate::paths::PathsConfig,
     filters: &[FilterDef],
+    components: &[ComponentDef],
     pools: &[PoolDef],
     has_tls: bool,
 ) -> Vec<RouteDef> {
@@ -41,8 +49,17 @@ pub(super) fn parse_routes(
     for (i, r) in raw.iter().enumerate() {
         let name = r.name.clone().unwrap_or_else(|| format!("route{i}"));
         let mut chain = Vec::new();
+        let mut middleware = Vec::new();
         for f in &r.filters {
+            if let Some(idx) = components.iter().position(|d| d.name == *f.get_ref()) {
+                middleware.push(idx);
+                continue;
+            }
             match filters.iter().position(|d| d.name == *f.get_ref()) {
+                Some(_) if !middleware.is_empty() => l.err(
+                    Some(f.span()),
+                    format!("route {name:?}: Proxy-Wasm filter {:?} is listed after a component; components run after every Proxy-Wasm request phase, list them last", f.get_ref()),
+                ),
                 Some(idx) => chain.push(idx),
                 None => l.err(
                     Some(f.span()),
@@ -50,14 +67,41 @@ pub(super) fn parse_routes(
                 ),
             }
         }
-        let pool = match pools.iter().position(|p| p.name == *r.pool.get_ref()) {
-            Some(p) => p,
-            None => {
+        let function = r.function.as_ref().and_then(|f| {
+            let idx = components.iter().position(|d| d.name == *f.get_ref());
+            if idx.is_none() {
                 l.err(
-                    Some(r.pool.span()),
-                    format!("route {name:?} names unknown pool {:?}", r.pool.get_ref()),
+                    Some(f.span()),
+                    format!(
+                        "route {name:?}: function {:?} is not a component filter",
+                        f.get_ref()
+                    ),
                 );
-                0
+            }
+            idx
+        });
+        let pool = match (&r.pool, &r.function) {
+            (Some(p), None) => match pools.iter().position(|d| d.name == *p.get_ref()) {
+                Some(i) => Some(i),
+                None => {
+                    l.err(
+                        Some(p.span()),
+                        format!("route {name:?} names unknown pool {:?}", p.get_ref()),
+                    );
+                    None
+                }
+            },
+            (Some(p), Some(_)) => {
+                l.err(
+                    Some(p.span()),
+                    format!("route {name:?} has both a pool and a function; it ends in one"),
+                );
+                None
+            }
+            (None, Some(_)) => None,
+            (None, None) => {
+                l.err(None, format!("route {name:?} needs a pool or a function"));
+                None
             }
         };
         let path_prefix = match &r.path_prefix {
@@ -85,7 +129,7 @@ pub(super) fn parse_routes(
         };
         if r.redirect_https && !has_tls {
             l.err(
-                Some(r.pool.span()),
+                r.pool.as_ref().or(r.function.as_ref()).map(|p| p.span()),
                 format!("route {name:?} has redirect_https but the policy has no [tls]"),
             );
         }
@@ -99,6 +143,8 @@ pub(super) fn parse_routes(
                 .map(|h| h.to_ascii_lowercase()),
             path_prefix,
             filters: chain,
+            components: middleware,
+            function,
             pool,
             metadata: r
                 .metadata

@@ -56,7 +56,9 @@ fn route_matching() {
         host: Some("*.example.com".into()),
         path_prefix: "/api".into(),
         filters: vec![],
-        pool: 0,
+        pool: Some(0),
+        components: Vec::new(),
+        function: None,
         redirect_https: false,
         metadata: vec![],
     };

@@ -327,7 +327,7 @@ impl Sluice {
         let route = &snap.routes[idx];
         tracing::debug!(from = %ctx.stream.info.route, to = %route.def.name, request_id = %ctx.stream.info.id, "a filter re-routed the request");
         ctx.route = Some(idx);
-        ctx.pool = Some(snap.pools[route.pool].clone());
+        ctx.pool = route.pool.map(|p| snap.pools[p].clone());
         ctx.stream.info.route = route.names.0.clone();
         ctx.stream.info.pool = route.names.1.clone();
         ctx.stream.info.route_metadata = route.metadata.clone();
@@ -514,8 +514,14 @@ impl Sluice {
         if route.def.redirect_https && !ctx.tls {
             return redirect_https(session, &snap, &host).await;
         }
-        ctx.pool = Some(snap.pools[route.pool].clone());
+        ctx.pool = route.pool.map(|p| snap.pools[p].clone());
         if route.filters.is_empty() {
+            if let Some(components) = route.components.clone() {
+                let status =
+                    crate::component::serve(session, &components.entry, None, ctx.tls).await?;
+                ctx.stream.info.response_code = Some(status);
+                return Ok(true);
+            }
             return Ok(false);
         }
         let req = session.req_header();
@@ -552,6 +558,19 @@ impl Sluice {
                 // A body the filters did not read is left unread: no reuse.
                 session.set_keepalive(None);
                 refuse_target(session, &refusal).await
+            }
+            // The Proxy-Wasm request phases let it pass: the component chain takes it.
+            (Ok(false), None) if snap.routes[route_idx].components.is_some() => {
+                let components = snap.routes[route_idx].components.clone();
+                let entry = components.as_ref().map(|c| c.entry.clone());
+                let held = match std::mem::take(&mut ctx.request_body) {
+                    RequestBody::Ready(b, _) => Some(b),
+                    _ => None,
+                };
+                let Some(entry) = entry else { return Ok(false) };
+                let status = crate::component::serve(session, &entry, held, ctx.tls).await?;
+                ctx.stream.info.response_code = Some(status);
+                Ok(true)
             }
             (r, _) => r,
         }

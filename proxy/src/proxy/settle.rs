@@ -68,7 +68,8 @@ pub(super) async fn settle(
 /// time the request would wait for its upstream), 60 s without a route.
 pub(super) fn pause_limit(ctx: &Ctx) -> Duration {
     ctx.route
-        .map(|r| &ctx.snapshot.pools[ctx.snapshot.routes[r].pool].def)
+        .and_then(|r| ctx.snapshot.routes[r].pool)
+        .map(|p| &ctx.snapshot.pools[p].def)
         .map_or(Duration::from_secs(60), |p| {
             Duration::from_millis(p.read_timeout_ms)
         })

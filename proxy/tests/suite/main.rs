@@ -48,6 +48,7 @@ mod abi_doc;
 mod bundle;
 mod chain;
 mod check;
+mod components;
 mod deploy;
 mod edge;
 mod envoy;

@@ -91,6 +91,11 @@ fn the_default_policy_shows_every_capability() {
     let r = c.get(url("/")).send().unwrap();
     assert_eq!(r.headers()["x-served-by"], "sluice");
 
+    // A WASI 0.3 component (edge function) answers /edge/ with no pool.
+    let r = c.get(url("/edge/hi")).send().unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().unwrap(), "hello from a component: GET /edge/hi\n");
+
     // Round robin over both origins (health-checked).
     let ids: std::collections::HashSet<String> = (0..6)
         .map(|_| {
