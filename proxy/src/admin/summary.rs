@@ -41,7 +41,9 @@ fn build(
                     "host": r.host,
                     "path_prefix": r.path_prefix,
                     "filters": r.filters.iter().map(|&i| filter_name(i)).collect::<Vec<_>>(),
-                    "pool": policy.pools[r.pool].name,
+                    "components": r.components.iter().map(|&i| policy.components[i].name.clone()).collect::<Vec<_>>(),
+                    "pool": r.pool.map(|p| policy.pools[p].name.clone()),
+                    "function": r.function.map(|f| policy.components[f].name.clone()),
                     "redirect_https": r.redirect_https,
                 }),
             )

@@ -101,10 +101,12 @@ pub fn render(st: &Value) -> String {
         .into_iter()
         .flatten()
         .map(|r| {
+            // Proxy-Wasm filters, then component middleware (their order on the request).
             let chain: Vec<String> = r["filters"]
                 .as_array()
                 .into_iter()
                 .flatten()
+                .chain(r["components"].as_array().into_iter().flatten())
                 .map(s)
                 .collect();
             vec![
@@ -114,7 +116,10 @@ pub fn render(st: &Value) -> String {
                     r["host"].as_str().unwrap_or("*"),
                     r["path_prefix"].as_str().unwrap_or("/")
                 ),
-                s(&r["pool"]),
+                match r["function"].as_str() {
+                    Some(f) => format!("fn {f}"),
+                    None => s(&r["pool"]),
+                },
                 if chain.is_empty() {
                     "(none)".into()
                 } else {

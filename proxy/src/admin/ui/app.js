@@ -82,7 +82,13 @@ function drawRoutes(s) {
         phases));
       chain.append(el("span", { class: "arrow" }, "→"));
     }
-    chain.append(el("span", { class: "arrow" }, "pool " + r.pool));
+    for (const name of r.components || []) {
+      chain.append(el("div", { class: "filter", "data-component": name },
+        el("div", { class: "name" }, name + " (component)")));
+      chain.append(el("span", { class: "arrow" }, "→"));
+    }
+    chain.append(el("span", { class: "arrow" },
+      r.function ? "function " + r.function : "pool " + r.pool));
     const where = (r.host || "*") + r.path_prefix;
     return el("div", { class: "route", "data-route": r.name },
       el("h3", {}, r.name + " ", el("code", {}, where)), chain);

@@ -18,3 +18,6 @@ document.getElementById("login").addEventListener("submit", async (e) => {
     document.body.dataset.state = "refused";
   }
 });
+
+// The form is live only now (a click before this would submit it as a plain GET).
+document.body.dataset.state = "login";
