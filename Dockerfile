@@ -20,29 +20,33 @@ ARG RUST_VERSION=1
 # ---------------------------------------------------------------------------------------
 FROM rust:${RUST_VERSION}-bookworm AS build
 
-# cmake: Pingora's build. The wasm targets come from rustup, so filters/build.sh takes
+# cmake: Pingora's build; python3: filters/build.sh reads `cargo metadata`. The wasm targets come from rustup, so filters/build.sh takes
 # its normal path (`cargo build --target ...`), not the Debian offline one.
 # hadolint ignore=DL3008
 RUN apt-get update \
- && apt-get install -y --no-install-recommends cmake \
+ && apt-get install -y --no-install-recommends cmake python3 \
  && rm -rf /var/lib/apt/lists/* \
  && rustup target add wasm32-unknown-unknown wasm32-wasip1
 
 WORKDIR /src
 
-# The guest filters first: their own workspace, rebuilt only when filters/ changes.
-COPY filters/ filters/
-RUN --mount=type=cache,target=/usr/local/cargo/registry \
-    --mount=type=cache,target=/src/filters/target \
-    filters/build.sh
-
-# The proxy and the demo origin. Every workspace member's manifest must be present,
-# so bench/ comes along (it is not built).
+# The workspace first: every member's manifest must be present (bench/ is not built), and
+# filters/build.sh runs tools/componentize, a member, to make the component guests.
 COPY Cargo.toml Cargo.lock ./
 COPY proxy/ proxy/
 COPY origin/ origin/
 COPY host/ host/
 COPY bench/ bench/
+COPY tools/ tools/
+
+# The guest filters: Proxy-Wasm modules (their own workspace) and components.
+COPY filters/ filters/
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/filters/target \
+    --mount=type=cache,target=/src/target \
+    filters/build.sh
+
+# The proxy and the demo origin.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked -p sluice -p sluice-origin \

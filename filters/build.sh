@@ -135,8 +135,14 @@ if ((BUILD_COMPONENTS)); then
     COMPONENTS=(hello add_header deny transform hostile)
     # The standard WIT (wasi:http@0.3.0 and what it uses) comes from the pinned `wasip3`
     # crate the guests' bindings are generated from; it is copied, never committed.
-    (cd "$COMP_DIR" && RUSTC=/usr/bin/rustc /usr/bin/cargo fetch --locked >/dev/null)
-    wasip3_dir="$(cd "$COMP_DIR" && RUSTC=/usr/bin/rustc /usr/bin/cargo metadata --locked --format-version 1 \
+    # (Debian's cargo where it is installed, as for the build; else the one on PATH)
+    if [[ -x /usr/bin/cargo && -x /usr/bin/rustc ]]; then
+        meta_cargo=(env RUSTC=/usr/bin/rustc /usr/bin/cargo)
+    else
+        meta_cargo=(cargo)
+    fi
+    (cd "$COMP_DIR" && "${meta_cargo[@]}" fetch --locked >/dev/null)
+    wasip3_dir="$(cd "$COMP_DIR" && "${meta_cargo[@]}" metadata --locked --format-version 1 \
         | python3 -c 'import json,sys,os; m=json.load(sys.stdin); print(next(os.path.dirname(p["manifest_path"]) for p in m["packages"] if p["name"]=="wasip3"))')"
     mkdir -p "$COMP_DIR/wit/deps"
     cp -f "$wasip3_dir"/wit/deps/*.wit "$COMP_DIR/wit/deps/"
