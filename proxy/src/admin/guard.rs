@@ -132,14 +132,33 @@ pub fn check_cross_origin(headers: &HeaderMap) -> Result<(), AdminRefusal> {
 /// The status page's session cookie (set by `POST /ui/login`).
 pub const SESSION_COOKIE: &str = "sluice_session";
 
-/// The session cookie's value for `token`: a hash of it, so that the browser never holds
-/// the token itself (and a cookie leaked from a browser does not open the token's other
-/// uses, e.g. `sluice ctl` or Prometheus).
+/// How long a status-page session lasts (then the page asks for the token again).
+pub const SESSION_TTL_SECS: u64 = 12 * 3600;
+
+/// The MAC of a session expiring at `expires` (Unix seconds), keyed by the token.
+fn session_mac(token: &str, expires: u64) -> [u8; 32] {
+    use hmac::{Hmac, Mac};
+    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(token.as_bytes())
+        .expect("HMAC takes keys of any length");
+    m.update(b"sluice-ui-session\0");
+    m.update(expires.to_string().as_bytes());
+    m.finalize().into_bytes().into()
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// A session cookie's value for `token`, valid for [`SESSION_TTL_SECS`]:
+/// `EXPIRES.MAC`, the MAC an HMAC-SHA256 keyed by the token. The browser never holds the
+/// token itself (a cookie leaked from a browser does not open the token's other uses,
+/// e.g. `sluice ctl` or Prometheus), a leaked cookie stops working when it expires, and
+/// changing the token ends every session.
 pub fn session_value(token: &str) -> String {
-    let mut h = Sha256::new();
-    h.update(b"sluice-ui-session\0");
-    h.update(token.as_bytes());
-    hex::encode(h.finalize())
+    let expires = unix_now() + SESSION_TTL_SECS;
+    format!("{expires}.{}", hex::encode(session_mac(token, expires)))
 }
 
 /// The session cookie a request carries, if any.
@@ -154,14 +173,24 @@ pub fn session_cookie(headers: &HeaderMap) -> Option<&str> {
         .map(|(_, value)| value.trim())
 }
 
-/// Whether a session cookie value is the one for `token` (constant time, as
-/// [`token_matches`]).
+/// Whether a session cookie value was made for `token` and has not expired (the MAC
+/// compared in constant time).
 pub fn session_matches(given: Option<&str>, token: &str) -> bool {
-    let Some(given) = given else { return false };
-    let given = Sha256::digest(given.as_bytes());
-    let want = Sha256::digest(session_value(token).as_bytes());
-    let equal: bool = given.as_slice().ct_eq(want.as_slice()).into();
-    equal && !token.is_empty()
+    session_valid_at(given, token, unix_now())
+}
+
+fn session_valid_at(given: Option<&str>, token: &str, now: u64) -> bool {
+    let Some((expires, mac)) = given.and_then(|g| g.split_once('.')) else {
+        return false;
+    };
+    let (Ok(expires), Ok(mac)) = (expires.parse::<u64>(), hex::decode(mac)) else {
+        return false;
+    };
+    if token.is_empty() || expires <= now || expires > now + SESSION_TTL_SECS {
+        return false;
+    }
+    let equal: bool = mac.as_slice().ct_eq(&session_mac(token, expires)).into();
+    equal
 }
 
 /// Compares a presented bearer token with the configured one in constant time: both
@@ -298,6 +327,16 @@ mod tests {
             "the token itself is no session"
         );
         assert!(!session_matches(session_cookie(&h), "other"));
+        // Sessions expire; a forged expiry breaks the MAC; garbage is refused.
+        let (exp, mac) = v.split_once('.').unwrap();
+        let exp: u64 = exp.parse().unwrap();
+        assert!(session_valid_at(Some(&v), "s3cret", exp - 1));
+        assert!(!session_valid_at(Some(&v), "s3cret", exp));
+        let later = format!("{}.{mac}", exp + 3600);
+        assert!(!session_matches(Some(&later), "s3cret"), "a moved expiry");
+        for junk in ["", ".", "1.zz", "x.00", "99999999999999999999.00"] {
+            assert!(!session_matches(Some(junk), "s3cret"), "{junk:?}");
+        }
         assert!(!session_matches(None, "s3cret"));
         assert_eq!(session_cookie(&headers(&[("cookie", "a=b")])), None);
     }

@@ -9,8 +9,9 @@
 //! is same-origin). A browser cannot send a bearer token on a page load, so with a token
 //! configured `/ui` answers a login form instead of a 401: `POST /ui/login` with the
 //! token (JSON, same-origin: the cross-origin checks apply) sets a session cookie
-//! (`HttpOnly`, `SameSite=Strict`) whose value is a hash of the token, which the admin
-//! API then takes in place of the bearer token. A strict `Content-Security-Policy`
+//! (`HttpOnly`, `SameSite=Strict`, 12 hours) whose value is its expiry and an
+//! HMAC-SHA256 of it keyed by the token, which the admin API then takes in place of the
+//! bearer token until it expires. A strict `Content-Security-Policy`
 //! allows only this origin's script and style, and `frame-ancestors 'none'` keeps the
 //! rollback button out of other sites' frames (clickjacking).
 
@@ -105,9 +106,10 @@ pub async fn login(session: &mut ServerSession, token: Option<&str>) -> Response
         return super::refuse(guard::AdminRefusal::Token);
     }
     let cookie = format!(
-        "{}={}; Path=/; HttpOnly; SameSite=Strict",
+        "{}={}; Path=/; Max-Age={}; HttpOnly; SameSite=Strict",
         guard::SESSION_COOKIE,
-        guard::session_value(token)
+        guard::session_value(token),
+        guard::SESSION_TTL_SECS
     );
     Response::builder()
         .status(StatusCode::NO_CONTENT)
