@@ -26,6 +26,9 @@ need+=(redis-server)
 # Operators' tools (proxy/tests/suite/ops/ui.rs): the status page is loaded, clicked and
 # photographed in a real headless Chromium, driven over the DevTools protocol.
 need+=(chromium)
+# Component guests (filters/build.sh): python3 reads `cargo metadata` to find the pinned
+# wasip3 crate's WIT files.
+need+=(python3)
 # Wasm: where rustup has no wasm32 std (offline machines), the filters build with
 # Debian's rustc and -Zbuild-std (see filters/build.sh).
 if ! (command -v rustup >/dev/null && rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown); then
