@@ -399,9 +399,9 @@ impl FleetStore {
             }
             FleetOp::Load { key: local } => {
                 let pending = collections().take_pending_for(local);
-                let r = self.merge(&mut conn, key, pending.as_ref()).await;
-                collections().absorb(local, r.as_ref().ok().cloned(), now_unix_ms());
-                r?;
+                // (a failure is absorbed by `run`, with the ones that never got here)
+                let r = self.merge(&mut conn, key, pending.as_ref()).await?;
+                collections().absorb(local, Some(r), now_unix_ms());
                 FleetReply::Done
             }
             FleetOp::Get { .. } => {
@@ -500,10 +500,7 @@ impl FleetStore {
                             store.merge(&mut conn, &key, Some(&p)).await
                         })
                         .await;
-                    match out {
-                        Ok(r) => collections().absorb(&p.key, Some(r), now_unix_ms()),
-                        Err(_) => collections().absorb(&p.key, None, now_unix_ms()),
-                    }
+                    collections().absorb(&p.key, out.ok(), now_unix_ms());
                 }
             });
             futures::future::join_all(batch).await;

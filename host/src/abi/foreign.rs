@@ -83,8 +83,12 @@ pub const FOREIGN_FUNCTIONS: &[(&str, ForeignFn)] = &[
 /// A collection record's key: the filter's `vm_id` (filters sharing one share their
 /// records, as they share shared data), then the filter's key.
 fn collection_key(st: &HostState, key: &[u8]) -> Vec<u8> {
-    scoped_key(st, b"col", key)
+    scoped_key(st, COLLECTION_KIND, key)
 }
+
+/// The kind of a collection record's key ([`scoped_key`]): `sluice.collection.*` and
+/// `sluice.fleet.load` must name a record alike.
+const COLLECTION_KIND: &[u8] = b"col";
 
 /// `KIND:LEN:VM_ID:KEY`: a key of the filter's `vm_id`, the same for every node running
 /// the policy, and no two (vm_id, key) pairs alike.
@@ -181,10 +185,11 @@ pub(super) fn register(reg: &mut Registry) -> Result<()> {
                     let mut op = op?;
                     // Each filter (`vm_id`) has its own keys: no filter reads or moves
                     // another's counters or records.
-                    match &mut op {
-                        FleetOp::Load { key } => *key = collection_key(c.data(), key),
-                        op => op.scope(|key| scoped_key(c.data(), b"f", key)),
-                    }
+                    let kind: &[u8] = match op {
+                        FleetOp::Load { .. } => COLLECTION_KIND,
+                        _ => b"f",
+                    };
+                    op.scope(|key| scoped_key(c.data(), kind, key));
                     let token = start_fleet(c.data_mut(), op)?;
                     return memory::copy_out(&mut c, &token.to_le_bytes(), ret_ptr, ret_len);
                 }
