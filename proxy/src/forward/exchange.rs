@@ -92,8 +92,10 @@ impl Forwarder {
     /// A connection to `peer`: HTTP/1 from this thread's pool or new, HTTP/2 from
     /// Pingora's shared connector. Whether it was reused.
     async fn connect(&self, peer: &HttpPeer, h2: bool) -> Result<(ClientSession, bool)> {
+        // A new connection's future (TCP, TLS) is large and rarely taken: boxed, so
+        // that every attempt's state stays small (~9 KiB less).
         if h2 {
-            return self.h2.get_http_session(peer).await;
+            return Box::pin(self.h2.get_http_session(peer)).await;
         }
         if let Some(stream) = pool::take(peer.reuse_hash(), idle_timeout(peer)) {
             return Ok((
@@ -101,7 +103,7 @@ impl Forwarder {
                 true,
             ));
         }
-        let stream = self.transport.new_stream(peer).await?;
+        let stream = Box::pin(self.transport.new_stream(peer)).await?;
         Ok((
             ClientSession::H1(ClientV1::new_with_options(stream, peer)),
             false,

@@ -99,7 +99,8 @@ impl Forwarder {
             return None;
         }
         if handoff::wanted(&downstream) {
-            return handoff::run(downstream, app, shutdown).await;
+            // Boxed: pingora-proxy's request future is large and upgrades are rare.
+            return Box::pin(handoff::run(downstream, app, shutdown)).await;
         }
         if *shutdown.borrow() {
             downstream.set_keepalive(None);

@@ -29,6 +29,7 @@ pub mod preface;
 pub mod rehome;
 pub mod target;
 
+use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -84,43 +85,50 @@ impl RequestSlot {
 }
 
 tokio::task_local! {
-    static REQUEST: Arc<RequestSlot>;
+    /// The slot of the HTTP/1 request the connection's task is serving, set per
+    /// request; scoped once per connection, so that no request's (large) future is
+    /// moved into a scope of its own.
+    static REQUEST: RefCell<Option<Arc<RequestSlot>>>;
+}
+
+/// Runs `f` on the slot of the request this task serves, if any.
+fn with_slot<R>(f: impl FnOnce(&RequestSlot) -> R) -> Option<R> {
+    REQUEST
+        .try_with(|cell| cell.borrow().as_deref().map(f))
+        .ok()
+        .flatten()
 }
 
 /// Called by the proxy once a request head is read: stops the head timer and takes a
 /// slot under `connections.max_h1_in_flight`. An error (503) when none is left.
 /// Outside an HTTP/1 connection of [`Admit`] (HTTP/2 streams) it does nothing.
 pub fn request_started() -> pingora::Result<()> {
-    REQUEST
-        .try_with(|slot| {
-            slot.head_read.store(true, Ordering::Release);
-            match slot.tracker.start_request(slot.max_in_flight) {
-                Ok(permit) => {
-                    let _ = slot.in_flight.set(permit);
-                    Ok(())
-                }
-                Err(r) => {
-                    r.count();
-                    Err(Error::create(
-                        ErrorType::HTTPStatus(503),
-                        ErrorSource::Internal,
-                        Some(REFUSED_REQUEST.into()),
-                        None,
-                    ))
-                }
+    with_slot(|slot| {
+        slot.head_read.store(true, Ordering::Release);
+        match slot.tracker.start_request(slot.max_in_flight) {
+            Ok(permit) => {
+                let _ = slot.in_flight.set(permit);
+                Ok(())
             }
-        })
-        .unwrap_or(Ok(()))
+            Err(r) => {
+                r.count();
+                Err(Error::create(
+                    ErrorType::HTTPStatus(503),
+                    ErrorSource::Internal,
+                    Some(REFUSED_REQUEST.into()),
+                    None,
+                ))
+            }
+        }
+    })
+    .unwrap_or(Ok(()))
 }
 
 /// The request target as the client sent it, when Sluice percent-encoded bytes of it
 /// for the HTTP/1 parser ([`target`]); `None` otherwise and outside an HTTP/1
 /// connection of [`Admit`].
 pub fn original_target() -> Option<Vec<u8>> {
-    REQUEST
-        .try_with(|slot| slot.original_target.get().cloned())
-        .ok()
-        .flatten()
+    with_slot(|slot| slot.original_target.get().cloned()).flatten()
 }
 
 /// Whether `e` is the refusal of [`request_started`] (expected under load: not an error
@@ -287,14 +295,18 @@ where
         } else {
             stream
         };
-        self.serve_h1(
-            stream,
-            timeouts,
-            limits.max_h1_in_flight,
-            head_deadline,
-            shutdown,
-        )
-        .await;
+        REQUEST
+            .scope(
+                RefCell::new(None),
+                self.serve_h1(
+                    stream,
+                    timeouts,
+                    limits.max_h1_in_flight,
+                    head_deadline,
+                    shutdown,
+                ),
+            )
+            .await;
         None
     }
 
@@ -380,22 +392,28 @@ where
                     .serve(session, shell, shutdown, &self.app)
                     .await
             };
-            let served = REQUEST.scope(slot.clone(), serve);
-            let head_timer = async {
-                tokio::time::sleep_until(head_deadline).await;
-                if slot.head_read.load(Ordering::Acquire) {
-                    std::future::pending::<()>().await;
-                }
-            };
-            let reused = tokio::select! {
-                biased;
-                r = served => r,
-                _ = head_timer => {
-                    timed_out("header");
-                    return;
+            REQUEST.with(|cell| *cell.borrow_mut() = Some(slot.clone()));
+            let reused = {
+                // Pinned where it is built: the request's future is large (kilobytes),
+                // and a `select!` over it by value would copy it on every request.
+                let mut served = std::pin::pin!(serve);
+                let head_timer = async {
+                    tokio::time::sleep_until(head_deadline).await;
+                    if slot.head_read.load(Ordering::Acquire) {
+                        std::future::pending::<()>().await;
+                    }
+                };
+                tokio::select! {
+                    biased;
+                    r = &mut served => r,
+                    _ = head_timer => {
+                        timed_out("header");
+                        return;
+                    }
                 }
             };
             // The request is over: its in-flight permit goes back now.
+            REQUEST.with(|cell| cell.borrow_mut().take());
             spare = RequestSlot::emptied(slot);
             let Some(reused) = reused else { return };
             let (next, persistent) = reused.consume();

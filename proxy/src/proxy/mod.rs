@@ -190,8 +190,14 @@ impl Sluice {
             // route's pool, transforms it and answers by itself.
             let spec = spec.clone();
             let peer = self.upstream_peer(session, ctx).await?;
-            crate::image::serve(session, &ctx.snapshot.policy.images, &spec, Box::new(peer))
-                .await?;
+            // Boxed: a large future on a rare path, kept out of every request's state.
+            Box::pin(crate::image::serve(
+                session,
+                &ctx.snapshot.policy.images,
+                &spec,
+                Box::new(peer),
+            ))
+            .await?;
             return Ok(true);
         }
         if !has_body {
@@ -517,8 +523,13 @@ impl Sluice {
         ctx.pool = route.pool.map(|p| snap.pools[p].clone());
         if route.filters.is_empty() {
             if let Some(components) = route.components.clone() {
-                let status =
-                    crate::component::serve(session, &components.entry, None, ctx.tls).await?;
+                let status = Box::pin(crate::component::serve(
+                    session,
+                    &components.entry,
+                    None,
+                    ctx.tls,
+                ))
+                .await?;
                 ctx.stream.info.response_code = Some(status);
                 return Ok(true);
             }
@@ -568,7 +579,8 @@ impl Sluice {
                     _ => None,
                 };
                 let Some(entry) = entry else { return Ok(false) };
-                let status = crate::component::serve(session, &entry, held, ctx.tls).await?;
+                let status =
+                    Box::pin(crate::component::serve(session, &entry, held, ctx.tls)).await?;
                 ctx.stream.info.response_code = Some(status);
                 Ok(true)
             }
