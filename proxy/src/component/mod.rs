@@ -11,6 +11,7 @@
 //! knows the policy, the pools and Pingora's session.
 
 mod chain;
+mod dial;
 mod pool;
 mod session;
 

@@ -456,3 +456,108 @@ fn an_edge_function_keeps_the_connection() {
         assert!(text.contains("hello from a component: GET /a"), "{text}");
     }
 }
+
+/// A peer that accepts connections and never answers.
+fn silent_peer() -> std::net::SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in l.incoming() {
+            held.push(conn);
+        }
+    });
+    addr
+}
+
+#[test]
+fn component_routes_reach_tls_and_h2_pools_within_their_timeouts() {
+    let origin = origin("cm-tls");
+    let pki = Pki::new();
+    // The pools' TLS peer: a Sluice terminating TLS for origin.test (h2 by ALPN) in
+    // front of the origin; its `props` filter tells the origin how the request came.
+    let dir = tempfile::tempdir().unwrap();
+    pki.leaf(dir.path(), "o", &["origin.test"]);
+    let (_front, tls) = sluice_ports(
+        dir,
+        1,
+        |t| {
+            format!(
+                "[tls]\nlisten = [\"{}\"]\n\
+                 [[tls.certificates]]\ncert = \"o.pem\"\nkey = \"o.key\"\n\
+                 [pools.o]\npeers = [\"{}\"]\n\
+                 [filters.props]\nmodule = {}\n\
+                 [[routes]]\nfilters = [\"props\"]\npool = \"o\"\n",
+                t[0],
+                origin.addr,
+                module("props.wasm")
+            )
+        },
+        &Opts::default(),
+    );
+    let tls = tls[0];
+    let ca = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(ca.path(), &pki.ca_pem).unwrap();
+    let ca = ca.path().display().to_string();
+    let silent = silent_peer();
+    let pool = |name: &str, peer: std::net::SocketAddr, extra: &str| {
+        format!("[pools.{name}]\npeers = [\"{peer}\"]\n{extra}")
+    };
+    let tls_keys = format!("tls = true\nsni = \"origin.test\"\nca_file = \"{ca}\"\n");
+    let route = |host: &str, pool: &str| {
+        format!("[[routes]]\nhost = \"{host}\"\nfilters = [\"add\"]\npool = \"{pool}\"\n")
+    };
+    let policy = format!(
+        "{}{}{}{}{}{}{}{}{}{}{}",
+        pool("h1", tls, &tls_keys),
+        pool("h2", tls, &format!("{tls_keys}h2 = true\n")),
+        // The system roots do not know the test CA.
+        pool("untrusted", tls, "tls = true\nsni = \"origin.test\"\n"),
+        pool("silent", silent, "read_timeout_ms = 300\n"),
+        component_filter("add", "add_header", ""),
+        route("h1.test", "h1"),
+        route("h2.test", "h2"),
+        route("untrusted.test", "untrusted"),
+        route("silent.test", "silent"),
+        "",
+        "",
+    );
+    let s = sluice_with_server(&policy, ENABLE);
+    let get = |host: &str| {
+        client()
+            .get(s.url("/echo"))
+            .header("host", host)
+            .send()
+            .unwrap()
+    };
+    for (host, protocol) in [("h1.test", "HTTP/1.1"), ("h2.test", "HTTP/2")] {
+        for _ in 0..3 {
+            let r = get(host);
+            assert_eq!(r.status(), 200, "{host}");
+            assert_eq!(r.headers()["x-component-response"], "add-header");
+            let echo: serde_json::Value = r.json().unwrap();
+            assert_eq!(
+                echo_header(&echo, "x-prop-scheme").as_deref(),
+                Some("https"),
+                "{host}"
+            );
+            assert_eq!(
+                echo_header(&echo, "x-prop-protocol").as_deref(),
+                Some(protocol),
+                "{host}"
+            );
+            assert_eq!(
+                echo_header(&echo, "x-component").as_deref(),
+                Some("add-header")
+            );
+        }
+    }
+    // A certificate the pool cannot verify: refused, never sent the request.
+    let r = get("untrusted.test");
+    assert_eq!(r.status(), 502);
+    // A peer that never answers: the pool's read timeout, not the 30 s head timeout.
+    let t = Instant::now();
+    let r = get("silent.test");
+    assert_eq!(r.status(), 502);
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+}

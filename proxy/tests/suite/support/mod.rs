@@ -30,11 +30,13 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 mod exchange;
+mod pki;
 mod require;
 mod wait;
 mod wat;
 
 pub use exchange::*;
+pub use pki::*;
 pub use require::*;
 pub use wait::*;
 pub use wat::*;
