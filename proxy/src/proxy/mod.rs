@@ -1010,6 +1010,15 @@ impl Sluice {
                 can_reuse_downstream: false,
             };
         }
+        if ctx.stream.local_response.is_some() && session.response_written().is_some() {
+            // A reply from a response-body callback after the head left (the filter did
+            // not hold it): nothing can replace the response now; the stream is cut
+            // rather than the reply's text appended to the body already sent.
+            return FailToProxy {
+                error_code: 0,
+                can_reuse_downstream: false,
+            };
+        }
         if ctx.stream.local_response.is_some() {
             // A reply sent while the request body streamed: through the filters that
             // ran, as in the request-headers phase.

@@ -203,3 +203,41 @@ fn a_streamed_request_body_goes_through_the_proxy_wasm_body_phase() {
         );
     }
 }
+
+/// Bodies larger than a Proxy-Wasm filter may hold, both ways, on a component route: the
+/// filter's limit answers 413 for the request and cuts the response, none of the held
+/// body sent.
+#[test]
+fn bodies_past_the_filter_buffer_are_refused_on_a_component_route() {
+    let origin = origin("cmp-huge");
+    let policy = format!(
+        "[pools.o]\npeers = [\"{}\"]\n\
+         [filters.rw]\nmodule = {}\nrequest_body = \"stream\"\nconfig = {{ request = {{ from = \"secret\", to = \"public\" }}, response = {{ from = \"X\", to = \"Y\" }} }}\n\
+         {}[[routes]]\nfilters = [\"rw\", \"upper\"]\npool = \"o\"\n",
+        origin.addr,
+        module("body_rewrite.wasm"),
+        component_filter("upper", "transform"),
+    );
+    let s = sluice_with_server(&policy, ENABLE);
+    // 2 MiB streamed request body, held by the filter past its 1 MiB limit.
+    let r = client()
+        .post(s.url("/echo"))
+        .body(vec![b'a'; 2 << 20])
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    assert!(!r.headers().contains_key("x-origin-id"));
+    // A 3 MiB response the filter would hold whole: this filter lets the head go (it
+    // does not pause the headers), so past its limit the stream is cut, as on a pool
+    // route; nothing of the held body was sent.
+    let r = client().get(s.url("/bytes/3145728")).send().unwrap();
+    assert_eq!(r.headers()["x-transform"], "upper");
+    if let Ok(body) = r.bytes() {
+        panic!("the cut stream read as a whole body: {body:?}");
+    }
+    // A small one is rewritten after the component's transform.
+    let r = client().get(s.url("/bytes/8")).send().unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-transform"], "upper");
+    assert_eq!(&r.bytes().unwrap()[..], b"YYYYYYYY");
+}
