@@ -209,6 +209,17 @@ pub struct Limiter {
     pub memory_grew: bool,
 }
 
+impl Limiter {
+    /// `inner`'s limits, nothing refused or grown yet.
+    pub fn new(inner: StoreLimits) -> Limiter {
+        Limiter {
+            inner,
+            memory_hit: false,
+            memory_grew: false,
+        }
+    }
+}
+
 impl ResourceLimiter for Limiter {
     fn memory_growing(
         &mut self,
@@ -216,7 +227,14 @@ impl ResourceLimiter for Limiter {
         desired: usize,
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        let ok = self.inner.memory_growing(current, desired, maximum)?;
+        // A refusal, whether answered as `false` or (`trap_on_grow_failure`) as an error.
+        let ok = match self.inner.memory_growing(current, desired, maximum) {
+            Ok(ok) => ok,
+            Err(e) => {
+                self.memory_hit = true;
+                return Err(e);
+            }
+        };
         if ok {
             self.memory_grew = true;
         } else {

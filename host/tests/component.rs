@@ -53,6 +53,7 @@ const LIMITS: GuestLimits = GuestLimits {
     memory_bytes: 64 << 20,
     deadline_ms: 100,
     response_timeout: Duration::from_secs(5),
+    rebuild_budget: Duration::from_millis(2500),
 };
 
 fn request(path: &str) -> http::Request<WasiBody> {
@@ -70,6 +71,7 @@ async fn text(res: http::Response<WasiBody>) -> String {
 #[tokio::test(flavor = "current_thread")]
 async fn edge_function_answers() {
     let guest = Guest::new(
+        "test",
         &load("hello"),
         Role::Function,
         refuse(),
@@ -86,6 +88,7 @@ async fn edge_function_answers() {
 #[tokio::test(flavor = "current_thread")]
 async fn middleware_edits_both_ways() {
     let guest = Guest::new(
+        "test",
         &load("add_header"),
         Role::Middleware,
         origin(),
@@ -103,6 +106,7 @@ async fn middleware_edits_both_ways() {
 #[tokio::test(flavor = "current_thread")]
 async fn loop_hits_the_deadline_and_trap_fails() {
     let guest = Guest::new(
+        "test",
         &load("hostile"),
         Role::Middleware,
         origin(),
@@ -114,14 +118,52 @@ async fn loop_hits_the_deadline_and_trap_fails() {
     let started = std::time::Instant::now();
     assert!(matches!(
         guest.handle(request("/loop")).await,
-        Err(GuestError::Failed(_))
+        Err(GuestError::Crashed)
     ));
     assert!(started.elapsed() < Duration::from_secs(2));
     assert!(matches!(
         guest.handle(request("/trap")).await,
-        Err(GuestError::Failed(_))
+        Err(GuestError::Crashed)
     ));
     assert!(guest.handle(request("/ok")).await.is_ok());
+}
+
+/// Failures told through `FAILURE_HOOK`, by filter name and kind.
+static TOLD: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
+
+fn told(name: &str) -> Vec<String> {
+    TOLD.lock()
+        .unwrap()
+        .iter()
+        .filter(|(n, _)| n == name)
+        .map(|(_, k)| k.clone())
+        .collect()
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn failures_are_told_by_kind() {
+    let _ = sluice_host::FAILURE_HOOK.set(|name, kind| {
+        TOLD.lock().unwrap().push((name.into(), kind.into()));
+    });
+    let guest = Guest::new(
+        "kinds",
+        &load("hostile"),
+        Role::Middleware,
+        origin(),
+        refuse(),
+        LIMITS,
+        Reuse::default(),
+    )
+    .unwrap();
+    for path in ["/loop", "/trap", "/grow"] {
+        assert!(guest.handle(request(path)).await.is_err(), "{path}");
+    }
+    // The instance's end is told from its own task, just after the request learns of it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while told("kinds").len() < 3 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(told("kinds"), ["deadline", "trap", "memory"]);
 }
 
 #[test]
@@ -152,6 +194,7 @@ async fn instantiation_cost_fresh_and_reused() {
         ),
     ] {
         let guest = Guest::new(
+            "test",
             &component,
             Role::Middleware,
             origin(),

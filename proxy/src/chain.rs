@@ -228,8 +228,9 @@ impl Chain {
     /// (Envoy's `StopIteration`): the response head is not sent before the body flows on
     /// from the chain (a body callback of that filter answering `Continue`, or the end of
     /// the body), and a local response a body callback sends meanwhile replaces the whole
-    /// response. Sluice's request loop honours it (`forward::exchange`, HTTP/1 requests
-    /// and HTTP/2 streams); only WebSocket upgrades, on pingora-proxy, do not.
+    /// response. Sluice's request loop honours it (`forward::relay`, HTTP/1 requests and
+    /// HTTP/2 streams, pool and component routes); only WebSocket upgrades to a pool, on
+    /// pingora-proxy, do not.
     pub fn response_head_held(&self) -> bool {
         self.head_held
     }

@@ -12,6 +12,7 @@ use wasmtime_wasi_http::p3::bindings::http::types::ErrorCode;
 use wasmtime_wasi_http::WasiBody;
 
 use super::engine::{CompiledComponent, Role, MAX_MEMORY_BYTES};
+use super::failures::Failures;
 use super::state::Next;
 use super::worker::Factory;
 use crate::HostError;
@@ -28,6 +29,9 @@ pub struct GuestLimits {
     pub deadline_ms: u64,
     /// Time the guest has to produce response headers.
     pub response_timeout: Duration,
+    /// Time rebuilding instances after failures may take per window before the
+    /// crash-loop guard trips (the Proxy-Wasm `rebuild_budget_ms`).
+    pub rebuild_budget: Duration,
 }
 
 /// Instance reuse: `max_requests = 1` (the default) is a fresh instance per request.
@@ -62,9 +66,19 @@ pub struct Counters {
 /// Why a guest produced no response.
 #[derive(Debug, thiserror::Error)]
 pub enum GuestError {
-    /// The guest trapped, hit its CPU deadline or its memory cap, or panicked.
+    /// The instance trapped, hit its CPU deadline or its memory cap, or panicked; the
+    /// instance's end counts it, with its kind ([`super::FailureKind`]).
+    #[error("component instance failed")]
+    Crashed,
+    /// The guest failed otherwise.
     #[error("component failed: {0}")]
     Failed(String),
+    /// The guest's crash-loop guard is tripped: no instance was created.
+    #[error("component is crash-looping: no instance for {cooldown_s} s")]
+    CrashLoop {
+        /// Seconds left before instances are created again.
+        cooldown_s: u64,
+    },
     /// The guest produced no response in time.
     #[error("component produced no response in time")]
     Timeout,
@@ -80,14 +94,16 @@ pub enum GuestError {
 pub struct Guest {
     handler: ProxyHandler<Factory>,
     counters: Arc<Counters>,
+    failures: Arc<Failures>,
     /// The role it was prepared for.
     pub role: Role,
 }
 
 impl Guest {
-    /// Prepares `component` for `role`; requests it passes on go to `next` (middleware)
-    /// and its `client.send` calls go to `client`.
+    /// Prepares `component` for `role` as the filter `name`; requests it passes on go to
+    /// `next` (middleware) and its `client.send` calls go to `client`.
     pub fn new(
+        name: &str,
         component: &CompiledComponent,
         role: Role,
         next: Next,
@@ -97,6 +113,7 @@ impl Guest {
     ) -> Result<Guest, HostError> {
         let pre = component.prepare(role)?;
         let counters = Arc::new(Counters::default());
+        let failures = Arc::new(Failures::new(name, limits.rebuild_budget));
         let limits = GuestLimits {
             memory_bytes: limits.memory_bytes.min(MAX_MEMORY_BYTES),
             ..limits
@@ -114,18 +131,28 @@ impl Guest {
                 limits,
                 reuse,
                 counters: counters.clone(),
+                failures: failures.clone(),
             }),
             counters,
+            failures,
             role,
         })
     }
 
     /// Runs the guest's `handler.handle` on `request`. Must be called inside a tokio
     /// runtime: the instance runs on a task of its own until the response body is done.
+    /// While the guest's crash-loop guard is tripped, no instance is created:
+    /// [`GuestError::CrashLoop`] at once.
     pub async fn handle(
         &self,
         request: http::Request<WasiBody>,
     ) -> Result<http::Response<WasiBody>, GuestError> {
+        if let Err(t) = self.failures.admit() {
+            self.failures.refused();
+            return Err(GuestError::CrashLoop {
+                cooldown_s: t.remaining.as_secs().max(1),
+            });
+        }
         self.handler.handle((), request).await.map_err(classify)
     }
 
@@ -149,7 +176,7 @@ fn classify(e: wasmtime::Error) -> GuestError {
         return GuestError::Instantiate(format!("{:#}", i.error));
     }
     if e.downcast_ref::<TrapOrPanicError>().is_some() {
-        return GuestError::Failed("trap, deadline or memory cap".into());
+        return GuestError::Crashed;
     }
     match e.downcast::<ErrorCode>() {
         Ok(code) => GuestError::Code(code),

@@ -18,10 +18,14 @@
 //!    [`Guest::handle`] runs on a fresh instance by default; [`Reuse`] lets one instance
 //!    serve a bounded number of requests, a bounded number at a time ([`worker`]).
 //!
+//! A guest's failures are sorted and counted, and its crash-loop guarded, as a Proxy-Wasm
+//! plugin's ([`Failures`]).
+//!
 //! Knows nothing of Pingora or policies: the embedder builds [`Next`] for the pool.
 
 mod cache;
 mod engine;
+mod failures;
 mod guest;
 pub mod imports;
 mod state;
@@ -30,6 +34,7 @@ mod worker;
 pub use engine::{
     CompiledComponent, ComponentEngine, Role, COMPONENTS_COMPILED, COMPONENTS_FROM_DISK,
 };
+pub use failures::{FailureKind, Failures};
 pub use guest::{Counters, Guest, GuestError, GuestLimits, Reuse, INSTANCES_CREATED};
 pub use state::Next;
 

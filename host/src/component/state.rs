@@ -6,7 +6,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use wasmtime::component::ResourceTable;
-use wasmtime::StoreLimits;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::p3::bindings::http::types::ErrorCode;
 use wasmtime_wasi_http::{WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
@@ -84,7 +83,8 @@ pub(crate) struct GuestState {
     pub(crate) next: Outbound,
     /// `wasi:http/client`: the host's pools (never the network directly).
     pub(crate) client: Outbound,
-    pub(crate) limits: StoreLimits,
+    /// The memory cap, remembering a refused growth (a failure's kind).
+    pub(crate) limits: crate::state::Limiter,
 }
 
 impl WasiView for GuestState {

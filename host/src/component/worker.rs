@@ -18,8 +18,10 @@ use wasmtime_wasi_http::handler::{
 use wasmtime_wasi_http::p3::bindings::ServicePre;
 use wasmtime_wasi_http::WasiHttpCtx;
 
+use super::failures::{FailureKind, Failures};
 use super::guest::{Counters, GuestLimits, Reuse};
 use super::state::{GuestState, Next, Outbound};
+use crate::state::Limiter;
 
 /// How long a reused instance may sit idle before it is dropped.
 const IDLE: Duration = Duration::from_secs(10);
@@ -33,6 +35,7 @@ pub(super) struct Factory {
     pub(super) limits: GuestLimits,
     pub(super) reuse: Reuse,
     pub(super) counters: Arc<Counters>,
+    pub(super) failures: Arc<Failures>,
 }
 
 impl HandlerState for Factory {
@@ -52,13 +55,15 @@ impl HandlerState for Factory {
             client: Outbound {
                 next: self.client.clone(),
             },
-            limits: StoreLimitsBuilder::new()
-                .memory_size(self.limits.memory_bytes)
-                .instances(64)
-                .tables(16)
-                .memories(4)
-                .trap_on_grow_failure(true)
-                .build(),
+            limits: Limiter::new(
+                StoreLimitsBuilder::new()
+                    .memory_size(self.limits.memory_bytes)
+                    .instances(64)
+                    .tables(16)
+                    .memories(4)
+                    .trap_on_grow_failure(true)
+                    .build(),
+            ),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
@@ -76,9 +81,11 @@ impl HandlerState for Factory {
         let service = self.pre.instantiate_async(&mut store).await?;
         self.counters.instances.fetch_add(1, Ordering::Relaxed);
         super::guest::INSTANCES_CREATED.fetch_add(1, Ordering::Relaxed);
+        let took = started.elapsed();
         self.counters
             .instantiate_ns
-            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            .fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
+        self.failures.instantiated(took);
         Ok(Instance {
             store,
             proxy: Proxy::P3(service),
@@ -88,6 +95,7 @@ impl HandlerState for Factory {
                 reuse: self.reuse,
                 response_timeout: self.limits.response_timeout,
                 counters: self.counters.clone(),
+                failures: self.failures.clone(),
             },
         })
     }
@@ -104,6 +112,7 @@ pub(super) struct Bounds {
     reuse: Reuse,
     response_timeout: Duration,
     counters: Arc<Counters>,
+    failures: Arc<Failures>,
 }
 
 impl WorkerState for Bounds {
@@ -129,10 +138,11 @@ impl WorkerState for Bounds {
         Box::pin(tokio::time::sleep(self.response_timeout))
     }
 
-    fn drop(&self, _store: Store<GuestState>, result: wasmtime::Result<()>) {
+    fn drop(&self, store: Store<GuestState>, result: wasmtime::Result<()>) {
         if let Err(e) = result {
             self.counters.failures.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(error = %format!("{e:#}"), "component instance failed");
+            let kind = FailureKind::of(&e, store.data().limits.memory_hit);
+            self.failures.failed(kind, &e);
         }
     }
 }

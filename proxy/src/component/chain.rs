@@ -86,6 +86,7 @@ fn guest(
     client: &Next,
 ) -> Result<Arc<Guest>, (usize, String)> {
     Guest::new(
+        &def.name,
         compiled,
         role,
         next,
@@ -94,6 +95,7 @@ fn guest(
             memory_bytes: def.memory_bytes,
             deadline_ms: def.callback_ms,
             response_timeout: RESPONSE_TIMEOUT,
+            rebuild_budget: Duration::from_millis(def.rebuild_budget_ms),
         },
         Reuse {
             max_requests: def.reuse_requests,
@@ -129,17 +131,23 @@ fn wrap(guest: Arc<Guest>, def: &ComponentDef, after: Option<Next>) -> Next {
                 .filter_duration
                 .with_label_values(&[&*name, "component"])
                 .observe(started.elapsed().as_secs_f64());
+            // An instance that ended in a failure is counted by the host with its kind
+            // (`trap`, `deadline`, `memory`), a refusal of the crash-loop guard as
+            // `crash_loop`; the others here.
             let kind = match result {
                 Ok(res) => return Ok(res),
                 Err(GuestError::Code(code)) => return Err(code),
-                Err(GuestError::Timeout) => "deadline",
-                Err(GuestError::Failed(_)) | Err(GuestError::Instantiate(_)) => "trap",
+                Err(GuestError::Crashed) | Err(GuestError::CrashLoop { .. }) => None,
+                Err(GuestError::Timeout) => Some("deadline"),
+                Err(GuestError::Failed(_)) | Err(GuestError::Instantiate(_)) => Some("trap"),
             };
-            metrics()
-                .filter_failures
-                .with_label_values(&[&*name, kind])
-                .inc();
-            tracing::warn!(filter = %name, kind, "component failed");
+            if let Some(kind) = kind {
+                metrics()
+                    .filter_failures
+                    .with_label_values(&[&*name, kind])
+                    .inc();
+                tracing::warn!(filter = %name, kind, "component failed");
+            }
             match (on_failure, retry, after) {
                 (OnFailure::Closed(status), _, _) => Ok(status_response(status)),
                 (OnFailure::Open, Some(head), Some(after)) => after(head).await,

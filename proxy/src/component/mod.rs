@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! client -> Proxy-Wasm request phases -> component 1 -> ... -> component N -> pool | function
-//! client <- (access log, proxy_on_log) <- component 1 <- ... <- component N <-
+//! client <- Proxy-Wasm response phases <- component 1 <- ... <- component N <-
+//!           (then proxy_on_log, the access log)
 //! ```
 //!
 //! The host side (engine, instances, limits) is `sluice_host::component`; this module

@@ -1,6 +1,7 @@
-//! Pingora's session to and from `http` types for a component chain: the request head and
-//! body go in (the body streamed, or the one the Proxy-Wasm filters already hold), the
-//! response head and body come out, streamed to the client.
+//! A component route's exchange on Pingora's session: the request head and body go into
+//! the component chain (the body streamed through the Proxy-Wasm request-body phase, or
+//! the one the Proxy-Wasm filters already hold), and the chain's response comes back
+//! through the Proxy-Wasm response phases ([`crate::forward::relay`]), as a pool's does.
 
 use std::pin::pin;
 
@@ -11,7 +12,9 @@ use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 
 use super::chain::empty;
-use crate::host::component::{Next, WasiBody};
+use crate::forward::relay::{relay, Source};
+use crate::host::component::{ErrorCode, Next, WasiBody};
+use crate::proxy::{Ctx, Sluice};
 
 /// Request and response headers that belong to one hop, never handed on.
 const HOP: [http::HeaderName; 6] = [
@@ -23,14 +26,62 @@ const HOP: [http::HeaderName; 6] = [
     http::header::HeaderName::from_static("keep-alive"),
 ];
 
-/// Runs the request in `session` through `entry` and writes the response; `held`: the
-/// request body the Proxy-Wasm filters already read. Returns the status sent.
+/// Request body chunks in flight between the client and the chain.
+const BODY_QUEUE: usize = 4;
+
+/// A chunk of the request body on its way to the chain.
+type Chunk = Result<Frame<Bytes>, wasmtime_wasi_http::Error>;
+
+/// Runs the request in `session` through `entry` and sends the response through the
+/// route's Proxy-Wasm response phases to the client. `held`: the request body the
+/// Proxy-Wasm filters already read (else a body is streamed through their request-body
+/// phase). A chain that answers an error (no response) is a 502.
 pub async fn serve(
+    s: &Sluice,
     session: &mut Session,
+    ctx: &mut Ctx,
     entry: &Next,
     held: Option<Bytes>,
     tls: bool,
-) -> Result<u16> {
+) -> Result<()> {
+    let streaming = held.is_none() && !session.is_body_empty();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Chunk>(BODY_QUEUE);
+    let body: WasiBody = match held {
+        Some(b) => Full::new(b).map_err(|never| match never {}).boxed_unsync(),
+        None if streaming => StreamBody::new(futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        }))
+        .boxed_unsync(),
+        None => empty(),
+    };
+    let request = request(session, body, tls)?;
+    let response = feed(s, session, ctx, entry(request), streaming.then_some(tx)).await?;
+    let response = response.map_err(|code| {
+        tracing::warn!(error = ?code, "component chain answered an error");
+        Error::explain(
+            ErrorType::HTTPStatus(502),
+            format!("component chain: {code:?}"),
+        )
+    })?;
+    let (parts, mut body) = response.into_parts();
+    let mut head = ResponseHeader::build(parts.status.as_u16(), Some(parts.headers.len() + 1))?;
+    for (name, value) in parts.headers.iter() {
+        if !HOP.contains(name) {
+            head.append_header(name.clone(), value.clone())?;
+        }
+    }
+    relay(
+        s,
+        session,
+        ctx,
+        Box::new(head),
+        Source::Component(&mut body),
+    )
+    .await
+}
+
+/// The request of `session` as the chain takes it (absolute URI, no hop-by-hop headers).
+fn request(session: &Session, body: WasiBody, tls: bool) -> Result<http::Request<WasiBody>> {
     let req = session.req_header();
     let authority = req
         .headers
@@ -49,84 +100,57 @@ pub async fn serve(
             builder = builder.header(name, value);
         }
     }
-    let streaming = held.is_none() && !session.is_body_empty();
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, wasmtime_wasi_http::Error>>(4);
-    let body: WasiBody = match held {
-        Some(b) => Full::new(b).map_err(|never| match never {}).boxed_unsync(),
-        None if streaming => StreamBody::new(futures::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|item| (item, rx))
-        }))
-        .boxed_unsync(),
-        None => empty(),
-    };
-    let request = builder
+    builder
         .body(body)
-        .map_err(|e| Error::explain(ErrorType::HTTPStatus(400), format!("request: {e}")))?;
-    let mut response = pin!(entry(request));
-    let mut tx = streaming.then_some(tx);
-    // Feed the request body while the chain works; a chain that answers before reading
-    // all of it leaves the rest unread (and the connection is not reused).
-    let response = loop {
-        let Some(sender) = tx.as_ref() else {
-            break response.await;
+        .map_err(|e| Error::explain(ErrorType::HTTPStatus(400), format!("request: {e}")))
+}
+
+/// Drives the chain to its response head while the client's request body, chunk by
+/// chunk through the Proxy-Wasm request-body phase, goes to it through `tx`. A chain
+/// that answers before taking the whole body leaves the rest unread (and the client
+/// connection is not reused); a Proxy-Wasm filter that answers during the body ends
+/// the request with its answer (the chain is dropped).
+async fn feed(
+    s: &Sluice,
+    session: &mut Session,
+    ctx: &mut Ctx,
+    response: impl std::future::Future<Output = Result<http::Response<WasiBody>, ErrorCode>>,
+    mut tx: Option<tokio::sync::mpsc::Sender<Chunk>>,
+) -> Result<Result<http::Response<WasiBody>, ErrorCode>> {
+    let mut response = pin!(response);
+    loop {
+        let Some(sender) = tx.clone() else {
+            return Ok(response.await);
         };
-        tokio::select! {
+        let chunk = tokio::select! {
             r = &mut response => {
                 session.set_keepalive(None);
-                break r;
+                return Ok(r);
             }
-            chunk = session.read_request_body() => match chunk? {
-                Some(data) => {
-                    if sender.send(Ok(Frame::data(data))).await.is_err() {
-                        tx = None;
+            chunk = session.read_request_body() => chunk?,
+        };
+        let end = chunk.is_none() || session.is_body_done();
+        let mut body = chunk;
+        s.request_body_filter(session, &mut body, end, ctx).await?;
+        if let Some(data) = body.filter(|b| !b.is_empty()) {
+            // The chain may answer while the queue is full: keep driving it.
+            tokio::select! {
+                r = &mut response => {
+                    session.set_keepalive(None);
+                    return Ok(r);
+                }
+                sent = sender.send(Ok(Frame::data(data))) => {
+                    if sent.is_err() {
+                        // The chain dropped the body: the rest stays unread.
                         session.set_keepalive(None);
+                        tx = None;
+                        continue;
                     }
                 }
-                None => tx = None,
-            },
-        }
-    };
-    let response = match response {
-        Ok(r) => r,
-        Err(code) => {
-            tracing::warn!(error = ?code, "component chain answered an error");
-            let mut head = ResponseHeader::build(502, Some(2))?;
-            head.insert_header(http::header::CONTENT_LENGTH, "0")?;
-            session.write_response_header(Box::new(head), true).await?;
-            return Ok(502);
-        }
-    };
-    let (parts, mut body) = response.into_parts();
-    let status = parts.status.as_u16();
-    let mut head = ResponseHeader::build(status, Some(parts.headers.len() + 1))?;
-    for (name, value) in parts.headers.iter() {
-        if !HOP.contains(name) {
-            head.append_header(name.clone(), value.clone())?;
-        }
-    }
-    crate::proxy::frame_response(session.req_header(), &mut head)?;
-    let bodiless = session.req_header().method == http::Method::HEAD || matches!(status, 204 | 304);
-    session
-        .write_response_header(Box::new(head), bodiless)
-        .await?;
-    if bodiless {
-        return Ok(status);
-    }
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| {
-            Error::explain(
-                ErrorType::WriteError,
-                format!("component response body: {e}"),
-            )
-        })?;
-        if let Ok(data) = frame.into_data() {
-            if !data.is_empty() {
-                session.write_response_body(Some(data), false).await?;
             }
         }
+        if end {
+            tx = None;
+        }
     }
-    session
-        .write_response_body(Some(Bytes::new()), true)
-        .await?;
-    Ok(status)
 }

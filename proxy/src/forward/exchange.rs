@@ -1,15 +1,15 @@
 //! One attempt of a request on one peer: the peer, a connection, the request head and
-//! body through the hooks, the response head and body back through them.
+//! body through the hooks, the response head and body back through them ([`relay`]).
 
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 use pingora::protocols::http::client::HttpSession as ClientSession;
 use pingora::protocols::http::v1::client::HttpSession as ClientV1;
-use pingora::protocols::http::HttpTask;
 use pingora::protocols::ALPN;
 use pingora::upstreams::peer::Peer;
 use pingora::ErrorType;
 
+use super::relay::{self, down, up};
 use super::{pool, request, Forwarder};
 use crate::proxy::Ctx;
 
@@ -25,16 +25,6 @@ pub struct Attempt {
 fn idle_timeout(peer: &HttpPeer) -> std::time::Duration {
     peer.idle_timeout()
         .unwrap_or(std::time::Duration::from_secs(60))
-}
-
-fn up(mut e: Box<Error>) -> Box<Error> {
-    e.as_up();
-    e
-}
-
-fn down(mut e: Box<Error>) -> Box<Error> {
-    e.as_down();
-    e
 }
 
 impl Forwarder {
@@ -154,81 +144,8 @@ impl Forwarder {
         if has_body || h2 {
             client.finish_request_body().await.map_err(up)?;
         }
-        let mut resp = read_head(client).await?;
-        s.response_filter(session, &mut resp, ctx).await?;
-        resp.set_version(http::Version::HTTP_11);
-        let bodiless = session.req_header().method == http::Method::HEAD
-            || matches!(resp.status.as_u16(), 204 | 304);
-        if !bodiless {
-            crate::proxy::frame_response(session.req_header(), &mut resp)?;
-        }
-        // A filter that paused the response headers with a body to follow holds the head
-        // until the body flows on from the chain (or a local answer replaces it).
-        let mut held = None;
-        if !bodiless && ctx.response_head_held() {
-            ctx.defer_head(true);
-            held = Some(resp);
-        } else {
-            session
-                .write_response_header(resp, false)
-                .await
-                .map_err(down)?;
-        }
-        if bodiless {
-            let mut none = None;
-            s.response_body_filter(session, &mut none, true, ctx)?;
-            session
-                .write_response_body(None, true)
-                .await
-                .map_err(down)?;
-            return Ok(());
-        }
-        loop {
-            let chunk = if client.response_done() {
-                None
-            } else {
-                client.read_response_body().await.map_err(up)?
-            };
-            let end = chunk.is_none() || client.response_done();
-            let mut body = chunk;
-            s.response_body_filter(session, &mut body, end, ctx)?;
-            if let Some(late) = ctx.take_late_head() {
-                // Answered locally while the head was held: nothing of the upstream's
-                // response was sent; the connection is not reused (its body is unread).
-                session
-                    .write_response_header(late, false)
-                    .await
-                    .map_err(down)?;
-                session
-                    .write_response_body(body, true)
-                    .await
-                    .map_err(down)?;
-                return Ok(());
-            }
-            if end || body.as_ref().is_some_and(|b| !b.is_empty()) {
-                if let Some(head) = held.take() {
-                    ctx.defer_head(false);
-                    session
-                        .write_response_header(head, false)
-                        .await
-                        .map_err(down)?;
-                }
-            }
-            if end {
-                session
-                    .write_response_body(body, true)
-                    .await
-                    .map_err(down)?;
-                return Ok(());
-            }
-            if let Some(data) = body.filter(|b| !b.is_empty()) {
-                // A task write flushes: a streamed response reaches the client as it comes.
-                session
-                    .write_response_tasks(vec![HttpTask::Body(Some(data), false)])
-                    .await
-                    .map_err(down)?;
-            }
-        }
+        let resp = read_head(client).await?;
+        relay::relay(s, session, ctx, resp, relay::Source::Upstream(client)).await
     }
 
     /// The request body upstream: the one the chain already holds (read before the

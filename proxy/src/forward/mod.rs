@@ -10,7 +10,8 @@
 //! | read the head (the listener times it), 405 for `CONNECT`, `100 Continue` when asked | here |
 //! | upgrades go to pingora-proxy | [`handoff`] |
 //! | `early_request_filter`, `request_filter` (routing, the request phases) | here |
-//! | peer, connection (per-thread pool), request head, body, response, body | [`exchange`], [`pool`], [`request`] |
+//! | peer, connection (per-thread pool), request head, body | [`exchange`], [`pool`], [`request`] |
+//! | response head and body through the response phases (pool and component routes) | [`relay`] |
 //! | retries on another peer, `fail_to_proxy`, `logging`, keep-alive | here |
 //!
 //! Bodies go one way then the other: the request body (streamed through the chain, or
@@ -20,6 +21,7 @@
 pub mod exchange;
 pub mod handoff;
 pub mod pool;
+pub mod relay;
 pub mod request;
 
 use std::io::Cursor;

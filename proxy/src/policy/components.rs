@@ -28,6 +28,9 @@ pub struct ComponentDef {
     pub reuse_requests: usize,
     /// Requests one instance serves at a time.
     pub reuse_concurrency: usize,
+    /// Time rebuilding instances after failures may take within the crash-loop guard's
+    /// window, milliseconds.
+    pub rebuild_budget_ms: u64,
 }
 
 /// Whether a raw filter is a component (`kind = "component"`); any `kind` but
@@ -105,5 +108,10 @@ pub(super) fn parse_component(
         on_failure,
         reuse_requests,
         reuse_concurrency,
+        rebuild_budget_ms: super::limits::rebuild_budget(
+            l,
+            f.rebuild_budget_ms.as_ref(),
+            defaults.rebuild_budget_ms,
+        ),
     }
 }

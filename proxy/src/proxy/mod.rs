@@ -10,7 +10,10 @@
 //! | `response_body_filter`  | `proxy_on_response_body`                 | reverse |
 //! | `logging`               | `proxy_on_done`, `proxy_on_log`, `proxy_on_delete` | chain |
 //!
-//! A route with no filter skips all of it: no per-request state is built.
+//! A route with no filter skips all of it: no per-request state is built. A route with
+//! component filters runs its chain from `request_filter`, after the Proxy-Wasm request
+//! phases (`crate::component::serve`); its response goes through `response_filter` and
+//! `response_body_filter` as a pool's does (`crate::forward::relay`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -126,6 +129,12 @@ impl Ctx {
     /// callback while the head was deferred (its body is the body filter's output).
     pub fn take_late_head(&mut self) -> Option<Box<ResponseHeader>> {
         self.late_head.take()
+    }
+
+    /// Whether a filter's local answer replaces the response body (the rest of the
+    /// original body is not sent).
+    pub fn response_replaced(&self) -> bool {
+        self.replace_body.is_some()
     }
 
     /// Whether the chain holds the whole request body (read before the upstream was
@@ -523,14 +532,17 @@ impl Sluice {
         ctx.pool = route.pool.map(|p| snap.pools[p].clone());
         if route.filters.is_empty() {
             if let Some(components) = route.components.clone() {
-                let status = Box::pin(crate::component::serve(
+                let tls = ctx.tls;
+                // Boxed: a large future on a path most requests do not take.
+                Box::pin(crate::component::serve(
+                    self,
                     session,
+                    ctx,
                     &components.entry,
                     None,
-                    ctx.tls,
+                    tls,
                 ))
                 .await?;
-                ctx.stream.info.response_code = Some(status);
                 return Ok(true);
             }
             return Ok(false);
@@ -570,18 +582,20 @@ impl Sluice {
                 session.set_keepalive(None);
                 refuse_target(session, &refusal).await
             }
-            // The Proxy-Wasm request phases let it pass: the component chain takes it.
+            // The Proxy-Wasm request phases let it pass: the component chain takes it,
+            // and its response goes back through the Proxy-Wasm response phases.
             (Ok(false), None) if snap.routes[route_idx].components.is_some() => {
                 let components = snap.routes[route_idx].components.clone();
                 let entry = components.as_ref().map(|c| c.entry.clone());
-                let held = match std::mem::take(&mut ctx.request_body) {
-                    RequestBody::Ready(b, _) => Some(b),
+                // A streamed body stays `Streaming`: its chunks go through the
+                // request-body phase on their way to the chain.
+                let held = match &ctx.request_body {
+                    RequestBody::Ready(b, _) => Some(b.clone()),
                     _ => None,
                 };
                 let Some(entry) = entry else { return Ok(false) };
-                let status =
-                    Box::pin(crate::component::serve(session, &entry, held, ctx.tls)).await?;
-                ctx.stream.info.response_code = Some(status);
+                let tls = ctx.tls;
+                Box::pin(crate::component::serve(self, session, ctx, &entry, held, tls)).await?;
                 Ok(true)
             }
             (r, _) => r,
@@ -1006,6 +1020,15 @@ impl Sluice {
     ) -> FailToProxy {
         if ctx.stream.closed {
             // A filter reset the stream: close the connection without a response.
+            return FailToProxy {
+                error_code: 0,
+                can_reuse_downstream: false,
+            };
+        }
+        if ctx.stream.local_response.is_some() && session.response_written().is_some() {
+            // A reply from a response-body callback after the head left (the filter did
+            // not hold it): nothing can replace the response now; the stream is cut
+            // rather than the reply's text appended to the body already sent.
             return FailToProxy {
                 error_code: 0,
                 can_reuse_downstream: false,

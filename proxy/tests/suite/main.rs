@@ -49,6 +49,8 @@ mod bundle;
 mod chain;
 mod check;
 mod components;
+mod components_failures;
+mod components_phases;
 mod deploy;
 mod edge;
 mod envoy;
