@@ -50,6 +50,7 @@ mod chain;
 mod check;
 mod components;
 mod components_failures;
+mod components_edge;
 mod components_phases;
 mod deploy;
 mod edge;
