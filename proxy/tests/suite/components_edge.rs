@@ -162,7 +162,7 @@ fn an_edge_import_with_reuse_concurrency_above_one_is_a_policy_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
     assert!(
-        err.contains(&format!("{}:3:", path.display()))
+        err.contains(&format!("{}:5:", path.display()))
             && err.contains("sluice:edge/request-info@0.1.0")
             && err.contains("reuse_concurrency = 1"),
         "{err}"
