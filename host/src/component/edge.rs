@@ -101,9 +101,10 @@ pub(crate) fn add_to_linker(linker: &mut Linker<GuestState>) -> wasmtime::Result
         "request-id",
         |mut s: StoreContextMut<'_, GuestState>, (): ()| Ok((info(&mut s)?.request_id.clone(),)),
     )?;
-    i.func_wrap("protocol", |mut s: StoreContextMut<'_, GuestState>, (): ()| {
-        Ok((info(&mut s)?.protocol.clone(),))
-    })?;
+    i.func_wrap(
+        "protocol",
+        |mut s: StoreContextMut<'_, GuestState>, (): ()| Ok((info(&mut s)?.protocol.clone(),)),
+    )?;
     i.func_wrap(
         "generation",
         |mut s: StoreContextMut<'_, GuestState>, (): ()| Ok((info(&mut s)?.generation,)),

@@ -10,7 +10,8 @@ use http_body_util::{BodyExt, Full};
 
 use super::pool;
 use crate::host::component::{
-    CompiledComponent, EdgeInfo, ErrorCode, Guest, GuestError, GuestLimits, Next, Reuse, Role, WasiBody,
+    CompiledComponent, EdgeInfo, ErrorCode, Guest, GuestError, GuestLimits, Next, Reuse, Role,
+    WasiBody,
 };
 use crate::metrics::metrics;
 use crate::policy::{ComponentDef, OnFailure, RouteDef};

@@ -621,7 +621,10 @@ impl Sluice {
                 };
                 let Some(entry) = entry else { return Ok(false) };
                 let tls = ctx.tls;
-                Box::pin(crate::component::serve(self, session, ctx, &entry, held, tls)).await?;
+                Box::pin(crate::component::serve(
+                    self, session, ctx, &entry, held, tls,
+                ))
+                .await?;
                 Ok(true)
             }
             (r, _) => r,

@@ -65,7 +65,10 @@ fn edge_info_sees_the_request_it_serves_and_portable_components_run_beside_it() 
             // Fresh instances (the default).
             assert_eq!(header(&r, "x-edge-served").as_deref(), Some("1"));
             if host == "b.test" {
-                assert_eq!(header(&r, "x-component-response").as_deref(), Some("add-header"));
+                assert_eq!(
+                    header(&r, "x-component-response").as_deref(),
+                    Some("add-header")
+                );
             }
             assert!(r.text().unwrap().ends_with("stable: true\n"));
         }
@@ -107,7 +110,10 @@ fn a_reused_instance_gives_each_request_its_own_values() {
         let id = header(&r, "x-edge-request-id").unwrap();
         assert_ne!(id, "forged-by-the-client");
         assert_eq!(header(&r, "x-seen-request-id").as_deref(), Some(&*id));
-        assert!(ids.insert(id.clone()), "request {i} saw an earlier request's id {id}");
+        assert!(
+            ids.insert(id.clone()),
+            "request {i} saw an earlier request's id {id}"
+        );
         served.push(header(&r, "x-edge-served").unwrap().parse::<u64>().unwrap());
         // The facts read after the response left are still this request's.
         assert!(r.text().unwrap().ends_with("stable: true\n"));
@@ -170,7 +176,11 @@ fn an_edge_import_with_reuse_concurrency_above_one_is_a_policy_error() {
     // Serial reuse is accepted.
     let text = text.replace("reuse_concurrency = 2", "reuse_concurrency = 1");
     let (out, _path, _dir) = check(&text);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

@@ -6,11 +6,12 @@
 //! `x-seen-request-id`, the `x-request-id` header of the request it received, and
 //! `x-edge-served`, the requests this instance has served (1 on a fresh instance).
 //!
-//! It reads the facts twice, before and after yielding to the host (the body is written
-//! by a task of its own, after the response left): the body's last line, `stable: true`,
-//! says both reads agreed.
+//! It reads the facts twice: when called, and again once its request body ended (read by
+//! a task of its own, after the response left, while other requests may have started on
+//! the same instance): the body's last line, `stable: true`, says both reads agreed.
 
 use wasip3::http::types::{ErrorCode, Fields, Request, Response};
+use wasip3::wit_bindgen::StreamResult;
 use wasip3::{wit_future, wit_stream};
 
 wit_bindgen::generate!({
@@ -47,6 +48,8 @@ impl wasip3::exports::http::handler::Guest for EdgeInfo {
         let served = SERVED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         let before = facts();
         let seen = request.get_headers().get("x-request-id");
+        let (done_tx, done_rx) = wit_future::new(|| Ok(()));
+        let (mut body_in, _trailers_in) = Request::consume_body(request, done_rx);
         let mut text = String::new();
         let mut list: Vec<(String, Vec<u8>)> =
             vec![("content-type".to_string(), b"text/plain".to_vec())];
@@ -64,6 +67,16 @@ impl wasip3::exports::http::handler::Guest for EdgeInfo {
         let (response, _sent) = Response::new(headers, Some(body_rx), trailers_rx);
         wit_bindgen::spawn_local(async move {
             let _ = body_tx.write_all(text.into_bytes()).await;
+            // The request body to its end (discarded).
+            let mut buf = Vec::with_capacity(1024);
+            loop {
+                let (result, chunk) = body_in.read(buf).await;
+                match result {
+                    StreamResult::Complete(_) => buf = Vec::with_capacity(chunk.capacity()),
+                    StreamResult::Dropped | StreamResult::Cancelled => break,
+                }
+            }
+            drop(done_tx);
             // After the response left (another request may have started on this
             // instance): the facts are still this request's.
             let stable = facts() == before;
