@@ -29,8 +29,10 @@ use super::state::GuestState;
 /// The interface's name, as a component imports it.
 pub const REQUEST_INFO: &str = "sluice:edge/request-info@0.1.0";
 
-/// Most requests whose facts one instance keeps (task slots are reused, so this is
-/// only reached by a guest that keeps that many requests open at once).
+/// Most requests whose facts one instance keeps. Task slots are reused (an entry is
+/// overwritten by the next task in its slot), so only a guest that keeps this many
+/// requests open at once reaches it; the facts kept are then dropped, and an older
+/// request's calls trap rather than ever see another request's facts.
 const MAX_TRACKED: usize = 4096;
 
 /// What `sluice:edge/request-info` returns for one request. Attach it to the request
