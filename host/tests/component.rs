@@ -7,7 +7,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use sluice_host::component::{
-    ComponentEngine, ErrorCode, Guest, GuestError, GuestLimits, Next, Reuse, Role, WasiBody,
+    ComponentEngine, EdgeInfo, ErrorCode, Guest, GuestError, GuestLimits, Next, Reuse, Role,
+    WasiBody, REQUEST_INFO,
 };
 
 fn load(name: &str) -> Arc<sluice_host::component::CompiledComponent> {
@@ -233,4 +234,102 @@ async fn instantiation_cost_fresh_and_reused() {
             assert!(instances <= 1);
         }
     }
+}
+
+/// A request to `edge_info` carrying its `sluice:edge` facts.
+fn request_with_facts(route: &str, id: &str) -> http::Request<WasiBody> {
+    let mut req = request("/");
+    req.headers_mut()
+        .insert("x-request-id", id.parse().unwrap());
+    req.extensions_mut().insert(Arc::new(EdgeInfo {
+        route: route.into(),
+        client_address: Some("192.0.2.7".into()),
+        sni: Some(format!("{route}.test")),
+        request_id: id.into(),
+        protocol: "HTTP/2".into(),
+        generation: 7,
+    }));
+    req
+}
+
+fn header(res: &http::Response<WasiBody>, name: &str) -> String {
+    res.headers()[name].to_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn sluice_edge_facts_are_each_requests_own_on_a_shared_instance() {
+    // Concurrency 4 (the policy refuses it for a `sluice:edge` importer; the host
+    // itself keeps facts per task, which this checks): request A's response leaves, its
+    // guest task still writes the body when B starts on the same instance, then reads
+    // the facts again. Both reads must be A's.
+    let guest = Guest::new(
+        "edge",
+        &load("edge_info"),
+        Role::Function,
+        refuse(),
+        refuse(),
+        LIMITS,
+        Reuse {
+            max_requests: 100,
+            max_concurrent: 4,
+        },
+    )
+    .unwrap();
+    // A's request body stays open until B has started: A's guest task waits for its end
+    // before it reads the facts again.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<http_body::Frame<Bytes>, _>>(1);
+    let mut req_a = request_with_facts("a", "id-a");
+    *req_a.body_mut() =
+        http_body_util::StreamBody::new(futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        }))
+        .boxed_unsync();
+    let a = guest.handle(req_a).await.unwrap();
+    let b = guest.handle(request_with_facts("b", "id-b")).await.unwrap();
+    tx.send(Ok(http_body::Frame::data(Bytes::from_static(b"late"))))
+        .await
+        .unwrap();
+    drop(tx);
+    assert_eq!(guest.instances(), 1, "both requests on one instance");
+    assert_eq!(header(&a, "x-edge-served"), "1");
+    assert_eq!(header(&b, "x-edge-served"), "2");
+    for (res, route, id) in [(a, "a", "id-a"), (b, "b", "id-b")] {
+        assert_eq!(header(&res, "x-edge-route"), route);
+        assert_eq!(header(&res, "x-edge-request-id"), id);
+        assert_eq!(header(&res, "x-seen-request-id"), id);
+        assert_eq!(header(&res, "x-edge-sni"), format!("{route}.test"));
+        assert_eq!(header(&res, "x-edge-client"), "192.0.2.7");
+        assert_eq!(header(&res, "x-edge-protocol"), "HTTP/2");
+        assert_eq!(header(&res, "x-edge-generation"), "7");
+        let text = text(res).await;
+        assert!(text.ends_with("stable: true\n"), "{route}: {text}");
+    }
+    // A request without facts: the import traps (the guest fails), it never sees another
+    // request's facts.
+    let fresh = Guest::new(
+        "edge-bare",
+        &load("edge_info"),
+        Role::Function,
+        refuse(),
+        refuse(),
+        LIMITS,
+        Reuse::default(),
+    )
+    .unwrap();
+    assert!(matches!(
+        fresh.handle(request("/")).await,
+        Err(GuestError::Crashed)
+    ));
+}
+
+#[test]
+fn sluice_edge_is_optional_and_detected() {
+    // The portable guests import no `sluice:edge`; `edge_info` does, and links.
+    for name in ["hello", "add_header", "deny", "transform"] {
+        assert!(!load(name).imports_edge(), "{name}");
+    }
+    let info = load("edge_info");
+    assert!(info.imports_edge());
+    info.check(Role::Function).unwrap();
+    assert_eq!(REQUEST_INFO, "sluice:edge/request-info@0.1.0");
 }

@@ -167,11 +167,37 @@ impl ResolvesServerCert for SniResolver {
 
 /// Pingora listener settings: TLS 1.2 and 1.3 (rustls has nothing older), ALPN h2 and
 /// http/1.1 when `def.h2`, certificates from the live snapshot.
+/// The connection's SNI is kept in its TLS digest ([`ServerName`]).
 pub fn settings(def: &TlsDef, live: Arc<Live>) -> anyhow::Result<TlsSettings> {
-    let mut tls = TlsSettings::intermediate("", "")?;
+    let mut tls = TlsSettings::with_callbacks(Box::new(KeepServerName))?;
     tls.set_cert_resolver(Arc::new(SniResolver { live }));
     if def.h2 {
         tls.enable_h2();
     }
     Ok(tls)
+}
+
+/// The TLS server name (SNI) a client sent, kept in its connection's TLS digest
+/// (`SslDigest::extension`): read it with [`server_name`].
+#[derive(Debug)]
+pub struct ServerName(pub String);
+
+/// Keeps the SNI of each handshake ([`ServerName`]).
+struct KeepServerName;
+
+#[async_trait::async_trait]
+impl pingora::listeners::TlsAccept for KeepServerName {
+    async fn handshake_complete_callback(
+        &self,
+        tls: &pingora::protocols::tls::TlsRef,
+    ) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
+        let name = tls.server_name()?;
+        Some(Arc::new(ServerName(name.to_string())))
+    }
+}
+
+/// The SNI of the TLS connection `digest` describes: none in cleartext or without SNI.
+pub fn server_name(digest: Option<&pingora::protocols::Digest>) -> Option<&str> {
+    let tls = digest?.ssl_digest.as_ref()?;
+    tls.extension.get::<ServerName>().map(|n| n.0.as_str())
 }

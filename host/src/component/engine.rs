@@ -187,6 +187,18 @@ impl CompiledComponent {
     }
 }
 
+impl CompiledComponent {
+    /// Whether the component imports Sluice's own `sluice:edge` package (any interface
+    /// of it): such a component is not portable, and the policy runs it with
+    /// `reuse_concurrency = 1`.
+    pub fn imports_edge(&self) -> bool {
+        self.component
+            .component_type()
+            .imports(&self.engine.engine)
+            .any(|(name, _)| name.starts_with("sluice:edge/"))
+    }
+}
+
 impl std::fmt::Debug for CompiledComponent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CompiledComponent")

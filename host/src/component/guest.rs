@@ -11,6 +11,7 @@ use wasmtime_wasi_http::handler::{
 use wasmtime_wasi_http::p3::bindings::http::types::ErrorCode;
 use wasmtime_wasi_http::WasiBody;
 
+use super::edge::EdgeInfo;
 use super::engine::{CompiledComponent, Role, MAX_MEMORY_BYTES};
 use super::failures::Failures;
 use super::state::Next;
@@ -139,7 +140,8 @@ impl Guest {
         })
     }
 
-    /// Runs the guest's `handler.handle` on `request`. Must be called inside a tokio
+    /// Runs the guest's `handler.handle` on `request`; its `sluice:edge` facts are the
+    /// request's `Arc<EdgeInfo>` extension, if any. Must be called inside a tokio
     /// runtime: the instance runs on a task of its own until the response body is done.
     /// While the guest's crash-loop guard is tripped, no instance is created:
     /// [`GuestError::CrashLoop`] at once.
@@ -153,7 +155,8 @@ impl Guest {
                 cooldown_s: t.remaining.as_secs().max(1),
             });
         }
-        self.handler.handle((), request).await.map_err(classify)
+        let info = request.extensions().get::<Arc<EdgeInfo>>().cloned();
+        self.handler.handle(info, request).await.map_err(classify)
     }
 
     /// This guest's counters.
@@ -172,7 +175,7 @@ fn classify(e: wasmtime::Error) -> GuestError {
     if e.downcast_ref::<ExpirationError>().is_some() {
         return GuestError::Timeout;
     }
-    if let Some(i) = e.downcast_ref::<InstantiationError<()>>() {
+    if let Some(i) = e.downcast_ref::<InstantiationError<Option<Arc<EdgeInfo>>>>() {
         return GuestError::Instantiate(format!("{:#}", i.error));
     }
     if e.downcast_ref::<TrapOrPanicError>().is_some() {

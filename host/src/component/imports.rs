@@ -4,9 +4,11 @@
 //! Provided: `wasi:http/types`, `wasi:http/client` (sent to the host's pools, never to the
 //! network), `wasi:http/handler` (middleware only: the next handler of the chain),
 //! `wasi:cli` (stdio goes nowhere, no environment, no arguments), `wasi:clocks` and
-//! `wasi:random`. Not provided: `wasi:filesystem` and `wasi:sockets`.
+//! `wasi:random`, and Sluice's own `sluice:edge/request-info` ([`super::edge`]). Not
+//! provided: `wasi:filesystem` and `wasi:sockets`.
 
 use wasmtime::component::{Accessor, Linker, Resource};
+use wasmtime::AsContextMut;
 use wasmtime_wasi_http::p3::bindings::http::client::HostWithStore;
 use wasmtime_wasi_http::p3::bindings::http::types::{ErrorCode, Request, Response};
 use wasmtime_wasi_http::WasiHttp;
@@ -48,6 +50,9 @@ pub fn provided(name: &str, role: Role) -> bool {
     let Some((bare, version)) = name.split_once('@') else {
         return false;
     };
+    if name == super::edge::REQUEST_INFO {
+        return true;
+    }
     if version != "0.3.0" {
         return false;
     }
@@ -62,11 +67,19 @@ pub(crate) fn linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<Guest
     wasmtime_wasi::p3::clocks::add_to_linker(&mut linker)?;
     wasmtime_wasi::p3::random::add_to_linker(&mut linker)?;
     wasmtime_wasi_http::p3::add_to_linker(&mut linker)?;
+    super::edge::add_to_linker(&mut linker)?;
     let mut handler = linker.instance(HANDLER)?;
     handler.func_wrap_concurrent(
         "handle",
         |accessor: &Accessor<GuestState>, (request,): (Resource<Request>,)| {
+            // The request's `sluice:edge` facts go on with it: looked up by the calling
+            // task now (in the guest's call), handed over as `send` converts it.
+            let info = accessor.with(|mut access| {
+                let mut store = access.as_context_mut();
+                super::edge::current(&mut store)
+            });
             Box::pin(async move {
+                accessor.with(|mut access| access.get().next.passing = info);
                 let next = accessor.with_getter::<WasiHttp>(GuestState::next_view);
                 let sent: Result<Resource<Response>, ErrorCode> =
                     match <WasiHttp as HostWithStore<GuestState>>::send(&next, request).await {

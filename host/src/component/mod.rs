@@ -18,12 +18,16 @@
 //!    [`Guest::handle`] runs on a fresh instance by default; [`Reuse`] lets one instance
 //!    serve a bounded number of requests, a bounded number at a time ([`worker`]).
 //!
+//! A component may also import `sluice:edge/request-info` ([`edge`]: the route, client
+//! address, SNI, request id of the request it serves); one that does not stays portable.
+//!
 //! A guest's failures are sorted and counted, and its crash-loop guarded, as a Proxy-Wasm
 //! plugin's ([`Failures`]).
 //!
 //! Knows nothing of Pingora or policies: the embedder builds [`Next`] for the pool.
 
 mod cache;
+mod edge;
 mod engine;
 mod failures;
 mod guest;
@@ -31,6 +35,7 @@ pub mod imports;
 mod state;
 mod worker;
 
+pub use edge::{EdgeInfo, REQUEST_INFO};
 pub use engine::{
     CompiledComponent, ComponentEngine, Role, COMPONENTS_COMPILED, COMPONENTS_FROM_DISK,
 };

@@ -6,6 +6,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use wasmtime::component::ResourceTable;
+
+use super::edge::{EdgeInfo, Requests};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::p3::bindings::http::types::ErrorCode;
 use wasmtime_wasi_http::{WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
@@ -21,6 +23,10 @@ pub type Next = Arc<dyn Fn(http::Request<WasiBody>) -> NextFuture + Send + Sync>
 /// Sends what a guest hands to `handler.handle` (middleware) or `client.send` to a [`Next`].
 pub(crate) struct Outbound {
     pub(crate) next: Next,
+    /// The facts of the request a middleware is passing on, set by the `handler.handle`
+    /// import just before the request is converted and sent (no await in between): the
+    /// next guest gets them as an extension ([`super::edge`]).
+    pub(crate) passing: Option<Arc<EdgeInfo>>,
 }
 
 impl WasiHttpHooks for Outbound {
@@ -37,6 +43,10 @@ impl WasiHttpHooks for Outbound {
                 )>,
             > + Send,
     > {
+        let mut request = request;
+        if let Some(info) = self.passing.take() {
+            request.extensions_mut().insert(info);
+        }
         let fut = (self.next)(request);
         Box::new(async move {
             let response = fut.await.map_err(to_error)?;
@@ -83,6 +93,8 @@ pub(crate) struct GuestState {
     pub(crate) next: Outbound,
     /// `wasi:http/client`: the host's pools (never the network directly).
     pub(crate) client: Outbound,
+    /// The `sluice:edge` facts of the requests this instance serves, by task.
+    pub(crate) requests: Requests,
     /// The memory cap, remembering a refused growth (a failure's kind).
     pub(crate) limits: crate::state::Limiter,
 }

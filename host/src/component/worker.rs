@@ -18,6 +18,7 @@ use wasmtime_wasi_http::handler::{
 use wasmtime_wasi_http::p3::bindings::ServicePre;
 use wasmtime_wasi_http::WasiHttpCtx;
 
+use super::edge::{EdgeInfo, Requests};
 use super::failures::{FailureKind, Failures};
 use super::guest::{Counters, GuestLimits, Reuse};
 use super::state::{GuestState, Next, Outbound};
@@ -51,10 +52,13 @@ impl HandlerState for Factory {
             http: WasiHttpCtx::new(),
             next: Outbound {
                 next: self.next.clone(),
+                passing: None,
             },
             client: Outbound {
                 next: self.client.clone(),
+                passing: None,
             },
+            requests: Requests::default(),
             limits: Limiter::new(
                 StoreLimitsBuilder::new()
                     .memory_size(self.limits.memory_bytes)
@@ -117,7 +121,8 @@ pub(super) struct Bounds {
 
 impl WorkerState for Bounds {
     type StoreData = GuestState;
-    type RequestData = ();
+    /// The request's `sluice:edge` facts.
+    type RequestData = Option<Arc<EdgeInfo>>;
 
     fn should_accept_request(&self, concurrent: usize, total: usize) -> ShouldAccept {
         if total >= self.reuse.max_requests {
@@ -131,10 +136,11 @@ impl WorkerState for Bounds {
 
     fn on_request_start(
         &self,
-        _store: StoreContextMut<'_, GuestState>,
-        _data: (),
-        _task: GuestTaskId,
+        mut store: StoreContextMut<'_, GuestState>,
+        info: Option<Arc<EdgeInfo>>,
+        task: GuestTaskId,
     ) -> Pin<Box<dyn Future<Output = ()> + Send + Sync>> {
+        store.data_mut().requests.start(task, info);
         Box::pin(tokio::time::sleep(self.response_timeout))
     }
 

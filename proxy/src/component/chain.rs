@@ -10,7 +10,8 @@ use http_body_util::{BodyExt, Full};
 
 use super::pool;
 use crate::host::component::{
-    CompiledComponent, ErrorCode, Guest, GuestError, GuestLimits, Next, Reuse, Role, WasiBody,
+    CompiledComponent, EdgeInfo, ErrorCode, Guest, GuestError, GuestLimits, Next, Reuse, Role,
+    WasiBody,
 };
 use crate::metrics::metrics;
 use crate::policy::{ComponentDef, OnFailure, RouteDef};
@@ -85,6 +86,18 @@ fn guest(
     next: Next,
     client: &Next,
 ) -> Result<Arc<Guest>, (usize, String)> {
+    if def.reuse_concurrency > 1 && compiled.imports_edge() {
+        return Err((
+            def.line,
+            format!(
+                "filter {:?}: it imports {} (the request it serves), which needs \
+                 reuse_concurrency = 1 (got {}): fresh instances, or reuse one request at a time",
+                def.name,
+                crate::host::component::REQUEST_INFO,
+                def.reuse_concurrency
+            ),
+        ));
+    }
     Guest::new(
         &def.name,
         compiled,
@@ -170,6 +183,10 @@ fn head_of(req: &http::Request<WasiBody>) -> http::Request<WasiBody> {
     *out.uri_mut() = req.uri().clone();
     *out.version_mut() = req.version();
     *out.headers_mut() = req.headers().clone();
+    // The request's `sluice:edge` facts go on with the retry.
+    if let Some(info) = req.extensions().get::<Arc<EdgeInfo>>() {
+        out.extensions_mut().insert(info.clone());
+    }
     out
 }
 

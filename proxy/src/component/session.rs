@@ -35,7 +35,8 @@ type Chunk = Result<Frame<Bytes>, wasmtime_wasi_http::Error>;
 /// Runs the request in `session` through `entry` and sends the response through the
 /// route's Proxy-Wasm response phases to the client. `held`: the request body the
 /// Proxy-Wasm filters already read (else a body is streamed through their request-body
-/// phase). A chain that answers an error (no response) is a 502.
+/// phase). A chain that answers an error (no response) is a 502. The request carries its
+/// `sluice:edge` facts ([`Ctx::edge_info`]) to the guests.
 pub async fn serve(
     s: &Sluice,
     session: &mut Session,
@@ -54,7 +55,10 @@ pub async fn serve(
         .boxed_unsync(),
         None => empty(),
     };
-    let request = request(session, body, tls)?;
+    let mut request = request(session, body, tls)?;
+    request
+        .extensions_mut()
+        .insert(std::sync::Arc::new(ctx.edge_info(session)));
     let response = feed(s, session, ctx, entry(request), streaming.then_some(tx)).await?;
     let response = response.map_err(|code| {
         tracing::warn!(error = ?code, "component chain answered an error");

@@ -113,6 +113,32 @@ pub struct Ctx {
 }
 
 impl Ctx {
+    /// The `sluice:edge/request-info` facts of the request (route, client address, SNI,
+    /// request id, protocol, generation) for its component chain.
+    pub(crate) fn edge_info(&self, session: &Session) -> crate::host::component::EdgeInfo {
+        let route = self
+            .route
+            .and_then(|i| self.snapshot.routes.get(i))
+            .map(|r| r.names.0.to_string())
+            .unwrap_or_default();
+        crate::host::component::EdgeInfo {
+            route,
+            client_address: session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip().to_string()),
+            sni: crate::tls::server_name(session.digest()).map(str::to_string),
+            request_id: self.stream.info.id.clone(),
+            protocol: match session.req_header().version {
+                http::Version::HTTP_10 => "HTTP/1.0",
+                http::Version::HTTP_2 => "HTTP/2",
+                _ => "HTTP/1.1",
+            }
+            .to_string(),
+            generation: self.snapshot.generation,
+        }
+    }
+
     /// Whether a filter holds the response head until the body phase lets data through
     /// ([`Chain::response_head_held`]); the request loop then defers writing it
     /// ([`Ctx::defer_head`]).

@@ -49,6 +49,7 @@ mod bundle;
 mod chain;
 mod check;
 mod components;
+mod components_edge;
 mod components_failures;
 mod components_phases;
 mod deploy;

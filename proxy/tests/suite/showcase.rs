@@ -95,6 +95,11 @@ fn the_default_policy_shows_every_capability() {
     let r = c.get(url("/edge/hi")).send().unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().unwrap(), "hello from a component: GET /edge/hi\n");
+    // One importing `sluice:edge` sees the request it serves.
+    let r = c.get(url("/edge/info")).send().unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-edge-route"], "edge-info");
+    assert_eq!(r.headers()["x-edge-client"], "127.0.0.1");
 
     // Round robin over both origins (health-checked).
     let ids: std::collections::HashSet<String> = (0..6)
