@@ -22,7 +22,7 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::utils::tls::WrappedX509;
 
 use crate::metrics::metrics;
-use crate::policy::{Balance, Diagnostic, PoolDef};
+use crate::policy::{Balance, Diagnostic, HashKey, PoolDef};
 
 /// How many selection steps one pick may take (ketama walks its ring).
 const MAX_ITERATIONS: usize = 256;
@@ -200,6 +200,48 @@ fn health_runtime() -> &'static tokio::runtime::Handle {
 }
 
 impl UpstreamPool {
+    /// A request's consistent-hash key by the pool's `hash_key` source (`client`: the
+    /// client's address, asked for only by `source_ip`); empty unless the pool balances
+    /// by consistent hashing. The same key whichever way the request comes (a route's
+    /// pool, a component chain).
+    pub fn hash_key_of(
+        &self,
+        uri: &http::Uri,
+        headers: &http::HeaderMap,
+        client: impl FnOnce() -> Option<String>,
+    ) -> Vec<u8> {
+        if self.def.balance != Balance::ConsistentHash {
+            return Vec::new();
+        }
+        match &self.def.hash_key {
+            HashKey::SourceIp => client().map(String::into_bytes).unwrap_or_default(),
+            HashKey::Path => uri.path().as_bytes().to_vec(),
+            HashKey::Header(h) => headers
+                .get(h.as_str())
+                .map(|v| v.as_bytes().to_vec())
+                .unwrap_or_default(),
+            HashKey::Cookie(name) => headers
+                .get_all(http::header::COOKIE)
+                .iter()
+                .flat_map(|v| v.as_bytes().split(|b| *b == b';'))
+                .filter_map(|kv| {
+                    let kv = kv.trim_ascii();
+                    let eq = kv.iter().position(|b| *b == b'=')?;
+                    (kv[..eq] == *name.as_bytes()).then(|| kv[eq + 1..].to_vec())
+                })
+                .next()
+                .unwrap_or_default(),
+            HashKey::Query(arg) => uri
+                .query()
+                .unwrap_or("")
+                .split('&')
+                .filter_map(|kv| kv.split_once('='))
+                .find(|(k, _)| k == arg)
+                .map(|(_, v)| v.as_bytes().to_vec())
+                .unwrap_or_default(),
+        }
+    }
+
     /// The pool for `def`: the live one with the same definition, or a new one (whose
     /// health checks start now).
     pub fn get(policy: &std::path::Path, def: &PoolDef) -> Result<Arc<UpstreamPool>, Diagnostic> {

@@ -10,7 +10,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use super::dial::Dialer;
-use crate::host::component::{ErrorCode, Next, WasiBody};
+use crate::host::component::{EdgeInfo, ErrorCode, Next, WasiBody};
 use crate::upstream::UpstreamPool;
 
 /// A pool and how its peers are reached.
@@ -61,8 +61,16 @@ async fn send(
         .dialer
         .as_ref()
         .map_err(|e| ErrorCode::InternalError(Some(e.clone())))?;
+    // A consistent-hash pool picks by its key, as for a request from a route: the
+    // client's address (`source_ip`) is the one of the request's `sluice:edge` facts,
+    // which a middleware's request carries.
+    let key = pool.hash_key_of(req.uri(), req.headers(), || {
+        req.extensions()
+            .get::<Arc<EdgeInfo>>()
+            .and_then(|i| i.client_address.clone())
+    });
     let addr = pool
-        .select(b"", &[])
+        .select(&key, &[])
         .ok_or(ErrorCode::DestinationUnavailable)?;
     let mut sender = match dialer.connect(addr).await {
         Ok(s) => s,

@@ -4,7 +4,6 @@ use pingora::prelude::*;
 use pingora::upstreams::peer::Peer;
 
 use crate::metrics::metrics;
-use crate::policy::HashKey;
 use crate::upstream::UpstreamPool;
 
 use super::{props, Ctx};
@@ -15,44 +14,13 @@ pub(super) fn hash_key(session: &Session, ctx: &Ctx, pool: &UpstreamPool) -> Vec
     if let Some(k) = ctx.stream.filter_state.get(props::HASH_KEY) {
         return k.clone();
     }
-    if pool.def.balance != crate::policy::Balance::ConsistentHash {
-        return Vec::new();
-    }
     let req = session.req_header();
-    match &pool.def.hash_key {
-        HashKey::SourceIp => session
+    pool.hash_key_of(&req.uri, &req.headers, || {
+        session
             .client_addr()
             .and_then(|a| a.as_inet())
-            .map(|a| a.ip().to_string().into_bytes())
-            .unwrap_or_default(),
-        HashKey::Path => req.uri.path().as_bytes().to_vec(),
-        HashKey::Header(h) => req
-            .headers
-            .get(h.as_str())
-            .map(|v| v.as_bytes().to_vec())
-            .unwrap_or_default(),
-        HashKey::Cookie(name) => req
-            .headers
-            .get_all(http::header::COOKIE)
-            .iter()
-            .flat_map(|v| v.as_bytes().split(|b| *b == b';'))
-            .filter_map(|kv| {
-                let kv = kv.trim_ascii();
-                let eq = kv.iter().position(|b| *b == b'=')?;
-                (kv[..eq] == *name.as_bytes()).then(|| kv[eq + 1..].to_vec())
-            })
-            .next()
-            .unwrap_or_default(),
-        HashKey::Query(arg) => req
-            .uri
-            .query()
-            .unwrap_or("")
-            .split('&')
-            .filter_map(|kv| kv.split_once('='))
-            .find(|(k, _)| k == arg)
-            .map(|(_, v)| v.as_bytes().to_vec())
-            .unwrap_or_default(),
-    }
+            .map(|a| a.ip().to_string())
+    })
 }
 
 /// Counts a failure of `peer` (connect, proxy) and tells its pool (passive ejection).

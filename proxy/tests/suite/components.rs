@@ -561,3 +561,38 @@ fn component_routes_reach_tls_and_h2_pools_within_their_timeouts() {
     assert_eq!(r.status(), 502);
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
 }
+
+#[test]
+fn a_component_route_to_a_consistent_hash_pool_keeps_each_key_on_one_peer() {
+    let a = origin("cm-hash-a");
+    let b = origin("cm-hash-b");
+    let policy = format!(
+        "[pools.h]\npeers = [\"{}\", \"{}\"]\nbalance = \"consistent_hash\"\nhash_key = \"header:x-user\"\n\
+         {}\
+         [[routes]]\nfilters = [\"add\"]\npool = \"h\"\n",
+        a.addr,
+        b.addr,
+        component_filter("add", "add_header", ""),
+    );
+    let s = sluice_with_server(&policy, ENABLE);
+    let mut seen = std::collections::HashSet::new();
+    for user in 0..16 {
+        let origin_of = || {
+            let r = client()
+                .get(s.url("/echo"))
+                .header("x-user", format!("u{user}"))
+                .send()
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            assert_eq!(r.headers()["x-component-response"], "add-header");
+            r.headers()["x-origin-id"].to_str().unwrap().to_string()
+        };
+        let first = origin_of();
+        for _ in 0..3 {
+            assert_eq!(origin_of(), first, "user u{user} moved");
+        }
+        seen.insert(first);
+    }
+    // Sixteen keys over two peers: both get some (a constant key would pick one).
+    assert_eq!(seen.len(), 2, "{seen:?}");
+}
