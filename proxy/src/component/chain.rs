@@ -11,7 +11,7 @@ use http_body_util::{BodyExt, Full};
 use super::pool::{self, Ways};
 use crate::host::component::{
     CompiledComponent, EdgeInfo, ErrorCode, Guest, GuestError, GuestLimits, Next, Reuse, Role,
-    WasiBody,
+    Upstream, WasiBody,
 };
 use crate::metrics::metrics;
 use crate::policy::{ComponentDef, OnFailure, RouteDef};
@@ -183,9 +183,13 @@ fn head_of(req: &http::Request<WasiBody>) -> http::Request<WasiBody> {
     *out.uri_mut() = req.uri().clone();
     *out.version_mut() = req.version();
     *out.headers_mut() = req.headers().clone();
-    // The request's `sluice:edge` facts go on with the retry.
+    // The request's `sluice:edge` facts and the upstream the middleware before chose go
+    // on with the retry.
     if let Some(info) = req.extensions().get::<Arc<EdgeInfo>>() {
         out.extensions_mut().insert(info.clone());
+    }
+    if let Some(choice) = req.extensions().get::<Arc<Upstream>>() {
+        out.extensions_mut().insert(choice.clone());
     }
     out
 }

@@ -252,7 +252,8 @@ fn steer_sends_its_request_to_the_pool_it_names_and_only_that_request() {
     let policy = format!(
         "[pools.a]\npeers = [\"{}\"]\n[pools.b]\npeers = [\"{}\"]\n{}{}\
          [[routes]]\nname = \"steered\"\nhost = \"a.test\"\nfilters = [\"steer\"]\npool = \"a\"\n\
-         [[routes]]\nname = \"steered-then-added\"\nhost = \"b.test\"\nfilters = [\"steer\", \"add\"]\npool = \"a\"\n",
+         [[routes]]\nname = \"steered-then-added\"\nhost = \"b.test\"\nfilters = [\"steer\", \"add\"]\npool = \"a\"\n\
+         [[routes]]\nname = \"steered-then-failed-open\"\nhost = \"c.test\"\nfilters = [\"steer\", \"crash\"]\npool = \"a\"\n{}",
         a.addr,
         b.addr,
         component_filter(
@@ -261,8 +262,25 @@ fn steer_sends_its_request_to_the_pool_it_names_and_only_that_request() {
             "reuse_requests = 1000\nreuse_concurrency = 1\n"
         ),
         component_filter("add", "add_header", "reuse_requests = 1000\nreuse_concurrency = 4\n"),
+        component_filter("crash", "hostile", "callback_ms = 50\non_failure = \"fail_open\"\n"),
     );
     let s = sluice_with_server(&policy, ENABLE);
+    // A middleware after steer that traps and fails open: the retry past it keeps the
+    // choice (and only its request's).
+    for round in 0..3 {
+        let trap = |headers: &[(&str, &str)]| {
+            let mut req = client().get(s.url("/trap")).header("host", "c.test");
+            for (n, v) in headers {
+                req = req.header(*n, *v);
+            }
+            // The demo origin has no `/trap` (404): it answered, that is the point.
+            let r = req.send().unwrap();
+            assert_eq!(r.status(), 404, "{round}");
+            header(&r, "x-origin-id").unwrap()
+        };
+        assert_eq!(trap(&[("x-steer-pool", "b")]), "steer-b", "{round}");
+        assert_eq!(trap(&[]), "steer-a", "{round}");
+    }
     for host in ["a.test", "b.test"] {
         for round in 0..3 {
             let to_b = steer_get(&s, host, &[("x-steer-pool", "b")]);
