@@ -8,7 +8,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use sluice_host::component::{
     ComponentEngine, EdgeInfo, ErrorCode, Guest, GuestError, GuestLimits, Next, Reuse, Role,
-    WasiBody, REQUEST_INFO,
+    Upstream, WasiBody, MAX_CHOICE_LEN, REQUEST_INFO, UPSTREAM,
 };
 
 fn load(name: &str) -> Arc<sluice_host::component::CompiledComponent> {
@@ -332,4 +332,160 @@ fn sluice_edge_is_optional_and_detected() {
     assert!(info.imports_edge());
     info.check(Role::Function).unwrap();
     assert_eq!(REQUEST_INFO, "sluice:edge/request-info@0.1.0");
+}
+
+/// A next handler that answers 200 with the request's `sluice:edge/upstream` choice (its
+/// `Arc<Upstream>` extension) as `x-next-pool` and `x-next-key` (`-`: none chosen;
+/// `absent`: no extension at all).
+fn upstream_echo() -> Next {
+    Arc::new(|req: http::Request<WasiBody>| {
+        Box::pin(async move {
+            let (pool, key) = match req.extensions().get::<Arc<Upstream>>() {
+                Some(u) => (
+                    u.pool.clone().unwrap_or_else(|| "-".into()),
+                    u.hash_key.clone().unwrap_or_else(|| "-".into()),
+                ),
+                None => ("absent".into(), "absent".into()),
+            };
+            let mut res = http::Response::new(body(""));
+            res.headers_mut()
+                .insert("x-next-pool", pool.parse().unwrap());
+            res.headers_mut().insert("x-next-key", key.parse().unwrap());
+            Ok(res)
+        })
+    })
+}
+
+fn steer_request(pool: Option<&str>, key: Option<&str>) -> http::Request<WasiBody> {
+    let mut req = request("/");
+    if let Some(p) = pool {
+        req.headers_mut().insert("x-steer-pool", p.parse().unwrap());
+    }
+    if let Some(k) = key {
+        req.headers_mut().insert("x-steer-key", k.parse().unwrap());
+    }
+    req
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn sluice_edge_upstream_choice_goes_with_its_request_only() {
+    // steer -> add_header -> echo, both reusing one instance for every request: the
+    // choice steer makes goes on with its request through add_header (which chose
+    // nothing) to the end, and a later request on the same instances starts with none.
+    for concurrent in [1, 4] {
+        let reuse = Reuse {
+            max_requests: 1000,
+            max_concurrent: concurrent,
+        };
+        let add = Arc::new(
+            Guest::new(
+                "add",
+                &load("add_header"),
+                Role::Middleware,
+                upstream_echo(),
+                refuse(),
+                LIMITS,
+                reuse,
+            )
+            .unwrap(),
+        );
+        let after: Next = Arc::new(move |req| {
+            let add = add.clone();
+            Box::pin(async move {
+                add.handle(req).await.map_err(|e| match e {
+                    GuestError::Code(c) => c,
+                    other => ErrorCode::InternalError(Some(other.to_string())),
+                })
+            })
+        });
+        let steer = Guest::new(
+            "steer",
+            &load("steer"),
+            Role::Middleware,
+            after,
+            refuse(),
+            LIMITS,
+            reuse,
+        )
+        .unwrap();
+        let cases = [
+            (Some("b"), Some("user-1"), "b", "user-1"),
+            (None, None, "-", "-"),
+            (Some("c"), None, "c", "-"),
+            (None, Some("user-2"), "-", "user-2"),
+            (None, None, "-", "-"),
+        ];
+        for round in 0..3 {
+            for (pool, key, want_pool, want_key) in cases {
+                let res = steer.handle(steer_request(pool, key)).await.unwrap();
+                assert_eq!(header(&res, "x-next-pool"), want_pool, "{round} {pool:?}");
+                assert_eq!(header(&res, "x-next-key"), want_key, "{round} {key:?}");
+                assert_eq!(
+                    header(&res, "x-steer-choice"),
+                    format!("{want_pool} {want_key}")
+                );
+            }
+        }
+        assert_eq!(steer.instances(), 1, "one reused instance served them all");
+        // A choice the request came with (the middleware before chose it) is where the
+        // guest starts; it may change it.
+        let mut req = steer_request(None, Some("mine"));
+        req.extensions_mut().insert(Arc::new(Upstream {
+            pool: Some("earlier".into()),
+            hash_key: Some("earlier-key".into()),
+        }));
+        let res = steer.handle(req).await.unwrap();
+        assert_eq!(header(&res, "x-next-pool"), "earlier");
+        assert_eq!(header(&res, "x-next-key"), "mine");
+        let res = steer.handle(steer_request(None, None)).await.unwrap();
+        assert_eq!(
+            header(&res, "x-next-pool"),
+            "-",
+            "not kept for the next request"
+        );
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn sluice_edge_upstream_refuses_oversized_choices_and_functions() {
+    let steer = Guest::new(
+        "steer-big",
+        &load("steer"),
+        Role::Middleware,
+        upstream_echo(),
+        refuse(),
+        LIMITS,
+        Reuse::default(),
+    )
+    .unwrap();
+    let long = "k".repeat(MAX_CHOICE_LEN + 1);
+    assert!(matches!(
+        steer.handle(steer_request(None, Some(&long))).await,
+        Err(GuestError::Crashed)
+    ));
+    assert!(matches!(
+        steer.handle(steer_request(Some(&long), None)).await,
+        Err(GuestError::Crashed)
+    ));
+    let fits = "k".repeat(MAX_CHOICE_LEN);
+    let res = steer
+        .handle(steer_request(None, Some(&fits)))
+        .await
+        .unwrap();
+    assert_eq!(header(&res, "x-next-key"), fits);
+    // Only a middleware is given the interface: an edge function passes nothing on.
+    assert_eq!(UPSTREAM, "sluice:edge/upstream@0.1.0");
+    assert!(sluice_host::component::imports::provided(
+        UPSTREAM,
+        Role::Middleware
+    ));
+    assert!(!sluice_host::component::imports::provided(
+        UPSTREAM,
+        Role::Function
+    ));
+    assert!(sluice_host::component::imports::provided(
+        REQUEST_INFO,
+        Role::Function
+    ));
+    assert!(load("steer").imports_edge());
 }

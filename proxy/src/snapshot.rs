@@ -357,7 +357,8 @@ impl Compiled {
         if !errors.is_empty() {
             return Err(PolicyErrors(errors));
         }
-        let client = crate::component::client(pools);
+        let ways = crate::component::ways(pools);
+        let client = crate::component::client(&ways);
         let mut routes = Vec::new();
         for r in &policy.routes {
             let components = match crate::component::build(
@@ -365,6 +366,7 @@ impl Compiled {
                 &policy.components,
                 &self.components,
                 pools,
+                &ways,
                 &client,
             ) {
                 Ok(c) => c.map(Arc::new),

@@ -192,10 +192,16 @@ impl CompiledComponent {
     /// of it): such a component is not portable, and the policy runs it with
     /// `reuse_concurrency = 1`.
     pub fn imports_edge(&self) -> bool {
+        self.edge_import().is_some()
+    }
+
+    /// The first `sluice:edge` interface the component imports (for errors).
+    pub fn edge_import(&self) -> Option<String> {
         self.component
             .component_type()
             .imports(&self.engine.engine)
-            .any(|(name, _)| name.starts_with("sluice:edge/"))
+            .find(|(name, _)| name.starts_with("sluice:edge/"))
+            .map(|(name, _)| name.to_string())
     }
 }
 

@@ -11,7 +11,7 @@ use wasmtime_wasi_http::handler::{
 use wasmtime_wasi_http::p3::bindings::http::types::ErrorCode;
 use wasmtime_wasi_http::WasiBody;
 
-use super::edge::EdgeInfo;
+use super::edge::RequestData;
 use super::engine::{CompiledComponent, Role, MAX_MEMORY_BYTES};
 use super::failures::Failures;
 use super::state::Next;
@@ -141,7 +141,8 @@ impl Guest {
     }
 
     /// Runs the guest's `handler.handle` on `request`; its `sluice:edge` facts are the
-    /// request's `Arc<EdgeInfo>` extension, if any. Must be called inside a tokio
+    /// request's `Arc<EdgeInfo>` extension, if any, and its upstream choice starts as its
+    /// `Arc<Upstream>` extension (what the middleware before chose), if any. Must be called inside a tokio
     /// runtime: the instance runs on a task of its own until the response body is done.
     /// While the guest's crash-loop guard is tripped, no instance is created:
     /// [`GuestError::CrashLoop`] at once.
@@ -155,8 +156,8 @@ impl Guest {
                 cooldown_s: t.remaining.as_secs().max(1),
             });
         }
-        let info = request.extensions().get::<Arc<EdgeInfo>>().cloned();
-        self.handler.handle(info, request).await.map_err(classify)
+        let data = RequestData::of(&request);
+        self.handler.handle(data, request).await.map_err(classify)
     }
 
     /// This guest's counters.
@@ -175,7 +176,7 @@ fn classify(e: wasmtime::Error) -> GuestError {
     if e.downcast_ref::<ExpirationError>().is_some() {
         return GuestError::Timeout;
     }
-    if let Some(i) = e.downcast_ref::<InstantiationError<Option<Arc<EdgeInfo>>>>() {
+    if let Some(i) = e.downcast_ref::<InstantiationError<RequestData>>() {
         return GuestError::Instantiate(format!("{:#}", i.error));
     }
     if e.downcast_ref::<TrapOrPanicError>().is_some() {

@@ -4,7 +4,8 @@
 //! Provided: `wasi:http/types`, `wasi:http/client` (sent to the host's pools, never to the
 //! network), `wasi:http/handler` (middleware only: the next handler of the chain),
 //! `wasi:cli` (stdio goes nowhere, no environment, no arguments), `wasi:clocks` and
-//! `wasi:random`, and Sluice's own `sluice:edge/request-info` ([`super::edge`]). Not
+//! `wasi:random`, and Sluice's own `sluice:edge/request-info` and (middleware only)
+//! `sluice:edge/upstream` ([`super::edge`]). Not
 //! provided: `wasi:filesystem` and `wasi:sockets`.
 
 use wasmtime::component::{Accessor, Linker, Resource};
@@ -53,6 +54,9 @@ pub fn provided(name: &str, role: Role) -> bool {
     if name == super::edge::REQUEST_INFO {
         return true;
     }
+    if name == super::edge::UPSTREAM {
+        return role == Role::Middleware;
+    }
     if version != "0.3.0" {
         return false;
     }
@@ -72,14 +76,15 @@ pub(crate) fn linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<Guest
     handler.func_wrap_concurrent(
         "handle",
         |accessor: &Accessor<GuestState>, (request,): (Resource<Request>,)| {
-            // The request's `sluice:edge` facts go on with it: looked up by the calling
-            // task now (in the guest's call), handed over as `send` converts it.
-            let info = accessor.with(|mut access| {
+            // The request's `sluice:edge` facts and upstream choice go on with it: looked
+            // up by the calling task now (in the guest's call), handed over as `send`
+            // converts it.
+            let data = accessor.with(|mut access| {
                 let mut store = access.as_context_mut();
-                super::edge::current(&mut store)
+                super::edge::passing(&mut store)
             });
             Box::pin(async move {
-                accessor.with(|mut access| access.get().next.passing = info);
+                accessor.with(|mut access| access.get().next.passing = data);
                 let next = accessor.with_getter::<WasiHttp>(GuestState::next_view);
                 let sent: Result<Resource<Response>, ErrorCode> =
                     match <WasiHttp as HostWithStore<GuestState>>::send(&next, request).await {

@@ -19,7 +19,10 @@
 //!    serve a bounded number of requests, a bounded number at a time ([`worker`]).
 //!
 //! A component may also import `sluice:edge/request-info` ([`edge`]: the route, client
-//! address, SNI, request id of the request it serves); one that does not stays portable.
+//! address, SNI, request id of the request it serves) and, a middleware,
+//! `sluice:edge/upstream` (the pool and hash key of the request it passes on: an
+//! [`Upstream`] extension the embedder's pool handler honours); one that imports neither
+//! stays portable.
 //!
 //! A guest's failures are sorted and counted, and its crash-loop guarded, as a Proxy-Wasm
 //! plugin's ([`Failures`]).
@@ -35,7 +38,7 @@ pub mod imports;
 mod state;
 mod worker;
 
-pub use edge::{EdgeInfo, REQUEST_INFO};
+pub use edge::{EdgeInfo, Upstream, MAX_CHOICE_LEN, REQUEST_INFO, UPSTREAM};
 pub use engine::{
     CompiledComponent, ComponentEngine, Role, COMPONENTS_COMPILED, COMPONENTS_FROM_DISK,
 };

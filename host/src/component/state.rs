@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use wasmtime::component::ResourceTable;
 
-use super::edge::{EdgeInfo, Requests};
+use super::edge::{RequestData, Requests};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::p3::bindings::http::types::ErrorCode;
 use wasmtime_wasi_http::{WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
@@ -23,10 +23,11 @@ pub type Next = Arc<dyn Fn(http::Request<WasiBody>) -> NextFuture + Send + Sync>
 /// Sends what a guest hands to `handler.handle` (middleware) or `client.send` to a [`Next`].
 pub(crate) struct Outbound {
     pub(crate) next: Next,
-    /// The facts of the request a middleware is passing on, set by the `handler.handle`
-    /// import just before the request is converted and sent (no await in between): the
-    /// next guest gets them as an extension ([`super::edge`]).
-    pub(crate) passing: Option<Arc<EdgeInfo>>,
+    /// The facts and upstream choice of the request a middleware is passing on, set by
+    /// the `handler.handle` import just before the request is converted and sent (no
+    /// await in between): the next handler gets them as extensions ([`super::edge`]).
+    /// Never set for `client.send`: there the request's authority names the pool.
+    pub(crate) passing: Option<RequestData>,
 }
 
 impl WasiHttpHooks for Outbound {
@@ -44,8 +45,8 @@ impl WasiHttpHooks for Outbound {
             > + Send,
     > {
         let mut request = request;
-        if let Some(info) = self.passing.take() {
-            request.extensions_mut().insert(info);
+        if let Some(data) = self.passing.take() {
+            data.attach(&mut request);
         }
         let fut = (self.next)(request);
         Box::new(async move {

@@ -18,7 +18,7 @@ use wasmtime_wasi_http::handler::{
 use wasmtime_wasi_http::p3::bindings::ServicePre;
 use wasmtime_wasi_http::WasiHttpCtx;
 
-use super::edge::{EdgeInfo, Requests};
+use super::edge::{RequestData, Requests};
 use super::failures::{FailureKind, Failures};
 use super::guest::{Counters, GuestLimits, Reuse};
 use super::state::{GuestState, Next, Outbound};
@@ -121,8 +121,8 @@ pub(super) struct Bounds {
 
 impl WorkerState for Bounds {
     type StoreData = GuestState;
-    /// The request's `sluice:edge` facts.
-    type RequestData = Option<Arc<EdgeInfo>>;
+    /// The request's `sluice:edge` facts and upstream choice.
+    type RequestData = RequestData;
 
     fn should_accept_request(&self, concurrent: usize, total: usize) -> ShouldAccept {
         if total >= self.reuse.max_requests {
@@ -137,10 +137,10 @@ impl WorkerState for Bounds {
     fn on_request_start(
         &self,
         mut store: StoreContextMut<'_, GuestState>,
-        info: Option<Arc<EdgeInfo>>,
+        data: RequestData,
         task: GuestTaskId,
     ) -> Pin<Box<dyn Future<Output = ()> + Send + Sync>> {
-        store.data_mut().requests.start(task, info);
+        store.data_mut().requests.start(task, data);
         Box::pin(tokio::time::sleep(self.response_timeout))
     }
 

@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 
-use super::pool;
+use super::pool::{self, Ways};
 use crate::host::component::{
     CompiledComponent, EdgeInfo, ErrorCode, Guest, GuestError, GuestLimits, Next, Reuse, Role,
-    WasiBody,
+    Upstream, WasiBody,
 };
 use crate::metrics::metrics;
 use crate::policy::{ComponentDef, OnFailure, RouteDef};
@@ -29,12 +29,14 @@ pub struct RouteComponents {
 }
 
 /// Builds `route`'s chain. `compiled` is by [`crate::policy::Policy::components`] order;
-/// `client` serves every guest's `wasi:http/client`. An error names the component's line.
+/// `ways` are the policy's pools ([`ways`]), `client` serves every guest's
+/// `wasi:http/client`. An error names the component's line.
 pub fn build(
     route: &RouteDef,
     defs: &[ComponentDef],
     compiled: &[Arc<CompiledComponent>],
     pools: &[Arc<UpstreamPool>],
+    ways: &Ways,
     client: &Next,
 ) -> Result<Option<RouteComponents>, (usize, String)> {
     if route.components.is_empty() && route.function.is_none() {
@@ -48,7 +50,7 @@ pub fn build(
             guests.push((defs[f].name.clone(), guest.clone()));
             wrap(guest, &defs[f], None)
         }
-        (None, Some(p)) => pool::to_pool(pools[p].clone()),
+        (None, Some(p)) => pool::to_pool(pools[p].clone(), ways),
         (None, None) => return Err((0, format!("route {:?} ends in nothing", route.name))),
     };
     for &i in route.components.iter().rev() {
@@ -69,14 +71,14 @@ pub fn build(
     }))
 }
 
+/// A policy's pools, by name, as its component chains reach them (built once per policy).
+pub fn ways(pools: &[Arc<UpstreamPool>]) -> Ways {
+    Ways::new(pools)
+}
+
 /// The `wasi:http/client` of every guest of a policy: its pools, by name.
-pub fn client(pools: &[Arc<UpstreamPool>]) -> Next {
-    pool::by_authority(
-        pools
-            .iter()
-            .map(|p| (p.def.name.clone(), p.clone()))
-            .collect(),
-    )
+pub fn client(ways: &Ways) -> Next {
+    pool::by_authority(ways)
 }
 
 fn guest(
@@ -86,15 +88,13 @@ fn guest(
     next: Next,
     client: &Next,
 ) -> Result<Arc<Guest>, (usize, String)> {
-    if def.reuse_concurrency > 1 && compiled.imports_edge() {
+    if let Some(edge) = compiled.edge_import().filter(|_| def.reuse_concurrency > 1) {
         return Err((
             def.line,
             format!(
-                "filter {:?}: it imports {} (the request it serves), which needs \
+                "filter {:?}: it imports {edge} (state of the request it serves), which needs \
                  reuse_concurrency = 1 (got {}): fresh instances, or reuse one request at a time",
-                def.name,
-                crate::host::component::REQUEST_INFO,
-                def.reuse_concurrency
+                def.name, def.reuse_concurrency
             ),
         ));
     }
@@ -183,9 +183,13 @@ fn head_of(req: &http::Request<WasiBody>) -> http::Request<WasiBody> {
     *out.uri_mut() = req.uri().clone();
     *out.version_mut() = req.version();
     *out.headers_mut() = req.headers().clone();
-    // The request's `sluice:edge` facts go on with the retry.
+    // The request's `sluice:edge` facts and the upstream the middleware before chose go
+    // on with the retry.
     if let Some(info) = req.extensions().get::<Arc<EdgeInfo>>() {
         out.extensions_mut().insert(info.clone());
+    }
+    if let Some(choice) = req.extensions().get::<Arc<Upstream>>() {
+        out.extensions_mut().insert(choice.clone());
     }
     out
 }

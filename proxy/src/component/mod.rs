@@ -16,5 +16,6 @@ mod dial;
 mod pool;
 mod session;
 
-pub use chain::{build, client, RouteComponents};
+pub use chain::{build, client, ways, RouteComponents};
+pub use pool::Ways;
 pub use session::serve;

@@ -1,7 +1,8 @@
-//! The way out of a component chain: a route's pool (the last middleware's next handler)
-//! and the policy's pools by name (every guest's `wasi:http/client`), reached as the
-//! pool says ([`Dialer`]: TLS, HTTP/2, timeouts), bodies streamed both ways; a guest
-//! never reaches the network by itself.
+//! The way out of a component chain: a route's pool (the last middleware's next handler,
+//! or the policy's pool a middleware chose with `sluice:edge/upstream`) and the policy's
+//! pools by name (every guest's `wasi:http/client`), reached as the pool says
+//! ([`Dialer`]: TLS, HTTP/2, timeouts), bodies streamed both ways; a guest never reaches
+//! the network by itself, nor any pool but the policy's.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,7 +11,8 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use super::dial::Dialer;
-use crate::host::component::{EdgeInfo, ErrorCode, Next, WasiBody};
+use crate::host::component::{EdgeInfo, ErrorCode, Next, Upstream, WasiBody};
+use crate::policy::Balance;
 use crate::upstream::UpstreamPool;
 
 /// A pool and how its peers are reached.
@@ -29,32 +31,73 @@ impl Way {
     }
 }
 
-/// The next handler that sends a request to a peer of `pool`.
-pub fn to_pool(pool: Arc<UpstreamPool>) -> Next {
-    let way = Way::new(pool);
-    Arc::new(move |req| Box::pin(send(way.clone(), req)))
+/// A policy's pools by name, each with its dialer: built once per policy, shared by
+/// every route's chain and by the guests' `wasi:http/client`.
+#[derive(Clone)]
+pub struct Ways(Arc<HashMap<String, Arc<Way>>>);
+
+impl Ways {
+    /// The ways to `pools` (a policy's, by their names).
+    pub fn new(pools: &[Arc<UpstreamPool>]) -> Ways {
+        Ways(Arc::new(
+            pools
+                .iter()
+                .map(|p| (p.def.name.clone(), Way::new(p.clone())))
+                .collect(),
+        ))
+    }
+
+    fn get(&self, name: &str) -> Option<Arc<Way>> {
+        self.0.get(name).cloned()
+    }
 }
 
-/// `wasi:http/client` for guests: the authority of the request names the pool
-/// (`http://POOL/path`); any other authority is refused (`destination-not-found`).
-pub fn by_authority(pools: HashMap<String, Arc<UpstreamPool>>) -> Next {
-    let ways: Arc<HashMap<String, Arc<Way>>> =
-        Arc::new(pools.into_iter().map(|(n, p)| (n, Way::new(p))).collect());
+/// The next handler that sends a request to a peer of the pool `pool` (a route's), or
+/// of the pool the request's `sluice:edge/upstream` choice names: one of `ways` only,
+/// `destination-not-found` for any other name. A chosen hash key replaces the pool's
+/// `hash_key` (a pool that does not balance by consistent hashing ignores it).
+pub fn to_pool(pool: Arc<UpstreamPool>, ways: &Ways) -> Next {
+    let own = ways
+        .get(&pool.def.name)
+        .unwrap_or_else(|| Way::new(pool.clone()));
+    let ways = ways.clone();
     Arc::new(move |req| {
-        let way = req.uri().host().and_then(|h| ways.get(h)).cloned();
+        let choice = req.extensions().get::<Arc<Upstream>>().cloned();
+        let way = match choice.as_ref().and_then(|c| c.pool.as_deref()) {
+            None => Some(own.clone()),
+            Some(name) => ways.get(name),
+        };
+        let hash_key = choice.and_then(|c| c.hash_key.clone());
         Box::pin(async move {
             match way {
-                Some(w) => send(w, req).await,
+                Some(w) => send(w, req, hash_key).await,
                 None => Err(ErrorCode::DestinationNotFound),
             }
         })
     })
 }
 
-/// Sends `req` to a peer of the pool and answers its response, body streamed.
+/// `wasi:http/client` for guests: the authority of the request names the pool
+/// (`http://POOL/path`); any other authority is refused (`destination-not-found`).
+pub fn by_authority(ways: &Ways) -> Next {
+    let ways = ways.clone();
+    Arc::new(move |req| {
+        let way = req.uri().host().and_then(|h| ways.get(h));
+        Box::pin(async move {
+            match way {
+                Some(w) => send(w, req, None).await,
+                None => Err(ErrorCode::DestinationNotFound),
+            }
+        })
+    })
+}
+
+/// Sends `req` to a peer of the pool and answers its response, body streamed;
+/// `hash_key`: a middleware's consistent-hash key for it.
 async fn send(
     way: Arc<Way>,
     req: http::Request<WasiBody>,
+    hash_key: Option<String>,
 ) -> Result<http::Response<WasiBody>, ErrorCode> {
     let pool = &way.pool;
     let dialer = way
@@ -63,12 +106,15 @@ async fn send(
         .map_err(|e| ErrorCode::InternalError(Some(e.clone())))?;
     // A consistent-hash pool picks by its key, as for a request from a route: the
     // client's address (`source_ip`) is the one of the request's `sluice:edge` facts,
-    // which a middleware's request carries.
-    let key = pool.hash_key_of(req.uri(), req.headers(), || {
-        req.extensions()
-            .get::<Arc<EdgeInfo>>()
-            .and_then(|i| i.client_address.clone())
-    });
+    // which a middleware's request carries; a key a middleware chose comes first.
+    let key = match hash_key {
+        Some(k) if pool.def.balance == Balance::ConsistentHash => k.into_bytes(),
+        _ => pool.hash_key_of(req.uri(), req.headers(), || {
+            req.extensions()
+                .get::<Arc<EdgeInfo>>()
+                .and_then(|i| i.client_address.clone())
+        }),
+    };
     let addr = pool
         .select(&key, &[])
         .ok_or(ErrorCode::DestinationUnavailable)?;

@@ -224,3 +224,146 @@ fn edge_info_reports_the_sni_of_a_tls_request() {
     assert_eq!(header(&r, "x-edge-route").as_deref(), Some("secure"));
     assert_eq!(header(&r, "x-edge-client").as_deref(), Some("127.0.0.1"));
 }
+
+/// `GET /echo` with `host` and the `steer` headers; (status, origin id or the
+/// `x-steer-error`, `x-steer-choice`).
+fn steer_get(s: &Sluice, host: &str, headers: &[(&str, &str)]) -> (u16, String, Option<String>) {
+    let mut req = client().get(s.url("/echo")).header("host", host);
+    for (n, v) in headers {
+        req = req.header(*n, *v);
+    }
+    let r = req.send().unwrap();
+    let status = r.status().as_u16();
+    let choice = header(&r, "x-steer-choice");
+    let at = header(&r, "x-origin-id")
+        .or_else(|| header(&r, "x-steer-error"))
+        .unwrap_or_default();
+    (status, at, choice)
+}
+
+#[test]
+fn steer_sends_its_request_to_the_pool_it_names_and_only_that_request() {
+    // Pool a is the route's; steer (one instance reused for every request) sends a
+    // request with `x-steer-pool: b` to pool b; the next request, without the header,
+    // goes to a again. Behind another middleware (add), the choice still holds.
+    let a = origin("steer-a");
+    let b = origin("steer-b");
+    let outside = origin("steer-outside");
+    let policy = format!(
+        "[pools.a]\npeers = [\"{}\"]\n[pools.b]\npeers = [\"{}\"]\n{}{}\
+         [[routes]]\nname = \"steered\"\nhost = \"a.test\"\nfilters = [\"steer\"]\npool = \"a\"\n\
+         [[routes]]\nname = \"steered-then-added\"\nhost = \"b.test\"\nfilters = [\"steer\", \"add\"]\npool = \"a\"\n\
+         [[routes]]\nname = \"steered-then-failed-open\"\nhost = \"c.test\"\nfilters = [\"steer\", \"crash\"]\npool = \"a\"\n{}",
+        a.addr,
+        b.addr,
+        component_filter(
+            "steer",
+            "steer",
+            "reuse_requests = 1000\nreuse_concurrency = 1\n"
+        ),
+        component_filter("add", "add_header", "reuse_requests = 1000\nreuse_concurrency = 4\n"),
+        component_filter("crash", "hostile", "callback_ms = 50\non_failure = \"fail_open\"\n"),
+    );
+    let s = sluice_with_server(&policy, ENABLE);
+    // A middleware after steer that traps and fails open: the retry past it keeps the
+    // choice (and only its request's).
+    for round in 0..3 {
+        let trap = |headers: &[(&str, &str)]| {
+            let mut req = client().get(s.url("/trap")).header("host", "c.test");
+            for (n, v) in headers {
+                req = req.header(*n, *v);
+            }
+            // The demo origin has no `/trap` (404): it answered, that is the point.
+            let r = req.send().unwrap();
+            assert_eq!(r.status(), 404, "{round}");
+            header(&r, "x-origin-id").unwrap()
+        };
+        assert_eq!(trap(&[("x-steer-pool", "b")]), "steer-b", "{round}");
+        assert_eq!(trap(&[]), "steer-a", "{round}");
+    }
+    for host in ["a.test", "b.test"] {
+        for round in 0..3 {
+            let to_b = steer_get(&s, host, &[("x-steer-pool", "b")]);
+            assert_eq!(
+                to_b,
+                (200, "steer-b".into(), Some("b -".into())),
+                "{host} {round}"
+            );
+            let plain = steer_get(&s, host, &[]);
+            assert_eq!(
+                plain,
+                (200, "steer-a".into(), Some("- -".into())),
+                "{host} {round}"
+            );
+            let to_a = steer_get(&s, host, &[("x-steer-pool", "a")]);
+            assert_eq!(to_a.1, "steer-a", "{host} {round}");
+        }
+    }
+    // A name that is no pool of the policy (not a peer's address, not a host name):
+    // the guest gets `destination-not-found` from `handle`; nothing outside is reached.
+    let outside_addr = outside.addr.to_string();
+    for name in [
+        "nope",
+        outside_addr.as_str(),
+        "localhost",
+        "A",
+        "a.b",
+        "b/",
+        "",
+    ] {
+        let (status, at, _) = steer_get(&s, "a.test", &[("x-steer-pool", name)]);
+        assert_eq!(
+            (status, at.as_str()),
+            (502, "destination-not-found"),
+            "pool name {name:?}"
+        );
+    }
+    // And the next request on the same instance goes to the route's pool.
+    assert_eq!(steer_get(&s, "a.test", &[]).1, "steer-a");
+}
+
+#[test]
+fn steer_hash_key_keeps_a_key_on_one_peer_of_a_consistent_hash_pool() {
+    // Pool h picks by `x-user`; steer's `x-steer-key` overrides it: one steer key stays
+    // on one peer whatever `x-user` says, and sixteen steer keys spread over both.
+    let h1 = origin("steer-h1");
+    let h2 = origin("steer-h2");
+    let a = origin("steer-route");
+    let policy = format!(
+        "[pools.a]\npeers = [\"{}\"]\n\
+         [pools.h]\npeers = [\"{}\", \"{}\"]\nbalance = \"consistent_hash\"\nhash_key = \"header:x-user\"\n{}\
+         [[routes]]\nhost = \"a.test\"\nfilters = [\"steer\"]\npool = \"a\"\n\
+         [[routes]]\nhost = \"h.test\"\nfilters = [\"steer\"]\npool = \"h\"\n",
+        a.addr,
+        h1.addr,
+        h2.addr,
+        component_filter("steer", "steer", "reuse_requests = 1000\n"),
+    );
+    let s = sluice_with_server(&policy, ENABLE);
+    let mut seen = HashSet::new();
+    for key in 0..16 {
+        let key = format!("k{key}");
+        let mut peers = HashSet::new();
+        for user in 0..6 {
+            let user = format!("u{user}");
+            // Chosen pool h from route a, and h as the route's own pool.
+            for (host, pool) in [("a.test", Some("h")), ("h.test", None)] {
+                let mut hs = vec![("x-steer-key", key.as_str()), ("x-user", user.as_str())];
+                if let Some(p) = pool {
+                    hs.push(("x-steer-pool", p));
+                }
+                let (status, at, _) = steer_get(&s, host, &hs);
+                assert_eq!(status, 200);
+                peers.insert(at);
+            }
+        }
+        assert_eq!(peers.len(), 1, "key {key} moved: {peers:?}");
+        seen.extend(peers);
+    }
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    // Without a steer key the pool's own key (x-user) picks again: users spread.
+    let users: HashSet<String> = (0..16)
+        .map(|u| steer_get(&s, "h.test", &[("x-user", &format!("u{u}"))]).1)
+        .collect();
+    assert_eq!(users.len(), 2, "{users:?}");
+}
