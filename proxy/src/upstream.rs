@@ -200,6 +200,13 @@ fn health_runtime() -> &'static tokio::runtime::Handle {
 }
 
 impl UpstreamPool {
+    /// The certificates (DER) of the pool's `ca_file`, read and checked once when the
+    /// pool was built; `None` without a `ca_file`.
+    pub fn ca_certificates(&self) -> Option<impl Iterator<Item = &[u8]>> {
+        let ca = self.ca.as_ref()?;
+        Some(ca.iter().map(|c| c.borrow_raw_cert().as_slice()))
+    }
+
     /// A request's consistent-hash key by the pool's `hash_key` source (`client`: the
     /// client's address, asked for only by `source_ip`); empty unless the pool balances
     /// by consistent hashing. The same key whichever way the request comes (a route's

@@ -17,7 +17,8 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use wasmtime_wasi_http::io::TokioIo;
 
 use crate::host::component::{ErrorCode, WasiBody};
-use crate::policy::{PoolDef, UpstreamTls};
+use crate::policy::UpstreamTls;
+use crate::upstream::UpstreamPool;
 
 /// How one pool's peers are reached, built once per policy and pool.
 pub struct Dialer {
@@ -30,14 +31,19 @@ pub struct Dialer {
 }
 
 impl Dialer {
-    /// The dialer of `def`; an error when its TLS settings cannot be used.
-    pub fn new(def: &PoolDef) -> Result<Dialer, String> {
+    /// The dialer of `pool`; an error when its TLS settings cannot be used.
+    pub fn new(pool: &UpstreamPool) -> Result<Dialer, String> {
+        let def = &pool.def;
         let tls = match &def.tls {
-            Some(t) => Some(tls_connector(t, def.h2)?),
+            Some(t) => Some(tls_connector(t, pool, def.h2)?),
             None => None,
         };
         let mut h = DefaultHasher::new();
         (&def.tls, def.h2).hash(&mut h);
+        // A changed CA file is another kind: no connection verified under the old one.
+        for der in pool.ca_certificates().into_iter().flatten() {
+            der.hash(&mut h);
+        }
         Ok(Dialer {
             tls,
             h2: def.h2,
@@ -188,10 +194,12 @@ where
     }
 }
 
-/// The TLS client of a pool: its roots (the CA file, else the system's), ALPN, and the
-/// name sent in SNI and verified; `verify = false` accepts any certificate.
+/// The TLS client of a pool: its roots (the certificates of its CA file, loaded with the
+/// pool, else the system's), ALPN, and the name sent in SNI and verified;
+/// `verify = false` accepts any certificate.
 fn tls_connector(
     t: &UpstreamTls,
+    pool: &UpstreamPool,
     h2: bool,
 ) -> Result<(tokio_rustls::TlsConnector, ServerName<'static>), String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -200,15 +208,12 @@ fn tls_connector(
         .map_err(|e| e.to_string())?;
     let mut config = if t.verify {
         let mut roots = rustls::RootCertStore::empty();
-        match &t.ca_file {
-            Some(path) => {
-                let pem =
-                    std::fs::read(path).map_err(|e| format!("ca_file {}: {e}", path.display()))?;
-                for cert in rustls_pemfile::certs(&mut &pem[..]) {
-                    let cert = cert.map_err(|e| format!("ca_file {}: {e}", path.display()))?;
+        match pool.ca_certificates() {
+            Some(certs) => {
+                for der in certs {
                     roots
-                        .add(cert)
-                        .map_err(|e| format!("ca_file {}: {e}", path.display()))?;
+                        .add(CertificateDer::from(der.to_vec()))
+                        .map_err(|e| format!("ca_file: {e}"))?;
                 }
             }
             None => {

@@ -23,7 +23,7 @@ struct Way {
 
 impl Way {
     fn new(pool: Arc<UpstreamPool>) -> Arc<Way> {
-        let dialer = Dialer::new(&pool.def);
+        let dialer = Dialer::new(&pool);
         if let Err(e) = &dialer {
             tracing::warn!(pool = %pool.def.name, error = %e, "components cannot reach this pool");
         }
