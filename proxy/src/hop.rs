@@ -37,6 +37,17 @@ pub const HOP_BY_HOP: &[&str] = &[
     "http2-settings",
 ];
 
+/// What [`HOP_BY_HOP`] leaves for the HTTP layer and a message handed on drops: the
+/// connection's `Connection` and `Upgrade`, and the framing field, set again for the
+/// next hop.
+pub const CONNECTION_FIELDS: &[&str] = &["connection", "upgrade", "transfer-encoding"];
+
+/// Whether `name` (lower case) belongs to one hop and is never handed on: the standard
+/// hop-by-hop headers and the connection fields.
+pub fn is_hop_by_hop(name: &str) -> bool {
+    HOP_BY_HOP.contains(&name) || CONNECTION_FIELDS.contains(&name)
+}
+
 /// `Connection` options that name standard behaviour and are kept for Pingora.
 const STANDARD_OPTIONS: &[&str] = &["close", "keep-alive", "upgrade"];
 
@@ -124,6 +135,27 @@ mod tests {
 
     fn p(values: &[&str]) -> Result<Plan, HopError> {
         plan(values.iter().map(|v| v.as_bytes()))
+    }
+
+    #[test]
+    fn hop_by_hop_names_are_the_standard_ones_and_the_connection_fields() {
+        for name in [
+            "connection",
+            "upgrade",
+            "transfer-encoding",
+            "keep-alive",
+            "te",
+            "trailer",
+            "proxy-authorization",
+            "proxy-authenticate",
+            "proxy-connection",
+            "http2-settings",
+        ] {
+            assert!(is_hop_by_hop(name), "{name}");
+        }
+        for name in ["host", "content-length", "x-forwarded-for", "authorization"] {
+            assert!(!is_hop_by_hop(name), "{name}");
+        }
     }
 
     #[test]

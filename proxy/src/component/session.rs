@@ -16,16 +16,6 @@ use crate::forward::relay::{relay, Source};
 use crate::host::component::{ErrorCode, Next, WasiBody};
 use crate::proxy::{Ctx, Sluice};
 
-/// Request and response headers that belong to one hop, never handed on.
-const HOP: [http::HeaderName; 6] = [
-    http::header::CONNECTION,
-    http::header::TRANSFER_ENCODING,
-    http::header::UPGRADE,
-    http::header::TE,
-    http::header::TRAILER,
-    http::header::HeaderName::from_static("keep-alive"),
-];
-
 /// Request body chunks in flight between the client and the chain.
 const BODY_QUEUE: usize = 4;
 
@@ -70,7 +60,7 @@ pub async fn serve(
     let (parts, mut body) = response.into_parts();
     let mut head = ResponseHeader::build(parts.status.as_u16(), Some(parts.headers.len() + 1))?;
     for (name, value) in parts.headers.iter() {
-        if !HOP.contains(name) {
+        if !crate::hop::is_hop_by_hop(name.as_str()) {
             head.append_header(name.clone(), value.clone())?;
         }
     }
@@ -100,7 +90,7 @@ fn request(session: &Session, body: WasiBody, tls: bool) -> Result<http::Request
         .method(req.method.clone())
         .uri(uri.as_str());
     for (name, value) in req.headers.iter() {
-        if !HOP.contains(name) && name != http::header::HOST {
+        if !crate::hop::is_hop_by_hop(name.as_str()) && name != http::header::HOST {
             builder = builder.header(name, value);
         }
     }

@@ -5,17 +5,16 @@ use pingora::http::RequestHeader;
 use pingora::prelude::*;
 use pingora::ErrorType;
 
-/// What [`crate::hop::HOP_BY_HOP`] leaves for the HTTP layer and the upstream copy drops:
-/// the client connection's `Connection` and `Upgrade`, and the framing field, which
-/// [`frame`] sets again for the upstream.
-const CONNECTION_FIELDS: &[&str] = &["connection", "upgrade", "transfer-encoding"];
-
 /// The upstream copy of `req`, for an HTTP/2 upstream when `h2`, HTTP/1.1 otherwise.
 pub fn upstream_head(req: &RequestHeader, h2: bool) -> RequestHeader {
     let mut up = req.clone();
     // Names the client listed in `Connection` were removed before the filters ran
     // (`crate::hop`); a filter may have set hop-by-hop fields since.
-    for name in crate::hop::HOP_BY_HOP.iter().chain(CONNECTION_FIELDS) {
+    // The framing field is set again for the upstream by [`frame`].
+    for name in crate::hop::HOP_BY_HOP
+        .iter()
+        .chain(crate::hop::CONNECTION_FIELDS)
+    {
         up.remove_header(*name);
     }
     up.set_version(if h2 {

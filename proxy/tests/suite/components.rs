@@ -598,3 +598,26 @@ fn a_component_route_to_a_consistent_hash_pool_keeps_each_key_on_one_peer() {
     // Sixteen keys over two peers: both get some (a constant key would pick one).
     assert_eq!(seen.len(), 2, "{seen:?}");
 }
+
+#[test]
+fn hop_by_hop_headers_a_filter_sets_do_not_pass_a_component_route() {
+    let origin = origin("cm-hop");
+    let policy = format!(
+        "[pools.o]\npeers = [\"{}\"]\n\
+         [filters.tag]\nmodule = {}\nconfig = {{ request = {{ set = {{ \"proxy-authorization\" = \"Basic c2VjcmV0\", \"http2-settings\" = \"AAA\", \"x-kept\" = \"1\" }} }} }}\n\
+         {}\
+         [[routes]]\nfilters = [\"tag\", \"add\"]\npool = \"o\"\n",
+        origin.addr,
+        module("headers.wasm"),
+        component_filter("add", "add_header", ""),
+    );
+    let s = sluice_with_server(&policy, ENABLE);
+    let r = client().get(s.url("/echo")).send().unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-component-response"], "add-header");
+    let echo: serde_json::Value = r.json().unwrap();
+    // As on a pool route: what belongs to one hop is not handed to the component chain.
+    assert_eq!(echo_header(&echo, "x-kept").as_deref(), Some("1"));
+    assert_eq!(echo_header(&echo, "proxy-authorization"), None);
+    assert_eq!(echo_header(&echo, "http2-settings"), None);
+}
