@@ -334,12 +334,12 @@ still_running() {
     return 1
 }
 
-# proc_table: one line "PID PPID TICKS" per live process (TICKS: utime + stime of all its
-# threads, clock ticks). The command name in /proc/PID/stat may hold spaces: fields are
-# counted after its closing parenthesis.
+# proc_table: one line "PID PPID TICKS UTIME STIME" per live process (TICKS: utime +
+# stime of all its threads, clock ticks). The command name in /proc/PID/stat may hold
+# spaces: fields are counted after its closing parenthesis.
 proc_table() {
     cat /proc/[0-9]*/stat 2>/dev/null | awk '{
-        s = $0; sub(/^.*\) /, "", s); split(s, f, " "); print $1, f[2], f[12] + f[13] }'
+        s = $0; sub(/^.*\) /, "", s); split(s, f, " "); print $1, f[2], f[12] + f[13], f[12], f[13] }'
 }
 
 # proc_tree_pids PID: PID and all its live descendants, comma-separated (perf's -p list).
@@ -360,6 +360,15 @@ proc_ticks() {
         END { tree[root] = 1
               do { more = 0; for (p in parent) if (!(p in tree) && (parent[p] in tree)) { tree[p] = 1; more = 1 } } while (more)
               total = 0; for (p in tree) if (p in t) total += t[p]; print total }'
+}
+
+# proc_ticks_split PID: "USER SYSTEM" clock ticks of PID's process tree (as proc_ticks):
+# where the time went, the server's own code or the kernel's work for it.
+proc_ticks_split() {
+    proc_table | awk -v root="$1" '{ parent[$1] = $2; u[$1] = $4; k[$1] = $5 }
+        END { tree[root] = 1
+              do { more = 0; for (p in parent) if (!(p in tree) && (parent[p] in tree)) { tree[p] = 1; more = 1 } } while (more)
+              us = 0; sy = 0; for (p in tree) if (p in u) { us += u[p]; sy += k[p] }; print us, sy }'
 }
 
 # us_per_request TICKS REQUESTS: microseconds of CPU per request (1 decimal; n/a for 0 requests).

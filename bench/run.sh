@@ -230,19 +230,20 @@ start_target() {
 # ---------------------------------------------------------------- one measured run
 
 HZ=$(getconf CLK_TCK)
-declare -A REQS=() TICKS=() RPS_L=() P50_L=() P99_L=() CPU_L=() FAILED=()
+declare -A REQS=() TICKS=() UTICKS=() STICKS=() RPS_L=() P50_L=() P99_L=() CPU_L=() FAILED=()
 
 # measure NAME ROUND: warm-up, then one measured wrk run of NAME, with the CPU ticks of
 # its server's process tree around it; adds to NAME's per-round lists and totals.
 measure() {
-    local name=$1 round=$2 url out t0 t1 rc=0 rps p50 p99 n errs
+    local name=$1 round=$2 url out t0 t1 s0 s1 rc=0 rps p50 p99 n errs
     url="http://127.0.0.1:${PORT_OF[$name]}$BENCH_PATH"
     out="$TMP/wrk-$name-r$round.txt"
     log "round $round/$ROUNDS, $name: warm-up $WARMUP, then $DURATION, -t$WRK_THREADS -c$CONNECTIONS"
     wrk_warmup "$out" -t"$WRK_THREADS" -c"$CONNECTIONS" "$url"
-    t0=$(proc_ticks "${PID_OF[$name]}")
+    s0=$(proc_ticks_split "${PID_OF[$name]}")
     wrk_measure "$out" -t"$WRK_THREADS" -c"$CONNECTIONS" "$url" || rc=$?
-    t1=$(proc_ticks "${PID_OF[$name]}")
+    s1=$(proc_ticks_split "${PID_OF[$name]}")
+    t0=$((${s0% *} + ${s0#* })) t1=$((${s1% *} + ${s1#* }))
     rps=$(wrk_stat "$out" rps)
     p50=$(wrk_stat "$out" p50)
     p99=$(wrk_stat "$out" p99)
@@ -256,6 +257,8 @@ measure() {
     [[ -z $errs ]] || note "$name, round $round: $errs"
     REQS[$name]=$((${REQS[$name]:-0} + n))
     TICKS[$name]=$((${TICKS[$name]:-0} + t1 - t0))
+    UTICKS[$name]=$((${UTICKS[$name]:-0} + ${s1% *} - ${s0% *}))
+    STICKS[$name]=$((${STICKS[$name]:-0} + ${s1#* } - ${s0#* }))
     RPS_L[$name]+="$rps "
     P50_L[$name]+="$(to_ms "$p50") "
     P99_L[$name]+="$(to_ms "$p99") "
@@ -374,17 +377,17 @@ before_after() {
 }
 
 print_report() {
-    local name r row rps p50 p99 cpu rounds nginx_cpu nginx_rps nginx_p99
+    local name r row rps p50 p99 cpu split rounds nginx_cpu nginx_rps nginx_p99
     nginx_cpu=$(cpu_of nginx)
     nginx_rps=$(med "${RPS_L[nginx]:-}")
     nginx_p99=$(med "${P99_L[nginx]:-}")
-    echo "| target | rps | p50 | p99 | CPU µs/req | CPU µs/req by round | CPU vs nginx | rps vs nginx | p99 vs nginx | idle CPU ms/s |"
-    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    echo "| target | rps | p50 | p99 | CPU µs/req | user / kernel µs/req | CPU µs/req by round | CPU vs nginx | rps vs nginx | p99 vs nginx | idle CPU ms/s |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     for name in $TARGETS; do
         row=""
         for r in "${ROWS[@]}"; do [[ ${r%%|*} == "$name" ]] && row=$r; done
         if [[ -n $row || -z ${REQS[$name]:-} ]]; then
-            echo "| $name | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a | ${IDLE[$name]:-n/a} |"
+            echo "| $name | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a | ${IDLE[$name]:-n/a} |"
             continue
         fi
         rps=$(printf '%.0f' "$(med "${RPS_L[$name]}")")
@@ -392,7 +395,8 @@ print_report() {
         p99=$(printf '%.2f' "$(med "${P99_L[$name]}")")
         cpu=$(cpu_of "$name")
         rounds=$(echo ${CPU_L[$name]} | sed 's/ /, /g')
-        echo "| $name | $rps | $p50 ms | $p99 ms | $cpu | $rounds | $(ratio "$cpu" "$nginx_cpu") | $(ratio "$rps" "$nginx_rps") | $(ratio "$p99" "$nginx_p99") | ${IDLE[$name]:-n/a} |"
+        split="$(us_per_request "${UTICKS[$name]}" "${REQS[$name]}") / $(us_per_request "${STICKS[$name]}" "${REQS[$name]}")"
+        echo "| $name | $rps | $p50 ms | $p99 ms | $cpu | $split | $rounds | $(ratio "$cpu" "$nginx_cpu") | $(ratio "$rps" "$nginx_rps") | $(ratio "$p99" "$nginx_p99") | ${IDLE[$name]:-n/a} |"
     done
 
     if [[ $PROFILE == 1 ]]; then
