@@ -48,6 +48,22 @@ pub fn is_hop_by_hop(name: &str) -> bool {
     HOP_BY_HOP.contains(&name) || CONNECTION_FIELDS.contains(&name)
 }
 
+/// Removes from `req` every field whose (lower-case) name `drop` accepts, in one pass over
+/// the names the head holds. A head holds a few fields: removing each candidate name in
+/// turn would parse and hash every candidate, present or not (~200 instructions each,
+/// ~18 per request on the request path, issue #18).
+pub fn remove_where(req: &mut pingora::http::RequestHeader, drop: impl Fn(&str) -> bool) {
+    let mut doomed: smallvec::SmallVec<[http::HeaderName; 4]> = smallvec::SmallVec::new();
+    for name in req.headers.keys() {
+        if drop(name.as_str()) && !doomed.contains(name) {
+            doomed.push(name.clone());
+        }
+    }
+    for name in &doomed {
+        req.remove_header(name);
+    }
+}
+
 /// `Connection` options that name standard behaviour and are kept for Pingora.
 const STANDARD_OPTIONS: &[&str] = &["close", "keep-alive", "upgrade"];
 

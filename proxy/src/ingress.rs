@@ -139,16 +139,13 @@ fn strip_hop_by_hop(req: &mut RequestHeader) -> Result<(), IngressRefusal> {
             .iter()
             .map(|v| v.as_bytes()),
     )?;
-    for name in &plan.remove {
-        req.remove_header(name.as_ref());
-    }
-    match plan.connection {
-        Some(v) => req
-            .insert_header(http::header::CONNECTION, v)
-            .map_err(|_| IngressRefusal::Target)?,
-        None => {
-            req.remove_header(&http::header::CONNECTION);
-        }
+    let keep_connection = plan.connection.is_some();
+    hop::remove_where(req, |name| {
+        (name == "connection" && !keep_connection) || plan.remove.iter().any(|r| r == name)
+    });
+    if let Some(v) = plan.connection {
+        req.insert_header(http::header::CONNECTION, v)
+            .map_err(|_| IngressRefusal::Target)?;
     }
     Ok(())
 }

@@ -353,6 +353,11 @@ impl UpstreamPool {
     /// ejected and already `tried` peers. When every peer is out, health is ignored
     /// (better a try than a certain 502), but `tried` peers are still skipped.
     pub fn select(&self, key: &[u8], tried: &[SocketAddr]) -> Option<SocketAddr> {
+        if let [only] = self.def.peers.as_slice() {
+            // One peer: whatever its health, it is the pick unless tried (the rule below
+            // gives the same answer), without the balancer's per-pick set of seen peers.
+            return (!tried.contains(only)).then_some(*only);
+        }
         let now = Instant::now();
         let fresh = |b: &Backend| to_std(&b.addr).is_some_and(|a| !tried.contains(&a));
         let picked = self

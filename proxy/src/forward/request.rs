@@ -11,12 +11,7 @@ pub fn upstream_head(req: &RequestHeader, h2: bool) -> RequestHeader {
     // Names the client listed in `Connection` were removed before the filters ran
     // (`crate::hop`); a filter may have set hop-by-hop fields since.
     // The framing field is set again for the upstream by [`frame`].
-    for name in crate::hop::HOP_BY_HOP
-        .iter()
-        .chain(crate::hop::CONNECTION_FIELDS)
-    {
-        up.remove_header(*name);
-    }
+    crate::hop::remove_where(&mut up, crate::hop::is_hop_by_hop);
     up.set_version(if h2 {
         http::Version::HTTP_2
     } else {

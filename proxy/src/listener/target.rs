@@ -23,6 +23,17 @@ use tokio::io::AsyncReadExt;
 /// The bytes that may need encoding: what `http`'s URI type refuses and httparse reads.
 const ENCODE: &[u8] = b"\"<>\\`^{|}";
 
+/// [`ENCODE`] as a table by byte value: the target is checked byte by byte per request.
+static ENCODED: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < ENCODE.len() {
+        t[ENCODE[i] as usize] = true;
+        i += 1;
+    }
+    t
+};
+
 /// Longest request line looked at; a longer one is left to Pingora's limits.
 const MAX_LINE: usize = 16 * 1024;
 
@@ -154,7 +165,7 @@ pub fn fix_line(bytes: BytesMut) -> HeadStart {
         original: None,
         verdict,
     };
-    let Some(eol) = bytes.iter().position(|&b| b == b'\n') else {
+    let Some(eol) = memchr::memchr(b'\n', &bytes) else {
         return as_is(bytes, None);
     };
     let line = &bytes[..eol];
@@ -178,7 +189,7 @@ pub fn fix_line(bytes: BytesMut) -> HeadStart {
     if let Some(v) = judge(method, target) {
         return as_is(bytes, Some(v));
     }
-    if !target.iter().any(|b| ENCODE.contains(b)) || accepted(method, target) {
+    if !target.iter().any(|&b| ENCODED[usize::from(b)]) || accepted(method, target) {
         return as_is(bytes, None);
     }
     let mut out = BytesMut::with_capacity(bytes.len() + 32);
