@@ -62,6 +62,8 @@ const EARLY_BODY_LIMIT: usize = 64 * 1024;
 /// Request header asking for `x-sluice-generation` and `x-sluice-policy-hash` on the
 /// response (honoured only with `[server] debug_headers = true`; never sent upstream).
 pub const DEBUG_HEADER: &str = "x-sluice-debug";
+/// [`DEBUG_HEADER`] parsed once: removing it by `&str` parses the name on every request.
+static DEBUG_HEADER_NAME: http::HeaderName = http::HeaderName::from_static(DEBUG_HEADER);
 
 /// The proxy service: the live snapshot and nothing else.
 pub struct Sluice {
@@ -667,7 +669,7 @@ impl Sluice {
         ctx: &mut Ctx,
     ) -> Result<()> {
         // A question to Sluice, not to the origin.
-        upstream_request.remove_header(DEBUG_HEADER);
+        upstream_request.remove_header(&DEBUG_HEADER_NAME);
         if let Some(path) = ctx.stream.filter_state.get(props::PATH) {
             let uri = http::Uri::try_from(path.as_slice())
                 .map_err(|_| bad("a filter set a bad sluice.upstream.path"))?;
@@ -776,7 +778,7 @@ impl Sluice {
                 .observe(t.elapsed().as_secs_f64());
         }
         if ctx.snapshot.policy.debug_headers
-            && session.req_header().headers.contains_key(DEBUG_HEADER)
+            && session.req_header().headers.contains_key(&DEBUG_HEADER_NAME)
         {
             upstream_response
                 .insert_header("x-sluice-generation", ctx.snapshot.generation.to_string())?;
