@@ -5,8 +5,8 @@
 //! which reconnects on its own when Redis comes back), driven by a small runtime of its
 //! own so that no worker thread owns it. Every operation is one round trip (counters
 //! and compare-and-set are Lua scripts, sent by `EVALSHA`), bounded by `timeout_ms`.
-//! After a failure the store answers `unavailable` at once for `backoff_ms`, so an
-//! outage costs requests no waiting; keys found over their limit are remembered until
+//! After a failure to reach the store (not an error it answered) the store answers
+//! `unavailable` at once for `backoff_ms`, so an outage costs requests no waiting; keys found over their limit are remembered until
 //! their window ends and answered with no round trip.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -352,7 +352,12 @@ impl FleetStore {
             Ok(Err(e)) => {
                 m.fleet_calls.with_label_values(&[name, "error"]).inc();
                 tracing::warn!(op = name, error = %e, "fleet store call failed");
-                self.backoff();
+                // A store that answered is up: an error about one key's data (a filter
+                // counting a value it wrote) must not make the node stop asking for
+                // every filter's keys.
+                if !answered(&e) {
+                    self.backoff();
+                }
                 Err(FleetReply::Failed(FleetStatus::Error, e.to_string()))
             }
             Err(_) => {
@@ -561,6 +566,15 @@ fn record_from(v: &[Value]) -> Option<Record> {
         );
     }
     Some(r)
+}
+
+/// Whether the error is the store's answer (`ERR ...`, `WRONGTYPE ...`), not a failure to
+/// reach it.
+fn answered(e: &redis::RedisError) -> bool {
+    matches!(
+        e.kind(),
+        redis::ErrorKind::Server(_) | redis::ErrorKind::Extension
+    )
 }
 
 fn clamp(n: i64) -> u32 {

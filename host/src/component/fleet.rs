@@ -83,7 +83,10 @@ pub struct Counter {
 }
 
 /// What an operation's reply becomes for the guest: `Ok` when `want` takes it.
-fn answer<R>(reply: FleetReply, want: impl FnOnce(FleetReply) -> Option<R>) -> Result<R, FleetError> {
+fn answer<R>(
+    reply: FleetReply,
+    want: impl FnOnce(FleetReply) -> Option<R>,
+) -> Result<R, FleetError> {
     match reply {
         FleetReply::Failed(FleetStatus::Timeout, _) => Err(FleetError::Timeout),
         FleetReply::Failed(_, message) => Err(FleetError::Unavailable(message)),
@@ -154,8 +157,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<GuestState>) -> wasmtime::Result
     )?;
     i.func_wrap_concurrent(
         "set",
-        |accessor: &Accessor<GuestState>,
-         (key, value, ttl_ms): (String, Vec<u8>, Option<u32>)| {
+        |accessor: &Accessor<GuestState>, (key, value, ttl_ms): (String, Vec<u8>, Option<u32>)| {
             Box::pin(async move {
                 let r = match ttl(ttl_ms) {
                     Ok(ttl_ms) => {
@@ -164,7 +166,10 @@ pub(crate) fn add_to_linker(linker: &mut Linker<GuestState>) -> wasmtime::Result
                             value,
                             ttl_ms,
                         };
-                        run(accessor, op, |r| matches!(r, FleetReply::Done).then_some(())).await
+                        run(accessor, op, |r| {
+                            matches!(r, FleetReply::Done).then_some(())
+                        })
+                        .await
                     }
                     Err(e) => Err(e),
                 };
@@ -246,7 +251,12 @@ mod tests {
     #[test]
     fn keys_are_scoped_to_the_component_and_limits_hold_before_the_store() {
         let fleet = GuestFleet::new("counter", Some(Arc::new(Echo)));
-        let got = block(fleet.start(FleetOp::Get { key: b"k".to_vec() }).ok().unwrap());
+        let got = block(
+            fleet
+                .start(FleetOp::Get { key: b"k".to_vec() })
+                .ok()
+                .unwrap(),
+        );
         assert_eq!(got, FleetReply::Value(Some(b"c:7:counter:k".to_vec())));
         // Another kind than any Proxy-Wasm filter's (`vm_id` "counter" -> "f:7:counter:k").
         assert_ne!(
@@ -268,13 +278,19 @@ mod tests {
             window_ms: 0,
             limit: 1,
         };
-        assert!(matches!(fleet.start(no_window), Err(FleetError::Invalid(_))));
+        assert!(matches!(
+            fleet.start(no_window),
+            Err(FleetError::Invalid(_))
+        ));
         let none = GuestFleet::new("counter", None);
         assert!(matches!(
             none.start(FleetOp::Get { key: b"k".to_vec() }),
             Err(FleetError::NotConfigured)
         ));
-        assert_eq!(ttl(Some(0)).unwrap_err(), FleetError::Invalid("ttl must be 1 to 86400000 ms (none: never expires)".into()));
+        assert_eq!(
+            ttl(Some(0)).unwrap_err(),
+            FleetError::Invalid("ttl must be 1 to 86400000 ms (none: never expires)".into())
+        );
     }
 
     #[test]
@@ -284,7 +300,9 @@ mod tests {
             |_| Some(()),
         );
         assert_eq!(r, Err(FleetError::Unavailable("fleet store down".into())));
-        let r = answer(FleetReply::Failed(FleetStatus::Timeout, "t".into()), |_| Some(()));
+        let r = answer(FleetReply::Failed(FleetStatus::Timeout, "t".into()), |_| {
+            Some(())
+        });
         assert_eq!(r, Err(FleetError::Timeout));
         let r = answer(FleetReply::Done, counter);
         assert!(matches!(r, Err(FleetError::Unavailable(_))));

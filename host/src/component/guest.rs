@@ -15,9 +15,9 @@ use super::edge::RequestData;
 use super::engine::{CompiledComponent, Role, MAX_MEMORY_BYTES};
 use super::failures::Failures;
 use super::fleet::GuestFleet;
-use crate::fleet::FleetBackend;
 use super::state::Next;
 use super::worker::Factory;
+use crate::fleet::FleetBackend;
 use crate::HostError;
 
 /// Component instances created since start (all guests).

@@ -62,7 +62,12 @@ pub fn build(
         (None, None) => return Err((0, format!("route {:?} ends in nothing", route.name))),
     };
     for &i in route.components.iter().rev() {
-        let guest = guest(&defs[i], &compiled[i], Role::Middleware, outlets(next.clone()))?;
+        let guest = guest(
+            &defs[i],
+            &compiled[i],
+            Role::Middleware,
+            outlets(next.clone()),
+        )?;
         guests.push((defs[i].name.clone(), guest.clone()));
         next = wrap(guest, &defs[i], Some(next));
     }

@@ -135,7 +135,14 @@ fn component_keys_are_their_own_and_hostile_keys_and_values_are_refused() {
         counter("c1"),
         counter("c2"),
         module("fleetkv.wasm"),
-        routes(&origin, &[("/echo/c1/", "c1"), ("/echo/c2/", "c2"), ("/echo/pw/", "pw")])
+        routes(
+            &origin,
+            &[
+                ("/echo/c1/", "c1"),
+                ("/echo/c2/", "c2"),
+                ("/echo/pw/", "pw")
+            ]
+        )
     );
     let (a, b) = (
         sluice_with_server(&body, ENABLE),
@@ -143,9 +150,21 @@ fn component_keys_are_their_own_and_hostile_keys_and_values_are_refused() {
     );
     assert_eq!(kv(&a, "/echo/c1/", "get color"), "absent");
     assert_eq!(kv(&a, "/echo/c1/", "set color 0 blue"), "done");
-    assert_eq!(kv(&b, "/echo/c1/", "get color"), "found blue", "another node");
-    assert_eq!(kv(&b, "/echo/c2/", "get color"), "absent", "another component");
-    assert_eq!(kv(&b, "/echo/pw/", "get color"), "absent", "a Proxy-Wasm filter");
+    assert_eq!(
+        kv(&b, "/echo/c1/", "get color"),
+        "found blue",
+        "another node"
+    );
+    assert_eq!(
+        kv(&b, "/echo/c2/", "get color"),
+        "absent",
+        "another component"
+    );
+    assert_eq!(
+        kv(&b, "/echo/pw/", "get color"),
+        "absent",
+        "a Proxy-Wasm filter"
+    );
     assert_eq!(kv(&a, "/echo/pw/", "set color 0 red"), "done");
     assert_eq!(kv(&a, "/echo/c1/", "get color"), "found blue");
     assert_eq!(kv(&b, "/echo/pw/", "get color"), "found red");
@@ -164,15 +183,31 @@ fn component_keys_are_their_own_and_hostile_keys_and_values_are_refused() {
     // 1,024 bytes, a value over 64 KiB; the largest allowed ones work.
     let long = "k".repeat(1025);
     let r = kv(&a, "/echo/c1/", &format!("get {long}"));
-    assert!(r.starts_with("failed invalid get: key must be 1 to 1024"), "{r}");
+    assert!(
+        r.starts_with("failed invalid get: key must be 1 to 1024"),
+        "{r}"
+    );
     let r = kv(&a, "/echo/c1/", "setn big 65537");
-    assert!(r.starts_with("failed invalid set: value must be at most 65536"), "{r}");
-    assert_eq!(kv(&a, "/echo/c1/", &format!("setn {} 65536", "k".repeat(1024))), "done");
+    assert!(
+        r.starts_with("failed invalid set: value must be at most 65536"),
+        "{r}"
+    );
+    assert_eq!(
+        kv(&a, "/echo/c1/", &format!("setn {} 65536", "k".repeat(1024))),
+        "done"
+    );
     let r = kv(&b, "/echo/c1/", &format!("get {}", "k".repeat(1024)));
     assert_eq!(r.len(), "found ".len() + 65536);
     // The guest is still healthy, and counts.
     let (code, h) = hit(&a, "/echo/c1/x", "carol", 5);
     assert_eq!((code, h[0].as_str()), (200, "1"));
+    // A value the counter cannot count (the guest wrote it under its counter's key): Redis
+    // answers an error for that key alone, the guest fails open, and the node does not
+    // take the store for down (no back-off: the next call, another key, is served).
+    assert_eq!(kv(&a, "/echo/c1/", "set client:zed 0 abc"), "done");
+    let (code, h) = hit(&a, "/echo/c1/x", "zed", 5);
+    assert_eq!((code, h[2].as_str()), (200, "unavailable"));
+    assert_eq!(kv(&a, "/echo/c1/", "get color"), "found green");
     assert!(metric(&a, r#"sluice_fleet_calls_total{op="cas",result="ok"}"#) >= 2.0);
 }
 
@@ -199,7 +234,10 @@ fn redis_down_reaches_the_guest_as_unavailable_and_its_fallback_is_served_at_onc
         let (code, h) = hit(&s, "/echo/x", "dave", 5);
         assert_eq!(code, 200, "request {i}");
         assert_eq!(h[0], "", "request {i}: not counted");
-        assert!(h[2] == "unavailable" || h[2] == "timeout", "request {i}: {h:?}");
+        assert!(
+            h[2] == "unavailable" || h[2] == "timeout",
+            "request {i}: {h:?}"
+        );
         errors.push(h[2].clone());
     }
     assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
@@ -271,7 +309,12 @@ fn a_store_that_never_answers_times_out_without_holding_other_requests() {
         assert_eq!(error.as_deref(), Some("timeout"));
     }
     assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
-    assert!(metric(&s, r#"sluice_fleet_calls_total{op="incr",result="timeout"}"#) >= 4.0);
+    assert!(
+        metric(
+            &s,
+            r#"sluice_fleet_calls_total{op="incr",result="timeout"}"#
+        ) >= 4.0
+    );
     drop(s);
     drop(held);
 }
