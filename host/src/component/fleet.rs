@@ -91,9 +91,15 @@ fn answer<R>(
         FleetReply::Failed(FleetStatus::Timeout, _) => Err(FleetError::Timeout),
         FleetReply::Failed(_, message) => Err(FleetError::Unavailable(message)),
         other => {
-            let name = format!("{other:?}");
+            let kind = match &other {
+                FleetReply::Counter { .. } => "counter",
+                FleetReply::Value(_) => "value",
+                FleetReply::Done => "done",
+                FleetReply::Swapped(_) => "swapped",
+                FleetReply::Failed(..) => "failure",
+            };
             want(other).ok_or_else(|| {
-                FleetError::Unavailable(format!("unexpected reply from the store: {name}"))
+                FleetError::Unavailable(format!("unexpected {kind} reply from the store"))
             })
         }
     }

@@ -1,9 +1,9 @@
 //! `sluice:edge/fleet` (issue #21): the fleet store's key-value operations from component
 //! guests. `filters/components/fleet_counter` (a per-client counter middleware that
 //! answers 429 past its limit and fails open, plus the `x-kv` line protocol of the
-//! Proxy-Wasm `fleetkv` filter) on a real `redis-server` started here, two Sluice nodes
-//! sharing it, a real origin. Requirement name: `redis-server`, except for the tests that
-//! need no store.
+//! Proxy-Wasm `fleetkv` filter) and `filters/components/visits` (an edge function counting
+//! visits per path) on a real `redis-server` started here, two Sluice nodes sharing it, a
+//! real origin. Requirement name: `redis-server`, except for the tests that need no store.
 
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
@@ -328,4 +328,72 @@ fn without_fleet_the_guest_hears_not_configured() {
     assert_eq!(code, 200);
     assert_eq!(h[2], "not-configured");
     assert_eq!(kv(&s, "/", "set color 0 blue"), "failed not-configured ");
+}
+
+/// `GET path` on `s` through `visits`: status, `x-visits` or `x-fleet-error`, body.
+fn visit(s: &Sluice, path: &str) -> (u16, String, String) {
+    let r = client().get(s.url(path)).send().unwrap();
+    let status = r.status().as_u16();
+    let h = r
+        .headers()
+        .get(if status == 200 {
+            "x-visits"
+        } else {
+            "x-fleet-error"
+        })
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    (status, h, r.text().unwrap())
+}
+
+#[test]
+fn an_edge_function_counts_on_two_nodes_with_concurrently_reused_instances() {
+    let Some(mut redis) = redis() else { return };
+    // `visits` imports only `sluice:edge/fleet` (no request state): concurrent reuse is
+    // allowed, unlike `request-info` or `upstream`.
+    let body = format!(
+        "{}[filters.visits]\nkind = \"component\"\nmodule = {}\n\
+         reuse_requests = 1000\nreuse_concurrency = 4\n\
+         [[routes]]\nname = \"v\"\nfunction = \"visits\"\n",
+        fleet(&redis.url(), 250),
+        module("components/visits.wasm"),
+    );
+    let (a, b) = (
+        sluice_with_server(&body, ENABLE),
+        sluice_with_server(&body, ENABLE),
+    );
+    for i in 1..=4 {
+        let node = if i % 2 == 0 { &b } else { &a };
+        let (code, n, text) = visit(node, "/page");
+        assert_eq!((code, n.as_str()), (200, i.to_string().as_str()));
+        assert_eq!(text, format!("visit {i} of /page today\n"));
+    }
+    assert_eq!(visit(&b, "/other?x=1").1, "1");
+    // Sixteen at once on both nodes: each counted exactly once.
+    let calls: Vec<_> = (0..16)
+        .map(|i| {
+            let url = if i % 2 == 0 {
+                a.url("/page")
+            } else {
+                b.url("/page")
+            };
+            std::thread::spawn(move || {
+                let r = client().get(url).send().unwrap();
+                assert_eq!(r.status(), 200);
+                r.headers()["x-visits"]
+                    .to_str()
+                    .unwrap()
+                    .parse::<u32>()
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut seen: Vec<u32> = calls.into_iter().map(|c| c.join().unwrap()).collect();
+    seen.sort();
+    assert_eq!(seen, (5..=20).collect::<Vec<_>>());
+    // The store gone: the function still answers, with its own 503.
+    redis.stop();
+    let (code, kind, text) = visit(&a, "/page");
+    assert_eq!(code, 503, "{text}");
+    assert!(kind == "unavailable" || kind == "timeout", "{kind}: {text}");
 }
