@@ -132,7 +132,7 @@ fi
 
 if ((BUILD_COMPONENTS)); then
     COMP_DIR="$FILTERS_DIR/components"
-    COMPONENTS=(hello add_header deny transform hostile edge_info steer)
+    COMPONENTS=(hello add_header deny transform hostile edge_info steer fleet_counter visits)
     # The standard WIT (wasi:http@0.3.0 and what it uses) comes from the pinned `wasip3`
     # crate the guests' bindings are generated from; it is copied, never committed.
     # (Debian's cargo where it is installed, as for the build; else the one on PATH)

@@ -2,9 +2,19 @@
 //! `proxy_call_foreign_function("sluice.fleet.*")` and completed later through
 //! `proxy_on_foreign_function` (see `docs/ABI.md`, "Fleet operations").
 //!
-//! This module only decodes what a filter asks for ([`FleetOp`]) and encodes what it
-//! gets back ([`FleetReply`]); the proxy runs the operations (on Redis) through
-//! [`crate::callout::Callouts::call`]. Integers are u32 little-endian.
+//! This module only decodes what a filter asks for ([`FleetOp`]), scopes its key to the
+//! filter ([`scoped_key`]) and encodes what it gets back ([`FleetReply`]); the proxy runs
+//! the operations (on Redis) through [`crate::callout::Callouts::call`]. Integers are u32
+//! little-endian.
+//!
+//! Component guests reach the same operations through `sluice:edge/fleet`
+//! ([`crate::component`]): the embedder runs them with a [`FleetBackend`], on the same
+//! store, with the same limits and the same scoping (another key kind, so that a
+//! component's keys never meet a Proxy-Wasm filter's).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 
 use crate::abi::Status;
 
@@ -14,6 +24,40 @@ pub const MAX_KEY: usize = 1024;
 pub const MAX_VALUE: usize = 64 * 1024;
 /// Longest window or TTL (one day, in milliseconds).
 pub const MAX_TTL_MS: u32 = 86_400_000;
+
+/// The kind of a Proxy-Wasm filter's fleet keys ([`scoped_key`], owner: its `vm_id`).
+pub const FILTER_KIND: &[u8] = b"f";
+/// The kind of a component filter's fleet keys ([`scoped_key`], owner: its name).
+pub const COMPONENT_KIND: &[u8] = b"c";
+
+/// `KIND:LEN:OWNER:KEY`: a key of one owner (a Proxy-Wasm filter's `vm_id`, a component
+/// filter's name), the same for every node running the policy, and no two
+/// (kind, owner, key) triples alike (the owner's length is spelt out, so no owner's keys
+/// reach into another's).
+pub fn scoped_key(kind: &[u8], owner: &[u8], key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(kind.len() + 8 + owner.len() + key.len());
+    k.extend_from_slice(kind);
+    k.push(b':');
+    k.extend_from_slice(owner.len().to_string().as_bytes());
+    k.push(b':');
+    k.extend_from_slice(owner);
+    k.push(b':');
+    k.extend_from_slice(key);
+    k
+}
+
+/// A boxed future of an operation's reply, as a [`FleetBackend`] returns it.
+pub type FleetFuture = Pin<Box<dyn Future<Output = FleetReply> + Send>>;
+
+/// Runs fleet operations for component guests (`sluice:edge/fleet`): provided by the
+/// embedder (the proxy's store on Redis), once per policy. The operation comes checked
+/// ([`FleetOp::check`]) and scoped ([`FleetOp::scope`]); the future must end within the
+/// store's own timeout, answering a failure as [`FleetReply::Failed`], and must not need
+/// the caller's thread (the guest's instance goes on with its other tasks meanwhile).
+pub trait FleetBackend: Send + Sync {
+    /// Runs `op`.
+    fn run(self: Arc<Self>, op: FleetOp) -> FleetFuture;
+}
 
 /// One fleet operation a filter started.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,9 +164,6 @@ impl FleetOp {
                 let window_ms = r.u32()?;
                 let limit = r.u32()?;
                 let key = r.rest().to_vec();
-                if window_ms == 0 || window_ms > MAX_TTL_MS {
-                    return Err(Status::BadArgument);
-                }
                 Ok(if name == "sluice.fleet.incr" {
                     FleetOp::Incr {
                         key,
@@ -162,23 +203,42 @@ impl FleetOp {
             })(),
             _ => return None,
         };
-        Some(op.and_then(FleetOp::checked))
+        Some(op.and_then(|op| match op.check() {
+            Ok(()) => Ok(op),
+            Err(e) => {
+                tracing::debug!(op = op.name(), error = e, "fleet operation refused");
+                Err(Status::BadArgument)
+            }
+        }))
     }
 
-    fn checked(self) -> Result<FleetOp, Status> {
+    /// Checks the limits every operation keeps, whoever started it (before its key is
+    /// scoped): keys of 1 to [`MAX_KEY`] bytes, values (and expected values) of at most
+    /// [`MAX_VALUE`] bytes, TTLs of at most [`MAX_TTL_MS`], counter windows of 1 to
+    /// [`MAX_TTL_MS`]. The error names the limit broken.
+    pub fn check(&self) -> Result<(), &'static str> {
         let key = self.key();
         if key.is_empty() || key.len() > MAX_KEY {
-            return Err(Status::BadArgument);
+            return Err("key must be 1 to 1024 bytes");
         }
-        match &self {
-            FleetOp::Set { value, ttl_ms, .. }
-            | FleetOp::Cas {
-                new: value, ttl_ms, ..
-            } if value.len() > MAX_VALUE || *ttl_ms > MAX_TTL_MS => Err(Status::BadArgument),
+        match self {
+            FleetOp::Incr { window_ms, .. } | FleetOp::Sliding { window_ms, .. }
+                if *window_ms == 0 || *window_ms > MAX_TTL_MS =>
+            {
+                Err("window must be 1 to 86400000 ms")
+            }
+            FleetOp::Set { value, .. } | FleetOp::Cas { new: value, .. }
+                if value.len() > MAX_VALUE =>
+            {
+                Err("value must be at most 65536 bytes")
+            }
+            FleetOp::Set { ttl_ms, .. } | FleetOp::Cas { ttl_ms, .. } if *ttl_ms > MAX_TTL_MS => {
+                Err("ttl must be at most 86400000 ms")
+            }
             FleetOp::Cas {
                 expected: Some(e), ..
-            } if e.len() > MAX_VALUE => Err(Status::BadArgument),
-            _ => Ok(self),
+            } if e.len() > MAX_VALUE => Err("expected value must be at most 65536 bytes"),
+            _ => Ok(()),
         }
     }
 }

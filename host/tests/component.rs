@@ -489,3 +489,98 @@ async fn sluice_edge_upstream_refuses_oversized_choices_and_functions() {
     ));
     assert!(load("steer").imports_edge());
 }
+
+/// A fleet store that holds every operation until four are waiting at once (but answers
+/// the warm-up key at once), and records the keys it was given.
+struct Gate {
+    keys: std::sync::Mutex<Vec<String>>,
+    four: tokio::sync::Barrier,
+}
+
+impl sluice_host::fleet::FleetBackend for Gate {
+    fn run(self: Arc<Self>, op: sluice_host::fleet::FleetOp) -> sluice_host::fleet::FleetFuture {
+        Box::pin(async move {
+            let key = String::from_utf8(op.key().to_vec()).unwrap();
+            let count = {
+                let mut keys = self.keys.lock().unwrap();
+                keys.push(key.clone());
+                keys.len() as u32
+            };
+            if !key.ends_with(":warm") {
+                self.four.wait().await;
+            }
+            sluice_host::fleet::FleetReply::Counter {
+                count,
+                reset_ms: 1000,
+                counted: true,
+            }
+        })
+    }
+}
+
+/// `sluice:edge/fleet` calls are concurrent host calls: four requests on one reused
+/// instance all wait for the store at once (a blocking call would hold the instance, and
+/// the gate would never open), each with its key scoped to the filter.
+#[tokio::test(flavor = "current_thread")]
+async fn fleet_calls_of_a_reused_instance_wait_for_the_store_together() {
+    let gate = Arc::new(Gate {
+        keys: Default::default(),
+        four: tokio::sync::Barrier::new(4),
+    });
+    let guest = Arc::new(
+        Guest::with_fleet(
+            "limiter",
+            &load("fleet_counter"),
+            Role::Middleware,
+            sluice_host::component::Ways {
+                next: origin(),
+                client: refuse(),
+                fleet: Some(gate.clone()),
+            },
+            LIMITS,
+            Reuse {
+                max_requests: 100,
+                max_concurrent: 4,
+            },
+        )
+        .unwrap(),
+    );
+    let counted = |key: &str| {
+        let mut req = request("/");
+        req.headers_mut()
+            .insert("x-counter-key", key.parse().unwrap());
+        let guest = guest.clone();
+        tokio::spawn(async move { guest.handle(req).await })
+    };
+    let warm = counted("warm").await.unwrap().unwrap();
+    assert_eq!(header(&warm, "x-counter"), "1");
+    // One after the other, each once the one before waits for the store: the instance
+    // takes the next request meanwhile.
+    let mut waiting = Vec::new();
+    for key in ["a", "b", "c", "d"] {
+        waiting.push(counted(key));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let all = futures::future::join_all(waiting);
+    let responses = tokio::time::timeout(Duration::from_secs(10), all)
+        .await
+        .expect("the four fleet calls never waited together");
+    for res in responses {
+        let res = res.unwrap().unwrap();
+        assert_eq!(res.status(), 200);
+        assert_eq!(text(res).await, "origin body");
+    }
+    assert_eq!(guest.instances(), 1, "all on one instance");
+    let mut keys = gate.keys.lock().unwrap().clone();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "c:7:limiter:client:a",
+            "c:7:limiter:client:b",
+            "c:7:limiter:client:c",
+            "c:7:limiter:client:d",
+            "c:7:limiter:client:warm"
+        ]
+    );
+}

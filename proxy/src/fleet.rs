@@ -5,8 +5,8 @@
 //! which reconnects on its own when Redis comes back), driven by a small runtime of its
 //! own so that no worker thread owns it. Every operation is one round trip (counters
 //! and compare-and-set are Lua scripts, sent by `EVALSHA`), bounded by `timeout_ms`.
-//! After a failure the store answers `unavailable` at once for `backoff_ms`, so an
-//! outage costs requests no waiting; keys found over their limit are remembered until
+//! After a failure to reach the store (not an error it answered) the store answers
+//! `unavailable` at once for `backoff_ms`, so an outage costs requests no waiting; keys found over their limit are remembered until
 //! their window ends and answered with no round trip.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,7 +19,7 @@ use redis::{Script, Value};
 use crate::host::collections::{
     collections, now_ms as now_unix_ms, Field, FieldOp, Pending, Record,
 };
-use crate::host::fleet::{FleetOp, FleetReply, FleetStatus};
+use crate::host::fleet::{FleetBackend, FleetFuture, FleetOp, FleetReply, FleetStatus};
 use crate::host::{CallResult, HttpCallResponse};
 use crate::metrics::metrics;
 use crate::policy::FleetConfig;
@@ -144,6 +144,13 @@ end
 return out
 ";
 
+/// Component guests' `sluice:edge/fleet` calls run here too, on the same connection.
+impl FleetBackend for FleetStore {
+    fn run(self: Arc<Self>, op: FleetOp) -> FleetFuture {
+        Box::pin(self.answer(op))
+    }
+}
+
 /// One store: a Redis server, its connection, and this node's memory of keys over
 /// their limit.
 pub struct FleetStore {
@@ -247,8 +254,14 @@ impl FleetStore {
         k
     }
 
-    /// Runs `op`: its reply (a failure included) as the body of a call response.
+    /// Runs `op` for a Proxy-Wasm filter: its reply (a failure included) as the body of a
+    /// call response.
     pub async fn run(self: Arc<Self>, op: FleetOp) -> CallResult {
+        reply(self.answer(op).await)
+    }
+
+    /// Runs `op`: its reply, a failure included (bounded by `timeout_ms`).
+    pub async fn answer(self: Arc<Self>, op: FleetOp) -> FleetReply {
         let name = op.name();
         let m = metrics();
         let key = self.full_key(op.key());
@@ -257,11 +270,11 @@ impl FleetStore {
             if let Some((until, count)) = self.over.get(&key) {
                 if until > now {
                     m.fleet_calls.with_label_values(&[name, "cached"]).inc();
-                    return reply(FleetReply::Counter {
+                    return FleetReply::Counter {
                         count,
                         reset_ms: (until - now) as u32,
                         counted: false,
-                    });
+                    };
                 }
                 self.over.remove(&key);
             }
@@ -304,7 +317,7 @@ impl FleetStore {
                 }
             }
         }
-        reply(r)
+        r
     }
 
     /// Runs one round trip `fut` of operation `name` unless the store is backing off,
@@ -339,7 +352,12 @@ impl FleetStore {
             Ok(Err(e)) => {
                 m.fleet_calls.with_label_values(&[name, "error"]).inc();
                 tracing::warn!(op = name, error = %e, "fleet store call failed");
-                self.backoff();
+                // A store that answered is up: an error about one key's data (a filter
+                // counting a value it wrote) must not make the node stop asking for
+                // every filter's keys.
+                if !answered(&e) {
+                    self.backoff();
+                }
                 Err(FleetReply::Failed(FleetStatus::Error, e.to_string()))
             }
             Err(_) => {
@@ -548,6 +566,15 @@ fn record_from(v: &[Value]) -> Option<Record> {
         );
     }
     Some(r)
+}
+
+/// Whether the error is the store's answer (`ERR ...`, `WRONGTYPE ...`), not a failure to
+/// reach it.
+fn answered(e: &redis::RedisError) -> bool {
+    matches!(
+        e.kind(),
+        redis::ErrorKind::Server(_) | redis::ErrorKind::Extension
+    )
 }
 
 fn clamp(n: i64) -> u32 {

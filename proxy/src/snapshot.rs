@@ -88,6 +88,9 @@ pub struct Compiled {
     modules: Vec<Arc<CompiledModule>>,
     /// Each component filter's compiled component, by policy order.
     components: Vec<Arc<crate::host::component::CompiledComponent>>,
+    /// The fleet store (`[fleet]`) of the component filters' `sluice:edge/fleet` calls
+    /// (the Proxy-Wasm filters reach the same one through `callouts`).
+    fleet: Option<Arc<dyn crate::host::fleet::FleetBackend>>,
 }
 
 /// An immutable, validated, compiled policy with its filters' VMs.
@@ -201,6 +204,9 @@ impl Compiled {
             .map(crate::fleet::store)
             .transpose()
             .map_err(|e| PolicyErrors(vec![diag(None, format!("[fleet]: {e:#}"))]))?;
+        let component_fleet = fleet
+            .clone()
+            .map(|f| f as Arc<dyn crate::host::fleet::FleetBackend>);
         let callouts: Arc<dyn Callouts> = Arc::new(PoolCallouts {
             pools: pools
                 .iter()
@@ -285,6 +291,7 @@ impl Compiled {
             certs: certs.map(Arc::new),
             callouts,
             modules: by_filter,
+            fleet: component_fleet,
         })
     }
 
@@ -368,6 +375,7 @@ impl Compiled {
                 pools,
                 &ways,
                 &client,
+                self.fleet.as_ref(),
             ) {
                 Ok(c) => c.map(Arc::new),
                 Err((line, e)) => {

@@ -11,7 +11,7 @@ use wasmtime::Result;
 use super::{status, Registry, Status, Support};
 use crate::callout::{HttpCallRequest, MAX_CALL_TIMEOUT};
 use crate::collections::{collections, decode_ops, now_ms};
-use crate::fleet::{FleetOp, MAX_KEY};
+use crate::fleet::{self, FleetOp, MAX_KEY};
 use crate::matchers::MatchError;
 use crate::memory;
 use crate::state::HostState;
@@ -90,19 +90,10 @@ fn collection_key(st: &HostState, key: &[u8]) -> Vec<u8> {
 /// `sluice.fleet.load` must name a record alike.
 const COLLECTION_KIND: &[u8] = b"col";
 
-/// `KIND:LEN:VM_ID:KEY`: a key of the filter's `vm_id`, the same for every node running
-/// the policy, and no two (vm_id, key) pairs alike.
+/// The filter's key in the fleet (and collection) namespace: [`fleet::scoped_key`] with
+/// the filter's `vm_id` as the owner.
 fn scoped_key(st: &HostState, kind: &[u8], key: &[u8]) -> Vec<u8> {
-    let vm = st.plugin.vm_id.as_bytes();
-    let mut k = Vec::with_capacity(8 + vm.len() + key.len());
-    k.extend_from_slice(kind);
-    k.push(b':');
-    k.extend_from_slice(vm.len().to_string().as_bytes());
-    k.push(b':');
-    k.extend_from_slice(vm);
-    k.push(b':');
-    k.extend_from_slice(key);
-    k
+    fleet::scoped_key(kind, st.plugin.vm_id.as_bytes(), key)
 }
 
 /// `sluice.collection.apply`'s arguments: timeout (seconds), key_len, key, then the changes.
@@ -187,7 +178,7 @@ pub(super) fn register(reg: &mut Registry) -> Result<()> {
                     // another's counters or records.
                     let kind: &[u8] = match op {
                         FleetOp::Load { .. } => COLLECTION_KIND,
-                        _ => b"f",
+                        _ => fleet::FILTER_KIND,
                     };
                     op.scope(|key| scoped_key(c.data(), kind, key));
                     let token = start_fleet(c.data_mut(), op)?;

@@ -188,19 +188,21 @@ impl CompiledComponent {
 }
 
 impl CompiledComponent {
-    /// Whether the component imports Sluice's own `sluice:edge` package (any interface
-    /// of it): such a component is not portable, and the policy runs it with
-    /// `reuse_concurrency = 1`.
+    /// Whether the component imports a `sluice:edge` interface that answers about the
+    /// request it serves (`request-info`, `upstream`): the policy runs such a component
+    /// with `reuse_concurrency = 1`. (`sluice:edge/fleet` keeps no request state: it does
+    /// not count.)
     pub fn imports_edge(&self) -> bool {
         self.edge_import().is_some()
     }
 
-    /// The first `sluice:edge` interface the component imports (for errors).
+    /// The first `sluice:edge` interface the component imports that answers about the
+    /// request it serves (for errors).
     pub fn edge_import(&self) -> Option<String> {
         self.component
             .component_type()
             .imports(&self.engine.engine)
-            .find(|(name, _)| name.starts_with("sluice:edge/"))
+            .find(|(name, _)| name.starts_with("sluice:edge/") && *name != super::fleet::FLEET)
             .map(|(name, _)| name.to_string())
     }
 }

@@ -14,8 +14,10 @@ use wasmtime_wasi_http::WasiBody;
 use super::edge::RequestData;
 use super::engine::{CompiledComponent, Role, MAX_MEMORY_BYTES};
 use super::failures::Failures;
+use super::fleet::GuestFleet;
 use super::state::Next;
 use super::worker::Factory;
+use crate::fleet::FleetBackend;
 use crate::HostError;
 
 /// Component instances created since start (all guests).
@@ -51,6 +53,17 @@ impl Default for Reuse {
             max_concurrent: 1,
         }
     }
+}
+
+/// Where a guest's calls go: the handler after it, its `wasi:http/client`, and the fleet
+/// store of its `sluice:edge/fleet` calls (none: they answer `not-configured`).
+pub struct Ways {
+    /// `wasi:http/handler` (middleware): the next handler.
+    pub next: Next,
+    /// `wasi:http/client`: the host's pools.
+    pub client: Next,
+    /// The policy's fleet store, if it has one.
+    pub fleet: Option<Arc<dyn FleetBackend>>,
 }
 
 /// Counters of one guest, for metrics.
@@ -102,7 +115,9 @@ pub struct Guest {
 
 impl Guest {
     /// Prepares `component` for `role` as the filter `name`; requests it passes on go to
-    /// `next` (middleware) and its `client.send` calls go to `client`.
+    /// `next` (middleware) and its `client.send` calls go to `client`. Its
+    /// `sluice:edge/fleet` calls answer `not-configured` ([`Guest::with_fleet`] gives it a
+    /// store).
     pub fn new(
         name: &str,
         component: &CompiledComponent,
@@ -112,6 +127,29 @@ impl Guest {
         limits: GuestLimits,
         reuse: Reuse,
     ) -> Result<Guest, HostError> {
+        let ways = Ways {
+            next,
+            client,
+            fleet: None,
+        };
+        Guest::with_fleet(name, component, role, ways, limits, reuse)
+    }
+
+    /// [`Guest::new`] with the fleet store its `sluice:edge/fleet` calls run on
+    /// (`ways.fleet`; its keys are the filter `name`'s).
+    pub fn with_fleet(
+        name: &str,
+        component: &CompiledComponent,
+        role: Role,
+        ways: Ways,
+        limits: GuestLimits,
+        reuse: Reuse,
+    ) -> Result<Guest, HostError> {
+        let Ways {
+            next,
+            client,
+            fleet,
+        } = ways;
         let pre = component.prepare(role)?;
         let counters = Arc::new(Counters::default());
         let failures = Arc::new(Failures::new(name, limits.rebuild_budget));
@@ -133,6 +171,7 @@ impl Guest {
                 reuse,
                 counters: counters.clone(),
                 failures: failures.clone(),
+                fleet: GuestFleet::new(name, fleet),
             }),
             counters,
             failures,

@@ -4,8 +4,8 @@
 //! Provided: `wasi:http/types`, `wasi:http/client` (sent to the host's pools, never to the
 //! network), `wasi:http/handler` (middleware only: the next handler of the chain),
 //! `wasi:cli` (stdio goes nowhere, no environment, no arguments), `wasi:clocks` and
-//! `wasi:random`, and Sluice's own `sluice:edge/request-info` and (middleware only)
-//! `sluice:edge/upstream` ([`super::edge`]). Not
+//! `wasi:random`, and Sluice's own `sluice:edge/request-info`, `sluice:edge/fleet`
+//! ([`super::fleet`]) and (middleware only) `sluice:edge/upstream` ([`super::edge`]). Not
 //! provided: `wasi:filesystem` and `wasi:sockets`.
 
 use wasmtime::component::{Accessor, Linker, Resource};
@@ -51,7 +51,7 @@ pub fn provided(name: &str, role: Role) -> bool {
     let Some((bare, version)) = name.split_once('@') else {
         return false;
     };
-    if name == super::edge::REQUEST_INFO {
+    if name == super::edge::REQUEST_INFO || name == super::fleet::FLEET {
         return true;
     }
     if name == super::edge::UPSTREAM {
@@ -72,6 +72,7 @@ pub(crate) fn linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<Guest
     wasmtime_wasi::p3::random::add_to_linker(&mut linker)?;
     wasmtime_wasi_http::p3::add_to_linker(&mut linker)?;
     super::edge::add_to_linker(&mut linker)?;
+    super::fleet::add_to_linker(&mut linker)?;
     let mut handler = linker.instance(HANDLER)?;
     handler.func_wrap_concurrent(
         "handle",

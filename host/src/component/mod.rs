@@ -21,7 +21,9 @@
 //! A component may also import `sluice:edge/request-info` ([`edge`]: the route, client
 //! address, SNI, request id of the request it serves) and, a middleware,
 //! `sluice:edge/upstream` (the pool and hash key of the request it passes on: an
-//! [`Upstream`] extension the embedder's pool handler honours); one that imports neither
+//! [`Upstream`] extension the embedder's pool handler honours), and `sluice:edge/fleet`
+//! (the fleet store's key-value operations, [`fleet`], run by the embedder's
+//! [`crate::fleet::FleetBackend`] with the filter's own keys); one that imports none
 //! stays portable.
 //!
 //! A guest's failures are sorted and counted, and its crash-loop guarded, as a Proxy-Wasm
@@ -33,6 +35,7 @@ mod cache;
 mod edge;
 mod engine;
 mod failures;
+mod fleet;
 mod guest;
 pub mod imports;
 mod state;
@@ -43,7 +46,8 @@ pub use engine::{
     CompiledComponent, ComponentEngine, Role, COMPONENTS_COMPILED, COMPONENTS_FROM_DISK,
 };
 pub use failures::{FailureKind, Failures};
-pub use guest::{Counters, Guest, GuestError, GuestLimits, Reuse, INSTANCES_CREATED};
+pub use fleet::{Counter, FleetError, FLEET};
+pub use guest::{Counters, Guest, GuestError, GuestLimits, Reuse, Ways, INSTANCES_CREATED};
 pub use state::Next;
 
 /// The `wasi:http` error code a [`Next`] answers with when it cannot produce a response.

@@ -96,6 +96,8 @@ pub(crate) struct GuestState {
     pub(crate) client: Outbound,
     /// The `sluice:edge` facts of the requests this instance serves, by task.
     pub(crate) requests: Requests,
+    /// `sluice:edge/fleet`: the fleet store and the filter whose keys it touches.
+    pub(crate) fleet: super::fleet::GuestFleet,
     /// The memory cap, remembering a refused growth (a failure's kind).
     pub(crate) limits: crate::state::Limiter,
 }

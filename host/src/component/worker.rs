@@ -20,6 +20,7 @@ use wasmtime_wasi_http::WasiHttpCtx;
 
 use super::edge::{RequestData, Requests};
 use super::failures::{FailureKind, Failures};
+use super::fleet::GuestFleet;
 use super::guest::{Counters, GuestLimits, Reuse};
 use super::state::{GuestState, Next, Outbound};
 use crate::state::Limiter;
@@ -37,6 +38,7 @@ pub(super) struct Factory {
     pub(super) reuse: Reuse,
     pub(super) counters: Arc<Counters>,
     pub(super) failures: Arc<Failures>,
+    pub(super) fleet: GuestFleet,
 }
 
 impl HandlerState for Factory {
@@ -59,6 +61,7 @@ impl HandlerState for Factory {
                 passing: None,
             },
             requests: Requests::default(),
+            fleet: self.fleet.clone(),
             limits: Limiter::new(
                 StoreLimitsBuilder::new()
                     .memory_size(self.limits.memory_bytes)

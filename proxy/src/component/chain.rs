@@ -11,8 +11,9 @@ use http_body_util::{BodyExt, Full};
 use super::pool::{self, Ways};
 use crate::host::component::{
     CompiledComponent, EdgeInfo, ErrorCode, Guest, GuestError, GuestLimits, Next, Reuse, Role,
-    Upstream, WasiBody,
+    Upstream, WasiBody, Ways as GuestWays,
 };
+use crate::host::fleet::FleetBackend;
 use crate::metrics::metrics;
 use crate::policy::{ComponentDef, OnFailure, RouteDef};
 use crate::upstream::UpstreamPool;
@@ -30,7 +31,8 @@ pub struct RouteComponents {
 
 /// Builds `route`'s chain. `compiled` is by [`crate::policy::Policy::components`] order;
 /// `ways` are the policy's pools ([`ways`]), `client` serves every guest's
-/// `wasi:http/client`. An error names the component's line.
+/// `wasi:http/client`, `fleet` (the policy's `[fleet]`) its `sluice:edge/fleet` calls.
+/// An error names the component's line.
 pub fn build(
     route: &RouteDef,
     defs: &[ComponentDef],
@@ -38,7 +40,13 @@ pub fn build(
     pools: &[Arc<UpstreamPool>],
     ways: &Ways,
     client: &Next,
+    fleet: Option<&Arc<dyn FleetBackend>>,
 ) -> Result<Option<RouteComponents>, (usize, String)> {
+    let outlets = |next: Next| GuestWays {
+        next,
+        client: client.clone(),
+        fleet: fleet.cloned(),
+    };
     if route.components.is_empty() && route.function.is_none() {
         return Ok(None);
     }
@@ -46,7 +54,7 @@ pub fn build(
     let mut next: Next = match (route.function, route.pool) {
         (Some(f), _) => {
             let refuse: Next = Arc::new(|_| Box::pin(async { Err(ErrorCode::HttpRequestDenied) }));
-            let guest = guest(&defs[f], &compiled[f], Role::Function, refuse, client)?;
+            let guest = guest(&defs[f], &compiled[f], Role::Function, outlets(refuse))?;
             guests.push((defs[f].name.clone(), guest.clone()));
             wrap(guest, &defs[f], None)
         }
@@ -58,8 +66,7 @@ pub fn build(
             &defs[i],
             &compiled[i],
             Role::Middleware,
-            next.clone(),
-            client,
+            outlets(next.clone()),
         )?;
         guests.push((defs[i].name.clone(), guest.clone()));
         next = wrap(guest, &defs[i], Some(next));
@@ -85,8 +92,7 @@ fn guest(
     def: &ComponentDef,
     compiled: &CompiledComponent,
     role: Role,
-    next: Next,
-    client: &Next,
+    ways: GuestWays,
 ) -> Result<Arc<Guest>, (usize, String)> {
     if let Some(edge) = compiled.edge_import().filter(|_| def.reuse_concurrency > 1) {
         return Err((
@@ -98,12 +104,11 @@ fn guest(
             ),
         ));
     }
-    Guest::new(
+    Guest::with_fleet(
         &def.name,
         compiled,
         role,
-        next,
-        client.clone(),
+        ways,
         GuestLimits {
             memory_bytes: def.memory_bytes,
             deadline_ms: def.callback_ms,

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use crate::support::*;
 
-/// A Redis on a loopback port.
-struct Redis {
+/// A Redis on a loopback port (also used by `components_fleet`).
+pub(crate) struct Redis {
     child: Child,
     addr: SocketAddr,
     dir: tempfile::TempDir,
@@ -35,18 +35,18 @@ fn redis_cmd(dir: &std::path::Path, addr: SocketAddr) -> Command {
 }
 
 impl Redis {
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("redis://{}", self.addr)
     }
 
     /// Kills it (SIGKILL: an outage, not a shutdown).
-    fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 
     /// Starts it again on the same port (empty: no persistence).
-    fn start(&mut self) {
+    pub(crate) fn start(&mut self) {
         self.child = redis_cmd(self.dir.path(), self.addr)
             .spawn()
             .expect("redis-server");
@@ -54,7 +54,9 @@ impl Redis {
     }
 }
 
-fn redis() -> Option<Redis> {
+/// A fresh Redis, or `None` when `redis-server` is missing and the skip is allowed
+/// (`SLUICE_TEST_ALLOW_SKIP=redis-server`; else the test fails).
+pub(crate) fn redis() -> Option<Redis> {
     if !require("redis-server", "redis-server") {
         return None;
     }

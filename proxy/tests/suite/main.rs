@@ -31,7 +31,7 @@
 //! | `curl` | curl | `edge` (TLS), `showcase` |
 //! | `demo-tls` | `policies/demo-tls/` (made by `scripts/setup.sh`) | `showcase`, `bundle::the_default_and_waf_policies_push_and_run_as_they_are` |
 //! | `docker-registry` | Debian's OCI registry (`docker-registry`) | `bundle` |
-//! | `redis-server` | Redis (`redis-server`) | `fleet` |
+//! | `redis-server` | Redis (`redis-server`) | `fleet`, `components_fleet` |
 //! | `chromium` | Debian's headless Chromium (`chromium`) | `ops::ui` |
 //!
 //! The filters (`filters/out/*.wasm`) and the demo origin are never skippable.
@@ -51,6 +51,7 @@ mod check;
 mod components;
 mod components_edge;
 mod components_failures;
+mod components_fleet;
 mod components_phases;
 mod deploy;
 mod edge;
