@@ -778,7 +778,10 @@ impl Sluice {
                 .observe(t.elapsed().as_secs_f64());
         }
         if ctx.snapshot.policy.debug_headers
-            && session.req_header().headers.contains_key(&DEBUG_HEADER_NAME)
+            && session
+                .req_header()
+                .headers
+                .contains_key(&DEBUG_HEADER_NAME)
         {
             upstream_response
                 .insert_header("x-sluice-generation", ctx.snapshot.generation.to_string())?;
