@@ -14,7 +14,7 @@ use sluice::snapshot::Snapshot;
 /// mimalloc: per-thread free lists suit a thread-per-core proxy; glibc malloc was ~12%
 /// of a request's CPU (issue #18, bench/README.md).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: sluice::memory::Allocator = sluice::memory::Allocator;
 
 #[derive(Parser)]
 #[command(
