@@ -5,13 +5,15 @@
 //! the network by itself, nor any pool but the policy's.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use super::dial::Dialer;
+use super::dial::{Dialer, Sender};
 use crate::host::component::{EdgeInfo, ErrorCode, Next, Upstream, WasiBody};
+use crate::metrics::metrics;
 use crate::policy::Balance;
 use crate::upstream::UpstreamPool;
 
@@ -115,16 +117,7 @@ async fn send(
                 .and_then(|i| i.client_address.clone())
         }),
     };
-    let addr = pool
-        .select(&key, &[])
-        .ok_or(ErrorCode::DestinationUnavailable)?;
-    let mut sender = match dialer.connect(addr).await {
-        Ok(s) => s,
-        Err(e) => {
-            pool.failed(addr);
-            return Err(e);
-        }
-    };
+    let (addr, mut sender) = connect_with_retries(pool, dialer, &key).await?;
     let (mut parts, body) = req.into_parts();
     let path = parts
         .uri
@@ -168,6 +161,39 @@ async fn send(
     pool.succeeded(addr);
     dialer.release(addr, sender);
     Ok(res.map(incoming))
+}
+
+/// A connection to a peer of `pool`, picked by `key`. A peer that refuses or fails the
+/// connection (TCP or TLS: nothing of the request reached it) is counted as failed and
+/// another peer not tried yet is picked, up to the pool's `retries`, as for a route's
+/// request (`docs/POLICY.md`, `retries`). The error is the last peer's.
+async fn connect_with_retries(
+    pool: &UpstreamPool,
+    dialer: &Dialer,
+    key: &[u8],
+) -> Result<(SocketAddr, Sender), ErrorCode> {
+    let mut tried: smallvec::SmallVec<[SocketAddr; 2]> = smallvec::SmallVec::new();
+    let mut last = ErrorCode::DestinationUnavailable;
+    while tried.len() <= pool.def.retries {
+        let Some(addr) = pool.select(key, &tried) else {
+            break;
+        };
+        if !tried.is_empty() {
+            metrics()
+                .upstream_retries
+                .with_label_values(&[pool.def.name.as_str()])
+                .inc();
+        }
+        match dialer.connect(addr).await {
+            Ok(sender) => return Ok((addr, sender)),
+            Err(e) => {
+                pool.failed(addr);
+                tried.push(addr);
+                last = e;
+            }
+        }
+    }
+    Err(last)
 }
 
 /// A hyper response body as the body type `wasmtime-wasi-http` streams.

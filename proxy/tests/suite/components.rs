@@ -621,3 +621,55 @@ fn hop_by_hop_headers_a_filter_sets_do_not_pass_a_component_route() {
     assert_eq!(echo_header(&echo, "proxy-authorization"), None);
     assert_eq!(echo_header(&echo, "http2-settings"), None);
 }
+
+/// An address nothing listens on: a port bound, then given back (connections to it are
+/// refused).
+fn refused_peer() -> std::net::SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    drop(l);
+    addr
+}
+
+#[test]
+fn a_component_route_retries_a_refused_connection_on_another_peer() {
+    let live = origin("cm-retry");
+    let dead = refused_peer();
+    let policy = |retries: usize| {
+        format!(
+            "[pools.two]\npeers = [\"{dead}\", \"{}\"]\nretries = {retries}\n\
+             {}\
+             [[routes]]\nfilters = [\"add\"]\npool = \"two\"\n",
+            live.addr,
+            component_filter("add", "add_header", ""),
+        )
+    };
+    // Round robin sends every other request's first try to the refusing peer: with the
+    // pool's retries, each of them goes on to the live one.
+    let s = sluice_with_server(&policy(1), ENABLE);
+    for i in 0..10 {
+        let r = client().get(s.url("/echo")).send().unwrap();
+        assert_eq!(r.status(), 200, "request {i}");
+        assert_eq!(r.headers()["x-component-response"], "add-header");
+        assert_eq!(r.headers()["x-origin-id"], "cm-retry");
+    }
+    assert!(
+        metric_with(&s, "sluice_upstream_retries_total", "pool=\"two\"") >= 1.0,
+        "no retry counted"
+    );
+    drop(s);
+    // With no retries the refused connection is the answer: 502 for some requests.
+    let s = sluice_with_server(&policy(0), ENABLE);
+    let statuses: Vec<u16> = (0..10)
+        .map(|_| {
+            client()
+                .get(s.url("/echo"))
+                .send()
+                .unwrap()
+                .status()
+                .as_u16()
+        })
+        .collect();
+    assert!(statuses.contains(&502), "{statuses:?}");
+    assert!(statuses.contains(&200), "{statuses:?}");
+}
