@@ -14,7 +14,7 @@ use pingora::prelude::*;
 use super::chain::empty;
 use crate::forward::relay::{relay, Source};
 use crate::host::component::{ErrorCode, Next, WasiBody};
-use crate::proxy::{Ctx, Sluice};
+use crate::proxy::{props, Ctx, Sluice};
 
 /// Request body chunks in flight between the client and the chain.
 const BODY_QUEUE: usize = 4;
@@ -45,10 +45,17 @@ pub async fn serve(
         .boxed_unsync(),
         None => empty(),
     };
-    let mut request = request(session, body, tls)?;
+    let target = Target {
+        path: ctx.upstream_prop(props::PATH),
+        host: ctx.upstream_prop(props::HOST),
+    };
+    let mut request = request(session, body, tls, &target)?;
     request
         .extensions_mut()
         .insert(std::sync::Arc::new(ctx.edge_info(session)));
+    if let Some(choice) = ctx.chosen_upstream() {
+        request.extensions_mut().insert(std::sync::Arc::new(choice));
+    }
     let response = feed(s, session, ctx, entry(request), streaming.then_some(tx)).await?;
     let response = response.map_err(|code| {
         tracing::warn!(error = ?code, "component chain answered an error");
@@ -74,17 +81,30 @@ pub async fn serve(
     .await
 }
 
-/// The request of `session` as the chain takes it (absolute URI, no hop-by-hop headers).
-fn request(session: &Session, body: WasiBody, tls: bool) -> Result<http::Request<WasiBody>> {
+/// The request of `session` as the chain takes it (absolute URI, no hop-by-hop headers),
+/// at the path and host the Proxy-Wasm filters chose for the upstream, if any.
+fn request(
+    session: &Session,
+    body: WasiBody,
+    tls: bool,
+    target: &Target,
+) -> Result<http::Request<WasiBody>> {
     let req = session.req_header();
-    let authority = req
-        .headers
-        .get(http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_string)
+    let authority = target
+        .host
+        .clone()
+        .or_else(|| {
+            req.headers
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_string)
+        })
         .or_else(|| req.uri.authority().map(|a| a.to_string()))
         .unwrap_or_else(|| "localhost".into());
-    let path = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let path = match &target.path {
+        Some(p) => p.as_str(),
+        None => req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"),
+    };
     let uri = format!("{}://{authority}{path}", if tls { "https" } else { "http" });
     let mut builder = http::Request::builder()
         .method(req.method.clone())
@@ -97,6 +117,13 @@ fn request(session: &Session, body: WasiBody, tls: bool) -> Result<http::Request
     builder
         .body(body)
         .map_err(|e| Error::explain(ErrorType::HTTPStatus(400), format!("request: {e}")))
+}
+
+/// Where the route's Proxy-Wasm filters sent the request (`sluice.upstream.path`,
+/// `sluice.upstream.host`): the component chain gets it so, as a pool would.
+struct Target {
+    path: Option<String>,
+    host: Option<String>,
 }
 
 /// Drives the chain to its response head while the client's request body, chunk by

@@ -115,6 +115,27 @@ pub struct Ctx {
 }
 
 impl Ctx {
+    /// A value the route's Proxy-Wasm filters set for the upstream request (one of
+    /// [`props`]), as text.
+    pub(crate) fn upstream_prop(&self, name: &str) -> Option<String> {
+        self.stream
+            .filter_state
+            .get(name)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    }
+
+    /// What the route's Proxy-Wasm filters chose for the upstream (`sluice.upstream.pool`,
+    /// already checked against the policy's pools, and `sluice.upstream.hash_key`): a
+    /// component chain's starting choice, which a middleware sees with
+    /// `sluice:edge/upstream.choice` and may change.
+    pub(crate) fn chosen_upstream(&self) -> Option<crate::host::component::Upstream> {
+        let choice = crate::host::component::Upstream {
+            pool: self.upstream_prop(props::POOL),
+            hash_key: self.upstream_prop(props::HASH_KEY),
+        };
+        (choice != Default::default()).then_some(choice)
+    }
+
     /// The `sluice:edge/request-info` facts of the request (route, client address, SNI,
     /// request id, protocol, generation) for its component chain.
     pub(crate) fn edge_info(&self, session: &Session) -> crate::host::component::EdgeInfo {

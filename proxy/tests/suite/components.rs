@@ -673,3 +673,45 @@ fn a_component_route_retries_a_refused_connection_on_another_peer() {
     assert!(statuses.contains(&502), "{statuses:?}");
     assert!(statuses.contains(&200), "{statuses:?}");
 }
+
+#[test]
+fn a_proxy_wasm_routing_choice_reaches_a_component_route() {
+    let origins: Vec<Proc> = ["rt-a", "rt-b", "rt-c"].into_iter().map(origin).collect();
+    let (a, b, c) = (origins[0].addr, origins[1].addr, origins[2].addr);
+    // The routing filter (Proxy-Wasm) picks pool `b` for `?backend=b`, and the ring pool
+    // keyed by `x-shard` for `/shard`; the route then runs a component middleware.
+    let router = r#"{ default = { pool = "a" }, rules = [
+  { name = "query", match = { path_prefix = "/echo", query = { backend = "b" } }, pool = "b" },
+  { name = "shard", match = { path_prefix = "/shard" }, pool = "ring", hash_key = { header = "x-shard" }, rewrite = { path_prefix = "/echo" } },
+] }"#;
+    let policy = format!(
+        "[pools.a]\npeers = [\"{a}\"]\n[pools.b]\npeers = [\"{b}\"]\n\
+         [pools.ring]\npeers = [\"{a}\", \"{b}\", \"{c}\"]\nbalance = \"consistent_hash\"\n\
+         [filters.router]\nmodule = {}\nconfig = {router}\n\
+         {}\
+         [[routes]]\nfilters = [\"router\", \"add\"]\npool = \"a\"\n",
+        module("router.wasm"),
+        component_filter("add", "add_header", ""),
+    );
+    let s = sluice_with_server(&policy, ENABLE);
+    let origin_of = |req: reqwest::blocking::RequestBuilder| {
+        let r = req.send().unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["x-component-response"], "add-header");
+        r.headers()["x-origin-id"].to_str().unwrap().to_string()
+    };
+    assert_eq!(origin_of(client().get(s.url("/echo"))), "rt-a");
+    assert_eq!(origin_of(client().get(s.url("/echo?backend=b"))), "rt-b");
+    // The filter's hash key keeps each key on one peer of the ring, and spreads keys.
+    let mut seen = std::collections::HashSet::new();
+    for k in 0..24 {
+        let key = format!("shard-{k}");
+        let first = origin_of(client().get(s.url("/shard")).header("x-shard", &key));
+        for _ in 0..3 {
+            let again = origin_of(client().get(s.url("/shard")).header("x-shard", &key));
+            assert_eq!(again, first, "{key} moved");
+        }
+        seen.insert(first);
+    }
+    assert!(seen.len() >= 2, "24 keys on one peer of three: {seen:?}");
+}
