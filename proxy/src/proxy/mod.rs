@@ -404,12 +404,7 @@ impl Sluice {
     /// Applies a filter's `sluice.upstream.pool`; `Ok(true)`: the pool is unknown and
     /// the request was answered 502.
     async fn choose_pool(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
-        let Some(name) = ctx
-            .stream
-            .filter_state
-            .get(props::POOL)
-            .map(|n| String::from_utf8_lossy(n).into_owned())
-        else {
+        let Some(name) = ctx.upstream_prop(props::POOL) else {
             return Ok(false);
         };
         {

@@ -622,19 +622,10 @@ fn hop_by_hop_headers_a_filter_sets_do_not_pass_a_component_route() {
     assert_eq!(echo_header(&echo, "http2-settings"), None);
 }
 
-/// An address nothing listens on: a port bound, then given back (connections to it are
-/// refused).
-fn refused_peer() -> std::net::SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    drop(l);
-    addr
-}
-
 #[test]
 fn a_component_route_retries_a_refused_connection_on_another_peer() {
     let live = origin("cm-retry");
-    let dead = refused_peer();
+    let dead = DEAD_PEER;
     let policy = |retries: usize| {
         format!(
             "[pools.two]\npeers = [\"{dead}\", \"{}\"]\nretries = {retries}\n\
