@@ -6,7 +6,6 @@ use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
-use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use wasmtime::{Config, ExternType, InstancePre, Linker, Module, OptLevel, Val, ValType};
@@ -22,8 +21,7 @@ pub static MODULES_COMPILED: AtomicU64 = AtomicU64::new(0);
 /// Modules loaded from the on-disk cache since start.
 pub static MODULES_FROM_DISK: AtomicU64 = AtomicU64::new(0);
 
-/// One epoch tick: the resolution of callback deadlines.
-pub const EPOCH_TICK: Duration = Duration::from_millis(1);
+pub use super::ticker::EPOCH_TICK;
 
 /// The Proxy-Wasm ABI version a module declares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,14 +69,7 @@ impl Engine {
         let engine = wasmtime::Engine::new(&config)?;
         let mut linker = Linker::new(&engine);
         let rows = abi::register(&mut linker)?;
-        let ticker = engine.clone();
-        std::thread::Builder::new()
-            .name("sluice-epoch".into())
-            .spawn(move || loop {
-                std::thread::sleep(EPOCH_TICK);
-                ticker.increment_epoch();
-            })
-            .map_err(|e| wasmtime::format_err!("cannot start the epoch thread: {e}"))?;
+        super::ticker::register(&engine).map_err(|e| wasmtime::format_err!("{e}"))?;
         Ok(Engine {
             engine,
             linker: Arc::new(linker),

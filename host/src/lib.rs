@@ -61,6 +61,7 @@ mod spare;
 mod state;
 mod static_properties;
 pub mod stream;
+pub mod ticker;
 pub mod vm;
 
 pub use callout::{CallResult, HttpCallRequest, HttpCallResponse};

@@ -108,14 +108,7 @@ impl ComponentEngine {
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = wasmtime::Engine::new(&config)?;
         let linker = imports::linker(&engine)?;
-        let ticker = engine.clone();
-        std::thread::Builder::new()
-            .name("sluice-cm-epoch".into())
-            .spawn(move || loop {
-                std::thread::sleep(crate::engine::EPOCH_TICK);
-                ticker.increment_epoch();
-            })
-            .map_err(|e| wasmtime::format_err!("cannot start the epoch thread: {e}"))?;
+        crate::ticker::register(&engine).map_err(|e| wasmtime::format_err!("{e}"))?;
         Ok(ComponentEngine {
             engine,
             linker: Arc::new(linker),

@@ -79,9 +79,16 @@ impl HandlerState for Factory {
         let ticks = deadline_ticks(self.limits.deadline_ms);
         store.epoch_deadline_trap();
         store.set_epoch_deadline(ticks);
+        // The hook also tells the epoch ticker when guest code runs on this thread
+        // (`crate::ticker`): in from the host, out to it.
         store.call_hook(move |mut ctx: StoreContextMut<'_, GuestState>, hook| {
-            if matches!(hook, CallHook::CallingWasm) {
-                ctx.set_epoch_deadline(ticks);
+            match hook {
+                CallHook::CallingWasm => {
+                    ctx.set_epoch_deadline(ticks);
+                    crate::ticker::step_in();
+                }
+                CallHook::ReturningFromHost => crate::ticker::step_in(),
+                CallHook::ReturningFromWasm | CallHook::CallingHost => crate::ticker::step_out(),
             }
             Ok(())
         });

@@ -105,7 +105,10 @@ impl Vm {
         let st = self.store.data_mut();
         st.limits.memory_hit = false;
         st.guest_fault = None;
-        f(&self.f, &mut self.store).map_err(|e| {
+        let running = crate::ticker::enter();
+        let r = f(&self.f, &mut self.store);
+        drop(running);
+        r.map_err(|e| {
             self.failed = true;
             let st = self.store.data_mut();
             // A failure inside the guest's allocator during a copy-out is reported as

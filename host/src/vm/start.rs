@@ -41,10 +41,11 @@ impl Vm {
         // Instantiation and start-up have their own deadline (a WAF compiling rules).
         let startup = (limits.startup_deadline.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64;
         store.set_epoch_deadline(startup);
-        let instance = module
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| HostError::Instantiate(format!("{e:#}")))?;
+        // A module's start function is guest code too.
+        let running = crate::ticker::enter();
+        let instance = module.pre.instantiate(&mut store);
+        drop(running);
+        let instance = instance.map_err(|e| HostError::Instantiate(format!("{e:#}")))?;
         let memory = instance.get_memory(&mut store, "memory");
         let alloc = instance
             .get_typed_func::<i32, i32>(&mut store, "proxy_on_memory_allocate")

@@ -309,3 +309,85 @@ fn table_cap_is_enforced_per_filter() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Context switches of the process's thread named `name` so far.
+fn thread_switches(pid: u32, name: &str) -> u64 {
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let dir = task.unwrap().path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if comm.trim() != name {
+            continue;
+        }
+        let status = std::fs::read_to_string(dir.join("status")).unwrap();
+        return status
+            .lines()
+            .filter(|l| l.contains("ctxt_switches:"))
+            .map(|l| l.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap())
+            .sum();
+    }
+    panic!("no thread named {name} in process {pid}");
+}
+
+#[test]
+fn an_idle_proxy_parks_its_epoch_ticker_and_an_endless_loop_still_meets_its_deadline() {
+    let o = origin("o");
+    let h = module("hostile.wasm");
+    let s = sluice_threads(
+        &format!(
+            r#"[limits]
+callback_ms = 100
+
+[pools.o]
+peers = ["{origin}"]
+
+[filters.loop]
+module = {h}
+config = {{ mode = "loop", path_prefix = "/echo/bad" }}
+on_failure = "fail_open"
+
+[[routes]]
+filters = ["loop"]
+pool = "o"
+"#,
+            origin = o.addr,
+        ),
+        2,
+    );
+    let pid = s.proc.child.id();
+    let c = client();
+    for round in 0..3 {
+        // No guest code runs: the ticker stops waking up (it ticked every millisecond,
+        // a thousand context switches a second).
+        let parked = until_value(
+            secs(10),
+            "the epoch ticker parked",
+            || {
+                let before = thread_switches(pid, "sluice-epoch");
+                std::thread::sleep(Duration::from_millis(500));
+                thread_switches(pid, "sluice-epoch") - before
+            },
+            |n| *n <= 5,
+        );
+        assert!(parked <= 5, "round {round}: {parked} switches in 500 ms");
+        // A guest that never returns, entering while the ticker is parked, wakes it and
+        // meets its deadline; the filter fails open.
+        let t = Instant::now();
+        let r = c.get(s.url("/echo/bad/loop")).send().unwrap();
+        assert_eq!(r.status(), 200, "round {round}");
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "round {round}: the deadline took {:?}",
+            t.elapsed()
+        );
+        // Ordinary requests through the same filter run its callbacks (short guest
+        // calls): each one also finds the ticker parked or ticking, and is served.
+        let r = c.get(s.url("/echo/good")).send().unwrap();
+        assert_eq!(r.status(), 200, "round {round}");
+    }
+    let deadlines = metric_with(
+        &s,
+        "sluice_filter_failures_total",
+        "filter=\"loop\",kind=\"deadline\"",
+    );
+    assert_eq!(deadlines, 3.0);
+}
