@@ -1,6 +1,7 @@
 //! The epoch ticker behind guest CPU deadlines: one thread for every engine of the
 //! process (Proxy-Wasm and components), ticking every [`EPOCH_TICK`] while guest code
-//! runs, and parked while none has run for [`IDLE_TICKS`] ticks.
+//! runs, and nearly asleep (a look every [`IDLE_WAKE`]) once none has run for
+//! [`IDLE_TICKS`] ticks.
 //!
 //! A deadline is a number of ticks from the epoch at which a call starts, so a ticker
 //! that does not tick while no guest runs changes no deadline: it only stops waking a
@@ -10,11 +11,11 @@
 //! Every entry into guest code goes through [`enter`] (its guard leaves on drop) or,
 //! for component stores, [`step_in`]/[`step_out`] from their call hook. A thread
 //! entering publishes it in its own slot (no shared counter the workers would bounce
-//! between cores), then looks whether the ticker is parked and wakes it. The ticker,
-//! before parking, says so, then looks at every slot once more: with a `SeqCst` fence
-//! on both sides, either the entering thread sees the ticker parked (and wakes it) or
-//! the ticker sees the entry (and keeps ticking), so a guest never runs without ticks
-//! and a loop in it always meets its deadline.
+//! between cores) and wakes the ticker when it sees it parked. The entry pays no fence:
+//! in the rare race where a thread enters just as the ticker parks, neither may see the
+//! other, and the ticker finds the entry at its next look, [`IDLE_WAKE`] later. Until
+//! then it still ticks once per look, so a loop in guest code always meets its
+//! deadline, at worst [`IDLE_WAKE`] late.
 
 use std::cell::Cell;
 use std::sync::atomic::{fence, AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -28,6 +29,10 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 /// Ticks without any guest code running (sampled once a tick) before the ticker parks.
 /// Under load it keeps ticking; an idle proxy stops within this many milliseconds.
 pub const IDLE_TICKS: u32 = 100;
+
+/// How long the parked ticker sleeps between looks (and ticks) when nobody wakes it:
+/// the most a deadline can be late by.
+pub const IDLE_WAKE: Duration = Duration::from_millis(100);
 
 /// What one thread publishes: how deep it is in guest code, and how many entries it
 /// made (so that calls shorter than a tick still count as activity).
@@ -44,8 +49,6 @@ struct Ticker {
     slots: Mutex<Vec<Arc<Slot>>>,
     parked: AtomicBool,
     thread: Thread,
-    /// Times the ticker parked since start (for tests and the curious).
-    parks: AtomicU64,
 }
 
 static TICKER: OnceLock<Result<Ticker, String>> = OnceLock::new();
@@ -67,7 +70,6 @@ pub fn register(engine: &wasmtime::Engine) -> Result<(), String> {
                     slots: Mutex::new(Vec::new()),
                     parked: AtomicBool::new(false),
                     thread: h.thread().clone(),
-                    parks: AtomicU64::new(0),
                 })
                 .map_err(|e| format!("cannot start the epoch thread: {e}"))
         })
@@ -78,11 +80,6 @@ pub fn register(engine: &wasmtime::Engine) -> Result<(), String> {
         .unwrap_or_else(|p| p.into_inner())
         .push(engine.clone());
     Ok(())
-}
-
-/// How many times the ticker parked since the process started.
-pub fn parks() -> u64 {
-    ticker().map_or(0, |t| t.parks.load(Ordering::Relaxed))
 }
 
 /// The ticker's loop.
@@ -117,11 +114,13 @@ fn run() {
             idle = 0;
             continue;
         }
-        t.parks.fetch_add(1, Ordering::Relaxed);
-        // Woken by an entering thread (an unpark before this park returns at once).
-        std::thread::park();
+        // Woken by an entering thread (an unpark before this park returns at once),
+        // else after a while: then one tick and a look, parked again if still idle.
+        std::thread::park_timeout(IDLE_WAKE);
         t.parked.store(false, Ordering::Relaxed);
-        idle = 0;
+        if t.active(&mut seen) {
+            idle = 0;
+        }
     }
 }
 
@@ -149,7 +148,10 @@ impl Registered {
     fn new() -> Registered {
         let slot = Arc::new(Slot::default());
         if let Some(t) = ticker() {
-            t.slots.lock().unwrap_or_else(|p| p.into_inner()).push(slot.clone());
+            t.slots
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(slot.clone());
         }
         Registered(slot)
     }
@@ -183,7 +185,6 @@ pub fn step_in() {
         s.entries
             .store(s.entries.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
     });
-    fence(Ordering::SeqCst);
     if let Some(t) = ticker() {
         if t.parked.load(Ordering::Relaxed) {
             t.thread.unpark();

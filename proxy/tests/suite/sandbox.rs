@@ -356,8 +356,8 @@ pool = "o"
     let pid = s.proc.child.id();
     let c = client();
     for round in 0..3 {
-        // No guest code runs: the ticker stops waking up (it ticked every millisecond,
-        // a thousand context switches a second).
+        // No guest code runs: the ticker stops ticking every millisecond (a thousand
+        // context switches a second); it looks once every 100 ms.
         let parked = until_value(
             secs(10),
             "the epoch ticker parked",
@@ -366,9 +366,9 @@ pool = "o"
                 std::thread::sleep(Duration::from_millis(500));
                 thread_switches(pid, "sluice-epoch") - before
             },
-            |n| *n <= 5,
+            |n| *n <= 50,
         );
-        assert!(parked <= 5, "round {round}: {parked} switches in 500 ms");
+        assert!(parked <= 50, "round {round}: {parked} switches in 500 ms");
         // A guest that never returns, entering while the ticker is parked, wakes it and
         // meets its deadline; the filter fails open.
         let t = Instant::now();
