@@ -9,24 +9,27 @@ impl Transaction {
     pub(super) fn set_tx_kv(&mut self, coll: SetColl, name: &[u8], val: &[u8]) {
         self.next_id += 1;
         let id = self.next_id * 2;
-        let map = match coll {
-            SetColl::Tx => &mut self.tx,
-            SetColl::Persist(i) => &mut self.persist[i as usize],
+        let found = match coll {
+            SetColl::Tx => self.tx.get_mut(name),
+            SetColl::Persist(i) => self.persist[i as usize].get_mut(name),
         };
-        if let Some(kv) = map.get_mut(name) {
+        if let Some(kv) = found {
             kv.val = rc(val);
             kv.id = id;
             return;
         }
         let key = rc(name);
-        map.insert(
-            key.clone(),
-            Kv {
-                key,
-                val: rc(val),
-                id,
-            },
-        );
+        let kv = Kv {
+            key: key.clone(),
+            val: rc(val),
+            id,
+        };
+        match coll {
+            SetColl::Tx => self.tx.insert(key, kv),
+            SetColl::Persist(i) => {
+                self.persist[i as usize].insert(key, kv);
+            }
+        }
     }
 
     pub(super) fn exec_setvar(&mut self, sv: &SetVar, rule: &Rule) {
@@ -41,7 +44,7 @@ impl Transaction {
         }
         let name: &[u8] = &name;
         let map = match sv.coll {
-            SetColl::Tx => &self.tx,
+            SetColl::Tx => self.tx.map(),
             SetColl::Persist(i) => &self.persist[i as usize],
         };
         let cur = map.get(name).map(|kv| ops::atoi(&kv.val)).unwrap_or(0);

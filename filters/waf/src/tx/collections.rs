@@ -22,7 +22,7 @@ impl Transaction {
 
     pub(super) fn map(&self, c: Coll) -> Option<&FxMap<Rc<[u8]>, Kv>> {
         match c {
-            Coll::Tx => Some(&self.tx),
+            Coll::Tx => Some(self.tx.map()),
             Coll::Persist(i) => Some(&self.persist[i as usize]),
             _ => None,
         }
@@ -71,7 +71,8 @@ impl Transaction {
                         if let Some(kv) = m.get(k.as_slice()) {
                             push(kv, out);
                         }
-                    } else {
+                    } else if all || c != Coll::Tx || self.tx.may_hold(&t.sel) {
+                        // (a TX selector no key matches now walks nothing: `TxMap`)
                         for kv in m.values() {
                             push(kv, out);
                         }

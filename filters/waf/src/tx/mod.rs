@@ -21,9 +21,12 @@ mod operator;
 mod persist;
 mod response;
 mod snapshot;
+mod txmap;
 
 use persist::Col;
 pub use snapshot::{Fold, Snapshot};
+pub use txmap::tx_selectors;
+use txmap::TxMap;
 
 use crate::hash::FxMap;
 use crate::load::{Engine, Entry, LimitAction};
@@ -100,7 +103,7 @@ pub struct Transaction {
     xml_attrs: Vec<Kv>,
     resp_headers: Vec<Kv>,
     scalars: Vec<Option<Kv>>,
-    tx: FxMap<Rc<[u8]>, Kv>,
+    tx: TxMap,
     persist: Vec<FxMap<Rc<[u8]>, Kv>>,
     matched_var: Option<Kv>,
     matched_vars: Vec<Kv>,
@@ -167,6 +170,7 @@ impl Transaction {
         let body_access = eng.settings.body_access;
         let resp_body_access = eng.settings.resp_body_access;
         let memo_gen = eng.memo.borrow().generation();
+        let tx = TxMap::new(eng.tx_selectors.clone());
         Transaction {
             eng,
             next_id: 0,
@@ -181,7 +185,7 @@ impl Transaction {
             xml_attrs: Vec::new(),
             resp_headers: Vec::new(),
             scalars: vec![None; SCALARS.len()],
-            tx: FxMap::default(),
+            tx,
             persist: vec![FxMap::default(); PERSIST.len()],
             matched_var: None,
             matched_vars: Vec::new(),
