@@ -623,3 +623,35 @@ SecRule ARGS:o "@streq 1" "id:4,phase:2,pass,nolog,setvar:tx.outbound_anomaly_sc
         assert_eq!(waf::config::audit_json(&tx, "rid \"1\""), expected, "{uri}");
     }
 }
+
+/// `TX:/re/`, `TX:/^prefix/` targets see keys written during the request (setvar in any
+/// case, captures, keys deleted and written again): the key counts that let a selector with
+/// no key skip the walk follow every change.
+#[test]
+fn tx_key_selectors_see_keys_set_and_removed_during_the_request() {
+    let w = waf(r#"
+SecRule TX:/^msc_/ "!@streq 0" "id:1,phase:1,pass,log,msg:'%{MATCHED_VAR_NAME}'"
+SecRule ARGS:a "@rx ^(.)" "id:2,phase:1,pass,nolog,capture,setvar:TX.MSC_%{tx.1}=1"
+SecRule TX:/^msc_/ "!@streq 0" "id:3,phase:1,pass,log,msg:'%{MATCHED_VAR_NAME}'"
+SecRule ARGS:del "@streq 1" "id:4,phase:1,pass,nolog,setvar:!tx.msc_x"
+SecRule TX:/^msc_/ "!@streq 0" "id:5,phase:1,pass,log,msg:'%{MATCHED_VAR_NAME}'"
+SecRule ARGS:b "@rx ^(.)" "id:6,phase:1,pass,nolog,setvar:tx.msc_x=2"
+SecRule TX:/MSC_X$/ "@streq 2" "id:7,phase:1,pass,log,msg:'%{MATCHED_VAR_NAME}'"
+SecRule TX:/^[0-9]$/ "@rx ." "id:8,phase:2,pass,log"
+SecRule &TX:/^msc_/ "@eq 0" "id:9,phase:2,pass,log"
+"#);
+    assert_eq!(
+        ids(&get(&w, "/")),
+        vec![9],
+        "no msc_ key: only the count rule"
+    );
+    let tx = get(&w, "/?a=x");
+    assert_eq!(ids(&tx), vec![3, 5, 8]);
+    assert_eq!(tx.logs[0].msg, "TX:msc_x");
+    assert_eq!(
+        ids(&get(&w, "/?a=x&del=1")),
+        vec![3, 8, 9],
+        "deleted: none left"
+    );
+    assert_eq!(ids(&get(&w, "/?a=x&del=1&b=y")), vec![3, 7, 8]);
+}

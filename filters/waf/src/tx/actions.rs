@@ -170,21 +170,31 @@ impl Transaction {
         }
     }
 
-    /// `MATCHED_VAR_NAME` of `v` (`ARGS:id`), cached per value id and variable.
+    /// `MATCHED_VAR_NAME` of `v` (`ARGS:id`), cached per value id and variable; a name that is
+    /// the variable's alone (no key: `REQUEST_URI`, `MATCHED_VARS`, a count) per variable.
     pub(super) fn matched_name(&mut self, v: &Val) -> Rc<[u8]> {
-        let build = |v: &Val| -> Rc<[u8]> {
-            if v.var == V::Nothing {
-                Rc::from(&b""[..])
-            } else if v.key.is_empty() || matches!(v.var, V::MatchedVars | V::MatchedVarsNames) {
-                rc(var_name(v.var).as_bytes())
-            } else {
-                let n = var_name(v.var).as_bytes();
-                let mut b = Vec::with_capacity(n.len() + 1 + v.key.len());
-                b.extend_from_slice(n);
-                b.push(b':');
-                b.extend_from_slice(&v.key);
-                Rc::from(b)
+        if v.var == V::Nothing
+            || v.key.is_empty()
+            || matches!(v.var, V::MatchedVars | V::MatchedVarsNames)
+        {
+            if let Some(n) = self.var_names.get(&v.var) {
+                return n.clone();
             }
+            let n = if v.var == V::Nothing {
+                self.empty.clone()
+            } else {
+                rc(var_name(v.var).as_bytes())
+            };
+            self.var_names.insert(v.var, n.clone());
+            return n;
+        }
+        let build = |v: &Val| -> Rc<[u8]> {
+            let n = var_name(v.var).as_bytes();
+            let mut b = Vec::with_capacity(n.len() + 1 + v.key.len());
+            b.extend_from_slice(n);
+            b.push(b':');
+            b.extend_from_slice(&v.key);
+            Rc::from(b)
         };
         if v.id == NOCACHE {
             return build(v);

@@ -164,7 +164,7 @@ impl Transaction {
             out.push(Val {
                 var: t.var,
                 key: self.empty.clone(),
-                val: rc(n.to_string().as_bytes()),
+                val: count_value(n),
                 id: NOCACHE,
             });
         }
@@ -245,5 +245,19 @@ impl Transaction {
             }
         }
         Cow::Owned(out)
+    }
+}
+
+/// `&VAR`'s value: the decimal count, small ones shared (counted targets are evaluated on
+/// every request: `&REQUEST_HEADERS:Host`, `&ARGS`, ...).
+fn count_value(n: usize) -> Rc<[u8]> {
+    const SHARED: usize = 64;
+    thread_local! {
+        static SMALL: Vec<Rc<[u8]>> = (0..SHARED).map(|i| rc(i.to_string().as_bytes())).collect();
+    }
+    if n < SHARED {
+        SMALL.with(|s| s[n].clone())
+    } else {
+        rc(n.to_string().as_bytes())
     }
 }

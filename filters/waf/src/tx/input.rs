@@ -15,7 +15,13 @@ impl Transaction {
     }
 
     pub(super) fn set_scalar(&mut self, i: u8, v: &[u8]) {
-        let kv = self.kv(b"", v);
+        // (`kv` with the shared empty key: no allocation for it)
+        self.next_id += 1;
+        let kv = Kv {
+            key: self.empty.clone(),
+            val: rc(v),
+            id: self.next_id * 2,
+        };
         self.scalars[i as usize] = Some(kv);
     }
 

@@ -112,6 +112,8 @@ pub struct Transaction {
     pf_cache: FxMap<u64, usize>,
     pf_bits: Vec<u64>,
     names: FxMap<(u32, V), Rc<[u8]>>,
+    /// `MATCHED_VAR_NAME`s that are a variable's name alone (see `matched_name`).
+    var_names: FxMap<V, Rc<[u8]>>,
     removed_ids: IdRanges,
     removed_tags: Vec<String>,
     excl_by_id: Vec<(IdRanges, Excl)>,
@@ -193,6 +195,7 @@ impl Transaction {
             pf_cache: FxMap::default(),
             pf_bits: Vec::new(),
             names: FxMap::default(),
+            var_names: FxMap::default(),
             removed_ids: Vec::new(),
             removed_tags: Vec::new(),
             excl_by_id: Vec::new(),
