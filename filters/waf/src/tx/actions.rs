@@ -160,7 +160,7 @@ impl Transaction {
             let k = [b'0' + i as u8];
             match c {
                 Some(v) => {
-                    let kv = self.kv(&k, &v);
+                    let kv = self.tx_kv(&k, &v);
                     self.tx.insert(kv.key.clone(), kv);
                 }
                 None => {

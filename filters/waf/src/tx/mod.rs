@@ -145,6 +145,10 @@ pub struct Transaction {
     memo_gen: u32,
     /// Collected values per interned target list (`Rule::tlist`), for the running phase.
     lists: Vec<Option<Rc<List>>>,
+    /// Input values added or replaced so far (every `kv` and `set_scalar`: request, body,
+    /// response), and its count when `lists` were started.
+    input_gen: u64,
+    lists_input_gen: u64,
     /// Gates folded at configure (from the [`Snapshot`]).
     folds: Rc<[Vec<Fold>; 6]>,
     /// The operator argument of the rule being evaluated, expanded (see [`Transaction::arg`]).
@@ -219,6 +223,8 @@ impl Transaction {
             memo_rows: Vec::new(),
             memo_gen,
             lists: Vec::new(),
+            input_gen: 0,
+            lists_input_gen: 0,
             folds: Rc::new(Default::default()),
             op_arg: Default::default(),
             store: None,
@@ -231,10 +237,16 @@ impl Transaction {
 
     /// Before a phase: collected lists are per phase (the body adds values between phases),
     /// memo rows per memo generation (another transaction may have trimmed it).
+    /// The lists of the last phase are kept when no input value was added or replaced since
+    /// they were started (a GET's phase 2 sees phase 1's values) and the memo generation is
+    /// the same (their rows and `all_miss` bits are still valid).
     fn phase_start(&mut self) {
-        self.recycle_lists();
-        self.lists.resize(self.eng.n_tlists as usize, None);
         let g = self.eng.memo.borrow().generation();
+        if g != self.memo_gen || self.input_gen != self.lists_input_gen {
+            self.recycle_lists();
+            self.lists_input_gen = self.input_gen;
+        }
+        self.lists.resize(self.eng.n_tlists as usize, None);
         if g != self.memo_gen {
             self.memo_rows.clear();
             self.memo_gen = g;
