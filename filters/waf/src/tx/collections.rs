@@ -211,7 +211,7 @@ impl Transaction {
         if let Some(l) = m.literal() {
             return Cow::Borrowed(l);
         }
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(64);
         for p in &m.parts {
             match p {
                 Part::Lit(l) => out.extend_from_slice(l),
