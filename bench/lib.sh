@@ -338,7 +338,9 @@ still_running() {
 # stime of all its threads, clock ticks). The command name in /proc/PID/stat may hold
 # spaces: fields are counted after its closing parenthesis.
 proc_table() {
-    cat /proc/[0-9]*/stat 2>/dev/null | awk '{
+    # (a process that exits between the glob and its read makes cat fail: with pipefail and
+    # set -e that ended a whole bench run on a busy machine; the rest of the table stands)
+    { cat /proc/[0-9]*/stat 2>/dev/null || true; } | awk '{
         s = $0; sub(/^.*\) /, "", s); split(s, f, " "); print $1, f[2], f[12] + f[13], f[12], f[13] }'
 }
 

@@ -19,6 +19,8 @@
 # Knobs (environment): THREADS=2 (nginx worker_processes, Sluice threads), ORIGIN_THREADS,
 #   WRK_THREADS=2 CONNECTIONS=32 DURATION=10s WARMUP=3s, BUILD=1 (0: use target/release
 #   and filters/out as they are), SKIP_NGINX=0, SKIP_MODSEC=0, SKIP_SLUICE=0,
+#   SLUICE_ROWS="sluice sluice-waf-norules sluice-waf-host sluice-waf-wasm sluice-waf-wasm-unique"
+#   (the Sluice rows to run, e.g. SLUICE_ROWS=sluice-waf-wasm for the WAF row alone),
 #   ports ORIGIN_PORT=18481 NGINX_PORT=18482 MODSEC_PORT=18483 SLUICE_PORT=18484 SLUICE_ADMIN=19941.
 #
 # Needs: wrk, nginx, libnginx-mod-http-modsecurity, modsecurity-crs (scripts/setup.sh).
@@ -171,13 +173,16 @@ if [[ $SKIP_MODSEC != 1 ]]; then
     run_target nginx-modsecurity "$MODSEC_PORT" nginx_conf nginx-modsecurity "$MODSEC_PORT" 1
     run_target nginx-modsecurity-unique "$MODSEC_PORT" nginx_conf nginx-modsecurity-unique "$MODSEC_PORT" 1
 fi
+SLUICE_ROWS=${SLUICE_ROWS:-sluice sluice-waf-norules sluice-waf-host sluice-waf-wasm sluice-waf-wasm-unique}
+# sluice_row NAME: is NAME one of $SLUICE_ROWS?
+sluice_row() { [[ " $SLUICE_ROWS " == *" $1 "* ]]; }
 if [[ $SKIP_SLUICE != 1 ]]; then
-    run_target sluice "$SLUICE_PORT" sluice_waf sluice none
-    run_target sluice-waf-norules "$SLUICE_PORT" sluice_waf sluice-waf-norules norules
+    sluice_row sluice && run_target sluice "$SLUICE_PORT" sluice_waf sluice none
+    sluice_row sluice-waf-norules && run_target sluice-waf-norules "$SLUICE_PORT" sluice_waf sluice-waf-norules norules
     if [[ -f $WAF_WASM ]]; then
-        run_target sluice-waf-host "$SLUICE_PORT" sluice_waf sluice-waf-host host
-        run_target sluice-waf-wasm "$SLUICE_PORT" sluice_waf sluice-waf-wasm wasm
-        run_target sluice-waf-wasm-unique "$SLUICE_PORT" sluice_waf sluice-waf-wasm-unique wasm
+        sluice_row sluice-waf-host && run_target sluice-waf-host "$SLUICE_PORT" sluice_waf sluice-waf-host host
+        sluice_row sluice-waf-wasm && run_target sluice-waf-wasm "$SLUICE_PORT" sluice_waf sluice-waf-wasm wasm
+        sluice_row sluice-waf-wasm-unique && run_target sluice-waf-wasm-unique "$SLUICE_PORT" sluice_waf sluice-waf-wasm-unique wasm
     else
         NOTES+=("Sluice rows skipped: $WAF_WASM is not built (filters/build.sh)")
     fi

@@ -11,6 +11,7 @@ use waf::config::{build, Config};
 mod support;
 use support::Fs;
 
+#[derive(Clone)]
 struct Req {
     method: &'static str,
     uri: &'static str,
@@ -106,6 +107,14 @@ fn main() {
             ),
         },
     ];
+    // PERF_MIX=waf: the 16 GETs of bench/waf-mix.lua (12 ordinary, 4 attacks that get a 403)
+    // with its browser-like headers, as bench/waf.sh sends them.
+    let waf_mix = std::env::var("PERF_MIX").is_ok_and(|m| m == "waf");
+    let (base, reqs) = if waf_mix {
+        waf_sh_mix()
+    } else {
+        (base, Vec::from(reqs))
+    };
     let mut blocked = 0usize;
     let mut flagged = 0usize;
     let (mut rules, mut ops) = (0u64, 0u64);
@@ -149,7 +158,36 @@ fn main() {
                 tx.process_body(b, ct);
             }
             tx.run_phase(2);
+            if waf_mix && tx.intervention.is_none() && tx.wants_response() {
+                // what the filter does with the demo origin's answer (bench/waf.sh)
+                let (ctype, body) = origin_answer(r.uri);
+                let mut rh: Vec<(String, String)> = vec![("content-type".into(), ctype.into())];
+                if ctype.starts_with("text/") {
+                    rh.insert(0, ("etag".into(), "\"399-18ee3dffb9034492\"".into()));
+                    rh.insert(
+                        1,
+                        (
+                            "last-modified".into(),
+                            "Sat, 05 Dec 2026 03:31:09 GMT".into(),
+                        ),
+                    );
+                }
+                rh.push(("content-length".into(), body.len().to_string()));
+                rh.push(("server".into(), "sluice-origin".into()));
+                rh.push(("x-origin-id".into(), "bench".into()));
+                rh.push(("date".into(), "Sat, 05 Dec 2026 03:33:02 GMT".into()));
+                tx.set_response(200, "HTTP/1.1", &rh);
+                tx.run_phase(3);
+                if tx.wants_response_body() {
+                    tx.process_response_body(body, false);
+                }
+                tx.run_phase(4);
+            }
             tx.run_phase(5);
+            if !tx.logs.is_empty() || tx.intervention.is_some() || tx.would_block.is_some() {
+                // the filter's audit line
+                std::hint::black_box(waf::config::audit_json(&tx, "perf-1"));
+            }
             rules += u64::from(tx.counters.0);
             ops += u64::from(tx.counters.1);
             if tx.intervention.is_some() {
@@ -186,5 +224,71 @@ fn dbg_ids(w: &waf::config::Waf) {
             }
             waf::load::Entry::Marker(m) => eprintln!("{i} marker {m:?}"),
         }
+    }
+}
+
+/// bench/waf-mix.lua: its headers and 16 paths, in its order.
+fn waf_sh_mix() -> (Vec<(&'static str, &'static str)>, Vec<Req>) {
+    let base = vec![
+        ("Host", "localhost"),
+        (
+            "User-Agent",
+            "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
+        ),
+        (
+            "Accept",
+            "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+        ),
+        ("Accept-Language", "en-US,en;q=0.5"),
+    ];
+    let paths = [
+        "/hello.txt",
+        "/index.html",
+        "/echo?q=hello+world&id=42",
+        "/echo?search=red+shoes&page=2&sort=price_asc",
+        "/echo?id=1%27+or+%271%27%3D%271",
+        "/status/200",
+        "/echo/api/v1/users/123?fields=name,email",
+        "/hello.txt?utm_source=newsletter&utm_medium=email",
+        "/echo?q=%3Cscript%3Ealert(1)%3C%2Fscript%3E",
+        "/bytes/1024",
+        "/echo?lang=fr&tz=Europe%2FParis",
+        "/index.html?ref=home",
+        "/echo?f=..%2F..%2F..%2F..%2Fetc%2Fpasswd",
+        "/echo?next=%2Faccount%2Fsettings",
+        "/echo?email=alice%40example.com&name=Alice",
+        "/echo?c=%3Bcat+%2Fetc%2Fpasswd",
+    ];
+    let reqs = paths
+        .iter()
+        .map(|&uri| Req {
+            method: "GET",
+            uri,
+            headers: vec![],
+            body: None,
+        })
+        .collect();
+    (base, reqs)
+}
+
+/// The demo origin's media type and body for a path of the mix (`origin/`: files from
+/// `origin/www`, `/echo` as JSON, `/status` and `/bytes`).
+fn origin_answer(uri: &str) -> (&'static str, &'static [u8]) {
+    let path = uri.split('?').next().unwrap_or(uri);
+    match path {
+        "/hello.txt" => (
+            "text/plain; charset=utf-8",
+            include_bytes!("../../../origin/www/hello.txt"),
+        ),
+        "/index.html" => (
+            "text/html; charset=utf-8",
+            include_bytes!("../../../origin/www/index.html"),
+        ),
+        "/status/200" => ("text/plain; charset=utf-8", b"200 OK\n"),
+        "/bytes/1024" => ("application/octet-stream", &[b'x'; 1024]),
+        _ => (
+            "application/json",
+            br#"{"method":"GET","path":"/echo","query":"q=hello+world&id=42","headers":[["host","localhost"],["user-agent","Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"]],"body":"","body_len":0,"origin":"bench"}"#,
+        ),
     }
 }

@@ -231,6 +231,28 @@ pub fn build(
     Ok(waf)
 }
 
+/// One logged rule of the audit line. Fields in alphabetical order: the line is what
+/// `serde_json::json!` wrote before (its maps sort their keys), without building `Value`s.
+#[derive(serde::Serialize)]
+struct AuditRule<'a> {
+    data: &'a str,
+    id: u32,
+    msg: &'a str,
+    var: &'a str,
+}
+
+/// The audit line's object (fields in alphabetical order, see [`AuditRule`]).
+#[derive(serde::Serialize)]
+struct AuditLine<'a> {
+    action: &'a str,
+    anomaly_score: i64,
+    outbound_anomaly_score: Option<i64>,
+    phase: Option<u8>,
+    request_id: &'a str,
+    rules: Vec<AuditRule<'a>>,
+    status: Option<u16>,
+}
+
 /// The audit log line (JSON) for a finished transaction.
 pub fn audit_json(tx: &Transaction, request_id: &str) -> String {
     let action = if tx.intervention.is_some() {
@@ -241,23 +263,25 @@ pub fn audit_json(tx: &Transaction, request_id: &str) -> String {
         "pass"
     };
     let decision = tx.intervention.or(tx.would_block);
-    let status = decision.map(|i| i.status);
-    let phase = decision.map(|i| i.phase);
-    let rules: Vec<serde_json::Value> = tx
-        .logs
-        .iter()
-        .map(|l| serde_json::json!({"id": l.id, "msg": l.msg, "var": l.var, "data": l.data}))
-        .collect();
-    let line = serde_json::json!({
-        "request_id": request_id,
-        "action": action,
-        "status": status,
-        "phase": phase,
-        "anomaly_score": tx.anomaly_score(),
-        "outbound_anomaly_score": tx.tx_get("outbound_anomaly_score").map(crate::ops::atoi),
-        "rules": rules,
-    })
-    .to_string();
+    let line = AuditLine {
+        action,
+        anomaly_score: tx.anomaly_score(),
+        outbound_anomaly_score: tx.tx_get("outbound_anomaly_score").map(crate::ops::atoi),
+        phase: decision.map(|i| i.phase),
+        request_id,
+        rules: tx
+            .logs
+            .iter()
+            .map(|l| AuditRule {
+                data: &l.data,
+                id: l.id,
+                msg: &l.msg,
+                var: &l.var,
+            })
+            .collect(),
+        status: decision.map(|i| i.status),
+    };
+    let line = serde_json::to_string(&line).unwrap_or_default();
     escape_controls(line)
 }
 

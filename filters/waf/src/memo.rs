@@ -144,6 +144,22 @@ impl Memo {
         self.bits[row as usize * self.words + (slot / 64) as usize] |= 1 << (slot % 64);
     }
 
+    /// `out` = the slots every row of `rows` is a known miss for (the AND of their bits;
+    /// every slot when `rows` is empty: no value, no match). Left empty without slots.
+    pub fn and_rows(&self, rows: &[u32], out: &mut Vec<u64>) {
+        out.clear();
+        if self.words == 0 {
+            return;
+        }
+        out.resize(self.words, !0);
+        for &r in rows {
+            let at = r as usize * self.words;
+            for (o, b) in out.iter_mut().zip(&self.bits[at..at + self.words]) {
+                *o &= b;
+            }
+        }
+    }
+
     /// Values held.
     pub fn len(&self) -> usize {
         self.rows.len()

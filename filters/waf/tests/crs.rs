@@ -459,3 +459,67 @@ fn unicode_map_file_maps_curly_quotes_for_sqli_rules() {
         ids(&tx)
     );
 }
+
+/// The skips that answer from the memo without evaluating (a rule whose shared values are all
+/// known misses is skipped whole; a TX key selector matching no key walks nothing) must not
+/// hide an attack that differs from warm benign traffic by one byte, in a value of a list the
+/// skip knew, nor a TX key written during the request.
+#[test]
+fn warm_memo_skips_do_not_hide_a_one_byte_attack() {
+    let Some(memo) = crs() else { return };
+    let Some(plain) = crs() else { return };
+    *plain.engine.memo.borrow_mut() = waf::memo::Memo::new(0);
+    // benign, then the same request with one byte changed into an attack
+    let pairs = [
+        // `'` for `x`: SQLi in a query value the memo knows without it
+        ("/echo?id=1x+or+x1x%3Dx1", "/echo?id=1%27+or+%271%27%3D%271"),
+        // `<` for `(`: XSS
+        ("/echo?q=(script%3Ealert(1)", "/echo?q=%3Cscript%3Ealert(1)"),
+        // `.` for `_`: path traversal
+        (
+            "/echo?f=._%2F..%2F..%2Fetc%2Fpasswd",
+            "/echo?f=..%2F..%2F..%2Fetc%2Fpasswd",
+        ),
+        // `;` for `,`: shell
+        (
+            "/echo?c=,cat+%2Fetc%2Fpasswd",
+            "/echo?c=%3Bcat+%2Fetc%2Fpasswd",
+        ),
+    ];
+    for (benign, attack) in pairs {
+        for _ in 0..4 {
+            let tx = run(&memo, &get(benign));
+            assert_eq!(
+                outcome(&tx),
+                outcome(&run(&plain, &get(benign))),
+                "{benign}"
+            );
+        }
+        let tx = run(&memo, &get(attack));
+        assert_eq!(status(&tx), 403, "{attack}: {:?}", ids(&tx));
+        assert_eq!(
+            outcome(&tx),
+            outcome(&run(&plain, &get(attack))),
+            "{attack}"
+        );
+        // and the benign request once more: still what the plain engine says
+        assert_eq!(
+            outcome(&run(&memo, &get(benign))),
+            outcome(&run(&plain, &get(benign))),
+            "{benign} after {attack}"
+        );
+    }
+    // header changed by one byte after warm requests (User-Agent of a scanner)
+    let ua = |v: &'static str| Req {
+        method: "GET",
+        uri: "/",
+        headers: vec![("User-Agent", v)],
+        body: None,
+    };
+    for _ in 0..4 {
+        run(&memo, &ua("nikto-ish/2.1"));
+    }
+    let tx = run(&memo, &ua("Nikto/2.1"));
+    assert_eq!(outcome(&tx), outcome(&run(&plain, &ua("Nikto/2.1"))));
+    assert!(ids(&tx).contains(&913100), "scanner UA: {:?}", ids(&tx));
+}

@@ -586,3 +586,72 @@ SecRule XML:/* "@contains plain" "id:2,phase:2,deny,status:402"
     let t = &[("Content-Type", "text/plain")];
     assert_eq!(status(&req(&w, "POST", "/", t, Some(b"evil.Tag"))), 401);
 }
+
+/// The audit line is byte for byte what `serde_json::json!` (sorted keys) wrote before it
+/// was built from structs: quotes, backslashes, UTF-8 and controls in msg, var and data, a
+/// block's status and phase, and a pass.
+#[test]
+fn audit_line_bytes_as_json_values_wrote_them() {
+    let w = waf(r#"
+SecRule ARGS:a "@rx x" "id:1,phase:1,pass,log,msg:'m \"q\" %{MATCHED_VAR}',logdata:'%{MATCHED_VAR}',setvar:tx.anomaly_score=+3"
+SecRule ARGS_NAMES "@rx ^b" "id:2,phase:2,pass,log,msg:'%{MATCHED_VAR}'"
+SecRule ARGS:d "@streq 1" "id:3,phase:2,deny,status:418,log,msg:'d'"
+SecRule ARGS:o "@streq 1" "id:4,phase:2,pass,nolog,setvar:tx.outbound_anomaly_score=7"
+"#);
+    for uri in [
+        "/?a=x%22%5C%C3%A9%0D%0A%09&b%C3%A9=1&d=1",
+        "/?a=xyz&bb=2&o=1",
+        "/?nothing=here",
+    ] {
+        let tx = get(&w, uri);
+        let decision = tx.intervention.or(tx.would_block);
+        let rules: Vec<serde_json::Value> = tx
+            .logs
+            .iter()
+            .map(|l| serde_json::json!({"id": l.id, "msg": l.msg, "var": l.var, "data": l.data}))
+            .collect();
+        let expected = serde_json::json!({
+            "request_id": "rid \"1\"",
+            "action": if tx.intervention.is_some() { "block" } else if tx.would_block.is_some() { "detect" } else { "pass" },
+            "status": decision.map(|i| i.status),
+            "phase": decision.map(|i| i.phase),
+            "anomaly_score": tx.anomaly_score(),
+            "outbound_anomaly_score": tx.tx_get("outbound_anomaly_score").map(|v| String::from_utf8_lossy(v).parse::<i64>().unwrap()),
+            "rules": rules,
+        })
+        .to_string();
+        assert_eq!(waf::config::audit_json(&tx, "rid \"1\""), expected, "{uri}");
+    }
+}
+
+/// `TX:/re/`, `TX:/^prefix/` targets see keys written during the request (setvar in any
+/// case, captures, keys deleted and written again): the key counts that let a selector with
+/// no key skip the walk follow every change.
+#[test]
+fn tx_key_selectors_see_keys_set_and_removed_during_the_request() {
+    let w = waf(r#"
+SecRule TX:/^msc_/ "!@streq 0" "id:1,phase:1,pass,log,msg:'%{MATCHED_VAR_NAME}'"
+SecRule ARGS:a "@rx ^(.)" "id:2,phase:1,pass,nolog,capture,setvar:TX.MSC_%{tx.1}=1"
+SecRule TX:/^msc_/ "!@streq 0" "id:3,phase:1,pass,log,msg:'%{MATCHED_VAR_NAME}'"
+SecRule ARGS:del "@streq 1" "id:4,phase:1,pass,nolog,setvar:!tx.msc_x"
+SecRule TX:/^msc_/ "!@streq 0" "id:5,phase:1,pass,log,msg:'%{MATCHED_VAR_NAME}'"
+SecRule ARGS:b "@rx ^(.)" "id:6,phase:1,pass,nolog,setvar:tx.msc_x=2"
+SecRule TX:/MSC_X$/ "@streq 2" "id:7,phase:1,pass,log,msg:'%{MATCHED_VAR_NAME}'"
+SecRule TX:/^[0-9]$/ "@rx ." "id:8,phase:2,pass,log"
+SecRule &TX:/^msc_/ "@eq 0" "id:9,phase:2,pass,log"
+"#);
+    assert_eq!(
+        ids(&get(&w, "/")),
+        vec![9],
+        "no msc_ key: only the count rule"
+    );
+    let tx = get(&w, "/?a=x");
+    assert_eq!(ids(&tx), vec![3, 5, 8]);
+    assert_eq!(tx.logs[0].msg, "TX:msc_x");
+    assert_eq!(
+        ids(&get(&w, "/?a=x&del=1")),
+        vec![3, 8, 9],
+        "deleted: none left"
+    );
+    assert_eq!(ids(&get(&w, "/?a=x&del=1&b=y")), vec![3, 7, 8]);
+}

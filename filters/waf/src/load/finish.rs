@@ -111,7 +111,9 @@ impl<'a> Loader<'a> {
                 cur = rule.chain.as_deref_mut();
             }
         }
+        let tx_selectors = crate::tx::tx_selectors(&self.rules);
         Ok(Engine {
+            tx_selectors,
             rules: self.rules,
             phases,
             settings: self.settings,

@@ -144,6 +144,9 @@ pub struct Engine {
     pub memo: std::cell::RefCell<crate::memo::Memo>,
     /// Number of interned cacheable target lists (`Rule::tlist`).
     pub n_tlists: u32,
+    /// Key selectors rules use on TX (regex, prefix, substring): a transaction counts the
+    /// TX keys each matches, so a selector that matches none skips the walk.
+    pub tx_selectors: Rc<[Sel]>,
 }
 
 /// Load statistics.

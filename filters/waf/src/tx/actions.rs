@@ -9,24 +9,27 @@ impl Transaction {
     pub(super) fn set_tx_kv(&mut self, coll: SetColl, name: &[u8], val: &[u8]) {
         self.next_id += 1;
         let id = self.next_id * 2;
-        let map = match coll {
-            SetColl::Tx => &mut self.tx,
-            SetColl::Persist(i) => &mut self.persist[i as usize],
+        let found = match coll {
+            SetColl::Tx => self.tx.get_mut(name),
+            SetColl::Persist(i) => self.persist[i as usize].get_mut(name),
         };
-        if let Some(kv) = map.get_mut(name) {
+        if let Some(kv) = found {
             kv.val = rc(val);
             kv.id = id;
             return;
         }
         let key = rc(name);
-        map.insert(
-            key.clone(),
-            Kv {
-                key,
-                val: rc(val),
-                id,
-            },
-        );
+        let kv = Kv {
+            key: key.clone(),
+            val: rc(val),
+            id,
+        };
+        match coll {
+            SetColl::Tx => self.tx.insert(key, kv),
+            SetColl::Persist(i) => {
+                self.persist[i as usize].insert(key, kv);
+            }
+        }
     }
 
     pub(super) fn exec_setvar(&mut self, sv: &SetVar, rule: &Rule) {
@@ -41,7 +44,7 @@ impl Transaction {
         }
         let name: &[u8] = &name;
         let map = match sv.coll {
-            SetColl::Tx => &self.tx,
+            SetColl::Tx => self.tx.map(),
             SetColl::Persist(i) => &self.persist[i as usize],
         };
         let cur = map.get(name).map(|kv| ops::atoi(&kv.val)).unwrap_or(0);
@@ -157,7 +160,7 @@ impl Transaction {
             let k = [b'0' + i as u8];
             match c {
                 Some(v) => {
-                    let kv = self.kv(&k, &v);
+                    let kv = self.tx_kv(&k, &v);
                     self.tx.insert(kv.key.clone(), kv);
                 }
                 None => {
@@ -167,21 +170,31 @@ impl Transaction {
         }
     }
 
-    /// `MATCHED_VAR_NAME` of `v` (`ARGS:id`), cached per value id and variable.
+    /// `MATCHED_VAR_NAME` of `v` (`ARGS:id`), cached per value id and variable; a name that is
+    /// the variable's alone (no key: `REQUEST_URI`, `MATCHED_VARS`, a count) per variable.
     pub(super) fn matched_name(&mut self, v: &Val) -> Rc<[u8]> {
-        let build = |v: &Val| -> Rc<[u8]> {
-            if v.var == V::Nothing {
-                Rc::from(&b""[..])
-            } else if v.key.is_empty() || matches!(v.var, V::MatchedVars | V::MatchedVarsNames) {
-                rc(var_name(v.var).as_bytes())
-            } else {
-                let n = var_name(v.var).as_bytes();
-                let mut b = Vec::with_capacity(n.len() + 1 + v.key.len());
-                b.extend_from_slice(n);
-                b.push(b':');
-                b.extend_from_slice(&v.key);
-                Rc::from(b)
+        if v.var == V::Nothing
+            || v.key.is_empty()
+            || matches!(v.var, V::MatchedVars | V::MatchedVarsNames)
+        {
+            if let Some(n) = self.var_names.get(&v.var) {
+                return n.clone();
             }
+            let n = if v.var == V::Nothing {
+                self.empty.clone()
+            } else {
+                rc(var_name(v.var).as_bytes())
+            };
+            self.var_names.insert(v.var, n.clone());
+            return n;
+        }
+        let build = |v: &Val| -> Rc<[u8]> {
+            let n = var_name(v.var).as_bytes();
+            let mut b = Vec::with_capacity(n.len() + 1 + v.key.len());
+            b.extend_from_slice(n);
+            b.push(b':');
+            b.extend_from_slice(&v.key);
+            Rc::from(b)
         };
         if v.id == NOCACHE {
             return build(v);

@@ -22,7 +22,7 @@ impl Transaction {
 
     pub(super) fn map(&self, c: Coll) -> Option<&FxMap<Rc<[u8]>, Kv>> {
         match c {
-            Coll::Tx => Some(&self.tx),
+            Coll::Tx => Some(self.tx.map()),
             Coll::Persist(i) => Some(&self.persist[i as usize]),
             _ => None,
         }
@@ -71,7 +71,8 @@ impl Transaction {
                         if let Some(kv) = m.get(k.as_slice()) {
                             push(kv, out);
                         }
-                    } else {
+                    } else if all || c != Coll::Tx || self.tx.may_hold(&t.sel) {
+                        // (a TX selector no key matches now walks nothing: `TxMap`)
                         for kv in m.values() {
                             push(kv, out);
                         }
@@ -163,7 +164,7 @@ impl Transaction {
             out.push(Val {
                 var: t.var,
                 key: self.empty.clone(),
-                val: rc(n.to_string().as_bytes()),
+                val: count_value(n),
                 id: NOCACHE,
             });
         }
@@ -210,7 +211,7 @@ impl Transaction {
         if let Some(l) = m.literal() {
             return Cow::Borrowed(l);
         }
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(64);
         for p in &m.parts {
             match p {
                 Part::Lit(l) => out.extend_from_slice(l),
@@ -244,5 +245,19 @@ impl Transaction {
             }
         }
         Cow::Owned(out)
+    }
+}
+
+/// `&VAR`'s value: the decimal count, small ones shared (counted targets are evaluated on
+/// every request: `&REQUEST_HEADERS:Host`, `&ARGS`, ...).
+fn count_value(n: usize) -> Rc<[u8]> {
+    const SHARED: usize = 64;
+    thread_local! {
+        static SMALL: Vec<Rc<[u8]>> = (0..SHARED).map(|i| rc(i.to_string().as_bytes())).collect();
+    }
+    if n < SHARED {
+        SMALL.with(|s| s[n].clone())
+    } else {
+        rc(n.to_string().as_bytes())
     }
 }

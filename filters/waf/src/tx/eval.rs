@@ -225,6 +225,11 @@ impl Transaction {
             }
             self.matched_vars.clear();
             self.counters.0 += 1;
+            if self.known_miss(rule) {
+                // what evaluating it would do: every value skipped on its memo bit
+                i += 1;
+                continue;
+            }
             if self.eval_chain(rule, ri) {
                 let d = match rule.disruptive {
                     Some(Disr::Block) | None => eng.default_disr[phase as usize],

@@ -5,7 +5,15 @@ use crate::body;
 use crate::transform::{form_decode, uri_decode};
 
 impl Transaction {
+    /// A new input value (request, body or response: the shared lists of the next phase are
+    /// collected again). TX values use [`Transaction::tx_kv`].
     pub(super) fn kv(&mut self, k: &[u8], v: &[u8]) -> Kv {
+        self.input_gen = self.input_gen.wrapping_add(1);
+        self.tx_kv(k, v)
+    }
+
+    /// A new TX value (captures, configured settings): not an input value.
+    pub(super) fn tx_kv(&mut self, k: &[u8], v: &[u8]) -> Kv {
         self.next_id += 1;
         Kv {
             key: rc(k),
@@ -15,7 +23,14 @@ impl Transaction {
     }
 
     pub(super) fn set_scalar(&mut self, i: u8, v: &[u8]) {
-        let kv = self.kv(b"", v);
+        // (`kv` with the shared empty key: no allocation for it)
+        self.input_gen = self.input_gen.wrapping_add(1);
+        self.next_id += 1;
+        let kv = Kv {
+            key: self.empty.clone(),
+            val: rc(v),
+            id: self.next_id * 2,
+        };
         self.scalars[i as usize] = Some(kv);
     }
 
@@ -41,7 +56,7 @@ impl Transaction {
 
     /// Sets a TX variable (config knobs such as paranoia level use it before phase 1).
     pub fn tx_set(&mut self, k: &str, v: &[u8]) {
-        let kv = self.kv(k.as_bytes(), v);
+        let kv = self.tx_kv(k.as_bytes(), v);
         self.tx.insert(rc(k.to_ascii_lowercase().as_bytes()), kv);
     }
 
@@ -70,10 +85,14 @@ impl Transaction {
         let ub = uri.as_bytes();
         self.set_scalar(s::REQUEST_METHOD, method.as_bytes());
         self.set_scalar(s::REQUEST_PROTOCOL, protocol.as_bytes());
-        self.set_scalar(
-            s::REQUEST_LINE,
-            format!("{method} {uri} {protocol}").as_bytes(),
-        );
+        let mut line = Vec::with_capacity(method.len() + uri.len() + protocol.len() + 2);
+        for (i, part) in [method, uri, protocol].iter().enumerate() {
+            if i > 0 {
+                line.push(b' ');
+            }
+            line.extend_from_slice(part.as_bytes());
+        }
+        self.set_scalar(s::REQUEST_LINE, &line);
         self.set_scalar(s::REQUEST_URI_RAW, ub);
         self.set_scalar(s::REQUEST_URI, &uri_decode(ub));
         let (path, query) = match uri.split_once('?') {

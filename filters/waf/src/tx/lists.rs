@@ -8,6 +8,10 @@ use super::*;
 pub(super) struct List {
     pub(super) vals: Vec<Val>,
     pub(super) rows: Vec<u32>,
+    /// The memo slots every value of the list is a known miss for (the AND of the rows' miss
+    /// bits when the list was collected), one bit per slot; empty when a value has no row.
+    /// Bits are only ever added to a row within a transaction, so a set bit stays true.
+    pub(super) all_miss: Vec<u64>,
 }
 
 thread_local! {
@@ -35,6 +39,7 @@ impl Transaction {
                 if let Some(list) = Rc::get_mut(&mut l) {
                     list.vals.clear();
                     list.rows.clear();
+                    list.all_miss.clear();
                     if pool.len() < LIST_POOL_MAX {
                         pool.push(l);
                     }
@@ -86,7 +91,35 @@ impl Transaction {
             };
             list.rows.push(row);
         }
+        if !list.rows.contains(&ROW_NONE) {
+            self.eng
+                .memo
+                .borrow()
+                .and_rows(&list.rows, &mut list.all_miss);
+        }
         self.lists[li] = Some(l.clone());
         l
+    }
+
+    /// Is `rule` known not to match in this phase: its shared target list's values are all
+    /// known misses of its memo slot (or it has none)? Then evaluating it would only skip each
+    /// value on its memo bit: it is skipped whole. Not with a runtime target exclusion (the
+    /// rule's values are then collected for it alone).
+    pub(super) fn known_miss(&mut self, rule: &Rule) -> bool {
+        let (Some(li), Some(slot)) = (rule.tlist, rule.memo) else {
+            return false;
+        };
+        if !self.excl_by_id.is_empty() || !self.excl_by_tag.is_empty() {
+            return false;
+        }
+        let l = self.list(li, rule);
+        let miss = l
+            .all_miss
+            .get((slot / 64) as usize)
+            .is_some_and(|w| w & (1 << (slot % 64)) != 0);
+        if miss {
+            self.eng.memo.borrow_mut().hits += l.vals.len() as u64;
+        }
+        miss
     }
 }

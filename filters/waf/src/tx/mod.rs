@@ -21,9 +21,12 @@ mod operator;
 mod persist;
 mod response;
 mod snapshot;
+mod txmap;
 
 use persist::Col;
 pub use snapshot::{Fold, Snapshot};
+pub use txmap::tx_selectors;
+use txmap::TxMap;
 
 use crate::hash::FxMap;
 use crate::load::{Engine, Entry, LimitAction};
@@ -100,7 +103,7 @@ pub struct Transaction {
     xml_attrs: Vec<Kv>,
     resp_headers: Vec<Kv>,
     scalars: Vec<Option<Kv>>,
-    tx: FxMap<Rc<[u8]>, Kv>,
+    tx: TxMap,
     persist: Vec<FxMap<Rc<[u8]>, Kv>>,
     matched_var: Option<Kv>,
     matched_vars: Vec<Kv>,
@@ -109,6 +112,8 @@ pub struct Transaction {
     pf_cache: FxMap<u64, usize>,
     pf_bits: Vec<u64>,
     names: FxMap<(u32, V), Rc<[u8]>>,
+    /// `MATCHED_VAR_NAME`s that are a variable's name alone (see `matched_name`).
+    var_names: FxMap<V, Rc<[u8]>>,
     removed_ids: IdRanges,
     removed_tags: Vec<String>,
     excl_by_id: Vec<(IdRanges, Excl)>,
@@ -140,6 +145,10 @@ pub struct Transaction {
     memo_gen: u32,
     /// Collected values per interned target list (`Rule::tlist`), for the running phase.
     lists: Vec<Option<Rc<List>>>,
+    /// Input values added or replaced so far (every `kv` and `set_scalar`: request, body,
+    /// response), and its count when `lists` were started.
+    input_gen: u64,
+    lists_input_gen: u64,
     /// Gates folded at configure (from the [`Snapshot`]).
     folds: Rc<[Vec<Fold>; 6]>,
     /// The operator argument of the rule being evaluated, expanded (see [`Transaction::arg`]).
@@ -167,6 +176,7 @@ impl Transaction {
         let body_access = eng.settings.body_access;
         let resp_body_access = eng.settings.resp_body_access;
         let memo_gen = eng.memo.borrow().generation();
+        let tx = TxMap::new(eng.tx_selectors.clone());
         Transaction {
             eng,
             next_id: 0,
@@ -181,7 +191,7 @@ impl Transaction {
             xml_attrs: Vec::new(),
             resp_headers: Vec::new(),
             scalars: vec![None; SCALARS.len()],
-            tx: FxMap::default(),
+            tx,
             persist: vec![FxMap::default(); PERSIST.len()],
             matched_var: None,
             matched_vars: Vec::new(),
@@ -189,6 +199,7 @@ impl Transaction {
             pf_cache: FxMap::default(),
             pf_bits: Vec::new(),
             names: FxMap::default(),
+            var_names: FxMap::default(),
             removed_ids: Vec::new(),
             removed_tags: Vec::new(),
             excl_by_id: Vec::new(),
@@ -212,6 +223,8 @@ impl Transaction {
             memo_rows: Vec::new(),
             memo_gen,
             lists: Vec::new(),
+            input_gen: 0,
+            lists_input_gen: 0,
             folds: Rc::new(Default::default()),
             op_arg: Default::default(),
             store: None,
@@ -224,10 +237,16 @@ impl Transaction {
 
     /// Before a phase: collected lists are per phase (the body adds values between phases),
     /// memo rows per memo generation (another transaction may have trimmed it).
+    /// The lists of the last phase are kept when no input value was added or replaced since
+    /// they were started (a GET's phase 2 sees phase 1's values) and the memo generation is
+    /// the same (their rows and `all_miss` bits are still valid).
     fn phase_start(&mut self) {
-        self.recycle_lists();
-        self.lists.resize(self.eng.n_tlists as usize, None);
         let g = self.eng.memo.borrow().generation();
+        if g != self.memo_gen || self.input_gen != self.lists_input_gen {
+            self.recycle_lists();
+            self.lists_input_gen = self.input_gen;
+        }
+        self.lists.resize(self.eng.n_tlists as usize, None);
         if g != self.memo_gen {
             self.memo_rows.clear();
             self.memo_gen = g;

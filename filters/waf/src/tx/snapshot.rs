@@ -13,7 +13,7 @@ use super::*;
 /// last `MATCHED_VAR`), then runs the rest.
 #[derive(Clone)]
 pub struct Snapshot {
-    tx: FxMap<Rc<[u8]>, Kv>,
+    tx: TxMap,
     persist: Vec<FxMap<Rc<[u8]>, Kv>>,
     next_id: u32,
     matched_var: Option<Kv>,
