@@ -164,12 +164,19 @@ pub fn parse(raw: Option<&[u8]>) -> Result<Config, String> {
         if r.key.is_empty() || r.key.len() > 4 {
             return Err(format!("rule {}: `key` must have 1 to 4 parts", r.name));
         }
-        let key = r.key.iter().map(|p| Part::parse(p)).collect::<Result<_, _>>()?;
-        let windows = std::iter::once(r.window_s)
-            .chain(r.overrides.values().filter_map(|o| o.window_s));
+        let key = r
+            .key
+            .iter()
+            .map(|p| Part::parse(p))
+            .collect::<Result<_, _>>()?;
+        let windows =
+            std::iter::once(r.window_s).chain(r.overrides.values().filter_map(|o| o.window_s));
         for w in windows {
             if w == 0 || w > MAX_WINDOW_S {
-                return Err(format!("rule {}: windows must be 1 to {MAX_WINDOW_S} s", r.name));
+                return Err(format!(
+                    "rule {}: windows must be 1 to {MAX_WINDOW_S} s",
+                    r.name
+                ));
             }
         }
         rules.push(Rule {

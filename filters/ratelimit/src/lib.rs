@@ -156,7 +156,10 @@ impl Stream {
             ("ratelimit-limit", v.limit.to_string()),
             ("ratelimit-remaining", v.remaining().to_string()),
             ("ratelimit-reset", reset_s.to_string()),
-            ("ratelimit-policy", format!("{};w={}", v.limit, v.window_ms / 1000)),
+            (
+                "ratelimit-policy",
+                format!("{};w={}", v.limit, v.window_ms / 1000),
+            ),
         ]
     }
 

@@ -68,14 +68,31 @@ pub fn decide(
     };
     if seen >= limit {
         let count = seen.saturating_add(1);
-        return (Hit { count, reset_ms: left, allowed: false }, None);
+        return (
+            Hit {
+                count,
+                reset_ms: left,
+                allowed: false,
+            },
+            None,
+        );
     }
-    let hit = Hit { count: seen + 1, reset_ms: left, allowed: true };
+    let hit = Hit {
+        count: seen + 1,
+        reset_ms: left,
+        allowed: true,
+    };
     (hit, Some((win, cur + 1, prev)))
 }
 
 /// Counts one hit on `key`; `Err` when the store refused it (full, or too contended).
-pub fn hit(key: &str, limit: u32, window_ms: u32, algorithm: Algorithm, now_ms: u64) -> Result<Hit, Status> {
+pub fn hit(
+    key: &str,
+    limit: u32,
+    window_ms: u32,
+    algorithm: Algorithm,
+    now_ms: u64,
+) -> Result<Hit, Status> {
     for _ in 0..CAS_TRIES {
         let (data, cas) = hostcalls::get_shared_data(key)?;
         let stored = data.filter(|d| d.len() == 16).map(|d| {
@@ -118,7 +135,14 @@ mod tests {
         assert_eq!(roll(Some((1, 2, 7)), 61_000, 60_000), (1, 2, 7));
         assert_eq!(roll(Some((0, 7, 3)), 130_000, 60_000), (2, 0, 0));
         let (h, next) = decide((1, 9, 0), 61_000, 60_000, 10, Algorithm::Fixed);
-        assert_eq!(h, Hit { count: 10, reset_ms: 59_000, allowed: true });
+        assert_eq!(
+            h,
+            Hit {
+                count: 10,
+                reset_ms: 59_000,
+                allowed: true
+            }
+        );
         assert_eq!(next, Some((1, 10, 0)));
         let (h, next) = decide((1, 10, 0), 61_000, 60_000, 10, Algorithm::Fixed);
         assert!(!h.allowed && next.is_none());
