@@ -44,8 +44,7 @@ pub fn of(head: &mut ResponseHeader, head_request: bool, close_asked: bool) -> R
         content_length(&head.headers)?
     };
     let status = head.status.as_u16();
-    let body = if head_request || status == 204 || status == 304 || (100..200).contains(&status)
-    {
+    let body = if head_request || status == 204 || status == 304 || (100..200).contains(&status) {
         Decoder::length(0)
     } else if has_te {
         if last_coding_is_chunked(&head.headers) {
@@ -161,13 +160,33 @@ mod tests {
     #[test]
     fn keep_alive_by_version_and_connection() {
         let cl = ("content-length", "1");
-        assert!(of(&mut head(V11, 200, &[cl]), false, false).unwrap().keep_alive);
-        assert!(!of(&mut head(V11, 200, &[cl]), false, true).unwrap().keep_alive);
-        assert!(!of(&mut head(V10, 200, &[cl]), false, false).unwrap().keep_alive);
+        assert!(
+            of(&mut head(V11, 200, &[cl]), false, false)
+                .unwrap()
+                .keep_alive
+        );
+        assert!(
+            !of(&mut head(V11, 200, &[cl]), false, true)
+                .unwrap()
+                .keep_alive
+        );
+        assert!(
+            !of(&mut head(V10, 200, &[cl]), false, false)
+                .unwrap()
+                .keep_alive
+        );
         let ka = ("connection", "Keep-Alive");
-        assert!(of(&mut head(V10, 200, &[cl, ka]), false, false).unwrap().keep_alive);
+        assert!(
+            of(&mut head(V10, 200, &[cl, ka]), false, false)
+                .unwrap()
+                .keep_alive
+        );
         let close = ("connection", "foo, close");
-        assert!(!of(&mut head(V11, 200, &[cl, close]), false, false).unwrap().keep_alive);
+        assert!(
+            !of(&mut head(V11, 200, &[cl, close]), false, false)
+                .unwrap()
+                .keep_alive
+        );
         // No length: close-delimited, never reused.
         let f = of(&mut head(V11, 200, &[]), false, false).unwrap();
         assert!(!f.keep_alive && f.body.close_delimited());
@@ -175,7 +194,11 @@ mod tests {
 
     #[test]
     fn chunked_wins_over_content_length_and_closes() {
-        let mut h = head(V11, 200, &[("content-length", "5"), ("transfer-encoding", "chunked")]);
+        let mut h = head(
+            V11,
+            200,
+            &[("content-length", "5"), ("transfer-encoding", "chunked")],
+        );
         let f = of(&mut h, false, false).unwrap();
         assert!(!f.keep_alive);
         assert!(!f.body.done() && !f.body.close_delimited());
@@ -184,9 +207,20 @@ mod tests {
 
     #[test]
     fn conflicting_or_bad_lengths_fail() {
-        for v in [&["1", "2"][..], &["1, 2"], &["-1"], &["+1"], &["1x"], &[""], &["99999999999999999999999"]] {
+        for v in [
+            &["1", "2"][..],
+            &["1, 2"],
+            &["-1"],
+            &["+1"],
+            &["1x"],
+            &[""],
+            &["99999999999999999999999"],
+        ] {
             let fields: Vec<_> = v.iter().map(|v| ("content-length", *v)).collect();
-            assert!(of(&mut head(V11, 200, &fields), false, false).is_err(), "{v:?}");
+            assert!(
+                of(&mut head(V11, 200, &fields), false, false).is_err(),
+                "{v:?}"
+            );
         }
         let same = [("content-length", "2"), ("content-length", "2, 2")];
         assert!(of(&mut head(V11, 200, &same), false, false).is_ok());
@@ -195,17 +229,35 @@ mod tests {
     #[test]
     fn bodiless_responses() {
         let cl = ("content-length", "10");
-        assert!(of(&mut head(V11, 200, &[cl]), true, false).unwrap().body.done());
-        assert!(of(&mut head(V11, 204, &[]), false, false).unwrap().body.done());
-        assert!(of(&mut head(V11, 304, &[cl]), false, false).unwrap().body.done());
+        assert!(of(&mut head(V11, 200, &[cl]), true, false)
+            .unwrap()
+            .body
+            .done());
+        assert!(of(&mut head(V11, 204, &[]), false, false)
+            .unwrap()
+            .body
+            .done());
+        assert!(of(&mut head(V11, 304, &[cl]), false, false)
+            .unwrap()
+            .body
+            .done());
     }
 
     #[test]
     fn transfer_coding_not_chunked_is_close_delimited() {
-        let f = of(&mut head(V11, 200, &[("transfer-encoding", "chunked, gzip")]), false, false)
-            .unwrap();
+        let f = of(
+            &mut head(V11, 200, &[("transfer-encoding", "chunked, gzip")]),
+            false,
+            false,
+        )
+        .unwrap();
         assert!(f.body.close_delimited() && !f.keep_alive);
-        let f = of(&mut head(V10, 200, &[("transfer-encoding", "chunked")]), false, false).unwrap();
+        let f = of(
+            &mut head(V10, 200, &[("transfer-encoding", "chunked")]),
+            false,
+            false,
+        )
+        .unwrap();
         assert!(!f.keep_alive);
     }
 }

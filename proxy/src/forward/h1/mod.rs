@@ -13,7 +13,7 @@
 //! | I/O, timeouts, the request body, 1xx, errors and retry flags | here |
 //!
 //! Errors keep the `ErrorType`s and retry flags of Pingora's session: a reused
-//! connection that ends (or fails with an OS error) before any byte of the response
+//! connection that ends (or fails with an OS error) while the response head is read
 //! is `RetryType::ReusedOnly` (the caller decides it with `decide_reuse`); a malformed
 //! or oversized head is `InvalidHTTPHeader`; a broken chunked body `InvalidChunk`; a
 //! body cut short `ConnectionClosed`; timeouts `ReadTimedout` / `WriteTimedout`.
@@ -69,8 +69,6 @@ pub struct Client {
     head_request: bool,
     /// The request asked to close the connection.
     close_asked: bool,
-    /// Some byte of the response arrived.
-    received: bool,
     /// The response body's framing, once the final head is read.
     body: Option<Decoder>,
     /// The connection may carry another request once the body is read.
@@ -88,7 +86,6 @@ impl Client {
             request_body: RequestBody::Done,
             head_request: false,
             close_asked: false,
-            received: false,
             body: None,
             keep_alive: false,
         }
@@ -126,7 +123,11 @@ impl Client {
             RequestBody::Length(left) => {
                 let n = (data.len() as u64).min(left) as usize;
                 if n < data.len() {
-                    tracing::warn!(left, offered = data.len(), "request body past its Content-Length dropped");
+                    tracing::warn!(
+                        left,
+                        offered = data.len(),
+                        "request body past its Content-Length dropped"
+                    );
                 }
                 self.request_body = match left - n as u64 {
                     0 => RequestBody::Done,
@@ -184,9 +185,9 @@ impl Client {
                                 self.buf.len()
                             ),
                         );
-                        return Err(self.retryable_before_response(e));
+                        return Err(Self::retryable_before_response(e));
                     }
-                    Ok(_) => self.received = true,
+                    Ok(_) => {}
                     Err(e) => return Err(e),
                 }
             };
@@ -218,7 +219,10 @@ impl Client {
     pub async fn read_body(&mut self) -> Result<Option<Bytes>> {
         loop {
             let body = self.body.as_mut().ok_or_else(|| {
-                Error::explain(ErrorType::InternalError, "response body read before its head")
+                Error::explain(
+                    ErrorType::InternalError,
+                    "response body read before its head",
+                )
             })?;
             match body.next(&mut self.buf)? {
                 Step::Data(data) => return Ok(Some(data)),
@@ -251,18 +255,20 @@ impl Client {
             return Some(self.stream);
         }
         if !self.buf.is_empty() && self.body_done() {
-            tracing::debug!(extra = self.buf.len(), "upstream sent bytes past the response: connection closed");
+            tracing::debug!(
+                extra = self.buf.len(),
+                "upstream sent bytes past the response: connection closed"
+            );
         }
         let _ = self.stream.shutdown().await;
         None
     }
 
-    /// `e` retryable on another peer when this connection was reused and no byte of
-    /// the response came (Pingora's `ReusedOnly`: the peer closed an idle connection).
-    fn retryable_before_response(&self, mut e: Box<Error>) -> Box<Error> {
-        if !self.received {
-            e.retry = RetryType::ReusedOnly;
-        }
+    /// `e`, met while the response head was read, retryable on another peer when this
+    /// connection was reused (`ReusedOnly`: the peer likely closed an idle connection).
+    /// As Pingora's client, whether or not part of a head had come.
+    fn retryable_before_response(mut e: Box<Error>) -> Box<Error> {
+        e.retry = RetryType::ReusedOnly;
         e
     }
 
@@ -287,7 +293,7 @@ impl Client {
             // An OS error (a reset) before the response on a reused connection: the
             // peer dropped it while idle. A TLS error is not retried.
             if os && self.body.is_none() {
-                self.retryable_before_response(e)
+                Self::retryable_before_response(e)
             } else {
                 e
             }

@@ -55,7 +55,11 @@ impl Decoder {
     /// A body of `n` bytes.
     pub fn length(n: u64) -> Self {
         Decoder {
-            state: if n == 0 { State::Done } else { State::Length(n) },
+            state: if n == 0 {
+                State::Done
+            } else {
+                State::Length(n)
+            },
         }
     }
 
@@ -185,7 +189,10 @@ impl Decoder {
                 State::Trailers => {
                     // Either an empty line now, or trailer lines ending with one.
                     if buf.len() < 2 {
-                        if buf.first().is_some_and(|b| !is_field_byte(*b) && *b != b'\r') {
+                        if buf
+                            .first()
+                            .is_some_and(|b| !is_field_byte(*b) && *b != b'\r')
+                        {
                             return Err(invalid("invalid trailer section"));
                         }
                         return Ok(false);
@@ -259,7 +266,10 @@ mod tests {
     fn chunked_end_is_seen_with_the_last_data() {
         let mut d = Decoder::chunked();
         let mut buf = BytesMut::from(&b"3\r\nabc\r\n0\r\n\r\nleft"[..]);
-        assert_eq!(d.next(&mut buf).unwrap(), Step::Data(Bytes::from_static(b"abc")));
+        assert_eq!(
+            d.next(&mut buf).unwrap(),
+            Step::Data(Bytes::from_static(b"abc"))
+        );
         assert!(d.done());
         assert_eq!(&buf[..], b"left");
     }
@@ -288,7 +298,10 @@ mod tests {
     fn content_length_stops_at_its_count() {
         let mut d = Decoder::length(3);
         let mut buf = BytesMut::from(&b"abcdef"[..]);
-        assert_eq!(d.next(&mut buf).unwrap(), Step::Data(Bytes::from_static(b"abc")));
+        assert_eq!(
+            d.next(&mut buf).unwrap(),
+            Step::Data(Bytes::from_static(b"abc"))
+        );
         assert!(d.done());
         assert_eq!(&buf[..], b"def");
     }

@@ -130,7 +130,9 @@ mod tests {
 
     #[test]
     fn partial_heads_wait_and_oversized_ones_fail() {
-        assert!(parse_all(b"HTTP/1.1 200 OK\r\nX-A: 1\r\n").unwrap().is_none());
+        assert!(parse_all(b"HTTP/1.1 200 OK\r\nX-A: 1\r\n")
+            .unwrap()
+            .is_none());
         let mut big = b"HTTP/1.1 200 OK\r\n".to_vec();
         while big.len() <= MAX_HEAD {
             big.extend_from_slice(b"X-Filler: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n");
