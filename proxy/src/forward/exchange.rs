@@ -1,16 +1,14 @@
 //! One attempt of a request on one peer: the peer, a connection, the request head and
 //! body through the hooks, the response head and body back through them ([`relay`]).
 
-use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 use pingora::protocols::http::client::HttpSession as ClientSession;
-use pingora::protocols::http::v1::client::HttpSession as ClientV1;
 use pingora::protocols::ALPN;
 use pingora::upstreams::peer::Peer;
-use pingora::ErrorType;
 
 use super::relay::{self, down, up};
-use super::{pool, request, Forwarder};
+use super::upstream::Upstream;
+use super::{h1, pool, request, Forwarder};
 use crate::proxy::Ctx;
 
 /// How an attempt ended.
@@ -51,8 +49,7 @@ impl Forwarder {
                 };
             }
         };
-        client.set_read_timeout(peer.options.read_timeout);
-        client.set_write_timeout(peer.options.write_timeout);
+        client.set_timeouts(peer.options.read_timeout, peer.options.write_timeout);
         match self
             .exchange(session, ctx, &mut client, h2, peer.is_tls())
             .await
@@ -65,10 +62,12 @@ impl Forwarder {
                 }
             }
             Err(error) => {
-                if let ClientSession::H2(_) = client {
-                    // The stream is reset; the connection serves other streams.
-                    client.shutdown().await;
-                    self.release(client, &peer, h2).await;
+                if let Upstream::Pingora(mut session) = client {
+                    if let ClientSession::H2(_) = *session {
+                        // The stream is reset; the connection serves other streams.
+                        session.shutdown().await;
+                        self.release(Upstream::Pingora(session), &peer, h2).await;
+                    }
                 }
                 let e = s.error_while_proxy(&peer, session, error, ctx, reused);
                 Attempt {
@@ -81,40 +80,36 @@ impl Forwarder {
 
     /// A connection to `peer`: HTTP/1 from this thread's pool or new, HTTP/2 from
     /// Pingora's shared connector. Whether it was reused.
-    async fn connect(&self, peer: &HttpPeer, h2: bool) -> Result<(ClientSession, bool)> {
+    async fn connect(&self, peer: &HttpPeer, h2: bool) -> Result<(Upstream, bool)> {
         // A new connection's future (TCP, TLS) is large and rarely taken: boxed, so
         // that every attempt's state stays small (~9 KiB less).
         if h2 {
-            return Box::pin(self.h2.get_http_session(peer)).await;
+            let (session, reused) = Box::pin(self.h2.get_http_session(peer)).await?;
+            return Ok((Upstream::Pingora(Box::new(session)), reused));
         }
         if let Some(stream) = pool::take(peer.reuse_hash(), idle_timeout(peer)) {
-            return Ok((
-                ClientSession::H1(ClientV1::new_with_options(stream, peer)),
-                true,
-            ));
+            return Ok((Upstream::H1(h1::Client::new(stream)), true));
         }
         let stream = Box::pin(self.transport.new_stream(peer)).await?;
-        Ok((
-            ClientSession::H1(ClientV1::new_with_options(stream, peer)),
-            false,
-        ))
+        Ok((Upstream::H1(h1::Client::new(stream)), false))
     }
 
     /// Gives a connection whose exchange ended cleanly back for reuse: to this
     /// thread's pool, or to the connector it came from (HTTP/2 peers, also when they
     /// answered ALPN with HTTP/1.1).
-    async fn release(&self, client: ClientSession, peer: &HttpPeer, h2: bool) {
+    async fn release(&self, client: Upstream, peer: &HttpPeer, h2: bool) {
         match client {
-            ClientSession::H1(mut h1) if !h2 => {
-                // The response's `Connection`/`Keep-Alive` and framing decide.
-                h1.respect_keepalive();
-                if let Some(stream) = h1.reuse().await {
+            Upstream::H1(h1) => {
+                // The response's `Connection` and framing decide, and that nothing
+                // follows its body.
+                if let Some(stream) = h1.into_reusable().await {
                     pool::put(peer.reuse_hash(), stream, idle_timeout(peer));
                 }
             }
-            other => {
+            Upstream::Pingora(session) => {
+                debug_assert!(h2, "HTTP/1 pools use Sluice's client");
                 self.h2
-                    .release_http_session(other, peer, peer.idle_timeout())
+                    .release_http_session(*session, peer, peer.idle_timeout())
                     .await
             }
         }
@@ -125,7 +120,7 @@ impl Forwarder {
         &self,
         session: &mut Session,
         ctx: &mut Ctx,
-        client: &mut ClientSession,
+        client: &mut Upstream,
         h2: bool,
         tls: bool,
     ) -> Result<()> {
@@ -134,17 +129,14 @@ impl Forwarder {
         let mut head = request::upstream_head(session.req_header(), h2);
         s.upstream_request_filter(session, &mut head, ctx).await?;
         request::frame(&mut head, has_body, h2, tls)?;
-        client
-            .write_request_header(Box::new(head))
-            .await
-            .map_err(up)?;
+        client.write_request_header(head).await.map_err(up)?;
         if has_body {
             self.send_body(session, ctx, client).await?;
         }
         if has_body || h2 {
             client.finish_request_body().await.map_err(up)?;
         }
-        let resp = read_head(client).await?;
+        let resp = client.read_response_head().await.map_err(up)?;
         relay::relay(s, session, ctx, resp, relay::Source::Upstream(client)).await
     }
 
@@ -154,7 +146,7 @@ impl Forwarder {
         &self,
         session: &mut Session,
         ctx: &mut Ctx,
-        client: &mut ClientSession,
+        client: &mut Upstream,
     ) -> Result<()> {
         let s = &self.sluice;
         if session.as_mut().is_body_done() {
@@ -177,27 +169,5 @@ impl Forwarder {
                 return Ok(());
             }
         }
-    }
-}
-
-/// The final response head (informational ones other than `101` are skipped; a `101`
-/// to a request that asked for no upgrade is the upstream's error).
-async fn read_head(client: &mut ClientSession) -> Result<Box<ResponseHeader>> {
-    loop {
-        client.read_response_header().await.map_err(up)?;
-        let head = client.response_header().ok_or_else(|| {
-            Error::explain(ErrorType::InvalidHTTPHeader, "no response header").into_up()
-        })?;
-        if head.status == http::StatusCode::SWITCHING_PROTOCOLS {
-            return Err(Error::explain(
-                ErrorType::InvalidHTTPHeader,
-                "101 Switching Protocols to a request without Upgrade",
-            )
-            .into_up());
-        }
-        if head.status.is_informational() {
-            continue;
-        }
-        return Ok(Box::new(head.clone()));
     }
 }

@@ -11,6 +11,7 @@
 //! | upgrades go to pingora-proxy | [`handoff`] |
 //! | `early_request_filter`, `request_filter` (routing, the request phases) | here |
 //! | peer, connection (per-thread pool), request head, body | [`exchange`], [`pool`], [`request`] |
+//! | the client side: Sluice's HTTP/1 client, Pingora's for HTTP/2 | [`upstream`], [`h1`] |
 //! | response head and body through the response phases (pool and component routes) | [`relay`] |
 //! | retries on another peer, `fail_to_proxy`, `logging`, keep-alive | here |
 //!
@@ -19,10 +20,12 @@
 //! nginx does with an unbuffered request body.
 
 pub mod exchange;
+pub mod h1;
 pub mod handoff;
 pub mod pool;
 pub mod relay;
 pub mod request;
+pub mod upstream;
 
 use std::io::Cursor;
 use std::sync::Arc;

@@ -15,10 +15,10 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
-use pingora::protocols::http::client::HttpSession as ClientSession;
 use pingora::protocols::http::HttpTask;
 use pingora::ErrorType;
 
+use super::upstream::Upstream;
 use crate::host::component::WasiBody;
 use crate::proxy::{Ctx, Sluice};
 
@@ -29,7 +29,7 @@ pub const COMPONENT_BODY_IDLE: Duration = Duration::from_secs(60);
 /// Where a response body comes from.
 pub enum Source<'a> {
     /// A pool peer's connection, its head already read.
-    Upstream(&'a mut ClientSession),
+    Upstream(&'a mut Upstream),
     /// A component chain's response body.
     Component(&'a mut WasiBody),
 }
@@ -38,12 +38,7 @@ impl Source<'_> {
     /// The next non-empty chunk, or `None` at the end of the body.
     async fn next(&mut self) -> Result<Option<Bytes>> {
         match self {
-            Source::Upstream(client) => {
-                if client.response_done() {
-                    return Ok(None);
-                }
-                client.read_response_body().await.map_err(up)
-            }
+            Source::Upstream(client) => client.read_response_body().await.map_err(up),
             Source::Component(body) => loop {
                 let frame = tokio::time::timeout(COMPONENT_BODY_IDLE, body.frame())
                     .await

@@ -68,5 +68,6 @@ mod router;
 mod sandbox;
 mod showcase;
 mod swap;
+mod upstream_h1;
 mod waf;
 mod waf_response;

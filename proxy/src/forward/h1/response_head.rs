@@ -1,0 +1,158 @@
+//! Parsing an HTTP/1 response head (`httparse`, configured as Pingora's client is) into
+//! a [`ResponseHeader`] built once and owned: names keep their case and order, values
+//! share the bytes read (no copy), obs-folds collapse as Pingora's
+//! `header_value_from_raw` does.
+
+use std::mem::MaybeUninit;
+
+use bytes::BytesMut;
+use pingora::http::{header_value_from_raw, IntoCaseHeaderName, ResponseHeader};
+use pingora::prelude::*;
+use pingora::ErrorType;
+
+/// Most header lines a response head may carry (as Pingora's client).
+pub const MAX_HEADERS: usize = 256;
+
+/// Largest response head accepted (Pingora's client allows 1 MiB; nginx's
+/// `proxy_buffer_size` is 4-8 KiB). A bigger head is the upstream's error (502).
+pub const MAX_HEAD: usize = 64 * 1024;
+
+/// The parser settings Pingora's HTTP/1 client uses for responses.
+fn parser() -> httparse::ParserConfig {
+    let mut p = httparse::ParserConfig::default();
+    p.allow_spaces_after_header_name_in_responses(true);
+    p.allow_obsolete_multiline_headers_in_responses(true);
+    p
+}
+
+/// The response head at the start of `buf`, when it is complete: it is split off
+/// `buf` (what follows it stays there) and returned as an owned [`ResponseHeader`].
+/// `Ok(None)`: more bytes are needed. Errors: a malformed head, too many header lines,
+/// or a head longer than [`MAX_HEAD`] (all `InvalidHTTPHeader`).
+pub fn parse(buf: &mut BytesMut) -> Result<Option<Box<ResponseHeader>>> {
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut []);
+    let len = match parser().parse_response_with_uninit_headers(&mut resp, buf, &mut slots) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => {
+            if buf.len() > MAX_HEAD {
+                return Err(Error::explain(
+                    ErrorType::InvalidHTTPHeader,
+                    format!("response head larger than {MAX_HEAD} bytes"),
+                ));
+            }
+            return Ok(None);
+        }
+        Err(e) => {
+            return Err(Error::because(
+                ErrorType::InvalidHTTPHeader,
+                "malformed response head",
+                e,
+            ))
+        }
+    };
+    if len > MAX_HEAD {
+        return Err(Error::explain(
+            ErrorType::InvalidHTTPHeader,
+            format!("response head larger than {MAX_HEAD} bytes"),
+        ));
+    }
+    let code = resp.code.unwrap_or(0);
+    let version = match resp.version {
+        Some(1) => http::Version::HTTP_11,
+        Some(0) => http::Version::HTTP_10,
+        _ => http::Version::HTTP_09,
+    };
+    let reason_span = resp.reason.map(|r| span(buf, r.as_bytes()));
+    let spans: smallvec::SmallVec<[(Span, Span); 24]> = resp
+        .headers
+        .iter()
+        .filter(|h| !h.name.is_empty())
+        .map(|h| (span(buf, h.name.as_bytes()), span(buf, h.value)))
+        .collect();
+    // The head's bytes, shared by the names and values below.
+    let raw = buf.split_to(len).freeze();
+    let mut head = ResponseHeader::build(code, Some(spans.len()))?;
+    head.set_version(version);
+    if let Some((start, end)) = reason_span {
+        // httparse gave it as &str: valid UTF-8.
+        let reason = std::str::from_utf8(&raw[start..end]).unwrap_or_default();
+        head.set_reason_phrase(Some(reason))?;
+    }
+    for ((ns, ne), (vs, ve)) in spans {
+        let name = raw.slice(ns..ne).into_case_header_name();
+        head.append_header(name, header_value_from_raw(raw.slice(vs..ve)))?;
+    }
+    Ok(Some(Box::new(head)))
+}
+
+/// A range of the head's bytes.
+type Span = (usize, usize);
+
+/// Where `part` (a slice of `buf`, as httparse returns it) sits in `buf`.
+fn span(buf: &[u8], part: &[u8]) -> Span {
+    let start = part.as_ptr() as usize - buf.as_ptr() as usize;
+    (start, start + part.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_all(bytes: &[u8]) -> Result<Option<Box<ResponseHeader>>> {
+        parse(&mut BytesMut::from(bytes))
+    }
+
+    #[test]
+    fn names_keep_case_order_and_duplicates() {
+        let mut buf = BytesMut::from(
+            &b"HTTP/1.1 200 Fine\r\nX-One: a\r\nset-cookie: 1\r\nSet-Cookie: 2\r\ncontent-length: 3\r\n\r\nabc"[..],
+        );
+        let head = parse(&mut buf).unwrap().unwrap();
+        assert_eq!(&buf[..], b"abc");
+        assert_eq!(head.status, 200);
+        assert_eq!(head.get_reason_phrase(), Some("Fine"));
+        let mut wire = Vec::new();
+        head.header_to_h1_wire(&mut wire);
+        assert_eq!(
+            wire,
+            b"X-One: a\r\nset-cookie: 1\r\nSet-Cookie: 2\r\ncontent-length: 3\r\n"
+        );
+    }
+
+    #[test]
+    fn obs_fold_collapses_to_one_space() {
+        let head = parse_all(b"HTTP/1.1 200 OK\r\nX-A: one\r\n two\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(head.headers.get("x-a").unwrap().as_bytes(), b"one two");
+    }
+
+    #[test]
+    fn partial_heads_wait_and_oversized_ones_fail() {
+        assert!(parse_all(b"HTTP/1.1 200 OK\r\nX-A: 1\r\n")
+            .unwrap()
+            .is_none());
+        let mut big = b"HTTP/1.1 200 OK\r\n".to_vec();
+        while big.len() <= MAX_HEAD {
+            big.extend_from_slice(b"X-Filler: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n");
+        }
+        assert!(parse_all(&big).is_err());
+    }
+
+    #[test]
+    fn too_many_headers_fail() {
+        let mut head = b"HTTP/1.1 200 OK\r\n".to_vec();
+        for i in 0..=MAX_HEADERS {
+            head.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
+        }
+        head.extend_from_slice(b"\r\n");
+        assert!(parse_all(&head).is_err());
+    }
+
+    #[test]
+    fn garbage_fails() {
+        assert!(parse_all(b"HTTP/1.1 2x0 OK\r\n\r\n").is_err());
+        assert!(parse_all(b"SMTP ready\r\n\r\n").is_err());
+    }
+}
