@@ -137,6 +137,11 @@ fn status(got: &[u8]) -> String {
     String::from_utf8_lossy(&got[..got.len().min(12)]).into_owned()
 }
 
+/// Asserts the status line of `got`, showing the whole answer when it differs.
+fn expect_status(got: &[u8], want: &str) {
+    assert_eq!(status(got), want, "{}", String::from_utf8_lossy(got));
+}
+
 /// The body of a complete response in `got` (`Content-Length` or chunked framing), or
 /// `None` when the response is cut short.
 fn complete_body(got: &[u8]) -> Option<Vec<u8>> {
@@ -173,12 +178,7 @@ fn a_response_head_that_never_ends_is_a_502_and_sluice_stays_up() {
     let s = sluice_threads(&to(peer), 1);
     for _ in 0..3 {
         let got = get(&s);
-        assert_eq!(
-            status(&got),
-            "HTTP/1.1 502",
-            "{}",
-            String::from_utf8_lossy(&got)
-        );
+        expect_status(&got, "HTTP/1.1 502");
     }
     assert!(s.log().contains("response head larger than"), "{}", s.log());
 }
@@ -247,12 +247,7 @@ fn two_different_content_lengths_are_a_502() {
     let s = sluice_threads(&to(peer), 1);
     for _ in 0..2 {
         let got = get(&s);
-        assert_eq!(
-            status(&got),
-            "HTTP/1.1 502",
-            "{}",
-            String::from_utf8_lossy(&got)
-        );
+        expect_status(&got, "HTTP/1.1 502");
     }
 }
 
@@ -540,12 +535,7 @@ fn the_pools_read_timeout_cuts_a_silent_head_and_a_stalled_body() {
             "request {i} took {took:?}"
         );
         if i < 2 {
-            assert_eq!(
-                status(&got),
-                "HTTP/1.1 502",
-                "{}",
-                String::from_utf8_lossy(&got)
-            );
+            expect_status(&got, "HTTP/1.1 502");
         } else {
             assert!(
                 complete_body(&got).is_none(),
