@@ -487,10 +487,15 @@ wrk_measure() {
     wrk -d"$DURATION" --latency "$@" >"$out" 2>&1
 }
 
-# wrk_warm_run OUT WRK_ARGS...: wrk_warmup, then wrk_measure.
+# wrk_warm_run OUT WRK_ARGS...: wrk_warmup, then wrk_measure. With CPU_PID set, also
+# WRK_CPU_TICKS: the CPU ticks of that process tree over the measured run alone.
 wrk_warm_run() {
+    local t0
+    WRK_CPU_TICKS=0
     wrk_warmup "$@"
-    wrk_measure "$@"
+    [[ -z ${CPU_PID:-} ]] || t0=$(proc_ticks "$CPU_PID")
+    wrk_measure "$@" || return
+    [[ -z ${CPU_PID:-} ]] || WRK_CPU_TICKS=$(($(proc_ticks "$CPU_PID") - t0))
 }
 
 # wrk_row KEY OUT WRK_ARGS...: wrk_warm_run, then WRK_RPS (whole requests/s), WRK_P50 and

@@ -75,7 +75,7 @@ KEY="$TMP/pki/key.pem"
 CA="$TMP/pki/ca.pem"
 
 BENCH_TAG=tls-bench
-ROW_NA="n/a|n/a|n/a" # rows: "load|target|rps|p50|p99"
+ROW_NA="n/a|n/a|n/a|n/a" # rows: "load|target|rps|p50|p99|cpu"
 # shellcheck source=bench/lib.sh
 source "$ROOT/bench/lib.sh"
 
@@ -205,12 +205,25 @@ seconds() {
 
 declare -a RESUMPTION=()  # "target|tls1.3|tls1.2"
 declare -A NGINX_RPS=()
+declare -A NGINX_CPU=()
 
-# add_row TEST TARGET RPS P50 P99
+# add_row TEST TARGET RPS P50 P99 [CPU]: CPU is the target's process tree's CPU µs per
+# request over the measured run (n/a when not measured).
 add_row() {
-    ROWS+=("$1|$2|$3|$4|$5")
+    ROWS+=("$1|$2|$3|$4|$5|${6:-n/a}")
     [[ $2 == nginx && $3 != n/a ]] && NGINX_RPS[$1]=$3
+    [[ $2 == nginx && ${6:-n/a} != n/a ]] && NGINX_CPU[$1]=$6
     return 0
+}
+
+# cpu_ticks NAME: the CPU ticks so far of target NAME's process tree (0 if not running).
+cpu_ticks() {
+    if [[ -n ${PID_OF[$1]:-} ]]; then proc_ticks "${PID_OF[$1]}"; else echo 0; fi
+}
+
+# h2load_done OUT: the requests h2load completed.
+h2load_done() {
+    awk '/^requests:/ { print $6; exit }' "$1"
 }
 
 # wrk_run TEST TARGET PORT [wrk args...]: warm-up, measured run, one row.
@@ -219,8 +232,10 @@ wrk_run() {
     shift 3
     url=$(wrk_url_of "$name" "$port")
     log "$test / $name: wrk warm-up $WARMUP, then $DURATION, -c$CONNECTIONS ($url $*)"
-    wrk_row "$test|$name" "$TMP/$test-$name.txt" -t"$WRK_THREADS" -c"$CONNECTIONS" "$@" "$url" || return 0
-    add_row "$test" "$name" "$WRK_RPS" "$WRK_P50 ms" "$WRK_P99 ms"
+    CPU_PID=${PID_OF[$name]:-} wrk_row "$test|$name" "$TMP/$test-$name.txt" \
+        -t"$WRK_THREADS" -c"$CONNECTIONS" "$@" "$url" || return 0
+    add_row "$test" "$name" "$WRK_RPS" "$WRK_P50 ms" "$WRK_P99 ms" \
+        "$(us_per_request "${WRK_CPU_TICKS:-0}" "$(wrk_stat "$TMP/$test-$name.txt" requests)")"
 }
 
 # percentiles LOGFILE -> "p50 p99" in ms, from h2load's --log-file (column 3:
@@ -235,10 +250,11 @@ percentiles() {
             printf "%.2f %.2f\n", v[i50] / 1000, v[i99] / 1000 }'
 }
 
-# h2load_row TEST TARGET OUT REQLOG: the row of an h2load run (rps from OUT, percentiles
-# from its per-request REQLOG), its failures noted; false (a skipped row) if unparsable.
+# h2load_row TEST TARGET OUT REQLOG TICKS: the row of an h2load run (rps from OUT,
+# percentiles from its per-request REQLOG, CPU per request from the target's TICKS over
+# the run), its failures noted; false (a skipped row) if unparsable.
 h2load_row() {
-    local test=$1 name=$2 out=$3 reqlog=$4 rps pcts fails
+    local test=$1 name=$2 out=$3 reqlog=$4 ticks=$5 rps pcts fails
     rps=$(awk '/^finished in/ { v = $4; gsub(/,/, "", v); printf "%.0f", v }' "$out")
     pcts=$(percentiles "$reqlog")
     if [[ -z $rps || $pcts == "n/a n/a" ]]; then
@@ -248,13 +264,14 @@ h2load_row() {
     fails=$(awk '/^requests:/ { if ($10 + $12 + $14 > 0) print $0 }
                  /^status codes:/ { if ($5 + $7 + $9 > 0) print $0 }' "$out" | paste -sd ';' -)
     [[ -z $fails ]] || note "$test / $name: $fails"
-    add_row "$test" "$name" "$rps" "${pcts% *} ms" "${pcts#* } ms"
+    add_row "$test" "$name" "$rps" "${pcts% *} ms" "${pcts#* } ms" \
+        "$(us_per_request "$ticks" "$(h2load_done "$out")")"
 }
 
 # h2load_run TEST TARGET PORT: h2 over TLS, warm-up then a measured run with
 # per-request logging, one row.
 h2load_run() {
-    local test=$1 name=$2 port=$3 url out reqlog secs
+    local test=$1 name=$2 port=$3 url out reqlog secs t0 ticks
     url=$(url_of "$name" "$port")
     secs=$(($(seconds "$DURATION") + 60))
     log "$test / $name: h2load warm-up $WARMUP, then $DURATION, -c$H2_CLIENTS -m$H2_STREAMS ($url)"
@@ -262,16 +279,18 @@ h2load_run() {
         --connect-to="127.0.0.1:$port" "$url" >"$TMP/$test-$name-warmup.txt" 2>&1 || true
     out="$TMP/$test-$name.txt"
     reqlog="$TMP/$test-$name.requests.tsv"
+    t0=$(cpu_ticks "$name")
     if ! timeout -k 5 "$secs" h2load -t"$H2_THREADS" -c"$H2_CLIENTS" -m"$H2_STREAMS" -D "$DURATION" \
         --connect-to="127.0.0.1:$port" --log-file="$reqlog" "$url" >"$out" 2>&1; then
         skip_row "$test|$name" "h2load failed or timed out, see $out"
         return 0
     fi
+    ticks=$(($(cpu_ticks "$name") - t0))
     if ! grep -q '^Application protocol: h2' "$out"; then
         skip_row "$test|$name" "h2 was not negotiated, see $out"
         return 0
     fi
-    h2load_row "$test" "$name" "$out" "$reqlog" || return 0
+    h2load_row "$test" "$name" "$out" "$reqlog" "$ticks" || return 0
     NOTES+=("$test / $name: negotiated $(awk -F': ' '/^(TLS Protocol|Cipher|Server Temp Key|Application protocol):/ {
         printf "%s%s", sep, $2; sep = ", " }' "$out")")
 }
@@ -284,7 +303,7 @@ h2load_run() {
 # Count-based: h2load 1.52's timing mode (-D) never ends when the server
 # closes connections.
 newconn_run() {
-    local test=$1 name=$2 port=$3 url out reqlog
+    local test=$1 name=$2 port=$3 url out reqlog t0
     url=$(url_of "$name" "$port")
     log "$test / $name: h2load warm-up $((NEWCONN_REQUESTS / 10)), then $NEWCONN_REQUESTS requests, one per connection, -c$CONNECTIONS ($url)"
     timeout -k 5 120 h2load --h1 -H 'Connection: close' -t"$H2_THREADS" -c"$CONNECTIONS" \
@@ -292,12 +311,13 @@ newconn_run() {
         >"$TMP/$test-$name-warmup.txt" 2>&1 || true
     out="$TMP/$test-$name.txt"
     reqlog="$TMP/$test-$name.requests.tsv"
+    t0=$(cpu_ticks "$name")
     if ! timeout -k 5 300 h2load --h1 -H 'Connection: close' -t"$H2_THREADS" -c"$CONNECTIONS" \
         -n "$NEWCONN_REQUESTS" --connect-to="127.0.0.1:$port" --log-file="$reqlog" "$url" >"$out" 2>&1; then
         skip_row "$test|$name" "h2load failed or timed out, see $out"
         return 0
     fi
-    h2load_row "$test" "$name" "$out" "$reqlog"
+    h2load_row "$test" "$name" "$out" "$reqlog" "$(($(cpu_ticks "$name") - t0))"
 }
 
 # resumption_check TARGET PORT TLSFLAG: 5 connections in a chain, each
@@ -372,20 +392,23 @@ skip_target() {
     for t in $TESTS; do skip_row "$t|$1" "$2"; done
 }
 
+# ratio A B: "A/Bx" with two decimals, n/a when either is missing or B is 0.
+ratio() {
+    if [[ $1 != n/a && -n $1 && -n $2 && $2 != n/a && $2 != 0 && $2 != 0.0 ]]; then
+        awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2fx", a / b }'
+    else
+        echo n/a
+    fi
+}
+
 print_table() {
-    local row test name rps p50 p99 ratio base
+    local row test name rps p50 p99 cpu
     {
-        echo "| load | target | rps | p50 | p99 | rps vs nginx |"
-        echo "|---|---|---:|---:|---:|---:|"
+        echo "| load | target | rps | p50 | p99 | rps vs nginx | CPU µs/req | CPU vs nginx |"
+        echo "|---|---|---:|---:|---:|---:|---:|---:|"
         for row in "${ROWS[@]}"; do
-            IFS='|' read -r test name rps p50 p99 <<<"$row"
-            base=${NGINX_RPS[$test]:-}
-            if [[ $rps != n/a && -n $base && $base != 0 ]]; then
-                ratio=$(awk -v a="$rps" -v b="$base" 'BEGIN { printf "%.2fx", a / b }')
-            else
-                ratio="n/a"
-            fi
-            echo "| $test | $name | $rps | $p50 | $p99 | $ratio |"
+            IFS='|' read -r test name rps p50 p99 cpu <<<"$row"
+            echo "| $test | $name | $rps | $p50 | $p99 | $(ratio "$rps" "${NGINX_RPS[$test]:-}") | ${cpu:-n/a} | $(ratio "${cpu:-n/a}" "${NGINX_CPU[$test]:-}") |"
         done
         if ((${#RESUMPTION[@]} > 0)); then
             echo
