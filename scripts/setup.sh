@@ -11,6 +11,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 need=(cmake gcc g++ make pkg-config curl openssl prometheus)
 # Image transforms: nasm for mozjpeg's SIMD; vips (libvips-tools) and wrk for bench/image.sh.
 need+=(nasm libvips-tools wrk)
+# Instructions per request (bench/callgrind.sh: valgrind's callgrind) and syscalls and
+# allocations per request (bench/run.sh PROFILE=1: perf stat with uprobes).
+need+=(valgrind linux-perf)
 # Soak (bench/soak.sh): h2load drives the h2c share of the traffic.
 need+=(nghttp2-client)
 # WAF differential test and bench (proxy/tests/suite/waf.rs, bench/waf.sh): nginx + ModSecurity
