@@ -544,3 +544,62 @@ fn the_pools_read_timeout_cuts_a_silent_head_and_a_stalled_body() {
         }
     }
 }
+
+#[test]
+fn the_pools_write_timeout_cuts_a_peer_that_stops_reading_a_request_body() {
+    // A peer that reads the request head, then never reads again (its receive window and
+    // Sluice's send buffer fill with the body): Sluice must give up after the pool's write
+    // timeout and answer the client, not hold the request open.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let peer = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && conn.read_exact(&mut byte).is_ok() {
+                    head.push(byte[0]);
+                }
+                std::thread::sleep(Duration::from_secs(20));
+            });
+        }
+    });
+    let policy = format!(
+        "[pools.o]\npeers = [\"{peer}\"]\nread_timeout_ms = 300\n\n[[routes]]\npool = \"o\"\n"
+    );
+    let s = sluice_threads(&policy, 1);
+    const BODY: usize = 256 << 20;
+    let mut c = TcpStream::connect(s.proc.addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    c.write_all(
+        format!(
+            "POST /upload HTTP/1.1\r\nHost: hostile.test\r\nContent-Length: {BODY}\r\nConnection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    // The body, from another thread, as fast as Sluice takes it (until it stops).
+    let mut w = c.try_clone().unwrap();
+    std::thread::spawn(move || {
+        let chunk = vec![b'a'; 64 << 10];
+        let mut sent = 0;
+        while sent < BODY && w.write_all(&chunk).is_ok() {
+            sent += chunk.len();
+        }
+    });
+    let started = Instant::now();
+    let mut got = Vec::new();
+    let _ = c.read_to_end(&mut got);
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(280) && took < Duration::from_secs(10),
+        "the client waited {took:?} for an answer"
+    );
+    let status = status(&got);
+    assert!(
+        status == "HTTP/1.1 502" || status == "HTTP/1.1 504",
+        "{took:?}: {}",
+        String::from_utf8_lossy(&got[..got.len().min(400)])
+    );
+}
