@@ -3,7 +3,7 @@
 //! `Expect: 100-continue` is answered by Sluice before it reads the body, and upgrade
 //! requests (WebSocket) still get their two-way stream through pingora-proxy.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -14,29 +14,6 @@ use crate::support::*;
 /// A policy sending everything to `peer` (one peer: a failed attempt has no retry).
 fn to(peer: SocketAddr) -> String {
     format!("[pools.o]\npeers = [\"{peer}\"]\n\n[[routes]]\npool = \"o\"\n")
-}
-
-/// Reads one request head (and a `Content-Length` body) from `r`; false at EOF.
-fn read_request(r: &mut BufReader<TcpStream>) -> bool {
-    let mut length = 0usize;
-    let mut first = true;
-    loop {
-        let mut line = String::new();
-        match r.read_line(&mut line) {
-            Ok(0) | Err(_) => return false,
-            Ok(_) => {}
-        }
-        if line == "\r\n" && !first {
-            break;
-        }
-        first = false;
-        let lower = line.to_ascii_lowercase();
-        if let Some(v) = lower.strip_prefix("content-length:") {
-            length = v.trim().parse().unwrap_or(0);
-        }
-    }
-    let mut body = vec![0u8; length];
-    r.read_exact(&mut body).is_ok()
 }
 
 /// An origin that closes every keep-alive connection 100 ms after its last response,

@@ -4,7 +4,7 @@
 //! the client, without a hang or unbounded memory, and the connection it came on must
 //! never carry another request (the peers count the connections they accept).
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -81,26 +81,6 @@ fn hostile(script: fn(usize, usize) -> Act) -> (SocketAddr, Arc<AtomicUsize>, Ar
         }
     });
     (addr, accepted, read)
-}
-
-/// Reads one request head (and a `Content-Length` body); false at EOF.
-fn read_request(r: &mut BufReader<TcpStream>) -> bool {
-    let mut length = 0usize;
-    loop {
-        let mut line = String::new();
-        match r.read_line(&mut line) {
-            Ok(0) | Err(_) => return false,
-            Ok(_) => {}
-        }
-        if line == "\r\n" {
-            break;
-        }
-        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-            length = v.trim().parse().unwrap_or(0);
-        }
-    }
-    let mut body = vec![0u8; length];
-    r.read_exact(&mut body).is_ok()
 }
 
 /// A policy sending everything to `peer`.

@@ -1,7 +1,7 @@
 //! Raw exchanges (exactly the bytes a test writes, where a client library would
 //! sanitize them), `/metrics` samples, and the real WAF as the default policy runs it.
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
@@ -79,4 +79,28 @@ config = {{ rules = ["/etc/nginx/modsecurity.conf", "/etc/modsecurity/crs/crs-se
 "#,
         m = module("waf.wasm")
     )
+}
+
+/// What a raw test origin reads of each request: the head (an empty line before the
+/// request line is skipped) and a `Content-Length` body, from `r`; false at EOF.
+pub fn read_request(r: &mut BufReader<TcpStream>) -> bool {
+    let mut length = 0usize;
+    let mut first = true;
+    loop {
+        let mut line = String::new();
+        match r.read_line(&mut line) {
+            Ok(0) | Err(_) => return false,
+            Ok(_) => {}
+        }
+        if line == "\r\n" && !first {
+            break;
+        }
+        first = false;
+        let lower = line.to_ascii_lowercase();
+        if let Some(v) = lower.strip_prefix("content-length:") {
+            length = v.trim().parse().unwrap_or(0);
+        }
+    }
+    let mut body = vec![0u8; length];
+    r.read_exact(&mut body).is_ok()
 }
