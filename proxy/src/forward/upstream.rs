@@ -72,13 +72,7 @@ impl Upstream {
             let head = client.response_header().ok_or_else(|| {
                 Error::explain(ErrorType::InvalidHTTPHeader, "no response header")
             })?;
-            if head.status == http::StatusCode::SWITCHING_PROTOCOLS {
-                return Err(Error::explain(
-                    ErrorType::InvalidHTTPHeader,
-                    "101 Switching Protocols to a request without Upgrade",
-                ));
-            }
-            if head.status.is_informational() {
+            if h1::informational_to_skip(head.status)? {
                 continue;
             }
             return Ok(Box::new(head.clone()));

@@ -97,8 +97,9 @@ fn tokens(v: &[u8]) -> impl Iterator<Item = &[u8]> {
         .filter(|t| !t.is_empty())
 }
 
-/// Whether the last transfer coding (of the last `Transfer-Encoding` line) is chunked.
-fn last_coding_is_chunked(headers: &HMap) -> bool {
+/// Whether the last transfer coding (of the last `Transfer-Encoding` line) is chunked
+/// (a request's or a response's).
+pub fn last_coding_is_chunked(headers: &HMap) -> bool {
     headers
         .get_all(TRANSFER_ENCODING)
         .iter()

@@ -23,10 +23,11 @@ pub mod request_head;
 pub mod response_body;
 pub mod response_head;
 
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::header::CONTENT_LENGTH;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::protocols::Stream;
@@ -141,7 +142,8 @@ impl Client {
                     return Ok(());
                 }
                 let mut frame = BytesMut::with_capacity(data.len() + 20);
-                frame.extend_from_slice(format!("{:X}\r\n", data.len()).as_bytes());
+                // Writing into a BytesMut cannot fail.
+                let _ = write!(frame, "{:X}\r\n", data.len());
                 frame.extend_from_slice(data);
                 frame.extend_from_slice(b"\r\n");
                 self.write(&frame, "request body").await
@@ -191,13 +193,7 @@ impl Client {
                     Err(e) => return Err(e),
                 }
             };
-            if head.status == http::StatusCode::SWITCHING_PROTOCOLS {
-                return Err(Error::explain(
-                    ErrorType::InvalidHTTPHeader,
-                    "101 Switching Protocols to a request without Upgrade",
-                ));
-            }
-            if head.status.is_informational() {
+            if informational_to_skip(head.status)? {
                 informational += 1;
                 if informational > MAX_INFORMATIONAL {
                     return Err(Error::explain(
@@ -318,17 +314,23 @@ impl Client {
     }
 }
 
+/// Whether a response head with `status` is an informational one, skipped before the
+/// final head. A `101` is the upstream's error: upgrades do not come this way (they go
+/// through pingora-proxy, `super::handoff`).
+pub fn informational_to_skip(status: http::StatusCode) -> Result<bool> {
+    if status == http::StatusCode::SWITCHING_PROTOCOLS {
+        return Err(Error::explain(
+            ErrorType::InvalidHTTPHeader,
+            "101 Switching Protocols to a request without Upgrade",
+        ));
+    }
+    Ok(status.is_informational())
+}
+
 /// The request body's framing from its head: chunked when the last transfer coding
 /// is, else its `Content-Length`, else none (requests are never close-delimited).
 fn request_framing(req: &RequestHeader) -> RequestBody {
-    let chunked = req
-        .headers
-        .get_all(TRANSFER_ENCODING)
-        .iter()
-        .next_back()
-        .and_then(|v| v.as_bytes().rsplit(|b| *b == b',').next())
-        .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-    if chunked {
+    if framing::last_coding_is_chunked(&req.headers) {
         return RequestBody::Chunked;
     }
     let length = req
