@@ -17,7 +17,6 @@
 //! then it still ticks once per look, so a loop in guest code always meets its
 //! deadline, at worst [`IDLE_WAKE`] late.
 
-use std::cell::Cell;
 use std::sync::atomic::{fence, AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::Thread;
@@ -172,16 +171,14 @@ thread_local! {
     /// This thread's slot, registered with the ticker on first use (guest code runs
     /// only once an engine, and so the ticker, exists).
     static SLOT: Registered = Registered::new();
-    /// This thread's depth in guest code (the slot's copy, without reading it back).
-    static DEPTH: Cell<i64> = const { Cell::new(0) };
 }
 
 /// This thread steps into guest code: published, and the ticker woken if parked.
 pub fn step_in() {
-    let depth = DEPTH.get() + 1;
-    DEPTH.set(depth);
+    // Only this thread writes its slot: a load and a store, no atomic read-modify-write.
     SLOT.with(|Registered(s)| {
-        s.depth.store(depth, Ordering::Relaxed);
+        s.depth
+            .store(s.depth.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
         s.entries
             .store(s.entries.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
     });
@@ -194,9 +191,10 @@ pub fn step_in() {
 
 /// This thread steps out of guest code (back to the host).
 pub fn step_out() {
-    let depth = DEPTH.get() - 1;
-    DEPTH.set(depth);
-    SLOT.with(|Registered(s)| s.depth.store(depth, Ordering::Release));
+    SLOT.with(|Registered(s)| {
+        s.depth
+            .store(s.depth.load(Ordering::Relaxed) - 1, Ordering::Release)
+    });
 }
 
 /// Guest code running on this thread, for as long as the guard lives.
