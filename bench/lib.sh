@@ -15,7 +15,7 @@
 #   sluice_server, start_sluice_bench, sluice_policy_tail CHAIN, headers_filters N,
 #   waf_norules_filter, crs_waf_filter.
 # CPU: proc_table, proc_tree_pids PID, proc_ticks PID (the whole process tree),
-#   us_per_request TICKS REQUESTS, median.
+#   us_per_request TICKS REQUESTS, ratio A B, median.
 # perf: perf_usable, perf_stat_run OUT EVENTS PIDS CMD..., perf_stat_sum OUT EVENTS,
 #   alloc_lib PID, alloc_probe_setup PID (ALLOC_EVENTS, REALLOC_EVENTS, ALLOC_WHAT, ALLOC_FUNCS),
 #   defined_funcs FILE NAME..., alloc_probes_cleanup (on exit).
@@ -371,6 +371,11 @@ proc_ticks_split() {
         END { tree[root] = 1
               do { more = 0; for (p in parent) if (!(p in tree) && (parent[p] in tree)) { tree[p] = 1; more = 1 } } while (more)
               us = 0; sy = 0; for (p in tree) if (p in u) { us += u[p]; sy += k[p] }; print us, sy }'
+}
+
+# ratio A B: A / B with 2 decimals and an x (n/a when either is missing or B is 0).
+ratio() {
+    awk -v a="$1" -v b="$2" 'BEGIN { if (a ~ /^[0-9.]+$/ && b ~ /^[0-9.]+$/ && b > 0) printf "%.2fx", a / b; else print "n/a" }'
 }
 
 # us_per_request TICKS REQUESTS: microseconds of CPU per request (1 decimal; n/a for 0 requests).

@@ -323,10 +323,6 @@ cpu_of() {
     us_per_request "${TICKS[$1]}" "${REQS[$1]}"
 }
 med() { tr ' ' '\n' <<<"${1:-}" | awk 'NF' | median; }
-# ratio A B: A / B with 2 decimals and an x (n/a when either is missing).
-ratio() {
-    awk -v a="$1" -v b="$2" 'BEGIN { if (a ~ /^[0-9.]+$/ && b ~ /^[0-9.]+$/ && b > 0) printf "%.2fx", a / b; else print "n/a" }'
-}
 # diff A B [DIV]: (A - B) / DIV, 1 decimal, signed (n/a when either is missing).
 diff_per() {
     awk -v a="$1" -v b="$2" -v d="${3:-1}" 'BEGIN { if (a ~ /^[0-9.]+$/ && b ~ /^[0-9.]+$/) printf "%+.1f", (a - b) / d; else print "n/a" }'

@@ -392,15 +392,6 @@ skip_target() {
     for t in $TESTS; do skip_row "$t|$1" "$2"; done
 }
 
-# ratio A B: "A/Bx" with two decimals, n/a when either is missing or B is 0.
-ratio() {
-    if [[ $1 != n/a && -n $1 && -n $2 && $2 != n/a && $2 != 0 && $2 != 0.0 ]]; then
-        awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2fx", a / b }'
-    else
-        echo n/a
-    fi
-}
-
 print_table() {
     local row test name rps p50 p99 cpu
     {
