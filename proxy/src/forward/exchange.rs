@@ -126,10 +126,19 @@ impl Forwarder {
     ) -> Result<()> {
         let s = &self.sluice;
         let has_body = !session.as_mut().is_body_empty();
-        let mut head = request::upstream_head(session.req_header(), h2);
-        s.upstream_request_filter(session, &mut head, ctx).await?;
-        request::frame(&mut head, has_body, h2, tls)?;
-        client.write_request_header(head).await.map_err(up)?;
+        let sent = match client {
+            Upstream::H1(c) if s.upstream_request_unchanged(ctx) => c
+                .write_forwarded_head(session.req_header(), has_body, request::dropped)
+                .await
+                .map_err(up)?,
+            _ => false,
+        };
+        if !sent {
+            let mut head = request::upstream_head(session.req_header(), h2);
+            s.upstream_request_filter(session, &mut head, ctx).await?;
+            request::frame(&mut head, has_body, h2, tls)?;
+            client.write_request_header(head).await.map_err(up)?;
+        }
         if has_body {
             self.send_body(session, ctx, client).await?;
         }

@@ -20,6 +20,14 @@ pub fn upstream_head(req: &RequestHeader, h2: bool) -> RequestHeader {
     up
 }
 
+/// The fields of the client's head never forwarded as they are: the hop-by-hop ones
+/// ([`upstream_head`] removes them) and `x-sluice-debug` (`upstream_request_filter`).
+/// The HTTP/1 client leaves them out when it writes the head with no copy
+/// ([`super::h1::Client::write_forwarded_head`]).
+pub fn dropped(name: &http::HeaderName) -> bool {
+    crate::hop::is_hop_by_hop(name.as_str()) || crate::proxy::is_debug_header(name)
+}
+
 /// Frames the request after `upstream_request_filter`. HTTP/1.1: a body without
 /// `Content-Length` goes chunked, and `Host` is present (the request target's authority,
 /// or empty: RFC 9112 §3.2). HTTP/2: `Host` becomes the `:authority` of an
@@ -71,4 +79,130 @@ pub fn frame(up: &mut RequestHeader, has_body: bool, h2: bool, tls: bool) -> Res
         )?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::forward::h1::request_head::{encode, encode_forwarded, Framed};
+
+    /// The head the slow path sends: a copy, hop-by-hop and debug fields removed,
+    /// framed, encoded.
+    fn copied(req: &RequestHeader, has_body: bool) -> (Vec<u8>, Framed) {
+        let mut up = upstream_head(req, false);
+        up.remove_header(crate::proxy::DEBUG_HEADER);
+        frame(&mut up, has_body, false, false).unwrap();
+        let mut buf = Vec::new();
+        encode(&up, &mut buf).unwrap();
+        let chunked = up.headers.contains_key(http::header::TRANSFER_ENCODING);
+        (
+            buf,
+            if chunked {
+                Framed::Chunked
+            } else {
+                Framed::Length
+            },
+        )
+    }
+
+    fn head(version: http::Version, target: &[u8], fields: &[(&str, &str)]) -> RequestHeader {
+        let mut req = RequestHeader::build("POST", target, None).unwrap();
+        req.set_version(version);
+        for (k, v) in fields {
+            req.append_header(k.to_string(), *v).unwrap();
+        }
+        req
+    }
+
+    #[test]
+    fn the_forwarded_head_is_the_copy_the_slow_path_sends() {
+        let heads = [
+            head(
+                http::Version::HTTP_11,
+                b"/a?b=1",
+                &[("Host", "example"), ("Accept", "*/*")],
+            ),
+            // No Host: the target's authority, or empty.
+            head(
+                http::Version::HTTP_10,
+                b"/x",
+                &[("x-Mixed", "1"), ("X-MIXED", "2")],
+            ),
+            head(
+                http::Version::HTTP_11,
+                b"http://origin.test:8080/p",
+                &[("a", "1")],
+            ),
+            // Hop-by-hop fields, the connection fields and the debug question dropped,
+            // wherever they are and whatever their case.
+            head(
+                http::Version::HTTP_11,
+                b"/",
+                &[
+                    ("Connection", "close"),
+                    ("KEEP-ALIVE", "timeout=5"),
+                    ("host", "h"),
+                    ("Transfer-Encoding", "chunked"),
+                    ("te", "trailers"),
+                    ("X-Sluice-Debug", "1"),
+                    ("Upgrade", "websocket"),
+                    ("Proxy-Authorization", "x"),
+                    ("trailer", "x"),
+                    ("x-after", "kept"),
+                ],
+            ),
+            head(
+                http::Version::HTTP_11,
+                b"/",
+                &[("Content-Length", "3"), ("host", "h")],
+            ),
+        ];
+        for req in &heads {
+            for has_body in [false, true] {
+                let mut fast = Vec::new();
+                let framed = encode_forwarded(req, has_body, dropped, &mut fast)
+                    .unwrap()
+                    .expect("a head read from HTTP/1 keeps its case");
+                let (slow, slow_framed) = copied(req, has_body);
+                let (fast, slow) = (
+                    String::from_utf8(fast).unwrap(),
+                    String::from_utf8(slow).unwrap(),
+                );
+                let dropping = req.headers.keys().any(dropped);
+                if dropping {
+                    // The copy's removals may reorder the fields left (`http::HeaderMap`
+                    // moves its last entry into a removed one's place); the forwarded
+                    // head keeps the client's order. The same lines either way.
+                    let lines = |s: &str| {
+                        let mut l: Vec<String> = s.split("\r\n").map(str::to_string).collect();
+                        l[1..].sort();
+                        l
+                    };
+                    assert_eq!(lines(&fast), lines(&slow), "has_body {has_body}");
+                    assert!(fast.find("host: h").unwrap() < fast.find("x-after").unwrap());
+                } else {
+                    assert_eq!(fast, slow, "has_body {has_body}");
+                }
+                assert_eq!(framed, slow_framed);
+            }
+        }
+    }
+
+    #[test]
+    fn a_head_without_case_is_left_to_the_copy() {
+        let req = RequestHeader::build_no_case("GET", b"/", None).unwrap();
+        assert!(encode_forwarded(&req, false, dropped, &mut Vec::new())
+            .unwrap()
+            .is_none());
+    }
+
+    #[test]
+    fn a_target_that_splits_the_request_line_is_refused() {
+        for target in [&b"/a b"[..], b"/a\r\nX: y", b"/\0"] {
+            // The URI parser may refuse it first; if it takes it, the encoder refuses.
+            if let Ok(req) = RequestHeader::build("GET", target, None) {
+                assert!(encode_forwarded(&req, false, dropped, &mut Vec::new()).is_err());
+            }
+        }
+    }
 }

@@ -65,6 +65,11 @@ pub const DEBUG_HEADER: &str = "x-sluice-debug";
 /// [`DEBUG_HEADER`] parsed once: removing it by `&str` parses the name on every request.
 static DEBUG_HEADER_NAME: http::HeaderName = http::HeaderName::from_static(DEBUG_HEADER);
 
+/// Whether `name` is [`DEBUG_HEADER`], which is never sent upstream.
+pub(crate) fn is_debug_header(name: &http::HeaderName) -> bool {
+    *name == DEBUG_HEADER_NAME
+}
+
 /// The proxy service: the live snapshot and nothing else.
 pub struct Sluice {
     /// The snapshot being served.
@@ -678,6 +683,16 @@ impl Sluice {
     }
 
     /// The upstream copy of the request head, after the filters.
+    /// Whether [`Self::upstream_request_filter`] leaves the upstream copy of this
+    /// request as it is but for removing [`DEBUG_HEADER`] ([`is_debug_header`]): no
+    /// filter set the upstream path or host, and the body is the client's, untouched.
+    /// The request loop then writes the HTTP/1 head from the client's, with no copy.
+    pub(crate) fn upstream_request_unchanged(&self, ctx: &Ctx) -> bool {
+        matches!(ctx.request_body, RequestBody::Untouched)
+            && ctx.stream.filter_state.get(props::PATH).is_none()
+            && ctx.stream.filter_state.get(props::HOST).is_none()
+    }
+
     pub(crate) async fn upstream_request_filter(
         &self,
         _session: &mut Session,

@@ -116,6 +116,35 @@ impl Client {
         written
     }
 
+    /// Sends the head Sluice forwards for the client's `req` unchanged but for its
+    /// transport (one write, as [`Self::write_head`]; what is dropped and added:
+    /// [`request_head::encode_forwarded`]). `false`, with nothing sent, when `req` keeps
+    /// no field-name case: the caller sends a copy with [`Self::write_head`].
+    pub async fn write_forwarded_head(
+        &mut self,
+        req: &RequestHeader,
+        has_body: bool,
+        dropped: impl Fn(&http::HeaderName) -> bool,
+    ) -> Result<bool> {
+        self.buf.clear();
+        self.buf.reserve(HEAD_READ);
+        let Some(framed) = request_head::encode_forwarded(req, has_body, &dropped, &mut self.buf)?
+        else {
+            return Ok(false);
+        };
+        self.request_body = match framed {
+            request_head::Framed::Chunked => RequestBody::Chunked,
+            request_head::Framed::Length => declared_length(req),
+        };
+        self.head_request = req.method == http::Method::HEAD;
+        self.close_asked = !dropped(&http::header::CONNECTION) && framing::asks_close(&req.headers);
+        let head = std::mem::take(&mut self.buf);
+        let written = self.write(&head, "request head").await;
+        self.buf = head;
+        self.buf.clear();
+        written.map(|()| true)
+    }
+
     /// Sends a piece of the request body (framed as the head said; bytes past a
     /// `Content-Length` are dropped, as Pingora's writer does).
     pub async fn write_body(&mut self, data: &[u8]) -> Result<()> {
@@ -333,6 +362,11 @@ fn request_framing(req: &RequestHeader) -> RequestBody {
     if framing::last_coding_is_chunked(&req.headers) {
         return RequestBody::Chunked;
     }
+    declared_length(req)
+}
+
+/// The request body's framing from its `Content-Length` alone (none: no body).
+fn declared_length(req: &RequestHeader) -> RequestBody {
     let length = req
         .headers
         .get(CONTENT_LENGTH)
