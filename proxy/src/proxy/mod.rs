@@ -689,8 +689,8 @@ impl Sluice {
     /// The request loop then writes the HTTP/1 head from the client's, with no copy.
     pub(crate) fn upstream_request_unchanged(&self, ctx: &Ctx) -> bool {
         matches!(ctx.request_body, RequestBody::Untouched)
-            && ctx.stream.filter_state.get(props::PATH).is_none()
-            && ctx.stream.filter_state.get(props::HOST).is_none()
+            && !ctx.stream.filter_state.contains_key(props::PATH)
+            && !ctx.stream.filter_state.contains_key(props::HOST)
     }
 
     pub(crate) async fn upstream_request_filter(
