@@ -36,6 +36,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::BytesMut;
 use pingora::apps::{HttpServerApp, ServerApp};
 use pingora::listeners::tls::Acceptor;
 use pingora::protocols::http::ServerSession;
@@ -333,6 +334,8 @@ where
         let mut shell = Shell::default();
         // The last request's slot, emptied, for the next one (no allocation per request).
         let mut spare: Option<Arc<RequestSlot>> = None;
+        // The bytes of the next request read while waiting for it (`wait_readable`).
+        let mut first_read = BytesMut::new();
         loop {
             let slot = spare.take().unwrap_or_else(|| {
                 Arc::new(RequestSlot {
@@ -345,11 +348,12 @@ where
             });
             let persistent = settings.take();
             let shell = &mut shell;
+            let first = std::mem::take(&mut first_read);
             let serve = async {
                 let mut stream = stream;
                 // The request line first (within the head deadline below): a target
                 // the parser would refuse is encoded, the original kept (`target`).
-                let start = target::read_line(&mut stream).await;
+                let start = target::read_line(&mut stream, first).await;
                 if let Some(verdict) = start.verdict {
                     // A line no route can take: answered (or closed) before parsing.
                     metrics()
@@ -421,12 +425,15 @@ where
             settings = persistent;
             // Stopping: one last call (`preface::LAST_CALL`) for a request already on its
             // way, answered with `Connection: close`; TLS streams cannot be peeked and close.
-            head_deadline = match preface::wait_readable(&mut stream, t.keepalive, shutdown).await {
-                Some(true) => Instant::now() + t.header,
-                Some(false) => return,
-                None if *shutdown.borrow() => return,
-                None => Instant::now() + t.keepalive + t.header,
-            };
+            head_deadline =
+                match preface::wait_readable(&mut stream, &mut first_read, t.keepalive, shutdown)
+                    .await
+                {
+                    Some(true) => Instant::now() + t.header,
+                    Some(false) => return,
+                    None if *shutdown.borrow() => return,
+                    None => Instant::now() + t.keepalive + t.header,
+                };
         }
     }
 }

@@ -7,6 +7,8 @@
 
 use std::time::Duration;
 
+use bytes::BytesMut;
+
 use pingora::protocols::l4::stream::Stream as TcpStream;
 use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
@@ -97,28 +99,37 @@ fn put_back(stream: Stream, data: &[u8]) -> Stream {
 /// just as the stop came gets it answered, with `Connection: close`, instead of a reset.
 pub const LAST_CALL: Duration = Duration::from_millis(1000);
 
-/// Waits up to `idle` for the next request's first byte on a kept-alive connection;
-/// once the server stops, at most [`LAST_CALL`] more. `Some(true)`: bytes are there;
+/// Room for the first read of a kept-alive connection's next request (a typical head).
+const FIRST_READ: usize = 4096;
+
+/// Waits up to `idle` for the next request's first bytes on a kept-alive connection;
+/// once the server stops, at most [`LAST_CALL`] more. `Some(true)`: bytes arrived and
+/// were read into `first` (the caller hands them to [`super::target::read_line`]: one
+/// read, where a peek then a read took two system calls a request);
 /// `Some(false)`: closed, timed out, or stopping with nothing sent; `None`: this stream
-/// cannot be peeked (TLS), the caller bounds the wait another way.
+/// is not plain TCP (TLS), the caller bounds the wait another way.
+///
+/// A read that has not completed consumed nothing, so giving up on it (the deadline,
+/// the stop) loses no byte.
 pub async fn wait_readable(
     stream: &mut Stream,
+    first: &mut BytesMut,
     idle: Duration,
     shutdown: &ShutdownWatch,
 ) -> Option<bool> {
     if !plain_tcp(stream) {
         return None;
     }
-    let mut byte = [0u8; 1];
+    first.reserve(FIRST_READ);
     let mut stop = shutdown.clone();
     let mut stopping = *shutdown.borrow();
     let deadline = tokio::time::sleep(if stopping { idle.min(LAST_CALL) } else { idle });
     tokio::pin!(deadline);
-    let peek = stream.try_peek(&mut byte);
-    tokio::pin!(peek);
+    let read = stream.read_buf(first);
+    tokio::pin!(read);
     loop {
         tokio::select! {
-            r = &mut peek => return Some(matches!(r, Ok(true))),
+            r = &mut read => return Some(matches!(r, Ok(n) if n > 0)),
             _ = &mut deadline => {
                 if !stopping {
                     crate::metrics::metrics()

@@ -140,11 +140,13 @@ pub fn judge(method: &[u8], target: &[u8]) -> Option<Verdict> {
     None
 }
 
-/// Reads from `stream` until the request line is complete (or the client stops, or
-/// [`MAX_LINE`] bytes), then [`fix_line`]s it. Read errors end the reading; the parser
-/// meets the same condition on its own read.
-pub async fn read_line(stream: &mut Stream) -> HeadStart {
-    let mut bytes = BytesMut::with_capacity(4096);
+/// Reads from `stream`, after the bytes already read from it (`first`, often the whole
+/// head: [`super::preface::wait_readable`]), until the request line is complete (or
+/// the client stops, or [`MAX_LINE`] bytes), then [`fix_line`]s it. Read errors end the
+/// reading; the parser meets the same condition on its own read.
+pub async fn read_line(stream: &mut Stream, first: BytesMut) -> HeadStart {
+    let mut bytes = first;
+    bytes.reserve(4096);
     loop {
         if bytes.contains(&b'\n') || bytes.len() >= MAX_LINE {
             break;
