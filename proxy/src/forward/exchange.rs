@@ -127,10 +127,17 @@ impl Forwarder {
         let s = &self.sluice;
         let has_body = !session.as_mut().is_body_empty();
         let sent = match client {
-            Upstream::H1(c) if s.upstream_request_unchanged(ctx) => c
-                .write_forwarded_head(session.req_header(), has_body, request::dropped)
-                .await
-                .map_err(up)?,
+            Upstream::H1(c) if s.upstream_request_unchanged(ctx) => {
+                // The metadata not yet in the client's head replaces its fields.
+                let added = ctx.forwarded.as_ref();
+                let dropped = |n: &http::HeaderName| {
+                    request::dropped(n) || added.is_some_and(|a| a.replaces(n))
+                };
+                let fields = added.into_iter().flat_map(|a| a.fields());
+                c.write_forwarded_head(session.req_header(), has_body, dropped, fields)
+                    .await
+                    .map_err(up)?
+            }
             _ => false,
         };
         if !sent {

@@ -85,12 +85,16 @@ pub fn frame(up: &mut RequestHeader, has_body: bool, h2: bool, tls: bool) -> Res
 mod tests {
     use super::*;
     use crate::forward::h1::request_head::{encode, encode_forwarded, Framed};
+    use crate::forwarded::{Added, Cidr, Config, Mode};
 
-    /// The head the slow path sends: a copy, hop-by-hop and debug fields removed,
-    /// framed, encoded.
-    fn copied(req: &RequestHeader, has_body: bool) -> (Vec<u8>, Framed) {
+    /// The head the slow path sends: a copy, hop-by-hop and debug fields removed, the
+    /// request metadata written, framed, encoded.
+    fn copied(req: &RequestHeader, has_body: bool, added: Option<&Added>) -> (Vec<u8>, Framed) {
         let mut up = upstream_head(req, false);
         up.remove_header(crate::proxy::DEBUG_HEADER);
+        if let Some(a) = added {
+            a.apply(&mut up).unwrap();
+        }
         frame(&mut up, has_body, false, false).unwrap();
         let mut buf = Vec::new();
         encode(&up, &mut buf).unwrap();
@@ -156,19 +160,63 @@ mod tests {
                 b"/",
                 &[("Content-Length", "3"), ("host", "h")],
             ),
+            // A client's own metadata: replaced, kept or extended as the policy says.
+            head(
+                http::Version::HTTP_11,
+                b"/m",
+                &[
+                    ("X-Forwarded-For", "203.0.113.7"),
+                    ("host", "h"),
+                    ("x-request-id", "forged-by-the-client"),
+                    ("X-Forwarded-Proto", "https"),
+                    ("x-after", "kept"),
+                ],
+            ),
         ];
-        for req in &heads {
+        let configs = [
+            None,
+            Some(Config::default()),
+            Some(Config {
+                mode: Mode::Replace,
+                trust_request_id: true,
+                ..Config::default()
+            }),
+            Some(Config {
+                mode: Mode::Append,
+                trusted: vec![Cidr::parse("192.0.2.0/24").unwrap()],
+                ..Config::default()
+            }),
+            Some(Config {
+                mode: Mode::Off,
+                ..Config::default()
+            }),
+        ];
+        let client = Some("192.0.2.9".parse().unwrap());
+        for (req, cfg) in heads
+            .iter()
+            .flat_map(|h| configs.iter().map(move |c| (h, c)))
+        {
+            let added = cfg
+                .as_ref()
+                .map(|c| crate::forwarded::decide(req, c, client, false).unwrap());
+            let added = added.as_ref();
             for has_body in [false, true] {
                 let mut fast = Vec::new();
-                let framed = encode_forwarded(req, has_body, dropped, &mut fast)
+                let drop =
+                    |n: &http::HeaderName| dropped(n) || added.is_some_and(|a| a.replaces(n));
+                let fields = added.into_iter().flat_map(|a| a.fields());
+                let framed = encode_forwarded(req, has_body, drop, fields, &mut fast)
                     .unwrap()
                     .expect("a head read from HTTP/1 keeps its case");
-                let (slow, slow_framed) = copied(req, has_body);
+                let (slow, slow_framed) = copied(req, has_body, added);
                 let (fast, slow) = (
                     String::from_utf8(fast).unwrap(),
                     String::from_utf8(slow).unwrap(),
                 );
-                let dropping = req.headers.keys().any(dropped);
+                let dropping = req
+                    .headers
+                    .keys()
+                    .any(|n| dropped(n) || added.is_some_and(|a| a.replaces(n)));
                 if dropping {
                     // The copy's removals may reorder the fields left (`http::HeaderMap`
                     // moves its last entry into a removed one's place); the forwarded
@@ -179,7 +227,9 @@ mod tests {
                         l
                     };
                     assert_eq!(lines(&fast), lines(&slow), "has_body {has_body}");
-                    assert!(fast.find("host: h").unwrap() < fast.find("x-after").unwrap());
+                    if let (Some(h), Some(a)) = (fast.find("host: h"), fast.find("x-after")) {
+                        assert!(h < a, "the client's order is kept");
+                    }
                 } else {
                     assert_eq!(fast, slow, "has_body {has_body}");
                 }
@@ -191,9 +241,11 @@ mod tests {
     #[test]
     fn a_head_without_case_is_left_to_the_copy() {
         let req = RequestHeader::build_no_case("GET", b"/", None).unwrap();
-        assert!(encode_forwarded(&req, false, dropped, &mut Vec::new())
-            .unwrap()
-            .is_none());
+        assert!(
+            encode_forwarded(&req, false, dropped, std::iter::empty(), &mut Vec::new())
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]
@@ -201,7 +253,14 @@ mod tests {
         for target in [&b"/a b"[..], b"/a\r\nX: y", b"/\0"] {
             // The URI parser may refuse it first; if it takes it, the encoder refuses.
             if let Ok(req) = RequestHeader::build("GET", target, None) {
-                assert!(encode_forwarded(&req, false, dropped, &mut Vec::new()).is_err());
+                assert!(encode_forwarded(
+                    &req,
+                    false,
+                    dropped,
+                    std::iter::empty(),
+                    &mut Vec::new()
+                )
+                .is_err());
             }
         }
     }

@@ -65,6 +65,21 @@ pub const DEBUG_HEADER: &str = "x-sluice-debug";
 /// [`DEBUG_HEADER`] parsed once: removing it by `&str` parses the name on every request.
 static DEBUG_HEADER_NAME: http::HeaderName = http::HeaderName::from_static(DEBUG_HEADER);
 
+/// Whether something reads the client's request head of route `r` before it goes
+/// upstream and must see `x-request-id` and `x-forwarded-*` there: filters (Proxy-Wasm
+/// or components) and a pool hashing on a header. Elsewhere those fields are written
+/// only into the head sent upstream.
+fn reads_head_before_upstream(snap: &Snapshot, r: usize) -> bool {
+    let route = &snap.routes[r];
+    let hashes_a_header = route.pool.is_some_and(|p| {
+        matches!(
+            snap.pools[p].def.hash_key,
+            crate::policy::HashKey::Header(_)
+        )
+    });
+    !route.filters.is_empty() || route.components.is_some() || hashes_a_header
+}
+
 /// Whether `name` is [`DEBUG_HEADER`], which is never sent upstream.
 pub(crate) fn is_debug_header(name: &http::HeaderName) -> bool {
     *name == DEBUG_HEADER_NAME
@@ -117,6 +132,10 @@ pub struct Ctx {
     /// The head of a local response a body callback sent while the head was deferred: it
     /// replaces the upstream's (its body is what `response_body_filter` returned).
     late_head: Option<Box<ResponseHeader>>,
+    /// `x-request-id` and `x-forwarded-*` as decided for this request, when they are
+    /// written only into the head sent upstream (a route nothing reads the client's
+    /// head on before: [`reads_head_before_upstream`]).
+    pub(crate) forwarded: Option<crate::forwarded::Added>,
 }
 
 impl Ctx {
@@ -488,6 +507,7 @@ impl Sluice {
             response_passed: 0,
             head_deferred: false,
             late_head: None,
+            forwarded: None,
         }
     }
 
@@ -559,12 +579,20 @@ impl Sluice {
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
-        ctx.stream.info.id = crate::forwarded::apply(
-            session.req_header_mut(),
+        let mut added = crate::forwarded::decide(
+            session.req_header(),
             &snap.policy.forwarded,
             client,
             ctx.tls,
         )?;
+        ctx.stream.info.id = std::mem::take(&mut added.id);
+        if route.is_some_and(|r| reads_head_before_upstream(&snap, r)) {
+            added.into_head(session.req_header_mut())?;
+        } else {
+            // Only the head sent upstream carries them (`upstream_request_filter`,
+            // `crate::forward::exchange`).
+            ctx.forwarded = Some(added);
+        }
         let Some(route_idx) = route else {
             send_local(
                 session,
@@ -684,8 +712,9 @@ impl Sluice {
 
     /// The upstream copy of the request head, after the filters.
     /// Whether [`Self::upstream_request_filter`] leaves the upstream copy of this
-    /// request as it is but for removing [`DEBUG_HEADER`] ([`is_debug_header`]): no
-    /// filter set the upstream path or host, and the body is the client's, untouched.
+    /// request as it is but for removing [`DEBUG_HEADER`] ([`is_debug_header`]) and
+    /// writing the request metadata not yet in the client's head ([`Ctx::forwarded`]):
+    /// no filter set the upstream path or host, and the body is the client's, untouched.
     /// The request loop then writes the HTTP/1 head from the client's, with no copy.
     pub(crate) fn upstream_request_unchanged(&self, ctx: &Ctx) -> bool {
         matches!(ctx.request_body, RequestBody::Untouched)
@@ -699,6 +728,9 @@ impl Sluice {
         upstream_request: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        if let Some(added) = &ctx.forwarded {
+            added.apply(upstream_request)?;
+        }
         // A question to Sluice, not to the origin.
         upstream_request.remove_header(&DEBUG_HEADER_NAME);
         if let Some(path) = ctx.stream.filter_state.get(props::PATH) {

@@ -117,18 +117,20 @@ impl Client {
     }
 
     /// Sends the head Sluice forwards for the client's `req` unchanged but for its
-    /// transport (one write, as [`Self::write_head`]; what is dropped and added:
+    /// transport and the `added` metadata (one write, as [`Self::write_head`]; what is dropped and added:
     /// [`request_head::encode_forwarded`]). `false`, with nothing sent, when `req` keeps
     /// no field-name case: the caller sends a copy with [`Self::write_head`].
-    pub async fn write_forwarded_head(
+    pub async fn write_forwarded_head<'a>(
         &mut self,
         req: &RequestHeader,
         has_body: bool,
         dropped: impl Fn(&http::HeaderName) -> bool,
+        added: impl Iterator<Item = (&'a str, &'a http::HeaderValue)>,
     ) -> Result<bool> {
         self.buf.clear();
         self.buf.reserve(HEAD_READ);
-        let Some(framed) = request_head::encode_forwarded(req, has_body, &dropped, &mut self.buf)?
+        let Some(framed) =
+            request_head::encode_forwarded(req, has_body, &dropped, added, &mut self.buf)?
         else {
             return Ok(false);
         };

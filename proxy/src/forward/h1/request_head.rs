@@ -55,18 +55,20 @@ pub enum Framed {
 }
 
 /// Appends, as HTTP/1.1, the head Sluice forwards for the client's `req` when nothing
-/// but its transport changes: the fields `dropped` names are left out, then `Host` is
-/// added when it has none (the target's authority, or empty: RFC 9112 §3.2), then
-/// `Transfer-Encoding: chunked` when `has_body` and no `Content-Length` is kept. The
-/// bytes are those [`encode`] writes for a copy of `req` with the dropped fields
-/// removed, the version set to HTTP/1.1 and those two fields inserted, without the
+/// but its transport and metadata change: the fields `dropped` names are left out,
+/// the `added` ones follow the client's, then `Host` is added when it has none (the
+/// target's authority, or empty: RFC 9112 §3.2), then `Transfer-Encoding: chunked`
+/// when `has_body` and no `Content-Length` is kept. The lines are those [`encode`]
+/// writes for a copy of `req` with the dropped fields removed, the added ones
+/// inserted, the version set to HTTP/1.1 and those two fields inserted, without the
 /// copy (a request head's clone is ~2 k instructions and several allocations, issue
-/// #18). `None` when `req` keeps no field-name case (a head read from HTTP/2): its
-/// titled names are Pingora's to write, on the copy.
-pub fn encode_forwarded(
+/// #18); the fields keep the client's order. `None` when `req` keeps no field-name
+/// case (a head read from HTTP/2): its titled names are Pingora's to write, on the copy.
+pub fn encode_forwarded<'a>(
     req: &RequestHeader,
     has_body: bool,
     dropped: impl Fn(&http::HeaderName) -> bool,
+    added: impl Iterator<Item = (&'a str, &'a http::HeaderValue)>,
     buf: &mut impl BufMut,
 ) -> Result<Option<Framed>> {
     if !req.has_case() {
@@ -85,6 +87,9 @@ pub fn encode_forwarded(
         host |= name == http::header::HOST;
         length |= name == http::header::CONTENT_LENGTH;
         field(buf, case.as_slice(), value.as_bytes());
+    }
+    for (name, value) in added {
+        field(buf, name.as_bytes(), value.as_bytes());
     }
     if !host {
         let authority = req.uri.authority().map_or("", |a| a.as_str());
