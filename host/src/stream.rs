@@ -152,11 +152,25 @@ impl HeaderMap {
         self.entries.push(entry);
     }
 
+    /// Appends a value for `name`, a name of the `http` crate (lowercase already, so
+    /// copied without folding its case): building the map from a head.
+    pub fn append_name(&mut self, name: &http::HeaderName, value: &[u8]) {
+        let entry = self.store_as_is(name.as_str(), value);
+        self.entries.push(entry);
+    }
+
     /// Copies `name` (lowercased) and `value` to the ends of the buffers.
     fn store(&mut self, name: &str, value: &[u8]) -> Entry {
         let at = self.names.len();
-        self.names.push_str(name);
+        let entry = self.store_as_is(name, value);
         self.names[at..].make_ascii_lowercase();
+        entry
+    }
+
+    /// Copies `name` (lowercase already) and `value` to the ends of the buffers.
+    fn store_as_is(&mut self, name: &str, value: &[u8]) -> Entry {
+        let at = self.names.len();
+        self.names.push_str(name);
         let value_at = self.buf.len();
         self.buf.extend_from_slice(value);
         Entry {
@@ -255,6 +269,19 @@ impl HeaderMap {
         self.entries
             .iter()
             .filter(move |e| self.is_named(e, name.as_bytes()))
+            .map(|e| self.value_of(e))
+    }
+
+    /// The values of `name`, in order, where `name` is lowercase (as every name the map
+    /// holds, and every name [`HeaderMap::edited`] gives): compared byte for byte.
+    #[inline]
+    pub fn get_all_lowercase<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> impl Iterator<Item = &'a [u8]> + Clone + 'a {
+        self.entries
+            .iter()
+            .filter(move |e| e.name_len == name.len() && self.name_bytes(e) == name.as_bytes())
             .map(|e| self.value_of(e))
     }
 
@@ -620,6 +647,30 @@ mod tests {
             h.byte_size(),
             "x-Ünï".len() + 1 + "Äb-c".len() + 10 + 1999 % 3
         );
+    }
+
+    #[test]
+    fn names_of_a_head_and_lowercase_lookups_match_the_folding_ones() {
+        let mut h = HeaderMap::with_capacity(4, 64);
+        h.append_name(&http::header::CONTENT_TYPE, b"text/plain");
+        h.append_name(&http::HeaderName::from_static("x-dup"), b"1");
+        h.append("X-Dup", b"2");
+        h.add("x-DUP", b"3".to_vec());
+        for name in ["content-type", "x-dup", "x-absent"] {
+            assert_eq!(
+                h.get_all_lowercase(name).collect::<Vec<_>>(),
+                h.get_all(&name.to_ascii_uppercase()).collect::<Vec<_>>(),
+                "{name}"
+            );
+        }
+        assert_eq!(h.get_all_lowercase("x-dup").count(), 3);
+        assert_eq!(
+            h.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+            vec!["content-type", "x-dup", "x-dup", "x-dup"]
+        );
+        assert_eq!(h.edited().unwrap().collect::<Vec<_>>(), vec!["x-dup"]);
+        h.remove("X-DUP");
+        assert_eq!(h.get_all_lowercase("x-dup").count(), 0);
     }
 
     #[test]
