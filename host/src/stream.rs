@@ -78,6 +78,33 @@ struct Entry {
     value_len: usize,
 }
 
+/// A name looked up in a map. The names a map holds (and its edited names) are
+/// lowercase, so only the looked-up side is folded when comparing: the same answer as
+/// `eq_ignore_ascii_case`, which folded both sides of every comparison.
+#[derive(Clone, Copy)]
+struct Query<'a> {
+    name: &'a [u8],
+}
+
+impl<'a> Query<'a> {
+    #[inline]
+    fn new(name: &'a str) -> Self {
+        Query {
+            name: name.as_bytes(),
+        }
+    }
+
+    /// True when `stored` (a lowercase name) is this name, ASCII case aside.
+    #[inline]
+    fn matches(&self, stored: &[u8]) -> bool {
+        stored.len() == self.name.len()
+            && stored
+                .iter()
+                .zip(self.name)
+                .all(|(s, q)| *s == q.to_ascii_lowercase())
+    }
+}
+
 /// How many maps' buffers a thread keeps for the next requests ([`HeaderMap::with_capacity`]).
 const SPARE_MAPS: usize = 16;
 /// Buffers larger than this are freed, not kept.
@@ -118,7 +145,11 @@ impl HeaderMap {
 
     /// Records an edit of `name`.
     fn touch(&mut self, name: &str) {
-        if self.replaced || self.edited.iter().any(|n| n.eq_ignore_ascii_case(name)) {
+        if self.replaced {
+            return;
+        }
+        let q = Query::new(name);
+        if self.edited.iter().any(|n| q.matches(n.as_bytes())) {
             return;
         }
         self.edited.push(name);
@@ -195,10 +226,10 @@ impl HeaderMap {
         &self.names.as_bytes()[e.name..e.name + e.name_len]
     }
 
-    /// True when entry `e` is named `name` (names are stored lowercase).
+    /// True when entry `e` is named `q` (names are stored lowercase).
     #[inline]
-    fn is_named(&self, e: &Entry, name: &[u8]) -> bool {
-        e.name_len == name.len() && self.name_bytes(e).eq_ignore_ascii_case(name)
+    fn is_named(&self, e: &Entry, q: &Query<'_>) -> bool {
+        e.name_len == q.name.len() && q.matches(self.name_bytes(e))
     }
 
     #[inline]
@@ -256,19 +287,20 @@ impl HeaderMap {
 
     /// The first value of `name`, if any.
     pub fn get(&self, name: &str) -> Option<&[u8]> {
-        let name = name.as_bytes();
+        let q = Query::new(name);
         self.entries
             .iter()
-            .find(|e| self.is_named(e, name))
+            .find(|e| self.is_named(e, &q))
             .map(|e| self.value_of(e))
     }
 
     /// The values of `name`, in order.
     #[inline]
     pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + Clone + 'a {
+        let q = Query::new(name);
         self.entries
             .iter()
-            .filter(move |e| self.is_named(e, name.as_bytes()))
+            .filter(move |e| self.is_named(e, &q))
             .map(|e| self.value_of(e))
     }
 
@@ -322,8 +354,8 @@ impl HeaderMap {
     /// entry keeps its place, the others go.
     pub fn set_bytes(&mut self, name: &str, value: &[u8]) {
         self.touch(name);
-        let key = name.as_bytes();
-        let Some(i) = self.entries.iter().position(|e| self.is_named(e, key)) else {
+        let q = Query::new(name);
+        let Some(i) = self.entries.iter().position(|e| self.is_named(e, &q)) else {
             self.append(name, value);
             return;
         };
@@ -333,14 +365,12 @@ impl HeaderMap {
         self.entries[i].value = at;
         self.entries[i].value_len = value.len();
         // Most names have one value: the others are looked for, and only then removed.
-        if self.entries[i + 1..].iter().any(|e| self.is_named(e, key)) {
+        if self.entries[i + 1..].iter().any(|e| self.is_named(e, &q)) {
             let (names, entries) = (self.names.as_bytes(), &mut self.entries);
             let mut j = 0;
             entries.retain(|e| {
                 j += 1;
-                let same = j - 1 > i
-                    && e.name_len == key.len()
-                    && names[e.name..e.name + e.name_len].eq_ignore_ascii_case(key);
+                let same = j - 1 > i && q.matches(&names[e.name..e.name + e.name_len]);
                 if same {
                     freed += e.name_len + e.value_len;
                 }
@@ -364,12 +394,11 @@ impl HeaderMap {
     /// Removes every value of `name`.
     pub fn remove(&mut self, name: &str) {
         self.touch(name);
-        let key = name.as_bytes();
+        let q = Query::new(name);
         let mut freed = 0;
         let (names, entries) = (self.names.as_bytes(), &mut self.entries);
         entries.retain(|e| {
-            let same = e.name_len == key.len()
-                && names[e.name..e.name + e.name_len].eq_ignore_ascii_case(key);
+            let same = q.matches(&names[e.name..e.name + e.name_len]);
             if same {
                 freed += e.name_len + e.value_len;
             }
@@ -671,6 +700,52 @@ mod tests {
         assert_eq!(h.edited().unwrap().collect::<Vec<_>>(), vec!["x-dup"]);
         h.remove("X-DUP");
         assert_eq!(h.get_all_lowercase("x-dup").count(), 0);
+    }
+
+    #[test]
+    fn look_ups_fold_ascii_case_only_short_names_and_long_alike() {
+        // The looked-up name is folded against the stored lowercase names, short and
+        // long names alike.
+        let long = format!("X-{}", "Long-".repeat(20));
+        let mut h = HeaderMap::default();
+        h.append("Content-Type", b"a");
+        h.append(&long, b"b");
+        h.append("x-Ünï", b"c");
+        h.add("X-ÜNï", b"d".to_vec());
+        assert_eq!(h.get("CONTENT-type"), Some(&b"a"[..]));
+        assert_eq!(h.get(&long.to_ascii_lowercase()), Some(&b"b"[..]));
+        assert_eq!(h.get(&long.to_ascii_uppercase()), Some(&b"b"[..]));
+        // Only ASCII folds: `Ü` and `ü` are different names.
+        assert_eq!(
+            h.get_all("X-ÜNï").collect::<Vec<_>>(),
+            vec![&b"c"[..], &b"d"[..]]
+        );
+        assert_eq!(h.get_all("x-üNï").count(), 0);
+        assert_eq!(h.get_all("x-ÜnÏ").count(), 0);
+        assert_eq!(h.get("content-typ"), None);
+        assert_eq!(h.get("content-typex"), None);
+        h.set(&long.to_ascii_uppercase(), b"B".to_vec());
+        h.add(&long, b"B2".to_vec());
+        h.set("X-ÜnÏ", b"X".to_vec());
+        h.set("X-ÜNï", b"C".to_vec());
+        assert_eq!(h.get_joined(&long).unwrap(), b"B, B2");
+        assert_eq!(h.get_joined("x-Ünï").unwrap(), b"C");
+        assert_eq!(h.get_joined("x-ÜnÏ").unwrap(), b"X");
+        h.remove(&long.to_ascii_uppercase());
+        h.remove("absent");
+        assert_eq!(
+            h.iter().collect::<Vec<_>>(),
+            vec![
+                ("content-type", &b"a"[..]),
+                ("x-Ünï", &b"C"[..]),
+                ("x-ÜnÏ", &b"X"[..])
+            ]
+        );
+        let lower = long.to_ascii_lowercase();
+        assert_eq!(
+            h.edited().unwrap().collect::<Vec<_>>(),
+            vec!["x-Ünï", lower.as_str(), "x-ÜnÏ", "absent"]
+        );
     }
 
     #[test]
