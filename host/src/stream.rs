@@ -11,9 +11,10 @@ use std::time::SystemTime;
 /// An ordered header map with lowercase names, as Proxy-Wasm sees it (pseudo-headers
 /// such as `:path` included).
 ///
-/// Names and values live back to back in one buffer, so building the map of a request
-/// costs two allocations, not two per header. Edits append; the space they free is
-/// reclaimed once it outgrows what the map holds.
+/// Names live back to back in one string and values in one buffer, so building the map
+/// of a request costs a few allocations, not two per header, and a name reads back as
+/// `&str` without a UTF-8 check. Edits append; the space they free is reclaimed once it
+/// outgrows what the map holds.
 ///
 /// The map remembers which names were edited ([`HeaderMap::add`], [`HeaderMap::set`],
 /// [`HeaderMap::remove`]; building it with [`HeaderMap::append`] is not editing), so
@@ -21,48 +22,54 @@ use std::time::SystemTime;
 /// ([`HeaderMap::edited`]).
 #[derive(Default, Clone)]
 pub struct HeaderMap {
-    /// Names and values; `entries` point into it.
+    /// Names (lowercase); `entries` point into it.
+    names: String,
+    /// Values; `entries` point into it.
     buf: Vec<u8>,
     /// The entries in order.
     entries: Vec<Entry>,
-    /// Bytes of `buf` no entry points to any more.
+    /// Bytes of `names` and `buf` no entry points to any more.
     garbage: usize,
-    /// Edited names (lowercase), each followed by 0xFF (a byte UTF-8 never holds).
+    /// Edited names (lowercase).
     edited: NameList,
     /// The whole map was replaced ([`HeaderMap::mark_replaced`]): any name may differ.
     replaced: bool,
 }
 
-/// The names a map's edits touched, lowercase, each followed by 0xFF. A plain vector
-/// (24 bytes): the maps are moved into the VM and back for every callback, so their size
-/// counts more than the one allocation of a map that is edited.
+/// The names a map's edits touched, lowercase, back to back in one string, with where
+/// each ends.
 #[derive(Clone, Default)]
 struct NameList {
-    names: Vec<u8>,
+    names: String,
+    ends: Vec<usize>,
 }
 
 impl NameList {
-    fn bytes(&self) -> &[u8] {
-        &self.names
+    /// The names, in the order they were first edited.
+    fn iter(&self) -> impl Iterator<Item = &str> {
+        let mut at = 0;
+        self.ends.iter().map(move |&end| {
+            let n = &self.names[at..end];
+            at = end;
+            n
+        })
     }
 
-    /// Appends `name`, lowercased, and its 0xFF.
+    /// Appends `name`, lowercased.
     fn push(&mut self, name: &str) {
-        if self.names.is_empty() {
-            self.names.reserve(64);
-        }
         let at = self.names.len();
-        self.names.extend_from_slice(name.as_bytes());
+        self.names.push_str(name);
         self.names[at..].make_ascii_lowercase();
-        self.names.push(0xff);
+        self.ends.push(self.names.len());
     }
 
     fn clear(&mut self) {
         self.names.clear();
+        self.ends.clear();
     }
 }
 
-/// Where one entry's name and value are in [`HeaderMap::buf`].
+/// Where one entry's name (in [`HeaderMap::names`]) and value (in [`HeaderMap::buf`]) are.
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     name: usize,
@@ -71,62 +78,87 @@ struct Entry {
     value_len: usize,
 }
 
+/// A name looked up in a map. The names a map holds (and its edited names) are
+/// lowercase, so only the looked-up side is folded when comparing: the same answer as
+/// `eq_ignore_ascii_case`, which folded both sides of every comparison.
+#[derive(Clone, Copy)]
+struct Query<'a> {
+    name: &'a [u8],
+}
+
+impl<'a> Query<'a> {
+    #[inline]
+    fn new(name: &'a str) -> Self {
+        Query {
+            name: name.as_bytes(),
+        }
+    }
+
+    /// True when `stored` (a lowercase name) is this name, ASCII case aside.
+    #[inline]
+    fn matches(&self, stored: &[u8]) -> bool {
+        stored.len() == self.name.len()
+            && stored
+                .iter()
+                .zip(self.name)
+                .all(|(s, q)| *s == q.to_ascii_lowercase())
+    }
+}
+
 /// How many maps' buffers a thread keeps for the next requests ([`HeaderMap::with_capacity`]).
 const SPARE_MAPS: usize = 16;
 /// Buffers larger than this are freed, not kept.
 const SPARE_BYTES: usize = 16 << 10;
 
+/// The buffers of a dropped map, emptied.
+type Spare = (String, Vec<u8>, Vec<Entry>, NameList);
+
 thread_local! {
     /// Buffers of dropped maps, reused by the next maps built on this thread: a request's
-    /// maps then cost no allocation once the thread has served a few.
-    static SPARE: RefCell<Vec<(Vec<u8>, Vec<Entry>)>> = const { RefCell::new(Vec::new()) };
+    /// maps (and the lists of the names filters edit in them) then cost no allocation
+    /// once the thread has served a few.
+    static SPARE: RefCell<Vec<Spare>> = const { RefCell::new(Vec::new()) };
 }
 
 impl HeaderMap {
     /// An empty map with room for `entries` entries of `bytes` bytes in all (in buffers
     /// a dropped map of this thread left, when there is one).
     pub fn with_capacity(entries: usize, bytes: usize) -> Self {
-        let (mut buf, mut list) = SPARE
+        let (mut names, mut buf, mut list, edited) = SPARE
             .try_with(|s| s.try_borrow_mut().ok().and_then(|mut s| s.pop()))
             .ok()
             .flatten()
             .unwrap_or_default();
+        // Names are the smaller part of a head: a quarter of its bytes for them.
+        names.reserve(bytes / 4);
         buf.reserve(bytes);
         list.reserve(entries);
         HeaderMap {
+            names,
             buf,
             entries: list,
             garbage: 0,
-            edited: NameList::default(),
+            edited,
             replaced: false,
         }
     }
 
     /// Records an edit of `name`.
     fn touch(&mut self, name: &str) {
-        if self.replaced
-            || self
-                .edited_name_list()
-                .any(|n| n.eq_ignore_ascii_case(name))
-        {
+        if self.replaced {
+            return;
+        }
+        let q = Query::new(name);
+        if self.edited.iter().any(|n| q.matches(n.as_bytes())) {
             return;
         }
         self.edited.push(name);
     }
 
-    fn edited_name_list(&self) -> impl Iterator<Item = &str> {
-        self.edited
-            .bytes()
-            .split(|b| *b == 0xff)
-            .filter(|n| !n.is_empty())
-            // Copied from `&str`s and only ASCII-lowercased: always UTF-8.
-            .map(|n| std::str::from_utf8(n).unwrap_or_default())
-    }
-
     /// The names edited since the map was built (lowercase, each once), or `None` when
     /// the whole map was replaced: then any name may differ from what it was built from.
     pub fn edited(&self) -> Option<impl Iterator<Item = &str>> {
-        (!self.replaced).then(|| self.edited_name_list())
+        (!self.replaced).then(|| self.edited.iter())
     }
 
     /// Marks the whole map replaced (`proxy_set_header_map_pairs`).
@@ -151,57 +183,84 @@ impl HeaderMap {
         self.entries.push(entry);
     }
 
-    /// Copies `name` (lowercased) and `value` to the end of the buffer.
+    /// Appends a value for `name`, a name of the `http` crate (lowercase already, so
+    /// copied without folding its case): building the map from a head.
+    pub fn append_name(&mut self, name: &http::HeaderName, value: &[u8]) {
+        let entry = self.store_as_is(name.as_str(), value);
+        self.entries.push(entry);
+    }
+
+    /// Copies `name` (lowercased) and `value` to the ends of the buffers.
     fn store(&mut self, name: &str, value: &[u8]) -> Entry {
-        let at = self.buf.len();
-        self.buf.extend_from_slice(name.as_bytes());
-        self.buf[at..].make_ascii_lowercase();
+        let at = self.names.len();
+        let entry = self.store_as_is(name, value);
+        self.names[at..].make_ascii_lowercase();
+        entry
+    }
+
+    /// Copies `name` (lowercase already) and `value` to the ends of the buffers.
+    fn store_as_is(&mut self, name: &str, value: &[u8]) -> Entry {
+        let at = self.names.len();
+        self.names.push_str(name);
+        let value_at = self.buf.len();
         self.buf.extend_from_slice(value);
         Entry {
             name: at,
             name_len: name.len(),
-            value: at + name.len(),
+            value: value_at,
             value_len: value.len(),
         }
     }
 
+    #[inline]
     fn name_of(&self, e: &Entry) -> &str {
-        // Names are copied from `&str`s and only ASCII-lowercased: always UTF-8.
-        std::str::from_utf8(self.name_bytes(e)).unwrap_or_default()
+        // Entries start and end on the names' boundaries, so the slice is never split
+        // inside a character.
+        self.names
+            .get(e.name..e.name + e.name_len)
+            .unwrap_or_default()
     }
 
+    #[inline]
     fn name_bytes(&self, e: &Entry) -> &[u8] {
-        &self.buf[e.name..e.name + e.name_len]
+        &self.names.as_bytes()[e.name..e.name + e.name_len]
     }
 
-    /// True when entry `e` is named `name` (names are stored lowercase).
-    fn is_named(&self, e: &Entry, name: &[u8]) -> bool {
-        e.name_len == name.len() && self.name_bytes(e).eq_ignore_ascii_case(name)
+    /// True when entry `e` is named `q` (names are stored lowercase).
+    #[inline]
+    fn is_named(&self, e: &Entry, q: &Query<'_>) -> bool {
+        e.name_len == q.name.len() && q.matches(self.name_bytes(e))
     }
 
+    #[inline]
     fn value_of(&self, e: &Entry) -> &[u8] {
         &self.buf[e.value..e.value + e.value_len]
     }
 
-    /// Counts the space of dropped entries, and compacts the buffer when that space
+    /// Counts the space of dropped entries, and compacts the buffers when that space
     /// outgrows what the map holds.
     fn dropped(&mut self, bytes: usize) {
         self.garbage += bytes;
-        if self.garbage > 4096 && self.garbage > self.buf.len() / 2 {
-            let mut buf = Vec::with_capacity(self.buf.len() - self.garbage);
+        let held = self.names.len() + self.buf.len();
+        if self.garbage > 4096 && self.garbage > held / 2 {
+            let mut names = String::with_capacity(self.names.len());
+            let mut buf = Vec::with_capacity(held - self.garbage);
             for e in &mut self.entries {
-                let at = buf.len();
-                buf.extend_from_slice(&self.buf[e.name..e.name + e.name_len]);
-                buf.extend_from_slice(&self.buf[e.value..e.value + e.value_len]);
+                let at = names.len();
+                names.push_str(&self.names[e.name..e.name + e.name_len]);
                 e.name = at;
-                e.value = at + e.name_len;
+                let at = buf.len();
+                buf.extend_from_slice(&self.buf[e.value..e.value + e.value_len]);
+                e.value = at;
             }
+            self.names = names;
             self.buf = buf;
             self.garbage = 0;
         }
     }
 
     /// All entries in order.
+    #[inline]
     pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> + Clone {
         self.entries
             .iter()
@@ -209,34 +268,52 @@ impl HeaderMap {
     }
 
     /// Number of entries.
+    #[inline]
     pub fn len(&self) -> usize {
         self.entries.len()
     }
 
     /// True when there is no entry.
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
 
     /// Total bytes of names and values.
+    #[inline]
     pub fn byte_size(&self) -> usize {
-        self.buf.len() - self.garbage
+        self.names.len() + self.buf.len() - self.garbage
     }
 
     /// The first value of `name`, if any.
     pub fn get(&self, name: &str) -> Option<&[u8]> {
-        let name = name.as_bytes();
+        let q = Query::new(name);
         self.entries
             .iter()
-            .find(|e| self.is_named(e, name))
+            .find(|e| self.is_named(e, &q))
             .map(|e| self.value_of(e))
     }
 
     /// The values of `name`, in order.
+    #[inline]
     pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + Clone + 'a {
+        let q = Query::new(name);
         self.entries
             .iter()
-            .filter(move |e| self.is_named(e, name.as_bytes()))
+            .filter(move |e| self.is_named(e, &q))
+            .map(|e| self.value_of(e))
+    }
+
+    /// The values of `name`, in order, where `name` is lowercase (as every name the map
+    /// holds, and every name [`HeaderMap::edited`] gives): compared byte for byte.
+    #[inline]
+    pub fn get_all_lowercase<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> impl Iterator<Item = &'a [u8]> + Clone + 'a {
+        self.entries
+            .iter()
+            .filter(move |e| e.name_len == name.len() && self.name_bytes(e) == name.as_bytes())
             .map(|e| self.value_of(e))
     }
 
@@ -277,8 +354,8 @@ impl HeaderMap {
     /// entry keeps its place, the others go.
     pub fn set_bytes(&mut self, name: &str, value: &[u8]) {
         self.touch(name);
-        let key = name.as_bytes();
-        let Some(i) = self.entries.iter().position(|e| self.is_named(e, key)) else {
+        let q = Query::new(name);
+        let Some(i) = self.entries.iter().position(|e| self.is_named(e, &q)) else {
             self.append(name, value);
             return;
         };
@@ -287,18 +364,19 @@ impl HeaderMap {
         let mut freed = self.entries[i].value_len;
         self.entries[i].value = at;
         self.entries[i].value_len = value.len();
-        let (buf, entries) = (&self.buf, &mut self.entries);
-        let mut j = 0;
-        entries.retain(|e| {
-            j += 1;
-            let same = j - 1 > i
-                && e.name_len == key.len()
-                && buf[e.name..e.name + e.name_len].eq_ignore_ascii_case(key);
-            if same {
-                freed += e.name_len + e.value_len;
-            }
-            !same
-        });
+        // Most names have one value: the others are looked for, and only then removed.
+        if self.entries[i + 1..].iter().any(|e| self.is_named(e, &q)) {
+            let (names, entries) = (self.names.as_bytes(), &mut self.entries);
+            let mut j = 0;
+            entries.retain(|e| {
+                j += 1;
+                let same = j - 1 > i && q.matches(&names[e.name..e.name + e.name_len]);
+                if same {
+                    freed += e.name_len + e.value_len;
+                }
+                !same
+            });
+        }
         self.dropped(freed);
     }
 
@@ -316,12 +394,11 @@ impl HeaderMap {
     /// Removes every value of `name`.
     pub fn remove(&mut self, name: &str) {
         self.touch(name);
-        let key = name.as_bytes();
+        let q = Query::new(name);
         let mut freed = 0;
-        let (buf, entries) = (&self.buf, &mut self.entries);
+        let (names, entries) = (self.names.as_bytes(), &mut self.entries);
         entries.retain(|e| {
-            let same = e.name_len == key.len()
-                && buf[e.name..e.name + e.name_len].eq_ignore_ascii_case(key);
+            let same = q.matches(&names[e.name..e.name + e.name_len]);
             if same {
                 freed += e.name_len + e.value_len;
             }
@@ -335,18 +412,26 @@ impl HeaderMap {
 
 impl Drop for HeaderMap {
     fn drop(&mut self) {
-        let cap = self.buf.capacity();
-        if cap == 0 || cap > SPARE_BYTES || self.entries.capacity() > SPARE_BYTES / 16 {
+        let cap = self.buf.capacity() + self.names.capacity();
+        if cap == 0
+            || cap > SPARE_BYTES
+            || self.entries.capacity() > SPARE_BYTES / 16
+            || self.edited.names.capacity() > SPARE_BYTES / 4
+        {
             return;
         }
+        let mut names = std::mem::take(&mut self.names);
         let mut buf = std::mem::take(&mut self.buf);
         let mut list = std::mem::take(&mut self.entries);
+        let mut edited = std::mem::take(&mut self.edited);
+        names.clear();
         buf.clear();
         list.clear();
+        edited.clear();
         let _ = SPARE.try_with(|s| {
             if let Ok(mut s) = s.try_borrow_mut() {
                 if s.len() < SPARE_MAPS {
-                    s.push((buf, list));
+                    s.push((names, buf, list, edited));
                 }
             }
         });
@@ -560,6 +645,107 @@ mod tests {
         c.remove("x-other");
         assert_eq!(c.edited().unwrap().count(), 41);
         assert_eq!(h.edited().unwrap().count(), 40);
+    }
+
+    #[test]
+    fn names_beyond_ascii_read_back_whole() {
+        // Names live in their own string: slices of it must come back whole, whatever
+        // the characters, through edits and compaction.
+        let mut h = HeaderMap::with_capacity(2, 16);
+        h.append("X-Ünï", b"1");
+        h.add("ÄB-c", b"2".to_vec());
+        h.set("x-Ünï", b"3".to_vec());
+        assert_eq!(
+            h.iter().collect::<Vec<_>>(),
+            vec![("x-Ünï", &b"3"[..]), ("Äb-c", &b"2"[..])]
+        );
+        assert_eq!(
+            h.edited().unwrap().collect::<Vec<_>>(),
+            vec!["Äb-c", "x-Ünï"]
+        );
+        for i in 0..2_000 {
+            h.set("Äb-c", vec![b'v'; 10 + i % 3]);
+        }
+        assert_eq!(h.get_all("äb-c").count(), 0);
+        assert_eq!(h.get("Äb-C").map(<[u8]>::len), Some(10 + 1999 % 3));
+        assert_eq!(
+            h.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+            vec!["x-Ünï", "Äb-c"]
+        );
+        assert_eq!(
+            h.byte_size(),
+            "x-Ünï".len() + 1 + "Äb-c".len() + 10 + 1999 % 3
+        );
+    }
+
+    #[test]
+    fn names_of_a_head_and_lowercase_lookups_match_the_folding_ones() {
+        let mut h = HeaderMap::with_capacity(4, 64);
+        h.append_name(&http::header::CONTENT_TYPE, b"text/plain");
+        h.append_name(&http::HeaderName::from_static("x-dup"), b"1");
+        h.append("X-Dup", b"2");
+        h.add("x-DUP", b"3".to_vec());
+        for name in ["content-type", "x-dup", "x-absent"] {
+            assert_eq!(
+                h.get_all_lowercase(name).collect::<Vec<_>>(),
+                h.get_all(&name.to_ascii_uppercase()).collect::<Vec<_>>(),
+                "{name}"
+            );
+        }
+        assert_eq!(h.get_all_lowercase("x-dup").count(), 3);
+        assert_eq!(
+            h.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+            vec!["content-type", "x-dup", "x-dup", "x-dup"]
+        );
+        assert_eq!(h.edited().unwrap().collect::<Vec<_>>(), vec!["x-dup"]);
+        h.remove("X-DUP");
+        assert_eq!(h.get_all_lowercase("x-dup").count(), 0);
+    }
+
+    #[test]
+    fn look_ups_fold_ascii_case_only_short_names_and_long_alike() {
+        // The looked-up name is folded against the stored lowercase names, short and
+        // long names alike.
+        let long = format!("X-{}", "Long-".repeat(20));
+        let mut h = HeaderMap::default();
+        h.append("Content-Type", b"a");
+        h.append(&long, b"b");
+        h.append("x-Ünï", b"c");
+        h.add("X-ÜNï", b"d".to_vec());
+        assert_eq!(h.get("CONTENT-type"), Some(&b"a"[..]));
+        assert_eq!(h.get(&long.to_ascii_lowercase()), Some(&b"b"[..]));
+        assert_eq!(h.get(&long.to_ascii_uppercase()), Some(&b"b"[..]));
+        // Only ASCII folds: `Ü` and `ü` are different names.
+        assert_eq!(
+            h.get_all("X-ÜNï").collect::<Vec<_>>(),
+            vec![&b"c"[..], &b"d"[..]]
+        );
+        assert_eq!(h.get_all("x-üNï").count(), 0);
+        assert_eq!(h.get_all("x-ÜnÏ").count(), 0);
+        assert_eq!(h.get("content-typ"), None);
+        assert_eq!(h.get("content-typex"), None);
+        h.set(&long.to_ascii_uppercase(), b"B".to_vec());
+        h.add(&long, b"B2".to_vec());
+        h.set("X-ÜnÏ", b"X".to_vec());
+        h.set("X-ÜNï", b"C".to_vec());
+        assert_eq!(h.get_joined(&long).unwrap(), b"B, B2");
+        assert_eq!(h.get_joined("x-Ünï").unwrap(), b"C");
+        assert_eq!(h.get_joined("x-ÜnÏ").unwrap(), b"X");
+        h.remove(&long.to_ascii_uppercase());
+        h.remove("absent");
+        assert_eq!(
+            h.iter().collect::<Vec<_>>(),
+            vec![
+                ("content-type", &b"a"[..]),
+                ("x-Ünï", &b"C"[..]),
+                ("x-ÜnÏ", &b"X"[..])
+            ]
+        );
+        let lower = long.to_ascii_lowercase();
+        assert_eq!(
+            h.edited().unwrap().collect::<Vec<_>>(),
+            vec!["x-Ünï", lower.as_str(), "x-ÜnÏ", "absent"]
+        );
     }
 
     #[test]

@@ -53,7 +53,7 @@ pub(super) fn request_map(req: &RequestHeader, host: &str, tls: bool) -> HeaderM
     map.append(":scheme", scheme);
     // As in Envoy, `Host` is `:authority` only.
     for (k, v) in req.headers.iter().filter(|(k, _)| *k != http::header::HOST) {
-        map.append(k.as_str(), v.as_bytes());
+        map.append_name(k, v.as_bytes());
     }
     map
 }
@@ -69,7 +69,7 @@ pub(super) fn response_map(resp: &ResponseHeader) -> HeaderMap {
     let mut map = HeaderMap::with_capacity(5 + resp.headers.len(), bytes);
     map.append(":status", resp.status.as_str().as_bytes());
     for (k, v) in resp.headers.iter() {
-        map.append(k.as_str(), v.as_bytes());
+        map.append_name(k, v.as_bytes());
     }
     map
 }
@@ -130,9 +130,9 @@ fn differing(map: &HeaderMap, headers: &http::HeaderMap, request: bool) -> Vec<S
     names
 }
 
-/// Names longer than this are not kept by [`shared_name`].
+/// Names longer than this are not kept by [`with_shared_name`].
 const NAME_CACHE_LEN: usize = 64;
-/// How many names [`shared_name`] keeps per thread.
+/// How many names [`with_shared_name`] keeps per thread.
 const NAME_CACHE_SIZE: usize = 32;
 
 /// A name filters write back: its bytes for Pingora's case map, and the parsed name for
@@ -140,39 +140,47 @@ const NAME_CACHE_SIZE: usize = 32;
 type SharedName = (Bytes, Option<http::HeaderName>);
 
 thread_local! {
-    /// The header names filters wrote back lately on this thread ([`shared_name`]).
+    /// The header names filters wrote back lately on this thread ([`with_shared_name`]).
     static NAMES: RefCell<Vec<SharedName>> = const { RefCell::new(Vec::new()) };
 }
 
-/// `name` as shared bytes and parsed once: the names filters set are the same request
-/// after request, so a thread keeps the last [`NAME_CACHE_SIZE`] of them, and a
-/// write-back clones counts instead of allocating and parsing the name again.
-fn shared_name(name: &str) -> SharedName {
+/// Runs `f` with `name` as shared bytes and parsed once: the names filters set are the
+/// same request after request, so a thread keeps the last [`NAME_CACHE_SIZE`] of them,
+/// and a write-back borrows them instead of allocating and parsing the name again.
+fn with_shared_name<R>(name: &str, f: impl FnOnce(&Bytes, Option<&http::HeaderName>) -> R) -> R {
     let make = || {
         let b = Bytes::copy_from_slice(name.as_bytes());
         let h = http::HeaderName::from_bytes(name.as_bytes()).ok();
         (b, h)
     };
     if name.len() > NAME_CACHE_LEN {
-        return make();
+        let (b, h) = make();
+        return f(&b, h.as_ref());
     }
     NAMES.with(|names| {
         let mut names = names.borrow_mut();
-        if let Some(n) = names.iter().find(|(b, _)| b.as_ref() == name.as_bytes()) {
-            return n.clone();
-        }
-        if names.len() >= NAME_CACHE_SIZE {
-            names.remove(0);
-        }
-        let n = make();
-        names.push(n.clone());
-        n
+        let i = match names
+            .iter()
+            .position(|(b, _)| b.as_ref() == name.as_bytes())
+        {
+            Some(i) => i,
+            None => {
+                if names.len() >= NAME_CACHE_SIZE {
+                    names.remove(0);
+                }
+                names.push(make());
+                names.len() - 1
+            }
+        };
+        let (b, h) = &names[i];
+        f(b, h.as_ref())
     })
 }
 
 /// Brings one name a filter changed in Pingora's head (through `headers`, `remove`
 /// and `append`, the head's own so that its case map stays in step) in line with the
-/// regular entries of `map`: left alone when its values are the same.
+/// regular entries of `map`: left alone when its values are the same. `k` is lowercase
+/// (a name of the map, of [`HeaderMap::edited`] or of the head).
 fn sync_name<H>(
     map: &HeaderMap,
     request: bool,
@@ -185,26 +193,27 @@ fn sync_name<H>(
     if !is_regular(k, request) {
         return Ok(());
     }
-    let (bytes, name) = shared_name(k);
-    let want = map.get_all(k);
-    let had = match &name {
-        Some(n) => {
-            let have = headers(head).get_all(n);
-            if want.clone().eq(have.iter().map(|v| v.as_bytes())) {
-                return Ok(());
+    let want = map.get_all_lowercase(k);
+    with_shared_name(k, |bytes, name| {
+        let had = match name {
+            Some(n) => {
+                let have = headers(head).get_all(n);
+                if want.clone().eq(have.iter().map(|v| v.as_bytes())) {
+                    return Ok(());
+                }
+                have.iter().next().is_some()
             }
-            have.iter().next().is_some()
+            // Not a header name: no head holds it (the append below refuses it).
+            None => false,
+        };
+        if let (true, Some(n)) = (had, name) {
+            remove(head, n);
         }
-        // Not a header name: no head holds it (the append below refuses it).
-        None => false,
-    };
-    if let (true, Some(n)) = (had, &name) {
-        remove(head, n);
-    }
-    for v in want {
-        append(head, bytes.clone(), v)?;
-    }
-    Ok(())
+        for v in want {
+            append(head, bytes.clone(), v)?;
+        }
+        Ok(())
+    })
 }
 
 /// Brings the names a filter changed in Pingora's head in line with the regular

@@ -262,3 +262,86 @@ fn wasip1_module_loads_and_runs() {
     let echo: Value = client().get(s.url("/echo")).send().unwrap().json().unwrap();
     assert_eq!(echo_header(&echo, "x-wasi").as_deref(), Some("yes"));
 }
+
+/// Every value of `name` (any case) the echo origin received, in order.
+fn echoed_all(echo: &Value, name: &str) -> Vec<String> {
+    echo["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p[0].as_str().is_some_and(|k| k.eq_ignore_ascii_case(name)))
+        .map(|p| p[1].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+#[test]
+fn write_back_folds_case_keeps_duplicates_and_leaves_the_rest_alone() {
+    // The names a filter edits are written back into the heads Pingora forwards by
+    // their lowercase bytes (proxy/headers.rs): a name set in another case than the
+    // client's replaces the client's value, an added value joins the client's, removing
+    // an absent name and setting an unchanged value change nothing, on both sides.
+    let o = origin("o1");
+    let s = sluice(&format!(
+        r#"{}
+[filters.w]
+module = {}
+config = {{ request = {{ set = {{ "X-Mixed-CASE" = "filter", "x-same" = "v" }}, add = {{ "X-DUP" = "2" }}, remove = ["x-absent", "X-GONE"] }}, response = {{ set = {{ "X-Resp-CASE" = "r" }}, add = {{ "x-resp-dup" = "b", "X-Resp-Dup2" = "c" }}, remove = ["x-not-there"] }} }}
+
+[[routes]]
+filters = ["w"]
+pool = "origin"
+"#,
+        pool(&o),
+        module("headers.wasm")
+    ));
+    let r = client()
+        .get(s.url("/echo/wb"))
+        .header("X-MIXED-case", "client")
+        .header("x-dup", "1")
+        .header("x-same", "v")
+        .header("x-gone", "g")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let values = |name: &str| -> Vec<String> {
+        r.headers()
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(values("x-resp-case"), ["r"]);
+    assert_eq!(values("x-resp-dup"), ["b"]);
+    assert_eq!(values("x-resp-dup2"), ["c"]);
+    assert!(values("x-not-there").is_empty());
+    let echo: Value = r.json().unwrap();
+    assert_eq!(echoed_all(&echo, "x-mixed-case"), ["filter"]);
+    assert_eq!(echoed_all(&echo, "x-dup"), ["1", "2"]);
+    assert_eq!(echoed_all(&echo, "x-same"), ["v"]);
+    assert!(echoed_all(&echo, "x-gone").is_empty());
+    assert!(echoed_all(&echo, "x-absent").is_empty());
+}
+
+#[test]
+fn write_back_refuses_a_name_that_is_no_header_name() {
+    // A filter may set any UTF-8 name in its map; one with bytes a header name cannot
+    // hold fails the write-back, and the request never reaches the origin.
+    let o = origin("o1");
+    let s = sluice(&format!(
+        r#"{}
+[filters.w]
+module = {}
+config = {{ request = {{ set = {{ "bad name" = "x", "x-fine" = "1" }} }} }}
+
+[[routes]]
+filters = ["w"]
+pool = "origin"
+"#,
+        pool(&o),
+        module("headers.wasm")
+    ));
+    let r = client().get(s.url("/echo/bad")).send().unwrap();
+    assert_eq!(r.status(), 500);
+    let body = r.text().unwrap();
+    assert!(!body.contains("\"path\""), "the origin answered: {body}");
+}
