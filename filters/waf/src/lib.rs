@@ -5,6 +5,7 @@ pub mod body;
 pub mod config;
 pub mod hash;
 pub mod load;
+pub mod mem;
 pub mod memo;
 pub mod model;
 pub mod ops;
