@@ -14,7 +14,13 @@
 #
 # Usage: bash bench/callgrind.sh BIN [BIN...]
 # Knobs (environment):
-#   CHAINS="empty one three waf-norules"   policies of bench/lib.sh (sluice_policy_tail)
+#   CHAINS="empty one three waf-norules"   policies of bench/lib.sh (sluice_policy_tail);
+#                                          waf-crs (the CRS at PL1) is not in the default:
+#                                          its start under callgrind takes minutes
+#   MIX=                                   a wrk Lua script for both wrk runs instead of
+#                                          BENCH_PATH, e.g. MIX=bench/waf-mix.lua (waf.sh's
+#                                          traffic: 16 GETs, 4 attacks, Host: localhost)
+#   READY_SECS=240                         how long Sluice may take to answer under callgrind
 #   DURATION=3s WARMUP=2s                  measured run and warm-up (wrk -t1 -c4)
 #   ORIGIN_PORT=18081 SLUICE_PORT=18084 SLUICE_ADMIN=19901
 #   KEEP=0                                 1: keep the temp dir (callgrind dumps) and say where
@@ -30,6 +36,8 @@ ORIGIN_PORT=${ORIGIN_PORT:-18081}
 SLUICE_PORT=${SLUICE_PORT:-18084}
 SLUICE_ADMIN=${SLUICE_ADMIN:-19901}
 KEEP=${KEEP:-0}
+MIX=${MIX:-}
+READY=${READY_SECS:-240}
 THREADS=1 ORIGIN_THREADS=1
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/sluice-callgrind.XXXXXX")
@@ -73,14 +81,14 @@ count() {
     start_bg "$name" valgrind --tool=callgrind --callgrind-out-file="$out/cg.out" \
         "$bin" run --policy "$out/policy.toml"
     pid=${PID_OF[$name]}
-    READY_SECS=240 wait_ready "$name" "http://127.0.0.1:$SLUICE_PORT/healthz" || {
+    READY_SECS=$READY wait_ready "$name" "http://127.0.0.1:$SLUICE_PORT/healthz" || {
         log "$bin ($chain) did not start under valgrind, see $TMP/$name.log"
         stop "$name"
         return 0
     }
-    wrk -t1 -c4 -d"$WARMUP" "http://127.0.0.1:$SLUICE_PORT$BENCH_PATH" >/dev/null
+    wrk -t1 -c4 -d"$WARMUP" "${WRK_ARGS[@]}" >/dev/null
     callgrind_control -z "$pid" >/dev/null
-    wrk -t1 -c4 -d"$DURATION" "http://127.0.0.1:$SLUICE_PORT$BENCH_PATH" >"$out/wrk.txt"
+    wrk -t1 -c4 -d"$DURATION" "${WRK_ARGS[@]}" >"$out/wrk.txt"
     callgrind_control -d "$pid" >/dev/null
     sleep 1
     stop "$name"
@@ -96,10 +104,16 @@ count() {
 }
 
 BENCH_PATH=${BENCH_PATH:-/hello.txt}
+if [[ -n $MIX ]]; then
+    [[ -f $MIX ]] || die "MIX=$MIX: no such file"
+    WRK_ARGS=(-s "$MIX" "http://127.0.0.1:$SLUICE_PORT")
+else
+    WRK_ARGS=("http://127.0.0.1:$SLUICE_PORT$BENCH_PATH")
+fi
 # Rows are printed as they come (and kept in results.md); the servers run from this shell
 # so that its exit trap stops them, Ctrl-C included.
 out() { tee -a "$TMP/results.md"; }
-echo "date: $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo n/a), load $(cut -d' ' -f1-3 /proc/loadavg)" | out
+echo "date: $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo n/a), load $(cut -d' ' -f1-3 /proc/loadavg), traffic ${MIX:-$BENCH_PATH}" | out
 printf '\n| chain | binary | requests | instructions/req | of which memcpy | rest |\n|---|---|---:|---:|---:|---:|\n' | out
 for chain in $CHAINS; do
     i=0

@@ -228,6 +228,7 @@ EOF
 #           both tagging x-sluice-chain (bench/tls.sh's chain)
 #   one, three   headers_filters 1 or 3
 #   waf-norules  waf_norules_filter
+#   waf-crs      crs_waf_filter (the OWASP CRS at paranoia 1, wasm matchers)
 #   component-fresh, component-reused   one component middleware (filters/out/components/
 #           add_header.wasm: one request and one response header), a fresh instance per
 #           request or one instance reused for up to 100000 requests, 1 at a time
@@ -263,6 +264,11 @@ EOF
             ;;
         waf-norules)
             waf_norules_filter
+            route='["waf"]'
+            ;;
+        waf-crs)
+            echo
+            crs_waf_filter
             route='["waf"]'
             ;;
         component-fresh | component-reused)

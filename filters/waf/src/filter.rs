@@ -196,6 +196,13 @@ impl HostCollections {
     }
 }
 
+/// Does the host keep Info lines (`proxy_get_log_level` at Info or more verbose)? The audit
+/// line of a flagged or blocked request (a JSON document) is not built for a host that
+/// drops it (`SLUICE_LOG=warn`, as bench/waf.sh runs Sluice).
+fn info_enabled() -> bool {
+    hostcalls::get_log_level().map_or(true, |l| l as u32 <= LogLevel::Info as u32)
+}
+
 fn now_s() -> u64 {
     hostcalls::get_current_time()
         .ok()
@@ -452,10 +459,13 @@ impl WafHttp {
             } else {
                 m.inc("waf_flagged_total");
             }
-            log(
-                LogLevel::Info,
-                &format!("waf: {}", audit_json(&tx, &self.request_id)),
-            );
+            // the audit line is built only when the host keeps Info lines
+            if info_enabled() {
+                log(
+                    LogLevel::Info,
+                    &format!("waf: {}", audit_json(&tx, &self.request_id)),
+                );
+            }
         }
         let header = self.waf.as_ref().and_then(|w| w.report_header.clone());
         if header.is_some() {
