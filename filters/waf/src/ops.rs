@@ -411,14 +411,20 @@ impl Op {
     }
 }
 
-/// ModSecurity's numeric parse: leading sign and digits, anything else 0.
-pub fn atoi(b: &[u8]) -> i64 {
+/// The sign of a number's text (trimmed) and what follows it: `-` negative, `+` or
+/// none positive.
+fn sign_and_rest(b: &[u8]) -> (bool, &[u8]) {
     let s = b.trim_ascii();
-    let (neg, d) = match s.first() {
+    match s.first() {
         Some(b'-') => (true, &s[1..]),
         Some(b'+') => (false, &s[1..]),
         _ => (false, s),
-    };
+    }
+}
+
+/// ModSecurity's numeric parse: leading sign and digits, anything else 0.
+pub fn atoi(b: &[u8]) -> i64 {
+    let (neg, d) = sign_and_rest(b);
     let mut v: i64 = 0;
     for &c in d {
         if !c.is_ascii_digit() {
@@ -624,12 +630,7 @@ mod tests {
     #[test]
     fn atoi_saturates_as_saturating_arithmetic() {
         fn reference(b: &[u8]) -> i64 {
-            let s = b.trim_ascii();
-            let (neg, d) = match s.first() {
-                Some(b'-') => (true, &s[1..]),
-                Some(b'+') => (false, &s[1..]),
-                _ => (false, s),
-            };
+            let (neg, d) = sign_and_rest(b);
             let mut v: i64 = 0;
             for &c in d.iter().take_while(|c| c.is_ascii_digit()) {
                 v = v.saturating_mul(10).saturating_add(i64::from(c - b'0'));
