@@ -387,7 +387,8 @@ where
                     session.set_keepalive(None);
                 } else {
                     // Pingora bounds each read of the head by this; the deadline below is
-                    // the real bound, this one covers streams that cannot be peeked (TLS).
+                    // the real bound, this one covers streams `preface::wait_readable`
+                    // does not wait on (TLS).
                     session.set_keepalive(Some(whole_seconds(t.keepalive)));
                 }
                 session.set_read_timeout(Some(t.body_idle));
@@ -424,7 +425,8 @@ where
             stream = next;
             settings = persistent;
             // Stopping: one last call (`preface::LAST_CALL`) for a request already on its
-            // way, answered with `Connection: close`; TLS streams cannot be peeked and close.
+            // way, answered with `Connection: close`; TLS streams, which `wait_readable`
+            // does not wait on, close.
             head_deadline =
                 match preface::wait_readable(&mut stream, &mut first_read, t.keepalive, shutdown)
                     .await

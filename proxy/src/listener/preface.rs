@@ -69,7 +69,7 @@ pub async fn sniff(mut stream: Stream, wait: Duration, shutdown: &ShutdownWatch)
 }
 
 /// A plain TCP stream (Pingora's, or one [`super::rehome`] moved): bytes can be put
-/// back and peeked.
+/// back, and the next request's first bytes read ahead.
 fn plain_tcp(stream: &Stream) -> bool {
     let any = stream.as_any();
     any.is::<TcpStream>() || any.is::<super::rehome::Socket>()

@@ -146,10 +146,15 @@ pub fn judge(method: &[u8], target: &[u8]) -> Option<Verdict> {
 /// reading; the parser meets the same condition on its own read.
 pub async fn read_line(stream: &mut Stream, first: BytesMut) -> HeadStart {
     let mut bytes = first;
-    bytes.reserve(4096);
     loop {
         if bytes.contains(&b'\n') || bytes.len() >= MAX_LINE {
             break;
+        }
+        // Room for a head when nothing was read yet. Bytes already read keep their
+        // buffer, which has room left (reserving 4 KiB more on top of them reallocated
+        // and copied them on every kept-alive request).
+        if bytes.capacity() == 0 {
+            bytes.reserve(4096);
         }
         match stream.read_buf(&mut bytes).await {
             Ok(0) | Err(_) => break,
