@@ -104,16 +104,8 @@ impl Client {
         self.request_body = request_framing(req);
         self.head_request = req.method == http::Method::HEAD;
         self.close_asked = framing::asks_close(&req.headers);
-        self.buf.clear();
-        // One allocation for the head written and the response read.
-        self.buf.reserve(HEAD_READ);
-        request_head::encode(req, &mut self.buf)?;
-        let head = std::mem::take(&mut self.buf);
-        let written = self.write(&head, "request head").await;
-        // The same allocation reads the response.
-        self.buf = head;
-        self.buf.clear();
-        written
+        request_head::encode(req, self.head_buffer())?;
+        self.send_head().await
     }
 
     /// Sends the head Sluice forwards for the client's `req` unchanged but for its
@@ -127,10 +119,8 @@ impl Client {
         dropped: impl Fn(&http::HeaderName) -> bool,
         added: impl Iterator<Item = (&'a str, &'a http::HeaderValue)>,
     ) -> Result<bool> {
-        self.buf.clear();
-        self.buf.reserve(HEAD_READ);
         let Some(framed) =
-            request_head::encode_forwarded(req, has_body, &dropped, added, &mut self.buf)?
+            request_head::encode_forwarded(req, has_body, &dropped, added, self.head_buffer())?
         else {
             return Ok(false);
         };
@@ -140,11 +130,25 @@ impl Client {
         };
         self.head_request = req.method == http::Method::HEAD;
         self.close_asked = !dropped(&http::header::CONNECTION) && framing::asks_close(&req.headers);
+        self.send_head().await.map(|()| true)
+    }
+
+    /// The buffer a request head is encoded into, emptied: one allocation for the head
+    /// written and the response read.
+    fn head_buffer(&mut self) -> &mut BytesMut {
+        self.buf.clear();
+        self.buf.reserve(HEAD_READ);
+        &mut self.buf
+    }
+
+    /// Writes the head encoded in [`Self::head_buffer`]; the same allocation then reads
+    /// the response.
+    async fn send_head(&mut self) -> Result<()> {
         let head = std::mem::take(&mut self.buf);
         let written = self.write(&head, "request head").await;
         self.buf = head;
         self.buf.clear();
-        written.map(|()| true)
+        written
     }
 
     /// Sends a piece of the request body (framed as the head said; bytes past a
