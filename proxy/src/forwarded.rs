@@ -105,8 +105,7 @@ pub fn apply(
     client: Option<IpAddr>,
     tls: bool,
 ) -> pingora::Result<String> {
-    let mut added = decide(req, cfg, client, tls)?;
-    let id = std::mem::take(&mut added.id);
+    let (id, added) = decide(req, cfg, client, tls)?;
     added.into_head(req)?;
     Ok(id)
 }
@@ -120,8 +119,6 @@ pub fn apply(
 /// instructions a request, issue #18).
 #[derive(Debug, Clone)]
 pub struct Added {
-    /// The request id (the client's when trusted, else a new one).
-    pub id: String,
     /// `x-request-id` to set: the new id (`None`: the client's is kept).
     request_id: Option<HeaderValue>,
     /// `x-forwarded-for`: `None` left alone, `Some(None)` removed, `Some(Some(v))` set.
@@ -130,13 +127,14 @@ pub struct Added {
     xfp: Option<HeaderValue>,
 }
 
-/// What [`apply`] does to `req`, decided and not done.
+/// What [`apply`] does to `req`, decided and not done: the request id (the client's when
+/// trusted, else a new one) and the fields to write.
 pub fn decide(
     req: &RequestHeader,
     cfg: &Config,
     client: Option<IpAddr>,
     tls: bool,
-) -> pingora::Result<Added> {
+) -> pingora::Result<(String, Added)> {
     let kept = req
         .headers
         .get(&REQUEST_ID_NAME)
@@ -171,12 +169,14 @@ pub fn decide(
             (Some(value), (!keep_proto).then_some(scheme))
         }
     };
-    Ok(Added {
+    Ok((
         id,
-        request_id,
-        xff,
-        xfp,
-    })
+        Added {
+            request_id,
+            xff,
+            xfp,
+        },
+    ))
 }
 
 impl Added {
@@ -209,14 +209,14 @@ impl Added {
 
     /// The fields [`Self::apply`] sets, in its order.
     pub fn fields(&self) -> impl Iterator<Item = (&str, &HeaderValue)> {
-        let names: [&str; 3] = [REQUEST_ID, XFF, XFP];
-        [
-            (names[0], self.request_id.as_ref()),
-            (names[1], self.xff.as_ref().and_then(Option::as_ref)),
-            (names[2], self.xfp.as_ref()),
-        ]
-        .into_iter()
-        .filter_map(|(k, v)| v.map(|v| (k, v)))
+        // Typed so that the static names take the map's lifetime (the iterator's item
+        // type is fixed, not shortened by variance).
+        let fields: [(&str, Option<&HeaderValue>); 3] = [
+            (REQUEST_ID, self.request_id.as_ref()),
+            (XFF, self.xff.as_ref().and_then(Option::as_ref)),
+            (XFP, self.xfp.as_ref()),
+        ];
+        fields.into_iter().filter_map(|(k, v)| v.map(|v| (k, v)))
     }
 }
 

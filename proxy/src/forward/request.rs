@@ -198,7 +198,7 @@ mod tests {
         {
             let added = cfg
                 .as_ref()
-                .map(|c| crate::forwarded::decide(req, c, client, false).unwrap());
+                .map(|c| crate::forwarded::decide(req, c, client, false).unwrap().1);
             let added = added.as_ref();
             for has_body in [false, true] {
                 let mut fast = Vec::new();

@@ -579,13 +579,13 @@ impl Sluice {
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
-        let mut added = crate::forwarded::decide(
+        let (id, added) = crate::forwarded::decide(
             session.req_header(),
             &snap.policy.forwarded,
             client,
             ctx.tls,
         )?;
-        ctx.stream.info.id = std::mem::take(&mut added.id);
+        ctx.stream.info.id = id;
         if route.is_some_and(|r| reads_head_before_upstream(&snap, r)) {
             added.into_head(session.req_header_mut())?;
         } else {
@@ -710,7 +710,6 @@ impl Sluice {
         Ok(pool.peer(addr))
     }
 
-    /// The upstream copy of the request head, after the filters.
     /// Whether [`Self::upstream_request_filter`] leaves the upstream copy of this
     /// request as it is but for removing [`DEBUG_HEADER`] ([`is_debug_header`]) and
     /// writing the request metadata not yet in the client's head ([`Ctx::forwarded`]):
@@ -722,6 +721,7 @@ impl Sluice {
             && !ctx.stream.filter_state.contains_key(props::HOST)
     }
 
+    /// The upstream copy of the request head, after the filters.
     pub(crate) async fn upstream_request_filter(
         &self,
         _session: &mut Session,
