@@ -154,7 +154,7 @@ pub fn decide(
     let scheme = HeaderValue::from_static(if tls { "https" } else { "http" });
     let (xff, xfp) = match cfg.mode {
         Mode::Off => (None, None),
-        Mode::Replace => (Some(client.and_then(ip_value)), Some(scheme)),
+        Mode::Replace => (Some(client.and_then(client_value)), Some(scheme)),
         Mode::Append => {
             let prior = trusted
                 .then(|| joined(req, &XFF_NAME))
@@ -163,7 +163,7 @@ pub fn decide(
             let value = match (prior, client) {
                 (Some(p), Some(ip)) => Some(string_value(format!("{p}, {ip}"))?),
                 (Some(p), None) => Some(string_value(p)?),
-                (None, ip) => ip.and_then(ip_value),
+                (None, ip) => ip.and_then(client_value),
             };
             let keep_proto = trusted && req.headers.contains_key(&XFP_NAME);
             (Some(value), (!keep_proto).then_some(scheme))
@@ -207,6 +207,28 @@ impl Added {
             || (self.xfp.is_some() && *name == XFP_NAME)
     }
 
+    /// Whether [`Self::apply`] sets, replaces or removes the field `name` (lowercase).
+    pub fn touches(&self, name: &str) -> bool {
+        (self.request_id.is_some() && name == REQUEST_ID)
+            || (self.xff.is_some() && name == XFF)
+            || (self.xfp.is_some() && name == XFP)
+    }
+
+    /// Leaves alone the fields `taken(name)` says something else now decides (a
+    /// filter edited them in its view of the request, and the write-back put its
+    /// values in the client's head): [`Self::apply`] neither sets nor removes them.
+    pub fn leave(&mut self, mut taken: impl FnMut(&str) -> bool) {
+        if taken(REQUEST_ID) {
+            self.request_id = None;
+        }
+        if taken(XFF) {
+            self.xff = None;
+        }
+        if taken(XFP) {
+            self.xfp = None;
+        }
+    }
+
     /// The fields [`Self::apply`] sets, in its order.
     pub fn fields(&self) -> impl Iterator<Item = (&str, &HeaderValue)> {
         // Typed so that the static names take the map's lifetime (the iterator's item
@@ -229,6 +251,34 @@ fn joined(req: &RequestHeader, name: &HeaderName) -> Option<String> {
         .map(str::trim)
         .collect();
     (!vals.is_empty()).then(|| vals.join(", "))
+}
+
+thread_local! {
+    /// The last client address this thread wrote into `x-forwarded-for`, and its value:
+    /// a keep-alive connection's requests come from one address, and a clone of the
+    /// value shares its bytes.
+    static LAST_CLIENT: std::cell::RefCell<Option<(IpAddr, HeaderValue)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// [`ip_value`], the last address's value reused: no allocation a request on a
+/// keep-alive connection.
+fn client_value(ip: IpAddr) -> Option<HeaderValue> {
+    LAST_CLIENT
+        .try_with(|last| {
+            let mut last = last.try_borrow_mut().ok()?;
+            if let Some((seen, value)) = last.as_ref() {
+                if *seen == ip {
+                    return Some(value.clone());
+                }
+            }
+            let value = ip_value(ip)?;
+            *last = Some((ip, value.clone()));
+            Some(value)
+        })
+        .ok()
+        .flatten()
+        .or_else(|| ip_value(ip))
 }
 
 /// The client address as a header value, formatted on the stack: the value's bytes

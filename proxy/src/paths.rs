@@ -282,7 +282,7 @@ pub fn prefix_matches(prefix: &str, path: &str) -> bool {
 
 /// The host a route is matched on: lower case, port, IPv6 brackets and one trailing
 /// dot removed (`API.Example.com.:8080` is `api.example.com`).
-pub fn normalize_host(raw: &str) -> String {
+pub fn normalize_host(raw: &str) -> std::borrow::Cow<'_, str> {
     let host = if let Some(v6) = raw.strip_prefix('[') {
         v6.split(']').next().unwrap_or(v6)
     } else {
@@ -292,7 +292,12 @@ pub fn normalize_host(raw: &str) -> String {
         }
     };
     let host = host.strip_suffix('.').unwrap_or(host);
-    host.to_ascii_lowercase()
+    // Most hosts arrive in lower case already: borrowed, no copy.
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(host)
+    }
 }
 
 /// Whether `v` is `host[:port]` as a `Host` header or a `CONNECT` target spells it: a DNS

@@ -207,6 +207,15 @@ impl UpstreamPool {
         Some(ca.iter().map(|c| c.borrow_raw_cert().as_slice()))
     }
 
+    /// The request header whose value picks the peer (`hash_key = "header:NAME"` on a
+    /// consistent-hash pool, lowercase), if that is how the pool balances.
+    pub fn hashed_header(&self) -> Option<&str> {
+        match &self.def.hash_key {
+            HashKey::Header(h) if self.def.balance == Balance::ConsistentHash => Some(h),
+            _ => None,
+        }
+    }
+
     /// A request's consistent-hash key by the pool's `hash_key` source (`client`: the
     /// client's address, asked for only by `source_ip`); empty unless the pool balances
     /// by consistent hashing. The same key whichever way the request comes (a route's

@@ -8,13 +8,14 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 
 use super::local::bad;
+use crate::forwarded::Added;
 use crate::header_guard::HeaderRefusal;
 use crate::host::HeaderMap;
 use crate::snapshot::Snapshot;
 
 /// The host routes match: `Host`, else the request target's authority (HTTP/2),
 /// normalised (case, port, trailing dot).
-pub(super) fn host_of(req: &RequestHeader) -> String {
+pub(super) fn host_of(req: &RequestHeader) -> std::borrow::Cow<'_, str> {
     let raw = req
         .headers
         .get(http::header::HOST)
@@ -25,15 +26,18 @@ pub(super) fn host_of(req: &RequestHeader) -> String {
 }
 
 /// The request headers as filters see them, pseudo-headers first; over HTTP/2 (no
-/// `Host`), `:authority` comes from the request target, so filters see the same map.
-pub(super) fn request_map(req: &RequestHeader, host: &str, tls: bool) -> HeaderMap {
+/// `Host`), `:authority` comes from the request target, so filters see the same map
+/// (empty when the request has neither). `added`: the request metadata Sluice writes only on the way out
+/// ([`crate::forwarded::Added`]); filters see it as if it were in the client's head, its
+/// fields last.
+pub(super) fn request_map(req: &RequestHeader, tls: bool, added: Option<&Added>) -> HeaderMap {
     let path = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let authority = if let Some(h) = req.headers.get(http::header::HOST) {
         h.as_bytes()
     } else if let Some(a) = req.uri.authority() {
         a.as_str().as_bytes()
     } else {
-        host.as_bytes()
+        b""
     };
     let scheme: &[u8] = if tls { b"https" } else { b"http" };
     let method = req.method.as_str();
@@ -44,16 +48,22 @@ pub(super) fn request_map(req: &RequestHeader, host: &str, tls: bool) -> HeaderM
         .sum::<usize>()
         + path.len()
         + method.len()
-        + 128;
-    // Room for a few edits (they append) without growing.
-    let mut map = HeaderMap::with_capacity(8 + req.headers.len(), bytes);
+        + 256;
+    // Room for a few edits (they append) and the metadata without growing.
+    let mut map = HeaderMap::with_capacity(11 + req.headers.len(), bytes);
     map.append(":authority", authority);
     map.append(":path", path.as_bytes());
     map.append(":method", method.as_bytes());
     map.append(":scheme", scheme);
     // As in Envoy, `Host` is `:authority` only.
-    for (k, v) in req.headers.iter().filter(|(k, _)| *k != http::header::HOST) {
-        map.append_name(k, v.as_bytes());
+    let replaced = |k: &http::HeaderName| added.is_some_and(|a| a.replaces(k));
+    for (k, v) in req.headers.iter() {
+        if *k != http::header::HOST && !replaced(k) {
+            map.append_name(k, v.as_bytes());
+        }
+    }
+    for (k, v) in added.into_iter().flat_map(Added::fields) {
+        map.append(k, v.as_bytes());
     }
     map
 }

@@ -66,18 +66,32 @@ pub const DEBUG_HEADER: &str = "x-sluice-debug";
 static DEBUG_HEADER_NAME: http::HeaderName = http::HeaderName::from_static(DEBUG_HEADER);
 
 /// Whether something reads the client's request head of route `r` before it goes
-/// upstream and must see `x-request-id` and `x-forwarded-*` there: filters (Proxy-Wasm
-/// or components) and a pool hashing on a header. Elsewhere those fields are written
-/// only into the head sent upstream.
+/// upstream and must see `x-request-id` and `x-forwarded-*` there: component filters,
+/// which read Pingora's head. Elsewhere those fields are written only into the head
+/// sent upstream ([`Ctx::forwarded`]): Proxy-Wasm filters see them in their map
+/// ([`request_map`]), a pool hashing on one of them gets them written first
+/// ([`Sluice::upstream_peer`]), and so does an image source fetch.
 fn reads_head_before_upstream(snap: &Snapshot, r: usize) -> bool {
-    let route = &snap.routes[r];
-    let hashes_a_header = route.pool.is_some_and(|p| {
-        matches!(
-            snap.pools[p].def.hash_key,
-            crate::policy::HashKey::Header(_)
-        )
-    });
-    !route.filters.is_empty() || route.components.is_some() || hashes_a_header
+    snap.routes[r].components.is_some()
+}
+
+/// Writes the request metadata still deferred ([`Ctx::forwarded`]) into the client's
+/// head, for what reads that head from here on.
+fn settle_forwarded(session: &mut Session, ctx: &mut Ctx) -> Result<()> {
+    match ctx.forwarded.take() {
+        Some(added) => added.into_head(session.req_header_mut()),
+        None => Ok(()),
+    }
+}
+
+/// After a filter's request headers were written back into the client's head: the
+/// deferred metadata leaves alone the fields the filters edited, whose values the
+/// write-back put in the head (all of them when a filter replaced the whole map).
+fn filters_took_fields(ctx: &mut Ctx) {
+    let map = &ctx.stream.request_headers;
+    if let Some(added) = &mut ctx.forwarded {
+        added.leave(|name| map.edited().is_none_or(|mut e| e.any(|n| n == name)));
+    }
 }
 
 /// Whether `name` is [`DEBUG_HEADER`], which is never sent upstream.
@@ -254,11 +268,12 @@ impl Sluice {
         // The chain that runs is the one of the route first matched, even when a
         // filter re-routes the request (as Envoy keeps a stream's filter chain).
         let chain_route = ctx.route;
-        if ctx.stream.request_headers_changed
-            && apply_request(&ctx.stream.request_headers, session.req_header_mut())?
-            && self.reroute(session, ctx, chain).await?
-        {
-            return Ok(true);
+        if ctx.stream.request_headers_changed {
+            let retarget = apply_request(&ctx.stream.request_headers, session.req_header_mut())?;
+            filters_took_fields(ctx);
+            if retarget && self.reroute(session, ctx, chain).await? {
+                return Ok(true);
+            }
         }
         if self.choose_pool(session, ctx).await? {
             return Ok(true);
@@ -271,6 +286,8 @@ impl Sluice {
             // An image variant (docs/IMAGES.md): Sluice fetches the source from the
             // route's pool, transforms it and answers by itself.
             let spec = spec.clone();
+            // The source request is built from the client's head.
+            settle_forwarded(session, ctx)?;
             let peer = self.upstream_peer(session, ctx).await?;
             // Boxed: a large future on a rare path, kept out of every request's state.
             Box::pin(crate::image::serve(
@@ -361,6 +378,7 @@ impl Sluice {
                 // Headers a body callback changed still go upstream: they are sent later.
                 if ctx.stream.request_headers_changed {
                     apply_request(&ctx.stream.request_headers, session.req_header_mut())?;
+                    filters_took_fields(ctx);
                 }
             }
             Err(Outcome::Respond) => return self.respond(session, ctx, chain).await,
@@ -402,7 +420,7 @@ impl Sluice {
         chain: &mut Chain,
     ) -> Result<bool> {
         let snap = ctx.snapshot.clone();
-        let host = host_of(session.req_header());
+        let host = host_of(session.req_header()).into_owned();
         let found = snap.route(&host, session.req_header().uri.path());
         if found == ctx.route {
             return Ok(false);
@@ -553,8 +571,10 @@ impl Sluice {
             ) => refused_later = Some(refusal),
             Err(refusal) => return refuse_target(session, &refusal).await,
         }
-        let host = host_of(session.req_header());
-        let route = snap.route(&host, session.req_header().uri.path());
+        let route = {
+            let host = host_of(session.req_header());
+            snap.route(&host, session.req_header().uri.path())
+        };
         let filtered = route.is_some_and(|r| !snap.routes[r].filters.is_empty());
         if let (Some(refusal), false) = (&refused_later, filtered) {
             return refuse_target(session, refusal).await;
@@ -604,6 +624,7 @@ impl Sluice {
         ctx.route = Some(route_idx);
         let route = &snap.routes[route_idx];
         if route.def.redirect_https && !ctx.tls {
+            let host = host_of(session.req_header()).into_owned();
             return redirect_https(session, &snap, &host).await;
         }
         ctx.pool = route.pool.map(|p| snap.pools[p].clone());
@@ -626,7 +647,7 @@ impl Sluice {
         }
         let req = session.req_header();
         ctx.stream = StreamState {
-            request_headers: request_map(req, &host, ctx.tls),
+            request_headers: request_map(req, ctx.tls, ctx.forwarded.as_ref()),
             info: RequestInfo {
                 id: std::mem::take(&mut ctx.stream.info.id),
                 source: session.client_addr().and_then(|a| a.as_inet()).copied(),
@@ -689,6 +710,14 @@ impl Sluice {
         ctx: &mut Ctx,
     ) -> Result<HttpPeer> {
         let pool = ctx.pool.clone().ok_or_else(|| bad("no pool"))?;
+        if ctx
+            .forwarded
+            .as_ref()
+            .is_some_and(|a| pool.hashed_header().is_some_and(|h| a.touches(h)))
+        {
+            // The key is read from the client's head: the metadata goes there first.
+            settle_forwarded(session, ctx)?;
+        }
         let key = hash_key(session, ctx, &pool);
         let addr = pool.select(&key, &ctx.tried).ok_or_else(|| {
             Error::create(

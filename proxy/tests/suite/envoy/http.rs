@@ -529,3 +529,141 @@ fn x_forwarded_headers_follow_the_policy() {
     assert!(err.contains("forwarded"), "{err}");
     assert!(err.contains("10.0.0.0/40"), "{err}");
 }
+
+/// Every value of request header `name` the demo origin's `/echo` saw, in order.
+fn echo_all(echo: &Value, name: &str) -> Vec<String> {
+    echo["headers"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|p| p[0].as_str() == Some(name))
+                .filter_map(|p| p[1].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Filters see `x-request-id` and `x-forwarded-*` as Sluice decided them (not the
+/// client's untrusted claims), whether Sluice writes them into the client's head or only
+/// into the head sent upstream; what a filter does to them (set, add, remove, the whole
+/// map replaced) is what the origin gets, each field once.
+#[test]
+fn filters_see_the_request_metadata_and_their_edits_of_it_reach_the_origin() {
+    let o = origin("o");
+    let saw = r#"{ rules = [{ name = "xf", match = { headers = { x-forwarded-for = "127.0.0.1", x-forwarded-proto = "http" } }, response_headers = { set = { x-saw-forwarded = "1" } } }] }"#;
+    let edit = r#"{ request = { set = { "x-forwarded-proto" = "from-filter" }, add = { "x-forwarded-for" = "198.51.100.9" }, remove = ["x-request-id"] } }"#;
+    let policy = format!(
+        "[pools.o]\npeers = [\"{addr}\"]\n\
+         [filters.saw]\nmodule = {router}\nconfig = {saw}\n\
+         [filters.edit]\nmodule = {headers}\nconfig = {edit}\n\
+         [filters.probe]\nmodule = {probe}\n\
+         [[routes]]\npath_prefix = \"/echo/edit\"\nfilters = [\"saw\", \"edit\"]\npool = \"o\"\n\
+         [[routes]]\npath_prefix = \"/echo/probe\"\nfilters = [\"probe\"]\npool = \"o\"\n\
+         [[routes]]\nfilters = [\"saw\"]\npool = \"o\"\n",
+        addr = o.addr,
+        router = module("router.wasm"),
+        headers = module("headers.wasm"),
+        probe = module("probe.wasm"),
+    );
+    let s = sluice(&policy);
+    // The client's claims are not trusted: every request carries false ones.
+    let get = |path: &str, extra: Option<(&str, &str)>| {
+        let mut r = client()
+            .get(s.url(path))
+            .header("x-forwarded-for", "203.0.113.7")
+            .header("x-forwarded-proto", "https")
+            .header("x-request-id", "from-the-client");
+        if let Some((k, v)) = extra {
+            r = r.header(k, v);
+        }
+        let r = r.send().unwrap();
+        let saw = r.headers().get("x-saw-forwarded").is_some();
+        (saw, r.json::<Value>().unwrap())
+    };
+
+    // A filter that only reads: it sees Sluice's values, the origin gets them once.
+    let (saw, v) = get("/echo/read", None);
+    assert!(
+        saw,
+        "the filter did not see x-forwarded-* as Sluice set them"
+    );
+    assert_eq!(echo_all(&v, "x-forwarded-for"), ["127.0.0.1"]);
+    assert_eq!(echo_all(&v, "x-forwarded-proto"), ["http"]);
+    let ids = echo_all(&v, "x-request-id");
+    assert!(ids.len() == 1 && is_uuid_v4(&ids[0]), "{ids:?}");
+
+    // A filter that edits them: its edits are what the origin gets.
+    let (saw, v) = get("/echo/edit", None);
+    assert!(
+        saw,
+        "the first filter did not see x-forwarded-* as Sluice set them"
+    );
+    assert_eq!(
+        echo_all(&v, "x-forwarded-for"),
+        ["127.0.0.1", "198.51.100.9"]
+    );
+    assert_eq!(echo_all(&v, "x-forwarded-proto"), ["from-filter"]);
+    assert_eq!(echo_all(&v, "x-request-id"), Vec::<String>::new());
+
+    // A filter that replaces the whole map (`proxy_set_header_map_pairs`): Sluice's
+    // fields are in what it read back, so the origin gets them once, and the client's
+    // false ones never.
+    let (_, v) = get("/echo/probe", Some(("x-probe-set-pairs", "1")));
+    assert_eq!(echo_all(&v, "x-probe-replaced"), ["1"], "{v}");
+    assert_eq!(echo_all(&v, "x-forwarded-for"), ["127.0.0.1"]);
+    assert_eq!(echo_all(&v, "x-forwarded-proto"), ["http"]);
+    let ids = echo_all(&v, "x-request-id");
+    assert!(ids.len() == 1 && is_uuid_v4(&ids[0]), "{ids:?}");
+}
+
+/// A pool hashing on `x-forwarded-for` hashes the value Sluice decided, not the one a
+/// client claims: a client cannot walk the ring by forging the header, with or without
+/// a filter on the route; `x-request-id` (generated per request) spreads keys.
+#[test]
+fn a_pool_hashing_on_request_metadata_hashes_what_sluice_decided() {
+    let a = origin("md-hash-a");
+    let b = origin("md-hash-b");
+    let policy = |key: &str| {
+        format!(
+            "[pools.h]\npeers = [\"{}\", \"{}\"]\nbalance = \"consistent_hash\"\nhash_key = \"header:{key}\"\n\
+             [filters.tag]\nmodule = {}\nconfig = {{ request = {{ set = {{ \"x-tag\" = \"1\" }} }} }}\n\
+             [[routes]]\npath_prefix = \"/echo/filtered\"\nfilters = [\"tag\"]\npool = \"h\"\n\
+             [[routes]]\npool = \"h\"\n",
+            a.addr,
+            b.addr,
+            module("headers.wasm"),
+        )
+    };
+    let peers = |s: &Sluice, path: &str| {
+        (0..16)
+            .map(|i| {
+                let r = client()
+                    .get(s.url(path))
+                    .header("x-forwarded-for", format!("203.0.113.{i}"))
+                    .header("x-request-id", format!("client-{i}"))
+                    .send()
+                    .unwrap();
+                assert_eq!(r.status(), 200);
+                r.headers()["x-origin-id"].to_str().unwrap().to_string()
+            })
+            .collect::<std::collections::HashSet<_>>()
+    };
+    let s = sluice(&policy("x-forwarded-for"));
+    for path in ["/echo/plain", "/echo/filtered"] {
+        // Sixteen forged values, one real client: one peer.
+        assert_eq!(
+            peers(&s, path).len(),
+            1,
+            "{path}: the forged header was hashed"
+        );
+    }
+    let s = sluice(&policy("x-request-id"));
+    for path in ["/echo/plain", "/echo/filtered"] {
+        // Sixteen generated ids over two peers: both get some.
+        assert_eq!(
+            peers(&s, path).len(),
+            2,
+            "{path}: the request id was not hashed"
+        );
+    }
+}
