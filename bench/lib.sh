@@ -8,7 +8,8 @@
 # Rows: note MSG, skip_row KEY REASON (ROW_NA), run_target NAME PORT START_FN [ARGS...]
 #   (calls the script's bench_target; ready_target and skip_target may be redefined),
 #   run_nginx_target PORT START_FN, run_sluice_targets EMPTY_PORT TWO_PORT
-#   (bench/run.sh starts all its servers at once instead and measures them in rounds).
+#   (bench/run.sh and bench/tls.sh start all their servers at once instead and measure
+#   them in rounds).
 # Measuring: wrk_warmup / wrk_measure / wrk_warm_run / wrk_row OUT WRK_ARGS..., wrk_stat FILE KEY, to_ms, nearest_rank P,
 #   cpu_busy_pct, warn_if_busy, env_lines.
 # Servers: start_origin, nginx_head DIR, nginx_proxy_location, start_nginx_conf NAME DIR CONF,
