@@ -106,7 +106,7 @@ pub fn apply(
     tls: bool,
 ) -> pingora::Result<String> {
     let (id, added) = decide(req, cfg, client, tls)?;
-    added.into_head(req)?;
+    added.into_head(req, &id)?;
     Ok(id)
 }
 
@@ -119,8 +119,10 @@ pub fn apply(
 /// instructions a request, issue #18).
 #[derive(Debug, Clone)]
 pub struct Added {
-    /// `x-request-id` to set: the new id (`None`: the client's is kept).
-    request_id: Option<HeaderValue>,
+    /// `x-request-id` is set to the request's id (a new one; `false`: the client's is
+    /// kept). The id itself is the caller's (`decide` returns it): one copy of it a
+    /// request, written from there.
+    request_id: bool,
     /// `x-forwarded-for`: `None` left alone, `Some(None)` removed, `Some(Some(v))` set.
     xff: Option<Option<HeaderValue>>,
     /// `x-forwarded-proto` to set (`None`: left alone).
@@ -143,12 +145,8 @@ pub fn decide(
         .filter(|v| !v.is_empty() && v.len() <= 128)
         .map(str::to_string);
     let (id, request_id) = match kept {
-        Some(id) => (id, None),
-        None => {
-            let id = uuid_v4();
-            let value = string_value(id.clone())?;
-            (id, Some(value))
-        }
+        Some(id) => (id, false),
+        None => (uuid_v4(), true),
     };
     let trusted = client.is_some_and(|ip| cfg.trusted.iter().any(|c| c.contains(ip)));
     let scheme = HeaderValue::from_static(if tls { "https" } else { "http" });
@@ -181,15 +179,16 @@ pub fn decide(
 
 impl Added {
     /// Writes the fields into `req` (set fields replace the client's of the same name),
-    /// a copy of each: for the copies of a head sent upstream, one per attempt.
-    pub fn apply(&self, req: &mut RequestHeader) -> pingora::Result<()> {
-        self.clone().into_head(req)
+    /// a copy of each: for the copies of a head sent upstream, one per attempt. `id`:
+    /// the request's id, as [`decide`] returned it.
+    pub fn apply(&self, req: &mut RequestHeader, id: &str) -> pingora::Result<()> {
+        self.clone().into_head(req, id)
     }
 
     /// [`Self::apply`], the fields moved in (the client's head, once).
-    pub fn into_head(self, req: &mut RequestHeader) -> pingora::Result<()> {
-        if let Some(v) = self.request_id {
-            req.insert_header(REQUEST_ID, v)?;
+    pub fn into_head(self, req: &mut RequestHeader, id: &str) -> pingora::Result<()> {
+        if self.request_id {
+            req.insert_header(REQUEST_ID, string_value(id.to_string())?)?;
         }
         if let Some(v) = self.xff {
             set_or_remove(req, XFF, v)?;
@@ -202,14 +201,14 @@ impl Added {
 
     /// Whether the client's field `name` is replaced or removed by [`Self::apply`].
     pub fn replaces(&self, name: &HeaderName) -> bool {
-        (self.request_id.is_some() && *name == REQUEST_ID_NAME)
+        (self.request_id && *name == REQUEST_ID_NAME)
             || (self.xff.is_some() && *name == XFF_NAME)
             || (self.xfp.is_some() && *name == XFP_NAME)
     }
 
     /// Whether [`Self::apply`] sets, replaces or removes the field `name` (lowercase).
     pub fn touches(&self, name: &str) -> bool {
-        (self.request_id.is_some() && name == REQUEST_ID)
+        (self.request_id && name == REQUEST_ID)
             || (self.xff.is_some() && name == XFF)
             || (self.xfp.is_some() && name == XFP)
     }
@@ -219,7 +218,7 @@ impl Added {
     /// values in the client's head): [`Self::apply`] neither sets nor removes them.
     pub fn leave(&mut self, mut taken: impl FnMut(&str) -> bool) {
         if taken(REQUEST_ID) {
-            self.request_id = None;
+            self.request_id = false;
         }
         if taken(XFF) {
             self.xff = None;
@@ -229,14 +228,21 @@ impl Added {
         }
     }
 
-    /// The fields [`Self::apply`] sets, in its order.
-    pub fn fields(&self) -> impl Iterator<Item = (&str, &HeaderValue)> {
+    /// The fields [`Self::apply`] sets, in its order, names and values (`id`: the
+    /// request's id, as [`decide`] returned it).
+    pub fn fields<'a>(&'a self, id: &'a str) -> impl Iterator<Item = (&'a str, &'a [u8])> {
         // Typed so that the static names take the map's lifetime (the iterator's item
         // type is fixed, not shortened by variance).
-        let fields: [(&str, Option<&HeaderValue>); 3] = [
-            (REQUEST_ID, self.request_id.as_ref()),
-            (XFF, self.xff.as_ref().and_then(Option::as_ref)),
-            (XFP, self.xfp.as_ref()),
+        let fields: [(&str, Option<&[u8]>); 3] = [
+            (REQUEST_ID, self.request_id.then_some(id.as_bytes())),
+            (
+                XFF,
+                self.xff
+                    .as_ref()
+                    .and_then(Option::as_ref)
+                    .map(HeaderValue::as_bytes),
+            ),
+            (XFP, self.xfp.as_ref().map(HeaderValue::as_bytes)),
         ];
         fields.into_iter().filter_map(|(k, v)| v.map(|v| (k, v)))
     }

@@ -133,7 +133,8 @@ impl Forwarder {
                 let dropped = |n: &http::HeaderName| {
                     request::dropped(n) || added.is_some_and(|a| a.replaces(n))
                 };
-                let fields = added.into_iter().flat_map(|a| a.fields());
+                let id = ctx.request_id();
+                let fields = added.into_iter().flat_map(|a| a.fields(id));
                 c.write_forwarded_head(session.req_header(), has_body, dropped, fields)
                     .await
                     .map_err(up)?

@@ -89,11 +89,15 @@ mod tests {
 
     /// The head the slow path sends: a copy, hop-by-hop and debug fields removed, the
     /// request metadata written, framed, encoded.
-    fn copied(req: &RequestHeader, has_body: bool, added: Option<&Added>) -> (Vec<u8>, Framed) {
+    fn copied(
+        req: &RequestHeader,
+        has_body: bool,
+        added: Option<&(String, Added)>,
+    ) -> (Vec<u8>, Framed) {
         let mut up = upstream_head(req, false);
         up.remove_header(crate::proxy::DEBUG_HEADER);
-        if let Some(a) = added {
-            a.apply(&mut up).unwrap();
+        if let Some((id, a)) = added {
+            a.apply(&mut up, id).unwrap();
         }
         frame(&mut up, has_body, false, false).unwrap();
         let mut buf = Vec::new();
@@ -198,13 +202,13 @@ mod tests {
         {
             let added = cfg
                 .as_ref()
-                .map(|c| crate::forwarded::decide(req, c, client, false).unwrap().1);
+                .map(|c| crate::forwarded::decide(req, c, client, false).unwrap());
             let added = added.as_ref();
             for has_body in [false, true] {
                 let mut fast = Vec::new();
                 let drop =
-                    |n: &http::HeaderName| dropped(n) || added.is_some_and(|a| a.replaces(n));
-                let fields = added.into_iter().flat_map(|a| a.fields());
+                    |n: &http::HeaderName| dropped(n) || added.is_some_and(|(_, a)| a.replaces(n));
+                let fields = added.into_iter().flat_map(|(id, a)| a.fields(id));
                 let framed = encode_forwarded(req, has_body, drop, fields, &mut fast)
                     .unwrap()
                     .expect("a head read from HTTP/1 keeps its case");
@@ -216,7 +220,7 @@ mod tests {
                 let dropping = req
                     .headers
                     .keys()
-                    .any(|n| dropped(n) || added.is_some_and(|a| a.replaces(n)));
+                    .any(|n| dropped(n) || added.is_some_and(|(_, a)| a.replaces(n)));
                 if dropping {
                     // The copy's removals may reorder the fields left (`http::HeaderMap`
                     // moves its last entry into a removed one's place); the forwarded

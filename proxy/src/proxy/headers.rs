@@ -28,9 +28,14 @@ pub(super) fn host_of(req: &RequestHeader) -> std::borrow::Cow<'_, str> {
 /// The request headers as filters see them, pseudo-headers first; over HTTP/2 (no
 /// `Host`), `:authority` comes from the request target, so filters see the same map
 /// (empty when the request has neither). `added`: the request metadata Sluice writes only on the way out
-/// ([`crate::forwarded::Added`]); filters see it as if it were in the client's head, its
+/// ([`crate::forwarded::Added`]; `id` the request's id); filters see it as if it were in the client's head, its
 /// fields last.
-pub(super) fn request_map(req: &RequestHeader, tls: bool, added: Option<&Added>) -> HeaderMap {
+pub(super) fn request_map(
+    req: &RequestHeader,
+    tls: bool,
+    added: Option<&Added>,
+    id: &str,
+) -> HeaderMap {
     let path = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let authority = if let Some(h) = req.headers.get(http::header::HOST) {
         h.as_bytes()
@@ -62,8 +67,8 @@ pub(super) fn request_map(req: &RequestHeader, tls: bool, added: Option<&Added>)
             map.append_name(k, v.as_bytes());
         }
     }
-    for (k, v) in added.into_iter().flat_map(Added::fields) {
-        map.append(k, v.as_bytes());
+    for (k, v) in added.into_iter().flat_map(|a| a.fields(id)) {
+        map.append(k, v);
     }
     map
 }

@@ -79,7 +79,7 @@ fn reads_head_before_upstream(snap: &Snapshot, r: usize) -> bool {
 /// head, for what reads that head from here on.
 fn settle_forwarded(session: &mut Session, ctx: &mut Ctx) -> Result<()> {
     match ctx.forwarded.take() {
-        Some(added) => added.into_head(session.req_header_mut()),
+        Some(added) => added.into_head(session.req_header_mut(), &ctx.stream.info.id),
         None => Ok(()),
     }
 }
@@ -153,6 +153,11 @@ pub struct Ctx {
 }
 
 impl Ctx {
+    /// The request's id (`x-request-id`, the `request.id` property), once decided.
+    pub(crate) fn request_id(&self) -> &str {
+        &self.stream.info.id
+    }
+
     /// A value the route's Proxy-Wasm filters set for the upstream request (one of
     /// [`props`]), as text.
     pub(crate) fn upstream_prop(&self, name: &str) -> Option<String> {
@@ -607,7 +612,7 @@ impl Sluice {
         )?;
         ctx.stream.info.id = id;
         if route.is_some_and(|r| reads_head_before_upstream(&snap, r)) {
-            added.into_head(session.req_header_mut())?;
+            added.into_head(session.req_header_mut(), &ctx.stream.info.id)?;
         } else {
             // Only the head sent upstream carries them (`upstream_request_filter`,
             // `crate::forward::exchange`).
@@ -647,7 +652,7 @@ impl Sluice {
         }
         let req = session.req_header();
         ctx.stream = StreamState {
-            request_headers: request_map(req, ctx.tls, ctx.forwarded.as_ref()),
+            request_headers: request_map(req, ctx.tls, ctx.forwarded.as_ref(), &ctx.stream.info.id),
             info: RequestInfo {
                 id: std::mem::take(&mut ctx.stream.info.id),
                 source: session.client_addr().and_then(|a| a.as_inet()).copied(),
@@ -758,7 +763,7 @@ impl Sluice {
         ctx: &mut Ctx,
     ) -> Result<()> {
         if let Some(added) = &ctx.forwarded {
-            added.apply(upstream_request)?;
+            added.apply(upstream_request, &ctx.stream.info.id)?;
         }
         // A question to Sluice, not to the origin.
         upstream_request.remove_header(&DEBUG_HEADER_NAME);

@@ -117,7 +117,7 @@ impl Client {
         req: &RequestHeader,
         has_body: bool,
         dropped: impl Fn(&http::HeaderName) -> bool,
-        added: impl Iterator<Item = (&'a str, &'a http::HeaderValue)>,
+        added: impl Iterator<Item = (&'a str, &'a [u8])>,
     ) -> Result<bool> {
         let Some(framed) =
             request_head::encode_forwarded(req, has_body, &dropped, added, self.head_buffer())?

@@ -68,7 +68,7 @@ pub fn encode_forwarded<'a>(
     req: &RequestHeader,
     has_body: bool,
     dropped: impl Fn(&http::HeaderName) -> bool,
-    added: impl Iterator<Item = (&'a str, &'a http::HeaderValue)>,
+    added: impl Iterator<Item = (&'a str, &'a [u8])>,
     buf: &mut impl BufMut,
 ) -> Result<Option<Framed>> {
     if !req.has_case() {
@@ -89,7 +89,7 @@ pub fn encode_forwarded<'a>(
         field(buf, case.as_slice(), value.as_bytes());
     }
     for (name, value) in added {
-        field(buf, name.as_bytes(), value.as_bytes());
+        field(buf, name.as_bytes(), value);
     }
     if !host {
         let authority = req.uri.authority().map_or("", |a| a.as_str());
