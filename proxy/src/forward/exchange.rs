@@ -87,8 +87,8 @@ impl Forwarder {
             let (session, reused) = Box::pin(self.h2.get_http_session(peer)).await?;
             return Ok((Upstream::Pingora(Box::new(session)), reused));
         }
-        if let Some(stream) = pool::take(peer.reuse_hash(), idle_timeout(peer)) {
-            return Ok((Upstream::H1(h1::Client::new(stream)), true));
+        if let Some((stream, buf)) = pool::take(peer.reuse_hash(), idle_timeout(peer)) {
+            return Ok((Upstream::H1(h1::Client::with_buffer(stream, buf)), true));
         }
         let stream = Box::pin(self.transport.new_stream(peer)).await?;
         Ok((Upstream::H1(h1::Client::new(stream)), false))
@@ -102,8 +102,8 @@ impl Forwarder {
             Upstream::H1(h1) => {
                 // The response's `Connection` and framing decide, and that nothing
                 // follows its body.
-                if let Some(stream) = h1.into_reusable().await {
-                    pool::put(peer.reuse_hash(), stream, idle_timeout(peer));
+                if let Some((stream, buf)) = h1.into_reusable().await {
+                    pool::put(peer.reuse_hash(), stream, buf, idle_timeout(peer));
                 }
             }
             Upstream::Pingora(session) => {

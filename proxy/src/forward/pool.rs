@@ -16,6 +16,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use bytes::BytesMut;
 use futures::FutureExt;
 use pingora::protocols::Stream;
 use tokio::io::AsyncReadExt;
@@ -23,9 +24,10 @@ use tokio::io::AsyncReadExt;
 /// Idle connections kept per peer and thread; more are closed when released.
 pub const MAX_IDLE_PER_PEER: usize = 128;
 
-/// An idle connection and when it was parked.
+/// An idle connection, its client's read buffer and when it was parked.
 struct Parked {
     stream: Stream,
+    buf: BytesMut,
     since: Instant,
 }
 
@@ -35,8 +37,8 @@ thread_local! {
 
 /// Takes the most recently parked connection to the peer `key` (a peer's
 /// `reuse_hash`) that is still usable: younger than `idle_timeout`, not closed by the
-/// peer, with no unread bytes.
-pub fn take(key: u64, idle_timeout: Duration) -> Option<Stream> {
+/// peer, with no unread bytes; and the read buffer parked with it.
+pub fn take(key: u64, idle_timeout: Duration) -> Option<(Stream, BytesMut)> {
     loop {
         let parked = IDLE.with(|idle| idle.borrow_mut().get_mut(&key).and_then(Vec::pop))?;
         if parked.since.elapsed() >= idle_timeout {
@@ -46,14 +48,15 @@ pub fn take(key: u64, idle_timeout: Duration) -> Option<Stream> {
         }
         let mut stream = parked.stream;
         if still_idle(&mut stream) {
-            return Some(stream);
+            return Some((stream, parked.buf));
         }
     }
 }
 
-/// Parks `stream` for reuse by this thread; past [`MAX_IDLE_PER_PEER`] the oldest
-/// connection to that peer is closed, as are those idle longer than `idle_timeout`.
-pub fn put(key: u64, stream: Stream, idle_timeout: Duration) {
+/// Parks `stream` (and `buf`, its client's read buffer) for reuse by this thread; past
+/// [`MAX_IDLE_PER_PEER`] the oldest connection to that peer is closed, as are those
+/// idle longer than `idle_timeout`.
+pub fn put(key: u64, stream: Stream, buf: BytesMut, idle_timeout: Duration) {
     let now = Instant::now();
     IDLE.with(|idle| {
         let mut idle = idle.borrow_mut();
@@ -62,7 +65,11 @@ pub fn put(key: u64, stream: Stream, idle_timeout: Duration) {
         if list.len() >= MAX_IDLE_PER_PEER {
             list.remove(0);
         }
-        list.push(Parked { stream, since: now });
+        list.push(Parked {
+            stream,
+            buf,
+            since: now,
+        });
     });
 }
 

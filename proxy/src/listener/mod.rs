@@ -348,7 +348,11 @@ where
             });
             let persistent = settings.take();
             let shell = &mut shell;
-            let first = std::mem::take(&mut first_read);
+            // Split off, not taken: the buffer stays this connection's, and once the
+            // request that read its bytes is over, the next wait reuses it in place
+            // (`BytesMut::reserve` reclaims a buffer nothing else holds): no
+            // allocation a kept-alive request.
+            let first = first_read.split();
             let serve = async {
                 let mut stream = stream;
                 // The request line first (within the head deadline below): a target

@@ -150,10 +150,10 @@ pub async fn read_line(stream: &mut Stream, first: BytesMut) -> HeadStart {
         if bytes.contains(&b'\n') || bytes.len() >= MAX_LINE {
             break;
         }
-        // Room for a head when nothing was read yet. Bytes already read keep their
-        // buffer, which has room left (reserving 4 KiB more on top of them reallocated
-        // and copied them on every kept-alive request).
-        if bytes.capacity() == 0 {
+        // Room for a head when little is left. Bytes already read keep their buffer,
+        // which has room left (reserving 4 KiB more on top of them reallocated and
+        // copied them on every kept-alive request).
+        if bytes.capacity() - bytes.len() < 1024 {
             bytes.reserve(4096);
         }
         match stream.read_buf(&mut bytes).await {

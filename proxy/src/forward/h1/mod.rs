@@ -43,6 +43,8 @@ const HEAD_READ: usize = 4 * 1024;
 const BODY_READ: usize = 64 * 1024;
 /// Read size of a body of unknown length (chunked framing, until close).
 const CHUNK_READ: usize = 16 * 1024;
+/// Largest read buffer parked with an idle connection ([`Client::into_reusable`]).
+const PARKED_BUFFER: usize = 16 * 1024;
 /// Informational (1xx) responses skipped before the final one at most; more is a flood
 /// (502).
 const MAX_INFORMATIONAL: usize = 16;
@@ -77,11 +79,19 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client on `stream` (new, or from the pool).
+    /// A client on a new connection.
     pub fn new(stream: Stream) -> Self {
+        Self::with_buffer(stream, BytesMut::new())
+    }
+
+    /// A client on a parked connection, with the read buffer it was parked with
+    /// ([`Self::into_reusable`]): once nothing holds what the last response read into
+    /// it, the buffer is reused in place (no allocation a request).
+    pub fn with_buffer(stream: Stream, mut buf: BytesMut) -> Self {
+        buf.clear();
         Client {
             stream,
-            buf: BytesMut::new(),
+            buf,
             read_timeout: None,
             write_timeout: None,
             request_body: RequestBody::Done,
@@ -279,11 +289,18 @@ impl Client {
         self.body.as_ref().is_some_and(Decoder::done)
     }
 
-    /// The connection, when it can carry another request: the response said so, its
-    /// body was read whole and nothing follows it. Otherwise it is shut down.
-    pub async fn into_reusable(mut self) -> Option<Stream> {
+    /// The connection and its read buffer, when it can carry another request: the
+    /// response said so, its body was read whole and nothing follows it. Otherwise it
+    /// is shut down.
+    pub async fn into_reusable(mut self) -> Option<(Stream, BytesMut)> {
         if self.keep_alive && self.body_done() && self.buf.is_empty() {
-            return Some(self.stream);
+            // A buffer a large body grew is not kept with an idle connection.
+            let buf = if self.buf.capacity() <= PARKED_BUFFER {
+                self.buf
+            } else {
+                BytesMut::new()
+            };
+            return Some((self.stream, buf));
         }
         if !self.buf.is_empty() && self.body_done() {
             tracing::debug!(
