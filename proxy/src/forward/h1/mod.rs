@@ -320,11 +320,13 @@ impl Client {
         e
     }
 
-    /// One read into the buffer's spare room, within the read timeout.
+    /// One read into the buffer's spare room, within the read timeout (tokio's: its
+    /// timer lives in the future, where `pingora_timeout::timeout` boxes one for every
+    /// wait that pends, an allocation a request).
     async fn read(&mut self) -> Result<usize> {
         let read = self.stream.read_buf(&mut self.buf);
         let result = match self.read_timeout {
-            Some(t) => match pingora_timeout::timeout(t, read).await {
+            Some(t) => match tokio::time::timeout(t, read).await {
                 Ok(r) => r,
                 Err(_) => {
                     return Err(Error::explain(
@@ -356,7 +358,7 @@ impl Client {
             stream.flush().await
         };
         let result = match self.write_timeout {
-            Some(t) => match pingora_timeout::timeout(t, write).await {
+            Some(t) => match tokio::time::timeout(t, write).await {
                 Ok(r) => r,
                 Err(_) => return Err(Error::explain(ErrorType::WriteTimedout, what)),
             },
