@@ -348,16 +348,45 @@ fn set_or_remove(
     }
 }
 
+/// Request ids a thread keeps for its next requests ([`recycle_id`]).
+const SPARE_ID_COUNT: usize = 64;
+
+thread_local! {
+    /// The buffers of finished requests' ids, reused by [`uuid_v4`]: a request's id
+    /// then costs no allocation once the thread has served a few.
+    static SPARE_IDS: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Gives a finished request's id back for [`uuid_v4`] to reuse (ids of a usual size
+/// only; others are freed).
+pub fn recycle_id(id: String) {
+    if !(36..=256).contains(&id.capacity()) {
+        return;
+    }
+    let _ = SPARE_IDS.try_with(|s| {
+        if let Ok(mut s) = s.try_borrow_mut() {
+            if s.len() < SPARE_ID_COUNT {
+                s.push(id);
+            }
+        }
+    });
+}
+
 /// A random UUID v4 (RFC 9562 §5.4), from the thread's ChaCha generator (seeded and
 /// periodically reseeded from the kernel by `rand`): no system call per request.
 pub fn uuid_v4() -> String {
     use rand::RngCore;
+    let mut id = SPARE_IDS
+        .try_with(|s| s.try_borrow_mut().ok().and_then(|mut s| s.pop()))
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| String::with_capacity(36));
+    id.clear();
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut b = [0u8; 16];
     rand::thread_rng().fill_bytes(&mut b);
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
-    let mut id = String::with_capacity(36);
     for (i, byte) in b.iter().enumerate() {
         if matches!(i, 4 | 6 | 8 | 10) {
             id.push('-');

@@ -152,6 +152,13 @@ pub struct Ctx {
     pub(crate) forwarded: Option<crate::forwarded::Added>,
 }
 
+impl Drop for Ctx {
+    fn drop(&mut self) {
+        // Its buffer serves a later request's id.
+        crate::forwarded::recycle_id(std::mem::take(&mut self.stream.info.id));
+    }
+}
+
 impl Ctx {
     /// The request's id (`x-request-id`, the `request.id` property), once decided.
     pub(crate) fn request_id(&self) -> &str {
