@@ -6,9 +6,8 @@
 #   still_running NAME, proc_ticks PID, check_ports PORT..., port_in_use PORT.
 # Readiness: wait_ready NAME URL [CURL_ARGS...] (READY_SECS, READY_HEADER).
 # Rows: note MSG, skip_row KEY REASON (ROW_NA), run_target NAME PORT START_FN [ARGS...]
-#   (calls the script's bench_target; ready_target and skip_target may be redefined),
-#   run_nginx_target PORT START_FN, run_sluice_targets EMPTY_PORT TWO_PORT
-#   (bench/run.sh and bench/tls.sh start all their servers at once instead and measure
+#   (calls the script's bench_target; ready_target and skip_target may be redefined;
+#   bench/run.sh and bench/tls.sh start all their servers at once instead and measure
 #   them in rounds).
 # Measuring: wrk_warmup / wrk_measure / wrk_warm_run / wrk_row OUT WRK_ARGS..., wrk_stat FILE KEY, to_ms, nearest_rank P,
 #   cpu_busy_pct, warn_if_busy, env_lines.
@@ -450,37 +449,6 @@ run_target() {
         skip_target "$name" "did not start, see $TMP/$name.log"
     fi
     stop "$name"
-}
-
-# run_nginx_target PORT START_FN [ARGS...]: the nginx target, unless SKIP_NGINX=1 or nginx
-# is not installed.
-run_nginx_target() {
-    if [[ $SKIP_NGINX == 1 ]]; then
-        skip_target nginx "SKIP_NGINX=1"
-    elif ! command -v nginx >/dev/null; then
-        skip_target nginx "nginx not installed: apt-get install nginx-light"
-    else
-        run_target nginx "$@"
-    fi
-}
-
-# run_sluice_targets EMPTY_PORT TWO_PORT: the sluice-empty and sluice-two targets, started
-# by the caller's start_sluice_empty and start_sluice_two_filters (policies in $TMP).
-run_sluice_targets() {
-    if [[ $SKIP_SLUICE == 1 ]]; then
-        skip_target sluice-empty "SKIP_SLUICE=1"
-        skip_target sluice-two "SKIP_SLUICE=1"
-    elif [[ ! -x $SLUICE_BIN ]]; then
-        skip_target sluice-empty "$SLUICE_BIN missing"
-        skip_target sluice-two "$SLUICE_BIN missing"
-    else
-        run_target sluice-empty "$1" start_sluice_empty "$TMP/policy-empty.toml"
-        if [[ ! -f $FILTERS_OUT/headers.wasm ]]; then
-            skip_target sluice-two "$FILTERS_OUT/headers.wasm missing (run filters/build.sh)"
-        else
-            run_target sluice-two "$2" start_sluice_two_filters "$TMP/policy-two.toml"
-        fi
-    fi
 }
 
 # ---------------------------------------------------------------- measuring
