@@ -530,19 +530,6 @@ fn x_forwarded_headers_follow_the_policy() {
     assert!(err.contains("10.0.0.0/40"), "{err}");
 }
 
-/// Every value of request header `name` the demo origin's `/echo` saw, in order.
-fn echo_all(echo: &Value, name: &str) -> Vec<String> {
-    echo["headers"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter(|p| p[0].as_str() == Some(name))
-                .filter_map(|p| p[1].as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// Filters see `x-request-id` and `x-forwarded-*` as Sluice decided them (not the
 /// client's untrusted claims), whether Sluice writes them into the client's head or only
 /// into the head sent upstream; what a filter does to them (set, add, remove, the whole
@@ -587,9 +574,9 @@ fn filters_see_the_request_metadata_and_their_edits_of_it_reach_the_origin() {
         saw,
         "the filter did not see x-forwarded-* as Sluice set them"
     );
-    assert_eq!(echo_all(&v, "x-forwarded-for"), ["127.0.0.1"]);
-    assert_eq!(echo_all(&v, "x-forwarded-proto"), ["http"]);
-    let ids = echo_all(&v, "x-request-id");
+    assert_eq!(echo_header_all(&v, "x-forwarded-for"), ["127.0.0.1"]);
+    assert_eq!(echo_header_all(&v, "x-forwarded-proto"), ["http"]);
+    let ids = echo_header_all(&v, "x-request-id");
     assert!(ids.len() == 1 && is_uuid_v4(&ids[0]), "{ids:?}");
 
     // A filter that edits them: its edits are what the origin gets.
@@ -599,20 +586,20 @@ fn filters_see_the_request_metadata_and_their_edits_of_it_reach_the_origin() {
         "the first filter did not see x-forwarded-* as Sluice set them"
     );
     assert_eq!(
-        echo_all(&v, "x-forwarded-for"),
+        echo_header_all(&v, "x-forwarded-for"),
         ["127.0.0.1", "198.51.100.9"]
     );
-    assert_eq!(echo_all(&v, "x-forwarded-proto"), ["from-filter"]);
-    assert_eq!(echo_all(&v, "x-request-id"), Vec::<String>::new());
+    assert_eq!(echo_header_all(&v, "x-forwarded-proto"), ["from-filter"]);
+    assert_eq!(echo_header_all(&v, "x-request-id"), Vec::<String>::new());
 
     // A filter that replaces the whole map (`proxy_set_header_map_pairs`): Sluice's
     // fields are in what it read back, so the origin gets them once, and the client's
     // false ones never.
     let (_, v) = get("/echo/probe", Some(("x-probe-set-pairs", "1")));
-    assert_eq!(echo_all(&v, "x-probe-replaced"), ["1"], "{v}");
-    assert_eq!(echo_all(&v, "x-forwarded-for"), ["127.0.0.1"]);
-    assert_eq!(echo_all(&v, "x-forwarded-proto"), ["http"]);
-    let ids = echo_all(&v, "x-request-id");
+    assert_eq!(echo_header_all(&v, "x-probe-replaced"), ["1"], "{v}");
+    assert_eq!(echo_header_all(&v, "x-forwarded-for"), ["127.0.0.1"]);
+    assert_eq!(echo_header_all(&v, "x-forwarded-proto"), ["http"]);
+    let ids = echo_header_all(&v, "x-request-id");
     assert!(ids.len() == 1 && is_uuid_v4(&ids[0]), "{ids:?}");
 }
 

@@ -400,6 +400,18 @@ pub fn echo_header(echo: &serde_json::Value, name: &str) -> Option<String> {
         .map(str::to_string)
 }
 
+/// Every value of request header `name` (any case) the demo origin's `/echo` saw, in
+/// order.
+pub fn echo_header_all(echo: &serde_json::Value, name: &str) -> Vec<String> {
+    echo["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p[0].as_str().is_some_and(|k| k.eq_ignore_ascii_case(name)))
+        .map(|p| p[1].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
 /// A policy body: pool `o` on `origin`, one filter `name` (module path as TOML, and a
 /// TOML config table or `""` for none), one route through it.
 pub fn one_filter(origin: &Proc, name: &str, module_toml: &str, config: &str) -> String {
