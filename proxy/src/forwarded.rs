@@ -201,9 +201,7 @@ impl Added {
 
     /// Whether the client's field `name` is replaced or removed by [`Self::apply`].
     pub fn replaces(&self, name: &HeaderName) -> bool {
-        (self.request_id && *name == REQUEST_ID_NAME)
-            || (self.xff.is_some() && *name == XFF_NAME)
-            || (self.xfp.is_some() && *name == XFP_NAME)
+        self.touches(name.as_str())
     }
 
     /// Whether [`Self::apply`] sets, replaces or removes the field `name` (lowercase).
@@ -272,7 +270,9 @@ thread_local! {
 fn client_value(ip: IpAddr) -> Option<HeaderValue> {
     LAST_CLIENT
         .try_with(|last| {
-            let mut last = last.try_borrow_mut().ok()?;
+            let Ok(mut last) = last.try_borrow_mut() else {
+                return ip_value(ip);
+            };
             if let Some((seen, value)) = last.as_ref() {
                 if *seen == ip {
                     return Some(value.clone());
@@ -282,9 +282,7 @@ fn client_value(ip: IpAddr) -> Option<HeaderValue> {
             *last = Some((ip, value.clone()));
             Some(value)
         })
-        .ok()
-        .flatten()
-        .or_else(|| ip_value(ip))
+        .unwrap_or_else(|_| ip_value(ip))
 }
 
 /// The client address as a header value, formatted on the stack: the value's bytes

@@ -27,9 +27,9 @@ pub(super) fn host_of(req: &RequestHeader) -> std::borrow::Cow<'_, str> {
 
 /// The request headers as filters see them, pseudo-headers first; over HTTP/2 (no
 /// `Host`), `:authority` comes from the request target, so filters see the same map
-/// (empty when the request has neither). `added`: the request metadata Sluice writes only on the way out
-/// ([`crate::forwarded::Added`]; `id` the request's id); filters see it as if it were in the client's head, its
-/// fields last.
+/// (empty when the request has neither). `added`: the request metadata Sluice writes
+/// only on the way out ([`crate::forwarded::Added`]; `id` the request's id); filters
+/// see it as if it were in the client's head, its fields last.
 pub(super) fn request_map(
     req: &RequestHeader,
     tls: bool,

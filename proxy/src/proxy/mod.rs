@@ -84,14 +84,17 @@ fn settle_forwarded(session: &mut Session, ctx: &mut Ctx) -> Result<()> {
     }
 }
 
-/// After a filter's request headers were written back into the client's head: the
-/// deferred metadata leaves alone the fields the filters edited, whose values the
-/// write-back put in the head (all of them when a filter replaced the whole map).
-fn filters_took_fields(ctx: &mut Ctx) {
+/// Writes the filters' request headers back into the client's head ([`apply_request`],
+/// whose answer it passes on: whether what routes match changed); the deferred metadata
+/// then leaves alone the fields the filters edited, whose values the write-back put in
+/// the head (all of them when a filter replaced the whole map).
+fn write_back_request(session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
     let map = &ctx.stream.request_headers;
+    let retarget = apply_request(map, session.req_header_mut())?;
     if let Some(added) = &mut ctx.forwarded {
         added.leave(|name| map.edited().is_none_or(|mut e| e.any(|n| n == name)));
     }
+    Ok(retarget)
 }
 
 /// Whether `name` is [`DEBUG_HEADER`], which is never sent upstream.
@@ -280,12 +283,11 @@ impl Sluice {
         // The chain that runs is the one of the route first matched, even when a
         // filter re-routes the request (as Envoy keeps a stream's filter chain).
         let chain_route = ctx.route;
-        if ctx.stream.request_headers_changed {
-            let retarget = apply_request(&ctx.stream.request_headers, session.req_header_mut())?;
-            filters_took_fields(ctx);
-            if retarget && self.reroute(session, ctx, chain).await? {
-                return Ok(true);
-            }
+        if ctx.stream.request_headers_changed
+            && write_back_request(session, ctx)?
+            && self.reroute(session, ctx, chain).await?
+        {
+            return Ok(true);
         }
         if self.choose_pool(session, ctx).await? {
             return Ok(true);
@@ -389,8 +391,7 @@ impl Sluice {
                 ctx.request_body = RequestBody::Ready(Bytes::from(out), len);
                 // Headers a body callback changed still go upstream: they are sent later.
                 if ctx.stream.request_headers_changed {
-                    apply_request(&ctx.stream.request_headers, session.req_header_mut())?;
-                    filters_took_fields(ctx);
+                    write_back_request(session, ctx)?;
                 }
             }
             Err(Outcome::Respond) => return self.respond(session, ctx, chain).await,
