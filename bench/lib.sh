@@ -7,8 +7,8 @@
 # Readiness: wait_ready NAME URL [CURL_ARGS...] (READY_SECS, READY_HEADER).
 # Rows: note MSG, skip_row KEY REASON (ROW_NA), run_target NAME PORT START_FN [ARGS...]
 #   (calls the script's bench_target; ready_target and skip_target may be redefined;
-#   bench/run.sh and bench/tls.sh start all their servers at once instead and measure
-#   them in rounds).
+#   no script uses it any more: bench/run.sh, bench/tls.sh and bench/waf.sh start all
+#   their servers at once instead and measure them in rounds).
 # Measuring: wrk_warmup / wrk_measure / wrk_warm_run / wrk_row OUT WRK_ARGS..., wrk_stat FILE KEY, to_ms, nearest_rank P,
 #   cpu_busy_pct, warn_if_busy, env_lines.
 # Servers: start_origin, nginx_head DIR, nginx_proxy_location, start_nginx_conf NAME DIR CONF,
