@@ -5,10 +5,8 @@
 # Processes: start_bg NAME CMD..., stop NAME (every process is stopped on exit), alive PID,
 #   still_running NAME, proc_ticks PID, check_ports PORT..., port_in_use PORT.
 # Readiness: wait_ready NAME URL [CURL_ARGS...] (READY_SECS, READY_HEADER).
-# Rows: note MSG, skip_row KEY REASON (ROW_NA), run_target NAME PORT START_FN [ARGS...]
-#   (calls the script's bench_target; ready_target and skip_target may be redefined;
-#   no script uses it any more: bench/run.sh, bench/tls.sh and bench/waf.sh start all
-#   their servers at once instead and measure them in rounds).
+# Rows: note MSG, skip_row KEY REASON (ROW_NA). bench/run.sh, bench/tls.sh and
+#   bench/waf.sh start all their servers at once and measure them in interleaved rounds.
 # Measuring: wrk_warmup / wrk_measure / wrk_warm_run / wrk_row OUT WRK_ARGS..., wrk_stat FILE KEY, to_ms, nearest_rank P,
 #   cpu_busy_pct, warn_if_busy, env_lines.
 # Servers: start_origin, nginx_head DIR, nginx_proxy_location, start_nginx_conf NAME DIR CONF,
@@ -424,31 +422,6 @@ wait_ready() {
     log "$name did not answer $url within $secs s; last lines of $TMP/$name.log:"
     tail -n 20 "$TMP/$name.log" >&2 || true
     return 1
-}
-
-# ready_target NAME PORT: how run_target waits for a target (redefine for TLS).
-ready_target() { wait_ready "$1" "http://127.0.0.1:$2/healthz"; }
-
-# skip_target NAME REASON: how run_target records a target it could not run (redefine
-# when a target has several rows).
-skip_target() { skip_row "$1" "$2"; }
-
-# run_target NAME PORT START_FN [ARGS...]: start a proxy with START_FN ARGS, wait until
-# it proxies to the origin, run the caller's `bench_target NAME PORT`, stop it.
-run_target() {
-    local name=$1 port=$2
-    shift 2
-    if ! still_running origin; then
-        skip_target "$name" "the origin is not running"
-        return 0
-    fi
-    if "$@" && ready_target "$name" "$port"; then
-        bench_target "$name" "$port"
-        still_running "$name" || true
-    else
-        skip_target "$name" "did not start, see $TMP/$name.log"
-    fi
-    stop "$name"
 }
 
 # ---------------------------------------------------------------- measuring

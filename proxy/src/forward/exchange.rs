@@ -128,13 +128,20 @@ impl Forwarder {
         let has_body = !session.as_mut().is_body_empty();
         let sent = match client {
             Upstream::H1(c) if s.upstream_request_unchanged(ctx) => {
-                // The metadata not yet in the client's head replaces its fields.
+                // The filters' deferred edits, then the metadata not yet in the client's
+                // head, replace its fields of those names.
                 let added = ctx.forwarded.as_ref();
+                let (edits, edited) = ctx.deferred_edits().unzip();
                 let dropped = |n: &http::HeaderName| {
-                    request::dropped(n) || added.is_some_and(|a| a.replaces(n))
+                    request::dropped(n)
+                        || added.is_some_and(|a| a.replaces(n))
+                        || edited.as_ref().is_some_and(|e| e(n))
                 };
                 let id = ctx.request_id();
-                let fields = added.into_iter().flat_map(|a| a.fields(id));
+                let fields = edits
+                    .into_iter()
+                    .flatten()
+                    .chain(added.into_iter().flat_map(|a| a.fields(id)));
                 c.write_forwarded_head(session.req_header(), has_body, dropped, fields)
                     .await
                     .map_err(up)?

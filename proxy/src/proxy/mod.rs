@@ -84,17 +84,37 @@ fn settle_forwarded(session: &mut Session, ctx: &mut Ctx) -> Result<()> {
     }
 }
 
-/// Writes the filters' request headers back into the client's head ([`apply_request`],
-/// whose answer it passes on: whether what routes match changed); the deferred metadata
-/// then leaves alone the fields the filters edited, whose values the write-back put in
-/// the head (all of them when a filter replaced the whole map).
+/// Writes the filters' request headers back: what routes match (method, target,
+/// `Host`) into the client's head at once ([`apply_target`], whose answer it passes on:
+/// whether that changed); the other fields they edited too, unless nothing reads the
+/// client's head before it goes upstream and the edits may wait
+/// ([`edits_deferrable`]): then they are written only into the head sent upstream
+/// ([`Ctx::edits_deferred`]). The deferred metadata leaves alone the fields the filters
+/// edited (all of them when a filter replaced the whole map).
 fn write_back_request(session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
     let map = &ctx.stream.request_headers;
-    let retarget = apply_request(map, session.req_header_mut())?;
+    let defer = !ctx
+        .route
+        .is_some_and(|r| reads_head_before_upstream(&ctx.snapshot, r))
+        && edits_deferrable(map);
+    let retarget = apply_target(map, session.req_header_mut())?;
+    if !defer {
+        apply_edits(map, session.req_header_mut())?;
+    }
+    ctx.edits_deferred = defer;
     if let Some(added) = &mut ctx.forwarded {
         added.leave(|name| map.edited().is_none_or(|mut e| e.any(|n| n == name)));
     }
     Ok(retarget)
+}
+
+/// Writes the filters' deferred edits ([`Ctx::edits_deferred`]) into the client's head,
+/// for what reads that head from here on.
+fn settle_edits(session: &mut Session, ctx: &mut Ctx) -> Result<()> {
+    if std::mem::take(&mut ctx.edits_deferred) {
+        apply_edits(&ctx.stream.request_headers, session.req_header_mut())?;
+    }
+    Ok(())
 }
 
 /// Whether `name` is [`DEBUG_HEADER`], which is never sent upstream.
@@ -153,6 +173,11 @@ pub struct Ctx {
     /// written only into the head sent upstream (a route nothing reads the client's
     /// head on before: [`reads_head_before_upstream`]).
     pub(crate) forwarded: Option<crate::forwarded::Added>,
+    /// The fields the Proxy-Wasm filters edited (but for method, target and `Host`) are
+    /// not in the client's head: the head sent upstream takes them from the filters'
+    /// map ([`Ctx::deferred_edits`]); what reads the client's head before then gets them
+    /// written first ([`settle_edits`]).
+    edits_deferred: bool,
 }
 
 impl Drop for Ctx {
@@ -166,6 +191,25 @@ impl Ctx {
     /// The request's id (`x-request-id`, the `request.id` property), once decided.
     pub(crate) fn request_id(&self) -> &str {
         &self.stream.info.id
+    }
+
+    /// The fields the filters edited that are not in the client's head
+    /// ([`Ctx::edits_deferred`]), when there are some: each `(name, value)` in the order
+    /// the head sent upstream carries them, and which of the client's fields they
+    /// replace.
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn deferred_edits(
+        &self,
+    ) -> Option<(
+        impl Iterator<Item = (&str, &[u8])>,
+        impl Fn(&http::HeaderName) -> bool + '_,
+    )> {
+        let map = &self.stream.request_headers;
+        self.edits_deferred.then(|| {
+            (edited_fields(map), move |n: &http::HeaderName| {
+                is_edited(map, n)
+            })
+        })
     }
 
     /// A value the route's Proxy-Wasm filters set for the upstream request (one of
@@ -302,6 +346,7 @@ impl Sluice {
             let spec = spec.clone();
             // The source request is built from the client's head.
             settle_forwarded(session, ctx)?;
+            settle_edits(session, ctx)?;
             let peer = self.upstream_peer(session, ctx).await?;
             // Boxed: a large future on a rare path, kept out of every request's state.
             Box::pin(crate::image::serve(
@@ -539,6 +584,7 @@ impl Sluice {
             head_deferred: false,
             late_head: None,
             forwarded: None,
+            edits_deferred: false,
         }
     }
 
@@ -731,6 +777,10 @@ impl Sluice {
             // The key is read from the client's head: the metadata goes there first.
             settle_forwarded(session, ctx)?;
         }
+        if ctx.edits_deferred && pool.hashed_header().is_some() {
+            // So do the filters' edits.
+            settle_edits(session, ctx)?;
+        }
         let key = hash_key(session, ctx, &pool);
         let addr = pool.select(&key, &ctx.tried).ok_or_else(|| {
             Error::create(
@@ -770,6 +820,9 @@ impl Sluice {
         upstream_request: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        if ctx.edits_deferred {
+            apply_edits(&ctx.stream.request_headers, upstream_request)?;
+        }
         if let Some(added) = &ctx.forwarded {
             added.apply(upstream_request, &ctx.stream.info.id)?;
         }

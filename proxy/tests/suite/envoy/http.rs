@@ -654,3 +654,78 @@ fn a_pool_hashing_on_request_metadata_hashes_what_sluice_decided() {
         );
     }
 }
+
+/// The fields a filter edits reach the origin however the head sent upstream is
+/// written (an HTTP/1 client's, forwarded with no copy; an HTTP/2 client's, through the
+/// copy; again on the peer a retry picks), replace the client's fields of those names
+/// whatever their case and wherever they are, and a pool hashing on one hashes the
+/// filter's value: a client cannot forge around an edit, nor walk the ring with it.
+#[test]
+fn a_filters_header_edits_reach_the_origin_and_the_hash_key() {
+    let a = origin("edits-a");
+    let b = origin("edits-b");
+    let edit = r#"{ request = { remove = ["x-drop"], set = { "x-tenant" = "t-1" }, add = { "x-multi" = "from-filter" } } }"#;
+    let policy = format!(
+        "[pools.one]\npeers = [\"{a}\"]\n\
+         [pools.retry]\npeers = [\"{dead}\", \"{a}\"]\nretries = 1\n\
+         [pools.hash]\npeers = [\"{a}\", \"{b}\"]\nbalance = \"consistent_hash\"\nhash_key = \"header:x-tenant\"\n\
+         [filters.edit]\nmodule = {headers}\nconfig = {edit}\n\
+         [[routes]]\npath_prefix = \"/echo/retry\"\nfilters = [\"edit\"]\npool = \"retry\"\n\
+         [[routes]]\npath_prefix = \"/echo/hash\"\nfilters = [\"edit\"]\npool = \"hash\"\n\
+         [[routes]]\nfilters = [\"edit\"]\npool = \"one\"\n",
+        a = a.addr,
+        b = b.addr,
+        dead = DEAD_PEER,
+        headers = module("headers.wasm"),
+    );
+    let s = sluice_with_server(&policy, "h2c = true\n");
+    let h2 = reqwest::blocking::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    for (c, version) in [
+        (client(), reqwest::Version::HTTP_11),
+        (h2, reqwest::Version::HTTP_2),
+    ] {
+        for path in ["/echo/one", "/echo/retry", "/echo/retry", "/echo/hash"] {
+            let r = c
+                .get(s.url(path))
+                .header("X-Tenant", "forged")
+                .header("x-multi", "from-client")
+                .header("X-DROP", "1")
+                .header("x-kept", "k")
+                .send()
+                .unwrap();
+            assert_eq!(r.status(), 200, "{version:?} {path}");
+            assert_eq!(r.version(), version);
+            let v: Value = r.json().unwrap();
+            let ctx = format!("{version:?} {path}: {v}");
+            assert_eq!(echo_header_all(&v, "x-tenant"), ["t-1"], "{ctx}");
+            assert_eq!(
+                echo_header_all(&v, "x-multi"),
+                ["from-client", "from-filter"],
+                "{ctx}"
+            );
+            assert_eq!(echo_header_all(&v, "x-drop"), Vec::<String>::new(), "{ctx}");
+            assert_eq!(echo_header_all(&v, "x-kept"), ["k"], "{ctx}");
+        }
+    }
+    // Sixteen forged tenants, one tenant as the filter decided: one peer.
+    let c = client();
+    let peers: std::collections::HashSet<String> = (0..16)
+        .map(|i| {
+            let r = c
+                .get(s.url("/echo/hash"))
+                .header("x-tenant", format!("forged-{i}"))
+                .send()
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            r.headers()["x-origin-id"].to_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(
+        peers.len(),
+        1,
+        "the client's x-tenant was hashed: {peers:?}"
+    );
+}
