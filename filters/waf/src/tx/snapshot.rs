@@ -190,8 +190,8 @@ impl Transaction {
 
     /// Restores a [`Snapshot`] into a fresh transaction (before `set_request`).
     pub fn restore(&mut self, s: &Snapshot) {
-        self.tx = s.tx.clone();
-        self.persist = s.persist.clone();
+        self.tx.clone_from(&s.tx);
+        self.persist.clone_from(&s.persist);
         self.next_id = s.next_id;
         self.counters = s.counters;
         if s.skip.1 > s.skip.0 {

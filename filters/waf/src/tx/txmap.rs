@@ -18,7 +18,7 @@ fn same_sel(a: &Sel, b: &Sel) -> bool {
 }
 
 /// The TX map with per-selector key counts (see the module doc).
-#[derive(Clone, Default)]
+#[derive(Default)]
 pub(super) struct TxMap {
     map: FxMap<Rc<[u8]>, Kv>,
     /// The watched selectors (the engine's `Engine::tx_selectors`).
@@ -27,7 +27,38 @@ pub(super) struct TxMap {
     counts: Vec<u32>,
 }
 
+impl Clone for TxMap {
+    fn clone(&self) -> Self {
+        TxMap {
+            map: self.map.clone(),
+            watch: self.watch.clone(),
+            counts: self.counts.clone(),
+        }
+    }
+
+    /// Reuses `self`'s allocations (the snapshot's map restored into a kept one).
+    fn clone_from(&mut self, source: &Self) {
+        self.map.clone_from(&source.map);
+        self.watch = source.watch.clone();
+        self.counts.clone_from(&source.counts);
+    }
+}
+
 impl TxMap {
+    /// Empties the map (its capacity stays; see `spare`).
+    pub(super) fn clear(&mut self) {
+        self.map.clear();
+        self.counts.iter_mut().for_each(|n| *n = 0);
+    }
+
+    /// Empties the map and watches `watch` instead (a kept map for a new transaction).
+    pub(super) fn rewatch(&mut self, watch: Rc<[Sel]>) {
+        self.map.clear();
+        self.counts.clear();
+        self.counts.resize(watch.len(), 0);
+        self.watch = watch;
+    }
+
     /// An empty map watching `watch`.
     pub(super) fn new(watch: Rc<[Sel]>) -> Self {
         let counts = vec![0; watch.len()];
