@@ -47,40 +47,52 @@ impl Transaction {
             _ if removed => {}
             V::Values(c) | V::Names(c) => {
                 let names = matches!(t.var, V::Names(_));
-                let push = |kv: &Kv, out: &mut Vec<Val>| {
-                    if (all || t.sel.matches(&kv.key)) && !ex(t.var, &kv.key) {
-                        if names {
-                            out.push(Val {
-                                var: t.var,
-                                key: kv.key.clone(),
-                                val: kv.key.clone(),
-                                id: kv.id | 1,
-                            });
-                        } else {
-                            out.push(Val {
-                                var: t.var,
-                                key: kv.key.clone(),
-                                val: kv.val.clone(),
-                                id: kv.id,
-                            });
-                        }
+                // `all`: no selector to test (also a key found by an exact lookup in a
+                // map: its entries are keyed by their key lowercased, as selectors are)
+                #[inline(always)]
+                fn push(t: &Target, names: bool, kv: &Kv, out: &mut Vec<Val>) {
+                    let (val, id) = if names {
+                        (kv.key.clone(), kv.id | 1)
+                    } else {
+                        (kv.val.clone(), kv.id)
+                    };
+                    out.push(Val {
+                        var: t.var,
+                        key: kv.key.clone(),
+                        val,
+                        id,
+                    });
+                }
+                // (inlined: a collection is walked for every target list of every phase)
+                let push = |kv: &Kv, out: &mut Vec<Val>, all: bool| {
+                    let sel = all
+                        || match &t.sel {
+                            // most keys differ in length: no call for them
+                            Sel::Key(k) => {
+                                k.len() == kv.key.len() && k.eq_ignore_ascii_case(&kv.key)
+                            }
+                            s => s.matches(&kv.key),
+                        };
+                    if sel && (no_ex || !ex(t.var, &kv.key)) {
+                        push(t, names, kv, out);
                     }
                 };
                 if let Some(m) = self.map(c) {
                     if let Sel::Key(k) = &t.sel {
                         if let Some(kv) = m.get(k.as_slice()) {
-                            push(kv, out);
+                            debug_assert!(t.sel.matches(&kv.key));
+                            push(kv, out, true);
                         }
                     } else if all || c != Coll::Tx || self.tx.may_hold(&t.sel) {
                         // (a TX selector no key matches now walks nothing: `TxMap`)
                         for kv in m.values() {
-                            push(kv, out);
+                            push(kv, out, all);
                         }
                     }
                 } else {
                     let (a, b) = self.coll(c);
                     for kv in a.iter().chain(b.iter()) {
-                        push(kv, out);
+                        push(kv, out, all);
                     }
                 }
             }
