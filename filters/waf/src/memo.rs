@@ -160,6 +160,24 @@ impl Memo {
         }
     }
 
+    /// [`Memo::and_rows`] computed only in the words `words` (indices of 64-slot words);
+    /// the others are left 0 ("not known"), which is only ever less than the full AND.
+    pub fn and_rows_in(&self, rows: &[u32], words: &[u32], out: &mut Vec<u64>) {
+        out.clear();
+        if self.words == 0 {
+            return;
+        }
+        out.resize(self.words, 0);
+        for &w in words {
+            let w = w as usize;
+            let mut acc = !0u64;
+            for &r in rows {
+                acc &= self.bits[r as usize * self.words + w];
+            }
+            out[w] = acc;
+        }
+    }
+
     /// Values held.
     pub fn len(&self) -> usize {
         self.rows.len()
@@ -214,6 +232,40 @@ mod tests {
         assert_ne!(m.generation(), g, "full: a new generation");
         assert!(m.is_empty());
         assert_eq!(Memo::new(0).row(&v("a")), None, "no slot, no memo");
+    }
+
+    /// `and_rows_in` is `and_rows` in the words asked for, 0 in the others.
+    #[test]
+    fn and_rows_in_is_and_rows_in_those_words() {
+        let mut m = Memo::new(300);
+        let mut rows = Vec::new();
+        for i in 0..6 {
+            let v = v(&format!("v{i}"));
+            m.row(&v);
+            rows.push(m.row(&v).unwrap());
+        }
+        for (k, &r) in rows.iter().enumerate() {
+            for slot in 0..300u32 {
+                if !(slot as usize * 7 + k * 13).is_multiple_of(5) || slot % 64 == 3 {
+                    m.set_miss(r, slot);
+                }
+            }
+        }
+        let words: Vec<u32> = vec![0, 2, 4];
+        for n in 0..=rows.len() {
+            let (mut full, mut part) = (Vec::new(), Vec::new());
+            m.and_rows(&rows[..n], &mut full);
+            m.and_rows_in(&rows[..n], &words, &mut part);
+            assert_eq!(full.len(), part.len());
+            for w in 0..full.len() {
+                let want = if words.contains(&(w as u32)) {
+                    full[w]
+                } else {
+                    0
+                };
+                assert_eq!(part[w], want, "{n} rows, word {w}");
+            }
+        }
     }
 
     #[test]

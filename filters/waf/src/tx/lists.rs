@@ -98,10 +98,13 @@ impl Transaction {
             list.rows.push(row);
         }
         if !list.rows.contains(&ROW_NONE) {
+            // (only the words of the slots of the rules using this list: see
+            // `Engine::tlist_words`; `known_miss` reads no other)
+            let words = self.eng.tlist_words.get(li).map_or(&[][..], |w| &w[..]);
             self.eng
                 .memo
                 .borrow()
-                .and_rows(&list.rows, &mut list.all_miss);
+                .and_rows_in(&list.rows, words, &mut list.all_miss);
         }
         self.lists[li] = Some(l.clone());
         l
