@@ -153,6 +153,9 @@ pub struct Transaction {
     lists_input_gen: u64,
     /// Gates folded at configure (from the [`Snapshot`]).
     folds: Rc<[Vec<Fold>; 6]>,
+    /// Per phase, per entry: the next entry to evaluate (from the [`Snapshot`];
+    /// `snapshot::next_evals`), empty without one.
+    next: Rc<[Vec<u32>; 6]>,
     /// The operator argument of the rule being evaluated, expanded (see [`Transaction::arg`]).
     op_arg: std::cell::RefCell<Option<Rc<[u8]>>>,
     /// Where persistent collections' records live (none: per transaction only).
@@ -238,6 +241,7 @@ impl Transaction {
             input_gen: 0,
             lists_input_gen: 0,
             folds: Rc::new(Default::default()),
+            next: Rc::new(Default::default()),
             op_arg: Default::default(),
             store: None,
             cols: vec![None; PERSIST.len()],
