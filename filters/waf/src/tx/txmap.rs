@@ -35,6 +35,8 @@ pub(super) struct TxMap {
 
 /// Entries of [`TxMap`]'s mask cache (a power of two).
 const MASKS: usize = 256;
+/// Longest key [`TxMap`]'s mask cache keeps (it holds at most `MASKS` of them).
+const MASK_KEY_MAX: usize = 128;
 
 impl Clone for TxMap {
     fn clone(&self) -> Self {
@@ -141,6 +143,10 @@ impl TxMap {
 
     /// Which watched selectors (at most 64) match `key`: bit `i` for `watch[i]`.
     fn mask(&mut self, key: &Rc<[u8]>) -> u64 {
+        if key.len() > MASK_KEY_MAX {
+            // (not kept: keys with a request's variable names in them can be long)
+            return selector_mask(&self.watch, key);
+        }
         let mut h = crate::hash::Fx::default();
         std::hash::Hasher::write(&mut h, key);
         let at = (std::hash::Hasher::finish(&h) >> (64 - MASKS.trailing_zeros())) as usize;
@@ -238,6 +244,8 @@ mod tests {
         .map(|s| s.to_string())
         .collect();
         keys.extend((0..600).map(|i| format!("k{i}_score")));
+        keys.push(format!("{}score", "x".repeat(MASK_KEY_MAX)));
+        keys.push(format!("header_name_{}", "y".repeat(MASK_KEY_MAX)));
         let mut t = TxMap::new(a.clone());
         for round in 0..3 {
             let watch = if round == 1 { b.clone() } else { a.clone() };
