@@ -28,6 +28,16 @@ pub const MAX_ROWS: usize = 4096;
 pub const MAX_BYTES: usize = 2 << 20;
 /// Entries of the first-sight sketch.
 const SKETCH: usize = 1 << 14;
+/// Entries of the front cache (a power of two; see [`Memo::row`]).
+const FRONT: usize = 512;
+
+/// The front-cache entry of `value`: FxHash (unkeyed, a few instructions a word) picks one
+/// entry; the entry is trusted only when its bytes equal `value`'s.
+fn front_slot(value: &[u8]) -> usize {
+    let mut h = crate::hash::Fx::default();
+    h.write(value);
+    (h.finish() >> (64 - FRONT.trailing_zeros())) as usize
+}
 
 /// Keyed SipHash for the value table.
 #[derive(Clone, Copy, Default)]
@@ -52,6 +62,11 @@ pub struct Memo {
     gen: u32,
     /// Direct-mapped tags of values seen once (see the module doc).
     sketch: Vec<u32>,
+    /// Direct-mapped recent rows (`FRONT` entries, each a key of `rows` and its row), so
+    /// that most lookups compare bytes instead of computing SipHash. Values that collide
+    /// only push each other out (the SipHash table still answers), so a chosen value can
+    /// cost no more than a lookup without this cache.
+    front: Vec<Option<(Rc<[u8]>, u32)>>,
     /// Lookups answered by a set bit (reports and tests).
     pub hits: u64,
 }
@@ -66,6 +81,7 @@ impl Memo {
             bytes: 0,
             gen: 0,
             sketch: Vec::new(),
+            front: Vec::new(),
             hits: 0,
         }
     }
@@ -87,6 +103,7 @@ impl Memo {
     }
 
     fn clear(&mut self) {
+        self.front.clear();
         self.rows.clear();
         self.bits.clear();
         self.bytes = 0;
@@ -105,7 +122,15 @@ impl Memo {
         if !self.enabled() || value.len() > MAX_VALUE {
             return None;
         }
-        if let Some(&r) = self.rows.get(&value[..]) {
+        let front = front_slot(value);
+        if let Some((k, r)) = self.front.get(front).and_then(Option::as_ref) {
+            if **k == **value {
+                return Some(*r);
+            }
+        }
+        if let Some((k, &r)) = self.rows.get_key_value(&value[..]) {
+            let k = k.clone();
+            self.put_front(front, k, r);
             return Some(r);
         }
         // Soft bound within a phase: trim() drops everything at the next transaction.
@@ -124,9 +149,17 @@ impl Memo {
         }
         let r = self.rows.len() as u32;
         self.rows.insert(value.clone(), r);
+        self.put_front(front, value.clone(), r);
         self.bits.resize(self.bits.len() + self.words, 0);
         self.bytes += value.len();
         Some(r)
+    }
+
+    fn put_front(&mut self, at: usize, key: Rc<[u8]>, row: u32) {
+        if self.front.is_empty() {
+            self.front = vec![None; FRONT];
+        }
+        self.front[at] = Some((key, row));
     }
 
     /// Is `slot` a known miss for `row`?
@@ -157,6 +190,24 @@ impl Memo {
             for (o, b) in out.iter_mut().zip(&self.bits[at..at + self.words]) {
                 *o &= b;
             }
+        }
+    }
+
+    /// [`Memo::and_rows`] computed only in the words `words` (indices of 64-slot words);
+    /// the others are left 0 ("not known"), which is only ever less than the full AND.
+    pub fn and_rows_in(&self, rows: &[u32], words: &[u32], out: &mut Vec<u64>) {
+        out.clear();
+        if self.words == 0 {
+            return;
+        }
+        out.resize(self.words, 0);
+        for &w in words {
+            let w = w as usize;
+            let mut acc = !0u64;
+            for &r in rows {
+                acc &= self.bits[r as usize * self.words + w];
+            }
+            out[w] = acc;
         }
     }
 
@@ -214,6 +265,96 @@ mod tests {
         assert_ne!(m.generation(), g, "full: a new generation");
         assert!(m.is_empty());
         assert_eq!(Memo::new(0).row(&v("a")), None, "no slot, no memo");
+    }
+
+    /// `and_rows_in` is `and_rows` in the words asked for, 0 in the others.
+    #[test]
+    fn and_rows_in_is_and_rows_in_those_words() {
+        let mut m = Memo::new(300);
+        let mut rows = Vec::new();
+        for i in 0..6 {
+            let v = v(&format!("v{i}"));
+            m.row(&v);
+            rows.push(m.row(&v).unwrap());
+        }
+        for (k, &r) in rows.iter().enumerate() {
+            for slot in 0..300u32 {
+                if !(slot as usize * 7 + k * 13).is_multiple_of(5) || slot % 64 == 3 {
+                    m.set_miss(r, slot);
+                }
+            }
+        }
+        let words: Vec<u32> = vec![0, 2, 4];
+        for n in 0..=rows.len() {
+            let (mut full, mut part) = (Vec::new(), Vec::new());
+            m.and_rows(&rows[..n], &mut full);
+            m.and_rows_in(&rows[..n], &words, &mut part);
+            assert_eq!(full.len(), part.len());
+            for w in 0..full.len() {
+                let want = if words.contains(&(w as u32)) {
+                    full[w]
+                } else {
+                    0
+                };
+                assert_eq!(part[w], want, "{n} rows, word {w}");
+            }
+        }
+    }
+
+    /// The front cache gives the row the table gives, for values that share a front entry,
+    /// differ in one byte or in length only (FxHash pads the last word with zeros), and
+    /// across a new generation.
+    #[test]
+    fn front_cache_is_the_table() {
+        let mut m = Memo::new(10);
+        let mut vals: Vec<Rc<[u8]>> = vec![v("a"), v("a\0"), v("a\0\0"), v(""), v("\u{2019}")];
+        for i in 0..3000u32 {
+            vals.push(v(&format!("value-{i}")));
+        }
+        // values sharing a front entry with the first one
+        let f0 = front_slot(&vals[0]);
+        let same: Vec<Rc<[u8]>> = (0..200_000u32)
+            .map(|i| v(&format!("c{i}")))
+            .filter(|x| front_slot(x) == f0)
+            .take(5)
+            .collect();
+        assert!(same.len() >= 2);
+        vals.extend(same);
+        // whatever path answers, the row is the table's
+        let check = |m: &mut Memo, x: &Rc<[u8]>| {
+            let before = m.rows.get(&x[..]).copied();
+            let r = m.row(x);
+            if before.is_some() {
+                assert_eq!(r, before, "{x:?}");
+            }
+            assert_eq!(r, m.rows.get(&x[..]).copied(), "{x:?}");
+            r
+        };
+        for _ in 0..3 {
+            for x in &vals {
+                check(&mut m, x);
+            }
+            for x in vals.iter().rev() {
+                check(&mut m, x);
+            }
+        }
+        let rows: Vec<u32> = vals
+            .iter()
+            .filter_map(|x| m.rows.get(&x[..]).copied())
+            .collect();
+        assert!(rows.len() > vals.len() / 2);
+        let distinct: std::collections::HashSet<u32> = rows.iter().copied().collect();
+        assert_eq!(distinct.len(), rows.len(), "one row per value");
+        for i in 0..MAX_ROWS {
+            m.row(&v(&format!("fill-{i}")));
+            m.row(&v(&format!("fill-{i}")));
+        }
+        m.trim();
+        assert!(m.is_empty());
+        for x in &vals[..8] {
+            // (no row number of the last generation comes back)
+            check(&mut m, x);
+        }
     }
 
     #[test]

@@ -517,7 +517,9 @@ pub fn memfind(hay: &[u8], needle: &[u8]) -> Option<usize> {
     if needle.len() > hay.len() {
         return None;
     }
-    hay.windows(needle.len()).position(|w| w == needle)
+    // (a byte-at-a-time `windows().position(==)` called memcmp at every offset: `@within`
+    // scans CRS's long lists such as tx.restricted_extensions on every request)
+    memchr::memmem::find(hay, needle)
 }
 
 /// `@within`: is `input` a substring of the argument (ModSecurity: plain substring search).
@@ -660,6 +662,49 @@ mod tests {
         }
         for c in cases {
             assert_eq!(atoi(c.as_bytes()), reference(c.as_bytes()), "{c}");
+        }
+    }
+
+    /// `memfind` is the naive first-occurrence search, on tricky haystacks.
+    #[test]
+    fn memfind_is_the_naive_search() {
+        fn naive(hay: &[u8], needle: &[u8]) -> Option<usize> {
+            if needle.is_empty() {
+                return Some(0);
+            }
+            if needle.len() > hay.len() {
+                return None;
+            }
+            hay.windows(needle.len()).position(|w| w == needle)
+        }
+        let long = "ab".repeat(5000) + "abc";
+        let hays: [&[u8]; 9] = [
+            b"",
+            b"a",
+            b"GET HEAD POST OPTIONS",
+            b".asa/ .asax/ .ascx/ .backup/ .bak/ .bat/ .cdx/ .cer/",
+            b"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaab",
+            b"\x00\xff%00%u2019\xc3\xa9\xe2\x80\x99",
+            "é’ü日本".as_bytes(),
+            b"AbCaBc abc",
+            long.as_bytes(),
+        ];
+        let mut needles: Vec<Vec<u8>> = vec![b"".to_vec(), b"abc".to_vec(), b"/ .bak/".to_vec()];
+        for h in hays {
+            // every substring of short haystacks, a few of long ones, and near misses
+            for i in 0..h.len().min(24) {
+                for j in i..h.len().min(i + 12) {
+                    needles.push(h[i..=j].to_vec());
+                    let mut m = h[i..=j].to_vec();
+                    *m.last_mut().unwrap() ^= 0x20;
+                    needles.push(m);
+                }
+            }
+        }
+        for h in hays {
+            for n in &needles {
+                assert_eq!(memfind(h, n), naive(h, n), "{h:?} {n:?}");
+            }
         }
     }
 

@@ -655,3 +655,55 @@ SecRule &TX:/^msc_/ "@eq 0" "id:9,phase:2,pass,log"
     );
     assert_eq!(ids(&get(&w, "/?a=x&del=1&b=y")), vec![3, 7, 8]);
 }
+
+/// A transaction starts from the tables the last one left (`tx::spare`): nothing of the
+/// earlier request may show (value ids repeat from request to request, and the transformation
+/// cache, `MATCHED_VAR_NAME`s and memo rows are keyed by them), also with two engines
+/// taking turns on the thread.
+#[test]
+fn kept_tables_carry_no_state() {
+    let rules = r#"
+SecRule ARGS "@rx <script" "id:1,phase:2,deny,status:403,t:none,t:lowercase,log"
+SecRule ARGS "@streq bbb" "id:2,phase:2,pass,log,t:lowercase,setvar:'tx.where=%{MATCHED_VAR_NAME}'"
+SecRule ARGS:a "@rx ^(\w)" "id:3,phase:2,pass,nolog,capture,setvar:tx.first=%{tx.1}"
+SecAction "id:4,phase:2,pass,nolog,setvar:tx.score=+5,setvar:tx.neg=-7,setvar:tx.neg=-%{tx.score}"
+SecRule &TX:from_a "@eq 0" "id:5,phase:2,pass,log"
+SecRule ARGS:a "@streq AAA" "id:6,phase:2,pass,nolog,setvar:tx.from_a=1"
+SecRule REQUEST_COOKIES "@rx ." "id:7,phase:2,pass,log"
+"#;
+    let (w1, w2) = (waf(rules), waf(rules));
+    for w in [&w1, &w2, &w1] {
+        // warm the memo: "hello" gets a row and its misses are kept
+        for _ in 0..3 {
+            let tx = get(w, "/?a=hello");
+            assert_eq!(ids(&tx), vec![5]);
+        }
+        let tx = req(
+            w,
+            "GET",
+            "/?a=AAA",
+            &[("Host", "h"), ("Cookie", "c=1")],
+            None,
+        );
+        assert_eq!(ids(&tx), vec![5, 7]);
+        assert_eq!(tx.tx_get("from_a"), Some(&b"1"[..]));
+        assert_eq!(tx.tx_get("first"), Some(&b"A"[..]));
+        // the same value ids now hold other bytes
+        let tx = get(w, "/?zz=BBB");
+        assert_eq!(ids(&tx), vec![2, 5]);
+        assert_eq!(tx.tx_get("where"), Some(&b"ARGS:zz"[..]));
+        assert_eq!(tx.tx_get("first"), None);
+        assert_eq!(tx.tx_get("score"), Some(&b"5"[..]));
+        assert_eq!(tx.tx_get("neg"), Some(&b"-12"[..]));
+        assert_eq!(tx.tx_get("from_a"), None);
+        let tx = get(w, "/?a=%3CSCRIPT%3E");
+        assert_eq!(
+            status(&tx),
+            403,
+            "a value at a memoised value's id is evaluated"
+        );
+        let tx = get(w, "/?a=hello");
+        assert_eq!(ids(&tx), vec![5]);
+        assert!(tx.args().iter().all(|(k, v)| k == "a" && v == "hello"));
+    }
+}

@@ -111,6 +111,24 @@ impl<'a> Loader<'a> {
                 cur = rule.chain.as_deref_mut();
             }
         }
+        let mut tlist_words: Vec<Vec<u32>> = vec![Vec::new(); lists.len()];
+        for r in &self.rules {
+            let mut cur = Some(r);
+            while let Some(rule) = cur {
+                if let (Some(li), Some(slot)) = (rule.tlist, rule.memo) {
+                    tlist_words[li as usize].push(slot / 64);
+                }
+                cur = rule.chain.as_deref();
+            }
+        }
+        let tlist_words = tlist_words
+            .into_iter()
+            .map(|mut w| {
+                w.sort_unstable();
+                w.dedup();
+                w.into_boxed_slice()
+            })
+            .collect();
         let tx_selectors = crate::tx::tx_selectors(&self.rules);
         Ok(Engine {
             tx_selectors,
@@ -124,6 +142,7 @@ impl<'a> Loader<'a> {
             prefilter: self.pf.build(),
             memo: std::cell::RefCell::new(crate::memo::Memo::new(slots)),
             n_tlists: lists.len() as u32,
+            tlist_words,
         })
     }
 }

@@ -144,6 +144,10 @@ pub struct Engine {
     pub memo: std::cell::RefCell<crate::memo::Memo>,
     /// Number of interned cacheable target lists (`Rule::tlist`).
     pub n_tlists: u32,
+    /// Per interned target list: the words of the memo's bit rows that hold the slots of the
+    /// rules using it (`Rule::memo / 64`, sorted). Only those words of a list's
+    /// "every value misses" bits are ever read, so only they are computed.
+    pub tlist_words: Vec<Box<[u32]>>,
     /// Key selectors rules use on TX (regex, prefix, substring): a transaction counts the
     /// TX keys each matches, so a selector that matches none skips the walk.
     pub tx_selectors: Rc<[Sel]>,

@@ -7,6 +7,11 @@ use crate::persist::FieldOp;
 impl Transaction {
     /// Sets `name` (already lowercase) in a collection; updates in place when it exists.
     pub(super) fn set_tx_kv(&mut self, coll: SetColl, name: &[u8], val: &[u8]) {
+        self.set_tx_rc(coll, name, rc(val));
+    }
+
+    /// [`Transaction::set_tx_kv`] with a value already shared (no copy).
+    pub(super) fn set_tx_rc(&mut self, coll: SetColl, name: &[u8], val: Rc<[u8]>) {
         self.next_id += 1;
         let id = self.next_id * 2;
         let found = match coll {
@@ -14,14 +19,14 @@ impl Transaction {
             SetColl::Persist(i) => self.persist[i as usize].get_mut(name),
         };
         if let Some(kv) = found {
-            kv.val = rc(val);
+            kv.val = val;
             kv.id = id;
             return;
         }
         let key = rc(name);
         let kv = Kv {
             key: key.clone(),
-            val: rc(val),
+            val,
             id,
         };
         match coll {
@@ -47,7 +52,8 @@ impl Transaction {
             SetColl::Tx => self.tx.map(),
             SetColl::Persist(i) => &self.persist[i as usize],
         };
-        let cur = map.get(name).map(|kv| ops::atoi(&kv.val)).unwrap_or(0);
+        // (the current value as a number: only `=+`, `=-` and `deprecatevar` read it)
+        let cur = || map.get(name).map(|kv| ops::atoi(&kv.val)).unwrap_or(0);
         match &sv.op {
             SetOp::Del => {
                 match sv.coll {
@@ -59,11 +65,11 @@ impl Transaction {
                 };
             }
             SetOp::Set(m) => {
-                let v = self.expand(m, Some(rule)).into_owned();
+                let v = self.expand_shared(m, Some(rule)).into_rc();
                 if let SetColl::Persist(i) = sv.coll {
-                    self.record_op(i, FieldOp::Set(name.to_vec(), v.clone()));
+                    self.record_op(i, FieldOp::Set(name.to_vec(), v.to_vec()));
                 }
-                self.set_tx_kv(sv.coll, name, &v);
+                self.set_tx_rc(sv.coll, name, v);
             }
             SetOp::Init(_) => {}
             SetOp::Expire(m) => {
@@ -74,22 +80,23 @@ impl Transaction {
             }
             SetOp::Deprecate(m) => {
                 let arg = self.expand(m, Some(rule)).into_owned();
+                let cur = cur();
                 if let SetColl::Persist(i) = sv.coll {
                     self.deprecate(i, name, &arg, cur);
                 }
             }
             SetOp::Add(m) | SetOp::Sub(m) => {
-                let d = ops::atoi(&self.expand(m, Some(rule)));
+                let d = ops::atoi(&self.expand_shared(m, Some(rule)));
                 let d = if matches!(sv.op, SetOp::Add(_)) {
                     d
                 } else {
                     d.saturating_neg()
                 };
-                let v = cur.saturating_add(d);
+                let v = cur().saturating_add(d);
                 if let SetColl::Persist(i) = sv.coll {
                     self.record_op(i, FieldOp::Add(name.to_vec(), d));
                 }
-                self.set_tx_kv(sv.coll, name, v.to_string().as_bytes());
+                self.set_tx_rc(sv.coll, name, collections::decimal_rc(v));
             }
         }
     }

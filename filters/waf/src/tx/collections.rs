@@ -47,40 +47,52 @@ impl Transaction {
             _ if removed => {}
             V::Values(c) | V::Names(c) => {
                 let names = matches!(t.var, V::Names(_));
-                let push = |kv: &Kv, out: &mut Vec<Val>| {
-                    if (all || t.sel.matches(&kv.key)) && !ex(t.var, &kv.key) {
-                        if names {
-                            out.push(Val {
-                                var: t.var,
-                                key: kv.key.clone(),
-                                val: kv.key.clone(),
-                                id: kv.id | 1,
-                            });
-                        } else {
-                            out.push(Val {
-                                var: t.var,
-                                key: kv.key.clone(),
-                                val: kv.val.clone(),
-                                id: kv.id,
-                            });
-                        }
+                // `all`: no selector to test (also a key found by an exact lookup in a
+                // map: its entries are keyed by their key lowercased, as selectors are)
+                #[inline(always)]
+                fn push(t: &Target, names: bool, kv: &Kv, out: &mut Vec<Val>) {
+                    let (val, id) = if names {
+                        (kv.key.clone(), kv.id | 1)
+                    } else {
+                        (kv.val.clone(), kv.id)
+                    };
+                    out.push(Val {
+                        var: t.var,
+                        key: kv.key.clone(),
+                        val,
+                        id,
+                    });
+                }
+                // (inlined: a collection is walked for every target list of every phase)
+                let push = |kv: &Kv, out: &mut Vec<Val>, all: bool| {
+                    let sel = all
+                        || match &t.sel {
+                            // most keys differ in length: no call for them
+                            Sel::Key(k) => {
+                                k.len() == kv.key.len() && k.eq_ignore_ascii_case(&kv.key)
+                            }
+                            s => s.matches(&kv.key),
+                        };
+                    if sel && (no_ex || !ex(t.var, &kv.key)) {
+                        push(t, names, kv, out);
                     }
                 };
                 if let Some(m) = self.map(c) {
                     if let Sel::Key(k) = &t.sel {
                         if let Some(kv) = m.get(k.as_slice()) {
-                            push(kv, out);
+                            debug_assert!(t.sel.matches(&kv.key));
+                            push(kv, out, true);
                         }
                     } else if all || c != Coll::Tx || self.tx.may_hold(&t.sel) {
                         // (a TX selector no key matches now walks nothing: `TxMap`)
                         for kv in m.values() {
-                            push(kv, out);
+                            push(kv, out, all);
                         }
                     }
                 } else {
                     let (a, b) = self.coll(c);
                     for kv in a.iter().chain(b.iter()) {
-                        push(kv, out);
+                        push(kv, out, all);
                     }
                 }
             }
@@ -202,6 +214,22 @@ impl Transaction {
         self.expand_d(m, rule, 0)
     }
 
+    /// [`Transaction::expand`] without copying where it can: a literal is borrowed and a macro
+    /// that is one variable alone (`%{tx.critical_anomaly_score}`, `%{tx.allowed_methods}`)
+    /// shares that variable's value (the same bytes `expand` would copy out, or none).
+    pub(super) fn expand_shared<'m>(&self, m: &'m Macro, rule: Option<&Rule>) -> Expanded<'m> {
+        if let Some(l) = m.literal() {
+            return Expanded::Lit(l);
+        }
+        if let [Part::Var(v, k)] = m.parts.as_slice() {
+            return Expanded::Shared(
+                self.first(*v, k.as_deref())
+                    .unwrap_or_else(|| self.empty.clone()),
+            );
+        }
+        Expanded::Built(self.expand_d(m, rule, 0).into_owned())
+    }
+
     pub(super) fn expand_d<'m>(
         &self,
         m: &'m Macro,
@@ -223,10 +251,10 @@ impl Transaction {
                 Part::Rule(f) => {
                     let Some(r) = rule else { continue };
                     match f {
-                        RuleField::Id => out.extend_from_slice(r.id.to_string().as_bytes()),
+                        RuleField::Id => push_decimal(&mut out, u64::from(r.id)),
                         RuleField::Severity => {
                             if let Some(s) = r.severity {
-                                out.extend_from_slice(s.to_string().as_bytes());
+                                push_decimal(&mut out, u64::from(s));
                             }
                         }
                         RuleField::Msg | RuleField::Logdata if depth == 0 => {
@@ -248,6 +276,74 @@ impl Transaction {
     }
 }
 
+/// A macro expanded by [`Transaction::expand_shared`].
+pub(super) enum Expanded<'m> {
+    /// The macro is literal.
+    Lit(&'m [u8]),
+    /// One variable's value, shared.
+    Shared(Rc<[u8]>),
+    /// Built from several parts.
+    Built(Vec<u8>),
+}
+
+impl Expanded<'_> {
+    /// The bytes as a shared value (no copy for [`Expanded::Shared`]).
+    pub(super) fn into_rc(self) -> Rc<[u8]> {
+        match self {
+            Expanded::Lit(l) => rc(l),
+            Expanded::Shared(r) => r,
+            Expanded::Built(b) => Rc::from(b),
+        }
+    }
+}
+
+impl std::ops::Deref for Expanded<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Expanded::Lit(l) => l,
+            Expanded::Shared(r) => r,
+            Expanded::Built(b) => b,
+        }
+    }
+}
+
+/// Appends `n` in decimal (what `n.to_string()` gives, without a `String`).
+pub(super) fn push_decimal(out: &mut Vec<u8>, n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[i..]);
+}
+
+/// `n` in decimal (what `n.to_string()` gives), as a shared value.
+pub(super) fn decimal_rc(n: i64) -> Rc<[u8]> {
+    let mut buf = [0u8; 21];
+    let mut i = buf.len();
+    let mut m = n.unsigned_abs();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (m % 10) as u8;
+        m /= 10;
+        if m == 0 {
+            break;
+        }
+    }
+    if n < 0 {
+        i -= 1;
+        buf[i] = b'-';
+    }
+    rc(&buf[i..])
+}
+
 /// `&VAR`'s value: the decimal count, small ones shared (counted targets are evaluated on
 /// every request: `&REQUEST_HEADERS:Host`, `&ARGS`, ...).
 fn count_value(n: usize) -> Rc<[u8]> {
@@ -259,5 +355,36 @@ fn count_value(n: usize) -> Rc<[u8]> {
         SMALL.with(|s| s[n].clone())
     } else {
         rc(n.to_string().as_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimals_are_to_string() {
+        for n in [
+            0i64,
+            1,
+            -1,
+            9,
+            10,
+            -10,
+            42,
+            99,
+            100,
+            12345,
+            i64::MAX,
+            i64::MIN,
+            -9_999_999_999,
+        ] {
+            assert_eq!(&*decimal_rc(n), n.to_string().as_bytes(), "{n}");
+        }
+        for n in [0u64, 7, 10, 920_100, u64::from(u32::MAX), u64::MAX] {
+            let mut out = b"id:".to_vec();
+            push_decimal(&mut out, n);
+            assert_eq!(out, format!("id:{n}").into_bytes());
+        }
     }
 }

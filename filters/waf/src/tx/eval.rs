@@ -182,10 +182,27 @@ impl Transaction {
         let list = &eng.phases[phase as usize];
         let mut i = 0;
         self.phase_start();
+        let next = self.next.clone();
+        let next = &next[phase as usize];
         while i < list.len() {
             if self.load.is_some() {
                 // a stale record must be loaded first: the caller runs the request again
                 return;
+            }
+            // Markers and folded gates: straight to the next entry to evaluate, unless a
+            // removal is active (a removed gate is not followed; folds are off with a target
+            // removal). What the steps below would do one entry at a time.
+            if self.removed_ids.is_empty()
+                && self.removed_tags.is_empty()
+                && self.excl_by_id.is_empty()
+                && self.excl_by_tag.is_empty()
+            {
+                if let Some(&n) = next.get(i) {
+                    i = n as usize;
+                    if i >= list.len() {
+                        break;
+                    }
+                }
             }
             if phase == 1 && i == self.skip1.0 && self.skip1.1 > i {
                 i = self.skip1.1;

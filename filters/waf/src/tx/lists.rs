@@ -49,7 +49,19 @@ impl Transaction {
     }
 
     /// The memo row of value `v`, looked up once per value per transaction.
+    #[inline]
     pub(super) fn memo_row(&mut self, v: &Val) -> Option<u32> {
+        // (the common case inline: a value already looked up in this transaction)
+        match self.memo_rows.get(v.id as usize) {
+            Some(&ROW_UNKNOWN) | None => self.memo_row_lookup(v),
+            Some(&ROW_NONE) => None,
+            Some(&r) => Some(r),
+        }
+    }
+
+    /// [`Transaction::memo_row`] of a value not looked up yet.
+    #[inline(never)]
+    fn memo_row_lookup(&mut self, v: &Val) -> Option<u32> {
         if v.id >= MAX_MEMO_ID {
             return None;
         }
@@ -57,15 +69,9 @@ impl Transaction {
         if i >= self.memo_rows.len() {
             self.memo_rows.resize(i + 1, ROW_UNKNOWN);
         }
-        match self.memo_rows[i] {
-            ROW_UNKNOWN => {
-                let r = self.eng.memo.borrow_mut().row(&v.val);
-                self.memo_rows[i] = r.unwrap_or(ROW_NONE);
-                r
-            }
-            ROW_NONE => None,
-            r => Some(r),
-        }
+        let r = self.eng.memo.borrow_mut().row(&v.val);
+        self.memo_rows[i] = r.unwrap_or(ROW_NONE);
+        r
     }
 
     /// The values of an interned target list, collected once per phase.
@@ -92,10 +98,13 @@ impl Transaction {
             list.rows.push(row);
         }
         if !list.rows.contains(&ROW_NONE) {
+            // (only the words of the slots of the rules using this list: see
+            // `Engine::tlist_words`; `known_miss` reads no other)
+            let words = self.eng.tlist_words.get(li).map_or(&[][..], |w| &w[..]);
             self.eng
                 .memo
                 .borrow()
-                .and_rows(&list.rows, &mut list.all_miss);
+                .and_rows_in(&list.rows, words, &mut list.all_miss);
         }
         self.lists[li] = Some(l.clone());
         l

@@ -21,6 +21,7 @@ mod operator;
 mod persist;
 mod response;
 mod snapshot;
+mod spare;
 mod txmap;
 
 use persist::Col;
@@ -38,6 +39,7 @@ use std::rc::Rc;
 impl Drop for Transaction {
     fn drop(&mut self) {
         self.recycle_lists();
+        self.keep_tables();
     }
 }
 
@@ -151,6 +153,9 @@ pub struct Transaction {
     lists_input_gen: u64,
     /// Gates folded at configure (from the [`Snapshot`]).
     folds: Rc<[Vec<Fold>; 6]>,
+    /// Per phase, per entry: the next entry to evaluate (from the [`Snapshot`];
+    /// `snapshot::next_evals`), empty without one.
+    next: Rc<[Vec<u32>; 6]>,
     /// The operator argument of the rule being evaluated, expanded (see [`Transaction::arg`]).
     op_arg: std::cell::RefCell<Option<Rc<[u8]>>>,
     /// Where persistent collections' records live (none: per transaction only).
@@ -176,30 +181,40 @@ impl Transaction {
         let body_access = eng.settings.body_access;
         let resp_body_access = eng.settings.resp_body_access;
         let memo_gen = eng.memo.borrow().generation();
-        let tx = TxMap::new(eng.tx_selectors.clone());
+        // (tables a finished transaction left, empty: see `spare`)
+        let sp = *spare::take();
+        let tx = match sp.tx {
+            Some(mut t) => {
+                t.rewatch(eng.tx_selectors.clone());
+                t
+            }
+            None => TxMap::new(eng.tx_selectors.clone()),
+        };
+        let mut persist = sp.persist;
+        persist.resize(PERSIST.len(), FxMap::default());
         Transaction {
             eng,
             next_id: 0,
-            args_get: Vec::new(),
-            args_post: Vec::new(),
-            headers: Vec::new(),
-            cookies: Vec::new(),
+            args_get: sp.args_get,
+            args_post: sp.args_post,
+            headers: sp.headers,
+            cookies: sp.cookies,
             files: Vec::new(),
             files_sizes: Vec::new(),
             part_headers: Vec::new(),
             xml_text: Vec::new(),
             xml_attrs: Vec::new(),
-            resp_headers: Vec::new(),
-            scalars: vec![None; SCALARS.len()],
+            resp_headers: sp.resp_headers,
+            scalars: sp.scalars,
             tx,
-            persist: vec![FxMap::default(); PERSIST.len()],
+            persist,
             matched_var: None,
-            matched_vars: Vec::new(),
-            cache: FxMap::default(),
-            pf_cache: FxMap::default(),
-            pf_bits: Vec::new(),
-            names: FxMap::default(),
-            var_names: FxMap::default(),
+            matched_vars: sp.matched_vars,
+            cache: sp.cache,
+            pf_cache: sp.pf_cache,
+            pf_bits: sp.pf_bits,
+            names: sp.names,
+            var_names: sp.var_names,
             removed_ids: Vec::new(),
             removed_tags: Vec::new(),
             excl_by_id: Vec::new(),
@@ -209,23 +224,24 @@ impl Transaction {
             force_body_var: false,
             body_access,
             resp_body_access,
-            logs: Vec::new(),
+            logs: sp.logs,
             intervention: None,
             would_block: None,
             allowed: false,
             counters: (0, 0),
-            scratch: Vec::new(),
-            buf_a: Vec::new(),
-            buf_b: Vec::new(),
+            scratch: sp.scratch,
+            buf_a: sp.buf_a,
+            buf_b: sp.buf_b,
             empty: Rc::from(&b""[..]),
             skip1: (0, 0),
             skip1_mv: None,
-            memo_rows: Vec::new(),
+            memo_rows: sp.memo_rows,
             memo_gen,
             lists: Vec::new(),
             input_gen: 0,
             lists_input_gen: 0,
             folds: Rc::new(Default::default()),
+            next: Rc::new(Default::default()),
             op_arg: Default::default(),
             store: None,
             cols: vec![None; PERSIST.len()],

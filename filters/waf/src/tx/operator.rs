@@ -66,7 +66,7 @@ impl Transaction {
         if let Some(e) = &*cached {
             return Arg::Expanded(e.clone());
         }
-        let e: Rc<[u8]> = Rc::from(self.expand(m, Some(rule)).into_owned());
+        let e: Rc<[u8]> = self.expand_shared(m, Some(rule)).into_rc();
         *cached = Some(e.clone());
         Arg::Expanded(e)
     }

@@ -23,6 +23,37 @@ pub struct Snapshot {
     skip: (usize, usize),
     /// Per phase, per entry: what a request does without evaluating it (see [`Fold`]).
     folds: Rc<[Vec<Fold>; 6]>,
+    /// Per phase, per entry: where a request goes on from there (see [`next_evals`]).
+    next: Rc<[Vec<u32>; 6]>,
+}
+
+/// Per phase, per entry `i`: the first entry from `i` on that a request evaluates when no
+/// rule or target removal is active: markers and gates folded to [`Fold::Pass`] are stepped
+/// over and gates folded to [`Fold::Jump`] followed, as the evaluation loop would one at a
+/// time (the phase's length: nothing left). Phase 1's snapshot start `b.0` is a stop, so the
+/// jump over the snapshot's rules is taken there as before.
+pub(super) fn next_evals(
+    phases: &[Vec<Entry>; 6],
+    folds: &[Vec<Fold>; 6],
+    b: (usize, usize),
+) -> [Vec<u32>; 6] {
+    let mut out: [Vec<u32>; 6] = Default::default();
+    for (p, list) in phases.iter().enumerate() {
+        let len = list.len();
+        let mut next = vec![len as u32; len + 1];
+        for i in (0..len).rev() {
+            let stop = p == 1 && i == b.0 && b.1 > b.0;
+            next[i] = match (&list[i], folds[p].get(i)) {
+                _ if stop => i as u32,
+                (Entry::Marker(_), _) | (Entry::Rule(..), Some(Fold::Pass)) => next[i + 1],
+                // (a skipAfter target is after its rule: `next[t]` is known)
+                (Entry::Rule(..), Some(&Fold::Jump(t))) if t > i => next[t.min(len)],
+                _ => i as u32,
+            };
+        }
+        out[p] = next;
+    }
+    out
 }
 
 /// Gates folded at configure: rules such as CRS's `SecRule TX:EXECUTING_PARANOIA_LEVEL "@lt 2"
@@ -74,6 +105,7 @@ impl Snapshot {
     /// Drops the folds: every gate is evaluated per request (the reference for tests).
     pub fn unfold(&mut self) {
         self.folds = Rc::new(Default::default());
+        self.next = Rc::new(Default::default());
     }
 
     /// Number of folded gates (reports and tests).
@@ -185,13 +217,14 @@ impl Transaction {
             logs: self.logs.len(),
             skip,
             folds: self.folds.clone(),
+            next: self.next.clone(),
         }
     }
 
     /// Restores a [`Snapshot`] into a fresh transaction (before `set_request`).
     pub fn restore(&mut self, s: &Snapshot) {
-        self.tx = s.tx.clone();
-        self.persist = s.persist.clone();
+        self.tx.clone_from(&s.tx);
+        self.persist.clone_from(&s.persist);
         self.next_id = s.next_id;
         self.counters = s.counters;
         if s.skip.1 > s.skip.0 {
@@ -199,6 +232,7 @@ impl Transaction {
             self.skip1_mv = s.matched_var.clone();
         }
         self.folds = s.folds.clone();
+        self.next = s.next.clone();
     }
 
     /// Evaluates the request-independent rules of phase 1 (see [`Snapshot`]) on this fresh
@@ -256,6 +290,7 @@ impl Transaction {
         }
         let start = from.unwrap_or(i);
         self.folds = Rc::new(self.fold_gates((start, i)));
+        self.next = Rc::new(next_evals(&eng.phases, &self.folds, (start, i)));
         self.save((start, i))
     }
 
