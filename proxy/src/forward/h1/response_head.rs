@@ -72,9 +72,7 @@ pub fn parse(buf: &mut BytesMut) -> Result<Option<Box<ResponseHeader>>> {
         .collect();
     // The head's bytes, shared by the names and values below.
     let raw = buf.split_to(len).freeze();
-    // Room for the fields added on the way down (`Connection`, those filters set)
-    // without growing both of the head's maps (a rehash and two reallocations).
-    let mut head = ResponseHeader::build(code, Some(spans.len() + HEADROOM))?;
+    let mut head = ResponseHeader::build(code, Some(spans.len()))?;
     head.set_version(version);
     if let Some((start, end)) = reason_span {
         // httparse gave it as &str: valid UTF-8.
@@ -87,9 +85,6 @@ pub fn parse(buf: &mut BytesMut) -> Result<Option<Box<ResponseHeader>>> {
     }
     Ok(Some(Box::new(head)))
 }
-
-/// Fields a response head has room for beyond those read ([`parse`]).
-const HEADROOM: usize = 4;
 
 /// A range of the head's bytes.
 type Span = (usize, usize);
