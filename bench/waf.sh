@@ -6,6 +6,7 @@
 #   sluice-waf-norules Sluice + filters/out/waf.wasm with no rule (the CRS files mounted)
 #   sluice-waf-host    Sluice + filters/out/waf.wasm, same CRS files, host-side matchers
 #   sluice-waf-wasm    the same, matchers inside the filter (regex / aho-corasick in wasm)
+#   sluice-waf-before  the same with another build of the filter (WAF_WASM_BEFORE), when set
 #   *-unique           the row above it again, with a never-seen cookie and query value in
 #                      every request (WAF_UNIQUE=1 in waf-mix.lua): no memo can answer for them
 # The traffic mix (bench/waf-mix.lua): 12 ordinary requests and 4 attacks (SQLi, XSS,
@@ -42,6 +43,10 @@
 #   REL=target/release     where sluice-origin is (and sluice, unless SLUICE_BIN)
 #   SLUICE_BIN=$REL/sluice the Sluice binary
 #   WAF_WASM=filters/out/waf.wasm   the WAF filter every Sluice policy declares
+#   WAF_WASM_BEFORE=       another build of the WAF filter (e.g. main's, before a change):
+#     when set, row sluice-waf-before runs it as sluice-waf-wasm runs WAF_WASM, in the
+#     same rounds (its own server: SLUICE_BEFORE_PORT=SLUICE_PORT+4,
+#     SLUICE_BEFORE_ADMIN=SLUICE_ADMIN+4), so an engine change is measured side by side
 #   SKIP_NGINX=0, SKIP_MODSEC=0, SKIP_SLUICE=0   1: leave those rows out
 #   SLUICE_ROWS="sluice sluice-waf-norules sluice-waf-host sluice-waf-wasm sluice-waf-wasm-unique"
 #     (the Sluice rows to run, e.g. SLUICE_ROWS=sluice-waf-wasm for the WAF row alone;
@@ -71,9 +76,12 @@ SLUICE_ADMIN=${SLUICE_ADMIN:-19941}
 SLUICE_NORULES_ADMIN=${SLUICE_NORULES_ADMIN:-$((SLUICE_ADMIN + 1))}
 SLUICE_HOST_ADMIN=${SLUICE_HOST_ADMIN:-$((SLUICE_ADMIN + 2))}
 SLUICE_WASM_ADMIN=${SLUICE_WASM_ADMIN:-$((SLUICE_ADMIN + 3))}
+SLUICE_BEFORE_PORT=${SLUICE_BEFORE_PORT:-$((SLUICE_PORT + 4))}
+SLUICE_BEFORE_ADMIN=${SLUICE_BEFORE_ADMIN:-$((SLUICE_ADMIN + 4))}
+WAF_WASM_BEFORE=${WAF_WASM_BEFORE:-}
 SKIP_MODSEC=${SKIP_MODSEC:-0}
 WAF_WASM=${WAF_WASM:-$ROOT/filters/out/waf.wasm}
-SLUICE_ROWS=${SLUICE_ROWS:-sluice sluice-waf-norules sluice-waf-host sluice-waf-wasm sluice-waf-wasm-unique}
+SLUICE_ROWS=${SLUICE_ROWS:-sluice sluice-waf-norules sluice-waf-host sluice-waf-wasm sluice-waf-wasm-unique${WAF_WASM_BEFORE:+ sluice-waf-before}}
 MIX="$ROOT/bench/waf-mix.lua"
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/sluice-waf-bench.XXXXXX")
@@ -87,24 +95,27 @@ source "$ROOT/bench/lib.sh"
 
 # Every row in the table's order, the server it loads, and that server's ports.
 ALL_ROWS=(nginx nginx-modsecurity nginx-modsecurity-unique sluice sluice-waf-norules
-    sluice-waf-host sluice-waf-wasm sluice-waf-wasm-unique)
+    sluice-waf-host sluice-waf-before sluice-waf-wasm sluice-waf-wasm-unique)
 declare -A SERVER_OF=(
     [nginx]=nginx [nginx-modsecurity]=nginx-modsecurity [nginx-modsecurity-unique]=nginx-modsecurity
     [sluice]=sluice [sluice-waf-norules]=sluice-waf-norules [sluice-waf-host]=sluice-waf-host
     [sluice-waf-wasm]=sluice-waf-wasm [sluice-waf-wasm-unique]=sluice-waf-wasm
+    [sluice-waf-before]=sluice-waf-before
 )
 declare -A PORT_OF=(
     [nginx]=$NGINX_PORT [nginx-modsecurity]=$MODSEC_PORT [sluice]=$SLUICE_PORT
     [sluice-waf-norules]=$SLUICE_NORULES_PORT [sluice-waf-host]=$SLUICE_HOST_PORT
-    [sluice-waf-wasm]=$SLUICE_WASM_PORT
+    [sluice-waf-wasm]=$SLUICE_WASM_PORT [sluice-waf-before]=$SLUICE_BEFORE_PORT
 )
 declare -A ADMIN_OF=(
     [sluice]=$SLUICE_ADMIN [sluice-waf-norules]=$SLUICE_NORULES_ADMIN
     [sluice-waf-host]=$SLUICE_HOST_ADMIN [sluice-waf-wasm]=$SLUICE_WASM_ADMIN
+    [sluice-waf-before]=$SLUICE_BEFORE_ADMIN
 )
 # The matchers of each Sluice server's policy (sluice_waf).
 declare -A MATCHERS_OF=(
     [sluice]=none [sluice-waf-norules]=norules [sluice-waf-host]=host [sluice-waf-wasm]=wasm
+    [sluice-waf-before]=wasm
 )
 
 # sluice_row NAME: is NAME one of $SLUICE_ROWS?
@@ -155,9 +166,10 @@ EOF
     start_nginx_conf "$name" "$dir" "$dir/nginx.conf"
 }
 
-# sluice_waf NAME MATCHERS PORT ADMIN (MATCHERS "none": the same Sluice with no filter, the ceiling)
+# sluice_waf NAME MATCHERS PORT ADMIN MODULE (MATCHERS "none": the same Sluice with no
+# filter, the ceiling)
 sluice_waf() {
-    local name=$1 matchers=$2 port=$3 admin=$4 policy="$TMP/$1.toml" chain='["waf"]'
+    local name=$1 matchers=$2 port=$3 admin=$4 module=$5 policy="$TMP/$1.toml" chain='["waf"]'
     local rules='"/etc/nginx/modsecurity.conf", "/etc/modsecurity/crs/crs-setup.conf",
                     "/etc/modsecurity/crs/REQUEST-900-EXCLUSION-RULES-BEFORE-CRS.conf",
                     "/usr/share/modsecurity-crs/rules/*.conf",
@@ -179,7 +191,7 @@ callback_ms = 1000
 peers = ["127.0.0.1:$ORIGIN_PORT"]
 
 [filters.waf]
-module = "$WAF_WASM"
+module = "$module"
 files = ["/etc/nginx/modsecurity.conf", "/etc/modsecurity/crs/crs-setup.conf",
          "/etc/modsecurity/crs/REQUEST-900-EXCLUSION-RULES-BEFORE-CRS.conf",
          "/usr/share/modsecurity-crs/rules/*.conf",
@@ -203,10 +215,13 @@ start_server() {
     case $name in
         nginx) nginx_conf nginx "$NGINX_PORT" 0 ;;
         nginx-modsecurity) nginx_conf nginx-modsecurity "$MODSEC_PORT" 1 ;;
-        sluice*) sluice_waf "$name" "${MATCHERS_OF[$name]}" "${PORT_OF[$name]}" "${ADMIN_OF[$name]}" ;;
+        sluice*) sluice_waf "$name" "${MATCHERS_OF[$name]}" "${PORT_OF[$name]}" "${ADMIN_OF[$name]}" "$(module_of "$name")" ;;
         *) die "unknown server $name" ;;
     esac || return 1
 }
+
+# module_of SERVER: the WAF module a Sluice server's policy declares.
+module_of() { if [[ $1 == sluice-waf-before ]]; then echo "$WAF_WASM_BEFORE"; else echo "$WAF_WASM"; fi; }
 
 # ready_server NAME: until NAME answers /hello.txt (Host: localhost) through to the origin.
 ready_server() {
@@ -321,7 +336,7 @@ print_table() {
     for row in "${ROUND_ORDERS[@]}"; do echo "- $row"; done
     for row in "${NOTES[@]}"; do echo "- $row"; done
     echo
-    echo "Command: BUILD=$BUILD ROUNDS=$ROUNDS THREADS=$THREADS ORIGIN_THREADS=$ORIGIN_THREADS WRK_THREADS=$WRK_THREADS CONNECTIONS=$CONNECTIONS DURATION=$DURATION WARMUP=$WARMUP SKIP_NGINX=$SKIP_NGINX SKIP_MODSEC=$SKIP_MODSEC SKIP_SLUICE=$SKIP_SLUICE SLUICE_ROWS=\"$SLUICE_ROWS\" SLUICE_BIN=$SLUICE_BIN WAF_WASM=$WAF_WASM bash bench/waf.sh"
+    echo "Command: BUILD=$BUILD ROUNDS=$ROUNDS THREADS=$THREADS ORIGIN_THREADS=$ORIGIN_THREADS WRK_THREADS=$WRK_THREADS CONNECTIONS=$CONNECTIONS DURATION=$DURATION WARMUP=$WARMUP SKIP_NGINX=$SKIP_NGINX SKIP_MODSEC=$SKIP_MODSEC SKIP_SLUICE=$SKIP_SLUICE SLUICE_ROWS=\"$SLUICE_ROWS\" SLUICE_BIN=$SLUICE_BIN WAF_WASM=$WAF_WASM${WAF_WASM_BEFORE:+ WAF_WASM_BEFORE=$WAF_WASM_BEFORE} bash bench/waf.sh"
 }
 
 # ---------------------------------------------------------------- main
@@ -367,6 +382,7 @@ log "results and logs: $TMP"
     echo "threads:  proxies $THREADS, origin $ORIGIN_THREADS"
     echo "sluice:   $SLUICE_BIN ($(stat -c '%y' "$SLUICE_BIN" 2>/dev/null | cut -d. -f1 || echo missing))"
     echo "waf:      $WAF_WASM ($(stat -c '%y' "$WAF_WASM" 2>/dev/null | cut -d. -f1 || echo missing))"
+    [[ -z $WAF_WASM_BEFORE ]] || echo "before:   $WAF_WASM_BEFORE ($(stat -c '%y' "$WAF_WASM_BEFORE" 2>/dev/null | cut -d. -f1 || echo missing))"
     echo "crs:      $(dpkg-query -W -f '${Version}' modsecurity-crs 2>/dev/null || echo unknown), ModSecurity $(dpkg-query -W -f '${Version}' libmodsecurity3 2>/dev/null || echo unknown)"
 } | tee "$TMP/env.txt" >&2
 
@@ -382,8 +398,8 @@ for server in "${SERVERS[@]}"; do
             FAILED[$server]="$SLUICE_BIN missing"
             continue
         fi
-        if [[ ! -f $WAF_WASM ]]; then
-            FAILED[$server]="$WAF_WASM is not built (filters/build.sh)"
+        if [[ ! -f $(module_of "$server") ]]; then
+            FAILED[$server]="$(module_of "$server") is not built (filters/build.sh)"
             continue
         fi
     fi
