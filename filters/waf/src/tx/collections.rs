@@ -308,40 +308,14 @@ impl std::ops::Deref for Expanded<'_> {
     }
 }
 
-/// Appends `n` in decimal (what `n.to_string()` gives, without a `String`).
+/// Appends `n` in decimal (what `n.to_string()` gives, without a `String`: `itoa`).
 pub(super) fn push_decimal(out: &mut Vec<u8>, n: u64) {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    let mut n = n;
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&buf[i..]);
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
 /// `n` in decimal (what `n.to_string()` gives), as a shared value.
 pub(super) fn decimal_rc(n: i64) -> Rc<[u8]> {
-    let mut buf = [0u8; 21];
-    let mut i = buf.len();
-    let mut m = n.unsigned_abs();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (m % 10) as u8;
-        m /= 10;
-        if m == 0 {
-            break;
-        }
-    }
-    if n < 0 {
-        i -= 1;
-        buf[i] = b'-';
-    }
-    rc(&buf[i..])
+    rc(itoa::Buffer::new().format(n).as_bytes())
 }
 
 /// `&VAR`'s value: the decimal count, small ones shared (counted targets are evaluated on
