@@ -751,6 +751,9 @@ impl Sluice {
                     _ => None,
                 };
                 let Some(entry) = entry else { return Ok(false) };
+                // Components read the client's head: edits a later write-back deferred
+                // (on the route a filter re-routed to) go there first.
+                settle_edits(session, ctx)?;
                 let tls = ctx.tls;
                 Box::pin(crate::component::serve(
                     self, session, ctx, &entry, held, tls,
