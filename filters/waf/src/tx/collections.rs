@@ -276,11 +276,12 @@ impl Transaction {
     }
 }
 
-/// A macro expanded by [`Transaction::expand_shared`].
+/// A macro expanded by [`Transaction::expand_shared`] (also an operator's argument,
+/// [`Transaction::arg`]).
 pub(super) enum Expanded<'m> {
     /// The macro is literal.
     Lit(&'m [u8]),
-    /// One variable's value, shared.
+    /// One variable's value, or an expansion kept for the rest of a rule's evaluation: shared.
     Shared(Rc<[u8]>),
     /// Built from several parts.
     Built(Vec<u8>),

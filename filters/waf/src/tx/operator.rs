@@ -2,22 +2,7 @@
 
 use super::*;
 use crate::ops::Caps;
-
-/// An operator argument: a literal, or a macro expanded once per rule evaluation.
-pub(super) enum Arg<'m> {
-    Lit(&'m [u8]),
-    Expanded(Rc<[u8]>),
-}
-
-impl std::ops::Deref for Arg<'_> {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        match self {
-            Arg::Lit(l) => l,
-            Arg::Expanded(e) => e,
-        }
-    }
-}
+use collections::Expanded;
 
 impl Transaction {
     pub(super) fn transformed(&mut self, rule: &Rule, v: &Val) -> Rc<[u8]> {
@@ -55,20 +40,20 @@ impl Transaction {
         out
     }
 
-    /// The operator's macro argument: expanded on first use within a rule evaluation and
-    /// reused for its other values; `eval_one` drops it when it starts and after actions run
-    /// (they may change what the macro reads).
-    pub(super) fn arg<'m>(&self, m: &'m Macro, rule: &Rule) -> Arg<'m> {
+    /// The operator's argument: a literal, or the macro expanded on first use within a
+    /// rule evaluation and reused (shared) for its other values; `eval_one` drops it when
+    /// it starts and after actions run (they may change what the macro reads).
+    pub(super) fn arg<'m>(&self, m: &'m Macro, rule: &Rule) -> Expanded<'m> {
         if let Some(l) = m.literal() {
-            return Arg::Lit(l);
+            return Expanded::Lit(l);
         }
         let mut cached = self.op_arg.borrow_mut();
         if let Some(e) = &*cached {
-            return Arg::Expanded(e.clone());
+            return Expanded::Shared(e.clone());
         }
         let e: Rc<[u8]> = self.expand_shared(m, Some(rule)).into_rc();
         *cached = Some(e.clone());
-        Arg::Expanded(e)
+        Expanded::Shared(e)
     }
 
     pub(super) fn op_eval(&self, rule: &Rule, input: &[u8], caps: bool) -> (bool, Option<Caps>) {
