@@ -86,17 +86,15 @@ fn settle_forwarded(session: &mut Session, ctx: &mut Ctx) -> Result<()> {
 
 /// Writes the filters' request headers back: what routes match (method, target,
 /// `Host`) into the client's head at once ([`apply_target`], whose answer it passes on:
-/// whether that changed); the other fields they edited too, unless nothing reads the
-/// client's head before it goes upstream and the edits may wait
+/// whether that changed); the other fields they edited too, unless the edits may wait
 /// ([`edits_deferrable`]): then they are written only into the head sent upstream
-/// ([`Ctx::edits_deferred`]). The deferred metadata leaves alone the fields the filters
-/// edited (all of them when a filter replaced the whole map).
+/// ([`Ctx::edits_deferred`]), and into the client's head only where something reads it
+/// first ([`settle_edits`]: a pool hashing on a header, an image source fetch, a
+/// component chain). The deferred metadata leaves alone the fields the filters edited
+/// (all of them when a filter replaced the whole map).
 fn write_back_request(session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
     let map = &ctx.stream.request_headers;
-    let defer = !ctx
-        .route
-        .is_some_and(|r| reads_head_before_upstream(&ctx.snapshot, r))
-        && edits_deferrable(map);
+    let defer = edits_deferrable(map);
     let retarget = apply_target(map, session.req_header_mut())?;
     if !defer {
         apply_edits(map, session.req_header_mut())?;
@@ -751,8 +749,8 @@ impl Sluice {
                     _ => None,
                 };
                 let Some(entry) = entry else { return Ok(false) };
-                // Components read the client's head: edits a later write-back deferred
-                // (on the route a filter re-routed to) go there first.
+                // Components read the client's head: the filters' deferred edits go
+                // there first.
                 settle_edits(session, ctx)?;
                 let tls = ctx.tls;
                 Box::pin(crate::component::serve(
@@ -780,8 +778,8 @@ impl Sluice {
             // The key is read from the client's head: the metadata goes there first.
             settle_forwarded(session, ctx)?;
         }
-        if ctx.edits_deferred && pool.hashed_header().is_some() {
-            // So do the filters' edits.
+        if pool.hashed_header().is_some() {
+            // So do the filters' deferred edits.
             settle_edits(session, ctx)?;
         }
         let key = hash_key(session, ctx, &pool);
