@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use sha2::{Digest, Sha256};
-use wasmtime::{Config, ExternType, InstancePre, Linker, Module, OptLevel, Val, ValType};
+use wasmtime::{
+    Config, ExternType, InstancePre, Linker, Module, OptLevel, ProfilingStrategy, Val, ValType,
+};
 
 use super::abi::{self, Row, Status};
 use super::disk_cache;
@@ -66,6 +68,9 @@ impl Engine {
         let mut config = Config::new();
         config.epoch_interruption(true);
         config.cranelift_opt_level(OptLevel::Speed);
+        if let Some(strategy) = Self::profiler_from_env()? {
+            config.profiler(strategy);
+        }
         let engine = wasmtime::Engine::new(&config)?;
         let mut linker = Linker::new(&engine);
         let rows = abi::register(&mut linker)?;
@@ -76,6 +81,22 @@ impl Engine {
             rows: Arc::new(rows),
             properties: Arc::default(),
         })
+    }
+
+    /// Which profiler agent `SLUICE_WASM_PROFILER` asks for (`perfmap`: guest functions
+    /// named in `/tmp/perf-PID.map`, which `perf report` reads); unset or empty: none. A profiling aid (bench/README.md,
+    /// "Where a guest's time goes"), never set in production.
+    fn profiler_from_env() -> wasmtime::Result<Option<ProfilingStrategy>> {
+        let Some(v) = std::env::var_os("SLUICE_WASM_PROFILER") else {
+            return Ok(None);
+        };
+        match v.to_str() {
+            Some("") => Ok(None),
+            Some("perfmap") => Ok(Some(ProfilingStrategy::PerfMap)),
+            _ => Err(wasmtime::format_err!(
+                "SLUICE_WASM_PROFILER={v:?}: expected perfmap"
+            )),
+        }
     }
 
     /// This engine (sharing its wasmtime engine, linker and module caches) with the

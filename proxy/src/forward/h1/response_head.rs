@@ -1,11 +1,14 @@
 //! Parsing an HTTP/1 response head (`httparse`, configured as Pingora's client is) into
 //! a [`ResponseHeader`] built once and owned: names keep their case and order, values
 //! share the bytes read (no copy), obs-folds collapse as Pingora's
-//! `header_value_from_raw` does.
+//! `header_value_from_raw` does. A head without obs-folds (its line feeds are exactly
+//! its lines') has its values taken as they are: `httparse` has already refused every
+//! byte a value may not hold, so that per-byte normalisation has nothing to do.
 
 use std::mem::MaybeUninit;
 
 use bytes::BytesMut;
+use http::HeaderValue;
 use pingora::http::{header_value_from_raw, IntoCaseHeaderName, ResponseHeader};
 use pingora::prelude::*;
 use pingora::ErrorType;
@@ -64,6 +67,9 @@ pub fn parse(buf: &mut BytesMut) -> Result<Option<Box<ResponseHeader>>> {
         _ => http::Version::HTTP_09,
     };
     let reason_span = resp.reason.map(|r| span(buf, r.as_bytes()));
+    // Lines end in a line feed each: the status line, every field line, the empty line.
+    // One more anywhere is an obs-fold inside a value.
+    let folded = memchr::memchr_iter(b'\n', &buf[..len]).count() != resp.headers.len() + 2;
     let spans: smallvec::SmallVec<[(Span, Span); 24]> = resp
         .headers
         .iter()
@@ -81,7 +87,18 @@ pub fn parse(buf: &mut BytesMut) -> Result<Option<Box<ResponseHeader>>> {
     }
     for ((ns, ne), (vs, ve)) in spans {
         let name = raw.slice(ns..ne).into_case_header_name();
-        head.append_header(name, header_value_from_raw(raw.slice(vs..ve)))?;
+        let value = raw.slice(vs..ve);
+        let value = if folded {
+            header_value_from_raw(value)
+        } else {
+            // SAFETY: `httparse` accepted this value, so its bytes are HTAB, SP,
+            // visible ASCII or obs-text (it refuses every other control byte, and a CR
+            // not followed by an LF), and it holds no LF: the head has no line feed
+            // besides its lines' (above). Those are the bytes `HeaderValue` allows, and
+            // `header_value_from_raw` would return them unchanged.
+            unsafe { HeaderValue::from_maybe_shared_unchecked(value) }
+        };
+        head.append_header(name, value)?;
     }
     Ok(Some(Box::new(head)))
 }
@@ -126,6 +143,41 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(head.headers.get("x-a").unwrap().as_bytes(), b"one two");
+    }
+
+    #[test]
+    fn folds_are_collapsed_whatever_the_line_ends() {
+        for bytes in [
+            &b"HTTP/1.1 200 OK\r\nx-a: one\r\n two\r\nx-b: 1\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\nx-a: one\n\ttwo\nx-b: 1\n\n",
+            b"HTTP/1.1 200 OK\nx-a: one\r\n two\nX-B: 1\r\n\r\n",
+        ] {
+            let head = parse_all(bytes).unwrap().unwrap();
+            assert_eq!(head.headers.get("x-a").unwrap().as_bytes(), b"one two");
+            assert_eq!(head.headers.get("x-b").unwrap().as_bytes(), b"1");
+        }
+        // Bare line feeds without a fold are plain lines: values taken as they are.
+        let head = parse_all(b"HTTP/1.1 200 OK\nx-a: one \t\nx-b: t\two\x80\xff\n\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(head.headers.get("x-a").unwrap().as_bytes(), b"one");
+        assert_eq!(
+            head.headers.get("x-b").unwrap().as_bytes(),
+            b"t\two\x80\xff"
+        );
+    }
+
+    #[test]
+    fn control_bytes_in_values_are_refused() {
+        for bad in [
+            &b"HTTP/1.1 200 OK\r\nx-a: o\rne\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\nx-a: o\x00ne\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nx-a: o\x7fne\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nx-a: o\x1bne\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nx-a: one\r\r\n\r\n",
+        ] {
+            assert!(parse_all(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
