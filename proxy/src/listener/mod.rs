@@ -353,59 +353,59 @@ where
             // (`BytesMut::reserve` reclaims a buffer nothing else holds): no
             // allocation a kept-alive request.
             let first = first_read.split();
-            let serve = async {
-                let mut stream = stream;
-                // The request line first (within the head deadline below): a target
-                // the parser would refuse is encoded, the original kept (`target`).
-                let start = target::read_line(&mut stream, first).await;
-                if let Some(verdict) = start.verdict {
-                    // A line no route can take: answered (or closed) before parsing.
-                    metrics()
-                        .bad_requests
-                        .with_label_values(&[verdict.reason()])
-                        .inc();
-                    tracing::info!(reason = verdict.reason(), "request line refused");
-                    if let Some(answer) = verdict.answer() {
-                        let _ = stream.write_all(&answer).await;
-                        let _ = stream.flush().await;
-                    }
-                    let _ = stream.shutdown().await;
-                    return None;
-                }
-                if let Some(original) = start.original {
-                    let _ = slot.original_target.set(original);
-                }
-                let mut session = ServerSession::new_http1(stream);
-                if let Some(s) = persistent {
-                    pingora::apps::HttpPersistentSettings::apply_to_session(s, &mut session);
-                }
-                // The bytes read are this request's first: Sluice never turns Pingora's
-                // pipelining on, and without it Pingora does not reuse a connection it
-                // read past a request on, so `persistent` carries no prefix of its own.
-                if let ServerSession::H1(h1) = &mut session {
-                    if !start.bytes.is_empty() {
-                        h1.set_pipelined_prefix(start.bytes);
-                    }
-                }
-                if *shutdown.borrow() {
-                    session.set_keepalive(None);
-                } else {
-                    // Pingora bounds each read of the head by this; the deadline below is
-                    // the real bound, this one covers streams `preface::wait_readable`
-                    // does not wait on (TLS).
-                    session.set_keepalive(Some(whole_seconds(t.keepalive)));
-                }
-                session.set_read_timeout(Some(t.body_idle));
-                session.set_write_timeout(Some(t.send_idle));
-                self.forwarder
-                    .serve(session, shell, shutdown, &self.app)
-                    .await
-            };
             REQUEST.with(|cell| *cell.borrow_mut() = Some(slot.clone()));
             let reused = {
-                // Pinned where it is built: the request's future is large (kilobytes),
-                // and a `select!` over it by value would copy it on every request.
-                let mut served = std::pin::pin!(serve);
+                // Built in its pinned place: the request's future is large (kilobytes),
+                // and every move of it (into a `pin!`, or a `select!` over it by
+                // value) would copy all of it on every request.
+                let mut served = std::pin::pin!(async {
+                    let mut stream = stream;
+                    // The request line first (within the head deadline below): a target
+                    // the parser would refuse is encoded, the original kept (`target`).
+                    let start = target::read_line(&mut stream, first).await;
+                    if let Some(verdict) = start.verdict {
+                        // A line no route can take: answered (or closed) before parsing.
+                        metrics()
+                            .bad_requests
+                            .with_label_values(&[verdict.reason()])
+                            .inc();
+                        tracing::info!(reason = verdict.reason(), "request line refused");
+                        if let Some(answer) = verdict.answer() {
+                            let _ = stream.write_all(&answer).await;
+                            let _ = stream.flush().await;
+                        }
+                        let _ = stream.shutdown().await;
+                        return None;
+                    }
+                    if let Some(original) = start.original {
+                        let _ = slot.original_target.set(original);
+                    }
+                    let mut session = ServerSession::new_http1(stream);
+                    if let Some(s) = persistent {
+                        pingora::apps::HttpPersistentSettings::apply_to_session(s, &mut session);
+                    }
+                    // The bytes read are this request's first: Sluice never turns Pingora's
+                    // pipelining on, and without it Pingora does not reuse a connection it
+                    // read past a request on, so `persistent` carries no prefix of its own.
+                    if let ServerSession::H1(h1) = &mut session {
+                        if !start.bytes.is_empty() {
+                            h1.set_pipelined_prefix(start.bytes);
+                        }
+                    }
+                    if *shutdown.borrow() {
+                        session.set_keepalive(None);
+                    } else {
+                        // Pingora bounds each read of the head by this; the deadline below is
+                        // the real bound, this one covers streams `preface::wait_readable`
+                        // does not wait on (TLS).
+                        session.set_keepalive(Some(whole_seconds(t.keepalive)));
+                    }
+                    session.set_read_timeout(Some(t.body_idle));
+                    session.set_write_timeout(Some(t.send_idle));
+                    self.forwarder
+                        .serve(session, shell, shutdown, &self.app)
+                        .await
+                });
                 let head_timer = async {
                     tokio::time::sleep_until(head_deadline).await;
                     if slot.head_read.load(Ordering::Acquire) {
