@@ -83,20 +83,11 @@ impl Engine {
         })
     }
 
-    /// Which profiler agent `SLUICE_WASM_PROFILER` asks for (`perfmap`: guest functions
-    /// named in `/tmp/perf-PID.map`, which `perf report` reads); unset or empty: none. A profiling aid (bench/README.md,
-    /// "Where a guest's time goes"), never set in production.
+    /// Which profiler agent `SLUICE_WASM_PROFILER` asks for ([`profiler_named`]). A
+    /// profiling aid (bench/README.md, "Where a guest's time goes"), never set in
+    /// production.
     fn profiler_from_env() -> wasmtime::Result<Option<ProfilingStrategy>> {
-        let Some(v) = std::env::var_os("SLUICE_WASM_PROFILER") else {
-            return Ok(None);
-        };
-        match v.to_str() {
-            Some("") => Ok(None),
-            Some("perfmap") => Ok(Some(ProfilingStrategy::PerfMap)),
-            _ => Err(wasmtime::format_err!(
-                "SLUICE_WASM_PROFILER={v:?}: expected perfmap"
-            )),
-        }
+        profiler_named(std::env::var_os("SLUICE_WASM_PROFILER").as_deref())
     }
 
     /// This engine (sharing its wasmtime engine, linker and module caches) with the
@@ -274,5 +265,39 @@ impl Engine {
             stubbed_imports,
             pre,
         })
+    }
+}
+
+/// The profiler agent a `SLUICE_WASM_PROFILER` value names: `perfmap` (guest functions
+/// named in `/tmp/perf-PID.map`, which `perf report` reads); unset or empty: none; any
+/// other value is an error (a typo must not silently profile nothing).
+fn profiler_named(value: Option<&std::ffi::OsStr>) -> wasmtime::Result<Option<ProfilingStrategy>> {
+    let Some(v) = value else { return Ok(None) };
+    match v.to_str() {
+        Some("") => Ok(None),
+        Some("perfmap") => Ok(Some(ProfilingStrategy::PerfMap)),
+        _ => Err(wasmtime::format_err!(
+            "SLUICE_WASM_PROFILER={v:?}: expected perfmap"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn the_profiler_knob_names_perfmap_or_nothing() {
+        assert!(matches!(profiler_named(None), Ok(None)));
+        assert!(matches!(profiler_named(Some(OsStr::new(""))), Ok(None)));
+        assert!(matches!(
+            profiler_named(Some(OsStr::new("perfmap"))),
+            Ok(Some(ProfilingStrategy::PerfMap))
+        ));
+        for typo in ["perf", "PerfMap", "jitdump", "perfmap "] {
+            let e = profiler_named(Some(OsStr::new(typo))).unwrap_err();
+            assert!(format!("{e}").contains("expected perfmap"), "{typo}: {e}");
+        }
     }
 }
