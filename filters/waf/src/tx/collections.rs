@@ -47,10 +47,38 @@ impl Transaction {
             _ if removed => {}
             V::Values(c) | V::Names(c) => {
                 let names = matches!(t.var, V::Names(_));
-                // `all`: no selector to test (also a key found by an exact lookup in a
-                // map: its entries are keyed by their key lowercased, as selectors are)
+                // (the exclusions to test, when one names this variable)
+                let exs = (!no_ex).then_some((excl, dyn_excl));
+                /// Pushes `kv` when the target selects its key (`all`: no selector to test;
+                /// also a key found by an exact lookup in a map: its entries are keyed by their
+                /// key lowercased, as selectors are) and no exclusion in `exs` removes it.
+                /// Inline: a collection is walked for every target list of every phase, one
+                /// call per key otherwise (in wasm a call costs an interruption check too).
                 #[inline(always)]
-                fn push(t: &Target, names: bool, kv: &Kv, out: &mut Vec<Val>) {
+                fn take(
+                    t: &Target,
+                    names: bool,
+                    all: bool,
+                    exs: Option<(&[Excl], &[Excl])>,
+                    kv: &Kv,
+                    out: &mut Vec<Val>,
+                ) {
+                    let sel = all
+                        || match &t.sel {
+                            // most keys differ in length: no call for them
+                            Sel::Key(k) => {
+                                k.len() == kv.key.len() && k.eq_ignore_ascii_case(&kv.key)
+                            }
+                            s => s.matches(&kv.key),
+                        };
+                    if !sel {
+                        return;
+                    }
+                    if let Some((a, b)) = exs {
+                        if a.iter().chain(b.iter()).any(|e| e.hits(t.var, &kv.key)) {
+                            return;
+                        }
+                    }
                     let (val, id) = if names {
                         (kv.key.clone(), kv.id | 1)
                     } else {
@@ -63,20 +91,8 @@ impl Transaction {
                         id,
                     });
                 }
-                // (inlined: a collection is walked for every target list of every phase)
-                let push = |kv: &Kv, out: &mut Vec<Val>, all: bool| {
-                    let sel = all
-                        || match &t.sel {
-                            // most keys differ in length: no call for them
-                            Sel::Key(k) => {
-                                k.len() == kv.key.len() && k.eq_ignore_ascii_case(&kv.key)
-                            }
-                            s => s.matches(&kv.key),
-                        };
-                    if sel && (no_ex || !ex(t.var, &kv.key)) {
-                        push(t, names, kv, out);
-                    }
-                };
+                let push =
+                    |kv: &Kv, out: &mut Vec<Val>, all: bool| take(t, names, all, exs, kv, out);
                 if let Some(m) = self.map(c) {
                     if let Sel::Key(k) = &t.sel {
                         if let Some(kv) = m.get(k.as_slice()) {

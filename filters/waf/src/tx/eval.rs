@@ -90,18 +90,17 @@ impl Transaction {
                 &single
             };
             for tv in candidates {
-                let tv = tv.clone();
                 if let (Some(slot), Some(pf)) = (rule.pf, &eng.prefilter) {
                     // the rule's regex needs one of its literals: skip it when none occurs
                     let key = (u64::from(v.id) << 32) | u64::from(rule.tchain);
                     let hit = if v.id == NOCACHE {
-                        crate::prefilter::has(&pf.scan(&tv), slot)
+                        crate::prefilter::has(&pf.scan(tv), slot)
                     } else {
                         let at = match self.pf_cache.get(&key) {
                             Some(&at) => at,
                             None => {
                                 let at = self.pf_bits.len();
-                                pf.scan_into(&tv, &mut self.pf_bits);
+                                pf.scan_into(tv, &mut self.pf_bits);
                                 self.pf_cache.insert(key, at);
                                 at
                             }
@@ -113,7 +112,7 @@ impl Transaction {
                     }
                 }
                 self.counters.1 += 1;
-                let (m, caps) = self.op_eval(rule, &tv, rule.capture && !rule.negated);
+                let (m, caps) = self.op_eval(rule, tv, rule.capture && !rule.negated);
                 let m = m != rule.negated;
                 if !m {
                     continue;

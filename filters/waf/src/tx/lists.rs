@@ -67,7 +67,11 @@ impl Transaction {
         }
         let i = v.id as usize;
         if i >= self.memo_rows.len() {
-            self.memo_rows.resize(i + 1, ROW_UNKNOWN);
+            // every id given out so far at once (values 2n, keys 2n+1, n <= next_id), not
+            // one value at a time: in wasm each resize is a `memory.fill`, a call out of the
+            // guest
+            let ids = (self.next_id as usize * 2 + 2).min(MAX_MEMO_ID as usize);
+            self.memo_rows.resize(ids.max(i + 1), ROW_UNKNOWN);
         }
         let r = self.eng.memo.borrow_mut().row(&v.val);
         self.memo_rows[i] = r.unwrap_or(ROW_NONE);
@@ -90,14 +94,16 @@ impl Transaction {
         for t in &rule.targets {
             self.collect(t, &rule.excl, &[], &mut list.vals);
         }
+        let mut all_rows = true;
         for v in &list.vals {
             let row = match v.id {
                 NOCACHE => ROW_NONE,
                 _ => self.memo_row(v).unwrap_or(ROW_NONE),
             };
+            all_rows &= row != ROW_NONE;
             list.rows.push(row);
         }
-        if !list.rows.contains(&ROW_NONE) {
+        if all_rows {
             // (only the words of the slots of the rules using this list: see
             // `Engine::tlist_words`; `known_miss` reads no other)
             let words = self.eng.tlist_words.get(li).map_or(&[][..], |w| &w[..]);
