@@ -30,12 +30,11 @@ impl Transaction {
 
     pub(super) fn collect(&self, t: &Target, excl: &[Excl], dyn_excl: &[Excl], out: &mut Vec<Val>) {
         let start = out.len();
-        // `ex` is only asked about `t.var`: no exclusion of that variable, nothing to test
+        // exclusions are only asked about `t.var`: no exclusion of that variable, nothing to test
         let no_ex = !excl.iter().chain(dyn_excl.iter()).any(|e| e.var == t.var);
         let all = matches!(t.sel, Sel::All);
-        let ex = |var: V, key: &[u8]| {
-            !no_ex && excl.iter().chain(dyn_excl.iter()).any(|e| e.hits(var, key))
-        };
+        // (the exclusions to test, when one names this variable)
+        let exs = (!no_ex).then_some((excl, dyn_excl));
         // a variable without keys (REQUEST_FILENAME, XML:/*, MATCHED_VAR) is removed whole by any
         // exclusion that names it (`!REQUEST_FILENAME`, `ctl:ruleRemoveTargetById=ID;REQUEST_FILENAME`)
         let removed = !no_ex
@@ -47,8 +46,6 @@ impl Transaction {
             _ if removed => {}
             V::Values(c) | V::Names(c) => {
                 let names = matches!(t.var, V::Names(_));
-                // (the exclusions to test, when one names this variable)
-                let exs = (!no_ex).then_some((excl, dyn_excl));
                 /// Pushes `kv` when the target selects its key (`all`: no selector to test;
                 /// also a key found by an exact lookup in a map: its entries are keyed by their
                 /// key lowercased, as selectors are) and no exclusion in `exs` removes it.
@@ -74,10 +71,8 @@ impl Transaction {
                     if !sel {
                         return;
                     }
-                    if let Some((a, b)) = exs {
-                        if a.iter().chain(b.iter()).any(|e| e.hits(t.var, &kv.key)) {
-                            return;
-                        }
+                    if excluded(exs, t.var, &kv.key) {
+                        return;
                     }
                     let (val, id) = if names {
                         (kv.key.clone(), kv.id | 1)
@@ -144,7 +139,7 @@ impl Transaction {
             }
             V::MatchedVars | V::MatchedVarsNames => {
                 for kv in &self.matched_vars {
-                    if t.sel.matches(&kv.key) && !ex(t.var, &kv.key) {
+                    if t.sel.matches(&kv.key) && !excluded(exs, t.var, &kv.key) {
                         let val = if t.var == V::MatchedVars {
                             kv.val.clone()
                         } else {
@@ -290,6 +285,14 @@ impl Transaction {
         }
         Cow::Owned(out)
     }
+}
+
+/// Whether an exclusion of `exs` (a rule's static and dynamic ones; `None` when none
+/// names the variable collected) removes value `key` of `var`. Inline: asked once per
+/// collected key.
+#[inline(always)]
+fn excluded(exs: Option<(&[Excl], &[Excl])>, var: V, key: &[u8]) -> bool {
+    exs.is_some_and(|(a, b)| a.iter().chain(b.iter()).any(|e| e.hits(var, key)))
 }
 
 /// A macro expanded by [`Transaction::expand_shared`] (also an operator's argument,
