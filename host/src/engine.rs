@@ -68,7 +68,10 @@ impl Engine {
         let mut config = Config::new();
         config.epoch_interruption(true);
         config.cranelift_opt_level(OptLevel::Speed);
-        if let Some(strategy) = Self::profiler_from_env()? {
+        // A profiling aid (bench/README.md, "Where a guest's time goes"), never set in
+        // production.
+        if let Some(strategy) = profiler_named(std::env::var_os("SLUICE_WASM_PROFILER").as_deref())?
+        {
             config.profiler(strategy);
         }
         let engine = wasmtime::Engine::new(&config)?;
@@ -81,13 +84,6 @@ impl Engine {
             rows: Arc::new(rows),
             properties: Arc::default(),
         })
-    }
-
-    /// Which profiler agent `SLUICE_WASM_PROFILER` asks for ([`profiler_named`]). A
-    /// profiling aid (bench/README.md, "Where a guest's time goes"), never set in
-    /// production.
-    fn profiler_from_env() -> wasmtime::Result<Option<ProfilingStrategy>> {
-        profiler_named(std::env::var_os("SLUICE_WASM_PROFILER").as_deref())
     }
 
     /// This engine (sharing its wasmtime engine, linker and module caches) with the
