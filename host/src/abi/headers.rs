@@ -99,7 +99,7 @@ impl Key {
     fn read(c: &mut Caller<'_, HostState>, ptr: i32, len: i32) -> Result<Key, Status> {
         memory::with_guest(c, |mem, _| {
             let k = memory::guest_slice(mem, ptr, len)?;
-            let k = std::str::from_utf8(k).map_err(|_| Status::BadArgument)?;
+            let k = memory::guest_str(k)?;
             Ok(if k.len() <= Key::INLINE {
                 let mut buf = [0; Key::INLINE];
                 buf[..k.len()].copy_from_slice(k.as_bytes());
@@ -113,7 +113,7 @@ impl Key {
     fn as_str(&self) -> &str {
         match self {
             // Copied from a `&str` whole: always UTF-8.
-            Key::Inline(buf, n) => std::str::from_utf8(&buf[..*n]).unwrap_or_default(),
+            Key::Inline(buf, n) => memory::guest_str(&buf[..*n]).unwrap_or_default(),
             Key::Heap(s) => s,
         }
     }
@@ -129,7 +129,7 @@ fn edit(
 ) -> Result<(), Status> {
     memory::with_guest(c, |mem, state| {
         let k = memory::guest_slice(mem, key.0, key.1)?;
-        let k = std::str::from_utf8(k).map_err(|_| Status::BadArgument)?;
+        let k = memory::guest_str(k)?;
         let v = match value {
             Some((p, l)) => memory::guest_slice(mem, p, l)?,
             None => &[],

@@ -22,7 +22,7 @@ pub const MAX_PROPERTY_BYTES: usize = 64 << 10;
 pub const MAX_PROPERTIES: usize = 256;
 
 fn path_of(raw: &[u8]) -> Result<String, Status> {
-    let s = std::str::from_utf8(raw).map_err(|_| Status::BadArgument)?;
+    let s = memory::guest_str(raw)?;
     Ok(s.trim_end_matches('\0').replace('\0', "."))
 }
 
