@@ -1,6 +1,8 @@
 //! One attempt of a request on one peer: the peer, a connection, the request head and
 //! body through the hooks, the response head and body back through them ([`relay`]).
 
+use std::time::Instant;
+
 use pingora::prelude::*;
 use pingora::protocols::http::client::HttpSession as ClientSession;
 use pingora::protocols::ALPN;
@@ -39,7 +41,13 @@ impl Forwarder {
             }
         };
         let h2 = !matches!(peer.options.alpn, ALPN::H1);
-        let (mut client, reused) = match self.connect(&peer, h2).await {
+        // The peer's key in this thread's pool, hashed once for the take and the put
+        // (Pingora's `reuse_hash` hashes the peer's fields on every call).
+        let key = (!h2).then(|| peer.reuse_hash());
+        // The pool's idle test reads no clock of its own: the request's upstream start,
+        // read by `upstream_peer` just before, is its "now".
+        let now = ctx.upstream_started().unwrap_or_else(Instant::now);
+        let (mut client, reused) = match self.connect(&peer, key, now).await {
             Ok(c) => c,
             Err(e) => {
                 let e = s.fail_to_connect(session, &peer, ctx, up(e));
@@ -55,7 +63,9 @@ impl Forwarder {
             .await
         {
             Ok(()) => {
-                self.release(client, &peer, h2).await;
+                if let Some(ended) = self.release(client, &peer, key).await {
+                    ctx.set_ended(ended);
+                }
                 Attempt {
                     downstream_reusable: true,
                     error: None,
@@ -66,7 +76,7 @@ impl Forwarder {
                     if let ClientSession::H2(_) = *session {
                         // The stream is reset; the connection serves other streams.
                         session.shutdown().await;
-                        self.release(Upstream::Pingora(session), &peer, h2).await;
+                        self.release(Upstream::Pingora(session), &peer, key).await;
                     }
                 }
                 let e = s.error_while_proxy(&peer, session, error, ctx, reused);
@@ -78,16 +88,22 @@ impl Forwarder {
         }
     }
 
-    /// A connection to `peer`: HTTP/1 from this thread's pool or new, HTTP/2 from
-    /// Pingora's shared connector. Whether it was reused.
-    async fn connect(&self, peer: &HttpPeer, h2: bool) -> Result<(Upstream, bool)> {
+    /// A connection to `peer`: HTTP/1 (its pool `key` given) from this thread's pool as
+    /// it stands at `now`, or new; HTTP/2 (no `key`) from Pingora's shared connector.
+    /// Whether it was reused.
+    async fn connect(
+        &self,
+        peer: &HttpPeer,
+        key: Option<u64>,
+        now: Instant,
+    ) -> Result<(Upstream, bool)> {
         // A new connection's future (TCP, TLS) is large and rarely taken: boxed, so
         // that every attempt's state stays small (~9 KiB less).
-        if h2 {
+        let Some(key) = key else {
             let (session, reused) = Box::pin(self.h2.get_http_session(peer)).await?;
             return Ok((Upstream::Pingora(Box::new(session)), reused));
-        }
-        if let Some((stream, buf)) = pool::take(peer.reuse_hash(), idle_timeout(peer)) {
+        };
+        if let Some((stream, buf)) = pool::take(key, idle_timeout(peer), now) {
             return Ok((Upstream::H1(h1::Client::with_buffer(stream, buf)), true));
         }
         let stream = Box::pin(self.transport.new_stream(peer)).await?;
@@ -95,22 +111,32 @@ impl Forwarder {
     }
 
     /// Gives a connection whose exchange ended cleanly back for reuse: to this
-    /// thread's pool, or to the connector it came from (HTTP/2 peers, also when they
-    /// answered ALPN with HTTP/1.1).
-    async fn release(&self, client: Upstream, peer: &HttpPeer, h2: bool) {
+    /// thread's pool (under `key`), or to the connector it came from (HTTP/2 peers,
+    /// also when they answered ALPN with HTTP/1.1). When it read the clock to park the
+    /// connection, that reading: the request's end for its log (one reading for both).
+    async fn release(
+        &self,
+        client: Upstream,
+        peer: &HttpPeer,
+        key: Option<u64>,
+    ) -> Option<Instant> {
         match client {
             Upstream::H1(h1) => {
+                // HTTP/1 connections come from peers with a key (see `connect`).
+                debug_assert!(key.is_some());
+                let key = key?;
                 // The response's `Connection` and framing decide, and that nothing
                 // follows its body.
-                if let Some((stream, buf)) = h1.into_reusable().await {
-                    pool::put(peer.reuse_hash(), stream, buf, idle_timeout(peer));
-                }
+                let (stream, buf) = h1.into_reusable().await?;
+                let now = Instant::now();
+                pool::put(key, stream, buf, idle_timeout(peer), now);
+                Some(now)
             }
             Upstream::Pingora(session) => {
-                debug_assert!(h2, "HTTP/1 pools use Sluice's client");
                 self.h2
                     .release_http_session(*session, peer, peer.idle_timeout())
-                    .await
+                    .await;
+                None
             }
         }
     }

@@ -36,12 +36,13 @@ thread_local! {
 }
 
 /// Takes the most recently parked connection to the peer `key` (a peer's
-/// `reuse_hash`) that is still usable: younger than `idle_timeout`, not closed by the
-/// peer, with no unread bytes; and the read buffer parked with it.
-pub fn take(key: u64, idle_timeout: Duration) -> Option<(Stream, BytesMut)> {
+/// `reuse_hash`) that is still usable at `now` (the caller's last reading of the clock:
+/// the request's upstream start): younger than `idle_timeout`, not closed by the peer,
+/// with no unread bytes; and the read buffer parked with it.
+pub fn take(key: u64, idle_timeout: Duration, now: Instant) -> Option<(Stream, BytesMut)> {
     loop {
         let parked = IDLE.with(|idle| idle.borrow_mut().get_mut(&key).and_then(Vec::pop))?;
-        if parked.since.elapsed() >= idle_timeout {
+        if now.saturating_duration_since(parked.since) >= idle_timeout {
             // Older ones sit below it: all expired.
             IDLE.with(|idle| idle.borrow_mut().remove(&key));
             return None;
@@ -53,15 +54,15 @@ pub fn take(key: u64, idle_timeout: Duration) -> Option<(Stream, BytesMut)> {
     }
 }
 
-/// Parks `stream` (and `buf`, its client's read buffer) for reuse by this thread; past
+/// Parks `stream` (and `buf`, its client's read buffer) at `now` (the caller's reading
+/// of the clock as the exchange ended) for reuse by this thread; past
 /// [`MAX_IDLE_PER_PEER`] the oldest connection to that peer is closed, as are those
 /// idle longer than `idle_timeout`.
-pub fn put(key: u64, stream: Stream, buf: BytesMut, idle_timeout: Duration) {
-    let now = Instant::now();
+pub fn put(key: u64, stream: Stream, buf: BytesMut, idle_timeout: Duration, now: Instant) {
     IDLE.with(|idle| {
         let mut idle = idle.borrow_mut();
         let list = idle.entry(key).or_default();
-        list.retain(|p| now.duration_since(p.since) < idle_timeout);
+        list.retain(|p| now.saturating_duration_since(p.since) < idle_timeout);
         if list.len() >= MAX_IDLE_PER_PEER {
             list.remove(0);
         }

@@ -194,3 +194,35 @@ fn queries_are_split_off() {
     assert_eq!(split_query(b"/echo"), (&b"/echo"[..], &b""[..]));
     assert_eq!(split_query(b"?x"), (&b""[..], &b"?x"[..]));
 }
+
+#[test]
+fn host_headers_are_names_addresses_or_bracketed_literals_with_a_port() {
+    for ok in [
+        "example.com",
+        "a-b_c.example:8080",
+        "10.0.0.1:80",
+        "[::1]",
+        "[fd12::3:4]:443",
+        "localhost:",
+    ] {
+        assert!(is_host_port(ok.as_bytes(), false), "{ok}");
+    }
+    for bad in [
+        "",
+        ":80",
+        "exa mple.com",
+        "example.com:123456",
+        "example.com:8o",
+        "ex@mple.com",
+        "[]",
+        "[::g]",
+        "host\u{e9}.com",
+        "a\0b",
+        "a/b",
+    ] {
+        assert!(!is_host_port(bad.as_bytes(), false), "{bad:?}");
+    }
+    assert!(is_host_port(b"example.com:443", true));
+    assert!(!is_host_port(b"example.com", true));
+    assert!(!is_host_port(b"example.com:", true));
+}

@@ -151,6 +151,9 @@ pub struct Ctx {
     started: Instant,
     /// When the upstream peer was chosen.
     upstream_started: Option<Instant>,
+    /// When the exchange ended, if the loop read the clock then (to park the upstream
+    /// connection): the request's end for its log, without another reading.
+    ended: Option<Instant>,
     /// The pool serving the request, once chosen.
     pool: Option<Arc<UpstreamPool>>,
     /// Peers tried so far (retries go elsewhere).
@@ -285,6 +288,17 @@ impl Ctx {
     /// contacted), so that another attempt can send it again.
     pub fn body_held(&self) -> bool {
         matches!(self.request_body, RequestBody::Ready(..))
+    }
+
+    /// When the upstream peer was chosen (the last attempt's), if one was.
+    pub fn upstream_started(&self) -> Option<Instant> {
+        self.upstream_started
+    }
+
+    /// Records when the exchange ended (a reading of the clock the loop took anyway);
+    /// `logging` measures the request's duration up to it.
+    pub fn set_ended(&mut self, at: Instant) {
+        self.ended = Some(at);
     }
 }
 
@@ -574,6 +588,7 @@ impl Sluice {
             replace_body: None,
             started: Instant::now(),
             upstream_started: None,
+            ended: None,
             pool: None,
             tried: smallvec::SmallVec::new(),
             tls: false,
@@ -1086,7 +1101,10 @@ impl Sluice {
             .map(|r| ctx.snapshot.routes[r].def.name.as_str())
             .unwrap_or("none");
         let method = &session.req_header().method;
-        let took = ctx.started.elapsed();
+        let took = ctx.ended.map_or_else(
+            || ctx.started.elapsed(),
+            |end| end.saturating_duration_since(ctx.started),
+        );
         match ctx.route {
             Some(r) => {
                 let rm = &ctx.snapshot.routes[r].metrics;

@@ -10,6 +10,7 @@
 //! | the response head off the wire (`httparse`), owned | [`response_head`] |
 //! | body framing and keep-alive from the response head | [`framing`] |
 //! | the response body's framing (length, chunked, until close) | [`response_body`] |
+//! | a timeout whose timer is made only when the I/O waits | [`within`] |
 //! | I/O, timeouts, the request body, 1xx, errors and retry flags | here |
 //!
 //! Errors keep the `ErrorType`s and retry flags of Pingora's session: a reused
@@ -22,6 +23,7 @@ pub mod framing;
 pub mod request_head;
 pub mod response_body;
 pub mod response_head;
+pub mod within;
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -322,7 +324,9 @@ impl Client {
 
     /// One read into the buffer's spare room, within the read timeout (tokio's: its
     /// timer lives in the future, where `pingora_timeout::timeout` boxes one for every
-    /// wait that pends, an allocation a request).
+    /// wait that pends, an allocation a request). Not [`within`]: a read of the
+    /// response usually waits for the peer, and a first poll of its own would be one
+    /// more poll of the socket for nothing.
     async fn read(&mut self) -> Result<usize> {
         let read = self.stream.read_buf(&mut self.buf);
         let result = match self.read_timeout {
@@ -350,7 +354,8 @@ impl Client {
         })
     }
 
-    /// Writes and flushes `bytes` within the write timeout.
+    /// Writes and flushes `bytes` within the write timeout; its timer made only when
+    /// the socket has no room for them ([`within`]), which a request head rarely meets.
     async fn write(&mut self, bytes: &[u8], what: &'static str) -> Result<()> {
         let stream = &mut self.stream;
         let write = async move {
@@ -358,9 +363,9 @@ impl Client {
             stream.flush().await
         };
         let result = match self.write_timeout {
-            Some(t) => match tokio::time::timeout(t, write).await {
-                Ok(r) => r,
-                Err(_) => return Err(Error::explain(ErrorType::WriteTimedout, what)),
+            Some(t) => match within::within(t, write).await {
+                Some(r) => r,
+                None => return Err(Error::explain(ErrorType::WriteTimedout, what)),
             },
             None => write.await,
         };
