@@ -52,10 +52,18 @@ impl Chain {
         result: CallResult,
     ) -> Outcome {
         let (ctx, token) = (call.context_id, call.token);
-        match self.run(i, kind, Phase::HttpCallResponse, stream, |vm, _, s| {
-            vm.on_http_call_response(Some(s), ctx, token, result)
-                .map(|_| Action::Continue)
-        }) {
+        let mut laps = Laps::default();
+        match self.run(
+            &mut laps,
+            i,
+            kind,
+            Phase::HttpCallResponse,
+            stream,
+            |vm, _, s| {
+                vm.on_http_call_response(Some(s), ctx, token, result)
+                    .map(|_| Action::Continue)
+            },
+        ) {
             Step::Stop(o) => o,
             Step::Go(_) => Outcome::Continue,
         }

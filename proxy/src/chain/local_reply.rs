@@ -31,9 +31,11 @@ impl Chain {
             .filter(|i| self.slots[*i].ctx.is_some() && !self.slots[*i].skipped)
             .collect();
         let eos = local.body.is_empty();
+        let mut laps = Laps::default();
         for &i in &ran {
             stream.resumed = false;
             let step = self.run(
+                &mut laps,
                 i,
                 BodyKind::Response,
                 Phase::ResponseHeaders,
@@ -46,12 +48,14 @@ impl Chain {
         }
         let mut body = local.body;
         if !eos {
+            let mut laps = Laps::default();
             for &i in &ran {
                 if self.slots[i].skipped {
                     continue;
                 }
                 stream.body = body;
                 let step = self.run(
+                    &mut laps,
                     i,
                     BodyKind::Response,
                     Phase::ResponseBody,
