@@ -96,7 +96,8 @@ impl Transaction {
                 if let SetColl::Persist(i) = sv.coll {
                     self.record_op(i, FieldOp::Add(name.to_vec(), d));
                 }
-                self.set_tx_rc(sv.coll, name, collections::decimal_rc(v));
+                let v = self.intern(collections::decimal(&mut itoa::Buffer::new(), v));
+                self.set_tx_rc(sv.coll, name, v);
             }
         }
     }
