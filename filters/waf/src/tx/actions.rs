@@ -196,21 +196,31 @@ impl Transaction {
             self.var_names.insert(v.var, n.clone());
             return n;
         }
-        let build = |v: &Val| -> Rc<[u8]> {
+        // `VAR:key` from the intern table (the same names come back on every request), built
+        // on the stack when short
+        let build = |t: &mut Self, v: &Val| -> Rc<[u8]> {
             let n = var_name(v.var).as_bytes();
-            let mut b = Vec::with_capacity(n.len() + 1 + v.key.len());
-            b.extend_from_slice(n);
-            b.push(b':');
-            b.extend_from_slice(&v.key);
-            Rc::from(b)
+            let len = n.len() + 1 + v.key.len();
+            let mut stack = [0u8; 128];
+            let mut heap = Vec::new();
+            let b: &mut [u8] = if len <= stack.len() {
+                &mut stack[..len]
+            } else {
+                heap.resize(len, 0);
+                &mut heap
+            };
+            b[..n.len()].copy_from_slice(n);
+            b[n.len()] = b':';
+            b[n.len() + 1..].copy_from_slice(&v.key);
+            t.intern(b)
         };
         if v.id == NOCACHE {
-            return build(v);
+            return build(self, v);
         }
         if let Some(n) = self.names.get(&(v.id, v.var)) {
             return n.clone();
         }
-        let n = build(v);
+        let n = build(self, v);
         self.names.insert((v.id, v.var), n.clone());
         n
     }
