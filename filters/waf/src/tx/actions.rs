@@ -3,6 +3,7 @@
 use super::*;
 use crate::ops::Caps;
 use crate::persist::FieldOp;
+use collections::Expanded;
 
 impl Transaction {
     /// Sets `name` (already lowercase) in a collection; updates in place when it exists.
@@ -23,7 +24,7 @@ impl Transaction {
             kv.id = id;
             return;
         }
-        let key = rc(name);
+        let key = self.intern(name);
         let kv = Kv {
             key: key.clone(),
             val,
@@ -65,7 +66,10 @@ impl Transaction {
                 };
             }
             SetOp::Set(m) => {
-                let v = self.expand_shared(m, Some(rule)).into_rc();
+                let v = match self.expand_shared(m, Some(rule)) {
+                    Expanded::Built(b) => self.intern(&b),
+                    e => e.into_rc(),
+                };
                 if let SetColl::Persist(i) = sv.coll {
                     self.record_op(i, FieldOp::Set(name.to_vec(), v.to_vec()));
                 }
