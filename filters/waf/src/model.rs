@@ -293,8 +293,8 @@ pub enum RuleField {
 /// A piece of a macro string.
 #[derive(Clone, Debug)]
 pub enum Part {
-    /// Literal bytes.
-    Lit(Vec<u8>),
+    /// Literal bytes (shared: a literal `setvar` value is stored without a copy).
+    Lit(std::rc::Rc<[u8]>),
     /// A variable's first value (`%{tx.x}`, `%{MATCHED_VAR}`, `%{request_headers.host}`).
     Var(V, Option<Vec<u8>>),
     /// A field of the current rule.
@@ -313,7 +313,7 @@ impl Macro {
     pub fn literal(&self) -> Option<&[u8]> {
         match self.parts.as_slice() {
             [] => Some(b""),
-            [Part::Lit(l)] => Some(l),
+            [Part::Lit(l)] => Some(&l[..]),
             _ => None,
         }
     }

@@ -13,7 +13,7 @@ pub fn parse_macro(s: &str) -> Result<Macro, String> {
             if let Some(end) = s[i + 2..].find('}') {
                 let inner = &s[i + 2..i + 2 + end];
                 if !lit.is_empty() {
-                    parts.push(Part::Lit(std::mem::take(&mut lit)));
+                    parts.push(Part::Lit(std::mem::take(&mut lit).into()));
                 }
                 parts.push(macro_part(inner)?);
                 i += 2 + end + 1;
@@ -24,7 +24,7 @@ pub fn parse_macro(s: &str) -> Result<Macro, String> {
         i += 1;
     }
     if !lit.is_empty() {
-        parts.push(Part::Lit(lit));
+        parts.push(Part::Lit(lit.into()));
     }
     Ok(Macro { parts })
 }

@@ -3,6 +3,7 @@
 use super::*;
 use crate::ops::Caps;
 use crate::persist::FieldOp;
+use collections::Expanded;
 
 impl Transaction {
     /// Sets `name` (already lowercase) in a collection; updates in place when it exists.
@@ -23,7 +24,7 @@ impl Transaction {
             kv.id = id;
             return;
         }
-        let key = rc(name);
+        let key = self.intern(name);
         let kv = Kv {
             key: key.clone(),
             val,
@@ -65,7 +66,10 @@ impl Transaction {
                 };
             }
             SetOp::Set(m) => {
-                let v = self.expand_shared(m, Some(rule)).into_rc();
+                let v = match self.expand_shared(m, Some(rule)) {
+                    Expanded::Built(b) => self.intern(&b),
+                    e => e.into_rc(),
+                };
                 if let SetColl::Persist(i) = sv.coll {
                     self.record_op(i, FieldOp::Set(name.to_vec(), v.to_vec()));
                 }
@@ -96,7 +100,8 @@ impl Transaction {
                 if let SetColl::Persist(i) = sv.coll {
                     self.record_op(i, FieldOp::Add(name.to_vec(), d));
                 }
-                self.set_tx_rc(sv.coll, name, collections::decimal_rc(v));
+                let v = self.intern(collections::decimal(&mut itoa::Buffer::new(), v));
+                self.set_tx_rc(sv.coll, name, v);
             }
         }
     }
@@ -195,21 +200,31 @@ impl Transaction {
             self.var_names.insert(v.var, n.clone());
             return n;
         }
-        let build = |v: &Val| -> Rc<[u8]> {
+        // `VAR:key` from the intern table (the same names come back on every request), built
+        // on the stack when short
+        let build = |t: &mut Self, v: &Val| -> Rc<[u8]> {
             let n = var_name(v.var).as_bytes();
-            let mut b = Vec::with_capacity(n.len() + 1 + v.key.len());
-            b.extend_from_slice(n);
-            b.push(b':');
-            b.extend_from_slice(&v.key);
-            Rc::from(b)
+            let len = n.len() + 1 + v.key.len();
+            let mut stack = [0u8; 128];
+            let mut heap = Vec::new();
+            let b: &mut [u8] = if len <= stack.len() {
+                &mut stack[..len]
+            } else {
+                heap.resize(len, 0);
+                &mut heap
+            };
+            b[..n.len()].copy_from_slice(n);
+            b[n.len()] = b':';
+            b[n.len() + 1..].copy_from_slice(&v.key);
+            t.intern(b)
         };
         if v.id == NOCACHE {
-            return build(v);
+            return build(self, v);
         }
         if let Some(n) = self.names.get(&(v.id, v.var)) {
             return n.clone();
         }
-        let n = build(v);
+        let n = build(self, v);
         self.names.insert((v.id, v.var), n.clone());
         n
     }

@@ -229,14 +229,17 @@ impl Transaction {
     /// that is one variable alone (`%{tx.critical_anomaly_score}`, `%{tx.allowed_methods}`)
     /// shares that variable's value (the same bytes `expand` would copy out, or none).
     pub(super) fn expand_shared<'m>(&self, m: &'m Macro, rule: Option<&Rule>) -> Expanded<'m> {
-        if let Some(l) = m.literal() {
-            return Expanded::Lit(l);
-        }
-        if let [Part::Var(v, k)] = m.parts.as_slice() {
-            return Expanded::Shared(
-                self.first(*v, k.as_deref())
-                    .unwrap_or_else(|| self.empty.clone()),
-            );
+        match m.parts.as_slice() {
+            // (a literal shares the rule's bytes: a `setvar` stores it without a copy)
+            [] => return Expanded::Shared(self.empty.clone()),
+            [Part::Lit(l)] => return Expanded::Shared(l.clone()),
+            [Part::Var(v, k)] => {
+                return Expanded::Shared(
+                    self.first(*v, k.as_deref())
+                        .unwrap_or_else(|| self.empty.clone()),
+                )
+            }
+            _ => {}
         }
         Expanded::Built(self.expand_d(m, rule, 0).into_owned())
     }
@@ -333,9 +336,9 @@ pub(super) fn push_decimal(out: &mut Vec<u8>, n: u64) {
     out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
-/// `n` in decimal (what `n.to_string()` gives), as a shared value.
-pub(super) fn decimal_rc(n: i64) -> Rc<[u8]> {
-    rc(itoa::Buffer::new().format(n).as_bytes())
+/// `n` in decimal (what `n.to_string()` gives), written in `buf`.
+pub(super) fn decimal(buf: &mut itoa::Buffer, n: i64) -> &[u8] {
+    buf.format(n).as_bytes()
 }
 
 /// `&VAR`'s value: the decimal count, small ones shared (counted targets are evaluated on
@@ -373,7 +376,11 @@ mod tests {
             i64::MIN,
             -9_999_999_999,
         ] {
-            assert_eq!(&*decimal_rc(n), n.to_string().as_bytes(), "{n}");
+            assert_eq!(
+                decimal(&mut itoa::Buffer::new(), n),
+                n.to_string().as_bytes(),
+                "{n}"
+            );
         }
         for n in [0u64, 7, 10, 920_100, u64::from(u32::MAX), u64::MAX] {
             let mut out = b"id:".to_vec();

@@ -183,6 +183,10 @@ impl Transaction {
         self.phase_start();
         let next = self.next.clone();
         let next = &next[phase as usize];
+        // No runtime target exclusion / no rule removal active: only a rule's `ctl` actions
+        // change them, so they are read again after each evaluation, not at every entry.
+        let mut no_excl = self.excl_by_id.is_empty() && self.excl_by_tag.is_empty();
+        let mut quiet = no_excl && self.removed_ids.is_empty() && self.removed_tags.is_empty();
         while i < list.len() {
             if self.load.is_some() {
                 // a stale record must be loaded first: the caller runs the request again
@@ -191,11 +195,7 @@ impl Transaction {
             // Markers and folded gates: straight to the next entry to evaluate, unless a
             // removal is active (a removed gate is not followed; folds are off with a target
             // removal). What the steps below would do one entry at a time.
-            if self.removed_ids.is_empty()
-                && self.removed_tags.is_empty()
-                && self.excl_by_id.is_empty()
-                && self.excl_by_tag.is_empty()
-            {
+            if quiet {
                 if let Some(&n) = next.get(i) {
                     i = n as usize;
                     if i >= list.len() {
@@ -218,12 +218,12 @@ impl Transaction {
                 Entry::Rule(r, t) => (*r, *t),
             };
             let rule = &eng.rules[ri];
-            if self.is_removed(rule) {
+            if !quiet && self.is_removed(rule) {
                 i += 1;
                 continue;
             }
             // (a ctl:ruleRemoveTarget* could remove a gate's target: evaluate then)
-            let fold = if self.excl_by_id.is_empty() && self.excl_by_tag.is_empty() {
+            let fold = if no_excl {
                 self.folds[phase as usize].get(i)
             } else {
                 None
@@ -246,7 +246,10 @@ impl Transaction {
                 i += 1;
                 continue;
             }
-            if self.eval_chain(rule, ri) {
+            let matched = self.eval_chain(rule, ri);
+            no_excl = self.excl_by_id.is_empty() && self.excl_by_tag.is_empty();
+            quiet = no_excl && self.removed_ids.is_empty() && self.removed_tags.is_empty();
+            if matched {
                 let d = match rule.disruptive {
                     Some(Disr::Block) | None => eng.default_disr[phase as usize],
                     Some(d) => d,

@@ -4,6 +4,11 @@ use super::*;
 use crate::body;
 use crate::transform::{form_decode, uri_decode};
 
+/// Entries of the intern table ([`Transaction::intern`]; a power of two).
+const INTERN: usize = 256;
+/// Longest value [`Transaction::intern`] keeps (at most `INTERN` of them).
+const INTERN_MAX: usize = 256;
+
 impl Transaction {
     /// A new input value (request, body or response: the shared lists of the next phase are
     /// collected again). TX values use [`Transaction::tx_kv`].
@@ -16,10 +21,40 @@ impl Transaction {
     pub(super) fn tx_kv(&mut self, k: &[u8], v: &[u8]) -> Kv {
         self.next_id += 1;
         Kv {
-            key: rc(k),
-            val: rc(v),
+            key: self.intern(k),
+            val: self.intern(v),
             id: self.next_id * 2,
         }
+    }
+
+    /// `v` as a shared value: the one an earlier request (or this one) made when the intern
+    /// table still holds it, else a new one that the table keeps. Header names and most
+    /// header values, cookie names, the method, protocol and small numbers are the same from
+    /// one request to the next: no allocation, copy and free for them. The table is
+    /// direct-mapped on FxHash and an entry is trusted only for equal bytes, so colliding
+    /// values only push each other out. Kept across transactions (`spare`).
+    #[inline]
+    pub(super) fn intern(&mut self, v: &[u8]) -> Rc<[u8]> {
+        if v.is_empty() {
+            return self.empty.clone();
+        }
+        if v.len() > INTERN_MAX {
+            return rc(v);
+        }
+        let mut h = crate::hash::Fx::default();
+        std::hash::Hasher::write(&mut h, v);
+        let at = (std::hash::Hasher::finish(&h) >> (64 - INTERN.trailing_zeros())) as usize;
+        if self.intern.is_empty() {
+            self.intern = vec![None; INTERN];
+        }
+        if let Some(r) = &self.intern[at] {
+            if **r == *v {
+                return r.clone();
+            }
+        }
+        let r = rc(v);
+        self.intern[at] = Some(r.clone());
+        r
     }
 
     pub(super) fn set_scalar(&mut self, i: u8, v: &[u8]) {
@@ -28,7 +63,7 @@ impl Transaction {
         self.next_id += 1;
         let kv = Kv {
             key: self.empty.clone(),
-            val: rc(v),
+            val: self.intern(v),
             id: self.next_id * 2,
         };
         self.scalars[i as usize] = Some(kv);

@@ -127,7 +127,17 @@ impl Transaction {
         if !self.excl_by_id.is_empty() || !self.excl_by_tag.is_empty() {
             return false;
         }
-        let l = self.list(li, rule);
+        // (a list already collected in this phase is read in place: no call, no `Rc` clone)
+        let l = match self.lists.get(li as usize) {
+            Some(Some(l)) => l,
+            _ => {
+                self.list(li, rule);
+                match self.lists.get(li as usize) {
+                    Some(Some(l)) => l,
+                    _ => return false,
+                }
+            }
+        };
         let miss = l
             .all_miss
             .get((slot / 64) as usize)

@@ -77,7 +77,7 @@ pub(super) fn can_write(name: &Macro, key: &[u8]) -> bool {
     let mut k = key;
     for p in &name.parts {
         match p {
-            Part::Lit(l) => match k.strip_prefix(l.as_slice()) {
+            Part::Lit(l) => match k.strip_prefix(&l[..]) {
                 Some(rest) => k = rest,
                 None => return false,
             },
