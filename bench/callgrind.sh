@@ -13,6 +13,9 @@
 # `rest` column is the one to compare.
 #
 # Usage: bash bench/callgrind.sh BIN [BIN...]
+#   A BIN named `nginx` is nginx (the system's) proxying to the same origin as
+#   bench/run.sh's nginx row (`master_process off`, one process): counted on the `empty`
+#   chain only, the peer of Sluice's floor.
 # Knobs (environment):
 #   CHAINS="empty one three waf-norules"   policies of bench/lib.sh (sluice_policy_tail);
 #                                          waf-crs (the CRS at PL1) is not in the default:
@@ -78,8 +81,25 @@ count() {
         echo
         sluice_policy_tail "$chain"
     } >"$out/policy.toml"
-    start_bg "$name" valgrind --tool=callgrind --callgrind-out-file="$out/cg.out" \
-        "$bin" run --policy "$out/policy.toml"
+    if [[ $bin == nginx ]]; then
+        # No filter chain: nginx is counted as the peer of the empty chain only.
+        [[ $chain == empty ]] || return 0
+        mkdir -p "$out/nginx"
+        {
+            nginx_head "$out/nginx"
+            echo "    server {"
+            echo "        listen 127.0.0.1:$SLUICE_PORT;"
+            nginx_proxy_location
+            echo "    }"
+            echo "}"
+        } >"$out/nginx.conf"
+        start_bg "$name" valgrind --tool=callgrind --callgrind-out-file="$out/cg.out" \
+            nginx -p "$out/nginx" -e "$out/nginx/error.log" -c "$out/nginx.conf" \
+            -g 'daemon off; master_process off;'
+    else
+        start_bg "$name" valgrind --tool=callgrind --callgrind-out-file="$out/cg.out" \
+            "$bin" run --policy "$out/policy.toml"
+    fi
     pid=${PID_OF[$name]}
     READY_SECS=$READY wait_ready "$name" "http://127.0.0.1:$SLUICE_PORT/healthz" || {
         log "$bin ($chain) did not start under valgrind, see $TMP/$name.log"

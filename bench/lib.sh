@@ -225,6 +225,8 @@ EOF
 #   two     two `headers` filters, `first` on the request and `second` on the response,
 #           both tagging x-sluice-chain (bench/tls.sh's chain)
 #   one, three   headers_filters 1 or 3
+#   noop    one `headers` filter configured to do nothing (no hostcall of its own): what a
+#           Proxy-Wasm filter costs before its own work, the callbacks every filter gets
 #   waf-norules  waf_norules_filter
 #   waf-crs      crs_waf_filter (the OWASP CRS at paranoia 1, wasm matchers)
 #   component-fresh, component-reused   one component middleware (filters/out/components/
@@ -255,6 +257,15 @@ EOF
         one)
             headers_filters 1
             route='["h1"]'
+            ;;
+        noop)
+            cat <<EOF
+
+[filters.noop]
+module = "$FILTERS_OUT/headers.wasm"
+config = {}
+EOF
+            route='["noop"]'
             ;;
         three)
             headers_filters 3

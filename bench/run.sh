@@ -6,6 +6,8 @@
 #   sluice-empty        Sluice with a route that runs no filter
 #   sluice-one          Sluice with one `headers` filter (sets a request and a response header)
 #   sluice-three        Sluice with three such filters
+#   sluice-noop         Sluice with one `headers` filter configured to do nothing: the
+#                       callbacks every Proxy-Wasm filter gets, without work of its own
 #   sluice-waf-norules  Sluice with filters/out/waf.wasm and no rule
 #   sluice-rl-local     Sluice with filters/out/ratelimit.wasm counting on this node (shared data)
 #   sluice-rl-redis     the same counting on Redis ([fleet]; a redis-server this script starts)
@@ -36,7 +38,9 @@
 #   IDLE_SECS=5          CPU of the idle servers measured over this long first (0: not)
 #   TARGETS="origin nginx bare-pingora sluice-empty sluice-one sluice-three sluice-waf-norules"
 #            (add sluice-rl-local sluice-rl-redis for the rate-limit filter's cost,
-#             sluice-cm-fresh sluice-cm-reused for a component middleware's)
+#             sluice-cm-fresh sluice-cm-reused for a component middleware's,
+#             sluice-noop for the callbacks alone)
+#   SLUICE_NOOP_PORT=18095 SLUICE_NOOP_ADMIN=19914
 #   SLUICE_CM_FRESH_PORT=18093 SLUICE_CM_REUSED_PORT=18094
 #   SLUICE_CM_FRESH_ADMIN=19912 SLUICE_CM_REUSED_ADMIN=19913
 #   SLUICE_RL_LOCAL_PORT=18090 SLUICE_RL_REDIS_PORT=18091 SLUICE_RL_LOCAL_ADMIN=19910
@@ -76,6 +80,8 @@ SLUICE_EMPTY_PORT=${SLUICE_EMPTY_PORT:-18084}
 SLUICE_ONE_PORT=${SLUICE_ONE_PORT:-18085}
 SLUICE_THREE_PORT=${SLUICE_THREE_PORT:-18086}
 SLUICE_WAF_PORT=${SLUICE_WAF_PORT:-18087}
+SLUICE_NOOP_PORT=${SLUICE_NOOP_PORT:-18095}
+SLUICE_NOOP_ADMIN=${SLUICE_NOOP_ADMIN:-19914}
 SLUICE_EMPTY_ADMIN=${SLUICE_EMPTY_ADMIN:-19901}
 SLUICE_ONE_ADMIN=${SLUICE_ONE_ADMIN:-19902}
 SLUICE_THREE_ADMIN=${SLUICE_THREE_ADMIN:-19903}
@@ -110,17 +116,20 @@ declare -A PORT_OF=(
     [sluice-three]=$SLUICE_THREE_PORT [sluice-waf-norules]=$SLUICE_WAF_PORT
     [sluice-rl-local]=$SLUICE_RL_LOCAL_PORT [sluice-rl-redis]=$SLUICE_RL_REDIS_PORT
     [sluice-cm-fresh]=$SLUICE_CM_FRESH_PORT [sluice-cm-reused]=$SLUICE_CM_REUSED_PORT
+    [sluice-noop]=$SLUICE_NOOP_PORT
 )
 declare -A ADMIN_OF=(
     [sluice-empty]=$SLUICE_EMPTY_ADMIN [sluice-one]=$SLUICE_ONE_ADMIN
     [sluice-three]=$SLUICE_THREE_ADMIN [sluice-waf-norules]=$SLUICE_WAF_ADMIN
     [sluice-rl-local]=$SLUICE_RL_LOCAL_ADMIN [sluice-rl-redis]=$SLUICE_RL_REDIS_ADMIN
     [sluice-cm-fresh]=$SLUICE_CM_FRESH_ADMIN [sluice-cm-reused]=$SLUICE_CM_REUSED_ADMIN
+    [sluice-noop]=$SLUICE_NOOP_ADMIN
 )
 declare -A CHAIN_OF=(
     [sluice-empty]=empty [sluice-one]=one [sluice-three]=three [sluice-waf-norules]=waf-norules
     [sluice-rl-local]=ratelimit-local [sluice-rl-redis]=ratelimit-redis
     [sluice-cm-fresh]=component-fresh [sluice-cm-reused]=component-reused
+    [sluice-noop]=noop
 )
 # BEFORE_BIN: each Sluice target gets a twin, NAME-before, run by that binary, just before it.
 if [[ -n $BEFORE_BIN ]]; then
@@ -197,7 +206,7 @@ can_start() {
                 skip_row "$1" "$bin missing"
                 return 1
             }
-            [[ $base == sluice-one || $base == sluice-three ]] && module=$FILTERS_OUT/headers.wasm
+            [[ $base == sluice-one || $base == sluice-three || $base == sluice-noop ]] && module=$FILTERS_OUT/headers.wasm
             [[ $base == sluice-waf-norules ]] && module=$FILTERS_OUT/waf.wasm
             [[ $base == sluice-rl-* ]] && module=$FILTERS_OUT/ratelimit.wasm
             [[ $base == sluice-cm-* ]] && module=$FILTERS_OUT/components/add_header.wasm
@@ -349,6 +358,7 @@ added_costs() {
     echo "| added cost${x:+ ($BEFORE_BIN)} | CPU µs/req | syscalls/req | allocations/req |"
     echo "|---|---:|---:|---:|"
     cost_line "Sluice over bare Pingora (sluice-empty$x − bare-pingora)" "sluice-empty$x" bare-pingora
+    cost_line "a filter doing nothing (sluice-noop$x − sluice-empty$x)" "sluice-noop$x" "sluice-empty$x"
     cost_line "one headers filter (sluice-one$x − sluice-empty$x)" "sluice-one$x" "sluice-empty$x"
     cost_line "per filter in a chain of three ((sluice-three$x − sluice-empty$x) / 3)" "sluice-three$x" "sluice-empty$x" 3
     cost_line "each filter after the first ((sluice-three$x − sluice-one$x) / 2)" "sluice-three$x" "sluice-one$x" 2
@@ -365,7 +375,7 @@ before_after() {
     echo
     echo "| before → after | CPU µs/req | CPU change | rps | syscalls/req | allocations/req |"
     echo "|---|---:|---:|---:|---:|---:|"
-    for base in sluice-empty sluice-one sluice-three sluice-waf-norules; do
+    for base in sluice-empty sluice-noop sluice-one sluice-three sluice-waf-norules; do
         b=$base-before a=$base
         [[ -n ${REQS[$a]:-} && -n ${REQS[$b]:-} ]] || continue
         echo "| $base | $(cpu_of "$b") → $(cpu_of "$a") | $(awk -v x="$(cpu_of "$b")" -v y="$(cpu_of "$a")" 'BEGIN { printf "%+.1f%%", 100 * (y - x) / x }') | $(printf '%.0f' "$(med "${RPS_L[$b]}")") → $(printf '%.0f' "$(med "${RPS_L[$a]}")") | ${SYS_PER[$b]:-n/a} → ${SYS_PER[$a]:-n/a} | ${ALLOC_PER[$b]:-n/a} → ${ALLOC_PER[$a]:-n/a} |"
