@@ -68,6 +68,10 @@ impl Engine {
         let mut config = Config::new();
         config.epoch_interruption(true);
         config.cranelift_opt_level(OptLevel::Speed);
+        // Tables filled when a VM is instantiated (once per thread and policy), so that
+        // an indirect call in a guest does not test whether its table slot was filled
+        // yet (wasmtime's default fills slots lazily, on first use).
+        config.table_lazy_init(false);
         // A profiling aid (bench/README.md, "Where a guest's time goes"), never set in
         // production.
         if let Some(strategy) = profiler_named(std::env::var_os("SLUICE_WASM_PROFILER").as_deref())?

@@ -186,7 +186,15 @@ impl HeaderMap {
     /// Appends a value for `name`, a name of the `http` crate (lowercase already, so
     /// copied without folding its case): building the map from a head.
     pub fn append_name(&mut self, name: &http::HeaderName, value: &[u8]) {
-        let entry = self.store_as_is(name.as_str(), value);
+        self.append_lowercase(name.as_str(), value);
+    }
+
+    /// Appends a value for `name`, which the caller knows is lowercase (a pseudo-header,
+    /// a field name Sluice adds): copied without folding its case, as
+    /// [`HeaderMap::append`] would store it.
+    pub fn append_lowercase(&mut self, name: &str, value: &[u8]) {
+        debug_assert!(!name.bytes().any(|b| b.is_ascii_uppercase()), "{name}");
+        let entry = self.store_as_is(name, value);
         self.entries.push(entry);
     }
 

@@ -14,11 +14,13 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use futures::FutureExt;
 use pingora::protocols::Stream;
+use rustc_hash::FxHasher;
 use tokio::io::AsyncReadExt;
 
 /// Idle connections kept per peer and thread; more are closed when released.
@@ -31,8 +33,13 @@ struct Parked {
     since: Instant,
 }
 
+/// The idle lists by peer. Keys are already hashes (`reuse_hash`), and only this
+/// thread's connections are in the map: a multiply (FxHash) spreads them, SipHash's
+/// resistance to chosen keys buys nothing here.
+type IdleMap = HashMap<u64, Vec<Parked>, BuildHasherDefault<FxHasher>>;
+
 thread_local! {
-    static IDLE: RefCell<HashMap<u64, Vec<Parked>>> = RefCell::new(HashMap::new());
+    static IDLE: RefCell<IdleMap> = RefCell::new(IdleMap::default());
 }
 
 /// Takes the most recently parked connection to the peer `key` (a peer's

@@ -56,10 +56,10 @@ pub(super) fn request_map(
         + 256;
     // Room for a few edits (they append) and the metadata without growing.
     let mut map = HeaderMap::with_capacity(11 + req.headers.len(), bytes);
-    map.append(":authority", authority);
-    map.append(":path", path.as_bytes());
-    map.append(":method", method.as_bytes());
-    map.append(":scheme", scheme);
+    map.append_lowercase(":authority", authority);
+    map.append_lowercase(":path", path.as_bytes());
+    map.append_lowercase(":method", method.as_bytes());
+    map.append_lowercase(":scheme", scheme);
     // As in Envoy, `Host` is `:authority` only.
     let replaced = |k: &http::HeaderName| added.is_some_and(|a| a.replaces(k));
     for (k, v) in req.headers.iter() {
@@ -67,8 +67,9 @@ pub(super) fn request_map(
             map.append_name(k, v.as_bytes());
         }
     }
+    // Sluice's own names (`x-request-id`, `x-forwarded-*`), lowercase.
     for (k, v) in added.into_iter().flat_map(|a| a.fields(id)) {
-        map.append(k, v);
+        map.append_lowercase(k, v);
     }
     map
 }
@@ -82,7 +83,7 @@ pub(super) fn response_map(resp: &ResponseHeader) -> HeaderMap {
         + 128;
     // Room for a few edits (they append) without growing.
     let mut map = HeaderMap::with_capacity(5 + resp.headers.len(), bytes);
-    map.append(":status", resp.status.as_str().as_bytes());
+    map.append_lowercase(":status", resp.status.as_str().as_bytes());
     for (k, v) in resp.headers.iter() {
         map.append_name(k, v.as_bytes());
     }
