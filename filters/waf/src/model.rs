@@ -257,6 +257,9 @@ pub struct Target {
     pub count: bool,
     /// Display name (`ARGS`, `TX`, ...).
     pub name: Rc<str>,
+    /// `TX:key`: the key's slot in the TX map (set at configure by `tx::tx_slots`), else
+    /// `tx::NO_SLOT`.
+    pub tx_slot: u32,
 }
 
 /// A `!VAR:key` exclusion.
@@ -358,6 +361,9 @@ pub struct SetVar {
     pub name: Macro,
     /// Operation.
     pub op: SetOp,
+    /// A TX name without macros: its slot in the TX map (set at configure by
+    /// `tx::tx_slots`), else `tx::NO_SLOT`.
+    pub slot: u32,
 }
 
 /// Rule engine mode.

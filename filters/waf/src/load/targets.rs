@@ -107,6 +107,7 @@ impl<'a> Loader<'a> {
                 sel,
                 count,
                 name: Rc::from(name.to_ascii_uppercase()),
+                tx_slot: crate::tx::NO_SLOT,
             },
         ))
     }

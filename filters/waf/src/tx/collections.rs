@@ -20,9 +20,9 @@ impl Transaction {
         }
     }
 
+    /// A persistent collection's map (TX is [`TxMap`], read through `self.tx`).
     pub(super) fn map(&self, c: Coll) -> Option<&FxMap<Rc<[u8]>, Kv>> {
         match c {
-            Coll::Tx => Some(self.tx.map()),
             Coll::Persist(i) => Some(&self.persist[i as usize]),
             _ => None,
         }
@@ -88,14 +88,30 @@ impl Transaction {
                 }
                 let push =
                     |kv: &Kv, out: &mut Vec<Val>, all: bool| take(t, names, all, exs, kv, out);
-                if let Some(m) = self.map(c) {
+                if c == Coll::Tx {
+                    if let Sel::Key(k) = &t.sel {
+                        // (a literal key has a slot: found by index, no hashing)
+                        let kv = match t.tx_slot {
+                            NO_SLOT => self.tx.get(k.as_slice()),
+                            s => self.tx.get_slot(s),
+                        };
+                        if let Some(kv) = kv {
+                            debug_assert!(t.sel.matches(&kv.key));
+                            push(kv, out, true);
+                        }
+                    } else if all || self.tx.may_hold(&t.sel) {
+                        // (a TX selector no key matches now walks nothing: `TxMap`)
+                        for kv in self.tx.values() {
+                            push(kv, out, all);
+                        }
+                    }
+                } else if let Some(m) = self.map(c) {
                     if let Sel::Key(k) = &t.sel {
                         if let Some(kv) = m.get(k.as_slice()) {
                             debug_assert!(t.sel.matches(&kv.key));
                             push(kv, out, true);
                         }
-                    } else if all || c != Coll::Tx || self.tx.may_hold(&t.sel) {
-                        // (a TX selector no key matches now walks nothing: `TxMap`)
+                    } else {
                         for kv in m.values() {
                             push(kv, out, all);
                         }
@@ -195,6 +211,7 @@ impl Transaction {
 
     pub(super) fn first(&self, v: V, key: Option<&[u8]>) -> Option<Rc<[u8]>> {
         match v {
+            V::Values(Coll::Tx) => self.tx.get(key?).map(|kv| kv.val.clone()),
             V::Values(c) => {
                 if let Some(m) = self.map(c) {
                     return m.get(key?).map(|kv| kv.val.clone());
