@@ -387,4 +387,68 @@ mod tests {
             }
         }
     }
+
+    /// A slotted key's entry, found by index, is the one its bytes find, through insertions,
+    /// replacements and removals (which move entries), a clear and a restore.
+    #[test]
+    fn slots_find_what_keys_find() {
+        let names = ["a", "bb", "ccc", "d", "e_score"];
+        let slots: FxMap<Rc<[u8]>, u32> = names
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (Rc::from(k.as_bytes()), i as u32))
+            .collect();
+        let slots = Rc::new(slots);
+        let watch: Rc<[Sel]> = vec![Sel::Contains(b"score".to_vec())].into();
+        let mut t = TxMap::new(watch.clone(), slots.clone());
+        let check = |t: &TxMap| {
+            for (i, k) in names.iter().enumerate() {
+                let a = t.get(k.as_bytes()).map(|kv| kv.val.clone());
+                let b = t.get_slot(i as u32).map(|kv| kv.val.clone());
+                assert_eq!(a, b, "{k}");
+            }
+            assert_eq!(t.values().count(), t.map.len());
+        };
+        let ops: &[(&str, bool)] = &[
+            ("a", true),
+            ("x", true),
+            ("bb", true),
+            ("e_score", true),
+            ("a", false),
+            ("ccc", true),
+            ("x", false),
+            ("a", true),
+            ("bb", true),
+            ("e_score", false),
+            ("d", true),
+            ("zz", true),
+            ("ccc", false),
+        ];
+        for (n, (k, add)) in ops.iter().enumerate() {
+            if *add {
+                let v = Kv {
+                    key: Rc::from(k.as_bytes()),
+                    val: Rc::from(n.to_string().as_bytes()),
+                    id: n as u32,
+                };
+                t.insert(Rc::from(k.as_bytes()), v);
+            } else {
+                t.remove(k.as_bytes());
+            }
+            check(&t);
+        }
+        if let Some(kv) = t.get_mut(b"d", 3) {
+            kv.val = Rc::from(&b"changed"[..]);
+        }
+        assert_eq!(t.get(b"d").map(|kv| &*kv.val), Some(&b"changed"[..]));
+        let mut u = TxMap::new(watch.clone(), slots.clone());
+        u.clone_from(&t);
+        check(&u);
+        t.clear();
+        check(&t);
+        assert!(t.get_slot(3).is_none());
+        t.clone_from(&u);
+        check(&t);
+        assert_eq!(t.get_slot(3).map(|kv| &*kv.val), Some(&b"changed"[..]));
+    }
 }
