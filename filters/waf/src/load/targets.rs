@@ -48,6 +48,7 @@ pub(super) fn macro_part(inner: &str) -> Result<Part, String> {
     Ok(Part::Var(
         v,
         key.map(|k| k.to_ascii_lowercase().into_bytes()),
+        crate::tx::NO_SLOT,
     ))
 }
 

@@ -209,6 +209,19 @@ impl Transaction {
         }
     }
 
+    /// [`Transaction::first`] of a macro's `%{tx.key}` whose key has slot `slot`
+    /// ([`NO_SLOT`]: none, looked up by its bytes).
+    #[inline]
+    pub(super) fn first_slot(&self, v: V, key: Option<&[u8]>, slot: u32) -> Option<Rc<[u8]>> {
+        match (v, slot) {
+            (V::Values(Coll::Tx), s) if s != NO_SLOT => {
+                self.tx.get_slot(s).map(|kv| kv.val.clone())
+            }
+            _ => self.first(v, key),
+        }
+    }
+
+    /// The first value of `v` (of its key `key`): what a macro `%{v.key}` expands to.
     pub(super) fn first(&self, v: V, key: Option<&[u8]>) -> Option<Rc<[u8]>> {
         match v {
             V::Values(Coll::Tx) => self.tx.get(key?).map(|kv| kv.val.clone()),
@@ -250,9 +263,9 @@ impl Transaction {
             // (a literal shares the rule's bytes: a `setvar` stores it without a copy)
             [] => return Expanded::Shared(self.empty.clone()),
             [Part::Lit(l)] => return Expanded::Shared(l.clone()),
-            [Part::Var(v, k)] => {
+            [Part::Var(v, k, slot)] => {
                 return Expanded::Shared(
-                    self.first(*v, k.as_deref())
+                    self.first_slot(*v, k.as_deref(), *slot)
                         .unwrap_or_else(|| self.empty.clone()),
                 )
             }
@@ -274,8 +287,8 @@ impl Transaction {
         for p in &m.parts {
             match p {
                 Part::Lit(l) => out.extend_from_slice(l),
-                Part::Var(v, k) => {
-                    if let Some(x) = self.first(*v, k.as_deref()) {
+                Part::Var(v, k, slot) => {
+                    if let Some(x) = self.first_slot(*v, k.as_deref(), *slot) {
                         out.extend_from_slice(&x);
                     }
                 }

@@ -321,6 +321,33 @@ pub fn tx_slots(rules: &mut [Rule]) -> Rc<FxMap<Rc<[u8]>, u32>> {
                     }
                 }
             }
+            // (`%{tx.key}` in operator arguments, setvar names and values, msg, logdata)
+            let setvar_macros = rule.setvars.iter_mut().flat_map(|sv| {
+                let op = match &mut sv.op {
+                    SetOp::Del => None,
+                    SetOp::Set(m)
+                    | SetOp::Add(m)
+                    | SetOp::Sub(m)
+                    | SetOp::Init(m)
+                    | SetOp::Expire(m)
+                    | SetOp::Deprecate(m) => Some(m),
+                };
+                std::iter::once(&mut sv.name).chain(op)
+            });
+            let macros = rule
+                .op
+                .macro_arg_mut()
+                .into_iter()
+                .chain(setvar_macros)
+                .chain(rule.msg.as_mut())
+                .chain(rule.logdata.as_mut());
+            for m in macros {
+                for p in &mut m.parts {
+                    if let Part::Var(V::Values(Coll::Tx), Some(k), slot) = p {
+                        *slot = slot_of(k);
+                    }
+                }
+            }
             cur = rule.chain.as_deref_mut();
         }
     }
