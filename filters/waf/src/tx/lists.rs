@@ -155,7 +155,7 @@ impl Transaction {
     }
 
     /// [`Transaction::known_miss`] for a rule without a shared list whose targets are all
-    /// literal TX keys (`TX:sql_error_match "@eq 1"`, `TX:paranoia_level`: about 45 rules a
+    /// literal TX keys (`TX:sql_error_match "@eq 1"`, `TX:paranoia_level`: 36 evaluations a
     /// request): is the value of each key (when set) a known miss of its memo slot? Then
     /// evaluating it would collect those values and skip each on its memo bit: it is skipped
     /// whole, without collecting. Not with a runtime target exclusion or a `!` exclusion.
