@@ -165,10 +165,16 @@ impl Memo {
     /// Is `slot` a known miss for `row`?
     #[inline]
     pub fn is_miss(&mut self, row: u32, slot: u32) -> bool {
-        let w = self.bits[row as usize * self.words + (slot / 64) as usize];
-        let miss = w & (1 << (slot % 64)) != 0;
+        let miss = self.knows_miss(row, slot);
         self.hits += u64::from(miss);
         miss
+    }
+
+    /// [`Memo::is_miss`] without counting a hit.
+    #[inline]
+    pub fn knows_miss(&self, row: u32, slot: u32) -> bool {
+        let w = self.bits[row as usize * self.words + (slot / 64) as usize];
+        w & (1 << (slot % 64)) != 0
     }
 
     /// Records that `slot` does not match `row`.

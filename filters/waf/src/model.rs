@@ -257,6 +257,9 @@ pub struct Target {
     pub count: bool,
     /// Display name (`ARGS`, `TX`, ...).
     pub name: Rc<str>,
+    /// `TX:key`: the key's slot in the TX map (set at configure by `tx::tx_slots`), else
+    /// `tx::NO_SLOT`.
+    pub tx_slot: u32,
 }
 
 /// A `!VAR:key` exclusion.
@@ -296,7 +299,10 @@ pub enum Part {
     /// Literal bytes (shared: a literal `setvar` value is stored without a copy).
     Lit(std::rc::Rc<[u8]>),
     /// A variable's first value (`%{tx.x}`, `%{MATCHED_VAR}`, `%{request_headers.host}`).
-    Var(V, Option<Vec<u8>>),
+    ///
+    /// The third field: a `%{tx.key}`'s slot in the TX map (set at configure by
+    /// `tx::tx_slots`), else `tx::NO_SLOT`.
+    Var(V, Option<Vec<u8>>, u32),
     /// A field of the current rule.
     Rule(RuleField),
 }
@@ -358,6 +364,9 @@ pub struct SetVar {
     pub name: Macro,
     /// Operation.
     pub op: SetOp,
+    /// A TX name without macros: its slot in the TX map (set at configure by
+    /// `tx::tx_slots`), else `tx::NO_SLOT`.
+    pub slot: u32,
 }
 
 /// Rule engine mode.

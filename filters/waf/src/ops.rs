@@ -409,6 +409,25 @@ impl Op {
             _ => None,
         }
     }
+
+    /// [`Op::macro_arg`], to change (configure: `tx::tx_slots`).
+    pub fn macro_arg_mut(&mut self) -> Option<&mut Macro> {
+        match self {
+            Op::Eq(m)
+            | Op::Ge(m)
+            | Op::Gt(m)
+            | Op::Lt(m)
+            | Op::Le(m)
+            | Op::StrEq(m)
+            | Op::Contains(m)
+            | Op::ContainsWord(m)
+            | Op::BeginsWith(m)
+            | Op::EndsWith(m)
+            | Op::Within(m)
+            | Op::RxMacro(m, _) => Some(m),
+            _ => None,
+        }
+    }
 }
 
 /// The sign of a number's text (trimmed) and what follows it: `-` negative, `+` or

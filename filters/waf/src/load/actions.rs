@@ -41,7 +41,12 @@ impl<'a> Loader<'a> {
                 }
             }
         };
-        Ok(SetVar { coll, name, op })
+        Ok(SetVar {
+            coll,
+            name,
+            op,
+            slot: crate::tx::NO_SLOT,
+        })
     }
 
     /// `initcol:COLL=KEY`: a [`SetOp::Init`] on a persistent collection.
@@ -61,6 +66,7 @@ impl<'a> Loader<'a> {
             coll: SetColl::Persist(p as u8),
             name: Macro::default(),
             op: SetOp::Init(parse_macro(key).map_err(|e| err(loc, e))?),
+            slot: crate::tx::NO_SLOT,
         })
     }
 

@@ -130,8 +130,10 @@ impl<'a> Loader<'a> {
             })
             .collect();
         let tx_selectors = crate::tx::tx_selectors(&self.rules);
+        let tx_slots = crate::tx::tx_slots(&mut self.rules);
         Ok(Engine {
             tx_selectors,
+            tx_slots,
             rules: self.rules,
             phases,
             settings: self.settings,

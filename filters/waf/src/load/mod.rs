@@ -151,6 +151,9 @@ pub struct Engine {
     /// Key selectors rules use on TX (regex, prefix, substring): a transaction counts the
     /// TX keys each matches, so a selector that matches none skips the walk.
     pub tx_selectors: Rc<[Sel]>,
+    /// TX keys rules name literally -> their slot in a transaction's TX map
+    /// (`crate::tx::tx_slots`): those keys are found by index, not by hashing their bytes.
+    pub tx_slots: Rc<crate::hash::FxMap<Rc<[u8]>, u32>>,
 }
 
 /// Load statistics.

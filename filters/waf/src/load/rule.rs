@@ -86,6 +86,7 @@ impl<'a> Loader<'a> {
                 sel: Sel::All,
                 count: false,
                 name: Rc::from(""),
+                tx_slot: crate::tx::NO_SLOT,
             });
         }
         let (op, negated) = match &raw.op {

@@ -48,6 +48,7 @@ pub(super) fn macro_part(inner: &str) -> Result<Part, String> {
     Ok(Part::Var(
         v,
         key.map(|k| k.to_ascii_lowercase().into_bytes()),
+        crate::tx::NO_SLOT,
     ))
 }
 
@@ -107,6 +108,7 @@ impl<'a> Loader<'a> {
                 sel,
                 count,
                 name: Rc::from(name.to_ascii_uppercase()),
+                tx_slot: crate::tx::NO_SLOT,
             },
         ))
     }

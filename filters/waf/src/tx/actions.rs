@@ -8,15 +8,16 @@ use collections::Expanded;
 impl Transaction {
     /// Sets `name` (already lowercase) in a collection; updates in place when it exists.
     pub(super) fn set_tx_kv(&mut self, coll: SetColl, name: &[u8], val: &[u8]) {
-        self.set_tx_rc(coll, name, rc(val));
+        self.set_tx_rc(coll, name, NO_SLOT, rc(val));
     }
 
-    /// [`Transaction::set_tx_kv`] with a value already shared (no copy).
-    pub(super) fn set_tx_rc(&mut self, coll: SetColl, name: &[u8], val: Rc<[u8]>) {
+    /// [`Transaction::set_tx_kv`] with a value already shared (no copy); `slot`: the TX
+    /// name's slot ([`NO_SLOT`]: looked up by its bytes).
+    pub(super) fn set_tx_rc(&mut self, coll: SetColl, name: &[u8], slot: u32, val: Rc<[u8]>) {
         self.next_id += 1;
         let id = self.next_id * 2;
         let found = match coll {
-            SetColl::Tx => self.tx.get_mut(name),
+            SetColl::Tx => self.tx.get_mut(name, slot),
             SetColl::Persist(i) => self.persist[i as usize].get_mut(name),
         };
         if let Some(kv) = found {
@@ -31,7 +32,7 @@ impl Transaction {
             id,
         };
         match coll {
-            SetColl::Tx => self.tx.insert(key, kv),
+            SetColl::Tx => self.tx.insert_slot(key, slot, kv),
             SetColl::Persist(i) => {
                 self.persist[i as usize].insert(key, kv);
             }
@@ -49,12 +50,15 @@ impl Transaction {
             name.to_mut().make_ascii_lowercase();
         }
         let name: &[u8] = &name;
-        let map = match sv.coll {
-            SetColl::Tx => self.tx.map(),
-            SetColl::Persist(i) => &self.persist[i as usize],
-        };
         // (the current value as a number: only `=+`, `=-` and `deprecatevar` read it)
-        let cur = || map.get(name).map(|kv| ops::atoi(&kv.val)).unwrap_or(0);
+        let cur = || {
+            let kv = match sv.coll {
+                SetColl::Tx if sv.slot != NO_SLOT => self.tx.get_slot(sv.slot),
+                SetColl::Tx => self.tx.get(name),
+                SetColl::Persist(i) => self.persist[i as usize].get(name),
+            };
+            kv.map(|kv| ops::atoi(&kv.val)).unwrap_or(0)
+        };
         match &sv.op {
             SetOp::Del => {
                 match sv.coll {
@@ -73,7 +77,7 @@ impl Transaction {
                 if let SetColl::Persist(i) = sv.coll {
                     self.record_op(i, FieldOp::Set(name.to_vec(), v.to_vec()));
                 }
-                self.set_tx_rc(sv.coll, name, v);
+                self.set_tx_rc(sv.coll, name, sv.slot, v);
             }
             SetOp::Init(_) => {}
             SetOp::Expire(m) => {
@@ -101,7 +105,7 @@ impl Transaction {
                     self.record_op(i, FieldOp::Add(name.to_vec(), d));
                 }
                 let v = self.intern(collections::decimal(&mut itoa::Buffer::new(), v));
-                self.set_tx_rc(sv.coll, name, v);
+                self.set_tx_rc(sv.coll, name, sv.slot, v);
             }
         }
     }

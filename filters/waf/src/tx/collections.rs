@@ -20,9 +20,9 @@ impl Transaction {
         }
     }
 
+    /// A persistent collection's map (TX is [`TxMap`], read through `self.tx`).
     pub(super) fn map(&self, c: Coll) -> Option<&FxMap<Rc<[u8]>, Kv>> {
         match c {
-            Coll::Tx => Some(self.tx.map()),
             Coll::Persist(i) => Some(&self.persist[i as usize]),
             _ => None,
         }
@@ -88,14 +88,30 @@ impl Transaction {
                 }
                 let push =
                     |kv: &Kv, out: &mut Vec<Val>, all: bool| take(t, names, all, exs, kv, out);
-                if let Some(m) = self.map(c) {
+                if c == Coll::Tx {
+                    if let Sel::Key(k) = &t.sel {
+                        // (a literal key has a slot: found by index, no hashing)
+                        let kv = match t.tx_slot {
+                            NO_SLOT => self.tx.get(k.as_slice()),
+                            s => self.tx.get_slot(s),
+                        };
+                        if let Some(kv) = kv {
+                            debug_assert!(t.sel.matches(&kv.key));
+                            push(kv, out, true);
+                        }
+                    } else if all || self.tx.may_hold(&t.sel) {
+                        // (a TX selector no key matches now walks nothing: `TxMap`)
+                        for kv in self.tx.values() {
+                            push(kv, out, all);
+                        }
+                    }
+                } else if let Some(m) = self.map(c) {
                     if let Sel::Key(k) = &t.sel {
                         if let Some(kv) = m.get(k.as_slice()) {
                             debug_assert!(t.sel.matches(&kv.key));
                             push(kv, out, true);
                         }
-                    } else if all || c != Coll::Tx || self.tx.may_hold(&t.sel) {
-                        // (a TX selector no key matches now walks nothing: `TxMap`)
+                    } else {
                         for kv in m.values() {
                             push(kv, out, all);
                         }
@@ -193,8 +209,22 @@ impl Transaction {
         }
     }
 
+    /// [`Transaction::first`] of a macro's `%{tx.key}` whose key has slot `slot`
+    /// ([`NO_SLOT`]: none, looked up by its bytes).
+    #[inline]
+    pub(super) fn first_slot(&self, v: V, key: Option<&[u8]>, slot: u32) -> Option<Rc<[u8]>> {
+        match (v, slot) {
+            (V::Values(Coll::Tx), s) if s != NO_SLOT => {
+                self.tx.get_slot(s).map(|kv| kv.val.clone())
+            }
+            _ => self.first(v, key),
+        }
+    }
+
+    /// The first value of `v` (of its key `key`): what a macro `%{v.key}` expands to.
     pub(super) fn first(&self, v: V, key: Option<&[u8]>) -> Option<Rc<[u8]>> {
         match v {
+            V::Values(Coll::Tx) => self.tx.get(key?).map(|kv| kv.val.clone()),
             V::Values(c) => {
                 if let Some(m) = self.map(c) {
                     return m.get(key?).map(|kv| kv.val.clone());
@@ -233,9 +263,9 @@ impl Transaction {
             // (a literal shares the rule's bytes: a `setvar` stores it without a copy)
             [] => return Expanded::Shared(self.empty.clone()),
             [Part::Lit(l)] => return Expanded::Shared(l.clone()),
-            [Part::Var(v, k)] => {
+            [Part::Var(v, k, slot)] => {
                 return Expanded::Shared(
-                    self.first(*v, k.as_deref())
+                    self.first_slot(*v, k.as_deref(), *slot)
                         .unwrap_or_else(|| self.empty.clone()),
                 )
             }
@@ -257,8 +287,8 @@ impl Transaction {
         for p in &m.parts {
             match p {
                 Part::Lit(l) => out.extend_from_slice(l),
-                Part::Var(v, k) => {
-                    if let Some(x) = self.first(*v, k.as_deref()) {
+                Part::Var(v, k, slot) => {
+                    if let Some(x) = self.first_slot(*v, k.as_deref(), *slot) {
                         out.extend_from_slice(&x);
                     }
                 }

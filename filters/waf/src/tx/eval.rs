@@ -241,7 +241,7 @@ impl Transaction {
             }
             self.matched_vars.clear();
             self.counters.0 += 1;
-            if self.known_miss(rule) {
+            if self.known_miss(rule) || self.tx_known_miss(rule) {
                 // what evaluating it would do: every value skipped on its memo bit
                 i += 1;
                 continue;

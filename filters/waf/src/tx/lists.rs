@@ -51,21 +51,27 @@ impl Transaction {
     /// The memo row of value `v`, looked up once per value per transaction.
     #[inline]
     pub(super) fn memo_row(&mut self, v: &Val) -> Option<u32> {
+        self.memo_row_of(v.id, &v.val)
+    }
+
+    /// [`Transaction::memo_row`] of the value `val` with id `id`.
+    #[inline]
+    pub(super) fn memo_row_of(&mut self, id: u32, val: &Rc<[u8]>) -> Option<u32> {
         // (the common case inline: a value already looked up in this transaction)
-        match self.memo_rows.get(v.id as usize) {
-            Some(&ROW_UNKNOWN) | None => self.memo_row_lookup(v),
+        match self.memo_rows.get(id as usize) {
+            Some(&ROW_UNKNOWN) | None => self.memo_row_lookup(id, val),
             Some(&ROW_NONE) => None,
             Some(&r) => Some(r),
         }
     }
 
-    /// [`Transaction::memo_row`] of a value not looked up yet.
+    /// [`Transaction::memo_row_of`] of a value not looked up yet.
     #[inline(never)]
-    fn memo_row_lookup(&mut self, v: &Val) -> Option<u32> {
-        if v.id >= MAX_MEMO_ID {
+    fn memo_row_lookup(&mut self, id: u32, val: &Rc<[u8]>) -> Option<u32> {
+        if id >= MAX_MEMO_ID {
             return None;
         }
-        let i = v.id as usize;
+        let i = id as usize;
         if i >= self.memo_rows.len() {
             // every id given out so far at once (values 2n, keys 2n+1, n <= next_id), not
             // one value at a time: in wasm each resize is a `memory.fill`, a call out of the
@@ -73,7 +79,7 @@ impl Transaction {
             let ids = (self.next_id as usize * 2 + 2).min(MAX_MEMO_ID as usize);
             self.memo_rows.resize(ids.max(i + 1), ROW_UNKNOWN);
         }
-        let r = self.eng.memo.borrow_mut().row(&v.val);
+        let r = self.eng.memo.borrow_mut().row(val);
         self.memo_rows[i] = r.unwrap_or(ROW_NONE);
         r
     }
@@ -146,5 +152,44 @@ impl Transaction {
             self.eng.memo.borrow_mut().hits += l.vals.len() as u64;
         }
         miss
+    }
+
+    /// [`Transaction::known_miss`] for a rule without a shared list whose targets are all
+    /// literal TX keys (`TX:sql_error_match "@eq 1"`, `TX:paranoia_level`: 36 evaluations a
+    /// request): is the value of each key (when set) a known miss of its memo slot? Then
+    /// evaluating it would collect those values and skip each on its memo bit: it is skipped
+    /// whole, without collecting. Not with a runtime target exclusion or a `!` exclusion.
+    pub(super) fn tx_known_miss(&mut self, rule: &Rule) -> bool {
+        let Some(slot) = rule.memo else {
+            return false;
+        };
+        if rule.tlist.is_some()
+            || !rule.excl.is_empty()
+            || !self.excl_by_id.is_empty()
+            || !self.excl_by_tag.is_empty()
+        {
+            return false;
+        }
+        let literal_key =
+            |t: &Target| t.var == V::Values(Coll::Tx) && t.tx_slot != NO_SLOT && !t.count;
+        if rule.targets.is_empty() || !rule.targets.iter().all(literal_key) {
+            return false;
+        }
+        let mut values = 0;
+        for t in &rule.targets {
+            let Some(kv) = self.tx.get_slot(t.tx_slot) else {
+                continue;
+            };
+            let (id, val) = (kv.id, kv.val.clone());
+            let Some(row) = self.memo_row_of(id, &val) else {
+                return false;
+            };
+            if !self.eng.memo.borrow().knows_miss(row, slot) {
+                return false;
+            }
+            values += 1;
+        }
+        self.eng.memo.borrow_mut().hits += values;
+        true
     }
 }

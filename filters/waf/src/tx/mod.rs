@@ -26,8 +26,8 @@ mod txmap;
 
 use persist::Col;
 pub use snapshot::{Fold, Snapshot};
-pub use txmap::tx_selectors;
 use txmap::TxMap;
+pub use txmap::{tx_selectors, tx_slots, NO_SLOT};
 
 use crate::hash::FxMap;
 use crate::load::{Engine, Entry, LimitAction};
@@ -187,10 +187,10 @@ impl Transaction {
         let sp = *spare::take();
         let tx = match sp.tx {
             Some(mut t) => {
-                t.rewatch(eng.tx_selectors.clone());
+                t.rewatch(eng.tx_selectors.clone(), eng.tx_slots.clone());
                 t
             }
-            None => TxMap::new(eng.tx_selectors.clone()),
+            None => TxMap::new(eng.tx_selectors.clone(), eng.tx_slots.clone()),
         };
         let mut persist = sp.persist;
         persist.resize(PERSIST.len(), FxMap::default());

@@ -139,7 +139,7 @@ pub(super) fn var_pure(v: V) -> bool {
 pub(super) fn macro_vars(m: &Macro, f: fn(V) -> bool) -> bool {
     m.parts.iter().all(|p| match p {
         Part::Lit(_) | Part::Rule(_) => true,
-        Part::Var(v, _) => f(*v),
+        Part::Var(v, ..) => f(*v),
     })
 }
 
