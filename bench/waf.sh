@@ -47,6 +47,8 @@
 #     when set, row sluice-waf-before runs it as sluice-waf-wasm runs WAF_WASM, in the
 #     same rounds (its own server: SLUICE_BEFORE_PORT=SLUICE_PORT+4,
 #     SLUICE_BEFORE_ADMIN=SLUICE_ADMIN+4), so an engine change is measured side by side
+#   SLUICE_BIN_BEFORE=$SLUICE_BIN   the Sluice binary of row sluice-waf-before (a host
+#     change and an engine change measured together against main's pair)
 #   SKIP_NGINX=0, SKIP_MODSEC=0, SKIP_SLUICE=0   1: leave those rows out
 #   SLUICE_ROWS="sluice sluice-waf-norules sluice-waf-host sluice-waf-wasm sluice-waf-wasm-unique"
 #     (the Sluice rows to run, e.g. SLUICE_ROWS=sluice-waf-wasm for the WAF row alone;
@@ -79,6 +81,7 @@ SLUICE_WASM_ADMIN=${SLUICE_WASM_ADMIN:-$((SLUICE_ADMIN + 3))}
 SLUICE_BEFORE_PORT=${SLUICE_BEFORE_PORT:-$((SLUICE_PORT + 4))}
 SLUICE_BEFORE_ADMIN=${SLUICE_BEFORE_ADMIN:-$((SLUICE_ADMIN + 4))}
 WAF_WASM_BEFORE=${WAF_WASM_BEFORE:-}
+SLUICE_BIN_BEFORE=${SLUICE_BIN_BEFORE:-}
 SKIP_MODSEC=${SKIP_MODSEC:-0}
 WAF_WASM=${WAF_WASM:-$ROOT/filters/out/waf.wasm}
 SLUICE_ROWS=${SLUICE_ROWS:-sluice sluice-waf-norules sluice-waf-host sluice-waf-wasm sluice-waf-wasm-unique${WAF_WASM_BEFORE:+ sluice-waf-before}}
@@ -205,7 +208,7 @@ filters = $chain
 pool = "origin"
 EOF
     } >"$policy"
-    SLUICE_LOG=${SLUICE_LOG:-warn} start_bg "$name" "$SLUICE_BIN" run --policy "$policy"
+    SLUICE_LOG=${SLUICE_LOG:-warn} start_bg "$name" "$(bin_of "$name")" run --policy "$policy"
 }
 
 # start_server NAME: starts server NAME and waits until it proxies /hello.txt to the
@@ -222,6 +225,8 @@ start_server() {
 
 # module_of SERVER: the WAF module a Sluice server's policy declares.
 module_of() { if [[ $1 == sluice-waf-before ]]; then echo "$WAF_WASM_BEFORE"; else echo "$WAF_WASM"; fi; }
+# bin_of NAME: the Sluice binary that runs row NAME.
+bin_of() { if [[ $1 == sluice-waf-before && -n $SLUICE_BIN_BEFORE ]]; then echo "$SLUICE_BIN_BEFORE"; else echo "$SLUICE_BIN"; fi; }
 
 # ready_server NAME: until NAME answers /hello.txt (Host: localhost) through to the origin.
 ready_server() {
@@ -336,7 +341,7 @@ print_table() {
     for row in "${ROUND_ORDERS[@]}"; do echo "- $row"; done
     for row in "${NOTES[@]}"; do echo "- $row"; done
     echo
-    echo "Command: BUILD=$BUILD ROUNDS=$ROUNDS THREADS=$THREADS ORIGIN_THREADS=$ORIGIN_THREADS WRK_THREADS=$WRK_THREADS CONNECTIONS=$CONNECTIONS DURATION=$DURATION WARMUP=$WARMUP SKIP_NGINX=$SKIP_NGINX SKIP_MODSEC=$SKIP_MODSEC SKIP_SLUICE=$SKIP_SLUICE SLUICE_ROWS=\"$SLUICE_ROWS\" SLUICE_BIN=$SLUICE_BIN WAF_WASM=$WAF_WASM${WAF_WASM_BEFORE:+ WAF_WASM_BEFORE=$WAF_WASM_BEFORE} bash bench/waf.sh"
+    echo "Command: BUILD=$BUILD ROUNDS=$ROUNDS THREADS=$THREADS ORIGIN_THREADS=$ORIGIN_THREADS WRK_THREADS=$WRK_THREADS CONNECTIONS=$CONNECTIONS DURATION=$DURATION WARMUP=$WARMUP SKIP_NGINX=$SKIP_NGINX SKIP_MODSEC=$SKIP_MODSEC SKIP_SLUICE=$SKIP_SLUICE SLUICE_ROWS=\"$SLUICE_ROWS\" SLUICE_BIN=$SLUICE_BIN WAF_WASM=$WAF_WASM${WAF_WASM_BEFORE:+ WAF_WASM_BEFORE=$WAF_WASM_BEFORE}${SLUICE_BIN_BEFORE:+ SLUICE_BIN_BEFORE=$SLUICE_BIN_BEFORE} bash bench/waf.sh"
 }
 
 # ---------------------------------------------------------------- main
@@ -382,6 +387,7 @@ log "results and logs: $TMP"
     echo "threads:  proxies $THREADS, origin $ORIGIN_THREADS"
     echo "sluice:   $SLUICE_BIN ($(stat -c '%y' "$SLUICE_BIN" 2>/dev/null | cut -d. -f1 || echo missing))"
     echo "waf:      $WAF_WASM ($(stat -c '%y' "$WAF_WASM" 2>/dev/null | cut -d. -f1 || echo missing))"
+    [[ -z $SLUICE_BIN_BEFORE ]] || echo "sluice before: $SLUICE_BIN_BEFORE ($(stat -c '%y' "$SLUICE_BIN_BEFORE" 2>/dev/null | cut -d. -f1 || echo missing))"
     [[ -z $WAF_WASM_BEFORE ]] || echo "before:   $WAF_WASM_BEFORE ($(stat -c '%y' "$WAF_WASM_BEFORE" 2>/dev/null | cut -d. -f1 || echo missing))"
     echo "crs:      $(dpkg-query -W -f '${Version}' modsecurity-crs 2>/dev/null || echo unknown), ModSecurity $(dpkg-query -W -f '${Version}' libmodsecurity3 2>/dev/null || echo unknown)"
 } | tee "$TMP/env.txt" >&2
@@ -394,8 +400,8 @@ READY_SECS=15 wait_ready origin "http://127.0.0.1:$ORIGIN_PORT/healthz" || die "
 active=()
 for server in "${SERVERS[@]}"; do
     if [[ $server == sluice* ]]; then
-        if [[ ! -x $SLUICE_BIN ]]; then
-            FAILED[$server]="$SLUICE_BIN missing"
+        if [[ ! -x $(bin_of "$server") ]]; then
+            FAILED[$server]="$(bin_of "$server") missing"
             continue
         fi
         if [[ ! -f $(module_of "$server") ]]; then
