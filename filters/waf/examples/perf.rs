@@ -38,9 +38,10 @@ fn main() {
     let w = build(&cfg, Some(&Fs), None).unwrap_or_else(|e| panic!("CRS load failed: {e}"));
     if let Some(s) = &w.snapshot {
         eprintln!(
-            "phase-1 entries evaluated at configure: {:?}; gates folded: {}",
+            "phase-1 entries evaluated at configure: {:?}; gates folded: {}; counts folded: {}",
             s.range(),
-            s.folded()
+            s.folded(),
+            s.counted()
         );
     }
     let (mut with_list, mut with_memo, mut total) = (0, 0, 0);

@@ -464,6 +464,52 @@ SecMarker END2
     );
 }
 
+/// Rules on counts of stable TX keys (`&TX:key`, CRS 9001000, 920360) are answered at
+/// configure (`Fold::Counted`) and still count as evaluated, with their operator calls and
+/// the `MATCHED_VAR` a match leaves: the same logs, decisions and counters as evaluating them.
+#[test]
+fn stable_tx_counts_fold_with_the_same_counters_and_matched_var() {
+    let rules = r#"
+SecRuleEngine On
+SecAction "id:1,phase:1,pass,nolog,setvar:tx.set=1"
+SecRule REQUEST_URI "@beginsWith /w" "id:2,phase:1,pass,nolog,setvar:tx.written=1"
+SecRule &TX:unset|TX:unset "@eq 0" "id:10,phase:1,pass,nolog,skipAfter:END1"
+SecRule ARGS "@contains evil" "id:11,phase:1,deny,status:403"
+SecMarker END1
+SecRule MATCHED_VAR "@streq 0" "id:12,phase:1,pass,log,msg:'mv %{MATCHED_VAR_NAME}'"
+SecRule &TX:written "@eq 0" "id:13,phase:2,pass,nolog,skipAfter:END2"
+SecRule ARGS "@contains worse" "id:14,phase:2,deny,status:403"
+SecMarker END2
+SecRule &TX:set "@eq 1" "id:15,phase:2,pass,nolog"
+SecRule MATCHED_VAR "@streq 1" "id:16,phase:2,pass,log,msg:'after %{MATCHED_VAR_NAME}'"
+SecRule &TX:arg_length "@eq 1" "id:17,phase:2,block,log,chain"
+  SecRule ARGS "@gt %{tx.arg_length}" "t:none"
+"#;
+    let w = waf(rules);
+    let counted = w.snapshot.as_ref().map_or(0, |s| s.counted());
+    assert_eq!(
+        counted, 3,
+        "10, 15 and 17 fold; 13 does not (rule 2 writes tx.written)"
+    );
+    let mut plain = waf(rules);
+    if let Some(s) = plain.snapshot.as_mut() {
+        s.unfold();
+    }
+    for uri in ["/", "/?x=evil", "/?x=worse", "/w?x=worse", "/w?x=evil"] {
+        let (a, b) = (get(&w, uri), get(&plain, uri));
+        assert_eq!(ids(&a), ids(&b), "{uri}");
+        assert_eq!(status(&a), status(&b), "{uri}");
+        assert_eq!(a.counters, b.counters, "{uri}");
+        let msgs = |t: &Transaction| t.logs.iter().map(|l| l.msg.clone()).collect::<Vec<_>>();
+        assert_eq!(msgs(&a), msgs(&b), "{uri}");
+        if status(&a) == 200 {
+            assert!(ids(&a).contains(&16), "{uri}: 15's MATCHED_VAR");
+        }
+    }
+    assert_eq!(status(&get(&w, "/?x=evil")), 200, "10 jumps over 11");
+    assert_eq!(status(&get(&w, "/w?x=worse")), 403, "13 is evaluated");
+}
+
 #[test]
 fn ctl_remove_target_on_keyless_variables() {
     // Runtime removal of REQUEST_FILENAME (a variable without keys) by id and by tag, as CRS

@@ -183,6 +183,7 @@ impl Transaction {
         self.phase_start();
         let next = self.next.clone();
         let next = &next[phase as usize];
+        let counted = self.counted.clone();
         // No runtime target exclusion / no rule removal active: only a rule's `ctl` actions
         // change them, so they are read again after each evaluation, not at every entry.
         let mut no_excl = self.excl_by_id.is_empty() && self.excl_by_tag.is_empty();
@@ -235,6 +236,23 @@ impl Transaction {
                 }
                 Some(&Fold::Jump(t)) => {
                     i = t;
+                    continue;
+                }
+                Some(&Fold::Counted { to, ops, mv }) => {
+                    // what evaluating it does: counted, its operator calls, its matches
+                    self.counters.0 += 1;
+                    self.counters.1 += ops;
+                    self.matched_vars.clear();
+                    if mv > 0 {
+                        let mvs = &counted[mv as usize - 1];
+                        self.matched_vars.extend(mvs.iter().cloned());
+                        self.matched_var = mvs.last().cloned();
+                        if self.mode == Mode::Off {
+                            // (a `ctl:ruleEngine=Off` before it: a match ends the phase)
+                            return;
+                        }
+                    }
+                    i = to.unwrap_or(i + 1);
                     continue;
                 }
                 _ => {}

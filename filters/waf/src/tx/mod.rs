@@ -158,6 +158,8 @@ pub struct Transaction {
     /// Per phase, per entry: the next entry to evaluate (from the [`Snapshot`];
     /// `snapshot::next_evals`), empty without one.
     next: Rc<[Vec<u32>; 6]>,
+    /// The `MATCHED_VARS` of [`Fold::Counted`] gates (from the [`Snapshot`]).
+    counted: Rc<Vec<Vec<Kv>>>,
     /// The operator argument of the rule being evaluated, expanded (see [`Transaction::arg`]).
     op_arg: std::cell::RefCell<Option<Rc<[u8]>>>,
     /// Where persistent collections' records live (none: per transaction only).
@@ -245,6 +247,7 @@ impl Transaction {
             lists_input_gen: 0,
             folds: Rc::new(Default::default()),
             next: Rc::new(Default::default()),
+            counted: Rc::new(Vec::new()),
             op_arg: Default::default(),
             store: None,
             cols: vec![None; PERSIST.len()],

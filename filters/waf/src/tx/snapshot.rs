@@ -25,6 +25,8 @@ pub struct Snapshot {
     folds: Rc<[Vec<Fold>; 6]>,
     /// Per phase, per entry: where a request goes on from there (see [`next_evals`]).
     next: Rc<[Vec<u32>; 6]>,
+    /// The `MATCHED_VARS` [`Fold::Counted`] gates leave.
+    counted: Rc<Vec<Vec<Kv>>>,
 }
 
 /// Per phase, per entry `i`: the first entry from `i` on that a request evaluates when no
@@ -69,6 +71,19 @@ pub enum Fold {
     Pass,
     /// The gate always matches: continue at this entry.
     Jump(usize),
+    /// A rule whose targets are counts of TX keys no per-request rule can write
+    /// (`&TX:crs_exclusions_drupal|TX:crs_exclusions_drupal "@eq 0"`, `&TX:ARG_LENGTH "@eq 1"`):
+    /// its values are configure-time values (never memoised), so its answer is computed once.
+    /// Unlike [`Fold::Pass`] and [`Fold::Jump`] it still counts as evaluated, with `ops`
+    /// operator calls, and a match leaves its `MATCHED_VARS` and `MATCHED_VAR` (the last of
+    /// them; index `mv - 1` in the snapshot's matched values, 0: no match): what evaluating
+    /// it would do.
+    Counted {
+        /// Where a request goes on: `None` the next entry.
+        to: Option<usize>,
+        ops: u32,
+        mv: u32,
+    },
 }
 
 /// Can a `setvar` whose (lowercase) name is `name` write TX key `key`? Conservative: `false`
@@ -106,6 +121,7 @@ impl Snapshot {
     pub fn unfold(&mut self) {
         self.folds = Rc::new(Default::default());
         self.next = Rc::new(Default::default());
+        self.counted = Rc::new(Vec::new());
     }
 
     /// Number of folded gates (reports and tests).
@@ -113,7 +129,16 @@ impl Snapshot {
         self.folds
             .iter()
             .flatten()
-            .filter(|f| **f != Fold::Eval)
+            .filter(|f| matches!(f, Fold::Pass | Fold::Jump(_)))
+            .count()
+    }
+
+    /// Number of [`Fold::Counted`] rules (reports and tests).
+    pub fn counted(&self) -> usize {
+        self.folds
+            .iter()
+            .flatten()
+            .filter(|f| matches!(f, Fold::Counted { .. }))
             .count()
     }
 }
@@ -218,6 +243,7 @@ impl Transaction {
             skip,
             folds: self.folds.clone(),
             next: self.next.clone(),
+            counted: self.counted.clone(),
         }
     }
 
@@ -233,6 +259,7 @@ impl Transaction {
         }
         self.folds = s.folds.clone();
         self.next = s.next.clone();
+        self.counted = s.counted.clone();
     }
 
     /// Evaluates the request-independent rules of phase 1 (see [`Snapshot`]) on this fresh
@@ -338,7 +365,7 @@ impl Transaction {
                 }
                 Entry::Marker(_) => false,
             });
-            if reads_matched || self.mode == Mode::Off {
+            if self.mode == Mode::Off {
                 continue;
             }
             for (i, e) in list.iter().enumerate() {
@@ -349,30 +376,36 @@ impl Transaction {
                     continue;
                 }
                 let r = &eng.rules[*ri];
+                let d = match r.disruptive {
+                    Some(Disr::Block) | None => eng.default_disr[p],
+                    Some(d) => d,
+                };
+                // no effect when it matches but the jump
+                let silent = r.chain.is_none()
+                    && r.setvars.is_empty()
+                    && r.ctls.is_empty()
+                    && !r.capture
+                    && !r.log
+                    && r.skip == 0
+                    && d == Disr::Pass;
                 let key = match r.targets.as_slice() {
                     [Target {
                         var: V::Values(Coll::Tx),
                         sel: Sel::Key(k),
                         count: false,
                         ..
-                    }] => k,
-                    _ => continue,
+                    }] => Some(k),
+                    _ => None,
                 };
-                let d = match r.disruptive {
-                    Some(Disr::Block) | None => eng.default_disr[p],
-                    Some(d) => d,
-                };
-                let gate = r.chain.is_none()
+                let gate = key.is_some_and(|k| stable(k))
+                    && !reads_matched
+                    && silent
                     && r.excl.is_empty()
-                    && r.memo.is_some() // a pure operator
-                    && r.setvars.is_empty()
-                    && r.ctls.is_empty()
-                    && !r.capture
-                    && !r.log
-                    && r.skip == 0
-                    && d == Disr::Pass
-                    && stable(key);
+                    && r.memo.is_some(); // a pure operator
                 if !gate {
+                    if let Some(f) = self.fold_counted(r, *ri, *skip_to, silent, &stable) {
+                        folds[p][i] = f;
+                    }
                     continue;
                 }
                 let (mv, mvs, counters) = (
@@ -391,5 +424,72 @@ impl Transaction {
             }
         }
         folds
+    }
+
+    /// [`Fold::Counted`] for rule `r` (entry `Entry::Rule(ri, skip_to)`) when its targets are
+    /// TX keys that `stable` says no per-request rule writes, at least one counted (`&TX:key`)
+    /// and the others not set: its values are then the counts alone, the same in every
+    /// request and never memoised, and with a pure operator its answer and its operator
+    /// calls are too. A match must have no effect but the jump (`silent`). Evaluated here
+    /// once, on the snapshot's state, which is left as it was.
+    fn fold_counted(
+        &mut self,
+        r: &Rule,
+        ri: usize,
+        skip_to: Option<usize>,
+        silent: bool,
+        stable: &dyn Fn(&[u8]) -> bool,
+    ) -> Option<Fold> {
+        let mut counts = 0;
+        for t in &r.targets {
+            let Target {
+                var: V::Values(Coll::Tx),
+                sel: Sel::Key(k),
+                count,
+                ..
+            } = t
+            else {
+                return None;
+            };
+            if !stable(k) {
+                return None;
+            }
+            if *count {
+                counts += 1;
+            } else if self.tx.get(k).is_some() {
+                return None;
+            }
+        }
+        if counts == 0 || !r.excl.is_empty() || r.memo.is_none() {
+            return None;
+        }
+        let (mv, mvs, counters) = (
+            self.matched_var.clone(),
+            std::mem::take(&mut self.matched_vars),
+            self.counters,
+        );
+        // (the top rule alone: a chain runs only after a match, and a match must be silent)
+        let hit = self.eval_one(r, r, ri, false);
+        let ops = self.counters.1 - counters.1;
+        let left = std::mem::replace(&mut self.matched_vars, mvs);
+        self.matched_var = mv;
+        self.counters = counters;
+        if !hit {
+            return Some(Fold::Counted {
+                to: None,
+                ops,
+                mv: 0,
+            });
+        }
+        if !silent || left.is_empty() {
+            return None;
+        }
+        let counted = Rc::make_mut(&mut self.counted);
+        counted.push(left);
+        Some(Fold::Counted {
+            to: skip_to,
+            ops,
+            mv: counted.len() as u32,
+        })
     }
 }
