@@ -390,43 +390,37 @@ pub enum Op {
     NoMatch,
 }
 
+/// `match`es `$op` on the operators whose argument may hold macros, binding the argument
+/// to `$m` for `$e` (one list of them for [`Op::macro_arg`] and [`Op::macro_arg_mut`]).
+macro_rules! on_macro_arg {
+    ($op:expr, $m:ident => $e:expr) => {
+        match $op {
+            Op::Eq($m)
+            | Op::Ge($m)
+            | Op::Gt($m)
+            | Op::Lt($m)
+            | Op::Le($m)
+            | Op::StrEq($m)
+            | Op::Contains($m)
+            | Op::ContainsWord($m)
+            | Op::BeginsWith($m)
+            | Op::EndsWith($m)
+            | Op::Within($m)
+            | Op::RxMacro($m, _) => $e,
+            _ => None,
+        }
+    };
+}
+
 impl Op {
     /// The operator's argument when it may hold macros (`@within %{tx.allowed_methods}`).
     pub fn macro_arg(&self) -> Option<&Macro> {
-        match self {
-            Op::Eq(m)
-            | Op::Ge(m)
-            | Op::Gt(m)
-            | Op::Lt(m)
-            | Op::Le(m)
-            | Op::StrEq(m)
-            | Op::Contains(m)
-            | Op::ContainsWord(m)
-            | Op::BeginsWith(m)
-            | Op::EndsWith(m)
-            | Op::Within(m)
-            | Op::RxMacro(m, _) => Some(m),
-            _ => None,
-        }
+        on_macro_arg!(self, m => Some(m))
     }
 
     /// [`Op::macro_arg`], to change (configure: `tx::tx_slots`).
     pub fn macro_arg_mut(&mut self) -> Option<&mut Macro> {
-        match self {
-            Op::Eq(m)
-            | Op::Ge(m)
-            | Op::Gt(m)
-            | Op::Lt(m)
-            | Op::Le(m)
-            | Op::StrEq(m)
-            | Op::Contains(m)
-            | Op::ContainsWord(m)
-            | Op::BeginsWith(m)
-            | Op::EndsWith(m)
-            | Op::Within(m)
-            | Op::RxMacro(m, _) => Some(m),
-            _ => None,
-        }
+        on_macro_arg!(self, m => Some(m))
     }
 }
 
