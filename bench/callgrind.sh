@@ -85,14 +85,7 @@ count() {
         # No filter chain: nginx is counted as the peer of the empty chain only.
         [[ $chain == empty ]] || return 0
         mkdir -p "$out/nginx"
-        {
-            nginx_head "$out/nginx"
-            echo "    server {"
-            echo "        listen 127.0.0.1:$SLUICE_PORT;"
-            nginx_proxy_location
-            echo "    }"
-            echo "}"
-        } >"$out/nginx.conf"
+        nginx_proxy_conf "$out/nginx" "$SLUICE_PORT" >"$out/nginx.conf"
         start_bg "$name" valgrind --tool=callgrind --callgrind-out-file="$out/cg.out" \
             nginx -p "$out/nginx" -e "$out/nginx/error.log" -c "$out/nginx.conf" \
             -g 'daemon off; master_process off;'

@@ -9,7 +9,8 @@
 #   bench/waf.sh start all their servers at once and measure them in interleaved rounds.
 # Measuring: wrk_warmup / wrk_measure / wrk_warm_run / wrk_row OUT WRK_ARGS..., wrk_stat FILE KEY, to_ms, nearest_rank P,
 #   cpu_busy_pct, warn_if_busy, env_lines.
-# Servers: start_origin, nginx_head DIR, nginx_proxy_location, start_nginx_conf NAME DIR CONF,
+# Servers: start_origin, nginx_head DIR, nginx_proxy_location, nginx_proxy_conf DIR PORT,
+#   start_nginx_conf NAME DIR CONF,
 #   sluice_server, start_sluice_bench, sluice_policy_tail CHAIN, headers_filters N,
 #   waf_norules_filter, crs_waf_filter.
 # CPU: proc_table, proc_tree_pids PID, proc_ticks PID (the whole process tree),
@@ -133,6 +134,18 @@ nginx_proxy_location() {
             proxy_max_temp_file_size 0;
         }
 EOF
+}
+
+# nginx_proxy_conf DIR PORT: a whole nginx.conf (nginx_head DIR) with one server on
+# 127.0.0.1:PORT proxying everything to the origin (nginx_proxy_location): bench/run.sh's
+# nginx row and bench/callgrind.sh's nginx.
+nginx_proxy_conf() {
+    nginx_head "$1"
+    echo "    server {"
+    echo "        listen 127.0.0.1:$2;"
+    nginx_proxy_location
+    echo "    }"
+    echo "}"
 }
 
 # start_nginx_conf NAME DIR CONF: checks CONF with `nginx -t`, then runs it in the

@@ -151,14 +151,7 @@ fi
 start_nginx() {
     local dir="$TMP/nginx" conf="$TMP/nginx.conf"
     mkdir -p "$dir"
-    {
-        nginx_head "$dir"
-        echo "    server {"
-        echo "        listen 127.0.0.1:$NGINX_PORT;"
-        nginx_proxy_location
-        echo "    }"
-        echo "}"
-    } >"$conf"
+    nginx_proxy_conf "$dir" "$NGINX_PORT" >"$conf"
     start_nginx_conf nginx "$dir" "$conf"
 }
 
