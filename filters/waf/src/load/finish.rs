@@ -143,7 +143,6 @@ impl<'a> Loader<'a> {
             stats: self.stats,
             prefilter: self.pf.build(),
             memo: std::cell::RefCell::new(crate::memo::Memo::new(slots)),
-            list_memo: Default::default(),
             n_tlists: lists.len() as u32,
             tlist_words,
         })

@@ -142,8 +142,6 @@ pub struct Engine {
     pub prefilter: Option<crate::prefilter::Prefilter>,
     /// Operator misses remembered across requests.
     pub memo: std::cell::RefCell<crate::memo::Memo>,
-    /// Shared lists' memo rows kept across transactions ([`crate::tx::ListMemo`]).
-    pub list_memo: std::cell::RefCell<crate::tx::ListMemo>,
     /// Number of interned cacheable target lists (`Rule::tlist`).
     pub n_tlists: u32,
     /// Per interned target list: the words of the memo's bit rows that hold the slots of the

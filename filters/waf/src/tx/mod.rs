@@ -33,8 +33,7 @@ use crate::hash::FxMap;
 use crate::load::{Engine, Entry, LimitAction};
 use crate::model::*;
 use crate::ops::{self, Op};
-pub use lists::ListMemo;
-use lists::{List, ROW_NONE, VER_UNKNOWN};
+use lists::{List, ROW_NONE};
 use std::rc::Rc;
 
 impl Drop for Transaction {
@@ -150,9 +149,6 @@ pub struct Transaction {
     memo_gen: u32,
     /// Collected values per interned target list (`Rule::tlist`), for the running phase.
     lists: Vec<Option<Rc<List>>>,
-    /// Per input source, its version in the [`ListMemo`] ([`VER_UNKNOWN`]: not computed since
-    /// the inputs last changed).
-    src_ver: Vec<u32>,
     /// Input values added or replaced so far (every `kv` and `set_scalar`: request, body,
     /// response), and its count when `lists` were started.
     input_gen: u64,
@@ -247,7 +243,6 @@ impl Transaction {
             memo_rows: sp.memo_rows,
             memo_gen,
             lists: Vec::new(),
-            src_ver: Vec::new(),
             input_gen: 0,
             lists_input_gen: 0,
             folds: Rc::new(Default::default()),
@@ -272,7 +267,6 @@ impl Transaction {
         if g != self.memo_gen || self.input_gen != self.lists_input_gen {
             self.recycle_lists();
             self.lists_input_gen = self.input_gen;
-            self.src_ver.fill(VER_UNKNOWN);
         }
         self.lists.resize(self.eng.n_tlists as usize, None);
         if g != self.memo_gen {
