@@ -273,6 +273,7 @@ pub struct Excl {
 
 impl Excl {
     /// Does this exclusion remove value `key` of variable `var`?
+    #[inline]
     pub fn hits(&self, var: V, key: &[u8]) -> bool {
         self.var == var && self.sel.matches(key)
     }

@@ -66,6 +66,11 @@ impl Transaction {
                             Sel::Key(k) => {
                                 k.len() == kv.key.len() && k.eq_ignore_ascii_case(&kv.key)
                             }
+                            // (`Sel::matches` inline: a key shorter than the literal, no call)
+                            Sel::Prefix(p) => {
+                                kv.key.len() >= p.len() && kv.key[..p.len()].eq_ignore_ascii_case(p)
+                            }
+                            Sel::Contains(c) => c.len() <= kv.key.len() && t.sel.matches(&kv.key),
                             s => s.matches(&kv.key),
                         };
                     if !sel {
@@ -155,7 +160,7 @@ impl Transaction {
             }
             V::MatchedVars | V::MatchedVarsNames => {
                 for kv in &self.matched_vars {
-                    if t.sel.matches(&kv.key) && !excluded(exs, t.var, &kv.key) {
+                    if (all || t.sel.matches(&kv.key)) && !excluded(exs, t.var, &kv.key) {
                         let val = if t.var == V::MatchedVars {
                             kv.val.clone()
                         } else {

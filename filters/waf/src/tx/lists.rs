@@ -32,10 +32,16 @@ pub(super) const MAX_MEMO_ID: u32 = 1 << 16;
 impl Transaction {
     /// Empties `lists`, keeping their allocations for the next lists ([`LIST_POOL`]).
     pub(super) fn recycle_lists(&mut self) {
+        if self.lists_used.is_empty() {
+            return;
+        }
         LIST_POOL.with(|p| {
             let mut pool = p.borrow_mut();
-            for slot in self.lists.drain(..) {
-                let Some(mut l) = slot else { continue };
+            // (only the slots filled: most of the engine's lists are not used in a phase)
+            for i in self.lists_used.drain(..) {
+                let Some(mut l) = self.lists.get_mut(i as usize).and_then(Option::take) else {
+                    continue;
+                };
                 if let Some(list) = Rc::get_mut(&mut l) {
                     list.vals.clear();
                     list.rows.clear();
@@ -119,6 +125,7 @@ impl Transaction {
                 .and_rows_in(&list.rows, words, &mut list.all_miss);
         }
         self.lists[li] = Some(l.clone());
+        self.lists_used.push(li as u32);
         l
     }
 

@@ -149,6 +149,8 @@ pub struct Transaction {
     memo_gen: u32,
     /// Collected values per interned target list (`Rule::tlist`), for the running phase.
     lists: Vec<Option<Rc<List>>>,
+    /// The indices of `lists` holding a list (so that recycling visits only those).
+    lists_used: Vec<u32>,
     /// Input values added or replaced so far (every `kv` and `set_scalar`: request, body,
     /// response), and its count when `lists` were started.
     input_gen: u64,
@@ -242,7 +244,8 @@ impl Transaction {
             skip1_mv: None,
             memo_rows: sp.memo_rows,
             memo_gen,
-            lists: Vec::new(),
+            lists: sp.lists,
+            lists_used: sp.lists_used,
             input_gen: 0,
             lists_input_gen: 0,
             folds: Rc::new(Default::default()),

@@ -33,6 +33,9 @@ pub(super) struct Spare {
     pub(super) buf_a: Vec<u8>,
     pub(super) buf_b: Vec<u8>,
     pub(super) memo_rows: Vec<u32>,
+    /// Every entry `None` (the lists were recycled before), `lists_used` empty.
+    pub(super) lists: Vec<Option<Rc<List>>>,
+    pub(super) lists_used: Vec<u32>,
     pub(super) logs: Vec<MatchLog>,
     /// Not cleared: the intern table ([`Transaction::intern`]) is trusted on equal bytes.
     pub(super) intern: Vec<Option<Rc<[u8]>>>,
@@ -61,6 +64,8 @@ impl Transaction {
         let mut scalars = take(&mut self.scalars);
         scalars.clear();
         scalars.resize(SCALARS.len(), None);
+        // (`Drop` recycles the lists first: every entry of `lists` is `None`)
+        debug_assert!(self.lists_used.is_empty() && self.lists.iter().all(Option::is_none));
         let mut tx = take(&mut self.tx);
         tx.clear();
         let mut sp = Box::new(Spare {
@@ -82,6 +87,8 @@ impl Transaction {
             buf_a: take(&mut self.buf_a),
             buf_b: take(&mut self.buf_b),
             memo_rows: take(&mut self.memo_rows),
+            lists: take(&mut self.lists),
+            lists_used: take(&mut self.lists_used),
             logs: take(&mut self.logs),
             intern: take(&mut self.intern),
             empty: Some(self.empty.clone()),
@@ -111,6 +118,7 @@ impl Spare {
         self.buf_a.clear();
         self.buf_b.clear();
         self.memo_rows.clear();
+        self.lists_used.clear();
         self.logs.clear();
     }
 }
