@@ -60,6 +60,9 @@ impl Transaction {
         let num = |m: &Macro| ops::atoi(&self.arg(m, rule));
         let r = match &rule.op {
             Op::Rx(rx) => {
+                if rx.need.as_ref().is_some_and(|n| !n.may_match(input)) {
+                    return (false, None);
+                }
                 if let (Some(h), Some(host)) = (rx.host, &self.eng.host) {
                     if let Ok(res) = host.run_rx(h, caps, input) {
                         return (res.is_some(), res);
@@ -100,6 +103,9 @@ impl Transaction {
                 rx.is_match(input)
             }
             Op::Pm(pm) => {
+                if pm.need.as_ref().is_some_and(|n| !n.may_match(input)) {
+                    return (false, None);
+                }
                 if let (Some(h), Some(host)) = (pm.host, &self.eng.host) {
                     if let Ok(res) = host.run_pm(h, input) {
                         return (res.is_some(), res);
