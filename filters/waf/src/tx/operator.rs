@@ -18,14 +18,19 @@ impl Transaction {
         let mut a = std::mem::take(&mut self.buf_a);
         let mut b = std::mem::take(&mut self.buf_b);
         let mut owned = false;
+        // the byte classes of the current value, scanned once for the chain's no-op tests
+        // (again after a transformation changed it)
+        let mut classes = None;
         for t in rule.transforms.iter() {
             let src: &[u8] = if owned { &a } else { &v.val };
-            if t.is_noop(src) {
+            let c = *classes.get_or_insert_with(|| crate::transform::classes(src));
+            if t.noop_in(c, src) {
                 continue;
             }
             t.apply_with(src, &mut b, self.eng.settings.unicode_map.as_deref());
             std::mem::swap(&mut a, &mut b);
             owned = true;
+            classes = None;
         }
         let out = if !owned || *a == *v.val {
             v.val.clone()
