@@ -37,6 +37,8 @@ pub fn literals(pattern: &str) -> Option<Vec<Vec<u8>>> {
 /// The compiled prefilter of a rule set.
 pub struct Prefilter {
     ac: AhoCorasick,
+    /// Bytes one of the literals at least needs: without them the scan finds nothing.
+    need: Option<Need>,
     /// For each AC pattern, the slots (prefiltered rules) it belongs to.
     owners: Vec<Vec<u32>>,
     /// Number of slots.
@@ -90,6 +92,7 @@ impl Builder {
             .ok()?;
         Some(Prefilter {
             ac,
+            need: Need::phrases(&pats),
             owners,
             slots: self.slots as usize,
         })
@@ -113,6 +116,9 @@ impl Prefilter {
     pub fn scan_into(&self, input: &[u8], out: &mut Vec<u64>) {
         let base = out.len();
         out.resize(base + self.words(), 0);
+        if self.need.as_ref().is_some_and(|n| !n.may_match(input)) {
+            return;
+        }
         let bits = &mut out[base..];
         for m in self.ac.find_overlapping_iter(input) {
             for &s in &self.owners[m.pattern().as_usize()] {
@@ -447,18 +453,16 @@ mod tests {
         }
     }
 
-    /// Checks, for `rounds` inputs built around samples of `pattern`'s language (alone, in
-    /// random context, truncated, with a byte changed) and for random inputs, that `need`
-    /// never says "no" where the regex matches. Returns how many inputs matched.
-    fn check_regex(pattern: &str, need: &Need, rng: &mut Rng, rounds: usize) -> usize {
-        let re = regex::bytes::Regex::new(pattern).unwrap();
+    /// `rounds` inputs built around samples of `pattern`'s language: alone, in random
+    /// context, truncated, with a byte changed, uppercased, and random inputs.
+    fn inputs(pattern: &str, rng: &mut Rng, rounds: usize) -> Vec<Vec<u8>> {
         let hir = regex_syntax::ParserBuilder::new()
             .utf8(false)
             .build()
             .parse(pattern)
             .unwrap();
         let alphabet: Vec<u8> = b"abcxyz019 '\"<>()=;-/\\%&*#.,_:\n\t".to_vec();
-        let mut matched = 0;
+        let mut out = Vec::with_capacity(rounds);
         for k in 0..rounds {
             let mut s = Vec::new();
             if k % 4 != 0 {
@@ -484,6 +488,17 @@ mod tests {
             if k % 13 == 4 {
                 s.make_ascii_uppercase();
             }
+            out.push(s);
+        }
+        out
+    }
+
+    /// Checks on [`inputs`] that `need` never says "no" where the regex matches. Returns
+    /// how many inputs matched.
+    fn check_regex(pattern: &str, need: &Need, rng: &mut Rng, rounds: usize) -> usize {
+        let re = regex::bytes::Regex::new(pattern).unwrap();
+        let mut matched = 0;
+        for s in inputs(pattern, rng, rounds) {
             if re.is_match(&s) {
                 matched += 1;
                 assert!(
@@ -632,6 +647,27 @@ mod tests {
                 cur = x.chain.as_deref();
             }
         }
+        // the literal prefilter of all those patterns scans as it does without its need
+        let (mut with, mut without) = (Builder::default(), Builder::default());
+        let pats: Vec<&String> = seen.iter().collect();
+        for p in &pats {
+            if let Some(l) = literals(p) {
+                with.add(l.clone());
+                without.add(l);
+            }
+        }
+        let (with, mut without) = (with.build().unwrap(), without.build().unwrap());
+        assert!(with.need.is_some());
+        without.need = None;
+        let mut found = 0;
+        for p in &pats {
+            for s in inputs(p, &mut rng, 40) {
+                let bits = with.scan(&s);
+                assert_eq!(bits, without.scan(&s), "{:?}", String::from_utf8_lossy(&s));
+                found += usize::from(bits.iter().any(|&w| w != 0));
+            }
+        }
+        assert!(found > 1000, "{found} inputs held a literal");
         // the phrase lists (`@pmFromFile`): every phrase, in random case and context
         let mut files: Vec<_> = std::fs::read_dir("/usr/share/modsecurity-crs/rules")
             .unwrap()
