@@ -278,6 +278,8 @@ pub struct RxOp {
     pub rx: Rx,
     /// Host handle, when the host compiled the same pattern.
     pub host: Option<u32>,
+    /// Bytes every match holds (`regex::bytes` patterns): without them, no match.
+    pub need: Option<crate::prefilter::Need>,
 }
 
 /// Phrase matcher (`@pm`, `@pmFromFile`): ASCII case-insensitive substring search.
@@ -287,6 +289,8 @@ pub struct Pm {
     pub ac: AhoCorasick,
     /// Host handle, if any.
     pub host: Option<u32>,
+    /// Bytes every match holds (one of each phrase's): without them, no match.
+    pub need: Option<crate::prefilter::Need>,
 }
 
 /// Builds a phrase matcher.

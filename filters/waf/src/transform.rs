@@ -118,7 +118,40 @@ impl T {
                     && !i.windows(2).any(|w| w == b"//" || w == b"/.")
                     && !(self == T::NormalizePathWin && i.contains(&b'\\'))
             }
+            // lowercases; drops `"'\^`; whitespace, `,` and `;` become a space, before which
+            // `/` and `(` are glued
+            T::CmdLine => !i.iter().any(|&b| CLASS[usize::from(b)] & CMD_LINE != 0),
+            T::CompressWhitespace => !i.iter().any(|&b| is_ws(b)),
+            T::ReplaceComments => !i.contains(&b'*'),
+            T::RemoveComments | T::RemoveCommentsChar => {
+                !i.iter().any(|&b| matches!(b, b'*' | b'-' | b'#'))
+            }
+            T::Trim | T::TrimLeft | T::TrimRight => {
+                (self == T::TrimRight || i.first().is_none_or(|&b| !is_ws(b)))
+                    && (self == T::TrimLeft || i.last().is_none_or(|&b| !is_ws(b)))
+            }
             _ => false,
+        }
+    }
+
+    /// [`T::is_noop`] for a value whose [`classes`] are `c`: most answers are one test of
+    /// `c`, so a chain of transformations scans a value once, not once per transformation.
+    pub fn noop_in(self, c: u16, i: &[u8]) -> bool {
+        match self {
+            T::Lowercase => c & UPPER == 0,
+            T::Uppercase => c & LOWER == 0,
+            T::UrlDecode | T::UrlDecodeUni => c & PCT_PLUS == 0,
+            T::HtmlEntityDecode => c & AMP == 0,
+            T::JsDecode | T::EscapeSeqDecode | T::CssDecode => c & BSLASH == 0,
+            T::Utf8ToUnicode => c & HIGH == 0,
+            T::RemoveNulls | T::ReplaceNulls => c & NUL == 0,
+            T::RemoveWhitespace | T::CompressWhitespace => c & WS == 0,
+            T::CmdLine => c & CMD_LINE == 0,
+            T::ReplaceComments => c & STAR == 0,
+            T::RemoveComments | T::RemoveCommentsChar => c & COMMENT == 0,
+            T::NormalizePath => c & SLASH_DOT == 0 || self.is_noop(i),
+            T::NormalizePathWin => c & (SLASH_DOT | BSLASH) == 0 || self.is_noop(i),
+            _ => self.is_noop(i),
         }
     }
 
@@ -192,6 +225,74 @@ impl T {
             T::TrimRight => out.extend_from_slice(trim_right(i)),
         }
     }
+}
+
+// Byte classes of [`classes`], one bit each.
+const UPPER: u16 = 1;
+const LOWER: u16 = 2;
+const PCT_PLUS: u16 = 4;
+const AMP: u16 = 8;
+const BSLASH: u16 = 16;
+const HIGH: u16 = 32;
+const NUL: u16 = 64;
+/// [`is_ws`].
+const WS: u16 = 128;
+/// What `cmdLine` changes: uppercase, `"'\^`, its whitespace (not 0xa0), `,` and `;`.
+const CMD_LINE: u16 = 256;
+const STAR: u16 = 512;
+/// `*`, `-`, `#`: what the comment removals look for.
+const COMMENT: u16 = 1024;
+const SLASH_DOT: u16 = 2048;
+
+/// The class bits of each byte.
+static CLASS: [u16; 256] = {
+    let mut t = [0u16; 256];
+    let mut b = 0usize;
+    while b < 256 {
+        let c = b as u8;
+        let mut v = 0;
+        if c.is_ascii_uppercase() {
+            v |= UPPER | CMD_LINE;
+        }
+        if c.is_ascii_lowercase() {
+            v |= LOWER;
+        }
+        if c >= 0x80 {
+            v |= HIGH;
+        }
+        v |= match c {
+            b'%' | b'+' => PCT_PLUS,
+            b'&' => AMP,
+            b'\\' => BSLASH | CMD_LINE,
+            0 => NUL,
+            b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c => WS | CMD_LINE,
+            0xa0 => WS,
+            b'"' | b'\'' | b'^' | b',' | b';' => CMD_LINE,
+            b'*' => STAR | COMMENT,
+            b'-' | b'#' => COMMENT,
+            b'/' | b'.' => SLASH_DOT,
+            _ => 0,
+        };
+        t[b] = v;
+        b += 1;
+    }
+    t
+};
+
+/// The byte classes a value holds (the OR of [`CLASS`]), for [`T::noop_in`].
+pub fn classes(i: &[u8]) -> u16 {
+    let mut chunks = i.chunks_exact(4);
+    let mut c = 0;
+    for w in &mut chunks {
+        c |= CLASS[usize::from(w[0])]
+            | CLASS[usize::from(w[1])]
+            | CLASS[usize::from(w[2])]
+            | CLASS[usize::from(w[3])];
+    }
+    for &b in chunks.remainder() {
+        c |= CLASS[usize::from(b)];
+    }
+    c
 }
 
 fn trim_left(i: &[u8]) -> &[u8] {
@@ -771,14 +872,45 @@ mod tests {
             b" a \t b ",
             b"/products/list?category=shoes&page=2",
         ];
+        // and random values over the bytes the transformations look at
+        let alphabet = b"aZ09 \t\n\x0b\x0c\r\xa0\xc3\xa9\x00%+&;#\\/.*-\"'^,(xu";
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut random: Vec<Vec<u8>> = Vec::new();
+        for _ in 0..3000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let len = (seed % 9) as usize;
+            random.push(
+                (0..len)
+                    .map(|k| alphabet[((seed >> (8 + 5 * k)) % alphabet.len() as u64) as usize])
+                    .collect(),
+            );
+        }
+        let names = [
+            &names[..],
+            &[
+                "replaceComments",
+                "removeComments",
+                "removeCommentsChar",
+                "trimLeft",
+                "trimRight",
+            ],
+        ]
+        .concat();
         for n in names {
             let tr = T::parse(n).unwrap().unwrap();
-            for i in inputs {
+            for i in inputs.iter().copied().chain(random.iter().map(|r| &r[..])) {
                 let mut o = Vec::new();
                 tr.apply(i, &mut o);
                 if tr.is_noop(i) {
                     assert_eq!(o, i, "{n} on {i:?}");
                 }
+                assert_eq!(
+                    tr.noop_in(super::classes(i), i),
+                    tr.is_noop(i),
+                    "{n} on {i:?}"
+                );
             }
         }
     }

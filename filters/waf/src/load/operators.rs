@@ -9,9 +9,11 @@ impl<'a> Loader<'a> {
         }
         let rx = ops::compile_rx(pat)?;
         let mut host = None;
+        let mut need = None;
         match &rx {
             ops::Rx::Bytes(r) => {
                 self.stats.rx_bytes += 1;
+                need = crate::prefilter::Need::regex(r.as_str());
                 if let Some(h) = &self.host {
                     host = h.compile_rx(r.as_str());
                     if host.is_some() {
@@ -21,7 +23,7 @@ impl<'a> Loader<'a> {
             }
             ops::Rx::Fancy(..) => self.stats.rx_fancy += 1,
         }
-        let op = Rc::new(RxOp { rx, host });
+        let op = Rc::new(RxOp { rx, host, need });
         self.rx_cache.insert(pat.to_string(), op.clone());
         Ok(op)
     }
@@ -38,7 +40,8 @@ impl<'a> Loader<'a> {
                 self.stats.host_matchers += 1;
             }
         }
-        let p = Rc::new(Pm { ac, host });
+        let need = crate::prefilter::Need::phrases(&words);
+        let p = Rc::new(Pm { ac, host, need });
         self.pm_cache.insert(words, p.clone());
         Ok(p)
     }

@@ -18,14 +18,19 @@ impl Transaction {
         let mut a = std::mem::take(&mut self.buf_a);
         let mut b = std::mem::take(&mut self.buf_b);
         let mut owned = false;
+        // the byte classes of the current value, scanned once for the chain's no-op tests
+        // (again after a transformation changed it)
+        let mut classes = None;
         for t in rule.transforms.iter() {
             let src: &[u8] = if owned { &a } else { &v.val };
-            if t.is_noop(src) {
+            let c = *classes.get_or_insert_with(|| crate::transform::classes(src));
+            if t.noop_in(c, src) {
                 continue;
             }
             t.apply_with(src, &mut b, self.eng.settings.unicode_map.as_deref());
             std::mem::swap(&mut a, &mut b);
             owned = true;
+            classes = None;
         }
         let out = if !owned || *a == *v.val {
             v.val.clone()
@@ -60,6 +65,9 @@ impl Transaction {
         let num = |m: &Macro| ops::atoi(&self.arg(m, rule));
         let r = match &rule.op {
             Op::Rx(rx) => {
+                if rx.need.as_ref().is_some_and(|n| !n.may_match(input)) {
+                    return (false, None);
+                }
                 if let (Some(h), Some(host)) = (rx.host, &self.eng.host) {
                     if let Ok(res) = host.run_rx(h, caps, input) {
                         return (res.is_some(), res);
@@ -100,6 +108,9 @@ impl Transaction {
                 rx.is_match(input)
             }
             Op::Pm(pm) => {
+                if pm.need.as_ref().is_some_and(|n| !n.may_match(input)) {
+                    return (false, None);
+                }
                 if let (Some(h), Some(host)) = (pm.host, &self.eng.host) {
                     if let Ok(res) = host.run_pm(h, input) {
                         return (res.is_some(), res);
