@@ -142,6 +142,8 @@ pub struct Engine {
     pub prefilter: Option<crate::prefilter::Prefilter>,
     /// Operator misses remembered across requests.
     pub memo: std::cell::RefCell<crate::memo::Memo>,
+    /// Results of transformation chains kept across transactions (`crate::tcache`).
+    pub chain_cache: std::cell::RefCell<crate::tcache::ChainCache>,
     /// Number of interned cacheable target lists (`Rule::tlist`).
     pub n_tlists: u32,
     /// Per interned target list: the words of the memo's bit rows that hold the slots of the

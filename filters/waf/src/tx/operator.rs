@@ -15,6 +15,12 @@ impl Transaction {
                 return x.clone();
             }
         }
+        if let Some(x) = self.eng.chain_cache.borrow().get(rule.tchain, &v.val) {
+            if v.id != NOCACHE {
+                self.cache.insert(key, x.clone());
+            }
+            return x;
+        }
         let mut a = std::mem::take(&mut self.buf_a);
         let mut b = std::mem::take(&mut self.buf_b);
         let mut owned = false;
@@ -34,6 +40,10 @@ impl Transaction {
         };
         self.buf_a = a;
         self.buf_b = b;
+        self.eng
+            .chain_cache
+            .borrow_mut()
+            .put(rule.tchain, &v.val, &out);
         if v.id != NOCACHE {
             self.cache.insert(key, out.clone());
         }
