@@ -5,7 +5,7 @@ use crate::body;
 use crate::transform::{form_decode, uri_decode};
 
 /// Entries of the intern table ([`Transaction::intern`]; a power of two).
-const INTERN: usize = 256;
+const INTERN: usize = 1024;
 /// Longest value [`Transaction::intern`] keeps (at most `INTERN` of them).
 const INTERN_MAX: usize = 256;
 
