@@ -9,17 +9,19 @@ impl Transaction {
         if rule.transforms.is_empty() {
             return v.val.clone();
         }
+        // short values: the engine's table, kept across transactions (and within this one);
+        // longer ones: this transaction's cache
+        let short = v.val.len() <= crate::tcache::MAX_INPUT;
+        if short {
+            if let Some(x) = self.eng.chain_cache.borrow().get(rule.tchain, &v.val) {
+                return x;
+            }
+        }
         let key = (u64::from(v.id) << 32) | u64::from(rule.tchain);
-        if v.id != NOCACHE {
+        if !short && v.id != NOCACHE {
             if let Some(x) = self.cache.get(&key) {
                 return x.clone();
             }
-        }
-        if let Some(x) = self.eng.chain_cache.borrow().get(rule.tchain, &v.val) {
-            if v.id != NOCACHE {
-                self.cache.insert(key, x.clone());
-            }
-            return x;
         }
         let mut a = std::mem::take(&mut self.buf_a);
         let mut b = std::mem::take(&mut self.buf_b);
@@ -40,11 +42,12 @@ impl Transaction {
         };
         self.buf_a = a;
         self.buf_b = b;
-        self.eng
-            .chain_cache
-            .borrow_mut()
-            .put(rule.tchain, &v.val, &out);
-        if v.id != NOCACHE {
+        if short {
+            self.eng
+                .chain_cache
+                .borrow_mut()
+                .put(rule.tchain, &v.val, &out);
+        } else if v.id != NOCACHE {
             self.cache.insert(key, out.clone());
         }
         out
