@@ -34,8 +34,6 @@ pub(super) struct Spare {
     pub(super) buf_b: Vec<u8>,
     pub(super) memo_rows: Vec<u32>,
     pub(super) logs: Vec<MatchLog>,
-    /// Not cleared: the intern table ([`Transaction::intern`]) is trusted on equal bytes.
-    pub(super) intern: Vec<Option<Rc<[u8]>>>,
     /// The shared empty value.
     pub(super) empty: Option<Rc<[u8]>>,
 }
@@ -83,7 +81,6 @@ impl Transaction {
             buf_b: take(&mut self.buf_b),
             memo_rows: take(&mut self.memo_rows),
             logs: take(&mut self.logs),
-            intern: take(&mut self.intern),
             empty: Some(self.empty.clone()),
         });
         sp.clear();
