@@ -408,9 +408,13 @@ impl Context for WafHttp {
 }
 
 impl WafHttp {
+    /// A property as text; bytes that are not UTF-8 become U+FFFD (as
+    /// `String::from_utf8_lossy`), valid text is taken without a copy.
     fn prop(&self, path: Vec<&str>) -> Option<String> {
-        self.get_property(path)
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
+        self.get_property(path).map(|b| {
+            String::from_utf8(b)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+        })
     }
 
     /// Runs phase 2 (after the body, if any), reports, and answers.
@@ -666,8 +670,8 @@ impl WafHttp {
             self.metrics.inc_requests();
             return Action::Continue;
         }
-        let head = crate::request::RequestHead::from_host_and_head(
-            self.get_http_request_headers(),
+        let head = crate::request::RequestHead::from_head_or_host(
+            || self.get_http_request_headers(),
             self.prop(vec!["sluice", "request_target"]),
             self.prop(vec!["sluice", "request_head"]),
         );

@@ -16,6 +16,7 @@ pub mod persist;
 pub mod prefilter;
 pub mod request;
 pub mod sha1;
+pub mod tcache;
 pub mod transform;
 pub mod tx;
 pub mod unicode_map;

@@ -36,12 +36,25 @@ impl RequestHead {
         absolute_target: Option<String>,
         received: Option<String>,
     ) -> RequestHead {
+        Self::from_head_or_host(|| pairs, absolute_target, received)
+    }
+
+    /// As [`RequestHead::from_host_and_head`], but the host's header pairs are asked for
+    /// (`pairs` called) only when `received` is absent or not a request head: the filter
+    /// then reads no header map (a host call and a copy of every name and value) when the
+    /// host offers the head as received.
+    pub fn from_head_or_host(
+        pairs: impl FnOnce() -> Vec<(String, String)>,
+        absolute_target: Option<String>,
+        received: Option<String>,
+    ) -> RequestHead {
         if let Some(mut head) = received.as_deref().and_then(parse_received) {
             if let Some(t) = absolute_target.filter(|t| !t.is_empty()) {
                 head.target = t;
             }
             return head;
         }
+        let pairs = pairs();
         let mut head = RequestHead {
             method: "GET".into(),
             target: "/".into(),
@@ -177,6 +190,18 @@ mod tests {
             Some("garbage".into()),
         );
         assert_eq!((h.target.as_str(), h.headers.len()), ("/p", 1));
+    }
+
+    #[test]
+    fn host_map_read_only_without_a_received_head() {
+        let h = RequestHead::from_head_or_host(
+            || panic!("the header map is not read when the head parses"),
+            None,
+            Some("GET /x HTTP/1.1\r\nAccept: */*\r\n\r\n".into()),
+        );
+        assert_eq!((h.target.as_str(), h.headers.len()), ("/x", 1));
+        let h = RequestHead::from_head_or_host(|| pairs(&[(":path", "/p")]), None, None);
+        assert_eq!(h.target, "/p");
     }
 
     fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {

@@ -753,3 +753,36 @@ SecRule REQUEST_COOKIES "@rx ." "id:7,phase:2,pass,log"
         assert!(tx.args().iter().all(|(k, v)| k == "a" && v == "hello"));
     }
 }
+
+/// Transformation results kept across transactions (`tcache`): a warm engine answers as a
+/// fresh one, whatever values came before (same value, another value, the same bytes again).
+#[test]
+fn chain_results_kept_across_transactions_answer_as_fresh() {
+    let rules = r#"
+SecRule REQUEST_HEADERS:User-Agent "@streq a13d219e5ded760716f5952758285c6f6a575108" "id:1,phase:1,pass,log,t:sha1,t:hexEncode"
+SecRule REQUEST_HEADERS:User-Agent "@streq curl/8" "id:2,phase:1,pass,log,t:lowercase"
+SecRule REQUEST_HEADERS "@rx ^mozilla" "id:3,phase:1,pass,log,t:lowercase,t:removeWhitespace"
+"#;
+    let warm = waf(rules);
+    for ua in [
+        "curl/8",
+        "CURL/8",
+        "curl/8",
+        "Mozilla 5",
+        "curl/8",
+        "x",
+        "CURL/8",
+    ] {
+        let hs = [("Host", "example.com"), ("User-Agent", ua)];
+        let a = req(&warm, "GET", "/", &hs, None);
+        let b = req(&waf(rules), "GET", "/", &hs, None);
+        assert_eq!(ids(&a), ids(&b), "{ua}");
+        let want: &[u32] = match ua {
+            "curl/8" => &[1, 2],
+            "CURL/8" => &[2],
+            "Mozilla 5" => &[3],
+            _ => &[],
+        };
+        assert_eq!(ids(&a), want, "{ua}");
+    }
+}

@@ -143,6 +143,8 @@ impl<'a> Loader<'a> {
             stats: self.stats,
             prefilter: self.pf.build(),
             memo: std::cell::RefCell::new(crate::memo::Memo::new(slots)),
+            intern: Default::default(),
+            chain_cache: Default::default(),
             n_tlists: lists.len() as u32,
             tlist_words,
         })

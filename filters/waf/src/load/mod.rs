@@ -142,6 +142,11 @@ pub struct Engine {
     pub prefilter: Option<crate::prefilter::Prefilter>,
     /// Operator misses remembered across requests.
     pub memo: std::cell::RefCell<crate::memo::Memo>,
+    /// Input values recently made (`Transaction::intern`), shared by every transaction of
+    /// this engine (the ones a VM runs at once included); trusted only on equal bytes.
+    pub intern: std::cell::RefCell<Vec<Option<std::rc::Rc<[u8]>>>>,
+    /// Results of transformation chains kept across transactions (`crate::tcache`).
+    pub chain_cache: std::cell::RefCell<crate::tcache::ChainCache>,
     /// Number of interned cacheable target lists (`Rule::tlist`).
     pub n_tlists: u32,
     /// Per interned target list: the words of the memo's bit rows that hold the slots of the

@@ -5,7 +5,7 @@ use crate::body;
 use crate::transform::{form_decode, uri_decode};
 
 /// Entries of the intern table ([`Transaction::intern`]; a power of two).
-const INTERN: usize = 256;
+const INTERN: usize = 1024;
 /// Longest value [`Transaction::intern`] keeps (at most `INTERN` of them).
 const INTERN_MAX: usize = 256;
 
@@ -32,7 +32,8 @@ impl Transaction {
     /// header values, cookie names, the method, protocol and small numbers are the same from
     /// one request to the next: no allocation, copy and free for them. The table is
     /// direct-mapped on FxHash and an entry is trusted only for equal bytes, so colliding
-    /// values only push each other out. Kept across transactions (`spare`).
+    /// values only push each other out. One table per engine (`Engine::intern`), so the
+    /// transactions a VM runs at once share it.
     #[inline]
     pub(super) fn intern(&mut self, v: &[u8]) -> Rc<[u8]> {
         if v.is_empty() {
@@ -44,16 +45,17 @@ impl Transaction {
         let mut h = crate::hash::Fx::default();
         std::hash::Hasher::write(&mut h, v);
         let at = (std::hash::Hasher::finish(&h) >> (64 - INTERN.trailing_zeros())) as usize;
-        if self.intern.is_empty() {
-            self.intern = vec![None; INTERN];
+        let mut table = self.eng.intern.borrow_mut();
+        if table.is_empty() {
+            *table = vec![None; INTERN];
         }
-        if let Some(r) = &self.intern[at] {
+        if let Some(r) = &table[at] {
             if **r == *v {
                 return r.clone();
             }
         }
         let r = rc(v);
-        self.intern[at] = Some(r.clone());
+        table[at] = Some(r.clone());
         r
     }
 

@@ -139,8 +139,6 @@ pub struct Transaction {
     buf_a: Vec<u8>,
     buf_b: Vec<u8>,
     empty: Rc<[u8]>,
-    /// Input values recently made ([`Transaction::intern`]), kept across transactions.
-    intern: Vec<Option<Rc<[u8]>>>,
     /// Phase-1 entries already evaluated by a restored [`Snapshot`], and its `MATCHED_VAR`.
     skip1: (usize, usize),
     skip1_mv: Option<Kv>,
@@ -239,7 +237,6 @@ impl Transaction {
             buf_a: sp.buf_a,
             buf_b: sp.buf_b,
             empty: sp.empty.unwrap_or_else(|| Rc::from(&b""[..])),
-            intern: sp.intern,
             skip1: (0, 0),
             skip1_mv: None,
             memo_rows: sp.memo_rows,

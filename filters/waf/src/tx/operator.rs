@@ -9,8 +9,16 @@ impl Transaction {
         if rule.transforms.is_empty() {
             return v.val.clone();
         }
+        // short values: the engine's table, kept across transactions (and within this one);
+        // longer ones: this transaction's cache
+        let short = v.val.len() <= crate::tcache::MAX_INPUT;
+        if short {
+            if let Some(x) = self.eng.chain_cache.borrow().get(rule.tchain, &v.val) {
+                return x;
+            }
+        }
         let key = (u64::from(v.id) << 32) | u64::from(rule.tchain);
-        if v.id != NOCACHE {
+        if !short && v.id != NOCACHE {
             if let Some(x) = self.cache.get(&key) {
                 return x.clone();
             }
@@ -39,7 +47,12 @@ impl Transaction {
         };
         self.buf_a = a;
         self.buf_b = b;
-        if v.id != NOCACHE {
+        if short {
+            self.eng
+                .chain_cache
+                .borrow_mut()
+                .put(rule.tchain, &v.val, &out);
+        } else if v.id != NOCACHE {
             self.cache.insert(key, out.clone());
         }
         out

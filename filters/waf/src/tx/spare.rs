@@ -37,8 +37,6 @@ pub(super) struct Spare {
     pub(super) lists: Vec<Option<Rc<List>>>,
     pub(super) lists_used: Vec<u32>,
     pub(super) logs: Vec<MatchLog>,
-    /// Not cleared: the intern table ([`Transaction::intern`]) is trusted on equal bytes.
-    pub(super) intern: Vec<Option<Rc<[u8]>>>,
     /// The shared empty value.
     pub(super) empty: Option<Rc<[u8]>>,
 }
@@ -90,7 +88,6 @@ impl Transaction {
             lists: take(&mut self.lists),
             lists_used: take(&mut self.lists_used),
             logs: take(&mut self.logs),
-            intern: take(&mut self.intern),
             empty: Some(self.empty.clone()),
         });
         sp.clear();
