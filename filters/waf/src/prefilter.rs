@@ -225,19 +225,7 @@ fn need_sets(h: &regex_syntax::hir::Hir) -> Vec<ByteSet> {
             if branches.iter().any(Vec::is_empty) {
                 return Vec::new();
             }
-            let most = branches.iter().map(Vec::len).max().unwrap_or(0);
-            (0..most.min(NEED_SETS))
-                .map(|j| {
-                    let mut u = [0u64; 4];
-                    for b in &branches {
-                        let s = &b[j.min(b.len() - 1)];
-                        for w in 0..4 {
-                            u[w] |= s[w];
-                        }
-                    }
-                    u
-                })
-                .collect()
+            branch_unions(&branches)
         }
     };
     out.sort_by_key(score);
@@ -330,19 +318,10 @@ impl Need {
             sets.dedup();
             branches.push(sets);
         }
-        let most = branches.iter().map(Vec::len).max()?;
-        let mut sets: Vec<ByteSet> = (0..most.min(NEED_SETS))
-            .map(|j| {
-                let mut u = [0u64; 4];
-                for b in &branches {
-                    let s = &b[j.min(b.len() - 1)];
-                    for w in 0..4 {
-                        u[w] |= s[w];
-                    }
-                }
-                u
-            })
-            .collect();
+        if branches.is_empty() {
+            return None;
+        }
+        let mut sets = branch_unions(&branches);
         sets.sort_by_key(score);
         sets.dedup();
         Need::from_sets(sets)
@@ -372,6 +351,25 @@ impl Need {
         }
         acc == self.all
     }
+}
+
+/// The byte sets a match of any of `branches` needs (each branch's sets sorted rarest
+/// first): the j-th set is the union of each branch's j-th set (its last when it has
+/// fewer), for at most [`NEED_SETS`] sets.
+fn branch_unions(branches: &[Vec<ByteSet>]) -> Vec<ByteSet> {
+    let most = branches.iter().map(Vec::len).max().unwrap_or(0);
+    (0..most.min(NEED_SETS))
+        .map(|j| {
+            let mut u = [0u64; 4];
+            for b in branches {
+                let s = &b[j.min(b.len() - 1)];
+                for w in 0..4 {
+                    u[w] |= s[w];
+                }
+            }
+            u
+        })
+        .collect()
 }
 
 #[cfg(test)]
