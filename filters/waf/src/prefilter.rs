@@ -318,9 +318,7 @@ impl Need {
             sets.dedup();
             branches.push(sets);
         }
-        if branches.is_empty() {
-            return None;
-        }
+        // (no phrase: no sets, and `from_sets` answers `None`)
         let mut sets = branch_unions(&branches);
         sets.sort_by_key(score);
         sets.dedup();
