@@ -786,3 +786,46 @@ SecRule REQUEST_HEADERS "@rx ^mozilla" "id:3,phase:1,pass,log,t:lowercase,t:remo
         assert_eq!(ids(&a), want, "{ua}");
     }
 }
+
+/// The intern table and the chain results are the engine's, shared by the transactions a
+/// VM runs at once (a request waiting for its response keeps its transaction): many
+/// transactions of one engine alive together, with values that repeat, differ by one byte
+/// or collide in case, each answer as a fresh engine's.
+#[test]
+fn transactions_alive_together_share_kept_values_and_answer_as_fresh() {
+    let rules = r#"
+SecRule REQUEST_HEADERS:User-Agent "@streq a13d219e5ded760716f5952758285c6f6a575108" "id:1,phase:1,pass,log,t:sha1,t:hexEncode"
+SecRule REQUEST_HEADERS:User-Agent "@streq curl/8" "id:2,phase:1,pass,log,t:lowercase"
+SecRule ARGS "@rx (?i)union\s+select" "id:3,phase:2,deny,status:403,t:urlDecodeUni"
+"#;
+    let warm = waf(rules);
+    let uas = ["curl/8", "curl/9", "CURL/8", "curl/8", "curl/8 ", "curl/8"];
+    let uris = [
+        "/?q=1",
+        "/?q=union+select",
+        "/?q=1",
+        "/?q=UNION%20SELECT",
+        "/?q=union+selec",
+        "/?q=1",
+    ];
+    let mut alive = Vec::new();
+    for round in 0..3 {
+        for (ua, uri) in uas.iter().zip(uris.iter().cycle().skip(round)) {
+            let hs = [("Host", "example.com"), ("User-Agent", *ua)];
+            let a = req(&warm, "GET", uri, &hs, None);
+            let b = req(&waf(rules), "GET", uri, &hs, None);
+            assert_eq!(ids(&a), ids(&b), "{ua} {uri}");
+            assert_eq!(status(&a), status(&b), "{ua} {uri}");
+            let attack = uri.contains("union+select") || uri.contains("UNION%20SELECT");
+            assert_eq!(status(&a), if attack { 403 } else { 200 }, "{ua} {uri}");
+            // (`t:lowercase`: `CURL/8` too, not `curl/8 `)
+            assert_eq!(
+                ids(&a).contains(&2),
+                ua.eq_ignore_ascii_case("curl/8"),
+                "{ua} {uri}"
+            );
+            alive.push(a);
+        }
+    }
+    assert_eq!(alive.len(), 18);
+}
