@@ -199,21 +199,21 @@ impl Memo {
         }
     }
 
-    /// [`Memo::and_rows`] computed only in the words `words` (indices of 64-slot words);
-    /// the others are left 0 ("not known"), which is only ever less than the full AND.
+    /// [`Memo::and_rows`] computed only in the words `words` (indices of 64-slot words),
+    /// compact: `out[i]` is word `words[i]` of the AND. (No other word is written: zeroing a
+    /// full row per list was a `memory.fill` in wasm, a call out of the guest.)
     pub fn and_rows_in(&self, rows: &[u32], words: &[u32], out: &mut Vec<u64>) {
         out.clear();
         if self.words == 0 {
             return;
         }
-        out.resize(self.words, 0);
         for &w in words {
             let w = w as usize;
             let mut acc = !0u64;
             for &r in rows {
                 acc &= self.bits[r as usize * self.words + w];
             }
-            out[w] = acc;
+            out.push(acc);
         }
     }
 
@@ -273,7 +273,7 @@ mod tests {
         assert_eq!(Memo::new(0).row(&v("a")), None, "no slot, no memo");
     }
 
-    /// `and_rows_in` is `and_rows` in the words asked for, 0 in the others.
+    /// `and_rows_in` is `and_rows` in the words asked for, in their order.
     #[test]
     fn and_rows_in_is_and_rows_in_those_words() {
         let mut m = Memo::new(300);
@@ -295,20 +295,16 @@ mod tests {
             let (mut full, mut part) = (Vec::new(), Vec::new());
             m.and_rows(&rows[..n], &mut full);
             m.and_rows_in(&rows[..n], &words, &mut part);
-            assert_eq!(full.len(), part.len());
-            for w in 0..full.len() {
-                let want = if words.contains(&(w as u32)) {
-                    full[w]
-                } else {
-                    0
-                };
-                assert_eq!(part[w], want, "{n} rows, word {w}");
+            assert_eq!(part.len(), words.len());
+            for (i, &w) in words.iter().enumerate() {
+                assert_eq!(part[i], full[w as usize], "{n} rows, word {w}");
             }
         }
     }
 
     /// The front cache gives the row the table gives, for values that share a front entry,
-    /// differ in one byte or in length only (FxHash pads the last word with zeros), and
+    /// differ in one byte or in length only (FxHash does not count the length: `a\0` and
+    /// `a\0\0` hash alike), and
     /// across a new generation.
     #[test]
     fn front_cache_is_the_table() {

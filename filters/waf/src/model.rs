@@ -519,6 +519,10 @@ pub struct Rule {
     /// Interned (targets, exclusions) list whose values cannot change within a phase: the
     /// per-phase cache of collected values is shared by every rule with the same list.
     pub tlist: Option<u32>,
+    /// With a list and a memo slot: where the list's "every value misses" words
+    /// (`tx::lists::List::all_miss`) hold this rule's slot, the index of `memo / 64` in the
+    /// list's `Engine::tlist_words`.
+    pub memo_word: u32,
 }
 
 impl Rule {

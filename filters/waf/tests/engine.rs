@@ -829,3 +829,40 @@ SecRule ARGS "@rx (?i)union\s+select" "id:3,phase:2,deny,status:403,t:urlDecodeU
     }
     assert_eq!(alive.len(), 18);
 }
+
+/// A target list's "every value misses" words are kept only for the words that hold the memo
+/// slots of the rules reading it, and each rule reads its own: with 130 rules on one list
+/// (slots in three words), a warm value that misses the rule at slot 36 must not skip the
+/// rule at slot 100 (same bit, next word) that matches it.
+#[test]
+fn warm_known_misses_read_each_rules_own_memo_word() {
+    let mut rules = String::new();
+    for i in 0..130u32 {
+        rules.push_str(&format!(
+            "SecRule ARGS \"@streq v{i:03}\" \"id:{},phase:2,deny,status:403\"\n",
+            1000 + i
+        ));
+    }
+    let w = waf(&rules);
+    let hs = [("Host", "example.com")];
+    for n in [100u32, 70, 129, 5] {
+        let uri = format!("/?a=v{n:03}");
+        // (first sight, then a memo row, then its misses known)
+        for round in 0..4 {
+            let tx = req(&w, "GET", &uri, &hs, None);
+            assert_eq!(status(&tx), 403, "{uri}, request {round}");
+            assert_eq!(
+                tx.intervention.map(|i| i.rule_id),
+                Some(1000 + n),
+                "{uri}, request {round}"
+            );
+        }
+    }
+    for round in 0..4 {
+        assert_eq!(
+            status(&req(&w, "GET", "/?a=v999", &hs, None)),
+            200,
+            "{round}"
+        );
+    }
+}

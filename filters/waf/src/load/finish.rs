@@ -121,7 +121,7 @@ impl<'a> Loader<'a> {
                 cur = rule.chain.as_deref();
             }
         }
-        let tlist_words = tlist_words
+        let tlist_words: Vec<Box<[u32]>> = tlist_words
             .into_iter()
             .map(|mut w| {
                 w.sort_unstable();
@@ -129,6 +129,16 @@ impl<'a> Loader<'a> {
                 w.into_boxed_slice()
             })
             .collect();
+        for r in self.rules.iter_mut() {
+            let mut cur = Some(r);
+            while let Some(rule) = cur {
+                if let (Some(li), Some(slot)) = (rule.tlist, rule.memo) {
+                    let words = &tlist_words[li as usize];
+                    rule.memo_word = words.binary_search(&(slot / 64)).unwrap_or(0) as u32;
+                }
+                cur = rule.chain.as_deref_mut();
+            }
+        }
         let tx_selectors = crate::tx::tx_selectors(&self.rules);
         let tx_slots = crate::tx::tx_slots(&mut self.rules);
         Ok(Engine {

@@ -105,6 +105,7 @@ impl<'a> Loader<'a> {
             tchain: 0,
             memo: None,
             tlist: None,
+            memo_word: 0,
             transforms: Rc::from(Vec::new()),
             multi_match: false,
             capture: false,

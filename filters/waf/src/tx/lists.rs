@@ -9,8 +9,10 @@ pub(super) struct List {
     pub(super) vals: Vec<Val>,
     pub(super) rows: Vec<u32>,
     /// The memo slots every value of the list is a known miss for (the AND of the rows' miss
-    /// bits when the list was collected), one bit per slot; empty when a value has no row.
-    /// Bits are only ever added to a row within a transaction, so a set bit stays true.
+    /// bits when the list was collected), one bit per slot, in the words of the list's
+    /// `Engine::tlist_words` only (`Rule::memo_word` indexes them); empty when a value has
+    /// no row. Bits are only ever added to a row within a transaction, so a set bit stays
+    /// true.
     pub(super) all_miss: Vec<u64>,
 }
 
@@ -153,7 +155,7 @@ impl Transaction {
         };
         let miss = l
             .all_miss
-            .get((slot / 64) as usize)
+            .get(rule.memo_word as usize)
             .is_some_and(|w| w & (1 << (slot % 64)) != 0);
         if miss {
             self.eng.memo.borrow_mut().hits += l.vals.len() as u64;
