@@ -304,8 +304,7 @@ mod tests {
 
     /// The front cache gives the row the table gives, for values that share a front entry,
     /// differ in one byte or in length only (FxHash does not count the length: `a\0` and
-    /// `a\0\0` hash alike), and
-    /// across a new generation.
+    /// `a\0\0` hash alike), and across a new generation.
     #[test]
     fn front_cache_is_the_table() {
         let mut m = Memo::new(10);

@@ -133,8 +133,10 @@ impl<'a> Loader<'a> {
             let mut cur = Some(r);
             while let Some(rule) = cur {
                 if let (Some(li), Some(slot)) = (rule.tlist, rule.memo) {
-                    let words = &tlist_words[li as usize];
-                    rule.memo_word = words.binary_search(&(slot / 64)).unwrap_or(0) as u32;
+                    // (the words were gathered from these same rules: the slot's word is there;
+                    // any other index would read another rule's misses)
+                    let at = tlist_words[li as usize].binary_search(&(slot / 64));
+                    rule.memo_word = at.expect("a rule's memo word is among its list's") as u32;
                 }
                 cur = rule.chain.as_deref_mut();
             }
