@@ -754,6 +754,16 @@ SecRule REQUEST_COOKIES "@rx ." "id:7,phase:2,pass,log"
     }
 }
 
+/// A GET of `uri` with headers `hs` on the warm engine `warm`, checked against an engine
+/// freshly built from the same `rules`: the same logged rule ids and the same status.
+fn as_fresh(warm: &Waf, rules: &str, uri: &str, hs: &[(&str, &str)]) -> Transaction {
+    let a = req(warm, "GET", uri, hs, None);
+    let b = req(&waf(rules), "GET", uri, hs, None);
+    assert_eq!(ids(&a), ids(&b), "{hs:?} {uri}");
+    assert_eq!(status(&a), status(&b), "{hs:?} {uri}");
+    a
+}
+
 /// Transformation results kept across transactions (`tcache`): a warm engine answers as a
 /// fresh one, whatever values came before (same value, another value, the same bytes again).
 #[test]
@@ -774,9 +784,7 @@ SecRule REQUEST_HEADERS "@rx ^mozilla" "id:3,phase:1,pass,log,t:lowercase,t:remo
         "CURL/8",
     ] {
         let hs = [("Host", "example.com"), ("User-Agent", ua)];
-        let a = req(&warm, "GET", "/", &hs, None);
-        let b = req(&waf(rules), "GET", "/", &hs, None);
-        assert_eq!(ids(&a), ids(&b), "{ua}");
+        let a = as_fresh(&warm, rules, "/", &hs);
         let want: &[u32] = match ua {
             "curl/8" => &[1, 2],
             "CURL/8" => &[2],
@@ -812,10 +820,7 @@ SecRule ARGS "@rx (?i)union\s+select" "id:3,phase:2,deny,status:403,t:urlDecodeU
     for round in 0..3 {
         for (ua, uri) in uas.iter().zip(uris.iter().cycle().skip(round)) {
             let hs = [("Host", "example.com"), ("User-Agent", *ua)];
-            let a = req(&warm, "GET", uri, &hs, None);
-            let b = req(&waf(rules), "GET", uri, &hs, None);
-            assert_eq!(ids(&a), ids(&b), "{ua} {uri}");
-            assert_eq!(status(&a), status(&b), "{ua} {uri}");
+            let a = as_fresh(&warm, rules, uri, &hs);
             let attack = uri.contains("union+select") || uri.contains("UNION%20SELECT");
             assert_eq!(status(&a), if attack { 403 } else { 200 }, "{ua} {uri}");
             // (`t:lowercase`: `CURL/8` too, not `curl/8 `)
