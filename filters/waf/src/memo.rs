@@ -199,22 +199,18 @@ impl Memo {
         }
     }
 
-    /// [`Memo::and_rows`] computed only in the words `words` (indices of 64-slot words),
-    /// compact: `out[i]` is word `words[i]` of the AND. (No other word is written: zeroing a
-    /// full row per list was a `memory.fill` in wasm, a call out of the guest.)
-    pub fn and_rows_in(&self, rows: &[u32], words: &[u32], out: &mut Vec<u64>) {
-        out.clear();
+    /// `acc` AND word `w` (an index of a 64-slot word) of every row of `rows`: called on
+    /// each part of a split list of rows with the last answer (all ones to start), the word
+    /// `w` of [`Memo::and_rows`] of them all. All ones without slots.
+    #[inline]
+    pub fn and_word(&self, rows: &[u32], w: u32, mut acc: u64) -> u64 {
         if self.words == 0 {
-            return;
+            return acc;
         }
-        for &w in words {
-            let w = w as usize;
-            let mut acc = !0u64;
-            for &r in rows {
-                acc &= self.bits[r as usize * self.words + w];
-            }
-            out.push(acc);
+        for &r in rows {
+            acc &= self.bits[r as usize * self.words + w as usize];
         }
+        acc
     }
 
     /// Values held.
@@ -273,9 +269,10 @@ mod tests {
         assert_eq!(Memo::new(0).row(&v("a")), None, "no slot, no memo");
     }
 
-    /// `and_rows_in` is `and_rows` in the words asked for, in their order.
+    /// `and_word` over the parts of a split list of rows is `and_rows` of them all, in the
+    /// word asked for.
     #[test]
-    fn and_rows_in_is_and_rows_in_those_words() {
+    fn and_word_over_parts_is_and_rows_in_that_word() {
         let mut m = Memo::new(300);
         let mut rows = Vec::new();
         for i in 0..6 {
@@ -290,14 +287,15 @@ mod tests {
                 }
             }
         }
-        let words: Vec<u32> = vec![0, 2, 4];
         for n in 0..=rows.len() {
-            let (mut full, mut part) = (Vec::new(), Vec::new());
+            let mut full = Vec::new();
             m.and_rows(&rows[..n], &mut full);
-            m.and_rows_in(&rows[..n], &words, &mut part);
-            assert_eq!(part.len(), words.len());
-            for (i, &w) in words.iter().enumerate() {
-                assert_eq!(part[i], full[w as usize], "{n} rows, word {w}");
+            for cut in 0..=n {
+                for w in 0..5u32 {
+                    let part = m.and_word(&rows[..cut], w, !0);
+                    let part = m.and_word(&rows[cut..n], w, part);
+                    assert_eq!(part, full[w as usize], "{n} rows cut at {cut}, word {w}");
+                }
             }
         }
     }

@@ -520,8 +520,8 @@ pub struct Rule {
     /// per-phase cache of collected values is shared by every rule with the same list.
     pub tlist: Option<u32>,
     /// With a list and a memo slot: where the list's "every value misses" words
-    /// (`tx::lists::List::all_miss`) hold this rule's slot, the index of `memo / 64` in the
-    /// list's `Engine::tlist_words`.
+    /// (`tx::misses`) hold this rule's slot, the index of `memo / 64` in the list's
+    /// `Engine::tlist_words`.
     pub memo_word: u32,
 }
 

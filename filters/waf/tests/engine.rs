@@ -835,6 +835,102 @@ SecRule ARGS "@rx (?i)union\s+select" "id:3,phase:2,deny,status:403,t:urlDecodeU
     assert_eq!(alive.len(), 18);
 }
 
+/// Known misses are told from segments (one target with the exclusions of its variable),
+/// shared by the lists that have the same one. A list with an exclusion of a variable and a
+/// list without it read different segments of it: a warm value known to miss the rule that
+/// excludes `note` must not make the rule that reads `note` skip the attack in it. And a
+/// list's segments are collected again when the body adds values between phases.
+#[test]
+fn warm_known_misses_share_only_equal_segments() {
+    let rules = r#"
+SecRule ARGS|!ARGS:note "@rx evil" "id:1,phase:2,pass,log"
+SecRule ARGS "@rx evil" "id:2,phase:2,pass,log"
+SecRule REQUEST_HEADERS:User-Agent|ARGS|!REQUEST_HEADERS:x-skip "@rx evil" "id:3,phase:2,pass,log"
+SecRule ARGS|!ARGS:other "@rx evil" "id:4,phase:2,pass,log"
+SecRule ARGS "@rx bad" "id:5,phase:1,pass,log"
+SecRule ARGS "@rx bad" "id:6,phase:2,pass,log"
+"#;
+    let w = waf(rules);
+    let hs = [("Host", "example.com"), ("User-Agent", "curl/8")];
+    // (first sight, then a memo row, then its misses known)
+    for round in 0..4 {
+        let tx = as_fresh(&w, rules, "/?x=hello&note=evil&y=world", &hs);
+        assert_eq!(ids(&tx), [2, 3, 4], "request {round}");
+        let tx = as_fresh(&w, rules, "/?x=hello&y=world", &hs);
+        assert_eq!(ids(&tx), Vec::<u32>::new(), "request {round}");
+    }
+    let post = [
+        ("Host", "example.com"),
+        ("User-Agent", "curl/8"),
+        ("Content-Type", "application/x-www-form-urlencoded"),
+    ];
+    for round in 0..4 {
+        // phase 1 reads the query alone, phase 2 the body too: ARGS again
+        let tx = req(&w, "POST", "/?x=hello", &post, Some(b"y=bad"));
+        assert_eq!(ids(&tx), [6], "request {round}");
+    }
+}
+
+/// The evaluation loop steps over runs of known misses at once, across markers and up to a
+/// rule that must be evaluated: a warm engine answers as a fresh one, counts the same rules
+/// as evaluated, and takes the same `skipAfter` jumps, whichever value comes.
+#[test]
+fn warm_runs_of_known_misses_answer_as_fresh() {
+    let rules = r#"
+SecRule ARGS "@rx evil" "id:1,phase:2,pass,log"
+SecMarker M1
+SecRule ARGS "@rx bad" "id:2,phase:2,pass,log,skipAfter:M2"
+SecRule ARGS "@rx worse" "id:3,phase:2,pass,log"
+SecRule ARGS_NAMES "@rx worse" "id:4,phase:2,pass,log"
+SecMarker M2
+SecRule ARGS "@rx evil" "id:5,phase:2,pass,log"
+SecRule REQUEST_HEADERS:User-Agent "@rx curl" "id:6,phase:2,pass,log"
+SecRule ARGS "@rx worse" "id:7,phase:2,deny,status:403"
+SecRule ARGS "@rx evil" "id:8,phase:2,deny,status:403"
+"#;
+    let w = waf(rules);
+    let hs = [("Host", "example.com"), ("User-Agent", "curl/8")];
+    for round in 0..4 {
+        for (uri, want) in [
+            ("/?a=fine", &[6][..]),
+            ("/?a=bad&b=worse", &[2, 6, 7][..]),
+            ("/?a=worse", &[3, 6, 7][..]),
+            ("/?a=evil", &[1, 5, 6, 8][..]),
+            ("/?worse=1", &[4, 6][..]),
+        ] {
+            let tx = as_fresh(&w, rules, uri, &hs);
+            assert_eq!(ids(&tx), want, "{uri}, request {round}");
+            let fresh = req(&waf(rules), "GET", uri, &hs, None);
+            assert_eq!(tx.counters.0, fresh.counters.0, "{uri}, request {round}");
+        }
+    }
+}
+
+/// A list whose values keep including one never seen before is not checked for known misses
+/// on every request (`tx::misses::Hint`): its rules are evaluated value by value, and an attack
+/// in it is caught on every request, before, while and after the values repeat again.
+#[test]
+fn lists_of_values_never_seen_still_catch_attacks() {
+    let rules = r#"
+SecRule ARGS "@rx evil" "id:1,phase:2,deny,status:403"
+SecRule ARGS|REQUEST_HEADERS:User-Agent "@rx worse" "id:2,phase:2,pass,log"
+"#;
+    let w = waf(rules);
+    let hs = [("Host", "example.com"), ("User-Agent", "curl/8")];
+    for n in 0..120u32 {
+        // unique values for 60 requests, then the same ones again
+        let t = if n < 60 { n } else { 7 };
+        let attack = n % 5 == 4;
+        let uri = match (attack, n % 3) {
+            (true, _) => format!("/?t={t}&q=evil"),
+            (false, 0) => format!("/?t={t}&q=worse"),
+            _ => format!("/?t={t}&q=fine"),
+        };
+        let tx = as_fresh(&w, rules, &uri, &hs);
+        assert_eq!(status(&tx), if attack { 403 } else { 200 }, "{uri}");
+    }
+}
+
 /// A target list's "every value misses" words are kept only for the words that hold the memo
 /// slots of the rules reading it, and each rule reads its own: with 130 rules on one list
 /// (slots in three words), a warm value that misses the rule at slot 36 must not skip the

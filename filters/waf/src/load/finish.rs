@@ -141,6 +141,10 @@ impl<'a> Loader<'a> {
                 cur = rule.chain.as_deref_mut();
             }
         }
+        let (tlist_segs, segments) = plan_segments(&self.rules, lists.len());
+        let miss_entries = phases
+            .each_ref()
+            .map(|list| plan_miss_entries(list, &self.rules));
         let tx_selectors = crate::tx::tx_selectors(&self.rules);
         let tx_slots = crate::tx::tx_slots(&mut self.rules);
         Ok(Engine {
@@ -157,8 +161,12 @@ impl<'a> Loader<'a> {
             memo: std::cell::RefCell::new(crate::memo::Memo::new(slots)),
             intern: Default::default(),
             chain_cache: Default::default(),
+            list_hints: Default::default(),
             n_tlists: lists.len() as u32,
             tlist_words,
+            tlist_segs,
+            segments,
+            miss_entries,
         })
     }
 }
@@ -193,4 +201,64 @@ pub(super) fn plan_rule(rule: &mut Rule, slots: &mut u32, lists: &mut HashMap<St
         let n = lists.len() as u32;
         rule.tlist = Some(*lists.entry(key).or_insert(n));
     }
+}
+
+/// The segments of the `n` interned target lists of `rules` (see [`Engine::tlist_segs`]):
+/// each list's targets, each with the list's exclusions of its variable, the same target
+/// and exclusions in two lists being one segment.
+pub(super) fn plan_segments(rules: &[Rule], n: usize) -> (Vec<Box<[u32]>>, Vec<Segment>) {
+    let mut tlist_segs: Vec<Option<Box<[u32]>>> = vec![None; n];
+    let (mut segments, mut ids) = (Vec::new(), HashMap::new());
+    for r in rules {
+        let mut cur = Some(r);
+        while let Some(rule) = cur {
+            cur = rule.chain.as_deref();
+            let Some(li) = rule.tlist else { continue };
+            let at = &mut tlist_segs[li as usize];
+            if at.is_some() {
+                continue;
+            }
+            let segs = rule.targets.iter().map(|t| {
+                let excl: Box<[Excl]> = rule
+                    .excl
+                    .iter()
+                    .filter(|e| e.var == t.var)
+                    .cloned()
+                    .collect();
+                let key = format!("{t:?}|{excl:?}");
+                *ids.entry(key).or_insert_with(|| {
+                    segments.push(Segment {
+                        target: t.clone(),
+                        excl,
+                    });
+                    segments.len() as u32 - 1
+                })
+            });
+            *at = Some(segs.collect());
+        }
+    }
+    let tlist_segs = tlist_segs
+        .into_iter()
+        .map(Option::unwrap_or_default)
+        .collect();
+    (tlist_segs, segments)
+}
+
+/// [`Engine::miss_entries`] of a phase's `entries`.
+pub(super) fn plan_miss_entries(entries: &[Entry], rules: &[Rule]) -> Box<[MissEntry]> {
+    let miss = |e: &Entry| {
+        let Entry::Rule(ri, _) = e else { return None };
+        let r = &rules[*ri];
+        Some(MissEntry {
+            list: r.tlist?,
+            word: r.memo_word,
+            bit: 1 << (r.memo? % 64),
+        })
+    };
+    let none = MissEntry {
+        list: MissEntry::NONE,
+        word: 0,
+        bit: 0,
+    };
+    entries.iter().map(|e| miss(e).unwrap_or(none)).collect()
 }

@@ -122,6 +122,34 @@ struct Defaults {
     transforms: Vec<T>,
 }
 
+/// One target of a shared target list with the exclusions that can remove its values:
+/// what [`Engine::tlist_segs`] index.
+#[derive(Clone, Debug)]
+pub struct Segment {
+    /// The target.
+    pub target: Target,
+    /// The list's exclusions of the target's variable.
+    pub excl: Box<[Excl]>,
+}
+
+/// A phase entry's rule as a possible known miss: with a shared target list and a memo
+/// slot, the rule is a known miss when its list's word `word` has `bit` (`tx::misses`).
+#[derive(Clone, Copy, Debug)]
+pub struct MissEntry {
+    /// The rule's target list (`Rule::tlist`); [`MissEntry::NONE`] for an entry that is not
+    /// such a rule.
+    pub list: u32,
+    /// `Rule::memo_word`.
+    pub word: u32,
+    /// The rule's memo slot's bit in that word.
+    pub bit: u64,
+}
+
+impl MissEntry {
+    /// `list` of an entry that cannot be a known miss.
+    pub const NONE: u32 = u32::MAX;
+}
+
 /// A compiled rule set.
 pub struct Engine {
     /// Top-level rules in load order.
@@ -147,12 +175,25 @@ pub struct Engine {
     pub intern: std::cell::RefCell<Vec<Option<std::rc::Rc<[u8]>>>>,
     /// Results of transformation chains kept across transactions (`crate::tcache`).
     pub chain_cache: std::cell::RefCell<crate::tcache::ChainCache>,
+    /// Per interned target list: how its last known-miss checks went, across transactions
+    /// (`tx::misses::Hint`): a list that keeps holding a value never seen before is not
+    /// checked on every request.
+    pub list_hints: std::cell::RefCell<Vec<u8>>,
     /// Number of interned cacheable target lists (`Rule::tlist`).
     pub n_tlists: u32,
     /// Per interned target list: the words of the memo's bit rows that hold the slots of the
     /// rules using it (`Rule::memo / 64`, sorted). Only those words of a list's
     /// "every value misses" bits are ever read, so only they are computed.
     pub tlist_words: Vec<Box<[u32]>>,
+    /// Per interned target list: its segments (indices into [`Engine::segments`]), one per
+    /// target. A transaction collects each segment's values once a phase, however many
+    /// lists share it, to tell which rules are known misses (`tx::misses`).
+    pub tlist_segs: Vec<Box<[u32]>>,
+    /// The distinct segments of the target lists: one target with the exclusions that name
+    /// its variable (the only ones `collect` asks about it).
+    pub segments: Vec<Segment>,
+    /// Per phase, per entry: its rule as a possible known miss.
+    pub miss_entries: [Box<[MissEntry]>; 6],
     /// Key selectors rules use on TX (regex, prefix, substring): a transaction counts the
     /// TX keys each matches, so a selector that matches none skips the walk.
     pub tx_selectors: Rc<[Sel]>,

@@ -60,20 +60,7 @@ impl Transaction {
                     kv: &Kv,
                     out: &mut Vec<Val>,
                 ) {
-                    let sel = all
-                        || match &t.sel {
-                            // most keys differ in length: no call for them
-                            Sel::Key(k) => {
-                                k.len() == kv.key.len() && k.eq_ignore_ascii_case(&kv.key)
-                            }
-                            // (`Sel::matches` inline: a key shorter than the literal, no call)
-                            Sel::Prefix(p) => {
-                                kv.key.len() >= p.len() && kv.key[..p.len()].eq_ignore_ascii_case(p)
-                            }
-                            Sel::Contains(c) => c.len() <= kv.key.len() && t.sel.matches(&kv.key),
-                            s => s.matches(&kv.key),
-                        };
-                    if !sel {
+                    if !(all || selects(&t.sel, &kv.key)) {
                         return;
                     }
                     if excluded(exs, t.var, &kv.key) {
@@ -322,6 +309,22 @@ impl Transaction {
             }
         }
         Cow::Owned(out)
+    }
+}
+
+/// Whether selector `sel` takes `key`: [`Sel::matches`], with the common cases inline (a
+/// collection is walked for every target of every list a phase reads, one call per key
+/// otherwise; in wasm a call costs an interruption check too).
+#[inline(always)]
+pub(super) fn selects(sel: &Sel, key: &[u8]) -> bool {
+    match sel {
+        Sel::All => true,
+        // most keys differ in length: no call for them
+        Sel::Key(k) => k.len() == key.len() && k.eq_ignore_ascii_case(key),
+        // (a key shorter than the literal, no call)
+        Sel::Prefix(p) => key.len() >= p.len() && key[..p.len()].eq_ignore_ascii_case(p),
+        Sel::Contains(c) => c.len() <= key.len() && sel.matches(key),
+        s => s.matches(key),
     }
 }
 

@@ -184,6 +184,16 @@ impl Transaction {
         let next = self.next.clone();
         let next = &next[phase as usize];
         let counted = self.counted.clone();
+        let folds = self.folds.clone();
+        let known = misses::Phase {
+            entries: &eng.miss_entries[phase as usize],
+            folds: &folds[phase as usize],
+            next,
+            stop: match phase == 1 && self.skip1.1 > self.skip1.0 {
+                true => self.skip1.0,
+                false => usize::MAX,
+            },
+        };
         // No runtime target exclusion / no rule removal active: only a rule's `ctl` actions
         // change them, so they are read again after each evaluation, not at every entry.
         let mut no_excl = self.excl_by_id.is_empty() && self.excl_by_tag.is_empty();
@@ -196,12 +206,16 @@ impl Transaction {
             // Markers and folded gates: straight to the next entry to evaluate, unless a
             // removal is active (a removed gate is not followed; folds are off with a target
             // removal). What the steps below would do one entry at a time.
+            // (entry `i`'s rule already found not to be a known miss)
+            let mut checked = false;
             if quiet {
                 if let Some(&n) = next.get(i) {
                     i = n as usize;
-                    if i >= list.len() {
-                        break;
-                    }
+                }
+                // (the known misses from here, in one step)
+                (i, checked) = self.skip_known_misses(i, known);
+                if i >= list.len() {
+                    break;
                 }
             }
             if phase == 1 && i == self.skip1.0 && self.skip1.1 > i {
@@ -225,7 +239,7 @@ impl Transaction {
             }
             // (a ctl:ruleRemoveTarget* could remove a gate's target: evaluate then)
             let fold = if no_excl {
-                self.folds[phase as usize].get(i)
+                folds[phase as usize].get(i)
             } else {
                 None
             };
@@ -259,7 +273,7 @@ impl Transaction {
             }
             self.matched_vars.clear();
             self.counters.0 += 1;
-            if self.known_miss(rule) || self.tx_known_miss(rule) {
+            if !checked && (self.known_miss(rule) || self.tx_known_miss(rule)) {
                 // what evaluating it would do: every value skipped on its memo bit
                 i += 1;
                 continue;

@@ -8,12 +8,6 @@ use super::*;
 pub(super) struct List {
     pub(super) vals: Vec<Val>,
     pub(super) rows: Vec<u32>,
-    /// The memo slots every value of the list is a known miss for (the AND of the rows' miss
-    /// bits when the list was collected), one bit per slot, in the words of the list's
-    /// `Engine::tlist_words` only (`Rule::memo_word` indexes them); empty when a value has
-    /// no row. Bits are only ever added to a row within a transaction, so a set bit stays
-    /// true.
-    pub(super) all_miss: Vec<u64>,
 }
 
 thread_local! {
@@ -34,6 +28,8 @@ pub(super) const MAX_MEMO_ID: u32 = 1 << 16;
 impl Transaction {
     /// Empties `lists`, keeping their allocations for the next lists ([`LIST_POOL`]).
     pub(super) fn recycle_lists(&mut self) {
+        // (the segments and lists of known misses go with them: `misses`)
+        self.misses.reset();
         if self.lists_used.is_empty() {
             return;
         }
@@ -47,7 +43,6 @@ impl Transaction {
                 if let Some(list) = Rc::get_mut(&mut l) {
                     list.vals.clear();
                     list.rows.clear();
-                    list.all_miss.clear();
                     if pool.len() < LIST_POOL_MAX {
                         pool.push(l);
                     }
@@ -65,31 +60,7 @@ impl Transaction {
     /// [`Transaction::memo_row`] of the value `val` with id `id`.
     #[inline]
     pub(super) fn memo_row_of(&mut self, id: u32, val: &Rc<[u8]>) -> Option<u32> {
-        // (the common case inline: a value already looked up in this transaction)
-        match self.memo_rows.get(id as usize) {
-            Some(&ROW_UNKNOWN) | None => self.memo_row_lookup(id, val),
-            Some(&ROW_NONE) => None,
-            Some(&r) => Some(r),
-        }
-    }
-
-    /// [`Transaction::memo_row_of`] of a value not looked up yet.
-    #[inline(never)]
-    fn memo_row_lookup(&mut self, id: u32, val: &Rc<[u8]>) -> Option<u32> {
-        if id >= MAX_MEMO_ID {
-            return None;
-        }
-        let i = id as usize;
-        if i >= self.memo_rows.len() {
-            // every id given out so far at once (values 2n, keys 2n+1, n <= next_id), not
-            // one value at a time: in wasm each resize is a `memory.fill`, a call out of the
-            // guest
-            let ids = (self.next_id as usize * 2 + 2).min(MAX_MEMO_ID as usize);
-            self.memo_rows.resize(ids.max(i + 1), ROW_UNKNOWN);
-        }
-        let r = self.eng.memo.borrow_mut().row(val);
-        self.memo_rows[i] = r.unwrap_or(ROW_NONE);
-        r
+        memo_row_in(&mut self.memo_rows, self.next_id, &self.eng, id, val)
     }
 
     /// The values of an interned target list, collected once per phase.
@@ -108,59 +79,16 @@ impl Transaction {
         for t in &rule.targets {
             self.collect(t, &rule.excl, &[], &mut list.vals);
         }
-        let mut all_rows = true;
         for v in &list.vals {
             let row = match v.id {
                 NOCACHE => ROW_NONE,
                 _ => self.memo_row(v).unwrap_or(ROW_NONE),
             };
-            all_rows &= row != ROW_NONE;
             list.rows.push(row);
-        }
-        if all_rows {
-            // (only the words of the slots of the rules using this list: see
-            // `Engine::tlist_words`; `known_miss` reads no other)
-            let words = self.eng.tlist_words.get(li).map_or(&[][..], |w| &w[..]);
-            self.eng
-                .memo
-                .borrow()
-                .and_rows_in(&list.rows, words, &mut list.all_miss);
         }
         self.lists[li] = Some(l.clone());
         self.lists_used.push(li as u32);
         l
-    }
-
-    /// Is `rule` known not to match in this phase: its shared target list's values are all
-    /// known misses of its memo slot (or it has none)? Then evaluating it would only skip each
-    /// value on its memo bit: it is skipped whole. Not with a runtime target exclusion (the
-    /// rule's values are then collected for it alone).
-    pub(super) fn known_miss(&mut self, rule: &Rule) -> bool {
-        let (Some(li), Some(slot)) = (rule.tlist, rule.memo) else {
-            return false;
-        };
-        if !self.excl_by_id.is_empty() || !self.excl_by_tag.is_empty() {
-            return false;
-        }
-        // (a list already collected in this phase is read in place: no call, no `Rc` clone)
-        let l = match self.lists.get(li as usize) {
-            Some(Some(l)) => l,
-            _ => {
-                self.list(li, rule);
-                match self.lists.get(li as usize) {
-                    Some(Some(l)) => l,
-                    _ => return false,
-                }
-            }
-        };
-        let miss = l
-            .all_miss
-            .get(rule.memo_word as usize)
-            .is_some_and(|w| w & (1 << (slot % 64)) != 0);
-        if miss {
-            self.eng.memo.borrow_mut().hits += l.vals.len() as u64;
-        }
-        miss
     }
 
     /// [`Transaction::known_miss`] for a rule without a shared list whose targets are all
@@ -201,4 +129,47 @@ impl Transaction {
         self.eng.memo.borrow_mut().hits += values;
         true
     }
+}
+
+/// [`Transaction::memo_row_of`] on the transaction's `memo_rows` (`rows`) and `next_id`,
+/// for a caller that holds the transaction's collections borrowed.
+#[inline]
+pub(super) fn memo_row_in(
+    rows: &mut Vec<u32>,
+    next_id: u32,
+    eng: &Engine,
+    id: u32,
+    val: &Rc<[u8]>,
+) -> Option<u32> {
+    // (the common case inline: a value already looked up in this transaction)
+    match rows.get(id as usize) {
+        Some(&ROW_UNKNOWN) | None => memo_row_lookup(rows, next_id, eng, id, val),
+        Some(&ROW_NONE) => None,
+        Some(&r) => Some(r),
+    }
+}
+
+/// [`memo_row_in`] of a value not looked up yet.
+#[inline(never)]
+fn memo_row_lookup(
+    rows: &mut Vec<u32>,
+    next_id: u32,
+    eng: &Engine,
+    id: u32,
+    val: &Rc<[u8]>,
+) -> Option<u32> {
+    if id >= MAX_MEMO_ID {
+        return None;
+    }
+    let i = id as usize;
+    if i >= rows.len() {
+        // every id given out so far at once (values 2n, keys 2n+1, n <= next_id), not
+        // one value at a time: in wasm each resize is a `memory.fill`, a call out of the
+        // guest
+        let ids = (next_id as usize * 2 + 2).min(MAX_MEMO_ID as usize);
+        rows.resize(ids.max(i + 1), ROW_UNKNOWN);
+    }
+    let r = eng.memo.borrow_mut().row(val);
+    rows[i] = r.unwrap_or(ROW_NONE);
+    r
 }

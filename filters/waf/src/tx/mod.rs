@@ -5,6 +5,8 @@
 //! - [`response`]: the response status, headers and body (phases 3 and 4);
 //! - [`snapshot`]: the request-independent head of phase 1, run once at configure, and the
 //!   gates folded from it;
+//! - [`misses`]: the rules every value of their shared target list is a known miss for,
+//!   from the memo rows of the lists' segments, collected once per phase;
 //! - [`lists`]: the values of a rule's targets, collected once per phase, with memo rows;
 //! - [`collections`]: a target resolved against the collections, and macro expansion;
 //! - [`operator`]: one value through the transformations and the operator;
@@ -17,6 +19,7 @@ mod collections;
 mod eval;
 mod input;
 mod lists;
+mod misses;
 mod operator;
 mod persist;
 mod response;
@@ -149,6 +152,8 @@ pub struct Transaction {
     lists: Vec<Option<Rc<List>>>,
     /// The indices of `lists` holding a list (so that recycling visits only those).
     lists_used: Vec<u32>,
+    /// The known misses of the shared lists in this phase (reset with `lists`).
+    misses: misses::Misses,
     /// Input values added or replaced so far (every `kv` and `set_scalar`: request, body,
     /// response), and its count when `lists` were started.
     input_gen: u64,
@@ -243,6 +248,7 @@ impl Transaction {
             memo_gen,
             lists: sp.lists,
             lists_used: sp.lists_used,
+            misses: sp.misses,
             input_gen: 0,
             lists_input_gen: 0,
             folds: Rc::new(Default::default()),
@@ -261,7 +267,7 @@ impl Transaction {
     /// memo rows per memo generation (another transaction may have trimmed it).
     /// The lists of the last phase are kept when no input value was added or replaced since
     /// they were started (a GET's phase 2 sees phase 1's values) and the memo generation is
-    /// the same (their rows and `all_miss` bits are still valid).
+    /// the same (their rows and known misses are still valid).
     fn phase_start(&mut self) {
         let g = self.eng.memo.borrow().generation();
         if g != self.memo_gen || self.input_gen != self.lists_input_gen {

@@ -36,6 +36,8 @@ pub(super) struct Spare {
     /// Every entry `None` (the lists were recycled before), `lists_used` empty.
     pub(super) lists: Vec<Option<Rc<List>>>,
     pub(super) lists_used: Vec<u32>,
+    /// Reset (`Misses::reset`, with the lists).
+    pub(super) misses: misses::Misses,
     pub(super) logs: Vec<MatchLog>,
     /// The shared empty value.
     pub(super) empty: Option<Rc<[u8]>>,
@@ -87,6 +89,7 @@ impl Transaction {
             memo_rows: take(&mut self.memo_rows),
             lists: take(&mut self.lists),
             lists_used: take(&mut self.lists_used),
+            misses: take(&mut self.misses),
             logs: take(&mut self.logs),
             empty: Some(self.empty.clone()),
         });
