@@ -154,11 +154,10 @@ impl Transaction {
     /// ([`Transaction::known_miss`]) and the entries `next` steps over between them, doing
     /// what evaluating each would: it counts as evaluated, clears `MATCHED_VARS` and skips
     /// its values on their memo bits. Returns the entry to go on with, and whether its rule
-    /// was found not to be a known miss (then [`Transaction::known_miss`] would only say
-    /// so again). What the evaluation
-    /// loop does one entry at a time, for a loop without removals or runtime exclusions
-    /// (`quiet`), with the phase's `entries` (`Engine::miss_entries`), `folds` and `next`;
-    /// folded entries and entry `stop` (phase 1's snapshot) are left to it.
+    /// was found not to be a known miss (then [`Transaction::known_miss`] would only say so
+    /// again). What the evaluation loop does one entry at a time, for a loop without removals
+    /// or runtime exclusions (`quiet`), with the phase's `entries` (`Engine::miss_entries`),
+    /// `folds` and `next`; folded entries and entry `stop` (phase 1's snapshot) are left to it.
     pub(super) fn skip_known_misses(&mut self, mut i: usize, phase: Phase<'_>) -> (usize, bool) {
         let (mut count, mut hits, mut checked) = (0u32, 0u64, false);
         while let Some(m) = phase.entries.get(i) {
