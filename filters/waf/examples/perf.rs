@@ -45,14 +45,10 @@ fn main() {
         );
     }
     let (mut with_list, mut with_memo, mut total) = (0, 0, 0);
-    for r in &w.engine.rules {
-        let mut cur = Some(r);
-        while let Some(x) = cur {
-            total += 1;
-            with_list += usize::from(x.tlist.is_some());
-            with_memo += usize::from(x.memo.is_some());
-            cur = x.chain.as_deref();
-        }
+    for x in w.engine.rules.iter().flat_map(waf::model::Rule::links) {
+        total += 1;
+        with_list += usize::from(x.tlist.is_some());
+        with_memo += usize::from(x.memo.is_some());
     }
     eprintln!(
         "rules (with chained): {total}, shared target lists: {} used by {with_list}, memo slots: {with_memo}",

@@ -526,6 +526,11 @@ pub struct Rule {
 }
 
 impl Rule {
+    /// This rule and the rules chained after it, in order.
+    pub fn links(&self) -> impl Iterator<Item = &Rule> {
+        std::iter::successors(Some(self), |r| r.chain.as_deref())
+    }
+
     /// Has tag `t` (exact, case-insensitive)?
     pub fn has_tag(&self, t: &str) -> bool {
         self.tags.iter().any(|x| x.eq_ignore_ascii_case(t))

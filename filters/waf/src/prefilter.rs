@@ -629,18 +629,14 @@ mod tests {
         let mut rng = Rng(0x5eed);
         let (mut rx, mut pm, mut matched) = (0, 0, 0);
         let mut seen = std::collections::HashSet::new();
-        for r in &w.engine.rules {
-            let mut cur = Some(r);
-            while let Some(x) = cur {
-                if let crate::ops::Op::Rx(op) = &x.op {
-                    if let (crate::ops::Rx::Bytes(re), Some(need)) = (&op.rx, &op.need) {
-                        if seen.insert(re.as_str().to_string()) {
-                            rx += 1;
-                            matched += check_regex(re.as_str(), need, &mut rng, 1500);
-                        }
+        for x in w.engine.rules.iter().flat_map(crate::model::Rule::links) {
+            if let crate::ops::Op::Rx(op) = &x.op {
+                if let (crate::ops::Rx::Bytes(re), Some(need)) = (&op.rx, &op.need) {
+                    if seen.insert(re.as_str().to_string()) {
+                        rx += 1;
+                        matched += check_regex(re.as_str(), need, &mut rng, 1500);
                     }
                 }
-                cur = x.chain.as_deref();
             }
         }
         // the literal prefilter of all those patterns scans as it does without its need

@@ -112,13 +112,9 @@ impl<'a> Loader<'a> {
             }
         }
         let mut tlist_words: Vec<Vec<u32>> = vec![Vec::new(); lists.len()];
-        for r in &self.rules {
-            let mut cur = Some(r);
-            while let Some(rule) = cur {
-                if let (Some(li), Some(slot)) = (rule.tlist, rule.memo) {
-                    tlist_words[li as usize].push(slot / 64);
-                }
-                cur = rule.chain.as_deref();
+        for rule in self.rules.iter().flat_map(Rule::links) {
+            if let (Some(li), Some(slot)) = (rule.tlist, rule.memo) {
+                tlist_words[li as usize].push(slot / 64);
             }
         }
         let tlist_words: Vec<Box<[u32]>> = tlist_words
@@ -209,33 +205,29 @@ pub(super) fn plan_rule(rule: &mut Rule, slots: &mut u32, lists: &mut HashMap<St
 pub(super) fn plan_segments(rules: &[Rule], n: usize) -> (Vec<Box<[u32]>>, Vec<Segment>) {
     let mut tlist_segs: Vec<Option<Box<[u32]>>> = vec![None; n];
     let (mut segments, mut ids) = (Vec::new(), HashMap::new());
-    for r in rules {
-        let mut cur = Some(r);
-        while let Some(rule) = cur {
-            cur = rule.chain.as_deref();
-            let Some(li) = rule.tlist else { continue };
-            let at = &mut tlist_segs[li as usize];
-            if at.is_some() {
-                continue;
-            }
-            let segs = rule.targets.iter().map(|t| {
-                let excl: Box<[Excl]> = rule
-                    .excl
-                    .iter()
-                    .filter(|e| e.var == t.var)
-                    .cloned()
-                    .collect();
-                let key = format!("{t:?}|{excl:?}");
-                *ids.entry(key).or_insert_with(|| {
-                    segments.push(Segment {
-                        target: t.clone(),
-                        excl,
-                    });
-                    segments.len() as u32 - 1
-                })
-            });
-            *at = Some(segs.collect());
+    for rule in rules.iter().flat_map(Rule::links) {
+        let Some(li) = rule.tlist else { continue };
+        let at = &mut tlist_segs[li as usize];
+        if at.is_some() {
+            continue;
         }
+        let segs = rule.targets.iter().map(|t| {
+            let excl: Box<[Excl]> = rule
+                .excl
+                .iter()
+                .filter(|e| e.var == t.var)
+                .cloned()
+                .collect();
+            let key = format!("{t:?}|{excl:?}");
+            *ids.entry(key).or_insert_with(|| {
+                segments.push(Segment {
+                    target: t.clone(),
+                    excl,
+                });
+                segments.len() as u32 - 1
+            })
+        });
+        *at = Some(segs.collect());
     }
     let tlist_segs = tlist_segs
         .into_iter()

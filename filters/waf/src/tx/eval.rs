@@ -203,11 +203,11 @@ impl Transaction {
                 // a stale record must be loaded first: the caller runs the request again
                 return;
             }
+            // (entry `i`'s rule already found not to be a known miss)
+            let mut checked = false;
             // Markers and folded gates: straight to the next entry to evaluate, unless a
             // removal is active (a removed gate is not followed; folds are off with a target
             // removal). What the steps below would do one entry at a time.
-            // (entry `i`'s rule already found not to be a known miss)
-            let mut checked = false;
             if quiet {
                 if let Some(&n) = next.get(i) {
                     i = n as usize;
@@ -218,7 +218,8 @@ impl Transaction {
                     break;
                 }
             }
-            if phase == 1 && i == self.skip1.0 && self.skip1.1 > i {
+            // phase 1's snapshot start (`known.stop`): its entries were run at configure
+            if i == known.stop {
                 i = self.skip1.1;
                 if let Some(mv) = self.skip1_mv.take() {
                     self.matched_var = Some(mv);

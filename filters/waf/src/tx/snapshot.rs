@@ -333,15 +333,13 @@ impl Transaction {
                     if p == 1 && i >= b.0 && i < b.1 {
                         continue;
                     }
-                    let mut cur = Some(&eng.rules[*ri]);
-                    while let Some(r) = cur {
+                    for r in eng.rules[*ri].links() {
                         writers.extend(
                             r.setvars
                                 .iter()
                                 .filter(|sv| sv.coll == SetColl::Tx)
                                 .map(|sv| &sv.name),
                         );
-                        cur = r.chain.as_deref();
                     }
                 }
             }

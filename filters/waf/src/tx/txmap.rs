@@ -277,17 +277,13 @@ fn selector_mask(watch: &[Sel], key: &[u8]) -> u64 {
 /// [`TxMap`] counts keys for.
 pub fn tx_selectors(rules: &[Rule]) -> Rc<[Sel]> {
     let mut out: Vec<Sel> = Vec::new();
-    for r in rules {
-        let mut cur = Some(r);
-        while let Some(rule) = cur {
-            for t in &rule.targets {
-                let on_tx = matches!(t.var, V::Values(Coll::Tx) | V::Names(Coll::Tx));
-                let some_keys = !matches!(t.sel, Sel::All | Sel::Key(_));
-                if on_tx && some_keys && !out.iter().any(|s| same_sel(s, &t.sel)) {
-                    out.push(t.sel.clone());
-                }
+    for rule in rules.iter().flat_map(Rule::links) {
+        for t in &rule.targets {
+            let on_tx = matches!(t.var, V::Values(Coll::Tx) | V::Names(Coll::Tx));
+            let some_keys = !matches!(t.sel, Sel::All | Sel::Key(_));
+            if on_tx && some_keys && !out.iter().any(|s| same_sel(s, &t.sel)) {
+                out.push(t.sel.clone());
             }
-            cur = rule.chain.as_deref();
         }
     }
     out.into()
