@@ -931,6 +931,31 @@ SecRule ARGS|REQUEST_HEADERS:User-Agent "@rx worse" "id:2,phase:2,pass,log"
     }
 }
 
+/// A prefiltered `@rx` (its matches start with a literal) tests the value's bytes against the
+/// regex's byte needs before the prefilter's scan: a value without them (a number) is skipped
+/// as the prefilter skips it, without an operator call; a value with them reaches the regex,
+/// which still decides.
+#[test]
+fn prefiltered_regexes_test_their_byte_needs_first() {
+    let rules = r#"SecRule ARGS "@rx (?i)union\s+select" "id:1,phase:2,deny,status:403""#;
+    let w = waf(rules);
+    let hs = [("Host", "example.com")];
+    for (q, blocked, calls) in [
+        ("12345", false, 0),
+        ("1%20UNION%20select%202", true, 1),
+        ("union%20selection", true, 1),
+        ("union%20set%20selector", false, 1),
+        // (the prefilter finds `union`, but `select` needs bytes this value does not have)
+        ("union%20all", false, 0),
+        ("98765", false, 0),
+    ] {
+        let uri = format!("/?q={q}");
+        let tx = req(&w, "GET", &uri, &hs, None);
+        assert_eq!(status(&tx) == 403, blocked, "{q}");
+        assert_eq!(tx.counters.1, calls, "{q}: operator calls");
+    }
+}
+
 /// A target list's "every value misses" words are kept only for the words that hold the memo
 /// slots of the rules reading it, and each rule reads its own: with 130 rules on one list
 /// (slots in three words), a warm value that misses the rule at slot 36 must not skip the

@@ -91,6 +91,15 @@ impl Transaction {
             };
             for tv in candidates {
                 if let (Some(slot), Some(pf)) = (rule.pf, &eng.prefilter) {
+                    // The regex's own byte needs first (what `op_eval` tests before the
+                    // regex): one pass over the value answers most values never seen before
+                    // (a number, a session id), without the prefilter's scan of the value.
+                    // Skipped as the prefilter skips: not an operator call.
+                    if let Op::Rx(rx) = &rule.op {
+                        if rx.need.as_ref().is_some_and(|n| !n.may_match(tv)) {
+                            continue;
+                        }
+                    }
                     // the rule's regex needs one of its literals: skip it when none occurs
                     let key = (u64::from(v.id) << 32) | u64::from(rule.tchain);
                     let hit = if v.id == NOCACHE {
