@@ -108,6 +108,18 @@ impl Default for Misses {
 }
 
 impl Misses {
+    /// Is `bit` set in word `word` (a `Rule::memo_word`) of list entry `e`'s "every value
+    /// misses" words (never for an entry that is not known)?
+    #[inline]
+    fn all_miss(&self, e: At, word: u32, bit: u64) -> bool {
+        // (`NONE` tested first: `NONE` plus a word would overflow a 32-bit index)
+        e.start != NONE
+            && self
+                .words
+                .get(e.start as usize + word as usize)
+                .is_some_and(|w| w & bit != 0)
+    }
+
     /// Forgets every segment and list (the values of the phase or the memo's rows changed).
     pub(super) fn reset(&mut self) {
         if self.epoch == u32::MAX {
@@ -135,15 +147,7 @@ impl Transaction {
             return false;
         }
         let e = self.list_entry(li);
-        if e.start == NONE {
-            return false;
-        }
-        let at = e.start as usize + rule.memo_word as usize;
-        let miss = self
-            .misses
-            .words
-            .get(at)
-            .is_some_and(|w| w & (1 << (slot % 64)) != 0);
+        let miss = self.misses.all_miss(e, rule.memo_word, 1 << (slot % 64));
         if miss {
             self.eng.memo.borrow_mut().hits += u64::from(e.len);
         }
@@ -171,9 +175,7 @@ impl Transaction {
                 break;
             }
             let e = self.list_entry(m.list);
-            let at = e.start as usize + m.word as usize;
-            let miss = e.start != NONE && self.misses.words.get(at).is_some_and(|w| w & m.bit != 0);
-            if !miss {
+            if !self.misses.all_miss(e, m.word, m.bit) {
                 checked = true;
                 break;
             }
