@@ -992,3 +992,39 @@ fn warm_known_misses_read_each_rules_own_memo_word() {
         );
     }
 }
+
+/// A target list with no value in a phase (no query argument, no cookie) has every rule
+/// of it skipped as a known miss, counted as evaluated, without an operator call; the
+/// next request that brings a value in any part of the list (an argument, a cookie, each
+/// in its own segment) is evaluated and caught, warm or not.
+#[test]
+fn lists_with_no_value_skip_their_rules_and_catch_the_next_value() {
+    let rules = r#"
+SecRule ARGS|REQUEST_COOKIES|!REQUEST_COOKIES:theme "@rx (?i)<script" "id:1,phase:2,deny,status:403"
+SecRule ARGS|REQUEST_COOKIES|!REQUEST_COOKIES:theme "@contains ../" "id:2,phase:2,deny,status:403"
+"#;
+    let w = waf(rules);
+    let host = ("Host", "example.com");
+    let quiet = [host, ("Cookie", "theme=<script>")];
+    for round in 0..4 {
+        for (uri, cookie, want) in [
+            ("/", None, 200),
+            ("/?q=%3Cscript%3E", None, 403),
+            ("/", Some("sid=<SCRIPT>"), 403),
+            ("/", None, 200),
+            ("/?f=..%2F..%2Fetc", None, 403),
+            ("/", Some("sid=abc; theme=<script>"), 200),
+        ] {
+            let mut hs = vec![host];
+            if let Some(c) = cookie {
+                hs.push(("Cookie", c));
+            }
+            let tx = req(&w, "GET", uri, &hs, None);
+            assert_eq!(status(&tx), want, "round {round}: {uri} {cookie:?}");
+        }
+        // nothing in the list (the only cookie excluded): both rules counted, no call
+        let tx = req(&w, "GET", "/", &quiet, None);
+        assert_eq!(status(&tx), 200, "round {round}");
+        assert_eq!(tx.counters, (2, 0), "round {round}: rules, operator calls");
+    }
+}

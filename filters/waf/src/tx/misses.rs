@@ -268,12 +268,20 @@ impl Transaction {
             }
             e.len += seg.len;
         }
-        if e.start != NONE {
+        if e.start != NONE && e.len == 0 {
+            // no value (no query, no cookie...): every rule misses, nothing to AND
+            for _ in words {
+                self.misses.words.push(!0);
+            }
+        } else if e.start != NONE {
             let memo = eng.memo.borrow();
             for &w in words {
                 let mut acc = !0u64;
                 for &s in segs {
                     let seg = self.misses.segs[s as usize];
+                    if seg.len == 0 {
+                        continue;
+                    }
                     let rows = &self.misses.rows[seg.start as usize..][..seg.len as usize];
                     acc = memo.and_word(rows, w, acc);
                 }
