@@ -116,7 +116,7 @@ impl Prefilter {
     pub fn scan_into(&self, input: &[u8], out: &mut Vec<u64>) {
         let base = out.len();
         out.resize(base + self.words(), 0);
-        if self.need.as_ref().is_some_and(|n| !n.may_match(input)) {
+        if Need::rules_out(self.need.as_ref(), input) {
             return;
         }
         let bits = &mut out[base..];
@@ -323,6 +323,12 @@ impl Need {
         sets.sort_by_key(score);
         sets.dedup();
         Need::from_sets(sets)
+    }
+
+    /// Do a matcher's byte needs (if it has any) rule `input` out: no match possible?
+    #[inline]
+    pub fn rules_out(need: Option<&Need>, input: &[u8]) -> bool {
+        need.is_some_and(|n| !n.may_match(input))
     }
 
     /// May `input` match: does it hold a byte of every set?

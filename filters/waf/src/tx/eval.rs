@@ -96,7 +96,7 @@ impl Transaction {
                     // (a number, a session id), without the prefilter's scan of the value.
                     // Skipped as the prefilter skips: not an operator call.
                     if let Op::Rx(rx) = &rule.op {
-                        if rx.need.as_ref().is_some_and(|n| !n.may_match(tv)) {
+                        if crate::prefilter::Need::rules_out(rx.need.as_ref(), tv) {
                             continue;
                         }
                     }

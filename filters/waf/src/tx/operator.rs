@@ -78,7 +78,7 @@ impl Transaction {
         let num = |m: &Macro| ops::atoi(&self.arg(m, rule));
         let r = match &rule.op {
             Op::Rx(rx) => {
-                if rx.need.as_ref().is_some_and(|n| !n.may_match(input)) {
+                if crate::prefilter::Need::rules_out(rx.need.as_ref(), input) {
                     return (false, None);
                 }
                 if let (Some(h), Some(host)) = (rx.host, &self.eng.host) {
@@ -121,7 +121,7 @@ impl Transaction {
                 rx.is_match(input)
             }
             Op::Pm(pm) => {
-                if pm.need.as_ref().is_some_and(|n| !n.may_match(input)) {
+                if crate::prefilter::Need::rules_out(pm.need.as_ref(), input) {
                     return (false, None);
                 }
                 if let (Some(h), Some(host)) = (pm.host, &self.eng.host) {
