@@ -268,24 +268,29 @@ impl Transaction {
             }
             e.len += seg.len;
         }
-        if e.start != NONE && e.len == 0 {
+        match (e.start, e.len) {
+            // a value without a memo row: no rule of the list is a known miss
+            (NONE, _) => {}
             // no value (no query, no cookie...): every rule misses, nothing to AND
-            for _ in words {
-                self.misses.words.push(!0);
-            }
-        } else if e.start != NONE {
-            let memo = eng.memo.borrow();
-            for &w in words {
-                let mut acc = !0u64;
-                for &s in segs {
-                    let seg = self.misses.segs[s as usize];
-                    if seg.len == 0 {
-                        continue;
-                    }
-                    let rows = &self.misses.rows[seg.start as usize..][..seg.len as usize];
-                    acc = memo.and_word(rows, w, acc);
+            (_, 0) => {
+                for _ in words {
+                    self.misses.words.push(!0);
                 }
-                self.misses.words.push(acc);
+            }
+            _ => {
+                let memo = eng.memo.borrow();
+                for &w in words {
+                    let mut acc = !0u64;
+                    for &s in segs {
+                        let seg = self.misses.segs[s as usize];
+                        if seg.len == 0 {
+                            continue;
+                        }
+                        let rows = &self.misses.rows[seg.start as usize..][..seg.len as usize];
+                        acc = memo.and_word(rows, w, acc);
+                    }
+                    self.misses.words.push(acc);
+                }
             }
         }
         self.set_list(li as u32, e)
