@@ -20,7 +20,6 @@ use std::os::fd::{AsRawFd, FromRawFd};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::SystemTime;
 
 use async_trait::async_trait;
 use pingora::protocols::raw_connect::ProxyDigest;
@@ -56,7 +55,6 @@ pub fn rehome(stream: Stream) -> Stream {
     drop(stream);
     Box::new(Socket {
         digest: Arc::new(SocketDigest::from_raw_fd(dup)),
-        established: SystemTime::now(),
         inner: BufWriter::with_capacity(WRITE_BUFFER, tcp),
         rewound: Vec::new(),
     })
@@ -66,7 +64,6 @@ pub fn rehome(stream: Stream) -> Stream {
 pub struct Socket {
     inner: BufWriter<TcpStream>,
     digest: Arc<SocketDigest>,
-    established: SystemTime,
     /// Bytes put back (the h2c sniff's), read before the socket's.
     rewound: Vec<u8>,
 }
@@ -147,12 +144,12 @@ impl UniqueID for Socket {
 
 impl Ssl for Socket {}
 
+/// No timing: Sluice reads none of a client connection's (only its socket and TLS
+/// digests), and Pingora asks for it at every request of a keep-alive connection
+/// (`HttpSession::new`), where a non-empty answer is one allocation a request.
 impl GetTimingDigest for Socket {
     fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
-        vec![Some(TimingDigest {
-            established_ts: self.established,
-            ..TimingDigest::default()
-        })]
+        Vec::new()
     }
 }
 
@@ -180,5 +177,34 @@ impl Peek for Socket {
         }
         self.inner.get_ref().peek(buf).await?;
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A moved client socket keeps its peer address and answers no timing, so that a
+    /// keep-alive request's session costs no allocation for it.
+    #[tokio::test]
+    async fn moved_socket_keeps_its_address_and_gives_no_timing() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = tokio::spawn(async move { TcpStream::connect(addr).await.unwrap() });
+        let (accepted, _) = listener.accept().await.unwrap();
+        let client = client.await.unwrap();
+        let stream: Stream = Box::new(pingora::protocols::l4::stream::Stream::from(accepted));
+        let moved = rehome(stream);
+        let peer = moved
+            .get_socket_digest()
+            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet().copied()));
+        assert_eq!(peer, Some(client.local_addr().unwrap()));
+        let timing = moved.get_timing_digest();
+        assert!(timing.is_empty());
+        assert_eq!(
+            timing.capacity(),
+            0,
+            "no allocation for a timing nobody reads"
+        );
     }
 }
