@@ -50,6 +50,9 @@ pub struct Policy {
     pub listen: Vec<SocketAddr>,
     /// Cleartext listeners also accept HTTP/2 with prior knowledge (h2c).
     pub h2c: bool,
+    /// A new client connection goes to the worker thread with the fewest open, instead
+    /// of one picked at random ([`crate::listener::balance`]).
+    pub balance_connections: bool,
     /// TLS termination.
     pub tls: Option<TlsDef>,
     /// Admin listener.
@@ -218,6 +221,7 @@ impl Policy {
             hash: hex::encode(hash.finalize()),
             listen,
             h2c: raw.server.h2c,
+            balance_connections: raw.server.balance_connections,
             tls,
             admin,
             threads,

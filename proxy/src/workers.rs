@@ -18,6 +18,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
+use std::thread::ThreadId;
 
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
@@ -28,6 +29,9 @@ use crate::swap::Control;
 
 static WORKERS: OnceLock<Vec<Handle>> = OnceLock::new();
 
+/// The worker threads, in the order of [`handles`].
+static THREADS: OnceLock<Vec<ThreadId>> = OnceLock::new();
+
 /// Probe rounds before giving up on the threads not found (they start VMs lazily).
 const ROUNDS: usize = 64;
 
@@ -37,10 +41,21 @@ pub fn handles() -> &'static [Handle] {
     WORKERS.get().map(Vec::as_slice).unwrap_or(&[])
 }
 
+/// The worker threads, in the order of [`handles`] (empty before the service started).
+pub fn threads() -> &'static [ThreadId] {
+    THREADS.get().map(Vec::as_slice).unwrap_or(&[])
+}
+
+/// The index in [`handles`] of the worker running the caller, if it is one.
+pub fn current() -> Option<usize> {
+    let me = std::thread::current().id();
+    threads().iter().position(|t| *t == me)
+}
+
 /// Finds the runtime of each of the `threads` worker threads of the service running
 /// the caller (which must be one of them).
-async fn discover(threads: usize) -> Vec<Handle> {
-    let mut found: HashMap<std::thread::ThreadId, Handle> = HashMap::new();
+async fn discover(threads: usize) -> Vec<(ThreadId, Handle)> {
+    let mut found: HashMap<ThreadId, Handle> = HashMap::new();
     for _ in 0..ROUNDS {
         let probes: Vec<_> = (0..threads.max(1) * 4)
             .map(|_| {
@@ -64,7 +79,7 @@ async fn discover(threads: usize) -> Vec<Handle> {
             "not every worker thread answered: the others start their VMs at their first request"
         );
     }
-    found.into_values().collect()
+    found.into_iter().collect()
 }
 
 /// A service whose worker threads get the live policy's VMs before it starts serving.
@@ -95,6 +110,8 @@ impl<S: Service + 'static> Service for Warmed<S> {
     ) {
         let handles = discover(self.threads).await;
         tracing::debug!(threads = handles.len(), "worker threads registered");
+        let (ids, handles): (Vec<_>, Vec<_>) = handles.into_iter().unzip();
+        let _ = THREADS.set(ids);
         let _ = WORKERS.set(handles);
         let control = self.control.clone();
         // Blocking: VMs are built on other threads; this worker waits for its own

@@ -75,6 +75,13 @@ pub fn render(snapshot: &Snapshot) -> String {
             "sluice_generation_vms{{generation=\"{generation}\"}} {vms}"
         );
     }
+    text.push_str("# HELP sluice_worker_connections Client connections open on each worker thread (new ones go to the least loaded).\n# TYPE sluice_worker_connections gauge\n");
+    for (worker, open) in crate::listener::balance::snapshot().iter().enumerate() {
+        let _ = writeln!(
+            text,
+            "sluice_worker_connections{{worker=\"{worker}\"}} {open}"
+        );
+    }
     let _ = writeln!(
         text,
         "# HELP sluice_module_cache_refusals_total On-disk module cache directories or entries refused (not owned by Sluice's user, or writable by group or others).\n# TYPE sluice_module_cache_refusals_total counter\nsluice_module_cache_refusals_total {}",

@@ -22,6 +22,7 @@
 //! through a task-local [`request_started`], which also takes the request's slot under
 //! `connections.max_h1_in_flight`.
 
+pub mod balance;
 pub mod h2;
 pub mod handshake;
 pub mod limits;
@@ -224,6 +225,36 @@ where
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        let spread = self.live.load().policy.balance_connections;
+        let (served, elsewhere) = balance::place(spread);
+        let Some(worker) = elsewhere else {
+            let _served = served;
+            self.serve(stream, shutdown).await;
+            return None;
+        };
+        // A less loaded worker serves it, on its own: nothing waits for it here (a
+        // wake-up back to this thread when it ends would be one more per connection).
+        let this = Arc::clone(self);
+        let shutdown = shutdown.clone();
+        drop(worker.spawn(async move {
+            let _served = served;
+            this.serve(stream, &shutdown).await;
+        }));
+        None
+    }
+
+    async fn cleanup(&self) {
+        ServerApp::cleanup(&*self.app).await;
+    }
+}
+
+impl<A> Admit<A>
+where
+    A: HttpServerApp + Send + Sync + 'static,
+{
+    /// A connection, on the worker that serves it: admitted against the limits, its
+    /// TLS handshake and h2c preface, then its requests ([`Self::serve_h1`], [`h2`]).
+    async fn serve(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) {
         let accepted = Instant::now();
         let stream = rehome::rehome(stream);
         let (timeouts, limits, h2c) = {
@@ -251,7 +282,7 @@ where
                 if tls.is_none() {
                     refuse(stream, &self.tracker).await;
                 }
-                return None;
+                return;
             }
         };
         let head_deadline = accepted + timeouts.header;
@@ -265,11 +296,11 @@ where
                     Ok(Err(e)) => {
                         tracing::debug!(error = %e, peer = ?peer, "TLS handshake failed");
                         metrics().tls_handshake_failures.inc();
-                        return None;
+                        return;
                     }
                     Err(_) => {
                         timed_out("tls_handshake");
-                        return None;
+                        return;
                     }
                 }
             }
@@ -277,21 +308,21 @@ where
         let stream = if stream.get_ssl_digest().is_some() {
             if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
                 h2::serve(&self.app, &self.forwarder, stream, shutdown).await;
-                return None;
+                return;
             }
             stream
         } else if h2c {
             match preface::sniff(stream, timeouts.h2_preface.min(timeouts.header), shutdown).await {
                 Sniffed::H2(s) => {
                     h2::serve(&self.app, &self.forwarder, s, shutdown).await;
-                    return None;
+                    return;
                 }
                 Sniffed::H1(s) => s,
                 Sniffed::TimedOut => {
                     timed_out("h2_preface");
-                    return None;
+                    return;
                 }
-                Sniffed::Gone => return None,
+                Sniffed::Gone => return,
             }
         } else {
             stream
@@ -308,18 +339,8 @@ where
                 ),
             )
             .await;
-        None
     }
 
-    async fn cleanup(&self) {
-        ServerApp::cleanup(&*self.app).await;
-    }
-}
-
-impl<A> Admit<A>
-where
-    A: HttpServerApp + Send + Sync + 'static,
-{
     /// Pingora's HTTP/1 keep-alive loop, with a deadline on each request head and on
     /// the idle time between requests.
     async fn serve_h1(

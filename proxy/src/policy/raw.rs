@@ -50,6 +50,8 @@ pub(super) struct RawServer {
     pub(super) admin_hosts: Vec<Spanned<String>>,
     #[serde(default)]
     pub(super) h2c: bool,
+    #[serde(default)]
+    pub(super) balance_connections: bool,
     pub(super) access_log: Option<String>,
     pub(super) upgrade_sock: Option<String>,
     pub(super) admin_token_env: Option<Spanned<String>>,

@@ -796,3 +796,46 @@ fn refused_heads_are_answered_and_counted() {
     assert_eq!(count("http09"), 2.0);
     assert_eq!(count("host"), 3.0);
 }
+
+/// With `balance_connections`, new connections go to the worker thread with the fewest
+/// open (Pingora alone picks one at random, often unevenly): 16 keep-alive connections
+/// on 2 workers are 8 and 8, each still served after its move, and the counts fall
+/// back to 0 once they close.
+#[test]
+fn connections_are_spread_evenly_over_the_worker_threads() {
+    let origin = origin("spread");
+    let opts = Opts {
+        server_extra: "balance_connections = true\n",
+        threads: 2,
+        ..Opts::default()
+    };
+    let sluice = sluice_opts(tempfile::tempdir().unwrap(), &routed(&origin, ""), &opts);
+    let mut held: Vec<TcpStream> = Vec::new();
+    for i in 0..16 {
+        let mut c = connect(sluice.proc.addr);
+        let r = get(&mut c, "/echo").unwrap_or_default();
+        assert!(r.starts_with("HTTP/1.1 200"), "connection {i}: {r:?}");
+        held.push(c);
+    }
+    let on = |w: usize| {
+        metric(
+            &sluice,
+            &format!("sluice_worker_connections{{worker=\"{w}\"}}"),
+        )
+    };
+    assert_eq!((on(0), on(1)), (8.0, 8.0), "connections per worker");
+    for (i, c) in held.iter_mut().enumerate() {
+        let r = get(c, "/echo").unwrap_or_default();
+        assert!(
+            r.starts_with("HTTP/1.1 200"),
+            "connection {i}, again: {r:?}"
+        );
+    }
+    drop(held);
+    until_value(
+        secs(10),
+        "the closed connections uncounted",
+        || on(0) + on(1),
+        |n| *n == 0.0,
+    );
+}
