@@ -6,6 +6,8 @@
 #   sluice-empty        Sluice with a route that runs no filter
 #   sluice-one          Sluice with one `headers` filter (sets a request and a response header)
 #   sluice-three        Sluice with three such filters
+#   sluice-spread       the empty chain with `balance_connections = true`: each new connection
+#                       to the worker thread with the fewest open instead of a random one
 #   sluice-noop         Sluice with one `headers` filter configured to do nothing: the
 #                       callbacks every Proxy-Wasm filter gets, without work of its own
 #   sluice-waf-norules  Sluice with filters/out/waf.wasm and no rule
@@ -39,7 +41,8 @@
 #   TARGETS="origin nginx bare-pingora sluice-empty sluice-one sluice-three sluice-waf-norules"
 #            (add sluice-rl-local sluice-rl-redis for the rate-limit filter's cost,
 #             sluice-cm-fresh sluice-cm-reused for a component middleware's,
-#             sluice-noop for the callbacks alone)
+#             sluice-noop for the callbacks alone, sluice-spread for balance_connections)
+#   SLUICE_SPREAD_PORT=18096 SLUICE_SPREAD_ADMIN=19915
 #   SLUICE_NOOP_PORT=18095 SLUICE_NOOP_ADMIN=19914
 #   SLUICE_CM_FRESH_PORT=18093 SLUICE_CM_REUSED_PORT=18094
 #   SLUICE_CM_FRESH_ADMIN=19912 SLUICE_CM_REUSED_ADMIN=19913
@@ -83,6 +86,8 @@ SLUICE_WAF_PORT=${SLUICE_WAF_PORT:-18087}
 SLUICE_NOOP_PORT=${SLUICE_NOOP_PORT:-18095}
 SLUICE_NOOP_ADMIN=${SLUICE_NOOP_ADMIN:-19914}
 SLUICE_EMPTY_ADMIN=${SLUICE_EMPTY_ADMIN:-19901}
+SLUICE_SPREAD_PORT=${SLUICE_SPREAD_PORT:-18096}
+SLUICE_SPREAD_ADMIN=${SLUICE_SPREAD_ADMIN:-19915}
 SLUICE_ONE_ADMIN=${SLUICE_ONE_ADMIN:-19902}
 SLUICE_THREE_ADMIN=${SLUICE_THREE_ADMIN:-19903}
 SLUICE_WAF_ADMIN=${SLUICE_WAF_ADMIN:-19904}
@@ -116,20 +121,20 @@ declare -A PORT_OF=(
     [sluice-three]=$SLUICE_THREE_PORT [sluice-waf-norules]=$SLUICE_WAF_PORT
     [sluice-rl-local]=$SLUICE_RL_LOCAL_PORT [sluice-rl-redis]=$SLUICE_RL_REDIS_PORT
     [sluice-cm-fresh]=$SLUICE_CM_FRESH_PORT [sluice-cm-reused]=$SLUICE_CM_REUSED_PORT
-    [sluice-noop]=$SLUICE_NOOP_PORT
+    [sluice-noop]=$SLUICE_NOOP_PORT [sluice-spread]=$SLUICE_SPREAD_PORT
 )
 declare -A ADMIN_OF=(
     [sluice-empty]=$SLUICE_EMPTY_ADMIN [sluice-one]=$SLUICE_ONE_ADMIN
     [sluice-three]=$SLUICE_THREE_ADMIN [sluice-waf-norules]=$SLUICE_WAF_ADMIN
     [sluice-rl-local]=$SLUICE_RL_LOCAL_ADMIN [sluice-rl-redis]=$SLUICE_RL_REDIS_ADMIN
     [sluice-cm-fresh]=$SLUICE_CM_FRESH_ADMIN [sluice-cm-reused]=$SLUICE_CM_REUSED_ADMIN
-    [sluice-noop]=$SLUICE_NOOP_ADMIN
+    [sluice-noop]=$SLUICE_NOOP_ADMIN [sluice-spread]=$SLUICE_SPREAD_ADMIN
 )
 declare -A CHAIN_OF=(
     [sluice-empty]=empty [sluice-one]=one [sluice-three]=three [sluice-waf-norules]=waf-norules
     [sluice-rl-local]=ratelimit-local [sluice-rl-redis]=ratelimit-redis
     [sluice-cm-fresh]=component-fresh [sluice-cm-reused]=component-reused
-    [sluice-noop]=noop
+    [sluice-noop]=noop [sluice-spread]=empty
 )
 # BEFORE_BIN: each Sluice target gets a twin, NAME-before, run by that binary, just before it.
 if [[ -n $BEFORE_BIN ]]; then
@@ -165,6 +170,7 @@ start_sluice() {
     local name=$1
     local SLUICE_SERVER_EXTRA=""
     [[ ${CHAIN_OF[$name]} == component-* ]] && SLUICE_SERVER_EXTRA="component_model = true"
+    [[ ${name%-before} == sluice-spread ]] && SLUICE_SERVER_EXTRA="balance_connections = true"
     start_sluice_bench "$name" "$TMP/policy-$name.toml" "${PORT_OF[$name]}" "${ADMIN_OF[$name]}" \
         "${CHAIN_OF[$name]}"
 }

@@ -7,9 +7,9 @@
 //! worker for its whole life. The draw is often uneven (8 connections on 2 workers
 //! split 6/2 or worse 29% of the time, 32 split 20/12 or worse 22%), and the fuller
 //! worker's clients wait behind each other while the other has room: with 8
-//! connections, the empty chain served 0.89x nginx's requests a second with the random
-//! draw and 0.96x spread, its p99 2.97x nginx's and 2.23x (`bench/README.md`,
-//! nineteenth round). With 32 connections saturating the machine the spread cost 8%
+//! connections, the empty chain served 0.87x nginx's requests a second with the random
+//! draw and 0.93x spread, its p99 2.53x nginx's and 2.07x (`bench/README.md`,
+//! nineteenth round). With 32 connections saturating the machine the spread cost 6%
 //! more CPU a request (a busier worker handles more requests per wake-up), so it is a
 //! choice, off by default, as Envoy's `exact_balance`: for a few long-lived
 //! connections. The connections open on each worker are counted either way
