@@ -839,3 +839,64 @@ fn connections_are_spread_evenly_over_the_worker_threads() {
         |n| *n == 0.0,
     );
 }
+
+/// With `balance_connections` on two workers, uploads in flight on both (some of them
+/// moved off the worker Pingora picked) all finish after SIGTERM, and Sluice exits 0.
+#[test]
+fn sigterm_finishes_uploads_spread_over_the_workers() {
+    let origin = origin("termspread");
+    let opts = Opts {
+        server_extra: "grace_period_ms = 8000\nbalance_connections = true\n",
+        threads: 2,
+        ..Opts::default()
+    };
+    let mut sluice = sluice_opts(
+        tempfile::tempdir().unwrap(),
+        &routed(&origin, "[timeouts]\nbody_idle_ms = 10000\n"),
+        &opts,
+    );
+    let total = 100_000usize;
+    let mut uploads: Vec<TcpStream> = (0..8)
+        .map(|i| {
+            let mut s = connect(sluice.proc.addr);
+            // One request first: the connection is placed before the next one comes.
+            let r = get(&mut s, "/echo").unwrap_or_default();
+            assert!(r.starts_with("HTTP/1.1 200"), "connection {i}: {r:?}");
+            s.write_all(
+                format!("POST /echo HTTP/1.1\r\nhost: x\r\ncontent-length: {total}\r\n\r\n")
+                    .as_bytes(),
+            )
+            .unwrap();
+            s.write_all(&vec![b'a'; total / 2]).unwrap();
+            s
+        })
+        .collect();
+    until_value(
+        secs(10),
+        "the uploads in flight",
+        || metric(&sluice, "sluice_h1_requests_in_flight"),
+        |n| *n >= 8.0,
+    );
+    let on = |w: usize| {
+        metric(
+            &sluice,
+            &format!("sluice_worker_connections{{worker=\"{w}\"}}"),
+        )
+    };
+    assert_eq!((on(0), on(1)), (4.0, 4.0), "uploads per worker");
+    signal(&sluice, "TERM");
+    until(secs(5), "the listener closed after SIGTERM", || {
+        TcpStream::connect_timeout(&sluice.proc.addr, Duration::from_secs(1)).is_err()
+    });
+    for (i, s) in uploads.iter_mut().enumerate() {
+        s.write_all(&vec![b'b'; total - total / 2]).unwrap();
+        let r = read_response(s, Duration::from_secs(5)).unwrap_or_default();
+        assert!(
+            r.starts_with("HTTP/1.1 200"),
+            "upload {i} after SIGTERM: {:?}",
+            r.lines().next()
+        );
+    }
+    let (status, _) = wait_exit(&mut sluice, Duration::from_secs(5)).expect("no exit after drain");
+    assert!(status.success(), "exit status {status}");
+}
