@@ -797,6 +797,30 @@ fn refused_heads_are_answered_and_counted() {
     assert_eq!(count("host"), 3.0);
 }
 
+/// Sluice on two worker threads with `balance_connections = true` (and `server_extra`),
+/// routing `policy_extra` as [`routed`] does.
+fn spread_sluice(origin: &Proc, server_extra: &str, policy_extra: &str) -> Sluice {
+    let server_extra = format!("balance_connections = true\n{server_extra}");
+    let opts = Opts {
+        server_extra: &server_extra,
+        threads: 2,
+        ..Opts::default()
+    };
+    sluice_opts(
+        tempfile::tempdir().unwrap(),
+        &routed(origin, policy_extra),
+        &opts,
+    )
+}
+
+/// The client connections open on worker `w` (`sluice_worker_connections`).
+fn on_worker(sluice: &Sluice, w: usize) -> f64 {
+    metric(
+        sluice,
+        &format!("sluice_worker_connections{{worker=\"{w}\"}}"),
+    )
+}
+
 /// With `balance_connections`, new connections go to the worker thread with the fewest
 /// open (Pingora alone picks one at random, often unevenly): 16 keep-alive connections
 /// on 2 workers are 8 and 8, each still served after its move, and the counts fall
@@ -804,12 +828,7 @@ fn refused_heads_are_answered_and_counted() {
 #[test]
 fn connections_are_spread_evenly_over_the_worker_threads() {
     let origin = origin("spread");
-    let opts = Opts {
-        server_extra: "balance_connections = true\n",
-        threads: 2,
-        ..Opts::default()
-    };
-    let sluice = sluice_opts(tempfile::tempdir().unwrap(), &routed(&origin, ""), &opts);
+    let sluice = spread_sluice(&origin, "", "");
     let mut held: Vec<TcpStream> = Vec::new();
     for i in 0..16 {
         let mut c = connect(sluice.proc.addr);
@@ -817,12 +836,7 @@ fn connections_are_spread_evenly_over_the_worker_threads() {
         assert!(r.starts_with("HTTP/1.1 200"), "connection {i}: {r:?}");
         held.push(c);
     }
-    let on = |w: usize| {
-        metric(
-            &sluice,
-            &format!("sluice_worker_connections{{worker=\"{w}\"}}"),
-        )
-    };
+    let on = |w: usize| on_worker(&sluice, w);
     assert_eq!((on(0), on(1)), (8.0, 8.0), "connections per worker");
     for (i, c) in held.iter_mut().enumerate() {
         let r = get(c, "/echo").unwrap_or_default();
@@ -845,15 +859,10 @@ fn connections_are_spread_evenly_over_the_worker_threads() {
 #[test]
 fn sigterm_finishes_uploads_spread_over_the_workers() {
     let origin = origin("termspread");
-    let opts = Opts {
-        server_extra: "grace_period_ms = 8000\nbalance_connections = true\n",
-        threads: 2,
-        ..Opts::default()
-    };
-    let mut sluice = sluice_opts(
-        tempfile::tempdir().unwrap(),
-        &routed(&origin, "[timeouts]\nbody_idle_ms = 10000\n"),
-        &opts,
+    let mut sluice = spread_sluice(
+        &origin,
+        "grace_period_ms = 8000\n",
+        "[timeouts]\nbody_idle_ms = 10000\n",
     );
     let total = 100_000usize;
     let mut uploads: Vec<TcpStream> = (0..8)
@@ -877,12 +886,7 @@ fn sigterm_finishes_uploads_spread_over_the_workers() {
         || metric(&sluice, "sluice_h1_requests_in_flight"),
         |n| *n >= 8.0,
     );
-    let on = |w: usize| {
-        metric(
-            &sluice,
-            &format!("sluice_worker_connections{{worker=\"{w}\"}}"),
-        )
-    };
+    let on = |w: usize| on_worker(&sluice, w);
     assert_eq!((on(0), on(1)), (4.0, 4.0), "uploads per worker");
     signal(&sluice, "TERM");
     until(secs(5), "the listener closed after SIGTERM", || {
