@@ -75,7 +75,7 @@ pub fn render(snapshot: &Snapshot) -> String {
             "sluice_generation_vms{{generation=\"{generation}\"}} {vms}"
         );
     }
-    text.push_str("# HELP sluice_worker_connections Client connections open on each worker thread (new ones go to the least loaded).\n# TYPE sluice_worker_connections gauge\n");
+    text.push_str("# HELP sluice_worker_connections Client connections open on each worker thread (with balance_connections, a new one goes to the least loaded).\n# TYPE sluice_worker_connections gauge\n");
     for (worker, open) in crate::listener::balance::snapshot().iter().enumerate() {
         let _ = writeln!(
             text,

@@ -5,6 +5,8 @@
 //! every few seconds never times out), waits for the h2c preface without a timeout and
 //! keeps an HTTP/1.1 connection idle forever once a request without `Keep-Alive:
 //! timeout` has been served. [`Admit`] therefore, for each connection:
+//! 0. counts it on the worker thread that serves it: with `balance_connections`, the
+//!    one with the fewest connections open, not Pingora's random pick ([`balance`]);
 //! 1. admits it against `[connections]` and the open-file ceiling, or answers 503 and
 //!    closes ([`limits`]); on a TLS listener, runs the handshake on the serving thread
 //!    within `timeouts.header_ms` ([`handshake`]; a refused TLS connection is closed);
