@@ -53,7 +53,7 @@ pub use limits::{fd_ceiling, LimitRefusal, Tracker};
 
 use crate::forward::{Forwarder, Shell};
 use crate::metrics::metrics;
-use crate::policy::Timeouts;
+use crate::policy::{ConnectionLimits, Timeouts};
 use crate::snapshot::Live;
 use limits::InFlight;
 use preface::Sniffed;
@@ -227,11 +227,17 @@ where
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        let spread = self.live.load().policy.balance_connections;
+        let accepted = Instant::now();
+        // The live policy's connection settings, read once, before any move.
+        let (policy, spread) = {
+            let snap = self.live.load();
+            let p = &snap.policy;
+            ((p.timeouts, p.connections, p.h2c), p.balance_connections)
+        };
         let (served, elsewhere) = balance::place(spread);
         let Some(worker) = elsewhere else {
             let _served = served;
-            self.serve(stream, shutdown).await;
+            self.serve(stream, shutdown, accepted, policy).await;
             return None;
         };
         // A less loaded worker serves it, on its own: nothing waits for it here (a
@@ -240,7 +246,7 @@ where
         let shutdown = shutdown.clone();
         drop(worker.spawn(async move {
             let _served = served;
-            this.serve(stream, &shutdown).await;
+            this.serve(stream, &shutdown, accepted, policy).await;
         }));
         None
     }
@@ -254,16 +260,18 @@ impl<A> Admit<A>
 where
     A: HttpServerApp + Send + Sync + 'static,
 {
-    /// A connection, on the worker that serves it: admitted against the limits, its
-    /// TLS handshake and h2c preface, then its requests ([`Self::serve_h1`], [`h2`]).
-    async fn serve(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) {
-        let accepted = Instant::now();
+    /// A connection accepted at `accepted`, on the worker that serves it: admitted
+    /// against the limits, its TLS handshake and h2c preface, then its requests
+    /// ([`Self::serve_h1`], [`h2`]), under the policy's timeouts, limits and `h2c` read
+    /// when it was accepted.
+    async fn serve(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+        accepted: Instant,
+        (timeouts, limits, h2c): (Timeouts, ConnectionLimits, bool),
+    ) {
         let stream = rehome::rehome(stream);
-        let (timeouts, limits, h2c) = {
-            let snap = self.live.load();
-            let p = &snap.policy;
-            (p.timeouts, p.connections, p.h2c)
-        };
         let digest = stream.get_socket_digest();
         let local = digest
             .as_ref()
