@@ -8,6 +8,7 @@ use pingora::protocols::http::client::HttpSession as ClientSession;
 use pingora::protocols::ALPN;
 use pingora::upstreams::peer::Peer;
 
+use super::h1::response_head::Case;
 use super::relay::{self, down, up};
 use super::upstream::Upstream;
 use super::{h1, pool, request, Forwarder};
@@ -170,7 +171,8 @@ impl Forwarder {
                     .chain(added.into_iter().flat_map(|a| a.fields(id)));
                 c.write_forwarded_head(session.req_header(), has_body, dropped, fields)
                     .await
-                    .map_err(up)?
+                    .map_err(up)?;
+                true
             }
             _ => false,
         };
@@ -186,7 +188,13 @@ impl Forwarder {
         if has_body || h2 {
             client.finish_request_body().await.map_err(up)?;
         }
-        let resp = client.read_response_head().await.map_err(up)?;
+        // An HTTP/2 client gets lowercase names whatever their case here.
+        let case = if session.as_ref().is_http2() {
+            Case::Dropped
+        } else {
+            Case::Kept
+        };
+        let resp = client.read_response_head(case).await.map_err(up)?;
         relay::relay(s, session, ctx, resp, relay::Source::Upstream(client)).await
     }
 

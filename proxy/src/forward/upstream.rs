@@ -10,6 +10,7 @@ use pingora::protocols::http::client::HttpSession as ClientSession;
 use pingora::ErrorType;
 
 use super::h1;
+use super::h1::response_head::Case;
 
 /// A connection to a peer, ready for one request.
 pub enum Upstream {
@@ -62,9 +63,11 @@ impl Upstream {
 
     /// The final response head (informational ones other than `101` are skipped; a
     /// `101` to a request that asked for no upgrade is the upstream's error).
-    pub async fn read_response_head(&mut self) -> Result<Box<ResponseHeader>> {
+    /// `case`: whether an HTTP/1 upstream's head keeps its names' case (for an HTTP/1
+    /// client); an HTTP/2 upstream's has none.
+    pub async fn read_response_head(&mut self, case: Case) -> Result<Box<ResponseHeader>> {
         let client = match self {
-            Upstream::H1(c) => return c.read_head().await,
+            Upstream::H1(c) => return c.read_head(case).await,
             Upstream::Pingora(c) => c,
         };
         loop {

@@ -122,27 +122,23 @@ impl Client {
 
     /// Sends the head Sluice forwards for the client's `req` unchanged but for its
     /// transport and the `added` metadata (one write, as [`Self::write_head`]; what is dropped and added:
-    /// [`request_head::encode_forwarded`]). `false`, with nothing sent, when `req` keeps
-    /// no field-name case: the caller sends a copy with [`Self::write_head`].
+    /// [`request_head::encode_forwarded`]).
     pub async fn write_forwarded_head<'a>(
         &mut self,
         req: &RequestHeader,
         has_body: bool,
         dropped: impl Fn(&http::HeaderName) -> bool,
         added: impl Iterator<Item = (&'a str, &'a [u8])>,
-    ) -> Result<bool> {
-        let Some(framed) =
-            request_head::encode_forwarded(req, has_body, &dropped, added, self.head_buffer())?
-        else {
-            return Ok(false);
-        };
+    ) -> Result<()> {
+        let framed =
+            request_head::encode_forwarded(req, has_body, &dropped, added, self.head_buffer())?;
         self.request_body = match framed {
             request_head::Framed::Chunked => RequestBody::Chunked,
             request_head::Framed::Length => declared_length(req),
         };
         self.head_request = req.method == http::Method::HEAD;
         self.close_asked = !dropped(&http::header::CONNECTION) && framing::asks_close(&req.headers);
-        self.send_head().await.map(|()| true)
+        self.send_head().await
     }
 
     /// The buffer a request head is encoded into, emptied: one allocation for the head
@@ -213,12 +209,13 @@ impl Client {
 
     /// Reads the final response head: informational ones (1xx) are skipped, a `101`
     /// is an error (upgrades do not come this way), and the body's framing is set up.
-    pub async fn read_head(&mut self) -> Result<Box<ResponseHeader>> {
+    /// `case`: whether the head keeps its names' case (an HTTP/1 client gets it).
+    pub async fn read_head(&mut self, case: response_head::Case) -> Result<Box<ResponseHeader>> {
         let mut informational = 0;
         loop {
             let mut head = loop {
                 if !self.buf.is_empty() {
-                    if let Some(head) = response_head::parse(&mut self.buf)? {
+                    if let Some(head) = response_head::parse(&mut self.buf, case)? {
                         break head;
                     }
                 }

@@ -62,33 +62,43 @@ pub enum Framed {
 /// writes for a copy of `req` with the dropped fields removed, the added ones
 /// inserted, the version set to HTTP/1.1 and those two fields inserted, without the
 /// copy (a request head's clone is ~2 k instructions and several allocations, issue
-/// #18); the fields keep the client's order. `None` when `req` keeps no field-name
-/// case (a head read from HTTP/2): its titled names are Pingora's to write, on the copy.
+/// #18); the fields keep the client's order. A head that keeps no field-name case (one
+/// read from HTTP/2) has its names written as Pingora writes such a head's ([`titled`]).
 pub fn encode_forwarded<'a>(
     req: &RequestHeader,
     has_body: bool,
     dropped: impl Fn(&http::HeaderName) -> bool,
     added: impl Iterator<Item = (&'a str, &'a [u8])>,
     buf: &mut impl BufMut,
-) -> Result<Option<Framed>> {
-    if !req.has_case() {
-        return Ok(None);
-    }
+) -> Result<Framed> {
     let target = checked_target(req)?;
     buf.put_slice(req.method.as_str().as_bytes());
     buf.put_u8(b' ');
     buf.put_slice(target);
     buf.put_slice(b" HTTP/1.1\r\n");
     let (mut host, mut length) = (false, false);
-    for ((name, value), (case, _)) in req.headers.iter().zip(req.case_header_iter()) {
-        if dropped(name) {
-            continue;
+    let mut kept = |name: &http::HeaderName| {
+        let keep = !dropped(name);
+        host |= keep && name == http::header::HOST;
+        length |= keep && name == http::header::CONTENT_LENGTH;
+        keep
+    };
+    let has_case = req.has_case();
+    if has_case {
+        for ((name, value), (case, _)) in req.headers.iter().zip(req.case_header_iter()) {
+            if kept(name) {
+                field(buf, case.as_slice(), value.as_bytes());
+            }
         }
-        host |= name == http::header::HOST;
-        length |= name == http::header::CONTENT_LENGTH;
-        field(buf, case.as_slice(), value.as_bytes());
+    } else {
+        for (name, value) in req.headers.iter() {
+            if kept(name) {
+                field(buf, titled(name.as_str()).as_bytes(), value.as_bytes());
+            }
+        }
     }
     for (name, value) in added {
+        let name = if has_case { name } else { titled(name) };
         field(buf, name.as_bytes(), value);
     }
     if !host {
@@ -102,7 +112,28 @@ pub fn encode_forwarded<'a>(
         Framed::Length
     };
     buf.put_slice(b"\r\n");
-    Ok(Some(framed))
+    Ok(framed)
+}
+
+/// How Pingora writes a field name (lowercase) of a head that keeps no case on
+/// HTTP/1: a few common names titled, every other one as it is. Pingora's own table
+/// is private to it; `titled_names_are_pingoras` holds this one to it.
+pub fn titled(name: &str) -> &str {
+    match name {
+        "accept-ranges" => "Accept-Ranges",
+        "age" => "Age",
+        "cache-control" => "Cache-Control",
+        "connection" => "Connection",
+        "content-encoding" => "Content-Encoding",
+        "content-length" => "Content-Length",
+        "content-type" => "Content-Type",
+        "date" => "Date",
+        "host" => "Host",
+        "server" => "Server",
+        "set-cookie" => "Set-Cookie",
+        "transfer-encoding" => "Transfer-Encoding",
+        other => other,
+    }
 }
 
 /// One `name: value` line.
@@ -130,6 +161,107 @@ mod tests {
             buf,
             b"GET /a?b=1 HTTP/1.1\r\nHost: example\r\nx-Mixed: 1\r\nX-MIXED: 2\r\naccept: */*\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn titled_names_are_pingoras() {
+        use http::header::*;
+        let names = [
+            ACCEPT,
+            ACCEPT_CHARSET,
+            ACCEPT_ENCODING,
+            ACCEPT_LANGUAGE,
+            ACCEPT_RANGES,
+            ACCESS_CONTROL_ALLOW_CREDENTIALS,
+            ACCESS_CONTROL_ALLOW_HEADERS,
+            ACCESS_CONTROL_ALLOW_METHODS,
+            ACCESS_CONTROL_ALLOW_ORIGIN,
+            ACCESS_CONTROL_EXPOSE_HEADERS,
+            ACCESS_CONTROL_MAX_AGE,
+            ACCESS_CONTROL_REQUEST_HEADERS,
+            ACCESS_CONTROL_REQUEST_METHOD,
+            AGE,
+            ALLOW,
+            ALT_SVC,
+            AUTHORIZATION,
+            CACHE_CONTROL,
+            CACHE_STATUS,
+            CDN_CACHE_CONTROL,
+            CONNECTION,
+            CONTENT_DISPOSITION,
+            CONTENT_ENCODING,
+            CONTENT_LANGUAGE,
+            CONTENT_LENGTH,
+            CONTENT_LOCATION,
+            CONTENT_RANGE,
+            CONTENT_SECURITY_POLICY,
+            CONTENT_SECURITY_POLICY_REPORT_ONLY,
+            CONTENT_TYPE,
+            COOKIE,
+            DNT,
+            DATE,
+            ETAG,
+            EXPECT,
+            EXPIRES,
+            FORWARDED,
+            FROM,
+            HOST,
+            IF_MATCH,
+            IF_MODIFIED_SINCE,
+            IF_NONE_MATCH,
+            IF_RANGE,
+            IF_UNMODIFIED_SINCE,
+            LAST_MODIFIED,
+            LINK,
+            LOCATION,
+            MAX_FORWARDS,
+            ORIGIN,
+            PRAGMA,
+            PROXY_AUTHENTICATE,
+            PROXY_AUTHORIZATION,
+            PUBLIC_KEY_PINS,
+            PUBLIC_KEY_PINS_REPORT_ONLY,
+            RANGE,
+            REFERER,
+            REFERRER_POLICY,
+            REFRESH,
+            RETRY_AFTER,
+            SEC_WEBSOCKET_ACCEPT,
+            SEC_WEBSOCKET_EXTENSIONS,
+            SEC_WEBSOCKET_KEY,
+            SEC_WEBSOCKET_PROTOCOL,
+            SEC_WEBSOCKET_VERSION,
+            SERVER,
+            SET_COOKIE,
+            STRICT_TRANSPORT_SECURITY,
+            TE,
+            TRAILER,
+            TRANSFER_ENCODING,
+            USER_AGENT,
+            UPGRADE,
+            UPGRADE_INSECURE_REQUESTS,
+            VARY,
+            VIA,
+            WARNING,
+            WWW_AUTHENTICATE,
+            X_CONTENT_TYPE_OPTIONS,
+            X_DNS_PREFETCH_CONTROL,
+            X_FRAME_OPTIONS,
+            X_XSS_PROTECTION,
+        ];
+        let custom = ["x-forwarded-for", "x-request-id", "forwarded-by", "a"];
+        let all = names
+            .iter()
+            .cloned()
+            .chain(custom.iter().map(|n| HeaderName::from_static(n)));
+        for name in all {
+            let mut req = RequestHeader::build_no_case("GET", b"/", None).unwrap();
+            req.append_header(name.clone(), "v").unwrap();
+            let mut wire = Vec::new();
+            req.header_to_h1_wire(&mut wire);
+            let expected = format!("{}: v\r\n", titled(name.as_str()));
+            assert_eq!(String::from_utf8(wire).unwrap(), expected, "{name}");
+        }
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Parsing an HTTP/1 response head (`httparse`, configured as Pingora's client is) into
-//! a [`ResponseHeader`] built once and owned: names keep their case and order, values
+//! a [`ResponseHeader`] built once and owned: names keep their case (when the head goes
+//! on to an HTTP/1 client: [`Case`]) and order, values
 //! share the bytes read (no copy), obs-folds collapse as Pingora's
 //! `header_value_from_raw` does. A head without obs-folds (its line feeds are exactly
 //! its lines') has its values taken as they are: `httparse` has already refused every
@@ -28,11 +29,24 @@ fn parser() -> httparse::ParserConfig {
     p
 }
 
+/// Whether a parsed head keeps its field names' case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Case {
+    /// Kept (Pingora's case map): an HTTP/1 client gets the names as the origin wrote
+    /// them, as from nginx.
+    Kept,
+    /// Not kept: the head goes to an HTTP/2 client, whose names are lowercase on the
+    /// wire whatever their case here. Pingora's `build_no_case` head: one map, not two,
+    /// so each field costs one insertion and no copy of its name (issue #18).
+    Dropped,
+}
+
 /// The response head at the start of `buf`, when it is complete: it is split off
-/// `buf` (what follows it stays there) and returned as an owned [`ResponseHeader`].
-/// `Ok(None)`: more bytes are needed. Errors: a malformed head, too many header lines,
-/// or a head longer than [`MAX_HEAD`] (all `InvalidHTTPHeader`).
-pub fn parse(buf: &mut BytesMut) -> Result<Option<Box<ResponseHeader>>> {
+/// `buf` (what follows it stays there) and returned as an owned [`ResponseHeader`]
+/// whose names keep their case or not (`case`). `Ok(None)`: more bytes are needed.
+/// Errors: a malformed head, too many header lines, or a head longer than [`MAX_HEAD`]
+/// (all `InvalidHTTPHeader`).
+pub fn parse(buf: &mut BytesMut, case: Case) -> Result<Option<Box<ResponseHeader>>> {
     let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut []);
     let len = match parser().parse_response_with_uninit_headers(&mut resp, buf, &mut slots) {
@@ -78,7 +92,10 @@ pub fn parse(buf: &mut BytesMut) -> Result<Option<Box<ResponseHeader>>> {
         .collect();
     // The head's bytes, shared by the names and values below.
     let raw = buf.split_to(len).freeze();
-    let mut head = ResponseHeader::build(code, Some(spans.len()))?;
+    let mut head = match case {
+        Case::Kept => ResponseHeader::build(code, Some(spans.len()))?,
+        Case::Dropped => ResponseHeader::build_no_case(code, Some(spans.len()))?,
+    };
     head.set_version(version);
     if let Some((start, end)) = reason_span {
         // httparse gave it as &str: valid UTF-8.
@@ -117,7 +134,7 @@ mod tests {
     use super::*;
 
     fn parse_all(bytes: &[u8]) -> Result<Option<Box<ResponseHeader>>> {
-        parse(&mut BytesMut::from(bytes))
+        parse(&mut BytesMut::from(bytes), Case::Kept)
     }
 
     #[test]
@@ -125,7 +142,7 @@ mod tests {
         let mut buf = BytesMut::from(
             &b"HTTP/1.1 200 Fine\r\nX-One: a\r\nset-cookie: 1\r\nSet-Cookie: 2\r\ncontent-length: 3\r\n\r\nabc"[..],
         );
-        let head = parse(&mut buf).unwrap().unwrap();
+        let head = parse(&mut buf, Case::Kept).unwrap().unwrap();
         assert_eq!(&buf[..], b"abc");
         assert_eq!(head.status, 200);
         assert_eq!(head.get_reason_phrase(), Some("Fine"));
@@ -135,6 +152,29 @@ mod tests {
             wire,
             b"X-One: a\r\nset-cookie: 1\r\nSet-Cookie: 2\r\ncontent-length: 3\r\n"
         );
+    }
+
+    #[test]
+    fn a_head_without_case_holds_the_same_fields() {
+        let bytes = b"HTTP/1.1 404 Gone\r\nX-One: a\r\nset-cookie: 1\r\nSet-Cookie: 2\r\nX-F: b\r\n c\r\n\r\nrest";
+        let mut kept_buf = BytesMut::from(&bytes[..]);
+        let mut dropped_buf = BytesMut::from(&bytes[..]);
+        let kept = parse(&mut kept_buf, Case::Kept).unwrap().unwrap();
+        let dropped = parse(&mut dropped_buf, Case::Dropped).unwrap().unwrap();
+        assert!(kept.has_case());
+        assert!(!dropped.has_case());
+        assert_eq!(dropped_buf, kept_buf);
+        assert_eq!(&dropped_buf[..], b"rest");
+        assert_eq!(dropped.status, kept.status);
+        assert_eq!(dropped.get_reason_phrase(), Some("Gone"));
+        let fields = |h: &ResponseHeader| {
+            h.headers
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(fields(&dropped), fields(&kept));
+        assert_eq!(dropped.headers.get("x-f").unwrap().as_bytes(), b"b c");
     }
 
     #[test]
