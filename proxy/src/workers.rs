@@ -16,7 +16,9 @@
 //! rounds (each `4 × threads` tasks) finds every thread with near certainty (the chance
 //! to miss one after a round is below `threads × e⁻⁴`); the cost is paid once at start.
 
+use std::cell::Cell;
 use std::collections::HashMap;
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, OnceLock};
 use std::thread::ThreadId;
 
@@ -27,10 +29,16 @@ use tokio::runtime::Handle;
 
 use crate::swap::Control;
 
-static WORKERS: OnceLock<Vec<Handle>> = OnceLock::new();
+/// The worker threads, registered once when the proxy service starts. One entry per
+/// worker, at the same index in each list.
+struct Registry {
+    threads: Vec<ThreadId>,
+    handles: Vec<Handle>,
+    /// Client connections open on each worker ([`crate::listener::balance`]).
+    open: Vec<AtomicUsize>,
+}
 
-/// The worker threads, in the order of [`handles`].
-static THREADS: OnceLock<Vec<ThreadId>> = OnceLock::new();
+static REGISTRY: OnceLock<Registry> = OnceLock::new();
 
 /// Probe rounds before giving up on the threads not found (they start VMs lazily).
 const ROUNDS: usize = 64;
@@ -38,18 +46,34 @@ const ROUNDS: usize = 64;
 /// The worker threads' runtimes, once the proxy service started (empty before, and in
 /// tools and tests that serve no traffic).
 pub fn handles() -> &'static [Handle] {
-    WORKERS.get().map(Vec::as_slice).unwrap_or(&[])
+    REGISTRY.get().map_or(&[], |r| r.handles.as_slice())
 }
 
-/// The worker threads, in the order of [`handles`] (empty before the service started).
-pub fn threads() -> &'static [ThreadId] {
-    THREADS.get().map(Vec::as_slice).unwrap_or(&[])
+/// Client connections open on each worker, in the order of [`handles`] (counted by
+/// [`crate::listener::balance`]; empty before the service started).
+pub fn open_connections() -> &'static [AtomicUsize] {
+    REGISTRY.get().map_or(&[], |r| r.open.as_slice())
 }
 
-/// The index in [`handles`] of the worker running the caller, if it is one.
+/// The index in [`handles`] of the worker running the caller, if it is one. Looked up
+/// once per thread, after the registry is set.
 pub fn current() -> Option<usize> {
-    let me = std::thread::current().id();
-    threads().iter().position(|t| *t == me)
+    thread_local! {
+        static INDEX: Cell<Option<Option<usize>>> = const { Cell::new(None) };
+    }
+    let registry = REGISTRY.get()?;
+    INDEX
+        .try_with(|index| {
+            if let Some(known) = index.get() {
+                return known;
+            }
+            let me = std::thread::current().id();
+            let found = registry.threads.iter().position(|t| *t == me);
+            index.set(Some(found));
+            found
+        })
+        .ok()
+        .flatten()
 }
 
 /// Finds the runtime of each of the `threads` worker threads of the service running
@@ -110,9 +134,13 @@ impl<S: Service + 'static> Service for Warmed<S> {
     ) {
         let handles = discover(self.threads).await;
         tracing::debug!(threads = handles.len(), "worker threads registered");
-        let (ids, handles): (Vec<_>, Vec<_>) = handles.into_iter().unzip();
-        let _ = THREADS.set(ids);
-        let _ = WORKERS.set(handles);
+        let (threads, handles): (Vec<_>, Vec<_>) = handles.into_iter().unzip();
+        let open = threads.iter().map(|_| AtomicUsize::new(0)).collect();
+        let _ = REGISTRY.set(Registry {
+            threads,
+            handles,
+            open,
+        });
         let control = self.control.clone();
         // Blocking: VMs are built on other threads; this worker waits for its own
         // share of installs, so it must not be the one blocked.

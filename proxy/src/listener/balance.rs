@@ -23,22 +23,11 @@
 //! spawned on another thread, once per connection. [`Served`] keeps a connection
 //! counted on its worker while it is open.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::OnceLock;
+use std::sync::atomic::Ordering;
 
 use tokio::runtime::Handle;
 
 use crate::workers;
-
-/// Connections open on each worker, in the order of [`workers::handles`].
-fn open() -> &'static [AtomicUsize] {
-    static OPEN: OnceLock<Vec<AtomicUsize>> = OnceLock::new();
-    let workers = workers::handles().len();
-    if workers == 0 {
-        return &[];
-    }
-    OPEN.get_or_init(|| (0..workers).map(|_| AtomicUsize::new(0)).collect())
-}
 
 /// Where a new connection is served, counted there from now on: on the calling worker
 /// (`None`), or, when `spread`, on the least loaded one if it has fewer connections
@@ -49,7 +38,7 @@ pub fn place(spread: bool) -> (Served, Option<&'static Handle>) {
     let Some(here) = workers::current() else {
         return (Served { worker: None }, None);
     };
-    let open = open();
+    let open = workers::open_connections();
     let mine = open.get(here).map_or(0, |n| n.load(Ordering::Relaxed));
     let least = open
         .iter()
@@ -78,7 +67,7 @@ pub struct Served {
 
 impl Drop for Served {
     fn drop(&mut self) {
-        if let Some(n) = self.worker.and_then(|w| open().get(w)) {
+        if let Some(n) = self.worker.and_then(|w| workers::open_connections().get(w)) {
             n.fetch_sub(1, Ordering::Relaxed);
         }
     }
@@ -87,5 +76,8 @@ impl Drop for Served {
 /// Connections open on each worker now, in the order of [`workers::handles`] (for the
 /// metrics).
 pub fn snapshot() -> Vec<usize> {
-    open().iter().map(|n| n.load(Ordering::Relaxed)).collect()
+    workers::open_connections()
+        .iter()
+        .map(|n| n.load(Ordering::Relaxed))
+        .collect()
 }
