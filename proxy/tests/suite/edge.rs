@@ -3,8 +3,10 @@
 //! hashing, health checks, retries, ejection) against real origins on loopback.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::Command;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::support::*;
@@ -261,6 +263,168 @@ fn h2c_and_h1_reach_the_origin_with_the_same_headers() {
         "filters see the same request over h1 and h2c"
     );
     assert_eq!(seen[0].0.as_deref(), Some("/echo?q=1"));
+}
+
+/// A raw HTTP/1.1 origin: every request head it reads goes to the returned list, and
+/// each is answered with `answer` (keep-alive).
+fn recording_origin(answer: &'static [u8]) -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let heads: Arc<Mutex<Vec<String>>> = Arc::default();
+    let seen = heads.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { return };
+            let seen = seen.clone();
+            std::thread::spawn(move || {
+                let mut w = conn.try_clone().unwrap();
+                let mut r = BufReader::new(conn);
+                loop {
+                    let mut head = String::new();
+                    loop {
+                        let mut line = String::new();
+                        match r.read_line(&mut line) {
+                            Ok(0) | Err(_) => return,
+                            Ok(_) => {}
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                        head.push_str(&line);
+                    }
+                    seen.lock().unwrap().push(head);
+                    if w.write_all(answer).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, heads)
+}
+
+#[test]
+fn an_h2_clients_head_reaches_an_http1_origin_with_pingoras_names_and_h1_clients_keep_the_origins_case(
+) {
+    // The origin answers with names in mixed case: an HTTP/1 client gets them as sent,
+    // an HTTP/2 client lowercase (its head is built without a case map).
+    let (origin, heads) = recording_origin(
+        b"HTTP/1.1 200 OK\r\nX-Mixed-Case: v\r\ncontent-type: text/plain\r\nSet-Cookie: a=1\r\nset-cookie: b=2\r\nContent-Length: 2\r\n\r\nok",
+    );
+    let s = sluice_with_server(
+        &format!("[pools.o]\npeers = [\"{origin}\"]\n[[routes]]\npool = \"o\"\n"),
+        "h2c = true\n",
+    );
+    let h2c = reqwest::blocking::Client::builder()
+        .no_proxy()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let r = h2c
+        .get(s.url("/p?q=1"))
+        .header("x-custom", "v1")
+        .header("content-type", "text/plain")
+        .header("cookie", "c=3")
+        .header("te", "trailers")
+        .header("x-sluice-debug", "1")
+        .send()
+        .unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-mixed-case"], "v");
+    assert_eq!(r.headers()["content-type"], "text/plain");
+    let cookies: Vec<_> = r.headers().get_all("set-cookie").iter().collect();
+    assert_eq!(cookies, ["a=1", "b=2"]);
+    assert_eq!(r.text().unwrap(), "ok");
+    let head = heads
+        .lock()
+        .unwrap()
+        .pop()
+        .expect("the origin got the request");
+    let lines: Vec<&str> = head.split("\r\n").filter(|l| !l.is_empty()).collect();
+    assert_eq!(lines[0], "GET /p?q=1 HTTP/1.1", "{head}");
+    // Names Pingora titles on HTTP/1, every other one lowercase; no hop-by-hop field,
+    // no debug question; the authority as Host.
+    for want in [
+        "x-custom: v1".to_string(),
+        "Content-Type: text/plain".to_string(),
+        "cookie: c=3".to_string(),
+        format!("Host: {}", s.proc.addr),
+    ] {
+        assert!(lines.contains(&want.as_str()), "{want} in {head}");
+    }
+    for gone in ["te:", "x-sluice-debug:", "TE:"] {
+        assert!(!head.contains(gone), "{gone} in {head}");
+    }
+    assert_eq!(lines.iter().filter(|l| l.starts_with("Host:")).count(), 1);
+
+    // An HTTP/1.1 client: the origin's names keep their case and order.
+    let answer = {
+        let mut c = TcpStream::connect(s.proc.addr).unwrap();
+        c.write_all(b"GET /q HTTP/1.1\r\nHost: h1.test\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut a = String::new();
+        c.read_to_string(&mut a).unwrap();
+        a
+    };
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let at = |needle: &str| {
+        answer
+            .find(needle)
+            .unwrap_or_else(|| panic!("{needle} in {answer}"))
+    };
+    assert!(at("\r\nX-Mixed-Case: v\r\n") < at("\r\ncontent-type: text/plain\r\n"));
+    assert!(at("\r\nSet-Cookie: a=1\r\n") < at("\r\nset-cookie: b=2\r\n"));
+}
+
+#[test]
+fn streams_of_one_h2_connection_answer_right_around_failing_ones() {
+    // Streams of a connection reuse the shells of finished ones: a stream that fails
+    // (no route, a refused peer, a refused head) must leave nothing to the next.
+    let o = origin("o1");
+    let refused = fresh_addr();
+    let s = sluice_with_server(
+        &format!(
+            "[pools.o]\npeers = [\"{}\"]\n[pools.down]\npeers = [\"{refused}\"]\n\
+             [[routes]]\npath_prefix = \"/echo\"\npool = \"o\"\n\
+             [[routes]]\npath_prefix = \"/down\"\npool = \"down\"\n",
+            o.addr
+        ),
+        "h2c = true\n",
+    );
+    let h2c = reqwest::blocking::Client::builder()
+        .no_proxy()
+        .http2_prior_knowledge()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let rounds = |c: reqwest::blocking::Client, t: usize| {
+        for i in 0..20 {
+            let tag = format!("{t}-{i}");
+            let r = c
+                .post(s.url(&format!("/echo?n={tag}")))
+                .header("x-tag", &tag)
+                .body(tag.clone())
+                .send()
+                .unwrap();
+            assert_eq!(r.version(), reqwest::Version::HTTP_2);
+            assert_eq!(r.status(), 200);
+            let echo: serde_json::Value = r.json().unwrap();
+            assert_eq!(echo_header(&echo, "x-tag").as_deref(), Some(tag.as_str()));
+            assert_eq!(echo["query"], format!("n={tag}"));
+            assert_eq!(echo["body"], tag);
+            let status = |path: &str| c.get(s.url(path)).send().unwrap().status().as_u16();
+            assert_eq!(status("/nowhere"), 404, "no route");
+            assert_eq!(status("/down"), 502, "a refused peer");
+            assert_eq!(status("/echo/a%2Fb"), 400, "an encoded slash");
+        }
+    };
+    std::thread::scope(|scope| {
+        for t in 0..4 {
+            let c = h2c.clone();
+            scope.spawn(move || rounds(c, t));
+        }
+    });
 }
 
 #[test]
