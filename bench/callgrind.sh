@@ -27,8 +27,12 @@
 #   DURATION=3s WARMUP=2s                  measured run and warm-up (wrk -t1 -c4)
 #   ORIGIN_PORT=18081 SLUICE_PORT=18084 SLUICE_ADMIN=19901
 #   KEEP=0                                 1: keep the temp dir (callgrind dumps) and say where
-# Needs valgrind (callgrind_control, callgrind_annotate), wrk, curl, the release origin
-# (target/release/sluice-origin) and filters/out/*.wasm.
+#   H2=0                                   1: HTTP/2 with prior knowledge (h2c, `[server]
+#                                          h2c = true`) instead of HTTP/1.1: h2load -t1 -c4
+#                                          -m4 in place of wrk (DURATION and WARMUP in whole
+#                                          seconds; no MIX, no nginx)
+# Needs valgrind (callgrind_control, callgrind_annotate), wrk (h2load with H2=1), curl,
+# the release origin (target/release/sluice-origin) and filters/out/*.wasm.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -41,6 +45,7 @@ SLUICE_ADMIN=${SLUICE_ADMIN:-19901}
 KEEP=${KEEP:-0}
 MIX=${MIX:-}
 READY=${READY_SECS:-240}
+H2=${H2:-0}
 THREADS=1 ORIGIN_THREADS=1
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/sluice-callgrind.XXXXXX")
@@ -52,6 +57,11 @@ source "$ROOT/bench/lib.sh"
 for t in valgrind callgrind_control callgrind_annotate wrk curl; do
     command -v "$t" >/dev/null || die "$t not found"
 done
+if [[ $H2 == 1 ]]; then
+    command -v h2load >/dev/null || die "h2load not found (Debian: nghttp2-client)"
+    [[ -z $MIX ]] || die "MIX is a wrk script: not with H2=1"
+    SLUICE_SERVER_EXTRA="${SLUICE_SERVER_EXTRA:+$SLUICE_SERVER_EXTRA$'\n'}h2c = true"
+fi
 [[ -x $REL/sluice-origin ]] || die "$REL/sluice-origin missing (cargo build --release -p sluice-origin)"
 check_ports "$ORIGIN_PORT" "$SLUICE_PORT" "$SLUICE_ADMIN"
 [[ $KEEP == 1 ]] || trap 'cleanup; rm -rf "$TMP"' EXIT
@@ -82,8 +92,9 @@ count() {
         sluice_policy_tail "$chain"
     } >"$out/policy.toml"
     if [[ $bin == nginx ]]; then
-        # No filter chain: nginx is counted as the peer of the empty chain only.
-        [[ $chain == empty ]] || return 0
+        # No filter chain: nginx is counted as the peer of the empty chain only (and of
+        # HTTP/1.1: its cleartext listener here has no HTTP/2).
+        [[ $chain == empty && $H2 != 1 ]] || return 0
         mkdir -p "$out/nginx"
         nginx_proxy_conf "$out/nginx" "$SLUICE_PORT" >"$out/nginx.conf"
         start_bg "$name" valgrind --tool=callgrind --callgrind-out-file="$out/cg.out" \
@@ -99,13 +110,17 @@ count() {
         stop "$name"
         return 0
     }
-    wrk -t1 -c4 -d"$WARMUP" "${WRK_ARGS[@]}" >/dev/null
+    load "$WARMUP" >/dev/null
     callgrind_control -z "$pid" >/dev/null
-    wrk -t1 -c4 -d"$DURATION" "${WRK_ARGS[@]}" >"$out/wrk.txt"
+    load "$DURATION" >"$out/load.txt"
     callgrind_control -d "$pid" >/dev/null
     sleep 1
     stop "$name"
-    reqs=$(wrk_stat "$out/wrk.txt" requests)
+    if [[ $H2 == 1 ]]; then
+        reqs=$(awk '/^requests:/ { print $4 }' "$out/load.txt")
+    else
+        reqs=$(wrk_stat "$out/load.txt" requests)
+    fi
     dump=$(ls -t "$out"/cg.out.* 2>/dev/null | head -1)
     [[ -n $dump && -n $reqs ]] || {
         log "no dump or no requests for $bin ($chain)"
@@ -114,6 +129,15 @@ count() {
     read -r all copy < <(totals "$dump")
     awk -v c="$chain" -v b="$bin" -v a="$all" -v m="$copy" -v r="$reqs" 'BEGIN {
         printf "| %s | %s | %d | %.0f | %.0f | %.0f |\n", c, b, r, a / r, m / r, (a - m) / r }'
+}
+
+# load DURATION: the client's run (wrk, or h2load with H2=1) against Sluice.
+load() {
+    if [[ $H2 == 1 ]]; then
+        h2load -t1 -c4 -m4 -D "${1%s}" "http://127.0.0.1:$SLUICE_PORT$BENCH_PATH"
+    else
+        wrk -t1 -c4 -d"$1" "${WRK_ARGS[@]}"
+    fi
 }
 
 BENCH_PATH=${BENCH_PATH:-/hello.txt}
@@ -126,7 +150,9 @@ fi
 # Rows are printed as they come (and kept in results.md); the servers run from this shell
 # so that its exit trap stops them, Ctrl-C included.
 out() { tee -a "$TMP/results.md"; }
-echo "date: $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo n/a), load $(cut -d' ' -f1-3 /proc/loadavg), traffic ${MIX:-$BENCH_PATH}" | out
+proto=HTTP/1.1
+[[ $H2 != 1 ]] || proto="HTTP/2 (h2c)"
+echo "date: $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo n/a), load $(cut -d' ' -f1-3 /proc/loadavg), traffic ${MIX:-$BENCH_PATH} over $proto" | out
 printf '\n| chain | binary | requests | instructions/req | of which memcpy | rest |\n|---|---|---:|---:|---:|---:|\n' | out
 for chain in $CHAINS; do
     i=0

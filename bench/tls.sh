@@ -54,6 +54,10 @@
 #   TESTS="h1 h2 newconn"     loads to run (and the table's order)
 #   REL=target/release        where sluice-origin is
 #   SLUICE_BIN=$REL/sluice    the Sluice binary
+#   BEFORE_BIN=               another Sluice binary (e.g. before a change): adds the row
+#                             sluice-empty-before, the empty chain run by it, measured in
+#                             the same rounds (SLUICE_BEFORE_PORT=18447 SLUICE_BEFORE_HTTP=18487
+#                             SLUICE_BEFORE_ADMIN=19943)
 #   FILTERS_OUT=filters/out   where headers.wasm is (sluice-two)
 #   READY_SECS=15             how long a server may take to answer after its start
 #
@@ -86,6 +90,10 @@ SLUICE_EMPTY_HTTP=${SLUICE_EMPTY_HTTP:-18484}
 SLUICE_TWO_HTTP=${SLUICE_TWO_HTTP:-18485}
 SLUICE_EMPTY_ADMIN=${SLUICE_EMPTY_ADMIN:-19941}
 SLUICE_TWO_ADMIN=${SLUICE_TWO_ADMIN:-19942}
+BEFORE_BIN=${BEFORE_BIN:-}
+SLUICE_BEFORE_PORT=${SLUICE_BEFORE_PORT:-18447}
+SLUICE_BEFORE_HTTP=${SLUICE_BEFORE_HTTP:-18487}
+SLUICE_BEFORE_ADMIN=${SLUICE_BEFORE_ADMIN:-19943}
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/sluice-tls-bench.XXXXXX")
 RESULTS="$TMP/results.md"
@@ -207,6 +215,10 @@ start_sluice_empty() {
     start_sluice_bench sluice-empty "$1" "$SLUICE_EMPTY_HTTP" "$SLUICE_EMPTY_ADMIN" empty \
         sluice_tls_section "$SLUICE_EMPTY_PORT"
 }
+start_sluice_empty_before() {
+    SLUICE_BIN=$BEFORE_BIN start_sluice_bench sluice-empty-before "$1" "$SLUICE_BEFORE_HTTP" \
+        "$SLUICE_BEFORE_ADMIN" empty sluice_tls_section "$SLUICE_BEFORE_PORT"
+}
 start_sluice_two_filters() {
     start_sluice_bench sluice-two "$1" "$SLUICE_TWO_HTTP" "$SLUICE_TWO_ADMIN" two \
         sluice_tls_section "$SLUICE_TWO_PORT"
@@ -222,8 +234,9 @@ seconds() {
 
 # The targets, in the table's order, and the port each load hits.
 TARGETS=(origin nginx sluice-empty sluice-two)
+[[ -z $BEFORE_BIN ]] || TARGETS=(origin nginx sluice-empty-before sluice-empty sluice-two)
 declare -A PORT_OF=(
-    [origin]=$ORIGIN_PORT [nginx]=$NGINX_PORT
+    [origin]=$ORIGIN_PORT [nginx]=$NGINX_PORT [sluice-empty-before]=$SLUICE_BEFORE_PORT
     [sluice-empty]=$SLUICE_EMPTY_PORT [sluice-two]=$SLUICE_TWO_PORT
 )
 
@@ -440,8 +453,10 @@ can_start() {
                 skip_target "$1" "SKIP_SLUICE=1"
                 return 1
             fi
-            [[ -x $SLUICE_BIN ]] || {
-                skip_target "$1" "$SLUICE_BIN missing"
+            local bin=$SLUICE_BIN
+            [[ $1 != sluice-empty-before ]] || bin=$BEFORE_BIN
+            [[ -x $bin ]] || {
+                skip_target "$1" "$bin missing"
                 return 1
             }
             if [[ $1 == sluice-two && ! -f $FILTERS_OUT/headers.wasm ]]; then
@@ -457,6 +472,7 @@ start_target() {
     case $1 in
         nginx) start_nginx ;;
         sluice-empty) start_sluice_empty "$TMP/policy-empty.toml" ;;
+        sluice-empty-before) start_sluice_empty_before "$TMP/policy-empty-before.toml" ;;
         sluice-two) start_sluice_two_filters "$TMP/policy-two.toml" ;;
         *) die "unknown target $1" ;;
     esac || return 1
@@ -504,7 +520,7 @@ print_table() {
         echo "- $row"
     done
     echo
-    echo "Command: ROUNDS=$ROUNDS TESTS=\"$TESTS\" SKIP_NGINX=$SKIP_NGINX SKIP_SLUICE=$SKIP_SLUICE THREADS=$THREADS ORIGIN_THREADS=$ORIGIN_THREADS WRK_THREADS=$WRK_THREADS CONNECTIONS=$CONNECTIONS H2_THREADS=$H2_THREADS H2_CLIENTS=$H2_CLIENTS H2_STREAMS=$H2_STREAMS NEWCONN_REQUESTS=$NEWCONN_REQUESTS DURATION=$DURATION WARMUP=$WARMUP BENCH_PATH=$BENCH_PATH SLUICE_BIN=$SLUICE_BIN bash bench/tls.sh"
+    echo "Command: ROUNDS=$ROUNDS TESTS=\"$TESTS\" SKIP_NGINX=$SKIP_NGINX SKIP_SLUICE=$SKIP_SLUICE THREADS=$THREADS ORIGIN_THREADS=$ORIGIN_THREADS WRK_THREADS=$WRK_THREADS CONNECTIONS=$CONNECTIONS H2_THREADS=$H2_THREADS H2_CLIENTS=$H2_CLIENTS H2_STREAMS=$H2_STREAMS NEWCONN_REQUESTS=$NEWCONN_REQUESTS DURATION=$DURATION WARMUP=$WARMUP BENCH_PATH=$BENCH_PATH SLUICE_BIN=$SLUICE_BIN${BEFORE_BIN:+ BEFORE_BIN=$BEFORE_BIN} bash bench/tls.sh"
 }
 
 # ---------------------------------------------------------------- main
@@ -522,6 +538,7 @@ ulimit -n 65536 2>/dev/null || ulimit -n 8192 2>/dev/null || true
 
 check_ports "$ORIGIN_PORT" "$NGINX_PORT" "$NGINX_PROBE_PORT" "$SLUICE_EMPTY_PORT" "$SLUICE_TWO_PORT" \
     "$SLUICE_EMPTY_HTTP" "$SLUICE_TWO_HTTP" "$SLUICE_EMPTY_ADMIN" "$SLUICE_TWO_ADMIN"
+[[ -z $BEFORE_BIN ]] || check_ports "$SLUICE_BEFORE_PORT" "$SLUICE_BEFORE_HTTP" "$SLUICE_BEFORE_ADMIN"
 
 make_pki
 if [[ $(getent ahosts "$WRK_HOST" | awk '{ print $1 }' | sort -u) != 127.0.0.1 ]]; then
@@ -539,6 +556,7 @@ log "results and logs: $TMP"
     echo "newconn:  h2load --h1 -H 'Connection: close' -t$H2_THREADS -c$CONNECTIONS -n $NEWCONN_REQUESTS (warm-up $((NEWCONN_REQUESTS / 10)))"
     echo "threads:  proxies $THREADS, origin $ORIGIN_THREADS"
     echo "sluice:   $SLUICE_BIN ($(stat -c '%y' "$SLUICE_BIN" 2>/dev/null | cut -d. -f1 || echo missing))"
+    [[ -z $BEFORE_BIN ]] || echo "before:   $BEFORE_BIN ($(stat -c '%y' "$BEFORE_BIN" 2>/dev/null | cut -d. -f1 || echo missing))"
     echo "cert:     ECDSA P-256 leaf for $TLS_NAME signed by a bench CA ($CERT)"
 } | tee "$TMP/env.txt" >&2
 
@@ -548,7 +566,7 @@ warn_if_busy
 start_origin
 tls_ready origin "$ORIGIN_PORT" || die "the origin did not start"
 active=(origin)
-for name in nginx sluice-empty sluice-two; do
+for name in "${TARGETS[@]:1}"; do
     can_start "$name" || continue
     if start_target "$name"; then
         active+=("$name")
