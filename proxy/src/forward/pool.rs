@@ -13,7 +13,7 @@
 //! system call, while the socket is idle and healthy.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasherDefault;
 use std::time::{Duration, Instant};
 
@@ -33,10 +33,11 @@ struct Parked {
     since: Instant,
 }
 
-/// The idle lists by peer. Keys are already hashes (`reuse_hash`), and only this
-/// thread's connections are in the map: a multiply (FxHash) spreads them, SipHash's
-/// resistance to chosen keys buys nothing here.
-type IdleMap = HashMap<u64, Vec<Parked>, BuildHasherDefault<FxHasher>>;
+/// The idle lists by peer, oldest first (parking times never decrease along a list:
+/// [`put`]). Keys are already hashes (`reuse_hash`), and only this thread's connections
+/// are in the map: a multiply (FxHash) spreads them, SipHash's resistance to chosen
+/// keys buys nothing here.
+type IdleMap = HashMap<u64, VecDeque<Parked>, BuildHasherDefault<FxHasher>>;
 
 thread_local! {
     static IDLE: RefCell<IdleMap> = RefCell::new(IdleMap::default());
@@ -48,7 +49,8 @@ thread_local! {
 /// with no unread bytes; and the read buffer parked with it.
 pub fn take(key: u64, idle_timeout: Duration, now: Instant) -> Option<(Stream, BytesMut)> {
     loop {
-        let parked = IDLE.with(|idle| idle.borrow_mut().get_mut(&key).and_then(Vec::pop))?;
+        let parked =
+            IDLE.with(|idle| idle.borrow_mut().get_mut(&key).and_then(VecDeque::pop_back))?;
         if now.saturating_duration_since(parked.since) >= idle_timeout {
             // Older ones sit below it: all expired.
             IDLE.with(|idle| idle.borrow_mut().remove(&key));
@@ -65,19 +67,27 @@ pub fn take(key: u64, idle_timeout: Duration, now: Instant) -> Option<(Stream, B
 /// of the clock as the exchange ended) for reuse by this thread; past
 /// [`MAX_IDLE_PER_PEER`] the oldest connection to that peer is closed, as are those
 /// idle longer than `idle_timeout`.
+///
+/// A constant cost whatever the number parked: the list is oldest first, so the expired
+/// connections are at its front (usually none: one comparison) and so is the one a
+/// full list drops. (It looked at every parked connection on every release: up to
+/// [`MAX_IDLE_PER_PEER`] clock comparisons a request, ~600 instructions at 16, issue
+/// #18.)
 pub fn put(key: u64, stream: Stream, buf: BytesMut, idle_timeout: Duration, now: Instant) {
     IDLE.with(|idle| {
         let mut idle = idle.borrow_mut();
         let list = idle.entry(key).or_default();
-        list.retain(|p| now.saturating_duration_since(p.since) < idle_timeout);
-        if list.len() >= MAX_IDLE_PER_PEER {
-            list.remove(0);
+        let expired = |p: &Parked| now.saturating_duration_since(p.since) >= idle_timeout;
+        while list.front().is_some_and(expired) {
+            list.pop_front();
         }
-        list.push(Parked {
-            stream,
-            buf,
-            since: now,
-        });
+        if list.len() >= MAX_IDLE_PER_PEER {
+            list.pop_front();
+        }
+        // Never older than the last one parked, so that the list stays in order even if
+        // a caller read the clock before another one that parked first.
+        let since = list.back().map_or(now, |last| last.since.max(now));
+        list.push_back(Parked { stream, buf, since });
     });
 }
 

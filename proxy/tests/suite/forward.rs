@@ -79,6 +79,75 @@ fn a_connection_the_origin_closed_while_parked_is_never_reused() {
     );
 }
 
+/// An origin that answers each request after `delay` (keep-alive) and counts the
+/// connections it accepted.
+fn slow_origin(delay: Duration) -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { continue };
+            count.fetch_add(1, Ordering::SeqCst);
+            std::thread::spawn(move || {
+                let mut w = conn.try_clone().unwrap();
+                let mut r = BufReader::new(conn);
+                while read_request(&mut r) {
+                    std::thread::sleep(delay);
+                    if w.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+#[test]
+fn many_parked_connections_are_all_reused_and_none_is_opened_anew() {
+    // 24 requests at once open 24 connections; parked together, every later request
+    // finds one (the pool keeps them oldest first and takes the newest).
+    let (origin, accepted) = slow_origin(Duration::from_millis(300));
+    let s = sluice_threads(&to(origin), 1);
+    std::thread::scope(|scope| {
+        for i in 0..24 {
+            let s = &s;
+            scope.spawn(move || {
+                let r = client()
+                    .get(s.url(&format!("/at-once/{i}")))
+                    .send()
+                    .unwrap();
+                assert_eq!(r.status(), 200);
+            });
+        }
+    });
+    assert_eq!(accepted.load(Ordering::SeqCst), 24, "one connection each");
+    let c = client();
+    for i in 0..30 {
+        let r = c.get(s.url(&format!("/after/{i}"))).send().unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.text().unwrap(), "ok");
+    }
+    std::thread::scope(|scope| {
+        for i in 0..24 {
+            let s = &s;
+            scope.spawn(move || {
+                let r = client().get(s.url(&format!("/again/{i}"))).send().unwrap();
+                assert_eq!(r.status(), 200);
+            });
+        }
+    });
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        24,
+        "the parked connections served every later request"
+    );
+}
+
 #[test]
 fn expect_continue_is_answered_by_sluice_and_the_body_reaches_the_origin() {
     let origin = origin("expect");
