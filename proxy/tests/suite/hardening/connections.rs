@@ -440,6 +440,17 @@ fn per_listener_limit_answers_503_early() {
     );
 }
 
+/// Waits (10 s at most) until `n` HTTP/1 requests are being served (`what` names them
+/// in the failure).
+fn until_in_flight(sluice: &Sluice, n: usize, what: &str) {
+    until_value(
+        secs(10),
+        what,
+        || metric(sluice, "sluice_h1_requests_in_flight"),
+        |v| *v >= n as f64,
+    );
+}
+
 /// Past `max_h1_in_flight` requests being served, the next request gets 503 at once.
 #[test]
 fn h1_in_flight_limit_answers_503() {
@@ -457,12 +468,7 @@ fn h1_in_flight_limit_answers_503() {
             s
         })
         .collect();
-    until_value(
-        secs(10),
-        "the 2 uploads in flight",
-        || metric(&sluice, "sluice_h1_requests_in_flight"),
-        |n| *n >= 2.0,
-    );
+    until_in_flight(&sluice, 2, "the 2 uploads in flight");
     let mut third = connect(sluice.proc.addr);
     let r = get(&mut third, "/echo").unwrap_or_default();
     assert!(r.starts_with("HTTP/1.1 503"), "third request: {r:?}");
@@ -544,12 +550,7 @@ fn sigterm_finishes_an_upload_in_flight() {
     )
     .unwrap();
     s.write_all(&vec![b'a'; total / 2]).unwrap();
-    until_value(
-        secs(10),
-        "the upload in flight",
-        || metric(&sluice, "sluice_h1_requests_in_flight"),
-        |n| *n >= 1.0,
-    );
+    until_in_flight(&sluice, 1, "the upload in flight");
     signal(&sluice, "TERM");
     until(secs(5), "the listener closed after SIGTERM", || {
         TcpStream::connect_timeout(&sluice.proc.addr, Duration::from_secs(1)).is_err()
@@ -584,12 +585,7 @@ fn sigquit_exits_at_once() {
     let mut s = connect(sluice.proc.addr);
     s.write_all(b"POST /echo HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\nabc")
         .unwrap();
-    until_value(
-        secs(10),
-        "the upload in flight",
-        || metric(&sluice, "sluice_h1_requests_in_flight"),
-        |n| *n >= 1.0,
-    );
+    until_in_flight(&sluice, 1, "the upload in flight");
     signal(&sluice, "QUIT");
     let exited = wait_exit(&mut sluice, Duration::from_secs(4));
     eprintln!("SIGQUIT: {exited:?}");
@@ -880,12 +876,7 @@ fn sigterm_finishes_uploads_spread_over_the_workers() {
             s
         })
         .collect();
-    until_value(
-        secs(10),
-        "the uploads in flight",
-        || metric(&sluice, "sluice_h1_requests_in_flight"),
-        |n| *n >= 8.0,
-    );
+    until_in_flight(&sluice, 8, "the uploads in flight");
     let on = |w: usize| on_worker(&sluice, w);
     assert_eq!((on(0), on(1)), (4.0, 4.0), "uploads per worker");
     signal(&sluice, "TERM");
