@@ -16,9 +16,11 @@ fn to(peer: SocketAddr) -> String {
     format!("[pools.o]\npeers = [\"{peer}\"]\n\n[[routes]]\npool = \"o\"\n")
 }
 
-/// An origin that closes every keep-alive connection 100 ms after its last response,
-/// as origins with short keep-alive timeouts do; counts the connections it accepted.
-fn closing_origin() -> (SocketAddr, Arc<AtomicUsize>) {
+/// An origin on loopback that counts the connections it accepted and serves each on
+/// a thread of its own with `serve` (its reading and writing halves).
+fn counting_origin(
+    serve: impl Fn(BufReader<TcpStream>, TcpStream) + Copy + Send + 'static,
+) -> (SocketAddr, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let accepted = Arc::new(AtomicUsize::new(0));
@@ -28,21 +30,26 @@ fn closing_origin() -> (SocketAddr, Arc<AtomicUsize>) {
             let Ok(conn) = conn else { continue };
             count.fetch_add(1, Ordering::SeqCst);
             std::thread::spawn(move || {
-                let mut w = conn.try_clone().unwrap();
-                let mut r = BufReader::new(conn);
-                loop {
-                    r.get_ref()
-                        .set_read_timeout(Some(Duration::from_millis(100)))
-                        .unwrap();
-                    if !read_request(&mut r) {
-                        return; // idle past 100 ms, or gone: close
-                    }
-                    let _ = w.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
-                }
+                let w = conn.try_clone().unwrap();
+                serve(BufReader::new(conn), w);
             });
         }
     });
     (addr, accepted)
+}
+
+/// An origin that closes every keep-alive connection 100 ms after its last response,
+/// as origins with short keep-alive timeouts do; counts the connections it accepted.
+fn closing_origin() -> (SocketAddr, Arc<AtomicUsize>) {
+    counting_origin(|mut r, mut w| loop {
+        r.get_ref()
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        if !read_request(&mut r) {
+            return; // idle past 100 ms, or gone: close
+        }
+        let _ = w.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+    })
 }
 
 #[test]
@@ -82,29 +89,15 @@ fn a_connection_the_origin_closed_while_parked_is_never_reused() {
 /// An origin that answers each request after `delay` (keep-alive) and counts the
 /// connections it accepted.
 fn slow_origin(delay: Duration) -> (SocketAddr, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let count = accepted.clone();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(conn) = conn else { continue };
-            count.fetch_add(1, Ordering::SeqCst);
-            std::thread::spawn(move || {
-                let mut w = conn.try_clone().unwrap();
-                let mut r = BufReader::new(conn);
-                while read_request(&mut r) {
-                    std::thread::sleep(delay);
-                    if w.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
-            });
+    counting_origin(move |mut r, mut w| {
+        while read_request(&mut r) {
+            std::thread::sleep(delay);
+            let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+            if w.write_all(ok).is_err() {
+                return;
+            }
         }
-    });
-    (addr, accepted)
+    })
 }
 
 #[test]
