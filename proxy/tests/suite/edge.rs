@@ -3,8 +3,8 @@
 //! hashing, health checks, retries, ejection) against real origins on loopback.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::{BufRead, Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -268,36 +268,24 @@ fn h2c_and_h1_reach_the_origin_with_the_same_headers() {
 /// A raw HTTP/1.1 origin: every request head it reads goes to the returned list, and
 /// each is answered with `answer` (keep-alive).
 fn recording_origin(answer: &'static [u8]) -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
     let heads: Arc<Mutex<Vec<String>>> = Arc::default();
     let seen = heads.clone();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(conn) = conn else { return };
-            let seen = seen.clone();
-            std::thread::spawn(move || {
-                let mut w = conn.try_clone().unwrap();
-                let mut r = BufReader::new(conn);
-                loop {
-                    let mut head = String::new();
-                    loop {
-                        let mut line = String::new();
-                        match r.read_line(&mut line) {
-                            Ok(0) | Err(_) => return,
-                            Ok(_) => {}
-                        }
-                        if line == "\r\n" {
-                            break;
-                        }
-                        head.push_str(&line);
-                    }
-                    seen.lock().unwrap().push(head);
-                    if w.write_all(answer).is_err() {
-                        return;
-                    }
-                }
-            });
+    let (addr, _) = counting_origin(move |mut r, mut w| loop {
+        let mut head = String::new();
+        loop {
+            let mut line = String::new();
+            match r.read_line(&mut line) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+            if line == "\r\n" {
+                break;
+            }
+            head.push_str(&line);
+        }
+        seen.lock().unwrap().push(head);
+        if w.write_all(answer).is_err() {
+            return;
         }
     });
     (addr, heads)

@@ -16,28 +16,6 @@ fn to(peer: SocketAddr) -> String {
     format!("[pools.o]\npeers = [\"{peer}\"]\n\n[[routes]]\npool = \"o\"\n")
 }
 
-/// An origin on loopback that counts the connections it accepted and serves each on
-/// a thread of its own with `serve` (its reading and writing halves).
-fn counting_origin(
-    serve: impl Fn(BufReader<TcpStream>, TcpStream) + Copy + Send + 'static,
-) -> (SocketAddr, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let count = accepted.clone();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(conn) = conn else { continue };
-            count.fetch_add(1, Ordering::SeqCst);
-            std::thread::spawn(move || {
-                let w = conn.try_clone().unwrap();
-                serve(BufReader::new(conn), w);
-            });
-        }
-    });
-    (addr, accepted)
-}
-
 /// An origin that closes every keep-alive connection 100 ms after its last response,
 /// as origins with short keep-alive timeouts do; counts the connections it accepted.
 fn closing_origin() -> (SocketAddr, Arc<AtomicUsize>) {

@@ -2,7 +2,9 @@
 //! sanitize them), `/metrics` samples, and the real WAF as the default policy runs it.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
@@ -79,6 +81,30 @@ config = {{ rules = ["/etc/nginx/modsecurity.conf", "/etc/modsecurity/crs/crs-se
 "#,
         m = module("waf.wasm")
     )
+}
+
+/// A raw test origin on loopback: counts the connections it accepted and serves each
+/// on a thread of its own with a clone of `serve` (the connection's reading and
+/// writing halves).
+pub fn counting_origin(
+    serve: impl Fn(BufReader<TcpStream>, TcpStream) + Clone + Send + 'static,
+) -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { continue };
+            count.fetch_add(1, Ordering::SeqCst);
+            let serve = serve.clone();
+            std::thread::spawn(move || {
+                let w = conn.try_clone().unwrap();
+                serve(BufReader::new(conn), w);
+            });
+        }
+    });
+    (addr, accepted)
 }
 
 /// What a raw test origin reads of each request: the head (an empty line before the
