@@ -111,11 +111,11 @@ pub async fn serve<A>(
                     let _guard = guard;
                     // A poisoned lock only means a stream panicked holding it: the list
                     // is still a list of shells. Never held across an await.
-                    let idle = || shells.lock().unwrap_or_else(|e| e.into_inner());
-                    let mut shell = idle().pop().unwrap_or_default();
+                    let idle_shells = || shells.lock().unwrap_or_else(|e| e.into_inner());
+                    let mut shell = idle_shells().pop().unwrap_or_default();
                     let session = ServerSession::new_http2(session);
                     forwarder.serve(session, &mut shell, &shutdown, &app).await;
-                    let mut idle = idle();
+                    let mut idle = idle_shells();
                     if idle.len() < MAX_IDLE_SHELLS {
                         idle.push(shell);
                     }
