@@ -116,11 +116,7 @@ count() {
     callgrind_control -d "$pid" >/dev/null
     sleep 1
     stop "$name"
-    if [[ $H2 == 1 ]]; then
-        reqs=$(awk '/^requests:/ { print $4 }' "$out/load.txt")
-    else
-        reqs=$(wrk_stat "$out/load.txt" requests)
-    fi
+    reqs=$(load_requests "$out/load.txt")
     dump=$(ls -t "$out"/cg.out.* 2>/dev/null | head -1)
     [[ -n $dump && -n $reqs ]] || {
         log "no dump or no requests for $bin ($chain)"
@@ -137,6 +133,15 @@ load() {
         h2load -t1 -c4 -m4 -D "${1%s}" "http://127.0.0.1:$SLUICE_PORT$BENCH_PATH"
     else
         wrk -t1 -c4 -d"$1" "${WRK_ARGS[@]}"
+    fi
+}
+
+# load_requests FILE: the requests a run of `load` completed, from its output.
+load_requests() {
+    if [[ $H2 == 1 ]]; then
+        awk '/^requests:/ { print $4 }' "$1"
+    else
+        wrk_stat "$1" requests
     fi
 }
 
