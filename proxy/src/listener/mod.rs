@@ -367,6 +367,10 @@ where
         let mut spare: Option<Arc<RequestSlot>> = None;
         // The bytes of the next request read while waiting for it (`wait_readable`).
         let mut first_read = BytesMut::new();
+        // The connection's one timer: the deadline of the head being read, then of
+        // the wait for the next request (`wait_readable`), reset for each.
+        let timer = tokio::time::sleep_until(head_deadline);
+        tokio::pin!(timer);
         loop {
             let slot = spare.take().unwrap_or_else(|| {
                 Arc::new(RequestSlot {
@@ -384,6 +388,8 @@ where
             // (`BytesMut::reserve` reclaims a buffer nothing else holds): no
             // allocation a kept-alive request.
             let first = first_read.split();
+            // A head read whole while waiting for it cannot be late: no deadline for it.
+            let head_in_hand = holds_head(&first);
             REQUEST.with(|cell| *cell.borrow_mut() = Some(slot.clone()));
             let reused = {
                 // Built in its pinned place: the request's future is large (kilobytes),
@@ -437,18 +443,23 @@ where
                         .serve(session, shell, shutdown, &self.app)
                         .await
                 });
-                let head_timer = async {
-                    tokio::time::sleep_until(head_deadline).await;
-                    if slot.head_read.load(Ordering::Acquire) {
-                        std::future::pending::<()>().await;
-                    }
-                };
-                tokio::select! {
-                    biased;
-                    r = &mut served => r,
-                    _ = head_timer => {
-                        timed_out("header");
-                        return;
+                if head_in_hand {
+                    served.await
+                } else {
+                    timer.as_mut().reset(head_deadline);
+                    let head_timer = async {
+                        timer.as_mut().await;
+                        if slot.head_read.load(Ordering::Acquire) {
+                            std::future::pending::<()>().await;
+                        }
+                    };
+                    tokio::select! {
+                        biased;
+                        r = &mut served => r,
+                        _ = head_timer => {
+                            timed_out("header");
+                            return;
+                        }
                     }
                 }
             };
@@ -462,17 +473,34 @@ where
             // Stopping: one last call (`preface::LAST_CALL`) for a request already on its
             // way, answered with `Connection: close`; TLS streams, which `wait_readable`
             // does not wait on, close.
-            head_deadline =
-                match preface::wait_readable(&mut stream, &mut first_read, t.keepalive, shutdown)
-                    .await
-                {
-                    Some(true) => Instant::now() + t.header,
-                    Some(false) => return,
-                    None if *shutdown.borrow() => return,
-                    None => Instant::now() + t.keepalive + t.header,
-                };
+            head_deadline = match preface::wait_readable(
+                &mut stream,
+                &mut first_read,
+                timer.as_mut(),
+                t.keepalive,
+                shutdown,
+            )
+            .await
+            {
+                Some(true) => Instant::now() + t.header,
+                Some(false) => return,
+                None if *shutdown.borrow() => return,
+                None => Instant::now() + t.keepalive + t.header,
+            };
         }
     }
+}
+
+/// Whether `bytes` (the start of a request) hold its whole head: its end, an empty
+/// line, is in them. Only CRLF line ends are looked for; a head ending in bare line
+/// feeds is read under its deadline as any other. Most reads end where the head does
+/// (a request without a body): looked at first.
+fn holds_head(bytes: &[u8]) -> bool {
+    const END: &[u8] = b"\r\n\r\n";
+    // Built once: building a searcher costs more than a head's scan.
+    static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(END));
+    bytes.ends_with(END) || FINDER.find(bytes).is_some()
 }
 
 /// Answers a refused connection 503 (HTTP/1 only: an h2 client just sees the close),
@@ -500,4 +528,23 @@ async fn refuse(mut stream: Stream, tracker: &Arc<Tracker>) {
         std::io::Result::Ok(())
     };
     let _ = tokio::time::timeout(Duration::from_secs(1), work).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::holds_head;
+
+    #[test]
+    fn a_head_is_held_once_its_empty_line_is() {
+        assert!(holds_head(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n"));
+        // A body, or the next request, after it.
+        assert!(holds_head(
+            b"POST / HTTP/1.1\r\ncontent-length: 2\r\n\r\nab"
+        ));
+        assert!(!holds_head(b""));
+        assert!(!holds_head(b"GET / HTTP/1.1\r\nhost: x\r\n"));
+        assert!(!holds_head(b"GET / HTTP/1.1\r\nhost: x\r\n\r"));
+        // Bare line feeds: left to the head's deadline.
+        assert!(!holds_head(b"GET / HTTP/1.1\nhost: x\n\n"));
+    }
 }

@@ -5,6 +5,7 @@
 //! silent connection never closes. Here the first byte that differs from the preface
 //! decides HTTP/1 at once, and the wait is bounded.
 
+use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -13,6 +14,7 @@ use pingora::protocols::l4::stream::Stream as TcpStream;
 use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
 use tokio::io::AsyncReadExt;
+use tokio::time::{Instant, Sleep};
 
 /// RFC 9113 section 3.4.
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -111,9 +113,16 @@ const FIRST_READ: usize = 4096;
 ///
 /// A read that has not completed consumed nothing, so giving up on it (the deadline,
 /// the stop) loses no byte.
+///
+/// `deadline` is the connection's timer, reset here to the end of the wait: one timer
+/// for all of a connection's waits, where a timer of its own for each was registered
+/// with the runtime and removed again every request. Reset to a later deadline, a
+/// registered timer only records it (Tokio moves it in its wheel when the earlier one
+/// comes).
 pub async fn wait_readable(
     stream: &mut Stream,
     first: &mut BytesMut,
+    mut deadline: Pin<&mut Sleep>,
     idle: Duration,
     shutdown: &ShutdownWatch,
 ) -> Option<bool> {
@@ -123,8 +132,8 @@ pub async fn wait_readable(
     first.reserve(FIRST_READ);
     let mut stop = shutdown.clone();
     let mut stopping = *shutdown.borrow();
-    let deadline = tokio::time::sleep(if stopping { idle.min(LAST_CALL) } else { idle });
-    tokio::pin!(deadline);
+    let wait = if stopping { idle.min(LAST_CALL) } else { idle };
+    deadline.as_mut().reset(Instant::now() + wait);
     let read = stream.read_buf(first);
     tokio::pin!(read);
     loop {
@@ -141,7 +150,7 @@ pub async fn wait_readable(
             }
             _ = stop.wait_for(|s| *s), if !stopping => {
                 stopping = true;
-                let last = tokio::time::Instant::now() + LAST_CALL;
+                let last = Instant::now() + LAST_CALL;
                 if last < deadline.deadline() {
                     deadline.as_mut().reset(last);
                 }

@@ -167,6 +167,98 @@ fn slowloris_heads_are_closed_after_header_ms() {
     );
 }
 
+/// On kept-alive connections the next request's head has the same deadline as the
+/// first's, however its bytes came: a head trickled after a partial first read is
+/// closed within `header_ms`, while heads read whole keep no deadline, so requests
+/// answered after longer than `header_ms` (a slow origin) are not cut, before or after
+/// a trickled one on another connection.
+#[test]
+fn kept_alive_connections_trickling_their_next_head_are_closed_after_header_ms() {
+    let (slow, _) = counting_origin(|mut r, mut w| {
+        while read_request(&mut r) {
+            std::thread::sleep(Duration::from_millis(1500));
+            if w.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nslow")
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    let sluice = sluice(&format!(
+        "[pools.o]\npeers = [\"{slow}\"]\n\n[[routes]]\npool = \"o\"\n\n{SHORT}"
+    ));
+    let n = 20;
+    let mut conns: Vec<TcpStream> = (0..n).map(|_| connect(sluice.proc.addr)).collect();
+    for s in &mut conns {
+        s.write_all(b"GET /a HTTP/1.1\r\nhost: x\r\n\r\n").unwrap();
+    }
+    for s in &mut conns {
+        let r = read_response(s, Duration::from_secs(5)).expect("first answer");
+        assert!(r.starts_with("HTTP/1.1 200") && r.ends_with("slow"), "{r}");
+    }
+    // Half of them send their next head whole, the others a part of it, then a byte
+    // every 200 ms.
+    let (whole, trickled) = conns.split_at_mut(n / 2);
+    for s in whole.iter_mut() {
+        s.write_all(b"GET /b HTTP/1.1\r\nhost: x\r\n\r\n").unwrap();
+    }
+    let start = Instant::now();
+    for s in trickled.iter_mut() {
+        s.write_all(b"GET /b HTTP/1.1\r\nhost: x\r\n").unwrap();
+        s.set_nonblocking(true).unwrap();
+    }
+    let mut closed: Vec<Option<Duration>> = vec![None; trickled.len()];
+    let mut buf = [0u8; 256];
+    while start.elapsed() < Duration::from_secs(5) && closed.iter().any(Option::is_none) {
+        for (s, c) in trickled
+            .iter_mut()
+            .zip(&mut closed)
+            .filter(|(_, c)| c.is_none())
+        {
+            let gone = match s.read(&mut buf) {
+                Ok(0) => true,
+                Ok(_) => false,
+                Err(e) => e.kind() != ErrorKind::WouldBlock,
+            } || s.write(b"x").is_err();
+            if gone {
+                *c = Some(start.elapsed());
+            }
+        }
+        // Measures when each connection closes: a sampling period, not a wait.
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let closed: Vec<Duration> = closed.into_iter().flatten().collect();
+    assert_eq!(
+        closed.len(),
+        n / 2,
+        "trickling connections still open after 5 s"
+    );
+    let last = closed.iter().max().unwrap();
+    eprintln!("kept-alive slowloris: closed, last after {last:?} (header_ms 1000)");
+    assert!(
+        *last < Duration::from_millis(2500),
+        "last closed after {last:?}"
+    );
+    for s in whole.iter_mut() {
+        let r = read_response(s, Duration::from_secs(5)).expect("second answer");
+        assert!(r.starts_with("HTTP/1.1 200") && r.ends_with("slow"), "{r}");
+    }
+    // All at once: one after the other, the last would idle past `keepalive_ms`.
+    for s in whole.iter_mut() {
+        s.write_all(b"GET /c HTTP/1.1\r\nhost: x\r\n\r\n").unwrap();
+    }
+    for s in whole.iter_mut() {
+        let r = read_response(s, Duration::from_secs(5)).expect("third answer, kept alive");
+        assert!(r.starts_with("HTTP/1.1 200") && r.ends_with("slow"), "{r}");
+    }
+    assert!(
+        metric(
+            &sluice,
+            "sluice_connection_timeouts_total{phase=\"header\"}"
+        ) >= (n / 2) as f64
+    );
+}
+
 /// With h2c on, an 18-byte HTTP/1.0 request (shorter than the 24-byte h2 preface
 /// Pingora waits for) is answered.
 #[test]
