@@ -104,8 +104,8 @@ impl Forwarder {
             let (session, reused) = Box::pin(self.h2.get_http_session(peer)).await?;
             return Ok((Upstream::Pingora(Box::new(session)), reused));
         };
-        if let Some((stream, buf)) = pool::take(key, idle_timeout(peer), now) {
-            return Ok((Upstream::H1(h1::Client::with_buffer(stream, buf)), true));
+        if let Some(idle) = pool::take(key, idle_timeout(peer), now) {
+            return Ok((Upstream::H1(h1::Client::reusing(idle)), true));
         }
         let stream = Box::pin(self.transport.new_stream(peer)).await?;
         Ok((Upstream::H1(h1::Client::new(stream)), false))
@@ -128,9 +128,9 @@ impl Forwarder {
                 let key = key?;
                 // The response's `Connection` and framing decide, and that nothing
                 // follows its body.
-                let (stream, buf) = h1.into_reusable().await?;
+                let idle = h1.into_reusable().await?;
                 let now = Instant::now();
-                pool::put(key, stream, buf, idle_timeout(peer), now);
+                pool::put(key, idle, idle_timeout(peer), now);
                 Some(now)
             }
             Upstream::Pingora(session) => {

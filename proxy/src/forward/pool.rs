@@ -17,19 +17,19 @@ use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasherDefault;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
 use futures::FutureExt;
 use pingora::protocols::Stream;
 use rustc_hash::FxHasher;
 use tokio::io::AsyncReadExt;
 
+use super::h1::Idle;
+
 /// Idle connections kept per peer and thread; more are closed when released.
 pub const MAX_IDLE_PER_PEER: usize = 128;
 
-/// An idle connection, its client's read buffer and when it was parked.
+/// An idle connection (with what its client keeps: [`Idle`]) and when it was parked.
 struct Parked {
-    stream: Stream,
-    buf: BytesMut,
+    idle: Idle,
     since: Instant,
 }
 
@@ -46,8 +46,8 @@ thread_local! {
 /// Takes the most recently parked connection to the peer `key` (a peer's
 /// `reuse_hash`) that is still usable at `now` (the caller's last reading of the clock:
 /// the request's upstream start): younger than `idle_timeout`, not closed by the peer,
-/// with no unread bytes; and the read buffer parked with it.
-pub fn take(key: u64, idle_timeout: Duration, now: Instant) -> Option<(Stream, BytesMut)> {
+/// with no unread bytes.
+pub fn take(key: u64, idle_timeout: Duration, now: Instant) -> Option<Idle> {
     loop {
         let parked =
             IDLE.with(|idle| idle.borrow_mut().get_mut(&key).and_then(VecDeque::pop_back))?;
@@ -56,14 +56,14 @@ pub fn take(key: u64, idle_timeout: Duration, now: Instant) -> Option<(Stream, B
             IDLE.with(|idle| idle.borrow_mut().remove(&key));
             return None;
         }
-        let mut stream = parked.stream;
-        if still_idle(&mut stream) {
-            return Some((stream, parked.buf));
+        let mut idle = parked.idle;
+        if still_idle(&mut idle.stream) {
+            return Some(idle);
         }
     }
 }
 
-/// Parks `stream` (and `buf`, its client's read buffer) at `now` (the caller's reading
+/// Parks `idle` at `now` (the caller's reading
 /// of the clock as the exchange ended) for reuse by this thread; past
 /// [`MAX_IDLE_PER_PEER`] the oldest connection to that peer is closed, as are those
 /// idle longer than `idle_timeout`.
@@ -73,10 +73,10 @@ pub fn take(key: u64, idle_timeout: Duration, now: Instant) -> Option<(Stream, B
 /// full list drops. (It looked at every parked connection on every release: up to
 /// [`MAX_IDLE_PER_PEER`] clock comparisons a request, ~600 instructions at 16, issue
 /// #18.)
-pub fn put(key: u64, stream: Stream, buf: BytesMut, idle_timeout: Duration, now: Instant) {
-    IDLE.with(|idle| {
-        let mut idle = idle.borrow_mut();
-        let list = idle.entry(key).or_default();
+pub fn put(key: u64, idle: Idle, idle_timeout: Duration, now: Instant) {
+    IDLE.with(|map| {
+        let mut map = map.borrow_mut();
+        let list = map.entry(key).or_default();
         let expired = |p: &Parked| now.saturating_duration_since(p.since) >= idle_timeout;
         while list.front().is_some_and(expired) {
             list.pop_front();
@@ -87,7 +87,7 @@ pub fn put(key: u64, stream: Stream, buf: BytesMut, idle_timeout: Duration, now:
         // Never older than the last one parked, so that the list stays in order even if
         // a caller read the clock before another one that parked first.
         let since = list.back().map_or(now, |last| last.since.max(now));
-        list.push_back(Parked { stream, buf, since });
+        list.push_back(Parked { idle, since });
     });
 }
 

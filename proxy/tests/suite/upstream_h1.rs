@@ -525,6 +525,45 @@ fn the_pools_read_timeout_cuts_a_silent_head_and_a_stalled_body() {
     }
 }
 
+/// A connection keeps one read timer across its requests: each wait gets the whole
+/// read timeout from its own start (a reused connection's answer that comes after the
+/// last request's deadline, but within its own, is not cut), and a stall on it is.
+#[test]
+fn a_reused_connections_reads_each_get_the_whole_read_timeout() {
+    const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    let (peer, accepted, _) = hostile(|n, _| match n {
+        0 => Act::SendThenLater(Vec::new(), Duration::from_millis(250), OK.to_vec()),
+        1 => Act::SendThenLater(Vec::new(), Duration::from_millis(300), OK.to_vec()),
+        _ => Act::Stall(Vec::new(), Duration::from_secs(10)),
+    });
+    let policy = format!(
+        "[pools.o]\npeers = [\"{peer}\"]\nread_timeout_ms = 400\n\n[[routes]]\npool = \"o\"\n"
+    );
+    let s = sluice_threads(&policy, 1);
+    for i in 0..2 {
+        let got = get(&s);
+        expect_status(&got, "HTTP/1.1 200");
+        assert_eq!(
+            complete_body(&got).as_deref(),
+            Some(&b"ok"[..]),
+            "request {i}"
+        );
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "the connection was reused"
+    );
+    let started = Instant::now();
+    let got = get(&s);
+    let took = started.elapsed();
+    expect_status(&got, "HTTP/1.1 502");
+    assert!(
+        took >= Duration::from_millis(380) && took < Duration::from_secs(5),
+        "the stall was cut after {took:?}"
+    );
+}
+
 #[test]
 fn the_pools_write_timeout_cuts_a_peer_that_stops_reading_a_request_body() {
     // A peer that reads the request head, then never reads again (its receive window and

@@ -11,6 +11,7 @@
 //! | body framing and keep-alive from the response head | [`framing`] |
 //! | the response body's framing (length, chunked, until close) | [`response_body`] |
 //! | a timeout whose timer is made only when the I/O waits | [`within`] |
+//! | a connection's read timer, one for all of its reads | [`deadline`] |
 //! | I/O, timeouts, the request body, 1xx, errors and retry flags | here |
 //!
 //! Errors keep the `ErrorType`s and retry flags of Pingora's session: a reused
@@ -19,6 +20,7 @@
 //! or oversized head is `InvalidHTTPHeader`; a broken chunked body `InvalidChunk`; a
 //! body cut short `ConnectionClosed`; timeouts `ReadTimedout` / `WriteTimedout`.
 
+pub mod deadline;
 pub mod framing;
 pub mod request_head;
 pub mod response_body;
@@ -36,6 +38,7 @@ use pingora::protocols::Stream;
 use pingora::{ErrorType, RetryType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use deadline::Deadline;
 use response_body::{Decoder, Step};
 
 /// Room made in the read buffer before a read of the response head.
@@ -62,11 +65,22 @@ enum RequestBody {
     Done,
 }
 
+/// An idle connection and what it keeps for its next request: the client's read
+/// buffer and its read timer.
+pub struct Idle {
+    /// The connection.
+    pub stream: Stream,
+    buf: BytesMut,
+    deadline: Deadline,
+}
+
 /// One request and its response on an HTTP/1 connection.
 pub struct Client {
     stream: Stream,
     /// Bytes read and not consumed yet (and, before the response, the request head).
     buf: BytesMut,
+    /// The connection's read timer.
+    deadline: Deadline,
     read_timeout: Option<Duration>,
     write_timeout: Option<Duration>,
     request_body: RequestBody,
@@ -83,17 +97,27 @@ pub struct Client {
 impl Client {
     /// A client on a new connection.
     pub fn new(stream: Stream) -> Self {
-        Self::with_buffer(stream, BytesMut::new())
+        Self::reusing(Idle {
+            stream,
+            buf: BytesMut::new(),
+            deadline: Deadline::default(),
+        })
     }
 
-    /// A client on a parked connection, with the read buffer it was parked with
-    /// ([`Self::into_reusable`]): once nothing holds what the last response read into
-    /// it, the buffer is reused in place (no allocation a request).
-    pub fn with_buffer(stream: Stream, mut buf: BytesMut) -> Self {
+    /// A client on a parked connection, with the read buffer and timer it was parked
+    /// with ([`Self::into_reusable`]): once nothing holds what the last response read
+    /// into it, the buffer is reused in place (no allocation a request).
+    pub fn reusing(idle: Idle) -> Self {
+        let Idle {
+            stream,
+            mut buf,
+            deadline,
+        } = idle;
         buf.clear();
         Client {
             stream,
             buf,
+            deadline,
             read_timeout: None,
             write_timeout: None,
             request_body: RequestBody::Done,
@@ -291,7 +315,7 @@ impl Client {
     /// The connection and its read buffer, when it can carry another request: the
     /// response said so, its body was read whole and nothing follows it. Otherwise it
     /// is shut down.
-    pub async fn into_reusable(mut self) -> Option<(Stream, BytesMut)> {
+    pub async fn into_reusable(mut self) -> Option<Idle> {
         if self.keep_alive && self.body_done() && self.buf.is_empty() {
             // A buffer a large body grew is not kept with an idle connection.
             let buf = if self.buf.capacity() <= PARKED_BUFFER {
@@ -299,7 +323,11 @@ impl Client {
             } else {
                 BytesMut::new()
             };
-            return Some((self.stream, buf));
+            return Some(Idle {
+                stream: self.stream,
+                buf,
+                deadline: self.deadline,
+            });
         }
         if !self.buf.is_empty() && self.body_done() {
             tracing::debug!(
@@ -319,17 +347,14 @@ impl Client {
         e
     }
 
-    /// One read into the buffer's spare room, within the read timeout (tokio's: its
-    /// timer lives in the future, where `pingora_timeout::timeout` boxes one for every
-    /// wait that pends, an allocation a request). Not [`within`]: a read of the
-    /// response usually waits for the peer, and a first poll of its own would be one
-    /// more poll of the socket for nothing.
+    /// One read into the buffer's spare room, within the read timeout, on the
+    /// connection's timer ([`Deadline`]: not one made and dropped for each read).
     async fn read(&mut self) -> Result<usize> {
         let read = self.stream.read_buf(&mut self.buf);
         let result = match self.read_timeout {
-            Some(t) => match tokio::time::timeout(t, read).await {
-                Ok(r) => r,
-                Err(_) => {
+            Some(t) => match self.deadline.within(t, read).await {
+                Some(r) => r,
+                None => {
                     return Err(Error::explain(
                         ErrorType::ReadTimedout,
                         "reading from the upstream",
