@@ -10,13 +10,14 @@
 //! down after [`MAX_REJECTED`] malformed streams) and spawns streams with
 //! `tokio::spawn`, which on a worker's single-threaded runtime stays on this thread.
 //! Each stream is one request of Sluice's own loop ([`Forwarder`]), as an HTTP/1
-//! request is: the same hooks, the per-thread upstream pool. A finished stream leaves
-//! its [`Shell`] to the connection's next one, as an HTTP/1 connection keeps its shell
+//! request is: the same hooks, the per-thread upstream pool. The streams are served
+//! by the connection's workers ([`super::crew`]), tasks that each serve one stream
+//! after the other in the same [`Shell`], as an HTTP/1 connection keeps its shell
 //! across its requests: building one is ~1.3 k instructions and several allocations
-//! (issue #18). Shells stay within their connection.
+//! (issue #18). Workers and shells stay within their connection.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use pingora::apps::HttpServerApp;
@@ -26,14 +27,11 @@ use pingora::protocols::{Digest, Stream};
 use pingora::server::ShutdownWatch;
 use tokio::sync::Notify;
 
+use super::crew::{Crew, Post};
 use crate::forward::{Forwarder, Shell};
 
 /// Malformed streams a connection may open before it is closed (Pingora's bound).
 pub const MAX_REJECTED: usize = 32;
-
-/// Shells of finished streams a connection keeps for its next ones at most (the
-/// streams it serves at once, up to this many, then reuse them).
-const MAX_IDLE_SHELLS: usize = 16;
 
 /// Serves one HTTP/2 connection (TLS with ALPN `h2`, or h2c after the preface sniff)
 /// with `forwarder` (`app` only gets what the loop hands over, see
@@ -62,7 +60,7 @@ pub async fn serve<A>(
     };
     let idle = app.server_options().and_then(|o| o.h2_idle_timeout);
     let active = Arc::new(InFlight::default());
-    let shells: Arc<Mutex<Vec<Shell>>> = Arc::default();
+    let crew = Closing(Arc::default());
     let mut signal = shutdown.clone();
     let mut draining = false;
     let mut rejected = 0;
@@ -97,31 +95,70 @@ pub async fn serve<A>(
                 }
             }
             Ok(Some(H2Accept::Session(session))) => {
-                let guard = active.start();
-                let app = app.clone();
-                let forwarder = forwarder.clone();
-                let shutdown = shutdown.clone();
-                let shells = shells.clone();
-                // Boxed here, once: `tokio::spawn` boxes only futures over 16 KiB itself,
-                // and moves a smaller one by value through several calls on its way to
-                // the task's cell. A stream's future is kilobytes: each of those moves
-                // was a copy of all of it (11.7% of Sluice's CPU in memmove on h2 over
-                // TLS, against 3.6% on HTTP/1.1).
-                tokio::spawn(Box::pin(async move {
-                    let _guard = guard;
-                    // A poisoned lock only means a stream panicked holding it: the list
-                    // is still a list of shells. Never held across an await.
-                    let idle_shells = || shells.lock().unwrap_or_else(|e| e.into_inner());
-                    let mut shell = idle_shells().pop().unwrap_or_default();
-                    let session = ServerSession::new_http2(session);
-                    forwarder.serve(session, &mut shell, &shutdown, &app).await;
-                    let mut idle = idle_shells();
-                    if idle.len() < MAX_IDLE_SHELLS {
-                        idle.push(shell);
-                    }
-                }));
+                let job = Job {
+                    session,
+                    guard: active.start(),
+                };
+                if let Some(job) = crew.0.hand(job) {
+                    // No worker waits: a new one starts with this stream. Boxed here,
+                    // once: `tokio::spawn` boxes only futures over 16 KiB itself, and
+                    // moves a smaller one by value through several calls on its way
+                    // to the task's cell, each a copy of all of it.
+                    let work = work(
+                        job,
+                        crew.0.clone(),
+                        app.clone(),
+                        forwarder.clone(),
+                        shutdown.clone(),
+                    );
+                    tokio::spawn(Box::pin(work));
+                }
             }
         }
+    }
+}
+
+/// A stream for a worker: its session, and its count among the streams in flight.
+struct Job {
+    session: HttpSession,
+    guard: Guard,
+}
+
+/// The connection's crew, closed when the connection's loop ends however it does.
+struct Closing(Arc<Crew<Job>>);
+
+impl Drop for Closing {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
+/// A worker of the connection's [`Crew`]: serves `first`, then the streams handed to
+/// it, one after the other in one shell, each stream's future built in place in this
+/// task's state.
+async fn work<A>(
+    first: Job,
+    crew: Arc<Crew<Job>>,
+    app: Arc<A>,
+    forwarder: Arc<Forwarder>,
+    shutdown: ShutdownWatch,
+) where
+    A: HttpServerApp + Send + Sync + 'static,
+{
+    let post = Post::new();
+    let mut shell = Shell::default();
+    let mut next = Some(first);
+    while let Some(Job { session, guard }) = next {
+        {
+            let served = std::pin::pin!(async {
+                let session = ServerSession::new_http2(session);
+                forwarder.serve(session, &mut shell, &shutdown, &app).await;
+            });
+            served.await;
+        }
+        // The stream is over before the worker waits for the next one.
+        drop(guard);
+        next = crew.next(&post).await;
     }
 }
 

@@ -18,13 +18,14 @@
 //!    writes within `body_idle_ms` and `send_idle_ms` of progress;
 //! 4. serves HTTP/2 connections with Pingora's HTTP/2 session, each stream a request
 //!    of the same loop on the connection's own thread ([`h2`]; idle connections close
-//!    after `keepalive_ms`).
+//!    after `keepalive_ms`), served by the connection's workers ([`crew`]).
 //!
 //! The end of a request head is signalled from the proxy's `early_request_filter`
 //! through a task-local [`request_started`], which also takes the request's slot under
 //! `connections.max_h1_in_flight`.
 
 pub mod balance;
+pub mod crew;
 pub mod h2;
 pub mod handshake;
 pub mod limits;
