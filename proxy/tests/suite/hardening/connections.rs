@@ -68,6 +68,37 @@ fn read_response(s: &mut TcpStream, within: Duration) -> Option<String> {
     }
 }
 
+/// Trickles a byte every 200 ms into each of `conns` (non-blocking, each with part of
+/// a head sent) for up to `within` of `start`: when each was closed (after `start`),
+/// for those that were.
+fn trickle_until_closed(
+    conns: &mut [TcpStream],
+    start: Instant,
+    within: Duration,
+) -> Vec<Duration> {
+    let mut closed: Vec<Option<Duration>> = vec![None; conns.len()];
+    let mut buf = [0u8; 256];
+    while start.elapsed() < within && closed.iter().any(Option::is_none) {
+        for (s, c) in conns
+            .iter_mut()
+            .zip(&mut closed)
+            .filter(|(_, c)| c.is_none())
+        {
+            let gone = match s.read(&mut buf) {
+                Ok(0) => true,
+                Ok(_) => false,
+                Err(e) => e.kind() != ErrorKind::WouldBlock,
+            } || s.write(b"x").is_err();
+            if gone {
+                *c = Some(start.elapsed());
+            }
+        }
+        // Measures when each connection closes: a sampling period, not a wait.
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    closed.into_iter().flatten().collect()
+}
+
 fn get(s: &mut TcpStream, path: &str) -> Option<String> {
     s.write_all(format!("GET {path} HTTP/1.1\r\nhost: test\r\n\r\n").as_bytes())
         .ok()?;
@@ -123,31 +154,15 @@ fn slowloris_heads_are_closed_after_header_ms() {
     let origin = origin("slow");
     let sluice = sluice(&routed(&origin, SHORT));
     let n = 200;
-    let mut conns: Vec<(TcpStream, Option<Duration>)> = (0..n)
+    let mut conns: Vec<TcpStream> = (0..n)
         .map(|_| {
             let mut s = connect(sluice.proc.addr);
             s.write_all(b"GET /echo HTTP/1.1\r\nhost: x\r\n").unwrap();
             s.set_nonblocking(true).unwrap();
-            (s, None)
+            s
         })
         .collect();
-    let start = Instant::now();
-    let mut buf = [0u8; 256];
-    while start.elapsed() < Duration::from_secs(6) && conns.iter().any(|c| c.1.is_none()) {
-        for (s, closed) in conns.iter_mut().filter(|c| c.1.is_none()) {
-            let gone = match s.read(&mut buf) {
-                Ok(0) => true,
-                Ok(_) => false,
-                Err(e) => e.kind() != ErrorKind::WouldBlock,
-            } || s.write(b"x").is_err();
-            if gone {
-                *closed = Some(start.elapsed());
-            }
-        }
-        // Measures when each connection closes: a sampling period, not a wait.
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let closed: Vec<Duration> = conns.iter().filter_map(|c| c.1).collect();
+    let closed = trickle_until_closed(&mut conns, Instant::now(), Duration::from_secs(6));
     assert_eq!(
         closed.len(),
         n,
@@ -207,27 +222,7 @@ fn kept_alive_connections_trickling_their_next_head_are_closed_after_header_ms()
         s.write_all(b"GET /b HTTP/1.1\r\nhost: x\r\n").unwrap();
         s.set_nonblocking(true).unwrap();
     }
-    let mut closed: Vec<Option<Duration>> = vec![None; trickled.len()];
-    let mut buf = [0u8; 256];
-    while start.elapsed() < Duration::from_secs(5) && closed.iter().any(Option::is_none) {
-        for (s, c) in trickled
-            .iter_mut()
-            .zip(&mut closed)
-            .filter(|(_, c)| c.is_none())
-        {
-            let gone = match s.read(&mut buf) {
-                Ok(0) => true,
-                Ok(_) => false,
-                Err(e) => e.kind() != ErrorKind::WouldBlock,
-            } || s.write(b"x").is_err();
-            if gone {
-                *c = Some(start.elapsed());
-            }
-        }
-        // Measures when each connection closes: a sampling period, not a wait.
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let closed: Vec<Duration> = closed.into_iter().flatten().collect();
+    let closed = trickle_until_closed(trickled, start, Duration::from_secs(5));
     assert_eq!(
         closed.len(),
         n / 2,
