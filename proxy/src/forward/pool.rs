@@ -63,10 +63,9 @@ pub fn take(key: u64, idle_timeout: Duration, now: Instant) -> Option<Idle> {
     }
 }
 
-/// Parks `idle` at `now` (the caller's reading
-/// of the clock as the exchange ended) for reuse by this thread; past
-/// [`MAX_IDLE_PER_PEER`] the oldest connection to that peer is closed, as are those
-/// idle longer than `idle_timeout`.
+/// Parks `idle` at `now` (the caller's reading of the clock as the exchange ended) for
+/// reuse by this thread; past [`MAX_IDLE_PER_PEER`] the oldest connection to that peer
+/// is closed, as are those idle longer than `idle_timeout`.
 ///
 /// A constant cost whatever the number parked: the list is oldest first, so the expired
 /// connections are at its front (usually none: one comparison) and so is the one a

@@ -6,7 +6,8 @@
 //! removed again when it completed: ~500 instructions a request (issue #18). Reset to a
 //! later deadline, a registered timer only records it; Tokio moves it in its wheel
 //! once the earlier deadline comes. A timer left registered after its read wakes no
-//! one until its deadline passes, and at most the task that last waited on it.
+//! one until its deadline passes, and then at most the task that last waited on it
+//! (whose waker it keeps until then, or until the connection's next wait).
 
 use std::future::{poll_fn, Future};
 use std::pin::{pin, Pin};
