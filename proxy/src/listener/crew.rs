@@ -15,7 +15,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::Notify;
 
 /// Most workers a connection keeps waiting for its next streams (the streams it
-/// served at once, up to this many). Each holds a stream's future and a shell, ~12 KiB.
+/// served at once, up to this many). Each holds room for a stream's future (~9.5 KiB)
+/// and a shell.
 pub const MAX_IDLE: usize = 4;
 
 /// A connection's workers that wait for a job.
