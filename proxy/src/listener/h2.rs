@@ -7,8 +7,9 @@
 //! across threads, both ways (issue #18: HTTP/2 requests cost 1.5x HTTP/1's CPU).
 //! This loop keeps Pingora's behaviour (a graceful GOAWAY on shutdown while the
 //! connection drains, the idle timeout once no stream is in flight, the connection torn
-//! down after [`MAX_REJECTED`] malformed streams) and spawns streams with
-//! `tokio::spawn`, which on a worker's single-threaded runtime stays on this thread.
+//! down after [`MAX_REJECTED`] malformed streams) and spawns the tasks that serve the
+//! streams with `tokio::spawn`, which on a worker's single-threaded runtime stays on
+//! this thread.
 //! Each stream is one request of Sluice's own loop ([`Forwarder`]), as an HTTP/1
 //! request is: the same hooks, the per-thread upstream pool. The streams are served
 //! by the connection's workers ([`super::crew`]), tasks that each serve one stream

@@ -1,5 +1,7 @@
-//! The read deadline of an upstream connection: one timer for all of its reads, made
-//! at its first read that waits and parked with it ([`super::Idle`]).
+//! The deadline of an upstream connection's reads and writes: one timer for all of
+//! them, made at the first that waits and parked with the connection
+//! ([`super::Idle`]). One that completes at its first poll (a write into a socket with
+//! room, the usual case of a request head) needs no timer and no reading of the clock.
 //!
 //! A timer of its own for each read (`tokio::time::timeout`) was registered with the
 //! runtime when the read waited, usually once a request for the response head, and
@@ -16,7 +18,8 @@ use std::time::Duration;
 
 use tokio::time::{Instant, Sleep};
 
-/// A connection's read timer (none until a read first waits).
+/// A connection's timer (none until a read or write first waits). The client's I/O is
+/// one operation at a time (`&mut self`), so one timer serves all of it.
 #[derive(Default)]
 pub struct Deadline(Option<Pin<Box<Sleep>>>);
 
@@ -84,5 +87,8 @@ mod tests {
             5
         };
         assert_eq!(d.within(Duration::from_secs(5), later).await, Some(5));
+        // A future that is itself a long sleep is cut at the limit.
+        let too_late = tokio::time::sleep(Duration::from_secs(5));
+        assert_eq!(d.within(Duration::from_millis(20), too_late).await, None);
     }
 }

@@ -10,8 +10,7 @@
 //! | the response head off the wire (`httparse`), owned | [`response_head`] |
 //! | body framing and keep-alive from the response head | [`framing`] |
 //! | the response body's framing (length, chunked, until close) | [`response_body`] |
-//! | a timeout whose timer is made only when the I/O waits | [`within`] |
-//! | a connection's read timer, one for all of its reads | [`deadline`] |
+//! | a connection's timer, one for all of its reads and writes, made when one waits | [`deadline`] |
 //! | I/O, timeouts, the request body, 1xx, errors and retry flags | here |
 //!
 //! Errors keep the `ErrorType`s and retry flags of Pingora's session: a reused
@@ -25,7 +24,6 @@ pub mod framing;
 pub mod request_head;
 pub mod response_body;
 pub mod response_head;
-pub mod within;
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -66,7 +64,7 @@ enum RequestBody {
 }
 
 /// An idle connection and what it keeps for its next request: the client's read
-/// buffer and its read timer.
+/// buffer and its timer.
 pub struct Idle {
     /// The connection.
     pub stream: Stream,
@@ -79,7 +77,7 @@ pub struct Client {
     stream: Stream,
     /// Bytes read and not consumed yet (and, before the response, the request head).
     buf: BytesMut,
-    /// The connection's read timer.
+    /// The connection's timer (its reads' and writes' deadlines).
     deadline: Deadline,
     read_timeout: Option<Duration>,
     write_timeout: Option<Duration>,
@@ -376,8 +374,9 @@ impl Client {
         })
     }
 
-    /// Writes and flushes `bytes` within the write timeout; its timer made only when
-    /// the socket has no room for them ([`within`]), which a request head rarely meets.
+    /// Writes and flushes `bytes` within the write timeout, on the connection's timer,
+    /// armed only when the socket has no room for them ([`Deadline`]), which a request
+    /// head rarely meets.
     async fn write(&mut self, bytes: &[u8], what: &'static str) -> Result<()> {
         let stream = &mut self.stream;
         let write = async move {
@@ -385,7 +384,7 @@ impl Client {
             stream.flush().await
         };
         let result = match self.write_timeout {
-            Some(t) => match within::within(t, write).await {
+            Some(t) => match self.deadline.within(t, write).await {
                 Some(r) => r,
                 None => return Err(Error::explain(ErrorType::WriteTimedout, what)),
             },
