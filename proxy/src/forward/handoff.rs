@@ -2,7 +2,10 @@
 //! whose two-way byte stream after `101 Switching Protocols` is pingora-proxy's
 //! duplex machinery. The head already read is handed over as the start of the
 //! connection's next bytes (Pingora's pipelined prefix), so pingora-proxy reads the
-//! same request again; an upgrade request carries no body before the `101`.
+//! same request again; an upgrade request carries no body before the `101`. The
+//! target as the client sent it, when the listener encoded it, goes along as the
+//! connection's user context (pingora-proxy's `on_connection_reuse` gives it to the
+//! hooks' context).
 
 use std::sync::Arc;
 
@@ -11,16 +14,20 @@ use pingora::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
 use pingora::protocols::http::ServerSession;
 use pingora::server::ShutdownWatch;
 
+use crate::proxy::OriginalTarget;
+
 /// Whether the request must go to pingora-proxy: an HTTP/1 upgrade.
 pub fn wanted(session: &ServerSession) -> bool {
     session.is_upgrade_req()
 }
 
-/// Serves the request whose head `session` has read through `app` (pingora-proxy).
+/// Serves the request whose head `session` has read through `app` (pingora-proxy);
+/// `original_target`: the target as sent ([`crate::forward::Admission`]).
 pub async fn run<A>(
     session: ServerSession,
     app: &Arc<A>,
     shutdown: &ShutdownWatch,
+    original_target: Option<&[u8]>,
 ) -> Option<ReusedHttpStream>
 where
     A: HttpServerApp + Send + Sync + 'static,
@@ -34,6 +41,9 @@ where
     let keepalive = h1.get_keepalive_timeout();
     let mut next = ServerSession::new_http1(h1.into_inner());
     settings.set_pipelined_prefix(head);
+    if let Some(target) = original_target {
+        settings.set_user_context(Box::new(OriginalTarget(target.to_vec())));
+    }
     settings.apply_to_session(&mut next);
     next.set_keepalive(keepalive);
     next.set_read_timeout(read);

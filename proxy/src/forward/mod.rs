@@ -8,8 +8,8 @@
 //! | step | module |
 //! |---|---|
 //! | read the head (the listener times it), 405 for `CONNECT`, `100 Continue` when asked | here |
-//! | upgrades go to pingora-proxy | [`handoff`] |
-//! | `early_request_filter`, `request_filter` (routing, the request phases) | here |
+//! | the listener admits the request ([`Admission`]); upgrades go to pingora-proxy | here, [`handoff`] |
+//! | `request_filter` (routing, the request phases) | here |
 //! | peer, connection (per-thread pool), request head, body | [`exchange`], [`pool`], [`request`] |
 //! | the client side: Sluice's HTTP/1 client, Pingora's for HTTP/2 | [`upstream`], [`h1`] |
 //! | response head and body through the response phases (pool and component routes) | [`relay`] |
@@ -46,6 +46,19 @@ use crate::proxy::{Ctx, Sluice};
 /// `retries` decides within it.
 const MAX_ATTEMPTS: usize = 16;
 
+/// What the listener that read an HTTP/1 request asks of it ([`crate::listener`]),
+/// passed with the request rather than looked up by the hooks: nothing is set or
+/// swapped per poll of the request's future.
+pub trait Admission: Sync {
+    /// The head is read: its deadline stops, and the request takes its slot under
+    /// `connections.max_h1_in_flight`. An error (a 503 refusal) when none is left.
+    fn head_read(&self) -> Result<()>;
+
+    /// The request target as the client sent it, when the listener encoded bytes of
+    /// it for Pingora's parser.
+    fn original_target(&self) -> Option<&[u8]>;
+}
+
 /// The HTTP/1 request loop and the connectors it uses.
 pub struct Forwarder {
     sluice: Sluice,
@@ -69,13 +82,15 @@ impl Forwarder {
     /// gives the connection back when it can carry another) or one HTTP/2 stream. `app` (pingora-proxy)
     /// takes the requests this loop leaves to it ([`handoff`]).
     ///
-    /// `shell` is the connection's [`Shell`], kept across its requests.
+    /// `shell` is the connection's [`Shell`], kept across its requests; `admission` the
+    /// listener's hold on an HTTP/1 request (`None`: an HTTP/2 stream).
     pub async fn serve<A>(
         &self,
         mut downstream: ServerSession,
         shell: &mut Shell,
         shutdown: &ShutdownWatch,
         app: &Arc<A>,
+        admission: Option<&dyn Admission>,
     ) -> Option<ReusedHttpStream>
     where
         A: HttpServerApp + Send + Sync + 'static,
@@ -103,9 +118,13 @@ impl Forwarder {
             downstream.shutdown().await;
             return None;
         }
-        if handoff::wanted(&downstream) {
+        // The head is read: its timer stops, and the request is admitted or refused
+        // (answered by `run`, an upgrade as any other request).
+        let admitted = admission.map_or(Ok(()), Admission::head_read);
+        let original_target = admission.and_then(Admission::original_target);
+        if admitted.is_ok() && handoff::wanted(&downstream) {
             // Boxed: pingora-proxy's request future is large and upgrades are rare.
-            return Box::pin(handoff::run(downstream, app, shutdown)).await;
+            return Box::pin(handoff::run(downstream, app, shutdown, original_target)).await;
         }
         if *shutdown.borrow() {
             downstream.set_keepalive(None);
@@ -124,7 +143,8 @@ impl Forwarder {
         let session = shell.session();
         let placeholder = std::mem::replace(&mut *session.downstream_session, downstream);
         let mut ctx = self.sluice.new_ctx();
-        let reuse = self.run(session, &mut ctx).await;
+        ctx.original_target = original_target.map(<[u8]>::to_vec);
+        let reuse = self.run(session, &mut ctx, admitted).await;
         let downstream = std::mem::replace(&mut *session.downstream_session, placeholder);
         if downstream.is_http2() {
             // Ends the stream if the response is complete and not ended yet; else the
@@ -145,10 +165,11 @@ impl Forwarder {
     }
 
     /// The hooks in order, the attempts, the error answer and the log; whether the
-    /// client connection can carry another request.
-    async fn run(&self, session: &mut Session, ctx: &mut Ctx) -> bool {
+    /// client connection can carry another request. `admitted`: the listener's
+    /// verdict on the request ([`Admission::head_read`]).
+    async fn run(&self, session: &mut Session, ctx: &mut Ctx, admitted: Result<()>) -> bool {
         let s = &self.sluice;
-        if let Err(e) = s.early_request_filter(session, ctx).await {
+        if let Err(e) = admitted {
             return self.failed(session, ctx, e).await;
         }
         match s.request_filter(session, ctx).await {

@@ -153,7 +153,9 @@ async fn work<A>(
         {
             let served = std::pin::pin!(async {
                 let session = ServerSession::new_http2(session);
-                forwarder.serve(session, &mut shell, &shutdown, &app).await;
+                forwarder
+                    .serve(session, &mut shell, &shutdown, &app, None)
+                    .await;
             });
             served.await;
         }

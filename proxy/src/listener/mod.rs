@@ -20,9 +20,10 @@
 //!    of the same loop on the connection's own thread ([`h2`]; idle connections close
 //!    after `keepalive_ms`), served by the connection's workers ([`crew`]).
 //!
-//! The end of a request head is signalled from the proxy's `early_request_filter`
-//! through a task-local [`request_started`], which also takes the request's slot under
-//! `connections.max_h1_in_flight`.
+//! Each request is lent the connection's [`RequestSlot`] as its [`Admission`]: the
+//! request loop tells it when the head is read (which stops the head timer and takes
+//! the request's slot under `connections.max_h1_in_flight`), and reads from it the
+//! target as the client sent it.
 
 pub mod balance;
 pub mod crew;
@@ -33,7 +34,6 @@ pub mod preface;
 pub mod rehome;
 pub mod target;
 
-use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -52,7 +52,7 @@ use tokio::time::Instant;
 
 pub use limits::{fd_ceiling, LimitRefusal, Tracker};
 
-use crate::forward::{Forwarder, Shell};
+use crate::forward::{Admission, Forwarder, Shell};
 use crate::metrics::metrics;
 use crate::policy::{ConnectionLimits, Timeouts};
 use crate::snapshot::Live;
@@ -66,7 +66,8 @@ content-length: 21\r\nretry-after: 1\r\nconnection: close\r\n\r\ntoo many connec
 /// The context of the error that refuses a request over `max_h1_in_flight`.
 const REFUSED_REQUEST: &str = "sluice: too many HTTP/1 requests in flight";
 
-/// One HTTP/1 request's link between [`Admit`] and the proxy's hooks.
+/// One HTTP/1 request's link between [`Admit`] and the request loop: lent to the
+/// loop with the request ([`Admission`]), reset for the connection's next one.
 struct RequestSlot {
     head_read: AtomicBool,
     tracker: Arc<Tracker>,
@@ -77,42 +78,23 @@ struct RequestSlot {
 }
 
 impl RequestSlot {
-    /// The slot with its request's state dropped (the in-flight permit released),
-    /// ready for the connection's next request; `None` (and dropped) while anything
-    /// else still holds it.
-    fn emptied(mut slot: Arc<RequestSlot>) -> Option<Arc<RequestSlot>> {
-        let s = Arc::get_mut(&mut slot)?;
-        s.in_flight.take();
-        s.original_target.take();
-        *s.head_read.get_mut() = false;
-        Some(slot)
+    /// Drops the request's state (its in-flight permit released), ready for the
+    /// connection's next request.
+    fn empty(&mut self) {
+        self.in_flight.take();
+        self.original_target.take();
+        *self.head_read.get_mut() = false;
     }
 }
 
-tokio::task_local! {
-    /// The slot of the HTTP/1 request the connection's task is serving, set per
-    /// request; scoped once per connection, so that no request's (large) future is
-    /// moved into a scope of its own.
-    static REQUEST: RefCell<Option<Arc<RequestSlot>>>;
-}
-
-/// Runs `f` on the slot of the request this task serves, if any.
-fn with_slot<R>(f: impl FnOnce(&RequestSlot) -> R) -> Option<R> {
-    REQUEST
-        .try_with(|cell| cell.borrow().as_deref().map(f))
-        .ok()
-        .flatten()
-}
-
-/// Called by the proxy once a request head is read: stops the head timer and takes a
-/// slot under `connections.max_h1_in_flight`. An error (503) when none is left.
-/// Outside an HTTP/1 connection of [`Admit`] (HTTP/2 streams) it does nothing.
-pub fn request_started() -> pingora::Result<()> {
-    with_slot(|slot| {
-        slot.head_read.store(true, Ordering::Release);
-        match slot.tracker.start_request(slot.max_in_flight) {
+impl Admission for RequestSlot {
+    /// Stops the head timer and takes a slot under `connections.max_h1_in_flight`: an
+    /// error (503) when none is left.
+    fn head_read(&self) -> pingora::Result<()> {
+        self.head_read.store(true, Ordering::Release);
+        match self.tracker.start_request(self.max_in_flight) {
             Ok(permit) => {
-                let _ = slot.in_flight.set(permit);
+                let _ = self.in_flight.set(permit);
                 Ok(())
             }
             Err(r) => {
@@ -125,18 +107,14 @@ pub fn request_started() -> pingora::Result<()> {
                 ))
             }
         }
-    })
-    .unwrap_or(Ok(()))
+    }
+
+    fn original_target(&self) -> Option<&[u8]> {
+        self.original_target.get().map(Vec::as_slice)
+    }
 }
 
-/// The request target as the client sent it, when Sluice percent-encoded bytes of it
-/// for the HTTP/1 parser ([`target`]); `None` otherwise and outside an HTTP/1
-/// connection of [`Admit`].
-pub fn original_target() -> Option<Vec<u8>> {
-    with_slot(|slot| slot.original_target.get().cloned()).flatten()
-}
-
-/// Whether `e` is the refusal of [`request_started`] (expected under load: not an error
+/// Whether `e` is the refusal of [`Admission::head_read`] (expected under load: not an error
 /// worth a log line).
 pub fn is_refusal(e: &Error) -> bool {
     e.etype() == &ErrorType::HTTPStatus(503)
@@ -338,18 +316,14 @@ where
         } else {
             stream
         };
-        REQUEST
-            .scope(
-                RefCell::new(None),
-                self.serve_h1(
-                    stream,
-                    timeouts,
-                    limits.max_h1_in_flight,
-                    head_deadline,
-                    shutdown,
-                ),
-            )
-            .await;
+        self.serve_h1(
+            stream,
+            timeouts,
+            limits.max_h1_in_flight,
+            head_deadline,
+            shutdown,
+        )
+        .await;
     }
 
     /// Pingora's HTTP/1 keep-alive loop, with a deadline on each request head and on
@@ -364,8 +338,14 @@ where
     ) {
         let mut settings = None;
         let mut shell = Shell::default();
-        // The last request's slot, emptied, for the next one (no allocation per request).
-        let mut spare: Option<Arc<RequestSlot>> = None;
+        // The connection's requests' slot, emptied after each.
+        let mut slot = RequestSlot {
+            head_read: AtomicBool::new(false),
+            tracker: self.tracker.clone(),
+            max_in_flight,
+            in_flight: OnceLock::new(),
+            original_target: OnceLock::new(),
+        };
         // The bytes of the next request read while waiting for it (`wait_readable`).
         let mut first_read = BytesMut::new();
         // The connection's one timer: the deadline of the head being read, then of
@@ -373,15 +353,7 @@ where
         let timer = tokio::time::sleep_until(head_deadline);
         tokio::pin!(timer);
         loop {
-            let slot = spare.take().unwrap_or_else(|| {
-                Arc::new(RequestSlot {
-                    head_read: AtomicBool::new(false),
-                    tracker: self.tracker.clone(),
-                    max_in_flight,
-                    in_flight: OnceLock::new(),
-                    original_target: OnceLock::new(),
-                })
-            });
+            let slot_ref = &slot;
             let persistent = settings.take();
             let shell = &mut shell;
             // Split off, not taken: the buffer stays this connection's, and once the
@@ -391,7 +363,6 @@ where
             let first = first_read.split();
             // A head read whole while waiting for it cannot be late: no deadline for it.
             let head_in_hand = holds_head(&first);
-            REQUEST.with(|cell| *cell.borrow_mut() = Some(slot.clone()));
             let reused = {
                 // Built in its pinned place: the request's future is large (kilobytes),
                 // and every move of it (into a `pin!`, or a `select!` over it by
@@ -416,7 +387,7 @@ where
                         return None;
                     }
                     if let Some(original) = start.original {
-                        let _ = slot.original_target.set(original);
+                        let _ = slot_ref.original_target.set(original);
                     }
                     let mut session = ServerSession::new_http1(stream);
                     if let Some(s) = persistent {
@@ -441,7 +412,7 @@ where
                     session.set_read_timeout(Some(t.body_idle));
                     session.set_write_timeout(Some(t.send_idle));
                     self.forwarder
-                        .serve(session, shell, shutdown, &self.app)
+                        .serve(session, shell, shutdown, &self.app, Some(slot_ref))
                         .await
                 });
                 if head_in_hand {
@@ -450,7 +421,7 @@ where
                     timer.as_mut().reset(head_deadline);
                     let head_timer = async {
                         timer.as_mut().await;
-                        if slot.head_read.load(Ordering::Acquire) {
+                        if slot_ref.head_read.load(Ordering::Acquire) {
                             std::future::pending::<()>().await;
                         }
                     };
@@ -465,8 +436,7 @@ where
                 }
             };
             // The request is over: its in-flight permit goes back now.
-            REQUEST.with(|cell| cell.borrow_mut().take());
-            spare = RequestSlot::emptied(slot);
+            slot.empty();
             let Some(reused) = reused else { return };
             let (next, persistent) = reused.consume();
             stream = next;

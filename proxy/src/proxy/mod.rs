@@ -179,7 +179,14 @@ pub struct Ctx {
     /// map ([`Ctx::deferred_edits`]); what reads the client's head before then gets them
     /// written first ([`settle_edits`]).
     edits_deferred: bool,
+    /// The request target as the client sent it, when the listener encoded bytes of
+    /// it for the parser ([`crate::forward::Admission::original_target`]).
+    pub(crate) original_target: Option<Vec<u8>>,
 }
+
+/// The target as sent, handed to pingora-proxy with an upgrade request
+/// ([`crate::forward::handoff`]) as the connection's user context.
+pub(crate) struct OriginalTarget(pub Vec<u8>);
 
 impl Drop for Ctx {
     fn drop(&mut self) {
@@ -598,17 +605,8 @@ impl Sluice {
             late_head: None,
             forwarded: None,
             edits_deferred: false,
+            original_target: None,
         }
-    }
-
-    /// The request head is read: stops its timer and takes an HTTP/1 in-flight slot
-    /// (503 past `connections.max_h1_in_flight`); see [`crate::listener`].
-    pub(crate) async fn early_request_filter(
-        &self,
-        _session: &mut Session,
-        _ctx: &mut Ctx,
-    ) -> Result<()> {
-        crate::listener::request_started()
     }
 
     /// Whether an error is a refusal already counted (no warning logged).
@@ -628,7 +626,7 @@ impl Sluice {
         // received (`sluice.request_head`: header names in their case, hop-by-hop
         // headers, no `Host` added).
         let absolute_target = crate::ingress::absolute_target(session.req_header())
-            .or_else(crate::listener::original_target);
+            .or_else(|| ctx.original_target.take());
         let received_head = session.as_http1().map(|h1| h1.get_headers_raw_bytes());
         // One canonical request for routing, filters and the origin. A path `[paths]`
         // refuses, or a `Host` naming no host, is refused after the filters of the

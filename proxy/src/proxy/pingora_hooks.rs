@@ -11,7 +11,7 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::FailToProxy;
 
-use super::{Ctx, Sluice};
+use super::{Ctx, OriginalTarget, Sluice};
 
 #[async_trait]
 impl ProxyHttp for Sluice {
@@ -21,8 +21,16 @@ impl ProxyHttp for Sluice {
         Sluice::new_ctx(self)
     }
 
-    async fn early_request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
-        Sluice::early_request_filter(self, session, ctx).await
+    fn on_connection_reuse(
+        &self,
+        _session: &mut Session,
+        ctx: &mut Ctx,
+        prev: Box<dyn std::any::Any + Send + Sync>,
+    ) {
+        // What the loop hands over with an upgrade ([`crate::forward::handoff`]).
+        if let Ok(target) = prev.downcast::<OriginalTarget>() {
+            ctx.original_target = Some(target.0);
+        }
     }
 
     fn suppress_error_log(&self, session: &Session, ctx: &Ctx, e: &Error) -> bool {
