@@ -9,7 +9,9 @@
 //!    one with the fewest connections open, not Pingora's random pick ([`balance`]);
 //! 1. admits it against `[connections]` and the open-file ceiling, or answers 503 and
 //!    closes ([`limits`]); on a TLS listener, runs the handshake on the serving thread
-//!    within `timeouts.header_ms` ([`handshake`]; a refused TLS connection is closed);
+//!    within `timeouts.header_ms` ([`handshake`]; a refused TLS connection is closed),
+//!    and holds an HTTP/1 connection's writes until flushed: one TLS record a small
+//!    response ([`records`]);
 //! 2. with `h2c` on, tells HTTP/2 from HTTP/1 by the first differing byte, within
 //!    `timeouts.h2_preface_ms` ([`preface`]);
 //! 3. serves HTTP/1 requests itself in Pingora's keep-alive loop, each request head
@@ -31,6 +33,7 @@ pub mod h2;
 pub mod handshake;
 pub mod limits;
 pub mod preface;
+pub mod records;
 pub mod rehome;
 pub mod target;
 
@@ -299,7 +302,8 @@ where
                 h2::serve(&self.app, &self.forwarder, stream, shutdown).await;
                 return;
             }
-            stream
+            // HTTP/1 over TLS: a response's writes sealed as one record.
+            records::Coalesced::wrap(stream)
         } else if h2c {
             match preface::sniff(stream, timeouts.h2_preface.min(timeouts.header), shutdown).await {
                 Sniffed::H2(s) => {

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -69,6 +69,175 @@ fn sluice_tls(
     let b = pki.leaf(dir.path(), "b", &["b.test", "*.b.test"]);
     let (s, tls) = sluice_ports(dir, 1, |t| body(t[0]), &Opts::default());
     (s, tls[0], a, b)
+}
+
+/// A TCP connection that keeps every byte it receives: the TLS records the server
+/// sent, counted by [`records`].
+struct Tapped {
+    tcp: TcpStream,
+    seen: Vec<u8>,
+}
+
+impl Read for Tapped {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.tcp.read(buf)?;
+        self.seen.extend_from_slice(&buf[..n]);
+        Ok(n)
+    }
+}
+
+impl Write for Tapped {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.tcp.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.tcp.flush()
+    }
+}
+
+/// An HTTP/1.1 client connection over TLS to `a.test` (rustls, ALPN `http/1.1`), its
+/// received bytes kept.
+fn tls_h1(pki: &Pki, addr: SocketAddr) -> rustls::StreamOwned<rustls::ClientConnection, Tapped> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut pki.ca_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let conn =
+        rustls::ClientConnection::new(Arc::new(config), "a.test".try_into().unwrap()).unwrap();
+    let tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    rustls::StreamOwned::new(
+        conn,
+        Tapped {
+            tcp,
+            seen: Vec::new(),
+        },
+    )
+}
+
+/// How many TLS records `bytes` hold (whole records, back to back).
+fn records(bytes: &[u8]) -> usize {
+    let (mut n, mut at) = (0, 0);
+    while at + 5 <= bytes.len() {
+        at += 5 + usize::from(u16::from_be_bytes([bytes[at + 3], bytes[at + 4]]));
+        n += 1;
+    }
+    assert_eq!(at, bytes.len(), "the bytes end with a whole record");
+    n
+}
+
+/// Reads a response head (through its empty line) from `r`, a byte at a time.
+fn read_head(r: &mut impl Read) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        r.read_exact(&mut byte).expect("a response head");
+        head.push(byte[0]);
+    }
+    String::from_utf8(head).unwrap()
+}
+
+/// One `GET` of `path` on `tls` and its whole answer (a body with a length).
+fn get_over(tls: &mut (impl Read + Write), path: &str) -> (String, Vec<u8>) {
+    write!(tls, "GET {path} HTTP/1.1\r\nhost: a.test\r\n\r\n").unwrap();
+    tls.flush().unwrap();
+    let head = read_head(tls);
+    let length = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse::<usize>().unwrap())
+        })
+        .expect("a content-length");
+    let mut body = vec![0; length];
+    tls.read_exact(&mut body).unwrap();
+    (head, body)
+}
+
+/// A small response to an HTTP/1.1 client over TLS leaves as one TLS record, its
+/// head and body sealed together (as from nginx), not a record each; a body larger
+/// than a record still comes whole.
+#[test]
+fn a_small_http1_response_over_tls_leaves_as_one_record() {
+    let o = origin("o1");
+    let pki = Pki::new();
+    let (_s, tls_addr, _, _) = sluice_tls(&pki, |t| tls_policy(&o, t, ""));
+    wait_port(tls_addr);
+    let mut tls = tls_h1(&pki, tls_addr);
+    // The first response also carries the handshake's session tickets: counted after.
+    let (head, body) = get_over(&mut tls, "/bytes/100");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body.len(), 100);
+    for _ in 0..3 {
+        tls.sock.seen.clear();
+        let (head, body) = get_over(&mut tls, "/bytes/100");
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert_eq!(body.len(), 100);
+        assert_eq!(records(&tls.sock.seen), 1, "head and body in one record");
+    }
+    // 100 KiB: records of at most 16 KiB, every byte there.
+    tls.sock.seen.clear();
+    let (_, body) = get_over(&mut tls, "/bytes/102400");
+    assert_eq!(body.len(), 102_400);
+    assert!(records(&tls.sock.seen) >= 7);
+}
+
+/// A response streamed slowly to an HTTP/1.1 client over TLS is not held back for a
+/// record: each chunk the origin sends reaches the client before the next is sent.
+#[test]
+fn a_response_streamed_over_tls_arrives_chunk_by_chunk() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let upstream = listener.local_addr().unwrap();
+    let (next, go) = std::sync::mpsc::channel::<()>();
+    let origin = std::thread::spawn(move || {
+        let (c, _) = listener.accept().unwrap();
+        let mut r = std::io::BufReader::new(c.try_clone().unwrap());
+        let mut line = String::new();
+        while r.read_line(&mut line).unwrap() > 0 && line != "\r\n" {
+            line.clear();
+        }
+        let mut c = c;
+        c.write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nfirst\r\n")
+            .unwrap();
+        // The second chunk only once the client has the first.
+        go.recv_timeout(Duration::from_secs(20)).unwrap();
+        c.write_all(b"6\r\nsecond\r\n0\r\n\r\n").unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+    });
+    let pki = Pki::new();
+    let (_s, tls_addr, _, _) = sluice_tls(&pki, |t| {
+        format!(
+            "[tls]\nlisten = [\"{t}\"]\n\
+             [[tls.certificates]]\ncert = \"a.pem\"\nkey = \"a.key\"\n\
+             [pools.o]\npeers = [\"{upstream}\"]\n\
+             [[routes]]\npool = \"o\"\n"
+        )
+    });
+    wait_port(tls_addr);
+    let mut tls = tls_h1(&pki, tls_addr);
+    write!(tls, "GET /stream HTTP/1.1\r\nhost: a.test\r\n\r\n").unwrap();
+    tls.flush().unwrap();
+    let head = read_head(&mut tls);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    // The first chunk (`5\r\nfirst\r\n`) arrives on its own (a read timeout fails).
+    let mut first = [0u8; 10];
+    tls.read_exact(&mut first)
+        .expect("the first chunk before the origin sends the second");
+    assert_eq!(&first, b"5\r\nfirst\r\n");
+    next.send(()).unwrap();
+    let mut rest = [0u8; 16];
+    tls.read_exact(&mut rest).unwrap();
+    assert_eq!(&rest, b"6\r\nsecond\r\n0\r\n\r\n");
+    origin.join().unwrap();
 }
 
 #[test]
