@@ -27,6 +27,10 @@
 #   DURATION=3s WARMUP=2s                  measured run and warm-up (wrk -t1 -c4)
 #   ORIGIN_PORT=18081 SLUICE_PORT=18084 SLUICE_ADMIN=19901
 #   KEEP=0                                 1: keep the temp dir (callgrind dumps) and say where
+#   TLS=0                                  1: HTTP/1.1 over TLS (a `[tls]` listener on
+#                                          SLUICE_TLS_PORT=18444 with a self-signed ECDSA
+#                                          P-256 certificate made here by openssl; wrk over
+#                                          https). Not with H2=1; nginx is not counted
 #   H2=0                                   1: HTTP/2 with prior knowledge (h2c, `[server]
 #                                          h2c = true`) instead of HTTP/1.1: h2load -t1 -c4
 #                                          -m4 in place of wrk (DURATION and WARMUP in whole
@@ -46,6 +50,8 @@ KEEP=${KEEP:-0}
 MIX=${MIX:-}
 READY=${READY_SECS:-240}
 H2=${H2:-0}
+TLS=${TLS:-0}
+SLUICE_TLS_PORT=${SLUICE_TLS_PORT:-18444}
 THREADS=1 ORIGIN_THREADS=1
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/sluice-callgrind.XXXXXX")
@@ -62,8 +68,17 @@ if [[ $H2 == 1 ]]; then
     [[ -z $MIX ]] || die "MIX is a wrk script: not with H2=1"
     SLUICE_SERVER_EXTRA="${SLUICE_SERVER_EXTRA:+$SLUICE_SERVER_EXTRA$'\n'}h2c = true"
 fi
+if [[ $TLS == 1 ]]; then
+    [[ $H2 != 1 ]] || die "TLS=1 is HTTP/1.1 over TLS: not with H2=1"
+    command -v openssl >/dev/null || die "openssl not found"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+        -keyout "$TMP/key.pem" -out "$TMP/cert.pem" -days 2 -subj "/CN=localhost" \
+        -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" >"$TMP/openssl.log" 2>&1 ||
+        die "openssl could not make a certificate, see $TMP/openssl.log"
+fi
 [[ -x $REL/sluice-origin ]] || die "$REL/sluice-origin missing (cargo build --release -p sluice-origin)"
 check_ports "$ORIGIN_PORT" "$SLUICE_PORT" "$SLUICE_ADMIN"
+[[ $TLS != 1 ]] || check_ports "$SLUICE_TLS_PORT"
 [[ $KEEP == 1 ]] || trap 'cleanup; rm -rf "$TMP"' EXIT
 
 start_origin
@@ -90,11 +105,15 @@ count() {
         sluice_server "$SLUICE_PORT" "$SLUICE_ADMIN"
         echo
         sluice_policy_tail "$chain"
+        if [[ $TLS == 1 ]]; then
+            printf '\n[tls]\nlisten = ["127.0.0.1:%s"]\n\n[[tls.certificates]]\ncert = "%s"\nkey = "%s"\n' \
+                "$SLUICE_TLS_PORT" "$TMP/cert.pem" "$TMP/key.pem"
+        fi
     } >"$out/policy.toml"
     if [[ $bin == nginx ]]; then
         # No filter chain: nginx is counted as the peer of the empty chain only (and of
-        # HTTP/1.1: its cleartext listener here has no HTTP/2).
-        [[ $chain == empty && $H2 != 1 ]] || return 0
+        # cleartext HTTP/1.1: its listener here has neither HTTP/2 nor TLS).
+        [[ $chain == empty && $H2 != 1 && $TLS != 1 ]] || return 0
         mkdir -p "$out/nginx"
         nginx_proxy_conf "$out/nginx" "$SLUICE_PORT" >"$out/nginx.conf"
         start_bg "$name" valgrind --tool=callgrind --callgrind-out-file="$out/cg.out" \
@@ -146,17 +165,20 @@ load_requests() {
 }
 
 BENCH_PATH=${BENCH_PATH:-/hello.txt}
+BASE="http://127.0.0.1:$SLUICE_PORT"
+[[ $TLS != 1 ]] || BASE="https://localhost:$SLUICE_TLS_PORT"
 if [[ -n $MIX ]]; then
     [[ -f $MIX ]] || die "MIX=$MIX: no such file"
-    WRK_ARGS=(-s "$MIX" "http://127.0.0.1:$SLUICE_PORT")
+    WRK_ARGS=(-s "$MIX" "$BASE")
 else
-    WRK_ARGS=("http://127.0.0.1:$SLUICE_PORT$BENCH_PATH")
+    WRK_ARGS=("$BASE$BENCH_PATH")
 fi
 # Rows are printed as they come (and kept in results.md); the servers run from this shell
 # so that its exit trap stops them, Ctrl-C included.
 out() { tee -a "$TMP/results.md"; }
 proto=HTTP/1.1
 [[ $H2 != 1 ]] || proto="HTTP/2 (h2c)"
+[[ $TLS != 1 ]] || proto="HTTP/1.1 over TLS"
 echo "date: $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo n/a), load $(cut -d' ' -f1-3 /proc/loadavg), traffic ${MIX:-$BENCH_PATH} over $proto" | out
 printf '\n| chain | binary | requests | instructions/req | of which memcpy | rest |\n|---|---|---:|---:|---:|---:|\n' | out
 for chain in $CHAINS; do
