@@ -707,6 +707,45 @@ SecRule REQUEST_HEADERS:Host "@streq localhost" "id:3,phase:1,deny,status:423"
     assert_eq!(host.status, 423, "{host:?}");
 }
 
+/// An upgrade request, which Sluice's loop hands to pingora-proxy, is judged on its
+/// target as sent too: a byte the listener percent-encoded for the parser is the
+/// client's in REQUEST_URI_RAW (`sluice.request_target`).
+#[test]
+fn an_upgrade_requests_rules_see_its_target_as_sent() {
+    let module = waf_module();
+    let origin = origin("upgrade-as-sent");
+    let rules = r#"
+SecRule REQUEST_URI_RAW "@contains \"" "id:1,phase:1,deny,status:424"
+"#;
+    let s = sluice(&format!(
+        "[pools.o]\npeers = [\"{}\"]\n\n[filters.waf]\nmodule = {:?}\nconfig = {{ inline = '''{rules}''', mode = \"block\" }}\n\n[[routes]]\nfilters = [\"waf\"]\npool = \"o\"\n",
+        origin.addr,
+        module.display().to_string(),
+    ));
+    // The status of an upgrade request for `target` (its head only: the connection
+    // may stay open).
+    let upgrade = |target: &str| {
+        let mut c = TcpStream::connect(s.proc.addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(
+            c,
+            "GET {target} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+             Sec-WebSocket-Version: 13\r\n\r\n"
+        )
+        .unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && c.read_exact(&mut byte).is_ok() {
+            head.push(byte[0]);
+        }
+        status_of(&head)
+    };
+    assert_eq!(upgrade("/ws?q=\"x\""), 424, "the quote as sent");
+    let plain = upgrade("/ws?q=x");
+    assert!(plain != 424 && plain != 0, "no quote: {plain}");
+}
+
 /// A path `[paths]` refuses (an encoded line feed or slash) or a `Host` naming no host is
 /// judged by the route's filters first, so the WAF sees and logs the attempt (CRS 921190,
 /// 920290); it is then refused with 400 unless a filter answered, and never reaches the

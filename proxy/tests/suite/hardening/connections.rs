@@ -559,6 +559,15 @@ fn h1_in_flight_limit_answers_503() {
     let mut third = connect(sluice.proc.addr);
     let r = get(&mut third, "/echo").unwrap_or_default();
     assert!(r.starts_with("HTTP/1.1 503"), "third request: {r:?}");
+    // An upgrade request is refused the same way, not handed on to pingora-proxy.
+    let mut upgrade = connect(sluice.proc.addr);
+    upgrade
+        .write_all(
+            b"GET /echo HTTP/1.1\r\nhost: x\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n",
+        )
+        .unwrap();
+    let r = read_response(&mut upgrade, Duration::from_secs(5)).unwrap_or_default();
+    assert!(r.starts_with("HTTP/1.1 503"), "upgrade request: {r:?}");
     assert!(
         metric(
             &sluice,
