@@ -500,3 +500,95 @@ fn client_side_body_errors_do_not_eject_a_healthy_peer() {
     );
     assert!(metric_with(&s, "sluice_downstream_errors_total", "pool=\"o\"") >= 1.0);
 }
+
+/// Request framings that two HTTP/1 parsers could read two ways (request smuggling) are
+/// refused with 400 before anything reaches the origin: differing or unparseable
+/// `Content-Length` values, `Transfer-Encoding` on HTTP/1.0, a final coding that is not
+/// `chunked`, a name with a space before its colon. A request with both framings is
+/// read by `Transfer-Encoding`, so what hides behind its `Content-Length` never becomes
+/// a request of its own; identical duplicate lengths are one length (RFC 9110 §8.6).
+#[test]
+fn ambiguous_request_framings_never_reach_the_origin() {
+    let rec = Recorder::start();
+    let s = sluice(&format!(
+        "[pools.o]\npeers = [\"{}\"]\n\n[[routes]]\npool = \"o\"\n",
+        rec.addr
+    ));
+    let send = |raw: &str| {
+        let mut c = TcpStream::connect(s.proc.addr).unwrap();
+        c.write_all(raw.as_bytes()).unwrap();
+        read_response(&mut c).0
+    };
+    for (what, raw) in [
+        (
+            "two different lengths",
+            "POST /a HTTP/1.1\r\nhost: x\r\ncontent-length: 4\r\ncontent-length: 5\r\n\r\nabcde",
+        ),
+        (
+            "two lengths in one field",
+            "POST /a HTTP/1.1\r\nhost: x\r\ncontent-length: 4, 5\r\n\r\nabcde",
+        ),
+        (
+            "a length that is no number",
+            "POST /a HTTP/1.1\r\nhost: x\r\ncontent-length: 4x\r\n\r\nabcd",
+        ),
+        (
+            "a signed length",
+            "POST /a HTTP/1.1\r\nhost: x\r\ncontent-length: +4\r\n\r\nabcd",
+        ),
+        (
+            "chunked on HTTP/1.0",
+            "POST /a HTTP/1.0\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n",
+        ),
+        (
+            "a final coding that is not chunked",
+            "POST /a HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked, gzip\r\n\r\n0\r\n\r\n",
+        ),
+        (
+            "an unknown coding",
+            "POST /a HTTP/1.1\r\nhost: x\r\ntransfer-encoding: xchunked\r\n\r\n0\r\n\r\n",
+        ),
+        (
+            "a space before the colon",
+            "POST /a HTTP/1.1\r\nhost: x\r\ntransfer-encoding : chunked\r\n\r\n0\r\n\r\n",
+        ),
+    ] {
+        assert_eq!(send(raw), 400, "{what}");
+        assert!(
+            rec.seen().is_empty(),
+            "{what}: the origin saw {:?}",
+            String::from_utf8_lossy(&rec.seen())
+        );
+    }
+    // Both framings: the chunked body is the body; the bytes the length would have left
+    // over are not a second request.
+    let mut c = TcpStream::connect(s.proc.addr).unwrap();
+    c.write_all(
+        b"POST /a HTTP/1.1\r\nhost: x\r\ncontent-length: 40\r\ntransfer-encoding: chunked\r\n\r\n\
+          0\r\n\r\nGET /smuggled HTTP/1.1\r\nhost: x\r\n\r\n",
+    )
+    .unwrap();
+    assert_eq!(read_response(&mut c).0, 200, "both framings");
+    // ... and the connection, with the left-over bytes in it, is closed.
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut rest = Vec::new();
+    assert!(c.read_to_end(&mut rest).is_ok(), "closed, not kept alive");
+    assert!(
+        rest.is_empty(),
+        "no second answer: {:?}",
+        String::from_utf8_lossy(&rest)
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let seen = String::from_utf8_lossy(&rec.seen()).to_string();
+    assert!(!seen.contains("/smuggled"), "the origin saw {seen:?}");
+    // Identical duplicates are one length.
+    let mut c = TcpStream::connect(s.proc.addr).unwrap();
+    c.write_all(
+        b"POST /same HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\ncontent-length: 5\r\n\r\nabcde",
+    )
+    .unwrap();
+    let (status, body) = read_response(&mut c);
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["len"], 5);
+}
