@@ -675,12 +675,21 @@ fn rule_files_are_policy_content() {
     assert_eq!(get("x=worse"), 418);
 }
 
+/// A policy with one route to `origin` through the WAF in block mode, holding only the
+/// inline `rules`.
+fn inline_waf(origin: &Proc, rules: &str) -> String {
+    format!(
+        "[pools.o]\npeers = [\"{}\"]\n\n[filters.waf]\nmodule = {:?}\nconfig = {{ inline = '''{rules}''', mode = \"block\" }}\n\n[[routes]]\nfilters = [\"waf\"]\npool = \"o\"\n",
+        origin.addr,
+        waf_module().display().to_string(),
+    )
+}
+
 /// The request the rules see is the one sent: an absolute-form target reaches them whole
 /// (property `sluice.request_target`), with REQUEST_FILENAME its path; a request sent
 /// without `Host` has none in REQUEST_HEADERS.
 #[test]
 fn rules_see_the_request_as_sent() {
-    let module = waf_module();
     let origin = origin("as-sent");
     let rules = r#"
 SecRule REQUEST_URI_RAW "@streq http://localhost/echo?q=1" "id:1,phase:1,deny,status:421,chain"
@@ -688,11 +697,7 @@ SecRule REQUEST_FILENAME "@streq /echo" ""
 SecRule &REQUEST_HEADERS:Host "@eq 0" "id:2,phase:1,deny,status:422"
 SecRule REQUEST_HEADERS:Host "@streq localhost" "id:3,phase:1,deny,status:423"
 "#;
-    let s = sluice(&format!(
-        "[pools.o]\npeers = [\"{}\"]\n\n[filters.waf]\nmodule = {:?}\nconfig = {{ inline = '''{rules}''', mode = \"block\" }}\n\n[[routes]]\nfilters = [\"waf\"]\npool = \"o\"\n",
-        origin.addr,
-        module.display().to_string(),
-    ));
+    let s = sluice(&inline_waf(&origin, rules));
     let absolute = send(
         s.proc.addr,
         b"GET http://localhost/echo?q=1 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
@@ -712,16 +717,11 @@ SecRule REQUEST_HEADERS:Host "@streq localhost" "id:3,phase:1,deny,status:423"
 /// client's in REQUEST_URI_RAW (`sluice.request_target`).
 #[test]
 fn an_upgrade_requests_rules_see_its_target_as_sent() {
-    let module = waf_module();
     let origin = origin("upgrade-as-sent");
     let rules = r#"
 SecRule REQUEST_URI_RAW "@contains \"" "id:1,phase:1,deny,status:424"
 "#;
-    let s = sluice(&format!(
-        "[pools.o]\npeers = [\"{}\"]\n\n[filters.waf]\nmodule = {:?}\nconfig = {{ inline = '''{rules}''', mode = \"block\" }}\n\n[[routes]]\nfilters = [\"waf\"]\npool = \"o\"\n",
-        origin.addr,
-        module.display().to_string(),
-    ));
+    let s = sluice(&inline_waf(&origin, rules));
     // The status of an upgrade request for `target` (its head only: the connection
     // may stay open).
     let upgrade = |target: &str| {
@@ -752,17 +752,12 @@ SecRule REQUEST_URI_RAW "@contains \"" "id:1,phase:1,deny,status:424"
 /// origin.
 #[test]
 fn refused_paths_are_judged_by_the_filters_first() {
-    let module = waf_module();
     let origin = origin("judged");
     let rules = r#"
 SecRule REQUEST_URI "@contains attack" "id:5,phase:1,deny,status:451"
 SecRule REQUEST_HEADERS:Host "@contains %00" "id:6,phase:1,deny,status:452"
 "#;
-    let s = sluice(&format!(
-        "[pools.o]\npeers = [\"{}\"]\n\n[filters.waf]\nmodule = {:?}\nconfig = {{ inline = '''{rules}''', mode = \"block\" }}\n\n[[routes]]\nfilters = [\"waf\"]\npool = \"o\"\n",
-        origin.addr,
-        module.display().to_string(),
-    ));
+    let s = sluice(&inline_waf(&origin, rules));
     let get = |target: &str| {
         send(
             s.proc.addr,
@@ -808,7 +803,6 @@ SecRule REQUEST_HEADERS:Host "@contains %00" "id:6,phase:1,deny,status:452"
 /// Pingora's URI type refuses) reaches them as sent instead of being answered 400.
 #[test]
 fn rules_see_the_head_as_received() {
-    let module = waf_module();
     let origin = origin("received");
     let rules = r#"
 SecRule REQUEST_HEADERS:Connection "@streq keep-alive,keep-alive" "id:11,phase:1,deny,status:431"
@@ -817,11 +811,7 @@ SecRule REQUEST_URI "@contains <b>" ""
 SecRule &REQUEST_HEADERS:Host "@eq 0" "id:13,phase:1,deny,status:433"
 SecRule REQUEST_HEADERS_NAMES "@streq X-Mixed-Case" "id:14,phase:1,deny,status:434"
 "#;
-    let s = sluice(&format!(
-        "[pools.o]\npeers = [\"{}\"]\n\n[filters.waf]\nmodule = {:?}\nconfig = {{ inline = '''{rules}''', mode = \"block\" }}\n\n[[routes]]\nfilters = [\"waf\"]\npool = \"o\"\n",
-        origin.addr,
-        module.display().to_string(),
-    ));
+    let s = sluice(&inline_waf(&origin, rules));
     let status = |head: &[u8]| send(s.proc.addr, head).status;
     assert_eq!(
         status(
