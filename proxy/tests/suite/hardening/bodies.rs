@@ -592,3 +592,40 @@ fn ambiguous_request_framings_never_reach_the_origin() {
     let v: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(v["len"], 5);
 }
+
+/// A chunked request body whose size line is not a size ends the request with a 400,
+/// never the origin's answer to a body cut short, and the connection closes; the next
+/// request on a new connection is served.
+#[test]
+fn bogus_request_chunk_sizes_end_the_request() {
+    let rec = Recorder::start();
+    let s = sluice(&format!(
+        "[pools.o]\npeers = [\"{}\"]\n\n[[routes]]\npool = \"o\"\n",
+        rec.addr
+    ));
+    for (what, body) in [
+        ("not hex", "zz\r\nabc\r\n0\r\n\r\n"),
+        (
+            "a size overflowing 64 bits",
+            "1ffffffffffffffff\r\nabc\r\n0\r\n\r\n",
+        ),
+        ("a negative size", "-3\r\nabc\r\n0\r\n\r\n"),
+        ("no line end", "3 abc 0\r\n\r\n"),
+    ] {
+        let mut c = TcpStream::connect(s.proc.addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        c.write_all(
+            format!("POST /a HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n{body}")
+                .as_bytes(),
+        )
+        .unwrap();
+        let mut got = Vec::new();
+        let _ = c.read_to_end(&mut got);
+        let status = status_of(&got);
+        assert_eq!(status, 400, "{what}: {}", String::from_utf8_lossy(&got));
+    }
+    let mut c = TcpStream::connect(s.proc.addr).unwrap();
+    c.write_all(b"POST /ok HTTP/1.1\r\nhost: x\r\ncontent-length: 3\r\n\r\nabc")
+        .unwrap();
+    assert_eq!(read_response(&mut c).0, 200);
+}

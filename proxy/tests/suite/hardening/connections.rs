@@ -991,3 +991,83 @@ fn sigterm_finishes_uploads_spread_over_the_workers() {
     let (status, _) = wait_exit(&mut sluice, Duration::from_secs(5)).expect("no exit after drain");
     assert!(status.success(), "exit status {status}");
 }
+
+/// The fields of one response head (lowercase names).
+fn fields(response: &str) -> Vec<(String, String)> {
+    let head = response.split("\r\n\r\n").next().unwrap_or_default();
+    head.lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect()
+}
+
+/// The connection fields of a response follow the client: HTTP/1.1 stays open unless
+/// the client asks to close; HTTP/1.0 closes unless it asks to keep alive; every response
+/// says which in `Connection`, and carries one `Date`, Sluice's (the origin's, sent too,
+/// is replaced).
+#[test]
+fn connection_and_date_fields_follow_the_client() {
+    let origin = origin("conn-fields");
+    let sluice = sluice(&routed(&origin, ""));
+    let addr = sluice.proc.addr;
+    let one = |name: &str, r: &str| -> Vec<String> {
+        fields(r)
+            .into_iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v)
+            .collect()
+    };
+    for (request, keep) in [
+        ("GET /echo HTTP/1.1\r\nhost: x\r\n\r\n", true),
+        (
+            "GET /echo HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+            false,
+        ),
+        ("GET /echo HTTP/1.0\r\nhost: x\r\n\r\n", false),
+        (
+            "GET /echo HTTP/1.0\r\nhost: x\r\nconnection: keep-alive\r\n\r\n",
+            true,
+        ),
+    ] {
+        let mut c = connect(addr);
+        c.write_all(request.as_bytes()).unwrap();
+        let r = read_response(&mut c, Duration::from_secs(5)).unwrap_or_default();
+        assert!(r.starts_with("HTTP/1.1 200"), "{request:?}: {r:?}");
+        let want = if keep { "keep-alive" } else { "close" };
+        assert_eq!(one("connection", &r), [want], "{request:?}: {r:?}");
+        assert_eq!(one("date", &r).len(), 1, "one Date: {r:?}");
+        if keep {
+            // The same connection serves the next request.
+            c.write_all(request.as_bytes()).unwrap();
+            let again = read_response(&mut c, Duration::from_secs(5)).unwrap_or_default();
+            assert!(
+                again.starts_with("HTTP/1.1 200"),
+                "{request:?} again: {again:?}"
+            );
+        } else {
+            assert!(
+                closed_within(&mut c, Duration::from_secs(5)).is_some(),
+                "{request:?}: closed after the response"
+            );
+        }
+    }
+}
+
+/// An absolute-form target whose authority differs from `Host` is refused with 400 (two
+/// hosts a request could be routed by); the same target with the matching `Host` is
+/// served.
+#[test]
+fn an_absolute_target_disagreeing_with_host_is_refused() {
+    let origin = origin("authority");
+    let sluice = sluice(&routed(&origin, ""));
+    let send = |raw: &str| {
+        let mut c = connect(sluice.proc.addr);
+        c.write_all(raw.as_bytes()).unwrap();
+        read_response(&mut c, Duration::from_secs(5)).unwrap_or_default()
+    };
+    let r = send("GET http://a.test/echo HTTP/1.1\r\nhost: b.test\r\n\r\n");
+    assert!(r.starts_with("HTTP/1.1 400"), "{r:?}");
+    let r = send("GET http://a.test/echo HTTP/1.1\r\nhost: a.test\r\n\r\n");
+    assert!(r.starts_with("HTTP/1.1 200"), "{r:?}");
+}
