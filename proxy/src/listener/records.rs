@@ -5,7 +5,7 @@
 //! AEAD seal on the way out and an open at the client, and the record's header and tag
 //! on the wire. [`Coalesced`] holds the plaintext written until the writer flushes
 //! (Pingora flushes at the end of a response, after an informational one, and at each
-//! write of a response without a length), so a head and a small body leave as one
+//! chunk or write of a response without a length), so a head and a small body leave as one
 //! record, as from nginx (`ssl_buffer_size`). A write that does not fit goes on at
 //! once, after what is held.
 //!
@@ -34,8 +34,9 @@ const LIMIT: usize = 16 * 1024;
 /// The buffer's size when first used, and what it keeps between responses (a larger
 /// one is freed once written): an idle keep-alive connection holds no more than this.
 /// Allocated whole at once, it also shares the size class of Pingora's response-head
-/// buffer (4 KiB, made and freed a response), whose allocator page then never empties
-/// and is never freed and made again a response (~2 k instructions each time).
+/// buffer (4 KiB, made and freed a response): on a worker with few connections, where
+/// that buffer was the class's only block, its allocator page was freed and made again
+/// every response (~2 k instructions each time); this one keeps the page in use.
 const KEPT: usize = 4 * 1024;
 
 /// A TLS stream whose plaintext writes are held until flushed (module docs).
