@@ -501,6 +501,16 @@ fn client_side_body_errors_do_not_eject_a_healthy_peer() {
     assert!(metric_with(&s, "sluice_downstream_errors_total", "pool=\"o\"") >= 1.0);
 }
 
+/// Sluice with one route, no filter, to a new [`Recorder`].
+fn empty_chain_to_recorder() -> (Recorder, Sluice) {
+    let rec = Recorder::start();
+    let s = sluice(&format!(
+        "[pools.o]\npeers = [\"{}\"]\n\n[[routes]]\npool = \"o\"\n",
+        rec.addr
+    ));
+    (rec, s)
+}
+
 /// Request framings that two HTTP/1 parsers could read two ways (request smuggling) are
 /// refused with 400 before anything reaches the origin: differing or unparseable
 /// `Content-Length` values, `Transfer-Encoding` on HTTP/1.0, a final coding that is not
@@ -509,11 +519,7 @@ fn client_side_body_errors_do_not_eject_a_healthy_peer() {
 /// a request of its own; identical duplicate lengths are one length (RFC 9110 §8.6).
 #[test]
 fn ambiguous_request_framings_never_reach_the_origin() {
-    let rec = Recorder::start();
-    let s = sluice(&format!(
-        "[pools.o]\npeers = [\"{}\"]\n\n[[routes]]\npool = \"o\"\n",
-        rec.addr
-    ));
+    let (rec, s) = empty_chain_to_recorder();
     let send = |raw: &str| {
         let mut c = TcpStream::connect(s.proc.addr).unwrap();
         c.write_all(raw.as_bytes()).unwrap();
@@ -598,11 +604,7 @@ fn ambiguous_request_framings_never_reach_the_origin() {
 /// request on a new connection is served.
 #[test]
 fn bogus_request_chunk_sizes_end_the_request() {
-    let rec = Recorder::start();
-    let s = sluice(&format!(
-        "[pools.o]\npeers = [\"{}\"]\n\n[[routes]]\npool = \"o\"\n",
-        rec.addr
-    ));
+    let (_origin, s) = empty_chain_to_recorder();
     for (what, body) in [
         ("not hex", "zz\r\nabc\r\n0\r\n\r\n"),
         (
