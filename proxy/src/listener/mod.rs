@@ -357,7 +357,6 @@ where
         let timer = tokio::time::sleep_until(head_deadline);
         tokio::pin!(timer);
         loop {
-            let slot_ref = &slot;
             let persistent = settings.take();
             let shell = &mut shell;
             // Split off, not taken: the buffer stays this connection's, and once the
@@ -391,7 +390,7 @@ where
                         return None;
                     }
                     if let Some(original) = start.original {
-                        let _ = slot_ref.original_target.set(original);
+                        let _ = slot.original_target.set(original);
                     }
                     let mut session = ServerSession::new_http1(stream);
                     if let Some(s) = persistent {
@@ -416,7 +415,7 @@ where
                     session.set_read_timeout(Some(t.body_idle));
                     session.set_write_timeout(Some(t.send_idle));
                     self.forwarder
-                        .serve(session, shell, shutdown, &self.app, Some(slot_ref))
+                        .serve(session, shell, shutdown, &self.app, Some(&slot))
                         .await
                 });
                 if head_in_hand {
@@ -425,7 +424,7 @@ where
                     timer.as_mut().reset(head_deadline);
                     let head_timer = async {
                         timer.as_mut().await;
-                        if slot_ref.head_read.load(Ordering::Acquire) {
+                        if slot.head_read.load(Ordering::Acquire) {
                             std::future::pending::<()>().await;
                         }
                     };
