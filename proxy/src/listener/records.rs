@@ -39,7 +39,10 @@ const LIMIT: usize = 16 * 1024;
 /// every response (~2 k instructions each time); this one keeps the page in use.
 const KEPT: usize = 4 * 1024;
 
-/// A TLS stream whose plaintext writes are held until flushed (module docs).
+/// A TLS stream whose plaintext writes are held until flushed (module docs). Not
+/// tokio's `BufWriter` (which [`super::rehome`] puts on plain sockets): that one
+/// allocates its whole capacity when made and keeps it; this one holds up to a record
+/// while keeping at most [`KEPT`] allocated between responses.
 pub struct Coalesced {
     inner: Stream,
     held: Vec<u8>,
@@ -54,32 +57,26 @@ impl Coalesced {
         })
     }
 
-    /// Writes what is held to the TLS stream.
+    /// Writes what is held to the TLS stream; what it took is dropped from `held`
+    /// whatever the outcome.
     fn poll_write_held(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let mut at = 0;
-        while at < self.held.len() {
-            match Pin::new(&mut self.inner).poll_write(cx, &self.held[at..]) {
-                Poll::Ready(Ok(0)) => {
-                    self.held.drain(..at);
-                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-                }
-                Poll::Ready(Ok(n)) => at += n,
-                Poll::Ready(Err(e)) => {
-                    self.held.drain(..at);
-                    return Poll::Ready(Err(e));
-                }
-                Poll::Pending => {
-                    self.held.drain(..at);
-                    return Poll::Pending;
-                }
+        let outcome = loop {
+            if at == self.held.len() {
+                break Poll::Ready(Ok(()));
             }
-        }
-        if self.held.capacity() > KEPT {
+            match Pin::new(&mut self.inner).poll_write(cx, &self.held[at..]) {
+                Poll::Ready(Ok(0)) => break Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => at += n,
+                Poll::Ready(Err(e)) => break Poll::Ready(Err(e)),
+                Poll::Pending => break Poll::Pending,
+            }
+        };
+        self.held.drain(..at);
+        if self.held.is_empty() && self.held.capacity() > KEPT {
             self.held = Vec::new();
-        } else {
-            self.held.clear();
         }
-        Poll::Ready(Ok(()))
+        outcome
     }
 }
 
