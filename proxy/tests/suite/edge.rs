@@ -134,22 +134,11 @@ fn records(bytes: &[u8]) -> usize {
     n
 }
 
-/// Reads a response head (through its empty line) from `r`, a byte at a time.
-fn read_head(r: &mut impl Read) -> String {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        r.read_exact(&mut byte).expect("a response head");
-        head.push(byte[0]);
-    }
-    String::from_utf8(head).unwrap()
-}
-
 /// One `GET` of `path` on `tls` and its whole answer (a body with a length).
 fn get_over(tls: &mut (impl Read + Write), path: &str) -> (String, Vec<u8>) {
     write!(tls, "GET {path} HTTP/1.1\r\nhost: a.test\r\n\r\n").unwrap();
     tls.flush().unwrap();
-    let head = read_head(tls);
+    let head = String::from_utf8(read_head(tls)).unwrap();
     let length = head
         .lines()
         .find_map(|l| {
@@ -226,7 +215,7 @@ fn a_response_streamed_over_tls_arrives_chunk_by_chunk() {
     let mut tls = tls_h1(&pki, tls_addr);
     write!(tls, "GET /stream HTTP/1.1\r\nhost: a.test\r\n\r\n").unwrap();
     tls.flush().unwrap();
-    let head = read_head(&mut tls);
+    let head = String::from_utf8(read_head(&mut tls)).unwrap();
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     // The first chunk (`5\r\nfirst\r\n`) arrives on its own (a read timeout fails).
     let mut first = [0u8; 10];

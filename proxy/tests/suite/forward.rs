@@ -192,12 +192,7 @@ fn websocket_upgrades_get_their_two_way_stream() {
           Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
     )
     .unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        c.read_exact(&mut byte).unwrap();
-        head.push(byte[0]);
-    }
+    let head = read_head(&mut c);
     assert_eq!(status_of(&head), 101, "{}", String::from_utf8_lossy(&head));
     for msg in [&b"ping"[..], b"second message"] {
         c.write_all(msg).unwrap();

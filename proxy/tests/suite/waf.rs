@@ -181,18 +181,16 @@ fn send(addr: SocketAddr, raw: &[u8]) -> Answer {
         }
     }
     let text = String::from_utf8_lossy(&buf);
-    let head = text.split("\r\n\r\n").next().unwrap_or_default();
-    let mut lines = head.split("\r\n");
-    let status = lines
+    let status = text
+        .split("\r\n")
         .next()
         .and_then(|l| l.split(' ').nth(1))
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    Answer { status, headers }
+    Answer {
+        status,
+        headers: head_fields(&buf),
+    }
 }
 
 /// nginx (one process, no master) with ModSecurity and the CRS, answering `echo ok`.
@@ -734,12 +732,7 @@ SecRule REQUEST_URI_RAW "@contains \"" "id:1,phase:1,deny,status:424"
              Sec-WebSocket-Version: 13\r\n\r\n"
         )
         .unwrap();
-        let mut head = Vec::new();
-        let mut byte = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") && c.read_exact(&mut byte).is_ok() {
-            head.push(byte[0]);
-        }
-        status_of(&head)
+        status_of(&read_head(&mut c))
     };
     assert_eq!(upgrade("/ws?q=\"x\""), 424, "the quote as sent");
     let plain = upgrade("/ws?q=x");

@@ -614,16 +614,11 @@ fn bogus_request_chunk_sizes_end_the_request() {
         ("a negative size", "-3\r\nabc\r\n0\r\n\r\n"),
         ("no line end", "3 abc 0\r\n\r\n"),
     ] {
-        let mut c = TcpStream::connect(s.proc.addr).unwrap();
-        c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        c.write_all(
+        let (status, got) = exchange(
+            s.proc.addr,
             format!("POST /a HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n{body}")
                 .as_bytes(),
-        )
-        .unwrap();
-        let mut got = Vec::new();
-        let _ = c.read_to_end(&mut got);
-        let status = status_of(&got);
+        );
         assert_eq!(status, 400, "{what}: {}", String::from_utf8_lossy(&got));
     }
     let mut c = TcpStream::connect(s.proc.addr).unwrap();

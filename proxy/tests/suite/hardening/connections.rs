@@ -992,16 +992,6 @@ fn sigterm_finishes_uploads_spread_over_the_workers() {
     assert!(status.success(), "exit status {status}");
 }
 
-/// The fields of one response head (lowercase names).
-fn fields(response: &str) -> Vec<(String, String)> {
-    let head = response.split("\r\n\r\n").next().unwrap_or_default();
-    head.lines()
-        .skip(1)
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect()
-}
-
 /// The connection fields of a response follow the client: HTTP/1.1 stays open unless
 /// the client asks to close; HTTP/1.0 closes unless it asks to keep alive; every response
 /// says which in `Connection`, and carries one `Date`, Sluice's (the origin's, sent too,
@@ -1012,7 +1002,7 @@ fn connection_and_date_fields_follow_the_client() {
     let sluice = sluice(&routed(&origin, ""));
     let addr = sluice.proc.addr;
     let one = |name: &str, r: &str| -> Vec<String> {
-        fields(r)
+        head_fields(r.as_bytes())
             .into_iter()
             .filter(|(k, _)| k == name)
             .map(|(_, v)| v)

@@ -22,6 +22,30 @@ pub fn exchange(addr: SocketAddr, request: &[u8]) -> (u16, Vec<u8>) {
     (status_of(&out), out)
 }
 
+/// Reads a response head from `r` a byte at a time, through its empty line and not a
+/// byte past it (what follows stays in `r`: a body, or an upgraded stream's bytes).
+/// Panics when `r` ends or fails first.
+pub fn read_head(r: &mut impl Read) -> Vec<u8> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        r.read_exact(&mut byte).expect("a whole response head");
+        head.push(byte[0]);
+    }
+    head
+}
+
+/// The fields of an HTTP/1.x answer's head, in order: names lowercase, values trimmed.
+pub fn head_fields(answer: &[u8]) -> Vec<(String, String)> {
+    let text = String::from_utf8_lossy(answer);
+    let head = text.split("\r\n\r\n").next().unwrap_or_default();
+    head.split("\r\n")
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect()
+}
+
 /// The status code of an HTTP/1.x answer (0 when there is no status line).
 pub fn status_of(answer: &[u8]) -> u16 {
     answer
