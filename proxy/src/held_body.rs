@@ -15,6 +15,7 @@
 //! beyond which it is refused with 411 Length Required (upstream: cloudflare/pingora
 //! PR #816 would lift this).
 
+use crate::downstream::Downstream;
 use pingora::prelude::*;
 use pingora::ErrorType;
 
@@ -45,7 +46,7 @@ fn declared_length(req: &pingora::http::RequestHeader) -> Option<usize> {
 
 /// Reads the whole request body, at most `max` bytes, before the upstream is
 /// contacted. Read errors are the client's (`ErrorSource::Downstream`).
-pub async fn read(session: &mut Session, max: usize) -> Result<Held> {
+pub async fn read(session: &mut Downstream<'_>, max: usize) -> Result<Held> {
     let declared = declared_length(session.req_header());
     if declared.is_some_and(|n| n > max) {
         return Ok(Held::TooLarge);
@@ -56,7 +57,7 @@ pub async fn read(session: &mut Session, max: usize) -> Result<Held> {
         // The tail that Pingora will hand back to `request_body_filter`.
         if !buffering && declared.is_none_or(|n| n.saturating_sub(body.len()) <= RETRY_BUFFER_LIMIT)
         {
-            session.as_mut().enable_retry_buffering();
+            session.enable_retry_buffering();
             buffering = true;
         }
         match session
@@ -73,7 +74,7 @@ pub async fn read(session: &mut Session, max: usize) -> Result<Held> {
             None => break,
         }
     }
-    if !body.is_empty() && session.as_ref().get_retry_buffer().is_none() {
+    if !body.is_empty() && session.retry_buffer().is_none() {
         if declared.is_none() {
             return Ok(Held::LengthRequired);
         }

@@ -41,6 +41,7 @@ pub mod callouts;
 pub mod chain;
 pub mod component;
 pub mod ctl;
+pub mod downstream;
 pub mod fleet;
 pub mod forward;
 pub mod forwarded;

@@ -3,6 +3,7 @@
 //! the one the Proxy-Wasm filters already hold), and the chain's response comes back
 //! through the Proxy-Wasm response phases ([`crate::forward::relay`]), as a pool's does.
 
+use crate::downstream::Downstream;
 use std::pin::pin;
 
 use bytes::Bytes;
@@ -29,7 +30,7 @@ type Chunk = Result<Frame<Bytes>, wasmtime_wasi_http::Error>;
 /// `sluice:edge` facts ([`Ctx::edge_info`]) to the guests.
 pub async fn serve(
     s: &Sluice,
-    session: &mut Session,
+    session: &mut Downstream<'_>,
     ctx: &mut Ctx,
     entry: &Next,
     held: Option<Bytes>,
@@ -84,7 +85,7 @@ pub async fn serve(
 /// The request of `session` as the chain takes it (absolute URI, no hop-by-hop headers),
 /// at the path and host the Proxy-Wasm filters chose for the upstream, if any.
 fn request(
-    session: &Session,
+    session: &Downstream<'_>,
     body: WasiBody,
     tls: bool,
     target: &Target,
@@ -133,7 +134,7 @@ struct Target {
 /// the request with its answer (the chain is dropped).
 async fn feed(
     s: &Sluice,
-    session: &mut Session,
+    session: &mut Downstream<'_>,
     ctx: &mut Ctx,
     response: impl std::future::Future<Output = Result<http::Response<WasiBody>, ErrorCode>>,
     mut tx: Option<tokio::sync::mpsc::Sender<Chunk>>,

@@ -1,6 +1,7 @@
 //! One attempt of a request on one peer: the peer, a connection, the request head and
 //! body through the hooks, the response head and body back through them ([`relay`]).
 
+use crate::downstream::Downstream;
 use std::time::Instant;
 
 use pingora::prelude::*;
@@ -30,7 +31,7 @@ fn idle_timeout(peer: &HttpPeer) -> std::time::Duration {
 
 impl Forwarder {
     /// Picks a peer, gets a connection and runs the exchange on it.
-    pub(super) async fn attempt(&self, session: &mut Session, ctx: &mut Ctx) -> Attempt {
+    pub(super) async fn attempt(&self, session: &mut Downstream<'_>, ctx: &mut Ctx) -> Attempt {
         let s = &self.sluice;
         let peer = match s.upstream_peer(session, ctx).await {
             Ok(p) => p,
@@ -145,14 +146,14 @@ impl Forwarder {
     /// Request head and body upstream, response head and body downstream.
     async fn exchange(
         &self,
-        session: &mut Session,
+        session: &mut Downstream<'_>,
         ctx: &mut Ctx,
         client: &mut Upstream,
         h2: bool,
         tls: bool,
     ) -> Result<()> {
         let s = &self.sluice;
-        let has_body = !session.as_mut().is_body_empty();
+        let has_body = !session.is_body_empty();
         let sent = match client {
             Upstream::H1(c) if s.upstream_request_unchanged(ctx) => {
                 // The filters' deferred edits, then the metadata not yet in the client's
@@ -189,7 +190,7 @@ impl Forwarder {
             client.finish_request_body().await.map_err(up)?;
         }
         // An HTTP/2 client gets lowercase names whatever their case here.
-        let case = if session.as_ref().is_http2() {
+        let case = if session.is_http2() {
             Case::Dropped
         } else {
             Case::Kept
@@ -202,13 +203,13 @@ impl Forwarder {
     /// upstream was contacted), else the client's, chunk by chunk through the chain.
     async fn send_body(
         &self,
-        session: &mut Session,
+        session: &mut Downstream<'_>,
         ctx: &mut Ctx,
         client: &mut Upstream,
     ) -> Result<()> {
         let s = &self.sluice;
-        if session.as_mut().is_body_done() {
-            let mut body = session.as_mut().get_retry_buffer();
+        if session.is_body_done() {
+            let mut body = session.retry_buffer();
             s.request_body_filter(session, &mut body, true, ctx).await?;
             if let Some(data) = body.filter(|b| !b.is_empty()) {
                 client.write_request_body(data, true).await.map_err(up)?;
@@ -217,7 +218,7 @@ impl Forwarder {
         }
         loop {
             let chunk = session.read_request_body().await.map_err(down)?;
-            let end = chunk.is_none() || session.as_mut().is_body_done();
+            let end = chunk.is_none() || session.is_body_done();
             let mut body = chunk;
             s.request_body_filter(session, &mut body, end, ctx).await?;
             if let Some(data) = body.filter(|b| !b.is_empty()) {

@@ -27,6 +27,7 @@ pub mod relay;
 pub mod request;
 pub mod upstream;
 
+use crate::downstream::Downstream;
 use std::io::Cursor;
 use std::sync::Arc;
 
@@ -144,7 +145,9 @@ impl Forwarder {
         let placeholder = std::mem::replace(&mut *session.downstream_session, downstream);
         let mut ctx = self.sluice.new_ctx();
         ctx.original_target = original_target.map(<[u8]>::to_vec);
-        let reuse = self.run(session, &mut ctx, admitted).await;
+        let reuse = self
+            .run(&mut Downstream::Pingora(session), &mut ctx, admitted)
+            .await;
         let downstream = std::mem::replace(&mut *session.downstream_session, placeholder);
         if downstream.is_http2() {
             // Ends the stream if the response is complete and not ended yet; else the
@@ -167,7 +170,7 @@ impl Forwarder {
     /// The hooks in order, the attempts, the error answer and the log; whether the
     /// client connection can carry another request. `admitted`: the listener's
     /// verdict on the request ([`Admission::head_read`]).
-    async fn run(&self, session: &mut Session, ctx: &mut Ctx, admitted: Result<()>) -> bool {
+    async fn run(&self, session: &mut Downstream<'_>, ctx: &mut Ctx, admitted: Result<()>) -> bool {
         let s = &self.sluice;
         if let Err(e) = admitted {
             return self.failed(session, ctx, e).await;
@@ -189,8 +192,7 @@ impl Forwarder {
                 Some(e) => {
                     // A body partly or wholly streamed from the client is gone: no
                     // other peer can get it whole.
-                    let retry =
-                        e.retry() && (ctx.body_held() || session.as_ref().body_bytes_read() == 0);
+                    let retry = e.retry() && (ctx.body_held() || session.body_bytes_read() == 0);
                     if retry {
                         tracing::debug!(error = %e, "retrying on another peer");
                     }
@@ -213,7 +215,7 @@ impl Forwarder {
     }
 
     /// A request that failed before reaching a pool: its error answer and its log.
-    async fn failed(&self, session: &mut Session, ctx: &mut Ctx, e: Box<Error>) -> bool {
+    async fn failed(&self, session: &mut Downstream<'_>, ctx: &mut Ctx, e: Box<Error>) -> bool {
         let reuse = self.answer_error(session, ctx, &e).await;
         self.sluice.logging(session, Some(&e), ctx).await;
         reuse
@@ -221,10 +223,10 @@ impl Forwarder {
 
     /// The error answer (`fail_to_proxy`) and its log line; whether the client
     /// connection can carry another request.
-    async fn answer_error(&self, session: &mut Session, ctx: &mut Ctx, e: &Error) -> bool {
+    async fn answer_error(&self, session: &mut Downstream<'_>, ctx: &mut Ctx, e: &Error) -> bool {
         let s = &self.sluice;
         let r = s.fail_to_proxy(session, e, ctx).await;
-        if !s.suppress_error_log(session, ctx, e) {
+        if !s.suppress_error_log(ctx, e) {
             tracing::warn!(error = %e, status = r.error_code, "request failed");
         }
         r.can_reuse_downstream

@@ -9,13 +9,13 @@
 //! a filter that pauses the head keeps it back until the body flows on, or replaces the
 //! whole response with a local answer ([`crate::proxy::Ctx::take_late_head`]).
 
+use crate::downstream::Downstream;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
-use pingora::protocols::http::HttpTask;
 use pingora::ErrorType;
 
 use super::upstream::Upstream;
@@ -84,7 +84,7 @@ impl Source<'_> {
 /// from `source`, to the client.
 pub async fn relay(
     s: &Sluice,
-    session: &mut Session,
+    session: &mut Downstream<'_>,
     ctx: &mut Ctx,
     mut resp: Box<ResponseHeader>,
     mut source: Source<'_>,
@@ -157,10 +157,7 @@ pub async fn relay(
         }
         if let Some(data) = body.filter(|b| !b.is_empty()) {
             // A task write flushes: a streamed response reaches the client as it comes.
-            session
-                .write_response_tasks(vec![HttpTask::Body(Some(data), false)])
-                .await
-                .map_err(down)?;
+            session.write_body_flushed(data).await.map_err(down)?;
         }
     }
 }

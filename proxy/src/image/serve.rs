@@ -3,6 +3,7 @@
 //! variant), check its media type, transform on the blocking pool within the limits,
 //! answer.
 
+use crate::downstream::Downstream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -44,7 +45,7 @@ enum Failure {
 /// is sent; a source passed through streams with backpressure; a client that takes
 /// nothing for `send_timeout_ms` is cut.
 pub async fn serve(
-    session: &mut Session,
+    session: &mut Downstream<'_>,
     cfg: &ImagesConfig,
     raw_spec: &[u8],
     peer: Box<HttpPeer>,

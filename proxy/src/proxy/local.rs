@@ -1,6 +1,7 @@
 //! Sluice's own answers: plain-text replies, a filter's local response, the HTTPS
 //! redirect, and the errors that end a request.
 
+use crate::downstream::Downstream;
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
@@ -38,7 +39,7 @@ pub(super) fn plain(status: u16, details: &str, body: &str) -> LocalResponse {
     }
 }
 
-pub(super) async fn send_local(session: &mut Session, local: &LocalResponse) -> Result<()> {
+pub(super) async fn send_local(session: &mut Downstream<'_>, local: &LocalResponse) -> Result<()> {
     let resp = local_header(local)?;
     let empty = local.body.is_empty();
     session.write_response_header(Box::new(resp), empty).await?;
@@ -53,7 +54,7 @@ pub(super) async fn send_local(session: &mut Session, local: &LocalResponse) -> 
 /// Answers a cleartext request with a permanent redirect to the same URL over HTTPS
 /// (the policy's first TLS port, omitted when 443).
 pub(super) async fn redirect_https(
-    session: &mut Session,
+    session: &mut Downstream<'_>,
     snap: &Snapshot,
     host: &str,
 ) -> Result<bool> {

@@ -15,6 +15,7 @@
 //! phases (`crate::component::serve`); its response goes through `response_filter` and
 //! `response_body_filter` as a pool's does (`crate::forward::relay`).
 
+use crate::downstream::Downstream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -77,7 +78,7 @@ fn reads_head_before_upstream(snap: &Snapshot, r: usize) -> bool {
 
 /// Writes the request metadata still deferred ([`Ctx::forwarded`]) into the client's
 /// head, for what reads that head from here on.
-fn settle_forwarded(session: &mut Session, ctx: &mut Ctx) -> Result<()> {
+fn settle_forwarded(session: &mut Downstream<'_>, ctx: &mut Ctx) -> Result<()> {
     match ctx.forwarded.take() {
         Some(added) => added.into_head(session.req_header_mut(), &ctx.stream.info.id),
         None => Ok(()),
@@ -92,7 +93,7 @@ fn settle_forwarded(session: &mut Session, ctx: &mut Ctx) -> Result<()> {
 /// first ([`settle_edits`]: a pool hashing on a header, an image source fetch, a
 /// component chain). The deferred metadata leaves alone the fields the filters edited
 /// (all of them when a filter replaced the whole map).
-fn write_back_request(session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+fn write_back_request(session: &mut Downstream<'_>, ctx: &mut Ctx) -> Result<bool> {
     let map = &ctx.stream.request_headers;
     let defer = edits_deferrable(map);
     let retarget = apply_target(map, session.req_header_mut())?;
@@ -108,7 +109,7 @@ fn write_back_request(session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
 
 /// Writes the filters' deferred edits ([`Ctx::edits_deferred`]) into the client's head,
 /// for what reads that head from here on.
-fn settle_edits(session: &mut Session, ctx: &mut Ctx) -> Result<()> {
+fn settle_edits(session: &mut Downstream<'_>, ctx: &mut Ctx) -> Result<()> {
     if std::mem::take(&mut ctx.edits_deferred) {
         apply_edits(&ctx.stream.request_headers, session.req_header_mut())?;
     }
@@ -243,7 +244,7 @@ impl Ctx {
 
     /// The `sluice:edge/request-info` facts of the request (route, client address, SNI,
     /// request id, protocol, generation) for its component chain.
-    pub(crate) fn edge_info(&self, session: &Session) -> crate::host::component::EdgeInfo {
+    pub(crate) fn edge_info(&self, session: &Downstream<'_>) -> crate::host::component::EdgeInfo {
         let route = self
             .route
             .and_then(|i| self.snapshot.routes.get(i))
@@ -314,7 +315,7 @@ impl Sluice {
     /// the upstream is contacted. `Ok(true)`: answered locally.
     async fn request_phases(
         &self,
-        session: &mut Session,
+        session: &mut Downstream<'_>,
         ctx: &mut Ctx,
         chain: &mut Chain,
     ) -> Result<bool> {
@@ -325,7 +326,7 @@ impl Sluice {
             Outcome::Respond => return self.respond(session, ctx, chain).await,
             _ => return Err(reset()),
         }
-        let has_body = !session.as_mut().is_body_empty();
+        let has_body = !session.is_body_empty();
         let first = chain.request_headers(&mut ctx.stream, !has_body);
         let limit = pause_limit(ctx);
         match settle(
@@ -392,7 +393,7 @@ impl Sluice {
             .and_then(|v| v.parse::<usize>().ok());
         match declared {
             Some(n) if n <= EARLY_BODY_LIMIT.min(ctx.stream.max_buffer_bytes) => {
-                session.as_mut().enable_retry_buffering();
+                session.enable_retry_buffering();
                 let mut body = Vec::with_capacity(n);
                 while let Some(chunk) = session.read_request_body().await? {
                     body.extend_from_slice(&chunk);
@@ -415,7 +416,7 @@ impl Sluice {
     /// contacted, refuses it beyond `max_body_bytes`, runs the body phase once.
     async fn hold_body(
         &self,
-        session: &mut Session,
+        session: &mut Downstream<'_>,
         ctx: &mut Ctx,
         chain: &mut Chain,
     ) -> Result<bool> {
@@ -443,7 +444,7 @@ impl Sluice {
     /// the filtered body replaces the one Pingora forwards. `Ok(true)`: a filter answered.
     async fn whole_body(
         &self,
-        session: &mut Session,
+        session: &mut Downstream<'_>,
         ctx: &mut Ctx,
         chain: &mut Chain,
         body: Vec<u8>,
@@ -469,7 +470,7 @@ impl Sluice {
     /// connection (the rest of the body is not read).
     async fn refuse_body(
         &self,
-        session: &mut Session,
+        session: &mut Downstream<'_>,
         ctx: &mut Ctx,
         reason: &str,
         local: LocalResponse,
@@ -492,7 +493,7 @@ impl Sluice {
     /// 404, through the filters that ran. `Ok(true)`: answered.
     async fn reroute(
         &self,
-        session: &mut Session,
+        session: &mut Downstream<'_>,
         ctx: &mut Ctx,
         chain: &mut Chain,
     ) -> Result<bool> {
@@ -522,7 +523,7 @@ impl Sluice {
 
     /// Applies a filter's `sluice.upstream.pool`; `Ok(true)`: the pool is unknown and
     /// the request was answered 502.
-    async fn choose_pool(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+    async fn choose_pool(&self, session: &mut Downstream<'_>, ctx: &mut Ctx) -> Result<bool> {
         let Some(name) = ctx.upstream_prop(props::POOL) else {
             return Ok(false);
         };
@@ -553,7 +554,7 @@ impl Sluice {
     /// response callbacks of the filters that ran ([`Chain::local_reply`]).
     async fn respond(
         &self,
-        session: &mut Session,
+        session: &mut Downstream<'_>,
         ctx: &mut Ctx,
         chain: &mut Chain,
     ) -> Result<bool> {
@@ -567,7 +568,7 @@ impl Sluice {
 /// Answers 400 to a request whose target Sluice refuses (`[paths]`, the `Host`,
 /// hop-by-hop headers), counted in `sluice_bad_requests_total{reason}`.
 async fn refuse_target(
-    session: &mut Session,
+    session: &mut Downstream<'_>,
     refusal: &crate::ingress::IngressRefusal,
 ) -> Result<bool> {
     metrics()
@@ -610,14 +611,14 @@ impl Sluice {
     }
 
     /// Whether an error is a refusal already counted (no warning logged).
-    pub(crate) fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, e: &Error) -> bool {
+    pub(crate) fn suppress_error_log(&self, _ctx: &Ctx, e: &Error) -> bool {
         crate::listener::is_refusal(e)
     }
 
     /// Prepares and routes the request and runs the request phases; `Ok(true)`: answered.
     pub(crate) async fn request_filter(
         &self,
-        session: &mut Session,
+        session: &mut Downstream<'_>,
         ctx: &mut Ctx,
     ) -> Result<bool> {
         let snap = ctx.snapshot.clone();
@@ -627,7 +628,7 @@ impl Sluice {
         // headers, no `Host` added).
         let absolute_target = crate::ingress::absolute_target(session.req_header())
             .or_else(|| ctx.original_target.take());
-        let received_head = session.as_http1().map(|h1| h1.get_headers_raw_bytes());
+        let received_head = session.raw_head();
         // One canonical request for routing, filters and the origin. A path `[paths]`
         // refuses, or a `Host` naming no host, is refused after the filters of the
         // route the request takes as sent have judged it (the WAF logs what it sees);
@@ -779,7 +780,7 @@ impl Sluice {
     /// The peer of the request's pool for this attempt.
     pub(crate) async fn upstream_peer(
         &self,
-        session: &mut Session,
+        session: &mut Downstream<'_>,
         ctx: &mut Ctx,
     ) -> Result<HttpPeer> {
         let pool = ctx.pool.clone().ok_or_else(|| bad("no pool"))?;
@@ -830,7 +831,7 @@ impl Sluice {
     /// The upstream copy of the request head, after the filters.
     pub(crate) async fn upstream_request_filter(
         &self,
-        _session: &mut Session,
+        _session: &mut Downstream<'_>,
         upstream_request: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
@@ -876,7 +877,7 @@ impl Sluice {
     /// A request body chunk through the chain.
     pub(crate) async fn request_body_filter(
         &self,
-        _session: &mut Session,
+        _session: &mut Downstream<'_>,
         body: &mut Option<Bytes>,
         end_of_stream: bool,
         ctx: &mut Ctx,
@@ -932,7 +933,7 @@ impl Sluice {
     /// The response head through the chain.
     pub(crate) async fn response_filter(
         &self,
-        session: &mut Session,
+        session: &mut Downstream<'_>,
         upstream_response: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
@@ -1030,7 +1031,7 @@ impl Sluice {
     /// A response body chunk through the chain.
     pub(crate) fn response_body_filter(
         &self,
-        session: &mut Session,
+        session: &mut Downstream<'_>,
         body: &mut Option<Bytes>,
         end_of_stream: bool,
         ctx: &mut Ctx,
@@ -1081,7 +1082,12 @@ impl Sluice {
     }
 
     /// The end of the request: the chain's last callbacks, metrics and the access log.
-    pub(crate) async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+    pub(crate) async fn logging(
+        &self,
+        session: &mut Downstream<'_>,
+        e: Option<&Error>,
+        ctx: &mut Ctx,
+    ) {
         if let Some(e) = e {
             crate::listener::count_error(e);
         }
@@ -1166,7 +1172,7 @@ impl Sluice {
     /// A connection to `peer` failed: counted against it, retried elsewhere when allowed.
     pub(crate) fn fail_to_connect(
         &self,
-        _session: &mut Session,
+        _session: &mut Downstream<'_>,
         peer: &HttpPeer,
         ctx: &mut Ctx,
         mut e: Box<Error>,
@@ -1185,7 +1191,7 @@ impl Sluice {
     pub(crate) fn error_while_proxy(
         &self,
         peer: &HttpPeer,
-        session: &mut Session,
+        session: &mut Downstream<'_>,
         e: Box<Error>,
         ctx: &mut Ctx,
         client_reused: bool,
@@ -1206,9 +1212,7 @@ impl Sluice {
             peer_failed(pool, peer);
             // A reused connection that failed before the response (the peer closed an
             // idle connection, or went away): retry idempotent requests elsewhere.
-            if !session.req_header().method.is_idempotent()
-                || session.as_ref().retry_buffer_truncated()
-            {
+            if !session.req_header().method.is_idempotent() || session.retry_buffer_truncated() {
                 e.set_retry(false);
             } else {
                 e.retry.decide_reuse(client_reused);
@@ -1223,7 +1227,7 @@ impl Sluice {
     /// The error answer to the client.
     pub(crate) async fn fail_to_proxy(
         &self,
-        session: &mut Session,
+        session: &mut Downstream<'_>,
         e: &Error,
         ctx: &mut Ctx,
     ) -> FailToProxy {

@@ -1,5 +1,6 @@
 //! Choosing and judging upstream peers: the consistent-hash key, failures, retries.
 
+use crate::downstream::Downstream;
 use pingora::prelude::*;
 use pingora::upstreams::peer::Peer;
 
@@ -10,7 +11,7 @@ use super::{props, Ctx};
 
 /// The consistent-hash key: what a filter set in `sluice.upstream.hash_key`, else the
 /// pool's `hash_key` source.
-pub(super) fn hash_key(session: &Session, ctx: &Ctx, pool: &UpstreamPool) -> Vec<u8> {
+pub(super) fn hash_key(session: &Downstream<'_>, ctx: &Ctx, pool: &UpstreamPool) -> Vec<u8> {
     if let Some(k) = ctx.stream.filter_state.get(props::HASH_KEY) {
         return k.clone();
     }

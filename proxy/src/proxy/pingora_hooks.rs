@@ -11,6 +11,8 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::FailToProxy;
 
+use crate::downstream::Downstream;
+
 use super::{Ctx, OriginalTarget, Sluice};
 
 #[async_trait]
@@ -33,16 +35,16 @@ impl ProxyHttp for Sluice {
         }
     }
 
-    fn suppress_error_log(&self, session: &Session, ctx: &Ctx, e: &Error) -> bool {
-        Sluice::suppress_error_log(self, session, ctx, e)
+    fn suppress_error_log(&self, _session: &Session, ctx: &Ctx, e: &Error) -> bool {
+        Sluice::suppress_error_log(self, ctx, e)
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
-        Sluice::request_filter(self, session, ctx).await
+        Sluice::request_filter(self, &mut Downstream::Pingora(session), ctx).await
     }
 
     async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
-        Sluice::upstream_peer(self, session, ctx)
+        Sluice::upstream_peer(self, &mut Downstream::Pingora(session), ctx)
             .await
             .map(Box::new)
     }
@@ -53,7 +55,13 @@ impl ProxyHttp for Sluice {
         upstream_request: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        Sluice::upstream_request_filter(self, session, upstream_request, ctx).await
+        Sluice::upstream_request_filter(
+            self,
+            &mut Downstream::Pingora(session),
+            upstream_request,
+            ctx,
+        )
+        .await
     }
 
     async fn request_body_filter(
@@ -63,7 +71,14 @@ impl ProxyHttp for Sluice {
         end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        Sluice::request_body_filter(self, session, body, end_of_stream, ctx).await
+        Sluice::request_body_filter(
+            self,
+            &mut Downstream::Pingora(session),
+            body,
+            end_of_stream,
+            ctx,
+        )
+        .await
     }
 
     async fn response_filter(
@@ -72,7 +87,13 @@ impl ProxyHttp for Sluice {
         upstream_response: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        Sluice::response_filter(self, session, upstream_response, ctx).await
+        Sluice::response_filter(
+            self,
+            &mut Downstream::Pingora(session),
+            upstream_response,
+            ctx,
+        )
+        .await
     }
 
     fn response_body_filter(
@@ -82,11 +103,17 @@ impl ProxyHttp for Sluice {
         end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<Option<Duration>> {
-        Sluice::response_body_filter(self, session, body, end_of_stream, ctx)
+        Sluice::response_body_filter(
+            self,
+            &mut Downstream::Pingora(session),
+            body,
+            end_of_stream,
+            ctx,
+        )
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
-        Sluice::logging(self, session, e, ctx).await
+        Sluice::logging(self, &mut Downstream::Pingora(session), e, ctx).await
     }
 
     fn fail_to_connect(
@@ -96,7 +123,7 @@ impl ProxyHttp for Sluice {
         ctx: &mut Ctx,
         e: Box<Error>,
     ) -> Box<Error> {
-        Sluice::fail_to_connect(self, session, peer, ctx, e)
+        Sluice::fail_to_connect(self, &mut Downstream::Pingora(session), peer, ctx, e)
     }
 
     fn error_while_proxy(
@@ -107,10 +134,17 @@ impl ProxyHttp for Sluice {
         ctx: &mut Ctx,
         client_reused: bool,
     ) -> Box<Error> {
-        Sluice::error_while_proxy(self, peer, session, e, ctx, client_reused)
+        Sluice::error_while_proxy(
+            self,
+            peer,
+            &mut Downstream::Pingora(session),
+            e,
+            ctx,
+            client_reused,
+        )
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
-        Sluice::fail_to_proxy(self, session, e, ctx).await
+        Sluice::fail_to_proxy(self, &mut Downstream::Pingora(session), e, ctx).await
     }
 }

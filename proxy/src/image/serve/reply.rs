@@ -3,6 +3,7 @@
 
 use super::origin::HOP_BY_HOP;
 use super::*;
+use crate::downstream::Downstream;
 
 /// How to answer: a HEAD request (no body), and the longest a client may take no bytes.
 #[derive(Clone, Copy)]
@@ -18,7 +19,7 @@ pub(super) const SEND_CHUNK: usize = 64 << 10;
 /// Sends `body` in [`SEND_CHUNK`] slices (no copy), each within `idle`; a client that
 /// takes none for that long is cut (counted) and its place freed.
 pub(super) async fn send_body(
-    session: &mut Session,
+    session: &mut Downstream<'_>,
     body: Bytes,
     end: bool,
     idle: Duration,
@@ -50,7 +51,7 @@ pub(super) async fn send_body(
 }
 
 pub(super) async fn send_variant(
-    session: &mut Session,
+    session: &mut Downstream<'_>,
     v: &Variant,
     result: &'static str,
     out: Reply,
@@ -90,7 +91,7 @@ pub(super) async fn send_variant(
 
 /// A source that is not transformed: the original, or the configured status.
 pub(super) async fn on_error(
-    session: &mut Session,
+    session: &mut Downstream<'_>,
     spec: &Spec,
     up: Option<&mut HttpSession>,
     resp: &ResponseHeader,
@@ -112,7 +113,7 @@ pub(super) async fn on_error(
 /// far, then the rest of it chunk by chunk, each read only once the client took the
 /// one before (backpressure: nothing more is buffered).
 pub(super) async fn passthrough(
-    session: &mut Session,
+    session: &mut Downstream<'_>,
     up: Option<&mut HttpSession>,
     resp: &ResponseHeader,
     body: Bytes,
@@ -156,7 +157,7 @@ pub(super) async fn passthrough(
 }
 
 /// A non-200 answer of the origin: its status, Sluice's body (not the origin's).
-pub(super) async fn origin_status(session: &mut Session, status: u16) -> Result<()> {
+pub(super) async fn origin_status(session: &mut Downstream<'_>, status: u16) -> Result<()> {
     if matches!(status, 204 | 304) {
         let mut h = ResponseHeader::build(status, Some(2))?;
         h.insert_header("x-sluice-image", "error")?;
@@ -171,7 +172,7 @@ pub(super) async fn origin_status(session: &mut Session, status: u16) -> Result<
 }
 
 /// 503 at once: `max_in_flight` image requests are in flight.
-pub(super) async fn busy(session: &mut Session) -> Result<()> {
+pub(super) async fn busy(session: &mut Downstream<'_>) -> Result<()> {
     text_with(
         session,
         503,
@@ -181,13 +182,13 @@ pub(super) async fn busy(session: &mut Session) -> Result<()> {
     .await
 }
 
-pub(super) async fn text(session: &mut Session, status: u16, msg: &str) -> Result<()> {
+pub(super) async fn text(session: &mut Downstream<'_>, status: u16, msg: &str) -> Result<()> {
     text_with(session, status, msg, &[]).await
 }
 
 /// A short text answer of Sluice's own, never cached.
 pub(super) async fn text_with(
-    session: &mut Session,
+    session: &mut Downstream<'_>,
     status: u16,
     msg: &str,
     extra: &[(&'static str, &str)],

@@ -1,0 +1,195 @@
+//! The client side of a request, as the hooks see it: [`Downstream`], one type over the
+//! sessions a request can arrive on, with the operations the hooks use and nothing
+//! else (`docs/design/downstream-h1.md` §2). The hooks never name a session type of
+//! Pingora's: which session carries a request is the request loop's business
+//! (`crate::forward`), and for upgrades pingora-proxy's (`crate::proxy`'s `ProxyHttp`).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::*;
+use pingora::protocols::http::HttpTask;
+use pingora::protocols::l4::socket::SocketAddr;
+use pingora::protocols::Digest;
+
+/// The client session a request arrived on, lent to the hooks for the request.
+pub enum Downstream<'a> {
+    /// pingora-proxy's session (Pingora's HTTP/1 or HTTP/2 server session inside).
+    Pingora(&'a mut Session),
+}
+
+impl Downstream<'_> {
+    /// The request head (as routed and filtered: the hooks edit it in place).
+    pub fn req_header(&self) -> &RequestHeader {
+        match self {
+            Downstream::Pingora(s) => s.req_header(),
+        }
+    }
+
+    /// The request head, to edit.
+    pub fn req_header_mut(&mut self) -> &mut RequestHeader {
+        match self {
+            Downstream::Pingora(s) => s.req_header_mut(),
+        }
+    }
+
+    /// The HTTP/1 request head's bytes as received (`sluice.request_head`); `None` on
+    /// HTTP/2.
+    pub fn raw_head(&self) -> Option<Bytes> {
+        match self {
+            Downstream::Pingora(s) => s.as_http1().map(|h1| h1.get_headers_raw_bytes()),
+        }
+    }
+
+    /// Whether the request is an HTTP/2 stream.
+    pub fn is_http2(&self) -> bool {
+        match self {
+            Downstream::Pingora(s) => s.is_http2(),
+        }
+    }
+
+    /// Keep the connection for another request (`Some`) or close it after this one.
+    pub fn set_keepalive(&mut self, seconds: Option<u64>) {
+        match self {
+            Downstream::Pingora(s) => s.set_keepalive(seconds),
+        }
+    }
+
+    /// The request has no body by its framing.
+    pub fn is_body_empty(&mut self) -> bool {
+        match self {
+            Downstream::Pingora(s) => s.as_mut().is_body_empty(),
+        }
+    }
+
+    /// The request body has been read whole.
+    pub fn is_body_done(&mut self) -> bool {
+        match self {
+            Downstream::Pingora(s) => s.as_mut().is_body_done(),
+        }
+    }
+
+    /// The next piece of the request body; `None` once it is read whole.
+    pub async fn read_request_body(&mut self) -> Result<Option<Bytes>> {
+        match self {
+            Downstream::Pingora(s) => s.read_request_body().await,
+        }
+    }
+
+    /// Keep a copy of the request body as it is read, for a retry ([`Self::retry_buffer`]).
+    pub fn enable_retry_buffering(&mut self) {
+        match self {
+            Downstream::Pingora(s) => s.as_mut().enable_retry_buffering(),
+        }
+    }
+
+    /// The request body read so far, when it was kept whole
+    /// ([`Self::enable_retry_buffering`]).
+    pub fn retry_buffer(&self) -> Option<Bytes> {
+        match self {
+            Downstream::Pingora(s) => s.as_ref().get_retry_buffer(),
+        }
+    }
+
+    /// More of the request body was read than the retry buffer holds: no retry can
+    /// replay it.
+    pub fn retry_buffer_truncated(&self) -> bool {
+        match self {
+            Downstream::Pingora(s) => s.as_ref().retry_buffer_truncated(),
+        }
+    }
+
+    /// Request body bytes read so far.
+    pub fn body_bytes_read(&self) -> usize {
+        match self {
+            Downstream::Pingora(s) => s.as_ref().body_bytes_read(),
+        }
+    }
+
+    /// Writes the response head; `end`: the response has no body.
+    pub async fn write_response_header(
+        &mut self,
+        head: Box<ResponseHeader>,
+        end: bool,
+    ) -> Result<()> {
+        match self {
+            Downstream::Pingora(s) => s.write_response_header(head, end).await,
+        }
+    }
+
+    /// Writes a piece of the response body; `end`: the body is complete.
+    pub async fn write_response_body(&mut self, data: Option<Bytes>, end: bool) -> Result<()> {
+        match self {
+            Downstream::Pingora(s) => s.write_response_body(data, end).await,
+        }
+    }
+
+    /// Writes a piece of a streamed response body and flushes it: the client gets it
+    /// before the next one is read from the origin.
+    pub async fn write_body_flushed(&mut self, data: Bytes) -> Result<()> {
+        match self {
+            Downstream::Pingora(s) => s
+                .write_response_tasks(vec![HttpTask::Body(Some(data), false)])
+                .await
+                .map(drop),
+        }
+    }
+
+    /// The final response head written, if one was.
+    pub fn response_written(&self) -> Option<&ResponseHeader> {
+        match self {
+            Downstream::Pingora(s) => s.response_written(),
+        }
+    }
+
+    /// Response body bytes written so far.
+    pub fn body_bytes_sent(&self) -> usize {
+        match self {
+            Downstream::Pingora(s) => s.body_bytes_sent(),
+        }
+    }
+
+    /// Answers `code` with an empty body and closes the connection after it (nothing
+    /// is written once a final response has been).
+    pub async fn respond_error(&mut self, code: u16) -> Result<()> {
+        match self {
+            Downstream::Pingora(s) => s.respond_error(code).await,
+        }
+    }
+
+    /// Closes the client connection.
+    pub async fn shutdown(&mut self) {
+        match self {
+            Downstream::Pingora(s) => s.shutdown().await,
+        }
+    }
+
+    /// The connection's digest (TLS, socket).
+    pub fn digest(&self) -> Option<&Digest> {
+        match self {
+            Downstream::Pingora(s) => s.digest(),
+        }
+    }
+
+    /// The client's address.
+    pub fn client_addr(&self) -> Option<&SocketAddr> {
+        match self {
+            Downstream::Pingora(s) => s.client_addr(),
+        }
+    }
+
+    /// The address the client connected to.
+    pub fn server_addr(&self) -> Option<&SocketAddr> {
+        match self {
+            Downstream::Pingora(s) => s.server_addr(),
+        }
+    }
+
+    /// Bounds each read of the request body.
+    pub fn set_read_timeout(&mut self, timeout: Option<Duration>) {
+        match self {
+            Downstream::Pingora(s) => s.set_read_timeout(timeout),
+        }
+    }
+}
