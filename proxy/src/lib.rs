@@ -11,6 +11,8 @@
 //! - [`ingress`]: the request made canonical before routing: [`paths`] (path
 //!   normalisation, route prefixes, hosts) and [`hop`] (hop-by-hop headers).
 //! - [`forwarded`]: `x-request-id` and `x-forwarded-*`, set before routing.
+//! - [`downstream`]: the client side of a request as the hooks see it, and Sluice's own
+//!   HTTP/1 server session.
 //! - [`forward`]: Sluice's own HTTP/1 request loop on pingora-core, driving the hooks.
 //! - [`proxy`]: Pingora's `ProxyHttp`; each hook runs one phase of the chain.
 //! - [`held_body`]: request bodies held until the filters have seen them.

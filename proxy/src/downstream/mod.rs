@@ -1,8 +1,14 @@
 //! The client side of a request, as the hooks see it: [`Downstream`], one type over the
 //! sessions a request can arrive on, with the operations the hooks use and nothing
-//! else (`docs/design/downstream-h1.md` §2). The hooks never name a session type of
-//! Pingora's: which session carries a request is the request loop's business
-//! (`crate::forward`), and for upgrades pingora-proxy's (`crate::proxy`'s `ProxyHttp`).
+//! else (`docs/design/downstream-h1.md` §2). The hooks never name a session type:
+//! which session carries a request is the request loop's business (`crate::forward`),
+//! and for upgrades pingora-proxy's (`crate::proxy`'s `ProxyHttp`).
+//!
+//! - [`h1`]: Sluice's own HTTP/1 server session, which carries HTTP/1 requests (issue
+//!   #18).
+//! - Pingora's sessions carry HTTP/2 streams, and upgrades through pingora-proxy.
+
+pub mod h1;
 
 use std::time::Duration;
 
@@ -15,7 +21,10 @@ use pingora::protocols::Digest;
 
 /// The client session a request arrived on, lent to the hooks for the request.
 pub enum Downstream<'a> {
-    /// pingora-proxy's session (Pingora's HTTP/1 or HTTP/2 server session inside).
+    /// Sluice's own HTTP/1 session.
+    H1(&'a mut h1::Session),
+    /// pingora-proxy's session (Pingora's HTTP/2 server session inside; HTTP/1 for an
+    /// upgrade).
     Pingora(&'a mut Session),
 }
 
@@ -23,6 +32,7 @@ impl Downstream<'_> {
     /// The request head (as routed and filtered: the hooks edit it in place).
     pub fn req_header(&self) -> &RequestHeader {
         match self {
+            Downstream::H1(s) => s.req_header(),
             Downstream::Pingora(s) => s.req_header(),
         }
     }
@@ -30,6 +40,7 @@ impl Downstream<'_> {
     /// The request head, to edit.
     pub fn req_header_mut(&mut self) -> &mut RequestHeader {
         match self {
+            Downstream::H1(s) => s.req_header_mut(),
             Downstream::Pingora(s) => s.req_header_mut(),
         }
     }
@@ -38,6 +49,7 @@ impl Downstream<'_> {
     /// HTTP/2.
     pub fn raw_head(&self) -> Option<Bytes> {
         match self {
+            Downstream::H1(s) => Some(s.raw_head().clone()),
             Downstream::Pingora(s) => s.as_http1().map(|h1| h1.get_headers_raw_bytes()),
         }
     }
@@ -45,6 +57,7 @@ impl Downstream<'_> {
     /// Whether the request is an HTTP/2 stream.
     pub fn is_http2(&self) -> bool {
         match self {
+            Downstream::H1(_) => false,
             Downstream::Pingora(s) => s.is_http2(),
         }
     }
@@ -52,6 +65,7 @@ impl Downstream<'_> {
     /// Keep the connection for another request (`Some`) or close it after this one.
     pub fn set_keepalive(&mut self, seconds: Option<u64>) {
         match self {
+            Downstream::H1(s) => s.set_keepalive(seconds),
             Downstream::Pingora(s) => s.set_keepalive(seconds),
         }
     }
@@ -59,6 +73,7 @@ impl Downstream<'_> {
     /// The request has no body by its framing.
     pub fn is_body_empty(&mut self) -> bool {
         match self {
+            Downstream::H1(s) => s.is_body_empty(),
             Downstream::Pingora(s) => s.as_mut().is_body_empty(),
         }
     }
@@ -66,6 +81,7 @@ impl Downstream<'_> {
     /// The request body has been read whole.
     pub fn is_body_done(&mut self) -> bool {
         match self {
+            Downstream::H1(s) => s.is_body_done(),
             Downstream::Pingora(s) => s.as_mut().is_body_done(),
         }
     }
@@ -73,6 +89,7 @@ impl Downstream<'_> {
     /// The next piece of the request body; `None` once it is read whole.
     pub async fn read_request_body(&mut self) -> Result<Option<Bytes>> {
         match self {
+            Downstream::H1(s) => s.read_body().await,
             Downstream::Pingora(s) => s.read_request_body().await,
         }
     }
@@ -80,6 +97,7 @@ impl Downstream<'_> {
     /// Keep a copy of the request body as it is read, for a retry ([`Self::retry_buffer`]).
     pub fn enable_retry_buffering(&mut self) {
         match self {
+            Downstream::H1(s) => s.enable_retry_buffering(),
             Downstream::Pingora(s) => s.as_mut().enable_retry_buffering(),
         }
     }
@@ -88,6 +106,7 @@ impl Downstream<'_> {
     /// ([`Self::enable_retry_buffering`]).
     pub fn retry_buffer(&self) -> Option<Bytes> {
         match self {
+            Downstream::H1(s) => s.retry_buffer(),
             Downstream::Pingora(s) => s.as_ref().get_retry_buffer(),
         }
     }
@@ -96,6 +115,7 @@ impl Downstream<'_> {
     /// replay it.
     pub fn retry_buffer_truncated(&self) -> bool {
         match self {
+            Downstream::H1(s) => s.retry_buffer_truncated(),
             Downstream::Pingora(s) => s.as_ref().retry_buffer_truncated(),
         }
     }
@@ -103,6 +123,7 @@ impl Downstream<'_> {
     /// Request body bytes read so far.
     pub fn body_bytes_read(&self) -> usize {
         match self {
+            Downstream::H1(s) => s.body_bytes_read(),
             Downstream::Pingora(s) => s.as_ref().body_bytes_read(),
         }
     }
@@ -114,6 +135,7 @@ impl Downstream<'_> {
         end: bool,
     ) -> Result<()> {
         match self {
+            Downstream::H1(s) => s.write_response_header(head, end).await,
             Downstream::Pingora(s) => s.write_response_header(head, end).await,
         }
     }
@@ -121,6 +143,7 @@ impl Downstream<'_> {
     /// Writes a piece of the response body; `end`: the body is complete.
     pub async fn write_response_body(&mut self, data: Option<Bytes>, end: bool) -> Result<()> {
         match self {
+            Downstream::H1(s) => s.write_body(data, end).await,
             Downstream::Pingora(s) => s.write_response_body(data, end).await,
         }
     }
@@ -129,6 +152,7 @@ impl Downstream<'_> {
     /// before the next one is read from the origin.
     pub async fn write_body_flushed(&mut self, data: Bytes) -> Result<()> {
         match self {
+            Downstream::H1(s) => s.write_body_flushed(data).await,
             Downstream::Pingora(s) => s
                 .write_response_tasks(vec![HttpTask::Body(Some(data), false)])
                 .await
@@ -139,6 +163,7 @@ impl Downstream<'_> {
     /// The final response head written, if one was.
     pub fn response_written(&self) -> Option<&ResponseHeader> {
         match self {
+            Downstream::H1(s) => s.response_written(),
             Downstream::Pingora(s) => s.response_written(),
         }
     }
@@ -146,6 +171,7 @@ impl Downstream<'_> {
     /// Response body bytes written so far.
     pub fn body_bytes_sent(&self) -> usize {
         match self {
+            Downstream::H1(s) => s.body_bytes_sent(),
             Downstream::Pingora(s) => s.body_bytes_sent(),
         }
     }
@@ -154,6 +180,7 @@ impl Downstream<'_> {
     /// is written once a final response has been).
     pub async fn respond_error(&mut self, code: u16) -> Result<()> {
         match self {
+            Downstream::H1(s) => s.respond_error(code).await,
             Downstream::Pingora(s) => s.respond_error(code).await,
         }
     }
@@ -161,6 +188,7 @@ impl Downstream<'_> {
     /// Closes the client connection.
     pub async fn shutdown(&mut self) {
         match self {
+            Downstream::H1(s) => s.shutdown().await,
             Downstream::Pingora(s) => s.shutdown().await,
         }
     }
@@ -168,6 +196,7 @@ impl Downstream<'_> {
     /// The connection's digest (TLS, socket).
     pub fn digest(&self) -> Option<&Digest> {
         match self {
+            Downstream::H1(s) => s.digest(),
             Downstream::Pingora(s) => s.digest(),
         }
     }
@@ -175,6 +204,7 @@ impl Downstream<'_> {
     /// The client's address.
     pub fn client_addr(&self) -> Option<&SocketAddr> {
         match self {
+            Downstream::H1(s) => s.client_addr(),
             Downstream::Pingora(s) => s.client_addr(),
         }
     }
@@ -182,6 +212,7 @@ impl Downstream<'_> {
     /// The address the client connected to.
     pub fn server_addr(&self) -> Option<&SocketAddr> {
         match self {
+            Downstream::H1(s) => s.server_addr(),
             Downstream::Pingora(s) => s.server_addr(),
         }
     }
@@ -189,6 +220,7 @@ impl Downstream<'_> {
     /// Bounds each read of the request body.
     pub fn set_read_timeout(&mut self, timeout: Option<Duration>) {
         match self {
+            Downstream::H1(s) => s.set_read_timeout(timeout),
             Downstream::Pingora(s) => s.set_read_timeout(timeout),
         }
     }

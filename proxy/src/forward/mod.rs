@@ -27,13 +27,13 @@ pub mod relay;
 pub mod request;
 pub mod upstream;
 
-use crate::downstream::Downstream;
 use std::io::Cursor;
 use std::sync::Arc;
 
-use pingora::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
+use pingora::apps::HttpServerApp;
 use pingora::connectors::http::Connector;
 use pingora::connectors::{ConnectorOptions, TransportConnector};
+use pingora::http::RequestHeader;
 use pingora::prelude::*;
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::Stream;
@@ -41,6 +41,7 @@ use pingora::server::configuration::ServerConf;
 use pingora::server::ShutdownWatch;
 use pingora::ErrorType;
 
+use crate::downstream::{h1::Session as H1Session, Downstream};
 use crate::proxy::{Ctx, Sluice};
 
 /// Attempts per request at most (Pingora's default `max_retries`); the pool's
@@ -79,92 +80,83 @@ impl Forwarder {
         }
     }
 
-    /// Serves one request of an HTTP/1 connection (reads its head, proxies it, and
-    /// gives the connection back when it can carry another) or one HTTP/2 stream. `app` (pingora-proxy)
-    /// takes the requests this loop leaves to it ([`handoff`]).
-    ///
-    /// `shell` is the connection's [`Shell`], kept across its requests; `admission` the
-    /// listener's hold on an HTTP/1 request (`None`: an HTTP/2 stream).
-    pub async fn serve<A>(
+    /// Serves one request of an HTTP/1 connection on Sluice's own session: reads its
+    /// head, proxies it, and gives the stream back when the connection can carry
+    /// another. `app` (pingora-proxy) takes the upgrades this loop leaves to it
+    /// ([`handoff`]); `admission` is the listener's hold on the request.
+    pub async fn serve_h1<A>(
         &self,
-        mut downstream: ServerSession,
-        shell: &mut Shell,
+        mut downstream: H1Session,
         shutdown: &ShutdownWatch,
         app: &Arc<A>,
-        admission: Option<&dyn Admission>,
-    ) -> Option<ReusedHttpStream>
+        admission: &dyn Admission,
+    ) -> Option<Stream>
     where
         A: HttpServerApp + Send + Sync + 'static,
     {
-        match downstream.read_request().await {
-            Ok(true) => {}
-            Ok(false) => return None,
-            Err(e) => {
-                if matches!(e.etype(), ErrorType::InvalidHTTPHeader) {
-                    // A head the HTTP/1 parser refuses (an unknown version, a malformed
-                    // request or header line): 400 before any filter (docs/POLICY.md).
-                    refused("bad_head");
-                    tracing::info!(error = %e, "request head refused");
-                    let _ = downstream.respond_error(400).await;
-                }
-                downstream.shutdown().await;
-                return None;
-            }
-        }
-        if downstream.req_header().method == http::Method::CONNECT {
-            // As pingora-proxy: CONNECT changes how the message is framed.
-            refused("connect");
-            tracing::info!("CONNECT refused");
-            let _ = downstream.respond_error(405).await;
-            downstream.shutdown().await;
+        let read = downstream.read_request().await;
+        if !read_head(read, &mut Downstream::H1(&mut downstream)).await {
             return None;
         }
         // The head is read: its timer stops, and the request is admitted or refused
         // (answered by `run`, an upgrade as any other request).
-        let admitted = admission.map_or(Ok(()), Admission::head_read);
-        let original_target = admission.and_then(Admission::original_target);
-        if admitted.is_ok() && handoff::wanted(&downstream) {
+        let admitted = admission.head_read();
+        let original_target = admission.original_target();
+        if admitted.is_ok() && downstream.is_upgrade_req() {
             // Boxed: pingora-proxy's request future is large and upgrades are rare.
             return Box::pin(handoff::run(downstream, app, shutdown, original_target)).await;
         }
         if *shutdown.borrow() {
             downstream.set_keepalive(None);
         }
-        if expects_continue(&mut downstream) {
+        if expects_continue(downstream.req_header(), downstream.is_body_empty()) {
             // The body is read by Sluice (the filters, the upstream after them): say so.
-            if let ServerSession::H1(h1) = &mut downstream {
-                if h1.write_continue_response().await.is_err() {
-                    return None;
-                }
+            if downstream.write_continue().await.is_err() {
+                return None;
             }
             downstream
                 .req_header_mut()
                 .remove_header(&http::header::EXPECT);
         }
-        let session = shell.session();
-        let placeholder = std::mem::replace(&mut *session.downstream_session, downstream);
         let mut ctx = self.sluice.new_ctx();
         ctx.original_target = original_target.map(<[u8]>::to_vec);
         let reuse = self
-            .run(&mut Downstream::Pingora(session), &mut ctx, admitted)
+            .run(&mut Downstream::H1(&mut downstream), &mut ctx, admitted)
             .await;
-        let downstream = std::mem::replace(&mut *session.downstream_session, placeholder);
-        if downstream.is_http2() {
-            // Ends the stream if the response is complete and not ended yet; else the
-            // stream is reset when dropped.
-            let _ = downstream.finish().await;
-            return None;
-        }
         if !reuse {
             return None;
         }
-        let settings = HttpPersistentSettings::for_session(&downstream);
-        downstream
-            .finish()
-            .await
-            .ok()
-            .flatten()
-            .map(|s| ReusedHttpStream::from_reusable_stream(s, settings))
+        downstream.finish().await
+    }
+
+    /// Serves one HTTP/2 stream on Pingora's session. `shell` is the [`Shell`] of the
+    /// worker serving it, kept across the streams it serves.
+    pub async fn serve_h2(
+        &self,
+        mut downstream: ServerSession,
+        shell: &mut Shell,
+        shutdown: &ShutdownWatch,
+    ) {
+        let read = downstream.read_request().await;
+        let session = shell.session();
+        let placeholder = std::mem::replace(&mut *session.downstream_session, downstream);
+        let mut client = Downstream::Pingora(session);
+        if read_head(read.map(|_| true), &mut client).await {
+            if *shutdown.borrow() {
+                client.set_keepalive(None);
+            }
+            let body_empty = client.is_body_empty();
+            if expects_continue(client.req_header(), body_empty) {
+                // HTTP/2 has no `100 Continue` to send before the body is read.
+                client.req_header_mut().remove_header(&http::header::EXPECT);
+            }
+            let mut ctx = self.sluice.new_ctx();
+            self.run(&mut client, &mut ctx, Ok(())).await;
+        }
+        let downstream = std::mem::replace(&mut *session.downstream_session, placeholder);
+        // Ends the stream if the response is complete and not ended yet; else the stream
+        // is reset when dropped.
+        let _ = downstream.finish().await;
     }
 
     /// The hooks in order, the attempts, the error answer and the log; whether the
@@ -242,13 +234,41 @@ fn refused(reason: &str) {
 }
 
 /// `Expect: 100-continue` on a request with a body.
-fn expects_continue(session: &mut ServerSession) -> bool {
-    session
-        .req_header()
-        .headers
+fn expects_continue(head: &RequestHeader, body_empty: bool) -> bool {
+    head.headers
         .get(http::header::EXPECT)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
-        && !session.is_body_empty()
+        && !body_empty
+}
+
+/// What the head's read gave (`read`): `true` when there is a request to serve. A head
+/// the parser refuses is answered 400, a `CONNECT` 405, and the connection closed; a
+/// client gone before a byte is closed quietly.
+async fn read_head(read: Result<bool>, client: &mut Downstream<'_>) -> bool {
+    match read {
+        Ok(true) => {}
+        Ok(false) => return false,
+        Err(e) => {
+            if matches!(e.etype(), ErrorType::InvalidHTTPHeader) {
+                // A head the HTTP/1 parser refuses (an unknown version, a malformed
+                // request or header line): 400 before any filter (docs/POLICY.md).
+                refused("bad_head");
+                tracing::info!(error = %e, "request head refused");
+                let _ = client.respond_error(400).await;
+            }
+            client.shutdown().await;
+            return false;
+        }
+    }
+    if client.req_header().method == http::Method::CONNECT {
+        // As pingora-proxy: CONNECT changes how the message is framed.
+        refused("connect");
+        tracing::info!("CONNECT refused");
+        let _ = client.respond_error(405).await;
+        client.shutdown().await;
+        return false;
+    }
+    true
 }
 
 /// pingora-proxy's session type, which the hooks take, built once per connection: it

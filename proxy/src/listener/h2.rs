@@ -35,8 +35,7 @@ use crate::forward::{Forwarder, Shell};
 pub const MAX_REJECTED: usize = 32;
 
 /// Serves one HTTP/2 connection (TLS with ALPN `h2`, or h2c after the preface sniff)
-/// with `forwarder` (`app` only gets what the loop hands over, see
-/// [`crate::forward::handoff`]) until the client closes it, it idles out, or it
+/// with `forwarder` (`app` gives the HTTP/2 settings and idle timeout) until the client closes it, it idles out, or it
 /// drains after shutdown.
 pub async fn serve<A>(
     app: &Arc<A>,
@@ -105,13 +104,7 @@ pub async fn serve<A>(
                     // once: `tokio::spawn` boxes only futures over 16 KiB itself, and
                     // moves a smaller one by value through several calls on its way
                     // to the task's cell, each a copy of all of it.
-                    let work = work(
-                        job,
-                        crew.0.clone(),
-                        app.clone(),
-                        forwarder.clone(),
-                        shutdown.clone(),
-                    );
+                    let work = work(job, crew.0.clone(), forwarder.clone(), shutdown.clone());
                     tokio::spawn(Box::pin(work));
                 }
             }
@@ -137,15 +130,12 @@ impl Drop for Closing {
 /// A worker of the connection's [`Crew`]: serves `first`, then the streams handed to
 /// it, one after the other in one shell, each stream's future built in place in this
 /// task's state.
-async fn work<A>(
+async fn work(
     first: Job,
     crew: Arc<Crew<Job>>,
-    app: Arc<A>,
     forwarder: Arc<Forwarder>,
     shutdown: ShutdownWatch,
-) where
-    A: HttpServerApp + Send + Sync + 'static,
-{
+) {
     let post = Post::new();
     let mut shell = Shell::default();
     let mut next = Some(first);
@@ -153,9 +143,7 @@ async fn work<A>(
         {
             let served = std::pin::pin!(async {
                 let session = ServerSession::new_http2(session);
-                forwarder
-                    .serve(session, &mut shell, &shutdown, &app, None)
-                    .await;
+                forwarder.serve_h2(session, &mut shell, &shutdown).await;
             });
             served.await;
         }

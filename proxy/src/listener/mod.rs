@@ -46,7 +46,6 @@ use async_trait::async_trait;
 use bytes::BytesMut;
 use pingora::apps::{HttpServerApp, ServerApp};
 use pingora::listeners::tls::Acceptor;
-use pingora::protocols::http::ServerSession;
 use pingora::protocols::{Stream, ALPN};
 use pingora::server::ShutdownWatch;
 use pingora::{Error, ErrorSource, ErrorType};
@@ -55,7 +54,8 @@ use tokio::time::Instant;
 
 pub use limits::{fd_ceiling, LimitRefusal, Tracker};
 
-use crate::forward::{Admission, Forwarder, Shell};
+use crate::downstream::h1::Session as H1Session;
+use crate::forward::{Admission, Forwarder};
 use crate::metrics::metrics;
 use crate::policy::{ConnectionLimits, Timeouts};
 use crate::snapshot::Live;
@@ -340,8 +340,6 @@ where
         mut head_deadline: Instant,
         shutdown: &ShutdownWatch,
     ) {
-        let mut settings = None;
-        let mut shell = Shell::default();
         // The connection's requests' slot, emptied after each.
         let mut slot = RequestSlot {
             head_read: AtomicBool::new(false),
@@ -357,8 +355,6 @@ where
         let timer = tokio::time::sleep_until(head_deadline);
         tokio::pin!(timer);
         loop {
-            let persistent = settings.take();
-            let shell = &mut shell;
             // Split off, not taken: the buffer stays this connection's, and once the
             // request that read its bytes is over, the next wait reuses it in place
             // (`BytesMut::reserve` reclaims a buffer nothing else holds): no
@@ -392,30 +388,19 @@ where
                     if let Some(original) = start.original {
                         let _ = slot.original_target.set(original);
                     }
-                    let mut session = ServerSession::new_http1(stream);
-                    if let Some(s) = persistent {
-                        pingora::apps::HttpPersistentSettings::apply_to_session(s, &mut session);
-                    }
-                    // The bytes read are this request's first: Sluice never turns Pingora's
-                    // pipelining on, and without it Pingora does not reuse a connection it
-                    // read past a request on, so `persistent` carries no prefix of its own.
-                    if let ServerSession::H1(h1) = &mut session {
-                        if !start.bytes.is_empty() {
-                            h1.set_pipelined_prefix(start.bytes);
-                        }
-                    }
+                    // The bytes read are this request's first (Sluice does not
+                    // pipeline: a connection read past a request is not reused).
+                    let mut session = H1Session::new(stream, start.bytes);
                     if *shutdown.borrow() {
                         session.set_keepalive(None);
                     } else {
-                        // Pingora bounds each read of the head by this; the deadline below is
-                        // the real bound, this one covers streams `preface::wait_readable`
-                        // does not wait on (TLS).
+                        // The head read then keeps it or not as the client asks.
                         session.set_keepalive(Some(whole_seconds(t.keepalive)));
                     }
                     session.set_read_timeout(Some(t.body_idle));
                     session.set_write_timeout(Some(t.send_idle));
                     self.forwarder
-                        .serve(session, shell, shutdown, &self.app, Some(&slot))
+                        .serve_h1(session, shutdown, &self.app, &slot)
                         .await
                 });
                 if head_in_hand {
@@ -440,10 +425,8 @@ where
             };
             // The request is over: its in-flight permit goes back now.
             slot.empty();
-            let Some(reused) = reused else { return };
-            let (next, persistent) = reused.consume();
+            let Some(next) = reused else { return };
             stream = next;
-            settings = persistent;
             // Stopping: one last call (`preface::LAST_CALL`) for a request already on its
             // way, answered with `Connection: close`; TLS streams, which `wait_readable`
             // does not wait on, close.

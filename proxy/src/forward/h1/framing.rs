@@ -109,8 +109,9 @@ pub fn last_coding_is_chunked(headers: &HMap) -> bool {
 }
 
 /// The `Content-Length`: every value (of every line, comma lists included) must be
-/// digits and all equal; none is `None`.
-fn content_length(headers: &HMap) -> Result<Option<u64>> {
+/// digits and all equal; none is `None`. A response's or a request's (the downstream
+/// session checks requests with it: `crate::downstream::h1`).
+pub fn content_length(headers: &HMap) -> Result<Option<u64>> {
     let mut length = None;
     for v in headers.get_all(CONTENT_LENGTH) {
         for t in v.as_bytes().split(|b| *b == b',') {
