@@ -197,7 +197,7 @@ impl pingora::listeners::TlsAccept for KeepServerName {
 }
 
 /// The SNI of the TLS connection `digest` describes: none in cleartext or without SNI.
-pub fn server_name(digest: Option<&pingora::protocols::Digest>) -> Option<&str> {
-    let tls = digest?.ssl_digest.as_ref()?;
+pub fn server_name(tls: Option<&pingora::protocols::tls::SslDigest>) -> Option<&str> {
+    let tls = tls?;
     tls.extension.get::<ServerName>().map(|n| n.0.as_str())
 }

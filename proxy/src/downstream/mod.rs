@@ -17,7 +17,7 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::protocols::http::HttpTask;
 use pingora::protocols::l4::socket::SocketAddr;
-use pingora::protocols::Digest;
+use pingora::protocols::tls::SslDigest;
 
 /// The client session a request arrived on, lent to the hooks for the request.
 pub enum Downstream<'a> {
@@ -193,11 +193,11 @@ impl Downstream<'_> {
         }
     }
 
-    /// The connection's digest (TLS, socket).
-    pub fn digest(&self) -> Option<&Digest> {
+    /// The connection's TLS digest (`None`: plain TCP).
+    pub fn ssl_digest(&self) -> Option<&SslDigest> {
         match self {
-            Downstream::H1(s) => s.digest(),
-            Downstream::Pingora(s) => s.digest(),
+            Downstream::H1(s) => s.ssl_digest(),
+            Downstream::Pingora(s) => s.digest()?.ssl_digest.as_deref(),
         }
     }
 

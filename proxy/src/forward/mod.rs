@@ -41,7 +41,8 @@ use pingora::server::configuration::ServerConf;
 use pingora::server::ShutdownWatch;
 use pingora::ErrorType;
 
-use crate::downstream::{h1::Session as H1Session, Downstream};
+use crate::downstream::h1::{Kept, Session as H1Session};
+use crate::downstream::Downstream;
 use crate::proxy::{Ctx, Sluice};
 
 /// Attempts per request at most (Pingora's default `max_retries`); the pool's
@@ -82,7 +83,7 @@ impl Forwarder {
 
     /// Serves one request of an HTTP/1 connection on Sluice's own session: reads its
     /// head, proxies it, and gives the stream back when the connection can carry
-    /// another. `app` (pingora-proxy) takes the upgrades this loop leaves to it
+    /// another, with what its next request's session keeps. `app` (pingora-proxy) takes the upgrades this loop leaves to it
     /// ([`handoff`]); `admission` is the listener's hold on the request.
     pub async fn serve_h1<A>(
         &self,
@@ -90,7 +91,7 @@ impl Forwarder {
         shutdown: &ShutdownWatch,
         app: &Arc<A>,
         admission: &dyn Admission,
-    ) -> Option<Stream>
+    ) -> Option<(Stream, Kept)>
     where
         A: HttpServerApp + Send + Sync + 'static,
     {
@@ -104,7 +105,9 @@ impl Forwarder {
         let original_target = admission.original_target();
         if admitted.is_ok() && downstream.is_upgrade_req() {
             // Boxed: pingora-proxy's request future is large and upgrades are rare.
-            return Box::pin(handoff::run(downstream, app, shutdown, original_target)).await;
+            return Box::pin(handoff::run(downstream, app, shutdown, original_target))
+                .await
+                .map(|stream| (stream, Kept::default()));
         }
         if *shutdown.borrow() {
             downstream.set_keepalive(None);

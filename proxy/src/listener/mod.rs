@@ -54,7 +54,7 @@ use tokio::time::Instant;
 
 pub use limits::{fd_ceiling, LimitRefusal, Tracker};
 
-use crate::downstream::h1::Session as H1Session;
+use crate::downstream::h1::{Kept, Session as H1Session};
 use crate::forward::{Admission, Forwarder};
 use crate::metrics::metrics;
 use crate::policy::{ConnectionLimits, Timeouts};
@@ -350,6 +350,8 @@ where
         };
         // The bytes of the next request read while waiting for it (`wait_readable`).
         let mut first_read = BytesMut::new();
+        // What each request's session hands the next (buffers, timer, digests).
+        let mut kept = Kept::default();
         // The connection's one timer: the deadline of the head being read, then of
         // the wait for the next request (`wait_readable`), reset for each.
         let timer = tokio::time::sleep_until(head_deadline);
@@ -390,7 +392,7 @@ where
                     }
                     // The bytes read are this request's first (Sluice does not
                     // pipeline: a connection read past a request is not reused).
-                    let mut session = H1Session::new(stream, start.bytes);
+                    let mut session = H1Session::after(stream, start.bytes, kept);
                     if *shutdown.borrow() {
                         session.set_keepalive(None);
                     } else {
@@ -425,8 +427,11 @@ where
             };
             // The request is over: its in-flight permit goes back now.
             slot.empty();
-            let Some(next) = reused else { return };
+            let Some((next, next_kept)) = reused else {
+                return;
+            };
             stream = next;
+            kept = next_kept;
             // Stopping: one last call (`preface::LAST_CALL`) for a request already on its
             // way, answered with `Connection: close`; TLS streams, which `wait_readable`
             // does not wait on, close.

@@ -256,7 +256,7 @@ impl Ctx {
                 .client_addr()
                 .and_then(|a| a.as_inet())
                 .map(|a| a.ip().to_string()),
-            sni: crate::tls::server_name(session.digest()).map(str::to_string),
+            sni: crate::tls::server_name(session.ssl_digest()).map(str::to_string),
             request_id: self.stream.info.id.clone(),
             protocol: match session.req_header().version {
                 http::Version::HTTP_10 => "HTTP/1.0",
@@ -665,7 +665,7 @@ impl Sluice {
             return Ok(true);
         }
         // After the header limits: what Sluice adds does not count against the client.
-        ctx.tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        ctx.tls = session.ssl_digest().is_some();
         let client = session
             .client_addr()
             .and_then(|a| a.as_inet())

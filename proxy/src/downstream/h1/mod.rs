@@ -39,7 +39,8 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use pingora::http::RequestHeader;
 use pingora::protocols::l4::socket::SocketAddr;
-use pingora::protocols::{Digest, SocketDigest, Stream};
+use pingora::protocols::tls::SslDigest;
+use pingora::protocols::{SocketDigest, Stream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::forward::h1::deadline::Deadline;
@@ -70,26 +71,49 @@ pub struct Session {
     response: write::Response,
     /// The connection's socket digest, looked up when first asked for.
     socket: OnceLock<Option<Arc<SocketDigest>>>,
-    /// The connection's digest, built when first asked for.
-    digest: OnceLock<Digest>,
+    /// The connection's TLS digest, looked up when first asked for.
+    ssl: OnceLock<Option<Arc<SslDigest>>>,
+}
+
+/// What a connection's sessions hand on, one request to the next ([`Session::finish`]):
+/// the response buffer, the timer, and the connection's digests, looked up once. A
+/// kept-alive request allocates none of them.
+#[derive(Default)]
+pub struct Kept {
+    out: Vec<u8>,
+    deadline: Deadline,
+    socket: OnceLock<Option<Arc<SocketDigest>>>,
+    ssl: OnceLock<Option<Arc<SslDigest>>>,
 }
 
 impl Session {
     /// A session on `stream` whose first bytes, already read from it, are `prefix`.
     pub fn new(stream: Stream, prefix: BytesMut) -> Self {
+        Self::after(stream, prefix, Kept::default())
+    }
+
+    /// The session of a connection's next request: as [`Self::new`], with what the
+    /// connection's last session kept.
+    pub fn after(stream: Stream, prefix: BytesMut, kept: Kept) -> Self {
+        let Kept {
+            out,
+            deadline,
+            socket,
+            ssl,
+        } = kept;
         Session {
             stream,
             buf: prefix,
-            deadline: Deadline::default(),
+            deadline,
             read_timeout: Some(DEFAULT_READ_TIMEOUT),
             write_timeout: None,
             keepalive: None,
             request: None,
             raw_head: Bytes::new(),
             body: body::RequestBody::default(),
-            response: write::Response::default(),
-            socket: OnceLock::new(),
-            digest: OnceLock::new(),
+            response: write::Response::with_buffer(out),
+            socket,
+            ssl,
         }
     }
 
@@ -137,14 +161,11 @@ impl Session {
         let _ = AsyncWriteExt::shutdown(&mut self.stream).await;
     }
 
-    /// The connection's digest (TLS, socket, CONNECT proxy, timing), built once.
-    pub fn digest(&self) -> Option<&Digest> {
-        Some(self.digest.get_or_init(|| Digest {
-            ssl_digest: self.stream.get_ssl_digest(),
-            timing_digest: self.stream.get_timing_digest(),
-            proxy_digest: self.stream.get_proxy_digest(),
-            socket_digest: self.socket().cloned(),
-        }))
+    /// The connection's TLS digest (`None`: plain TCP), looked up once a connection.
+    pub fn ssl_digest(&self) -> Option<&SslDigest> {
+        self.ssl
+            .get_or_init(|| self.stream.get_ssl_digest())
+            .as_deref()
     }
 
     /// The client's address, from the connection's socket digest.
@@ -167,12 +188,21 @@ impl Session {
     /// drains what is left of the request body (each read under the read timeout) and
     /// returns the stream when the connection can carry another request (keep-alive on,
     /// response complete, request body read whole, and no byte read past the request:
-    /// Sluice does not pipeline). Otherwise shuts the stream down and returns None.
-    pub async fn finish(mut self) -> Option<Stream> {
+    /// Sluice does not pipeline), with what the next request's session keeps
+    /// ([`Self::after`]). Otherwise shuts the stream down and returns None.
+    pub async fn finish(mut self) -> Option<(Stream, Kept)> {
         let complete = self.finish_response().await;
         if complete && self.keepalive.is_some() {
             match self.drain().await {
-                Ok(()) if self.buf.is_empty() => return Some(self.stream),
+                Ok(()) if self.buf.is_empty() => {
+                    let kept = Kept {
+                        out: self.response.take_buffer(),
+                        deadline: self.deadline,
+                        socket: self.socket,
+                        ssl: self.ssl,
+                    };
+                    return Some((self.stream, kept));
+                }
                 Ok(()) => tracing::debug!(
                     extra = self.buf.len(),
                     "client sent bytes past the request: connection closed"
@@ -324,7 +354,7 @@ mod tests {
         s.write_body(Some(Bytes::from_static(b"ok")), true)
             .await
             .unwrap();
-        let stream = s.finish().await.expect("reusable");
+        let (stream, kept) = s.finish().await.expect("reusable");
         let got = String::from_utf8(read_all(&mut c).await).unwrap();
         assert!(got.starts_with("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nDate: "));
         assert!(
@@ -335,7 +365,7 @@ mod tests {
         c.write_all(b"GET /b HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
             .await
             .unwrap();
-        let mut s = Session::new(stream, BytesMut::new());
+        let mut s = Session::after(stream, BytesMut::new(), kept);
         assert!(s.read_request().await.unwrap());
         assert_eq!(s.req_header().uri.path(), "/b");
         assert!(!s.will_keepalive());
@@ -394,8 +424,7 @@ mod tests {
         assert_eq!(client, Some(c.local_addr().unwrap()));
         let server = s.server_addr().and_then(|a| a.as_inet()).copied();
         assert_eq!(server, Some(c.peer_addr().unwrap()));
-        let digest = s.digest().unwrap();
-        assert!(digest.socket_digest.is_some() && digest.ssl_digest.is_none());
+        assert!(s.ssl_digest().is_none());
     }
 
     #[tokio::test]

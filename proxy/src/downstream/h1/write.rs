@@ -66,15 +66,29 @@ pub(super) struct Response {
     sent: usize,
 }
 
-impl Default for Response {
-    fn default() -> Self {
+impl Response {
+    /// No response yet, its head to be written into `out` (a buffer kept from the
+    /// connection's last response: [`super::Kept`]).
+    pub(super) fn with_buffer(mut out: Vec<u8>) -> Self {
+        out.clear();
         Response {
-            out: Vec::new(),
+            out,
             held: false,
             writer: Writer::NotStarted,
             written: None,
             sent: 0,
         }
+    }
+
+    /// The buffer, for the connection's next response.
+    pub(super) fn take_buffer(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.out)
+    }
+}
+
+impl Default for Response {
+    fn default() -> Self {
+        Self::with_buffer(Vec::new())
     }
 }
 
@@ -821,9 +835,9 @@ mod tests {
         assert!(!s.will_keepalive());
         s.set_keepalive(Some(0));
         c.write_all(b"def").await.unwrap();
-        let stream = s.finish().await.expect("drained and reusable");
+        let (stream, kept) = s.finish().await.expect("drained and reusable");
         c.write_all(b"GET /next HTTP/1.1\r\n\r\n").await.unwrap();
-        let mut s = Session::new(stream, bytes::BytesMut::new());
+        let mut s = Session::after(stream, bytes::BytesMut::new(), kept);
         assert!(s.read_request().await.unwrap());
         assert_eq!(s.req_header().raw_path(), b"/next");
         // A body cut short while drained: not reusable.
