@@ -153,6 +153,51 @@ fn expect_continue_is_answered_by_sluice_and_the_body_reaches_the_origin() {
     );
 }
 
+/// A final answer read off `c`: its head's fields and its body (by `Content-Length`).
+fn read_answer(c: &mut TcpStream) -> (Vec<(String, String)>, Vec<u8>) {
+    let head = read_head(c);
+    let fields = head_fields(&head);
+    let len: usize = fields
+        .iter()
+        .find(|(k, _)| k == "content-length")
+        .map(|(_, v)| v.parse().unwrap())
+        .expect("a Content-Length");
+    let mut body = vec![0u8; len];
+    c.read_exact(&mut body).unwrap();
+    (fields, body)
+}
+
+#[test]
+fn a_connection_answered_100_continue_carries_the_next_request() {
+    // curl sends `Expect: 100-continue` with every body over 1 KiB: the interim answer
+    // must not cost the client its connection (nginx keeps it too).
+    let origin = origin("expect-ka");
+    let s = sluice(&to(origin.addr));
+    let mut c = TcpStream::connect(s.proc.addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    c.write_all(
+        b"POST /echo HTTP/1.1\r\nHost: expect.test\r\nContent-Length: 5\r\n\
+          Expect: 100-continue\r\n\r\n",
+    )
+    .unwrap();
+    let interim = read_head(&mut c);
+    assert!(interim.starts_with(b"HTTP/1.1 100 Continue\r\n"));
+    c.write_all(b"hello").unwrap();
+    let (fields, body) = read_answer(&mut c);
+    let echo: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(echo["body"], "hello");
+    assert!(
+        fields.contains(&("connection".into(), "keep-alive".into())),
+        "{fields:?}"
+    );
+    // The same connection carries the next request.
+    c.write_all(b"GET /echo?second HTTP/1.1\r\nHost: expect.test\r\n\r\n")
+        .unwrap();
+    let (_, body) = read_answer(&mut c);
+    let echo: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(echo["query"], "second", "{echo}");
+}
+
 /// An origin that accepts one WebSocket upgrade per connection and echoes its bytes.
 fn upgrading_origin() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();

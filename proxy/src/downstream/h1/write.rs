@@ -108,9 +108,12 @@ impl Session {
     /// `Date` (the current one) and `Connection` (`keep-alive` or `close`) lines in
     /// place of any it holds, and its body's framing: see the module docs.
     ///
-    /// As Pingora's session, a head written before the request body is read whole
-    /// turns keep-alive off (a `100 Continue` too). A `101` (upgrades are not served
-    /// here) turns it off and its body, if any, is close-delimited.
+    /// As Pingora's session, a final head written before the request body is read
+    /// whole turns keep-alive off. An informational one does not (Pingora's does): a
+    /// `100 Continue` asks for the body, which is then read, and whatever of it is
+    /// left unread is drained before the connection is reused ([`Session::finish`]),
+    /// as nginx keeps a connection after `100 Continue`. A `101` (upgrades are not
+    /// served here) turns it off and its body, if any, is close-delimited.
     pub async fn write_response_header(
         &mut self,
         head: Box<ResponseHeader>,
@@ -125,13 +128,14 @@ impl Session {
                 return Ok(());
             }
         }
-        if self.request.is_none() || !self.is_body_done() {
+        let status = head.status.as_u16();
+        let interim = head.status.is_informational() && status != 101;
+        if !interim && (self.request.is_none() || !self.is_body_done()) {
             self.keepalive = None;
         }
-        let status = head.status.as_u16();
         self.response.out.clear();
         self.response.held = false;
-        if head.status.is_informational() && status != 101 {
+        if interim {
             encode(&head, None, &mut self.response.out)?;
             self.send(&[], &[], true, "writing an informational response head")
                 .await?;
@@ -776,13 +780,14 @@ mod tests {
         s.write_body(Some(Bytes::from_static(b"ok")), true)
             .await
             .unwrap();
-        // As Pingora's session: a head (the 100) written before the body was read
-        // turned keep-alive off.
-        assert!(s.finish().await.is_none());
+        // The 100, written before the body was read, leaves keep-alive on (unlike
+        // Pingora's session): the body was read after it.
+        let (stream, _) = s.finish().await.expect("kept after 100 Continue");
+        drop(stream);
         let got = undated(&read_all(&mut c).await);
         assert_eq!(
             got,
-            "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nDate: *\r\nConnection: close\r\n\r\nok"
+            "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nDate: *\r\nConnection: keep-alive\r\n\r\nok"
         );
     }
 
