@@ -14,7 +14,8 @@
 //!    response ([`records`]);
 //! 2. with `h2c` on, tells HTTP/2 from HTTP/1 by the first differing byte, within
 //!    `timeouts.h2_preface_ms` ([`preface`]);
-//! 3. serves HTTP/1 requests itself in Pingora's keep-alive loop, each request head
+//! 3. serves HTTP/1 requests itself, one after the other on Sluice's own session
+//!    (`crate::downstream::h1`; pipelined requests in order), each request head
 //!    within `timeouts.header_ms` of its first byte (of the accept, for the first one),
 //!    the wait between requests within `timeouts.keepalive_ms`, body reads and response
 //!    writes within `body_idle_ms` and `send_idle_ms` of progress;
@@ -330,8 +331,8 @@ where
         .await;
     }
 
-    /// Pingora's HTTP/1 keep-alive loop, with a deadline on each request head and on
-    /// the idle time between requests.
+    /// The HTTP/1 keep-alive loop, one session of Sluice's a request, with a deadline
+    /// on each request head and on the idle time between requests.
     async fn serve_h1(
         self: &Arc<Self>,
         mut stream: Stream,
@@ -390,8 +391,8 @@ where
                     if let Some(original) = start.original {
                         let _ = slot.original_target.set(original);
                     }
-                    // The bytes read are this request's first (Sluice does not
-                    // pipeline: a connection read past a request is not reused).
+                    // The bytes read are this request's first (read while waiting
+                    // for it, or sent with the last one: pipelined).
                     let mut session = H1Session::after(stream, start.bytes, kept);
                     if *shutdown.borrow() {
                         session.set_keepalive(None);
@@ -432,6 +433,14 @@ where
             };
             stream = next;
             kept = next_kept;
+            let pipelined = kept.take_pipelined();
+            if !pipelined.is_empty() {
+                // The client sent the next request with this one (pipelined): served
+                // next, its head within `header_ms` from now, no wait for more bytes.
+                first_read = pipelined;
+                head_deadline = Instant::now() + t.header;
+                continue;
+            }
             // Stopping: one last call (`preface::LAST_CALL`) for a request already on its
             // way, answered with `Connection: close`; TLS streams, which `wait_readable`
             // does not wait on, close.

@@ -198,6 +198,44 @@ fn a_connection_answered_100_continue_carries_the_next_request() {
     assert_eq!(echo["query"], "second", "{echo}");
 }
 
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    // Three requests in one write, the first with a body: each is framed by its own
+    // head, answered in turn, and the bytes of one are never read as another's.
+    let origin = origin("pipelined");
+    let s = sluice(&to(origin.addr));
+    let mut c = TcpStream::connect(s.proc.addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    c.write_all(
+        b"POST /echo HTTP/1.1\r\nHost: p.test\r\nContent-Length: 5\r\n\r\nhello\
+          GET /echo?two HTTP/1.1\r\nHost: p.test\r\n\r\n\
+          GET /echo?three HTTP/1.1\r\nHost: p.test\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let (_, body) = read_answer(&mut c);
+        let echo: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        seen.push((
+            echo["method"].clone(),
+            echo["query"].clone(),
+            echo["body"].clone(),
+        ));
+    }
+    assert_eq!(
+        seen,
+        [
+            ("POST".into(), "".into(), "hello".into()),
+            ("GET".into(), "two".into(), "".into()),
+            ("GET".into(), "three".into(), "".into()),
+        ]
+        .map(|(m, q, b): (String, String, String)| (m.into(), q.into(), b.into()))
+    );
+    let mut rest = Vec::new();
+    let _ = c.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "nothing after the last answer: {rest:?}");
+}
+
 /// An origin that accepts one WebSocket upgrade per connection and echoes its bytes.
 fn upgrading_origin() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();

@@ -84,6 +84,16 @@ pub struct Kept {
     deadline: Deadline,
     socket: OnceLock<Option<Arc<SocketDigest>>>,
     ssl: OnceLock<Option<Arc<SslDigest>>>,
+    /// Bytes the client sent past the last request: the next one's start.
+    pipelined: BytesMut,
+}
+
+impl Kept {
+    /// The bytes the client sent past the last request (pipelined: the next request's
+    /// first bytes, to be read before waiting for more); empty when it sent none.
+    pub fn take_pipelined(&mut self) -> BytesMut {
+        std::mem::take(&mut self.pipelined)
+    }
 }
 
 impl Session {
@@ -100,6 +110,7 @@ impl Session {
             deadline,
             socket,
             ssl,
+            pipelined: _,
         } = kept;
         Session {
             stream,
@@ -187,26 +198,24 @@ impl Session {
     /// The request is over: finishes the response body (if `end` was never given),
     /// drains what is left of the request body (each read under the read timeout) and
     /// returns the stream when the connection can carry another request (keep-alive on,
-    /// response complete, request body read whole, and no byte read past the request:
-    /// Sluice does not pipeline), with what the next request's session keeps
-    /// ([`Self::after`]). Otherwise shuts the stream down and returns None.
+    /// response complete, request body read whole), with what the next request's
+    /// session keeps ([`Self::after`]): bytes the client sent past this request are the
+    /// next request's first ([`Kept::take_pipelined`]), served in order, as nginx and
+    /// Envoy serve pipelined requests. Otherwise shuts the stream down and returns None.
     pub async fn finish(mut self) -> Option<(Stream, Kept)> {
         let complete = self.finish_response().await;
         if complete && self.keepalive.is_some() {
             match self.drain().await {
-                Ok(()) if self.buf.is_empty() => {
+                Ok(()) => {
                     let kept = Kept {
                         out: self.response.take_buffer(),
                         deadline: self.deadline,
                         socket: self.socket,
                         ssl: self.ssl,
+                        pipelined: self.buf,
                     };
                     return Some((self.stream, kept));
                 }
-                Ok(()) => tracing::debug!(
-                    extra = self.buf.len(),
-                    "client sent bytes past the request: connection closed"
-                ),
                 Err(e) => {
                     tracing::debug!(error = %e, "request body not drained: connection closed")
                 }

@@ -857,17 +857,25 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn bytes_past_the_request_make_it_not_reusable() {
+    async fn bytes_past_the_request_are_the_next_requests_start() {
         let (mut s, mut c) = sent(b"GET /1 HTTP/1.1\r\n\r\nGET /2 HTTP/1.1\r\n\r\n").await;
         assert!(s.read_request().await.unwrap());
         assert!(s.will_keepalive());
         s.write_response_header(head(200, &[("content-length", "0")]), true)
             .await
             .unwrap();
+        let (stream, mut kept) = s.finish().await.expect("reusable");
+        let next = kept.take_pipelined();
+        assert_eq!(&next[..], b"GET /2 HTTP/1.1\r\n\r\n");
+        let mut s = Session::after(stream, next, kept);
+        assert!(s.read_request().await.unwrap());
+        assert_eq!(s.req_header().raw_path(), b"/2");
+        s.set_keepalive(None);
+        s.write_response_header(head(204, &[]), true).await.unwrap();
         assert!(s.finish().await.is_none());
         let got = undated(&read_all(&mut c).await);
         assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got}");
-        assert!(closed(&mut c).await);
+        assert!(got.contains("HTTP/1.1 204 No Content\r\n"), "{got}");
     }
 
     #[tokio::test]
