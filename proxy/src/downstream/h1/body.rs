@@ -57,7 +57,7 @@ impl Session {
             if self.body.cut {
                 return Ok(None);
             }
-            match self.body.decoder.next(&mut self.buf)? {
+            match self.body.decoder.next_in_hand(&mut self.buf, BODY_READ)? {
                 Step::Data(data) => {
                     self.body.read += data.len();
                     if let Some(retry) = self.body.retry.as_mut() {
@@ -207,6 +207,37 @@ mod tests {
         assert!(!s.is_body_empty());
         assert_eq!(s.read_body().await.unwrap(), None);
         assert!(s.is_body_empty() && s.is_body_done());
+    }
+
+    #[tokio::test]
+    async fn small_chunks_in_hand_are_one_piece() {
+        // 3,000 one-byte chunks in one write: a piece per read, not one per chunk.
+        let mut wire = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        for i in 0..3000u32 {
+            wire.extend_from_slice(format!("1\r\n{}\r\n", i % 10).as_bytes());
+        }
+        wire.extend_from_slice(b"0\r\n\r\n");
+        let (mut s, _c) = sent(&wire).await;
+        assert!(s.read_request().await.unwrap());
+        let (mut body, mut pieces) = (Vec::new(), 0);
+        while let Some(piece) = s.read_body().await.unwrap() {
+            body.extend_from_slice(&piece);
+            pieces += 1;
+        }
+        let expected: Vec<u8> = (0..3000u32).map(|i| b'0' + (i % 10) as u8).collect();
+        assert_eq!(body, expected);
+        assert!(pieces <= 8, "{pieces} pieces for 3,000 chunks");
+        // A broken chunk after good ones: the good bytes first, then the error.
+        let (mut s, _c) = sent(
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n1\r\nb\r\nzz\r\n",
+        )
+        .await;
+        assert!(s.read_request().await.unwrap());
+        assert_eq!(s.read_body().await.unwrap().unwrap(), "ab");
+        assert_eq!(
+            s.read_body().await.unwrap_err().etype(),
+            &crate::forward::h1::response_body::INVALID_CHUNK
+        );
     }
 
     #[tokio::test]

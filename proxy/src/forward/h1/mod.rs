@@ -286,7 +286,7 @@ impl Client {
                     "response body read before its head",
                 )
             })?;
-            match body.next(&mut self.buf)? {
+            match body.next_in_hand(&mut self.buf, BODY_READ)? {
                 Step::Data(data) => return Ok(Some(data)),
                 Step::End => return Ok(None),
                 Step::NeedMore => {}

@@ -136,6 +136,37 @@ impl Decoder {
         }
     }
 
+    /// As [`Self::next`], with the body bytes after the first piece that `buf` already
+    /// holds (the chunks that follow it) joined to it, up to `max` bytes: a body sent
+    /// as many small chunks costs a piece per read, not a piece per chunk (each piece
+    /// is a body callback of every filter and a write to the other side: one-byte
+    /// chunks would turn six bytes received into one of each). A framing error after
+    /// the first piece is left for the next call, which gives it.
+    pub fn next_in_hand(&mut self, buf: &mut BytesMut, max: usize) -> Result<Step> {
+        let first = match self.next(buf)? {
+            Step::Data(first) => first,
+            other => return Ok(other),
+        };
+        let mut joined: Option<BytesMut> = None;
+        let mut len = first.len();
+        while len < max {
+            match self.next(buf) {
+                Ok(Step::Data(more)) => {
+                    len += more.len();
+                    joined
+                        .get_or_insert_with(|| {
+                            let mut j = BytesMut::with_capacity(max.min(len * 2));
+                            j.extend_from_slice(&first);
+                            j
+                        })
+                        .extend_from_slice(&more);
+                }
+                Ok(Step::End | Step::NeedMore) | Err(_) => break,
+            }
+        }
+        Ok(Step::Data(joined.map_or(first, BytesMut::freeze)))
+    }
+
     /// The end of stream at the connection: fine for a close-delimited body (it is
     /// complete), an error for every other (the peer cut it short).
     pub fn closed(&mut self) -> Result<()> {
@@ -272,6 +303,35 @@ mod tests {
         );
         assert!(d.done());
         assert_eq!(&buf[..], b"left");
+    }
+
+    #[test]
+    fn chunks_in_hand_come_as_one_piece_up_to_the_limit() {
+        let mut wire = BytesMut::new();
+        for b in b"abcdefgh" {
+            wire.extend_from_slice(b"1\r\n");
+            wire.extend_from_slice(&[*b, b'\r', b'\n']);
+        }
+        wire.extend_from_slice(b"0\r\n\r\nnext");
+        let mut d = Decoder::chunked();
+        assert_eq!(
+            d.next_in_hand(&mut wire, 5).unwrap(),
+            Step::Data("abcde".into())
+        );
+        assert_eq!(
+            d.next_in_hand(&mut wire, 64).unwrap(),
+            Step::Data("fgh".into())
+        );
+        assert_eq!(d.next_in_hand(&mut wire, 64).unwrap(), Step::End);
+        assert_eq!(&wire[..], b"next");
+        // A broken size after good chunks: the good bytes, then the error.
+        let mut wire = BytesMut::from(&b"1\r\na\r\n1\r\nb\r\nzz\r\n"[..]);
+        let mut d = Decoder::chunked();
+        assert_eq!(
+            d.next_in_hand(&mut wire, 64).unwrap(),
+            Step::Data("ab".into())
+        );
+        assert!(d.next_in_hand(&mut wire, 64).is_err());
     }
 
     #[test]
