@@ -10,8 +10,6 @@
 
 pub mod h1;
 
-use std::time::Duration;
-
 use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
@@ -214,14 +212,6 @@ impl Downstream<'_> {
         match self {
             Downstream::H1(s) => s.server_addr(),
             Downstream::Pingora(s) => s.server_addr(),
-        }
-    }
-
-    /// Bounds each read of the request body.
-    pub fn set_read_timeout(&mut self, timeout: Option<Duration>) {
-        match self {
-            Downstream::H1(s) => s.set_read_timeout(timeout),
-            Downstream::Pingora(s) => s.set_read_timeout(timeout),
         }
     }
 }

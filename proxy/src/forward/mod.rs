@@ -83,8 +83,9 @@ impl Forwarder {
 
     /// Serves one request of an HTTP/1 connection on Sluice's own session: reads its
     /// head, proxies it, and gives the stream back when the connection can carry
-    /// another, with what its next request's session keeps. `app` (pingora-proxy) takes the upgrades this loop leaves to it
-    /// ([`handoff`]); `admission` is the listener's hold on the request.
+    /// another, with what its next request's session keeps. `app` (pingora-proxy)
+    /// takes the upgrades this loop leaves to it ([`handoff`]); `admission` is the
+    /// listener's hold on the request.
     pub async fn serve_h1<A>(
         &self,
         mut downstream: H1Session,
@@ -274,10 +275,11 @@ async fn read_head(read: Result<bool>, client: &mut Downstream<'_>) -> bool {
     true
 }
 
-/// pingora-proxy's session type, which the hooks take, built once per connection: it
-/// holds a placeholder HTTP session that each request's real one replaces while the
-/// request runs (the rest of it, cache and module state, stays unused here), so a
-/// keep-alive request allocates none of it.
+/// pingora-proxy's session type, in which an HTTP/2 stream is served
+/// (`Downstream::Pingora`), built once per worker of a connection: it holds a
+/// placeholder HTTP session that each stream's real one replaces while the stream
+/// runs (the rest of it, cache and module state, stays unused here), so a stream
+/// after the first allocates none of it.
 #[derive(Default)]
 pub struct Shell(Option<Session>);
 

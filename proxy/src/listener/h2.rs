@@ -35,8 +35,8 @@ use crate::forward::{Forwarder, Shell};
 pub const MAX_REJECTED: usize = 32;
 
 /// Serves one HTTP/2 connection (TLS with ALPN `h2`, or h2c after the preface sniff)
-/// with `forwarder` (`app` gives the HTTP/2 settings and idle timeout) until the client closes it, it idles out, or it
-/// drains after shutdown.
+/// with `forwarder` (`app` gives the HTTP/2 settings and idle timeout) until the
+/// client closes it, it idles out, or it drains after shutdown.
 pub async fn serve<A>(
     app: &Arc<A>,
     forwarder: &Arc<Forwarder>,

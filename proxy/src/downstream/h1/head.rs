@@ -21,6 +21,7 @@ use pingora::ErrorType;
 use super::{requested_keepalive, Session};
 use crate::forward::h1::framing;
 use crate::forward::h1::response_body::Decoder;
+use crate::forward::h1::response_head::{span, Span};
 
 /// Most header lines a request head may carry (as Pingora's session).
 pub const MAX_HEADERS: usize = 256;
@@ -230,15 +231,6 @@ fn parse_once(buf: &mut BytesMut) -> Result<std::result::Result<Option<Head>, ht
         header.append_header(name, value)?;
     }
     Ok(Ok(Some(Head { header, raw })))
-}
-
-/// A range of the head's bytes.
-type Span = (usize, usize);
-
-/// Where `part` (a slice of `buf`, as httparse returns it) sits in `buf`.
-fn span(buf: &[u8], part: &[u8]) -> Span {
-    let start = part.as_ptr() as usize - buf.as_ptr() as usize;
-    (start, start + part.len())
 }
 
 /// `buf` with its request line's target percent-encoded where the parser refuses it

@@ -110,8 +110,12 @@ impl Session {
             deadline,
             socket,
             ssl,
-            pipelined: _,
+            pipelined,
         } = kept;
+        debug_assert!(
+            pipelined.is_empty(),
+            "pipelined bytes are the next session's prefix: Kept::take_pipelined"
+        );
         Session {
             stream,
             buf: prefix,

@@ -119,14 +119,12 @@ impl Session {
         head: Box<ResponseHeader>,
         end: bool,
     ) -> Result<()> {
-        if let Some(written) = &self.response.written {
-            if !written.status.is_informational() || written.status == 101 {
-                tracing::warn!(
-                    status = head.status.as_u16(),
-                    "response head already written: ignored"
-                );
-                return Ok(());
-            }
+        if self.final_head_written() {
+            tracing::warn!(
+                status = head.status.as_u16(),
+                "response head already written: ignored"
+            );
+            return Ok(());
         }
         let status = head.status.as_u16();
         let interim = head.status.is_informational() && status != 101;
@@ -197,12 +195,24 @@ impl Session {
     /// connection is not kept. Bytes past the `Content-Length`, and any body of a
     /// response that has none, are dropped. Ignored before a final head.
     pub async fn write_body(&mut self, data: Option<Bytes>, end: bool) -> Result<()> {
-        let data = data.unwrap_or_default();
+        self.put_body(data.unwrap_or_default(), end, false).await
+    }
+
+    /// Writes a piece of a streamed response body (as [`Self::write_body`], the body
+    /// not ended) and flushes it: the client gets it before the next piece is read
+    /// from the origin.
+    pub async fn write_body_flushed(&mut self, data: Bytes) -> Result<()> {
+        self.put_body(data, false, true).await
+    }
+
+    /// [`Self::write_body`]; `flush`: flush what is written (a held head too) even
+    /// where the framing would let it wait (a `Content-Length` body not complete).
+    async fn put_body(&mut self, data: Bytes, end: bool, flush: bool) -> Result<()> {
         match self.response.writer {
             Writer::NotStarted | Writer::Done => Ok(()),
             Writer::Length(left) => {
                 let n = (data.len() as u64).min(left) as usize;
-                if n == 0 && !end {
+                if n == 0 && !end && !flush {
                     // Nothing to add: a held head waits for the body's first bytes.
                     return Ok(());
                 }
@@ -224,7 +234,7 @@ impl Session {
                 self.send(
                     &data[..n],
                     &[],
-                    complete || end,
+                    complete || end || flush,
                     "writing the response body",
                 )
                 .await?;
@@ -275,15 +285,6 @@ impl Session {
         }
     }
 
-    /// Writes a piece of a streamed response body (as [`Self::write_body`], the body
-    /// not ended) and flushes it: the client gets it before the next piece is read
-    /// from the origin.
-    pub async fn write_body_flushed(&mut self, data: Bytes) -> Result<()> {
-        self.write_body(Some(data), false).await?;
-        self.send(&[], &[], true, "flushing the response body")
-            .await
-    }
-
     /// The final response head written (also when held for its body's first bytes), or
     /// the last informational one before it. Without the `Date` and `Connection` lines
     /// written with it: those are not in the head's maps.
@@ -301,13 +302,20 @@ impl Session {
     /// nothing written when a final response already was.
     pub async fn respond_error(&mut self, code: u16) -> Result<()> {
         self.keepalive = None;
-        if let Some(written) = &self.response.written {
-            if !written.status.is_informational() || written.status == 101 {
-                return Ok(());
-            }
+        if self.final_head_written() {
+            return Ok(());
         }
         let head = gen_error_response(code);
         self.write_response_header(Box::new(head), true).await
+    }
+
+    /// Whether a final head (not an informational one, or a `101`) was written: no
+    /// other head can follow it.
+    fn final_head_written(&self) -> bool {
+        self.response
+            .written
+            .as_ref()
+            .is_some_and(|w| !w.status.is_informational() || w.status == 101)
     }
 
     /// Ends the response body if its end was not given (a held head is written); true
@@ -338,11 +346,9 @@ impl Session {
     ) -> Result<()> {
         self.response.held = false;
         let out = &mut self.response.out;
-        if data.len() <= INLINE {
+        let parts: [&[u8]; 3] = if data.len() <= INLINE {
             out.extend_from_slice(data);
             out.extend_from_slice(suffix);
-        }
-        let parts: [&[u8]; 3] = if data.len() <= INLINE {
             [out.as_slice(), &[], &[]]
         } else {
             [out.as_slice(), data, suffix]

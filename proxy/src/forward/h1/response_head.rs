@@ -120,11 +120,12 @@ pub fn parse(buf: &mut BytesMut, case: Case) -> Result<Option<Box<ResponseHeader
     Ok(Some(Box::new(head)))
 }
 
-/// A range of the head's bytes.
-type Span = (usize, usize);
+/// A range of a head's bytes.
+pub(crate) type Span = (usize, usize);
 
-/// Where `part` (a slice of `buf`, as httparse returns it) sits in `buf`.
-fn span(buf: &[u8], part: &[u8]) -> Span {
+/// Where `part` (a slice of `buf`, as httparse returns it) sits in `buf` (also the
+/// request head's: `crate::downstream::h1`).
+pub(crate) fn span(buf: &[u8], part: &[u8]) -> Span {
     let start = part.as_ptr() as usize - buf.as_ptr() as usize;
     (start, start + part.len())
 }
