@@ -13,6 +13,7 @@ use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 
 use super::chain::empty;
+use crate::forward::h1::response_head::ResponseHead;
 use crate::forward::relay::{relay, Source};
 use crate::host::component::{ErrorCode, Next, WasiBody};
 use crate::proxy::{props, Ctx, Sluice};
@@ -76,7 +77,7 @@ pub async fn serve(
         s,
         session,
         ctx,
-        Box::new(head),
+        ResponseHead::Built(Box::new(head)),
         Source::Component(&mut body),
     )
     .await

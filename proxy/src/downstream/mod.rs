@@ -17,6 +17,9 @@ use pingora::protocols::http::HttpTask;
 use pingora::protocols::l4::socket::SocketAddr;
 use pingora::protocols::tls::SslDigest;
 
+use crate::forward::h1::raw_head::RawHead;
+use crate::forward::h1::response_head::{self, Case};
+
 /// The client session a request arrived on, lent to the hooks for the request.
 pub enum Downstream<'a> {
     /// Sluice's own HTTP/1 session.
@@ -138,6 +141,18 @@ impl Downstream<'_> {
         }
     }
 
+    /// Writes a final response head kept as the bytes an HTTP/1 origin sent; `end`: the
+    /// response has no body. Pingora's session gets it built, its names' case kept.
+    pub async fn write_raw_head(&mut self, head: Box<RawHead>, end: bool) -> Result<()> {
+        match self {
+            Downstream::H1(s) => s.write_raw_head(head, end).await,
+            Downstream::Pingora(s) => {
+                let head = response_head::build(&head, Case::Kept)?;
+                s.write_response_header(head, end).await
+            }
+        }
+    }
+
     /// Writes a piece of the response body; `end`: the body is complete.
     pub async fn write_response_body(&mut self, data: Option<Bytes>, end: bool) -> Result<()> {
         match self {
@@ -158,11 +173,11 @@ impl Downstream<'_> {
         }
     }
 
-    /// The final response head written, if one was.
-    pub fn response_written(&self) -> Option<&ResponseHeader> {
+    /// The status of the final response head written, if one was.
+    pub fn written_status(&self) -> Option<http::StatusCode> {
         match self {
-            Downstream::H1(s) => s.response_written(),
-            Downstream::Pingora(s) => s.response_written(),
+            Downstream::H1(s) => s.written_status(),
+            Downstream::Pingora(s) => s.response_written().map(|r| r.status),
         }
     }
 

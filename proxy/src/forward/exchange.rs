@@ -9,7 +9,7 @@ use pingora::protocols::http::client::HttpSession as ClientSession;
 use pingora::protocols::ALPN;
 use pingora::upstreams::peer::Peer;
 
-use super::h1::response_head::Case;
+use super::h1::response_head::{Case, Form};
 use super::relay::{self, down, up};
 use super::upstream::Upstream;
 use super::{h1, pool, request, Forwarder};
@@ -189,13 +189,16 @@ impl Forwarder {
         if has_body || h2 {
             client.finish_request_body().await.map_err(up)?;
         }
-        // An HTTP/2 client gets lowercase names whatever their case here.
-        let case = if session.is_http2() {
-            Case::Dropped
+        // An HTTP/2 client gets lowercase names whatever their case here; an HTTP/1
+        // client gets a head no filter reads as the origin's bytes.
+        let form = if session.is_http2() {
+            Form::Built(Case::Dropped)
+        } else if s.response_untouched(session, ctx) {
+            Form::Raw
         } else {
-            Case::Kept
+            Form::Built(Case::Kept)
         };
-        let resp = client.read_response_head(case).await.map_err(up)?;
+        let resp = client.read_response_head(form).await.map_err(up)?;
         relay::relay(s, session, ctx, resp, relay::Source::Upstream(client)).await
     }
 

@@ -18,6 +18,7 @@ use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 use pingora::ErrorType;
 
+use super::h1::response_head::{self, Case, ResponseHead};
 use super::upstream::Upstream;
 use crate::host::component::WasiBody;
 use crate::proxy::{Ctx, Sluice};
@@ -80,34 +81,33 @@ impl Source<'_> {
     }
 }
 
-/// Runs `resp` through the response phases of `ctx`'s chain and sends it, with its body
-/// from `source`, to the client.
+/// Runs `head` through the response phases of `ctx`'s chain and sends it, with its
+/// body from `source`, to the client. A head kept as the origin's bytes (read so when
+/// no filter reads it: [`Sluice::response_untouched`]) is framed and written as it is,
+/// unless an obs-fold in it must be collapsed first.
 pub async fn relay(
     s: &Sluice,
     session: &mut Downstream<'_>,
     ctx: &mut Ctx,
-    mut resp: Box<ResponseHeader>,
+    head: ResponseHead,
     mut source: Source<'_>,
 ) -> Result<()> {
-    s.response_filter(session, &mut resp, ctx).await?;
-    resp.set_version(http::Version::HTTP_11);
-    let bodiless = session.req_header().method == http::Method::HEAD
-        || matches!(resp.status.as_u16(), 204 | 304);
-    if !bodiless {
-        crate::proxy::frame_response(session.req_header(), &mut resp)?;
-    }
-    // A filter that paused the response headers with a body to follow holds the head
-    // until the body flows on from the chain (or a local answer replaces it).
-    let mut held = None;
-    if !bodiless && ctx.response_head_held() {
-        ctx.defer_head(true);
-        held = Some(resp);
-    } else {
-        session
-            .write_response_header(resp, false)
-            .await
-            .map_err(down)?;
-    }
+    let (bodiless, mut held) = match head {
+        ResponseHead::Raw(mut raw) if !raw.folded() => {
+            s.upstream_answered(raw.status, ctx);
+            let bodiless = is_bodiless(session, raw.status);
+            if !bodiless {
+                crate::proxy::frame_raw_response(session.req_header(), &mut raw);
+            }
+            session.write_raw_head(raw, false).await.map_err(down)?;
+            (bodiless, None)
+        }
+        ResponseHead::Raw(raw) => {
+            let resp = response_head::build(&raw, Case::Kept)?;
+            head_through_chain(s, session, ctx, resp).await?
+        }
+        ResponseHead::Built(resp) => head_through_chain(s, session, ctx, resp).await?,
+    };
     if bodiless {
         let mut none = None;
         s.response_body_filter(session, &mut none, true, ctx)?;
@@ -160,6 +160,39 @@ pub async fn relay(
             session.write_body_flushed(data).await.map_err(down)?;
         }
     }
+}
+
+/// Whether the response to `session`'s request with `status` has no body.
+fn is_bodiless(session: &Downstream<'_>, status: http::StatusCode) -> bool {
+    session.req_header().method == http::Method::HEAD || matches!(status.as_u16(), 204 | 304)
+}
+
+/// Runs a built head through the response-headers phase and frames it, then writes it,
+/// or holds it when a filter paused it with a body to follow. Returns whether the
+/// response has no body, and the head held.
+async fn head_through_chain(
+    s: &Sluice,
+    session: &mut Downstream<'_>,
+    ctx: &mut Ctx,
+    mut resp: Box<ResponseHeader>,
+) -> Result<(bool, Option<Box<ResponseHeader>>)> {
+    s.response_filter(session, &mut resp, ctx).await?;
+    resp.set_version(http::Version::HTTP_11);
+    let bodiless = is_bodiless(session, resp.status);
+    if !bodiless {
+        crate::proxy::frame_response(session.req_header(), &mut resp)?;
+    }
+    // A filter that paused the response headers with a body to follow holds the head
+    // until the body flows on from the chain (or a local answer replaces it).
+    if !bodiless && ctx.response_head_held() {
+        ctx.defer_head(true);
+        return Ok((bodiless, Some(resp)));
+    }
+    session
+        .write_response_header(resp, false)
+        .await
+        .map_err(down)?;
+    Ok((bodiless, None))
 }
 
 /// An error of the upstream side.

@@ -4,13 +4,13 @@
 //! [`super::relay`] drive both through this one type.
 
 use bytes::Bytes;
-use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::http::RequestHeader;
 use pingora::prelude::*;
 use pingora::protocols::http::client::HttpSession as ClientSession;
 use pingora::ErrorType;
 
 use super::h1;
-use super::h1::response_head::Case;
+use super::h1::response_head::{Form, ResponseHead};
 
 /// A connection to a peer, ready for one request.
 pub enum Upstream {
@@ -63,11 +63,11 @@ impl Upstream {
 
     /// The final response head (informational ones other than `101` are skipped; a
     /// `101` to a request that asked for no upgrade is the upstream's error).
-    /// `case`: whether an HTTP/1 upstream's head keeps its names' case (for an HTTP/1
-    /// client); an HTTP/2 upstream's has none.
-    pub async fn read_response_head(&mut self, case: Case) -> Result<Box<ResponseHeader>> {
+    /// `want`: the form the caller takes an HTTP/1 upstream's head in; an HTTP/2
+    /// upstream's is always built, without case.
+    pub async fn read_response_head(&mut self, want: Form) -> Result<ResponseHead> {
         let client = match self {
-            Upstream::H1(c) => return c.read_head(case).await,
+            Upstream::H1(c) => return c.read_head(want).await,
             Upstream::Pingora(c) => c,
         };
         loop {
@@ -78,7 +78,7 @@ impl Upstream {
             if h1::informational_to_skip(head.status)? {
                 continue;
             }
-            return Ok(Box::new(head.clone()));
+            return Ok(ResponseHead::Built(Box::new(head.clone())));
         }
     }
 

@@ -8,6 +8,7 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 
 use super::local::bad;
+use crate::forward::h1::raw_head::{Name, RawHead};
 use crate::forwarded::Added;
 use crate::header_guard::HeaderRefusal;
 use crate::host::HeaderMap;
@@ -399,21 +400,33 @@ pub(super) fn apply_response(map: &HeaderMap, resp: &mut ResponseHeader) -> Resu
 /// while saying `Connection: keep-alive`). HTTP/2 frames bodies by itself; HTTP/1.0
 /// clients get a close-delimited body (they cannot read chunked).
 pub(crate) fn frame_response(req: &RequestHeader, resp: &mut ResponseHeader) -> Result<()> {
-    let bodiless = req.method == http::Method::HEAD
-        || resp.status.is_informational()
-        || matches!(resp.status.as_u16(), 204 | 304);
-    if req.version != http::Version::HTTP_11
-        || bodiless
-        || resp.headers.contains_key(http::header::CONTENT_LENGTH)
-        || resp.headers.contains_key(http::header::TRANSFER_ENCODING)
-    {
-        return Ok(());
+    let framed = resp.headers.contains_key(http::header::CONTENT_LENGTH)
+        || resp.headers.contains_key(http::header::TRANSFER_ENCODING);
+    if needs_chunked(req, resp.status, framed) {
+        resp.insert_header(
+            http::header::TRANSFER_ENCODING,
+            http::HeaderValue::from_static("chunked"),
+        )?;
     }
-    resp.insert_header(
-        http::header::TRANSFER_ENCODING,
-        http::HeaderValue::from_static("chunked"),
-    )?;
     Ok(())
+}
+
+/// [`frame_response`] for a head kept as the bytes read: the same field, spelled as
+/// Pingora's head writes it, after the origin's.
+pub(crate) fn frame_raw_response(req: &RequestHeader, resp: &mut RawHead) {
+    let framed = resp.contains(Name::ContentLength) || resp.contains(Name::TransferEncoding);
+    if needs_chunked(req, resp.status, framed) {
+        resp.append_chunked();
+    }
+}
+
+/// Whether a response with `status` to `req`, `framed` by a length or a transfer
+/// coding or not, is to be sent chunked.
+fn needs_chunked(req: &RequestHeader, status: http::StatusCode, framed: bool) -> bool {
+    let bodiless = req.method == http::Method::HEAD
+        || status.is_informational()
+        || matches!(status.as_u16(), 204 | 304);
+    req.version == http::Version::HTTP_11 && !bodiless && !framed
 }
 
 /// The `content-length` a response declares, if one.

@@ -38,8 +38,8 @@ mod peers;
 mod pingora_hooks;
 mod settle;
 
-pub(crate) use headers::frame_response;
 use headers::*;
+pub(crate) use headers::{frame_raw_response, frame_response};
 use local::*;
 use peers::*;
 use settle::*;
@@ -828,6 +828,39 @@ impl Sluice {
             && !ctx.stream.filter_state.contains_key(props::HOST)
     }
 
+    /// Whether [`Self::response_filter`] would leave the upstream's response head as
+    /// it is: no filter chain runs over it, and the client asked for no debug headers.
+    /// The request loop then writes an HTTP/1 upstream's head to an HTTP/1 client from
+    /// the bytes read ([`crate::forward::upstream::Form::Raw`]), after
+    /// [`Self::upstream_answered`].
+    pub(crate) fn response_untouched(&self, session: &Downstream<'_>, ctx: &Ctx) -> bool {
+        ctx.chain.is_none()
+            && ctx.replace_body.is_none()
+            && !(ctx.snapshot.policy.debug_headers
+                && session
+                    .req_header()
+                    .headers
+                    .contains_key(&DEBUG_HEADER_NAME))
+    }
+
+    /// What the upstream's answer (its status) tells before any filter sees it: the
+    /// peer's health for its pool, the route's upstream latency.
+    pub(crate) fn upstream_answered(&self, status: http::StatusCode, ctx: &Ctx) {
+        if let (Some(pool), Some(addr)) = (&ctx.pool, ctx.stream.info.upstream) {
+            if status.is_server_error() {
+                pool.failed(addr);
+            } else {
+                pool.succeeded(addr);
+            }
+        }
+        if let (Some(t), Some(route)) = (ctx.upstream_started, ctx.route) {
+            ctx.snapshot.routes[route]
+                .metrics
+                .upstream
+                .observe(t.elapsed().as_secs_f64());
+        }
+    }
+
     /// The upstream copy of the request head, after the filters.
     pub(crate) async fn upstream_request_filter(
         &self,
@@ -937,19 +970,7 @@ impl Sluice {
         upstream_response: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        if let (Some(pool), Some(addr)) = (&ctx.pool, ctx.stream.info.upstream) {
-            if upstream_response.status.is_server_error() {
-                pool.failed(addr);
-            } else {
-                pool.succeeded(addr);
-            }
-        }
-        if let (Some(t), Some(route)) = (ctx.upstream_started, ctx.route) {
-            ctx.snapshot.routes[route]
-                .metrics
-                .upstream
-                .observe(t.elapsed().as_secs_f64());
-        }
+        self.upstream_answered(upstream_response.status, ctx);
         if ctx.snapshot.policy.debug_headers
             && session
                 .req_header()
@@ -1096,8 +1117,8 @@ impl Sluice {
             .as_mut()
             .and_then(|chain| chain.finish(&mut ctx.stream, &ctx.snapshot.callouts));
         let status = session
-            .response_written()
-            .map(|r| r.status.as_u16())
+            .written_status()
+            .map(|s| s.as_u16())
             .or(ctx.stream.info.response_code)
             .unwrap_or(0);
         let route = ctx
@@ -1238,7 +1259,7 @@ impl Sluice {
                 can_reuse_downstream: false,
             };
         }
-        if ctx.stream.local_response.is_some() && session.response_written().is_some() {
+        if ctx.stream.local_response.is_some() && session.written_status().is_some() {
             // A reply from a response-body callback after the head left (the filter did
             // not hold it): nothing can replace the response now; the stream is cut
             // rather than the reply's text appended to the body already sent.
@@ -1251,7 +1272,7 @@ impl Sluice {
             // A reply sent while the request body streamed: through the filters that
             // ran, as in the request-headers phase.
             let local = match ctx.chain.as_mut() {
-                Some(chain) if session.response_written().is_none() => {
+                Some(chain) if session.written_status().is_none() => {
                     match chain.local_reply(&mut ctx.stream) {
                         Ok(local) => local,
                         Err(_) => {

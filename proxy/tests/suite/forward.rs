@@ -214,8 +214,9 @@ fn pipelined_requests_are_answered_in_order() {
     .unwrap();
     let mut seen = Vec::new();
     for _ in 0..3 {
-        let (_, body) = read_answer(&mut c);
-        let echo: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let (fields, body) = read_answer(&mut c);
+        let echo: serde_json::Value = serde_json::from_slice(&body)
+            .unwrap_or_else(|e| panic!("{e}: {fields:?} {:?}", String::from_utf8_lossy(&body)));
         seen.push((
             echo["method"].clone(),
             echo["query"].clone(),

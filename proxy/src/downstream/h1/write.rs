@@ -1,7 +1,8 @@
-//! The response on the wire: its head serialised from a [`ResponseHeader`] into the
-//! session's own buffer (kept for the session's life), with the `Date` and `Connection`
-//! lines a final response gets written as bytes rather than inserted into the head's
-//! maps; then its body, framed as Pingora's session frames it (no body for `HEAD`,
+//! The response on the wire: its head serialised from a [`ResponseHeader`], or from an
+//! HTTP/1 origin's bytes ([`RawHead`]: a response no filter read), into the session's
+//! own buffer (kept for the session's life), with the `Date` and `Connection` lines a
+//! final response gets written as bytes rather than inserted into the head's maps; then
+//! its body, framed as Pingora's session frames it (no body for `HEAD`,
 //! `204`, `304`; chunked when the final transfer coding is; up to its
 //! `Content-Length`; else until close, and the connection is not kept).
 //!
@@ -26,6 +27,7 @@ use tokio::io::AsyncWriteExt;
 use super::Session;
 use crate::forward::h1::deadline::Deadline;
 use crate::forward::h1::framing;
+use crate::forward::h1::raw_head::{Name, RawHead};
 
 /// Body bytes copied after the held head or a chunk-size line so that both leave in one
 /// write; a longer body goes with them in one vectored write.
@@ -60,8 +62,9 @@ pub(super) struct Response {
     /// `out` holds a final head with a `Content-Length` body, not written yet.
     held: bool,
     writer: Writer,
-    /// The last head written (or held): a final one, or an informational one before it.
-    written: Option<Box<ResponseHeader>>,
+    /// The status of the last head written (or held): a final one, or an informational
+    /// one before it.
+    written: Option<http::StatusCode>,
     /// Body payload bytes written.
     sent: usize,
 }
@@ -119,25 +122,37 @@ impl Session {
         head: Box<ResponseHeader>,
         end: bool,
     ) -> Result<()> {
+        self.write_head(Outgoing::Built(&head), end).await
+    }
+
+    /// [`Self::write_response_header`] for a final head kept as the bytes an HTTP/1
+    /// origin sent ([`RawHead`]): written from those bytes, with the same `Date` and
+    /// `Connection` lines and the same framing.
+    pub async fn write_raw_head(&mut self, head: Box<RawHead>, end: bool) -> Result<()> {
+        self.write_head(Outgoing::Raw(&head), end).await
+    }
+
+    async fn write_head(&mut self, head: Outgoing<'_>, end: bool) -> Result<()> {
+        let status = head.status();
         if self.final_head_written() {
             tracing::warn!(
-                status = head.status.as_u16(),
+                status = status.as_u16(),
                 "response head already written: ignored"
             );
             return Ok(());
         }
-        let status = head.status.as_u16();
-        let interim = head.status.is_informational() && status != 101;
+        let interim = status.is_informational() && status != 101;
+        let status = status.as_u16();
         if !interim && (self.request.is_none() || !self.is_body_done()) {
             self.keepalive = None;
         }
         self.response.out.clear();
         self.response.held = false;
         if interim {
-            encode(&head, None, &mut self.response.out)?;
+            head.encode(None, &mut self.response.out)?;
             self.send(&[], &[], true, "writing an informational response head")
                 .await?;
-            self.response.written = Some(head);
+            self.response.written = Some(head.status());
             return Ok(());
         }
         let head_request = self
@@ -148,10 +163,10 @@ impl Session {
             Writer::Done
         } else if status == 101 {
             Writer::UntilClose
-        } else if framing::last_coding_is_chunked(&head.headers) {
+        } else if head.chunked() {
             Writer::Chunked
         } else {
-            match framing::content_length(&head.headers) {
+            match head.content_length() {
                 Ok(Some(0)) => Writer::Done,
                 Ok(Some(n)) => Writer::Length(n),
                 Ok(None) => Writer::UntilClose,
@@ -164,13 +179,9 @@ impl Session {
         if status == 101 || writer == Writer::UntilClose {
             self.keepalive = None;
         }
-        encode(
-            &head,
-            Some(self.keepalive.is_some()),
-            &mut self.response.out,
-        )?;
+        head.encode(Some(self.keepalive.is_some()), &mut self.response.out)?;
         self.response.writer = writer;
-        self.response.written = Some(head);
+        self.response.written = Some(head.status());
         if let Writer::Length(_) = writer {
             self.response.held = true;
             if end {
@@ -285,11 +296,10 @@ impl Session {
         }
     }
 
-    /// The final response head written (also when held for its body's first bytes), or
-    /// the last informational one before it. Without the `Date` and `Connection` lines
-    /// written with it: those are not in the head's maps.
-    pub fn response_written(&self) -> Option<&ResponseHeader> {
-        self.response.written.as_deref()
+    /// The status of the final response head written (also when held for its body's
+    /// first bytes), or of the last informational one before it.
+    pub fn written_status(&self) -> Option<http::StatusCode> {
+        self.response.written
     }
 
     /// Response body payload bytes written (framing not counted).
@@ -314,8 +324,7 @@ impl Session {
     fn final_head_written(&self) -> bool {
         self.response
             .written
-            .as_ref()
-            .is_some_and(|w| !w.status.is_informational() || w.status == 101)
+            .is_some_and(|w| !w.is_informational() || w == 101)
     }
 
     /// Ends the response body if its end was not given (a held head is written); true
@@ -451,38 +460,149 @@ fn encode(head: &ResponseHeader, connection: Option<bool>, out: &mut Vec<u8>) ->
         out.extend_from_slice(b"\r\n");
         return Ok(());
     };
-    let (mut date, mut conn) = (false, false);
+    let mut fields = Fields::new(keep);
     head.map(|name, value| {
         let name = match name {
             HeaderNameVariant::Case(n) => n.as_slice(),
             HeaderNameVariant::Titled(n) => n.as_bytes(),
         };
-        if name.eq_ignore_ascii_case(b"date") {
-            if !date {
-                date = true;
-                date_line(out);
-            }
-        } else if name.eq_ignore_ascii_case(b"connection") {
-            if !conn {
-                conn = true;
-                connection_line(out, keep);
-            }
-        } else {
-            out.extend_from_slice(name);
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(value.as_bytes());
-            out.extend_from_slice(b"\r\n");
-        }
+        fields.line(out, Name::of(name), name, value.as_bytes());
         Ok(())
     })?;
-    if !date {
-        date_line(out);
-    }
-    if !conn {
-        connection_line(out, keep);
+    fields.end(out);
+    Ok(())
+}
+
+/// A final head kept as an HTTP/1 origin's bytes on the wire, as [`encode`] writes the
+/// same head built into a [`ResponseHeader`]: `HTTP/1.1` (the version the proxy gives
+/// every head it sends on), the origin's reason phrase (else the status's own, as
+/// `ResponseHeader::get_reason_phrase`), then its fields in order as the origin
+/// spelled them.
+fn encode_raw(head: &RawHead, connection: Option<bool>, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(head.status.as_str().as_bytes());
+    out.push(b' ');
+    match head.reason() {
+        Some(r) => out.extend_from_slice(r),
+        None => {
+            if let Some(r) = head.status.canonical_reason() {
+                out.extend_from_slice(r.as_bytes());
+            }
+        }
     }
     out.extend_from_slice(b"\r\n");
-    Ok(())
+    match connection {
+        Some(keep) => {
+            let mut fields = Fields::new(keep);
+            head.each(|class, name, value| fields.line(out, class, name, value));
+            fields.end(out);
+        }
+        None => {
+            head.each(|_, name, value| field_line(out, name, value));
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+}
+
+/// The field lines of a final head being written: `Date` and `Connection` written
+/// once each, in place of the first line of their name, or after the others.
+struct Fields {
+    keep: bool,
+    date: bool,
+    connection: bool,
+}
+
+impl Fields {
+    fn new(keep: bool) -> Self {
+        Fields {
+            keep,
+            date: false,
+            connection: false,
+        }
+    }
+
+    /// One field line of the head (its name of class `class`).
+    #[inline]
+    fn line(&mut self, out: &mut Vec<u8>, class: Name, name: &[u8], value: &[u8]) {
+        match class {
+            Name::Date => {
+                if !self.date {
+                    self.date = true;
+                    date_line(out);
+                }
+            }
+            Name::Connection => {
+                if !self.connection {
+                    self.connection = true;
+                    connection_line(out, self.keep);
+                }
+            }
+            _ => field_line(out, name, value),
+        }
+    }
+
+    /// The lines not written yet, and the empty line that ends the head.
+    fn end(self, out: &mut Vec<u8>) {
+        if !self.date {
+            date_line(out);
+        }
+        if !self.connection {
+            connection_line(out, self.keep);
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+#[inline]
+fn field_line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// A head to write: built, or kept as an HTTP/1 origin's bytes.
+#[derive(Clone, Copy)]
+enum Outgoing<'a> {
+    Built(&'a ResponseHeader),
+    Raw(&'a RawHead),
+}
+
+impl Outgoing<'_> {
+    fn status(&self) -> http::StatusCode {
+        match self {
+            Outgoing::Built(h) => h.status,
+            Outgoing::Raw(h) => h.status,
+        }
+    }
+
+    /// Whether the body's final transfer coding is chunked.
+    fn chunked(&self) -> bool {
+        match self {
+            Outgoing::Built(h) => framing::last_coding_is_chunked(&h.headers),
+            Outgoing::Raw(h) => framing::chunked_last(h.values(Name::TransferEncoding)),
+        }
+    }
+
+    /// The `Content-Length` the head declares.
+    fn content_length(&self) -> Result<Option<u64>> {
+        match self {
+            Outgoing::Built(h) => framing::content_length(&h.headers),
+            Outgoing::Raw(h) => framing::length_of(h.values(Name::ContentLength)),
+        }
+    }
+
+    /// The head on the wire; `connection`: for a final head, whether the connection is
+    /// kept.
+    fn encode(&self, connection: Option<bool>, out: &mut Vec<u8>) -> Result<()> {
+        match self {
+            Outgoing::Built(h) => encode(h, connection, out),
+            Outgoing::Raw(h) => {
+                encode_raw(h, connection, out);
+                Ok(())
+            }
+        }
+    }
 }
 
 /// `Date: <now>` (the name as Pingora's `insert_header` gives it).
@@ -523,6 +643,64 @@ mod tests {
         let end = at + text[at..].find("\r\n").unwrap();
         assert_eq!(end - at - 6, 29, "a date: {text}");
         format!("{}Date: *{}", &text[..at], &text[end..])
+    }
+
+    /// An origin's head as [`RawHead`], its `edit` applied.
+    fn raw(bytes: &[u8], edit: impl FnOnce(&mut RawHead)) -> Box<RawHead> {
+        let mut buf = bytes::BytesMut::from(bytes);
+        let mut h = crate::forward::h1::response_head::parse_raw(&mut buf)
+            .unwrap()
+            .unwrap();
+        edit(&mut h);
+        Box::new(h)
+    }
+
+    #[test]
+    fn a_raw_head_is_written_as_the_same_head_built() {
+        use crate::forward::h1::response_head::{build, Case};
+        type Example = (&'static [u8], fn(&mut RawHead));
+        let heads: [Example; 8] = [
+            (b"HTTP/1.1 200 OK\r\nX-A: 1\r\ncontent-length: 2\r\n\r\n", |_| {}),
+            (
+                b"HTTP/1.1 200 Fine\r\nDATE: old\r\nSet-Cookie: a\r\nset-cookie: b\r\nConnection: close\r\nconnection: x\r\ndate: older\r\n\r\n",
+                |_| {},
+            ),
+            // The framing's and the proxy's edits.
+            (
+                b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\nX-Z: z\r\n\r\n",
+                |h| h.remove(Name::ContentLength),
+            ),
+            (b"HTTP/1.0 200 OK\r\nServer: x\r\n\r\n", |h| h.append_chunked()),
+            // No reason phrase, an empty one, one with obs-text: written empty, as
+            // Pingora keeps them; a status without a canonical reason.
+            (b"HTTP/1.1 200\r\nX-A: 1\r\n\r\n", |_| {}),
+            (b"HTTP/1.1 404 \r\n\r\n", |_| {}),
+            (b"HTTP/1.1 200 \xc7a va\r\nX-A: 1\r\n\r\n", |_| {}),
+            (b"HTTP/1.1 599 Odd\r\nx-b: \t2 \r\nEmpty:\r\n\r\n", |_| {}),
+        ];
+        for (bytes, edit) in heads {
+            for keep in [true, false] {
+                let r = raw(bytes, edit);
+                let mut built = build(&r, Case::Kept).unwrap();
+                built.set_version(http::Version::HTTP_11);
+                let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+                encode_raw(&r, Some(keep), &mut ours);
+                encode(&built, Some(keep), &mut theirs).unwrap();
+                assert_eq!(undated(&ours), undated(&theirs), "{bytes:?}");
+            }
+        }
+        // Where they differ: a name repeated apart from its first line keeps its place
+        // (as nginx forwards it); Pingora's map puts it beside the first.
+        let r = raw(
+            b"HTTP/1.1 200 OK\r\nX-B: 1\r\nx-a: 2\r\nx-b: 3\r\n\r\n",
+            |_| {},
+        );
+        let mut ours = Vec::new();
+        encode_raw(&r, Some(true), &mut ours);
+        assert_eq!(
+            undated(&ours),
+            "HTTP/1.1 200 OK\r\nX-B: 1\r\nx-a: 2\r\nx-b: 3\r\nDate: *\r\nConnection: keep-alive\r\n\r\n"
+        );
     }
 
     #[test]
@@ -586,7 +764,7 @@ mod tests {
         assert!(s.read_request().await.unwrap());
         let h = head(200, &[("Content-Length", "5"), ("X-Y", "z")]);
         s.write_response_header(h, false).await.unwrap();
-        assert_eq!(s.response_written().unwrap().status, 200);
+        assert_eq!(s.written_status().unwrap(), 200);
         // Nothing to add yet: the head is still held.
         s.write_body(Some(Bytes::new()), false).await.unwrap();
         s.write_body(Some(Bytes::from_static(b"hello")), true)
@@ -756,7 +934,7 @@ mod tests {
             .await
             .unwrap();
         s.respond_error(502).await.unwrap();
-        assert_eq!(s.response_written().unwrap().status, 200);
+        assert_eq!(s.written_status().unwrap(), 200);
         assert!(
             s.finish().await.is_none(),
             "respond_error turned keep-alive off"

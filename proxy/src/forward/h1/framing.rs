@@ -7,6 +7,7 @@ use pingora::http::{HMap, ResponseHeader};
 use pingora::prelude::*;
 use pingora::ErrorType;
 
+use super::raw_head::{Name, RawHead};
 use super::response_body::Decoder;
 
 /// The body framing and connection persistence of a final response.
@@ -18,6 +19,71 @@ pub struct Framing {
     pub keep_alive: bool,
 }
 
+/// What the framing reads of a response head, and the one edit it makes: a head built
+/// into Pingora's maps, or kept as the bytes read.
+pub trait Head {
+    /// The status code.
+    fn status(&self) -> http::StatusCode;
+    /// The version.
+    fn version(&self) -> http::Version;
+    /// Whether a field of class `name` is in the head.
+    fn has(&self, name: Name) -> bool;
+    /// The values of the fields of class `name` (not [`Name::Other`]), in order.
+    fn values(&self, name: Name) -> impl DoubleEndedIterator<Item = &[u8]>;
+    /// Removes the fields of class `name`.
+    fn remove(&mut self, name: Name);
+}
+
+impl Head for RawHead {
+    fn status(&self) -> http::StatusCode {
+        self.status
+    }
+    fn version(&self) -> http::Version {
+        self.version
+    }
+    fn has(&self, name: Name) -> bool {
+        self.contains(name)
+    }
+    fn values(&self, name: Name) -> impl DoubleEndedIterator<Item = &[u8]> {
+        RawHead::values(self, name)
+    }
+    fn remove(&mut self, name: Name) {
+        RawHead::remove(self, name)
+    }
+}
+
+impl Head for ResponseHeader {
+    fn status(&self) -> http::StatusCode {
+        self.status
+    }
+    fn version(&self) -> http::Version {
+        self.version
+    }
+    fn has(&self, name: Name) -> bool {
+        self.headers.contains_key(header_name(name))
+    }
+    fn values(&self, name: Name) -> impl DoubleEndedIterator<Item = &[u8]> {
+        self.headers
+            .get_all(header_name(name))
+            .into_iter()
+            .map(|v| v.as_bytes())
+    }
+    fn remove(&mut self, name: Name) {
+        self.remove_header(&header_name(name));
+    }
+}
+
+/// The field name of class `name`.
+fn header_name(name: Name) -> http::HeaderName {
+    match name {
+        Name::ContentLength => CONTENT_LENGTH,
+        Name::TransferEncoding => TRANSFER_ENCODING,
+        Name::Connection => CONNECTION,
+        Name::Date => http::header::DATE,
+        Name::Other => unreachable!("a field name of no class"),
+    }
+}
+
 /// The framing of `head` (a final, non-101 response) to a request that was a `HEAD`
 /// when `head_request`, on a connection the request asked to close when `close_asked`.
 ///
@@ -25,14 +91,14 @@ pub struct Framing {
 /// `Content-Length` is removed (RFC 9112 §6.3, as Pingora does), and the connection is
 /// not reused (the RFC calls such a message a possible smuggling attempt). Differing
 /// or malformed `Content-Length` values are an error (502), as in Pingora and nginx.
-pub fn of(head: &mut ResponseHeader, head_request: bool, close_asked: bool) -> Result<Framing> {
-    let has_te = head.headers.contains_key(TRANSFER_ENCODING);
-    let both = has_te && head.headers.contains_key(CONTENT_LENGTH);
+pub fn of(head: &mut impl Head, head_request: bool, close_asked: bool) -> Result<Framing> {
+    let has_te = head.has(Name::TransferEncoding);
+    let both = has_te && head.has(Name::ContentLength);
     if both {
-        head.remove_header(&CONTENT_LENGTH);
+        head.remove(Name::ContentLength);
     }
     let mut keep_alive = !close_asked && !both && persistent(head);
-    if has_te && head.version == http::Version::HTTP_10 {
+    if has_te && head.version() == http::Version::HTTP_10 {
         // RFC 9112 §6.1: a transfer coding in an HTTP/1.0 message: close after it.
         keep_alive = false;
     }
@@ -41,13 +107,13 @@ pub fn of(head: &mut ResponseHeader, head_request: bool, close_asked: bool) -> R
     let length = if has_te {
         None
     } else {
-        content_length(&head.headers)?
+        length_of(head.values(Name::ContentLength))?
     };
-    let status = head.status.as_u16();
+    let status = head.status().as_u16();
     let body = if head_request || status == 204 || status == 304 || (100..200).contains(&status) {
         Decoder::length(0)
     } else if has_te {
-        if last_coding_is_chunked(&head.headers) {
+        if chunked_last(head.values(Name::TransferEncoding)) {
             Decoder::chunked()
         } else {
             keep_alive = false;
@@ -75,10 +141,10 @@ pub fn asks_close(headers: &HMap) -> bool {
 
 /// The response's `Connection` tokens and version: `close` ends it, `keep-alive`
 /// keeps it (also in HTTP/1.0), else HTTP/1.1 persists and HTTP/1.0 does not.
-fn persistent(head: &ResponseHeader) -> bool {
+fn persistent(head: &impl Head) -> bool {
     let mut keep = None;
-    for v in head.headers.get_all(CONNECTION) {
-        for t in tokens(v.as_bytes()) {
+    for v in head.values(Name::Connection) {
+        for t in tokens(v) {
             if t.eq_ignore_ascii_case(b"close") {
                 return false;
             }
@@ -87,7 +153,7 @@ fn persistent(head: &ResponseHeader) -> bool {
             }
         }
     }
-    keep.unwrap_or(head.version == http::Version::HTTP_11)
+    keep.unwrap_or(head.version() == http::Version::HTTP_11)
 }
 
 /// The comma-separated tokens of a field value, trimmed.
@@ -100,11 +166,19 @@ fn tokens(v: &[u8]) -> impl Iterator<Item = &[u8]> {
 /// Whether the last transfer coding (of the last `Transfer-Encoding` line) is chunked
 /// (a request's or a response's).
 pub fn last_coding_is_chunked(headers: &HMap) -> bool {
-    headers
-        .get_all(TRANSFER_ENCODING)
-        .iter()
+    chunked_last(
+        headers
+            .get_all(TRANSFER_ENCODING)
+            .iter()
+            .map(|v| v.as_bytes()),
+    )
+}
+
+/// [`last_coding_is_chunked`] over the `Transfer-Encoding` values of a head.
+pub fn chunked_last<'a>(mut values: impl DoubleEndedIterator<Item = &'a [u8]>) -> bool {
+    values
         .next_back()
-        .and_then(|v| v.as_bytes().rsplit(|b| *b == b',').next())
+        .and_then(|v| v.rsplit(|b| *b == b',').next())
         .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"))
 }
 
@@ -112,9 +186,14 @@ pub fn last_coding_is_chunked(headers: &HMap) -> bool {
 /// digits and all equal; none is `None`. A response's or a request's (the downstream
 /// session checks requests with it: `crate::downstream::h1`).
 pub fn content_length(headers: &HMap) -> Result<Option<u64>> {
+    length_of(headers.get_all(CONTENT_LENGTH).iter().map(|v| v.as_bytes()))
+}
+
+/// [`content_length`] over the `Content-Length` values of a head.
+pub fn length_of<'a>(values: impl Iterator<Item = &'a [u8]>) -> Result<Option<u64>> {
     let mut length = None;
-    for v in headers.get_all(CONTENT_LENGTH) {
-        for t in v.as_bytes().split(|b| *b == b',') {
+    for v in values {
+        for t in v.split(|b| *b == b',') {
             let n = digits(t.trim_ascii()).ok_or_else(|| {
                 Error::explain(ErrorType::InvalidHTTPHeader, "invalid Content-Length")
             })?;
@@ -147,13 +226,17 @@ fn digits(t: &[u8]) -> Option<u64> {
 mod tests {
     use super::*;
 
-    fn head(version: http::Version, status: u16, fields: &[(&str, &str)]) -> ResponseHeader {
-        let mut h = ResponseHeader::build(status, None).unwrap();
-        h.set_version(version);
+    fn head(version: http::Version, status: u16, fields: &[(&str, &str)]) -> RawHead {
+        let v = if version == V10 { "1.0" } else { "1.1" };
+        let mut bytes = format!("HTTP/{v} {status} X\r\n");
         for (n, v) in fields {
-            h.append_header(n.to_string(), *v).unwrap();
+            bytes.push_str(&format!("{n}: {v}\r\n"));
         }
-        h
+        bytes.push_str("\r\n");
+        let mut buf = bytes::BytesMut::from(bytes.as_bytes());
+        super::super::response_head::parse_raw(&mut buf)
+            .unwrap()
+            .unwrap()
     }
 
     const V11: http::Version = http::Version::HTTP_11;
@@ -204,7 +287,8 @@ mod tests {
         let f = of(&mut h, false, false).unwrap();
         assert!(!f.keep_alive);
         assert!(!f.body.done() && !f.body.close_delimited());
-        assert!(!h.headers.contains_key(CONTENT_LENGTH));
+        assert!(!h.contains(Name::ContentLength));
+        assert!(h.contains(Name::TransferEncoding));
     }
 
     #[test]
@@ -226,6 +310,43 @@ mod tests {
         }
         let same = [("content-length", "2"), ("content-length", "2, 2")];
         assert!(of(&mut head(V11, 200, &same), false, false).is_ok());
+    }
+
+    #[test]
+    fn a_built_head_is_framed_as_the_same_head_kept_raw() {
+        use super::super::response_head::{parse, Case};
+        for bytes in [
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 1\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nConnection: a\r\nconnection: close\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\ntransfer-encoding: gzip\r\n\r\n",
+            b"HTTP/1.1 304 OK\r\nContent-Length: 9\r\n\r\n",
+        ] {
+            let mut raw_buf = bytes::BytesMut::from(bytes);
+            let mut raw = super::super::response_head::parse_raw(&mut raw_buf)
+                .unwrap()
+                .unwrap();
+            let mut built = parse(&mut bytes::BytesMut::from(bytes), Case::Kept)
+                .unwrap()
+                .unwrap();
+            let (a, b) = (
+                of(&mut raw, false, false).unwrap(),
+                of(&mut *built, false, false).unwrap(),
+            );
+            assert_eq!(a.keep_alive, b.keep_alive, "{bytes:?}");
+            assert_eq!(a.body.done(), b.body.done(), "{bytes:?}");
+            assert_eq!(
+                a.body.close_delimited(),
+                b.body.close_delimited(),
+                "{bytes:?}"
+            );
+            assert_eq!(
+                raw.has(Name::ContentLength),
+                built.has(Name::ContentLength),
+                "{bytes:?}"
+            );
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! |---|---|
 //! | the request head on the wire | [`request_head`] |
 //! | the response head off the wire (`httparse`), owned | [`response_head`] |
+//! | the response head as the bytes read, framed and written with no field map | [`raw_head`] |
 //! | body framing and keep-alive from the response head | [`framing`] |
 //! | the response body's framing (length, chunked, until close) | [`response_body`] |
 //! | a connection's timer, one for all of its reads and writes, made when one waits | [`deadline`] |
@@ -21,6 +22,7 @@
 
 pub mod deadline;
 pub mod framing;
+pub mod raw_head;
 pub mod request_head;
 pub mod response_body;
 pub mod response_head;
@@ -30,7 +32,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::header::CONTENT_LENGTH;
-use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::http::RequestHeader;
 use pingora::prelude::*;
 use pingora::protocols::Stream;
 use pingora::{ErrorType, RetryType};
@@ -38,6 +40,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use deadline::Deadline;
 use response_body::{Decoder, Step};
+use response_head::{Form, ResponseHead};
 
 /// Room made in the read buffer before a read of the response head.
 const HEAD_READ: usize = 4 * 1024;
@@ -229,15 +232,16 @@ impl Client {
         }
     }
 
-    /// Reads the final response head: informational ones (1xx) are skipped, a `101`
-    /// is an error (upgrades do not come this way), and the body's framing is set up.
-    /// `case`: whether the head keeps its names' case (an HTTP/1 client gets it).
-    pub async fn read_head(&mut self, case: response_head::Case) -> Result<Box<ResponseHeader>> {
+    /// Reads the final response head in the form `form`: informational ones (1xx) are
+    /// skipped, a `101` is an error (upgrades do not come this way), and the body's
+    /// framing is set up (a `Content-Length` beside a transfer coding is removed from
+    /// the head).
+    pub async fn read_head(&mut self, form: Form) -> Result<ResponseHead> {
         let mut informational = 0;
         loop {
             let mut head = loop {
                 if !self.buf.is_empty() {
-                    if let Some(head) = response_head::parse(&mut self.buf, case)? {
+                    if let Some(head) = response_head::read(&mut self.buf, form)? {
                         break head;
                     }
                 }
@@ -259,7 +263,7 @@ impl Client {
                     Err(e) => return Err(e),
                 }
             };
-            if informational_to_skip(head.status)? {
+            if informational_to_skip(head.status())? {
                 informational += 1;
                 if informational > MAX_INFORMATIONAL {
                     return Err(Error::explain(
@@ -269,7 +273,11 @@ impl Client {
                 }
                 continue;
             }
-            let framing = framing::of(&mut head, self.head_request, self.close_asked)?;
+            let (request, close) = (self.head_request, self.close_asked);
+            let framing = match &mut head {
+                ResponseHead::Raw(h) => framing::of(&mut **h, request, close)?,
+                ResponseHead::Built(h) => framing::of(&mut **h, request, close)?,
+            };
             self.keep_alive = framing.keep_alive;
             self.body = Some(framing.body);
             return Ok(head);

@@ -14,6 +14,8 @@ use pingora::http::{header_value_from_raw, IntoCaseHeaderName, ResponseHeader};
 use pingora::prelude::*;
 use pingora::ErrorType;
 
+use super::raw_head::{Field, Fields, Part, RawHead};
+
 /// Most header lines a response head may carry (as Pingora's client).
 pub const MAX_HEADERS: usize = 256;
 
@@ -41,15 +43,58 @@ pub enum Case {
     Dropped,
 }
 
-/// The response head at the start of `buf`, when it is complete: it is split off
-/// `buf` (what follows it stays there) and returned as an owned [`ResponseHeader`]
-/// whose names keep their case or not (`case`). `Ok(None)`: more bytes are needed.
+/// The form a response head is read in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Form {
+    /// As the bytes read ([`RawHead`]): the head goes to an HTTP/1 client through no
+    /// filter. A head with an obs-fold is built all the same (with its case), so that
+    /// the fold is collapsed.
+    Raw,
+    /// Built into a [`ResponseHeader`], its names' case kept or not.
+    Built(Case),
+}
+
+/// A response head read.
+pub enum ResponseHead {
+    /// As the bytes read ([`Form::Raw`]).
+    Raw(Box<RawHead>),
+    /// Built into Pingora's head.
+    Built(Box<ResponseHeader>),
+}
+
+impl ResponseHead {
+    /// The status code.
+    pub fn status(&self) -> http::StatusCode {
+        match self {
+            ResponseHead::Raw(h) => h.status,
+            ResponseHead::Built(h) => h.status,
+        }
+    }
+}
+
+/// The response head at the start of `buf` in the form `form`, when it is complete: it
+/// is split off `buf` (what follows it stays there). `Ok(None)`: more bytes are needed.
+/// Errors: as [`parse_raw`].
+pub fn read(buf: &mut BytesMut, form: Form) -> Result<Option<ResponseHead>> {
+    Ok(match form {
+        Form::Built(case) => parse(buf, case)?.map(ResponseHead::Built),
+        Form::Raw => match parse_raw(buf)? {
+            Some(raw) if raw.folded() => Some(ResponseHead::Built(build(&raw, Case::Kept)?)),
+            Some(raw) => Some(ResponseHead::Raw(Box::new(raw))),
+            None => None,
+        },
+    })
+}
+
+/// What httparse found at the start of `buf`: the head's length, when it is complete.
 /// Errors: a malformed head, too many header lines, or a head longer than [`MAX_HEAD`]
 /// (all `InvalidHTTPHeader`).
-pub fn parse(buf: &mut BytesMut, case: Case) -> Result<Option<Box<ResponseHeader>>> {
-    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut []);
-    let len = match parser().parse_response_with_uninit_headers(&mut resp, buf, &mut slots) {
+fn head_of<'b, 'h>(
+    buf: &'b [u8],
+    resp: &mut httparse::Response<'h, 'b>,
+    slots: &'h mut [MaybeUninit<httparse::Header<'b>>],
+) -> Result<Option<usize>> {
+    let len = match parser().parse_response_with_uninit_headers(resp, buf, slots) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => {
             if buf.len() > MAX_HEAD {
@@ -74,16 +119,47 @@ pub fn parse(buf: &mut BytesMut, case: Case) -> Result<Option<Box<ResponseHeader
             format!("response head larger than {MAX_HEAD} bytes"),
         ));
     }
-    let code = resp.code.unwrap_or(0);
-    let version = match resp.version {
+    Ok(Some(len))
+}
+
+/// The version httparse read.
+fn version_of(resp: &httparse::Response<'_, '_>) -> http::Version {
+    match resp.version {
         Some(1) => http::Version::HTTP_11,
         Some(0) => http::Version::HTTP_10,
         _ => http::Version::HTTP_09,
+    }
+}
+
+/// Whether the head's `len` first bytes hold an obs-fold: lines end in a line feed each
+/// (the status line, every field line, the empty line), so one more anywhere is a fold
+/// inside a value.
+fn folded(buf: &[u8], len: usize, fields: usize) -> bool {
+    memchr::memchr_iter(b'\n', &buf[..len]).count() != fields + 2
+}
+
+/// Where the reason phrase httparse read is in `buf`. httparse gives a status line
+/// without a reason phrase, or one holding obs-text, as a static "" outside `buf`: an
+/// empty reason, as Pingora's client keeps it.
+fn reason_of(buf: &[u8], resp: &httparse::Response<'_, '_>) -> Option<Span> {
+    resp.reason
+        .map(|r| span_within(buf, r.as_bytes()).unwrap_or((0, 0)))
+}
+
+/// The response head at the start of `buf`, when it is complete: it is split off
+/// `buf` (what follows it stays there) and returned as an owned [`ResponseHeader`]
+/// whose names keep their case or not (`case`); values share the bytes read.
+/// `Ok(None)`: more bytes are needed. Errors: as [`head_of`].
+pub fn parse(buf: &mut BytesMut, case: Case) -> Result<Option<Box<ResponseHeader>>> {
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut []);
+    let Some(len) = head_of(buf, &mut resp, &mut slots)? else {
+        return Ok(None);
     };
-    let reason_span = resp.reason.map(|r| span(buf, r.as_bytes()));
-    // Lines end in a line feed each: the status line, every field line, the empty line.
-    // One more anywhere is an obs-fold inside a value.
-    let folded = memchr::memchr_iter(b'\n', &buf[..len]).count() != resp.headers.len() + 2;
+    let code = resp.code.unwrap_or(0);
+    let version = version_of(&resp);
+    let reason_span = reason_of(buf, &resp);
+    let folded = folded(buf, len, resp.headers.len());
     let spans: smallvec::SmallVec<[(Span, Span); 24]> = resp
         .headers
         .iter()
@@ -104,20 +180,77 @@ pub fn parse(buf: &mut BytesMut, case: Case) -> Result<Option<Box<ResponseHeader
     }
     for ((ns, ne), (vs, ve)) in spans {
         let name = raw.slice(ns..ne).into_case_header_name();
-        let value = raw.slice(vs..ve);
-        let value = if folded {
-            header_value_from_raw(value)
-        } else {
-            // SAFETY: `httparse` accepted this value, so its bytes are HTAB, SP,
-            // visible ASCII or obs-text (it refuses every other control byte, and a CR
-            // not followed by an LF), and it holds no LF: the head has no line feed
-            // besides its lines' (above). Those are the bytes `HeaderValue` allows, and
-            // `header_value_from_raw` would return them unchanged.
-            unsafe { HeaderValue::from_maybe_shared_unchecked(value) }
-        };
-        head.append_header(name, value)?;
+        head.append_header(name, value_of(raw.slice(vs..ve), folded))?;
     }
     Ok(Some(Box::new(head)))
+}
+
+/// A value the parser accepted, as a [`HeaderValue`]: taken as it is unless the head
+/// holds an obs-fold (`folded`), which is collapsed as Pingora's client does.
+fn value_of(value: bytes::Bytes, folded: bool) -> HeaderValue {
+    if folded {
+        header_value_from_raw(value)
+    } else {
+        // SAFETY: `httparse` accepted this value, so its bytes are HTAB, SP, visible
+        // ASCII or obs-text (it refuses every other control byte, and a CR not followed
+        // by an LF), and it holds no LF: the head has no line feed besides its lines'
+        // (`folded`). Those are the bytes `HeaderValue` allows, and
+        // `header_value_from_raw` would return them unchanged. The field Sluice adds to
+        // a raw head (`RawHead::append_chunked`) is static ASCII.
+        unsafe { HeaderValue::from_maybe_shared_unchecked(value) }
+    }
+}
+
+/// The response head at the start of `buf`, when it is complete: it is split off
+/// `buf` (what follows it stays there) and returned as its bytes and where its parts
+/// are ([`RawHead`]). `Ok(None)`: more bytes are needed. Errors: as [`head_of`], and a
+/// status code out of range.
+pub fn parse_raw(buf: &mut BytesMut) -> Result<Option<RawHead>> {
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut []);
+    let Some(len) = head_of(buf, &mut resp, &mut slots)? else {
+        return Ok(None);
+    };
+    let status = http::StatusCode::from_u16(resp.code.unwrap_or(0))
+        .map_err(|e| Error::because(ErrorType::InvalidHTTPHeader, "invalid response status", e))?;
+    let version = version_of(&resp);
+    let reason = reason_of(buf, &resp).map(Part::new);
+    let folded = folded(buf, len, resp.headers.len());
+    let mut fields = Fields::new();
+    for h in resp.headers.iter().filter(|h| !h.name.is_empty()) {
+        fields.push(Field::new(
+            buf,
+            Part::new(span(buf, h.name.as_bytes())),
+            Part::new(span(buf, h.value)),
+        ));
+    }
+    let bytes = buf.split_to(len).freeze();
+    Ok(Some(RawHead::new(
+        bytes, status, version, reason, fields, folded,
+    )))
+}
+
+/// `raw` as a Pingora [`ResponseHeader`] whose names keep their case or not (`case`):
+/// the fields still in it, in order, names and values sharing its bytes; obs-folds
+/// collapsed.
+pub fn build(raw: &RawHead, case: Case) -> Result<Box<ResponseHeader>> {
+    let n = raw.field_count();
+    let code = raw.status.as_u16();
+    let mut head = match case {
+        Case::Kept => ResponseHeader::build(code, Some(n))?,
+        Case::Dropped => ResponseHeader::build_no_case(code, Some(n))?,
+    };
+    head.set_version(raw.version);
+    if let Some(reason) = raw.reason() {
+        // httparse gave it as &str: valid UTF-8.
+        head.set_reason_phrase(Some(std::str::from_utf8(reason).unwrap_or_default()))?;
+    }
+    let folded = raw.folded();
+    raw.try_each_shared(|name, value| {
+        head.append_header(name.into_case_header_name(), value_of(value, folded))
+            .map(drop)
+    })?;
+    Ok(Box::new(head))
 }
 
 /// A range of a head's bytes.
@@ -128,6 +261,12 @@ pub(crate) type Span = (usize, usize);
 pub(crate) fn span(buf: &[u8], part: &[u8]) -> Span {
     let start = part.as_ptr() as usize - buf.as_ptr() as usize;
     (start, start + part.len())
+}
+
+/// Where `part` sits in `buf`, when it is a slice of `buf` at all.
+fn span_within(buf: &[u8], part: &[u8]) -> Option<Span> {
+    let (base, at) = (buf.as_ptr() as usize, part.as_ptr() as usize);
+    (at >= base && at + part.len() <= base + buf.len()).then(|| (at - base, at - base + part.len()))
 }
 
 #[cfg(test)]
