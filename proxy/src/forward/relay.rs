@@ -18,7 +18,7 @@ use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 use pingora::ErrorType;
 
-use super::h1::response_head::{self, Case, ResponseHead};
+use super::h1::response_head::ResponseHead;
 use super::upstream::Upstream;
 use crate::host::component::WasiBody;
 use crate::proxy::{Ctx, Sluice};
@@ -83,8 +83,8 @@ impl Source<'_> {
 
 /// Runs `head` through the response phases of `ctx`'s chain and sends it, with its
 /// body from `source`, to the client. A head kept as the origin's bytes (read so when
-/// no filter reads it: [`Sluice::response_untouched`]) is framed and written as it is,
-/// unless an obs-fold in it must be collapsed first.
+/// no filter reads it: [`Sluice::response_untouched`]) is framed and written as it is
+/// (one with an obs-fold is never read so: [`super::h1::response_head::read`]).
 pub async fn relay(
     s: &Sluice,
     session: &mut Downstream<'_>,
@@ -93,7 +93,7 @@ pub async fn relay(
     mut source: Source<'_>,
 ) -> Result<()> {
     let (bodiless, mut held) = match head {
-        ResponseHead::Raw(mut raw) if !raw.folded() => {
+        ResponseHead::Raw(mut raw) => {
             s.upstream_answered(raw.status, ctx);
             let bodiless = is_bodiless(session, raw.status);
             if !bodiless {
@@ -101,10 +101,6 @@ pub async fn relay(
             }
             session.write_raw_head(raw, false).await.map_err(down)?;
             (bodiless, None)
-        }
-        ResponseHead::Raw(raw) => {
-            let resp = response_head::build(&raw, Case::Kept)?;
-            head_through_chain(s, session, ctx, resp).await?
         }
         ResponseHead::Built(resp) => head_through_chain(s, session, ctx, resp).await?,
     };

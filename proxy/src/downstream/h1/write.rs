@@ -26,7 +26,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::Session;
 use crate::forward::h1::deadline::Deadline;
-use crate::forward::h1::framing;
+use crate::forward::h1::framing::{self, Head};
 use crate::forward::h1::raw_head::{Name, RawHead};
 
 /// Body bytes copied after the held head or a chunk-size line so that both leave in one
@@ -122,37 +122,44 @@ impl Session {
         head: Box<ResponseHeader>,
         end: bool,
     ) -> Result<()> {
-        self.write_head(Outgoing::Built(&head), end).await
+        self.write_head(&*head, end, encode).await
     }
 
     /// [`Self::write_response_header`] for a final head kept as the bytes an HTTP/1
     /// origin sent ([`RawHead`]): written from those bytes, with the same `Date` and
     /// `Connection` lines and the same framing.
     pub async fn write_raw_head(&mut self, head: Box<RawHead>, end: bool) -> Result<()> {
-        self.write_head(Outgoing::Raw(&head), end).await
+        self.write_head(&*head, end, encode_raw).await
     }
 
-    async fn write_head(&mut self, head: Outgoing<'_>, end: bool) -> Result<()> {
-        let status = head.status();
+    /// [`Self::write_response_header`] for a head of either kind, framed through what
+    /// [`framing::Head`] reads of it and written by `encode`.
+    async fn write_head<H: Head>(
+        &mut self,
+        head: &H,
+        end: bool,
+        encode: fn(&H, Option<bool>, &mut Vec<u8>) -> Result<()>,
+    ) -> Result<()> {
+        let code = head.status();
         if self.final_head_written() {
             tracing::warn!(
-                status = status.as_u16(),
+                status = code.as_u16(),
                 "response head already written: ignored"
             );
             return Ok(());
         }
-        let interim = status.is_informational() && status != 101;
-        let status = status.as_u16();
+        let interim = code.is_informational() && code != 101;
+        let status = code.as_u16();
         if !interim && (self.request.is_none() || !self.is_body_done()) {
             self.keepalive = None;
         }
         self.response.out.clear();
         self.response.held = false;
         if interim {
-            head.encode(None, &mut self.response.out)?;
+            encode(head, None, &mut self.response.out)?;
             self.send(&[], &[], true, "writing an informational response head")
                 .await?;
-            self.response.written = Some(head.status());
+            self.response.written = Some(code);
             return Ok(());
         }
         let head_request = self
@@ -163,10 +170,10 @@ impl Session {
             Writer::Done
         } else if status == 101 {
             Writer::UntilClose
-        } else if head.chunked() {
+        } else if framing::chunked_last(head.values(Name::TransferEncoding)) {
             Writer::Chunked
         } else {
-            match head.content_length() {
+            match framing::length_of(head.values(Name::ContentLength)) {
                 Ok(Some(0)) => Writer::Done,
                 Ok(Some(n)) => Writer::Length(n),
                 Ok(None) => Writer::UntilClose,
@@ -179,9 +186,9 @@ impl Session {
         if status == 101 || writer == Writer::UntilClose {
             self.keepalive = None;
         }
-        head.encode(Some(self.keepalive.is_some()), &mut self.response.out)?;
+        encode(head, Some(self.keepalive.is_some()), &mut self.response.out)?;
         self.response.writer = writer;
-        self.response.written = Some(head.status());
+        self.response.written = Some(code);
         if let Writer::Length(_) = writer {
             self.response.held = true;
             if end {
@@ -478,7 +485,7 @@ fn encode(head: &ResponseHeader, connection: Option<bool>, out: &mut Vec<u8>) ->
 /// every head it sends on), the origin's reason phrase (else the status's own, as
 /// `ResponseHeader::get_reason_phrase`), then its fields in order as the origin
 /// spelled them.
-fn encode_raw(head: &RawHead, connection: Option<bool>, out: &mut Vec<u8>) {
+fn encode_raw(head: &RawHead, connection: Option<bool>, out: &mut Vec<u8>) -> Result<()> {
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(head.status.as_str().as_bytes());
     out.push(b' ');
@@ -502,6 +509,7 @@ fn encode_raw(head: &RawHead, connection: Option<bool>, out: &mut Vec<u8>) {
             out.extend_from_slice(b"\r\n");
         }
     }
+    Ok(())
 }
 
 /// The field lines of a final head being written: `Date` and `Connection` written
@@ -559,50 +567,6 @@ fn field_line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
-}
-
-/// A head to write: built, or kept as an HTTP/1 origin's bytes.
-#[derive(Clone, Copy)]
-enum Outgoing<'a> {
-    Built(&'a ResponseHeader),
-    Raw(&'a RawHead),
-}
-
-impl Outgoing<'_> {
-    fn status(&self) -> http::StatusCode {
-        match self {
-            Outgoing::Built(h) => h.status,
-            Outgoing::Raw(h) => h.status,
-        }
-    }
-
-    /// Whether the body's final transfer coding is chunked.
-    fn chunked(&self) -> bool {
-        match self {
-            Outgoing::Built(h) => framing::last_coding_is_chunked(&h.headers),
-            Outgoing::Raw(h) => framing::chunked_last(h.values(Name::TransferEncoding)),
-        }
-    }
-
-    /// The `Content-Length` the head declares.
-    fn content_length(&self) -> Result<Option<u64>> {
-        match self {
-            Outgoing::Built(h) => framing::content_length(&h.headers),
-            Outgoing::Raw(h) => framing::length_of(h.values(Name::ContentLength)),
-        }
-    }
-
-    /// The head on the wire; `connection`: for a final head, whether the connection is
-    /// kept.
-    fn encode(&self, connection: Option<bool>, out: &mut Vec<u8>) -> Result<()> {
-        match self {
-            Outgoing::Built(h) => encode(h, connection, out),
-            Outgoing::Raw(h) => {
-                encode_raw(h, connection, out);
-                Ok(())
-            }
-        }
-    }
 }
 
 /// `Date: <now>` (the name as Pingora's `insert_header` gives it).
@@ -684,7 +648,7 @@ mod tests {
                 let mut built = build(&r, Case::Kept).unwrap();
                 built.set_version(http::Version::HTTP_11);
                 let (mut ours, mut theirs) = (Vec::new(), Vec::new());
-                encode_raw(&r, Some(keep), &mut ours);
+                encode_raw(&r, Some(keep), &mut ours).unwrap();
                 encode(&built, Some(keep), &mut theirs).unwrap();
                 assert_eq!(undated(&ours), undated(&theirs), "{bytes:?}");
             }
@@ -696,7 +660,7 @@ mod tests {
             |_| {},
         );
         let mut ours = Vec::new();
-        encode_raw(&r, Some(true), &mut ours);
+        encode_raw(&r, Some(true), &mut ours).unwrap();
         assert_eq!(
             undated(&ours),
             "HTTP/1.1 200 OK\r\nX-B: 1\r\nx-a: 2\r\nx-b: 3\r\nDate: *\r\nConnection: keep-alive\r\n\r\n"

@@ -56,7 +56,8 @@ pub enum Form {
 
 /// A response head read.
 pub enum ResponseHead {
-    /// As the bytes read ([`Form::Raw`]).
+    /// As the bytes read ([`Form::Raw`]); never with an obs-fold ([`read`] builds
+    /// such a head), so its bytes can be written as they are.
     Raw(Box<RawHead>),
     /// Built into Pingora's head.
     Built(Box<ResponseHeader>),
@@ -168,21 +169,34 @@ pub fn parse(buf: &mut BytesMut, case: Case) -> Result<Option<Box<ResponseHeader
         .collect();
     // The head's bytes, shared by the names and values below.
     let raw = buf.split_to(len).freeze();
-    let mut head = match case {
-        Case::Kept => ResponseHeader::build(code, Some(spans.len()))?,
-        Case::Dropped => ResponseHeader::build_no_case(code, Some(spans.len()))?,
-    };
-    head.set_version(version);
-    if let Some((start, end)) = reason_span {
-        // httparse gave it as &str: valid UTF-8.
-        let reason = std::str::from_utf8(&raw[start..end]).unwrap_or_default();
-        head.set_reason_phrase(Some(reason))?;
-    }
+    let reason = reason_span.map(|(start, end)| &raw[start..end]);
+    let mut head = status_line(code, version, reason, case, spans.len())?;
     for ((ns, ne), (vs, ve)) in spans {
         let name = raw.slice(ns..ne).into_case_header_name();
         head.append_header(name, value_of(raw.slice(vs..ve), folded))?;
     }
     Ok(Some(Box::new(head)))
+}
+
+/// A head with no fields yet (room for `fields`), of status `code`, `version` and
+/// `reason` (as httparse gave it), its names' case kept or not (`case`).
+fn status_line(
+    code: u16,
+    version: http::Version,
+    reason: Option<&[u8]>,
+    case: Case,
+    fields: usize,
+) -> Result<ResponseHeader> {
+    let mut head = match case {
+        Case::Kept => ResponseHeader::build(code, Some(fields))?,
+        Case::Dropped => ResponseHeader::build_no_case(code, Some(fields))?,
+    };
+    head.set_version(version);
+    if let Some(reason) = reason {
+        // httparse gave it as &str: valid UTF-8.
+        head.set_reason_phrase(Some(std::str::from_utf8(reason).unwrap_or_default()))?;
+    }
+    Ok(head)
 }
 
 /// A value the parser accepted, as a [`HeaderValue`]: taken as it is unless the head
@@ -234,17 +248,8 @@ pub fn parse_raw(buf: &mut BytesMut) -> Result<Option<RawHead>> {
 /// the fields still in it, in order, names and values sharing its bytes; obs-folds
 /// collapsed.
 pub fn build(raw: &RawHead, case: Case) -> Result<Box<ResponseHeader>> {
-    let n = raw.field_count();
     let code = raw.status.as_u16();
-    let mut head = match case {
-        Case::Kept => ResponseHeader::build(code, Some(n))?,
-        Case::Dropped => ResponseHeader::build_no_case(code, Some(n))?,
-    };
-    head.set_version(raw.version);
-    if let Some(reason) = raw.reason() {
-        // httparse gave it as &str: valid UTF-8.
-        head.set_reason_phrase(Some(std::str::from_utf8(reason).unwrap_or_default()))?;
-    }
+    let mut head = status_line(code, raw.version, raw.reason(), case, raw.field_count())?;
     let folded = raw.folded();
     raw.try_each_shared(|name, value| {
         head.append_header(name.into_case_header_name(), value_of(value, folded))
